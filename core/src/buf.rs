@@ -1,0 +1,252 @@
+//! The receive and transmit buffers of one connection, in storage the caller hands in.
+//!
+//! Receive: bytes are appended at the end and whole frames taken from the front.
+//! Transmit: messages are appended to an open frame that is sealed with its MAC when the
+//! transport asks for bytes, so replies produced together share one frame and one MAC.
+
+use serde::Serialize;
+
+use crate::auth::FrameMac;
+use crate::wire::{peek_body_len, HEADER_LEN, TAG_LEN};
+
+/// Not enough room in a transmit buffer; the caller reserves room beforehand, so this
+/// only reaches a peer as a closed connection, never as a lost message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NoRoom;
+
+/// Where the next whole frame in a receive buffer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peek {
+    /// Not a whole frame yet.
+    Partial,
+    /// A whole frame: its body is `buf[HEADER_LEN..HEADER_LEN + body_len]`.
+    Frame { body_len: usize },
+    /// The header announces more than the receiver accepts.
+    TooLarge,
+}
+
+pub(crate) struct RxBuf<'a> {
+    data: &'a mut [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'a> RxBuf<'a> {
+    pub(crate) fn new(data: &'a mut [u8]) -> Self {
+        RxBuf {
+            data,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Bytes received and not yet consumed.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Free space to receive into, made contiguous first.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.data[self.end..]
+    }
+
+    /// `n` bytes were written at the start of [`RxBuf::space`].
+    pub(crate) fn commit(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.data.len());
+    }
+
+    /// Copies as much of `input` as fits; returns how much.
+    pub(crate) fn fill(&mut self, input: &[u8]) -> usize {
+        let space = self.space();
+        let n = space.len().min(input.len());
+        space[..n].copy_from_slice(&input[..n]);
+        self.commit(n);
+        n
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Checks the next frame against `max_body` before any of its body is read.
+    pub(crate) fn peek(&self, max_body: usize) -> Peek {
+        let Some(len) = peek_body_len(self.bytes()) else {
+            return Peek::Partial;
+        };
+        let len = len as usize;
+        if len > max_body || HEADER_LEN + len > self.data.len() {
+            return Peek::TooLarge;
+        }
+        if self.end - self.start < HEADER_LEN + len {
+            Peek::Partial
+        } else {
+            Peek::Frame { body_len: len }
+        }
+    }
+}
+
+pub(crate) struct TxBuf<'a> {
+    data: &'a mut [u8],
+    /// First byte not yet handed to the transport.
+    start: usize,
+    /// End of the sealed frames.
+    sealed: usize,
+    /// End of the open frame's messages (equals `sealed` when no frame is open).
+    end: usize,
+}
+
+impl<'a> TxBuf<'a> {
+    pub(crate) fn new(data: &'a mut [u8]) -> Self {
+        TxBuf {
+            data,
+            start: 0,
+            sealed: 0,
+            end: 0,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.start = 0;
+        self.sealed = 0;
+        self.end = 0;
+    }
+
+    /// Nothing waits to be sent, sealed or not.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Room for more message bytes, keeping room to seal the open frame.
+    pub(crate) fn free(&self) -> usize {
+        self.data
+            .len()
+            .saturating_sub(self.end - self.start + TAG_LEN)
+    }
+
+    fn frame_open(&self) -> bool {
+        self.end > self.sealed
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.sealed -= self.start;
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Appends one handshake message as a frame of its own, without a MAC.
+    pub(crate) fn push_plain<T: Serialize>(&mut self, msg: &T) -> Result<(), NoRoom> {
+        debug_assert!(!self.frame_open());
+        self.compact();
+        let body_at = self.end + HEADER_LEN;
+        let out = self.data.get_mut(body_at..).ok_or(NoRoom)?;
+        let len = postcard::to_slice(msg, out).map_err(|_| NoRoom)?.len();
+        self.data[self.end..body_at].copy_from_slice(&(len as u32).to_be_bytes());
+        self.end = body_at + len;
+        self.sealed = self.end;
+        Ok(())
+    }
+
+    /// Appends a message to the open frame, sealing it and opening another when the message
+    /// would push it past `max_body` (the peer's frame limit, tag included).
+    pub(crate) fn push<T: Serialize>(
+        &mut self,
+        msg: &T,
+        max_body: usize,
+        mac: &mut FrameMac,
+    ) -> Result<(), NoRoom> {
+        self.push_with(max_body, mac, |out| {
+            postcard::to_slice(msg, out).map(|s| s.len()).ok()
+        })
+    }
+
+    /// Like [`TxBuf::push`], with the message written by `write`, which returns the bytes it
+    /// wrote or `None` when `out` is too small.
+    pub(crate) fn push_with(
+        &mut self,
+        max_body: usize,
+        mac: &mut FrameMac,
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), NoRoom> {
+        for _ in 0..2 {
+            if !self.frame_open() {
+                self.compact();
+                if self.end + HEADER_LEN + TAG_LEN > self.data.len() {
+                    return Err(NoRoom);
+                }
+                self.end += HEADER_LEN;
+            }
+            let body_at = self.sealed + HEADER_LEN;
+            let limit = (self.data.len() - TAG_LEN).min(body_at + max_body.saturating_sub(TAG_LEN));
+            if self.end < limit {
+                if let Some(n) = write(&mut self.data[self.end..limit]) {
+                    self.end += n;
+                    return Ok(());
+                }
+            }
+            if self.end == body_at {
+                // Not even an empty frame has room for it: drop the empty frame.
+                self.end = self.sealed;
+                return Err(NoRoom);
+            }
+            self.seal(mac);
+        }
+        Err(NoRoom)
+    }
+
+    /// Closes the open frame, if any, with its length and tag.
+    pub(crate) fn seal(&mut self, mac: &mut FrameMac) {
+        if !self.frame_open() {
+            return;
+        }
+        let body_at = self.sealed + HEADER_LEN;
+        let len = (self.end - body_at + TAG_LEN) as u32;
+        self.data[self.sealed..body_at].copy_from_slice(&len.to_be_bytes());
+        let (head, rest) = self.data[self.sealed..].split_at(HEADER_LEN);
+        let tag = mac.seal(head, &rest[..self.end - body_at]);
+        self.data[self.end..self.end + TAG_LEN].copy_from_slice(&tag);
+        self.end += TAG_LEN;
+        self.sealed = self.end;
+    }
+
+    /// Sealed bytes waiting for the transport.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.sealed]
+    }
+
+    /// The transport sent `n` bytes of [`TxBuf::pending`].
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.sealed);
+        if self.start == self.end {
+            self.clear();
+        }
+    }
+}

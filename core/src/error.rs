@@ -1,0 +1,110 @@
+//! The one error type a client sees.
+
+use crate::wire::{CloseReason, ErrorCode};
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// A non-blocking `get` found the queue empty.
+    Empty,
+    /// A non-blocking `put` found the queue full.
+    Full,
+    /// A waiting request's time ran out, or the manager did not answer in time.
+    Timeout,
+    /// No object has that name or handle.
+    NoSuchObject,
+    /// An object with that name exists already.
+    AlreadyExists,
+    /// The item is larger than the queue or the connection allows.
+    TooLarge,
+    /// The name is empty, too long or has control characters.
+    InvalidName,
+    /// The queue limits cannot be met.
+    InvalidSpec,
+    /// The registry has no room for another object.
+    ObjectLimit,
+    /// Too many blocked requests on this connection or on the manager.
+    WaiterLimit,
+    /// `task_done` was called more times than items were put.
+    TaskDoneTooMany,
+    /// The manager does not allow this.
+    NotAllowed,
+    /// The manager is shutting down.
+    ShuttingDown,
+    /// The operation does not apply to this kind of object.
+    WrongKind,
+    /// The authkey is wrong (or the peer is not the manager it claims to be).
+    AuthFailed,
+    /// The connection is gone.
+    Disconnected,
+    /// The connection was closed for this reason.
+    Closed(CloseReason),
+    /// The handshake has not finished.
+    NotReady,
+    /// Every request slot is in use: wait for replies first.
+    InFlightLimit,
+    /// The transmit buffer is full: send what it holds first.
+    WouldBlock,
+}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Empty => Error::Empty,
+            ErrorCode::Full => Error::Full,
+            ErrorCode::Timeout => Error::Timeout,
+            ErrorCode::NoSuchObject => Error::NoSuchObject,
+            ErrorCode::AlreadyExists => Error::AlreadyExists,
+            ErrorCode::TooLarge => Error::TooLarge,
+            ErrorCode::InvalidName => Error::InvalidName,
+            ErrorCode::InvalidSpec => Error::InvalidSpec,
+            ErrorCode::ObjectLimit => Error::ObjectLimit,
+            ErrorCode::WaiterLimit => Error::WaiterLimit,
+            ErrorCode::TaskDoneTooMany => Error::TaskDoneTooMany,
+            ErrorCode::NotAllowed => Error::NotAllowed,
+            ErrorCode::ShuttingDown => Error::ShuttingDown,
+            ErrorCode::WrongKind => Error::WrongKind,
+        }
+    }
+}
+
+impl From<CloseReason> for Error {
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::AuthFailed => Error::AuthFailed,
+            CloseReason::PeerClosed => Error::Disconnected,
+            other => Error::Closed(other),
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let text = match self {
+            Error::Empty => ErrorCode::Empty.description(),
+            Error::Full => ErrorCode::Full.description(),
+            Error::Timeout => ErrorCode::Timeout.description(),
+            Error::NoSuchObject => ErrorCode::NoSuchObject.description(),
+            Error::AlreadyExists => ErrorCode::AlreadyExists.description(),
+            Error::TooLarge => ErrorCode::TooLarge.description(),
+            Error::InvalidName => ErrorCode::InvalidName.description(),
+            Error::InvalidSpec => ErrorCode::InvalidSpec.description(),
+            Error::ObjectLimit => ErrorCode::ObjectLimit.description(),
+            Error::WaiterLimit => ErrorCode::WaiterLimit.description(),
+            Error::TaskDoneTooMany => ErrorCode::TaskDoneTooMany.description(),
+            Error::NotAllowed => ErrorCode::NotAllowed.description(),
+            Error::ShuttingDown => ErrorCode::ShuttingDown.description(),
+            Error::WrongKind => ErrorCode::WrongKind.description(),
+            Error::AuthFailed => "authentication failed",
+            Error::Disconnected => "disconnected",
+            Error::Closed(reason) => return write!(f, "connection closed: {reason}"),
+            Error::NotReady => "handshake not finished",
+            Error::InFlightLimit => "too many requests in flight",
+            Error::WouldBlock => "transmit buffer full",
+        };
+        f.write_str(text)
+    }
+}
+
+impl core::error::Error for Error {}

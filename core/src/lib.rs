@@ -1,0 +1,45 @@
+//! # depot-core
+//!
+//! The protocol core of depot: named shared queues between processes on different machines,
+//! in the manner of Python's `multiprocessing.managers.BaseManager`, for hosts and firmware.
+//!
+//! `#![no_std]`, no allocation, no I/O. Callers hand in every buffer, the current time and
+//! random bytes; the state machines give back bytes to send, wake-up times and events. The
+//! transports (`depot-std` over std TCP, `depot-embassy` over embassy-net) only move bytes.
+//!
+//! ## Layers
+//! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
+//! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
+//! - [`queue`]: a bounded FIFO of byte items in caller storage.
+//! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
+//!   connections).
+//! - [`client`]: the client state machine (one connection, pipelined requests).
+//!
+//! ## Features
+//! - `defmt`: derive `defmt::Format` on public types and log through defmt.
+//! - `log`: log through the `log` crate. Not together with `defmt`.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[macro_use]
+mod fmt;
+
+pub mod auth;
+mod buf;
+pub mod client;
+pub mod error;
+pub mod manager;
+pub mod queue;
+mod registry;
+pub mod time;
+mod waiters;
+pub mod wire;
+
+pub use client::{Client, Event, RequestSlot};
+pub use error::Error;
+pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig};
+pub use registry::{DeclareError, ObjectSlot};
+pub use time::Instant;
+pub use waiters::Waiter;
+pub use wire::{Handle, ObjectInfo, QueueSpec, Wait};

@@ -1,0 +1,1165 @@
+//! The manager state machine: many connections, one registry, no I/O.
+//!
+//! The transport accepts a socket and calls [`Manager::accept`] with fresh random bytes, then
+//! moves bytes: what arrives goes in through [`Manager::rx_space`] and
+//! [`Manager::handle_received`] (or [`Manager::handle_input`]); what
+//! [`Manager::poll_transmit`] returns goes out, acknowledged with
+//! [`Manager::handle_transmitted`]. [`Manager::poll_ready`] names connections whose state changed
+//! because of another connection (a blocked `get` answered by someone's `put`), and
+//! [`Manager::poll_timeout`] / [`Manager::handle_timeout`] run the clock. When
+//! [`Manager::wants_close`] says so, the transport closes the socket and calls
+//! [`Manager::handle_close`], as it does when the peer goes away.
+//!
+//! Every limit is enforced here: frame sizes before a body is read, handshake and frame deadlines,
+//! output bounded per connection (a request is read only when its reply has room, and a peer that
+//! stops reading is dropped), waiters bounded per connection and in all.
+
+use crate::auth::{
+    AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF, MANAGER_TO_CLIENT,
+};
+use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::registry::{Object, ObjectSlot, Registry};
+use crate::time::Instant;
+use crate::waiters::{WaitKind, WaitList, Waiter, Waiters};
+use crate::wire::{
+    item_reply_bound, valid_name, ClientHello, ClientProof, CloseReason, ErrorCode, Handle,
+    ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
+    HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
+};
+
+const NONE: u32 = u32::MAX;
+
+/// A connection, by its slot in the storage handed to [`Manager::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConnId(pub u32);
+
+/// How the manager behaves; the same rules on every transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ManagerConfig {
+    /// The largest frame body accepted (further capped by each connection's receive buffer).
+    pub max_frame: u32,
+    /// Time from accept to a finished handshake.
+    pub handshake_timeout_ms: u32,
+    /// Time from a frame's first byte to its last.
+    pub frame_timeout_ms: u32,
+    /// Time output may wait, unread by the peer, before the peer is dropped.
+    pub write_stall_timeout_ms: u32,
+    /// Whether a client's `Shutdown` request stops the manager.
+    pub allow_remote_shutdown: bool,
+    /// Whether clients may create queues in spare slots.
+    pub allow_create: bool,
+    /// Blocked requests one connection may have at once.
+    pub max_waiters_per_connection: u32,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            max_frame: 64 * 1024,
+            handshake_timeout_ms: 10_000,
+            frame_timeout_ms: 10_000,
+            write_stall_timeout_ms: 30_000,
+            allow_remote_shutdown: false,
+            allow_create: false,
+            max_waiters_per_connection: 64,
+        }
+    }
+}
+
+/// Why a connection could not be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AcceptError {
+    /// Every connection slot is in use; [`encode_busy`] gives bytes to tell the peer.
+    Busy,
+    /// The manager is shutting down.
+    ShuttingDown,
+}
+
+/// The storage of one connection: receive, transmit and parked-put buffers.
+///
+/// `rx` bounds the largest frame the manager accepts on this connection; `tx` must hold the
+/// largest reply (a `get` of the largest item); `park` holds the item of a blocked `put`, so it
+/// should be as large as the largest item (a smaller one makes such puts wait their turn).
+pub struct Connection<'a> {
+    rx: RxBuf<'a>,
+    tx: TxBuf<'a>,
+    park: &'a mut [u8],
+    state: State,
+    /// Length of the item in `park`, when a put is parked.
+    parked: Option<usize>,
+    /// Transmit bytes promised to this connection's blocked requests.
+    reserved: usize,
+    waiters: u32,
+    /// The peer's largest frame body.
+    peer_max: usize,
+    /// When the partial frame at the front of `rx` must be whole.
+    frame_deadline: Option<Instant>,
+    /// When output last made progress.
+    tx_progress: Instant,
+    /// Offset in `rx` of the next message of a verified frame, 0 when none is being read.
+    cursor: usize,
+    /// Offset in `rx` of the end of that frame's messages.
+    frame_end: usize,
+    links: [u32; 2],
+    linked: [bool; 2],
+}
+
+// No heap to box into: the session keys live inline, as large as they are.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    Free,
+    AwaitHello {
+        nonce: [u8; NONCE_LEN],
+        deadline: Instant,
+    },
+    AwaitProof {
+        client_nonce: [u8; NONCE_LEN],
+        nonce: [u8; NONCE_LEN],
+        deadline: Instant,
+    },
+    Open(Session),
+    Closing(CloseReason),
+}
+
+struct Session {
+    rx_mac: FrameMac,
+    tx_mac: FrameMac,
+}
+
+impl<'a> Connection<'a> {
+    /// A free connection slot with its buffers.
+    pub fn new(rx: &'a mut [u8], tx: &'a mut [u8], park: &'a mut [u8]) -> Self {
+        Connection {
+            rx: RxBuf::new(rx),
+            tx: TxBuf::new(tx),
+            park,
+            state: State::Free,
+            parked: None,
+            reserved: 0,
+            waiters: 0,
+            peer_max: 0,
+            frame_deadline: None,
+            tx_progress: Instant::ZERO,
+            cursor: 0,
+            frame_end: 0,
+            links: [NONE; 2],
+            linked: [false; 2],
+        }
+    }
+
+    fn is_free(&self) -> bool {
+        matches!(self.state, State::Free)
+    }
+}
+
+/// Which intrusive list of connections.
+#[derive(Clone, Copy)]
+enum List {
+    /// Connections the transport should look at.
+    Ready = 0,
+    /// Connections whose unread input can go on (a parked put finished, output drained).
+    Resume = 1,
+    /// Free slots (only `links[0]` is used for it, while the slot is free).
+    Free = 2,
+}
+
+#[derive(Clone, Copy)]
+struct IdList {
+    head: u32,
+    tail: u32,
+}
+
+impl IdList {
+    const EMPTY: IdList = IdList {
+        head: NONE,
+        tail: NONE,
+    };
+}
+
+/// Whether a request was answered (or parked), or must wait for output room.
+enum Step {
+    Done,
+    Paused,
+}
+
+/// The manager state machine. See the module docs for how a transport drives it.
+pub struct Manager<'a> {
+    config: ManagerConfig,
+    key: AuthKey,
+    registry: Registry<'a>,
+    conns: &'a mut [Connection<'a>],
+    waiters: Waiters<'a>,
+    lists: [IdList; 3],
+    open_conns: u32,
+    shutting_down: bool,
+    /// The time the transport passed with its latest call.
+    now: Instant,
+    /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
+    next_wake: Option<Instant>,
+}
+
+impl<'a> Manager<'a> {
+    /// A manager over the given storage. Objects declared in `objects` are live at once; spare
+    /// slots take objects clients create (when `config.allow_create`).
+    pub fn new(
+        config: ManagerConfig,
+        authkey: &[u8],
+        objects: &'a mut [ObjectSlot<'a>],
+        conns: &'a mut [Connection<'a>],
+        waiters: &'a mut [Waiter],
+    ) -> Self {
+        let count = conns.len().min(NONE as usize - 1);
+        let mut manager = Manager {
+            config,
+            key: AuthKey::new(authkey),
+            registry: Registry::new(objects),
+            conns,
+            waiters: Waiters::new(waiters),
+            lists: [IdList::EMPTY; 3],
+            open_conns: 0,
+            shutting_down: false,
+            now: Instant::ZERO,
+            next_wake: None,
+        };
+        for i in (0..count).rev() {
+            manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
+            manager.lists[List::Free as usize].head = i as u32;
+        }
+        manager
+    }
+
+    /// The first name declared twice, if any (the later slot is unreachable by name).
+    pub fn duplicate_name(&self) -> Option<&str> {
+        self.registry.first_duplicate()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Takes a new connection; `nonce` must be fresh random bytes.
+    pub fn accept(&mut self, now: Instant, nonce: [u8; NONCE_LEN]) -> Result<ConnId, AcceptError> {
+        if self.shutting_down {
+            return Err(AcceptError::ShuttingDown);
+        }
+        self.now = now;
+        let free = &mut self.lists[List::Free as usize];
+        let index = free.head;
+        if index == NONE {
+            return Err(AcceptError::Busy);
+        }
+        let c = &mut self.conns[index as usize];
+        free.head = c.links[0];
+        c.links = [NONE; 2];
+        let deadline = now.add_millis(self.config.handshake_timeout_ms.into());
+        c.state = State::AwaitHello { nonce, deadline };
+        c.rx.clear();
+        c.tx.clear();
+        c.parked = None;
+        c.reserved = 0;
+        c.waiters = 0;
+        c.cursor = 0;
+        c.frame_deadline = None;
+        c.tx_progress = now;
+        self.open_conns += 1;
+        self.wake_at(deadline);
+        Ok(ConnId(index))
+    }
+
+    /// Free space to read bytes into (empty while the connection's input is paused or closing).
+    pub fn rx_space(&mut self, id: ConnId) -> &mut [u8] {
+        match self.conns.get_mut(id.0 as usize) {
+            Some(c) if matches!(c.state, State::Free | State::Closing(_)) => &mut [],
+            Some(c) => c.rx.space(),
+            None => &mut [],
+        }
+    }
+
+    /// `n` bytes were read into [`Manager::rx_space`]; processes every whole frame.
+    pub fn handle_received(&mut self, id: ConnId, now: Instant, n: usize) {
+        let Some(c) = self.conns.get_mut(id.0 as usize) else {
+            return;
+        };
+        if matches!(c.state, State::Free | State::Closing(_)) {
+            return;
+        }
+        c.rx.commit(n);
+        self.now = now;
+        self.process(id.0 as usize, now);
+        self.run_resumes(now);
+    }
+
+    /// Copies in as much of `bytes` as fits and processes it; returns how many were taken.
+    pub fn handle_input(&mut self, id: ConnId, now: Instant, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        loop {
+            let space = self.rx_space(id);
+            let n = space.len().min(bytes.len() - taken);
+            if n == 0 {
+                return taken;
+            }
+            space[..n].copy_from_slice(&bytes[taken..taken + n]);
+            taken += n;
+            self.handle_received(id, now, n);
+        }
+    }
+
+    /// Bytes to send to the peer now (sealing the frame being built).
+    pub fn poll_transmit(&mut self, id: ConnId) -> &[u8] {
+        let Some(c) = self.conns.get_mut(id.0 as usize) else {
+            return &[];
+        };
+        if let State::Open(session) = &mut c.state {
+            c.tx.seal(&mut session.tx_mac);
+        }
+        c.tx.pending()
+    }
+
+    /// The transport sent `n` bytes of [`Manager::poll_transmit`].
+    pub fn handle_transmitted(&mut self, id: ConnId, now: Instant, n: usize) {
+        self.now = now;
+        let Some(c) = self.conns.get_mut(id.0 as usize) else {
+            return;
+        };
+        c.tx.consume(n);
+        if n > 0 {
+            c.tx_progress = now;
+        }
+        if c.cursor > 0 || !c.rx.is_empty() {
+            // Input may have waited for this room.
+            self.link(List::Resume, id.0 as usize);
+            self.run_resumes(now);
+        }
+    }
+
+    /// The manager is done with this connection: once [`Manager::poll_transmit`] is empty, close
+    /// the socket and call [`Manager::handle_close`].
+    pub fn wants_close(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id.0 as usize)
+            .is_some_and(|c| matches!(c.state, State::Closing(_)) && c.tx.is_empty())
+    }
+
+    /// Why the manager is closing this connection, if it is.
+    pub fn close_reason(&self, id: ConnId) -> Option<CloseReason> {
+        match self.conns.get(id.0 as usize)?.state {
+            State::Closing(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The socket is gone (peer closed, error, or after [`Manager::wants_close`]): frees the slot.
+    /// The connection's blocked requests are cancelled; nothing else changes.
+    pub fn handle_close(&mut self, id: ConnId, now: Instant) {
+        let i = id.0 as usize;
+        if self.conns.get(i).is_none_or(Connection::is_free) {
+            return;
+        }
+        self.now = now;
+        self.cancel_waiters(i);
+        let c = &mut self.conns[i];
+        c.state = State::Free;
+        c.rx.clear();
+        c.tx.clear();
+        c.parked = None;
+        c.reserved = 0;
+        c.cursor = 0;
+        c.links[0] = self.lists[List::Free as usize].head;
+        self.lists[List::Free as usize].head = i as u32;
+        self.open_conns -= 1;
+        self.run_resumes(now);
+    }
+
+    /// The next connection whose state changed outside its own calls: flush its output, check
+    /// [`Manager::wants_close`], and read again if its input had stopped.
+    pub fn poll_ready(&mut self) -> Option<ConnId> {
+        self.unlink_front(List::Ready).map(|i| ConnId(i as u32))
+    }
+
+    /// When [`Manager::handle_timeout`] should next run (it may be early, never late).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_wake
+    }
+
+    /// Runs every deadline that has passed: blocked requests time out, slow handshakes, frames
+    /// and readers are dropped.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.next_wake.is_none_or(|t| t > now) {
+            return;
+        }
+        self.next_wake = None;
+        let mut from = 0;
+        while let Some(w) = self.waiters.find_from(from, |w| w.deadline.is_some()) {
+            from = w + 1;
+            let waiter = *self.waiters.get(w);
+            match waiter.deadline {
+                Some(d) if d <= now => {
+                    self.finish_waiter(w, &Reply::Error(ErrorCode::Timeout));
+                    // A putter that gave up may have held back smaller puts behind it.
+                    self.settle(Handle(waiter.object));
+                }
+                Some(d) => self.wake_at(d),
+                None => {}
+            }
+        }
+        let stall = u64::from(self.config.write_stall_timeout_ms);
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let (deadline, reason) = match &c.state {
+                State::Free | State::Closing(_) => continue,
+                State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
+                    (Some(*deadline), CloseReason::HandshakeTimeout)
+                }
+                State::Open(_) if !c.tx.is_empty() => (
+                    Some(c.tx_progress.add_millis(stall)),
+                    CloseReason::WriteStalled,
+                ),
+                State::Open(_) => (None, CloseReason::FrameTimeout),
+            };
+            let frame_deadline = c.frame_deadline;
+            if deadline.is_some_and(|d| d <= now) {
+                self.begin_close(i, reason);
+            } else if frame_deadline.is_some_and(|d| d <= now) {
+                self.begin_close(i, CloseReason::FrameTimeout);
+            } else {
+                for d in [deadline, frame_deadline].into_iter().flatten() {
+                    self.wake_at(d);
+                }
+            }
+        }
+        self.run_resumes(now);
+    }
+
+    /// Stops the manager gracefully: no new connections, blocked requests answered with
+    /// `ShuttingDown`, every connection told and closed once its output is flushed.
+    pub fn shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        while let Some(w) = self.waiters.find_from(0, |_| true) {
+            self.finish_waiter(w, &Reply::Error(ErrorCode::ShuttingDown));
+        }
+        for i in 0..self.conns.len() {
+            if !self.conns[i].is_free() {
+                self.begin_close(i, CloseReason::Shutdown);
+            }
+        }
+    }
+
+    /// Whether [`Manager::shutdown`] ran (locally or by a permitted remote request).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Connections in use.
+    pub fn connections(&self) -> u32 {
+        self.open_conns
+    }
+
+    /// The manager's status, as a client's `Status` request sees it.
+    pub fn status(&self) -> ManagerStatus {
+        ManagerStatus {
+            connections: self.open_conns,
+            max_connections: self.conns.len() as u32,
+            objects: self.registry.count() as u32,
+            waiters: self.waiters.used(),
+        }
+    }
+
+    /// The `index`-th object with its statistics, as a client's `Stat` request sees it.
+    pub fn stat(&self, index: u16) -> Option<ObjectStat<'_>> {
+        self.registry.stat(index)
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        self.next_wake = Some(self.next_wake.map_or(at, |t| t.min(at)));
+    }
+
+    fn link(&mut self, list: List, i: usize) {
+        let l = list as usize;
+        if self.conns[i].linked[l] {
+            return;
+        }
+        self.conns[i].linked[l] = true;
+        self.conns[i].links[l] = NONE;
+        match self.lists[l].tail {
+            NONE => self.lists[l].head = i as u32,
+            tail => self.conns[tail as usize].links[l] = i as u32,
+        }
+        self.lists[l].tail = i as u32;
+    }
+
+    fn unlink_front(&mut self, list: List) -> Option<usize> {
+        let l = list as usize;
+        let head = self.lists[l].head;
+        if head == NONE {
+            return None;
+        }
+        let c = &mut self.conns[head as usize];
+        self.lists[l].head = c.links[l];
+        if self.lists[l].head == NONE {
+            self.lists[l].tail = NONE;
+        }
+        c.linked[l] = false;
+        Some(head as usize)
+    }
+
+    fn run_resumes(&mut self, now: Instant) {
+        while let Some(i) = self.unlink_front(List::Resume) {
+            self.process(i, now);
+            self.link(List::Ready, i);
+        }
+    }
+
+    /// Reads every whole frame of connection `i` that can be answered now.
+    fn process(&mut self, i: usize, now: Instant) {
+        loop {
+            let progressed = match self.conns[i].state {
+                State::Free | State::Closing(_) => return,
+                State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
+                State::Open(_) => self.process_frame(i),
+            };
+            if !progressed {
+                break;
+            }
+        }
+        let timeout = self.config.frame_timeout_ms.into();
+        let c = &mut self.conns[i];
+        if c.rx.is_empty() || c.cursor > 0 || matches!(c.state, State::Closing(_)) {
+            c.frame_deadline = None;
+        } else if c.frame_deadline.is_none() {
+            let deadline = now.add_millis(timeout);
+            c.frame_deadline = Some(deadline);
+            self.wake_at(deadline);
+        }
+    }
+
+    fn process_handshake(&mut self, i: usize) -> bool {
+        let c = &mut self.conns[i];
+        let body_len = match c.rx.peek(MAX_HANDSHAKE_BODY as usize) {
+            Peek::Partial => return false,
+            Peek::TooLarge => {
+                self.reject(i, CloseReason::FrameTooLarge);
+                return false;
+            }
+            Peek::Frame { body_len } => body_len,
+        };
+        let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+        match c.state {
+            State::AwaitHello { nonce, deadline } => {
+                if body.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                    return self.reject(i, CloseReason::BadMagic);
+                }
+                let hello = match postcard::take_from_bytes::<ClientHello>(body) {
+                    Ok((hello, [])) => hello,
+                    _ => return self.reject(i, CloseReason::Malformed),
+                };
+                if !(hello.min_version..=hello.max_version).contains(&VERSION) {
+                    return self.reject(i, CloseReason::VersionMismatch);
+                }
+                if hello.max_frame < MIN_MAX_FRAME {
+                    return self.reject(i, CloseReason::Malformed);
+                }
+                c.rx.consume(HEADER_LEN + body_len);
+                c.peer_max = hello.max_frame.min(MAX_MAX_FRAME) as usize;
+                c.state = State::AwaitProof {
+                    client_nonce: hello.nonce,
+                    nonce,
+                    deadline,
+                };
+                let max_frame = self.max_frame(i) as u32;
+                let c = &mut self.conns[i];
+                let challenge = ServerHello::Challenge {
+                    version: VERSION,
+                    nonce,
+                    max_frame,
+                };
+                if c.tx.push_plain(&challenge).is_err() {
+                    self.begin_close(i, CloseReason::Malformed);
+                    return false;
+                }
+                self.link(List::Ready, i);
+                true
+            }
+            State::AwaitProof {
+                client_nonce,
+                nonce,
+                ..
+            } => {
+                let proof = match postcard::take_from_bytes::<ClientProof>(body) {
+                    Ok((p, [])) => p.proof,
+                    _ => return self.reject(i, CloseReason::Malformed),
+                };
+                c.rx.consume(HEADER_LEN + body_len);
+                if !self.key.verify(CLIENT_PROOF, &client_nonce, &nonce, &proof) {
+                    debug!("connection {}: authentication failed", i);
+                    let c = &mut self.conns[i];
+                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                    self.begin_close(i, CloseReason::AuthFailed);
+                    return false;
+                }
+                let welcome = ServerVerdict::Welcome {
+                    proof: self.key.derive(MANAGER_PROOF, &client_nonce, &nonce),
+                };
+                let session = Session {
+                    rx_mac: self.key.session(CLIENT_TO_MANAGER, &client_nonce, &nonce),
+                    tx_mac: self.key.session(MANAGER_TO_CLIENT, &client_nonce, &nonce),
+                };
+                let c = &mut self.conns[i];
+                if c.tx.push_plain(&welcome).is_err() {
+                    self.begin_close(i, CloseReason::Malformed);
+                    return false;
+                }
+                c.state = State::Open(session);
+                self.link(List::Ready, i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells a handshaking peer why it is refused, then closes. Returns `false` (no progress).
+    fn reject(&mut self, i: usize, reason: CloseReason) -> bool {
+        let _ = self.conns[i].tx.push_plain(&ServerHello::Reject(reason));
+        self.begin_close(i, reason);
+        false
+    }
+
+    /// The largest frame body this manager accepts on connection `i`.
+    fn max_frame(&self, i: usize) -> usize {
+        let rx = self.conns[i].rx.capacity().saturating_sub(HEADER_LEN);
+        rx.min(self.config.max_frame as usize)
+            .min(MAX_MAX_FRAME as usize)
+    }
+
+    /// Verifies the next frame (if not yet) and answers its messages. `true` if a whole frame
+    /// was consumed.
+    fn process_frame(&mut self, i: usize) -> bool {
+        let max_body = self.max_frame(i);
+        let c = &mut self.conns[i];
+        if c.cursor == 0 {
+            let body_len = match c.rx.peek(max_body) {
+                Peek::Partial => return false,
+                Peek::TooLarge => {
+                    self.begin_close(i, CloseReason::FrameTooLarge);
+                    return false;
+                }
+                Peek::Frame { body_len } => body_len,
+            };
+            if body_len < TAG_LEN {
+                self.begin_close(i, CloseReason::Malformed);
+                return false;
+            }
+            let State::Open(session) = &mut c.state else {
+                return false;
+            };
+            let bytes = c.rx.bytes();
+            let (header, rest) = bytes.split_at(HEADER_LEN);
+            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
+            if !session.rx_mac.open(header, messages, tag) {
+                debug!("connection {}: frame failed its MAC", i);
+                self.begin_close(i, CloseReason::BadMac);
+                return false;
+            }
+            c.cursor = HEADER_LEN;
+            c.frame_end = HEADER_LEN + body_len - TAG_LEN;
+            c.frame_deadline = None;
+        }
+        while self.conns[i].cursor < self.conns[i].frame_end {
+            let c = &mut self.conns[i];
+            let (cursor, end) = (c.cursor, c.frame_end);
+            let rx = core::mem::replace(&mut c.rx, RxBuf::new(&mut []));
+            let step = match postcard::take_from_bytes::<Request>(&rx.bytes()[cursor..end]) {
+                Ok((request, rest)) => {
+                    let used = end - cursor - rest.len();
+                    match self.handle_request(i, request) {
+                        Step::Done => Some(used),
+                        Step::Paused => None,
+                    }
+                }
+                Err(_) => {
+                    self.begin_close(i, CloseReason::Malformed);
+                    None
+                }
+            };
+            let c = &mut self.conns[i];
+            c.rx = rx;
+            if matches!(c.state, State::Closing(_)) {
+                c.rx.clear();
+                return false;
+            }
+            match step {
+                Some(used) => c.cursor += used,
+                None => return false,
+            }
+        }
+        let c = &mut self.conns[i];
+        c.rx.consume(c.frame_end + TAG_LEN);
+        c.cursor = 0;
+        true
+    }
+
+    /// Answers one request, parks it, or pauses the connection's input until there is room.
+    fn handle_request(&mut self, i: usize, request: Request) -> Step {
+        let id = request.id;
+        let need = match request.op {
+            Op::Get { handle, .. } => self.get_reply_bound(i, handle),
+            _ => SMALL_REPLY_BOUND,
+        };
+        let c = &self.conns[i];
+        if c.tx.free() < c.reserved + need {
+            if need + c.reserved <= c.tx.capacity().saturating_sub(TAG_LEN) {
+                return Step::Paused;
+            }
+            // This reply can never fit this connection's output: refuse rather than stall.
+            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return Step::Done;
+        }
+        let reply = match request.op {
+            Op::Open { name } => match self.registry.find(name) {
+                Some(handle) => self.registry.info(handle).map(Reply::Opened),
+                None if !valid_name(name) => Some(Reply::Error(ErrorCode::InvalidName)),
+                None => Some(Reply::Error(ErrorCode::NoSuchObject)),
+            },
+            Op::Create {
+                name,
+                spec,
+                exist_ok,
+            } => Some(self.create(name, spec, exist_ok)),
+            Op::Put { handle, item, wait } => return self.put(i, id, handle, item, wait),
+            Op::Get { handle, wait } => return self.get(i, id, handle, wait, need),
+            Op::Size { handle } => Some(match self.registry.queue(handle) {
+                Ok(q) => Reply::Size(q.queue.size()),
+                Err(e) => Reply::Error(e),
+            }),
+            Op::TaskDone { handle } => Some(self.task_done(handle)),
+            Op::Join { handle, wait } => return self.join(i, id, handle, wait),
+            Op::Stat { index } => {
+                let stat = self.registry.stat(index);
+                let c = &mut self.conns[i];
+                if let State::Open(session) = &mut c.state {
+                    let msg = Message::Reply {
+                        id,
+                        reply: Reply::Stat(stat),
+                    };
+                    if c.tx.push(&msg, c.peer_max, &mut session.tx_mac).is_err() {
+                        self.begin_close(i, CloseReason::WriteStalled);
+                    }
+                }
+                None
+            }
+            Op::Status => Some(Reply::Status(self.status())),
+            Op::Shutdown if self.config.allow_remote_shutdown => {
+                self.reply(i, id, &Reply::Done);
+                debug!("connection {}: remote shutdown", i);
+                self.shutdown();
+                None
+            }
+            Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),
+        };
+        if let Some(reply) = reply {
+            self.reply(i, id, &reply);
+        }
+        Step::Done
+    }
+
+    fn create(
+        &mut self,
+        name: &str,
+        spec: crate::wire::QueueSpec,
+        exist_ok: bool,
+    ) -> Reply<'static> {
+        if !self.config.allow_create {
+            return Reply::Error(ErrorCode::NotAllowed);
+        }
+        if exist_ok {
+            if let Some(handle) = self.registry.find(name) {
+                return self
+                    .registry
+                    .info(handle)
+                    .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened);
+            }
+        }
+        match self.registry.create(name, spec) {
+            Ok(handle) => self
+                .registry
+                .info(handle)
+                .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened),
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    /// Output bytes a `get` on `handle` may need on connection `i`.
+    fn get_reply_bound(&mut self, i: usize, handle: Handle) -> usize {
+        let fit = self.conns[i]
+            .peer_max
+            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
+        match self.registry.queue(handle) {
+            Ok(q) => item_reply_bound((q.queue.spec().max_item as usize).min(fit)),
+            Err(_) => SMALL_REPLY_BOUND,
+        }
+    }
+
+    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) -> Step {
+        if self.shutting_down {
+            self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return Step::Done;
+        }
+        let q = match self.registry.queue(handle) {
+            Ok(q) => q,
+            Err(e) => {
+                self.reply(i, id, &Reply::Error(e));
+                return Step::Done;
+            }
+        };
+        if item.len() > q.queue.spec().max_item as usize {
+            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return Step::Done;
+        }
+        // Fair: nobody overtakes a blocked putter.
+        if q.putters.len() == 0 && q.queue.push(item).is_ok() {
+            self.reply(i, id, &Reply::Done);
+            self.settle(handle);
+            return Step::Done;
+        }
+        let deadline = match wait {
+            Wait::NoWait => {
+                self.reply(i, id, &Reply::Error(ErrorCode::Full));
+                return Step::Done;
+            }
+            Wait::Millis(0) => {
+                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
+                return Step::Done;
+            }
+            Wait::Millis(ms) => Some(ms),
+            Wait::Forever => None,
+        };
+        let c = &mut self.conns[i];
+        if c.parked.is_some() {
+            // One parked put per connection: later ones wait their turn in the input.
+            return Step::Paused;
+        }
+        if item.len() > c.park.len() {
+            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return Step::Done;
+        }
+        c.park[..item.len()].copy_from_slice(item);
+        if self.park(i, id, handle, WaitKind::Put, deadline, SMALL_REPLY_BOUND) {
+            self.conns[i].parked = Some(item.len());
+        }
+        Step::Done
+    }
+
+    fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, need: usize) -> Step {
+        let q = match self.registry.queue(handle) {
+            Ok(q) => q,
+            Err(e) => {
+                self.reply(i, id, &Reply::Error(e));
+                return Step::Done;
+            }
+        };
+        if !q.queue.is_empty() {
+            self.deliver(i, id, handle);
+            self.settle(handle);
+            return Step::Done;
+        }
+        if self.shutting_down {
+            self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return Step::Done;
+        }
+        let deadline = match wait {
+            Wait::NoWait => {
+                self.reply(i, id, &Reply::Error(ErrorCode::Empty));
+                return Step::Done;
+            }
+            Wait::Millis(0) => {
+                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
+                return Step::Done;
+            }
+            Wait::Millis(ms) => Some(ms),
+            Wait::Forever => None,
+        };
+        self.park(i, id, handle, WaitKind::Get, deadline, need);
+        Step::Done
+    }
+
+    fn task_done(&mut self, handle: Handle) -> Reply<'static> {
+        let q = match self.registry.queue(handle) {
+            Ok(q) => q,
+            Err(e) => return Reply::Error(e),
+        };
+        if q.queue.task_done().is_err() {
+            return Reply::Error(ErrorCode::TaskDoneTooMany);
+        }
+        if q.queue.unfinished() == 0 {
+            while let Some(w) = self
+                .registry
+                .queue(handle)
+                .ok()
+                .and_then(|q| q.joiners.front())
+            {
+                self.finish_waiter(w, &Reply::Done);
+            }
+        }
+        Reply::Done
+    }
+
+    fn join(&mut self, i: usize, id: u32, handle: Handle, wait: Wait) -> Step {
+        let unfinished = match self.registry.queue(handle) {
+            Ok(q) => q.queue.unfinished(),
+            Err(e) => {
+                self.reply(i, id, &Reply::Error(e));
+                return Step::Done;
+            }
+        };
+        let deadline = match wait {
+            _ if unfinished == 0 => {
+                self.reply(i, id, &Reply::Done);
+                return Step::Done;
+            }
+            Wait::NoWait | Wait::Millis(0) => {
+                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
+                return Step::Done;
+            }
+            Wait::Millis(ms) => Some(ms),
+            Wait::Forever => None,
+        };
+        self.park(i, id, handle, WaitKind::Join, deadline, SMALL_REPLY_BOUND);
+        Step::Done
+    }
+
+    /// Parks a request; answers `WaiterLimit` when there is no room. `true` if parked.
+    fn park(
+        &mut self,
+        i: usize,
+        id: u32,
+        handle: Handle,
+        kind: WaitKind,
+        timeout_ms: Option<u32>,
+        reserve: usize,
+    ) -> bool {
+        if self.conns[i].waiters >= self.config.max_waiters_per_connection {
+            self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return false;
+        }
+        let deadline = timeout_ms.map(|ms| self.now.add_millis(ms.into()));
+        let waiter = Waiter {
+            conn: i as u32,
+            request: id,
+            object: handle.0,
+            kind,
+            deadline,
+            reserve: reserve as u32,
+            ..Waiter::EMPTY
+        };
+        let Some(Object::Queue(q)) = self.registry.get(handle) else {
+            return false;
+        };
+        let list = match kind {
+            WaitKind::Get => &mut q.getters,
+            WaitKind::Put => &mut q.putters,
+            WaitKind::Join => &mut q.joiners,
+        };
+        if self.waiters.park(list, waiter).is_none() {
+            self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return false;
+        }
+        let c = &mut self.conns[i];
+        c.waiters += 1;
+        c.reserved += reserve;
+        if let Some(d) = deadline {
+            self.wake_at(d);
+        }
+        true
+    }
+
+    /// Moves parked puts in and hands items to parked getters while either can progress.
+    fn settle(&mut self, handle: Handle) {
+        loop {
+            let Ok(q) = self.registry.queue(handle) else {
+                return;
+            };
+            if let Some(w) = q.putters.front() {
+                let conn = self.waiters.get(w).conn as usize;
+                let len = self.conns[conn].parked.unwrap_or(0);
+                let q = match self.registry.queue(handle) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+                if q.queue.push(&self.conns[conn].park[..len]).is_ok() {
+                    self.finish_waiter(w, &Reply::Done);
+                    continue;
+                }
+            }
+            let Ok(q) = self.registry.queue(handle) else {
+                return;
+            };
+            if q.queue.is_empty() {
+                return;
+            }
+            let Some(w) = q.getters.front() else { return };
+            let waiter = *self.waiters.get(w);
+            self.release(w);
+            self.deliver(waiter.conn as usize, waiter.request, handle);
+        }
+    }
+
+    /// Takes the oldest item of `handle` into a reply to request `id` on connection `i`.
+    /// An item the connection's frames cannot carry stays queued and the request gets `TooLarge`.
+    fn deliver(&mut self, i: usize, id: u32, handle: Handle) {
+        let Ok(q) = self.registry.queue(handle) else {
+            return;
+        };
+        let Some(len) = q.queue.front_len() else {
+            return;
+        };
+        if len + ITEM_REPLY_OVERHEAD + TAG_LEN > self.conns[i].peer_max {
+            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return;
+        }
+        let Ok(q) = self.registry.queue(handle) else {
+            return;
+        };
+        let Some((a, b)) = q.queue.front() else {
+            return;
+        };
+        let c = &mut self.conns[i];
+        let State::Open(session) = &mut c.state else {
+            return;
+        };
+        let pushed = c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| {
+            encode_item_reply(out, id, a, b)
+        });
+        match pushed {
+            Ok(()) => {
+                q.queue.pop_front();
+                self.link(List::Ready, i);
+            }
+            Err(_) => self.begin_close(i, CloseReason::WriteStalled),
+        }
+    }
+
+    /// Unparks waiter `w` and answers it with `reply`.
+    fn finish_waiter(&mut self, w: u32, reply: &Reply) {
+        let waiter = *self.waiters.get(w);
+        self.release(w);
+        self.reply(waiter.conn as usize, waiter.request, reply);
+    }
+
+    /// Unparks waiter `w` without answering: frees its slot, reservation and parked item.
+    fn release(&mut self, w: u32) {
+        let waiter = *self.waiters.get(w);
+        let Some(Object::Queue(q)) = self.registry.get(Handle(waiter.object)) else {
+            return;
+        };
+        let list: &mut WaitList = match waiter.kind {
+            WaitKind::Get => &mut q.getters,
+            WaitKind::Put => &mut q.putters,
+            WaitKind::Join => &mut q.joiners,
+        };
+        self.waiters.remove(list, w);
+        let i = waiter.conn as usize;
+        let c = &mut self.conns[i];
+        c.waiters -= 1;
+        c.reserved -= waiter.reserve as usize;
+        if waiter.kind == WaitKind::Put {
+            c.parked = None;
+            if c.cursor > 0 || !c.rx.is_empty() {
+                self.link(List::Resume, i);
+            }
+        }
+    }
+
+    /// Drops connection `i`'s blocked requests without answering them.
+    fn cancel_waiters(&mut self, i: usize) {
+        let mut cancelled_put = false;
+        let mut from = 0;
+        while self.conns[i].waiters > 0 {
+            let Some(w) = self.waiters.find_from(from, |w| w.conn == i as u32) else {
+                break;
+            };
+            from = w + 1;
+            cancelled_put |= self.waiters.get(w).kind == WaitKind::Put;
+            self.release(w);
+        }
+        if cancelled_put {
+            // A cancelled putter may have held back smaller puts behind it.
+            for h in 0..self.registry.len() {
+                self.settle(Handle(h as u16));
+            }
+        }
+    }
+
+    /// Queues `reply` to request `id` on connection `i`.
+    fn reply(&mut self, i: usize, id: u32, reply: &Reply) {
+        let c = &mut self.conns[i];
+        let State::Open(session) = &mut c.state else {
+            return;
+        };
+        let msg = Message::Reply { id, reply: *reply };
+        if c.tx.push(&msg, c.peer_max, &mut session.tx_mac).is_err() {
+            warn!("connection {}: no room for a reply", i);
+            self.begin_close(i, CloseReason::WriteStalled);
+            return;
+        }
+        self.link(List::Ready, i);
+    }
+
+    /// Stops reading connection `i`, cancels its waiters and tells the peer why, if it can.
+    fn begin_close(&mut self, i: usize, reason: CloseReason) {
+        if matches!(self.conns[i].state, State::Free | State::Closing(_)) {
+            return;
+        }
+        debug!("connection {}: closing: {}", i, reason.description());
+        self.cancel_waiters(i);
+        let c = &mut self.conns[i];
+        if let State::Open(session) = &mut c.state {
+            let peer_max = c.peer_max;
+            let _ =
+                c.tx.push(&Message::Closing(reason), peer_max, &mut session.tx_mac);
+            c.tx.seal(&mut session.tx_mac);
+        }
+        c.state = State::Closing(reason);
+        c.rx.clear();
+        c.cursor = 0;
+        c.frame_deadline = None;
+        self.link(List::Ready, i);
+    }
+}
+
+/// Writes `Message::Reply { id, reply: Reply::Item(a ‖ b) }` as postcard would, from an item
+/// stored in two pieces; `None` if `out` is too small.
+pub(crate) fn encode_item_reply(out: &mut [u8], id: u32, a: &[u8], b: &[u8]) -> Option<usize> {
+    // Variant indices: `Message::Reply` is 0, `Reply::Item` is 2; postcard writes them, the id
+    // and the byte length as varints.
+    let len = a.len() + b.len();
+    let head = postcard::to_slice(&(0u32, id, 2u32, len as u32), out)
+        .ok()?
+        .len();
+    let total = head + len;
+    let body = out.get_mut(head..total)?;
+    body[..a.len()].copy_from_slice(a);
+    body[a.len()..].copy_from_slice(b);
+    Some(total)
+}
+
+/// A handshake reply refusing a connection for which no slot was free: the transport writes
+/// these bytes to the socket and closes it.
+pub fn encode_busy(out: &mut [u8; 16]) -> &[u8] {
+    let body = match postcard::to_slice(
+        &ServerHello::Reject(CloseReason::Busy),
+        &mut out[HEADER_LEN..],
+    ) {
+        Ok(body) => body.len(),
+        Err(_) => return &[],
+    };
+    out[..HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
+    &out[..HEADER_LEN + body]
+}

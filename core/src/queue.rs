@@ -1,0 +1,218 @@
+//! A bounded FIFO of variable-size byte items in storage the caller hands in.
+//!
+//! Items are stored back to back in a byte ring, each behind a 4-byte little-endian length, so
+//! the overhead is four bytes an item. The queue is bounded twice: by item count (`capacity`,
+//! Python's `maxsize`) and by the bytes of its storage.
+
+use crate::wire::{QueueSize, QueueSpec};
+
+const LEN_PREFIX: usize = 4;
+
+/// Why an item could not be put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PushError {
+    /// Larger than the queue's `max_item`: it can never be put.
+    TooLarge,
+    /// No room now, by count or by bytes.
+    Full,
+}
+
+/// Why a queue could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SpecError {
+    /// `capacity` is zero.
+    ZeroCapacity,
+    /// The storage cannot hold even one item of `max_item` bytes.
+    StorageTooSmall,
+}
+
+/// `task_done` was called more times than items were put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TaskDoneTooMany;
+
+/// A bounded FIFO of byte items with JoinableQueue's unfinished-task count.
+pub struct Queue<'a> {
+    storage: &'a mut [u8],
+    spec: QueueSpec,
+    /// Offset of the oldest item's length prefix.
+    head: usize,
+    /// Bytes in use, prefixes included.
+    used: usize,
+    len: u32,
+    unfinished: u32,
+    total_put: u64,
+    total_got: u64,
+}
+
+/// The storage bytes a queue needs to hold `count` items of `item_len` bytes each.
+pub const fn storage_for(count: usize, item_len: usize) -> usize {
+    count * (item_len + LEN_PREFIX)
+}
+
+impl<'a> Queue<'a> {
+    /// A queue with `spec`'s limits in `storage`.
+    pub fn new(spec: QueueSpec, storage: &'a mut [u8]) -> Result<Self, SpecError> {
+        if spec.capacity == 0 {
+            return Err(SpecError::ZeroCapacity);
+        }
+        if (spec.max_item as usize).saturating_add(LEN_PREFIX) > storage.len() {
+            return Err(SpecError::StorageTooSmall);
+        }
+        Ok(Queue {
+            storage,
+            spec,
+            head: 0,
+            used: 0,
+            len: 0,
+            unfinished: 0,
+            total_put: 0,
+            total_got: 0,
+        })
+    }
+
+    /// The limits the queue was made with.
+    pub fn spec(&self) -> QueueSpec {
+        self.spec
+    }
+
+    /// Items queued.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// No items queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of item data queued (prefixes excluded).
+    pub fn bytes(&self) -> usize {
+        self.used - self.len as usize * LEN_PREFIX
+    }
+
+    /// Bytes of storage.
+    pub fn storage_len(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// Whether an item of `item_len` bytes fits now.
+    pub fn has_room_for(&self, item_len: usize) -> bool {
+        self.len < self.spec.capacity && self.used + LEN_PREFIX + item_len <= self.storage.len()
+    }
+
+    /// Full as Python means it: at capacity, or without room for even an empty item.
+    pub fn is_full(&self) -> bool {
+        !self.has_room_for(0)
+    }
+
+    /// Length, capacity and fullness.
+    pub fn size(&self) -> QueueSize {
+        QueueSize {
+            len: self.len,
+            capacity: self.spec.capacity,
+            full: self.is_full(),
+        }
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> u32 {
+        self.unfinished
+    }
+
+    /// Items ever put.
+    pub fn total_put(&self) -> u64 {
+        self.total_put
+    }
+
+    /// Items ever got.
+    pub fn total_got(&self) -> u64 {
+        self.total_got
+    }
+
+    /// Appends `item`, or says why not; the queue is unchanged on error.
+    pub fn push(&mut self, item: &[u8]) -> Result<(), PushError> {
+        if item.len() > self.spec.max_item as usize {
+            return Err(PushError::TooLarge);
+        }
+        if !self.has_room_for(item.len()) {
+            return Err(PushError::Full);
+        }
+        let tail = self.wrap(self.head + self.used);
+        self.write_at(tail, &(item.len() as u32).to_le_bytes());
+        self.write_at(self.wrap(tail + LEN_PREFIX), item);
+        self.used += LEN_PREFIX + item.len();
+        self.len += 1;
+        self.unfinished = self.unfinished.saturating_add(1);
+        self.total_put += 1;
+        Ok(())
+    }
+
+    /// The oldest item's length.
+    pub fn front_len(&self) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut prefix = [0; LEN_PREFIX];
+        for (i, b) in prefix.iter_mut().enumerate() {
+            *b = self.storage[self.wrap(self.head + i)];
+        }
+        Some(u32::from_le_bytes(prefix) as usize)
+    }
+
+    /// The oldest item as one or two slices (two where it wraps around the storage's end).
+    pub fn front(&self) -> Option<(&[u8], &[u8])> {
+        let len = self.front_len()?;
+        let at = self.wrap(self.head + LEN_PREFIX);
+        let first = len.min(self.storage.len() - at);
+        Some((&self.storage[at..at + first], &self.storage[..len - first]))
+    }
+
+    /// Removes the oldest item (after reading it with [`Queue::front`]).
+    pub fn pop_front(&mut self) -> bool {
+        let Some(len) = self.front_len() else {
+            return false;
+        };
+        self.head = self.wrap(self.head + LEN_PREFIX + len);
+        self.used -= LEN_PREFIX + len;
+        self.len -= 1;
+        self.total_got += 1;
+        if self.len == 0 {
+            self.head = 0;
+        }
+        true
+    }
+
+    /// Copies the oldest item into `out` and removes it; `None` if empty or `out` is too small.
+    pub fn pop_into(&mut self, out: &mut [u8]) -> Option<usize> {
+        let (a, b) = self.front()?;
+        let n = a.len() + b.len();
+        out.get_mut(..n)?;
+        out[..a.len()].copy_from_slice(a);
+        out[a.len()..n].copy_from_slice(b);
+        self.pop_front();
+        Some(n)
+    }
+
+    /// Marks one item as processed (JoinableQueue's `task_done`).
+    pub fn task_done(&mut self) -> Result<(), TaskDoneTooMany> {
+        self.unfinished = self.unfinished.checked_sub(1).ok_or(TaskDoneTooMany)?;
+        Ok(())
+    }
+
+    fn wrap(&self, at: usize) -> usize {
+        if at >= self.storage.len() {
+            at - self.storage.len()
+        } else {
+            at
+        }
+    }
+
+    fn write_at(&mut self, at: usize, bytes: &[u8]) {
+        let first = bytes.len().min(self.storage.len() - at);
+        self.storage[at..at + first].copy_from_slice(&bytes[..first]);
+        self.storage[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+    }
+}

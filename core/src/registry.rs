@@ -1,0 +1,247 @@
+//! The registry: named objects, declared by the manager at start or created by clients.
+
+use heapless::String;
+
+use crate::queue::{Queue, SpecError};
+use crate::waiters::WaitList;
+use crate::wire::{
+    valid_name, ErrorCode, Handle, ObjectInfo, ObjectKind, ObjectStat, QueueSpec, MAX_NAME_LEN,
+};
+
+/// Why an object could not be declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DeclareError {
+    /// The name is empty, too long or has control characters.
+    InvalidName,
+    /// The limits cannot be met by the storage.
+    Spec(SpecError),
+}
+
+impl core::fmt::Display for DeclareError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DeclareError::InvalidName => write!(
+                f,
+                "invalid name (1 to {MAX_NAME_LEN} bytes, no control characters)"
+            ),
+            DeclareError::Spec(SpecError::ZeroCapacity) => {
+                f.write_str("capacity must be at least 1")
+            }
+            DeclareError::Spec(SpecError::StorageTooSmall) => {
+                f.write_str("storage cannot hold one item of max_item bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for DeclareError {}
+
+/// A queue and the requests blocked on it.
+pub(crate) struct QueueObject<'a> {
+    pub(crate) queue: Queue<'a>,
+    pub(crate) getters: WaitList,
+    pub(crate) putters: WaitList,
+    pub(crate) joiners: WaitList,
+}
+
+/// One shared object. An enum so that events, values and locks can join queues.
+pub(crate) enum Object<'a> {
+    Queue(QueueObject<'a>),
+}
+
+enum SlotState<'a> {
+    /// Storage kept for an object a client may create.
+    Spare(&'a mut [u8]),
+    Used(Object<'a>),
+    /// Transient, while a spare slot becomes used.
+    Taken,
+}
+
+/// Room in the registry for one object, with its storage.
+pub struct ObjectSlot<'a> {
+    name: String<MAX_NAME_LEN>,
+    state: SlotState<'a>,
+}
+
+impl<'a> ObjectSlot<'a> {
+    /// A queue declared at start, like `BaseManager.register`.
+    pub fn queue(name: &str, spec: QueueSpec, storage: &'a mut [u8]) -> Result<Self, DeclareError> {
+        let name = checked_name(name).ok_or(DeclareError::InvalidName)?;
+        let queue = Queue::new(spec, storage).map_err(DeclareError::Spec)?;
+        Ok(ObjectSlot {
+            name,
+            state: SlotState::Used(Object::Queue(QueueObject::new(queue))),
+        })
+    }
+
+    /// Storage for an object a client may create later.
+    pub fn spare(storage: &'a mut [u8]) -> Self {
+        ObjectSlot {
+            name: String::new(),
+            state: SlotState::Spare(storage),
+        }
+    }
+
+    pub(crate) fn object(&mut self) -> Option<&mut Object<'a>> {
+        match &mut self.state {
+            SlotState::Used(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    fn info(&self, handle: Handle) -> Option<ObjectInfo> {
+        match &self.state {
+            SlotState::Used(Object::Queue(q)) => Some(ObjectInfo {
+                handle,
+                kind: ObjectKind::Queue,
+                spec: q.queue.spec(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> QueueObject<'a> {
+    fn new(queue: Queue<'a>) -> Self {
+        QueueObject {
+            queue,
+            getters: WaitList::EMPTY,
+            putters: WaitList::EMPTY,
+            joiners: WaitList::EMPTY,
+        }
+    }
+}
+
+fn checked_name(name: &str) -> Option<String<MAX_NAME_LEN>> {
+    if !valid_name(name) {
+        return None;
+    }
+    String::try_from(name).ok()
+}
+
+/// All objects, by handle (the slot index).
+pub(crate) struct Registry<'a> {
+    slots: &'a mut [ObjectSlot<'a>],
+}
+
+impl<'a> Registry<'a> {
+    pub(crate) fn new(slots: &'a mut [ObjectSlot<'a>]) -> Self {
+        Registry { slots }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Used(_)))
+            .count()
+    }
+
+    /// Declared names are unique; a second slot with a taken name is shadowed and reported.
+    pub(crate) fn first_duplicate(&self) -> Option<&str> {
+        let used = |s: &&ObjectSlot| matches!(s.state, SlotState::Used(_));
+        self.slots
+            .iter()
+            .filter(used)
+            .enumerate()
+            .find_map(|(i, a)| {
+                let later = self.slots.iter().filter(used).skip(i + 1);
+                later
+                    .clone()
+                    .any(|b| b.name == a.name)
+                    .then_some(a.name.as_str())
+            })
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Option<Handle> {
+        self.slots
+            .iter()
+            .position(|s| matches!(s.state, SlotState::Used(_)) && s.name == name)
+            .map(|i| Handle(i as u16))
+    }
+
+    pub(crate) fn info(&self, handle: Handle) -> Option<ObjectInfo> {
+        self.slots.get(handle.0 as usize)?.info(handle)
+    }
+
+    pub(crate) fn get(&mut self, handle: Handle) -> Option<&mut Object<'a>> {
+        self.slots.get_mut(handle.0 as usize)?.object()
+    }
+
+    pub(crate) fn queue(&mut self, handle: Handle) -> Result<&mut QueueObject<'a>, ErrorCode> {
+        match self.get(handle) {
+            Some(Object::Queue(q)) => Ok(q),
+            None => Err(ErrorCode::NoSuchObject),
+        }
+    }
+
+    /// Creates a queue in the first spare slot whose storage suffices.
+    pub(crate) fn create(&mut self, name: &str, spec: QueueSpec) -> Result<Handle, ErrorCode> {
+        let checked = checked_name(name).ok_or(ErrorCode::InvalidName)?;
+        if self.find(name).is_some() {
+            return Err(ErrorCode::AlreadyExists);
+        }
+        if spec.capacity == 0 || spec.max_item == 0 {
+            return Err(ErrorCode::InvalidSpec);
+        }
+        let need = (spec.max_item as usize).saturating_add(4);
+        let mut any_spare = false;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let SlotState::Spare(storage) = &slot.state else {
+                continue;
+            };
+            any_spare = true;
+            if storage.len() < need {
+                continue;
+            }
+            let SlotState::Spare(storage) = core::mem::replace(&mut slot.state, SlotState::Taken)
+            else {
+                continue;
+            };
+            return match Queue::new(spec, storage) {
+                Ok(queue) => {
+                    slot.name = checked;
+                    slot.state = SlotState::Used(Object::Queue(QueueObject::new(queue)));
+                    Ok(Handle(i as u16))
+                }
+                Err(_) => Err(ErrorCode::InvalidSpec),
+            };
+        }
+        Err(if any_spare {
+            ErrorCode::InvalidSpec
+        } else {
+            ErrorCode::ObjectLimit
+        })
+    }
+
+    /// The `index`-th object in handle order, with its statistics.
+    pub(crate) fn stat(&self, index: u16) -> Option<ObjectStat<'_>> {
+        let (i, slot) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.state, SlotState::Used(_)))
+            .nth(index as usize)?;
+        let SlotState::Used(Object::Queue(q)) = &slot.state else {
+            return None;
+        };
+        let handle = Handle(i as u16);
+        Some(ObjectStat {
+            name: slot.name.as_str(),
+            info: slot.info(handle)?,
+            len: q.queue.len(),
+            bytes: q.queue.bytes() as u32,
+            storage: q.queue.storage_len() as u32,
+            getters: q.getters.len(),
+            putters: q.putters.len(),
+            joiners: q.joiners.len(),
+            unfinished: q.queue.unfinished(),
+            total_put: q.queue.total_put(),
+            total_got: q.queue.total_got(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+}

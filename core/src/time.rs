@@ -1,0 +1,33 @@
+//! Time as the transport tells it: the core has no clock.
+
+/// A point in time, in milliseconds since an epoch the transport chooses (boot, process start).
+///
+/// Only differences matter, so the epoch must simply stay fixed for the life of a state machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The epoch itself.
+    pub const ZERO: Instant = Instant(0);
+
+    /// `ms` milliseconds after the epoch.
+    pub const fn from_millis(ms: u64) -> Self {
+        Instant(ms)
+    }
+
+    /// Milliseconds since the epoch.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// This instant plus `ms` milliseconds, saturating far in the future.
+    pub const fn add_millis(self, ms: u64) -> Self {
+        Instant(self.0.saturating_add(ms))
+    }
+
+    /// Milliseconds from `self` until `later` (zero if `later` is not later).
+    pub const fn millis_until(self, later: Instant) -> u64 {
+        later.0.saturating_sub(self.0)
+    }
+}

@@ -1,0 +1,152 @@
+//! Requests blocked on an object, in a pool of slots the caller hands in.
+//!
+//! Each object keeps FIFO lists of its blocked getters, putters and joiners, threaded through
+//! the pool by index, so parking, waking and cancelling take no allocation.
+
+use crate::time::Instant;
+
+const NONE: u32 = u32::MAX;
+
+/// What a blocked request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitKind {
+    Get,
+    Put,
+    Join,
+}
+
+/// One slot of the waiter pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    pub(crate) conn: u32,
+    pub(crate) request: u32,
+    pub(crate) object: u16,
+    pub(crate) kind: WaitKind,
+    pub(crate) deadline: Option<Instant>,
+    /// Transmit bytes kept free on the connection for this request's reply.
+    pub(crate) reserve: u32,
+    pub(crate) in_use: bool,
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+}
+
+impl Waiter {
+    /// An unused slot, for initialising the pool (`[Waiter::EMPTY; N]`).
+    pub const EMPTY: Waiter = Waiter {
+        conn: 0,
+        request: 0,
+        object: 0,
+        kind: WaitKind::Get,
+        deadline: None,
+        reserve: 0,
+        in_use: false,
+        prev: NONE,
+        next: NONE,
+    };
+}
+
+/// A FIFO of waiters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitList {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl WaitList {
+    pub(crate) const EMPTY: WaitList = WaitList {
+        head: NONE,
+        tail: NONE,
+        len: 0,
+    };
+
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub(crate) fn front(&self) -> Option<u32> {
+        (self.head != NONE).then_some(self.head)
+    }
+}
+
+pub(crate) struct Waiters<'a> {
+    slots: &'a mut [Waiter],
+    /// Head of the free slots, chained through `next`.
+    free: u32,
+    used: u32,
+}
+
+impl<'a> Waiters<'a> {
+    pub(crate) fn new(slots: &'a mut [Waiter]) -> Self {
+        let count = slots.len().min(NONE as usize - 1);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            *slot = Waiter::EMPTY;
+            slot.next = if i + 1 < count { i as u32 + 1 } else { NONE };
+        }
+        Waiters {
+            slots,
+            free: if count > 0 { 0 } else { NONE },
+            used: 0,
+        }
+    }
+
+    pub(crate) fn used(&self) -> u32 {
+        self.used
+    }
+
+    pub(crate) fn get(&self, index: u32) -> &Waiter {
+        &self.slots[index as usize]
+    }
+
+    /// Parks `waiter` at the back of `list`; `None` when the pool is full.
+    pub(crate) fn park(&mut self, list: &mut WaitList, mut waiter: Waiter) -> Option<u32> {
+        let index = self.free;
+        if index == NONE {
+            return None;
+        }
+        self.free = self.slots[index as usize].next;
+        waiter.in_use = true;
+        waiter.prev = list.tail;
+        waiter.next = NONE;
+        self.slots[index as usize] = waiter;
+        match list.tail {
+            NONE => list.head = index,
+            tail => self.slots[tail as usize].next = index,
+        }
+        list.tail = index;
+        list.len += 1;
+        self.used += 1;
+        Some(index)
+    }
+
+    /// Unlinks `index` from `list` (which must hold it), frees its slot and returns it.
+    pub(crate) fn remove(&mut self, list: &mut WaitList, index: u32) -> Waiter {
+        let waiter = self.slots[index as usize];
+        match waiter.prev {
+            NONE => list.head = waiter.next,
+            prev => self.slots[prev as usize].next = waiter.next,
+        }
+        match waiter.next {
+            NONE => list.tail = waiter.prev,
+            next => self.slots[next as usize].prev = waiter.prev,
+        }
+        list.len -= 1;
+        self.used -= 1;
+        self.slots[index as usize] = Waiter {
+            next: self.free,
+            ..Waiter::EMPTY
+        };
+        self.free = index;
+        waiter
+    }
+
+    /// Indices of waiters in use that match `pred`, one at a time from `from`.
+    pub(crate) fn find_from(&self, from: u32, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(from as usize)
+            .find(|(_, w)| w.in_use && pred(w))
+            .map(|(i, _)| i as u32)
+    }
+}

@@ -1,0 +1,445 @@
+//! The wire format: frame layout, limits and every message, as PROTOCOL.md specifies them.
+//!
+//! A frame is a 4-byte big-endian length followed by that many bytes of body. During the
+//! handshake a body is one postcard-encoded handshake message. After it, a body is one or more
+//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`).
+//! Nothing received is ever interpreted beyond these closed enums.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes in a frame header (the body length, big-endian `u32`).
+pub const HEADER_LEN: usize = 4;
+/// Bytes of the MAC tag that ends every frame after the handshake.
+pub const TAG_LEN: usize = 16;
+/// Bytes of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// Bytes of a handshake proof (a full HMAC-SHA256).
+pub const PROOF_LEN: usize = 32;
+/// The largest handshake frame body either side accepts.
+pub const MAX_HANDSHAKE_BODY: u32 = 128;
+/// The smallest `max_frame` an endpoint may announce.
+pub const MIN_MAX_FRAME: u32 = 256;
+/// The largest `max_frame` an endpoint may announce (16 MiB).
+pub const MAX_MAX_FRAME: u32 = 16 * 1024 * 1024;
+/// The longest object name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 32;
+/// The first four bytes of every client hello.
+pub const MAGIC: [u8; 4] = *b"dpot";
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
+///
+/// The manager reserves this much output space before it takes an item off a queue for a
+/// connection, so a reply is never dropped for lack of room.
+pub const fn item_reply_bound(item_len: usize) -> usize {
+    HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD + item_len
+}
+
+/// Bytes an item reply message takes beyond the item: message and reply tags, the request id
+/// and the item length, each at most a 5-byte varint.
+pub const ITEM_REPLY_OVERHEAD: usize = 12;
+
+/// Bytes any reply other than an item can take on the wire, frame included.
+pub const SMALL_REPLY_BOUND: usize = HEADER_LEN + TAG_LEN + 160;
+
+/// The body length announced by a frame header, if `buf` holds a whole header.
+pub fn peek_body_len(buf: &[u8]) -> Option<u32> {
+    let header: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    Some(u32::from_be_bytes(header))
+}
+
+/// Client to manager, first frame: who I am and what I speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientHello {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// The oldest protocol version the client speaks.
+    pub min_version: u8,
+    /// The newest protocol version the client speaks.
+    pub max_version: u8,
+    /// Fresh random bytes from the client.
+    pub nonce: [u8; NONCE_LEN],
+    /// The largest frame body the client accepts.
+    pub max_frame: u32,
+}
+
+/// Manager to client, answer to [`ClientHello`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ServerHello {
+    /// Go on with the version chosen here; prove you know the authkey.
+    Challenge {
+        /// The version both sides speak from now on.
+        version: u8,
+        /// Fresh random bytes from the manager.
+        nonce: [u8; NONCE_LEN],
+        /// The largest frame body the manager accepts.
+        max_frame: u32,
+    },
+    /// The manager will not talk to this client; the connection closes.
+    Reject(CloseReason),
+}
+
+/// Client to manager, second frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ClientProof {
+    /// HMAC-SHA256(authkey, "depot/1 client proof" ‖ 0 ‖ client nonce ‖ manager nonce).
+    pub proof: [u8; PROOF_LEN],
+}
+
+/// Manager to client, last handshake frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ServerVerdict {
+    /// The client proved the key; here is the manager's proof.
+    Welcome {
+        /// HMAC-SHA256(authkey, "depot/1 manager proof" ‖ 0 ‖ client nonce ‖ manager nonce).
+        proof: [u8; PROOF_LEN],
+    },
+    /// The client's proof was wrong. Nothing else is said; the connection closes.
+    AuthFailed,
+}
+
+/// A handle to an object, valid on the connection that opened it and every other one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Handle(pub u16);
+
+/// How long a `put`, `get` or `join` may wait for its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Wait {
+    /// Do not wait: fail at once with `Empty` or `Full` (Python's `block=False`).
+    NoWait,
+    /// Wait as long as it takes (Python's `block=True, timeout=None`).
+    Forever,
+    /// Wait at most this many milliseconds, then fail with `Timeout`.
+    Millis(u32),
+}
+
+/// The kinds of shared object. Only queues exist today; events, values and locks will join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ObjectKind {
+    /// A bounded FIFO of byte items with `task_done`/`join`.
+    Queue,
+}
+
+/// The limits of a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QueueSpec {
+    /// The most items the queue holds at once (Python's `maxsize`).
+    pub capacity: u32,
+    /// The largest item, in bytes.
+    pub max_item: u32,
+}
+
+/// What a client learns when it opens or creates an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ObjectInfo {
+    /// The handle for later requests.
+    pub handle: Handle,
+    /// What the object is.
+    pub kind: ObjectKind,
+    /// Its limits.
+    pub spec: QueueSpec,
+}
+
+/// A queue's length at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QueueSize {
+    /// Items in the queue.
+    pub len: u32,
+    /// The most items it holds.
+    pub capacity: u32,
+    /// True when a non-blocking put would fail now (by count or by bytes).
+    pub full: bool,
+}
+
+/// One line of the registry listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ObjectStat<'a> {
+    /// The object's name.
+    pub name: &'a str,
+    /// Handle, kind and limits.
+    pub info: ObjectInfo,
+    /// Items queued.
+    pub len: u32,
+    /// Bytes of item data queued.
+    pub bytes: u32,
+    /// Bytes of item storage the queue has.
+    pub storage: u32,
+    /// Requests blocked in `get`.
+    pub getters: u32,
+    /// Requests blocked in `put`.
+    pub putters: u32,
+    /// Requests blocked in `join`.
+    pub joiners: u32,
+    /// Items put and not yet marked `task_done`.
+    pub unfinished: u32,
+    /// Items ever put.
+    pub total_put: u64,
+    /// Items ever got.
+    pub total_got: u64,
+}
+
+/// The manager as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ManagerStatus {
+    /// Connections open now (any state).
+    pub connections: u32,
+    /// The most connections the manager serves at once.
+    pub max_connections: u32,
+    /// Objects in the registry.
+    pub objects: u32,
+    /// Requests blocked now, over all objects.
+    pub waiters: u32,
+}
+
+/// Client to manager, after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Request<'a> {
+    /// Chosen by the client, echoed in the reply.
+    pub id: u32,
+    /// What to do.
+    #[serde(borrow)]
+    pub op: Op<'a>,
+}
+
+/// Every operation a client can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Op<'a> {
+    /// Look an object up by name. Reply: `Opened` or `NoSuchObject`.
+    Open {
+        /// The object's name.
+        name: &'a str,
+    },
+    /// Create a queue (when the manager allows it). Reply: `Opened`.
+    Create {
+        /// The new object's name.
+        name: &'a str,
+        /// Its limits.
+        spec: QueueSpec,
+        /// Open the existing object instead of failing with `AlreadyExists`.
+        exist_ok: bool,
+    },
+    /// Append an item. Reply: `Done`, or `Full`/`Timeout`/`TooLarge`.
+    Put {
+        /// The queue.
+        handle: Handle,
+        /// The item's bytes.
+        item: &'a [u8],
+        /// Whether and how long to wait for room.
+        wait: Wait,
+    },
+    /// Take the oldest item. Reply: `Item`, or `Empty`/`Timeout`.
+    Get {
+        /// The queue.
+        handle: Handle,
+        /// Whether and how long to wait for an item.
+        wait: Wait,
+    },
+    /// Reply: `Size`.
+    Size {
+        /// The queue.
+        handle: Handle,
+    },
+    /// Mark one got item as processed. Reply: `Done` or `TaskDoneTooMany`.
+    TaskDone {
+        /// The queue.
+        handle: Handle,
+    },
+    /// Wait until every item put has been marked done. Reply: `Done` or `Timeout`.
+    Join {
+        /// The queue.
+        handle: Handle,
+        /// Whether and how long to wait.
+        wait: Wait,
+    },
+    /// The registry entry at `index` (0, 1, … in creation order). Reply: `Stat`.
+    Stat {
+        /// Position in the registry.
+        index: u16,
+    },
+    /// Reply: `Status`.
+    Status,
+    /// Ask the manager to stop. Reply: `Done` or `NotAllowed`.
+    Shutdown,
+}
+
+/// Manager to client, after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Message<'a> {
+    /// The answer to the request with this id.
+    Reply {
+        /// The request's id.
+        id: u32,
+        /// The outcome.
+        #[serde(borrow)]
+        reply: Reply<'a>,
+    },
+    /// The manager is closing the connection for this reason; nothing follows.
+    Closing(CloseReason),
+}
+
+/// The outcome of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Reply<'a> {
+    /// Success with nothing to return.
+    Done,
+    /// An object was opened or created.
+    Opened(ObjectInfo),
+    /// The item a `get` took.
+    Item(&'a [u8]),
+    /// A queue's size.
+    Size(QueueSize),
+    /// A registry entry, or `None` past the last one.
+    #[serde(borrow)]
+    Stat(Option<ObjectStat<'a>>),
+    /// The manager's status.
+    Status(ManagerStatus),
+    /// The request failed; the connection stays open.
+    Error(ErrorCode),
+}
+
+/// Why a request failed. The connection stays usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ErrorCode {
+    /// A non-blocking `get` found the queue empty.
+    Empty,
+    /// A non-blocking `put` found the queue full.
+    Full,
+    /// A waiting request's time ran out.
+    Timeout,
+    /// No object has that name or handle.
+    NoSuchObject,
+    /// `Create` named an object that exists.
+    AlreadyExists,
+    /// The item is larger than the queue's `max_item` or than a frame can carry.
+    TooLarge,
+    /// The name is empty or longer than [`MAX_NAME_LEN`].
+    InvalidName,
+    /// The queue limits asked for cannot be met.
+    InvalidSpec,
+    /// The registry has no room for another object.
+    ObjectLimit,
+    /// The connection or the manager has no room for another blocked request.
+    WaiterLimit,
+    /// `task_done` was called more times than items were put.
+    TaskDoneTooMany,
+    /// The manager does not allow this (remote shutdown, creating objects).
+    NotAllowed,
+    /// The manager is shutting down.
+    ShuttingDown,
+    /// The operation does not apply to this kind of object.
+    WrongKind,
+}
+
+/// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CloseReason {
+    /// The peer does not know the authkey (or is not the manager it claims to be).
+    AuthFailed,
+    /// No protocol version in common.
+    VersionMismatch,
+    /// The peer does not speak depot.
+    BadMagic,
+    /// A frame announced a body larger than allowed.
+    FrameTooLarge,
+    /// A frame or message could not be decoded.
+    Malformed,
+    /// A frame's MAC did not verify: altered, injected, replayed, reordered or dropped frames.
+    BadMac,
+    /// A message arrived that the protocol does not allow at this point.
+    Unexpected,
+    /// The handshake did not finish in time.
+    HandshakeTimeout,
+    /// A frame did not arrive whole in time.
+    FrameTimeout,
+    /// The peer stopped reading its replies.
+    WriteStalled,
+    /// The manager is shutting down.
+    Shutdown,
+    /// The manager serves as many connections as it can.
+    Busy,
+    /// The peer closed the connection.
+    PeerClosed,
+}
+
+impl ErrorCode {
+    /// A short description for users.
+    pub const fn description(self) -> &'static str {
+        match self {
+            ErrorCode::Empty => "queue is empty",
+            ErrorCode::Full => "queue is full",
+            ErrorCode::Timeout => "timed out",
+            ErrorCode::NoSuchObject => "no such object",
+            ErrorCode::AlreadyExists => "object already exists",
+            ErrorCode::TooLarge => "item too large",
+            ErrorCode::InvalidName => "invalid object name",
+            ErrorCode::InvalidSpec => "invalid queue limits",
+            ErrorCode::ObjectLimit => "registry is full",
+            ErrorCode::WaiterLimit => "too many blocked requests",
+            ErrorCode::TaskDoneTooMany => "task_done() called too many times",
+            ErrorCode::NotAllowed => "not allowed by the manager",
+            ErrorCode::ShuttingDown => "manager is shutting down",
+            ErrorCode::WrongKind => "wrong kind of object",
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl core::error::Error for ErrorCode {}
+
+impl CloseReason {
+    /// A short description for users.
+    pub const fn description(self) -> &'static str {
+        match self {
+            CloseReason::AuthFailed => "authentication failed",
+            CloseReason::VersionMismatch => "no protocol version in common",
+            CloseReason::BadMagic => "peer does not speak depot",
+            CloseReason::FrameTooLarge => "frame too large",
+            CloseReason::Malformed => "malformed frame",
+            CloseReason::BadMac => "frame failed its integrity check",
+            CloseReason::Unexpected => "unexpected message",
+            CloseReason::HandshakeTimeout => "handshake timed out",
+            CloseReason::FrameTimeout => "frame did not arrive in time",
+            CloseReason::WriteStalled => "peer stopped reading",
+            CloseReason::Shutdown => "manager shut down",
+            CloseReason::Busy => "manager has no room for another connection",
+            CloseReason::PeerClosed => "connection closed by peer",
+        }
+    }
+}
+
+impl core::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl core::error::Error for CloseReason {}
+
+/// Whether `name` is a valid object name: 1 to [`MAX_NAME_LEN`] bytes, no control characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+}

@@ -1,0 +1,91 @@
+use depot_core::client::ClientConfig;
+use depot_core::wire::{Op, QueueSpec, Reply, Wait};
+use depot_core::*;
+
+#[test]
+fn handshake_put_get() {
+    let mut storage = vec![0u8; 4096];
+    let mut objects = [ObjectSlot::queue(
+        "task_queue",
+        QueueSpec {
+            capacity: 10,
+            max_item: 64,
+        },
+        &mut storage,
+    )
+    .unwrap()];
+    let (mut rx, mut tx, mut park) = (vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 128]);
+    let mut conns = [Connection::new(&mut rx, &mut tx, &mut park)];
+    let mut waiters = [Waiter::EMPTY; 8];
+    let mut m = Manager::new(
+        ManagerConfig::default(),
+        b"producer",
+        &mut objects,
+        &mut conns,
+        &mut waiters,
+    );
+    let id = m.accept(Instant::ZERO, [1; 32]).unwrap();
+    let (mut crx, mut ctx) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let mut slots = [RequestSlot::FREE; 4];
+    let mut c = Client::new(
+        ClientConfig::default(),
+        b"producer",
+        [2; 32],
+        Instant::ZERO,
+        &mut crx,
+        &mut ctx,
+        &mut slots,
+    );
+    let now = Instant::ZERO;
+    let mut connected = false;
+    let mut got = None;
+    let mut sent = false;
+    for _ in 0..20 {
+        let out = c.poll_transmit().to_vec();
+        c.handle_transmitted(out.len());
+        assert_eq!(m.handle_input(id, now, &out), out.len());
+        let back = m.poll_transmit(id).to_vec();
+        m.handle_transmitted(id, now, back.len());
+        c.handle_input(&back);
+        while let Some(ev) = c.poll_event() {
+            match ev {
+                Event::Connected => connected = true,
+                Event::Reply {
+                    reply: Reply::Opened(info),
+                    ..
+                } => {
+                    c.send(
+                        now,
+                        Op::Put {
+                            handle: info.handle,
+                            item: b"hello",
+                            wait: Wait::NoWait,
+                        },
+                    )
+                    .unwrap();
+                    c.send(
+                        now,
+                        Op::Get {
+                            handle: info.handle,
+                            wait: Wait::Forever,
+                        },
+                    )
+                    .unwrap();
+                    break;
+                }
+                Event::Reply {
+                    reply: Reply::Item(item),
+                    ..
+                } => got = Some(item.to_vec()),
+                Event::Reply { .. } => {}
+                Event::Closed(e) => panic!("closed: {e}"),
+            }
+        }
+        if connected && !sent {
+            c.send(now, Op::Open { name: "task_queue" }).unwrap();
+            sent = true;
+        }
+    }
+    assert!(connected);
+    assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+}
