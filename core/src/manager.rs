@@ -715,7 +715,8 @@ impl<'a> Manager<'a> {
         };
         let c = &self.conns[i];
         if c.tx.free() < c.reserved + need {
-            if need + c.reserved <= c.tx.capacity().saturating_sub(TAG_LEN) {
+            if c.reserved > 0 || need <= c.tx.capacity().saturating_sub(TAG_LEN) {
+                // Room comes back as output drains and blocked requests are answered.
                 return Step::Paused;
             }
             // This reply can never fit this connection's output: refuse rather than stall.
@@ -749,8 +750,10 @@ impl<'a> Manager<'a> {
                         id,
                         reply: Reply::Stat(stat),
                     };
-                    if c.tx.push(&msg, c.peer_max, &mut session.tx_mac).is_err() {
-                        self.begin_close(i, CloseReason::WriteStalled);
+                    let was_idle = c.tx.is_empty();
+                    match c.tx.push(&msg, c.peer_max, &mut session.tx_mac) {
+                        Ok(()) => self.output_queued(i, was_idle),
+                        Err(_) => self.begin_close(i, CloseReason::WriteStalled),
                     }
                 }
                 None
@@ -945,7 +948,10 @@ impl<'a> Manager<'a> {
         timeout_ms: Option<u32>,
         reserve: usize,
     ) -> bool {
-        if self.conns[i].waiters >= self.config.max_waiters_per_connection {
+        let c = &self.conns[i];
+        // Keep room for one more ordinary reply, so the connection never pauses for good.
+        let room = c.tx.capacity().saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
+        if c.waiters >= self.config.max_waiters_per_connection || c.reserved + reserve > room {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
         }
@@ -1034,13 +1040,14 @@ impl<'a> Manager<'a> {
         let State::Open(session) = &mut c.state else {
             return;
         };
+        let was_idle = c.tx.is_empty();
         let pushed = c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| {
             encode_item_reply(out, id, a, b)
         });
         match pushed {
             Ok(()) => {
                 q.queue.pop_front();
-                self.link(List::Ready, i);
+                self.output_queued(i, was_idle);
             }
             Err(_) => self.begin_close(i, CloseReason::WriteStalled),
         }
@@ -1104,10 +1111,24 @@ impl<'a> Manager<'a> {
             return;
         };
         let msg = Message::Reply { id, reply: *reply };
+        let was_idle = c.tx.is_empty();
         if c.tx.push(&msg, c.peer_max, &mut session.tx_mac).is_err() {
             warn!("connection {}: no room for a reply", i);
             self.begin_close(i, CloseReason::WriteStalled);
             return;
+        }
+        self.output_queued(i, was_idle);
+    }
+
+    /// Marks connection `i` for the transport and, if its output was idle, starts the clock
+    /// on the peer reading it.
+    fn output_queued(&mut self, i: usize, was_idle: bool) {
+        if was_idle {
+            self.conns[i].tx_progress = self.now;
+            self.wake_at(
+                self.now
+                    .add_millis(self.config.write_stall_timeout_ms.into()),
+            );
         }
         self.link(List::Ready, i);
     }
