@@ -369,6 +369,13 @@ impl<'a> Manager<'a> {
         c.parked = None;
         c.reserved = 0;
         c.cursor = 0;
+        // Bug fix: the free list shares `links[0]` with the ready list, so a connection closed
+        // while still on the ready (or resume) list corrupted it: later connections were lost
+        // from `poll_ready` for good and freed slots were reported instead. Take it off both
+        // lists before it joins the free list.
+        self.unlink(List::Ready, i);
+        self.unlink(List::Resume, i);
+        let c = &mut self.conns[i];
         c.links[0] = self.lists[List::Free as usize].head;
         self.lists[List::Free as usize].head = i as u32;
         self.open_conns -= 1;
@@ -494,6 +501,33 @@ impl<'a> Manager<'a> {
             tail => self.conns[tail as usize].links[l] = i as u32,
         }
         self.lists[l].tail = i as u32;
+    }
+
+    /// Takes connection `i` off `list` wherever it stands (a walk: lists are short).
+    fn unlink(&mut self, list: List, i: usize) {
+        let l = list as usize;
+        if !self.conns[i].linked[l] {
+            return;
+        }
+        self.conns[i].linked[l] = false;
+        let next = self.conns[i].links[l];
+        let mut prev = NONE;
+        let mut at = self.lists[l].head;
+        while at != NONE && at as usize != i {
+            prev = at;
+            at = self.conns[at as usize].links[l];
+        }
+        if at == NONE {
+            return;
+        }
+        match prev {
+            NONE => self.lists[l].head = next,
+            p => self.conns[p as usize].links[l] = next,
+        }
+        if self.lists[l].tail == i as u32 {
+            self.lists[l].tail = prev;
+        }
+        self.conns[i].links[l] = NONE;
     }
 
     fn unlink_front(&mut self, list: List) -> Option<usize> {
