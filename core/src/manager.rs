@@ -419,7 +419,21 @@ impl<'a> Manager<'a> {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             let (deadline, reason) = match &c.state {
-                State::Free | State::Closing(_) => continue,
+                State::Free => continue,
+                // Bug fix: a closing connection whose peer never reads kept its last bytes
+                // (and its slot) for ever, since `wants_close` waits for empty output. Give
+                // that output the same stall limit as any other, then drop it.
+                State::Closing(_) if !c.tx.is_empty() => {
+                    let d = c.tx_progress.add_millis(stall);
+                    if d <= now {
+                        self.conns[i].tx.clear();
+                        self.link(List::Ready, i);
+                    } else {
+                        self.wake_at(d);
+                    }
+                    continue;
+                }
+                State::Closing(_) => continue,
                 State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
                     (Some(*deadline), CloseReason::HandshakeTimeout)
                 }
@@ -1174,17 +1188,34 @@ impl<'a> Manager<'a> {
         }
         debug!("connection {}: closing: {}", i, reason.description());
         self.cancel_waiters(i);
+        let now = self.now;
+        let stall = u64::from(self.config.write_stall_timeout_ms);
         let c = &mut self.conns[i];
-        if let State::Open(session) = &mut c.state {
+        if reason == CloseReason::WriteStalled {
+            // Bug fix: the peer is not reading, so nothing more will drain; keeping the output
+            // (and queueing `Closing` behind it) meant `wants_close` never became true and
+            // the stalled connection was never dropped.
+            c.tx.clear();
+        } else if let State::Open(session) = &mut c.state {
+            let was_idle = c.tx.is_empty();
             let peer_max = c.peer_max;
             let _ =
                 c.tx.push(&Message::Closing(reason), peer_max, &mut session.tx_mac);
             c.tx.seal(&mut session.tx_mac);
+            if was_idle && !c.tx.is_empty() {
+                // The farewell gets the usual time to be read (see `handle_timeout`).
+                c.tx_progress = now;
+            }
         }
+        let closing_output = !c.tx.is_empty();
         c.state = State::Closing(reason);
         c.rx.clear();
         c.cursor = 0;
         c.frame_deadline = None;
+        if closing_output {
+            let deadline = c.tx_progress.add_millis(stall);
+            self.wake_at(deadline);
+        }
         self.link(List::Ready, i);
     }
 }
