@@ -22,6 +22,15 @@ pub(crate) const MANAGER_PROOF: &[u8] = b"depot/1 manager proof";
 pub(crate) const CLIENT_TO_MANAGER: &[u8] = b"depot/1 client->manager";
 pub(crate) const MANAGER_TO_CLIENT: &[u8] = b"depot/1 manager->client";
 
+/// HMAC-SHA256 of `data` under `key` (RFC 2104): the primitive every proof, session key and
+/// frame tag is built from, exposed so tests and third-party clients can check it against
+/// known-answer vectors.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = AuthKey::new(key).mac;
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// The shared secret, already keyed into HMAC so the raw key need not be kept.
 #[derive(Clone)]
 pub struct AuthKey {
