@@ -1,0 +1,534 @@
+//! Authentication: HMAC-SHA256 known answers, the handshake against PROTOCOL.md, and every way
+//! of tampering with a sealed frame.
+#![allow(clippy::field_reassign_with_default)]
+
+mod harness;
+
+use depot_core::auth::hmac_sha256;
+use depot_core::client::ClientConfig;
+use depot_core::wire::{CloseReason, Op, Wait, HEADER_LEN, TAG_LEN};
+use depot_core::*;
+use harness::*;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// RFC 4231, test cases 1–4, 6 and 7 (HMAC-SHA-256), and 5 (truncated to 128 bits, as frame
+/// tags are).
+#[test]
+fn rfc4231_known_answers() {
+    let cases: [(Vec<u8>, Vec<u8>, &str); 6] = [
+        (
+            vec![0x0b; 20],
+            b"Hi There".to_vec(),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        ),
+        (
+            b"Jefe".to_vec(),
+            b"what do ya want for nothing?".to_vec(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+        ),
+        (
+            vec![0xaa; 20],
+            vec![0xdd; 50],
+            "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+        ),
+        (
+            (1..=25).collect(),
+            vec![0xcd; 50],
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+        ),
+        (
+            vec![0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+        (
+            vec![0xaa; 131],
+            b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.".to_vec(),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+        ),
+    ];
+    for (n, (key, data, want)) in cases.iter().enumerate() {
+        assert_eq!(hmac_sha256(key, data).to_vec(), hex(want), "case {n}");
+    }
+    // Test case 5: only the first 128 bits are specified.
+    let tc5 = hmac_sha256(&[0x0c; 20], b"Test With Truncation");
+    assert_eq!(tc5[..16].to_vec(), hex("a3b6167473100ee06e0c796c2955552b"));
+}
+
+/// Moves one handshake step by hand: bytes out of `from`, into `to`.
+fn client_out(c: &mut Client<'_>) -> Vec<u8> {
+    let out = c.poll_transmit().to_vec();
+    c.handle_transmitted(out.len());
+    out
+}
+
+fn manager_out(m: &mut Manager<'_>, id: ConnId, now: Instant) -> Vec<u8> {
+    let out = m.poll_transmit(id).to_vec();
+    m.handle_transmitted(id, now, out.len());
+    out
+}
+
+/// The handshake and the first frame in each direction, recomputed from PROTOCOL.md alone.
+#[test]
+fn handshake_and_tags_follow_the_spec() {
+    let mut p = Pair::new(Setup::default());
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    // ClientHello: magic, versions, nonce, max_frame varint.
+    assert_eq!(&hello[HEADER_LEN..HEADER_LEN + 4], b"dpot");
+    let cn: [u8; 32] = hello[HEADER_LEN + 6..HEADER_LEN + 38].try_into().unwrap();
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    assert_eq!(challenge[HEADER_LEN], 0, "Challenge variant");
+    assert_eq!(challenge[HEADER_LEN + 1], 1, "version");
+    let mn: [u8; 32] = challenge[HEADER_LEN + 2..HEADER_LEN + 34]
+        .try_into()
+        .unwrap();
+    p.peers[c].client.handle_input(&challenge);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    let proof = client_out(&mut p.peers[c].client);
+    let labelled = |label: &[u8]| {
+        let mut data = label.to_vec();
+        data.push(0);
+        data.extend_from_slice(&cn);
+        data.extend_from_slice(&mn);
+        data
+    };
+    assert_eq!(proof.len(), HEADER_LEN + 32);
+    assert_eq!(
+        proof[HEADER_LEN..],
+        hmac_sha256(KEY, &labelled(b"depot/1 client proof"))
+    );
+    p.m.handle_input(conn, now, &proof);
+    let welcome = manager_out(&mut p.m, conn, now);
+    assert_eq!(welcome.len(), HEADER_LEN + 33);
+    assert_eq!(welcome[HEADER_LEN], 0, "Welcome variant");
+    assert_eq!(
+        welcome[HEADER_LEN + 1..],
+        hmac_sha256(KEY, &labelled(b"depot/1 manager proof"))
+    );
+    p.peers[c].client.handle_input(&welcome);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
+
+    // Frames: tag = HMAC(k_dir, seq ‖ header ‖ messages)[..16], seq from 0 in each direction.
+    let k_c2m = hmac_sha256(KEY, &labelled(b"depot/1 client->manager"));
+    let k_m2c = hmac_sha256(KEY, &labelled(b"depot/1 manager->client"));
+    let check = |key: &[u8; 32], seq: u64, frame: &[u8]| {
+        let body_len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(frame.len(), HEADER_LEN + body_len);
+        let split = frame.len() - TAG_LEN;
+        let mut data = seq.to_be_bytes().to_vec();
+        data.extend_from_slice(&frame[..split]);
+        assert_eq!(frame[split..], hmac_sha256(key, &data)[..TAG_LEN]);
+    };
+    for seq in 0..3 {
+        p.send(c, Op::Status);
+        let req = client_out(&mut p.peers[c].client);
+        check(&k_c2m, seq, &req);
+        p.m.handle_input(conn, now, &req);
+        let rep = manager_out(&mut p.m, conn, now);
+        check(&k_m2c, seq, &rep);
+        p.peers[c].client.handle_input(&rep);
+        assert!(matches!(
+            drain_events(&mut p.peers[c].client)[..],
+            [Seen::Reply(_, Owned::Status(_))]
+        ));
+    }
+}
+
+/// Wrong key: both ends report `AuthFailed`, and the manager's only word is `AuthFailed`.
+#[test]
+fn wrong_key_fails_on_both_ends() {
+    let mut setup = Setup::default();
+    setup.manager_key = b"not the producer key".to_vec();
+    let mut p = Pair::new(setup);
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&challenge);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    let proof = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &proof);
+    // Exactly one frame, `ServerVerdict::AuthFailed` (variant 1, no fields), then close.
+    let verdict = manager_out(&mut p.m, conn, now);
+    assert_eq!(verdict, [0, 0, 0, 1, 1]);
+    assert!(p.m.wants_close(conn));
+    assert_eq!(p.m.close_reason(conn), Some(CloseReason::AuthFailed));
+    p.peers[c].client.handle_input(&verdict);
+    assert_eq!(
+        drain_events(&mut p.peers[c].client),
+        vec![Seen::Closed(Error::AuthFailed)]
+    );
+    // Through the harness as well, with another client.
+    let d = p.add_client_with_key(b"also wrong");
+    p.pump();
+    assert_eq!(p.closed(d), Some(Error::AuthFailed));
+    assert_eq!(p.peers[d].manager_reason, Some(CloseReason::AuthFailed));
+    assert_eq!(p.m.connections(), 0);
+}
+
+/// A "manager" that does not know the key cannot pass the client's check of its proof.
+#[test]
+fn client_rejects_an_impostor_manager() {
+    let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
+    let mut c = Client::new(
+        ClientConfig::default(),
+        KEY,
+        [7; 32],
+        Instant::ZERO,
+        &mut rx,
+        &mut tx,
+        &mut slots,
+    );
+    let _hello = client_out(&mut c);
+    let mn = [9u8; 32];
+    let mut challenge = vec![0u8];
+    challenge.push(1);
+    challenge.extend_from_slice(&mn);
+    challenge.extend_from_slice(&[0x80, 0x08]); // max_frame 1024 as a varint
+    let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&challenge);
+    c.handle_input(&frame);
+    assert_eq!(drain_events(&mut c), vec![]);
+    let _proof = client_out(&mut c);
+    // The impostor answers with a proof under its own key.
+    let mut data = b"depot/1 manager proof\0".to_vec();
+    data.extend_from_slice(&[7; 32]);
+    data.extend_from_slice(&mn);
+    let mut welcome = vec![0, 0, 0, 33, 0];
+    welcome.extend_from_slice(&hmac_sha256(b"guess", &data));
+    c.handle_input(&welcome);
+    assert_eq!(drain_events(&mut c), vec![Seen::Closed(Error::AuthFailed)]);
+    assert!(!c.is_ready());
+}
+
+/// A connected pair whose client does not write by itself; returns (pair, client).
+fn quiet_pair() -> (Pair, usize) {
+    let mut setup = Setup::default();
+    setup.conns = 2;
+    setup.config.frame_timeout_ms = 1_000;
+    let mut p = Pair::new(setup);
+    let c = p.connect();
+    p.peers[c].writing = false;
+    (p, c)
+}
+
+/// The next sealed frame of client `c` carrying `op`.
+fn frame_of(p: &mut Pair, c: usize, op: Op) -> Vec<u8> {
+    p.send(c, op);
+    client_out(&mut p.peers[c].client)
+}
+
+/// Feeds `bytes` to the manager as client `c`'s input and pumps.
+fn inject(p: &mut Pair, c: usize, bytes: &[u8]) {
+    let conn = p.peers[c].conn.expect("connection open");
+    p.m.handle_input(conn, p.now, bytes);
+    p.pump();
+}
+
+fn put_op(item: &[u8]) -> Op<'_> {
+    Op::Put {
+        handle: wire::Handle(0),
+        item,
+        wait: Wait::NoWait,
+    }
+}
+
+/// Every single-bit flip of a sealed request frame is rejected: the connection closes with
+/// `BadMac` (or, for header flips, `FrameTooLarge`/`Malformed`, or `FrameTimeout` when the
+/// flipped length asks for bytes that never come). Nothing is executed, nothing panics.
+#[test]
+fn every_bit_flip_of_a_request_is_rejected() {
+    let (mut p, c) = quiet_pair();
+    let frame = frame_of(&mut p, c, put_op(b"hello"));
+    for bit in 0..frame.len() * 8 {
+        let (mut p, c) = quiet_pair();
+        let mut bad = frame.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        inject(&mut p, c, &bad);
+        if p.peers[c].conn.is_some() {
+            assert!(bit < HEADER_LEN * 8, "bit {bit}: body flip not rejected");
+            p.advance(1_000);
+        }
+        let reason = p.peers[c].manager_reason;
+        let allowed: &[CloseReason] = if bit < HEADER_LEN * 8 {
+            &[
+                CloseReason::BadMac,
+                CloseReason::FrameTooLarge,
+                CloseReason::Malformed,
+                CloseReason::FrameTimeout,
+            ]
+        } else {
+            &[CloseReason::BadMac]
+        };
+        assert!(
+            reason.is_some_and(|r| allowed.contains(&r)),
+            "bit {bit}: {reason:?}"
+        );
+        assert_eq!(p.stat(0).total_put, 0, "bit {bit}: the put ran");
+        assert!(p.peers[c].conn.is_none());
+        assert_eq!(p.closed(c).map(|_| ()), Some(()));
+    }
+}
+
+/// The same for the client: every bit flip of a reply frame closes it.
+#[test]
+fn every_bit_flip_of_a_reply_is_rejected() {
+    let reply_frame = |p: &mut Pair, c: usize| {
+        p.peers[c].reading = false;
+        p.send(
+            c,
+            Op::Get {
+                handle: wire::Handle(0),
+                wait: Wait::NoWait,
+            },
+        );
+        p.pump();
+        let conn = p.peers[c].conn.unwrap();
+        manager_out(&mut p.m, conn, p.now)
+    };
+    let mut p = Pair::with_default();
+    let c = p.connect();
+    let frame = reply_frame(&mut p, c);
+    assert!(frame.len() > HEADER_LEN + TAG_LEN);
+    for bit in 0..frame.len() * 8 {
+        let mut p = Pair::with_default();
+        let c = p.connect();
+        assert_eq!(reply_frame(&mut p, c), frame);
+        let mut bad = frame.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        p.peers[c].client.handle_input(&bad);
+        let mut events = drain_events(&mut p.peers[c].client);
+        if events.is_empty() {
+            // A longer length: the client waits for bytes that never come, then gives up.
+            assert!(bit < HEADER_LEN * 8, "bit {bit}: body flip not rejected");
+            let deadline = p.peers[c].client.poll_timeout().expect("a reply deadline");
+            p.peers[c].client.handle_timeout(deadline);
+            events = drain_events(&mut p.peers[c].client);
+        }
+        let [Seen::Closed(e)] = events[..] else {
+            panic!("bit {bit}: {events:?}");
+        };
+        let ok = if bit < HEADER_LEN * 8 {
+            matches!(
+                e,
+                Error::Closed(CloseReason::BadMac)
+                    | Error::Closed(CloseReason::FrameTooLarge)
+                    | Error::Closed(CloseReason::Malformed)
+                    | Error::Timeout
+            )
+        } else {
+            e == Error::Closed(CloseReason::BadMac)
+        };
+        assert!(ok, "bit {bit}: {e:?}");
+    }
+}
+
+#[test]
+fn replayed_frame_is_rejected() {
+    let (mut p, c) = quiet_pair();
+    let first = frame_of(&mut p, c, put_op(b"once"));
+    inject(&mut p, c, &first);
+    assert_eq!(p.stat(0).total_put, 1);
+    inject(&mut p, c, &first);
+    assert_eq!(p.peers[c].manager_reason, Some(CloseReason::BadMac));
+    assert_eq!(p.stat(0).total_put, 1, "the replay ran");
+}
+
+#[test]
+fn reordered_frames_are_rejected() {
+    let (mut p, c) = quiet_pair();
+    let first = frame_of(&mut p, c, put_op(b"first"));
+    let second = frame_of(&mut p, c, put_op(b"second"));
+    inject(&mut p, c, &second);
+    assert_eq!(p.peers[c].manager_reason, Some(CloseReason::BadMac));
+    assert_eq!(p.stat(0).total_put, 0);
+    let _ = first;
+}
+
+#[test]
+fn dropped_frame_then_next_is_rejected() {
+    let (mut p, c) = quiet_pair();
+    let first = frame_of(&mut p, c, put_op(b"first"));
+    let _dropped = frame_of(&mut p, c, put_op(b"second"));
+    let third = frame_of(&mut p, c, put_op(b"third"));
+    inject(&mut p, c, &first);
+    assert_eq!(p.stat(0).total_put, 1);
+    inject(&mut p, c, &third);
+    assert_eq!(p.peers[c].manager_reason, Some(CloseReason::BadMac));
+    assert_eq!(p.stat(0).total_put, 1);
+}
+
+#[test]
+fn truncated_frames_are_rejected() {
+    // Cut short and left hanging: nothing runs, and the frame deadline closes it.
+    let (mut p, c) = quiet_pair();
+    let frame = frame_of(&mut p, c, put_op(b"truncated"));
+    inject(&mut p, c, &frame[..frame.len() - 1]);
+    assert!(p.peers[c].conn.is_some());
+    p.advance(1_000);
+    assert_eq!(p.peers[c].manager_reason, Some(CloseReason::FrameTimeout));
+    assert_eq!(p.stat(0).total_put, 0);
+    // Cut short with the length rewritten to match: the tag no longer verifies.
+    for cut in 1..frame.len() - HEADER_LEN {
+        let (mut p, c) = quiet_pair();
+        let mut short = frame[..frame.len() - cut].to_vec();
+        let len = (short.len() - HEADER_LEN) as u32;
+        short[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        inject(&mut p, c, &short);
+        let want = if (len as usize) < TAG_LEN {
+            CloseReason::Malformed
+        } else {
+            CloseReason::BadMac
+        };
+        assert_eq!(p.peers[c].manager_reason, Some(want), "cut {cut}");
+        assert_eq!(p.stat(0).total_put, 0);
+    }
+}
+
+/// A frame sealed in one session does not verify in another, even at the same position.
+#[test]
+fn frame_from_another_session_is_rejected() {
+    let (mut a, ca) = quiet_pair();
+    let from_a = frame_of(&mut a, ca, put_op(b"session a"));
+    // A second connection to the same manager, same key, same sequence number.
+    let cb = a.connect();
+    a.peers[cb].writing = false;
+    inject(&mut a, cb, &from_a);
+    assert_eq!(a.peers[cb].manager_reason, Some(CloseReason::BadMac));
+    assert_eq!(a.stat(0).total_put, 0);
+    // And the frame still works where it belongs.
+    inject(&mut a, ca, &from_a);
+    assert_eq!(a.stat(0).total_put, 1);
+    assert!(a.peers[ca].conn.is_some());
+}
+
+/// Replies replayed or reordered towards the client are rejected by the client.
+#[test]
+fn client_rejects_replayed_and_reordered_replies() {
+    let setup = || {
+        let mut p = Pair::with_default();
+        let c = p.connect();
+        p.peers[c].reading = false;
+        let conn = p.peers[c].conn.unwrap();
+        p.send(c, Op::Status);
+        p.pump();
+        let r1 = manager_out(&mut p.m, conn, p.now);
+        p.send(c, Op::Status);
+        p.pump();
+        let r2 = manager_out(&mut p.m, conn, p.now);
+        (p, c, r1, r2)
+    };
+    let (mut p, c, r1, _r2) = setup();
+    p.peers[c].client.handle_input(&r1);
+    assert!(matches!(
+        drain_events(&mut p.peers[c].client)[..],
+        [Seen::Reply(..)]
+    ));
+    p.peers[c].client.handle_input(&r1);
+    assert_eq!(
+        drain_events(&mut p.peers[c].client),
+        vec![Seen::Closed(Error::Closed(CloseReason::BadMac))]
+    );
+    let (mut p, c, _r1, r2) = setup();
+    p.peers[c].client.handle_input(&r2);
+    assert_eq!(
+        drain_events(&mut p.peers[c].client),
+        vec![Seen::Closed(Error::Closed(CloseReason::BadMac))]
+    );
+}
+
+/// A frame with a valid tag from the wrong direction (a reflected frame) is rejected.
+#[test]
+fn reflected_frame_is_rejected() {
+    let mut p = Pair::with_default();
+    let c = p.connect();
+    p.peers[c].reading = false;
+    let conn = p.peers[c].conn.unwrap();
+    p.send(c, Op::Status);
+    p.pump();
+    let reply = manager_out(&mut p.m, conn, p.now);
+    p.m.handle_input(conn, p.now, &reply);
+    p.peers[c].reading = true;
+    p.pump();
+    assert_eq!(p.peers[c].manager_reason, Some(CloseReason::BadMac));
+}
+
+/// Every single-bit flip of the client's handshake frames: the nonce and proof are bound by the
+/// proofs, so a flip there fails authentication; the header, magic and encoding fail to parse.
+/// Only the unauthenticated negotiation fields (versions, `max_frame`) may be altered without
+/// failing: the handshake transcript is not MACed (PROTOCOL.md §4).
+#[test]
+fn every_bit_flip_of_the_client_handshake() {
+    let record = || {
+        let mut p = Pair::new(Setup {
+            conns: 1,
+            ..Setup::default()
+        });
+        let c = p.add_client_with_key(KEY);
+        let conn = p.peers[c].conn.unwrap();
+        let hello = client_out(&mut p.peers[c].client);
+        (p, c, conn, hello)
+    };
+    let (_, _, _, hello) = record();
+    let negotiable =
+        |at: usize| (HEADER_LEN + 4..HEADER_LEN + 6).contains(&at) || at >= HEADER_LEN + 38;
+    for bit in 0..hello.len() * 8 {
+        let (mut p, c, conn, _) = record();
+        let mut bad = hello.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        p.m.handle_input(conn, p.now, &bad);
+        p.pump();
+        p.advance(10_000);
+        let connected = p.peers[c].connected && p.closed(c).is_none();
+        assert!(
+            !connected || negotiable(bit / 8),
+            "bit {bit}: a tampered hello connected"
+        );
+        assert!(
+            p.peers[c].conn.is_none() || connected,
+            "bit {bit}: left open"
+        );
+    }
+    // The proof frame.
+    let (mut p, c, conn, hello) = record();
+    p.m.handle_input(conn, p.now, &hello);
+    let challenge = manager_out(&mut p.m, conn, p.now);
+    p.peers[c].client.handle_input(&challenge);
+    drain_events(&mut p.peers[c].client);
+    let proof = client_out(&mut p.peers[c].client);
+    for bit in 0..proof.len() * 8 {
+        let (mut p, _c, conn, hello) = record();
+        p.m.handle_input(conn, p.now, &hello);
+        let _ = manager_out(&mut p.m, conn, p.now);
+        let mut bad = proof.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        p.m.handle_input(conn, p.now, &bad);
+        p.m.handle_timeout(p.now.add_millis(10_000));
+        let reason = p.m.close_reason(conn);
+        let ok = if bit < HEADER_LEN * 8 {
+            matches!(
+                reason,
+                Some(
+                    CloseReason::FrameTooLarge
+                        | CloseReason::Malformed
+                        | CloseReason::HandshakeTimeout
+                )
+            )
+        } else {
+            reason == Some(CloseReason::AuthFailed)
+        };
+        assert!(ok, "bit {bit}: {reason:?}");
+    }
+}
