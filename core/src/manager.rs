@@ -758,7 +758,12 @@ impl<'a> Manager<'a> {
     fn handle_request(&mut self, i: usize, request: Request) -> Step {
         let id = request.id;
         let need = match request.op {
-            Op::Get { handle, .. } => self.get_reply_bound(i, handle),
+            // Bug fix: this used the bound for the queue's largest item even when the queue was
+            // empty, so a connection whose blocked gets had reserved most of its output paused
+            // a non-blocking get (and every request behind it, such as its own put that would
+            // wake those gets) until another client happened to put. Only the reply sent now
+            // needs room here; a get that parks checks its own reservation in `park`.
+            Op::Get { handle, .. } => self.get_reply_now(i, handle),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -783,7 +788,10 @@ impl<'a> Manager<'a> {
                 exist_ok,
             } => Some(self.create(name, spec, exist_ok)),
             Op::Put { handle, item, wait } => return self.put(i, id, handle, item, wait),
-            Op::Get { handle, wait } => return self.get(i, id, handle, wait, need),
+            Op::Get { handle, wait } => {
+                let reserve = self.get_reply_bound(i, handle);
+                return self.get(i, id, handle, wait, reserve);
+            }
             Op::Size { handle } => Some(match self.registry.queue(handle) {
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
@@ -855,6 +863,18 @@ impl<'a> Manager<'a> {
         match self.registry.queue(handle) {
             Ok(q) => item_reply_bound((q.queue.spec().max_item as usize).min(fit)),
             Err(_) => SMALL_REPLY_BOUND,
+        }
+    }
+
+    /// Output bytes a `get` on `handle` needs on connection `i` if answered now: the front
+    /// item's reply, or a small one (an error, or none at all when the get parks).
+    fn get_reply_now(&mut self, i: usize, handle: Handle) -> usize {
+        let fit = self.conns[i]
+            .peer_max
+            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
+        match self.registry.queue(handle).map(|q| q.queue.front_len()) {
+            Ok(Some(len)) if len <= fit => item_reply_bound(len).max(SMALL_REPLY_BOUND),
+            _ => SMALL_REPLY_BOUND,
         }
     }
 
