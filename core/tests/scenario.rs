@@ -1348,3 +1348,136 @@ fn closing_connection_that_never_reads_is_dropped() {
     assert_eq!(p.peers[deaf].manager_reason, Some(CloseReason::Shutdown));
     assert_eq!(p.m.connections(), 0);
 }
+
+/// A connection whose blocked `get`s reserve most of its output room must still be answered
+/// at once for a non-blocking `get` (and anything after it), not paused until some other
+/// client happens to put.
+#[test]
+fn reservations_never_pause_a_connection_for_good() {
+    let mut setup = Setup::queue("big", 8, 350, 8192);
+    setup.conn_tx = 1024;
+    let mut p = Pair::new(setup);
+    let c = p.connect();
+    let q = p.open(c, "big");
+    let g1 = p.get(c, q, Wait::Forever);
+    let g2 = p.get(c, q, Wait::Forever);
+    p.pump();
+    assert_eq!((p.take(c, g1), p.take(c, g2)), (None, None));
+    let now_get = p.get(c, q, Wait::NoWait);
+    let put = p.put(c, q, b"for g1", Wait::NoWait);
+    p.pump();
+    assert_eq!(p.take(c, now_get), Some(Owned::Error(ErrorCode::Empty)));
+    assert_eq!(p.take(c, put), Some(Owned::Done));
+    assert_eq!(p.take(c, g1), Some(Owned::Item(b"for g1".to_vec())));
+}
+
+/// A client whose frames cannot carry an item gets `TooLarge`; the item stays for others.
+#[test]
+fn item_too_large_for_a_connection_stays_queued() {
+    let mut setup = Setup::queue("big", 4, 1000, 8192);
+    setup.conn_park = 1000;
+    let mut p = Pair::new(setup.clone());
+    let big = p.connect();
+    setup.client_rx = 300;
+    p.setup = setup;
+    let small = p.connect();
+    let q = p.open(big, "big");
+    let blocked = p.get(small, q, Wait::Forever);
+    p.pump();
+    let later = p.get(big, q, Wait::Forever);
+    p.pump();
+    let item = vec![7u8; 600];
+
+    assert_eq!(
+        p.call(
+            big,
+            Op::Put {
+                handle: q,
+                item: &item,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Done
+    );
+    assert_eq!(
+        p.take(small, blocked),
+        Some(Owned::Error(ErrorCode::TooLarge))
+    );
+    assert_eq!(p.take(big, later), Some(Owned::Item(item)));
+    assert_eq!(
+        p.call(
+            small,
+            Op::Put {
+                handle: q,
+                item: b"tiny",
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Done
+    );
+    assert_eq!(
+        p.call(
+            small,
+            Op::Get {
+                handle: q,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Item(b"tiny".to_vec())
+    );
+}
+
+/// Two blocking puts pipelined on one connection: the second waits its turn behind the
+/// first (one parked put per connection) and both land in order.
+#[test]
+fn pipelined_blocking_puts_on_one_connection() {
+    let mut p = Pair::new(Setup::queue("task_queue", 1, 64, 1024));
+    let a = p.connect();
+    let b = p.connect();
+    let q = p.open(a, "task_queue");
+    assert_eq!(
+        p.call(
+            a,
+            Op::Put {
+                handle: q,
+                item: b"0",
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Done
+    );
+    let p1 = p.put(a, q, b"1", Wait::Millis(100));
+    let p2 = p.put(a, q, b"2", Wait::Forever);
+    let st = p.send(a, Op::Status);
+    p.pump();
+    assert_eq!(
+        (p.take(a, p1), p.take(a, p2), p.take(a, st)),
+        (None, None, None)
+    );
+    // The first times out; the second parks in its place.
+    p.advance(100);
+    assert_eq!(p.take(a, p1), Some(Owned::Error(ErrorCode::Timeout)));
+    assert_eq!(p.take(a, p2), None);
+    assert!(matches!(p.take(a, st), Some(Owned::Status(_))));
+    assert_eq!(
+        p.call(
+            b,
+            Op::Get {
+                handle: q,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Item(b"0".to_vec())
+    );
+    assert_eq!(p.take(a, p2), Some(Owned::Done));
+    assert_eq!(
+        p.call(
+            b,
+            Op::Get {
+                handle: q,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Item(b"2".to_vec())
+    );
+}
