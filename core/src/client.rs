@@ -438,7 +438,8 @@ impl<'a> Client<'a> {
         let State::Ready { rx_mac, .. } = &mut self.state else {
             return None;
         };
-        if self.cursor == 0 {
+        // A loop, not recursion: a run of empty frames must not grow a firmware stack.
+        while self.cursor == 0 {
             let body_len = match self.rx.peek(self.rx.capacity().saturating_sub(HEADER_LEN)) {
                 Peek::Partial => return None,
                 Peek::TooLarge => return Some(Err(CloseReason::FrameTooLarge)),
@@ -454,7 +455,7 @@ impl<'a> Client<'a> {
             }
             if messages.is_empty() {
                 self.rx.consume(HEADER_LEN + body_len);
-                return self.next_message();
+                continue;
             }
             self.cursor = HEADER_LEN;
             self.frame_end = HEADER_LEN + body_len - TAG_LEN;
