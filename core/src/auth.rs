@@ -6,9 +6,9 @@
 //! number. A frame from another session, direction or position therefore fails to verify.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-use crate::wire::{NONCE_LEN, PROOF_LEN, TAG_LEN};
+use crate::wire::{PROOF_LEN, TAG_LEN};
 
 /// HMAC-SHA256 keyed with the authkey or a session key.
 ///
@@ -48,46 +48,42 @@ impl AuthKey {
         AuthKey { mac }
     }
 
-    /// HMAC(authkey, label ‖ 0 ‖ client nonce ‖ manager nonce).
-    pub(crate) fn derive(
-        &self,
-        label: &[u8],
-        client_nonce: &[u8; NONCE_LEN],
-        manager_nonce: &[u8; NONCE_LEN],
-    ) -> [u8; PROOF_LEN] {
-        let mut mac = self.mac.clone();
-        mac.update(label);
-        mac.update(&[0]);
-        mac.update(client_nonce);
-        mac.update(manager_nonce);
-        mac.finalize().into_bytes().into()
+    /// HMAC(authkey, label ‖ 0 ‖ transcript hash).
+    pub(crate) fn derive(&self, label: &[u8], transcript: &[u8; 32]) -> [u8; PROOF_LEN] {
+        self.keyed(label, transcript).finalize().into_bytes().into()
     }
 
     /// Constant-time check of a proof against [`AuthKey::derive`].
     pub(crate) fn verify(
         &self,
         label: &[u8],
-        client_nonce: &[u8; NONCE_LEN],
-        manager_nonce: &[u8; NONCE_LEN],
+        transcript: &[u8; 32],
         proof: &[u8; PROOF_LEN],
     ) -> bool {
-        let mut mac = self.mac.clone();
-        mac.update(label);
-        mac.update(&[0]);
-        mac.update(client_nonce);
-        mac.update(manager_nonce);
-        mac.verify_slice(proof).is_ok()
+        self.keyed(label, transcript).verify_slice(proof).is_ok()
     }
 
     /// The session key for one direction.
-    pub(crate) fn session(
-        &self,
-        label: &[u8],
-        client_nonce: &[u8; NONCE_LEN],
-        manager_nonce: &[u8; NONCE_LEN],
-    ) -> FrameMac {
-        FrameMac::new(&self.derive(label, client_nonce, manager_nonce))
+    pub(crate) fn session(&self, label: &[u8], transcript: &[u8; 32]) -> FrameMac {
+        FrameMac::new(&self.derive(label, transcript))
     }
+
+    fn keyed(&self, label: &[u8], transcript: &[u8; 32]) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(label);
+        mac.update(&[0]);
+        mac.update(transcript);
+        mac
+    }
+}
+
+/// SHA-256 of the hello and challenge bodies as sent: the proofs and session keys cover every
+/// negotiated field and both nonces, so nothing in the handshake can be altered unnoticed.
+pub(crate) fn transcript_hash(hello_body: &[u8], challenge_body: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(hello_body);
+    hash.update(challenge_body);
+    hash.finalize().into()
 }
 
 impl core::fmt::Debug for AuthKey {

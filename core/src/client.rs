@@ -8,7 +8,8 @@
 //! the number of [`RequestSlot`]s handed in.
 
 use crate::auth::{
-    AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF, MANAGER_TO_CLIENT,
+    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
+    MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::error::Error;
@@ -83,8 +84,8 @@ enum State {
         nonce: [u8; NONCE_LEN],
     },
     SentProof {
-        client_nonce: [u8; NONCE_LEN],
-        nonce: [u8; NONCE_LEN],
+        /// Hash of the hello and challenge (see `auth::transcript_hash`).
+        transcript: [u8; 32],
     },
     Ready {
         rx_mac: FrameMac,
@@ -150,17 +151,23 @@ impl<'a> Client<'a> {
             frame_end: 0,
             consumed: 0,
         };
-        let hello = ClientHello {
-            magic: MAGIC,
-            min_version: VERSION,
-            max_version: VERSION,
-            nonce,
-            max_frame,
-        };
+        let hello = client.hello(nonce);
         if max_frame < MIN_MAX_FRAME || client.tx.push_plain(&hello).is_err() {
             client.close(Error::TooLarge);
         }
         client
+    }
+
+    /// The hello this client sends (and hashes into the handshake transcript).
+    fn hello(&self, nonce: [u8; NONCE_LEN]) -> ClientHello {
+        let max_frame = self.rx.capacity().saturating_sub(HEADER_LEN);
+        ClientHello {
+            magic: MAGIC,
+            min_version: VERSION,
+            max_version: VERSION,
+            nonce,
+            max_frame: max_frame.min(MAX_MAX_FRAME as usize) as u32,
+        }
     }
 
     /// Whether requests may be sent.
@@ -373,9 +380,7 @@ impl<'a> Client<'a> {
             } => match postcard::take_from_bytes(body) {
                 Ok((
                     ServerHello::Challenge {
-                        version,
-                        nonce,
-                        max_frame,
+                        version, max_frame, ..
                     },
                     [],
                 )) => {
@@ -385,11 +390,13 @@ impl<'a> Client<'a> {
                         Err(Error::Closed(CloseReason::Malformed))
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
-                        let proof = self.key.derive(CLIENT_PROOF, &client_nonce, &nonce);
-                        self.state = State::SentProof {
-                            client_nonce,
-                            nonce,
-                        };
+                        let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
+                        let hello = postcard::to_slice(&self.hello(client_nonce), &mut encoded)
+                            .map(|h| &*h)
+                            .unwrap_or_default();
+                        let transcript = transcript_hash(hello, body);
+                        let proof = self.key.derive(CLIENT_PROOF, &transcript);
+                        self.state = State::SentProof { transcript };
                         self.tx
                             .push_plain(&ClientProof { proof })
                             .map_err(|_| Error::WouldBlock)
@@ -399,18 +406,12 @@ impl<'a> Client<'a> {
                 Ok((ServerHello::Reject(reason), [])) => Err(reason.into()),
                 _ => Err(Error::Closed(CloseReason::Malformed)),
             },
-            State::SentProof {
-                client_nonce,
-                nonce,
-            } => match postcard::take_from_bytes(body) {
+            State::SentProof { transcript } => match postcard::take_from_bytes(body) {
                 Ok((ServerVerdict::Welcome { proof }, [])) => {
-                    if self
-                        .key
-                        .verify(MANAGER_PROOF, &client_nonce, &nonce, &proof)
-                    {
+                    if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
                         self.state = State::Ready {
-                            rx_mac: self.key.session(MANAGER_TO_CLIENT, &client_nonce, &nonce),
-                            tx_mac: self.key.session(CLIENT_TO_MANAGER, &client_nonce, &nonce),
+                            rx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
+                            tx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
                         };
                         Ok(true)
                     } else {

@@ -15,7 +15,8 @@
 //! stops reading is dropped), waiters bounded per connection and in all.
 
 use crate::auth::{
-    AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF, MANAGER_TO_CLIENT,
+    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
+    MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::registry::{Object, ObjectSlot, Registry};
@@ -117,8 +118,8 @@ enum State {
         deadline: Instant,
     },
     AwaitProof {
-        client_nonce: [u8; NONCE_LEN],
-        nonce: [u8; NONCE_LEN],
+        /// Hash of the hello and challenge (see `auth::transcript_hash`).
+        transcript: [u8; 32],
         deadline: Instant,
     },
     Open(Session),
@@ -615,19 +616,24 @@ impl<'a> Manager<'a> {
                 if hello.max_frame < MIN_MAX_FRAME {
                     return self.reject(i, CloseReason::Malformed);
                 }
-                c.rx.consume(HEADER_LEN + body_len);
-                c.peer_max = hello.max_frame.min(MAX_MAX_FRAME) as usize;
-                c.state = State::AwaitProof {
-                    client_nonce: hello.nonce,
-                    nonce,
-                    deadline,
-                };
                 let max_frame = self.max_frame(i) as u32;
-                let c = &mut self.conns[i];
                 let challenge = ServerHello::Challenge {
                     version: VERSION,
                     nonce,
                     max_frame,
+                };
+                let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
+                let Ok(challenge_body) = postcard::to_slice(&challenge, &mut encoded) else {
+                    return self.reject(i, CloseReason::Malformed);
+                };
+                let c = &mut self.conns[i];
+                let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+                let transcript = transcript_hash(body, challenge_body);
+                c.rx.consume(HEADER_LEN + body_len);
+                c.peer_max = hello.max_frame.min(MAX_MAX_FRAME) as usize;
+                c.state = State::AwaitProof {
+                    transcript,
+                    deadline,
                 };
                 if c.tx.push_plain(&challenge).is_err() {
                     self.begin_close(i, CloseReason::Malformed);
@@ -636,17 +642,13 @@ impl<'a> Manager<'a> {
                 self.link(List::Ready, i);
                 true
             }
-            State::AwaitProof {
-                client_nonce,
-                nonce,
-                ..
-            } => {
+            State::AwaitProof { transcript, .. } => {
                 let proof = match postcard::take_from_bytes::<ClientProof>(body) {
                     Ok((p, [])) => p.proof,
                     _ => return self.reject(i, CloseReason::Malformed),
                 };
                 c.rx.consume(HEADER_LEN + body_len);
-                if !self.key.verify(CLIENT_PROOF, &client_nonce, &nonce, &proof) {
+                if !self.key.verify(CLIENT_PROOF, &transcript, &proof) {
                     debug!("connection {}: authentication failed", i);
                     let c = &mut self.conns[i];
                     let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
@@ -654,11 +656,11 @@ impl<'a> Manager<'a> {
                     return false;
                 }
                 let welcome = ServerVerdict::Welcome {
-                    proof: self.key.derive(MANAGER_PROOF, &client_nonce, &nonce),
+                    proof: self.key.derive(MANAGER_PROOF, &transcript),
                 };
                 let session = Session {
-                    rx_mac: self.key.session(CLIENT_TO_MANAGER, &client_nonce, &nonce),
-                    tx_mac: self.key.session(MANAGER_TO_CLIENT, &client_nonce, &nonce),
+                    rx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
+                    tx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
                 };
                 let c = &mut self.conns[i];
                 if c.tx.push_plain(&welcome).is_err() {

@@ -49,8 +49,9 @@ fn client_case(mode: u8, sizes: u8, data: &[u8]) {
         &mut tx,
         &mut slots,
     );
-    let hello = c.poll_transmit().len();
-    c.handle_transmitted(hello);
+    let hello = c.poll_transmit().to_vec();
+    c.handle_transmitted(hello.len());
+    let transcript = transcript(&hello, &challenge_frame(&MN, 512));
     let mut sealer = None;
     if mode >= 1 {
         // A valid challenge: the client now waits for the verdict.
@@ -61,7 +62,7 @@ fn client_case(mode: u8, sizes: u8, data: &[u8]) {
     }
     if mode >= 2 {
         let mut welcome = vec![0];
-        welcome.extend_from_slice(&derive(b"depot/1 manager proof", &CN, &MN));
+        welcome.extend_from_slice(&derive(b"depot/1 manager proof", &transcript));
         c.handle_input(&plain_frame(&welcome));
         drain(&mut c);
         assert!(c.is_ready());
@@ -83,7 +84,7 @@ fn client_case(mode: u8, sizes: u8, data: &[u8]) {
         }
         let out = c.poll_transmit().len();
         c.handle_transmitted(out);
-        sealer = Some(Sealer::manager_to_client(&CN, &MN));
+        sealer = Some(Sealer::manager_to_client(&transcript));
     }
     match (mode, sealer.as_mut()) {
         (3, Some(s)) => {

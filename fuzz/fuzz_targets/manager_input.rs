@@ -330,10 +330,12 @@ fuzz_target!(|actions: Vec<Action>| {
                 let mn = next_nonce();
                 let Ok(id) = m.accept(now, mn) else { continue };
                 let cn = next_nonce();
-                m.handle_input(id, now, &hello_frame(&cn, 1024));
-                let n = m.poll_transmit(id).len();
-                m.handle_transmitted(id, now, n);
-                let mut proof = derive(b"depot/1 client proof", &cn, &mn).to_vec();
+                let hello = hello_frame(&cn, 1024);
+                m.handle_input(id, now, &hello);
+                let challenge = m.poll_transmit(id).to_vec();
+                m.handle_transmitted(id, now, challenge.len());
+                let transcript = transcript(&hello, &challenge);
+                let mut proof = derive(b"depot/1 client proof", &transcript).to_vec();
                 proof.splice(0..0, [0u8, 0, 0, 32]);
                 m.handle_input(id, now, &proof);
                 let n = m.poll_transmit(id).len();
@@ -344,7 +346,7 @@ fuzz_target!(|actions: Vec<Action>| {
                 );
                 peers.push(Peer {
                     id,
-                    kind: Kind::Sealed(Sealer::client_to_manager(&cn, &mn)),
+                    kind: Kind::Sealed(Sealer::client_to_manager(&transcript)),
                     reading: true,
                 });
             }

@@ -4,6 +4,7 @@
 
 use depot_core::auth::hmac_sha256;
 use depot_core::wire::{HEADER_LEN, TAG_LEN};
+use sha2::{Digest, Sha256};
 
 pub const KEY: &[u8] = b"producer";
 
@@ -38,12 +39,20 @@ pub fn varint(out: &mut Vec<u8>, mut v: u32) {
     out.push(v as u8);
 }
 
-/// HMAC(key, label ‖ 0 ‖ client nonce ‖ manager nonce).
-pub fn derive(label: &[u8], cn: &[u8; 32], mn: &[u8; 32]) -> [u8; 32] {
+/// SHA-256(hello body ‖ challenge body), from the two frames as sent.
+pub fn transcript(hello: &[u8], challenge: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(&hello[HEADER_LEN..])
+        .chain_update(&challenge[HEADER_LEN..])
+        .finalize()
+        .into()
+}
+
+/// HMAC(key, label ‖ 0 ‖ transcript hash).
+pub fn derive(label: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
     let mut data = label.to_vec();
     data.push(0);
-    data.extend_from_slice(cn);
-    data.extend_from_slice(mn);
+    data.extend_from_slice(transcript);
     hmac_sha256(KEY, &data)
 }
 
@@ -54,16 +63,16 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    pub fn client_to_manager(cn: &[u8; 32], mn: &[u8; 32]) -> Sealer {
+    pub fn client_to_manager(transcript: &[u8; 32]) -> Sealer {
         Sealer {
-            key: derive(b"depot/1 client->manager", cn, mn),
+            key: derive(b"depot/1 client->manager", transcript),
             seq: 0,
         }
     }
 
-    pub fn manager_to_client(cn: &[u8; 32], mn: &[u8; 32]) -> Sealer {
+    pub fn manager_to_client(transcript: &[u8; 32]) -> Sealer {
         Sealer {
-            key: derive(b"depot/1 manager->client", cn, mn),
+            key: derive(b"depot/1 manager->client", transcript),
             seq: 0,
         }
     }

@@ -1,0 +1,96 @@
+# Helpers for running depot firmware in QEMU (mps2-an385). Source it from bash:
+#   source tests/qemu/lib.sh
+# Every network path stays on this machine: QEMU's user-mode network with restrict=on, a
+# guestfwd to a server on 127.0.0.1 and a hostfwd from 127.0.0.1.
+
+QEMU_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+QEMU_FW_DIR=$QEMU_REPO/examples/firmware
+QEMU_FW_TARGET=thumbv7m-none-eabi
+# Where logs and scratch files go; callers may set it before sourcing.
+QEMU_WORK=${QEMU_WORK:-$QEMU_REPO/target/qemu}
+mkdir -p "$QEMU_WORK"
+
+# Builds every firmware image in release. Cargo reads .cargo/config.toml from the current
+# directory, not from --manifest-path, so build from inside the firmware workspace.
+qemu_fw_build() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet)
+}
+
+# Path of a built firmware ELF: qemu_fw_elf fw-baseline
+qemu_fw_elf() {
+    echo "$QEMU_FW_DIR/target/$QEMU_FW_TARGET/release/$1"
+}
+
+# Prints a TCP port that is free on 127.0.0.1 right now.
+qemu_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Runs a firmware ELF in QEMU and returns QEMU's exit status (0 pass, 1 fail, 124 timeout).
+#   qemu_run ELF LOG HOST_PORT FWD_PORT [TIMEOUT_SECONDS]
+# The guest reaches 127.0.0.1:HOST_PORT as 10.0.2.100:7777 (a socat per connection; its log
+# goes to /dev/null because QEMU hands it the guest's socket as stderr too), and
+# 127.0.0.1:FWD_PORT on the host reaches the guest's port 5555. QEMU's output goes to LOG.
+# Sets QEMU_RUN_MS to the run's wall time.
+qemu_run() {
+    local elf=$1 log=$2 host_port=$3 fwd_port=$4 secs=${5:-30}
+    local netdev="user,id=n0,restrict=on"
+    netdev+=",guestfwd=tcp:10.0.2.100:7777-cmd:socat -lf /dev/null - TCP:127.0.0.1:$host_port"
+    netdev+=",hostfwd=tcp:127.0.0.1:$fwd_port-:5555"
+    local start rc=0
+    start=$(date +%s%N)
+    # A fresh value per run, readable by the firmware through semihosting: test entropy.
+    DEPOT_QEMU_NETDEV=$netdev \
+        DEPOT_QEMU_APPEND="seed=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
+        timeout --kill-after=5 "$secs" "$QEMU_FW_DIR/qemu-run" "$elf" </dev/null >"$log" 2>&1 || rc=$?
+    QEMU_RUN_MS=$((($(date +%s%N) - start) / 1000000))
+    return "$rc"
+}
+
+# Starts a one-connection line server on 127.0.0.1 in the background: it reads one line,
+# appends it to GOT_FILE, answers REPLY plus a newline and exits (or gives up after
+# TIMEOUT_SECONDS). Sets QEMU_SERVER_PID and QEMU_SERVER_PORT.
+#   qemu_line_server GOT_FILE REPLY [TIMEOUT_SECONDS]
+qemu_line_server() {
+    local got=$1 reply=$2 secs=${3:-30}
+    local port_file
+    port_file=$(mktemp "$QEMU_WORK/port.XXXXXX")
+    : >"$got"
+    python3 - "$port_file" "$got" "$reply" "$secs" <<'PY' &
+import socket, sys
+port_file, got, reply, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+server = socket.create_server(("127.0.0.1", 0))
+server.settimeout(secs)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.getsockname()[1]))
+import os; os.rename(port_file + ".tmp", port_file)
+conn, _ = server.accept()
+conn.settimeout(secs)
+stream = conn.makefile("rwb")
+line = stream.readline()
+with open(got, "ab") as f:
+    f.write(line)
+stream.write(reply.encode() + b"\n")
+stream.flush()
+conn.close()
+PY
+    QEMU_SERVER_PID=$!
+    # The port file is empty until the server has bound its socket.
+    local i
+    for i in $(seq 100); do
+        [ -s "$port_file" ] && break
+        sleep 0.05
+    done
+    QEMU_SERVER_PORT=$(cat "$port_file")
+    rm -f "$port_file"
+    [ -n "$QEMU_SERVER_PORT" ]
+}
+
+# Stops the server started by qemu_line_server, if it still runs.
+qemu_stop_server() {
+    if [ -n "${QEMU_SERVER_PID:-}" ]; then
+        kill "$QEMU_SERVER_PID" 2>/dev/null || true
+        wait "$QEMU_SERVER_PID" 2>/dev/null || true
+        QEMU_SERVER_PID=
+    fi
+}
