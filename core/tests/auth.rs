@@ -212,7 +212,7 @@ fn client_rejects_an_impostor_manager() {
     let _proof = client_out(&mut c);
     // The impostor answers with a proof under its own key.
     let mut data = b"depot/1 manager proof\0".to_vec();
-    data.extend_from_slice(&Sha256::digest(&mn));
+    data.extend_from_slice(&Sha256::digest(mn));
     let mut welcome = vec![0, 0, 0, 33, 0];
     welcome.extend_from_slice(&hmac_sha256(b"guess", &data));
     c.handle_input(&welcome);
