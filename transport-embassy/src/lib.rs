@@ -1,0 +1,81 @@
+//! # depot-embassy
+//!
+//! depot (Python's `multiprocessing` managers, in Rust) over embassy-net, for firmware:
+//! an async **client** whose queue `put`/`get` are `async fn`s, and an async **manager**
+//! serving a fixed pool of TCP sockets. `#![no_std]`, no allocation, no `unsafe`. Every
+//! protocol rule (handshake, MACs, limits, timeouts, blocked requests) is `depot-core`'s; this
+//! crate only moves bytes between sockets and the core and keeps the clock (embassy-time).
+//!
+//! ## Client
+//!
+//! ```ignore
+//! use depot_embassy::{Client, ClientBuffers, Wait};
+//!
+//! static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new(); // 2 x 512 bytes, 2 slots
+//! let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+//! let socket = TcpSocket::new(stack, &mut rx, &mut tx);
+//! let mut client = Client::connect(
+//!     socket, (Ipv4Address::new(10, 0, 2, 100), 7777), b"producer", &mut rng,
+//!     BUFFERS.init(ClientBuffers::new()),
+//! ).await?;
+//! let mut q = client.queue::<u32, 16>("task_queue").await?; // typed, postcard-encoded
+//! q.put(&7, Wait::Forever).await?;                          // blocks while full
+//! let item: u32 = q.get(Wait::Millis(500)).await?;          // Timeout after 500 ms
+//! q.task_done().await?;
+//! ```
+//!
+//! A wrong authkey fails `connect` with `Error::Depot(depot_core::Error::AuthFailed)`.
+//!
+//! ## Manager
+//!
+//! ```ignore
+//! use depot_embassy::{ManagerResources, ObjectSlot, QueueSpec, Server, ServerConfig};
+//!
+//! // 4 sockets (also 4 sockets in the stack's StackResources), 512-byte frames.
+//! static RES: StaticCell<ManagerResources<'static, 4>> = StaticCell::new();
+//! static STORE: StaticCell<[u8; 1024]> = StaticCell::new();
+//! static OBJECTS: StaticCell<[ObjectSlot<'static>; 1]> = StaticCell::new();
+//! let spec = QueueSpec { capacity: 32, max_item: 64 };
+//! let objects = OBJECTS.init([ObjectSlot::queue("task_queue", spec, STORE.init([0; 1024]))?]);
+//! let mut server = Server::new(stack, ServerConfig::new(5555), b"producer", objects,
+//!                              RNG.init(rng), RES.init(ManagerResources::new()));
+//! server.run().await; // returns after a (permitted) remote shutdown
+//! ```
+//!
+//! ## Capacities (compile time)
+//! - [`ClientBuffers<FRAME = 512, SLOTS = 2>`](ClientBuffers): frame buffers and requests in
+//!   flight of one client.
+//! - [`ManagerResources<SOCKETS, FRAME = 512, SOCKET_BUF = 1024, WAITERS = 16>`](ManagerResources):
+//!   connections, per-connection frame buffers, TCP buffers and blocked requests.
+//! - Queues: the `ObjectSlot`s and their storage are the application's (depot-core's types).
+//! - Typed items: the `N` of [`Queue<T, N = 64>`](Queue), the scratch to encode one.
+//!
+//! ## Randomness
+//! Nonces come from the application through [`Entropy`]; see its docs for boards with and
+//! without a hardware RNG.
+//!
+//! ## Features
+//! - `defmt`: `defmt::Format` on public types and logging through defmt.
+//! - `log`: logging through `log`.
+#![no_std]
+#![deny(unsafe_code)]
+
+#[macro_use]
+mod fmt;
+
+mod client;
+mod entropy;
+mod error;
+mod queue;
+mod server;
+mod time;
+
+pub use client::{Client, ClientBuffers};
+pub use entropy::Entropy;
+pub use error::Error;
+pub use queue::{Queue, RawQueue};
+pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
+
+pub use depot_core;
+pub use depot_core::wire::{ObjectInfo, QueueSpec, Wait};
+pub use depot_core::{ManagerConfig, ObjectSlot};

@@ -1,0 +1,147 @@
+//! Queue proxies: raw bytes, and typed items encoded with postcard.
+//!
+//! Each method is Python's namesake: `put(item, wait)`, `get(wait)`, `qsize()`, `task_done()`,
+//! `join(wait)`. [`Wait`] picks the mode: `NoWait` fails at once with `Empty`/`Full`,
+//! `Forever` blocks, `Millis(ms)` blocks at most that long and then fails with `Timeout`. A
+//! blocked call costs the manager a parked waiter, not a task; the client just awaits.
+
+use core::marker::PhantomData;
+
+use depot_core::wire::{ObjectInfo, Op, Reply, Wait};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::{done, unexpected, Client};
+use crate::Error;
+
+/// A queue on the manager, items as raw bytes. Borrows the client for its lifetime.
+pub struct RawQueue<'c, 'a> {
+    client: &'c mut Client<'a>,
+    info: ObjectInfo,
+}
+
+impl<'c, 'a> RawQueue<'c, 'a> {
+    pub(crate) fn new(client: &'c mut Client<'a>, info: ObjectInfo) -> Self {
+        RawQueue { client, info }
+    }
+
+    /// Handle and limits, for [`Client::attach`] later.
+    pub fn info(&self) -> ObjectInfo {
+        self.info
+    }
+
+    /// Appends `item`.
+    pub async fn put(&mut self, item: &[u8], wait: Wait) -> Result<(), Error> {
+        let handle = self.info.handle;
+        self.client.call(Op::Put { handle, item, wait }, done).await
+    }
+
+    /// Takes the oldest item into `buf` and returns its length. `buf` must hold the queue's
+    /// largest item (`info().spec.max_item`), checked before anything is sent, so an item is
+    /// never taken off the queue and then lost for want of room.
+    pub async fn get(&mut self, wait: Wait, buf: &mut [u8]) -> Result<usize, Error> {
+        if buf.len() < self.info.spec.max_item as usize {
+            return Err(Error::Depot(depot_core::Error::TooLarge));
+        }
+        self.get_with(wait, |item| {
+            buf[..item.len()].copy_from_slice(item);
+            Ok(item.len())
+        })
+        .await
+    }
+
+    /// Takes the oldest item and hands its bytes to `f` in place (no copy).
+    pub async fn get_with<R>(
+        &mut self,
+        wait: Wait,
+        mut f: impl FnMut(&[u8]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let handle = self.info.handle;
+        self.client
+            .call(Op::Get { handle, wait }, |reply| match reply {
+                Reply::Item(item) => f(item),
+                other => Err(unexpected(other)),
+            })
+            .await
+    }
+
+    /// Items in the queue now.
+    pub async fn qsize(&mut self) -> Result<u32, Error> {
+        let handle = self.info.handle;
+        self.client
+            .call(Op::Size { handle }, |reply| match reply {
+                Reply::Size(size) => Ok(size.len),
+                other => Err(unexpected(other)),
+            })
+            .await
+    }
+
+    /// Marks one item taken by a `get` as processed (JoinableQueue).
+    pub async fn task_done(&mut self) -> Result<(), Error> {
+        let handle = self.info.handle;
+        self.client.call(Op::TaskDone { handle }, done).await
+    }
+
+    /// Waits until every item put has been marked done.
+    pub async fn join(&mut self, wait: Wait) -> Result<(), Error> {
+        let handle = self.info.handle;
+        self.client.call(Op::Join { handle, wait }, done).await
+    }
+}
+
+/// A queue of `T`s, postcard-encoded, as the host's typed proxies write them. `N` bytes of
+/// scratch (default 64) on the stack of each `put` hold the encoded item.
+pub struct Queue<'c, 'a, T, const N: usize = 64> {
+    raw: RawQueue<'c, 'a>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<'c, 'a, T, const N: usize> Queue<'c, 'a, T, N>
+where
+    T: Serialize + DeserializeOwned,
+{
+    pub(crate) fn new(raw: RawQueue<'c, 'a>) -> Self {
+        Queue {
+            raw,
+            _items: PhantomData,
+        }
+    }
+
+    /// The raw proxy underneath.
+    pub fn raw(&mut self) -> &mut RawQueue<'c, 'a> {
+        &mut self.raw
+    }
+
+    /// Appends `item`; `Error::Codec` if it does not encode into `N` bytes.
+    pub async fn put(&mut self, item: &T, wait: Wait) -> Result<(), Error> {
+        let mut scratch = [0u8; N];
+        let bytes = postcard::to_slice(item, &mut scratch).map_err(|_| Error::Codec)?;
+        self.raw.put(bytes, wait).await
+    }
+
+    /// Takes the oldest item; `Error::Codec` if its bytes are not a `T`.
+    pub async fn get(&mut self, wait: Wait) -> Result<T, Error> {
+        self.raw
+            .get_with(wait, |bytes| match postcard::take_from_bytes(bytes) {
+                // Trailing bytes mean the item is not a `T`, whatever its prefix decodes to.
+                Ok((item, [])) => Ok(item),
+                _ => Err(Error::Codec),
+            })
+            .await
+    }
+
+    /// Items in the queue now.
+    pub async fn qsize(&mut self) -> Result<u32, Error> {
+        self.raw.qsize().await
+    }
+
+    /// Marks one item taken by a `get` as processed.
+    pub async fn task_done(&mut self) -> Result<(), Error> {
+        self.raw.task_done().await
+    }
+
+    /// Waits until every item put has been marked done.
+    pub async fn join(&mut self, wait: Wait) -> Result<(), Error> {
+        self.raw.join(wait).await
+    }
+}

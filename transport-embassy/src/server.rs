@@ -1,0 +1,425 @@
+//! The async manager: one `depot_core::Manager` serving a fixed pool of TCP sockets.
+//!
+//! [`Server::run`] is a single future (like embassy-net's `Runner::run`): one loop per socket,
+//! each accepting on the port and moving bytes between its socket and the shared manager, and
+//! one clock loop running the manager's deadlines. They share the manager in a `RefCell`; no
+//! borrow is ever held across an `.await`, so they never contend. The core decides everything
+//! (handshake, limits, timeouts, blocked requests); a loop only reads, writes, and sleeps until
+//! its socket, the clock or another connection (a `put` answering a blocked `get`) wakes it.
+
+use core::cell::{Cell, RefCell};
+use core::future::pending;
+use core::pin::pin;
+
+use depot_core::manager::encode_busy;
+use depot_core::{AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, Waiter};
+use embassy_futures::join::{join, join_array};
+use embassy_futures::select::{select, select3, Either, Either3};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::Stack;
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_time::{with_timeout, Duration, Timer};
+
+use crate::entropy::{nonce, Entropy};
+use crate::time::{now, to_embassy};
+
+/// How the server listens and treats its sockets; the protocol rules are in `manager`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// The TCP port every socket of the pool listens on.
+    pub port: u16,
+    /// The core's rules: timeouts, remote shutdown, waiter limits.
+    pub manager: ManagerConfig,
+    /// TCP keep-alive interval, so an idle client blocked in `get` is told apart from a
+    /// vanished one (default 10 s).
+    pub keep_alive: Option<Duration>,
+    /// A peer silent at the TCP level (not even acknowledging keep-alives) this long is
+    /// dropped (default 30 s). Protocol-level stalls are the core's `write_stall_timeout_ms`.
+    pub socket_timeout: Option<Duration>,
+    /// Time a closing socket gets to deliver its last bytes and see the peer's FIN (default
+    /// 1 s).
+    pub linger: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults on `port`: the core's default rules with a 4 KiB frame limit (firmware frames
+    /// are bounded by the resources anyway), keep-alive 10 s, timeout 30 s, linger 1 s.
+    pub fn new(port: u16) -> Self {
+        ServerConfig {
+            port,
+            manager: ManagerConfig {
+                max_frame: 4096,
+                ..ManagerConfig::default()
+            },
+            keep_alive: Some(Duration::from_secs(10)),
+            socket_timeout: Some(Duration::from_secs(30)),
+            linger: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Every byte the server needs, sized at compile time; put it in a `static` (`StaticCell`).
+///
+/// - `SOCKETS`: connections served at once (each a TCP socket in the stack's
+///   `StackResources`, plus a connection slot in the manager).
+/// - `FRAME` (default 512): per connection, bytes of each of the manager's receive, transmit
+///   and parked-put buffers. It bounds the largest frame accepted (so the largest `put` item is
+///   about `FRAME - 44` bytes) and must hold the largest `get` reply (`max_item + 32`).
+/// - `SOCKET_BUF` (default 1024): per socket, bytes of each of the TCP receive and transmit
+///   buffers (smoltcp's windows).
+/// - `WAITERS` (default 16): blocked requests (`get`/`put`/`join`) over all connections.
+///
+/// RAM: `SOCKETS * (3 * FRAME + 2 * SOCKET_BUF + ~300)` + `WAITERS * ~40` bytes, plus the queues'
+/// own storage in the [`ObjectSlot`]s.
+pub struct ManagerResources<
+    'a,
+    const SOCKETS: usize,
+    const FRAME: usize = 512,
+    const SOCKET_BUF: usize = 1024,
+    const WAITERS: usize = 16,
+> {
+    frames: [[[u8; FRAME]; 3]; SOCKETS],
+    sockets: [[[u8; SOCKET_BUF]; 2]; SOCKETS],
+    waiters: [Waiter; WAITERS],
+    conns: Option<[Connection<'a>; SOCKETS]>,
+    shared: Option<Shared<'a, SOCKETS>>,
+}
+
+impl<
+        'a,
+        const SOCKETS: usize,
+        const FRAME: usize,
+        const SOCKET_BUF: usize,
+        const WAITERS: usize,
+    > ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>
+{
+    /// Zeroed resources (a `const fn`, for a `static`).
+    pub const fn new() -> Self {
+        ManagerResources {
+            frames: [[[0; FRAME]; 3]; SOCKETS],
+            sockets: [[[0; SOCKET_BUF]; 2]; SOCKETS],
+            waiters: [Waiter::EMPTY; WAITERS],
+            conns: None,
+            shared: None,
+        }
+    }
+}
+
+impl<
+        'a,
+        const SOCKETS: usize,
+        const FRAME: usize,
+        const SOCKET_BUF: usize,
+        const WAITERS: usize,
+    > Default for ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the loops share.
+struct Shared<'a, const N: usize> {
+    core: RefCell<Core<'a>>,
+    /// One per socket loop: "look at your connection again". Any change that
+    /// `Manager::poll_ready` reports wakes every loop; each checks its own connection, which
+    /// with a handful of sockets is cheaper than a map from connections to sockets.
+    wake: [Signal<NoopRawMutex, ()>; N],
+    /// Tells the clock that the manager's next deadline may have moved.
+    rearm: Signal<NoopRawMutex, ()>,
+    /// Whether the loops have been told about the shutdown already.
+    shutdown_told: Cell<bool>,
+    config: ServerConfig,
+    stack: Stack<'a>,
+}
+
+struct Core<'a> {
+    manager: Manager<'a>,
+    entropy: &'a mut dyn Entropy,
+}
+
+impl<'a, const N: usize> Shared<'a, N> {
+    fn with<R>(&self, f: impl FnOnce(&mut Core<'a>) -> R) -> R {
+        f(&mut self.core.borrow_mut())
+    }
+
+    fn manager<R>(&self, f: impl FnOnce(&mut Manager<'a>) -> R) -> R {
+        f(&mut self.core.borrow_mut().manager)
+    }
+
+    /// After any call into the manager: wakes the loops whose connections may have changed,
+    /// and (unless the clock itself calls) the clock.
+    fn dispatch(&self, rearm: bool) {
+        let (ready, shutting_down) = self.manager(|m| {
+            let mut ready = false;
+            while m.poll_ready().is_some() {
+                ready = true;
+            }
+            (ready, m.is_shutting_down())
+        });
+        // Listening sockets learn of a shutdown once, not on every later change.
+        let tell_shutdown = shutting_down && !self.shutdown_told.replace(true);
+        if ready || tell_shutdown {
+            for wake in &self.wake {
+                wake.signal(());
+            }
+        }
+        if rearm {
+            self.rearm.signal(());
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.manager(|m| m.is_shutting_down())
+    }
+}
+
+/// The manager's server: build it with [`Server::new`], then await [`Server::run`].
+pub struct Server<'a, const SOCKETS: usize> {
+    shared: &'a Shared<'a, SOCKETS>,
+    sockets: [[&'a mut [u8]; 2]; SOCKETS],
+}
+
+impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
+    /// A server for `objects` (queues declared with `ObjectSlot::queue`, spare slots for
+    /// queues clients may create), guarded by `authkey`, on `stack`.
+    ///
+    /// `entropy` gives every connection's handshake nonce (see [`Entropy`]).
+    pub fn new<const FRAME: usize, const SOCKET_BUF: usize, const WAITERS: usize>(
+        stack: Stack<'a>,
+        config: ServerConfig,
+        authkey: &[u8],
+        objects: &'a mut [ObjectSlot<'a>],
+        entropy: &'a mut dyn Entropy,
+        resources: &'a mut ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>,
+    ) -> Self {
+        let ManagerResources {
+            frames,
+            sockets,
+            waiters,
+            conns,
+            shared,
+        } = resources;
+        let mut frames = frames.iter_mut();
+        let conns = conns.insert(core::array::from_fn(|_| match frames.next() {
+            Some([rx, tx, park]) => Connection::new(rx, tx, park),
+            None => unreachable!("one frame set per socket"),
+        }));
+        let manager = Manager::new(config.manager, authkey, objects, conns, waiters);
+        if let Some(name) = manager.duplicate_name() {
+            warn!("depot: queue name declared twice: {}", name);
+        }
+        let shared = shared.insert(Shared {
+            core: RefCell::new(Core { manager, entropy }),
+            wake: [const { Signal::new() }; SOCKETS],
+            rearm: Signal::new(),
+            shutdown_told: Cell::new(false),
+            config,
+            stack,
+        });
+        let mut sockets = sockets.iter_mut();
+        let sockets = core::array::from_fn(|_| match sockets.next() {
+            Some([rx, tx]) => [&mut rx[..], &mut tx[..]],
+            None => unreachable!("one buffer pair per socket"),
+        });
+        Server { shared, sockets }
+    }
+
+    /// A handle for other tasks: local shutdown, statistics.
+    pub fn handle(&self) -> ServerHandle<'a, SOCKETS> {
+        ServerHandle {
+            shared: self.shared,
+        }
+    }
+
+    /// Serves until the manager shuts down (a permitted remote `Shutdown`, or
+    /// [`ServerHandle::shutdown`]) and every connection has closed.
+    ///
+    /// A misbehaving or vanished client costs only its own connection: the core closes it
+    /// (bad handshake, bad MAC, garbage, stalled reads) or TCP does (reset, timeout), and its
+    /// socket goes back to listening.
+    pub async fn run(&mut self) {
+        let shared = self.shared;
+        let mut sockets = self.sockets.iter_mut().enumerate();
+        let loops: [_; SOCKETS] = core::array::from_fn(|_| {
+            let (i, [rx, tx]) = sockets.next().expect("one buffer pair per socket");
+            socket_loop(shared, i, rx, tx)
+        });
+        join(join_array(loops), clock(shared)).await;
+    }
+}
+
+/// Another task's view of a running server.
+#[derive(Clone, Copy)]
+pub struct ServerHandle<'a, const SOCKETS: usize> {
+    shared: &'a Shared<'a, SOCKETS>,
+}
+
+impl<'a, const SOCKETS: usize> ServerHandle<'a, SOCKETS> {
+    /// Stops the manager gracefully: blocked requests are answered `ShuttingDown`, connections
+    /// are told and closed, and [`Server::run`] returns.
+    pub fn shutdown(&self) {
+        self.shared.manager(|m| m.shutdown());
+        self.shared.dispatch(true);
+    }
+
+    /// Reads the manager's state (`status()`, `stat(i)` …). Do not call into it to change it:
+    /// the server would not learn of the change.
+    pub fn inspect<R>(&self, f: impl FnOnce(&Manager<'a>) -> R) -> R {
+        self.shared.manager(|m| f(m))
+    }
+}
+
+/// One socket of the pool: accept, serve, close, again; until the manager shuts down.
+async fn socket_loop<const N: usize>(
+    shared: &Shared<'_, N>,
+    i: usize,
+    rx: &mut [u8],
+    tx: &mut [u8],
+) {
+    let config = shared.config;
+    while !shared.done() {
+        let mut socket = TcpSocket::new(shared.stack, rx, tx);
+        socket.set_keep_alive(config.keep_alive);
+        socket.set_timeout(config.socket_timeout);
+        // Replies are small and the client waits for each: Nagle would only add latency.
+        socket.set_nagle_enabled(false);
+        let accepted = {
+            let mut accept = pin!(socket.accept(config.port));
+            loop {
+                match select(accept.as_mut(), shared.wake[i].wait()).await {
+                    Either::First(result) => break Some(result),
+                    Either::Second(()) if shared.done() => break None,
+                    Either::Second(()) => {}
+                }
+            }
+        };
+        match accepted {
+            Some(Ok(())) => serve(shared, i, &mut socket).await,
+            None => {}
+            Some(Err(e)) => {
+                debug!("depot: accept on socket {}: {:?}", i, e);
+                // Do not spin on a persistent error (a bad port).
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+        linger(&mut socket, config.linger).await;
+    }
+}
+
+/// One accepted connection, until the manager or the peer ends it.
+async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut TcpSocket<'_>) {
+    let accepted = shared.with(|core| {
+        let nonce = nonce(&mut *core.entropy);
+        core.manager.accept(now(), nonce)
+    });
+    let id = match accepted {
+        Ok(id) => id,
+        Err(e) => {
+            refuse(socket, e).await;
+            return;
+        }
+    };
+    debug!("depot: socket {} serves connection {}", i, id.0);
+    shared.dispatch(true);
+    let (mut reader, mut writer) = socket.split();
+    loop {
+        let (output, input, close) = shared.manager(|m| {
+            (
+                !m.poll_transmit(id).is_empty(),
+                !m.rx_space(id).is_empty(),
+                m.wants_close(id),
+            )
+        });
+        if close {
+            break;
+        }
+        let write = async {
+            if !output {
+                return pending().await;
+            }
+            writer
+                .write_with(|buf| shared.manager(|m| transmit(m, id, buf)))
+                .await
+        };
+        // Not read while the core's input is paused (its output is full): TCP pushes back.
+        let read = async {
+            if !input {
+                return pending().await;
+            }
+            reader
+                .read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()))
+                .await
+        };
+        let peer_gone = matches!(
+            select3(write, read, shared.wake[i].wait()).await,
+            Either3::First(Err(_)) | Either3::Second(Err(_))
+        );
+        shared.dispatch(true);
+        if peer_gone {
+            debug!("depot: connection {}: peer gone", id.0);
+            break;
+        }
+    }
+    shared.manager(|m| m.handle_close(id, now()));
+    shared.dispatch(true);
+}
+
+/// Copies the manager's output for `id` into the socket's free space.
+fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> (usize, ()) {
+    let out = m.poll_transmit(id);
+    let n = out.len().min(buf.len());
+    buf[..n].copy_from_slice(&out[..n]);
+    m.handle_transmitted(id, now(), n);
+    (n, ())
+}
+
+/// Tells a peer the manager has no slot for it (there is always one per socket, so only a
+/// shutdown race lands here).
+async fn refuse(socket: &mut TcpSocket<'_>, e: AcceptError) {
+    if e == AcceptError::Busy {
+        let mut out = [0; 16];
+        let bytes = encode_busy(&mut out);
+        let _ = with_timeout(Duration::from_secs(1), socket.write(bytes)).await;
+    }
+}
+
+/// Closes gracefully: our FIN after the last bytes, then the peer's FIN, each bounded by
+/// `linger`; a reset only after that, so a peer never loses a reply it has not read yet.
+async fn linger(socket: &mut TcpSocket<'_>, linger: Duration) {
+    socket.close();
+    let _ = with_timeout(linger, async {
+        socket.flush().await?;
+        let mut sink = [0; 32];
+        while socket.read(&mut sink).await? > 0 {}
+        Ok::<(), embassy_net::tcp::Error>(())
+    })
+    .await;
+    socket.abort();
+    let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
+}
+
+/// Runs the manager's deadlines: blocked requests timing out, slow handshakes and stalled
+/// readers being dropped. Ends once the manager has shut down and every connection closed.
+async fn clock<const N: usize>(shared: &Shared<'_, N>) {
+    loop {
+        let (deadline, finished) = shared.manager(|m| {
+            (
+                m.poll_timeout(),
+                m.is_shutting_down() && m.connections() == 0,
+            )
+        });
+        if finished {
+            return;
+        }
+        match deadline {
+            Some(at) => {
+                select(Timer::at(to_embassy(at)), shared.rearm.wait()).await;
+            }
+            None => shared.rearm.wait().await,
+        }
+        shared.manager(|m| m.handle_timeout(now()));
+        shared.dispatch(false);
+    }
+}
