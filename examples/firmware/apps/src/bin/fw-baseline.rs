@@ -13,6 +13,9 @@ use embassy_net::{Stack, StackResources};
 use embassy_time::Duration;
 use embedded_io_async::Write;
 use panic_semihosting as _;
+// With the apps' `defmt` feature embassy-net logs through defmt: every image needs the logger.
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
 use static_cell::StaticCell;
 
 const NAME: &str = "fw-baseline";

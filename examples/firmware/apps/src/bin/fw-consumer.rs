@@ -1,0 +1,103 @@
+//! depot consumer firmware: gets `ITEMS` items from `task_queue` on a host manager reached at
+//! 10.0.2.100:7777 (QEMU guestfwd), each `get` waiting up to 15 s, and prints each as
+//! `fw-consumer: item TEXT`; then a `get` with a 500 ms timeout on the now-empty queue must
+//! fail with `Timeout` (and a non-blocking one with `Empty`). Exits 0 when all of it holds,
+//! 1 otherwise or after 40 s.
+#![no_std]
+#![no_main]
+
+use depot_board::{net, println};
+use depot_embassy::depot_core::Error as DepotError;
+use depot_embassy::{Client, ClientBuffers, Error, Wait};
+use depot_firmware_apps::entropy::TestEntropy;
+use depot_firmware_apps::{item, log, report, AUTHKEY, ITEMS, QUEUE};
+use embassy_executor::Spawner;
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Stack, StackResources};
+use embassy_time::{Duration, Instant};
+use panic_semihosting as _;
+use static_cell::StaticCell;
+
+const NAME: &str = "fw-consumer";
+const DEADLINE: Duration = Duration::from_secs(40);
+const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The host producer may start after us: each get blocks this long at most.
+const GET_WAIT: Wait = Wait::Millis(15_000);
+/// The final get on the empty queue.
+const EMPTY_WAIT_MS: u32 = 500;
+
+static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
+static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new();
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let board = depot_board::init();
+    let stack = net::start(
+        spawner,
+        board.nic,
+        RESOURCES.init(StackResources::new()),
+        board.seed,
+    );
+    depot_board::run(NAME, DEADLINE, job(stack)).await
+}
+
+async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
+    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
+        .await
+        .ok_or("no DHCP lease")?;
+    let mut rng = TestEntropy::from_board();
+    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+    let socket = TcpSocket::new(stack, &mut rx, &mut tx);
+    let mut client = Client::connect(
+        socket,
+        (net::HOST, net::HOST_PORT),
+        AUTHKEY,
+        &mut rng,
+        BUFFERS.init(ClientBuffers::new()),
+    )
+    .await
+    .map_err(|e| report(NAME, "connect", e))?;
+    log!("connected");
+    let mut queue = client
+        .queue_raw(QUEUE)
+        .await
+        .map_err(|e| report(NAME, "open", e))?;
+    println!("{}: ready", NAME);
+    for _ in 0..ITEMS {
+        queue
+            .get_with(GET_WAIT, |bytes| {
+                println!("{}: item {}", NAME, item::text(bytes));
+                Ok(())
+            })
+            .await
+            .map_err(|e| report(NAME, "get", e))?;
+    }
+
+    // The queue is empty now: a bounded get must time out, after about its timeout.
+    let start = Instant::now();
+    let outcome = queue
+        .get_with(Wait::Millis(EMPTY_WAIT_MS), |_| Ok(()))
+        .await;
+    let waited = start.elapsed().as_millis();
+    match outcome {
+        Err(Error::Depot(DepotError::Timeout)) if waited >= u64::from(EMPTY_WAIT_MS) => {
+            println!("{}: empty queue: Timeout after {} ms", NAME, waited);
+        }
+        other => {
+            println!(
+                "{}: empty queue: expected Timeout, got {:?} after {} ms",
+                NAME, other, waited
+            );
+            return Err("the get on the empty queue did not time out");
+        }
+    }
+    match queue.get_with(Wait::NoWait, |_| Ok(())).await {
+        Err(Error::Depot(DepotError::Empty)) => println!("{}: empty queue: Empty at once", NAME),
+        other => {
+            println!("{}: empty queue: expected Empty, got {:?}", NAME, other);
+            return Err("the non-blocking get on the empty queue was not Empty");
+        }
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! depot manager firmware: serves four queues (`task_queue` and three more) on port 5555 over
+//! a pool of four sockets; host producers and consumers reach it through QEMU's hostfwd.
+//!
+//! Completion rule: it runs until a client's `shutdown` request (remote shutdown is allowed
+//! here), prints each queue's totals (`fw-manager: stat NAME put=P got=G len=L`) and exits 0;
+//! exits 1 if no shutdown arrives within 90 s. Whether the right items went through is the
+//! host's to judge from what its producer put and its consumer got.
+#![no_std]
+#![no_main]
+
+use depot_board::{net, println};
+use depot_embassy::depot_core::queue::storage_for;
+use depot_embassy::{ManagerResources, ObjectSlot, QueueSpec, Server, ServerConfig};
+use depot_firmware_apps::entropy::TestEntropy;
+use depot_firmware_apps::{log, AUTHKEY};
+use embassy_executor::Spawner;
+use embassy_net::{Stack, StackResources};
+use embassy_time::Duration;
+use panic_semihosting as _;
+use static_cell::StaticCell;
+
+const NAME: &str = "fw-manager";
+const DEADLINE: Duration = Duration::from_secs(90);
+const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once.
+const SOCKETS: usize = 4;
+/// The largest item of every queue.
+const MAX_ITEM: usize = 64;
+/// `task_queue` holds this many items; the other queues a quarter of it.
+const CAPACITY: usize = 32;
+const MAIN_STORE: usize = storage_for(CAPACITY, MAX_ITEM);
+const SMALL_STORE: usize = storage_for(CAPACITY / 4, MAX_ITEM);
+const NAMES: [&str; 4] = ["task_queue", "result_queue", "log_queue", "spare_queue"];
+
+/// DHCP plus one socket per connection.
+static RESOURCES: StaticCell<StackResources<{ SOCKETS + 1 }>> = StaticCell::new();
+static SERVER: StaticCell<ManagerResources<'static, SOCKETS>> = StaticCell::new();
+static MAIN: StaticCell<[u8; MAIN_STORE]> = StaticCell::new();
+static SMALL: StaticCell<[[u8; SMALL_STORE]; 3]> = StaticCell::new();
+static OBJECTS: StaticCell<[ObjectSlot<'static>; 4]> = StaticCell::new();
+static ENTROPY: StaticCell<TestEntropy> = StaticCell::new();
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let board = depot_board::init();
+    let stack = net::start(
+        spawner,
+        board.nic,
+        RESOURCES.init(StackResources::new()),
+        board.seed,
+    );
+    depot_board::run(NAME, DEADLINE, job(stack)).await
+}
+
+fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
+    let spec = |capacity: usize| QueueSpec {
+        capacity: capacity as u32,
+        max_item: MAX_ITEM as u32,
+    };
+    let [a, b, c] = SMALL.init([[0; SMALL_STORE]; 3]);
+    let slots = [
+        ObjectSlot::queue(NAMES[0], spec(CAPACITY), MAIN.init([0; MAIN_STORE])),
+        ObjectSlot::queue(NAMES[1], spec(CAPACITY / 4), a),
+        ObjectSlot::queue(NAMES[2], spec(CAPACITY / 4), b),
+        ObjectSlot::queue(NAMES[3], spec(CAPACITY / 4), c),
+    ];
+    let [Ok(a), Ok(b), Ok(c), Ok(d)] = slots else {
+        return Err("a queue does not fit its storage");
+    };
+    Ok(OBJECTS.init([a, b, c, d]))
+}
+
+async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
+    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
+        .await
+        .ok_or("no DHCP lease")?;
+    let mut config = ServerConfig::new(net::GUEST_PORT);
+    config.manager.allow_remote_shutdown = true;
+    let mut server = Server::new(
+        stack,
+        config,
+        AUTHKEY,
+        objects()?,
+        ENTROPY.init(TestEntropy::from_board()),
+        SERVER.init(ManagerResources::new()),
+    );
+    println!("{}: listening on {}", NAME, net::GUEST_PORT);
+    server.run().await;
+    log!("manager stopped");
+    let handle = server.handle();
+    for index in 0..NAMES.len() as u16 {
+        handle.inspect(|m| {
+            if let Some(s) = m.stat(index) {
+                println!(
+                    "{}: stat {} put={} got={} len={}",
+                    NAME, s.name, s.total_put, s.total_got, s.len
+                );
+            }
+        });
+    }
+    Ok(())
+}

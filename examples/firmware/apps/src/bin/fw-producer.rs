@@ -1,0 +1,71 @@
+//! depot producer firmware: puts `ITEMS` items (`1`..=`ITEMS` as text) into `task_queue` on
+//! a host manager reached at 10.0.2.100:7777 (QEMU guestfwd), then exits 0; exits 1 on any
+//! error or after 30 s. The host's consumer checks that every item arrived exactly once.
+#![no_std]
+#![no_main]
+
+use depot_board::{net, println};
+use depot_embassy::{Client, ClientBuffers, Wait};
+use depot_firmware_apps::entropy::TestEntropy;
+use depot_firmware_apps::{item, log, report, AUTHKEY, ITEMS, QUEUE};
+use embassy_executor::Spawner;
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{Stack, StackResources};
+use embassy_time::Duration;
+use panic_semihosting as _;
+use static_cell::StaticCell;
+
+const NAME: &str = "fw-producer";
+const DEADLINE: Duration = Duration::from_secs(30);
+const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A put may wait this long for room (the host consumer may start after us).
+const PUT_WAIT: Wait = Wait::Millis(10_000);
+
+/// DHCP plus one TCP socket.
+static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
+static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new();
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let board = depot_board::init();
+    let stack = net::start(
+        spawner,
+        board.nic,
+        RESOURCES.init(StackResources::new()),
+        board.seed,
+    );
+    depot_board::run(NAME, DEADLINE, job(stack)).await
+}
+
+async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
+    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
+        .await
+        .ok_or("no DHCP lease")?;
+    let mut rng = TestEntropy::from_board();
+    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+    let socket = TcpSocket::new(stack, &mut rx, &mut tx);
+    let mut client = Client::connect(
+        socket,
+        (net::HOST, net::HOST_PORT),
+        AUTHKEY,
+        &mut rng,
+        BUFFERS.init(ClientBuffers::new()),
+    )
+    .await
+    .map_err(|e| report(NAME, "connect", e))?;
+    log!("connected");
+    let mut queue = client
+        .queue_raw(QUEUE)
+        .await
+        .map_err(|e| report(NAME, "open", e))?;
+    let mut text = [0u8; 10];
+    for n in 1..=ITEMS {
+        queue
+            .put(item::encode(n, &mut text), PUT_WAIT)
+            .await
+            .map_err(|e| report(NAME, "put", e))?;
+    }
+    println!("{}: put {} items into {}", NAME, ITEMS, QUEUE);
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! The items the test apps exchange with the host's `depot` CLI: a number as decimal text.
+//!
+//! Text keeps the host side of the tests plain shell (`depot put ... 1 2 3`, `depot get`
+//! prints one item a line), and each item is distinct, so the tests can check that every one
+//! arrived exactly once.
+
+/// Writes `n` as decimal text into `buf`; returns the bytes used.
+pub fn encode(n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+/// The item's bytes as text, for printing (`?` when they are not UTF-8).
+pub fn text(bytes: &[u8]) -> &str {
+    core::str::from_utf8(bytes).unwrap_or("?")
+}

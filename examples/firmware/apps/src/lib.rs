@@ -1,0 +1,64 @@
+//! What the depot firmware apps share: build-time settings, test entropy, the item format.
+//!
+//! Settings are baked in when the firmware is built, from environment variables read by
+//! `option_env!` (defaults in brackets): `DEPOT_FW_AUTHKEY` [`producer`], `DEPOT_FW_ITEMS`
+//! [`20`], `DEPOT_FW_QUEUE` [`task_queue`]. The ports are fixed by the QEMU set-up in
+//! `depot_board::net` (the host at 10.0.2.100:7777 through guestfwd, the guest's 5555
+//! through hostfwd).
+#![no_std]
+
+pub mod entropy;
+pub mod item;
+
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
+
+/// The authkey shared with the host side of the test.
+pub const AUTHKEY: &[u8] = match option_env!("DEPOT_FW_AUTHKEY") {
+    Some(key) => key.as_bytes(),
+    None => b"producer",
+};
+
+/// Items a producer puts and a consumer expects.
+pub const ITEMS: u32 = match option_env!("DEPOT_FW_ITEMS") {
+    Some(n) => parse_u32(n),
+    None => 20,
+};
+
+/// The queue the apps use.
+pub const QUEUE: &str = match option_env!("DEPOT_FW_QUEUE") {
+    Some(name) => name,
+    None => "task_queue",
+};
+
+/// A decimal `u32` at compile time; a bad digit fails the build.
+const fn parse_u32(text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(
+            bytes[i].is_ascii_digit(),
+            "DEPOT_FW_ITEMS must be a decimal number"
+        );
+        value = value * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}
+
+/// Logs through defmt with the `defmt` feature, else compiles to nothing.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "defmt")]
+        ::defmt::info!($($arg)*);
+    }};
+}
+
+/// Prints `NAME: WHAT: ERROR` over semihosting and returns `WHAT`, the job's failure reason:
+/// `.map_err(|e| report(NAME, "connect", e))?`.
+pub fn report(name: &str, what: &'static str, error: depot_embassy::Error) -> &'static str {
+    depot_board::println!("{}: {}: {}", name, what, error);
+    what
+}
