@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+use core::pin::pin;
+
 use depot_board::{net, println};
 use depot_embassy::depot_core::Error as DepotError;
 use depot_embassy::{Client, ClientBuffers, Error};
@@ -32,7 +34,8 @@ async fn main(spawner: Spawner) {
         RESOURCES.init(StackResources::new()),
         board.seed,
     );
-    depot_board::run(NAME, DEADLINE, job(stack)).await
+    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
+    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
 
 /// The real key with a byte changed: as close as a wrong key gets.

@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+use core::pin::pin;
+
 use depot_board::{net, println};
 use depot_embassy::depot_core::queue::storage_for;
 use depot_embassy::{ManagerResources, ObjectSlot, QueueSpec, Server, ServerConfig};
@@ -50,7 +52,8 @@ async fn main(spawner: Spawner) {
         RESOURCES.init(StackResources::new()),
         board.seed,
     );
-    depot_board::run(NAME, DEADLINE, job(stack)).await
+    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
+    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
 
 fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {

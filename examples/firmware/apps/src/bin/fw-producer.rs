@@ -4,6 +4,8 @@
 #![no_std]
 #![no_main]
 
+use core::pin::pin;
+
 use depot_board::{net, println};
 use depot_embassy::{Client, ClientBuffers, Wait};
 use depot_firmware_apps::entropy::TestEntropy;
@@ -34,7 +36,8 @@ async fn main(spawner: Spawner) {
         RESOURCES.init(StackResources::new()),
         board.seed,
     );
-    depot_board::run(NAME, DEADLINE, job(stack)).await
+    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
+    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
