@@ -1,1 +1,9 @@
-//! depot facade
+//! # depot
+//!
+//! Named shared queues between processes on different machines, in the manner of Python's
+//! `multiprocessing.managers.BaseManager`. This facade re-exports the std transport
+//! ([`depot_std`]) and the protocol core as [`core`].
+#![warn(missing_docs)]
+
+pub use depot_core as core;
+pub use depot_std::*;

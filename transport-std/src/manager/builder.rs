@@ -1,0 +1,127 @@
+//! [`ManagerBuilder`]: what to serve, where, and under which limits.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::Error;
+
+use super::ManagerHandle;
+
+/// The limits of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// The most items the queue holds at once (Python's `maxsize`).
+    pub capacity: u32,
+    /// The largest item, in bytes.
+    pub max_item: u32,
+    /// Bytes of item storage; by default `capacity * (max_item + 4)` capped at 64 MiB, and
+    /// never less than one largest item (`max_item + 4`).
+    pub storage_bytes: Option<usize>,
+}
+
+/// The default largest item: 64 KiB.
+pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
+
+impl QueueOptions {
+    /// `capacity` items of at most 64 KiB each, default storage.
+    pub fn new(capacity: u32) -> Self {
+        QueueOptions {
+            capacity,
+            max_item: DEFAULT_MAX_ITEM,
+            storage_bytes: None,
+        }
+    }
+}
+
+/// Builds and runs a manager. See [`crate::Manager::builder`].
+#[derive(Debug, Clone)]
+pub struct ManagerBuilder {
+    pub(crate) addrs: Result<Vec<SocketAddr>, String>,
+    pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) queues: Vec<(String, QueueOptions)>,
+    pub(crate) allow_remote_shutdown: bool,
+    pub(crate) create: Option<(usize, QueueOptions)>,
+    pub(crate) max_connections: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) frame_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
+}
+
+impl ManagerBuilder {
+    pub(crate) fn new() -> Self {
+        ManagerBuilder {
+            addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], 5000))]),
+            authkey: None,
+            queues: Vec::new(),
+            allow_remote_shutdown: false,
+            create: None,
+            max_connections: 16384,
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The address to listen on (default 127.0.0.1:5000; port 0 picks a free port).
+    pub fn listen(mut self, addr: impl ToSocketAddrs) -> Self {
+        self.addrs = addr
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .map_err(|e| format!("bad listen address: {e}"));
+        self
+    }
+
+    /// The shared secret clients must prove they know (required).
+    pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Declares a queue of `capacity` items of at most 64 KiB each.
+    pub fn queue(self, name: &str, capacity: u32) -> Self {
+        self.queue_with(name, QueueOptions::new(capacity))
+    }
+
+    /// Declares a queue with explicit limits.
+    pub fn queue_with(mut self, name: &str, opts: QueueOptions) -> Self {
+        self.queues.push((name.to_owned(), opts));
+        self
+    }
+
+    /// Whether a client's `shutdown_manager` stops the manager (default false).
+    pub fn allow_remote_shutdown(mut self, yes: bool) -> Self {
+        self.allow_remote_shutdown = yes;
+        self
+    }
+
+    /// Lets clients create up to `spare_slots` queues, each within `opts`' limits.
+    pub fn allow_create(mut self, spare_slots: usize, opts: QueueOptions) -> Self {
+        self.create = (spare_slots > 0).then_some((spare_slots, opts));
+        self
+    }
+
+    /// The most connections served at once (default 16384); more are told "busy".
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Time limits: accept to finished handshake, first to last byte of a frame, and output
+    /// left unread by a peer before it is dropped.
+    pub fn timeouts(mut self, handshake: Duration, frame: Duration, write_stall: Duration) -> Self {
+        self.handshake_timeout = handshake;
+        self.frame_timeout = frame;
+        self.write_stall_timeout = write_stall;
+        self
+    }
+
+    /// Runs the manager on this thread until it is shut down (by a permitted remote request).
+    pub fn serve_forever(self) -> Result<(), Error> {
+        todo!()
+    }
+
+    /// Runs the manager on a background thread.
+    pub fn start(self) -> Result<ManagerHandle, Error> {
+        todo!()
+    }
+}

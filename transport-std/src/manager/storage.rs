@@ -1,0 +1,1 @@
+//! Sizing and owning every buffer the core manager borrows.
