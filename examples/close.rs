@@ -1,0 +1,28 @@
+//! The seed scenario's `close`: asks the manager to stop. The manager must allow it (the
+//! `manager` and `all_in_one` examples do).
+//!
+//! ```text
+//! cargo run --example close -- [--addr ADDR] [--authkey KEY]
+//! ```
+
+use std::process::ExitCode;
+
+use depot::Client;
+
+mod common;
+use common::Settings;
+
+const NAME: &str = "close";
+
+pub fn main() -> ExitCode {
+    let settings = Settings::from_args(NAME, &["--addr", "--authkey"]);
+    let result =
+        Client::connect(settings.addr(), settings.authkey()).and_then(|c| c.shutdown_manager());
+    match result {
+        Ok(()) => {
+            println!("asked the manager at {} to stop", settings.addr());
+            ExitCode::SUCCESS
+        }
+        Err(e) => common::fail(NAME, &e.to_string()),
+    }
+}

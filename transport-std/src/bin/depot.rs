@@ -1,0 +1,560 @@
+//! `depot`: run a manager, or put, get, inspect and stop one from the shell.
+//!
+//! Every subcommand takes the authkey from the `DEPOT_AUTHKEY` environment variable or from
+//! `--authkey-file PATH` (one trailing newline stripped), never from the command line itself.
+//! Every failure ends the process with a non-zero exit code and one line on stderr,
+//! `depot: <what went wrong>`.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use depot_std::{Client, Manager, QueueOptions, QueueStat};
+
+/// The address every subcommand uses unless told otherwise (the seed scenario's).
+const DEFAULT_ADDR: &str = "127.0.0.1:5000";
+/// Capacity of a `--queue NAME` given without one.
+const DEFAULT_CAPACITY: u32 = 1024;
+/// Largest item of a served queue unless `--max-item` says otherwise.
+const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
+/// The environment variable that holds the authkey.
+const AUTHKEY_ENV: &str = "DEPOT_AUTHKEY";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "depot",
+    version,
+    about = "Named shared FIFO queues over TCP, guarded by an authkey (Python's BaseManager, in Rust).",
+    after_help = "The authkey comes from the DEPOT_AUTHKEY environment variable or from --authkey-file PATH."
+)]
+struct Cli {
+    /// Read the authkey from this file (one trailing newline is stripped) instead of $DEPOT_AUTHKEY.
+    #[arg(long, value_name = "PATH", global = true)]
+    authkey_file: Option<PathBuf>,
+
+    /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG, when set, wins.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a manager in the foreground until Ctrl-C, SIGTERM or a permitted remote shutdown.
+    Serve(ServeArgs),
+    /// Put items into a queue: the VALUEs given, or else one item per line of stdin.
+    Put(PutArgs),
+    /// Take items from a queue and print one per line on stdout.
+    Get(GetArgs),
+    /// Show every queue of a manager (length, capacity, waiters, totals) and its connections.
+    Stat(ConnectArgs),
+    /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
+    Shutdown(ConnectArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    listen: String,
+
+    /// A queue to serve, as NAME or NAME:CAPACITY (default capacity 1024). Repeat for more.
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", required = true, value_parser = parse_queue_spec)]
+    queues: Vec<QueueSpecArg>,
+
+    /// Largest item, in bytes, that the queues accept.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_ITEM)]
+    max_item: u32,
+
+    /// Let clients stop the manager (`depot shutdown`).
+    #[arg(long)]
+    allow_remote_shutdown: bool,
+
+    /// Most connections served at once.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct ConnectArgs {
+    /// The manager's address.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADDR)]
+    connect: String,
+}
+
+#[derive(Args, Debug)]
+struct PutArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// The queue to put into.
+    #[arg(long, value_name = "NAME")]
+    queue: String,
+
+    /// Wait at most this long (in seconds) for room for each item; without it, wait as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+
+    /// The items (their UTF-8 bytes). Without any, each line of stdin is one item.
+    #[arg(value_name = "VALUE")]
+    values: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// The queue to take from.
+    #[arg(long, value_name = "NAME")]
+    queue: String,
+
+    /// How many items to take; 0 takes items until a timeout or Ctrl-C.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    count: u64,
+
+    /// Wait at most this long (in seconds) for each item, then fail; without it, wait as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
+/// `NAME[:CAPACITY]` of `serve --queue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct QueueSpecArg {
+    name: String,
+    capacity: u32,
+}
+
+fn parse_queue_spec(s: &str) -> Result<QueueSpecArg, String> {
+    let (name, capacity) = match s.rsplit_once(':') {
+        Some((name, cap)) => {
+            let capacity = cap
+                .parse::<u32>()
+                .ok()
+                .filter(|&c| c > 0)
+                .ok_or_else(|| format!("capacity '{cap}' is not a whole number above 0"))?;
+            (name, capacity)
+        }
+        None => (s, DEFAULT_CAPACITY),
+    };
+    if name.is_empty() {
+        return Err("the queue name is empty".into());
+    }
+    Ok(QueueSpecArg {
+        name: name.to_owned(),
+        capacity,
+    })
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("'{s}' is not a usable number of seconds"))
+}
+
+/// Why the CLI failed: printed as `depot: {self}`.
+#[derive(Debug)]
+enum CliError {
+    Depot(depot_std::Error),
+    Msg(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Depot(e) => e.fmt(f),
+            CliError::Msg(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<depot_std::Error> for CliError {
+    fn from(e: depot_std::Error) -> Self {
+        CliError::Depot(e)
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error's text holds.
+            let line = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("depot: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr. `serve` logs at info by default; the client commands log nothing unless
+/// asked, so that a failure prints exactly one line.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (cli.verbose, &cli.command) {
+        (0, Command::Serve(_)) => "info",
+        (0, _) => "off",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new(default)),
+        _ => EnvFilter::new(default),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> CliResult {
+    let key = authkey(cli.authkey_file.as_deref())?;
+    match cli.command {
+        Command::Serve(args) => serve(args, &key),
+        Command::Put(args) => put(args, &key),
+        Command::Get(args) => get(args, &key),
+        Command::Stat(args) => stat(args, &key),
+        Command::Shutdown(args) => {
+            let client = Client::connect(args.connect.as_str(), &key)?;
+            client.shutdown_manager()?;
+            Ok(())
+        }
+    }
+}
+
+/// The authkey from `--authkey-file` or else `$DEPOT_AUTHKEY`.
+fn authkey(file: Option<&Path>) -> CliResult<Vec<u8>> {
+    let mut key = match file {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            CliError::Msg(format!(
+                "cannot read the authkey file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => match std::env::var_os(AUTHKEY_ENV) {
+            Some(v) => v.into_encoded_bytes(),
+            None => {
+                return Err(CliError::Msg(format!(
+                    "no authkey: set {AUTHKEY_ENV} or pass --authkey-file PATH"
+                )))
+            }
+        },
+    };
+    if key.last() == Some(&b'\n') {
+        key.pop();
+        if key.last() == Some(&b'\r') {
+            key.pop();
+        }
+    }
+    if key.is_empty() {
+        return Err(CliError::Msg(match file {
+            Some(path) => format!("the authkey file {} is empty", path.display()),
+            None => format!("the authkey in {AUTHKEY_ENV} is empty"),
+        }));
+    }
+    Ok(key)
+}
+
+fn serve(args: ServeArgs, key: &[u8]) -> CliResult {
+    let mut builder = Manager::builder()
+        .listen(args.listen.as_str())
+        .authkey(key)
+        .allow_remote_shutdown(args.allow_remote_shutdown);
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
+    }
+    for q in &args.queues {
+        builder = builder.queue_with(
+            &q.name,
+            QueueOptions {
+                capacity: q.capacity,
+                max_item: args.max_item,
+                storage_bytes: None,
+            },
+        );
+    }
+
+    // Ctrl-C and SIGTERM both end up here.
+    let (tx, signals) = mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| CliError::Msg(format!("cannot install the signal handler: {e}")))?;
+
+    let handle = builder.start()?;
+    let addr = handle.address();
+    tracing::info!(%addr, queues = args.queues.len(), "serving");
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.flush();
+    }
+
+    if !args.allow_remote_shutdown {
+        // Only a signal stops this manager.
+        let _ = signals.recv();
+        tracing::info!("signal received: shutting down");
+        handle.shutdown()?;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    // A client may stop the manager, so wait for it on a thread; a signal then stops it the
+    // same way a client would (graceful: blocked callers are told it is shutting down).
+    let (done_tx, done) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let result = handle.join();
+        let _ = done_tx.send(());
+        result
+    });
+    loop {
+        if done.recv_timeout(Duration::from_millis(50)).is_ok() {
+            tracing::info!("stopped by a client");
+            break;
+        }
+        if signals.try_recv().is_ok() {
+            tracing::info!("signal received: shutting down");
+            let own = self_address(addr);
+            match Client::connect_timeout(own, key, Duration::from_secs(5))
+                .and_then(|c| c.shutdown_manager())
+            {
+                Ok(()) => {}
+                // It stopped by itself in the meantime.
+                Err(e) if done.try_recv().is_ok() => tracing::debug!("shutdown: {e}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    waiter
+        .join()
+        .map_err(|_| CliError::Msg("the manager thread panicked".into()))??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Where this process reaches its own listener (a wildcard address means loopback).
+fn self_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, addr.port())
+}
+
+fn put(args: PutArgs, key: &[u8]) -> CliResult {
+    let client = Client::connect(args.conn.connect.as_str(), key)?;
+    let queue = client.raw_queue(&args.queue)?;
+    let put_one = |item: &[u8]| -> CliResult {
+        match args.timeout {
+            Some(t) => queue.put_timeout(item, t)?,
+            None => queue.put(item)?,
+        }
+        Ok(())
+    };
+    if !args.values.is_empty() {
+        for v in &args.values {
+            put_one(v.as_encoded_bytes())?;
+        }
+        return Ok(());
+    }
+    let stdin = io::stdin().lock();
+    let mut line = Vec::new();
+    let mut reader = io::BufReader::new(stdin);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| CliError::Msg(format!("cannot read stdin: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        put_one(&line)?;
+    }
+}
+
+fn get(args: GetArgs, key: &[u8]) -> CliResult {
+    let client = Client::connect(args.conn.connect.as_str(), key)?;
+    let queue = client.raw_queue(&args.queue)?;
+    let mut out = io::stdout().lock();
+    let mut got = 0u64;
+    while args.count == 0 || got < args.count {
+        let item = match args.timeout {
+            Some(t) => queue.get_timeout(t)?,
+            None => queue.get()?,
+        };
+        got += 1;
+        let text = String::from_utf8_lossy(&item);
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+    }
+    Ok(())
+}
+
+fn stat(args: ConnectArgs, key: &[u8]) -> CliResult {
+    let client = Client::connect(args.connect.as_str(), key)?;
+    let queues = client.stat()?;
+    let status = client.status()?;
+    let table = render_table(&queues);
+    let mut out = io::stdout().lock();
+    write!(
+        out,
+        "{table}\nmanager {}: {} of {} connections, {} objects, {} blocked requests\n",
+        client.peer_addr(),
+        status.connections,
+        status.max_connections,
+        status.objects,
+        status.waiters
+    )
+    .and_then(|()| out.flush())
+    .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))
+}
+
+/// A plain-text table of the queues, one row each, columns aligned.
+fn render_table(queues: &[QueueStat]) -> String {
+    let header = [
+        "QUEUE",
+        "LENGTH",
+        "CAPACITY",
+        "GETTERS",
+        "PUTTERS",
+        "JOINERS",
+        "UNFINISHED",
+        "TOTAL_PUT",
+        "TOTAL_GOT",
+    ];
+    let mut rows: Vec<[String; 9]> = vec![header.map(String::from)];
+    for q in queues {
+        rows.push([
+            q.name.clone(),
+            q.len.to_string(),
+            q.capacity.to_string(),
+            q.getters.to_string(),
+            q.putters.to_string(),
+            q.joiners.to_string(),
+            q.unfinished.to_string(),
+            q.total_put.to_string(),
+            q.total_got.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i == 0 {
+                line.push_str(&format!("{cell:<w$}"));
+            } else {
+                line.push_str(&format!("  {cell:>w$}"));
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn queue_specs_parse() {
+        assert_eq!(
+            parse_queue_spec("jobs:8"),
+            Ok(QueueSpecArg {
+                name: "jobs".into(),
+                capacity: 8
+            })
+        );
+        assert_eq!(
+            parse_queue_spec("jobs").map(|q| q.capacity),
+            Ok(DEFAULT_CAPACITY)
+        );
+        assert!(parse_queue_spec("jobs:0").is_err());
+        assert!(parse_queue_spec("jobs:x").is_err());
+        assert!(parse_queue_spec(":5").is_err());
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn authkey_file_strips_one_newline() {
+        let dir = std::env::temp_dir().join(format!("depot-cli-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, "secret\n").unwrap();
+        assert_eq!(authkey(Some(&path)).unwrap(), b"secret");
+        std::fs::write(&path, "secret\r\n").unwrap();
+        assert_eq!(authkey(Some(&path)).unwrap(), b"secret");
+        std::fs::write(&path, "two\n\n").unwrap();
+        assert_eq!(authkey(Some(&path)).unwrap(), b"two\n");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(authkey(Some(&path)).is_err());
+        let missing = dir.join("missing");
+        let err = authkey(Some(&missing)).unwrap_err().to_string();
+        assert!(err.contains("cannot read the authkey file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let q = |name: &str, len| QueueStat {
+            name: name.into(),
+            len,
+            capacity: 100,
+            max_item: 10,
+            bytes: 0,
+            getters: 1,
+            putters: 0,
+            joiners: 0,
+            unfinished: 0,
+            total_put: 12345,
+            total_got: 7,
+        };
+        let t = render_table(&[q("a", 5), q("longer_name", 42)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("QUEUE      "));
+        assert!(lines[2].starts_with("longer_name"));
+        // Right-aligned numbers end in the same column.
+        assert_eq!(lines[1].len(), lines[2].len());
+        assert!(lines[1].ends_with("12345          7"), "{t}");
+    }
+}

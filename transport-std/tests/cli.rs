@@ -1,0 +1,629 @@
+//! The `depot` CLI as a user runs it: real processes against real managers. Every failure must
+//! exit non-zero with exactly one line on stderr, `depot: <error>`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use depot_std::{Client, Error, Manager, ManagerHandle};
+
+const KEY: &str = "cli-test-key";
+const SOON: Duration = Duration::from_secs(10);
+
+/// `depot` with `DEPOT_AUTHKEY` set to `key` (or unset for `None`).
+fn depot(key: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_depot"));
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match key {
+        Some(k) => cmd.env("DEPOT_AUTHKEY", k),
+        None => cmd.env_remove("DEPOT_AUTHKEY"),
+    };
+    cmd
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "exit {}; stderr: {}",
+            self.status,
+            self.stderr
+        );
+        assert_eq!(self.stderr, "", "stderr of a success");
+        self
+    }
+
+    /// Failed with exactly `depot: {expected}` on stderr.
+    fn failed_with(&self, expected: &str) {
+        self.failed();
+        assert_eq!(self.stderr, format!("depot: {expected}\n"));
+    }
+
+    /// Failed with one `depot: ...` line on stderr; returns the text after `depot: `.
+    fn failed(&self) -> &str {
+        assert!(!self.status.success(), "succeeded; stdout: {}", self.stdout);
+        assert_eq!(self.stderr.lines().count(), 1, "stderr: {:?}", self.stderr);
+        assert!(self.stderr.ends_with('\n'));
+        self.stderr
+            .strip_prefix("depot: ")
+            .unwrap_or_else(|| panic!("stderr: {:?}", self.stderr))
+            .trim_end()
+    }
+}
+
+/// Runs to completion within `SOON` (killed and failed otherwise), feeding `input` on stdin.
+fn run_with(mut cmd: Command, input: Option<&[u8]>) -> Run {
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("start depot");
+    if let Some(bytes) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(bytes).unwrap();
+    }
+    let out = reader(child.stdout.take().unwrap());
+    let err = reader(child.stderr.take().unwrap());
+    let status = wait(&mut child, SOON);
+    Run {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn run(cmd: Command) -> Run {
+    run_with(cmd, None)
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+fn wait(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("depot still running after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A long-running `depot` whose stdout lines arrive on a channel. Killed when dropped.
+struct Bg {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl Bg {
+    fn start(mut cmd: Command) -> Bg {
+        let mut child = cmd.spawn().expect("start depot");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Some(reader(child.stderr.take().unwrap()));
+        Bg {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn line(&self) -> String {
+        self.lines.recv_timeout(SOON).expect("a line on stdout")
+    }
+
+    /// Waits for the exit; returns the status, the rest of stdout and all of stderr.
+    fn finish(mut self) -> Run {
+        let status = wait(&mut self.child, SOON);
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        // The stdout thread ends at EOF, after the exit.
+        let stdout: Vec<String> = self.lines.iter().collect();
+        Run {
+            status,
+            stdout: stdout.join("\n"),
+            stderr,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn manager(queues: &[(&str, u32)]) -> ManagerHandle {
+    let mut b = Manager::builder().listen("127.0.0.1:0").authkey(KEY);
+    for (name, cap) in queues {
+        b = b.queue(name, *cap);
+    }
+    b.start().expect("start a manager")
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SOON;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn getters(c: &Client, queue: &str) -> u32 {
+    c.stat()
+        .unwrap()
+        .into_iter()
+        .find(|q| q.name == queue)
+        .expect("the queue")
+        .getters
+}
+
+/// An address nobody listens on.
+fn dead_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn help_for_every_subcommand() {
+    let top = run(depot(None, &["--help"]));
+    top.ok();
+    for sub in ["serve", "put", "get", "stat", "shutdown"] {
+        assert!(top.stdout.contains(sub), "{sub} missing from --help");
+        let help = run(depot(None, &[sub, "--help"]));
+        help.ok();
+        assert!(
+            help.stdout.contains("Usage: depot"),
+            "{sub} --help: {}",
+            help.stdout
+        );
+        assert!(help.stdout.contains("--authkey-file"), "{sub} --help");
+    }
+    let serve = run(depot(None, &["serve", "--help"]));
+    for opt in [
+        "--listen",
+        "--queue",
+        "--max-item",
+        "--allow-remote-shutdown",
+        "--max-connections",
+    ] {
+        assert!(serve.stdout.contains(opt), "serve --help lacks {opt}");
+    }
+}
+
+#[test]
+fn no_authkey_is_a_clear_error() {
+    run(depot(None, &["stat"]))
+        .failed_with("no authkey: set DEPOT_AUTHKEY or pass --authkey-file PATH");
+    run(depot(Some(""), &["stat"])).failed_with("the authkey in DEPOT_AUTHKEY is empty");
+    let missing = std::env::temp_dir().join("depot-cli-test-no-such-key-file");
+    let path = missing.to_str().unwrap();
+    let msg = run(depot(None, &["--authkey-file", path, "stat"]))
+        .failed()
+        .to_owned();
+    assert!(msg.starts_with("cannot read the authkey file"), "{msg}");
+}
+
+#[test]
+fn authkey_file_with_trailing_newline() {
+    let m = manager(&[("q", 4)]);
+    let dir = std::env::temp_dir().join(format!("depot-cli-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("authkey");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    let addr = m.address().to_string();
+    // The file wins over a wrong key in the environment.
+    let r = run(depot(
+        Some("wrong"),
+        &[
+            "--authkey-file",
+            file.to_str().unwrap(),
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "q",
+            "hi",
+        ],
+    ));
+    r.ok();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    assert_eq!(c.raw_queue("q").unwrap().get_nowait().unwrap(), b"hi");
+    std::fs::remove_dir_all(&dir).unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn put_and_get_values_and_lines() {
+    let m = manager(&[("q", 16)]);
+    let addr = m.address().to_string();
+    let conn = ["--connect", addr.as_str(), "--queue", "q"];
+    run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["one", "two words", "ünïcode"]].concat(),
+    ))
+    .ok();
+    // No values: one item per line of stdin (\n or \r\n), empty lines included.
+    run_with(
+        depot(Some(KEY), &[&["put"][..], &conn].concat()),
+        Some(b"four\r\n\nsix\nseven"),
+    )
+    .ok();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.raw_queue("q").unwrap();
+    assert_eq!(q.qsize().unwrap(), 7);
+    assert_eq!(q.get().unwrap(), b"one");
+
+    let got = run(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--count", "6"]].concat(),
+    ));
+    got.ok();
+    assert_eq!(got.stdout, "two words\nünïcode\nfour\n\nsix\nseven\n");
+
+    // Default count: one item. Invalid UTF-8 is printed lossily.
+    q.put(&[b'a', 0xff, b'b']).unwrap();
+    let got = run(depot(Some(KEY), &[&["get"][..], &conn].concat()));
+    got.ok();
+    assert_eq!(got.stdout, "a\u{fffd}b\n");
+    assert_eq!(q.qsize().unwrap(), 0);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn get_blocks_and_prints_each_item_at_once() {
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    let bg = Bg::start(depot(
+        Some(KEY),
+        &["get", "--connect", &addr, "--queue", "q", "--count", "2"],
+    ));
+    let c = Client::connect(m.address(), KEY).unwrap();
+    wait_until("depot get is parked", || getters(&c, "q") == 1);
+    let q = c.raw_queue("q").unwrap();
+    q.put(b"first").unwrap();
+    // Printed (and flushed) before the second item exists.
+    assert_eq!(bg.line(), "first");
+    q.put(b"second").unwrap();
+    assert_eq!(bg.line(), "second");
+    let r = bg.finish();
+    r.ok();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn timeouts_fail_with_one_line() {
+    let m = manager(&[("q", 1)]);
+    let addr = m.address().to_string();
+    let conn = ["--connect", addr.as_str(), "--queue", "q"];
+    let t0 = Instant::now();
+    run(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--timeout", "0.2"]].concat(),
+    ))
+    .failed_with(&Error::Timeout.to_string());
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+
+    run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["fills it"]].concat(),
+    ))
+    .ok();
+    run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["--timeout", "0.2", "no room"]].concat(),
+    ))
+    .failed_with(&Error::Timeout.to_string());
+
+    // get --count 3 with one item: prints it, then times out.
+    let r = run(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--count", "3", "--timeout", "0.2"]].concat(),
+    ));
+    r.failed_with(&Error::Timeout.to_string());
+    assert_eq!(r.stdout, "fills it\n");
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn wrong_key_refused_and_unknown_queue() {
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    let text = run(depot(Some("wrong"), &["stat", "--connect", &addr]))
+        .failed()
+        .to_owned();
+    assert!(text.starts_with("authentication failed"), "{text}");
+    assert!(text.contains(&addr), "{text}");
+
+    let dead = dead_addr();
+    let text = run(depot(
+        Some(KEY),
+        &["put", "--connect", &dead, "--queue", "q", "x"],
+    ))
+    .failed()
+    .to_owned();
+    assert!(text.starts_with("connection refused"), "{text}");
+    assert!(text.contains(&dead), "{text}");
+
+    run(depot(
+        Some(KEY),
+        &["put", "--connect", &addr, "--queue", "nope", "x"],
+    ))
+    .failed_with(&Error::NoSuchQueue("nope".into()).to_string());
+    run(depot(
+        Some(KEY),
+        &["get", "--connect", &addr, "--queue", "nope"],
+    ))
+    .failed_with(&Error::NoSuchQueue("nope".into()).to_string());
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn item_too_large_is_one_line() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue_with(
+            "small",
+            depot_std::QueueOptions {
+                capacity: 4,
+                max_item: 8,
+                storage_bytes: None,
+            },
+        )
+        .start()
+        .unwrap();
+    let addr = m.address().to_string();
+    let text = run(depot(
+        Some(KEY),
+        &["put", "--connect", &addr, "--queue", "small", "123456789"],
+    ))
+    .failed()
+    .to_owned();
+    assert!(
+        text.contains('9') && text.contains('8'),
+        "size and limit: {text}"
+    );
+    let c = Client::connect(m.address(), KEY).unwrap();
+    assert_eq!(c.raw_queue("small").unwrap().qsize().unwrap(), 0);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn stat_prints_a_table() {
+    let m = manager(&[("jobs", 8), ("idle", 3)]);
+    let addr = m.address().to_string();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let jobs = c.raw_queue("jobs").unwrap();
+    for i in 0..5 {
+        jobs.put(format!("job {i}").as_bytes()).unwrap();
+    }
+    jobs.get().unwrap();
+    let blocked = Bg::start(depot(
+        Some(KEY),
+        &["get", "--connect", &addr, "--queue", "idle"],
+    ));
+    wait_until("a getter on idle", || getters(&c, "idle") == 1);
+
+    let r = run(depot(Some(KEY), &["stat", "--connect", &addr]));
+    r.ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no column {name}: {header:?}"))
+    };
+    let row = |queue: &str| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .find(|cells| cells.first().map(String::as_str) == Some(queue))
+            .unwrap_or_else(|| panic!("no row {queue}: {}", r.stdout))
+    };
+    let jobs_row = row("jobs");
+    let idle_row = row("idle");
+    assert_eq!(jobs_row[col("LENGTH")], "4");
+    assert_eq!(jobs_row[col("CAPACITY")], "8");
+    assert_eq!(jobs_row[col("TOTAL_PUT")], "5");
+    assert_eq!(jobs_row[col("TOTAL_GOT")], "1");
+    assert_eq!(jobs_row[col("GETTERS")], "0");
+    assert_eq!(idle_row[col("CAPACITY")], "3");
+    assert_eq!(idle_row[col("GETTERS")], "1");
+    assert_eq!(idle_row[col("PUTTERS")], "0");
+    // The status line: this client, the blocked get, and the stat command itself.
+    let status = lines.last().unwrap();
+    assert!(status.contains("3 of"), "{status}");
+    assert!(status.contains("1 blocked"), "{status}");
+    drop(blocked);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_refused_without_permission() {
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    run(depot(Some(KEY), &["shutdown", "--connect", &addr]))
+        .failed_with(&Error::NotAllowed.to_string());
+    // Still serving.
+    run(depot(
+        Some(KEY),
+        &["put", "--connect", &addr, "--queue", "q", "alive"],
+    ))
+    .ok();
+    m.shutdown().unwrap();
+}
+
+fn serve(args: &[&str]) -> (Bg, String) {
+    let bg = Bg::start(depot(
+        Some(KEY),
+        &[&["serve", "--listen", "127.0.0.1:0"][..], args].concat(),
+    ));
+    let line = bg.line();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("serve printed {line:?}"))
+        .to_owned();
+    (bg, addr)
+}
+
+#[test]
+fn serve_put_get_stat_shutdown_as_processes() {
+    let (server, addr) = serve(&[
+        "--queue",
+        "jobs:2",
+        "--queue",
+        "other",
+        "--max-item",
+        "16",
+        "--allow-remote-shutdown",
+        "--max-connections",
+        "8",
+    ]);
+    let conn = ["--connect", addr.as_str()];
+    run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["--queue", "jobs", "a", "b"]].concat(),
+    ))
+    .ok();
+    run(depot(
+        Some(KEY),
+        &[
+            &["put"][..],
+            &conn,
+            &["--queue", "jobs", "--timeout", "0.1", "c"],
+        ]
+        .concat(),
+    ))
+    .failed_with(&Error::Timeout.to_string());
+    run(depot(
+        Some(KEY),
+        &[
+            &["put"][..],
+            &conn,
+            &["--queue", "other", "x".repeat(17).as_str()],
+        ]
+        .concat(),
+    ))
+    .failed();
+    let st = run(depot(Some(KEY), &[&["stat"][..], &conn].concat()));
+    st.ok();
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["jobs", "2", "2"])),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["other", "0", "1024"])),
+        "{}",
+        st.stdout
+    );
+    assert!(st.stdout.contains("of 8 connections"), "{}", st.stdout);
+    let got = run(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--queue", "jobs", "--count", "2"]].concat(),
+    ));
+    got.ok();
+    assert_eq!(got.stdout, "a\nb\n");
+    run(depot(Some(KEY), &[&["shutdown"][..], &conn].concat())).ok();
+    let r = server.finish();
+    assert!(r.status.success(), "serve exit {}: {}", r.status, r.stderr);
+    // Stopped: nothing listens any more.
+    let text = run(depot(Some(KEY), &[&["stat"][..], &conn].concat()))
+        .failed()
+        .to_owned();
+    assert!(text.starts_with("connection refused"), "{text}");
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm_and_sigint() {
+    // With remote shutdown allowed the signal takes another path through `serve`: try both.
+    for (sig, allow) in [("-TERM", false), ("-INT", false), ("-TERM", true)] {
+        let flags: &[&str] = if allow {
+            &["--queue", "q", "--allow-remote-shutdown"]
+        } else {
+            &["--queue", "q"]
+        };
+        let (server, addr) = serve(flags);
+        // A client blocked in get is told the manager is shutting down.
+        let blocked = Bg::start(depot(
+            Some(KEY),
+            &["get", "--connect", &addr, "--queue", "q"],
+        ));
+        let c = Client::connect(addr.as_str(), KEY).unwrap();
+        wait_until("the get is parked", || getters(&c, "q") == 1);
+        server.signal(sig);
+        let r = server.finish();
+        assert!(
+            r.status.success(),
+            "serve after {sig}: exit {}; {}",
+            r.status,
+            r.stderr
+        );
+        blocked
+            .finish()
+            .failed_with(&Error::ShuttingDown.to_string());
+    }
+}
+
+#[test]
+fn serve_errors_are_one_line() {
+    // The port is taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let r = run(depot(
+        Some(KEY),
+        &["serve", "--listen", &addr, "--queue", "q"],
+    ));
+    r.failed();
+    // No queue: a usage error from clap (exit 2), not a crash.
+    let r = run(depot(Some(KEY), &["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    // A bad capacity.
+    let r = run(depot(Some(KEY), &["serve", "--queue", "q:zero"]));
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+}
