@@ -149,11 +149,10 @@ impl<'a> Client<'a> {
         self.core.max_item()
     }
 
-    /// Closes the connection, giving the last bytes a moment to go out.
+    /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
+    /// for the manager to acknowledge them; the socket is then released.
     pub async fn close(mut self) {
         self.socket.close();
-        let _ = with_timeout(LINGER, self.socket.flush()).await;
-        self.socket.abort();
         let _ = with_timeout(LINGER, self.socket.flush()).await;
     }
 

@@ -11,8 +11,7 @@ use core::cell::{Cell, RefCell};
 use core::future::pending;
 use core::pin::pin;
 
-use depot_core::manager::encode_busy;
-use depot_core::{AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, Waiter};
+use depot_core::{ConnId, Connection, Manager, ManagerConfig, ObjectSlot, Waiter};
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_net::tcp::TcpSocket;
@@ -314,12 +313,10 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
         let nonce = nonce(&mut *core.entropy);
         core.manager.accept(now(), nonce)
     });
-    let id = match accepted {
-        Ok(id) => id,
-        Err(e) => {
-            refuse(socket, e).await;
-            return;
-        }
+    // The manager has a connection slot per socket, so `Busy` cannot happen; `ShuttingDown`
+    // means this peer came in just as the manager stopped: closing is all it needs.
+    let Ok(id) = accepted else {
+        return;
     };
     debug!("depot: socket {} serves connection {}", i, id.0);
     shared.dispatch(true);
@@ -375,18 +372,9 @@ fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> (usize, ()) {
     (n, ())
 }
 
-/// Tells a peer the manager has no slot for it (there is always one per socket, so only a
-/// shutdown race lands here).
-async fn refuse(socket: &mut TcpSocket<'_>, e: AcceptError) {
-    if e == AcceptError::Busy {
-        let mut out = [0; 16];
-        let bytes = encode_busy(&mut out);
-        let _ = with_timeout(Duration::from_secs(1), socket.write(bytes)).await;
-    }
-}
-
-/// Closes gracefully: our FIN after the last bytes, then the peer's FIN, each bounded by
-/// `linger`; a reset only after that, so a peer never loses a reply it has not read yet.
+/// Closes gracefully: our FIN after the last bytes, then waits for the peer's FIN, bounded by
+/// `linger`. No reset is sent: one reaching the peer before it read our last reply would make
+/// its kernel throw the reply away.
 async fn linger(socket: &mut TcpSocket<'_>, linger: Duration) {
     socket.close();
     let _ = with_timeout(linger, async {
@@ -396,8 +384,6 @@ async fn linger(socket: &mut TcpSocket<'_>, linger: Duration) {
         Ok::<(), embassy_net::tcp::Error>(())
     })
     .await;
-    socket.abort();
-    let _ = with_timeout(Duration::from_millis(100), socket.flush()).await;
 }
 
 /// Runs the manager's deadlines: blocked requests timing out, slow handshakes and stalled

