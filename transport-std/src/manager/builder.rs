@@ -1,11 +1,16 @@
 //! [`ManagerBuilder`]: what to serve, where, and under which limits.
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+use std::thread;
 use std::time::Duration;
 
-use crate::Error;
-
+use super::event_loop::{self, Prepared, LISTENER, WAKER};
+use super::storage::Plan;
 use super::ManagerHandle;
+use crate::Error;
 
 /// The limits of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,11 +122,65 @@ impl ManagerBuilder {
 
     /// Runs the manager on this thread until it is shut down (by a permitted remote request).
     pub fn serve_forever(self) -> Result<(), Error> {
-        todo!()
+        event_loop::run(self.prepare()?, None)
     }
 
-    /// Runs the manager on a background thread.
+    /// Runs the manager on a background thread; returns once it listens.
     pub fn start(self) -> Result<ManagerHandle, Error> {
-        todo!()
+        let prepared = self.prepare()?;
+        let address = prepared.address;
+        let waker = prepared.waker.clone();
+        let stop = prepared.stop.clone();
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name(format!("depot-manager {address}"))
+            .spawn(move || event_loop::run(prepared, Some(tx)))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(ManagerHandle {
+                address,
+                waker,
+                stop,
+                thread,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // The thread ended without a word: it can only have failed.
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(Error::Io(io::Error::other(
+                    "manager thread failed to start",
+                ))),
+            },
+        }
+    }
+
+    /// Checks the options, binds the listener and sets up the poll.
+    fn prepare(self) -> Result<Prepared, Error> {
+        let plan = Plan::new(&self)?;
+        let addrs = self.addrs.map_err(Error::Config)?;
+        let shown = addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let listener = std::net::TcpListener::bind(&addrs[..])
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}")))?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let poll = mio::Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, mio::Interest::READABLE)?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        Ok(Prepared {
+            plan,
+            poll,
+            listener,
+            address,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
     }
 }

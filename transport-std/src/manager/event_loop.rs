@@ -1,1 +1,447 @@
 //! The mio event loop that moves bytes between sockets and the core manager.
+//!
+//! One thread, one `mio::Poll`. Sockets are non-blocking and edge-triggered, so every read
+//! goes on until `WouldBlock` (or until the core has no room: then the connection is marked
+//! stalled and read again when the core reports it ready), and every write until the core has
+//! nothing more or the socket is full (then the writable edge brings us back). After each core
+//! call the loop drains `poll_ready`, because one connection's request (a put) can change
+//! another's state (its blocked get is answered). Every protocol decision is the core's; this
+//! file only moves bytes and keeps the clock.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use depot_core::manager::encode_busy;
+use depot_core::wire::NONCE_LEN;
+use depot_core::{AcceptError, ConnId, Instant};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, info, warn};
+
+use super::storage::{Plan, Storage};
+use crate::Error;
+
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// How long a shutting-down manager waits for its connections to flush and go.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Reads one connection gets per turn before others are served (fairness under floods).
+const READ_BUDGET: usize = 16;
+/// How soon to try `accept` again after it failed for lack of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// A bound listener and its poll, ready to run (made by the builder, so that bind errors and
+/// the address are known before a background thread starts).
+pub(crate) struct Prepared {
+    pub(crate) plan: Plan,
+    pub(crate) poll: Poll,
+    pub(crate) listener: TcpListener,
+    pub(crate) address: SocketAddr,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
+/// Milliseconds since the manager started: the core's clock.
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.0.elapsed().as_millis() as u64)
+    }
+}
+
+/// One accepted socket, indexed by its core connection id.
+struct Sock {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Input may be waiting in the socket: the core had no room, or the read budget ran out.
+    read_stalled: bool,
+    /// On the backlog of connections to read again without waiting for an edge.
+    backlogged: bool,
+}
+
+/// Allocates the storage, builds the core manager on it and runs the loop until the manager
+/// has shut down. `started` hears whether set-up worked, before the loop starts.
+pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Result<(), Error> {
+    let Prepared {
+        plan,
+        poll,
+        listener,
+        address,
+        waker: _waker,
+        stop,
+    } = p;
+    let mut storage = Storage::allocate(&plan);
+    let parts = match storage.split(&plan) {
+        Ok(parts) => parts,
+        Err(e) => return report_setup(started, e),
+    };
+    let (mut objects, mut conns, waiters) = (parts.objects, parts.conns, parts.waiters);
+    let core = depot_core::Manager::new(
+        plan.config,
+        &plan.authkey,
+        &mut objects,
+        &mut conns,
+        waiters,
+    );
+    if let Some(name) = core.duplicate_name() {
+        let e = Error::Config(format!("queue '{name}' declared twice"));
+        return report_setup(started, e);
+    }
+    if let Some(tx) = started {
+        let _ = tx.send(Ok(()));
+    }
+    info!(
+        %address,
+        queues = plan.queues.len(),
+        max_connections = plan.max_connections,
+        "manager listening"
+    );
+    let mut event_loop = Loop {
+        poll,
+        listener: Some(listener),
+        core,
+        socks: (0..plan.max_connections).map(|_| None).collect(),
+        backlog: Vec::with_capacity(plan.max_connections),
+        spare: Vec::with_capacity(plan.max_connections),
+        clock: Clock(std::time::Instant::now()),
+        stop,
+        grace_until: None,
+        accept_retry: None,
+    };
+    let result = event_loop.run();
+    info!(%address, "manager stopped");
+    result
+}
+
+fn report_setup(started: Option<Sender<Result<(), Error>>>, e: Error) -> Result<(), Error> {
+    match started {
+        Some(tx) => {
+            let _ = tx.send(Err(e));
+            Ok(())
+        }
+        None => Err(e),
+    }
+}
+
+struct Loop<'m> {
+    poll: Poll,
+    /// `None` once shutting down: no new connections.
+    listener: Option<TcpListener>,
+    core: depot_core::Manager<'m>,
+    socks: Vec<Option<Sock>>,
+    /// Connections to read again this turn; `spare` is swapped in while it is walked, so
+    /// neither ever reallocates (both hold every connection).
+    backlog: Vec<usize>,
+    spare: Vec<usize>,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    /// When a shutting-down manager stops waiting for its connections.
+    grace_until: Option<std::time::Instant>,
+    /// When to try `accept` again after running out of file descriptors.
+    accept_retry: Option<std::time::Instant>,
+}
+
+impl Loop<'_> {
+    fn run(&mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    // The stop flag is checked below, on every turn.
+                    WAKER => {}
+                    Token(i) => {
+                        if event.is_writable() {
+                            self.flush(i);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(i);
+                        }
+                        self.service(i);
+                    }
+                }
+            }
+            if self
+                .accept_retry
+                .is_some_and(|t| t <= std::time::Instant::now())
+            {
+                self.accept_retry = None;
+                self.accept_all();
+            }
+            self.run_backlog();
+            self.core.handle_timeout(self.clock.now());
+            self.drain_ready();
+            if self.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
+                info!("manager shutting down");
+                self.core.shutdown();
+                self.drain_ready();
+            }
+            if self.core.is_shutting_down() && self.finish_shutdown() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long to sleep: until the core's next deadline, sooner for pending work.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let mut timeout = self
+            .core
+            .poll_timeout()
+            .map(|t| Duration::from_millis(now.millis_until(t)));
+        let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
+        if !self.backlog.is_empty() {
+            sooner(Duration::ZERO);
+        }
+        let wall = std::time::Instant::now();
+        for until in [self.grace_until, self.accept_retry].into_iter().flatten() {
+            sooner(until.saturating_duration_since(wall));
+        }
+        timeout
+    }
+
+    /// Stops accepting once the core is shutting down; `true` when the loop may end.
+    fn finish_shutdown(&mut self) -> bool {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            self.grace_until = Some(std::time::Instant::now() + SHUTDOWN_GRACE);
+            info!(
+                connections = self.core.connections(),
+                "manager no longer accepting; flushing connections"
+            );
+        }
+        let expired = self
+            .grace_until
+            .is_some_and(|t| t <= std::time::Instant::now());
+        if self.core.connections() > 0 && !expired {
+            return false;
+        }
+        for i in 0..self.socks.len() {
+            if self.socks[i].is_some() {
+                self.close(i, "manager stopped");
+            }
+        }
+        true
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: the pending connections stay in
+                    // the backlog, and no new edge may come, so try again shortly.
+                    warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    self.accept_retry = Some(std::time::Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            };
+            self.admit(stream, peer);
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        // Replies are small and latency-bound; never wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let mut nonce = [0u8; NONCE_LEN];
+        if let Err(e) = getrandom::fill(&mut nonce) {
+            warn!(%peer, "no random bytes for a handshake nonce: {e}; dropping connection");
+            return;
+        }
+        let now = self.clock.now();
+        let id = match self.core.accept(now, nonce) {
+            Ok(id) => id,
+            Err(AcceptError::Busy) => {
+                warn!(%peer, "refusing connection: every connection slot is in use");
+                discard_input(&stream);
+                let mut out = [0u8; 16];
+                let _ = (&stream).write(encode_busy(&mut out));
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
+            Err(AcceptError::ShuttingDown) => return,
+        };
+        let i = id.0 as usize;
+        let registered = self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        match (registered, self.socks.get_mut(i)) {
+            (Ok(()), Some(slot)) => {
+                debug!(conn = i, %peer, "connection accepted");
+                *slot = Some(Sock {
+                    stream,
+                    peer,
+                    read_stalled: false,
+                    backlogged: false,
+                });
+            }
+            (result, _) => {
+                warn!(%peer, "cannot watch the connection: {result:?}");
+                self.core.handle_close(id, now);
+            }
+        }
+    }
+
+    /// Reads connection `i` until the socket is drained, the core has no room, or the turn's
+    /// budget is spent; the core processes every whole frame as it arrives.
+    fn read(&mut self, i: usize) {
+        let id = ConnId(i as u32);
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            let space = self.core.rx_space(id);
+            if space.is_empty() {
+                // Paused (replies waiting for room) or closing: the core reports the
+                // connection ready when it may read again.
+                sock.read_stalled = true;
+                return;
+            }
+            match (&sock.stream).read(space) {
+                Ok(0) => {
+                    self.close(i, "peer closed the connection");
+                    return;
+                }
+                Ok(n) => self.core.handle_received(id, self.clock.now(), n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sock.read_stalled = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(i, &format!("read failed: {e}"));
+                    return;
+                }
+            }
+        }
+        // Budget spent with input perhaps left: come back after the others had a turn.
+        if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+            sock.read_stalled = true;
+            if !sock.backlogged {
+                sock.backlogged = true;
+                self.backlog.push(i);
+            }
+        }
+    }
+
+    fn run_backlog(&mut self) {
+        std::mem::swap(&mut self.backlog, &mut self.spare);
+        let mut k = 0;
+        while k < self.spare.len() {
+            let i = self.spare[k];
+            k += 1;
+            if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+                sock.backlogged = false;
+                self.read(i);
+                self.service(i);
+            }
+        }
+        self.spare.clear();
+    }
+
+    /// Writes what the core has for connection `i` until it has no more or the socket is full.
+    fn flush(&mut self, i: usize) {
+        let id = ConnId(i as u32);
+        loop {
+            let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            let out = self.core.poll_transmit(id);
+            if out.is_empty() {
+                return;
+            }
+            match (&sock.stream).write(out) {
+                Ok(0) => {
+                    self.close(i, "peer stopped accepting data");
+                    return;
+                }
+                Ok(n) => self.core.handle_transmitted(id, self.clock.now(), n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(i, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Brings connection `i` up to date with the core: output flushed, closed if the core is
+    /// done with it, stalled input read again.
+    fn service(&mut self, i: usize) {
+        self.flush(i);
+        let Some(sock) = self.socks.get(i).and_then(Option::as_ref) else {
+            return;
+        };
+        let stalled = sock.read_stalled && !sock.backlogged;
+        if self.core.wants_close(ConnId(i as u32)) {
+            let why = self
+                .core
+                .close_reason(ConnId(i as u32))
+                .map_or("closed by the manager", |r| r.description());
+            self.close(i, why);
+        } else if stalled {
+            self.read(i);
+        }
+    }
+
+    /// Serves every connection whose state changed outside its own calls.
+    fn drain_ready(&mut self) {
+        while let Some(id) = self.core.poll_ready() {
+            self.service(id.0 as usize);
+        }
+    }
+
+    /// Closes connection `i`'s socket and frees its core slot.
+    fn close(&mut self, i: usize, why: &str) {
+        if let Some(mut sock) = self.socks.get_mut(i).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(&mut sock.stream);
+            // Unread input would turn our close into a reset, which can make the peer lose
+            // the farewell it has not read yet.
+            discard_input(&sock.stream);
+            let _ = sock.stream.shutdown(Shutdown::Write);
+            debug!(conn = i, peer = %sock.peer, "connection closed: {why}");
+        }
+        self.core.handle_close(ConnId(i as u32), self.clock.now());
+    }
+}
+
+/// Reads and drops whatever input is waiting, a little at most.
+fn discard_input(mut stream: &TcpStream) {
+    let mut scratch = [0u8; 4096];
+    for _ in 0..4 {
+        match stream.read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
