@@ -1,14 +1,618 @@
-//! One connection shared by many threads.
+//! One connection to a manager, shared by any number of threads without a thread of its own.
+//!
+//! Requests from several threads are pipelined on the one TCP connection: each caller encodes
+//! its request into the core client under a short lock, writes it out, and waits for the reply
+//! carrying its request id. Replies are read by a *leader/follower* scheme instead of a
+//! background thread (thousands of clients may exist): the first waiter becomes the leader and
+//! reads the socket (through a `try_clone`d handle, holding no lock while it blocks), feeds the
+//! bytes to the core and files every reply by id in a small table; the others sleep on a
+//! condition variable and pick their reply up from the table. When the leader has its own reply
+//! it steps down and wakes the others, one of which takes over.
+//!
+//! Three locks, always taken in this order when nested: `writer` (the socket's write side and a
+//! copy buffer, held while a write blocks), `state` (the core client and the reply table, held
+//! only briefly), and `reader` (the leader's read buffer, never contended). Writes copy the
+//! core's output out under `state` and block on the socket outside it, so a slow write never
+//! stops the leader from filing replies.
+//!
+//! The core client borrows its buffers. They live in a `typed_arena::Arena` owned next to it in
+//! a `self_cell`, the safe way to keep a borrower and its owner together without `unsafe` code.
 
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
+use depot_core::client::ClientConfig;
+use depot_core::wire::{
+    ErrorCode, ManagerStatus, ObjectInfo, ObjectStat, Op, QueueSize, Reply, HEADER_LEN,
+    MAX_MAX_FRAME, NONCE_LEN,
+};
+use depot_core::{Event, Instant, RequestSlot};
+use tracing::debug;
+use typed_arena::Arena;
+
+use crate::Error;
+
+/// Requests one connection keeps in flight at most.
+pub(crate) const SLOTS: usize = 256;
+/// The core client's buffers: the largest frame the protocol allows, so any queue's largest
+/// item fits. Zeroed allocations of this size are mapped lazily: only used pages cost memory.
+const BUF_LEN: usize = HEADER_LEN + MAX_MAX_FRAME as usize;
+/// Bytes the leader reads from the socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long the manager may take to answer beyond what a request itself may wait.
+const REPLY_GRACE_MS: u32 = 30_000;
+/// The longest a leader blocks in one read before it runs the core's clock again (a request
+/// sent meanwhile may have an earlier reply deadline than the one the read started with).
+const MAX_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// The buffers the core client borrows.
+struct Buffers {
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    slots: Vec<RequestSlot>,
+}
+
+self_cell::self_cell!(
+    /// The core client together with the buffers it borrows.
+    struct CoreCell {
+        owner: Arena<Buffers>,
+        #[covariant]
+        dependent: CoreClient,
+    }
+);
+
+type CoreClient<'a> = depot_core::Client<'a>;
+
+/// A reply, owned, so it can wait in the table for the thread that asked.
 #[derive(Debug)]
+pub(crate) enum Outcome {
+    Done,
+    Opened(ObjectInfo),
+    Item(Vec<u8>),
+    Size(QueueSize),
+    Stat(Option<OwnedStat>),
+    Status(ManagerStatus),
+    Error(ErrorCode),
+    /// The manager had no room to park this blocking request ("too many blocked requests"),
+    /// when `progress` other replies had been filed: it may be sent again once more have.
+    Refused {
+        progress: u64,
+    },
+}
+
+/// [`ObjectStat`] with its name owned.
+#[derive(Debug)]
+pub(crate) struct OwnedStat {
+    pub(crate) name: String,
+    pub(crate) stat: ObjectStat<'static>,
+}
+
+impl Outcome {
+    fn from_reply(reply: Reply<'_>) -> Outcome {
+        match reply {
+            Reply::Done => Outcome::Done,
+            Reply::Opened(info) => Outcome::Opened(info),
+            Reply::Item(item) => Outcome::Item(item.to_vec()),
+            Reply::Size(size) => Outcome::Size(size),
+            Reply::Stat(stat) => Outcome::Stat(stat.map(|s| OwnedStat {
+                name: s.name.to_owned(),
+                stat: ObjectStat { name: "", ..s },
+            })),
+            Reply::Status(status) => Outcome::Status(status),
+            Reply::Error(code) => Outcome::Error(code),
+        }
+    }
+}
+
+/// Whether a request could not be sent for now (no slot or no buffer room).
+pub(crate) enum SendError {
+    /// Wait for replies (or for output to drain) and try again.
+    Busy,
+    Failed(Error),
+}
+
+struct State {
+    core: CoreCell,
+    /// Replies not yet picked up, by request id.
+    replies: Vec<(u32, Outcome)>,
+    /// Why the connection is over, once it is.
+    closed: Option<depot_core::Error>,
+    /// Whether some thread is reading the socket.
+    leading: bool,
+    /// Replies filed so far; waiters for "any progress" watch it change.
+    filed: u64,
+    /// Replies filed so far other than refusals: each may have freed room for a blocked
+    /// request (see [`Outcome::Refused`]).
+    progress: u64,
+}
+
+struct Writer {
+    stream: TcpStream,
+    /// The core's output, copied out so the socket write happens outside the state lock.
+    buf: Vec<u8>,
+}
+
+/// A shared connection. See the module docs.
 pub(crate) struct Conn {
     peer: SocketAddr,
+    epoch: std::time::Instant,
+    state: Mutex<State>,
+    changed: Condvar,
+    writer: Mutex<Writer>,
+    reader: Mutex<(TcpStream, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in another caller leaves the state consistent (every update is a single step),
+    // so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
 
 impl Conn {
+    /// Connects to the first address that answers and runs the handshake, all within
+    /// `timeout`.
+    pub(crate) fn connect(
+        addr: impl ToSocketAddrs,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Conn, Error> {
+        let epoch = std::time::Instant::now();
+        let deadline = epoch + timeout;
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("bad address: {e}")))?
+            .collect();
+        let mut last = Error::Config("the address resolves to nothing".into());
+        let mut connected = None;
+        for a in &addrs {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                last = Error::ConnectTimeout {
+                    addr: a.to_string(),
+                };
+                break;
+            }
+            match TcpStream::connect_timeout(a, left) {
+                Ok(s) => {
+                    connected = Some((s, *a));
+                    break;
+                }
+                Err(e) => last = connect_error(*a, e),
+            }
+        }
+        let (stream, peer) = connected.ok_or(last)?;
+        // Requests are small and latency-bound; never wait for Nagle.
+        stream.set_nodelay(true)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| io::Error::other(format!("no random bytes for a nonce: {e}")))?;
+        let config = ClientConfig {
+            handshake_timeout_ms: millis(timeout),
+            reply_timeout_ms: REPLY_GRACE_MS,
+        };
+        let core = CoreCell::new(Arena::with_capacity(1), |arena| {
+            let b = arena.alloc(Buffers {
+                rx: vec![0; BUF_LEN],
+                tx: vec![0; BUF_LEN],
+                slots: vec![RequestSlot::FREE; SLOTS],
+            });
+            depot_core::Client::new(
+                config,
+                authkey,
+                nonce,
+                Instant::ZERO,
+                &mut b.rx,
+                &mut b.tx,
+                &mut b.slots,
+            )
+        });
+        let reader = stream.try_clone()?;
+        let conn = Conn {
+            peer,
+            epoch,
+            state: Mutex::new(State {
+                core,
+                replies: Vec::with_capacity(SLOTS),
+                closed: None,
+                leading: false,
+                filed: 0,
+                progress: 0,
+            }),
+            changed: Condvar::new(),
+            writer: Mutex::new(Writer {
+                stream,
+                buf: Vec::new(),
+            }),
+            reader: Mutex::new((reader, vec![0; READ_CHUNK])),
+        };
+        conn.handshake(deadline)?;
+        debug!(%peer, "connected");
+        Ok(conn)
+    }
+
+    fn handshake(&self, deadline: std::time::Instant) -> Result<(), Error> {
+        let timed_out = || Error::ConnectTimeout {
+            addr: self.peer.to_string(),
+        };
+        loop {
+            {
+                let mut g = lock(&self.state);
+                let event = g.core.with_dependent_mut(|_, c| match c.poll_event() {
+                    Some(Event::Connected) => Some(Ok(())),
+                    Some(Event::Closed(e)) => Some(Err(e)),
+                    _ => None,
+                });
+                match event {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err(e)) => {
+                        g.closed = Some(e);
+                        return Err(match e {
+                            depot_core::Error::Timeout => timed_out(),
+                            e => self.closed_error(e, None),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            // The hello at first; then what decoding the input produced (the proof).
+            self.flush()?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            let mut reader = lock(&self.reader);
+            let (stream, buf) = &mut *reader;
+            stream.set_read_timeout(Some(left))?;
+            let n = match stream.read(buf) {
+                Ok(0) => {
+                    return Err(Error::Disconnected {
+                        reason: format!(
+                            "connection to {} lost: closed during the handshake",
+                            self.peer
+                        ),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if is_timeout(&e) => return Err(timed_out()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_lost(&e)),
+            };
+            let mut g = lock(&self.state);
+            g.core.with_dependent_mut(|_, c| c.handle_input(&buf[..n]));
+        }
+    }
+
     pub(crate) fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// The largest item a put on this connection can carry.
+    pub(crate) fn max_item(&self) -> usize {
+        lock(&self.state).core.with_dependent(|_, c| c.max_item())
+    }
+
+    /// Encodes a request into the core client (not yet written out).
+    pub(crate) fn try_send(&self, op: Op<'_>) -> Result<u32, SendError> {
+        let mut g = lock(&self.state);
+        if let Some(e) = g.closed {
+            return Err(SendError::Failed(self.closed_error(e, None)));
+        }
+        let now = self.now();
+        match g.core.with_dependent_mut(|_, c| c.send(now, op)) {
+            Ok(id) => Ok(id),
+            Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
+                Err(SendError::Busy)
+            }
+            Err(depot_core::Error::TooLarge) => {
+                let max = g.core.with_dependent(|_, c| c.max_item());
+                let size = match op {
+                    Op::Put { item, .. } => item.len(),
+                    _ => 0,
+                };
+                Err(SendError::Failed(Error::TooLarge { size, max }))
+            }
+            Err(e) => Err(SendError::Failed(self.closed_error(e, None))),
+        }
+    }
+
+    /// Encodes a request, waiting for a free slot if every one is in use.
+    pub(crate) fn send(&self, op: Op<'_>) -> Result<u32, Error> {
+        let mut flushed = false;
+        loop {
+            match self.try_send(op) {
+                Ok(id) => return Ok(id),
+                Err(SendError::Failed(e)) => return Err(e),
+                // The output buffer may just be full: writing it out makes room.
+                Err(SendError::Busy) if !flushed => {
+                    self.flush()?;
+                    flushed = true;
+                }
+                // Every slot is in use: wait for some reply to free one.
+                Err(SendError::Busy) => {
+                    let seen = lock(&self.state).filed;
+                    self.wait_until(|s| (s.filed != seen).then_some(()))?;
+                    flushed = false;
+                }
+            }
+        }
+    }
+
+    /// One request, written out, and its reply.
+    pub(crate) fn call(&self, op: Op<'_>) -> Result<Outcome, Error> {
+        let id = self.send(op)?;
+        self.flush()?;
+        self.wait_reply(id)
+    }
+
+    /// Writes out everything the core has queued.
+    pub(crate) fn flush(&self) -> Result<(), Error> {
+        let mut w = lock(&self.writer);
+        loop {
+            {
+                let mut g = lock(&self.state);
+                let Writer { buf, .. } = &mut *w;
+                g.core.with_dependent_mut(|_, c| {
+                    let out = c.poll_transmit();
+                    buf.extend_from_slice(out);
+                    let n = out.len();
+                    c.handle_transmitted(n);
+                });
+            }
+            if w.buf.is_empty() {
+                return Ok(());
+            }
+            let Writer { stream, buf } = &mut *w;
+            let written = stream.write_all(buf);
+            buf.clear();
+            if let Err(e) = written {
+                let err = self.io_lost(&e);
+                self.fail(depot_core::Error::Disconnected);
+                return Err(err);
+            }
+        }
+    }
+
+    /// After a refusal filed at `progress`, waits until a blocking request may fit again:
+    /// another reply came in, or (when nothing else is in flight to bring one) a short while
+    /// passed, since then only other connections can free room.
+    pub(crate) fn wait_for_room(&self, progress: u64) -> Result<(), Error> {
+        let moved = self.wait_until(|s| {
+            if s.progress != progress {
+                Some(true)
+            } else if s.core.with_dependent(|_, c| c.in_flight()) == 0 {
+                Some(false)
+            } else {
+                None
+            }
+        })?;
+        if !moved {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Waits for the reply to request `id`.
+    pub(crate) fn wait_reply(&self, id: u32) -> Result<Outcome, Error> {
+        self.wait_until(|s| {
+            let at = s.replies.iter().position(|(r, _)| *r == id)?;
+            Some(s.replies.swap_remove(at).1)
+        })
+    }
+
+    /// Waits until `check` finds what it wants in the state, leading the reads if no one else
+    /// does. Fails once the connection is over (after `check` had its last look).
+    fn wait_until<R>(&self, mut check: impl FnMut(&mut State) -> Option<R>) -> Result<R, Error> {
+        let mut g = lock(&self.state);
+        loop {
+            if let Some(r) = check(&mut g) {
+                return Ok(r);
+            }
+            if let Some(e) = g.closed {
+                return Err(self.closed_error(e, None));
+            }
+            if g.leading {
+                g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            g.leading = true;
+            drop(g);
+            let result = self.lead(&mut check);
+            g = lock(&self.state);
+            g.leading = false;
+            // Hand the reading over to whoever still waits.
+            self.changed.notify_all();
+            match result {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads and files replies until `check` is satisfied or the connection ends.
+    fn lead<R>(&self, check: &mut impl FnMut(&mut State) -> Option<R>) -> Result<Option<R>, Error> {
+        let mut reader = lock(&self.reader);
+        let (stream, buf) = &mut *reader;
+        loop {
+            let wait = {
+                let mut g = lock(&self.state);
+                if let Some(r) = check(&mut g) {
+                    return Ok(Some(r));
+                }
+                if g.closed.is_some() {
+                    return Ok(None);
+                }
+                let now = self.now();
+                let deadline = g.core.with_dependent(|_, c| c.poll_timeout());
+                deadline.map_or(MAX_READ_WAIT, |d| {
+                    Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
+                })
+            };
+            stream.set_read_timeout(Some(wait))?;
+            let n = match stream.read(buf) {
+                Ok(0) => {
+                    self.fail(depot_core::Error::Disconnected);
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) if is_timeout(&e) => {
+                    let mut g = lock(&self.state);
+                    let now = self.now();
+                    g.core.with_dependent_mut(|_, c| c.handle_timeout(now));
+                    self.file_events(&mut g);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!(peer = %self.peer, "read failed: {e}");
+                    self.fail(depot_core::Error::Disconnected);
+                    continue;
+                }
+            };
+            let mut g = lock(&self.state);
+            let mut input = &buf[..n];
+            while !input.is_empty() {
+                let taken = g.core.with_dependent_mut(|_, c| c.handle_input(input));
+                input = &input[taken..];
+                let filed = self.file_events(&mut g);
+                if taken == 0 && filed == 0 {
+                    // The core can take no more and produced nothing: it has closed.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Files every reply the core has decoded; returns how many events there were.
+    fn file_events(&self, g: &mut State) -> usize {
+        let mut count = 0;
+        loop {
+            let event = g.core.with_dependent_mut(|_, c| match c.poll_event() {
+                Some(Event::Reply { id, reply }) => Some(Ok((id, Outcome::from_reply(reply)))),
+                Some(Event::Closed(e)) => Some(Err(e)),
+                Some(Event::Connected) | None => None,
+            });
+            match event {
+                Some(Ok((id, outcome))) => {
+                    let outcome = match outcome {
+                        Outcome::Error(ErrorCode::WaiterLimit) => Outcome::Refused {
+                            progress: g.progress,
+                        },
+                        other => {
+                            g.progress += 1;
+                            other
+                        }
+                    };
+                    g.replies.push((id, outcome));
+                    g.filed += 1;
+                }
+                Some(Err(e)) => {
+                    debug!(peer = %self.peer, "connection closed: {e}");
+                    g.closed.get_or_insert(e);
+                    self.shutdown_socket();
+                }
+                None => break,
+            }
+            count += 1;
+        }
+        if count > 0 {
+            self.changed.notify_all();
+        }
+        count
+    }
+
+    /// Marks the connection over and wakes every waiter.
+    fn fail(&self, e: depot_core::Error) {
+        let mut g = lock(&self.state);
+        g.core.with_dependent_mut(|_, c| c.handle_close());
+        g.closed.get_or_insert(e);
+        self.shutdown_socket();
+        self.changed.notify_all();
+    }
+
+    fn shutdown_socket(&self) {
+        // Through the writer's handle would need its lock, which a blocked write may hold;
+        // the reader's clone is the same socket. `try_lock`: the leader holds it, and the
+        // leader's own read then fails or sees the end anyway.
+        if let Ok(r) = self.reader.try_lock() {
+            let _ = r.0.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The error for a connection that ended with `e`.
+    pub(crate) fn closed_error(&self, e: depot_core::Error, detail: Option<&str>) -> Error {
+        use depot_core::wire::CloseReason;
+        let peer = self.peer;
+        let why = match e {
+            depot_core::Error::AuthFailed => return Error::AuthFailed { addr: peer },
+            depot_core::Error::Closed(CloseReason::Shutdown) => "manager shut down".to_owned(),
+            depot_core::Error::Closed(CloseReason::Busy) => {
+                format!("manager at {peer} refused the connection: it has no room for another")
+            }
+            depot_core::Error::Timeout => "manager did not answer in time".to_owned(),
+            depot_core::Error::Disconnected => detail
+                .unwrap_or("connection closed by the manager")
+                .to_owned(),
+            depot_core::Error::Closed(reason) => reason.description().to_owned(),
+            other => return Error::Protocol(other),
+        };
+        if let depot_core::Error::Closed(CloseReason::Busy) = e {
+            return Error::Disconnected { reason: why };
+        }
+        Error::Disconnected {
+            reason: format!("connection to {peer} lost: {why}"),
+        }
+    }
+
+    fn io_lost(&self, e: &io::Error) -> Error {
+        self.closed_error(depot_core::Error::Disconnected, Some(&e.to_string()))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let w = lock(&self.writer);
+        let _ = w.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn connect_error(addr: SocketAddr, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Error::Refused {
+            addr: addr.to_string(),
+            source: e,
+        },
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::ConnectTimeout {
+            addr: addr.to_string(),
+        },
+        kind => Error::Io(io::Error::new(
+            kind,
+            format!("cannot connect to {addr}: {e}"),
+        )),
     }
 }

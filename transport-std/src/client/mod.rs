@@ -6,8 +6,11 @@ mod proxy;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use depot_core::wire::{ErrorCode, Op, QueueSpec};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use conn::Outcome;
 
 pub use proxy::{Queue, RawQueue};
 
@@ -41,10 +44,17 @@ pub struct QueueStat {
 }
 
 /// A connection to a manager. `Send + Sync`: share it by reference or `Arc`.
+///
+/// Several threads may call it at once: their requests are pipelined on the one connection,
+/// and each caller waits for its own reply (matched by request id). No thread is spawned per
+/// client: whichever caller is waiting reads the socket for everyone (see `conn.rs`).
 #[derive(Debug)]
 pub struct Client {
     conn: conn::Conn,
 }
+
+/// Registry entries asked for at once by [`Client::stat`].
+const STAT_BATCH: u16 = 16;
 
 impl Client {
     /// Connects and authenticates, within 10 seconds.
@@ -58,8 +68,8 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
-        let _ = (addr.to_socket_addrs(), authkey.as_ref(), timeout);
-        todo!()
+        let conn = conn::Conn::connect(addr, authkey.as_ref(), timeout)?;
+        Ok(Client { conn })
     }
 
     /// A typed proxy for the queue `name`; items travel as postcard.
@@ -72,8 +82,8 @@ impl Client {
 
     /// A raw-bytes proxy for the queue `name`.
     pub fn raw_queue(&self, name: &str) -> Result<RawQueue<'_>, Error> {
-        let _ = name;
-        todo!()
+        let outcome = self.conn.call(Op::Open { name })?;
+        self.opened(name, outcome)
     }
 
     /// Creates the queue `name` (or opens it if it exists), when the manager allows it.
@@ -83,27 +93,119 @@ impl Client {
         capacity: u32,
         max_item: u32,
     ) -> Result<RawQueue<'_>, Error> {
-        let _ = (name, capacity, max_item);
-        todo!()
+        let spec = QueueSpec { capacity, max_item };
+        let outcome = self.conn.call(Op::Create {
+            name,
+            spec,
+            exist_ok: true,
+        })?;
+        self.opened(name, outcome)
     }
 
-    /// Every queue with its statistics.
+    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue<'_>, Error> {
+        match outcome {
+            Outcome::Opened(info) => Ok(RawQueue {
+                client: self,
+                name: name.to_owned(),
+                handle: info.handle,
+                spec: info.spec,
+            }),
+            other => Err(self.unexpected(other, name)),
+        }
+    }
+
+    /// Every queue with its statistics (requests for the entries are pipelined).
     pub fn stat(&self) -> Result<Vec<QueueStat>, Error> {
-        todo!()
+        let mut stats = Vec::new();
+        let mut index: u16 = 0;
+        loop {
+            let mut ids = Vec::with_capacity(STAT_BATCH as usize);
+            for k in 0..STAT_BATCH {
+                match index.checked_add(k) {
+                    Some(i) => ids.push(self.conn.send(Op::Stat { index: i })?),
+                    None => break,
+                }
+            }
+            self.conn.flush()?;
+            let mut end = ids.is_empty();
+            // Every reply is collected, even past the end, so none is left in the table.
+            for id in ids {
+                match self.conn.wait_reply(id)? {
+                    Outcome::Stat(Some(s)) if !end => stats.push(QueueStat {
+                        name: s.name,
+                        len: s.stat.len,
+                        capacity: s.stat.info.spec.capacity,
+                        max_item: s.stat.info.spec.max_item,
+                        bytes: s.stat.bytes,
+                        getters: s.stat.getters,
+                        putters: s.stat.putters,
+                        joiners: s.stat.joiners,
+                        unfinished: s.stat.unfinished,
+                        total_put: s.stat.total_put,
+                        total_got: s.stat.total_got,
+                    }),
+                    Outcome::Stat(_) => end = true,
+                    other => return Err(self.unexpected(other, "")),
+                }
+            }
+            if end {
+                return Ok(stats);
+            }
+            index = index.saturating_add(STAT_BATCH);
+        }
     }
 
     /// The manager's status: connections, objects, blocked requests.
     pub fn status(&self) -> Result<depot_core::wire::ManagerStatus, Error> {
-        todo!()
+        match self.conn.call(Op::Status)? {
+            Outcome::Status(status) => Ok(status),
+            other => Err(self.unexpected(other, "")),
+        }
     }
 
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
-        todo!()
+        match self.conn.call(Op::Shutdown)? {
+            Outcome::Done => Ok(()),
+            other => Err(self.unexpected(other, "")),
+        }
     }
 
     /// The manager's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.conn.peer_addr()
+    }
+
+    pub(crate) fn conn(&self) -> &conn::Conn {
+        &self.conn
+    }
+
+    /// The error for a reply that is not the success a request expects; `name` is the queue
+    /// concerned, if any.
+    pub(crate) fn unexpected(&self, outcome: Outcome, name: &str) -> Error {
+        match outcome {
+            Outcome::Error(code) => code_error(code, name),
+            Outcome::Refused { .. } => code_error(ErrorCode::WaiterLimit, name),
+            // A reply of the wrong kind: the manager broke the protocol.
+            _ => Error::Protocol(depot_core::Error::Closed(
+                depot_core::wire::CloseReason::Unexpected,
+            )),
+        }
+    }
+}
+
+/// The error for a failed request's code.
+pub(crate) fn code_error(code: ErrorCode, name: &str) -> Error {
+    match code {
+        ErrorCode::Empty => Error::Empty,
+        ErrorCode::Full => Error::Full,
+        ErrorCode::Timeout => Error::Timeout,
+        ErrorCode::NoSuchObject => Error::NoSuchQueue(name.to_owned()),
+        ErrorCode::AlreadyExists => Error::AlreadyExists(name.to_owned()),
+        ErrorCode::InvalidName => Error::InvalidName(name.to_owned()),
+        ErrorCode::TaskDoneTooMany => Error::TaskDoneTooMany,
+        ErrorCode::NotAllowed => Error::NotAllowed,
+        ErrorCode::ShuttingDown => Error::ShuttingDown,
+        other => Error::Protocol(other.into()),
     }
 }

@@ -1,0 +1,289 @@
+//! The library over real sockets on 127.0.0.1, port 0.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use depot_std::{Client, Error, Manager, ManagerHandle, QueueOptions};
+use serde::{Deserialize, Serialize};
+
+const KEY: &[u8] = b"producer";
+
+fn start() -> ManagerHandle {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue("task_queue", 100)
+        .queue_with(
+            "small",
+            QueueOptions {
+                capacity: 2,
+                max_item: 64,
+                storage_bytes: None,
+            },
+        )
+        .max_connections(64)
+        .start()
+        .expect("manager starts")
+}
+
+#[test]
+fn connect_put_get() {
+    let m = start();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.raw_queue("task_queue").unwrap();
+    assert_eq!(q.name(), "task_queue");
+    assert_eq!(q.capacity(), 100);
+    assert!(q.empty().unwrap());
+    q.put(b"hello").unwrap();
+    q.put_nowait(b"world").unwrap();
+    assert_eq!(q.qsize().unwrap(), 2);
+    assert_eq!(q.get().unwrap(), b"hello");
+    assert_eq!(q.get_nowait().unwrap(), b"world");
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert_eq!(c.peer_addr(), m.address());
+    m.shutdown().unwrap();
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Task {
+    id: u32,
+    name: String,
+    weights: Vec<f32>,
+}
+
+#[test]
+fn typed_round_trip() {
+    let m = start();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.queue::<Task>("task_queue").unwrap();
+    let task = Task {
+        id: 7,
+        name: "seven".into(),
+        weights: vec![0.5, 1.5],
+    };
+    q.put(&task).unwrap();
+    assert_eq!(q.get().unwrap(), task);
+    let ints = c.queue::<u64>("task_queue").unwrap();
+    ints.put_many(&[1, 2, 3]).unwrap();
+    assert_eq!(ints.get_many(3).unwrap(), vec![1, 2, 3]);
+    // Bytes that are not a Task are a codec error, not a panic.
+    c.raw_queue("task_queue").unwrap().put(&[0xff; 3]).unwrap();
+    assert!(matches!(q.get(), Err(Error::Codec(_))));
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn blocking_get_woken_by_put_from_another_client() {
+    let m = start();
+    let addr = m.address();
+    let getter = thread::spawn(move || {
+        let c = Client::connect(addr, KEY).unwrap();
+        let q = c.raw_queue("task_queue").unwrap();
+        q.get().unwrap()
+    });
+    thread::sleep(Duration::from_millis(100));
+    let c = Client::connect(addr, KEY).unwrap();
+    let q = c.raw_queue("task_queue").unwrap();
+    q.put(b"wake up").unwrap();
+    assert_eq!(getter.join().unwrap(), b"wake up");
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn timeouts() {
+    let m = start();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.raw_queue("small").unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(150)),
+        Err(Error::Timeout)
+    ));
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(140), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    q.put(b"1").unwrap();
+    q.put(b"2").unwrap();
+    assert!(q.full().unwrap());
+    assert!(matches!(q.put_nowait(b"3"), Err(Error::Full)));
+    let t = Instant::now();
+    assert!(matches!(
+        q.put_timeout(b"3", Duration::from_millis(150)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(140));
+    // A timed get that is answered in time.
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), b"1");
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn user_facing_errors() {
+    let m = start();
+    let addr = m.address();
+    let e = Client::connect(addr, b"wrong key").unwrap_err();
+    assert!(matches!(e, Error::AuthFailed { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("authentication failed: wrong authkey for {addr}")
+    );
+    let c = Client::connect(addr, KEY).unwrap();
+    let e = c.raw_queue("x").unwrap_err();
+    assert_eq!(e.to_string(), "queue 'x' does not exist");
+    let q = c.raw_queue("small").unwrap();
+    let e = q.put(&[0; 65]).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { size: 65, max: 64 }), "{e:?}");
+    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooMany)));
+    assert!(matches!(
+        c.create_queue("new", 1, 1),
+        Err(Error::NotAllowed)
+    ));
+    m.shutdown().unwrap();
+    // Nothing listens there any more.
+    let e = Client::connect(addr, KEY).unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!("connection refused: nothing is listening on {addr}")
+    );
+}
+
+#[test]
+fn threads_share_one_client() {
+    let m = start();
+    let c = Arc::new(Client::connect(m.address(), KEY).unwrap());
+    let per_thread = 500;
+    let mut handles = Vec::new();
+    for t in 0..4u32 {
+        let c = c.clone();
+        handles.push(thread::spawn(move || {
+            let q = c.raw_queue("task_queue").unwrap();
+            for i in 0..per_thread {
+                q.put(&(t * 100_000 + i).to_le_bytes()).unwrap();
+            }
+        }));
+    }
+    let mut got = Vec::new();
+    let getters: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            thread::spawn(move || {
+                let q = c.raw_queue("task_queue").unwrap();
+                (0..per_thread)
+                    .map(|_| u32::from_le_bytes(q.get().unwrap().try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for g in getters {
+        got.extend(g.join().unwrap());
+    }
+    got.sort();
+    let mut want: Vec<u32> = (0..4)
+        .flat_map(|t| (0..per_thread).map(move |i| t * 100_000 + i))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_answers_blocked_getter() {
+    let m = start();
+    let addr = m.address();
+    let getter = thread::spawn(move || {
+        let c = Client::connect(addr, KEY).unwrap();
+        let q = c.raw_queue("task_queue").unwrap();
+        let first = q.get();
+        (first, q.get_nowait())
+    });
+    thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    m.shutdown().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let (first, second) = getter.join().unwrap();
+    assert!(
+        matches!(first, Err(Error::ShuttingDown | Error::Disconnected { .. })),
+        "{first:?}"
+    );
+    assert!(second.is_err());
+}
+
+#[test]
+fn remote_shutdown() {
+    let refused = start();
+    let c = Client::connect(refused.address(), KEY).unwrap();
+    assert!(matches!(c.shutdown_manager(), Err(Error::NotAllowed)));
+    // Still serving.
+    c.raw_queue("task_queue").unwrap().put(b"x").unwrap();
+    refused.shutdown().unwrap();
+
+    let allowed = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue("task_queue", 10)
+        .allow_remote_shutdown(true)
+        .max_connections(8)
+        .start()
+        .unwrap();
+    let addr = allowed.address();
+    let c = Client::connect(addr, KEY).unwrap();
+    let idle = Client::connect(addr, KEY).unwrap();
+    c.shutdown_manager().unwrap();
+    let t = Instant::now();
+    allowed.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(idle.status().is_err());
+    assert!(Client::connect(addr, KEY).is_err());
+}
+
+#[test]
+fn put_many_get_many_exactly_once() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue_with(
+            "bulk",
+            QueueOptions {
+                capacity: 1000,
+                max_item: 64,
+                storage_bytes: None,
+            },
+        )
+        .max_connections(16)
+        .start()
+        .unwrap();
+    let addr = m.address();
+    let n = 10_000u32;
+    let producer = thread::spawn(move || {
+        let c = Client::connect(addr, KEY).unwrap();
+        let q = c.raw_queue("bulk").unwrap();
+        let items: Vec<[u8; 4]> = (0..n).map(u32::to_le_bytes).collect();
+        let refs: Vec<&[u8]> = items.iter().map(|i| &i[..]).collect();
+        q.put_many(&refs).unwrap();
+    });
+    let c = Client::connect(addr, KEY).unwrap();
+    let q = c.raw_queue("bulk").unwrap();
+    let got = q.get_many(n as usize).unwrap();
+    producer.join().unwrap();
+    let got: Vec<u32> = got
+        .iter()
+        .map(|b| u32::from_le_bytes(b[..].try_into().unwrap()))
+        .collect();
+    // One producer: FIFO order, every item exactly once.
+    assert_eq!(got, (0..n).collect::<Vec<_>>());
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    let stat = c.stat().unwrap();
+    assert_eq!(stat.len(), 1);
+    assert_eq!(stat[0].total_put, u64::from(n));
+    assert_eq!(stat[0].total_got, u64::from(n));
+    m.shutdown().unwrap();
+}
