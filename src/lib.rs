@@ -2,7 +2,10 @@
 //!
 //! Named shared queues between processes on different machines, in the manner of Python's
 //! `multiprocessing.managers.BaseManager`. This facade re-exports the std transport
-//! ([`depot_std`]) and the protocol core as [`core`].
+//! ([`depot_std`]: manager, client, typed proxies) and the protocol core as [`core`].
+//!
+//! The README follows; its Rust example is compiled as a doctest.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub use depot_core as core;
