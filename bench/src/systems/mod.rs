@@ -1,0 +1,18 @@
+//! The benchmarked systems, one module each. A depot runner is added here as `depot.rs` and
+//! listed in [`all`].
+
+pub mod python;
+pub mod raw_tcp;
+pub mod redis;
+pub mod resp;
+
+use crate::system::System;
+
+/// Every system, in report order.
+pub fn all() -> Vec<Box<dyn System>> {
+    vec![
+        Box::new(raw_tcp::RawTcp),
+        Box::new(python::Python::new()),
+        Box::new(redis::Redis::new()),
+    ]
+}
