@@ -1,6 +1,44 @@
 //! # depot-std
 //!
-//! depot on std TCP: the host manager and the blocking client with typed proxies.
+//! depot over std TCP: Python's `multiprocessing.managers.BaseManager` for Rust hosts. A
+//! [`Manager`] publishes named FIFO queues at a TCP address guarded by an authkey; a
+//! [`Client`] connects, proves it knows the key, and puts and gets through queue proxies
+//! ([`Queue`] for serde types, [`RawQueue`] for bytes).
+//!
+//! All protocol logic (framing, the mutual HMAC handshake, per-frame MACs, queues, blocked
+//! requests, every limit and timeout) lives in [`depot_core`]; this crate only moves bytes
+//! between sockets and the core's state machines and keeps the clock:
+//!
+//! - the manager is one event-loop thread on `mio` serving every connection, with all memory
+//!   allocated at start-up from the queue options (nothing is allocated per request);
+//! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
+//!   requests pipelined on its one connection, and no thread is spawned per client.
+//!
+//! ```no_run
+//! use depot_std::{Client, Manager};
+//!
+//! # fn main() -> Result<(), depot_std::Error> {
+//! // manager: register 'task_queue'; listen on 127.0.0.1:5000 with authkey b"producer"
+//! let manager = Manager::builder()
+//!     .listen("127.0.0.1:5000")
+//!     .authkey(b"producer")
+//!     .queue("task_queue", 100)
+//!     .start()?;
+//!
+//! // producer and consumer (usually other processes, on other machines)
+//! let client = Client::connect(manager.address(), b"producer")?;
+//! let tasks = client.queue::<u32>("task_queue")?;
+//! tasks.put(&7)?;
+//! assert_eq!(tasks.get()?, 7); // `get` blocks while the queue is empty
+//!
+//! manager.shutdown()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors are one [`Error`] type whose `Display` is one line a user understands, such as
+//! "authentication failed: wrong authkey for 127.0.0.1:5000" or
+//! "queue 'x' does not exist". Logs go through `tracing`.
 #![warn(missing_docs)]
 
 mod client;

@@ -36,11 +36,15 @@ use crate::Error;
 
 /// Requests one connection keeps in flight at most.
 pub(crate) const SLOTS: usize = 256;
-/// The core client's buffers: the largest frame the protocol allows, so any queue's largest
-/// item fits. Zeroed allocations of this size are mapped lazily: only used pages cost memory.
+/// The core client's receive and transmit buffers each hold the largest frame the protocol
+/// allows, so any queue's largest item fits. Both come from one zeroed allocation larger than
+/// 32 MiB, which allocators serve from fresh, lazily mapped pages (glibc always `mmap`s
+/// above that size, and does not need to clear them): only the pages a client uses become
+/// resident. Two separate 16 MiB buffers could come from recycled heap memory, which has to
+/// be cleared, and so cost their full size.
 const BUF_LEN: usize = HEADER_LEN + MAX_MAX_FRAME as usize;
-/// Bytes the leader reads from the socket at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes the leader reads from the socket at once (small: every client that waited has one).
+const READ_CHUNK: usize = 16 * 1024;
 /// How long the manager may take to answer beyond what a request itself may wait.
 const REPLY_GRACE_MS: u32 = 30_000;
 /// The longest a leader blocks in one read before it runs the core's clock again (a request
@@ -49,8 +53,8 @@ const MAX_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// The buffers the core client borrows.
 struct Buffers {
-    rx: Vec<u8>,
-    tx: Vec<u8>,
+    /// Receive buffer, then transmit buffer (see [`BUF_LEN`]).
+    bytes: Vec<u8>,
     slots: Vec<RequestSlot>,
 }
 
@@ -206,19 +210,11 @@ impl Conn {
         };
         let core = CoreCell::new(Arena::with_capacity(1), |arena| {
             let b = arena.alloc(Buffers {
-                rx: vec![0; BUF_LEN],
-                tx: vec![0; BUF_LEN],
+                bytes: vec![0; 2 * BUF_LEN],
                 slots: vec![RequestSlot::FREE; SLOTS],
             });
-            depot_core::Client::new(
-                config,
-                authkey,
-                nonce,
-                Instant::ZERO,
-                &mut b.rx,
-                &mut b.tx,
-                &mut b.slots,
-            )
+            let (rx, tx) = b.bytes.split_at_mut(BUF_LEN);
+            depot_core::Client::new(config, authkey, nonce, Instant::ZERO, rx, tx, &mut b.slots)
         });
         let reader = stream.try_clone()?;
         let conn = Conn {

@@ -25,6 +25,9 @@ impl Manager {
 }
 
 /// A manager running on a background thread (see [`ManagerBuilder::start`]).
+///
+/// Dropping the handle leaves the manager running (like a daemon thread); call
+/// [`ManagerHandle::shutdown`] or [`ManagerHandle::join`] to end it or wait for it.
 #[derive(Debug)]
 pub struct ManagerHandle {
     address: SocketAddr,

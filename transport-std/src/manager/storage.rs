@@ -26,6 +26,8 @@ const DEFAULT_STORAGE_CAP: usize = 64 << 20;
 const MIN_RX: usize = 64 << 10;
 /// The most connections a manager accepts to serve, whatever the builder says.
 const MAX_CONNECTIONS: usize = 1 << 20;
+/// The most address space the connection buffers may reserve.
+const MAX_RESERVED: usize = 256 << 30;
 /// Bytes of per-item length prefix in queue storage.
 const ITEM_PREFIX: usize = 4;
 
@@ -97,6 +99,21 @@ impl Plan {
             allow_create,
             ..ManagerConfig::default()
         };
+        // The arenas are reserved, not resident (see the module docs), but an allocation the
+        // system refuses would abort the process: refuse absurd sizes here instead.
+        // Linux's default overcommit policy refuses one allocation larger than RAM and swap.
+        let limit = memory_total().unwrap_or(MAX_RESERVED).min(MAX_RESERVED);
+        let arena = rx_len.max(tx_len).saturating_mul(b.max_connections);
+        if arena > limit {
+            return Err(Error::Config(format!(
+                "{} connections with items of up to {largest} bytes would reserve {} MiB \
+                 for buffers, more than this machine's {} MiB: lower max_connections or \
+                 max_item",
+                b.max_connections,
+                arena >> 20,
+                limit >> 20
+            )));
+        }
         Ok(Plan {
             authkey,
             queues,
@@ -110,6 +127,17 @@ impl Plan {
             waiters: (b.max_connections * 2).max(256),
         })
     }
+}
+
+/// RAM plus swap, in bytes, where the system says (Linux).
+fn memory_total() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<usize> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    };
+    Some(field("MemTotal:")?.saturating_add(field("SwapTotal:").unwrap_or(0)))
 }
 
 fn millis(d: std::time::Duration) -> u32 {
