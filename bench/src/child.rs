@@ -40,6 +40,11 @@ impl LineChild {
         self.child.id()
     }
 
+    /// Whether it has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The next line of its stdout, without the line end; an error if it exited instead.
     pub fn read_line(&mut self) -> Result<String> {
         let mut line = String::new();

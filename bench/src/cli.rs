@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::holder::{self, HoldArgs};
+use crate::systems::depot;
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
@@ -44,6 +45,8 @@ pub enum Invocation {
     Help,
     /// The hidden idle-connection holder (see [`crate::holder`]).
     Hold(HoldArgs),
+    /// The hidden depot manager process (see [`crate::systems::depot`]): its arguments.
+    DepotManager(Vec<String>),
 }
 
 /// Parse the arguments after the program name.
@@ -52,6 +55,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     if args.peek().map(String::as_str) == Some(holder::SUBCOMMAND) {
         args.next();
         return parse_hold(args).map(Invocation::Hold);
+    }
+    if args.peek().map(String::as_str) == Some(depot::SUBCOMMAND) {
+        args.next();
+        return Ok(Invocation::DepotManager(args.collect()));
     }
     let mut options = Options::default();
     while let Some(arg) = args.next() {

@@ -26,7 +26,7 @@ pub const SUBCOMMAND: &str = "__hold";
 /// What the `__hold` subcommand needs to open one connection.
 #[derive(Debug, Default)]
 pub struct HoldArgs {
-    /// Which protocol to authenticate with: `tcp` (none) or `redis` (AUTH).
+    /// Which protocol to authenticate with: `tcp` (none), `redis` (AUTH) or `depot` (HMAC).
     pub kind: String,
     /// Server address, `127.0.0.1:PORT`.
     pub addr: String,
@@ -91,6 +91,7 @@ fn open(args: &HoldArgs) -> Result<Box<dyn Any>> {
             conn.auth(&args.key)?;
             Ok(Box::new(conn))
         }
+        "depot" => Ok(Box::new(depot::Client::connect(&args.addr, &args.key)?)),
         other => bail!("unknown holder kind {other:?}"),
     }
 }

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Invocation::Hold(args) => holder::run(&args).map(|()| true),
+        Invocation::DepotManager(args) => systems::depot::run_manager(&args).map(|()| true),
         Invocation::Bench(options) => bench(&options),
     });
     match outcome {

@@ -1,6 +1,6 @@
-//! The benchmarked systems, one module each. A depot runner is added here as `depot.rs` and
-//! listed in [`all`].
+//! The benchmarked systems, one module each, listed in [`all`].
 
+pub mod depot;
 pub mod python;
 pub mod raw_tcp;
 pub mod redis;
@@ -14,5 +14,6 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(raw_tcp::RawTcp),
         Box::new(python::Python::new()),
         Box::new(redis::Redis::new()),
+        Box::new(depot::Depot),
     ]
 }

@@ -1,0 +1,359 @@
+//! depot: the manager (`depot_std::Manager`, one `mio` event-loop thread) runs in a process of
+//! its own — this binary re-executed with the hidden `__depot-manager` subcommand — started
+//! fresh for every run; clients are `depot_std::Client`s on threads of the harness, one
+//! connection each, authenticated with the authkey (mutual HMAC handshake, a MAC on every frame).
+//!
+//! The child prints its address, serves until a line (or end of file) arrives on its stdin, then
+//! shuts down; the harness reads its `VmRSS` for (f) and (g).
+
+use std::process::Command;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use depot::{Client, Manager, QueueOptions, RawQueue};
+
+use crate::child::LineChild;
+use crate::holder;
+use crate::os;
+use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::threaded::{self, QueueClient};
+
+/// Subcommand name of the manager process in this binary.
+pub const SUBCOMMAND: &str = "__depot-manager";
+
+const AUTHKEY: &str = "depot-bench-key";
+const QUEUE: &str = "bench";
+/// Items per `put_many` / `get_many` call in the pipelined transfer and the (g) fill (the client
+/// keeps up to 256 requests in flight within a call).
+const BATCH: usize = 4096;
+/// Queue capacity for (a) and (b).
+const SMALL_CAPACITY: u32 = 1024;
+/// Largest item of the queues of (a), (b) and (f).
+const SMALL_MAX_ITEM: u32 = 64;
+
+/// The depot system.
+pub struct Depot;
+
+impl System for Depot {
+    fn name(&self) -> &'static str {
+        "depot"
+    }
+
+    fn clients(&self) -> &'static str {
+        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; MACs on"
+    }
+
+    fn connect_auth(&mut self, samples: usize) -> Outcome {
+        let manager = ManagerProcess::start(&Spec::small())?;
+        let m = threaded::time_connects(samples, || {
+            Client::connect(&manager.addr, AUTHKEY)?;
+            Ok(())
+        })?;
+        Ok(Some(m.with_note(
+            "TCP connect + mutual HMAC handshake (Client::connect)",
+        )))
+    }
+
+    fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
+        let manager = ManagerProcess::start(&Spec::small())?;
+        let mut client = DepotQueue::connect(&manager.addr)?;
+        let m = threaded::put_get_pairs(&mut client, pairs, item_size)?;
+        Ok(Some(
+            m.with_note("RawQueue put + get, 2 round trips per pair"),
+        ))
+    }
+
+    fn transfer(&mut self, shape: &Transfer) -> Outcome {
+        let capacity = shape.items + shape.consumers;
+        let spec = Spec {
+            capacity,
+            max_item: shape.item_size.max(1),
+            storage: Some(capacity * (shape.item_size.max(1) + 4)),
+            max_connections: None,
+        };
+        let manager = ManagerProcess::start(&spec)?;
+        if shape.pipelined {
+            if shape.producers != 1 || shape.consumers != 1 {
+                return Ok(None);
+            }
+            return pipelined(&manager.addr, shape).map(Some);
+        }
+        let m = threaded::transfer(shape, || DepotQueue::connect(&manager.addr))?;
+        Ok(Some(m.with_note("RawQueue put / blocking get")))
+    }
+
+    fn idle_connections(&mut self, connections: usize) -> Outcome {
+        let spec = Spec {
+            max_connections: Some(connections + holder::WARM_CONNECTIONS + 16),
+            ..Spec::small()
+        };
+        let manager = ManagerProcess::start(&spec)?;
+        let command = holder::holder_command("depot", &manager.addr, AUTHKEY, connections)?;
+        let holder = LineChild::spawn(command, "connection holder")?;
+        let m = holder::idle_memory(manager.pid(), holder, connections)?;
+        Ok(Some(m.with_note(format!(
+            "Client::connect each; max_connections {}",
+            spec.max_connections.unwrap_or_default()
+        ))))
+    }
+
+    fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
+        let spec = Spec {
+            capacity: items,
+            max_item: item_size.max(1),
+            storage: None,
+            max_connections: None,
+        };
+        let manager = ManagerProcess::start(&spec)?;
+        let client = Client::connect(&manager.addr, AUTHKEY)?;
+        let queue = client.raw_queue(QUEUE)?;
+        let before = os::settled_rss_bytes(manager.pid())?;
+        let values: Vec<Vec<u8>> = (0..items).map(|i| distinct_item(i, item_size)).collect();
+        for batch in values.chunks(BATCH) {
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            queue.put_many(&refs)?;
+        }
+        let after = os::settled_rss_bytes(manager.pid())?;
+        let queued = queue.qsize()? as usize;
+        if queued != items {
+            bail!("qsize answered {queued}, put {items}");
+        }
+        Ok(Some(
+            Measurement::bytes_per(before, after, items).with_note(format!(
+                "distinct values, put_many of {BATCH}; capacity {items}, max_item {}",
+                item_size.max(1)
+            )),
+        ))
+    }
+}
+
+/// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
+/// consumer knows the count, so no sentinel. Items per second from the barrier to the last batch.
+fn pipelined(addr: &str, shape: &Transfer) -> Result<Measurement> {
+    let ready = Barrier::new(3);
+    let go = Barrier::new(3);
+    let item = threaded::item(shape.item_size);
+    let (start, last) = thread::scope(|scope| {
+        let producer = scope.spawn(|| -> Result<()> {
+            let client = Client::connect(addr, AUTHKEY);
+            ready.wait();
+            go.wait();
+            let client = client?;
+            let queue = client.raw_queue(QUEUE)?;
+            let refs: Vec<&[u8]> = vec![item.as_slice(); BATCH.min(shape.items)];
+            let mut left = shape.items;
+            while left > 0 {
+                let n = left.min(BATCH);
+                queue.put_many(&refs[..n])?;
+                left -= n;
+            }
+            Ok(())
+        });
+        let consumer = scope.spawn(|| -> Result<Instant> {
+            let client = Client::connect(addr, AUTHKEY);
+            ready.wait();
+            go.wait();
+            let client = client?;
+            let queue = client.raw_queue(QUEUE)?;
+            let mut left = shape.items;
+            while left > 0 {
+                let got = queue.get_many(left.min(BATCH))?;
+                if got.iter().any(|g| g.len() != item.len()) {
+                    bail!("got an item of the wrong size");
+                }
+                left -= got.len();
+            }
+            Ok(Instant::now())
+        });
+        ready.wait();
+        let start = Instant::now();
+        go.wait();
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow!("the producer panicked"))?;
+        let consumed = consumer
+            .join()
+            .map_err(|_| anyhow!("the consumer panicked"))?;
+        produced?;
+        consumed.map(|last| (start, last))
+    })?;
+    Ok(
+        Measurement::rate(shape.items, last - start).with_note(format!(
+            "put_many / get_many of {BATCH} items, up to 256 requests in flight"
+        )),
+    )
+}
+
+/// Item `i` of `size` bytes, distinct from the others (little-endian index, zero padded).
+fn distinct_item(i: usize, size: usize) -> Vec<u8> {
+    let mut item = vec![0u8; size.max(1)];
+    let bytes = (i as u64).to_le_bytes();
+    let n = bytes.len().min(item.len());
+    item[..n].copy_from_slice(&bytes[..n]);
+    item
+}
+
+self_cell::self_cell!(
+    /// A client with its proxy of the bench queue (the proxy borrows the client).
+    struct DepotQueue {
+        owner: Client,
+        #[covariant]
+        dependent: RawQueue,
+    }
+);
+
+impl DepotQueue {
+    fn connect(addr: &str) -> Result<Self> {
+        let client =
+            Client::connect(addr, AUTHKEY).with_context(|| format!("connecting to {addr}"))?;
+        Ok(DepotQueue::try_new(client, |client| {
+            client.raw_queue(QUEUE)
+        })?)
+    }
+}
+
+impl QueueClient for DepotQueue {
+    fn put(&mut self, item: &[u8]) -> Result<()> {
+        Ok(self.borrow_dependent().put(item)?)
+    }
+
+    fn get(&mut self) -> Result<Vec<u8>> {
+        Ok(self.borrow_dependent().get()?)
+    }
+}
+
+/// What the manager process serves: one queue named [`QUEUE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Spec {
+    capacity: usize,
+    max_item: usize,
+    storage: Option<usize>,
+    max_connections: Option<usize>,
+}
+
+impl Spec {
+    fn small() -> Self {
+        Spec {
+            capacity: SMALL_CAPACITY as usize,
+            max_item: SMALL_MAX_ITEM as usize,
+            storage: None,
+            max_connections: None,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--capacity".to_owned(),
+            self.capacity.to_string(),
+            "--max-item".to_owned(),
+            self.max_item.to_string(),
+        ];
+        if let Some(storage) = self.storage {
+            args.extend(["--storage".to_owned(), storage.to_string()]);
+        }
+        if let Some(n) = self.max_connections {
+            args.extend(["--max-connections".to_owned(), n.to_string()]);
+        }
+        args
+    }
+
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut spec = Spec::small();
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value: usize = args
+                .next()
+                .with_context(|| format!("{flag} needs a value"))?
+                .parse()
+                .with_context(|| format!("{flag} takes a number"))?;
+            match flag.as_str() {
+                "--capacity" => spec.capacity = value,
+                "--max-item" => spec.max_item = value,
+                "--storage" => spec.storage = Some(value),
+                "--max-connections" => spec.max_connections = Some(value),
+                other => bail!("unknown manager argument {other:?}"),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// A manager process; killed on drop if it has not stopped.
+struct ManagerProcess {
+    child: LineChild,
+    addr: String,
+}
+
+impl ManagerProcess {
+    fn start(spec: &Spec) -> Result<Self> {
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        let mut command = Command::new(exe);
+        command.arg(SUBCOMMAND).args(spec.args());
+        let mut child = LineChild::spawn(command, "depot manager")?;
+        let addr = child.read_line()?;
+        Ok(ManagerProcess { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        // Ask for a graceful stop; LineChild's drop kills it if it is still running after.
+        if self.child.send("quit").is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && !self.child.exited() {
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// The `__depot-manager` subcommand: runs in the child process. Prints the address, serves
+/// until a line or end of file on stdin, then shuts the manager down.
+pub fn run_manager(args: &[String]) -> Result<()> {
+    let spec = Spec::parse(args)?;
+    let to_u32 = |n: usize, what: &str| {
+        u32::try_from(n).with_context(|| format!("{what} {n} does not fit in 32 bits"))
+    };
+    let opts = QueueOptions {
+        capacity: to_u32(spec.capacity, "capacity")?,
+        max_item: to_u32(spec.max_item, "max_item")?,
+        storage_bytes: spec.storage,
+    };
+    let mut builder = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(AUTHKEY)
+        .queue_with(QUEUE, opts);
+    if let Some(n) = spec.max_connections {
+        builder = builder.max_connections(n);
+    }
+    let manager = builder.start().context("starting the depot manager")?;
+    println!("{}", manager.address());
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    manager.shutdown()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_arguments() {
+        let spec = Spec {
+            capacity: 10,
+            max_item: 8,
+            storage: Some(120),
+            max_connections: Some(50),
+        };
+        assert_eq!(Spec::parse(&spec.args()).unwrap(), spec);
+        assert_eq!(Spec::parse(&[]).unwrap(), Spec::small());
+        assert!(Spec::parse(&["--bogus".to_owned(), "1".to_owned()]).is_err());
+    }
+}
