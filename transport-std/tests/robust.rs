@@ -180,32 +180,3 @@ fn large_items_round_trip() {
     assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
     m.shutdown().unwrap();
 }
-
-fn rss_kib() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[test]
-fn idle_connections_are_cheap() {
-    let m = start(1024);
-    let warm = Client::connect(m.address(), KEY).unwrap();
-    warm.raw_queue("task_queue").unwrap().put(b"x").unwrap();
-    let Some(before) = rss_kib() else {
-        return;
-    };
-    let n = 300;
-    let clients: Vec<_> = (0..n)
-        .map(|_| Client::connect(m.address(), KEY).unwrap())
-        .collect();
-    for c in &clients {
-        c.raw_queue("task_queue").unwrap();
-    }
-    let after = rss_kib().unwrap();
-    let per = (after.saturating_sub(before)) / n;
-    eprintln!("{per} KiB per idle connection, client and manager side together");
-    assert!(per < 48, "{per} KiB per idle connection");
-    drop(clients);
-    m.shutdown().unwrap();
-}
