@@ -79,29 +79,43 @@ impl From<CloseReason> for Error {
     }
 }
 
+impl Error {
+    /// The manager's error code behind this error, if a request failed (the connection is
+    /// still usable then).
+    pub const fn code(self) -> Option<ErrorCode> {
+        Some(match self {
+            Error::Empty => ErrorCode::Empty,
+            Error::Full => ErrorCode::Full,
+            Error::Timeout => ErrorCode::Timeout,
+            Error::NoSuchObject => ErrorCode::NoSuchObject,
+            Error::AlreadyExists => ErrorCode::AlreadyExists,
+            Error::TooLarge => ErrorCode::TooLarge,
+            Error::InvalidName => ErrorCode::InvalidName,
+            Error::InvalidSpec => ErrorCode::InvalidSpec,
+            Error::ObjectLimit => ErrorCode::ObjectLimit,
+            Error::WaiterLimit => ErrorCode::WaiterLimit,
+            Error::TaskDoneTooMany => ErrorCode::TaskDoneTooMany,
+            Error::NotAllowed => ErrorCode::NotAllowed,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::WrongKind => ErrorCode::WrongKind,
+            _ => return None,
+        })
+    }
+}
+
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if let Some(code) = self.code() {
+            return f.write_str(code.description());
+        }
         let text = match self {
-            Error::Empty => ErrorCode::Empty.description(),
-            Error::Full => ErrorCode::Full.description(),
-            Error::Timeout => ErrorCode::Timeout.description(),
-            Error::NoSuchObject => ErrorCode::NoSuchObject.description(),
-            Error::AlreadyExists => ErrorCode::AlreadyExists.description(),
-            Error::TooLarge => ErrorCode::TooLarge.description(),
-            Error::InvalidName => ErrorCode::InvalidName.description(),
-            Error::InvalidSpec => ErrorCode::InvalidSpec.description(),
-            Error::ObjectLimit => ErrorCode::ObjectLimit.description(),
-            Error::WaiterLimit => ErrorCode::WaiterLimit.description(),
-            Error::TaskDoneTooMany => ErrorCode::TaskDoneTooMany.description(),
-            Error::NotAllowed => ErrorCode::NotAllowed.description(),
-            Error::ShuttingDown => ErrorCode::ShuttingDown.description(),
-            Error::WrongKind => ErrorCode::WrongKind.description(),
             Error::AuthFailed => "authentication failed",
             Error::Disconnected => "disconnected",
             Error::Closed(reason) => return write!(f, "connection closed: {reason}"),
             Error::NotReady => "handshake not finished",
             Error::InFlightLimit => "too many requests in flight",
             Error::WouldBlock => "transmit buffer full",
+            _ => "request failed",
         };
         f.write_str(text)
     }

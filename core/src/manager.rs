@@ -902,17 +902,12 @@ impl<'a> Manager<'a> {
             self.settle(handle);
             return Step::Done;
         }
-        let deadline = match wait {
-            Wait::NoWait => {
-                self.reply(i, id, &Reply::Error(ErrorCode::Full));
+        let deadline = match park_timeout(wait, ErrorCode::Full) {
+            Ok(deadline) => deadline,
+            Err(code) => {
+                self.reply(i, id, &Reply::Error(code));
                 return Step::Done;
             }
-            Wait::Millis(0) => {
-                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
-                return Step::Done;
-            }
-            Wait::Millis(ms) => Some(ms),
-            Wait::Forever => None,
         };
         let c = &mut self.conns[i];
         if c.parked.is_some() {
@@ -947,17 +942,12 @@ impl<'a> Manager<'a> {
             self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
             return Step::Done;
         }
-        let deadline = match wait {
-            Wait::NoWait => {
-                self.reply(i, id, &Reply::Error(ErrorCode::Empty));
+        let deadline = match park_timeout(wait, ErrorCode::Empty) {
+            Ok(deadline) => deadline,
+            Err(code) => {
+                self.reply(i, id, &Reply::Error(code));
                 return Step::Done;
             }
-            Wait::Millis(0) => {
-                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
-                return Step::Done;
-            }
-            Wait::Millis(ms) => Some(ms),
-            Wait::Forever => None,
         };
         self.park(i, id, handle, WaitKind::Get, deadline, need);
         Step::Done
@@ -992,17 +982,16 @@ impl<'a> Manager<'a> {
                 return Step::Done;
             }
         };
-        let deadline = match wait {
-            _ if unfinished == 0 => {
-                self.reply(i, id, &Reply::Done);
+        if unfinished == 0 {
+            self.reply(i, id, &Reply::Done);
+            return Step::Done;
+        }
+        let deadline = match park_timeout(wait, ErrorCode::Timeout) {
+            Ok(deadline) => deadline,
+            Err(code) => {
+                self.reply(i, id, &Reply::Error(code));
                 return Step::Done;
             }
-            Wait::NoWait | Wait::Millis(0) => {
-                self.reply(i, id, &Reply::Error(ErrorCode::Timeout));
-                return Step::Done;
-            }
-            Wait::Millis(ms) => Some(ms),
-            Wait::Forever => None,
         };
         self.park(i, id, handle, WaitKind::Join, deadline, SMALL_REPLY_BOUND);
         Step::Done
@@ -1239,6 +1228,17 @@ impl<'a> Manager<'a> {
             self.wake_at(deadline);
         }
         self.link(List::Ready, i);
+    }
+}
+
+/// How long a request that cannot complete now may stay parked, in milliseconds (`None`:
+/// forever); `Err` is the answer it gets at once instead (`at_once` for `NoWait`).
+fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode> {
+    match wait {
+        Wait::NoWait => Err(at_once),
+        Wait::Millis(0) => Err(ErrorCode::Timeout),
+        Wait::Millis(ms) => Ok(Some(ms)),
+        Wait::Forever => Ok(None),
     }
 }
 
