@@ -413,6 +413,13 @@ impl Conn {
         })
     }
 
+    /// The reply to request `id` if it has already been filed; never blocks or reads.
+    pub(crate) fn take_reply(&self, id: u32) -> Option<Outcome> {
+        let mut g = lock(&self.state);
+        let at = g.replies.iter().position(|(r, _)| *r == id)?;
+        Some(g.replies.swap_remove(at).1)
+    }
+
     /// Waits until `check` finds what it wants in the state, leading the reads if no one else
     /// does. Fails once the connection is over (after `check` had its last look).
     fn wait_until<R>(&self, mut check: impl FnMut(&mut State) -> Option<R>) -> Result<R, Error> {

@@ -140,6 +140,17 @@ impl RawQueue<'_> {
             if let Err(e) = self.done(outcome, size) {
                 first_error.get_or_insert(e);
             }
+            // Take every reply that came in with it before sending more, so the window refills
+            // in one write rather than one write per reply.
+            while let Some(&(id, size)) = in_flight.front() {
+                let Some(outcome) = conn.take_reply(id) else {
+                    break;
+                };
+                in_flight.pop_front();
+                if let Err(e) = self.done(outcome, size) {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -181,22 +192,33 @@ impl RawQueue<'_> {
             let Some(id) = in_flight.pop_front() else {
                 break;
             };
-            match conn.wait_reply(id)? {
-                Outcome::Item(item) => {
-                    items.push(item);
-                    window = (window + 1).min(SLOTS);
-                }
-                Outcome::Refused { progress } if first_error.is_none() => {
-                    unsent += 1;
-                    // Only the requests still in flight fit; resend when they are answered.
-                    window = in_flight.len().max(1);
-                    if in_flight.is_empty() {
-                        conn.wait_for_room(progress)?;
+            let mut outcome = conn.wait_reply(id)?;
+            loop {
+                match outcome {
+                    Outcome::Item(item) => {
+                        items.push(item);
+                        window = (window + 1).min(SLOTS);
+                    }
+                    Outcome::Refused { progress } if first_error.is_none() => {
+                        unsent += 1;
+                        // Only the requests still in flight fit; resend when they are answered.
+                        window = in_flight.len().max(1);
+                        if in_flight.is_empty() {
+                            conn.wait_for_room(progress)?;
+                        }
+                        break;
+                    }
+                    other => {
+                        first_error.get_or_insert(self.failed(other));
                     }
                 }
-                other => {
-                    first_error.get_or_insert(self.failed(other));
-                }
+                // Take every reply that came in with it before sending more, so the window
+                // refills in one write rather than one write per reply.
+                let Some(next) = in_flight.front().and_then(|&id| conn.take_reply(id)) else {
+                    break;
+                };
+                in_flight.pop_front();
+                outcome = next;
             }
         }
         first_error.map_or(Ok(items), Err)
