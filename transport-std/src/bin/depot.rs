@@ -213,9 +213,11 @@ fn init_logging(cli: &Cli) {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new(default)),
         _ => EnvFilter::new(default),
     };
+    // Colours only for a person at a terminal, never into a log file.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
 }
 
