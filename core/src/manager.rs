@@ -459,11 +459,13 @@ impl<'a> Manager<'a> {
     }
 
     /// Stops the manager gracefully: no new connections, blocked requests answered with
-    /// `ShuttingDown`, every connection told and closed once its output is flushed.
-    pub fn shutdown(&mut self) {
+    /// `ShuttingDown`, every connection told and closed once its output is flushed (within the
+    /// write-stall time from `now`).
+    pub fn shutdown(&mut self, now: Instant) {
         if self.shutting_down {
             return;
         }
+        self.now = now;
         self.shutting_down = true;
         while let Some(w) = self.waiters.find_from(0, |_| true) {
             self.finish_waiter(w, &Reply::Error(ErrorCode::ShuttingDown));
@@ -820,7 +822,7 @@ impl<'a> Manager<'a> {
             Op::Shutdown if self.config.allow_remote_shutdown => {
                 self.reply(i, id, &Reply::Done);
                 debug!("connection {}: remote shutdown", i);
-                self.shutdown();
+                self.shutdown(self.now);
                 None
             }
             Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),

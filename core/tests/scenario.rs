@@ -246,7 +246,7 @@ fn shutdown_answers_blocked_join_and_put() {
     let put = p.put(b, q, b"y", Wait::Forever);
     p.pump();
     assert_eq!((p.take(a, j), p.take(b, put)), (None, None));
-    p.m.shutdown();
+    p.m.shutdown(p.now);
     p.pump();
     assert_eq!(p.take(a, j), Some(Owned::Error(ErrorCode::ShuttingDown)));
     assert_eq!(p.take(b, put), Some(Owned::Error(ErrorCode::ShuttingDown)));
@@ -1334,10 +1334,9 @@ fn closing_connection_that_never_reads_is_dropped() {
     let deaf = p.connect();
     let fine = p.connect();
     p.advance(30_000);
-    // `shutdown` takes no time: the manager's clock is that of its latest call.
     assert!(matches!(p.call(fine, Op::Status), Owned::Status(_)));
     p.peers[deaf].reading = false;
-    p.m.shutdown();
+    p.m.shutdown(p.now);
     p.pump();
     assert_eq!(p.closed(fine), Some(Error::Closed(CloseReason::Shutdown)));
     assert!(p.peers[deaf].conn.is_some());

@@ -259,7 +259,7 @@ impl<'a, const SOCKETS: usize> ServerHandle<'a, SOCKETS> {
     /// Stops the manager gracefully: blocked requests are answered `ShuttingDown`, connections
     /// are told and closed, and [`Server::run`] returns.
     pub fn shutdown(&self) {
-        self.shared.manager(|m| m.shutdown());
+        self.shared.manager(|m| m.shutdown(now()));
         self.shared.dispatch(true);
     }
 

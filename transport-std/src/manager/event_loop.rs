@@ -167,8 +167,11 @@ impl Loop<'_> {
                         if event.is_writable() {
                             self.flush(i);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(i);
+                        let closing = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || closing {
+                            // A short read drains the socket, and any later input is a new
+                            // edge, unless the peer's end (or an error) is already pending.
+                            self.read_until(i, !closing);
                         }
                         self.service(i);
                     }
@@ -186,7 +189,7 @@ impl Loop<'_> {
             self.drain_ready();
             if self.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
                 info!("manager shutting down");
-                self.core.shutdown();
+                self.core.shutdown(self.clock.now());
                 self.drain_ready();
             }
             if self.core.is_shutting_down() && self.finish_shutdown() {
@@ -314,6 +317,12 @@ impl Loop<'_> {
     /// Reads connection `i` until the socket is drained, the core has no room, or the turn's
     /// budget is spent; the core processes every whole frame as it arrives.
     fn read(&mut self, i: usize) {
+        self.read_until(i, false);
+    }
+
+    /// [`Self::read`]; with `short_read_drains`, a read that fills less than the room offered
+    /// counts as draining the socket (saving the read that would only say `WouldBlock`).
+    fn read_until(&mut self, i: usize, short_read_drains: bool) {
         let id = ConnId(i as u32);
         for _ in 0..READ_BUDGET {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
@@ -331,7 +340,16 @@ impl Loop<'_> {
                     self.close(i, "peer closed the connection");
                     return;
                 }
-                Ok(n) => self.core.handle_received(id, self.clock.now(), n),
+                Ok(n) => {
+                    let drained = short_read_drains && n < space.len();
+                    self.core.handle_received(id, self.clock.now(), n);
+                    if drained {
+                        if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+                            sock.read_stalled = false;
+                        }
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     sock.read_stalled = false;
                     return;
