@@ -677,9 +677,14 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Tells a handshaking peer why it is refused, then closes. Returns `false` (no progress).
+    /// Tells a handshaking peer it is refused, in the message it expects next (a hello is
+    /// answered `Reject(reason)`, a proof `AuthFailed`), then closes. Returns `false`.
     fn reject(&mut self, i: usize, reason: CloseReason) -> bool {
-        let _ = self.conns[i].tx.push_plain(&ServerHello::Reject(reason));
+        let c = &mut self.conns[i];
+        let _ = match c.state {
+            State::AwaitProof { .. } => c.tx.push_plain(&ServerVerdict::AuthFailed),
+            _ => c.tx.push_plain(&ServerHello::Reject(reason)),
+        };
         self.begin_close(i, reason);
         false
     }

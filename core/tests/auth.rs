@@ -187,6 +187,34 @@ fn wrong_key_fails_on_both_ends() {
 }
 
 /// A "manager" that does not know the key cannot pass the client's check of its proof.
+/// A proof frame that does not decode is answered the way a wrong proof is, in the message
+/// the client expects at that point (`ServerVerdict::AuthFailed`), then the manager closes.
+#[test]
+fn malformed_proof_is_answered_auth_failed() {
+    let mut p = Pair::new(Setup::default());
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&challenge);
+    drain_events(&mut p.peers[c].client);
+    let _proof = client_out(&mut p.peers[c].client);
+    // A proof body one byte short.
+    let mut short = vec![0, 0, 0, 31];
+    short.extend_from_slice(&[7; 31]);
+    p.m.handle_input(conn, now, &short);
+    let verdict = manager_out(&mut p.m, conn, now);
+    assert_eq!(verdict, [0, 0, 0, 1, 1]);
+    assert_eq!(p.m.close_reason(conn), Some(CloseReason::Malformed));
+    p.peers[c].client.handle_input(&verdict);
+    assert_eq!(
+        drain_events(&mut p.peers[c].client),
+        vec![Seen::Closed(Error::AuthFailed)]
+    );
+}
+
 #[test]
 fn client_rejects_an_impostor_manager() {
     let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
