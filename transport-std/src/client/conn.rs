@@ -145,7 +145,8 @@ pub(crate) struct Conn {
     state: Mutex<State>,
     changed: Condvar,
     writer: Mutex<Writer>,
-    reader: Mutex<(TcpStream, Vec<u8>)>,
+    /// The leader's read side, its buffer, and the read timeout last set on the socket.
+    reader: Mutex<(TcpStream, Vec<u8>, Option<Duration>)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -233,7 +234,7 @@ impl Conn {
                 stream,
                 buf: Vec::new(),
             }),
-            reader: Mutex::new((reader, vec![0; READ_CHUNK])),
+            reader: Mutex::new((reader, vec![0; READ_CHUNK], None)),
         };
         conn.handshake(deadline)?;
         debug!(%peer, "connected");
@@ -271,8 +272,9 @@ impl Conn {
                 return Err(timed_out());
             }
             let mut reader = lock(&self.reader);
-            let (stream, buf) = &mut *reader;
+            let (stream, buf, timeout) = &mut *reader;
             stream.set_read_timeout(Some(left))?;
+            *timeout = Some(left);
             let n = match stream.read(buf) {
                 Ok(0) => {
                     return Err(Error::Disconnected {
@@ -453,7 +455,7 @@ impl Conn {
     /// Reads and files replies until `check` is satisfied or the connection ends.
     fn lead<R>(&self, check: &mut impl FnMut(&mut State) -> Option<R>) -> Result<Option<R>, Error> {
         let mut reader = lock(&self.reader);
-        let (stream, buf) = &mut *reader;
+        let (stream, buf, timeout) = &mut *reader;
         loop {
             let wait = {
                 let mut g = lock(&self.state);
@@ -469,7 +471,13 @@ impl Conn {
                     Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
                 })
             };
-            stream.set_read_timeout(Some(wait))?;
+            // Waking early is harmless (the loop just looks again), so the socket's timeout
+            // is only changed when it is longer than the wait, or far shorter: usually the wait
+            // is the same [`MAX_READ_WAIT`] every time, and this saves a syscall per read.
+            if timeout.is_none_or(|t| t > wait || t < wait / 2) {
+                stream.set_read_timeout(Some(wait))?;
+                *timeout = Some(wait);
+            }
             let n = match stream.read(buf) {
                 Ok(0) => {
                     self.fail(depot_core::Error::Disconnected);
