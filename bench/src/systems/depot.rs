@@ -56,6 +56,21 @@ impl System for Depot {
         )))
     }
 
+    fn round_trips(&mut self, count: usize) -> Outcome {
+        let manager = ManagerProcess::start(&Spec::small())?;
+        let client = Client::connect(&manager.addr, AUTHKEY)?;
+        let queue = client.raw_queue(QUEUE)?;
+        queue.qsize()?;
+        let start = Instant::now();
+        for _ in 0..count {
+            queue.qsize()?;
+        }
+        Ok(Some(
+            Measurement::rate(count, start.elapsed())
+                .with_note("qsize(): request + reply, MACs on"),
+        ))
+    }
+
     fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
         let manager = ManagerProcess::start(&Spec::small())?;
         let mut client = DepotQueue::connect(&manager.addr)?;
