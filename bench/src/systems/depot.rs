@@ -28,6 +28,8 @@ const QUEUE: &str = "bench";
 /// Items per `put_many` / `get_many` call in the pipelined transfer and the (g) fill (the client
 /// keeps up to 256 requests in flight within a call).
 const BATCH: usize = 4096;
+/// Idle connections one holder process keeps (two descriptors each, see `idle_connections`).
+const HELD_PER_HOLDER: usize = 4000;
 /// Queue capacity for (a) and (b).
 const SMALL_CAPACITY: u32 = 1024;
 /// Largest item of the queues of (a), (b) and (f).
@@ -101,17 +103,42 @@ impl System for Depot {
 
     fn idle_connections(&mut self, connections: usize) -> Outcome {
         let spec = Spec {
-            max_connections: Some(connections + holder::WARM_CONNECTIONS + 16),
+            max_connections: Some(
+                connections + holder::WARM_CONNECTIONS * connections.div_ceil(HELD_PER_HOLDER) + 16,
+            ),
             ..Spec::small()
         };
         let manager = ManagerProcess::start(&spec)?;
-        let command = holder::holder_command("depot", &manager.addr, AUTHKEY, connections)?;
-        let holder = LineChild::spawn(command, "connection holder")?;
-        let m = holder::idle_memory(manager.pid(), holder, connections)?;
-        Ok(Some(m.with_note(format!(
-            "Client::connect each; max_connections {}",
-            spec.max_connections.unwrap_or_default()
-        ))))
+        // A client holds two descriptors (its socket and the reader's clone), so one holder
+        // under `ulimit -n` 20000 cannot keep 10,000: split them over several holders.
+        let holders = connections.div_ceil(HELD_PER_HOLDER).max(1);
+        let mut children = Vec::with_capacity(holders);
+        for index in 0..holders {
+            let count = connections / holders + usize::from(index < connections % holders);
+            let command = holder::holder_command("depot", &manager.addr, AUTHKEY, count)?;
+            children.push(LineChild::spawn(command, "connection holder")?);
+        }
+        for child in &mut children {
+            child.expect("WARM")?;
+        }
+        let before = os::settled_rss_bytes(manager.pid())?;
+        for child in &mut children {
+            child.send("go")?;
+        }
+        for child in &mut children {
+            child.expect("READY")?;
+        }
+        let after = os::settled_rss_bytes(manager.pid())?;
+        for mut child in children {
+            child.send("quit")?;
+            child.finish()?;
+        }
+        Ok(Some(
+            Measurement::bytes_per(before, after, connections).with_note(format!(
+                "Client::connect each, from {holders} holder process(es); max_connections {}",
+                spec.max_connections.unwrap_or_default()
+            )),
+        ))
     }
 
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
