@@ -918,11 +918,8 @@ impl<'a> Manager<'a> {
         };
         let c = &mut self.conns[i];
         if c.parked.is_some() {
-            // One parked put per connection. Refusing a second (rather than pausing the
-            // connection's input behind it) keeps the gets queued after it flowing: on a
-            // connection shared by producers and consumers, they are what frees the room.
-            self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
-            return Step::Done;
+            // One parked put per connection: later ones wait their turn in the input.
+            return Step::Paused;
         }
         if item.len() > c.park.len() {
             self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));

@@ -1426,36 +1426,57 @@ fn item_too_large_for_a_connection_stays_queued() {
     );
 }
 
-/// Two blocking puts pipelined on one connection: the first parks, the second is refused with
-/// `WaiterLimit` (one parked put per connection) while requests behind it, such as a get that
-/// frees room, are still answered; sent again, it lands after the first.
+/// Two blocking puts pipelined on one connection: the second waits its turn behind the
+/// first (one parked put per connection) and both land in order.
 #[test]
 fn pipelined_blocking_puts_on_one_connection() {
     let mut p = Pair::new(Setup::queue("task_queue", 1, 64, 1024));
     let a = p.connect();
+    let b = p.connect();
     let q = p.open(a, "task_queue");
-    let put = |item| Op::Put {
-        handle: q,
-        item,
-        wait: Wait::Forever,
-    };
-    let get = Op::Get {
-        handle: q,
-        wait: Wait::Forever,
-    };
-    assert_eq!(p.call(a, put(b"0")), Owned::Done);
-    let p1 = p.send(a, put(b"1"));
-    let p2 = p.send(a, put(b"2"));
-    let g = p.send(a, get);
+    assert_eq!(
+        p.call(
+            a,
+            Op::Put {
+                handle: q,
+                item: b"0",
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Done
+    );
+    let p1 = p.put(a, q, b"1", Wait::Millis(100));
+    let p2 = p.put(a, q, b"2", Wait::Forever);
+    let st = p.send(a, Op::Status);
     p.pump();
-    // The get behind the refused put is served, which lets the parked put in.
-    assert_eq!(p.take(a, p2), Some(Owned::Error(ErrorCode::WaiterLimit)));
-    assert_eq!(p.take(a, g), Some(Owned::Item(b"0".to_vec())));
-    assert_eq!(p.take(a, p1), Some(Owned::Done));
-    let p2 = p.send(a, put(b"2"));
-    let g = p.send(a, get);
-    p.pump();
-    assert_eq!(p.take(a, g), Some(Owned::Item(b"1".to_vec())));
+    assert_eq!(
+        (p.take(a, p1), p.take(a, p2), p.take(a, st)),
+        (None, None, None)
+    );
+    // The first times out; the second parks in its place.
+    p.advance(100);
+    assert_eq!(p.take(a, p1), Some(Owned::Error(ErrorCode::Timeout)));
+    assert_eq!(p.take(a, p2), None);
+    assert!(matches!(p.take(a, st), Some(Owned::Status(_))));
+    assert_eq!(
+        p.call(
+            b,
+            Op::Get {
+                handle: q,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Item(b"0".to_vec())
+    );
     assert_eq!(p.take(a, p2), Some(Owned::Done));
-    assert_eq!(p.call(a, get), Owned::Item(b"2".to_vec()));
+    assert_eq!(
+        p.call(
+            b,
+            Op::Get {
+                handle: q,
+                wait: Wait::NoWait
+            }
+        ),
+        Owned::Item(b"2".to_vec())
+    );
 }
