@@ -12,7 +12,10 @@
 //! - the manager is one event-loop thread on `mio` serving every connection, with all memory
 //!   allocated at start-up from the queue options (nothing is allocated per request);
 //! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
-//!   requests pipelined on its one connection, and no thread is spawned per client.
+//!   requests pipelined on its one connection, and no thread is spawned per client. A
+//!   connection parks one blocked `put` at a time and holds its later requests behind a second,
+//!   so give producers whose puts may block a different `Client` from the consumers that free
+//!   the room (PROTOCOL.md §8).
 //!
 //! ```no_run
 //! use depot_std::{Client, Manager};

@@ -156,11 +156,15 @@ fn user_facing_errors() {
 #[test]
 fn threads_share_one_client() {
     let m = start();
+    // Producers share one client and consumers another: a connection parks one blocked put at
+    // a time and holds later requests behind a second (PROTOCOL.md §8), so the gets that free
+    // room must not queue behind blocked puts on the same connection.
+    let producers = Arc::new(Client::connect(m.address(), KEY).unwrap());
     let c = Arc::new(Client::connect(m.address(), KEY).unwrap());
     let per_thread = 500;
     let mut handles = Vec::new();
     for t in 0..4u32 {
-        let c = c.clone();
+        let c = producers.clone();
         handles.push(thread::spawn(move || {
             let q = c.raw_queue("task_queue").unwrap();
             for i in 0..per_thread {
