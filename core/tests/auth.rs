@@ -75,6 +75,20 @@ fn manager_out(m: &mut Manager<'_>, id: ConnId, now: Instant) -> Vec<u8> {
     out
 }
 
+/// A client (with the right key) taken through hello and challenge by hand; returns it, its
+/// connection and the proof frame it now sends.
+fn up_to_proof(p: &mut Pair) -> (usize, ConnId, Vec<u8>) {
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&challenge);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    (c, conn, client_out(&mut p.peers[c].client))
+}
+
 /// The handshake and the first frame in each direction, recomputed from PROTOCOL.md alone.
 #[test]
 fn handshake_and_tags_follow_the_spec() {
@@ -158,15 +172,8 @@ fn wrong_key_fails_on_both_ends() {
     let mut setup = Setup::default();
     setup.manager_key = b"not the producer key".to_vec();
     let mut p = Pair::new(setup);
-    let c = p.add_client_with_key(KEY);
-    let conn = p.peers[c].conn.unwrap();
+    let (c, conn, proof) = up_to_proof(&mut p);
     let now = p.now;
-    let hello = client_out(&mut p.peers[c].client);
-    p.m.handle_input(conn, now, &hello);
-    let challenge = manager_out(&mut p.m, conn, now);
-    p.peers[c].client.handle_input(&challenge);
-    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
-    let proof = client_out(&mut p.peers[c].client);
     p.m.handle_input(conn, now, &proof);
     // Exactly one frame, `ServerVerdict::AuthFailed` (variant 1, no fields), then close.
     let verdict = manager_out(&mut p.m, conn, now);
@@ -186,21 +193,13 @@ fn wrong_key_fails_on_both_ends() {
     assert_eq!(p.m.connections(), 0);
 }
 
-/// A "manager" that does not know the key cannot pass the client's check of its proof.
 /// A proof frame that does not decode is answered the way a wrong proof is, in the message
 /// the client expects at that point (`ServerVerdict::AuthFailed`), then the manager closes.
 #[test]
 fn malformed_proof_is_answered_auth_failed() {
     let mut p = Pair::new(Setup::default());
-    let c = p.add_client_with_key(KEY);
-    let conn = p.peers[c].conn.unwrap();
+    let (c, conn, _proof) = up_to_proof(&mut p);
     let now = p.now;
-    let hello = client_out(&mut p.peers[c].client);
-    p.m.handle_input(conn, now, &hello);
-    let challenge = manager_out(&mut p.m, conn, now);
-    p.peers[c].client.handle_input(&challenge);
-    drain_events(&mut p.peers[c].client);
-    let _proof = client_out(&mut p.peers[c].client);
     // A proof body one byte short.
     let mut short = vec![0, 0, 0, 31];
     short.extend_from_slice(&[7; 31]);
@@ -215,6 +214,7 @@ fn malformed_proof_is_answered_auth_failed() {
     );
 }
 
+/// A "manager" that does not know the key cannot pass the client's check of its proof.
 #[test]
 fn client_rejects_an_impostor_manager() {
     let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
