@@ -7,12 +7,18 @@
 use serde::Serialize;
 
 use crate::auth::FrameMac;
+use crate::storage::{Bytes, Managed};
 use crate::wire::{peek_body_len, HEADER_LEN, TAG_LEN};
 
 /// Not enough room in a transmit buffer; the caller reserves room beforehand, so this
 /// only reaches a peer as a closed connection, never as a lost message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NoRoom;
+
+/// Room a handshake message may need (they are all far smaller than this).
+const MAX_PLAIN: usize = 128;
+/// Room an owned buffer makes for a message before trying to write it; a larger one grows it.
+const MIN_MESSAGE_ROOM: usize = 256;
 
 /// Where the next whole frame in a receive buffer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +32,17 @@ pub(crate) enum Peek {
 }
 
 pub(crate) struct RxBuf<'a> {
-    data: &'a mut [u8],
+    data: Bytes<'a>,
     start: usize,
     end: usize,
 }
 
 impl<'a> RxBuf<'a> {
-    pub(crate) fn new(data: &'a mut [u8]) -> Self {
+    pub(crate) fn new(data: Managed<'a, u8>) -> Self {
+        Self::with(Bytes::new(data))
+    }
+
+    pub(crate) fn with(data: Bytes<'a>) -> Self {
         RxBuf {
             data,
             start: 0,
@@ -40,13 +50,20 @@ impl<'a> RxBuf<'a> {
         }
     }
 
+    /// The largest frame (header included) this buffer can ever hold.
     pub(crate) fn capacity(&self) -> usize {
+        self.data.limit()
+    }
+
+    /// Bytes of memory held now.
+    pub(crate) fn held(&self) -> usize {
         self.data.len()
     }
 
     pub(crate) fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
+        self.data.release();
     }
 
     /// Bytes received and not yet consumed.
@@ -58,14 +75,22 @@ impl<'a> RxBuf<'a> {
         self.start == self.end
     }
 
-    /// Free space to receive into, made contiguous first.
+    /// Free space to receive into, made contiguous first. An owned buffer grows to hold the
+    /// frame whose header it has seen, never just because it is full: a connection whose input
+    /// is paused must not read on.
     pub(crate) fn space(&mut self) -> &mut [u8] {
         if self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        &mut self.data[self.end..]
+        let want = match peek_body_len(self.bytes()) {
+            Some(len) => HEADER_LEN.saturating_add(len as usize),
+            None => 1,
+        };
+        self.data.reserve(want);
+        let end = self.end.min(self.data.len());
+        &mut self.data[end..]
     }
 
     /// `n` bytes were written at the start of [`RxBuf::space`].
@@ -85,8 +110,7 @@ impl<'a> RxBuf<'a> {
     pub(crate) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+            self.clear();
         }
     }
 
@@ -96,7 +120,7 @@ impl<'a> RxBuf<'a> {
             return Peek::Partial;
         };
         let len = len as usize;
-        if len > max_body || HEADER_LEN + len > self.data.len() {
+        if len > max_body || HEADER_LEN.saturating_add(len) > self.data.limit() {
             return Peek::TooLarge;
         }
         if self.end - self.start < HEADER_LEN + len {
@@ -108,7 +132,7 @@ impl<'a> RxBuf<'a> {
 }
 
 pub(crate) struct TxBuf<'a> {
-    data: &'a mut [u8],
+    data: Bytes<'a>,
     /// First byte not yet handed to the transport.
     start: usize,
     /// End of the sealed frames.
@@ -118,7 +142,11 @@ pub(crate) struct TxBuf<'a> {
 }
 
 impl<'a> TxBuf<'a> {
-    pub(crate) fn new(data: &'a mut [u8]) -> Self {
+    pub(crate) fn new(data: Managed<'a, u8>) -> Self {
+        Self::with(Bytes::new(data))
+    }
+
+    pub(crate) fn with(data: Bytes<'a>) -> Self {
         TxBuf {
             data,
             start: 0,
@@ -127,7 +155,13 @@ impl<'a> TxBuf<'a> {
         }
     }
 
+    /// The most bytes this buffer can ever hold.
     pub(crate) fn capacity(&self) -> usize {
+        self.data.limit()
+    }
+
+    /// Bytes of memory held now.
+    pub(crate) fn held(&self) -> usize {
         self.data.len()
     }
 
@@ -135,6 +169,7 @@ impl<'a> TxBuf<'a> {
         self.start = 0;
         self.sealed = 0;
         self.end = 0;
+        self.data.release();
     }
 
     /// Nothing waits to be sent, sealed or not.
@@ -145,7 +180,7 @@ impl<'a> TxBuf<'a> {
     /// Room for more message bytes, keeping room to seal the open frame.
     pub(crate) fn free(&self) -> usize {
         self.data
-            .len()
+            .limit()
             .saturating_sub(self.end - self.start + TAG_LEN)
     }
 
@@ -166,6 +201,7 @@ impl<'a> TxBuf<'a> {
     pub(crate) fn push_plain<T: Serialize>(&mut self, msg: &T) -> Result<(), NoRoom> {
         debug_assert!(!self.frame_open());
         self.compact();
+        self.data.reserve(self.end + HEADER_LEN + MAX_PLAIN);
         let body_at = self.end + HEADER_LEN;
         let out = self.data.get_mut(body_at..).ok_or(NoRoom)?;
         let len = postcard::to_slice(msg, out).map_err(|_| NoRoom)?.len();
@@ -196,21 +232,31 @@ impl<'a> TxBuf<'a> {
         mac: &mut FrameMac,
         mut write: impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<(), NoRoom> {
-        for _ in 0..2 {
+        // Each pass grows the buffer (doubling, up to its limit) or seals a non-empty frame.
+        for _ in 0..64 {
             if !self.frame_open() {
                 self.compact();
+                self.data
+                    .reserve(self.end + HEADER_LEN + TAG_LEN + MIN_MESSAGE_ROOM);
                 if self.end + HEADER_LEN + TAG_LEN > self.data.len() {
                     return Err(NoRoom);
                 }
                 self.end += HEADER_LEN;
             }
             let body_at = self.sealed + HEADER_LEN;
-            let limit = (self.data.len() - TAG_LEN).min(body_at + max_body.saturating_sub(TAG_LEN));
-            if self.end < limit {
-                if let Some(n) = write(&mut self.data[self.end..limit]) {
+            let frame_cap = body_at + max_body.saturating_sub(TAG_LEN);
+            let buf_cap = self.data.len().saturating_sub(TAG_LEN);
+            let cap = buf_cap.min(frame_cap);
+            if self.end < cap {
+                if let Some(n) = write(&mut self.data[self.end..cap]) {
                     self.end += n;
                     return Ok(());
                 }
+            }
+            if buf_cap < frame_cap && self.data.len() < self.data.limit() {
+                let grown = self.data.len().saturating_mul(2);
+                self.data.reserve(grown);
+                continue;
             }
             if self.end == body_at {
                 // Not even an empty frame has room for it: drop the empty frame.

@@ -13,12 +13,19 @@ use crate::auth::{
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::error::Error;
+#[cfg(feature = "alloc")]
+use crate::storage::Bytes;
+use crate::storage::Managed;
 use crate::time::Instant;
 use crate::wire::{
-    ClientHello, ClientProof, CloseReason, Message, Op, Reply, Request, ServerHello, ServerVerdict,
-    Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME, NONCE_LEN, TAG_LEN,
-    VERSION,
+    ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
+    ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    NONCE_LEN, TAG_LEN, VERSION,
 };
+
+/// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
+/// not reported.
+const INTERNAL_ID: u32 = u32::MAX;
 
 /// Bytes a `Put` request takes beyond its item: tags, id, handle, lengths and wait, as varints.
 pub const PUT_OVERHEAD: usize = 24;
@@ -29,6 +36,12 @@ pub const PUT_OVERHEAD: usize = 24;
 pub struct RequestSlot {
     generation: u16,
     busy: bool,
+    /// The caller gave up on it: its reply is not reported, and items in it go back.
+    abandoned: bool,
+    /// A `Cancel` for it still has to be sent.
+    cancel_pending: bool,
+    /// The queue a get takes from, so items of an abandoned get can be given back.
+    handle: Option<Handle>,
     deadline: Option<Instant>,
 }
 
@@ -37,6 +50,9 @@ impl RequestSlot {
     pub const FREE: RequestSlot = RequestSlot {
         generation: 0,
         busy: false,
+        abandoned: false,
+        cancel_pending: false,
+        handle: None,
         deadline: None,
     };
 }
@@ -103,7 +119,9 @@ pub struct Client<'a> {
     key: AuthKey,
     rx: RxBuf<'a>,
     tx: TxBuf<'a>,
-    slots: &'a mut [RequestSlot],
+    slots: Managed<'a, RequestSlot>,
+    /// Abandoned requests whose `Cancel` is not yet written.
+    cancels_pending: usize,
     in_flight: usize,
     /// Where the search for a free slot starts.
     next_slot: usize,
@@ -125,12 +143,44 @@ impl<'a> Client<'a> {
         authkey: &[u8],
         nonce: [u8; NONCE_LEN],
         now: Instant,
-        rx: &'a mut [u8],
-        tx: &'a mut [u8],
-        slots: &'a mut [RequestSlot],
+        rx: impl Into<Managed<'a, u8>>,
+        tx: impl Into<Managed<'a, u8>>,
+        slots: impl Into<Managed<'a, RequestSlot>>,
+    ) -> Self {
+        let buffers = (RxBuf::new(rx.into()), TxBuf::new(tx.into()));
+        Self::with(config, authkey, nonce, now, buffers, slots.into())
+    }
+
+    /// A client that owns its buffers: they grow on demand up to `rx_limit` (the largest
+    /// reply frame) and `tx_limit` bytes, and are given back whenever they empty.
+    #[cfg(feature = "alloc")]
+    pub fn owned(
+        config: ClientConfig,
+        authkey: &[u8],
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+        rx_limit: usize,
+        tx_limit: usize,
+        slots: usize,
+    ) -> Client<'static> {
+        let buffers = (
+            RxBuf::with(Bytes::owned(rx_limit)),
+            TxBuf::with(Bytes::owned(tx_limit)),
+        );
+        let slots = alloc::vec![RequestSlot::FREE; slots.min(0xFFFF)];
+        Client::with(config, authkey, nonce, now, buffers, slots.into())
+    }
+
+    fn with(
+        config: ClientConfig,
+        authkey: &[u8],
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+        (rx, tx): (RxBuf<'a>, TxBuf<'a>),
+        mut slots: Managed<'a, RequestSlot>,
     ) -> Self {
         let max_frame = rx
-            .len()
+            .capacity()
             .saturating_sub(HEADER_LEN)
             .min(MAX_MAX_FRAME as usize) as u32;
         for slot in slots.iter_mut() {
@@ -139,9 +189,10 @@ impl<'a> Client<'a> {
         let mut client = Client {
             config,
             key: AuthKey::new(authkey),
-            rx: RxBuf::new(rx),
-            tx: TxBuf::new(tx),
+            rx,
+            tx,
             slots,
+            cancels_pending: 0,
             in_flight: 0,
             next_slot: 0,
             state: State::SentHello { nonce },
@@ -230,10 +281,59 @@ impl<'a> Client<'a> {
 
     /// Bytes to send now (sealing the frame being built).
     pub fn poll_transmit(&mut self) -> &[u8] {
+        self.write_cancels();
         if let State::Ready { tx_mac, .. } = &mut self.state {
             self.tx.seal(tx_mac);
         }
         self.tx.pending()
+    }
+
+    /// Gives up on request `id` (its caller stopped waiting, e.g. a dropped future): the
+    /// manager is asked to withdraw it, its reply will not be reported, and any item it
+    /// brings anyway is put back at the head of its queue. Never loses an item.
+    pub fn abandon(&mut self, id: u32) {
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
+        if slot.abandoned {
+            return;
+        }
+        slot.abandoned = true;
+        slot.cancel_pending = true;
+        slot.deadline = None;
+        self.cancels_pending += 1;
+        self.write_cancels();
+    }
+
+    /// The slot of request `id`, while it is in flight.
+    fn slot_mut(&mut self, id: u32) -> Option<&mut RequestSlot> {
+        slot_in(&mut self.slots, id)
+    }
+
+    /// Writes the `Cancel`s of abandoned requests that fit the transmit buffer now.
+    fn write_cancels(&mut self) {
+        if self.cancels_pending == 0 {
+            return;
+        }
+        let State::Ready { tx_mac, .. } = &mut self.state else {
+            return;
+        };
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if !slot.cancel_pending {
+                continue;
+            }
+            let target = (u32::from(slot.generation) << 16) | index as u32;
+            let cancel = Request {
+                id: INTERNAL_ID,
+                op: Op::Cancel { target },
+            };
+            if self.tx.push(&cancel, self.peer_max, tx_mac).is_err() {
+                return;
+            }
+            slot.cancel_pending = false;
+            self.cancels_pending -= 1;
+        }
     }
 
     /// The transport sent `n` bytes of [`Client::poll_transmit`].
@@ -289,10 +389,10 @@ impl<'a> Client<'a> {
                 return Err(Error::TooLarge);
             }
         }
-        if self.in_flight >= self.slots.len() {
+        let n = self.slots.len().min(0xFFFF);
+        if self.in_flight >= n {
             return Err(Error::InFlightLimit);
         }
-        let n = self.slots.len();
         let index = (0..n)
             .map(|k| (self.next_slot + k) % n)
             .find(|&i| !self.slots[i].busy);
@@ -311,11 +411,19 @@ impl<'a> Client<'a> {
                 }
             })?;
         let wait = match op {
-            Op::Put { wait, .. } | Op::Get { wait, .. } | Op::Join { wait, .. } => wait,
+            Op::Put { wait, .. }
+            | Op::Get { wait, .. }
+            | Op::Join { wait, .. }
+            | Op::PutMany { wait, .. }
+            | Op::GetMany { wait, .. } => wait,
             _ => Wait::NoWait,
         };
         let grace = u64::from(self.config.reply_timeout_ms);
         slot.busy = true;
+        slot.handle = match op {
+            Op::Get { handle, .. } | Op::GetMany { handle, .. } => Some(handle),
+            _ => None,
+        };
         slot.deadline = match wait {
             Wait::Forever => None,
             Wait::NoWait => Some(now.add_millis(grace)),
@@ -346,8 +454,9 @@ impl<'a> Client<'a> {
                 },
                 State::Ready { .. } => match self.next_message() {
                     Some(Ok(at)) => match self.take_message(at) {
-                        Ok(Some(reply)) => break reply,
-                        Ok(None) => continue,
+                        Ok(Taken::Reply(at, end)) => break (at, end),
+                        Ok(Taken::Skipped) => continue,
+                        Ok(Taken::Blocked) => return None,
                         Err(error) => self.close(error),
                     },
                     Some(Err(reason)) => self.close(reason.into()),
@@ -466,40 +575,68 @@ impl<'a> Client<'a> {
 
     /// Checks the message at `at` and advances past it: `Some((at, end))` for a reply to a
     /// request in flight, `None` when the manager said it is closing.
-    fn take_message(&mut self, at: usize) -> Result<Option<(usize, usize)>, Error> {
+    fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
         let Ok((message, rest)) = postcard::take_from_bytes::<Message>(&self.rx.bytes()[at..end])
         else {
             return Err(Error::Closed(CloseReason::Malformed));
         };
         let message_end = end - rest.len();
+        let taken = match message {
+            Message::Reply {
+                id: INTERNAL_ID,
+                reply,
+            } => {
+                if let Reply::Error(code) = reply {
+                    warn!(
+                        "client: a cancel or give-back failed: {}",
+                        code.description()
+                    );
+                }
+                Taken::Skipped
+            }
+            Message::Reply { id, reply } => {
+                let Some(slot) = slot_in(&mut self.slots, id) else {
+                    warn!("client: reply to a request not in flight");
+                    return Err(Error::Closed(CloseReason::Unexpected));
+                };
+                let (abandoned, handle) = (slot.abandoned, slot.handle);
+                if abandoned {
+                    if let (Some(handle), Reply::Item(_) | Reply::Items(_)) = (handle, reply) {
+                        if !give_back(&mut self.tx, &mut self.state, self.peer_max, handle, reply) {
+                            // Room comes back as the transport sends; read this reply again then.
+                            return Ok(Taken::Blocked);
+                        }
+                    }
+                }
+                let Some(slot) = slot_in(&mut self.slots, id) else {
+                    return Err(Error::Closed(CloseReason::Unexpected));
+                };
+                if slot.cancel_pending {
+                    self.cancels_pending -= 1;
+                }
+                *slot = RequestSlot {
+                    generation: slot.generation.wrapping_add(1),
+                    ..RequestSlot::FREE
+                };
+                self.in_flight -= 1;
+                if abandoned {
+                    Taken::Skipped
+                } else {
+                    Taken::Reply(at, message_end)
+                }
+            }
+            Message::Closing(reason) => {
+                self.close(reason.into());
+                Taken::Skipped
+            }
+        };
         self.cursor = message_end;
         if self.cursor == end {
             self.consumed = end + TAG_LEN;
             self.cursor = 0;
         }
-        match message {
-            Message::Reply { id, .. } => {
-                let index = (id & 0xFFFF) as usize;
-                let slot = self
-                    .slots
-                    .get_mut(index)
-                    .filter(|s| s.busy && u32::from(s.generation) == id >> 16);
-                let Some(slot) = slot else {
-                    warn!("client: reply to a request not in flight");
-                    return Err(Error::Closed(CloseReason::Unexpected));
-                };
-                slot.busy = false;
-                slot.deadline = None;
-                slot.generation = slot.generation.wrapping_add(1);
-                self.in_flight -= 1;
-                Ok(Some((at, message_end)))
-            }
-            Message::Closing(reason) => {
-                self.close(reason.into());
-                Ok(None)
-            }
-        }
+        Ok(taken)
     }
 
     fn apply_consumed(&mut self) {
@@ -525,4 +662,77 @@ fn op_payload(op: &Op) -> usize {
         Op::Open { name } | Op::Create { name, .. } => name.len(),
         _ => 0,
     }
+}
+
+/// What reading one message gave.
+enum Taken {
+    /// A reply to report, at this range of the receive buffer.
+    Reply(usize, usize),
+    /// Nothing to report (a closing notice, a reply to an abandoned or internal request).
+    Skipped,
+    /// A reply to an abandoned get whose items cannot be given back until output drains.
+    Blocked,
+}
+
+/// Queues `Return`s giving the items of `reply` back to queue `handle`, last item first so
+/// they end up at the head in their order; `false` (and nothing queued) when the transmit
+/// buffer has no room for all of them now.
+fn give_back(
+    tx: &mut TxBuf,
+    state: &mut State,
+    peer_max: usize,
+    handle: Handle,
+    reply: Reply,
+) -> bool {
+    let State::Ready { tx_mac, .. } = state else {
+        return true;
+    };
+    let one;
+    let items = match reply {
+        Reply::Item(item) => {
+            one = [item];
+            &one[..]
+        }
+        Reply::Items(_) => &[][..],
+        _ => return true,
+    };
+    let packed = match reply {
+        Reply::Items(items) => Some(items),
+        _ => None,
+    };
+    let count = packed.map_or(items.len(), |p| p.iter().count());
+    let nth = |k: usize| match packed {
+        Some(p) => p.iter().nth(k).unwrap_or(&[]),
+        None => items[k],
+    };
+    let need: usize = (0..count)
+        .map(|k| nth(k).len() + PUT_OVERHEAD + HEADER_LEN + TAG_LEN)
+        .sum();
+    if need > tx.capacity() {
+        warn!("client: an item too large to give back is dropped");
+        return true;
+    }
+    if tx.free() < need {
+        return false;
+    }
+    for k in (0..count).rev() {
+        let request = Request {
+            id: INTERNAL_ID,
+            op: Op::Return {
+                handle,
+                item: nth(k),
+            },
+        };
+        if tx.push(&request, peer_max, tx_mac).is_err() {
+            warn!("client: no room to give an item back");
+        }
+    }
+    true
+}
+
+/// The slot of request `id` in `slots`, while it is in flight.
+fn slot_in(slots: &mut [RequestSlot], id: u32) -> Option<&mut RequestSlot> {
+    slots
+        .get_mut((id & 0xFFFF) as usize)
+        .filter(|s| s.busy && u32::from(s.generation) == id >> 16)
 }

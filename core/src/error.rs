@@ -34,6 +34,8 @@ pub enum Error {
     ShuttingDown,
     /// The operation does not apply to this kind of object.
     WrongKind,
+    /// The request was withdrawn before it completed.
+    Cancelled,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -65,6 +67,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::NotAllowed => Error::NotAllowed,
             ErrorCode::ShuttingDown => Error::ShuttingDown,
             ErrorCode::WrongKind => Error::WrongKind,
+            ErrorCode::Cancelled => Error::Cancelled,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Error {
             Error::NotAllowed => ErrorCode::NotAllowed,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::WrongKind => ErrorCode::WrongKind,
+            Error::Cancelled => ErrorCode::Cancelled,
             _ => return None,
         })
     }

@@ -18,9 +18,14 @@
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
 //! - `log`: log through the `log` crate. Not together with `defmt`.
+//! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
+//!   can be `'static` and moved; without it every buffer is lent by the caller.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 #[macro_use]
 mod fmt;
@@ -30,16 +35,20 @@ mod buf;
 pub mod client;
 pub mod error;
 pub mod manager;
+pub mod park;
 pub mod queue;
 mod registry;
+pub mod storage;
 pub mod time;
 mod waiters;
 pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
-pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig};
+pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
+pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
+pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;
-pub use wire::{Handle, ObjectInfo, QueueSpec, Wait};
+pub use wire::{Handle, Items, ObjectInfo, QueueSpec, Wait};

@@ -19,14 +19,18 @@ use crate::auth::{
     MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
+#[cfg(feature = "alloc")]
+use crate::storage::Bytes;
+use crate::storage::Managed;
 use crate::time::Instant;
 use crate::waiters::{WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
-    item_reply_bound, valid_name, ClientHello, ClientProof, CloseReason, ErrorCode, Handle,
-    ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
-    HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
-    NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
+    item_reply_bound, valid_name, write_varint, ClientHello, ClientProof, CloseReason, ErrorCode,
+    Handle, Items, ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello,
+    ServerVerdict, Wait, HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME,
+    MIN_MAX_FRAME, NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
 const NONE: u32 = u32::MAX;
@@ -80,18 +84,16 @@ pub enum AcceptError {
     ShuttingDown,
 }
 
-/// The storage of one connection: receive, transmit and parked-put buffers.
+/// The storage of one connection: its receive and transmit buffers.
 ///
 /// `rx` bounds the largest frame the manager accepts on this connection; `tx` must hold the
-/// largest reply (a `get` of the largest item); `park` holds the item of a blocked `put`, so it
-/// should be as large as the largest item (a smaller one makes such puts wait their turn).
+/// largest reply (a `get` of the largest item) and bounds how many blocked gets it may have.
+/// With the `alloc` feature, [`Connection::owned`] buffers hold no memory while idle and grow to
+/// their limits on demand.
 pub struct Connection<'a> {
     rx: RxBuf<'a>,
     tx: TxBuf<'a>,
-    park: &'a mut [u8],
     state: State,
-    /// Length of the item in `park`, when a put is parked.
-    parked: Option<usize>,
     /// Transmit bytes promised to this connection's blocked requests.
     reserved: usize,
     waiters: u32,
@@ -132,14 +134,31 @@ struct Session {
 }
 
 impl<'a> Connection<'a> {
-    /// A free connection slot with its buffers.
-    pub fn new(rx: &'a mut [u8], tx: &'a mut [u8], park: &'a mut [u8]) -> Self {
+    /// A free connection slot with lent (or given) buffers.
+    pub fn new(rx: impl Into<Managed<'a, u8>>, tx: impl Into<Managed<'a, u8>>) -> Self {
+        Self::with(RxBuf::new(rx.into()), TxBuf::new(tx.into()))
+    }
+
+    /// A free connection slot whose buffers are allocated when used, up to `rx_limit` and
+    /// `tx_limit` bytes, and given back whenever they empty.
+    #[cfg(feature = "alloc")]
+    pub fn owned(rx_limit: usize, tx_limit: usize) -> Connection<'static> {
+        Connection::with(
+            RxBuf::with(Bytes::owned(rx_limit)),
+            TxBuf::with(Bytes::owned(tx_limit)),
+        )
+    }
+
+    /// Bytes of buffer memory this connection holds now.
+    pub fn buffer_bytes(&self) -> usize {
+        self.rx.held() + self.tx.held()
+    }
+
+    fn with(rx: RxBuf<'a>, tx: TxBuf<'a>) -> Self {
         Connection {
-            rx: RxBuf::new(rx),
-            tx: TxBuf::new(tx),
-            park,
+            rx,
+            tx,
             state: State::Free,
-            parked: None,
             reserved: 0,
             waiters: 0,
             peer_max: 0,
@@ -187,13 +206,62 @@ enum Step {
     Paused,
 }
 
+/// How many items a get takes.
+#[derive(Clone, Copy)]
+enum Take {
+    One,
+    Many { max_items: u32, max_bytes: u32 },
+}
+
+impl Take {
+    fn many(max_items: u32, max_bytes: u32) -> Take {
+        Take::Many {
+            max_items: max_items.max(1),
+            max_bytes,
+        }
+    }
+}
+
+/// Appends the packed `items` to `queue` while they fit: `(items put, bytes of the list
+/// used, the error that stopped it)`. Stopping for lack of room is not an error.
+fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Option<ErrorCode>) {
+    let mut iter = Items(items).iter();
+    let mut count = 0;
+    let mut used = 0;
+    while let Some(item) = iter.clone().next() {
+        if item.len() > queue.spec().max_item as usize {
+            return (count, used, Some(ErrorCode::TooLarge));
+        }
+        if queue.push(item).is_err() {
+            break;
+        }
+        iter.next();
+        count += 1;
+        used = items.len() - iter.remaining().len();
+    }
+    (count, used, None)
+}
+
+/// Everything a manager keeps, lent or given by the caller.
+pub struct Resources<'a> {
+    /// The registry: declared objects and spare slots for objects clients create.
+    pub objects: Managed<'a, ObjectSlot<'a>>,
+    /// One slot per connection served at once.
+    pub connections: Managed<'a, Connection<'a>>,
+    /// Room for blocked requests, over all connections.
+    pub waiters: Managed<'a, Waiter>,
+    /// Where the items of blocked puts wait.
+    pub parked: ParkStore<'a>,
+}
+
 /// The manager state machine. See the module docs for how a transport drives it.
 pub struct Manager<'a> {
     config: ManagerConfig,
     key: AuthKey,
     registry: Registry<'a>,
-    conns: &'a mut [Connection<'a>],
+    conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
+    parked: ParkStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
     shutting_down: bool,
@@ -206,13 +274,13 @@ pub struct Manager<'a> {
 impl<'a> Manager<'a> {
     /// A manager over the given storage. Objects declared in `objects` are live at once; spare
     /// slots take objects clients create (when `config.allow_create`).
-    pub fn new(
-        config: ManagerConfig,
-        authkey: &[u8],
-        objects: &'a mut [ObjectSlot<'a>],
-        conns: &'a mut [Connection<'a>],
-        waiters: &'a mut [Waiter],
-    ) -> Self {
+    pub fn new(config: ManagerConfig, authkey: &[u8], resources: Resources<'a>) -> Self {
+        let Resources {
+            objects,
+            connections: conns,
+            waiters,
+            parked,
+        } = resources;
         let count = conns.len().min(NONE as usize - 1);
         let mut manager = Manager {
             config,
@@ -220,6 +288,7 @@ impl<'a> Manager<'a> {
             registry: Registry::new(objects),
             conns,
             waiters: Waiters::new(waiters),
+            parked,
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
             shutting_down: false,
@@ -261,7 +330,6 @@ impl<'a> Manager<'a> {
         c.state = State::AwaitHello { nonce, deadline };
         c.rx.clear();
         c.tx.clear();
-        c.parked = None;
         c.reserved = 0;
         c.waiters = 0;
         c.cursor = 0;
@@ -367,7 +435,6 @@ impl<'a> Manager<'a> {
         c.state = State::Free;
         c.rx.clear();
         c.tx.clear();
-        c.parked = None;
         c.reserved = 0;
         c.cursor = 0;
         // Bug fix: the free list shares `links[0]` with the ready list, so a connection closed
@@ -408,7 +475,7 @@ impl<'a> Manager<'a> {
             let waiter = *self.waiters.get(w);
             match waiter.deadline {
                 Some(d) if d <= now => {
-                    self.finish_waiter(w, &Reply::Error(ErrorCode::Timeout));
+                    self.fail_waiter(w, ErrorCode::Timeout);
                     // A putter that gave up may have held back smaller puts behind it.
                     self.settle(Handle(waiter.object));
                 }
@@ -468,7 +535,7 @@ impl<'a> Manager<'a> {
         self.now = now;
         self.shutting_down = true;
         while let Some(w) = self.waiters.find_from(0, |_| true) {
-            self.finish_waiter(w, &Reply::Error(ErrorCode::ShuttingDown));
+            self.fail_waiter(w, ErrorCode::ShuttingDown);
         }
         for i in 0..self.conns.len() {
             if !self.conns[i].is_free() {
@@ -605,7 +672,10 @@ impl<'a> Manager<'a> {
         let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
         match c.state {
             State::AwaitHello { nonce, deadline } => {
-                if body.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                if body.len() < MAGIC.len() {
+                    return self.reject(i, CloseReason::Malformed);
+                }
+                if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
                 }
                 let hello = match postcard::take_from_bytes::<ClientHello>(body) {
@@ -615,7 +685,7 @@ impl<'a> Manager<'a> {
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
                     return self.reject(i, CloseReason::VersionMismatch);
                 }
-                if hello.max_frame < MIN_MAX_FRAME {
+                if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&hello.max_frame) {
                     return self.reject(i, CloseReason::Malformed);
                 }
                 let max_frame = self.max_frame(i) as u32;
@@ -732,7 +802,7 @@ impl<'a> Manager<'a> {
         while self.conns[i].cursor < self.conns[i].frame_end {
             let c = &mut self.conns[i];
             let (cursor, end) = (c.cursor, c.frame_end);
-            let rx = core::mem::replace(&mut c.rx, RxBuf::new(&mut []));
+            let rx = core::mem::replace(&mut c.rx, RxBuf::new(Managed::empty()));
             let step = match postcard::take_from_bytes::<Request>(&rx.bytes()[cursor..end]) {
                 Ok((request, rest)) => {
                     let used = end - cursor - rest.len();
@@ -766,13 +836,16 @@ impl<'a> Manager<'a> {
     /// Answers one request, parks it, or pauses the connection's input until there is room.
     fn handle_request(&mut self, i: usize, request: Request) -> Step {
         let id = request.id;
+        // Only the reply sent now needs room here; a get that parks checks its own
+        // reservation in `park`.
         let need = match request.op {
-            // Bug fix: this used the bound for the queue's largest item even when the queue was
-            // empty, so a connection whose blocked gets had reserved most of its output paused
-            // a non-blocking get (and every request behind it, such as its own put that would
-            // wake those gets) until another client happened to put. Only the reply sent now
-            // needs room here; a get that parks checks its own reservation in `park`.
-            Op::Get { handle, .. } => self.get_reply_now(i, handle),
+            Op::Get { handle, .. } => self.get_reply_now(i, handle, Take::One),
+            Op::GetMany {
+                handle,
+                max_items,
+                max_bytes,
+                ..
+            } => self.get_reply_now(i, handle, Take::many(max_items, max_bytes)),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -796,17 +869,45 @@ impl<'a> Manager<'a> {
                 spec,
                 exist_ok,
             } => Some(self.create(name, spec, exist_ok)),
-            Op::Put { handle, item, wait } => return self.put(i, id, handle, item, wait),
-            Op::Get { handle, wait } => {
-                let reserve = self.get_reply_bound(i, handle);
-                return self.get(i, id, handle, wait, reserve);
+            Op::Put { handle, item, wait } => {
+                self.put(i, id, handle, item, wait);
+                None
             }
+            Op::PutMany {
+                handle,
+                items,
+                wait,
+            } => {
+                self.put_many(i, id, handle, items, wait);
+                None
+            }
+            Op::Get { handle, wait } => {
+                self.get(i, id, handle, wait, Take::One);
+                None
+            }
+            Op::GetMany {
+                handle,
+                max_items,
+                max_bytes,
+                wait,
+            } => {
+                self.get(i, id, handle, wait, Take::many(max_items, max_bytes));
+                None
+            }
+            Op::Cancel { target } => {
+                self.cancel(i, target);
+                Some(Reply::Done)
+            }
+            Op::Return { handle, item } => Some(self.return_item(handle, item)),
             Op::Size { handle } => Some(match self.registry.queue(handle) {
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
             }),
             Op::TaskDone { handle } => Some(self.task_done(handle)),
-            Op::Join { handle, wait } => return self.join(i, id, handle, wait),
+            Op::Join { handle, wait } => {
+                self.join(i, id, handle, wait);
+                None
+            }
             Op::Stat { index } => {
                 let stat = self.registry.stat(index);
                 let c = &mut self.conns[i];
@@ -864,100 +965,232 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Output bytes a `get` on `handle` may need on connection `i`.
-    fn get_reply_bound(&mut self, i: usize, handle: Handle) -> usize {
-        let fit = self.conns[i]
+    /// The largest item body a reply on connection `i` can carry.
+    fn item_fit(&self, i: usize) -> usize {
+        self.conns[i]
             .peer_max
-            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
+            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD)
+    }
+
+    /// Output bytes a get on `handle` may need on connection `i` whenever it is answered.
+    fn get_reply_bound(&mut self, i: usize, handle: Handle, take: Take) -> usize {
+        let fit = self.item_fit(i);
         match self.registry.queue(handle) {
-            Ok(q) => item_reply_bound((q.queue.spec().max_item as usize).min(fit)),
+            Ok(q) => {
+                let max_item = q.queue.spec().max_item as usize;
+                let body = match take {
+                    Take::One => max_item,
+                    Take::Many { max_bytes, .. } => {
+                        (max_bytes as usize).max(Items::packed_len(max_item))
+                    }
+                };
+                item_reply_bound(body.min(fit))
+            }
             Err(_) => SMALL_REPLY_BOUND,
         }
     }
 
-    /// Output bytes a `get` on `handle` needs on connection `i` if answered now: the front
-    /// item's reply, or a small one (an error, or none at all when the get parks).
-    fn get_reply_now(&mut self, i: usize, handle: Handle) -> usize {
-        let fit = self.conns[i]
-            .peer_max
-            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
-        match self.registry.queue(handle).map(|q| q.queue.front_len()) {
-            Ok(Some(len)) if len <= fit => item_reply_bound(len).max(SMALL_REPLY_BOUND),
-            _ => SMALL_REPLY_BOUND,
+    /// Output bytes a get on `handle` needs on connection `i` if answered now: the items it
+    /// would take, or a small reply (an error, or none at all when it parks).
+    fn get_reply_now(&mut self, i: usize, handle: Handle, take: Take) -> usize {
+        match self.plan_take(i, handle, take) {
+            Some((_, body)) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
+            None => SMALL_REPLY_BOUND,
         }
     }
 
-    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) -> Step {
+    /// What a get on `handle` takes now for connection `i`: `(items, reply body bytes)`, or
+    /// `None` when the queue is empty or its first item does not fit a frame to the peer.
+    fn plan_take(&mut self, i: usize, handle: Handle, take: Take) -> Option<(u32, usize)> {
+        let fit = self.item_fit(i);
+        let q = self.registry.queue(handle).ok()?;
+        let first = q.queue.front_len()?;
+        match take {
+            Take::One => (first <= fit).then_some((1, first)),
+            Take::Many {
+                max_items,
+                max_bytes,
+            } => {
+                let mut count = 0u32;
+                let mut bytes = 0usize;
+                for (a, b) in q.queue.iter() {
+                    let packed = Items::packed_len(a.len() + b.len());
+                    let limit = if count == 0 {
+                        fit
+                    } else {
+                        (max_bytes as usize).min(fit)
+                    };
+                    if count >= max_items || bytes + packed > limit {
+                        break;
+                    }
+                    count += 1;
+                    bytes += packed;
+                }
+                (count > 0).then_some((count, bytes))
+            }
+        }
+    }
+
+    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) {
         if self.shutting_down {
-            self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
-            return Step::Done;
+            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
         }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => {
-                self.reply(i, id, &Reply::Error(e));
-                return Step::Done;
-            }
+            Err(e) => return self.reply(i, id, &Reply::Error(e)),
         };
         if item.len() > q.queue.spec().max_item as usize {
-            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
-            return Step::Done;
+            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
             self.reply(i, id, &Reply::Done);
-            self.settle(handle);
-            return Step::Done;
+            return self.settle(handle);
+        }
+        let deadline = match park_timeout(wait, ErrorCode::Full) {
+            Ok(deadline) => deadline,
+            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+        };
+        let Some(parked) = self.parked.store(item, false) else {
+            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+        };
+        let waiter = Waiter {
+            parked: Some(parked),
+            ..Waiter::EMPTY
+        };
+        if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
+            self.parked.free(parked);
+        }
+    }
+
+    fn put_many(&mut self, i: usize, id: u32, handle: Handle, items: Items, wait: Wait) {
+        let Some(total) = items.check() else {
+            return self.begin_close(i, CloseReason::Malformed);
+        };
+        let answer = |count, error| Reply::Accepted { count, error };
+        if self.shutting_down {
+            return self.reply(i, id, &answer(0, Some(ErrorCode::ShuttingDown)));
+        }
+        let q = match self.registry.queue(handle) {
+            Ok(q) => q,
+            Err(e) => return self.reply(i, id, &answer(0, Some(e))),
+        };
+        let (count, offset, error) = if q.putters.len() == 0 {
+            push_items(&mut q.queue, items.0)
+        } else {
+            (0, 0, None)
+        };
+        if error.is_some() || count == total {
+            self.reply(i, id, &answer(count, error));
+            return self.settle(handle);
         }
         let deadline = match park_timeout(wait, ErrorCode::Full) {
             Ok(deadline) => deadline,
             Err(code) => {
-                self.reply(i, id, &Reply::Error(code));
-                return Step::Done;
+                self.reply(i, id, &answer(count, Some(code)));
+                return self.settle(handle);
             }
         };
-        let c = &mut self.conns[i];
-        if c.parked.is_some() {
-            // One parked put per connection: later ones wait their turn in the input.
-            return Step::Paused;
+        let Some(parked) = self.parked.store(&items.0[offset..], false) else {
+            self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
+            return self.settle(handle);
+        };
+        let waiter = Waiter {
+            parked: Some(parked),
+            accepted: count,
+            many: true,
+            ..Waiter::EMPTY
+        };
+        if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
+            self.parked.free(parked);
         }
-        if item.len() > c.park.len() {
-            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
-            return Step::Done;
-        }
-        c.park[..item.len()].copy_from_slice(item);
-        if self.park(i, id, handle, WaitKind::Put, deadline, SMALL_REPLY_BOUND) {
-            self.conns[i].parked = Some(item.len());
-        }
-        Step::Done
+        self.settle(handle);
     }
 
-    fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, need: usize) -> Step {
+    fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, take: Take) {
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => {
-                self.reply(i, id, &Reply::Error(e));
-                return Step::Done;
-            }
+            Err(e) => return self.reply(i, id, &Reply::Error(e)),
         };
         if !q.queue.is_empty() {
-            self.deliver(i, id, handle);
-            self.settle(handle);
-            return Step::Done;
+            self.deliver(i, id, handle, take);
+            return self.settle(handle);
         }
         if self.shutting_down {
-            self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
-            return Step::Done;
+            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
         }
         let deadline = match park_timeout(wait, ErrorCode::Empty) {
             Ok(deadline) => deadline,
-            Err(code) => {
-                self.reply(i, id, &Reply::Error(code));
-                return Step::Done;
-            }
+            Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
-        self.park(i, id, handle, WaitKind::Get, deadline, need);
-        Step::Done
+        let reserve = self.get_reply_bound(i, handle, take);
+        let (max_items, max_bytes, many) = match take {
+            Take::One => (1, 0, false),
+            Take::Many {
+                max_items,
+                max_bytes,
+            } => (max_items, max_bytes, true),
+        };
+        let waiter = Waiter {
+            reserve: reserve as u32,
+            max_items,
+            max_bytes,
+            many,
+            ..Waiter::EMPTY
+        };
+        self.park(i, id, handle, WaitKind::Get, deadline, waiter);
+    }
+
+    /// Withdraws connection `i`'s blocked request `target`, if it is still blocked.
+    fn cancel(&mut self, i: usize, target: u32) {
+        let found = self
+            .waiters
+            .find_from(0, |w| w.conn == i as u32 && w.request == target);
+        if let Some(w) = found {
+            let waiter = *self.waiters.get(w);
+            self.fail_waiter(w, ErrorCode::Cancelled);
+            if waiter.kind == WaitKind::Put {
+                // A withdrawn putter may have held back others behind it.
+                self.settle(Handle(waiter.object));
+            }
+        }
+    }
+
+    /// Puts an item a client gave up on back at the head of its queue. When the queue's
+    /// storage has been taken meanwhile, the item waits at the front of the blocked puts,
+    /// owned by no connection, so it is not lost when the returning client goes away.
+    fn return_item(&mut self, handle: Handle, item: &[u8]) -> Reply<'static> {
+        let q = match self.registry.queue(handle) {
+            Ok(q) => q,
+            Err(e) => return Reply::Error(e),
+        };
+        if item.len() > q.queue.spec().max_item as usize {
+            return Reply::Error(ErrorCode::TooLarge);
+        }
+        if q.queue.push_front(item) {
+            self.settle(handle);
+            return Reply::Done;
+        }
+        let Some(parked) = self.parked.store(item, true) else {
+            warn!("an item given back could not be kept: no room to park it");
+            return Reply::Error(ErrorCode::WaiterLimit);
+        };
+        let waiter = Waiter {
+            conn: NONE,
+            object: handle.0,
+            kind: WaitKind::Put,
+            parked: Some(parked),
+            ..Waiter::EMPTY
+        };
+        let Ok(q) = self.registry.queue(handle) else {
+            return Reply::Error(ErrorCode::NoSuchObject);
+        };
+        if self.waiters.park_front(&mut q.putters, waiter).is_none() {
+            self.parked.free(parked);
+            warn!("an item given back could not be kept: no waiter slot");
+            return Reply::Error(ErrorCode::WaiterLimit);
+        }
+        Reply::Done
     }
 
     fn task_done(&mut self, handle: Handle) -> Reply<'static> {
@@ -981,30 +1214,23 @@ impl<'a> Manager<'a> {
         Reply::Done
     }
 
-    fn join(&mut self, i: usize, id: u32, handle: Handle, wait: Wait) -> Step {
+    fn join(&mut self, i: usize, id: u32, handle: Handle, wait: Wait) {
         let unfinished = match self.registry.queue(handle) {
             Ok(q) => q.queue.unfinished(),
-            Err(e) => {
-                self.reply(i, id, &Reply::Error(e));
-                return Step::Done;
-            }
+            Err(e) => return self.reply(i, id, &Reply::Error(e)),
         };
         if unfinished == 0 {
-            self.reply(i, id, &Reply::Done);
-            return Step::Done;
+            return self.reply(i, id, &Reply::Done);
         }
         let deadline = match park_timeout(wait, ErrorCode::Timeout) {
             Ok(deadline) => deadline,
-            Err(code) => {
-                self.reply(i, id, &Reply::Error(code));
-                return Step::Done;
-            }
+            Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
-        self.park(i, id, handle, WaitKind::Join, deadline, SMALL_REPLY_BOUND);
-        Step::Done
+        self.park(i, id, handle, WaitKind::Join, deadline, Waiter::EMPTY);
     }
 
-    /// Parks a request; answers `WaiterLimit` when there is no room. `true` if parked.
+    /// Parks request `id` of connection `i` (with the extra fields of `waiter`); answers
+    /// `WaiterLimit` when there is no room. `true` if parked.
     fn park(
         &mut self,
         i: usize,
@@ -1012,11 +1238,12 @@ impl<'a> Manager<'a> {
         handle: Handle,
         kind: WaitKind,
         timeout_ms: Option<u32>,
-        reserve: usize,
+        waiter: Waiter,
     ) -> bool {
         let c = &self.conns[i];
         // Keep room for one more ordinary reply, so the connection never pauses for good.
         let room = c.tx.capacity().saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
+        let reserve = waiter.reserve.max(SMALL_REPLY_BOUND as u32) as usize;
         if c.waiters >= self.config.max_waiters_per_connection || c.reserved + reserve > room {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
@@ -1029,7 +1256,7 @@ impl<'a> Manager<'a> {
             kind,
             deadline,
             reserve: reserve as u32,
-            ..Waiter::EMPTY
+            ..waiter
         };
         let Some(Object::Queue(q)) = self.registry.get(handle) else {
             return false;
@@ -1059,15 +1286,29 @@ impl<'a> Manager<'a> {
                 return;
             };
             if let Some(w) = q.putters.front() {
-                let conn = self.waiters.get(w).conn as usize;
-                let len = self.conns[conn].parked.unwrap_or(0);
-                let q = match self.registry.queue(handle) {
-                    Ok(q) => q,
-                    Err(_) => return,
-                };
-                if q.queue.push(&self.conns[conn].park[..len]).is_ok() {
-                    self.finish_waiter(w, &Reply::Done);
-                    continue;
+                let waiter = *self.waiters.get(w);
+                let parked = waiter.parked.map_or(&[][..], |r| self.parked.get(r));
+                if !waiter.many {
+                    if q.queue.push(parked).is_ok() {
+                        self.finish_waiter(w, &Reply::Done);
+                        continue;
+                    }
+                } else {
+                    let rest = parked.get(waiter.offset as usize..).unwrap_or(&[]);
+                    let (count, used, error) = push_items(&mut q.queue, rest);
+                    let accepted = waiter.accepted + count;
+                    let offset = waiter.offset + used as u32;
+                    let entry = self.waiters.get_mut(w);
+                    entry.accepted = accepted;
+                    entry.offset = offset;
+                    if error.is_some() || offset as usize >= parked.len() {
+                        let reply = Reply::Accepted {
+                            count: accepted,
+                            error,
+                        };
+                        self.finish_waiter(w, &reply);
+                        continue;
+                    }
                 }
             }
             let Ok(q) = self.registry.queue(handle) else {
@@ -1079,27 +1320,29 @@ impl<'a> Manager<'a> {
             let Some(w) = q.getters.front() else { return };
             let waiter = *self.waiters.get(w);
             self.release(w);
-            self.deliver(waiter.conn as usize, waiter.request, handle);
+            let take = if waiter.many {
+                Take::many(waiter.max_items, waiter.max_bytes)
+            } else {
+                Take::One
+            };
+            self.deliver(waiter.conn as usize, waiter.request, handle, take);
         }
     }
 
-    /// Takes the oldest item of `handle` into a reply to request `id` on connection `i`.
+    /// Takes the oldest items of `handle` into a reply to request `id` on connection `i`.
     /// An item the connection's frames cannot carry stays queued and the request gets `TooLarge`.
-    fn deliver(&mut self, i: usize, id: u32, handle: Handle) {
+    fn deliver(&mut self, i: usize, id: u32, handle: Handle, take: Take) {
+        let Some((count, body)) = self.plan_take(i, handle, take) else {
+            let empty = self
+                .registry
+                .queue(handle)
+                .map_or(true, |q| q.queue.is_empty());
+            if !empty {
+                self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            }
+            return;
+        };
         let Ok(q) = self.registry.queue(handle) else {
-            return;
-        };
-        let Some(len) = q.queue.front_len() else {
-            return;
-        };
-        if len + ITEM_REPLY_OVERHEAD + TAG_LEN > self.conns[i].peer_max {
-            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
-            return;
-        }
-        let Ok(q) = self.registry.queue(handle) else {
-            return;
-        };
-        let Some((a, b)) = q.queue.front() else {
             return;
         };
         let c = &mut self.conns[i];
@@ -1107,12 +1350,22 @@ impl<'a> Manager<'a> {
             return;
         };
         let was_idle = c.tx.is_empty();
-        let pushed = c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| {
-            encode_item_reply(out, id, a, b)
-        });
+        let queue = &q.queue;
+        let pushed =
+            c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| match take {
+                Take::One => {
+                    let (a, b) = queue.front()?;
+                    encode_item_reply(out, id, a, b)
+                }
+                Take::Many { .. } => {
+                    encode_items_reply(out, id, queue.iter().take(count as usize), body)
+                }
+            });
         match pushed {
             Ok(()) => {
-                q.queue.pop_front();
+                for _ in 0..count {
+                    q.queue.pop_front();
+                }
                 self.output_queued(i, was_idle);
             }
             Err(_) => self.begin_close(i, CloseReason::WriteStalled),
@@ -1123,10 +1376,27 @@ impl<'a> Manager<'a> {
     fn finish_waiter(&mut self, w: u32, reply: &Reply) {
         let waiter = *self.waiters.get(w);
         self.release(w);
-        self.reply(waiter.conn as usize, waiter.request, reply);
+        if waiter.conn != NONE {
+            self.reply(waiter.conn as usize, waiter.request, reply);
+        }
     }
 
-    /// Unparks waiter `w` without answering: frees its slot, reservation and parked item.
+    /// Unparks waiter `w` and answers it with the error `code` (a `PutMany` learns how many of
+    /// its items went in).
+    fn fail_waiter(&mut self, w: u32, code: ErrorCode) {
+        let waiter = *self.waiters.get(w);
+        let reply = if waiter.kind == WaitKind::Put && waiter.many {
+            Reply::Accepted {
+                count: waiter.accepted,
+                error: Some(code),
+            }
+        } else {
+            Reply::Error(code)
+        };
+        self.finish_waiter(w, &reply);
+    }
+
+    /// Unparks waiter `w` without answering: frees its slot, reservation and parked items.
     fn release(&mut self, w: u32) {
         let waiter = *self.waiters.get(w);
         let Some(Object::Queue(q)) = self.registry.get(Handle(waiter.object)) else {
@@ -1138,15 +1408,13 @@ impl<'a> Manager<'a> {
             WaitKind::Join => &mut q.joiners,
         };
         self.waiters.remove(list, w);
-        let i = waiter.conn as usize;
-        let c = &mut self.conns[i];
-        c.waiters -= 1;
-        c.reserved -= waiter.reserve as usize;
-        if waiter.kind == WaitKind::Put {
-            c.parked = None;
-            if c.cursor > 0 || !c.rx.is_empty() {
-                self.link(List::Resume, i);
-            }
+        if let Some(parked) = waiter.parked {
+            self.parked.free(parked);
+        }
+        if waiter.conn != NONE {
+            let c = &mut self.conns[waiter.conn as usize];
+            c.waiters -= 1;
+            c.reserved -= waiter.reserve as usize;
         }
     }
 
@@ -1263,6 +1531,36 @@ pub(crate) fn encode_item_reply(out: &mut [u8], id: u32, a: &[u8], b: &[u8]) -> 
     body[..a.len()].copy_from_slice(a);
     body[a.len()..].copy_from_slice(b);
     Some(total)
+}
+
+/// Writes `Message::Reply { id, reply: Reply::Items(..) }` as postcard would, packing the
+/// given items (each stored in two pieces) whose packed size is `body`; `None` if `out` is too
+/// small.
+pub(crate) fn encode_items_reply<'q>(
+    out: &mut [u8],
+    id: u32,
+    items: impl Iterator<Item = (&'q [u8], &'q [u8])>,
+    body: usize,
+) -> Option<usize> {
+    // Variant indices: `Message::Reply` is 0, `Reply::Items` is 8.
+    let mut at = postcard::to_slice(&(0u32, id, 8u32, body as u32), out)
+        .ok()?
+        .len();
+    let end = at.checked_add(body)?;
+    out.get(..end)?;
+    for (a, b) in items {
+        let mut varint = [0; 5];
+        let head = write_varint(&mut varint, (a.len() + b.len()) as u32);
+        let item_end = at + head + a.len() + b.len();
+        if item_end > end {
+            return None;
+        }
+        out[at..at + head].copy_from_slice(&varint[..head]);
+        out[at + head..at + head + a.len()].copy_from_slice(a);
+        out[at + head + a.len()..item_end].copy_from_slice(b);
+        at = item_end;
+    }
+    (at == end).then_some(end)
 }
 
 /// A handshake reply refusing a connection for which no slot was free: the transport writes

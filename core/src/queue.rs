@@ -4,6 +4,7 @@
 //! the overhead is four bytes an item. The queue is bounded twice: by item count (`capacity`,
 //! Python's `maxsize`) and by the bytes of its storage.
 
+use crate::storage::Managed;
 use crate::wire::{QueueSize, QueueSpec};
 
 const LEN_PREFIX: usize = 4;
@@ -35,7 +36,7 @@ pub struct TaskDoneTooMany;
 
 /// A bounded FIFO of byte items with JoinableQueue's unfinished-task count.
 pub struct Queue<'a> {
-    storage: &'a mut [u8],
+    storage: Managed<'a, u8>,
     spec: QueueSpec,
     /// Offset of the oldest item's length prefix.
     head: usize,
@@ -54,7 +55,8 @@ pub const fn storage_for(count: usize, item_len: usize) -> usize {
 
 impl<'a> Queue<'a> {
     /// A queue with `spec`'s limits in `storage`.
-    pub fn new(spec: QueueSpec, storage: &'a mut [u8]) -> Result<Self, SpecError> {
+    pub fn new(spec: QueueSpec, storage: impl Into<Managed<'a, u8>>) -> Result<Self, SpecError> {
+        let storage = storage.into();
         if spec.capacity == 0 {
             return Err(SpecError::ZeroCapacity);
         }
@@ -170,6 +172,15 @@ impl<'a> Queue<'a> {
         Some((&self.storage[at..at + first], &self.storage[..len - first]))
     }
 
+    /// The items from the oldest, each as one or two slices, without removing them.
+    pub fn iter(&self) -> QueueIter<'_, 'a> {
+        QueueIter {
+            queue: self,
+            at: self.head,
+            left: self.len,
+        }
+    }
+
     /// Removes the oldest item (after reading it with [`Queue::front`]).
     pub fn pop_front(&mut self) -> bool {
         let Some(len) = self.front_len() else {
@@ -196,10 +207,45 @@ impl<'a> Queue<'a> {
         Some(n)
     }
 
+    /// Puts an item that left the queue back at its head (a get whose caller gave up on it).
+    /// Only the storage bounds it: the item held room in the queue a moment ago, and returning
+    /// it must not fail because the count limit was reached since. `false` if no room.
+    pub fn push_front(&mut self, item: &[u8]) -> bool {
+        let need = LEN_PREFIX + item.len();
+        if self.used + need > self.storage.len() {
+            return false;
+        }
+        let head = (self.head + self.storage.len() - need) % self.storage.len().max(1);
+        self.head = head;
+        self.write_at(head, &(item.len() as u32).to_le_bytes());
+        self.write_at(self.wrap(head + LEN_PREFIX), item);
+        self.used += need;
+        self.len += 1;
+        self.total_got = self.total_got.saturating_sub(1);
+        true
+    }
+
     /// Marks one item as processed (JoinableQueue's `task_done`).
     pub fn task_done(&mut self) -> Result<(), TaskDoneTooMany> {
         self.unfinished = self.unfinished.checked_sub(1).ok_or(TaskDoneTooMany)?;
         Ok(())
+    }
+
+    /// The item whose length prefix is at `at`: its two slices and the next item's offset.
+    fn item_at(&self, at: usize) -> (&[u8], &[u8], usize) {
+        let mut prefix = [0; LEN_PREFIX];
+        for (i, b) in prefix.iter_mut().enumerate() {
+            *b = self.storage[self.wrap(at + i)];
+        }
+        let len = u32::from_le_bytes(prefix) as usize;
+        let from = self.wrap(at + LEN_PREFIX);
+        let first = len.min(self.storage.len() - from);
+        let next = self.wrap(from + len % self.storage.len());
+        (
+            &self.storage[from..from + first],
+            &self.storage[..len - first],
+            next,
+        )
     }
 
     fn wrap(&self, at: usize) -> usize {
@@ -214,5 +260,26 @@ impl<'a> Queue<'a> {
         let first = bytes.len().min(self.storage.len() - at);
         self.storage[at..at + first].copy_from_slice(&bytes[..first]);
         self.storage[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+    }
+}
+
+/// The items of a [`Queue`], oldest first (see [`Queue::iter`]).
+pub struct QueueIter<'q, 'a> {
+    queue: &'q Queue<'a>,
+    at: usize,
+    left: u32,
+}
+
+impl<'q> Iterator for QueueIter<'q, '_> {
+    type Item = (&'q [u8], &'q [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let (a, b, next) = self.queue.item_at(self.at);
+        self.at = next;
+        Some((a, b))
     }
 }

@@ -3,6 +3,7 @@
 use heapless::String;
 
 use crate::queue::{Queue, SpecError};
+use crate::storage::Managed;
 use crate::waiters::WaitList;
 use crate::wire::{
     valid_name, ErrorCode, Handle, ObjectInfo, ObjectKind, ObjectStat, QueueSpec, MAX_NAME_LEN,
@@ -52,7 +53,7 @@ pub(crate) enum Object<'a> {
 
 enum SlotState<'a> {
     /// Storage kept for an object a client may create.
-    Spare(&'a mut [u8]),
+    Spare(Managed<'a, u8>),
     Used(Object<'a>),
     /// Transient, while a spare slot becomes used.
     Taken,
@@ -66,7 +67,11 @@ pub struct ObjectSlot<'a> {
 
 impl<'a> ObjectSlot<'a> {
     /// A queue declared at start, like `BaseManager.register`.
-    pub fn queue(name: &str, spec: QueueSpec, storage: &'a mut [u8]) -> Result<Self, DeclareError> {
+    pub fn queue(
+        name: &str,
+        spec: QueueSpec,
+        storage: impl Into<Managed<'a, u8>>,
+    ) -> Result<Self, DeclareError> {
         let name = checked_name(name).ok_or(DeclareError::InvalidName)?;
         let queue = Queue::new(spec, storage).map_err(DeclareError::Spec)?;
         Ok(ObjectSlot {
@@ -76,10 +81,10 @@ impl<'a> ObjectSlot<'a> {
     }
 
     /// Storage for an object a client may create later.
-    pub fn spare(storage: &'a mut [u8]) -> Self {
+    pub fn spare(storage: impl Into<Managed<'a, u8>>) -> Self {
         ObjectSlot {
             name: String::new(),
-            state: SlotState::Spare(storage),
+            state: SlotState::Spare(storage.into()),
         }
     }
 
@@ -122,11 +127,11 @@ fn checked_name(name: &str) -> Option<String<MAX_NAME_LEN>> {
 
 /// All objects, by handle (the slot index).
 pub(crate) struct Registry<'a> {
-    slots: &'a mut [ObjectSlot<'a>],
+    slots: Managed<'a, ObjectSlot<'a>>,
 }
 
 impl<'a> Registry<'a> {
-    pub(crate) fn new(slots: &'a mut [ObjectSlot<'a>]) -> Self {
+    pub(crate) fn new(slots: Managed<'a, ObjectSlot<'a>>) -> Self {
         Registry { slots }
     }
 

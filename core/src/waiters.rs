@@ -3,6 +3,8 @@
 //! Each object keeps FIFO lists of its blocked getters, putters and joiners, threaded through
 //! the pool by index, so parking, waking and cancelling take no allocation.
 
+use crate::park::ParkRef;
+use crate::storage::Managed;
 use crate::time::Instant;
 
 const NONE: u32 = u32::MAX;
@@ -25,6 +27,16 @@ pub struct Waiter {
     pub(crate) deadline: Option<Instant>,
     /// Transmit bytes kept free on the connection for this request's reply.
     pub(crate) reserve: u32,
+    /// A blocked put's items (one, or the rest of a `PutMany`'s packed list).
+    pub(crate) parked: Option<ParkRef>,
+    /// For a `PutMany`: bytes of its packed list already put, and items put.
+    pub(crate) offset: u32,
+    pub(crate) accepted: u32,
+    /// A `PutMany` (answered `Accepted`), a `GetMany` (answered `Items`); else the single form.
+    pub(crate) many: bool,
+    /// For a `GetMany`: the most items and packed bytes to take.
+    pub(crate) max_items: u32,
+    pub(crate) max_bytes: u32,
     pub(crate) in_use: bool,
     pub(crate) prev: u32,
     pub(crate) next: u32,
@@ -39,6 +51,12 @@ impl Waiter {
         kind: WaitKind::Get,
         deadline: None,
         reserve: 0,
+        parked: None,
+        offset: 0,
+        accepted: 0,
+        many: false,
+        max_items: 1,
+        max_bytes: 0,
         in_use: false,
         prev: NONE,
         next: NONE,
@@ -70,14 +88,14 @@ impl WaitList {
 }
 
 pub(crate) struct Waiters<'a> {
-    slots: &'a mut [Waiter],
+    slots: Managed<'a, Waiter>,
     /// Head of the free slots, chained through `next`.
     free: u32,
     used: u32,
 }
 
 impl<'a> Waiters<'a> {
-    pub(crate) fn new(slots: &'a mut [Waiter]) -> Self {
+    pub(crate) fn new(mut slots: Managed<'a, Waiter>) -> Self {
         let count = slots.len().min(NONE as usize - 1);
         for (i, slot) in slots.iter_mut().enumerate() {
             *slot = Waiter::EMPTY;
@@ -98,6 +116,10 @@ impl<'a> Waiters<'a> {
         &self.slots[index as usize]
     }
 
+    pub(crate) fn get_mut(&mut self, index: u32) -> &mut Waiter {
+        &mut self.slots[index as usize]
+    }
+
     /// Parks `waiter` at the back of `list`; `None` when the pool is full.
     pub(crate) fn park(&mut self, list: &mut WaitList, mut waiter: Waiter) -> Option<u32> {
         let index = self.free;
@@ -114,6 +136,27 @@ impl<'a> Waiters<'a> {
             tail => self.slots[tail as usize].next = index,
         }
         list.tail = index;
+        list.len += 1;
+        self.used += 1;
+        Some(index)
+    }
+
+    /// Parks `waiter` at the front of `list`; `None` when the pool is full.
+    pub(crate) fn park_front(&mut self, list: &mut WaitList, mut waiter: Waiter) -> Option<u32> {
+        let index = self.free;
+        if index == NONE {
+            return None;
+        }
+        self.free = self.slots[index as usize].next;
+        waiter.in_use = true;
+        waiter.prev = NONE;
+        waiter.next = list.head;
+        self.slots[index as usize] = waiter;
+        match list.head {
+            NONE => list.tail = index,
+            head => self.slots[head as usize].prev = index,
+        }
+        list.head = index;
         list.len += 1;
         self.used += 1;
         Some(index)

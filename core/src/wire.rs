@@ -25,8 +25,8 @@ pub const MAX_MAX_FRAME: u32 = 16 * 1024 * 1024;
 pub const MAX_NAME_LEN: usize = 32;
 /// The first four bytes of every client hello.
 pub const MAGIC: [u8; 4] = *b"dpot";
-/// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this crate speaks (version 1 peers are refused: see PROTOCOL.md).
+pub const VERSION: u8 = 2;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
 ///
@@ -275,6 +275,42 @@ pub enum Op<'a> {
     Status,
     /// Ask the manager to stop. Reply: `Done` or `NotAllowed`.
     Shutdown,
+    /// Append several items, in order, as one request. Reply: `Accepted(n)`: the first `n`
+    /// items went in (all of them unless the wait ran out or the queue refused one).
+    PutMany {
+        /// The queue.
+        handle: Handle,
+        /// The items, packed (see [`Items`]).
+        items: Items<'a>,
+        /// Whether and how long to wait for room, item after item.
+        wait: Wait,
+    },
+    /// Take up to `max_items` items whose packed size is at most `max_bytes` (the first item
+    /// is taken whatever its size). The wait applies to the first item only. Reply: `Items`.
+    GetMany {
+        /// The queue.
+        handle: Handle,
+        /// The most items to take.
+        max_items: u32,
+        /// The most bytes of packed items to take.
+        max_bytes: u32,
+        /// Whether and how long to wait for the first item.
+        wait: Wait,
+    },
+    /// Withdraw the blocked request `target` of this connection: it is answered `Cancelled`
+    /// if it was still waiting. Reply: `Done` (whether or not it was).
+    Cancel {
+        /// The id of the request to withdraw.
+        target: u32,
+    },
+    /// Put an item that a get took back at the head of its queue (its caller gave up on it).
+    /// Reply: `Done`.
+    Return {
+        /// The queue.
+        handle: Handle,
+        /// The item's bytes.
+        item: &'a [u8],
+    },
 }
 
 /// Manager to client, after the handshake.
@@ -312,6 +348,16 @@ pub enum Reply<'a> {
     Status(ManagerStatus),
     /// The request failed; the connection stays open.
     Error(ErrorCode),
+    /// How many items of a `PutMany` went in, and the error that stopped the rest, if any.
+    Accepted {
+        /// Items appended, from the first.
+        count: u32,
+        /// Why the rest did not go in (`None` when all did).
+        error: Option<ErrorCode>,
+    },
+    /// The items a `GetMany` took, packed (at least one).
+    #[serde(borrow)]
+    Items(Items<'a>),
 }
 
 /// Why a request failed. The connection stays usable.
@@ -346,6 +392,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The operation does not apply to this kind of object.
     WrongKind,
+    /// The request was withdrawn with `Cancel` before it completed.
+    Cancelled,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -398,6 +446,7 @@ impl ErrorCode {
             ErrorCode::NotAllowed => "not allowed by the manager",
             ErrorCode::ShuttingDown => "manager is shutting down",
             ErrorCode::WrongKind => "wrong kind of object",
+            ErrorCode::Cancelled => "cancelled",
         }
     }
 }
@@ -438,6 +487,114 @@ impl core::fmt::Display for CloseReason {
 }
 
 impl core::error::Error for CloseReason {}
+
+/// Several items in one byte string: each is a varint length (postcard's, LEB128) followed by
+/// that many bytes. Built with [`Items::push`]; read with [`Items::iter`], which stops at the
+/// first malformed entry ([`Items::check`] tells whether there is one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Items<'a>(#[serde(borrow)] pub &'a [u8]);
+
+impl<'a> Items<'a> {
+    /// Appends `item` to the packed list in `out[at..]`; returns the new end, or `None` when
+    /// `out` has no room.
+    pub fn push(out: &mut [u8], at: usize, item: &[u8]) -> Option<usize> {
+        let mut varint = [0; 5];
+        let head = write_varint(&mut varint, item.len() as u32);
+        let end = at.checked_add(head)?.checked_add(item.len())?;
+        let dest = out.get_mut(at..end)?;
+        dest[..head].copy_from_slice(&varint[..head]);
+        dest[head..].copy_from_slice(item);
+        Some(end)
+    }
+
+    /// Bytes an item of `len` bytes takes in a packed list.
+    pub const fn packed_len(len: usize) -> usize {
+        varint_len(len as u32) + len
+    }
+
+    /// The items, in order.
+    pub fn iter(&self) -> ItemsIter<'a> {
+        ItemsIter { rest: self.0 }
+    }
+
+    /// The number of items, or `None` if the list is malformed.
+    pub fn check(&self) -> Option<u32> {
+        let mut iter = self.iter();
+        let mut count = 0u32;
+        while iter.next().is_some() {
+            count += 1;
+        }
+        iter.rest.is_empty().then_some(count)
+    }
+}
+
+/// The items of an [`Items`] list.
+#[derive(Clone, Debug)]
+pub struct ItemsIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> ItemsIter<'a> {
+    /// The bytes not yet read (empty once the whole list was read well-formed).
+    pub fn remaining(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
+impl<'a> Iterator for ItemsIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, head) = read_varint(self.rest)?;
+        let end = head.checked_add(len as usize)?;
+        let item = self.rest.get(head..end)?;
+        self.rest = &self.rest[end..];
+        Some(item)
+    }
+}
+
+/// Writes `v` as a LEB128 varint; returns its length.
+pub(crate) fn write_varint(out: &mut [u8; 5], mut v: u32) -> usize {
+    let mut n = 0;
+    loop {
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out[n] = byte;
+            return n + 1;
+        }
+        out[n] = byte | 0x80;
+        n += 1;
+    }
+}
+
+/// The length of `v` as a varint.
+pub(crate) const fn varint_len(v: u32) -> usize {
+    match v {
+        0..=0x7F => 1,
+        0x80..=0x3FFF => 2,
+        0x4000..=0x1F_FFFF => 3,
+        0x20_0000..=0xFFF_FFFF => 4,
+        _ => 5,
+    }
+}
+
+/// Reads a LEB128 varint of at most 5 bytes that fits a `u32`: `(value, bytes read)`.
+fn read_varint(bytes: &[u8]) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    for (i, &b) in bytes.iter().take(5).enumerate() {
+        let part = u32::from(b & 0x7F);
+        if i == 4 && part > 0x0F {
+            return None;
+        }
+        value |= part << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
 
 /// Whether `name` is a valid object name: 1 to [`MAX_NAME_LEN`] bytes, no control characters.
 pub fn valid_name(name: &str) -> bool {

@@ -94,7 +94,7 @@ proptest! {
     fn queue_matches_vecdeque((capacity, max_item, storage_len, ops) in queue_case()) {
         let mut storage = vec![0u8; storage_len];
         let spec = QueueSpec { capacity, max_item: max_item as u32 };
-        let mut q = Queue::new(spec, &mut storage).unwrap();
+        let mut q = Queue::new(spec, &mut storage[..]).unwrap();
         let mut m = QModel {
             items: VecDeque::new(),
             capacity: capacity as usize,

@@ -4,7 +4,7 @@ use depot_core::*;
 
 #[test]
 fn handshake_put_get() {
-    let mut storage = vec![0u8; 4096];
+    let mut storage = [0u8; 4096];
     let mut objects = [ObjectSlot::queue(
         "task_queue",
         QueueSpec {
@@ -14,18 +14,19 @@ fn handshake_put_get() {
         &mut storage,
     )
     .unwrap()];
-    let (mut rx, mut tx, mut park) = (vec![0u8; 2048], vec![0u8; 2048], vec![0u8; 128]);
-    let mut conns = [Connection::new(&mut rx, &mut tx, &mut park)];
+    // Lent storage, as firmware gives it.
+    let (mut rx, mut tx, mut park) = ([0u8; 2048], [0u8; 2048], [0u8; 128]);
+    let mut conns = [Connection::new(&mut rx, &mut tx)];
     let mut waiters = [Waiter::EMPTY; 8];
-    let mut m = Manager::new(
-        ManagerConfig::default(),
-        b"producer",
-        &mut objects,
-        &mut conns,
-        &mut waiters,
-    );
+    let resources = Resources {
+        objects: (&mut objects).into(),
+        connections: (&mut conns).into(),
+        waiters: (&mut waiters).into(),
+        parked: ParkStore::slots(&mut park, 64),
+    };
+    let mut m = Manager::new(ManagerConfig::default(), b"producer", resources);
     let id = m.accept(Instant::ZERO, [1; 32]).unwrap();
-    let (mut crx, mut ctx) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let (mut crx, mut ctx) = ([0u8; 2048], [0u8; 2048]);
     let mut slots = [RequestSlot::FREE; 4];
     let mut c = Client::new(
         ClientConfig::default(),

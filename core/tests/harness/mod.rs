@@ -2,8 +2,8 @@
 //! machines, wired together by a `pump` that moves bytes both ways until nothing changes, in
 //! the spirit of quinn-proto's test `Pair`.
 //!
-//! Storage is leaked (`Box::leak`) so the harness can own `Manager<'static>` and
-//! `Client<'static>`; tests are short-lived processes, so this costs nothing that matters.
+//! Storage is given as `Vec`s (the core's `alloc` feature), so the harness owns
+//! `Manager<'static>` and `Client<'static>` outright.
 //!
 //! The "network" is direct: a client's bytes go into the manager as far as the manager takes
 //! them (the rest stays in the client's transmit buffer, as in a full socket), and back. Each
@@ -32,6 +32,8 @@ pub enum Owned {
     Stat(Option<OwnedStat>),
     Status(ManagerStatus),
     Error(ErrorCode),
+    Accepted(u32, Option<ErrorCode>),
+    Items(Vec<Vec<u8>>),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -72,6 +74,8 @@ impl Owned {
             })),
             Reply::Status(status) => Owned::Status(status),
             Reply::Error(code) => Owned::Error(code),
+            Reply::Accepted { count, error } => Owned::Accepted(count, error),
+            Reply::Items(items) => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
         }
     }
 }
@@ -109,7 +113,10 @@ pub struct Setup {
     pub conns: usize,
     pub conn_rx: usize,
     pub conn_tx: usize,
+    /// The park store: slots of this many bytes…
     pub conn_park: usize,
+    /// …and this many of them, shared by every connection.
+    pub park_slots: usize,
     pub waiters: usize,
     pub client_rx: usize,
     pub client_tx: usize,
@@ -135,6 +142,7 @@ impl Default for Setup {
             conn_rx: 4096,
             conn_tx: 4096,
             conn_park: 256,
+            park_slots: 32,
             waiters: 32,
             client_rx: 4096,
             client_tx: 4096,
@@ -154,8 +162,8 @@ impl Setup {
     }
 }
 
-fn leak(n: usize) -> &'static mut [u8] {
-    Box::leak(vec![0u8; n].into_boxed_slice())
+fn zeroed(n: usize) -> Vec<u8> {
+    vec![0u8; n]
 }
 
 /// One client and what the harness knows about it.
@@ -198,24 +206,21 @@ impl Pair {
     pub fn new(setup: Setup) -> Pair {
         let mut objects = Vec::new();
         for (name, spec, storage) in &setup.queues {
-            objects.push(ObjectSlot::queue(name, *spec, leak(*storage)).expect("queue declared"));
+            objects.push(ObjectSlot::queue(name, *spec, zeroed(*storage)).expect("queue declared"));
         }
         for storage in &setup.spares {
-            objects.push(ObjectSlot::spare(leak(*storage)));
+            objects.push(ObjectSlot::spare(zeroed(*storage)));
         }
-        let objects: &'static mut [ObjectSlot<'static>] = Box::leak(objects.into_boxed_slice());
         let conns: Vec<Connection<'static>> = (0..setup.conns)
-            .map(|_| {
-                Connection::new(
-                    leak(setup.conn_rx),
-                    leak(setup.conn_tx),
-                    leak(setup.conn_park),
-                )
-            })
+            .map(|_| Connection::new(zeroed(setup.conn_rx), zeroed(setup.conn_tx)))
             .collect();
-        let conns = Box::leak(conns.into_boxed_slice());
-        let waiters = Box::leak(vec![Waiter::EMPTY; setup.waiters].into_boxed_slice());
-        let m = Manager::new(setup.config, &setup.manager_key, objects, conns, waiters);
+        let resources = Resources {
+            objects: objects.into(),
+            connections: conns.into(),
+            waiters: vec![Waiter::EMPTY; setup.waiters].into(),
+            parked: ParkStore::slots(zeroed(setup.conn_park * setup.park_slots), setup.conn_park),
+        };
+        let m = Manager::new(setup.config, &setup.manager_key, resources);
         Pair {
             m,
             now: Instant::ZERO,
@@ -245,9 +250,9 @@ impl Pair {
             key,
             c_nonce,
             self.now,
-            leak(self.setup.client_rx),
-            leak(self.setup.client_tx),
-            Box::leak(vec![RequestSlot::FREE; self.setup.client_slots].into_boxed_slice()),
+            zeroed(self.setup.client_rx),
+            zeroed(self.setup.client_tx),
+            vec![RequestSlot::FREE; self.setup.client_slots],
         );
         self.peers.push(Peer {
             client,

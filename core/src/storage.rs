@@ -1,0 +1,146 @@
+//! Storage that the caller either lends or gives.
+//!
+//! Firmware lends `&'static mut` slices (or slices of a stack frame); a host with the `alloc`
+//! feature gives `Vec`s, so the state machines own their memory and can be `'static`, moved and
+//! shared without self-referencing tricks.
+
+use core::ops::{Deref, DerefMut};
+
+#[cfg(feature = "alloc")]
+use alloc::vec::Vec;
+
+/// A slice that is either borrowed or (with the `alloc` feature) owned.
+pub enum Managed<'a, T: 'a> {
+    /// Lent by the caller for the life of the owner.
+    Borrowed(&'a mut [T]),
+    /// Given to the owner.
+    #[cfg(feature = "alloc")]
+    Owned(Vec<T>),
+}
+
+impl<T> Deref for Managed<'_, T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            Managed::Borrowed(slice) => slice,
+            #[cfg(feature = "alloc")]
+            Managed::Owned(vec) => vec,
+        }
+    }
+}
+
+impl<T> DerefMut for Managed<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            Managed::Borrowed(slice) => slice,
+            #[cfg(feature = "alloc")]
+            Managed::Owned(vec) => vec,
+        }
+    }
+}
+
+impl<'a, T> From<&'a mut [T]> for Managed<'a, T> {
+    fn from(slice: &'a mut [T]) -> Self {
+        Managed::Borrowed(slice)
+    }
+}
+
+impl<'a, T, const N: usize> From<&'a mut [T; N]> for Managed<'a, T> {
+    fn from(array: &'a mut [T; N]) -> Self {
+        Managed::Borrowed(array)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<T> From<Vec<T>> for Managed<'_, T> {
+    fn from(vec: Vec<T>) -> Self {
+        Managed::Owned(vec)
+    }
+}
+
+impl<T> Managed<'_, T> {
+    /// An empty borrowed slice (no storage at all).
+    pub fn empty() -> Self {
+        Managed::Borrowed(&mut [])
+    }
+}
+
+/// A byte buffer: a fixed lent slice, or (with `alloc`) a `Vec` that grows on demand up to a
+/// limit and gives its memory back when emptied, so an idle connection costs no buffer.
+pub(crate) struct Bytes<'a> {
+    storage: Managed<'a, u8>,
+    /// The most bytes the buffer may hold.
+    limit: usize,
+}
+
+/// Bytes an owned buffer starts with when it first needs memory.
+#[cfg(feature = "alloc")]
+const OWNED_FIRST: usize = 4096;
+
+impl<'a> Bytes<'a> {
+    pub(crate) fn new(storage: Managed<'a, u8>) -> Self {
+        let limit = storage.len();
+        Bytes { storage, limit }
+    }
+
+    /// An owned buffer that holds nothing until used and at most `limit` bytes.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn owned(limit: usize) -> Self {
+        Bytes {
+            storage: Managed::Owned(Vec::new()),
+            limit,
+        }
+    }
+
+    /// The most bytes the buffer can ever hold.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The bytes it holds memory for now.
+    pub(crate) fn len(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// Makes room for at least `n` bytes (capped at the limit); `false` when a lent buffer is
+    /// too small.
+    pub(crate) fn reserve(&mut self, n: usize) -> bool {
+        let n = n.min(self.limit);
+        if self.storage.len() >= n {
+            return true;
+        }
+        match &mut self.storage {
+            Managed::Borrowed(_) => false,
+            #[cfg(feature = "alloc")]
+            Managed::Owned(vec) => {
+                // Grow geometrically so a stream of growing frames costs few copies.
+                let target = n.max(vec.len() * 2).max(OWNED_FIRST).min(self.limit);
+                vec.resize(target, 0);
+                true
+            }
+        }
+    }
+
+    /// Gives an owned buffer's memory back (the caller checked it holds nothing).
+    pub(crate) fn release(&mut self) {
+        #[cfg(feature = "alloc")]
+        if let Managed::Owned(vec) = &mut self.storage {
+            *vec = Vec::new();
+        }
+    }
+}
+
+impl Deref for Bytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.storage
+    }
+}
+
+impl DerefMut for Bytes<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage
+    }
+}
