@@ -70,7 +70,13 @@ fn typed_round_trip() {
     assert_eq!(q.get().unwrap(), task);
     let ints = c.queue::<u64>("task_queue").unwrap();
     ints.put_many(&[1, 2, 3]).unwrap();
-    assert_eq!(ints.get_many(3).unwrap(), vec![1, 2, 3]);
+    let got: Vec<u64> = ints
+        .get_many(3)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
     // Bytes that are not a Task are a codec error, not a panic.
     c.raw_queue("task_queue").unwrap().put(&[0xff; 3]).unwrap();
     assert!(matches!(q.get(), Err(Error::Codec(_))));

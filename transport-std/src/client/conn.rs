@@ -15,8 +15,8 @@
 //! core's output out under `state` and block on the socket outside it, so a slow write never
 //! stops the leader from filing replies.
 //!
-//! The core client borrows its buffers. They live in a `typed_arena::Arena` owned next to it in
-//! a `self_cell`, the safe way to keep a borrower and its owner together without `unsafe` code.
+//! The core client owns its buffers; they grow with the largest frame in flight and are given
+//! back when they empty, so an idle client holds none.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
@@ -28,20 +28,15 @@ use depot_core::wire::{
     ErrorCode, ManagerStatus, ObjectInfo, ObjectStat, Op, QueueSize, Reply, HEADER_LEN,
     MAX_MAX_FRAME, NONCE_LEN,
 };
-use depot_core::{Event, Instant, RequestSlot};
+use depot_core::{Event, Instant};
 use tracing::debug;
-use typed_arena::Arena;
 
 use crate::Error;
 
 /// Requests one connection keeps in flight at most.
 pub(crate) const SLOTS: usize = 256;
-/// The core client's receive and transmit buffers each hold the largest frame the protocol
-/// allows, so any queue's largest item fits. Both come from one zeroed allocation larger than
-/// 32 MiB, which allocators serve from fresh, lazily mapped pages (glibc always `mmap`s
-/// above that size, and does not need to clear them): only the pages a client uses become
-/// resident. Two separate 16 MiB buffers could come from recycled heap memory, which has to
-/// be cleared, and so cost their full size.
+/// The core client's receive and transmit buffers may each grow to the largest frame the
+/// protocol allows, so any queue's largest item fits; they hold only what is in flight.
 const BUF_LEN: usize = HEADER_LEN + MAX_MAX_FRAME as usize;
 /// Bytes the leader reads from the socket at once (small: every client that waited has one).
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,23 +46,14 @@ const REPLY_GRACE_MS: u32 = 30_000;
 /// sent meanwhile may have an earlier reply deadline than the one the read started with).
 const MAX_READ_WAIT: Duration = Duration::from_secs(5);
 
-/// The buffers the core client borrows.
-struct Buffers {
-    /// Receive buffer, then transmit buffer (see [`BUF_LEN`]).
-    bytes: Vec<u8>,
-    slots: Vec<RequestSlot>,
-}
+/// The core client, with a closure-style accessor so its uses read alike.
+struct CoreCell(depot_core::Client<'static>);
 
-self_cell::self_cell!(
-    /// The core client together with the buffers it borrows.
-    struct CoreCell {
-        owner: Arena<Buffers>,
-        #[covariant]
-        dependent: CoreClient,
+impl CoreCell {
+    fn with<R>(&mut self, f: impl FnOnce(&mut depot_core::Client<'static>) -> R) -> R {
+        f(&mut self.0)
     }
-);
-
-type CoreClient<'a> = depot_core::Client<'a>;
+}
 
 /// A reply, owned, so it can wait in the table for the thread that asked.
 #[derive(Debug)]
@@ -79,6 +65,11 @@ pub(crate) enum Outcome {
     Stat(Option<OwnedStat>),
     Status(ManagerStatus),
     Error(ErrorCode),
+    Accepted {
+        count: u32,
+        error: Option<ErrorCode>,
+    },
+    Items(Vec<Vec<u8>>),
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -106,6 +97,8 @@ impl Outcome {
             })),
             Reply::Status(status) => Outcome::Status(status),
             Reply::Error(code) => Outcome::Error(code),
+            Reply::Accepted { count, error } => Outcome::Accepted { count, error },
+            Reply::Items(items) => Outcome::Items(items.iter().map(<[u8]>::to_vec).collect()),
         }
     }
 }
@@ -209,14 +202,15 @@ impl Conn {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
         };
-        let core = CoreCell::new(Arena::with_capacity(1), |arena| {
-            let b = arena.alloc(Buffers {
-                bytes: vec![0; 2 * BUF_LEN],
-                slots: vec![RequestSlot::FREE; SLOTS],
-            });
-            let (rx, tx) = b.bytes.split_at_mut(BUF_LEN);
-            depot_core::Client::new(config, authkey, nonce, Instant::ZERO, rx, tx, &mut b.slots)
-        });
+        let core = CoreCell(depot_core::Client::owned(
+            config,
+            authkey,
+            nonce,
+            Instant::ZERO,
+            BUF_LEN,
+            BUF_LEN,
+            SLOTS,
+        ));
         let reader = stream.try_clone()?;
         let conn = Conn {
             peer,
@@ -248,7 +242,7 @@ impl Conn {
         loop {
             {
                 let mut g = lock(&self.state);
-                let event = g.core.with_dependent_mut(|_, c| match c.poll_event() {
+                let event = g.core.with(|c| match c.poll_event() {
                     Some(Event::Connected) => Some(Ok(())),
                     Some(Event::Closed(e)) => Some(Err(e)),
                     _ => None,
@@ -290,7 +284,7 @@ impl Conn {
                 Err(e) => return Err(self.io_lost(&e)),
             };
             let mut g = lock(&self.state);
-            g.core.with_dependent_mut(|_, c| c.handle_input(&buf[..n]));
+            g.core.with(|c| c.handle_input(&buf[..n]));
         }
     }
 
@@ -304,7 +298,7 @@ impl Conn {
 
     /// The largest item a put on this connection can carry.
     pub(crate) fn max_item(&self) -> usize {
-        lock(&self.state).core.with_dependent(|_, c| c.max_item())
+        lock(&self.state).core.with(|c| c.max_item())
     }
 
     /// Encodes a request into the core client (not yet written out).
@@ -314,13 +308,13 @@ impl Conn {
             return Err(SendError::Failed(self.closed_error(e, None)));
         }
         let now = self.now();
-        match g.core.with_dependent_mut(|_, c| c.send(now, op)) {
+        match g.core.with(|c| c.send(now, op)) {
             Ok(id) => Ok(id),
             Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
                 Err(SendError::Busy)
             }
             Err(depot_core::Error::TooLarge) => {
-                let max = g.core.with_dependent(|_, c| c.max_item());
+                let max = g.core.with(|c| c.max_item());
                 let size = match op {
                     Op::Put { item, .. } => item.len(),
                     _ => 0,
@@ -367,7 +361,7 @@ impl Conn {
             {
                 let mut g = lock(&self.state);
                 let Writer { buf, .. } = &mut *w;
-                g.core.with_dependent_mut(|_, c| {
+                g.core.with(|c| {
                     let out = c.poll_transmit();
                     buf.extend_from_slice(out);
                     let n = out.len();
@@ -395,7 +389,7 @@ impl Conn {
         let moved = self.wait_until(|s| {
             if s.progress != progress {
                 Some(true)
-            } else if s.core.with_dependent(|_, c| c.in_flight()) == 0 {
+            } else if s.core.with(|c| c.in_flight()) == 0 {
                 Some(false)
             } else {
                 None
@@ -413,13 +407,6 @@ impl Conn {
             let at = s.replies.iter().position(|(r, _)| *r == id)?;
             Some(s.replies.swap_remove(at).1)
         })
-    }
-
-    /// The reply to request `id` if it has already been filed; never blocks or reads.
-    pub(crate) fn take_reply(&self, id: u32) -> Option<Outcome> {
-        let mut g = lock(&self.state);
-        let at = g.replies.iter().position(|(r, _)| *r == id)?;
-        Some(g.replies.swap_remove(at).1)
     }
 
     /// Waits until `check` finds what it wants in the state, leading the reads if no one else
@@ -466,7 +453,7 @@ impl Conn {
                     return Ok(None);
                 }
                 let now = self.now();
-                let deadline = g.core.with_dependent(|_, c| c.poll_timeout());
+                let deadline = g.core.with(|c| c.poll_timeout());
                 deadline.map_or(MAX_READ_WAIT, |d| {
                     Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
                 })
@@ -487,7 +474,7 @@ impl Conn {
                 Err(e) if is_timeout(&e) => {
                     let mut g = lock(&self.state);
                     let now = self.now();
-                    g.core.with_dependent_mut(|_, c| c.handle_timeout(now));
+                    g.core.with(|c| c.handle_timeout(now));
                     self.file_events(&mut g);
                     continue;
                 }
@@ -501,7 +488,7 @@ impl Conn {
             let mut g = lock(&self.state);
             let mut input = &buf[..n];
             while !input.is_empty() {
-                let taken = g.core.with_dependent_mut(|_, c| c.handle_input(input));
+                let taken = g.core.with(|c| c.handle_input(input));
                 input = &input[taken..];
                 let filed = self.file_events(&mut g);
                 if taken == 0 && filed == 0 {
@@ -516,7 +503,7 @@ impl Conn {
     fn file_events(&self, g: &mut State) -> usize {
         let mut count = 0;
         loop {
-            let event = g.core.with_dependent_mut(|_, c| match c.poll_event() {
+            let event = g.core.with(|c| match c.poll_event() {
                 Some(Event::Reply { id, reply }) => Some(Ok((id, Outcome::from_reply(reply)))),
                 Some(Event::Closed(e)) => Some(Err(e)),
                 Some(Event::Connected) | None => None,
@@ -553,7 +540,7 @@ impl Conn {
     /// Marks the connection over and wakes every waiter.
     fn fail(&self, e: depot_core::Error) {
         let mut g = lock(&self.state);
-        g.core.with_dependent_mut(|_, c| c.handle_close());
+        g.core.with(|c| c.handle_close());
         g.closed.get_or_insert(e);
         self.shutdown_socket();
         self.changed.notify_all();

@@ -8,9 +8,9 @@ use serde::Serialize;
 
 use std::collections::VecDeque;
 
-use depot_core::wire::{ErrorCode, Op, QueueSize, Wait};
+use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
-use super::conn::{Conn, Outcome, SendError, SLOTS};
+use super::conn::{Conn, Outcome, SendError};
 use super::Client;
 use crate::Error;
 
@@ -99,25 +99,28 @@ impl RawQueue<'_> {
         self.done(outcome, 0)
     }
 
-    /// Puts every item in order, with up to 256 requests in flight at once (each a blocking
-    /// put). On failure the first error is returned once every reply is in: the items before
-    /// it are queued, later ones may be.
+    /// Puts every item in order, packed into as few `PutMany` requests as frames allow, several
+    /// in flight at once; each waits for room as long as it takes. On failure the error comes
+    /// back once every reply is in; the items before the one that failed are queued.
     pub fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
         for item in items {
             self.check_size(item)?;
         }
         let conn = self.conn();
-        let mut in_flight = VecDeque::with_capacity(SLOTS.min(items.len()));
+        let budget = conn.max_item().clamp(1, BATCH_BYTES);
+        let mut in_flight = VecDeque::new();
         let mut next = 0;
         let mut first_error = None;
+        let mut packed = Vec::new();
         loop {
-            while next < items.len() && in_flight.len() < SLOTS && first_error.is_none() {
-                let op = Op::Put {
+            while next < items.len() && in_flight.len() < BATCHES_IN_FLIGHT && first_error.is_none()
+            {
+                let (end, bytes) = pack(&items[next..], budget, &mut packed);
+                let op = Op::PutMany {
                     handle: self.handle,
-                    item: items[next],
+                    items: Items(&packed[..bytes]),
                     wait: Wait::Forever,
                 };
-                // With nothing of ours in flight there is nothing to wait for but a free slot.
                 let sent = if in_flight.is_empty() {
                     conn.send(op).map_err(SendError::Failed)
                 } else {
@@ -125,103 +128,62 @@ impl RawQueue<'_> {
                 };
                 match sent {
                     Ok(id) => {
-                        in_flight.push_back((id, items[next].len()));
-                        next += 1;
+                        in_flight.push_back((id, next, next + end));
+                        next += end;
                     }
                     Err(SendError::Busy) => break,
                     Err(SendError::Failed(e)) => first_error = Some(e),
                 }
             }
             conn.flush()?;
-            let Some((id, size)) = in_flight.pop_front() else {
+            let Some((id, from, to)) = in_flight.pop_front() else {
                 break;
             };
-            let outcome = conn.wait_reply(id)?;
-            if let Err(e) = self.done(outcome, size) {
-                first_error.get_or_insert(e);
-            }
-            // Take every reply that came in with it before sending more, so the window refills
-            // in one write rather than one write per reply.
-            while let Some(&(id, size)) = in_flight.front() {
-                let Some(outcome) = conn.take_reply(id) else {
-                    break;
-                };
-                in_flight.pop_front();
-                if let Err(e) = self.done(outcome, size) {
-                    first_error.get_or_insert(e);
+            match conn.wait_reply(id)? {
+                Outcome::Accepted { count, error } => {
+                    if let Some(code) = error {
+                        let at = from + count as usize;
+                        let size = items.get(at).map_or(0, |i| i.len());
+                        let e = self.done(Outcome::Error(code), size).err();
+                        first_error.get_or_insert(e.unwrap_or_else(|| self.failed_code(code)));
+                    } else if from + count as usize != to {
+                        first_error.get_or_insert(self.failed_code(ErrorCode::Full));
+                    }
+                }
+                other => {
+                    first_error.get_or_insert(self.failed(other));
                 }
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Gets `n` items (blocking gets), with many requests in flight at once; the items come in
-    /// queue order.
-    ///
-    /// The manager parks only as many blocked gets per connection as it has output room
-    /// reserved for (and refuses the rest with "too many blocked requests"), so the window of
-    /// requests in flight shrinks when gets are refused and grows again as items arrive.
+    /// Gets `n` items in queue order, as many at a time as a `GetMany` reply carries; waits for
+    /// each as long as it takes. If a request fails after some items were taken, those items
+    /// are returned (fewer than `n`) and the failure is reported by the next call: an item
+    /// that left the queue is never dropped.
     pub fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
         let conn = self.conn();
         let mut items = Vec::with_capacity(n);
-        let mut in_flight = VecDeque::with_capacity(SLOTS.min(n));
-        let mut window = SLOTS.min(n).max(1);
-        let mut unsent = n;
-        let mut first_error = None;
-        loop {
-            while unsent > 0 && in_flight.len() < window && first_error.is_none() {
-                let op = Op::Get {
-                    handle: self.handle,
-                    wait: Wait::Forever,
-                };
-                let sent = if in_flight.is_empty() {
-                    conn.send(op).map_err(SendError::Failed)
-                } else {
-                    conn.try_send(op)
-                };
-                match sent {
-                    Ok(id) => {
-                        in_flight.push_back(id);
-                        unsent -= 1;
-                    }
-                    Err(SendError::Busy) => break,
-                    Err(SendError::Failed(e)) => first_error = Some(e),
-                }
-            }
-            conn.flush()?;
-            let Some(id) = in_flight.pop_front() else {
-                break;
+        while items.len() < n {
+            let op = Op::GetMany {
+                handle: self.handle,
+                max_items: u32::try_from(n - items.len()).unwrap_or(u32::MAX),
+                max_bytes: BATCH_BYTES as u32,
+                wait: Wait::Forever,
             };
-            let mut outcome = conn.wait_reply(id)?;
-            loop {
-                match outcome {
-                    Outcome::Item(item) => {
-                        items.push(item);
-                        window = (window + 1).min(SLOTS);
-                    }
-                    Outcome::Refused { progress } if first_error.is_none() => {
-                        unsent += 1;
-                        // Only the requests still in flight fit; resend when they are answered.
-                        window = in_flight.len().max(1);
-                        if in_flight.is_empty() {
-                            conn.wait_for_room(progress)?;
-                        }
-                        break;
-                    }
-                    other => {
-                        first_error.get_or_insert(self.failed(other));
-                    }
-                }
-                // Take every reply that came in with it before sending more, so the window
-                // refills in one write rather than one write per reply.
-                let Some(next) = in_flight.front().and_then(|&id| conn.take_reply(id)) else {
-                    break;
-                };
-                in_flight.pop_front();
-                outcome = next;
+            let outcome = match conn.call(op) {
+                Ok(outcome) => outcome,
+                Err(e) if items.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            match outcome {
+                Outcome::Items(got) => items.extend(got),
+                other if items.is_empty() => return Err(self.failed(other)),
+                _ => break,
             }
         }
-        first_error.map_or(Ok(items), Err)
+        Ok(items)
     }
 
     fn conn(&self) -> &Conn {
@@ -303,6 +265,33 @@ impl RawQueue<'_> {
     fn failed(&self, outcome: Outcome) -> Error {
         self.client.unexpected(outcome, &self.name)
     }
+
+    fn failed_code(&self, code: ErrorCode) -> Error {
+        super::code_error(code, &self.name)
+    }
+}
+
+/// Bytes of packed items one batch request carries at most.
+const BATCH_BYTES: usize = 60 * 1024;
+/// Batch requests kept in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Packs items from the front of `items` into `out` until `budget` bytes (at least one item):
+/// `(items packed, bytes used)`.
+fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
+    out.clear();
+    let mut count = 0;
+    for item in items {
+        let len = Items::packed_len(item.len());
+        if count > 0 && out.len() + len > budget {
+            break;
+        }
+        let at = out.len();
+        out.resize(at + len, 0);
+        Items::push(out, at, item);
+        count += 1;
+    }
+    (count, out.len())
 }
 
 /// A blocking call's wait: milliseconds rounded up, so a short timeout still waits; a timeout
@@ -404,9 +393,11 @@ impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
         let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
         self.raw.put_many(&refs)
     }
-    /// Gets `n` items, many requests in flight at once.
-    pub fn get_many(&self, n: usize) -> Result<Vec<T>, Error> {
-        self.raw.get_many(n)?.iter().map(|b| decode(b)).collect()
+    /// Gets `n` items (fewer if a later request fails; see [`RawQueue::get_many`]). Each item
+    /// is decoded on its own: one that cannot be decoded is reported in its place, and the
+    /// others are still delivered.
+    pub fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
+        Ok(self.raw.get_many(n)?.iter().map(|b| decode(b)).collect())
     }
 }
 

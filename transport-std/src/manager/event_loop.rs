@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
-use super::storage::{Plan, Storage};
+use super::storage::{self, Plan};
 use crate::Error;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -76,19 +76,11 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         waker: _waker,
         stop,
     } = p;
-    let mut storage = Storage::allocate(&plan);
-    let parts = match storage.split(&plan) {
-        Ok(parts) => parts,
+    let resources = match storage::resources(&plan) {
+        Ok(resources) => resources,
         Err(e) => return report_setup(started, e),
     };
-    let (mut objects, mut conns, waiters) = (parts.objects, parts.conns, parts.waiters);
-    let core = depot_core::Manager::new(
-        plan.config,
-        &plan.authkey,
-        &mut objects,
-        &mut conns,
-        waiters,
-    );
+    let core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);

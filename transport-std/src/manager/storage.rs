@@ -1,33 +1,28 @@
-//! Sizing and owning every buffer the core manager borrows.
+//! Sizing the core manager's storage from the builder's options.
 //!
-//! The core allocates nothing: it borrows queue storage, per-connection receive, transmit and
-//! parked-put buffers, and a waiter pool. [`Plan`] sizes them from the builder's options once,
-//! [`Storage`] owns them for the life of the event loop, and [`Storage::split`] lends them out.
-//!
-//! Connection buffers come from three large zeroed allocations (`vec![0u8; n]`), which the
-//! allocator takes from fresh, lazily mapped pages: only the pages a connection has actually
-//! used are resident, so an idle connection costs a page or two of each, not its full size.
-//! Three arenas rather than three buffers per connection also keep the number of memory
-//! mappings small with tens of thousands of connections.
+//! The core owns what it is given here: queue storage, a waiter pool, a heap park store for
+//! the items of blocked puts, and one connection slot per connection served at once. A
+//! connection's buffers are allocated when it has bytes to hold and given back when they
+//! empty, so memory follows the traffic, not `max_connections`.
 
 use depot_core::client::PUT_OVERHEAD;
 use depot_core::wire::{
     item_reply_bound, valid_name, QueueSpec, HEADER_LEN, MAX_MAX_FRAME, SMALL_REPLY_BOUND, TAG_LEN,
 };
-use depot_core::{Connection, ManagerConfig, ObjectSlot, Waiter};
+use depot_core::{Connection, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter};
 
 use super::builder::{ManagerBuilder, QueueOptions};
 use crate::Error;
 
 /// Queue storage is capped here unless `storage_bytes` says otherwise.
 const DEFAULT_STORAGE_CAP: usize = 64 << 20;
-/// A receive buffer at least this large lets a client pipeline many small requests in one
-/// read; it costs nothing until used (see the module docs).
+/// Frames at least this large let a client batch many small items in one request; a buffer
+/// only grows to it when a frame that large arrives.
 const MIN_RX: usize = 64 << 10;
 /// The most connections a manager accepts to serve, whatever the builder says.
 const MAX_CONNECTIONS: usize = 1 << 20;
-/// The most address space the connection buffers may reserve.
-const MAX_RESERVED: usize = 256 << 30;
+/// The most bytes the items of blocked puts may hold at once, over all connections.
+const PARK_BUDGET: usize = 64 << 20;
 /// Bytes of per-item length prefix in queue storage.
 const ITEM_PREFIX: usize = 4;
 
@@ -43,7 +38,6 @@ pub(crate) struct Plan {
     pub(crate) max_connections: usize,
     pub(crate) rx_len: usize,
     pub(crate) tx_len: usize,
-    pub(crate) park_len: usize,
     pub(crate) waiters: usize,
 }
 
@@ -85,11 +79,10 @@ impl Plan {
         let largest = largest.max(1) as usize;
         // The receive buffer must hold the largest put's frame, the transmit buffer the
         // largest get's reply with room to spare for other replies (the core keeps room for
-        // one ordinary reply beyond what blocked requests reserve), and the park buffer the
-        // item of one blocked put.
+        // one ordinary reply beyond what blocked requests reserve). Both are limits: the
+        // buffers grow to them only when a frame needs it.
         let rx_len = (HEADER_LEN + TAG_LEN + PUT_OVERHEAD + largest).max(MIN_RX);
-        let tx_len = 2 * item_reply_bound(largest) + 4 * (TAG_LEN + SMALL_REPLY_BOUND);
-        let tx_len = tx_len.max(MIN_RX / 2);
+        let tx_len = 2 * item_reply_bound(largest.max(MIN_RX)) + 4 * (TAG_LEN + SMALL_REPLY_BOUND);
         let config = ManagerConfig {
             max_frame: (rx_len - HEADER_LEN).min(MAX_MAX_FRAME as usize) as u32,
             handshake_timeout_ms: millis(b.handshake_timeout),
@@ -99,21 +92,6 @@ impl Plan {
             allow_create,
             ..ManagerConfig::default()
         };
-        // The arenas are reserved, not resident (see the module docs), but an allocation the
-        // system refuses would abort the process: refuse absurd sizes here instead.
-        // Linux's default overcommit policy refuses one allocation larger than RAM and swap.
-        let limit = memory_total().unwrap_or(MAX_RESERVED).min(MAX_RESERVED);
-        let arena = rx_len.max(tx_len).saturating_mul(b.max_connections);
-        if arena > limit {
-            return Err(Error::Config(format!(
-                "{} connections with items of up to {largest} bytes would reserve {} MiB \
-                 for buffers, more than this machine's {} MiB: lower max_connections or \
-                 max_item",
-                b.max_connections,
-                arena >> 20,
-                limit >> 20
-            )));
-        }
         Ok(Plan {
             authkey,
             queues,
@@ -122,22 +100,10 @@ impl Plan {
             max_connections: b.max_connections,
             rx_len,
             tx_len,
-            park_len: largest,
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (b.max_connections * 2).max(256),
         })
     }
-}
-
-/// RAM plus swap, in bytes, where the system says (Linux).
-fn memory_total() -> Option<usize> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<usize> {
-        let line = info.lines().find(|l| l.starts_with(name))?;
-        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib.saturating_mul(1024))
-    };
-    Some(field("MemTotal:")?.saturating_add(field("SwapTotal:").unwrap_or(0)))
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -174,57 +140,22 @@ fn checked(opts: &QueueOptions) -> Result<(QueueSpec, usize), String> {
     Ok((spec, storage))
 }
 
-/// The buffers of one manager, owned for the life of its event loop.
-pub(crate) struct Storage {
-    queues: Vec<Vec<u8>>,
-    spares: Vec<Vec<u8>>,
-    rx: Vec<u8>,
-    tx: Vec<u8>,
-    park: Vec<u8>,
-    waiters: Vec<Waiter>,
-}
-
-/// What [`Storage::split`] lends to the core manager.
-pub(crate) struct Parts<'a> {
-    pub(crate) objects: Vec<ObjectSlot<'a>>,
-    pub(crate) conns: Vec<Connection<'a>>,
-    pub(crate) waiters: &'a mut [Waiter],
-}
-
-impl Storage {
-    /// Allocates every buffer `plan` asks for (zeroed, so untouched pages stay unmapped).
-    pub(crate) fn allocate(plan: &Plan) -> Storage {
-        let n = plan.max_connections;
-        Storage {
-            queues: plan.queues.iter().map(|(_, _, s)| vec![0u8; *s]).collect(),
-            spares: plan.spares.iter().map(|s| vec![0u8; *s]).collect(),
-            rx: vec![0u8; n * plan.rx_len],
-            tx: vec![0u8; n * plan.tx_len],
-            park: vec![0u8; n * plan.park_len],
-            waiters: vec![Waiter::EMPTY; plan.waiters],
-        }
+/// Builds the core manager's storage as `plan` sizes it.
+pub(crate) fn resources(plan: &Plan) -> Result<Resources<'static>, Error> {
+    let mut objects = Vec::with_capacity(plan.queues.len() + plan.spares.len());
+    for (name, spec, storage) in &plan.queues {
+        let slot = ObjectSlot::queue(name, *spec, vec![0u8; *storage])
+            .map_err(|e| Error::Config(format!("queue '{name}': {e}")))?;
+        objects.push(slot);
     }
-
-    /// Lends the buffers out as the core's object slots, connections and waiter pool.
-    pub(crate) fn split<'a>(&'a mut self, plan: &Plan) -> Result<Parts<'a>, Error> {
-        let mut objects = Vec::with_capacity(self.queues.len() + self.spares.len());
-        for ((name, spec, _), storage) in plan.queues.iter().zip(self.queues.iter_mut()) {
-            let slot = ObjectSlot::queue(name, *spec, storage)
-                .map_err(|e| Error::Config(format!("queue '{name}': {e}")))?;
-            objects.push(slot);
-        }
-        objects.extend(self.spares.iter_mut().map(|s| ObjectSlot::spare(s)));
-        let conns = self
-            .rx
-            .chunks_exact_mut(plan.rx_len)
-            .zip(self.tx.chunks_exact_mut(plan.tx_len))
-            .zip(self.park.chunks_exact_mut(plan.park_len))
-            .map(|((rx, tx), park)| Connection::new(rx, tx, park))
-            .collect();
-        Ok(Parts {
-            objects,
-            conns,
-            waiters: &mut self.waiters,
-        })
-    }
+    objects.extend(plan.spares.iter().map(|s| ObjectSlot::spare(vec![0u8; *s])));
+    let connections: Vec<Connection<'static>> = (0..plan.max_connections)
+        .map(|_| Connection::owned(plan.rx_len, plan.tx_len))
+        .collect();
+    Ok(Resources {
+        objects: objects.into(),
+        connections: connections.into(),
+        waiters: vec![Waiter::EMPTY; plan.waiters].into(),
+        parked: ParkStore::heap(PARK_BUDGET),
+    })
 }
