@@ -178,12 +178,22 @@ impl<'a> Client<'a> {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.until(|event| match event {
-            Event::Reply { id: got, reply } if got == id => Some(f(reply)),
-            // The late reply to an abandoned call.
-            _ => None,
-        })
-        .await
+        // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
+        // core withdraws it and gives back any item already on its way.
+        let mut call = InFlight {
+            client: self,
+            id,
+            answered: false,
+        };
+        let result = call
+            .client
+            .until(|event| match event {
+                Event::Reply { id: got, reply } if got == id => Some(f(reply)),
+                _ => None,
+            })
+            .await;
+        call.answered = true;
+        result
     }
 
     /// Moves bytes until `pick` takes an event; the connection closing is an error.
@@ -239,6 +249,21 @@ impl<'a> Client<'a> {
             // Reset, or the manager closed its side: what it sent before is already in.
             Either::First(Err(_)) => self.core.handle_close(),
             Either::Second(()) => self.core.handle_timeout(now()),
+        }
+    }
+}
+
+/// A request sent and not yet answered; abandoned if dropped so.
+struct InFlight<'c, 'a> {
+    client: &'c mut Client<'a>,
+    id: u32,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_, '_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.client.core.abandon(self.id);
         }
     }
 }

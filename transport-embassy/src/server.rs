@@ -11,7 +11,9 @@ use core::cell::{Cell, RefCell};
 use core::future::pending;
 use core::pin::pin;
 
-use depot_core::{ConnId, Connection, Manager, ManagerConfig, ObjectSlot, Waiter};
+use depot_core::{
+    ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter,
+};
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
 use embassy_net::tcp::TcpSocket;
@@ -62,9 +64,10 @@ impl ServerConfig {
 ///
 /// - `SOCKETS`: connections served at once (each a TCP socket in the stack's
 ///   `StackResources`, plus a connection slot in the manager).
-/// - `FRAME` (default 512): per connection, bytes of each of the manager's receive, transmit
-///   and parked-put buffers. It bounds the largest frame accepted (so the largest `put` item is
-///   about `FRAME - 44` bytes) and must hold the largest `get` reply (`max_item + 32`).
+/// - `FRAME` (default 512): per connection, bytes of each of the manager's receive and transmit
+///   buffers, and of one slot of the store where blocked puts' items wait (one slot per
+///   connection, shared by all). It bounds the largest frame accepted (so the largest `put`
+///   item is about `FRAME - 44` bytes) and must hold the largest `get` reply (`max_item + 32`).
 /// - `SOCKET_BUF` (default 1024): per socket, bytes of each of the TCP receive and transmit
 ///   buffers (smoltcp's windows).
 /// - `WAITERS` (default 16): blocked requests (`get`/`put`/`join`) over all connections.
@@ -78,7 +81,8 @@ pub struct ManagerResources<
     const SOCKET_BUF: usize = 1024,
     const WAITERS: usize = 16,
 > {
-    frames: [[[u8; FRAME]; 3]; SOCKETS],
+    frames: [[[u8; FRAME]; 2]; SOCKETS],
+    parked: [[u8; FRAME]; SOCKETS],
     sockets: [[[u8; SOCKET_BUF]; 2]; SOCKETS],
     waiters: [Waiter; WAITERS],
     conns: Option<[Connection<'a>; SOCKETS]>,
@@ -96,7 +100,8 @@ impl<
     /// Zeroed resources (a `const fn`, for a `static`).
     pub const fn new() -> Self {
         ManagerResources {
-            frames: [[[0; FRAME]; 3]; SOCKETS],
+            frames: [[[0; FRAME]; 2]; SOCKETS],
+            parked: [[0; FRAME]; SOCKETS],
             sockets: [[[0; SOCKET_BUF]; 2]; SOCKETS],
             waiters: [Waiter::EMPTY; WAITERS],
             conns: None,
@@ -195,6 +200,7 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
     ) -> Self {
         let ManagerResources {
             frames,
+            parked,
             sockets,
             waiters,
             conns,
@@ -202,10 +208,16 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
         } = resources;
         let mut frames = frames.iter_mut();
         let conns = conns.insert(core::array::from_fn(|_| match frames.next() {
-            Some([rx, tx, park]) => Connection::new(rx, tx, park),
+            Some([rx, tx]) => Connection::new(rx, tx),
             None => unreachable!("one frame set per socket"),
         }));
-        let manager = Manager::new(config.manager, authkey, objects, conns, waiters);
+        let resources = Resources {
+            objects: objects.into(),
+            connections: conns.into(),
+            waiters: waiters.into(),
+            parked: ParkStore::slots(parked.as_flattened_mut(), FRAME),
+        };
+        let manager = Manager::new(config.manager, authkey, resources);
         if let Some(name) = manager.duplicate_name() {
             warn!("depot: queue name declared twice: {}", name);
         }
