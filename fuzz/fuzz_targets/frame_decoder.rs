@@ -45,8 +45,8 @@ fn client_case(mode: u8, sizes: u8, data: &[u8]) {
         KEY,
         CN,
         Instant::ZERO,
-        &mut rx,
-        &mut tx,
+        &mut rx[..],
+        &mut tx[..],
         &mut slots,
     );
     let hello = c.poll_transmit().to_vec();
@@ -119,19 +119,19 @@ fn manager_case(mode: u8, sizes: u8, data: &[u8]) {
             capacity: 4,
             max_item: 64,
         },
-        &mut storage,
+        &mut storage[..],
     )
     .unwrap()];
     let (mut rx, mut tx, mut park) = (vec![0u8; 512], vec![0u8; 512], vec![0u8; 64]);
-    let mut conns = [Connection::new(&mut rx, &mut tx, &mut park)];
+    let mut conns = [Connection::new(&mut rx[..], &mut tx[..])];
     let mut waiters = [Waiter::EMPTY; 4];
-    let mut m = Manager::new(
-        ManagerConfig::default(),
-        KEY,
-        &mut objects,
-        &mut conns,
-        &mut waiters,
-    );
+    let resources = Resources {
+        objects: (&mut objects).into(),
+        connections: (&mut conns).into(),
+        waiters: (&mut waiters).into(),
+        parked: ParkStore::slots(&mut park[..], 64),
+    };
+    let mut m = Manager::new(ManagerConfig::default(), KEY, resources);
     let id = m.accept(Instant::ZERO, MN).unwrap();
     if mode == 5 {
         // A valid hello first: the manager now waits for the proof.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use depot_core::client::ClientConfig;
-use depot_core::wire::{Handle, Op, QueueSpec, Reply, Wait};
+use depot_core::wire::{Handle, Items, Op, QueueSpec, Reply, Wait};
 use depot_core::*;
 use depot_fuzz::*;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -61,6 +61,26 @@ enum FOp {
     Stat(u8),
     Status,
     Shutdown,
+    PutMany {
+        handle: u8,
+        /// Lengths of the items, packed from `ITEM`.
+        lens: Vec<u8>,
+        wait: FWait,
+    },
+    GetMany {
+        handle: u8,
+        max_items: u8,
+        max_bytes: u16,
+        wait: FWait,
+    },
+    /// Withdraw the request `back` sends ago (or a made-up id).
+    Cancel {
+        target: u32,
+    },
+    Return {
+        handle: u8,
+        len: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -85,6 +105,12 @@ enum Action {
     Request {
         conn: u8,
         op: FOp,
+    },
+    /// A real client gives up on one of its requests (its latest, or a made-up id).
+    Abandon {
+        conn: u8,
+        latest: bool,
+        id: u32,
     },
     /// A connection's reader stops or starts taking the manager's output.
     SetReading {
@@ -129,7 +155,7 @@ fn names(n: u8) -> &'static str {
     ][n as usize % 5]
 }
 
-fn op(f: &FOp, item: &'static [u8]) -> Op<'static> {
+fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>) -> Op<'a> {
     let h = |x: u8| Handle(u16::from(x % 5));
     match *f {
         FOp::Open(n) => Op::Open { name: names(n) },
@@ -168,6 +194,40 @@ fn op(f: &FOp, item: &'static [u8]) -> Op<'static> {
         FOp::Stat(i) => Op::Stat { index: i.into() },
         FOp::Status => Op::Status,
         FOp::Shutdown => Op::Shutdown,
+        FOp::PutMany {
+            handle,
+            ref lens,
+            ref wait,
+        } => {
+            packed.clear();
+            for &len in lens.iter().take(32) {
+                let at = packed.len();
+                let item = &item[..(len as usize).min(item.len())];
+                packed.resize(at + Items::packed_len(item.len()), 0);
+                Items::push(packed, at, item);
+            }
+            Op::PutMany {
+                handle: h(handle),
+                items: Items(packed),
+                wait: wait.wait(),
+            }
+        }
+        FOp::GetMany {
+            handle,
+            max_items,
+            max_bytes,
+            ref wait,
+        } => Op::GetMany {
+            handle: h(handle),
+            max_items: max_items.into(),
+            max_bytes: max_bytes.into(),
+            wait: wait.wait(),
+        },
+        FOp::Cancel { target } => Op::Cancel { target },
+        FOp::Return { handle, len } => Op::Return {
+            handle: h(handle),
+            item: &item[..(len as usize).min(item.len())],
+        },
     }
 }
 
@@ -239,7 +299,7 @@ fuzz_target!(|actions: Vec<Action>| {
                 capacity: 4,
                 max_item: 100,
             },
-            &mut q0,
+            &mut q0[..],
         )
         .unwrap(),
         ObjectSlot::queue(
@@ -248,18 +308,18 @@ fuzz_target!(|actions: Vec<Action>| {
                 capacity: 2,
                 max_item: 40,
             },
-            &mut q1,
+            &mut q1[..],
         )
         .unwrap(),
-        ObjectSlot::spare(&mut spare),
+        ObjectSlot::spare(&mut spare[..]),
     ];
-    let mut bufs: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = (0..CONNS)
-        .map(|_| (vec![0u8; RX], vec![0u8; TX], vec![0u8; 100]))
-        .collect();
+    let mut bufs: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..CONNS).map(|_| (vec![0u8; RX], vec![0u8; TX])).collect();
     let mut conns: Vec<Connection<'_>> = bufs
         .iter_mut()
-        .map(|(rx, tx, park)| Connection::new(rx, tx, park))
+        .map(|(rx, tx)| Connection::new(&mut rx[..], &mut tx[..]))
         .collect();
+    let mut park = vec![0u8; 4 * 110];
     let mut waiters = [Waiter::EMPTY; WAITERS];
     let config = ManagerConfig {
         max_frame: 1024,
@@ -270,7 +330,15 @@ fuzz_target!(|actions: Vec<Action>| {
         allow_create: true,
         max_waiters_per_connection: MAX_WAITERS_PER_CONN,
     };
-    let mut m = Manager::new(config, KEY, &mut objects, &mut conns, &mut waiters);
+    let resources = Resources {
+        objects: (&mut objects).into(),
+        connections: (&mut conns[..]).into(),
+        waiters: (&mut waiters).into(),
+        parked: ParkStore::slots(&mut park[..], 110),
+    };
+    let mut m = Manager::new(config, KEY, resources);
+    // The id of each peer's latest request, by position.
+    let mut latest = [0u32; 64];
     let mut now = Instant::ZERO;
     let mut nonces = 0u8;
     let mut next_nonce = || {
@@ -371,7 +439,29 @@ fuzz_target!(|actions: Vec<Action>| {
                     ..
                 }) = peers.get_mut(*conn as usize % n)
                 {
-                    let _ = c.send(now, op(f, &ITEM));
+                    let mut packed = Vec::new();
+                    if let (Ok(id), Some(slot)) = (
+                        c.send(now, op(f, &ITEM, &mut packed)),
+                        latest.get_mut(*conn as usize % n),
+                    ) {
+                        *slot = id;
+                    }
+                }
+            }
+            Action::Abandon {
+                conn,
+                latest: use_latest,
+                id,
+            } => {
+                let n = peers.len().max(1);
+                let k = *conn as usize % n;
+                if let Some(Peer {
+                    kind: Kind::Client(c),
+                    ..
+                }) = peers.get_mut(k)
+                {
+                    let latest = latest.get(k).copied().unwrap_or(0);
+                    c.abandon(if *use_latest { latest } else { *id });
                 }
             }
             Action::SetReading { conn, reading } => {

@@ -15,17 +15,18 @@ pub fn plain_frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// `ClientHello { magic, 1, 1, nonce, max_frame }` as a frame.
+/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame }` as a frame.
 pub fn hello_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
-    let mut body = b"dpot\x01\x01".to_vec();
+    let mut body = b"dpot".to_vec();
+    body.extend_from_slice(&[depot_core::wire::VERSION; 2]);
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
     plain_frame(&body)
 }
 
-/// `ServerHello::Challenge { 1, nonce, max_frame }` as a frame.
+/// `ServerHello::Challenge { VERSION, nonce, max_frame }` as a frame.
 pub fn challenge_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
-    let mut body = vec![0, 1];
+    let mut body = vec![0, depot_core::wire::VERSION];
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
     plain_frame(&body)
@@ -92,7 +93,7 @@ impl Sealer {
 
 /// The manager nonce in a challenge frame, if it is one.
 pub fn challenge_nonce(frame: &[u8]) -> Option<[u8; 32]> {
-    if frame.get(HEADER_LEN..HEADER_LEN + 2)? != [0, 1] {
+    if frame.get(HEADER_LEN..HEADER_LEN + 2)? != [0, depot_core::wire::VERSION] {
         return None;
     }
     frame.get(HEADER_LEN + 2..HEADER_LEN + 34)?.try_into().ok()
