@@ -452,6 +452,8 @@ impl<'a> Client<'a> {
                     Some(false) => continue,
                     None => return None,
                 },
+                // A skipped message may have ended its frame: drop that frame before the next.
+                State::Ready { .. } if self.consumed > 0 => self.apply_consumed(),
                 State::Ready { .. } => match self.next_message() {
                     Some(Ok(at)) => match self.take_message(at) {
                         Ok(Taken::Reply(at, end)) => break (at, end),
