@@ -49,5 +49,7 @@ mod error;
 mod manager;
 
 pub use client::{Client, Queue, QueueStat, RawQueue};
+/// What [`Client::status`] returns.
+pub use depot_core::wire::ManagerStatus;
 pub use error::Error;
-pub use manager::{Manager, ManagerBuilder, ManagerHandle, QueueOptions};
+pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};
