@@ -62,10 +62,16 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
         let mut config: ConfigFile = toml::from_str(&text).map_err(|e| {
-            // toml's message spans lines (it quotes the source); keep its first line.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or_default().to_owned();
-            format!("config file {}: {first} {}", path.display(), e.message())
+            // toml's own text quotes the source over several lines: say it in one.
+            let at = match e.span() {
+                Some(span) => {
+                    let line_no = text[..span.start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+                    format!("line {line_no} ({line}): ")
+                }
+                None => String::new(),
+            };
+            format!("config file {}: {at}{}", path.display(), e.message())
         })?;
         if let Some(key) = &mut config.authkey_file {
             if key.is_relative() {
