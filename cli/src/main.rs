@@ -65,14 +65,13 @@ enum Command {
 }
 
 /// What `serve --help` adds after the options.
-const SERVE_HELP: &str = "\
-Settings can also come from a TOML file (--config FILE); a flag given on the command line
+const SERVE_HELP: &str = r#"Settings can also come from a TOML file (--config FILE); a flag given on the command line
 overrides the file's value, and a --queue replaces the file's queue of the same name.
 Every key, with its flag:
 
-  listen = \"127.0.0.1:5000\"          # --listen
-  authkey_file = \"authkey\"           # --authkey-file (relative to the config file)
-  metrics = \"127.0.0.1:9100\"         # --metrics
+  listen = "127.0.0.1:5000"           # --listen
+  authkey_file = "authkey"            # --authkey-file (relative to the config file)
+  metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   max_item = 65536                    # --max-item
   [limits]
@@ -85,12 +84,12 @@ Every key, with its flag:
   capacity = 1024
   max_item = 65536
   [[queue]]
-  name = \"task_queue\"                # --queue task_queue:100
+  name = "task_queue"                 # --queue task_queue:100
   capacity = 100
   max_item = 65536
 
 The manager stops gracefully on Ctrl-C or SIGTERM: no new connections, blocked clients are
-told it is shutting down, replies are flushed; it logs the items still queued.";
+told it is shutting down, replies are flushed; it logs the items still queued."#;
 
 #[derive(Args, Debug)]
 #[command(after_help = SERVE_HELP)]
@@ -307,17 +306,15 @@ fn init_logging(cli: &Cli) {
 }
 
 fn run(cli: Cli) -> CliResult {
-    if let Command::Serve(args) = cli.command {
-        return serve(args, cli.authkey_file);
-    }
-    let key = authkey(cli.authkey_file.as_deref())?;
+    let file = cli.authkey_file;
     match cli.command {
-        Command::Serve(_) => unreachable!("served above"),
-        Command::Put(args) => put(args, &key),
-        Command::Get(args) => get(args, &key),
-        Command::Stat(args) => stat(args, &key),
+        // `serve` may also name its authkey file in its config file.
+        Command::Serve(args) => serve(args, file),
+        Command::Put(args) => put(args, &authkey(file.as_deref())?),
+        Command::Get(args) => get(args, &authkey(file.as_deref())?),
+        Command::Stat(args) => stat(args, &authkey(file.as_deref())?),
         Command::Shutdown(args) => {
-            let client = Client::connect(args.connect.as_str(), &key)?;
+            let client = Client::connect(args.connect.as_str(), &authkey(file.as_deref())?)?;
             client.shutdown_manager()?;
             Ok(())
         }
@@ -498,7 +495,7 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
             .map_err(|e| CliError::Msg(format!("metrics listener: {e}")))?;
         metrics_http::spawn(listener, handle.clone())
             .map_err(|e| CliError::Msg(format!("cannot start the metrics thread: {e}")))?;
-        tracing::info!(%at, "serving metrics at /metrics");
+        tracing::info!(address = %at, "serving metrics (GET /metrics)");
         lines.push(format!("metrics on http://{at}/metrics"));
     }
     {
