@@ -881,13 +881,26 @@ fn stat_watch_prints_again() {
     while len(watch.line()) != 1 {
         assert!(Instant::now() < deadline, "the put never showed");
     }
+    drop(watch);
+    // The table, too: into a pipe, one table after another, each ending in its status line.
+    let tables = Bg::start(depot(
+        Some(KEY),
+        &["stat", "--connect", &addr, "--watch", "0.05"],
+    ));
+    for _ in 0..2 {
+        assert!(tables.line().starts_with("QUEUE"));
+        assert!(tables.line().starts_with("q "));
+        assert_eq!(tables.line(), "");
+        assert!(tables.line().starts_with("manager "));
+        assert_eq!(tables.line(), "");
+    }
+    drop(tables);
     // A zero interval is a usage error.
     let r = run(depot(
         Some(KEY),
         &["stat", "--connect", &addr, "--watch", "0"],
     ));
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
-    drop(watch);
     m.shutdown().unwrap();
 }
 
