@@ -10,7 +10,10 @@
 //! between sockets and the core's state machines and keeps the clock:
 //!
 //! - the manager is one event-loop thread on `mio` serving every connection, with all memory
-//!   allocated at start-up from the queue options (nothing is allocated per request);
+//!   allocated at start-up from the queue options (nothing is allocated per request); the
+//!   [`ManagerHandle`] that [`ManagerBuilder::start`] returns is `Send + Sync`: stop it from
+//!   any thread ([`ManagerHandle::stop`]), wait for it ([`ManagerHandle::join`]), and read
+//!   [`Metrics`] that the loop itself publishes (also as Prometheus text);
 //! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
 //!   requests pipelined on its one connection, and no thread is spawned per client. A
 //!   connection parks one blocked `put` at a time and holds its later requests behind a second,
@@ -49,5 +52,7 @@ mod error;
 mod manager;
 
 pub use client::{Client, Queue, QueueStat, RawQueue};
+/// What [`Client::status`] returns.
+pub use depot_core::wire::ManagerStatus;
 pub use error::Error;
-pub use manager::{Manager, ManagerBuilder, ManagerHandle, QueueOptions};
+pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};

@@ -2,14 +2,14 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
 use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
-use super::ManagerHandle;
+use super::{ManagerHandle, Shared};
 use crate::Error;
 
 /// The limits of one queue.
@@ -120,7 +120,26 @@ impl ManagerBuilder {
         self
     }
 
-    /// Runs the manager on this thread until it is shut down (by a permitted remote request).
+    /// How long a new connection has to finish its handshake (default 10 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// How long a frame may take from its first byte to its last (default 10 s).
+    pub fn frame_timeout(mut self, t: Duration) -> Self {
+        self.frame_timeout = t;
+        self
+    }
+
+    /// How long output may stay unread by a peer before it is dropped (default 30 s).
+    pub fn write_stall_timeout(mut self, t: Duration) -> Self {
+        self.write_stall_timeout = t;
+        self
+    }
+
+    /// Runs the manager on this thread until it is shut down (by a permitted remote request;
+    /// use [`ManagerBuilder::start`] for a manager that can also be stopped locally).
     pub fn serve_forever(self) -> Result<(), Error> {
         event_loop::run(self.prepare()?, None)
     }
@@ -129,19 +148,24 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<ManagerHandle, Error> {
         let prepared = self.prepare()?;
         let address = prepared.address;
-        let waker = prepared.waker.clone();
-        let stop = prepared.stop.clone();
+        let shared = prepared.shared.clone();
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name(format!("depot-manager {address}"))
-            .spawn(move || event_loop::run(prepared, Some(tx)))?;
+            .spawn(move || {
+                // Set however the loop ends, a panic included.
+                struct Finished(Arc<Shared>);
+                impl Drop for Finished {
+                    fn drop(&mut self) {
+                        self.0.finished.store(true, Ordering::SeqCst);
+                        self.0.board.end();
+                    }
+                }
+                let _finished = Finished(prepared.shared.clone());
+                event_loop::run(prepared, Some(tx))
+            })?;
         match rx.recv() {
-            Ok(Ok(())) => Ok(ManagerHandle {
-                address,
-                waker,
-                stop,
-                thread,
-            }),
+            Ok(Ok(())) => Ok(ManagerHandle::new(address, shared, thread)),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -173,14 +197,18 @@ impl ManagerBuilder {
         let poll = mio::Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, mio::Interest::READABLE)?;
-        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+        let shared = Arc::new(Shared {
+            waker: mio::Waker::new(poll.registry(), WAKER)?,
+            stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            board: Default::default(),
+        });
         Ok(Prepared {
             plan,
             poll,
             listener,
             address,
-            waker,
-            stop: Arc::new(AtomicBool::new(false)),
+            shared,
         })
     }
 }

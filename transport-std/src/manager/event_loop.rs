@@ -10,19 +10,22 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use depot_core::manager::encode_busy;
+use depot_core::wire::CloseReason;
 use depot_core::wire::NONCE_LEN;
 use depot_core::{AcceptError, ConnId, Instant};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use tracing::{debug, info, warn};
+use mio::{Events, Interest, Poll, Token};
+use tracing::{debug, info, info_span, warn, Span};
 
+use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
+use super::Shared;
 use crate::Error;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -42,8 +45,7 @@ pub(crate) struct Prepared {
     pub(crate) poll: Poll,
     pub(crate) listener: TcpListener,
     pub(crate) address: SocketAddr,
-    pub(crate) waker: Arc<Waker>,
-    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Milliseconds since the manager started: the core's clock.
@@ -58,7 +60,8 @@ impl Clock {
 /// One accepted socket, indexed by its core connection id.
 struct Sock {
     stream: TcpStream,
-    peer: SocketAddr,
+    /// Every log line about this connection is in its span, which carries the peer.
+    span: Span,
     /// Input may be waiting in the socket: the core had no room, or the read budget ran out.
     read_stalled: bool,
     /// On the backlog of connections to read again without waiting for an edge.
@@ -73,8 +76,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         poll,
         listener,
         address,
-        waker: _waker,
-        stop,
+        shared,
     } = p;
     let resources = match storage::resources(&plan) {
         Ok(resources) => resources,
@@ -102,12 +104,23 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         backlog: Vec::with_capacity(plan.max_connections),
         spare: Vec::with_capacity(plan.max_connections),
         clock: Clock(std::time::Instant::now()),
-        stop,
+        shared,
         grace_until: None,
         accept_retry: None,
+        counters: Counters::default(),
+        metrics_served: 0,
+        closed_in_shutdown: 0,
     };
     let result = event_loop.run();
-    info!(%address, "manager stopped");
+    let last = event_loop.snapshot();
+    info!(
+        %address,
+        queued_items = last.queued_items(),
+        connections_closed = event_loop.closed_in_shutdown,
+        "manager stopped"
+    );
+    let ticket = event_loop.shared.board.wanted(0).unwrap_or(0);
+    event_loop.shared.board.publish(ticket, last, true);
     result
 }
 
@@ -132,11 +145,16 @@ struct Loop<'m> {
     backlog: Vec<usize>,
     spare: Vec<usize>,
     clock: Clock,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     /// When a shutting-down manager stops waiting for its connections.
     grace_until: Option<std::time::Instant>,
     /// When to try `accept` again after running out of file descriptors.
     accept_retry: Option<std::time::Instant>,
+    counters: Counters,
+    /// The newest metrics ticket answered.
+    metrics_served: u64,
+    /// Connections closed since shutting down began.
+    closed_in_shutdown: u64,
 }
 
 impl Loop<'_> {
@@ -179,10 +197,17 @@ impl Loop<'_> {
             self.run_backlog();
             self.core.handle_timeout(self.clock.now());
             self.drain_ready();
-            if self.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
-                info!("manager shutting down");
+            if self.shared.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
+                info!(
+                    connections = self.core.connections(),
+                    "manager shutting down"
+                );
                 self.core.shutdown(self.clock.now());
                 self.drain_ready();
+            }
+            if let Some(ticket) = self.shared.board.wanted(self.metrics_served) {
+                self.metrics_served = ticket;
+                self.shared.board.publish(ticket, self.snapshot(), false);
             }
             if self.core.is_shutting_down() && self.finish_shutdown() {
                 return Ok(());
@@ -213,8 +238,9 @@ impl Loop<'_> {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
             self.grace_until = Some(std::time::Instant::now() + SHUTDOWN_GRACE);
+            // Counted from when shutting down began: some may have closed in that same turn.
             info!(
-                connections = self.core.connections(),
+                connections = self.closed_in_shutdown + u64::from(self.core.connections()),
                 "manager no longer accepting; flushing connections"
             );
         }
@@ -274,6 +300,7 @@ impl Loop<'_> {
         let id = match self.core.accept(now, nonce) {
             Ok(id) => id,
             Err(AcceptError::Busy) => {
+                self.counters.refused_busy += 1;
                 warn!(%peer, "refusing connection: every connection slot is in use");
                 discard_input(&stream);
                 let mut out = [0u8; 16];
@@ -291,10 +318,12 @@ impl Loop<'_> {
         );
         match (registered, self.socks.get_mut(i)) {
             (Ok(()), Some(slot)) => {
-                debug!(conn = i, %peer, "connection accepted");
+                self.counters.accepted += 1;
+                let span = info_span!("conn", id = i, %peer);
+                debug!(parent: &span, "connection accepted");
                 *slot = Some(Sock {
                     stream,
-                    peer,
+                    span,
                     read_stalled: false,
                     backlogged: false,
                 });
@@ -333,6 +362,7 @@ impl Loop<'_> {
                     return;
                 }
                 Ok(n) => {
+                    self.counters.bytes_in += n as u64;
                     let drained = short_read_drains && n < space.len();
                     self.core.handle_received(id, self.clock.now(), n);
                     if drained {
@@ -394,7 +424,10 @@ impl Loop<'_> {
                     self.close(i, "peer stopped accepting data");
                     return;
                 }
-                Ok(n) => self.core.handle_transmitted(id, self.clock.now(), n),
+                Ok(n) => {
+                    self.counters.bytes_out += n as u64;
+                    self.core.handle_transmitted(id, self.clock.now(), n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -439,9 +472,20 @@ impl Loop<'_> {
             // the farewell it has not read yet.
             discard_input(&sock.stream);
             let _ = sock.stream.shutdown(Shutdown::Write);
-            debug!(conn = i, peer = %sock.peer, "connection closed: {why}");
+            debug!(parent: &sock.span, "connection closed: {why}");
+            if self.core.close_reason(ConnId(i as u32)) == Some(CloseReason::AuthFailed) {
+                self.counters.auth_failures += 1;
+            }
+            if self.core.is_shutting_down() {
+                self.closed_in_shutdown += 1;
+            }
         }
         self.core.handle_close(ConnId(i as u32), self.clock.now());
+    }
+
+    /// The core's state and this loop's counters, for [`super::ManagerHandle::metrics`].
+    fn snapshot(&self) -> Metrics {
+        Metrics::of(&self.core, self.counters)
     }
 }
 

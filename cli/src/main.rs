@@ -5,16 +5,21 @@
 //! Every failure ends the process with a non-zero exit code and one line on stderr,
 //! `depot: <what went wrong>`.
 
+mod config;
+mod metrics_http;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use depot_std::{Client, Manager, QueueOptions, QueueStat};
+
+use config::ConfigFile;
 
 /// The address every subcommand uses unless told otherwise (the seed scenario's).
 const DEFAULT_ADDR: &str = "127.0.0.1:5000";
@@ -54,32 +59,98 @@ enum Command {
     /// Take items from a queue and print one per line on stdout.
     Get(GetArgs),
     /// Show every queue of a manager (length, capacity, waiters, totals) and its connections.
-    Stat(ConnectArgs),
+    Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
 }
 
+/// What `serve --help` adds after the options.
+const SERVE_HELP: &str = r#"Settings can also come from a TOML file (--config FILE); a flag given on the command line
+overrides the file's value, and a --queue replaces the file's queue of the same name.
+Every key, with its flag:
+
+  listen = "127.0.0.1:5000"           # --listen
+  authkey_file = "authkey"            # --authkey-file (relative to the config file)
+  metrics = "127.0.0.1:9100"          # --metrics
+  allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
+  max_item = 65536                    # --max-item
+  [limits]
+  max_connections = 16384             # --max-connections
+  handshake_timeout = 10              # --handshake-timeout (seconds)
+  frame_timeout = 10                  # --frame-timeout
+  write_stall_timeout = 30            # --write-stall-timeout
+  [allow_create]
+  slots = 8                           # --allow-create
+  capacity = 1024
+  max_item = 65536
+  [[queue]]
+  name = "task_queue"                 # --queue task_queue:100
+  capacity = 100
+  max_item = 65536
+
+The manager stops gracefully on Ctrl-C or SIGTERM: no new connections, blocked clients are
+told it is shutting down, replies are flushed; it logs the items still queued."#;
+
 #[derive(Args, Debug)]
+#[command(after_help = SERVE_HELP)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADDR)]
-    listen: String,
+    /// Read the settings from this TOML file; flags override it (see below, and examples/depot.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:5000] (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
 
     /// A queue to serve, as NAME or NAME:CAPACITY (default capacity 1024). Repeat for more.
-    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", required = true, value_parser = parse_queue_spec)]
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue_spec)]
     queues: Vec<QueueSpecArg>,
 
-    /// Largest item, in bytes, that the queues accept.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_ITEM)]
-    max_item: u32,
+    /// Largest item, in bytes, of the queues that do not set their own [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    max_item: Option<u32>,
 
-    /// Let clients stop the manager (`depot shutdown`).
-    #[arg(long)]
-    allow_remote_shutdown: bool,
+    /// Let clients stop the manager (`depot shutdown`); `=false` overrides a config file's true.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    allow_remote_shutdown: Option<bool>,
 
-    /// Most connections served at once.
+    /// Let clients create up to N queues of their own (limits from the config's [allow_create]).
+    #[arg(long, value_name = "N")]
+    allow_create: Option<usize>,
+
+    /// Most connections served at once [default: 16384].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+
+    /// Seconds a new connection has to finish its handshake [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    handshake_timeout: Option<Duration>,
+
+    /// Seconds a frame may take from its first byte to its last [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    frame_timeout: Option<Duration>,
+
+    /// Seconds a peer may leave its replies unread before it is dropped [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    write_stall_timeout: Option<Duration>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port; printed on stdout).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct StatArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// Print one JSON object (one line) instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    /// Print again every SECS seconds until interrupted.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    watch: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -161,18 +232,28 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("'{s}' is not a usable number of seconds"))
 }
 
+fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    match parse_secs(s)? {
+        Duration::ZERO => Err("the interval must be above 0 seconds".into()),
+        d => Ok(d),
+    }
+}
+
 /// Why the CLI failed: printed as `depot: {self}`.
 #[derive(Debug)]
 enum CliError {
     Depot(depot_std::Error),
     Msg(String),
+    /// The command line (with its config file) does not say what to do: exit code 2, like
+    /// clap's own usage errors.
+    Usage(String),
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Depot(e) => e.fmt(f),
-            CliError::Msg(m) => f.write_str(m),
+            CliError::Msg(m) | CliError::Usage(m) => f.write_str(m),
         }
     }
 }
@@ -194,7 +275,10 @@ fn main() -> ExitCode {
             // One line, whatever the error's text holds.
             let line = e.to_string().replace(['\n', '\r'], " ");
             eprintln!("depot: {line}");
-            ExitCode::FAILURE
+            match e {
+                CliError::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -222,14 +306,15 @@ fn init_logging(cli: &Cli) {
 }
 
 fn run(cli: Cli) -> CliResult {
-    let key = authkey(cli.authkey_file.as_deref())?;
+    let file = cli.authkey_file;
     match cli.command {
-        Command::Serve(args) => serve(args, &key),
-        Command::Put(args) => put(args, &key),
-        Command::Get(args) => get(args, &key),
-        Command::Stat(args) => stat(args, &key),
+        // `serve` may also name its authkey file in its config file.
+        Command::Serve(args) => serve(args, file),
+        Command::Put(args) => put(args, &authkey(file.as_deref())?),
+        Command::Get(args) => get(args, &authkey(file.as_deref())?),
+        Command::Stat(args) => stat(args, &authkey(file.as_deref())?),
         Command::Shutdown(args) => {
-            let client = Client::connect(args.connect.as_str(), &key)?;
+            let client = Client::connect(args.connect.as_str(), &authkey(file.as_deref())?)?;
             client.shutdown_manager()?;
             Ok(())
         }
@@ -269,92 +354,160 @@ fn authkey(file: Option<&Path>) -> CliResult<Vec<u8>> {
     Ok(key)
 }
 
-fn serve(args: ServeArgs, key: &[u8]) -> CliResult {
-    let mut builder = Manager::builder()
-        .listen(args.listen.as_str())
-        .authkey(key)
-        .allow_remote_shutdown(args.allow_remote_shutdown);
-    if let Some(n) = args.max_connections {
-        builder = builder.max_connections(n);
-    }
-    for q in &args.queues {
-        builder = builder.queue_with(
-            &q.name,
-            QueueOptions {
-                capacity: q.capacity,
-                max_item: args.max_item,
-                storage_bytes: None,
-            },
-        );
-    }
-
-    // Ctrl-C and SIGTERM both end up here.
-    let (tx, signals) = mpsc::channel::<()>();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .map_err(|e| CliError::Msg(format!("cannot install the signal handler: {e}")))?;
-
-    let handle = builder.start()?;
-    let addr = handle.address();
-    tracing::info!(%addr, queues = args.queues.len(), "serving");
-    {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "listening on {addr}");
-        let _ = out.flush();
-    }
-
-    if !args.allow_remote_shutdown {
-        // Only a signal stops this manager.
-        let _ = signals.recv();
-        tracing::info!("signal received: shutting down");
-        handle.shutdown()?;
-        tracing::info!("stopped");
-        return Ok(());
-    }
-
-    // A client may stop the manager, so wait for it on a thread; a signal then stops it the
-    // same way a client would (graceful: blocked callers are told it is shutting down).
-    let (done_tx, done) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let result = handle.join();
-        let _ = done_tx.send(());
-        result
-    });
-    loop {
-        if done.recv_timeout(Duration::from_millis(50)).is_ok() {
-            tracing::info!("stopped by a client");
-            break;
-        }
-        if signals.try_recv().is_ok() {
-            tracing::info!("signal received: shutting down");
-            let own = self_address(addr);
-            match Client::connect_timeout(own, key, Duration::from_secs(5))
-                .and_then(|c| c.shutdown_manager())
-            {
-                Ok(()) => {}
-                // It stopped by itself in the meantime.
-                Err(e) if done.try_recv().is_ok() => tracing::debug!("shutdown: {e}"),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    waiter
-        .join()
-        .map_err(|_| CliError::Msg("the manager thread panicked".into()))??;
-    tracing::info!("stopped");
-    Ok(())
+/// What `serve` runs: the config file's settings with the flags laid over them.
+#[derive(Debug)]
+struct ServeSettings {
+    listen: String,
+    authkey_file: Option<PathBuf>,
+    metrics: Option<String>,
+    allow_remote_shutdown: bool,
+    queues: Vec<(String, QueueOptions)>,
+    create: Option<(usize, QueueOptions)>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    write_stall_timeout: Option<Duration>,
 }
 
-/// Where this process reaches its own listener (a wildcard address means loopback).
-fn self_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
+impl ServeSettings {
+    fn new(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult<ServeSettings> {
+        let file = match &args.config {
+            Some(path) => ConfigFile::load(path).map_err(CliError::Msg)?,
+            None => ConfigFile::default(),
+        };
+        let max_item = args.max_item.or(file.max_item).unwrap_or(DEFAULT_MAX_ITEM);
+        let options = |capacity: Option<u32>, own_max_item: Option<u32>| QueueOptions {
+            capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
+            max_item: own_max_item.unwrap_or(max_item),
+            storage_bytes: None,
+        };
+        let mut queues: Vec<(String, QueueOptions)> = file
+            .queues
+            .iter()
+            .map(|q| (q.name.clone(), options(q.capacity, q.max_item)))
+            .collect();
+        for q in &args.queues {
+            let opts = options(Some(q.capacity), None);
+            match queues.iter_mut().find(|(name, _)| *name == q.name) {
+                Some(entry) => entry.1 = opts,
+                None => queues.push((q.name.clone(), opts)),
+            }
+        }
+        let created = file.allow_create.as_ref();
+        let slots = args.allow_create.or(created.map(|c| c.slots)).unwrap_or(0);
+        let create = (slots > 0).then(|| {
+            let opts = options(
+                created.and_then(|c| c.capacity),
+                created.and_then(|c| c.max_item),
+            );
+            (slots, opts)
+        });
+        if queues.is_empty() && create.is_none() {
+            return Err(CliError::Usage(
+                "no queue to serve: give --queue NAME[:CAPACITY], or [[queue]] in a --config file"
+                    .into(),
+            ));
+        }
+        let secs = |flag: Option<Duration>, key: Option<f64>| -> CliResult<Option<Duration>> {
+            match (flag, key) {
+                (Some(d), _) => Ok(Some(d)),
+                (None, Some(s)) => config::secs_to_duration(s).map(Some).map_err(CliError::Msg),
+                (None, None) => Ok(None),
+            }
+        };
+        let limits = &file.limits;
+        Ok(ServeSettings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_ADDR.into()),
+            authkey_file: authkey_file.or(file.authkey_file),
+            metrics: args.metrics.or(file.metrics),
+            allow_remote_shutdown: args
+                .allow_remote_shutdown
+                .or(file.allow_remote_shutdown)
+                .unwrap_or(false),
+            queues,
+            create,
+            max_connections: args.max_connections.or(limits.max_connections),
+            handshake_timeout: secs(args.handshake_timeout, limits.handshake_timeout)?,
+            frame_timeout: secs(args.frame_timeout, limits.frame_timeout)?,
+            write_stall_timeout: secs(args.write_stall_timeout, limits.write_stall_timeout)?,
+        })
+    }
+}
+
+fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
+    let s = ServeSettings::new(args, authkey_file)?;
+    let key = authkey(s.authkey_file.as_deref())?;
+    let mut builder = Manager::builder()
+        .listen(s.listen.as_str())
+        .authkey(&key)
+        .allow_remote_shutdown(s.allow_remote_shutdown);
+    for (name, opts) in &s.queues {
+        builder = builder.queue_with(name, *opts);
+    }
+    if let Some((slots, opts)) = s.create {
+        builder = builder.allow_create(slots, opts);
+    }
+    if let Some(n) = s.max_connections {
+        builder = builder.max_connections(n);
+    }
+    if let Some(t) = s.handshake_timeout {
+        builder = builder.handshake_timeout(t);
+    }
+    if let Some(t) = s.frame_timeout {
+        builder = builder.frame_timeout(t);
+    }
+    if let Some(t) = s.write_stall_timeout {
+        builder = builder.write_stall_timeout(t);
+    }
+    // Bound before the manager starts, so a taken port fails the command at once.
+    let metrics = match &s.metrics {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr.as_str())
+                .map_err(|e| CliError::Msg(format!("cannot serve metrics on {addr}: {e}")))?,
+        ),
+        None => None,
     };
-    std::net::SocketAddr::new(ip, addr.port())
+
+    let handle = Arc::new(builder.start()?);
+    // Ctrl-C and SIGTERM stop the manager the way `ManagerHandle::stop` does, whether or not
+    // clients may stop it too.
+    let on_signal = handle.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        tracing::info!("signal received: shutting down");
+        if let Err(e) = on_signal.stop() {
+            tracing::warn!("cannot stop the manager: {e}");
+        }
+    }) {
+        let _ = handle.shutdown();
+        return Err(CliError::Msg(format!(
+            "cannot install the signal handler: {e}"
+        )));
+    }
+    let addr = handle.address();
+    tracing::info!(%addr, queues = s.queues.len(), "serving");
+    let mut lines = vec![format!("listening on {addr}")];
+    if let Some(listener) = metrics {
+        let at = listener
+            .local_addr()
+            .map_err(|e| CliError::Msg(format!("metrics listener: {e}")))?;
+        metrics_http::spawn(listener, handle.clone())
+            .map_err(|e| CliError::Msg(format!("cannot start the metrics thread: {e}")))?;
+        tracing::info!(address = %at, "serving metrics (GET /metrics)");
+        lines.push(format!("metrics on http://{at}/metrics"));
+    }
+    {
+        let mut out = io::stdout().lock();
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+    handle.join()?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn put(args: PutArgs, key: &[u8]) -> CliResult {
@@ -413,23 +566,79 @@ fn get(args: GetArgs, key: &[u8]) -> CliResult {
     Ok(())
 }
 
-fn stat(args: ConnectArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.connect.as_str(), key)?;
-    let queues = client.stat()?;
-    let status = client.status()?;
-    let table = render_table(&queues);
-    let mut out = io::stdout().lock();
-    write!(
-        out,
-        "{table}\nmanager {}: {} of {} connections, {} objects, {} blocked requests\n",
-        client.peer_addr(),
-        status.connections,
-        status.max_connections,
-        status.objects,
-        status.waiters
-    )
-    .and_then(|()| out.flush())
-    .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))
+fn stat(args: StatArgs, key: &[u8]) -> CliResult {
+    let client = Client::connect(args.conn.connect.as_str(), key)?;
+    let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
+    loop {
+        let queues = client.stat()?;
+        let status = client.status()?;
+        let text = if args.json {
+            let mut line = stat_json(&client, &queues, &status).to_string();
+            line.push('\n');
+            line
+        } else {
+            format!(
+                "{}\nmanager {}: {} of {} connections, {} objects, {} blocked requests\n",
+                render_table(&queues),
+                client.peer_addr(),
+                status.connections,
+                status.max_connections,
+                status.objects,
+                status.waiters
+            )
+        };
+        let mut out = io::stdout().lock();
+        // A terminal shows one table in place; a pipe gets each one after a blank line.
+        let lead = match (args.watch, clear) {
+            (Some(_), true) => "\x1b[H\x1b[2J",
+            _ => "",
+        };
+        write!(out, "{lead}{text}")
+            .and_then(|()| out.flush())
+            .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+        let Some(every) = args.watch else {
+            return Ok(());
+        };
+        if !args.json && !clear {
+            let _ = writeln!(out);
+        }
+        drop(out);
+        std::thread::sleep(every);
+    }
+}
+
+/// `stat --json`: the status line's fields and every queue, one object.
+fn stat_json(
+    client: &Client,
+    queues: &[QueueStat],
+    status: &depot_std::ManagerStatus,
+) -> serde_json::Value {
+    let queues: Vec<serde_json::Value> = queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "name": q.name,
+                "len": q.len,
+                "capacity": q.capacity,
+                "max_item": q.max_item,
+                "bytes": q.bytes,
+                "getters": q.getters,
+                "putters": q.putters,
+                "joiners": q.joiners,
+                "unfinished": q.unfinished,
+                "total_put": q.total_put,
+                "total_got": q.total_got,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "manager": client.peer_addr().to_string(),
+        "connections": status.connections,
+        "max_connections": status.max_connections,
+        "objects": status.objects,
+        "waiters": status.waiters,
+        "queues": queues,
+    })
 }
 
 /// A plain-text table of the queues, one row each, columns aligned.

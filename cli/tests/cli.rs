@@ -1,8 +1,9 @@
 //! The `depot` CLI as a user runs it: real processes against real managers. Every failure must
 //! exit non-zero with exactly one line on stderr, `depot: <error>`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -219,13 +220,28 @@ fn help_for_every_subcommand() {
     }
     let serve = run(depot(None, &["serve", "--help"]));
     for opt in [
+        "--config",
         "--listen",
         "--queue",
         "--max-item",
         "--allow-remote-shutdown",
+        "--allow-create",
         "--max-connections",
+        "--handshake-timeout",
+        "--frame-timeout",
+        "--write-stall-timeout",
+        "--metrics",
+        // The config file's keys are documented too.
+        "[[queue]]",
+        "[allow_create]",
+        "[limits]",
+        "write_stall_timeout =",
     ] {
         assert!(serve.stdout.contains(opt), "serve --help lacks {opt}");
+    }
+    let stat = run(depot(None, &["stat", "--help"]));
+    for opt in ["--json", "--watch"] {
+        assert!(stat.stdout.contains(opt), "stat --help lacks {opt}");
     }
 }
 
@@ -580,12 +596,20 @@ fn serve_put_get_stat_shutdown_as_processes() {
 
 #[test]
 fn serve_stops_cleanly_on_sigterm_and_sigint() {
-    // With remote shutdown allowed the signal takes another path through `serve`: try both.
+    // With or without remote shutdown allowed, a signal stops the manager from inside the
+    // process (no connection to itself).
     for (sig, allow) in [("-TERM", false), ("-INT", false), ("-TERM", true)] {
         let flags: &[&str] = if allow {
-            &["--queue", "q", "--allow-remote-shutdown"]
+            &[
+                "-v",
+                "--queue",
+                "q",
+                "--queue",
+                "full",
+                "--allow-remote-shutdown",
+            ]
         } else {
-            &["--queue", "q"]
+            &["-v", "--queue", "q", "--queue", "full"]
         };
         let (server, addr) = serve(flags);
         // A client blocked in get is told the manager is shutting down.
@@ -593,8 +617,17 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
             Some(KEY),
             &["get", "--connect", &addr, "--queue", "q"],
         ));
+        run(depot(
+            Some(KEY),
+            &["put", "--connect", &addr, "--queue", "full", "a", "b", "c"],
+        ))
+        .ok();
         let c = Client::connect(addr.as_str(), KEY).unwrap();
         wait_until("the get is parked", || getters(&c, "q") == 1);
+        // Open now: this client and the blocked get (the put's connection is gone).
+        wait_until("two connections are left", || {
+            c.status().unwrap().connections == 2
+        });
         server.signal(sig);
         let r = server.finish();
         assert!(
@@ -606,6 +639,27 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
         blocked
             .finish()
             .failed_with(&Error::ShuttingDown.to_string());
+        let stopped = r
+            .stderr
+            .lines()
+            .find(|l| l.contains("manager stopped"))
+            .unwrap_or_else(|| panic!("no 'manager stopped' line: {}", r.stderr));
+        assert!(stopped.contains("queued_items=3"), "{stopped}");
+        assert!(stopped.contains("connections_closed=2"), "{stopped}");
+        let flushing = r
+            .stderr
+            .lines()
+            .find(|l| l.contains("no longer accepting"))
+            .unwrap_or_else(|| panic!("no 'no longer accepting' line: {}", r.stderr));
+        assert!(flushing.contains("connections=2"), "{flushing}");
+        // Each connection's lines carry its span: an id and the peer's address.
+        assert!(
+            r.stderr.lines().any(|l| l.contains("conn{id=")
+                && l.contains("peer=127.0.0.1:")
+                && l.contains("connection closed")),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -619,11 +673,310 @@ fn serve_errors_are_one_line() {
         &["serve", "--listen", &addr, "--queue", "q"],
     ));
     r.failed();
-    // No queue: a usage error from clap (exit 2), not a crash.
+    // No queue: a usage error (exit 2), not a crash.
     let r = run(depot(Some(KEY), &["serve", "--listen", "127.0.0.1:0"]));
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(r.failed().starts_with("no queue to serve"), "{}", r.stderr);
+    // The metrics port is taken: refused before anything listens.
+    let r = run(depot(
+        Some(KEY),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--queue",
+            "q",
+            "--metrics",
+            &addr,
+        ],
+    ));
+    assert!(
+        r.failed().starts_with("cannot serve metrics on"),
+        "{}",
+        r.stderr
+    );
+    // A config file that is not there, or not TOML.
+    let r = run(depot(
+        Some(KEY),
+        &["serve", "--config", "/nonexistent/depot.toml"],
+    ));
+    assert!(
+        r.failed().starts_with("cannot read the config file"),
+        "{}",
+        r.stderr
+    );
+    let dir = temp_dir("bad-config");
+    let bad = dir.join("depot.toml");
+    std::fs::write(&bad, "[[queue]]\nname = \"q\"\ncapacity = \"many\"\n").unwrap();
+    let r = run(depot(
+        Some(KEY),
+        &["serve", "--config", bad.to_str().unwrap()],
+    ));
+    let text = r.failed();
+    assert!(
+        text.contains("line 3") && text.contains("capacity"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
     // A bad capacity.
     let r = run(depot(Some(KEY), &["serve", "--queue", "q:zero"]));
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("depot-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `GET path` over plain HTTP/1.1; the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(SOON)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), length, "{head}");
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// Prometheus samples by `name{labels}`.
+fn scrape(metrics: &str) -> HashMap<String, u64> {
+    let (status, body) = http_get(metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            let value = value.parse().unwrap_or_else(|_| panic!("sample {l:?}"));
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+fn stat_json(addr: &str) -> serde_json::Value {
+    let r = run(depot(Some(KEY), &["stat", "--connect", addr, "--json"]));
+    r.ok();
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    serde_json::from_str(&r.stdout).expect("stat --json prints JSON")
+}
+
+#[test]
+fn metrics_over_http_match_stat_json() {
+    let (server, addr) = serve(&[
+        "--queue",
+        "jobs:8",
+        "--queue",
+        "idle:2",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = server
+        .line()
+        .strip_prefix("metrics on http://")
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .expect("the metrics address on stdout")
+        .to_owned();
+    let conn = ["--connect", addr.as_str()];
+    run(depot(
+        Some(KEY),
+        &[
+            &["put"][..],
+            &conn,
+            &["--queue", "jobs", "1", "22", "333", "4444"],
+        ]
+        .concat(),
+    ))
+    .ok();
+    run(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--queue", "jobs"]].concat(),
+    ))
+    .ok();
+    let _blocked = Bg::start(depot(
+        Some(KEY),
+        &[&["get"][..], &conn, &["--queue", "idle"]].concat(),
+    ));
+    run(depot(Some("wrong"), &[&["stat"][..], &conn].concat())).failed();
+    // Settled: only the blocked get is connected, and the wrong key is counted.
+    let before = {
+        let mut last = HashMap::new();
+        wait_until("the run has settled", || {
+            last = scrape(&metrics);
+            last["depot_connections"] == 1
+                && last["depot_waiters"] == 1
+                && last["depot_auth_failures_total"] == 1
+        });
+        last
+    };
+    let stat = stat_json(&addr);
+    let after = scrape(&metrics);
+
+    // The stat command's own connection is the one more it saw.
+    assert_eq!(stat["connections"], before["depot_connections"] + 1);
+    assert_eq!(stat["max_connections"], before["depot_max_connections"]);
+    assert_eq!(stat["waiters"], before["depot_waiters"]);
+    let queues = stat["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2);
+    for q in queues {
+        let name = q["name"].as_str().unwrap();
+        for (field, metric) in [
+            ("len", "length"),
+            ("capacity", "capacity"),
+            ("bytes", "bytes"),
+            ("getters", "getters"),
+            ("putters", "putters"),
+            ("unfinished", "unfinished"),
+            ("total_put", "put_total"),
+            ("total_got", "got_total"),
+        ] {
+            let key = format!("depot_queue_{metric}{{queue=\"{name}\"}}");
+            assert_eq!(q[field], before[&key], "{key}");
+            assert_eq!(q[field], after[&key], "{key}");
+        }
+    }
+    let jobs = queues.iter().find(|q| q["name"] == "jobs").unwrap();
+    assert_eq!(
+        (jobs["len"].as_u64(), jobs["total_put"].as_u64()),
+        (Some(3), Some(4))
+    );
+    assert_eq!(jobs["bytes"].as_u64(), Some(2 + 3 + 4));
+    // Every process so far: put, get, the blocked get, the wrong key, stat --json.
+    assert_eq!(after["depot_connections_accepted_total"], 5);
+    assert_eq!(after["depot_connections_refused_total"], 0);
+    assert!(after["depot_received_bytes_total"] > before["depot_received_bytes_total"]);
+    assert!(after["depot_sent_bytes_total"] > before["depot_sent_bytes_total"]);
+    // Only /metrics is served.
+    assert_eq!(http_get(&metrics, "/").0, "HTTP/1.1 404 Not Found");
+}
+
+#[test]
+fn stat_watch_prints_again() {
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    let watch = Bg::start(depot(
+        Some(KEY),
+        &["stat", "--connect", &addr, "--json", "--watch", "0.05"],
+    ));
+    let len = |line: String| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object a line");
+        v["queues"][0]["len"].as_u64().unwrap()
+    };
+    assert_eq!(len(watch.line()), 0);
+    let c = Client::connect(m.address(), KEY).unwrap();
+    c.raw_queue("q").unwrap().put(b"x").unwrap();
+    let deadline = Instant::now() + SOON;
+    while len(watch.line()) != 1 {
+        assert!(Instant::now() < deadline, "the put never showed");
+    }
+    drop(watch);
+    // The table, too: into a pipe, one table after another, each ending in its status line.
+    let tables = Bg::start(depot(
+        Some(KEY),
+        &["stat", "--connect", &addr, "--watch", "0.05"],
+    ));
+    for _ in 0..2 {
+        assert!(tables.line().starts_with("QUEUE"));
+        assert!(tables.line().starts_with("q "));
+        assert_eq!(tables.line(), "");
+        assert!(tables.line().starts_with("manager "));
+        assert_eq!(tables.line(), "");
+    }
+    drop(tables);
+    // A zero interval is a usage error.
+    let r = run(depot(
+        Some(KEY),
+        &["stat", "--connect", &addr, "--watch", "0"],
+    ));
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn config_file_with_flags_overriding_it() {
+    let dir = temp_dir("config");
+    std::fs::write(dir.join("key"), format!("{KEY}\n")).unwrap();
+    let config = dir.join("depot.toml");
+    // Port 1 is never ours to take: only the --listen override makes this serve.
+    std::fs::write(
+        &config,
+        r#"
+listen = "127.0.0.1:1"
+authkey_file = "key"
+allow_remote_shutdown = true
+max_item = 16
+
+[limits]
+max_connections = 5
+
+[allow_create]
+slots = 2
+capacity = 3
+
+[[queue]]
+name = "jobs"
+capacity = 5
+
+[[queue]]
+name = "big"
+capacity = 2
+max_item = 1000
+"#,
+    )
+    .unwrap();
+    // The key comes from the file named in the config, not from the (wrong) environment.
+    let (server, addr) = {
+        let bg = Bg::start(depot(
+            Some("wrong"),
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--queue",
+                "jobs:7",
+                "--allow-remote-shutdown=false",
+            ],
+        ));
+        let line = bg.line();
+        let addr = line
+            .strip_prefix("listening on ")
+            .expect("listening")
+            .to_owned();
+        (bg, addr)
+    };
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    let stat = c.stat().unwrap();
+    let q = |name: &str| stat.iter().find(|q| q.name == name).unwrap().clone();
+    // --queue jobs:7 replaced the file's jobs (capacity 5); the file's max_item applies to it.
+    assert_eq!((q("jobs").capacity, q("jobs").max_item), (7, 16));
+    assert_eq!((q("big").capacity, q("big").max_item), (2, 1000));
+    assert_eq!(c.status().unwrap().max_connections, 5);
+    // [allow_create]: two slots, each with room for 3 items of 16 bytes (the file's max_item).
+    assert!(
+        c.create_queue("huge", 1, 1000).is_err(),
+        "an item larger than a slot"
+    );
+    assert_eq!(c.create_queue("made", 3, 16).unwrap().capacity(), 3);
+    assert_eq!(c.create_queue("more", 3, 16).unwrap().capacity(), 3);
+    assert!(c.create_queue("third", 3, 16).is_err(), "only two slots");
+    // --allow-remote-shutdown=false won over the file's true.
+    assert!(matches!(c.shutdown_manager(), Err(Error::NotAllowed)));
+    server.signal("-TERM");
+    let r = server.finish();
+    assert!(r.status.success(), "{}", r.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
