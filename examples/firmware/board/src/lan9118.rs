@@ -11,6 +11,7 @@
 //! other than RSFL).
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
@@ -106,8 +107,12 @@ fn tx_room() -> usize {
     (read(TX_FIFO_INF) & 0xFFFF) as usize
 }
 
+/// Interrupts taken so far: the tests check that the NIC really interrupts.
+pub(crate) static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
 /// The controller's interrupt (IRQ 13): acknowledges what is pending and wakes its waiter.
 pub(crate) fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     critical_section::with(|_| {
         let enabled = read(INT_EN);
         let pending = read(INT_STS) & enabled;

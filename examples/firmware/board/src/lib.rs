@@ -39,6 +39,7 @@ mod time;
 
 use core::fmt::Display;
 use core::future::Future;
+use core::sync::atomic::Ordering;
 
 use cortex_m::interrupt::InterruptNumber;
 use cortex_m::peripheral::NVIC;
@@ -143,7 +144,16 @@ pub async fn run<E: Display>(
     deadline: Duration,
     job: impl Future<Output = Result<(), E>>,
 ) -> ! {
-    match with_timeout(deadline, job).await {
+    let outcome = with_timeout(deadline, job).await;
+    // What woke the core: NIC interrupts prove the driver is interrupt-driven, and alarms
+    // show how often time did (there is no periodic tick).
+    println!(
+        "{}: wake-ups: nic {}, alarm {}",
+        name,
+        lan9118::INTERRUPTS.load(Ordering::Relaxed),
+        time::ALARMS.load(Ordering::Relaxed)
+    );
+    match outcome {
         Ok(Ok(())) => {
             println!("{}: PASS", name);
             exit(true)
