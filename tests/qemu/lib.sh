@@ -75,6 +75,16 @@ qemu_fw_elf() {
     echo "$QEMU_FW_DIR/target/$QEMU_FW_TARGET/release/$1"
 }
 
+# The images again with the apps' `defmt` feature (depot's logs as defmt frames on semihosting
+# stdout), in a target directory of their own so they never replace the plain ones.
+qemu_fw_build_defmt() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features defmt --target-dir target/defmt)
+}
+
+qemu_fw_elf_defmt() {
+    echo "$QEMU_FW_DIR/target/defmt/$QEMU_FW_TARGET/release/$1"
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 qemu_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -84,8 +94,9 @@ qemu_free_port() {
 #   qemu_run ELF LOG HOST_PORT FWD_PORT [TIMEOUT_SECONDS]
 # The guest reaches 127.0.0.1:HOST_PORT as 10.0.2.100:7777 (a socat per connection; its log
 # goes to /dev/null because QEMU hands it the guest's socket as stderr too), and
-# 127.0.0.1:FWD_PORT on the host reaches the guest's port 5555. QEMU's output goes to LOG,
-# its process id to LOG.pid (once it runs). Sets QEMU_RUN_MS to the run's wall time.
+# 127.0.0.1:FWD_PORT on the host reaches the guest's port 5555. QEMU's output goes to LOG
+# (only its stderr, where the firmware prints, if QEMU_RUN_STDOUT names a file for its stdout,
+# where defmt frames go), its process id to LOG.pid. Sets QEMU_RUN_MS to the run's wall time.
 qemu_run() {
     local elf=$1 log=$2 host_port=$3 fwd_port=$4 secs=${5:-30}
     local netdev="user,id=n0,restrict=on"
@@ -94,11 +105,15 @@ qemu_run() {
     local start rc=0
     start=$(date +%s%N)
     rm -f "$log.pid"
+    # Both streams append, so that into one file neither overwrites the other.
+    : >"$log"
+    : >"${QEMU_RUN_STDOUT:-$log}"
     # A fresh value per run, readable by the firmware through semihosting: test entropy.
     DEPOT_QEMU_NETDEV=$netdev \
         DEPOT_QEMU_APPEND="seed=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
         DEPOT_QEMU_PIDFILE=$log.pid \
-        timeout --kill-after=5 "$secs" "$QEMU_FW_DIR/qemu-run" "$elf" </dev/null >"$log" 2>&1 || rc=$?
+        timeout --kill-after=5 "$secs" "$QEMU_FW_DIR/qemu-run" "$elf" </dev/null \
+        >>"${QEMU_RUN_STDOUT:-$log}" 2>>"$log" || rc=$?
     QEMU_RUN_MS=$((($(date +%s%N) - start) / 1000000))
     return "$rc"
 }
