@@ -1,8 +1,9 @@
 //! Tickless `embassy-time` driver on the board's two CMSDK APB timers.
 //!
 //! A periodic tick would wake the core (and keep QEMU busy) even when nothing is due. Instead:
-//! - TIMER0 (IRQ 8) runs freely from 0xFFFF_FFFF down at the 25 MHz core clock; its interrupt
-//!   only counts wraps (one every 172 s), so `now()` is wraps * 2^32 plus the count so far.
+//! - TIMER0 (IRQ 8) counts down freely at the 25 MHz core clock and reloads 0xFFFF_FFFF; its
+//!   interrupt only counts wraps (one every 172 s), so `now()` is wraps * 2^32 plus the cycles
+//!   counted since the last one.
 //! - TIMER1 (IRQ 9) is a one-shot alarm armed for the earliest timer in the queue, and stopped
 //!   when the queue is empty. Alarms beyond its 32-bit range fire early and are re-armed.
 //!
@@ -29,6 +30,9 @@ const ALARM: usize = 0x4000_1000;
 /// Their NVIC lines on mps2-an385.
 pub(crate) const TIME_BASE_IRQ: u16 = 8;
 pub(crate) const ALARM_IRQ: u16 = 9;
+
+/// Cycles from boot to the time base's first wrap.
+const FIRST_WRAP_AFTER: u32 = 2 * CLOCK_HZ as u32;
 
 // CMSDK APB timer registers and bits.
 const CTRL: usize = 0x0;
@@ -78,7 +82,9 @@ fn cycles(cs: CriticalSection, state: &Mutex<RefCell<State>>) -> u64 {
         count = read(TIME_BASE, VALUE);
         pending_wrap = 1;
     }
-    ((wraps + pending_wrap) << 32) | u64::from(u32::MAX - count)
+    // The interrupt comes as the count reaches 0, before the reload: 0 starts a period, so
+    // the cycles into it are 0 - count (mod 2^32), and time never steps back at a wrap.
+    ((wraps + pending_wrap) << 32) | u64::from(count.wrapping_neg())
 }
 
 impl TimerDriver {
@@ -138,6 +144,9 @@ pub(crate) fn start() {
         write(timer, INTSTATUS, 1);
     }
     write(TIME_BASE, RELOAD, u32::MAX);
+    // Start 2 s before the first wrap (the clock reads ~170 s at boot), so every test run
+    // crosses a wrap instead of only runs longer than 172 s.
+    write(TIME_BASE, VALUE, FIRST_WRAP_AFTER);
     write(TIME_BASE, CTRL, CTRL_EN | CTRL_IRQEN);
 }
 
