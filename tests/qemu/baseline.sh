@@ -5,6 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+if [ "${1:-}" = --no-build ]; then qemu_check_tools || exit 2; else qemu_check_tools build || exit 2; fi
 [ "${1:-}" = --no-build ] || qemu_fw_build
 elf=$(qemu_fw_elf fw-baseline)
 passed=0 failed=0

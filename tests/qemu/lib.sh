@@ -10,6 +10,60 @@ QEMU_FW_TARGET=thumbv7m-none-eabi
 QEMU_WORK=${QEMU_WORK:-$QEMU_REPO/target/qemu}
 mkdir -p "$QEMU_WORK"
 
+# Checks that the tools the QEMU tests need are installed; names every missing one with how
+# to get it and returns 2, so a fresh machine fails at once instead of scenario by scenario.
+#   qemu_check_tools [build] [size] [defmt]
+# Always: qemu-system-arm, socat, python3. build: cargo and the thumbv7m-none-eabi target.
+# size: llvm-size from rustup's llvm-tools. defmt: defmt-print.
+qemu_check_tools() {
+    local missing=() want sysroot=""
+    command -v qemu-system-arm >/dev/null || missing+=("qemu-system-arm (apt-get install qemu-system-arm)")
+    command -v socat >/dev/null || missing+=("socat (apt-get install socat)")
+    command -v python3 >/dev/null || missing+=("python3 (apt-get install python3)")
+    if command -v rustc >/dev/null; then sysroot=$(rustc --print sysroot); fi
+    for want in "$@"; do
+        case $want in
+        build)
+            command -v cargo >/dev/null || missing+=("cargo (https://rustup.rs)")
+            [ -n "$sysroot" ] && [ -d "$sysroot/lib/rustlib/$QEMU_FW_TARGET" ] ||
+                missing+=("the $QEMU_FW_TARGET Rust target (rustup target add $QEMU_FW_TARGET)")
+            ;;
+        size)
+            [ -x "$(qemu_size_tool)" ] || missing+=("llvm-size (rustup component add llvm-tools)")
+            ;;
+        defmt)
+            command -v defmt-print >/dev/null || missing+=("defmt-print (cargo install defmt-print)")
+            ;;
+        esac
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "cannot run the QEMU tests; missing:" >&2
+    printf '  - %s\n' "${missing[@]}" >&2
+    echo "tests/install installs all of them." >&2
+    return 2
+}
+
+# Path of rustup's llvm-size (from the llvm-tools component); empty without rustc.
+qemu_size_tool() {
+    command -v rustc >/dev/null || return 0
+    echo "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-size"
+}
+
+# Host CPU a process used over the next SECS seconds, in percent of one core (rounded), from
+# the utime + stime ticks in /proc/PID/stat.
+#   qemu_cpu_percent PID SECS
+qemu_cpu_percent() {
+    local pid=$1 secs=$2 hz t0 t1 s0 s1
+    hz=$(getconf CLK_TCK)
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    t0=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }') || return 1
+    s0=$(date +%s%N)
+    sleep "$secs"
+    t1=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }') || return 1
+    s1=$(date +%s%N)
+    echo $((((t1 - t0) * 100 * 1000000000 / hz + (s1 - s0) / 2) / (s1 - s0)))
+}
+
 # Builds every firmware image in release. Cargo reads .cargo/config.toml from the current
 # directory, not from --manifest-path, so build from inside the firmware workspace.
 qemu_fw_build() {
@@ -21,6 +75,16 @@ qemu_fw_elf() {
     echo "$QEMU_FW_DIR/target/$QEMU_FW_TARGET/release/$1"
 }
 
+# The images again with the apps' `defmt` feature (depot's logs as defmt frames on semihosting
+# stdout), in a target directory of their own so they never replace the plain ones.
+qemu_fw_build_defmt() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features defmt --target-dir target/defmt)
+}
+
+qemu_fw_elf_defmt() {
+    echo "$QEMU_FW_DIR/target/defmt/$QEMU_FW_TARGET/release/$1"
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 qemu_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -30,8 +94,9 @@ qemu_free_port() {
 #   qemu_run ELF LOG HOST_PORT FWD_PORT [TIMEOUT_SECONDS]
 # The guest reaches 127.0.0.1:HOST_PORT as 10.0.2.100:7777 (a socat per connection; its log
 # goes to /dev/null because QEMU hands it the guest's socket as stderr too), and
-# 127.0.0.1:FWD_PORT on the host reaches the guest's port 5555. QEMU's output goes to LOG.
-# Sets QEMU_RUN_MS to the run's wall time.
+# 127.0.0.1:FWD_PORT on the host reaches the guest's port 5555. QEMU's output goes to LOG
+# (only its stderr, where the firmware prints, if QEMU_RUN_STDOUT names a file for its stdout,
+# where defmt frames go), its process id to LOG.pid. Sets QEMU_RUN_MS to the run's wall time.
 qemu_run() {
     local elf=$1 log=$2 host_port=$3 fwd_port=$4 secs=${5:-30}
     local netdev="user,id=n0,restrict=on"
@@ -39,10 +104,16 @@ qemu_run() {
     netdev+=",hostfwd=tcp:127.0.0.1:$fwd_port-:5555"
     local start rc=0
     start=$(date +%s%N)
+    rm -f "$log.pid"
+    # Both streams append, so that into one file neither overwrites the other.
+    : >"$log"
+    : >"${QEMU_RUN_STDOUT:-$log}"
     # A fresh value per run, readable by the firmware through semihosting: test entropy.
     DEPOT_QEMU_NETDEV=$netdev \
         DEPOT_QEMU_APPEND="seed=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" \
-        timeout --kill-after=5 "$secs" "$QEMU_FW_DIR/qemu-run" "$elf" </dev/null >"$log" 2>&1 || rc=$?
+        DEPOT_QEMU_PIDFILE=$log.pid \
+        timeout --kill-after=5 "$secs" "$QEMU_FW_DIR/qemu-run" "$elf" </dev/null \
+        >>"${QEMU_RUN_STDOUT:-$log}" 2>>"$log" || rc=$?
     QEMU_RUN_MS=$((($(date +%s%N) - start) / 1000000))
     return "$rc"
 }

@@ -1,4 +1,5 @@
-//! What the depot firmware apps share: build-time settings, test entropy, the item format.
+//! What the depot firmware apps share: build-time settings, [`connect`] to the host's manager,
+//! test entropy, the item format.
 //!
 //! Settings are baked in when the firmware is built, from environment variables read by
 //! `option_env!` (defaults in brackets): `DEPOT_FW_AUTHKEY` [`producer`], `DEPOT_FW_ITEMS`
@@ -12,6 +13,16 @@ pub mod item;
 
 #[cfg(feature = "defmt")]
 use defmt_semihosting as _;
+
+use core::future::Future;
+
+use depot_board::net;
+use depot_embassy::{Client, ClientBuffers};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::Stack;
+use static_cell::StaticCell;
+
+use entropy::TestEntropy;
 
 /// The authkey shared with the host side of the test.
 pub const AUTHKEY: &[u8] = match option_env!("DEPOT_FW_AUTHKEY") {
@@ -61,4 +72,38 @@ macro_rules! log {
 pub fn report(name: &str, what: &'static str, error: depot_embassy::Error) -> &'static str {
     depot_board::println!("{}: {}: {}", name, what, error);
     what
+}
+
+/// What a client borrows for as long as it lives: the TCP socket's windows and depot's frames
+/// (and the entropy of its handshake, for as long as that lasts).
+struct ClientMemory {
+    rx: [u8; 1024],
+    tx: [u8; 1024],
+    buffers: ClientBuffers,
+    entropy: TestEntropy,
+}
+
+static CLIENT_MEMORY: StaticCell<ClientMemory> = StaticCell::new();
+
+/// Connects to the host's manager (10.0.2.100:7777 through QEMU's guestfwd) with `authkey`,
+/// like the seed's `Client::connect(addr, authkey)`. Its memory is a `static`: call it once.
+pub fn connect<'k>(
+    stack: Stack<'static>,
+    authkey: &'k [u8],
+) -> impl Future<Output = Result<Client<'static>, depot_embassy::Error>> + 'k {
+    let memory = CLIENT_MEMORY.init(ClientMemory {
+        rx: [0; 1024],
+        tx: [0; 1024],
+        buffers: ClientBuffers::new(),
+        entropy: TestEntropy::from_board(),
+    });
+    let socket = TcpSocket::new(stack, &mut memory.rx, &mut memory.tx);
+    // The client's own future, not a wrapper around it: one state machine less in every app.
+    Client::connect(
+        socket,
+        (net::HOST, net::HOST_PORT),
+        authkey,
+        &mut memory.entropy,
+        &mut memory.buffers,
+    )
 }

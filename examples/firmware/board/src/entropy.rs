@@ -3,7 +3,7 @@
 //! QEMU's mps2-an385 has no random number generator. We mix what varies between runs:
 //! the host's wall-clock time and QEMU's elapsed-time counter (semihosting SYS_TIME,
 //! SYS_CLOCK, SYS_ELAPSED), the QEMU command line (SYS_GET_CMDLINE: the test harness
-//! passes a fresh random value with `-append`), and the SysTick counter's current phase.
+//! passes a fresh random value with `-append`), and the time base's current phase.
 //! None of this is secret: it only has to make runs differ (TCP ports, sequence numbers).
 
 use cortex_m_semihosting::{nr, syscall1};

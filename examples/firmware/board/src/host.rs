@@ -1,6 +1,6 @@
 //! Talking to the test harness through semihosting: verdict prints, exit codes, faults.
 //!
-//! QEMU runs with `-semihosting-config enable=on,target=native`, so prints go to its stdout
+//! QEMU runs with `-semihosting-config enable=on,target=native`, so prints go to its stderr
 //! and an exit request ends QEMU with status 0 (success) or 1 (failure).
 
 use cortex_m_rt::{exception, ExceptionFrame};
@@ -19,14 +19,15 @@ pub fn exit(success: bool) -> ! {
     }
 }
 
-/// Prints a line to the host's stdout over semihosting, like `println!`.
+/// Prints a line to the host's stderr over semihosting, like `println!`.
 ///
-/// Each call traps to the host, which is slow: use it for verdicts and milestones,
-/// not in hot loops.
+/// stderr, so that stdout carries nothing but defmt frames when the firmware logs through
+/// defmt-semihosting, and `defmt-print` can decode it as it is. Each call traps to the host,
+/// which is slow: use it for verdicts and milestones, not in hot loops.
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {
-        $crate::__private::semihosting::hprintln!($($arg)*)
+        $crate::__private::semihosting::heprintln!($($arg)*)
     };
 }
 

@@ -1,11 +1,17 @@
-//! Polled driver for the SMSC LAN9118 Ethernet controller of the mps2 boards, written against
-//! the data sheet's register map as QEMU models it (`hw/net/lan9118.c`).
+//! Interrupt-driven driver for the SMSC LAN9118 Ethernet controller of the mps2 boards, written
+//! against the data sheet's register map as QEMU models it (`hw/net/lan9118.c`).
 //!
-//! No NIC interrupt is used: the SysTick handler calls [`on_tick`], which wakes embassy-net
-//! when received frames are waiting. That costs at most 1 ms of latency per idle wake-up and
-//! keeps the driver free of interrupt set-up.
+//! The controller raises IRQ 13 on mps2-an385 when a frame's status enters the RX status FIFO
+//! (RSFL, level 0) and, when enabled, when the TX data FIFO has room for a full frame again
+//! (TDFA). The handler clears what it saw and wakes embassy-net's receive or transmit waker;
+//! nothing polls the controller while the board is idle.
+//!
+//! QEMU 7.2 sends a frame as soon as its last word is written, so the TX FIFO never stays full
+//! there and the TDFA path only matters on silicon (QEMU does not model FIFO level interrupts
+//! other than RSFL).
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Context;
 
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
@@ -20,7 +26,11 @@ const TX_DATA_FIFO: usize = 0x20;
 const RX_STATUS_FIFO: usize = 0x40;
 const TX_STATUS_FIFO: usize = 0x48;
 const ID_REV: usize = 0x50;
+const IRQ_CFG: usize = 0x54;
+const INT_STS: usize = 0x58;
+const INT_EN: usize = 0x5C;
 const BYTE_TEST: usize = 0x64;
+const FIFO_INT: usize = 0x68;
 const TX_CFG: usize = 0x70;
 const HW_CFG: usize = 0x74;
 const RX_FIFO_INF: usize = 0x7C;
@@ -39,6 +49,16 @@ const MAC_CR_FDPX: u32 = 1 << 20;
 const MAC_CR_TXEN: u32 = 1 << 3;
 const MAC_CR_RXEN: u32 = 1 << 2;
 const HW_CFG_SRST: u32 = 1 << 0;
+// IRQ_CFG: enable the IRQ pin, active high, push-pull (QEMU inverts the line otherwise).
+const IRQ_CFG_EN: u32 = 1 << 8;
+const IRQ_CFG_POL_HIGH: u32 = 1 << 4;
+const IRQ_CFG_PUSH_PULL: u32 = 1 << 0;
+// INT_STS / INT_EN: RX status FIFO level, TX data FIFO available.
+const INT_RSFL: u32 = 1 << 3;
+const INT_TDFA: u32 = 1 << 9;
+/// FIFO_INT: TDFA once a full frame fits (in 64-byte units, bits 24-31); RSFL as soon as one
+/// frame status waits (level 0, bits 0-7).
+const FIFO_INT_LEVELS: u32 = ((MTU as u32 + 8).div_ceil(64)) << 24;
 const TX_CFG_TX_ON: u32 = 1 << 1;
 const TX_CMD_A_FIRST_SEG: u32 = 1 << 13;
 const TX_CMD_A_LAST_SEG: u32 = 1 << 12;
@@ -48,8 +68,13 @@ pub const MTU: usize = 1514;
 /// Frame buffer: MTU plus the 4 FCS bytes the controller appends on receive, word-rounded.
 const BUF_LEN: usize = 1520;
 
-/// Woken from the SysTick handler when frames wait in the RX FIFO.
+/// The NIC's NVIC line on mps2-an385.
+pub(crate) const IRQ: u16 = 13;
+
+/// Woken from the interrupt handler when a frame has been received.
 static RX_WAKER: AtomicWaker = AtomicWaker::new();
+/// Woken from the interrupt handler when the TX FIFO has room again.
+static TX_WAKER: AtomicWaker = AtomicWaker::new();
 
 /// Errors found while bringing the controller up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +102,42 @@ fn rx_frames_waiting() -> u32 {
     (read(RX_FIFO_INF) >> 16) & 0xFF
 }
 
-/// Called once per millisecond from the SysTick handler.
-pub(crate) fn on_tick() {
-    if rx_frames_waiting() != 0 {
-        RX_WAKER.wake();
-    }
+/// Free bytes in the TX data FIFO.
+fn tx_room() -> usize {
+    (read(TX_FIFO_INF) & 0xFFFF) as usize
+}
+
+/// Interrupts taken so far: the tests check that the NIC really interrupts.
+pub(crate) static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+/// The controller's interrupt (IRQ 13): acknowledges what is pending and wakes its waiter.
+pub(crate) fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    critical_section::with(|_| {
+        let enabled = read(INT_EN);
+        let pending = read(INT_STS) & enabled;
+        // TDFA stays set while there is room: it is enabled only while a frame waits for room.
+        if pending & INT_TDFA != 0 {
+            write(INT_EN, enabled & !INT_TDFA);
+        }
+        // Write-one-to-clear; frames still in the FIFO are read by `receive`, which checks
+        // the FIFO itself after registering its waker.
+        write(INT_STS, pending);
+        if pending & INT_RSFL != 0 {
+            RX_WAKER.wake();
+        }
+        if pending & INT_TDFA != 0 {
+            TX_WAKER.wake();
+        }
+    });
+}
+
+/// Sets or clears bits of INT_EN; the interrupt handler changes it too.
+fn set_int_enabled(bits: u32, on: bool) {
+    critical_section::with(|_| {
+        let enabled = read(INT_EN);
+        write(INT_EN, if on { enabled | bits } else { enabled & !bits });
+    });
 }
 
 fn wait_mac_idle() -> Result<(), Error> {
@@ -138,6 +194,11 @@ impl Lan9118 {
         // After reset the MAC is promiscuous; filter on our address, full duplex.
         mac_write(MAC_CR, MAC_CR_TXEN | MAC_CR_RXEN | MAC_CR_FDPX)?;
         write(TX_CFG, TX_CFG_TX_ON);
+        // Interrupts: the receive level one now, the TX room one on demand (see `transmit`).
+        write(FIFO_INT, FIFO_INT_LEVELS);
+        write(INT_STS, u32::MAX);
+        write(IRQ_CFG, IRQ_CFG_EN | IRQ_CFG_POL_HIGH | IRQ_CFG_PUSH_PULL);
+        write(INT_EN, INT_RSFL);
         Ok(Self {
             mac,
             rx_buf: [0; BUF_LEN],
@@ -234,16 +295,20 @@ impl embassy_net_driver::Driver for Lan9118 {
     }
 
     fn transmit(&mut self, cx: &mut Context) -> Option<TxToken<'_>> {
-        // Free TX data FIFO bytes; a frame needs two command words besides its data.
-        if (read(TX_FIFO_INF) & 0xFFFF) as usize >= MTU + 8 {
-            Some(TxToken {
-                buf: &mut self.tx_buf,
-            })
-        } else {
-            // QEMU sends synchronously, so this is only for real silicon: try again soon.
-            cx.waker().wake_by_ref();
-            None
+        // A frame needs two command words besides its data.
+        if tx_room() < MTU + 8 {
+            // Register, then ask for TDFA, then look again: room that appeared in between is
+            // either seen here or raises the interrupt.
+            TX_WAKER.register(cx.waker());
+            set_int_enabled(INT_TDFA, true);
+            if tx_room() < MTU + 8 {
+                return None;
+            }
+            set_int_enabled(INT_TDFA, false);
         }
+        Some(TxToken {
+            buf: &mut self.tx_buf,
+        })
     }
 
     fn link_state(&mut self, _cx: &mut Context) -> LinkState {

@@ -1,15 +1,26 @@
 //! Board support for QEMU's `mps2-an385` (Cortex-M3, 25 MHz) for depot's firmware examples.
 //!
 //! What it provides:
-//! - an `embassy-time` driver on SysTick (1 kHz tick),
-//! - a polled driver for the board's LAN9118 Ethernet controller, for `embassy-net`,
+//! - [`Executor`]: embassy's raw executor in a loop that sleeps with `wfi` when no task is
+//!   ready, so an idle board stops its core (and QEMU its host thread),
+//! - a tickless `embassy-time` driver on the board's CMSDK timers (an alarm per due timer,
+//!   no periodic tick),
+//! - an interrupt-driven driver for the board's LAN9118 Ethernet controller, for `embassy-net`,
 //! - helpers to start the network stack with DHCP and wait for the lease,
 //! - semihosting helpers for tests: [`println!`], [`exit`] and a HardFault handler that fails
 //!   the run instead of hanging it,
 //! - [`entropy`]: seed bytes for the network stack.
 //!
-//! An app is: [`init`], [`net::start`], [`net::wait_for_dhcp`], its job, then [`exit`]
-//! (or all of it through [`run`]).
+//! An app's `main` is [`start`] (board and network stack) then [`run`] (its job, under a
+//! deadline, ending the run with the job's verdict); the job begins with [`net::up`]:
+//!
+//! ```ignore
+//! #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
+//! async fn main(spawner: Spawner) {
+//!     let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
+//!     depot_board::run("fw-name", Duration::from_secs(20), pin!(job(stack))).await
+//! }
+//! ```
 //!
 //! # Entropy is for tests only
 //!
@@ -20,6 +31,7 @@
 #![no_std]
 
 mod entropy;
+mod executor;
 mod host;
 pub mod lan9118;
 pub mod net;
@@ -27,10 +39,17 @@ mod time;
 
 use core::fmt::Display;
 use core::future::Future;
+use core::sync::atomic::Ordering;
 
+use cortex_m::interrupt::InterruptNumber;
+use cortex_m::peripheral::NVIC;
+use cortex_m_rt::exception;
+use embassy_executor::Spawner;
+use embassy_net::{Stack, StackResources};
 use embassy_time::{with_timeout, Duration};
 
 pub use entropy::entropy;
+pub use executor::Executor;
 pub use host::exit;
 pub use lan9118::Lan9118;
 
@@ -49,13 +68,26 @@ pub struct Board {
     pub seed: u64,
 }
 
-/// Starts the time driver and brings up the NIC. Call once, first thing in `main`.
+/// An NVIC line of this board.
+#[derive(Clone, Copy)]
+struct Irq(u16);
+
+// SAFETY: the numbers come from the board's interrupt map (the `*_IRQ` constants) and are
+// below the 32 lines mps2-an385 wires up.
+unsafe impl InterruptNumber for Irq {
+    fn number(self) -> u16 {
+        self.0
+    }
+}
+
+/// Starts the time driver and brings up the NIC. Call once, first thing in `main`
+/// ([`start`] does).
 ///
-/// Takes the core peripherals (SysTick is the time base); a failure to find the NIC ends the
+/// Takes the core peripherals, so a second call panics; a failure to find the NIC ends the
 /// run with a failure exit, since no test can pass without it.
 pub fn init() -> Board {
-    let core = cortex_m::Peripherals::take().expect("depot_board::init called twice");
-    time::start(core.SYST);
+    cortex_m::Peripherals::take().expect("depot_board::init called twice");
+    time::start();
     let nic = match Lan9118::new() {
         Ok(nic) => nic,
         Err(err) => {
@@ -63,6 +95,11 @@ pub fn init() -> Board {
             exit(false)
         }
     };
+    for irq in [time::TIME_BASE_IRQ, time::ALARM_IRQ, lan9118::IRQ] {
+        // SAFETY: no critical section relies on these lines being masked: the handlers only
+        // touch state behind their own critical sections.
+        unsafe { NVIC::unmask(Irq(irq)) };
+    }
     let mac = nic.mac();
     let seed = entropy();
     let mut seed_word = [0u8; 8];
@@ -74,6 +111,32 @@ pub fn init() -> Board {
     }
 }
 
+/// [`init`], then [`net::start`] on the NIC with `resources` (one socket slot per socket the app
+/// opens, plus one for DHCP). The job then waits for the network with [`net::up`].
+pub fn start<const SOCK: usize>(
+    spawner: Spawner,
+    resources: &'static mut StackResources<SOCK>,
+) -> Stack<'static> {
+    let board = init();
+    net::start(spawner, board.nic, resources, board.seed)
+}
+
+/// Peripheral interrupts have no handlers of their own without a device crate: cortex-m-rt
+/// sends them all here, with the line's number.
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    match irqn {
+        n if n == time::TIME_BASE_IRQ as i16 => time::on_time_base(),
+        n if n == time::ALARM_IRQ as i16 => time::on_alarm(),
+        n if n == lan9118::IRQ as i16 => lan9118::on_interrupt(),
+        // A fault or an interrupt nobody enabled: fail the run rather than spin in it.
+        n => {
+            println!("board: unexpected exception or interrupt {}", n);
+            exit(false)
+        }
+    }
+}
+
 /// Runs an app's job with an overall deadline and ends the QEMU run with its verdict:
 /// prints `NAME: PASS` and exits 0, or prints `NAME: FAIL: reason` and exits 1.
 pub async fn run<E: Display>(
@@ -81,7 +144,16 @@ pub async fn run<E: Display>(
     deadline: Duration,
     job: impl Future<Output = Result<(), E>>,
 ) -> ! {
-    match with_timeout(deadline, job).await {
+    let outcome = with_timeout(deadline, job).await;
+    // What woke the core: NIC interrupts prove the driver is interrupt-driven, and alarms
+    // show how often time did (there is no periodic tick).
+    println!(
+        "{}: wake-ups: nic {}, alarm {}",
+        name,
+        lan9118::INTERRUPTS.load(Ordering::Relaxed),
+        time::ALARMS.load(Ordering::Relaxed)
+    );
+    match outcome {
         Ok(Ok(())) => {
             println!("{}: PASS", name);
             exit(true)

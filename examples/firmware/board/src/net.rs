@@ -35,6 +35,17 @@ pub fn start<const SOCK: usize>(
     stack
 }
 
+/// How long [`up`] waits for QEMU's DHCP server, which answers in milliseconds.
+pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until DHCP has configured the stack: its address, or `"no DHCP lease"` after
+/// [`DHCP_TIMEOUT`].
+pub async fn up(stack: Stack<'_>) -> Result<StaticConfigV4, &'static str> {
+    wait_for_dhcp(stack, DHCP_TIMEOUT)
+        .await
+        .ok_or("no DHCP lease")
+}
+
 /// Waits until DHCP has configured the stack; `None` after `timeout`.
 pub async fn wait_for_dhcp(stack: Stack<'_>, timeout: Duration) -> Option<StaticConfigV4> {
     with_timeout(timeout, stack.wait_config_up()).await.ok()?;

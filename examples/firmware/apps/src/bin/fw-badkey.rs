@@ -8,11 +8,9 @@ use core::pin::pin;
 
 use depot_board::{net, println};
 use depot_embassy::depot_core::Error as DepotError;
-use depot_embassy::{Client, ClientBuffers, Error};
-use depot_firmware_apps::entropy::TestEntropy;
-use depot_firmware_apps::AUTHKEY;
+use depot_embassy::Error;
+use depot_firmware_apps::{connect, AUTHKEY};
 use embassy_executor::Spawner;
-use embassy_net::tcp::TcpSocket;
 use embassy_net::{Stack, StackResources};
 use embassy_time::Duration;
 use panic_semihosting as _;
@@ -20,20 +18,12 @@ use static_cell::StaticCell;
 
 const NAME: &str = "fw-badkey";
 const DEADLINE: Duration = Duration::from_secs(30);
-const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
-static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new();
 
-#[embassy_executor::main]
+#[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let board = depot_board::init();
-    let stack = net::start(
-        spawner,
-        board.nic,
-        RESOURCES.init(StackResources::new()),
-        board.seed,
-    );
+    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
     // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
     depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
@@ -48,21 +38,9 @@ fn wrong_key(key: &mut [u8; 64]) -> &[u8] {
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
-        .await
-        .ok_or("no DHCP lease")?;
-    let mut rng = TestEntropy::from_board();
-    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
-    let socket = TcpSocket::new(stack, &mut rx, &mut tx);
+    net::up(stack).await?;
     let mut key = [0u8; 64];
-    let outcome = Client::connect(
-        socket,
-        (net::HOST, net::HOST_PORT),
-        wrong_key(&mut key),
-        &mut rng,
-        BUFFERS.init(ClientBuffers::new()),
-    )
-    .await;
+    let outcome = connect(stack, wrong_key(&mut key)).await;
     match outcome {
         Err(Error::Depot(DepotError::AuthFailed)) => {
             println!("{}: got AuthFailed, as expected", NAME);

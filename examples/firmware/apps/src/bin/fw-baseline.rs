@@ -22,29 +22,20 @@ use static_cell::StaticCell;
 
 const NAME: &str = "fw-baseline";
 const DEADLINE: Duration = Duration::from_secs(20);
-const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// DHCP plus one TCP socket.
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
 
-#[embassy_executor::main]
+#[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let board = depot_board::init();
-    let stack = net::start(
-        spawner,
-        board.nic,
-        RESOURCES.init(StackResources::new()),
-        board.seed,
-    );
+    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
     // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
     depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    let config = net::wait_for_dhcp(stack, DHCP_TIMEOUT)
-        .await
-        .ok_or("no DHCP lease")?;
+    let config = net::up(stack).await?;
     println!("{}: address {}", NAME, config.address);
 
     let mut rx_buffer = [0u8; 1024];

@@ -10,11 +10,9 @@ use core::pin::pin;
 
 use depot_board::{net, println};
 use depot_embassy::depot_core::Error as DepotError;
-use depot_embassy::{Client, ClientBuffers, Error, Wait};
-use depot_firmware_apps::entropy::TestEntropy;
-use depot_firmware_apps::{item, log, report, AUTHKEY, ITEMS, QUEUE};
+use depot_embassy::{Error, Wait};
+use depot_firmware_apps::{connect, item, log, report, AUTHKEY, ITEMS, QUEUE};
 use embassy_executor::Spawner;
-use embassy_net::tcp::TcpSocket;
 use embassy_net::{Stack, StackResources};
 use embassy_time::{Duration, Instant};
 use panic_semihosting as _;
@@ -22,44 +20,25 @@ use static_cell::StaticCell;
 
 const NAME: &str = "fw-consumer";
 const DEADLINE: Duration = Duration::from_secs(40);
-const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The host producer may start after us: each get blocks this long at most.
 const GET_WAIT: Wait = Wait::Millis(15_000);
 /// The final get on the empty queue.
 const EMPTY_WAIT_MS: u32 = 500;
 
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
-static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new();
 
-#[embassy_executor::main]
+#[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let board = depot_board::init();
-    let stack = net::start(
-        spawner,
-        board.nic,
-        RESOURCES.init(StackResources::new()),
-        board.seed,
-    );
+    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
     // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
     depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
+    net::up(stack).await?;
+    let mut client = connect(stack, AUTHKEY)
         .await
-        .ok_or("no DHCP lease")?;
-    let mut rng = TestEntropy::from_board();
-    let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
-    let socket = TcpSocket::new(stack, &mut rx, &mut tx);
-    let mut client = Client::connect(
-        socket,
-        (net::HOST, net::HOST_PORT),
-        AUTHKEY,
-        &mut rng,
-        BUFFERS.init(ClientBuffers::new()),
-    )
-    .await
-    .map_err(|e| report(NAME, "connect", e))?;
+        .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
     let mut queue = client
         .queue_raw(QUEUE)

@@ -23,7 +23,6 @@ use static_cell::StaticCell;
 
 const NAME: &str = "fw-manager";
 const DEADLINE: Duration = Duration::from_secs(90);
-const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections served at once.
 const SOCKETS: usize = 4;
@@ -43,15 +42,9 @@ static SMALL: StaticCell<[[u8; SMALL_STORE]; 3]> = StaticCell::new();
 static OBJECTS: StaticCell<[ObjectSlot<'static>; 4]> = StaticCell::new();
 static ENTROPY: StaticCell<TestEntropy> = StaticCell::new();
 
-#[embassy_executor::main]
+#[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let board = depot_board::init();
-    let stack = net::start(
-        spawner,
-        board.nic,
-        RESOURCES.init(StackResources::new()),
-        board.seed,
-    );
+    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
     // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
     depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
 }
@@ -75,9 +68,7 @@ fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::wait_for_dhcp(stack, DHCP_TIMEOUT)
-        .await
-        .ok_or("no DHCP lease")?;
+    net::up(stack).await?;
     let mut config = ServerConfig::new(net::GUEST_PORT);
     config.manager.allow_remote_shutdown = true;
     let mut server = Server::new(
