@@ -6,7 +6,7 @@ mod harness;
 use std::collections::{BTreeMap, VecDeque};
 
 use depot_core::queue::{PushError, Queue, TaskDoneTooMany};
-use depot_core::wire::{ErrorCode, Handle, Op, QueueSize, QueueSpec, Wait};
+use depot_core::wire::{ErrorCode, Handle, Items, Op, QueueSize, QueueSpec, Wait};
 use depot_core::*;
 use harness::*;
 use proptest::prelude::*;
@@ -676,5 +676,352 @@ proptest! {
         prop_assert_eq!(p.stat(0).total_put, 2);
         // And the garbage connection is closed by now (rejected, or timed out).
         prop_assert!(p.m.close_reason(victim_conn).is_some() || p.peers.iter().all(|x| x.conn != Some(victim_conn)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version 2 against a model: any mix of blocked calls per connection, batches, cancels and
+// abandoned calls. The model is exact, so no item is lost, duplicated or reordered.
+
+#[derive(Debug, Clone)]
+enum VOp {
+    Put {
+        client: usize,
+        len: usize,
+        seed: u8,
+        block: bool,
+    },
+    Get {
+        client: usize,
+        block: bool,
+    },
+    PutMany {
+        client: usize,
+        lens: Vec<usize>,
+        seed: u8,
+        block: bool,
+    },
+    GetMany {
+        client: usize,
+        max: u32,
+        block: bool,
+    },
+    /// Withdraw one of the client's blocked calls with `Cancel`.
+    Cancel {
+        client: usize,
+        pick: usize,
+    },
+    /// The client gives up on one of its blocked calls (`Client::abandon`).
+    Abandon {
+        client: usize,
+        pick: usize,
+    },
+    Reconnect {
+        client: usize,
+    },
+}
+
+impl VOp {
+    fn client(&self) -> usize {
+        match *self {
+            VOp::Put { client, .. }
+            | VOp::Get { client, .. }
+            | VOp::PutMany { client, .. }
+            | VOp::GetMany { client, .. }
+            | VOp::Cancel { client, .. }
+            | VOp::Abandon { client, .. }
+            | VOp::Reconnect { client } => client,
+        }
+    }
+}
+
+fn vop(max_item: usize) -> impl Strategy<Value = VOp> {
+    let c = 0..CLIENTS;
+    prop_oneof![
+        4 => (c.clone(), 0..=max_item + 1, any::<u8>(), any::<bool>())
+            .prop_map(|(client, len, seed, block)| VOp::Put { client, len, seed, block }),
+        3 => (c.clone(), any::<bool>()).prop_map(|(client, block)| VOp::Get { client, block }),
+        3 => (c.clone(), prop::collection::vec(0..=max_item + 1, 0..6), any::<u8>(), any::<bool>())
+            .prop_map(|(client, lens, seed, block)| VOp::PutMany { client, lens, seed, block }),
+        3 => (c.clone(), 1u32..6, any::<bool>())
+            .prop_map(|(client, max, block)| VOp::GetMany { client, max, block }),
+        2 => (c.clone(), any::<usize>()).prop_map(|(client, pick)| VOp::Cancel { client, pick }),
+        2 => (c.clone(), any::<usize>()).prop_map(|(client, pick)| VOp::Abandon { client, pick }),
+        1 => c.prop_map(|client| VOp::Reconnect { client }),
+    ]
+}
+
+/// A blocked call in the model.
+#[derive(Debug)]
+enum VWait {
+    Put {
+        item: Vec<u8>,
+    },
+    PutMany {
+        rest: VecDeque<Vec<u8>>,
+        accepted: u32,
+    },
+    Get,
+    GetMany {
+        max: u32,
+    },
+}
+
+struct VModel {
+    q: QModel,
+    /// (peer, request id, call) in arrival order.
+    putters: VecDeque<(usize, u32, VWait)>,
+    getters: VecDeque<(usize, u32, VWait)>,
+    expect: BTreeMap<(usize, u32), Owned>,
+}
+
+impl VModel {
+    fn push(&mut self, item: Vec<u8>) {
+        self.q.items.push_back(item);
+        self.q.unfinished += 1;
+        self.q.put += 1;
+    }
+
+    fn take(&mut self, max: u32) -> Vec<Vec<u8>> {
+        let n = (max as usize).min(self.q.items.len());
+        self.q.got += n as u64;
+        self.q.items.drain(..n).collect()
+    }
+
+    /// Puts the items of a batch while they fit: `Some(error)` when it is over.
+    fn put_batch(&mut self, rest: &mut VecDeque<Vec<u8>>, accepted: &mut u32) -> Option<Owned> {
+        while let Some(item) = rest.front() {
+            if item.len() > self.q.max_item {
+                return Some(Owned::Accepted(*accepted, Some(ErrorCode::TooLarge)));
+            }
+            if !self.q.room(item.len()) {
+                return None;
+            }
+            let item = rest.pop_front().unwrap();
+            self.push(item);
+            *accepted += 1;
+        }
+        Some(Owned::Accepted(*accepted, None))
+    }
+
+    fn settle(&mut self) {
+        loop {
+            if let Some((peer, id, mut wait)) = self.putters.pop_front() {
+                let done = match &mut wait {
+                    VWait::Put { item } if self.q.room(item.len()) => {
+                        let item = std::mem::take(item);
+                        self.push(item);
+                        Some(Owned::Done)
+                    }
+                    VWait::PutMany { rest, accepted } => {
+                        let (mut r, mut a) = (std::mem::take(rest), *accepted);
+                        let done = self.put_batch(&mut r, &mut a);
+                        (*rest, *accepted) = (r, a);
+                        done
+                    }
+                    _ => None,
+                };
+                match done {
+                    Some(reply) => {
+                        self.expect.insert((peer, id), reply);
+                        continue;
+                    }
+                    None => self.putters.push_front((peer, id, wait)),
+                }
+            }
+            if !self.q.items.is_empty() {
+                if let Some((peer, id, wait)) = self.getters.pop_front() {
+                    let reply = match wait {
+                        VWait::GetMany { max } => Owned::Items(self.take(max)),
+                        _ => Owned::Item(self.take(1).remove(0)),
+                    };
+                    self.expect.insert((peer, id), reply);
+                    continue;
+                }
+            }
+            return;
+        }
+    }
+
+    /// The `pick`-th blocked call of `peer`, taken out of its list.
+    fn withdraw(&mut self, peer: usize, pick: usize) -> Option<(u32, VWait)> {
+        let mine: Vec<(bool, usize)> = self
+            .putters
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.0 == peer)
+            .map(|(i, _)| (true, i))
+            .chain(
+                self.getters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.0 == peer)
+                    .map(|(i, _)| (false, i)),
+            )
+            .collect();
+        let &(put, at) = mine.get(pick % mine.len().max(1))?;
+        let (_, id, wait) = if put {
+            self.putters.remove(at)?
+        } else {
+            self.getters.remove(at)?
+        };
+        Some((id, wait))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn manager_v2_matches_model((capacity, max_item, storage, ops) in
+        (1u32..5, 1usize..24).prop_flat_map(|(capacity, max_item)| (
+            Just(capacity),
+            Just(max_item),
+            max_item + 4..max_item * 3 + 40,
+            prop::collection::vec(vop(max_item), 1..80),
+        ))
+    ) {
+        let mut setup = Setup::queue("q", capacity, max_item as u32, storage);
+        setup.conns = CLIENTS + 1;
+        // Limits far above what a case reaches: the model leaves them out.
+        setup.waiters = 1024;
+        setup.conn_park = 256;
+        setup.park_slots = 512;
+        setup.conn_tx = 1 << 16;
+        setup.client_slots = 512;
+        let mut p = Pair::new(setup);
+        let mut peer_of: Vec<usize> = (0..CLIENTS).map(|_| p.connect()).collect();
+        let h = Handle(0);
+        let mut m = VModel {
+            q: QModel {
+                items: VecDeque::new(),
+                capacity: capacity as usize,
+                max_item,
+                storage,
+                unfinished: 0,
+                put: 0,
+                got: 0,
+            },
+            putters: VecDeque::new(),
+            getters: VecDeque::new(),
+            expect: BTreeMap::new(),
+        };
+        let item = |len: usize, seed: u8| -> Vec<u8> { (0..len).map(|i| seed ^ i as u8).collect() };
+        for (step, op) in ops.into_iter().enumerate() {
+            let peer = peer_of[op.client()];
+            match op {
+                VOp::Put { len, seed, block, .. } => {
+                    let item = item(len, seed);
+                    let wait = if block { Wait::Forever } else { Wait::NoWait };
+                    let id = p.put(peer, h, &item, wait);
+                    if len > max_item {
+                        m.expect.insert((peer, id), Owned::Error(ErrorCode::TooLarge));
+                    } else if m.putters.is_empty() && m.q.room(len) {
+                        m.push(item);
+                        m.expect.insert((peer, id), Owned::Done);
+                        m.settle();
+                    } else if block {
+                        m.putters.push_back((peer, id, VWait::Put { item }));
+                    } else {
+                        m.expect.insert((peer, id), Owned::Error(ErrorCode::Full));
+                    }
+                }
+                VOp::PutMany { ref lens, seed, block, .. } => {
+                    let items: Vec<Vec<u8>> = lens.iter().enumerate()
+                        .map(|(k, &len)| item(len, seed.wrapping_add(k as u8))).collect();
+                    let mut packed = Vec::new();
+                    for it in &items {
+                        let at = packed.len();
+                        packed.resize(at + Items::packed_len(it.len()), 0);
+                        Items::push(&mut packed, at, it).unwrap();
+                    }
+                    let wait = if block { Wait::Forever } else { Wait::NoWait };
+                    let id = p.send(peer, Op::PutMany { handle: h, items: Items(&packed), wait });
+                    let mut rest: VecDeque<Vec<u8>> = items.into();
+                    let mut accepted = 0;
+                    // An empty batch is done at once, blocked puts or not.
+                    let done = if m.putters.is_empty() || rest.is_empty() {
+                        m.put_batch(&mut rest, &mut accepted)
+                    } else {
+                        None
+                    };
+                    match done {
+                        Some(reply) => {
+                            m.expect.insert((peer, id), reply);
+                            m.settle();
+                        }
+                        None if block => {
+                            m.putters.push_back((peer, id, VWait::PutMany { rest, accepted }));
+                            m.settle();
+                        }
+                        None => {
+                            m.expect.insert((peer, id), Owned::Accepted(accepted, Some(ErrorCode::Full)));
+                            m.settle();
+                        }
+                    }
+                }
+                VOp::Get { block, .. } | VOp::GetMany { block, .. } => {
+                    let wait = if block { Wait::Forever } else { Wait::NoWait };
+                    let (id, call) = match op {
+                        VOp::GetMany { max, .. } => (p.send(peer, Op::GetMany {
+                            handle: h, max_items: max, max_bytes: 1 << 16, wait,
+                        }), VWait::GetMany { max }),
+                        _ => (p.get(peer, h, wait), VWait::Get),
+                    };
+                    if !m.q.items.is_empty() {
+                        let reply = match call {
+                            VWait::GetMany { max } => Owned::Items(m.take(max)),
+                            _ => Owned::Item(m.take(1).remove(0)),
+                        };
+                        m.expect.insert((peer, id), reply);
+                        m.settle();
+                    } else if block {
+                        m.getters.push_back((peer, id, call));
+                    } else {
+                        m.expect.insert((peer, id), Owned::Error(ErrorCode::Empty));
+                    }
+                }
+                VOp::Cancel { pick, .. } => {
+                    let Some((target, wait)) = m.withdraw(peer, pick) else { continue };
+                    let id = p.send(peer, Op::Cancel { target });
+                    let reply = match wait {
+                        VWait::PutMany { accepted, .. } => {
+                            Owned::Accepted(accepted, Some(ErrorCode::Cancelled))
+                        }
+                        _ => Owned::Error(ErrorCode::Cancelled),
+                    };
+                    m.expect.insert((peer, target), reply);
+                    m.expect.insert((peer, id), Owned::Done);
+                    m.settle();
+                }
+                VOp::Abandon { pick, .. } => {
+                    let Some((target, _)) = m.withdraw(peer, pick) else { continue };
+                    p.peers[peer].client.abandon(target);
+                    m.settle();
+                }
+                VOp::Reconnect { .. } => {
+                    p.disconnect(peer);
+                    m.getters.retain(|w| w.0 != peer);
+                    m.putters.retain(|w| w.0 != peer);
+                    m.settle();
+                    peer_of[op.client()] = p.connect();
+                }
+            }
+            p.pump();
+            let mut got = BTreeMap::new();
+            for (k, peer) in p.peers.iter_mut().enumerate() {
+                for (id, reply) in std::mem::take(&mut peer.replies) {
+                    got.insert((k, id), reply);
+                }
+                prop_assert!(peer.closed.is_none() || peer.conn.is_none());
+            }
+            prop_assert_eq!(&got, &m.expect, "step {}: {:?}", step, op);
+            m.expect.clear();
+            let s = p.stat(0);
+            prop_assert_eq!(s.len as usize, m.q.items.len());
+            prop_assert_eq!((s.getters as usize, s.putters as usize),
+                (m.getters.len(), m.putters.len()));
+            prop_assert_eq!((s.total_put, s.total_got), (m.q.put, m.q.got));
+        }
     }
 }
