@@ -9,16 +9,16 @@
 //! requests, every limit and timeout) lives in [`depot_core`]; this crate only moves bytes
 //! between sockets and the core's state machines and keeps the clock:
 //!
-//! - the manager is one event-loop thread on `mio` serving every connection, with all memory
-//!   allocated at start-up from the queue options (nothing is allocated per request); the
+//! - the manager is one event-loop thread on `mio` serving every connection; queue storage is
+//!   allocated at start-up from the queue options, and a connection's buffers only while it
+//!   has bytes in flight (an idle connection holds none); the
 //!   [`ManagerHandle`] that [`ManagerBuilder::start`] returns is `Send + Sync`: stop it from
 //!   any thread ([`ManagerHandle::stop`]), wait for it ([`ManagerHandle::join`]), and read
 //!   [`Metrics`] that the loop itself publishes (also as Prometheus text);
 //! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
-//!   requests pipelined on its one connection, and no thread is spawned per client. A
-//!   connection parks one blocked `put` at a time and holds its later requests behind a second,
-//!   so give producers whose puts may block a different `Client` from the consumers that free
-//!   the room (PROTOCOL.md §8).
+//!   requests pipelined on its one connection, and no thread is spawned per client. Any mix
+//!   of blocked puts, gets and joins shares one connection: producers whose puts block and the
+//!   consumers that free their room may use the same `Client`.
 //!
 //! ```no_run
 //! use depot_std::{Client, Manager};

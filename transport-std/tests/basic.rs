@@ -162,9 +162,7 @@ fn user_facing_errors() {
 #[test]
 fn threads_share_one_client() {
     let m = start();
-    // Producers share one client and consumers another: a connection parks one blocked put at
-    // a time and holds later requests behind a second (PROTOCOL.md §8), so the gets that free
-    // room must not queue behind blocked puts on the same connection.
+    // Producers share one client and consumers another (tests/shared.rs has them share one).
     let producers = Arc::new(Client::connect(m.address(), KEY).unwrap());
     let c = Arc::new(Client::connect(m.address(), KEY).unwrap());
     let per_thread = 500;
