@@ -11,6 +11,8 @@ fn rss_kib() -> Option<usize> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+// Resident memory is read from /proc: the measurement needs Linux.
+#[cfg(target_os = "linux")]
 #[test]
 fn idle_connections_are_cheap() {
     let m = Manager::builder()
@@ -25,9 +27,7 @@ fn idle_connections_are_cheap() {
         .map(|_| Client::connect(m.address(), KEY).unwrap())
         .collect();
     warm[0].raw_queue("task_queue").unwrap().put(b"x").unwrap();
-    let Some(before) = rss_kib() else {
-        return;
-    };
+    let before = rss_kib().expect("VmRSS in /proc/self/status");
     let n = 300;
     let clients: Vec<_> = (0..n)
         .map(|_| Client::connect(m.address(), KEY).unwrap())
@@ -35,12 +35,13 @@ fn idle_connections_are_cheap() {
     for c in &clients {
         c.raw_queue("task_queue").unwrap();
     }
-    let after = rss_kib().unwrap();
+    let after = rss_kib().expect("VmRSS in /proc/self/status");
     let per = after.saturating_sub(before) / n;
-    // Both ends are in this process: the manager's share is about 8 KiB (a page of its
-    // receive and of its transmit buffer), the client's the rest.
+    // Both ends are in this process. Neither holds a buffer while idle: what remains is the
+    // core state machines (session keys), the socket bookkeeping and the client's threads'
+    // shared structures.
     eprintln!("{per} KiB per idle connection, client and manager side together");
-    assert!(per < 48, "{per} KiB per idle connection");
+    assert!(per < 32, "{per} KiB per idle connection");
     drop(clients);
     m.shutdown().unwrap();
 }
