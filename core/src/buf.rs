@@ -133,6 +133,10 @@ impl<'a> RxBuf<'a> {
 
 pub(crate) struct TxBuf<'a> {
     data: Bytes<'a>,
+    /// Start of the first frame not wholly handed to the transport (at or before `start`).
+    head: usize,
+    /// Frames before this offset are handshake frames, without a MAC.
+    plain_end: usize,
     /// First byte not yet handed to the transport.
     start: usize,
     /// End of the sealed frames.
@@ -149,6 +153,8 @@ impl<'a> TxBuf<'a> {
     pub(crate) fn with(data: Bytes<'a>) -> Self {
         TxBuf {
             data,
+            head: 0,
+            plain_end: 0,
             start: 0,
             sealed: 0,
             end: 0,
@@ -166,6 +172,8 @@ impl<'a> TxBuf<'a> {
     }
 
     pub(crate) fn clear(&mut self) {
+        self.head = 0;
+        self.plain_end = 0;
         self.start = 0;
         self.sealed = 0;
         self.end = 0;
@@ -179,21 +187,27 @@ impl<'a> TxBuf<'a> {
 
     /// Room for more message bytes, keeping room to seal the open frame.
     pub(crate) fn free(&self) -> usize {
+        // A frame partly sent keeps its room until it has gone whole (see `compact`).
         self.data
             .limit()
-            .saturating_sub(self.end - self.start + TAG_LEN)
+            .saturating_sub(self.end - self.head + TAG_LEN)
     }
 
     fn frame_open(&self) -> bool {
         self.end > self.sealed
     }
 
+    /// Moves what is not wholly sent to the front (a frame partly sent stays whole, so its
+    /// messages can still be read back: see [`TxBuf::unsent`]).
     fn compact(&mut self) {
-        if self.start > 0 {
-            self.data.copy_within(self.start..self.end, 0);
-            self.sealed -= self.start;
-            self.end -= self.start;
-            self.start = 0;
+        let shift = self.head;
+        if shift > 0 {
+            self.data.copy_within(shift..self.end, 0);
+            self.start -= shift;
+            self.sealed -= shift;
+            self.end -= shift;
+            self.plain_end = self.plain_end.saturating_sub(shift);
+            self.head = 0;
         }
     }
 
@@ -208,6 +222,7 @@ impl<'a> TxBuf<'a> {
         self.data[self.end..body_at].copy_from_slice(&(len as u32).to_be_bytes());
         self.end = body_at + len;
         self.sealed = self.end;
+        self.plain_end = self.end;
         Ok(())
     }
 
@@ -293,6 +308,28 @@ impl<'a> TxBuf<'a> {
         self.start = (self.start + n).min(self.sealed);
         if self.start == self.end {
             self.clear();
+            return;
         }
+        while let Some(len) = peek_body_len(&self.data[self.head..self.sealed]) {
+            let frame_end = self.head + HEADER_LEN + len as usize;
+            if frame_end > self.start {
+                break;
+            }
+            self.head = frame_end;
+        }
+    }
+
+    /// The messages of every MACed frame not wholly handed to the transport, frame by frame
+    /// (the open frame included): what a peer that stopped reading never got.
+    pub(crate) fn unsent(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = self.head.max(self.plain_end);
+        let open = (self.end > self.sealed).then(|| &self.data[self.sealed + HEADER_LEN..self.end]);
+        core::iter::from_fn(move || {
+            let len = peek_body_len(&self.data[at..self.sealed])? as usize;
+            let body = self.data.get(at + HEADER_LEN..at + HEADER_LEN + len)?;
+            at += HEADER_LEN + len;
+            Some(&body[..len.saturating_sub(TAG_LEN)])
+        })
+        .chain(open)
     }
 }

@@ -604,7 +604,9 @@ impl<'a> Client<'a> {
                 };
                 let (abandoned, handle) = (slot.abandoned, slot.handle);
                 if abandoned {
-                    if let (Some(handle), Reply::Item(_) | Reply::Items(_)) = (handle, reply) {
+                    if let (Some(handle), Reply::Item { .. } | Reply::Items { .. }) =
+                        (handle, reply)
+                    {
                         if !give_back(&mut self.tx, &mut self.state, self.peer_max, handle, reply) {
                             // Room comes back as the transport sends; read this reply again then.
                             return Ok(Taken::Blocked);
@@ -691,15 +693,15 @@ fn give_back(
     };
     let one;
     let items = match reply {
-        Reply::Item(item) => {
+        Reply::Item { item, .. } => {
             one = [item];
             &one[..]
         }
-        Reply::Items(_) => &[][..],
+        Reply::Items { .. } => &[][..],
         _ => return true,
     };
     let packed = match reply {
-        Reply::Items(items) => Some(items),
+        Reply::Items { items, .. } => Some(items),
         _ => None,
     };
     let count = packed.map_or(items.len(), |p| p.iter().count());

@@ -431,6 +431,7 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.cancel_waiters(i);
+        self.give_back_unsent(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -494,7 +495,7 @@ impl<'a> Manager<'a> {
                 State::Closing(_) if !c.tx.is_empty() => {
                     let d = c.tx_progress.add_millis(stall);
                     if d <= now {
-                        self.conns[i].tx.clear();
+                        self.give_back_unsent(i);
                         self.link(List::Ready, i);
                     } else {
                         self.wake_at(d);
@@ -1363,10 +1364,10 @@ impl<'a> Manager<'a> {
             c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| match take {
                 Take::One => {
                     let (a, b) = queue.front()?;
-                    encode_item_reply(out, id, a, b)
+                    encode_item_reply(out, id, handle, a, b)
                 }
                 Take::Many { .. } => {
-                    encode_items_reply(out, id, queue.iter().take(count as usize), body)
+                    encode_items_reply(out, id, handle, queue.iter().take(count as usize), body)
                 }
             });
         match pushed {
@@ -1446,6 +1447,38 @@ impl<'a> Manager<'a> {
         }
     }
 
+    /// Empties connection `i`'s output, giving the items of replies that never wholly left it
+    /// back to the head of their queues, in their order.
+    fn give_back_unsent(&mut self, i: usize) {
+        let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        let mut left = unsent_items(&tx).count();
+        let mut given = 0usize;
+        // Last first, so each queue gets them back at its head in their order; a few at a
+        // time, as nothing here may allocate.
+        while left > 0 {
+            let from = left.saturating_sub(GIVE_BACK_CHUNK);
+            let mut chunk = heapless::Vec::<_, GIVE_BACK_CHUNK>::new();
+            for delivered in unsent_items(&tx).skip(from).take(left - from) {
+                let _ = chunk.push(delivered);
+            }
+            for (handle, items) in chunk.iter().rev() {
+                let n = items.iter().count();
+                for k in (0..n).rev() {
+                    if let Some(item) = items.iter().nth(k) {
+                        self.return_item(*handle, item);
+                        given += 1;
+                    }
+                }
+            }
+            left = from;
+        }
+        if given > 0 {
+            debug!("connection {}: {} unsent items given back", i, given);
+        }
+        tx.clear();
+        self.conns[i].tx = tx;
+    }
+
     /// Queues `reply` to request `id` on connection `i`.
     fn reply(&mut self, i: usize, id: u32, reply: &Reply) {
         let c = &mut self.conns[i];
@@ -1484,13 +1517,13 @@ impl<'a> Manager<'a> {
         self.cancel_waiters(i);
         let now = self.now;
         let stall = u64::from(self.config.write_stall_timeout_ms);
-        let c = &mut self.conns[i];
         if reason == CloseReason::WriteStalled {
-            // Bug fix: the peer is not reading, so nothing more will drain; keeping the output
-            // (and queueing `Closing` behind it) meant `wants_close` never became true and
-            // the stalled connection was never dropped.
-            c.tx.clear();
-        } else if let State::Open(session) = &mut c.state {
+            // The peer is not reading, so nothing more will drain: drop the output (a
+            // `Closing` behind it would never be read either), giving its items back.
+            self.give_back_unsent(i);
+        }
+        let c = &mut self.conns[i];
+        if let (false, State::Open(session)) = (reason == CloseReason::WriteStalled, &mut c.state) {
             let was_idle = c.tx.is_empty();
             let peer_max = c.peer_max;
             let _ =
@@ -1514,6 +1547,50 @@ impl<'a> Manager<'a> {
     }
 }
 
+/// Item replies given back per pass over a dropped connection's output.
+const GIVE_BACK_CHUNK: usize = 16;
+
+/// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
+/// item is read as a list of one).
+fn unsent_items<'t>(tx: &'t TxBuf) -> impl Iterator<Item = (Handle, ItemsOf<'t>)> {
+    tx.unsent()
+        .flat_map(|mut body| {
+            core::iter::from_fn(move || {
+                let (message, rest) = postcard::take_from_bytes::<Message>(body).ok()?;
+                body = rest;
+                Some(message)
+            })
+        })
+        .filter_map(|message| match message {
+            Message::Reply {
+                reply: Reply::Item { handle, item },
+                ..
+            } => Some((handle, ItemsOf::One(item))),
+            Message::Reply {
+                reply: Reply::Items { handle, items },
+                ..
+            } => Some((handle, ItemsOf::Many(items))),
+            _ => None,
+        })
+}
+
+/// One item, or a packed list of them.
+#[derive(Clone, Copy)]
+enum ItemsOf<'t> {
+    One(&'t [u8]),
+    Many(Items<'t>),
+}
+
+impl<'t> ItemsOf<'t> {
+    fn iter(self) -> impl Iterator<Item = &'t [u8]> {
+        let (one, many) = match self {
+            ItemsOf::One(item) => (Some(item), None),
+            ItemsOf::Many(items) => (None, Some(items.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
 /// How long a request that cannot complete now may stay parked, in milliseconds (`None`:
 /// forever); `Err` is the answer it gets at once instead (`at_once` for `NoWait`).
 fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode> {
@@ -1525,13 +1602,19 @@ fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode
     }
 }
 
-/// Writes `Message::Reply { id, reply: Reply::Item(a ‖ b) }` as postcard would, from an item
-/// stored in two pieces; `None` if `out` is too small.
-pub(crate) fn encode_item_reply(out: &mut [u8], id: u32, a: &[u8], b: &[u8]) -> Option<usize> {
-    // Variant indices: `Message::Reply` is 0, `Reply::Item` is 2; postcard writes them, the id
-    // and the byte length as varints.
+/// Writes `Message::Reply { id, reply: Reply::Item { handle, item: a ‖ b } }` as postcard
+/// would, from an item stored in two pieces; `None` if `out` is too small.
+pub(crate) fn encode_item_reply(
+    out: &mut [u8],
+    id: u32,
+    handle: Handle,
+    a: &[u8],
+    b: &[u8],
+) -> Option<usize> {
+    // Variant indices: `Message::Reply` is 0, `Reply::Item` is 2; postcard writes them, the id,
+    // the handle and the byte length as varints.
     let len = a.len() + b.len();
-    let head = postcard::to_slice(&(0u32, id, 2u32, len as u32), out)
+    let head = postcard::to_slice(&(0u32, id, 2u32, handle.0, len as u32), out)
         .ok()?
         .len();
     let total = head + len;
@@ -1541,17 +1624,18 @@ pub(crate) fn encode_item_reply(out: &mut [u8], id: u32, a: &[u8], b: &[u8]) -> 
     Some(total)
 }
 
-/// Writes `Message::Reply { id, reply: Reply::Items(..) }` as postcard would, packing the
-/// given items (each stored in two pieces) whose packed size is `body`; `None` if `out` is too
-/// small.
+/// Writes `Message::Reply { id, reply: Reply::Items { handle, .. } }` as postcard would,
+/// packing the given items (each stored in two pieces) whose packed size is `body`; `None` if
+/// `out` is too small.
 pub(crate) fn encode_items_reply<'q>(
     out: &mut [u8],
     id: u32,
+    handle: Handle,
     items: impl Iterator<Item = (&'q [u8], &'q [u8])>,
     body: usize,
 ) -> Option<usize> {
     // Variant indices: `Message::Reply` is 0, `Reply::Items` is 8.
-    let mut at = postcard::to_slice(&(0u32, id, 8u32, body as u32), out)
+    let mut at = postcard::to_slice(&(0u32, id, 8u32, handle.0, body as u32), out)
         .ok()?
         .len();
     let end = at.checked_add(body)?;
@@ -1599,11 +1683,12 @@ mod tests {
                 for cut in 0..=item.len() {
                     let (a, b) = item.split_at(cut);
                     let mut ours = [0u8; 512];
-                    let n = encode_item_reply(&mut ours, id, a, b).unwrap();
+                    let handle = Handle(id as u16 ^ 0x1234);
+                    let n = encode_item_reply(&mut ours, id, handle, a, b).unwrap();
                     let mut theirs = [0u8; 512];
                     let msg = Message::Reply {
                         id,
-                        reply: Reply::Item(item),
+                        reply: Reply::Item { handle, item },
                     };
                     let expect = postcard::to_slice(&msg, &mut theirs).unwrap();
                     assert_eq!(&ours[..n], &*expect);
@@ -1616,15 +1701,20 @@ mod tests {
             }
             let split: [(&[u8], &[u8]); 3] = [(b"", b""), (b"o", b"ne"), (&[0xAB; 200], b"")];
             let mut ours = [0u8; 512];
-            let n = encode_items_reply(&mut ours, id, split.into_iter(), end).unwrap();
+            let handle = Handle(u16::MAX);
+            let n = encode_items_reply(&mut ours, id, handle, split.into_iter(), end).unwrap();
             let mut theirs = [0u8; 512];
             let msg = Message::Reply {
                 id,
-                reply: Reply::Items(Items(&packed[..end])),
+                reply: Reply::Items {
+                    handle,
+                    items: Items(&packed[..end]),
+                },
             };
             let expect = postcard::to_slice(&msg, &mut theirs).unwrap();
             assert_eq!(&ours[..n], &*expect);
-            assert!(encode_items_reply(&mut ours[..n - 1], id, split.into_iter(), end).is_none());
+            let short = &mut ours[..n - 1];
+            assert!(encode_items_reply(short, id, handle, split.into_iter(), end).is_none());
         }
     }
 }

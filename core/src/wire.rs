@@ -36,9 +36,9 @@ pub const fn item_reply_bound(item_len: usize) -> usize {
     HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD + item_len
 }
 
-/// Bytes an item reply message takes beyond the item: message and reply tags, the request id
-/// and the item length, each at most a 5-byte varint.
-pub const ITEM_REPLY_OVERHEAD: usize = 12;
+/// Bytes an item reply message takes beyond the item: message and reply tags, the request id,
+/// the queue's handle and the item length, each at most a 5-byte varint (3 for the handle).
+pub const ITEM_REPLY_OVERHEAD: usize = 15;
 
 /// Bytes any reply other than an item can take on the wire, frame included.
 pub const SMALL_REPLY_BOUND: usize = HEADER_LEN + TAG_LEN + 160;
@@ -338,7 +338,12 @@ pub enum Reply<'a> {
     /// An object was opened or created.
     Opened(ObjectInfo),
     /// The item a `get` took.
-    Item(&'a [u8]),
+    Item {
+        /// The queue it came from.
+        handle: Handle,
+        /// Its bytes.
+        item: &'a [u8],
+    },
     /// A queue's size.
     Size(QueueSize),
     /// A registry entry, or `None` past the last one.
@@ -356,8 +361,13 @@ pub enum Reply<'a> {
         error: Option<ErrorCode>,
     },
     /// The items a `GetMany` took, packed (at least one).
-    #[serde(borrow)]
-    Items(Items<'a>),
+    Items {
+        /// The queue they came from.
+        handle: Handle,
+        /// The items.
+        #[serde(borrow)]
+        items: Items<'a>,
+    },
 }
 
 /// Why a request failed. The connection stays usable.

@@ -1231,8 +1231,12 @@ fn poll_ready_survives_a_close() {
         !ready.contains(&ca),
         "a closed connection reported ready: {ready:?}"
     );
-    // And the freed slot, once reused, is reported properly too.
+    // a never got its item: it went back to the head of the queue, for the next get.
     let d = p.connect();
+    let back = p.get(d, q, Wait::Forever);
+    p.pump();
+    assert_eq!(p.take(d, back), Some(Owned::Item(b"1".to_vec())));
+    // And the freed slot, once reused, is reported properly too.
     let gd = p.get(d, q, Wait::Forever);
     p.pump();
     while p.m.poll_ready().is_some() {}

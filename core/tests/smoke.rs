@@ -75,7 +75,7 @@ fn handshake_put_get() {
                     break;
                 }
                 Event::Reply {
-                    reply: Reply::Item(item),
+                    reply: Reply::Item { item, .. },
                     ..
                 } => got = Some(item.to_vec()),
                 Event::Reply { .. } => {}

@@ -404,3 +404,39 @@ fn a_version_1_hello_is_refused() {
         Some(wire::CloseReason::VersionMismatch)
     );
 }
+
+/// A client that stops reading is dropped after the write-stall time; the items of replies it
+/// never got go back to the head of their queue, in order, and nothing else changes.
+#[test]
+fn a_stalled_readers_unsent_items_go_back() {
+    let mut p = Pair::new(Setup::queue("q", 8, 16, 1024));
+    let stalled = p.connect();
+    let other = p.connect();
+    let h = p.open(stalled, "q");
+    let id = put_many(
+        &mut p,
+        other,
+        h,
+        &[b"1", b"2", b"3", b"4", b"5"],
+        Wait::NoWait,
+    );
+    p.pump();
+    assert_eq!(p.take(other, id), Some(Owned::Accepted(5, None)));
+    p.peers[stalled].reading = false;
+    let one = p.get(stalled, h, Wait::NoWait);
+    let many = get_many(&mut p, stalled, h, 2, Wait::NoWait);
+    p.pump();
+    assert_eq!(p.stat(0).len, 2);
+    p.advance(30_000);
+    assert_eq!(
+        p.peers[stalled].manager_reason,
+        Some(wire::CloseReason::WriteStalled)
+    );
+    assert_eq!((p.take(stalled, one), p.take(stalled, many)), (None, None));
+    let all = get_many(&mut p, other, h, 10, Wait::NoWait);
+    p.pump();
+    assert_eq!(
+        p.take(other, all),
+        Some(items(&[b"1", b"2", b"3", b"4", b"5"]))
+    );
+}

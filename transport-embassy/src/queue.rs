@@ -59,7 +59,7 @@ impl<'c, 'a> RawQueue<'c, 'a> {
         let handle = self.info.handle;
         self.client
             .call(Op::Get { handle, wait }, |reply| match reply {
-                Reply::Item(item) => f(item),
+                Reply::Item { item, .. } => f(item),
                 other => Err(unexpected(other)),
             })
             .await

@@ -57,7 +57,7 @@ impl Owned {
         match *reply {
             Reply::Done => Owned::Done,
             Reply::Opened(info) => Owned::Opened(info),
-            Reply::Item(item) => Owned::Item(item.to_vec()),
+            Reply::Item { item, .. } => Owned::Item(item.to_vec()),
             Reply::Size(size) => Owned::Size(size),
             Reply::Stat(stat) => Owned::Stat(stat.map(|s| OwnedStat {
                 name: s.name.to_string(),
@@ -75,7 +75,7 @@ impl Owned {
             Reply::Status(status) => Owned::Status(status),
             Reply::Error(code) => Owned::Error(code),
             Reply::Accepted { count, error } => Owned::Accepted(count, error),
-            Reply::Items(items) => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Items { items, .. } => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
         }
     }
 }

@@ -89,7 +89,7 @@ impl Outcome {
         match reply {
             Reply::Done => Outcome::Done,
             Reply::Opened(info) => Outcome::Opened(info),
-            Reply::Item(item) => Outcome::Item(item.to_vec()),
+            Reply::Item { item, .. } => Outcome::Item(item.to_vec()),
             Reply::Size(size) => Outcome::Size(size),
             Reply::Stat(stat) => Outcome::Stat(stat.map(|s| OwnedStat {
                 name: s.name.to_owned(),
@@ -98,7 +98,9 @@ impl Outcome {
             Reply::Status(status) => Outcome::Status(status),
             Reply::Error(code) => Outcome::Error(code),
             Reply::Accepted { count, error } => Outcome::Accepted { count, error },
-            Reply::Items(items) => Outcome::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Items { items, .. } => {
+                Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
+            }
         }
     }
 }
