@@ -14,10 +14,12 @@
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //!
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
 //! - `log`: log through the `log` crate. Not together with `defmt`.
+//! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,6 +32,8 @@ mod buf;
 pub mod client;
 pub mod error;
 pub mod manager;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod queue;
 mod registry;
 pub mod time;
