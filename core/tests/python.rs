@@ -224,3 +224,242 @@ fn python_3_13_client() {
 fn python_3_14_client() {
     replay("3.14");
 }
+
+mod decoder {
+    use super::*;
+    use depot_core::python::item::{self, ItemError, PICKLE_TAG};
+    use depot_core::python::pickle::PickleError;
+    use proptest::prelude::*;
+
+    fn decode_err(bytes: &[u8]) -> PickleError {
+        let mut s = ScratchBuf::<64, 16, 16>::new();
+        let mut scratch = s.scratch();
+        pickle::decode(bytes, &mut scratch).err().expect("refused")
+    }
+
+    fn cbor_of(bytes: &[u8]) -> Result<Vec<u8>, ItemError> {
+        let mut s = Scratch::new();
+        let mut scratch = s.scratch();
+        let p = pickle::decode(bytes, &mut scratch).expect("decodes");
+        let mut out = vec![0; 4096];
+        let n = item::to_cbor(&p, p.root, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    #[test]
+    fn bounded_by_its_storage() {
+        // Sixty-five empty lists need more nodes than 64.
+        let mut many = vec![0x80, 4, b'('];
+        many.extend_from_slice(&[b']'; 65]);
+        many.extend_from_slice(b"l.");
+        assert_eq!(decode_err(&many), PickleError::StackFull);
+        let mut deep = vec![0x80, 4];
+        deep.extend_from_slice(&[b'('; 17]);
+        assert_eq!(decode_err(&deep), PickleError::StackFull);
+        assert_eq!(decode_err(b"N\x72\xff\xff\xff\xff."), PickleError::MemoFull);
+        assert_eq!(decode_err(b"h\x00."), PickleError::BadMemo);
+        assert_eq!(decode_err(b"N.N"), PickleError::TrailingBytes);
+        assert_eq!(decode_err(b"NN."), PickleError::Malformed);
+        assert_eq!(decode_err(b"\x8c\x05ab"), PickleError::Truncated);
+        assert_eq!(decode_err(b"("), PickleError::Truncated);
+        assert_eq!(decode_err(b"(."), PickleError::Malformed);
+        assert_eq!(decode_err(b"I1\n."), PickleError::UnsupportedOpcode(b'I'));
+        assert_eq!(decode_err(b"P1\n."), PickleError::UnsupportedOpcode(b'P'));
+    }
+
+    #[test]
+    fn never_runs_what_it_reads() {
+        // `os.system('x')` as a pickle: kept as an inert tree, stored opaque, written back.
+        let evil = b"\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x01x\x85R.";
+        let cbor = cbor_of(evil).unwrap();
+        assert_eq!(&cbor[..5], &[0xda, 0x64, 0x70, 0x00, 0x02]);
+        assert!(cbor.ends_with(evil), "the pickle is stored as it was");
+    }
+
+    #[test]
+    fn self_reference_and_sharing_are_bounded() {
+        // l = []; l.append(l)
+        let cyclic = b"\x80\x04]\x94h\x00a.";
+        assert_eq!(cbor_of(cyclic), Err(ItemError::TooComplex));
+        // x = []; then x = [x, x] forty times: 2**40 leaves if walked naively.
+        let mut dag = b"\x80\x04]\x940".to_vec();
+        for k in 0..40u8 {
+            dag.extend_from_slice(&[b'h', k, b'h', k, 0x86, 0x94, b'0']);
+        }
+        dag.extend_from_slice(b"h\x28.");
+        let mut s = ScratchBuf::<256, 16, 64>::new();
+        let mut scratch = s.scratch();
+        let p = pickle::decode(&dag, &mut scratch).unwrap();
+        let mut out = vec![0; 1 << 16];
+        assert!(item::to_cbor(&p, p.root, &mut out).is_err());
+    }
+
+    #[test]
+    fn depot_items_reach_python() {
+        let to_pickle = |cbor: &[u8]| {
+            let mut out = vec![0; item::pickle_bound(cbor.len())];
+            let mut w = Writer::new(&mut out);
+            let mut s = Scratch::new();
+            item::to_pickle(cbor, &mut w, &mut s.scratch());
+            let n = w.finish().expect("within the bound");
+            out.truncate(n);
+            out
+        };
+        // A half float, an indefinite text, an unknown tag, undefined.
+        assert_eq!(to_pickle(&[0xf9, 0x3e, 0x00]), hex("473ff8000000000000"));
+        assert_eq!(to_pickle(&hex("7f616161626163ff")), hex("8c03616263"));
+        assert_eq!(to_pickle(&hex("c11a5f5e1000")), hex("4a00105e5f"));
+        assert_eq!(to_pickle(&[0xf7]), b"N");
+        // Not CBOR (or not one value): the raw bytes.
+        assert_eq!(to_pickle(&[0xff]), hex("4301ff"));
+        assert_eq!(to_pickle(&[0x01, 0x02]), hex("43020102"));
+        // A stored pickle that does not decode comes back as bytes, whole.
+        let mut bad = vec![0xda, 0x64, 0x70, 0x00, 0x02, 0x42];
+        bad.extend_from_slice(b"\x80\x04");
+        assert_eq!(to_pickle(&bad), hex("43028004"));
+        assert_eq!(PICKLE_TAG, 0x6470_0002);
+    }
+
+    /// Python-like values as a pickle writer would write them.
+    #[derive(Debug, Clone)]
+    enum V {
+        None,
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Str(String),
+        Bytes(Vec<u8>),
+        List(Vec<V>),
+        Tuple(Vec<V>),
+        Dict(Vec<(V, V)>),
+    }
+
+    fn scalar() -> impl Strategy<Value = V> {
+        prop_oneof![
+            Just(V::None),
+            any::<bool>().prop_map(V::Bool),
+            any::<i64>().prop_map(V::Int),
+            any::<f64>().prop_map(V::Float),
+            ".{0,8}".prop_map(V::Str),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(V::Bytes),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = V> {
+        scalar().prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(V::List),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(V::Tuple),
+                proptest::collection::vec((scalar(), inner), 0..4).prop_map(V::Dict),
+            ]
+        })
+    }
+
+    fn write(w: &mut Writer<'_>, v: &V) {
+        match v {
+            V::None => {
+                w.none();
+            }
+            V::Bool(b) => {
+                w.bool(*b);
+            }
+            V::Int(i) => {
+                w.int((*i).into());
+            }
+            V::Float(f) => {
+                w.float(*f);
+            }
+            V::Str(s) => {
+                w.str(s.as_bytes());
+            }
+            V::Bytes(b) => {
+                w.bytes(b);
+            }
+            V::List(items) => {
+                w.empty_list().mark();
+                items.iter().for_each(|i| write(w, i));
+                w.appends();
+            }
+            V::Tuple(items) => {
+                w.mark();
+                items.iter().for_each(|i| write(w, i));
+                w.tuple_from_mark();
+            }
+            V::Dict(pairs) => {
+                w.empty_dict().mark();
+                for (k, v) in pairs {
+                    write(w, k);
+                    write(w, v);
+                }
+                w.setitems();
+            }
+        }
+    }
+
+    fn pickled(v: &V) -> Vec<u8> {
+        let mut out = vec![0; 1 << 16];
+        let mut w = Writer::new(&mut out);
+        w.proto();
+        write(&mut w, v);
+        w.stop();
+        let n = w.finish().unwrap();
+        out.truncate(n);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn values_survive_python_to_depot_to_python(v in value()) {
+            let original = pickled(&v);
+            let cbor = cbor_of(&original).unwrap();
+            prop_assert!(!cbor.starts_with(&[0xda, 0x64, 0x70, 0, 2]), "mapped, not opaque");
+            let mut out = vec![0; item::pickle_bound(cbor.len()) + 3];
+            let mut w = Writer::new(&mut out);
+            w.proto();
+            let mut s = Scratch::new();
+            item::to_pickle(&cbor, &mut w, &mut s.scratch());
+            w.stop();
+            let n = w.finish().expect("within pickle_bound");
+            prop_assert_eq!(canonical(&out[..n]), canonical(&original));
+        }
+
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut s = ScratchBuf::<32, 8, 8>::new();
+            let mut scratch = s.scratch();
+            if let Ok(p) = pickle::decode(&bytes, &mut scratch) {
+                let mut out = [0u8; 512];
+                let _ = item::to_cbor(&p, p.root, &mut out);
+            }
+        }
+
+        #[test]
+        fn any_item_fits_pickle_bound(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut out = vec![0; item::pickle_bound(bytes.len())];
+            let mut w = Writer::new(&mut out);
+            let mut s = ScratchBuf::<32, 8, 8>::new();
+            item::to_pickle(&bytes, &mut w, &mut s.scratch());
+            prop_assert!(w.finish().is_ok());
+        }
+
+        #[test]
+        fn machine_never_panics(frames in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..64), 0..6)) {
+            let key = PyKey::new(b"secret");
+            let mut py = PyConn::new(NONCE);
+            for body in &frames {
+                let mut s = ScratchBuf::<32, 8, 8>::new();
+                let mut scratch = s.scratch();
+                let mut item = [0u8; 64];
+                let mut out = [0u8; 600];
+                if let Step::Execute(_) =
+                    py.handle_frame(&key, body, &mut scratch, &mut item, &mut out)
+                {
+                    let mut s = ScratchBuf::<32, 8, 8>::new();
+                    let _ = py.handle_reply(&Reply::Item(body), &mut s.scratch(), &mut out);
+                }
+            }
+        }
+    }
+}

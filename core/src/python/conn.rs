@@ -222,7 +222,9 @@ impl PyConn {
     }
 
     /// Writes the answer to the operation [`Step::Execute`] asked for. `scratch` may be needed
-    /// to write back a stored pickle.
+    /// to write back a stored pickle. `out` must hold [`SMALL_REPLY_BOUND`] bytes, and for a
+    /// `get` [`item_reply_bound`] of the item: reserve that before taking the item off its queue,
+    /// so the reply always fits and no item is lost.
     pub fn handle_reply(
         &mut self,
         reply: &Reply<'_>,

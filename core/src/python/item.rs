@@ -412,14 +412,17 @@ fn embed(stored: &[u8], w: &mut Writer<'_>, scratch: &mut Scratch<'_>) -> Result
         stack: &mut *scratch.stack,
         memo: &mut *scratch.memo,
     };
-    match pickle::decode(stored, &mut sub) {
-        Ok(p) => {
-            let mut budget = WORK_BUDGET;
-            pickle::write_node(w, &p, p.root, 0, &mut budget).map_err(|_| Bad)
+    let start = w.len();
+    if let Ok(p) = pickle::decode(stored, &mut sub) {
+        let mut budget = WORK_BUDGET;
+        // Shared references come back as copies; a pickle that would grow past the bound
+        // `pickle_bound` promises (only one written with its memo can) stays bytes instead.
+        let written = pickle::write_node(w, &p, p.root, 0, &mut budget).is_ok();
+        if written && w.len() - start <= 3 * stored.len() {
+            return Ok(());
         }
-        Err(_) => {
-            w.bytes(stored);
-            Ok(())
-        }
+        w.rewind(start);
     }
+    w.bytes(stored);
+    Ok(())
 }
