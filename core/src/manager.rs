@@ -123,6 +123,13 @@ enum State {
         deadline: Instant,
     },
     Open(Session),
+    /// A Python `BaseManager` client (see `crate::python`).
+    #[cfg(feature = "python")]
+    Python {
+        py: crate::python::PyConn,
+        /// The handshake deadline (until both sides proved the key).
+        deadline: Instant,
+    },
     Closing(CloseReason),
 }
 
@@ -187,6 +194,29 @@ enum Step {
     Paused,
 }
 
+/// Storage for serving Python clients (see [`Manager::serve_python`]); one set serves every
+/// connection, since the manager handles one frame at a time.
+#[cfg(feature = "python")]
+pub struct PythonStorage<'a> {
+    /// Decodes requests.
+    pub request: crate::python::Scratch<'a>,
+    /// Holds a `put`'s item converted to depot's value encoding: as large as the largest item.
+    pub item: &'a mut [u8],
+    /// Writes back stored pickles in `get` replies.
+    pub reply: crate::python::Scratch<'a>,
+    /// Holds a `get`'s item in one piece while its reply is written: as large as the largest item.
+    pub join: &'a mut [u8],
+}
+
+#[cfg(feature = "python")]
+struct PythonSide<'a> {
+    key: crate::python::PyKey,
+    /// Taken while a request's operation (which borrows it) runs.
+    request: Option<(crate::python::Scratch<'a>, &'a mut [u8])>,
+    reply: crate::python::Scratch<'a>,
+    join: &'a mut [u8],
+}
+
 /// The manager state machine. See the module docs for how a transport drives it.
 pub struct Manager<'a> {
     config: ManagerConfig,
@@ -201,6 +231,8 @@ pub struct Manager<'a> {
     now: Instant,
     /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
     next_wake: Option<Instant>,
+    #[cfg(feature = "python")]
+    python: Option<PythonSide<'a>>,
 }
 
 impl<'a> Manager<'a> {
@@ -225,12 +257,27 @@ impl<'a> Manager<'a> {
             shutting_down: false,
             now: Instant::ZERO,
             next_wake: None,
+            #[cfg(feature = "python")]
+            python: None,
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
             manager.lists[List::Free as usize].head = i as u32;
         }
         manager
+    }
+
+    /// Serves Python `BaseManager` clients on the same connections, with the same `authkey`:
+    /// from now on every accepted connection is first sent a Python-style challenge, which
+    /// depot clients skip (PROTOCOL.md, "Python clients on the same port").
+    #[cfg(feature = "python")]
+    pub fn serve_python(&mut self, authkey: &[u8], storage: PythonStorage<'a>) {
+        self.python = Some(PythonSide {
+            key: crate::python::PyKey::new(authkey),
+            request: Some((storage.request, storage.item)),
+            reply: storage.reply,
+            join: storage.join,
+        });
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).
@@ -269,6 +316,19 @@ impl<'a> Manager<'a> {
         c.tx_progress = now;
         self.open_conns += 1;
         self.wake_at(deadline);
+        #[cfg(feature = "python")]
+        if self.python.is_some() {
+            let frame = crate::python::challenge_frame(&nonce);
+            let c = &mut self.conns[index as usize];
+            let sent = c.tx.push_raw(|out| {
+                out.get_mut(..frame.len())?.copy_from_slice(&frame);
+                Some(frame.len())
+            });
+            if sent.is_err() {
+                self.begin_close(index as usize, CloseReason::WriteStalled);
+            }
+            self.link(List::Ready, index as usize);
+        }
         Ok(ConnId(index))
     }
 
@@ -443,6 +503,17 @@ impl<'a> Manager<'a> {
                     CloseReason::WriteStalled,
                 ),
                 State::Open(_) => (None, CloseReason::FrameTimeout),
+                #[cfg(feature = "python")]
+                State::Python { py, deadline } if !py.is_authenticated() => {
+                    (Some(*deadline), CloseReason::HandshakeTimeout)
+                }
+                #[cfg(feature = "python")]
+                State::Python { .. } if !c.tx.is_empty() => (
+                    Some(c.tx_progress.add_millis(stall)),
+                    CloseReason::WriteStalled,
+                ),
+                #[cfg(feature = "python")]
+                State::Python { .. } => (None, CloseReason::FrameTimeout),
             };
             let frame_deadline = c.frame_deadline;
             if deadline.is_some_and(|d| d <= now) {
@@ -576,6 +647,8 @@ impl<'a> Manager<'a> {
                 State::Free | State::Closing(_) => return,
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
                 State::Open(_) => self.process_frame(i),
+                #[cfg(feature = "python")]
+                State::Python { .. } => self.process_python(i),
             };
             if !progressed {
                 break;
@@ -605,6 +678,16 @@ impl<'a> Manager<'a> {
         let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
         match c.state {
             State::AwaitHello { nonce, deadline } => {
+                #[cfg(feature = "python")]
+                if self.python.is_some() && body.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                    // Not a depot hello: a Python client's answer to the challenge.
+                    c.state = State::Python {
+                        py: crate::python::PyConn::new(nonce),
+                        deadline,
+                    };
+                    c.peer_max = MAX_MAX_FRAME as usize;
+                    return true;
+                }
                 if body.get(..MAGIC.len()) != Some(&MAGIC[..]) {
                     return self.reject(i, CloseReason::BadMagic);
                 }
@@ -866,6 +949,13 @@ impl<'a> Manager<'a> {
 
     /// Output bytes a `get` on `handle` may need on connection `i`.
     fn get_reply_bound(&mut self, i: usize, handle: Handle) -> usize {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            return match self.registry.queue(handle) {
+                Ok(q) => crate::python::conn::item_reply_bound(q.queue.spec().max_item as usize),
+                Err(_) => crate::python::conn::SMALL_REPLY_BOUND,
+            };
+        }
         let fit = self.conns[i]
             .peer_max
             .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
@@ -878,6 +968,14 @@ impl<'a> Manager<'a> {
     /// Output bytes a `get` on `handle` needs on connection `i` if answered now: the front
     /// item's reply, or a small one (an error, or none at all when the get parks).
     fn get_reply_now(&mut self, i: usize, handle: Handle) -> usize {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            let small = crate::python::conn::SMALL_REPLY_BOUND;
+            return match self.registry.queue(handle).map(|q| q.queue.front_len()) {
+                Ok(Some(len)) => crate::python::conn::item_reply_bound(len).max(small),
+                _ => small,
+            };
+        }
         let fit = self.conns[i]
             .peer_max
             .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD);
@@ -1086,6 +1184,11 @@ impl<'a> Manager<'a> {
     /// Takes the oldest item of `handle` into a reply to request `id` on connection `i`.
     /// An item the connection's frames cannot carry stays queued and the request gets `TooLarge`.
     fn deliver(&mut self, i: usize, id: u32, handle: Handle) {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            self.python_deliver(i, handle);
+            return;
+        }
         let Ok(q) = self.registry.queue(handle) else {
             return;
         };
@@ -1172,6 +1275,11 @@ impl<'a> Manager<'a> {
 
     /// Queues `reply` to request `id` on connection `i`.
     fn reply(&mut self, i: usize, id: u32, reply: &Reply) {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            self.python_reply(i, reply);
+            return;
+        }
         let c = &mut self.conns[i];
         let State::Open(session) = &mut c.state else {
             return;
@@ -1235,6 +1343,161 @@ impl<'a> Manager<'a> {
             self.wake_at(deadline);
         }
         self.link(List::Ready, i);
+    }
+}
+
+#[cfg(feature = "python")]
+impl Manager<'_> {
+    /// Runs the next whole frame of Python connection `i`. `true` if one was consumed.
+    fn process_python(&mut self, i: usize) -> bool {
+        use crate::python::conn::{Step as PyStep, SMALL_REPLY_BOUND as PY_SMALL};
+        use crate::python::frame::{peek, Peek as PyPeek};
+        let limit = self.max_frame(i);
+        let c = &mut self.conns[i];
+        let State::Python { py, .. } = &mut c.state else {
+            return false;
+        };
+        if py.is_busy() {
+            // Python sends nothing while a call is out; anything more waits for its answer.
+            return false;
+        }
+        let (header, body) = match peek(c.rx.bytes(), py.max_body(limit)) {
+            PyPeek::Partial => return false,
+            PyPeek::TooLarge => {
+                self.begin_close(i, CloseReason::FrameTooLarge);
+                return false;
+            }
+            PyPeek::Invalid => {
+                self.begin_close(i, CloseReason::Malformed);
+                return false;
+            }
+            PyPeek::Frame { header, body } => (header, body),
+        };
+        if c.tx.free() < c.reserved + PY_SMALL {
+            // Room comes back as output drains.
+            return false;
+        }
+        let Some(side) = self.python.as_mut() else {
+            return false;
+        };
+        let Some((mut scratch, item)) = side.request.take() else {
+            return false;
+        };
+        let rx = core::mem::replace(&mut c.rx, RxBuf::new(&mut []));
+        let frame = &rx.bytes()[header..header + body];
+        let mut out = [0u8; PY_SMALL];
+        let step = py.handle_frame(&side.key, frame, &mut scratch, item, &mut out);
+        let (consumed, close) = match step {
+            PyStep::Send { len, close } => {
+                let was_idle = c.tx.is_empty();
+                let pushed = c.tx.push_raw(|dst| {
+                    dst.get_mut(..len)?.copy_from_slice(&out[..len]);
+                    Some(len)
+                });
+                match pushed {
+                    Ok(()) => {
+                        self.output_queued(i, was_idle);
+                        (true, close.then_some(CloseReason::PeerClosed))
+                    }
+                    Err(_) => (true, Some(CloseReason::WriteStalled)),
+                }
+            }
+            PyStep::Wait => (true, None),
+            PyStep::Close(why) => {
+                debug!("connection {}: python client closed: {:?}", i, why);
+                let reason = match why {
+                    crate::python::PyClose::AuthFailed => CloseReason::AuthFailed,
+                    _ => CloseReason::Unexpected,
+                };
+                (true, Some(reason))
+            }
+            PyStep::Execute(op) => match self.handle_request(i, Request { id: 0, op }) {
+                Step::Done => (true, None),
+                Step::Paused => {
+                    if let State::Python { py, .. } = &mut self.conns[i].state {
+                        py.retry();
+                    }
+                    (false, None)
+                }
+            },
+        };
+        if let Some(side) = self.python.as_mut() {
+            side.request = Some((scratch, item));
+        }
+        let c = &mut self.conns[i];
+        c.rx = rx;
+        if consumed {
+            c.rx.consume(header + body);
+        }
+        if let Some(reason) = close {
+            // A one-shot exchange is over (Python's manager closes first), or it failed.
+            self.begin_close(i, reason);
+            return false;
+        }
+        consumed && !matches!(self.conns[i].state, State::Closing(_))
+    }
+
+    /// Writes `reply` for Python connection `i`; `false` if it could not be queued.
+    fn python_reply(&mut self, i: usize, reply: &Reply) -> bool {
+        use crate::python::conn::Step as PyStep;
+        let Some(side) = self.python.as_mut() else {
+            return false;
+        };
+        let c = &mut self.conns[i];
+        let State::Python { py, .. } = &mut c.state else {
+            return false;
+        };
+        let was_idle = c.tx.is_empty();
+        let mut close = None;
+        let pushed =
+            c.tx.push_raw(|out| match py.handle_reply(reply, &mut side.reply, out) {
+                PyStep::Send { len, close: last } => {
+                    close = last.then_some(CloseReason::PeerClosed);
+                    Some(len)
+                }
+                _ => None,
+            });
+        if pushed.is_err() {
+            self.begin_close(i, CloseReason::WriteStalled);
+            return false;
+        }
+        self.output_queued(i, was_idle);
+        if let Some(reason) = close {
+            self.begin_close(i, reason);
+        }
+        true
+    }
+
+    /// Takes the oldest item of `handle` into a reply on Python connection `i`; an item
+    /// larger than the join buffer stays queued and the call fails with `TooLarge`.
+    fn python_deliver(&mut self, i: usize, handle: Handle) {
+        let Some(side) = self.python.as_mut() else {
+            return;
+        };
+        let Ok(q) = self.registry.queue(handle) else {
+            return;
+        };
+        let Some((a, b)) = q.queue.front() else {
+            return;
+        };
+        let len = a.len() + b.len();
+        let Some(join) = side.join.get_mut(..len) else {
+            self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
+            return;
+        };
+        join[..a.len()].copy_from_slice(a);
+        join[a.len()..].copy_from_slice(b);
+        // The join buffer is lent to the reply; take it out of `self` meanwhile.
+        let join = core::mem::take(&mut side.join);
+        let sent = self.python_reply(i, &Reply::Item(&join[..len]));
+        if let Some(side) = self.python.as_mut() {
+            side.join = join;
+        }
+        if sent {
+            if let Ok(q) = self.registry.queue(handle) {
+                q.queue.pop_front();
+            }
+        }
     }
 }
 

@@ -174,6 +174,14 @@ impl PyConn {
         matches!(self.state, State::Busy(_))
     }
 
+    /// Forgets the operation last [`Step::Execute`]d, which the manager could not run yet
+    /// (no output room): the same frame is handed to [`PyConn::handle_frame`] again later.
+    pub fn retry(&mut self) {
+        if let State::Busy(_) = self.state {
+            self.state = State::Ready;
+        }
+    }
+
     /// Handles one whole frame body. `scratch` decodes requests; a `put`'s item is converted
     /// into `item` (its size bounds the items Python can put); `out` receives the frame to send.
     pub fn handle_frame<'b>(
