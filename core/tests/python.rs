@@ -463,3 +463,132 @@ mod decoder {
         }
     }
 }
+
+/// The other public functions, as CPython 3.11's `ForkingPickler` writes them; every reply is
+/// checked by CPython's own `pickle.loads`.
+mod public_functions {
+    use super::*;
+    use depot_core::wire::ManagerStatus;
+    use std::process::Command;
+
+    /// A Python connection taken through the handshake (as a 3.11 client does it).
+    fn ready() -> PyConn {
+        let frames = load("3.11");
+        let key = PyKey::new(b"secret");
+        let mut py = PyConn::new(NONCE);
+        for f in frames
+            .iter()
+            .filter(|f| f.conn == 1 && f.to_manager)
+            .take(3)
+        {
+            let mut s = Scratch::new();
+            let mut out = [0u8; 512];
+            py.handle_frame(&key, &f.body, &mut s.scratch(), &mut [], &mut out);
+        }
+        assert!(py.is_authenticated());
+        py
+    }
+
+    /// Runs one request; returns the op asked for (if any) and the reply body.
+    fn call(request: &str, reply: Option<Reply>) -> (Option<String>, Vec<u8>) {
+        let key = PyKey::new(b"secret");
+        let mut py = ready();
+        let body = hex(request);
+        let mut s = Scratch::new();
+        let mut scratch = s.scratch();
+        let mut out = vec![0u8; 1024];
+        let mut op = None;
+        let step = match py.handle_frame(&key, &body, &mut scratch, &mut [], &mut out) {
+            Step::Execute(o) => {
+                op = Some(format!("{o:?}"));
+                let mut s = Scratch::new();
+                py.handle_reply(&reply.expect("a reply"), &mut s.scratch(), &mut out)
+            }
+            other => other,
+        };
+        let Step::Send { len, close: true } = step else {
+            panic!("one reply, then close: {step:?}");
+        };
+        (op, out[4..len].to_vec())
+    }
+
+    /// `repr()` of the pickle as CPython loads it.
+    fn python_repr(pickle: &[u8]) -> String {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import pickle,sys; print(repr(pickle.loads(bytes.fromhex(sys.argv[1]))))",
+            ])
+            .arg(
+                pickle
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    const STATUS: Reply = Reply::Status(ManagerStatus {
+        connections: 3,
+        max_connections: 16,
+        objects: 2,
+        waiters: 1,
+    });
+
+    #[test]
+    fn get_methods_reads_the_token() {
+        let (op, reply) = call(
+            "8004955f00000000000000284e8c0b6765745f6d6574686f6473948c186d756c746970726f63657373696e672e6d616e6167657273948c05546f6b656e9493942981948c046a6f6273948c093132372e302e302e31944b0186948c036471309487946285947d9474942e",
+            Some(Reply::Size(QueueSize { len: 0, capacity: 8, full: false })),
+        );
+        assert_eq!(op.unwrap(), "Size { handle: Handle(0) }");
+        assert_eq!(
+            python_repr(&reply),
+            "('#RETURN', ('empty', 'full', 'get', 'get_nowait', 'join', 'put', 'put_nowait', 'qsize', 'task_done'))"
+        );
+    }
+
+    #[test]
+    fn status_functions() {
+        let (op, reply) = call(
+            "8004951c00000000000000284e8c116e756d6265725f6f665f6f626a6563747394297d9474942e",
+            Some(STATUS),
+        );
+        assert_eq!(op.unwrap(), "Status");
+        assert_eq!(python_repr(&reply), "('#RETURN', 2)");
+        let (_, reply) = call(
+            "8004951500000000000000284e8c0a64656275675f696e666f94297d9474942e",
+            Some(STATUS),
+        );
+        assert_eq!(
+            python_repr(&reply),
+            "('#RETURN', 'objects: 2\\nconnections: 3\\nmax_connections: 16\\nblocked requests: 1\\n')"
+        );
+    }
+
+    #[test]
+    fn shutdown_and_failures_are_tracebacks() {
+        let shutdown = "8004951300000000000000284e8c0873687574646f776e94297d9474942e";
+        let (op, reply) = call(shutdown, Some(Reply::Done));
+        assert_eq!(op.unwrap(), "Shutdown");
+        assert_eq!(python_repr(&reply), "('#RETURN', None)");
+        let (_, reply) = call(shutdown, Some(Reply::Error(ErrorCode::NotAllowed)));
+        assert!(python_repr(&reply).starts_with("('#TRACEBACK', 'Traceback"));
+        // An unknown function and an ident depot never handed out.
+        for request in [
+            "8004951000000000000000284e8c05626f67757394297d9474942e",
+            "8004951900000000000000284e8c06696e63726566948c04376630309485947d9474942e",
+        ] {
+            let (op, reply) = call(request, None);
+            assert_eq!(op, None);
+            assert!(python_repr(&reply).starts_with("('#TRACEBACK', 'Traceback"));
+        }
+    }
+}
