@@ -89,7 +89,8 @@ pub enum PyClose {
     AuthFailed,
     /// A frame that the protocol does not allow here (or a malformed handshake message).
     Unexpected,
-    /// The output buffer cannot hold even the smallest reply.
+    /// `out` cannot hold the reply. After [`PyConn::handle_reply`] nothing changed: the
+    /// call still awaits an answer (give it a smaller one, such as an error, or close).
     NoRoom,
 }
 
@@ -230,9 +231,10 @@ impl PyConn {
     }
 
     /// Writes the answer to the operation [`Step::Execute`] asked for. `scratch` may be needed
-    /// to write back a stored pickle. `out` must hold [`SMALL_REPLY_BOUND`] bytes, and for a
-    /// `get` [`item_reply_bound`] of the item: reserve that before taking the item off its queue,
-    /// so the reply always fits and no item is lost.
+    /// to write back a stored pickle. `out` must hold [`SMALL_REPLY_BOUND`] bytes; a `get`'s
+    /// reply needs at most [`item_reply_bound`] of the item, usually about the item's length.
+    /// If the reply does not fit, this returns [`Step::Close`]`(`[`PyClose::NoRoom`]`)` and
+    /// changes nothing: leave the item queued and answer `Reply::Error(ErrorCode::TooLarge)`.
     pub fn handle_reply(
         &mut self,
         reply: &Reply<'_>,
@@ -243,6 +245,20 @@ impl PyConn {
             return self.close(PyClose::Unexpected);
         };
         self.state = State::Ready;
+        let step = self.answer(call, reply, scratch, out);
+        if step == Step::Close(PyClose::NoRoom) {
+            self.state = State::Busy(call);
+        }
+        step
+    }
+
+    fn answer(
+        &mut self,
+        call: Call,
+        reply: &Reply<'_>,
+        scratch: &mut Scratch<'_>,
+        out: &mut [u8],
+    ) -> Step<'static> {
         let o = match (call, *reply) {
             (Call::Create, Reply::Opened(info)) => Out::Created(info.handle),
             (Call::GetMethods, Reply::Size(_)) => Out::Exposed,
@@ -270,37 +286,23 @@ impl PyConn {
 
     /// Writes a reply frame; one-shot connections close after it.
     fn reply<'b>(&mut self, o: Out<'_>, scratch: &mut Scratch<'_>, out: &mut [u8]) -> Step<'b> {
+        let before = self.state;
         let close = !self.proxy;
         if close {
             self.state = State::Done;
         }
-        let Some(body) = out.get_mut(frame::SHORT_HEADER..) else {
-            return self.close(PyClose::NoRoom);
-        };
-        let mut w = Writer::new(body);
-        write_reply(&mut w, &o, scratch);
-        let len = match w.finish() {
-            Ok(len) => len,
-            Err(_) => {
-                // The value did not fit: say so instead (always small).
-                let mut w = Writer::new(body);
-                write_reply(
-                    &mut w,
-                    &Out::Error("builtins", "ValueError", Some("reply too large")),
-                    scratch,
-                );
-                match w.finish() {
-                    Ok(len) => len,
-                    Err(_) => return self.close(PyClose::NoRoom),
-                }
+        let written = out.get_mut(frame::SHORT_HEADER..).and_then(|body| {
+            let mut w = Writer::new(body);
+            write_reply(&mut w, &o, scratch);
+            w.finish().ok()
+        });
+        match written.and_then(|len| Some(frame::write_header(out, len)? + len)) {
+            Some(len) => Step::Send { len, close },
+            None => {
+                // Nothing is lost: the caller may answer again (with an error) or close.
+                self.state = before;
+                Step::Close(PyClose::NoRoom)
             }
-        };
-        match frame::write_header(out, len) {
-            Some(h) => Step::Send {
-                len: h + len,
-                close,
-            },
-            None => self.close(PyClose::NoRoom),
         }
     }
 
