@@ -951,8 +951,14 @@ impl<'a> Manager<'a> {
     fn get_reply_bound(&mut self, i: usize, handle: Handle) -> usize {
         #[cfg(feature = "python")]
         if matches!(self.conns[i].state, State::Python { .. }) {
+            // The worst case is three pickle bytes per stored byte; real items take about
+            // one. Reserve no more than the output can hold: a reply that turns out larger is
+            // refused with `TooLarge` and its item stays queued.
+            let cap = self.conns[i].tx.capacity();
+            let most = cap.saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
             return match self.registry.queue(handle) {
-                Ok(q) => crate::python::conn::item_reply_bound(q.queue.spec().max_item as usize),
+                Ok(q) => crate::python::conn::item_reply_bound(q.queue.spec().max_item as usize)
+                    .min(most),
                 Err(_) => crate::python::conn::SMALL_REPLY_BOUND,
             };
         }
@@ -971,8 +977,11 @@ impl<'a> Manager<'a> {
         #[cfg(feature = "python")]
         if matches!(self.conns[i].state, State::Python { .. }) {
             let small = crate::python::conn::SMALL_REPLY_BOUND;
+            let most = self.conns[i].tx.capacity().saturating_sub(TAG_LEN);
             return match self.registry.queue(handle).map(|q| q.queue.front_len()) {
-                Ok(Some(len)) => crate::python::conn::item_reply_bound(len).max(small),
+                Ok(Some(len)) => crate::python::conn::item_reply_bound(len)
+                    .min(most)
+                    .max(small),
                 _ => small,
             };
         }
@@ -1387,6 +1396,11 @@ impl Manager<'_> {
         let frame = &rx.bytes()[header..header + body];
         let mut out = [0u8; PY_SMALL];
         let step = py.handle_frame(&side.key, frame, &mut scratch, item, &mut out);
+        let done = if py.is_authenticated() {
+            CloseReason::PeerClosed
+        } else {
+            CloseReason::AuthFailed
+        };
         let (consumed, close) = match step {
             PyStep::Send { len, close } => {
                 let was_idle = c.tx.is_empty();
@@ -1397,7 +1411,7 @@ impl Manager<'_> {
                 match pushed {
                     Ok(()) => {
                         self.output_queued(i, was_idle);
-                        (true, close.then_some(CloseReason::PeerClosed))
+                        (true, close.then_some(done))
                     }
                     Err(_) => (true, Some(CloseReason::WriteStalled)),
                 }
@@ -1437,8 +1451,19 @@ impl Manager<'_> {
         consumed && !matches!(self.conns[i].state, State::Closing(_))
     }
 
-    /// Writes `reply` for Python connection `i`; `false` if it could not be queued.
+    /// Writes `reply` for Python connection `i`; `false` (and the connection closes) if it
+    /// could not be queued.
     fn python_reply(&mut self, i: usize, reply: &Reply) -> bool {
+        if self.python_push(i, reply) {
+            return true;
+        }
+        self.begin_close(i, CloseReason::WriteStalled);
+        false
+    }
+
+    /// Queues `reply` for Python connection `i`; `false` if it does not fit the output (the
+    /// connection's Python state is then unchanged).
+    fn python_push(&mut self, i: usize, reply: &Reply) -> bool {
         use crate::python::conn::Step as PyStep;
         let Some(side) = self.python.as_mut() else {
             return false;
@@ -1458,11 +1483,11 @@ impl Manager<'_> {
                 _ => None,
             });
         if pushed.is_err() {
-            self.begin_close(i, CloseReason::WriteStalled);
             return false;
         }
         self.output_queued(i, was_idle);
         if let Some(reason) = close {
+            // A one-shot exchange is over: Python's manager closes first.
             self.begin_close(i, reason);
         }
         true
@@ -1489,7 +1514,7 @@ impl Manager<'_> {
         join[a.len()..].copy_from_slice(b);
         // The join buffer is lent to the reply; take it out of `self` meanwhile.
         let join = core::mem::take(&mut side.join);
-        let sent = self.python_reply(i, &Reply::Item(&join[..len]));
+        let sent = self.python_push(i, &Reply::Item(&join[..len]));
         if let Some(side) = self.python.as_mut() {
             side.join = join;
         }
@@ -1497,6 +1522,9 @@ impl Manager<'_> {
             if let Ok(q) = self.registry.queue(handle) {
                 q.queue.pop_front();
             }
+        } else {
+            // The reply does not fit this connection's output: the item stays queued.
+            self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
         }
     }
 }

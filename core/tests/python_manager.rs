@@ -29,7 +29,7 @@ fn scratch() -> Scratch<'static> {
     }
 }
 
-fn manager() -> Manager<'static> {
+fn manager(tx: usize) -> Manager<'static> {
     let spec = QueueSpec {
         capacity: 64,
         max_item: 4096,
@@ -41,7 +41,7 @@ fn manager() -> Manager<'static> {
     )
     .unwrap()]));
     let conns: Vec<Connection<'static>> = (0..16)
-        .map(|_| Connection::new(leak(0, 16 * 1024), leak(0, 32 * 1024), leak(0, 4096)))
+        .map(|_| Connection::new(leak(0, 16 * 1024), leak(0, tx), leak(0, 4096)))
         .collect();
     let conns = Box::leak(conns.into_boxed_slice());
     let mut m = Manager::new(
@@ -74,10 +74,14 @@ struct Transport {
 
 impl Transport {
     fn new() -> Self {
+        Self::with_tx(32 * 1024)
+    }
+
+    fn with_tx(tx: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         Transport {
-            m: manager(),
+            m: manager(tx),
             listener,
             socks: HashMap::new(),
             start: StdInstant::now(),
@@ -311,5 +315,40 @@ fn depot_and_python_share_a_queue() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An item whose Python reply cannot fit the connection's output is refused with
+/// `ValueError`, and stays queued for a reader that can take it.
+#[test]
+fn an_item_too_large_for_the_output_stays_queued() {
+    let mut t = Transport::with_tx(2048);
+    let port = t.listener.local_addr().unwrap().port();
+    let script = format!(
+        "from multiprocessing.managers import BaseManager as B\n\
+         B.register('jobs'); m = B(address=('127.0.0.1', {port}), authkey=b'secret')\n\
+         m.connect(); q = m.jobs(); q.put(b'x' * 3000)\n\
+         try:\n    q.get(timeout=1); raise SystemExit('must fail')\n\
+         except ValueError:\n    pass\n\
+         assert q.qsize() == 1\n\
+         q.put('small')\n"
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = t.run_until_exit(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = t.m.stat(0).unwrap();
+    assert_eq!(
+        (jobs.len, jobs.total_got),
+        (2, 0),
+        "both items still queued"
     );
 }
