@@ -266,6 +266,70 @@ mod tests {
         );
     }
 
+    fn hex(s: &str) -> [u8; 48] {
+        let mut out = [0; 48];
+        for (i, b) in out.iter_mut().enumerate().take(s.len() / 2) {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    fn prefixed(name: &[u8], mac: &[u8]) -> ([u8; 64], usize) {
+        let mut out = [0; 64];
+        out[..name.len()].copy_from_slice(name);
+        out[name.len()..name.len() + mac.len()].copy_from_slice(mac);
+        (out, name.len() + mac.len())
+    }
+
+    /// Known answers from CPython's `hmac` module (key `b"secret"`, nonce 32 × 7): every answer
+    /// Python 3.12+ accepts is accepted; a raw SHA-256 or a MAC over the random part is not.
+    #[test]
+    fn accepts_what_python_accepts() {
+        let key = PyKey::new(b"secret");
+        let nonce = [7; NONCE_LEN];
+        let md5 = hex("6dad5db059008a926d231a5f9979cad1");
+        let sha256 = hex("0e5ebc3d43968c062cb998892cf00c63806d3fd9dfd1bc3a977de69d5930af74");
+        let sha384 = hex(concat!(
+            "2f79f2fd15f12379cea42b4c06e5941627d9aed0a7738a0520fc938a745c8129",
+            "57cb061aa1d59282ccc7523e4fc4409f"
+        ));
+        assert_eq!(verify_answer(&key, &nonce, &md5[..16]), Ok(Digest::Md5));
+        for (name, mac, digest) in [
+            (&b"{md5}"[..], &md5[..16], Digest::Md5),
+            (b"{sha256}", &sha256[..32], Digest::Sha256),
+            (b"{sha384}", &sha384[..], Digest::Sha384),
+        ] {
+            let (answer, n) = prefixed(name, mac);
+            assert_eq!(verify_answer(&key, &nonce, &answer[..n]), Ok(digest));
+        }
+        assert!(verify_answer(&key, &nonce, &sha256[..32]).is_err());
+        let random_only = hex("c5cfe2ee9e5dcc65e582b11e3c652d82");
+        assert_eq!(
+            verify_answer(&key, &nonce, &random_only[..16]),
+            Err(HandshakeError::WrongKey)
+        );
+        // Answers to a 3.8–3.11 challenge (20 bytes: raw MD5) and to a `{sha384}` one.
+        let mut out = [0; MAX_ANSWER_LEN];
+        let mut challenge = [0u8; 11 + 48];
+        challenge[..11].copy_from_slice(b"#CHALLENGE#");
+        for (i, b) in challenge[11..31].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let n = answer_challenge(&key, &challenge[..31], &mut out).unwrap();
+        assert_eq!(out[..n], hex("7defa9cc46abc3583325d17ccda75190")[..16]);
+        challenge[11..19].copy_from_slice(b"{sha384}");
+        for (i, b) in challenge[19..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let n = answer_challenge(&key, &challenge, &mut out).unwrap();
+        let want = hex(concat!(
+            "bae78a3376369f7b803a8473318a9b7062495b47434159ac84fc92ddb33c51b2",
+            "77c44c3edd9a5f9cb7d628f21abe2665"
+        ));
+        assert_eq!(&out[..8], b"{sha384}");
+        assert_eq!(out[8..n], want[..]);
+    }
+
     #[test]
     fn answers_round_trip() {
         let key = PyKey::new(b"secret");
