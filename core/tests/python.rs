@@ -196,6 +196,7 @@ fn replay(version: &str) {
             if out[header..len] == *b"#FAILURE#" {
                 failures += 1;
                 assert!(close);
+                assert!(!py.is_authenticated());
             }
             pending = Some(Box::leak(out[header..len].to_vec().into_boxed_slice()));
         }

@@ -127,6 +127,8 @@ pub struct PyConn {
     state: State,
     /// `accept_connection` was called: proxy calls follow, replies keep the connection open.
     proxy: bool,
+    /// Both sides proved the key.
+    authenticated: bool,
 }
 
 /// What a reply carries: the Python value after `'#RETURN'`, or an error.
@@ -152,6 +154,7 @@ impl PyConn {
         PyConn {
             state: State::AwaitAnswer { nonce },
             proxy: false,
+            authenticated: false,
         }
     }
 
@@ -167,7 +170,7 @@ impl PyConn {
 
     /// Whether both sides proved the key.
     pub fn is_authenticated(&self) -> bool {
-        matches!(self.state, State::Ready | State::Busy(_) | State::Done)
+        self.authenticated
     }
 
     /// Whether an [`Step::Execute`]d operation awaits its reply.
@@ -218,6 +221,7 @@ impl PyConn {
             State::AwaitVerdict => {
                 if body == WELCOME {
                     self.state = State::Ready;
+                    self.authenticated = true;
                     Step::Wait
                 } else if body == FAILURE {
                     self.close(PyClose::AuthFailed)
