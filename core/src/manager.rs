@@ -196,6 +196,13 @@ enum Step {
 
 /// Storage for serving Python clients (see [`Manager::serve_python`]); one set serves every
 /// connection, since the manager handles one frame at a time.
+///
+/// Sizing: a request needs some twenty nodes plus about two per value in its item (a
+/// [`Node`](crate::python::pickle::Node) is 24 bytes), a stack as deep as its items nest plus
+/// their widest tuple, and a memo slot per string or container Python memoizes. A request that
+/// needs more is answered with a `RemoteError` and changes nothing. Each connection's transmit
+/// buffer must hold [`SMALL_REPLY_BOUND`](crate::python::conn::SMALL_REPLY_BOUND) beyond its
+/// depot needs; a `get` reply is about as long as its item.
 #[cfg(feature = "python")]
 pub struct PythonStorage<'a> {
     /// Decodes requests.
