@@ -34,12 +34,14 @@ fn manager(tx: usize) -> Manager<'static> {
         capacity: 64,
         max_item: 4096,
     };
-    let objects = Box::leak(Box::new([ObjectSlot::queue(
-        "jobs",
-        spec,
-        leak(0, 64 * 1024),
-    )
-    .unwrap()]));
+    let small = QueueSpec {
+        capacity: 2,
+        max_item: 64,
+    };
+    let objects = Box::leak(Box::new([
+        ObjectSlot::queue("jobs", spec, leak(0, 64 * 1024)).unwrap(),
+        ObjectSlot::queue("small", small, leak(0, 1024)).unwrap(),
+    ]));
     let conns: Vec<Connection<'static>> = (0..16)
         .map(|_| Connection::new(leak(0, 16 * 1024), leak(0, tx), leak(0, 4096)))
         .collect();
@@ -351,4 +353,44 @@ fn an_item_too_large_for_the_output_stays_queued() {
         (2, 0),
         "both items still queued"
     );
+}
+
+/// `put` on a full queue: `queue.Full` at once or after the timeout, and a blocked `put`
+/// (parked in the manager, no thread) completes when a `get` makes room.
+#[test]
+fn full_queue_and_blocked_put() {
+    let mut t = Transport::new();
+    let port = t.listener.local_addr().unwrap().port();
+    let script = format!(
+        "import queue, threading, time\n\
+         from multiprocessing.managers import BaseManager as B\n\
+         B.register('small'); m = B(address=('127.0.0.1', {port}), authkey=b'secret')\n\
+         m.connect(); q = m.small(); q.put(1); q.put(2)\n\
+         assert q.full() and q.qsize() == 2\n\
+         for call in (lambda: q.put_nowait(3), lambda: q.put(3, False), lambda: q.put(3, timeout=0.2)):\n\
+         \x20   try:\n\
+         \x20       call(); raise SystemExit('must be full')\n\
+         \x20   except queue.Full:\n\
+         \x20       pass\n\
+         t = threading.Thread(target=lambda: q.put(3)); t.start(); time.sleep(0.3)\n\
+         assert t.is_alive() and q.qsize() == 2\n\
+         m2 = B(address=('127.0.0.1', {port}), authkey=b'secret'); m2.connect()\n\
+         assert m2.small().get() == 1\n\
+         t.join(5); assert not t.is_alive()\n\
+         assert [q.get(), q.get()] == [2, 3]\n"
+    );
+    let child = Command::new("python3")
+        .args(["-c", &script])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = t.run_until_exit(child);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small = t.m.stat(1).unwrap();
+    assert_eq!((small.total_put, small.total_got, small.len), (3, 3, 0));
 }
