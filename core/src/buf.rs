@@ -226,6 +226,26 @@ impl<'a> TxBuf<'a> {
         Ok(())
     }
 
+    /// Appends bytes `write` produces (whole frames of another protocol, no MAC); `write`
+    /// returns the bytes it wrote or `None` when `out` is too small.
+    #[cfg(feature = "python")]
+    pub(crate) fn push_raw(
+        &mut self,
+        need: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<(), NoRoom> {
+        debug_assert!(!self.frame_open());
+        self.compact();
+        self.data.reserve(self.end.saturating_add(need));
+        let out = self.data.get_mut(self.end..).ok_or(NoRoom)?;
+        let n = write(out).ok_or(NoRoom)?;
+        self.end += n;
+        self.sealed = self.end;
+        // Not depot frames: nothing in them is read back (see `unsent`).
+        self.plain_end = self.end;
+        Ok(())
+    }
+
     /// Appends a message to the open frame, sealing it and opening another when the message
     /// would push it past `max_body` (the peer's frame limit, tag included).
     pub(crate) fn push<T: Serialize>(

@@ -20,7 +20,7 @@ use crate::time::Instant;
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
-    NONCE_LEN, TAG_LEN, VERSION,
+    NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, VERSION,
 };
 
 /// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
@@ -485,6 +485,17 @@ impl<'a> Client<'a> {
             Peek::Frame { body_len } => body_len,
         };
         let body = &self.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+        if matches!(self.state, State::SentHello { .. }) && body.starts_with(PY_CHALLENGE) {
+            // A depot manager greets Python clients first; its marker says it speaks depot too.
+            if body.get(PY_MANAGER_MARKER_AT..PY_MANAGER_MARKER_AT + PY_MANAGER_MARKER.len())
+                != Some(&PY_MANAGER_MARKER[..])
+            {
+                self.close(Error::Closed(CloseReason::BadMagic));
+                return Some(false);
+            }
+            self.rx.consume(HEADER_LEN + body_len);
+            return Some(false);
+        }
         let outcome = match self.state {
             State::SentHello {
                 nonce: client_nonce,

@@ -14,12 +14,14 @@
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //!
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
 //! - `log`: log through the `log` crate. Not together with `defmt`.
 //! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
 //!   can be `'static` and moved; without it every buffer is lent by the caller.
+//! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -36,6 +38,8 @@ pub mod client;
 pub mod error;
 pub mod manager;
 pub mod park;
+#[cfg(feature = "python")]
+pub mod python;
 pub mod queue;
 mod registry;
 pub mod storage;

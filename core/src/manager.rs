@@ -125,6 +125,13 @@ enum State {
         deadline: Instant,
     },
     Open(Session),
+    /// A Python `BaseManager` client (see `crate::python`).
+    #[cfg(feature = "python")]
+    Python {
+        py: crate::python::PyConn,
+        /// The handshake deadline (until both sides proved the key).
+        deadline: Instant,
+    },
     Closing(CloseReason),
 }
 
@@ -254,6 +261,36 @@ pub struct Resources<'a> {
     pub parked: ParkStore<'a>,
 }
 
+/// Storage for serving Python clients (see [`Manager::serve_python`]); one set serves every
+/// connection, since the manager handles one frame at a time.
+///
+/// Sizing: a request needs some twenty nodes plus about two per value in its item (a
+/// [`Node`](crate::python::pickle::Node) is 24 bytes), a stack as deep as its items nest plus
+/// their widest tuple, and a memo slot per string or container Python memoizes. A request that
+/// needs more is answered with a `RemoteError` and changes nothing. Each connection's transmit
+/// buffer must hold [`SMALL_REPLY_BOUND`](crate::python::conn::SMALL_REPLY_BOUND) beyond its
+/// depot needs; a `get` reply is about as long as its item.
+#[cfg(feature = "python")]
+pub struct PythonStorage<'a> {
+    /// Decodes requests.
+    pub request: crate::python::ScratchStore<'a>,
+    /// Holds a `put`'s item converted to depot's value encoding: as large as the largest item.
+    pub item: Managed<'a, u8>,
+    /// Writes back stored pickles in `get` replies.
+    pub reply: crate::python::ScratchStore<'a>,
+    /// Holds a `get`'s item in one piece while its reply is written: as large as the largest item.
+    pub join: Managed<'a, u8>,
+}
+
+#[cfg(feature = "python")]
+struct PythonSide<'a> {
+    key: crate::python::PyKey,
+    /// Taken while a request's operation (which borrows it) runs.
+    request: Option<(crate::python::ScratchStore<'a>, Managed<'a, u8>)>,
+    reply: crate::python::ScratchStore<'a>,
+    join: Managed<'a, u8>,
+}
+
 /// The manager state machine. See the module docs for how a transport drives it.
 pub struct Manager<'a> {
     config: ManagerConfig,
@@ -269,6 +306,8 @@ pub struct Manager<'a> {
     now: Instant,
     /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
     next_wake: Option<Instant>,
+    #[cfg(feature = "python")]
+    python: Option<PythonSide<'a>>,
 }
 
 impl<'a> Manager<'a> {
@@ -294,12 +333,27 @@ impl<'a> Manager<'a> {
             shutting_down: false,
             now: Instant::ZERO,
             next_wake: None,
+            #[cfg(feature = "python")]
+            python: None,
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
             manager.lists[List::Free as usize].head = i as u32;
         }
         manager
+    }
+
+    /// Serves Python `BaseManager` clients on the same connections, with the same `authkey`:
+    /// from now on every accepted connection is first sent a Python-style challenge, which
+    /// depot clients skip (PROTOCOL.md, "Python clients on the same port").
+    #[cfg(feature = "python")]
+    pub fn serve_python(&mut self, authkey: &[u8], storage: PythonStorage<'a>) {
+        self.python = Some(PythonSide {
+            key: crate::python::PyKey::new(authkey),
+            request: Some((storage.request, storage.item)),
+            reply: storage.reply,
+            join: storage.join,
+        });
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).
@@ -337,6 +391,19 @@ impl<'a> Manager<'a> {
         c.tx_progress = now;
         self.open_conns += 1;
         self.wake_at(deadline);
+        #[cfg(feature = "python")]
+        if self.python.is_some() {
+            let frame = crate::python::challenge_frame(&nonce);
+            let c = &mut self.conns[index as usize];
+            let sent = c.tx.push_raw(frame.len(), |out| {
+                out.get_mut(..frame.len())?.copy_from_slice(&frame);
+                Some(frame.len())
+            });
+            if sent.is_err() {
+                self.begin_close(index as usize, CloseReason::WriteStalled);
+            }
+            self.link(List::Ready, index as usize);
+        }
         Ok(ConnId(index))
     }
 
@@ -511,6 +578,17 @@ impl<'a> Manager<'a> {
                     CloseReason::WriteStalled,
                 ),
                 State::Open(_) => (None, CloseReason::FrameTimeout),
+                #[cfg(feature = "python")]
+                State::Python { py, deadline } if !py.is_authenticated() => {
+                    (Some(*deadline), CloseReason::HandshakeTimeout)
+                }
+                #[cfg(feature = "python")]
+                State::Python { .. } if !c.tx.is_empty() => (
+                    Some(c.tx_progress.add_millis(stall)),
+                    CloseReason::WriteStalled,
+                ),
+                #[cfg(feature = "python")]
+                State::Python { .. } => (None, CloseReason::FrameTimeout),
             };
             let frame_deadline = c.frame_deadline;
             if deadline.is_some_and(|d| d <= now) {
@@ -644,6 +722,8 @@ impl<'a> Manager<'a> {
                 State::Free | State::Closing(_) => return,
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
                 State::Open(_) => self.process_frame(i),
+                #[cfg(feature = "python")]
+                State::Python { .. } => self.process_python(i),
             };
             if !progressed {
                 break;
@@ -673,6 +753,16 @@ impl<'a> Manager<'a> {
         let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
         match c.state {
             State::AwaitHello { nonce, deadline } => {
+                #[cfg(feature = "python")]
+                if self.python.is_some() && body.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+                    // Not a depot hello: a Python client's answer to the challenge.
+                    c.state = State::Python {
+                        py: crate::python::PyConn::new(nonce),
+                        deadline,
+                    };
+                    c.peer_max = MAX_MAX_FRAME as usize;
+                    return true;
+                }
                 if body.len() < MAGIC.len() {
                     return self.reject(i, CloseReason::Malformed);
                 }
@@ -981,6 +1071,19 @@ impl<'a> Manager<'a> {
 
     /// Output bytes a get on `handle` may need on connection `i` whenever it is answered.
     fn get_reply_bound(&mut self, i: usize, handle: Handle, take: Take) -> usize {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            // The worst case is three pickle bytes per stored byte; real items take about
+            // one. Reserve no more than the output can hold: a reply that turns out larger is
+            // refused with `TooLarge` and its item stays queued.
+            let cap = self.conns[i].tx.capacity();
+            let most = cap.saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
+            return match self.registry.queue(handle) {
+                Ok(q) => crate::python::conn::item_reply_bound(q.queue.spec().max_item as usize)
+                    .min(most),
+                Err(_) => crate::python::conn::SMALL_REPLY_BOUND,
+            };
+        }
         let fit = self.item_fit(i);
         let cap = self.many_cap(i);
         match self.registry.queue(handle) {
@@ -1001,6 +1104,17 @@ impl<'a> Manager<'a> {
     /// Output bytes a get on `handle` needs on connection `i` if answered now: the items it
     /// would take, or a small reply (an error, or none at all when it parks).
     fn get_reply_now(&mut self, i: usize, handle: Handle, take: Take) -> usize {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            let small = crate::python::conn::SMALL_REPLY_BOUND;
+            let most = self.conns[i].tx.capacity().saturating_sub(TAG_LEN);
+            return match self.registry.queue(handle).map(|q| q.queue.front_len()) {
+                Ok(Some(len)) => crate::python::conn::item_reply_bound(len)
+                    .min(most)
+                    .max(small),
+                _ => small,
+            };
+        }
         match self.plan_take(i, handle, take) {
             Some((_, body)) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
             None => SMALL_REPLY_BOUND,
@@ -1341,6 +1455,11 @@ impl<'a> Manager<'a> {
     /// Takes the oldest items of `handle` into a reply to request `id` on connection `i`.
     /// An item the connection's frames cannot carry stays queued and the request gets `TooLarge`.
     fn deliver(&mut self, i: usize, id: u32, handle: Handle, take: Take) {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            self.python_deliver(i, handle);
+            return;
+        }
         let Some((count, body)) = self.plan_take(i, handle, take) else {
             let empty = self
                 .registry
@@ -1481,6 +1600,11 @@ impl<'a> Manager<'a> {
 
     /// Queues `reply` to request `id` on connection `i`.
     fn reply(&mut self, i: usize, id: u32, reply: &Reply) {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            self.python_reply(i, reply);
+            return;
+        }
         let c = &mut self.conns[i];
         let State::Open(session) = &mut c.state else {
             return;
@@ -1588,6 +1712,192 @@ impl<'t> ItemsOf<'t> {
             ItemsOf::Many(items) => (None, Some(items.iter())),
         };
         one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+#[cfg(feature = "python")]
+impl Manager<'_> {
+    /// Runs the next whole frame of Python connection `i`. `true` if one was consumed.
+    fn process_python(&mut self, i: usize) -> bool {
+        use crate::python::conn::{Step as PyStep, SMALL_REPLY_BOUND as PY_SMALL};
+        use crate::python::frame::{peek, Peek as PyPeek};
+        let limit = self.max_frame(i);
+        let c = &mut self.conns[i];
+        let State::Python { py, .. } = &mut c.state else {
+            return false;
+        };
+        if py.is_busy() {
+            // Python sends nothing while a call is out; anything more waits for its answer.
+            return false;
+        }
+        let (header, body) = match peek(c.rx.bytes(), py.max_body(limit)) {
+            PyPeek::Partial => return false,
+            PyPeek::TooLarge => {
+                self.begin_close(i, CloseReason::FrameTooLarge);
+                return false;
+            }
+            PyPeek::Invalid => {
+                self.begin_close(i, CloseReason::Malformed);
+                return false;
+            }
+            PyPeek::Frame { header, body } => (header, body),
+        };
+        if c.tx.free() < c.reserved + PY_SMALL {
+            // Room comes back as output drains.
+            return false;
+        }
+        let Some(side) = self.python.as_mut() else {
+            return false;
+        };
+        let Some((mut store, mut item)) = side.request.take() else {
+            return false;
+        };
+        let mut scratch = store.scratch();
+        let rx = core::mem::replace(&mut c.rx, RxBuf::new(Managed::empty()));
+        let frame = &rx.bytes()[header..header + body];
+        let mut out = [0u8; PY_SMALL];
+        let step = py.handle_frame(&side.key, frame, &mut scratch, &mut item, &mut out);
+        let done = if py.is_authenticated() {
+            CloseReason::PeerClosed
+        } else {
+            CloseReason::AuthFailed
+        };
+        let (consumed, close) = match step {
+            PyStep::Send { len, close } => {
+                let was_idle = c.tx.is_empty();
+                let pushed = c.tx.push_raw(len, |dst| {
+                    dst.get_mut(..len)?.copy_from_slice(&out[..len]);
+                    Some(len)
+                });
+                match pushed {
+                    Ok(()) => {
+                        self.output_queued(i, was_idle);
+                        (true, close.then_some(done))
+                    }
+                    Err(_) => (true, Some(CloseReason::WriteStalled)),
+                }
+            }
+            PyStep::Wait => (true, None),
+            PyStep::Close(why) => {
+                debug!("connection {}: python client closed: {:?}", i, why);
+                let reason = match why {
+                    crate::python::PyClose::AuthFailed => CloseReason::AuthFailed,
+                    _ => CloseReason::Unexpected,
+                };
+                (true, Some(reason))
+            }
+            PyStep::Execute(op) => match self.handle_request(i, Request { id: 0, op }) {
+                Step::Done => (true, None),
+                Step::Paused => {
+                    if let State::Python { py, .. } = &mut self.conns[i].state {
+                        py.retry();
+                    }
+                    (false, None)
+                }
+            },
+        };
+        if let Some(side) = self.python.as_mut() {
+            side.request = Some((store, item));
+        }
+        let c = &mut self.conns[i];
+        c.rx = rx;
+        if consumed {
+            c.rx.consume(header + body);
+        }
+        if let Some(reason) = close {
+            // A one-shot exchange is over (Python's manager closes first), or it failed.
+            self.begin_close(i, reason);
+            return false;
+        }
+        consumed && !matches!(self.conns[i].state, State::Closing(_))
+    }
+
+    /// Writes `reply` for Python connection `i`; `false` (and the connection closes) if it
+    /// could not be queued.
+    fn python_reply(&mut self, i: usize, reply: &Reply) -> bool {
+        if self.python_push(i, reply) {
+            return true;
+        }
+        self.begin_close(i, CloseReason::WriteStalled);
+        false
+    }
+
+    /// Queues `reply` for Python connection `i`; `false` if it does not fit the output (the
+    /// connection's Python state is then unchanged).
+    fn python_push(&mut self, i: usize, reply: &Reply) -> bool {
+        use crate::python::conn::Step as PyStep;
+        let Some(side) = self.python.as_mut() else {
+            return false;
+        };
+        let c = &mut self.conns[i];
+        let State::Python { py, .. } = &mut c.state else {
+            return false;
+        };
+        let was_idle = c.tx.is_empty();
+        let mut close = None;
+        let need = match reply {
+            Reply::Item { item, .. } => crate::python::conn::item_reply_bound(item.len()),
+            _ => crate::python::conn::SMALL_REPLY_BOUND,
+        };
+        let pushed = c.tx.push_raw(need, |out| {
+            match py.handle_reply(reply, &mut side.reply.scratch(), out) {
+                PyStep::Send { len, close: last } => {
+                    close = last.then_some(CloseReason::PeerClosed);
+                    Some(len)
+                }
+                _ => None,
+            }
+        });
+        if pushed.is_err() {
+            return false;
+        }
+        self.output_queued(i, was_idle);
+        if let Some(reason) = close {
+            // A one-shot exchange is over: Python's manager closes first.
+            self.begin_close(i, reason);
+        }
+        true
+    }
+
+    /// Takes the oldest item of `handle` into a reply on Python connection `i`; an item
+    /// larger than the join buffer stays queued and the call fails with `TooLarge`.
+    fn python_deliver(&mut self, i: usize, handle: Handle) {
+        let Some(side) = self.python.as_mut() else {
+            return;
+        };
+        let Ok(q) = self.registry.queue(handle) else {
+            return;
+        };
+        let Some((a, b)) = q.queue.front() else {
+            return;
+        };
+        let len = a.len() + b.len();
+        let Some(join) = side.join.get_mut(..len) else {
+            self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
+            return;
+        };
+        join[..a.len()].copy_from_slice(a);
+        join[a.len()..].copy_from_slice(b);
+        // The join buffer is lent to the reply; take it out of `self` meanwhile.
+        let join = core::mem::replace(&mut side.join, Managed::empty());
+        let sent = self.python_push(
+            i,
+            &Reply::Item {
+                handle,
+                item: &join[..len],
+            },
+        );
+        if let Some(side) = self.python.as_mut() {
+            side.join = join;
+        }
+        if sent {
+            if let Ok(q) = self.registry.queue(handle) {
+                q.queue.pop_front();
+            }
+        } else {
+            // The reply does not fit this connection's output: the item stays queued.
+            self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
+        }
     }
 }
 

@@ -53,6 +53,13 @@ impl<'a, T, const N: usize> From<&'a mut [T; N]> for Managed<'a, T> {
 }
 
 #[cfg(feature = "alloc")]
+impl<'a, T> From<&'a mut Vec<T>> for Managed<'a, T> {
+    fn from(vec: &'a mut Vec<T>) -> Self {
+        Managed::Borrowed(vec)
+    }
+}
+
+#[cfg(feature = "alloc")]
 impl<T> From<Vec<T>> for Managed<'_, T> {
     fn from(vec: Vec<T>) -> Self {
         Managed::Owned(vec)

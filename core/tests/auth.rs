@@ -248,6 +248,61 @@ fn client_rejects_an_impostor_manager() {
     assert!(!c.is_ready());
 }
 
+/// A depot manager greets first with a Python-style challenge carrying depot's marker (for
+/// Python clients on the same port): the client skips it, in any split, and connects.
+#[test]
+fn client_skips_the_python_greeting_of_a_depot_manager() {
+    for split in [1, 7, 64, 4096] {
+        let mut p = Pair::new(Setup::default());
+        let c = p.add_client_with_key(KEY);
+        let conn = p.peers[c].conn.unwrap();
+        let now = p.now;
+        let mut greeting = b"#CHALLENGE#{sha256}dpot/mgr".to_vec();
+        greeting.extend_from_slice(&[0x5a; 32]);
+        let mut bytes = (greeting.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&greeting);
+        let hello = client_out(&mut p.peers[c].client);
+        p.m.handle_input(conn, now, &hello);
+        bytes.extend_from_slice(&manager_out(&mut p.m, conn, now));
+        for chunk in bytes.chunks(split) {
+            assert_eq!(p.peers[c].client.handle_input(chunk), chunk.len());
+            assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+        }
+        let proof = client_out(&mut p.peers[c].client);
+        p.m.handle_input(conn, now, &proof);
+        let welcome = manager_out(&mut p.m, conn, now);
+        p.peers[c].client.handle_input(&welcome);
+        assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
+    }
+}
+
+/// A real Python manager's challenge has no depot marker: the client says the peer does not
+/// speak depot instead of waiting for an answer that never comes.
+#[test]
+fn client_recognises_a_python_manager() {
+    let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
+    let mut c = Client::new(
+        ClientConfig::default(),
+        KEY,
+        [7; 32],
+        Instant::ZERO,
+        &mut rx,
+        &mut tx,
+        &mut slots,
+    );
+    let _hello = client_out(&mut c);
+    // CPython 3.13's challenge: `{sha256}` and 40 random bytes.
+    let mut challenge = b"#CHALLENGE#{sha256}".to_vec();
+    challenge.extend_from_slice(&[0x11; 40]);
+    let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&challenge);
+    c.handle_input(&frame);
+    assert_eq!(
+        drain_events(&mut c),
+        vec![Seen::Closed(Error::Closed(CloseReason::BadMagic))]
+    );
+}
+
 /// A connected pair whose client does not write by itself; returns (pair, client).
 fn quiet_pair() -> (Pair, usize) {
     let mut setup = Setup::default();

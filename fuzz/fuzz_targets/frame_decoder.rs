@@ -1,5 +1,6 @@
 //! Arbitrary bytes into the decoding paths: a client in each handshake state and after it
-//! (raw, and as messages inside frames whose MACs verify), and the manager's handshake path.
+//! (raw, and as messages inside frames whose MACs verify), and the manager's handshake path,
+//! with Python serving on (from the first frame, and after a valid Python handshake).
 #![no_main]
 
 use depot_core::client::ClientConfig;
@@ -132,7 +133,54 @@ fn manager_case(mode: u8, sizes: u8, data: &[u8]) {
         parked: ParkStore::slots(&mut park[..], 64),
     };
     let mut m = Manager::new(ManagerConfig::default(), KEY, resources);
+    let (mut nodes, mut stack, mut memo) = (
+        vec![depot_core::python::pickle::Node::None; 64],
+        vec![0u32; 16],
+        vec![0u32; 16],
+    );
+    let (mut nodes2, mut stack2, mut memo2) = (nodes.clone(), stack.clone(), memo.clone());
+    let (mut item, mut join) = (vec![0u8; 64], vec![0u8; 64]);
+    if mode >= 6 {
+        // Python clients served on the same port.
+        m.serve_python(
+            KEY,
+            depot_core::manager::PythonStorage {
+                request: depot_core::python::ScratchStore {
+                    nodes: (&mut nodes[..]).into(),
+                    stack: (&mut stack[..]).into(),
+                    memo: (&mut memo[..]).into(),
+                },
+                item: (&mut item[..]).into(),
+                reply: depot_core::python::ScratchStore {
+                    nodes: (&mut nodes2[..]).into(),
+                    stack: (&mut stack2[..]).into(),
+                    memo: (&mut memo2[..]).into(),
+                },
+                join: (&mut join[..]).into(),
+            },
+        );
+    }
     let id = m.accept(Instant::ZERO, MN).unwrap();
+    if mode >= 6 {
+        let greeting = m.poll_transmit(id).len();
+        m.handle_transmitted(id, Instant::ZERO, greeting);
+    }
+    if mode == 7 {
+        // A valid Python answer, challenge and verdict: Python requests follow.
+        let mut challenge = b"{sha256}dpot/mgr".to_vec();
+        challenge.extend_from_slice(&MN);
+        let mut answer = b"{sha256}".to_vec();
+        answer.extend_from_slice(&depot_core::auth::hmac_sha256(KEY, &challenge));
+        let mut theirs = b"#CHALLENGE#".to_vec();
+        theirs.extend_from_slice(&[0x43; 20]);
+        for body in [&answer[..], &theirs[..], b"#WELCOME#"] {
+            let frame = plain_frame(body);
+            assert_eq!(m.handle_input(id, Instant::ZERO, &frame), frame.len());
+            let out = m.poll_transmit(id).len();
+            m.handle_transmitted(id, Instant::ZERO, out);
+        }
+        assert!(!m.wants_close(id));
+    }
     if mode == 5 {
         // A valid hello first: the manager now waits for the proof.
         let hello = hello_frame(&CN, 1024);
@@ -157,7 +205,7 @@ fuzz_target!(|input: &[u8]| {
     let [mode, sizes, data @ ..] = input else {
         return;
     };
-    match mode % 6 {
+    match mode % 8 {
         m @ 0..=3 => client_case(m, *sizes, data),
         m => manager_case(m, *sizes, data),
     }

@@ -1,0 +1,795 @@
+//! One Python connection, from the manager's side: handshake, then requests.
+//!
+//! The manager sends [`challenge_frame`] when it accepts a connection. When the first frame
+//! arrives and its body does not start with depot's `MAGIC`, the connection is a Python one:
+//! the manager makes a [`PyConn`] and hands it every whole frame body ([`PyConn::max_body`]
+//! bounds them; [`super::frame::peek`] finds them). Each call returns a [`Step`]:
+//!
+//! - [`Step::Send`]: write `out[..len]` (a whole frame) to the peer; if `close`, close the
+//!   connection once it is sent.
+//! - [`Step::Execute`]: run the [`Op`] on the registry and queues exactly as for a depot
+//!   client, now or later (a `get` on an empty queue parks as usual), then hand its [`Reply`]
+//!   to [`PyConn::handle_reply`], which writes the frame to send. Python sends nothing while a
+//!   call is outstanding; a frame that arrives anyway closes the connection.
+//! - [`Step::Wait`]: nothing to send; read on.
+//! - [`Step::Close`]: close the connection without sending anything more.
+//!
+//! Python's own rules decide the shape of every reply: public functions answer `#RETURN` or
+//! `#TRACEBACK` and the connection closes after one reply; after `accept_connection` the
+//! connection carries proxy calls, whose failures are `#ERROR` with the exception Python code
+//! catches (`queue.Empty`, `queue.Full`, `TypeError`, `ValueError`).
+//!
+//! An object's ident is `dq` and its handle in hex: any string serves Python clients, and this
+//! one works on every connection without a table. Depot does not count proxy references (a
+//! queue lives as long as the manager, as `lambda: q` does in Python): `incref` and `decref`
+//! only check that the object exists.
+
+use crate::wire::{ErrorCode, Handle, ManagerStatus, Op, QueueSize, Reply, Wait, NONCE_LEN};
+
+use super::frame::{self, MAX_HANDSHAKE_BODY};
+use super::handshake::{self, PyKey, CHALLENGE_BODY_LEN, FAILURE, MAX_ANSWER_LEN, WELCOME};
+use super::item;
+use super::pickle::{self, Node, Pickle, Scratch, Writer};
+
+/// The methods a depot queue exposes to Python proxies: `queue.Queue`'s, as Python 3.8–3.12
+/// managers list them.
+pub const EXPOSED: [&str; 9] = [
+    "empty",
+    "full",
+    "get",
+    "get_nowait",
+    "join",
+    "put",
+    "put_nowait",
+    "qsize",
+    "task_done",
+];
+
+/// Output bytes any reply other than a `get`'s needs, frame header included.
+pub const SMALL_REPLY_BOUND: usize = 512;
+
+/// Output bytes the reply to a `get` of a stored item of `item_len` bytes may need.
+pub const fn item_reply_bound(item_len: usize) -> usize {
+    // Header, `PROTO`, `'#RETURN'`, `TUPLE2`, `STOP`.
+    frame::SHORT_HEADER + 2 + 9 + 2 + item::pickle_bound(item_len)
+}
+
+/// Depot's challenge frame for the connection whose fresh nonce is `nonce`: send it on accept.
+pub fn challenge_frame(nonce: &[u8; NONCE_LEN]) -> [u8; 4 + CHALLENGE_BODY_LEN] {
+    let mut out = [0; 4 + CHALLENGE_BODY_LEN];
+    out[..4].copy_from_slice(&(CHALLENGE_BODY_LEN as u32).to_be_bytes());
+    out[4..].copy_from_slice(&handshake::challenge_body(nonce));
+    out
+}
+
+/// What the manager does next for a Python connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Step<'b> {
+    /// Send `out[..len]`; then read on, or close once it is sent if `close`.
+    Send {
+        /// Bytes of `out` to send (one frame).
+        len: usize,
+        /// Close after sending.
+        close: bool,
+    },
+    /// Run this operation and hand its reply to [`PyConn::handle_reply`] (now or later).
+    Execute(Op<'b>),
+    /// Nothing to send; read on.
+    Wait,
+    /// Close now.
+    Close(PyClose),
+}
+
+/// Why a Python connection ends without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PyClose {
+    /// The client refused the manager's answer (a different authkey).
+    AuthFailed,
+    /// A frame that the protocol does not allow here (or a malformed handshake message).
+    Unexpected,
+    /// `out` cannot hold the reply. After [`PyConn::handle_reply`] nothing changed: the
+    /// call still awaits an answer (give it a smaller one, such as an error, or close).
+    NoRoom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Create,
+    Exists,
+    GetMethods,
+    NumberOfObjects,
+    DebugInfo,
+    Shutdown,
+    Put,
+    Get,
+    Qsize,
+    Empty,
+    Full,
+    TaskDone,
+    Join,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitAnswer { nonce: [u8; NONCE_LEN] },
+    AwaitChallenge,
+    AwaitVerdict,
+    Ready,
+    Busy(Call),
+    Done,
+}
+
+/// The Python side of one connection. See the module docs.
+#[derive(Debug, Clone)]
+pub struct PyConn {
+    state: State,
+    /// `accept_connection` was called: proxy calls follow, replies keep the connection open.
+    proxy: bool,
+    /// Both sides proved the key.
+    authenticated: bool,
+}
+
+/// What a reply carries: the Python value after `'#RETURN'`, or an error.
+enum Out<'a> {
+    None,
+    Bool(bool),
+    Int(i64),
+    Text(&'a str),
+    Created(Handle),
+    Exposed,
+    Status(ManagerStatus),
+    Item(&'a [u8]),
+    /// `#ERROR` with `module.name(message)`.
+    Error(&'a str, &'a str, Option<&'a str>),
+    /// `#TRACEBACK` with this text.
+    Traceback(&'a str, &'a str),
+}
+
+impl PyConn {
+    /// A Python connection that was sent [`challenge_frame`]`(nonce)`; its first frame body
+    /// goes to [`PyConn::handle_frame`].
+    pub fn new(nonce: [u8; NONCE_LEN]) -> Self {
+        PyConn {
+            state: State::AwaitAnswer { nonce },
+            proxy: false,
+            authenticated: false,
+        }
+    }
+
+    /// The largest frame body to accept now: Python's 256 during the handshake, else `limit`.
+    pub fn max_body(&self, limit: usize) -> usize {
+        match self.state {
+            State::AwaitAnswer { .. } | State::AwaitChallenge | State::AwaitVerdict => {
+                MAX_HANDSHAKE_BODY
+            }
+            _ => limit,
+        }
+    }
+
+    /// Whether both sides proved the key.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// Whether an [`Step::Execute`]d operation awaits its reply.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.state, State::Busy(_))
+    }
+
+    /// Forgets the operation last [`Step::Execute`]d, which the manager could not run yet
+    /// (no output room): the same frame is handed to [`PyConn::handle_frame`] again later.
+    pub fn retry(&mut self) {
+        if let State::Busy(_) = self.state {
+            self.state = State::Ready;
+        }
+    }
+
+    /// Handles one whole frame body. `scratch` decodes requests; a `put`'s item is converted
+    /// into `item` (its size bounds the items Python can put); `out` receives the frame to send.
+    pub fn handle_frame<'b>(
+        &mut self,
+        key: &PyKey,
+        body: &'b [u8],
+        scratch: &'b mut Scratch<'_>,
+        item: &'b mut [u8],
+        out: &mut [u8],
+    ) -> Step<'b> {
+        match self.state {
+            State::AwaitAnswer { nonce } => match handshake::verify_answer(key, &nonce, body) {
+                Ok(_) => {
+                    self.state = State::AwaitChallenge;
+                    send(out, WELCOME, false)
+                }
+                Err(_) => {
+                    debug!("python: authentication failed");
+                    self.state = State::Done;
+                    send(out, FAILURE, true)
+                }
+            },
+            State::AwaitChallenge => {
+                let mut answer = [0; MAX_ANSWER_LEN];
+                match handshake::answer_challenge(key, body, &mut answer) {
+                    Ok(n) => {
+                        self.state = State::AwaitVerdict;
+                        send(out, &answer[..n], false)
+                    }
+                    Err(_) => self.close(PyClose::Unexpected),
+                }
+            }
+            State::AwaitVerdict => {
+                if body == WELCOME {
+                    self.state = State::Ready;
+                    self.authenticated = true;
+                    Step::Wait
+                } else if body == FAILURE {
+                    self.close(PyClose::AuthFailed)
+                } else {
+                    self.close(PyClose::Unexpected)
+                }
+            }
+            State::Ready => self.request(body, scratch, item, out),
+            State::Busy(_) | State::Done => self.close(PyClose::Unexpected),
+        }
+    }
+
+    /// Writes the answer to the operation [`Step::Execute`] asked for. `scratch` may be needed
+    /// to write back a stored pickle. `out` must hold [`SMALL_REPLY_BOUND`] bytes; a `get`'s
+    /// reply needs at most [`item_reply_bound`] of the item, usually about the item's length.
+    /// If the reply does not fit, this returns [`Step::Close`]`(`[`PyClose::NoRoom`]`)` and
+    /// changes nothing: leave the item queued and answer `Reply::Error(ErrorCode::TooLarge)`.
+    pub fn handle_reply(
+        &mut self,
+        reply: &Reply<'_>,
+        scratch: &mut Scratch<'_>,
+        out: &mut [u8],
+    ) -> Step<'static> {
+        let State::Busy(call) = self.state else {
+            return self.close(PyClose::Unexpected);
+        };
+        self.state = State::Ready;
+        let step = self.answer(call, reply, scratch, out);
+        if step == Step::Close(PyClose::NoRoom) {
+            self.state = State::Busy(call);
+        }
+        step
+    }
+
+    fn answer(
+        &mut self,
+        call: Call,
+        reply: &Reply<'_>,
+        scratch: &mut Scratch<'_>,
+        out: &mut [u8],
+    ) -> Step<'static> {
+        let o = match (call, *reply) {
+            (Call::Create, Reply::Opened(info)) => Out::Created(info.handle),
+            (Call::GetMethods, Reply::Size(_)) => Out::Exposed,
+            (
+                Call::Exists | Call::Put | Call::TaskDone | Call::Join | Call::Shutdown,
+                Reply::Done,
+            )
+            | (Call::Exists, Reply::Size(_)) => Out::None,
+            (Call::NumberOfObjects, Reply::Status(s)) => Out::Int(s.objects.into()),
+            (Call::DebugInfo, Reply::Status(s)) => Out::Status(s),
+            (Call::Get, Reply::Item { item, .. }) => Out::Item(item),
+            (Call::Qsize, Reply::Size(s)) => Out::Int(s.len.into()),
+            (Call::Empty, Reply::Size(QueueSize { len, .. })) => Out::Bool(len == 0),
+            (Call::Full, Reply::Size(QueueSize { full, .. })) => Out::Bool(full),
+            (_, Reply::Error(code)) => error_out(call, code),
+            _ => Out::Traceback("RuntimeError", "unexpected reply from the manager"),
+        };
+        self.reply(o, scratch, out)
+    }
+
+    fn close(&mut self, why: PyClose) -> Step<'static> {
+        self.state = State::Done;
+        Step::Close(why)
+    }
+
+    /// Writes a reply frame; one-shot connections close after it.
+    fn reply<'b>(&mut self, o: Out<'_>, scratch: &mut Scratch<'_>, out: &mut [u8]) -> Step<'b> {
+        let before = self.state;
+        let close = !self.proxy;
+        if close {
+            self.state = State::Done;
+        }
+        let written = out.get_mut(frame::SHORT_HEADER..).and_then(|body| {
+            let mut w = Writer::new(body);
+            write_reply(&mut w, &o, scratch);
+            w.finish().ok()
+        });
+        match written.and_then(|len| Some(frame::write_header(out, len)? + len)) {
+            Some(len) => Step::Send { len, close },
+            None => {
+                // Nothing is lost: the caller may answer again (with an error) or close.
+                self.state = before;
+                Step::Close(PyClose::NoRoom)
+            }
+        }
+    }
+
+    fn execute<'b>(&mut self, call: Call, op: Op<'b>) -> Step<'b> {
+        self.state = State::Busy(call);
+        Step::Execute(op)
+    }
+
+    fn request<'b>(
+        &mut self,
+        body: &'b [u8],
+        scratch: &'b mut Scratch<'_>,
+        item: &'b mut [u8],
+        out: &mut [u8],
+    ) -> Step<'b> {
+        let mut no_scratch = Scratch {
+            nodes: &mut [],
+            stack: &mut [],
+            memo: &mut [],
+        };
+        let p = match pickle::decode(body, scratch) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("python: undecodable request: {:?}", e);
+                let text = match e {
+                    pickle::PickleError::TooManyNodes
+                    | pickle::PickleError::StackFull
+                    | pickle::PickleError::MemoFull => "request too complex for this manager",
+                    pickle::PickleError::UnsupportedOpcode(_) => "unsupported pickle opcode",
+                    _ => "malformed pickle",
+                };
+                return self.reply(
+                    Out::Traceback("UnpicklingError", text),
+                    &mut no_scratch,
+                    out,
+                );
+            }
+        };
+        let parsed = parse(&p);
+        let Some((ident, method, args, kwds)) = parsed else {
+            return self.reply(
+                Out::Traceback("ValueError", "a request is (ident, method, args, kwds)"),
+                &mut no_scratch,
+                out,
+            );
+        };
+        let o = if self.proxy {
+            match self.proxy_call(&p, ident, method, args, kwds, item) {
+                Ok((call, op)) => return self.execute(call, op),
+                Err(o) => o,
+            }
+        } else {
+            match self.public(&p, method, args, kwds) {
+                Ok((call, op)) => return self.execute(call, op),
+                Err(o) => o,
+            }
+        };
+        self.reply(o, &mut no_scratch, out)
+    }
+
+    /// A public function on a fresh connection (`Err`: the answer, given at once).
+    fn public<'b>(
+        &mut self,
+        p: &Pickle<'b>,
+        method: &'b str,
+        args: Args<'b>,
+        kwds: Args<'b>,
+    ) -> Result<(Call, Op<'b>), Out<'b>> {
+        let one_arg = || -> Option<u32> {
+            let mut a = args.clone();
+            let first = a.next();
+            (a.next().is_none() && kwds.len() == 0)
+                .then_some(first)
+                .flatten()
+        };
+        let no_args = args.len() == 0 && kwds.len() == 0;
+        let bad_args = Out::Traceback("TypeError", "wrong arguments");
+        match method {
+            "dummy" if no_args => Err(Out::None),
+            "accept_connection" => {
+                // The argument names the client thread; informational only.
+                self.proxy = true;
+                Err(Out::None)
+            }
+            "create" => {
+                let typeid = one_arg().and_then(|i| p.str(i)).ok_or(Out::Traceback(
+                    "TypeError",
+                    "create() takes a typeid and no arguments for a depot queue",
+                ))?;
+                Ok((Call::Create, Op::Open { name: typeid }))
+            }
+            "incref" | "decref" => {
+                let handle = one_arg()
+                    .and_then(|i| p.str(i))
+                    .and_then(parse_ident)
+                    .ok_or(Out::Traceback("KeyError", "no such ident"))?;
+                Ok((Call::Exists, Op::Size { handle }))
+            }
+            "get_methods" => {
+                let handle = one_arg()
+                    .and_then(|i| token_ident(p, i))
+                    .and_then(parse_ident)
+                    .ok_or(Out::Traceback("KeyError", "no such ident"))?;
+                Ok((Call::GetMethods, Op::Size { handle }))
+            }
+            "number_of_objects" if no_args => Ok((Call::NumberOfObjects, Op::Status)),
+            "debug_info" if no_args => Ok((Call::DebugInfo, Op::Status)),
+            "shutdown" if no_args => Ok((Call::Shutdown, Op::Shutdown)),
+            "dummy" | "number_of_objects" | "debug_info" | "shutdown" => Err(bad_args),
+            _ => Err(Out::Traceback("AssertionError", "unrecognized function")),
+        }
+    }
+
+    /// A method call on a proxy connection (`Err`: the answer, given at once).
+    fn proxy_call<'b>(
+        &mut self,
+        p: &Pickle<'b>,
+        ident: Option<&'b str>,
+        method: &'b str,
+        args: Args<'b>,
+        kwds: Args<'b>,
+        item_buf: &'b mut [u8],
+    ) -> Result<(Call, Op<'b>), Out<'b>> {
+        let handle = ident
+            .and_then(parse_ident)
+            .ok_or(Out::Traceback("KeyError", "no such ident"))?;
+        let (call, params): (Call, &[&str]) = match method {
+            "put" => (Call::Put, &["item", "block", "timeout"]),
+            "put_nowait" => (Call::Put, &["item"]),
+            "get" => (Call::Get, &["block", "timeout"]),
+            "get_nowait" => (Call::Get, &[]),
+            "qsize" => (Call::Qsize, &[]),
+            "empty" => (Call::Empty, &[]),
+            "full" => (Call::Full, &[]),
+            "task_done" => (Call::TaskDone, &[]),
+            "join" => (Call::Join, &[]),
+            "__repr__" | "__str__" => return Err(Out::Text("<depot queue>")),
+            _ => {
+                return Err(Out::Traceback(
+                    "AttributeError",
+                    "method not exposed by a depot queue",
+                ))
+            }
+        };
+        let mut bound = [pickle::NIL; 3];
+        bind(p, params, args, kwds, &mut bound)
+            .map_err(|m| Out::Error("builtins", "TypeError", Some(m)))?;
+        let nowait = method.ends_with("_nowait");
+        let (block, timeout) = match call {
+            Call::Put => (bound[1], bound[2]),
+            _ => (bound[0], bound[1]),
+        };
+        let wait = if nowait {
+            Wait::NoWait
+        } else {
+            wait_of(p, block, timeout)?
+        };
+        let op = match call {
+            Call::Put => {
+                let n = item::to_cbor(p, bound[0], item_buf).map_err(|e| {
+                    Out::Error(
+                        "builtins",
+                        "ValueError",
+                        Some(match e {
+                            item::ItemError::TooLarge => "item too large for this manager",
+                            item::ItemError::TooComplex => "item nested too deeply",
+                        }),
+                    )
+                })?;
+                Op::Put {
+                    handle,
+                    item: &item_buf[..n],
+                    wait,
+                }
+            }
+            Call::Get => Op::Get { handle, wait },
+            Call::TaskDone => Op::TaskDone { handle },
+            Call::Join => Op::Join {
+                handle,
+                wait: Wait::Forever,
+            },
+            _ => Op::Size { handle },
+        };
+        Ok((call, op))
+    }
+}
+
+type Args<'b> = pickle::Items<'b>;
+
+/// `(ident, method, args, kwds)`.
+fn parse<'b>(p: &Pickle<'b>) -> Option<(Option<&'b str>, &'b str, Args<'b>, Args<'b>)> {
+    let mut parts = p.tuple(p.root)?;
+    let (ident, method, args, kwds) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let ident = match p.node(ident)? {
+        Node::None => None,
+        _ => Some(p.str(ident)?),
+    };
+    let kwds = match p.node(kwds)? {
+        Node::Dict(seq) => p.items(seq),
+        _ => return None,
+    };
+    Some((ident, p.str(method)?, p.tuple(args)?, kwds))
+}
+
+/// Binds positional and keyword arguments to `params` as Python does; unbound ones stay NIL.
+/// The first parameter of `put` is required.
+fn bind(
+    p: &Pickle<'_>,
+    params: &[&str],
+    args: Args<'_>,
+    mut kwds: Args<'_>,
+    bound: &mut [u32; 3],
+) -> Result<(), &'static str> {
+    if args.len() > params.len() {
+        return Err("too many positional arguments");
+    }
+    for (k, a) in args.enumerate() {
+        bound[k] = a;
+    }
+    while let Some(key) = kwds.next() {
+        let value = kwds.next().ok_or("malformed keyword arguments")?;
+        let name = p.str(key).ok_or("keywords must be strings")?;
+        let k = params
+            .iter()
+            .position(|&n| n == name)
+            .ok_or("an unexpected keyword argument")?;
+        if bound[k] != pickle::NIL {
+            return Err("multiple values for an argument");
+        }
+        bound[k] = value;
+    }
+    if params.first() == Some(&"item") && bound[0] == pickle::NIL {
+        return Err("missing required argument: 'item'");
+    }
+    Ok(())
+}
+
+/// Python's `Queue.get/put(block, timeout)` rules as a depot wait.
+fn wait_of<'b>(p: &Pickle<'_>, block: u32, timeout: u32) -> Result<Wait, Out<'b>> {
+    let blocking = block == pickle::NIL || truthy(p, block);
+    if !blocking {
+        return Ok(Wait::NoWait);
+    }
+    let secs = match p.node(timeout) {
+        None | Some(Node::None) => return Ok(Wait::Forever),
+        Some(Node::Int(v)) => v as f64,
+        Some(Node::Bool(b)) => f64::from(u8::from(b)),
+        Some(Node::Float(v)) => v,
+        Some(Node::Long(_)) => return Ok(Wait::Forever),
+        Some(_) => {
+            return Err(Out::Error(
+                "builtins",
+                "TypeError",
+                Some("'timeout' must be a number or None"),
+            ))
+        }
+    };
+    if secs < 0.0 || secs.is_nan() {
+        return Err(Out::Error(
+            "builtins",
+            "ValueError",
+            Some("'timeout' must be a non-negative number"),
+        ));
+    }
+    let ms = secs * 1000.0;
+    if ms >= u32::MAX as f64 {
+        return Ok(Wait::Forever);
+    }
+    // Round up: never return before the time asked for.
+    let whole = ms as u32;
+    Ok(Wait::Millis(if (whole as f64) < ms {
+        whole + 1
+    } else {
+        whole
+    }))
+}
+
+/// Python truthiness of a decoded value (objects count as true, as without `__bool__`).
+fn truthy(p: &Pickle<'_>, i: u32) -> bool {
+    match p.node(i) {
+        Some(Node::None) => false,
+        Some(Node::Bool(b)) => b,
+        Some(Node::Int(v)) => v != 0,
+        Some(Node::Float(v)) => v != 0.0,
+        Some(Node::Str(s) | Node::Bytes(s) | Node::ByteArray(s) | Node::Long(s)) => s.len != 0,
+        Some(
+            Node::Tuple(s) | Node::List(s) | Node::Dict(s) | Node::Set(s) | Node::FrozenSet(s),
+        ) => s.len != 0,
+        _ => true,
+    }
+}
+
+/// The `id` of a pickled `Token` (`NEWOBJ` + `BUILD` with state `(typeid, address, id)`).
+fn token_ident<'b>(p: &Pickle<'b>, i: u32) -> Option<&'b str> {
+    let Node::NewObj { cls, state, .. } = p.node(i)? else {
+        return None;
+    };
+    let Node::Global { name, .. } = p.node(cls)? else {
+        return None;
+    };
+    if p.bytes(name) != b"Token" {
+        return None;
+    }
+    let mut fields = p.tuple(state)?;
+    fields.next()?;
+    fields.next()?;
+    p.str(fields.next()?)
+}
+
+/// The ident of `handle`: `dq` and lowercase hex.
+pub fn ident_of(handle: Handle, out: &mut [u8; 6]) -> &str {
+    out[..2].copy_from_slice(b"dq");
+    let mut n = 2;
+    let v = handle.0;
+    let digits = if v == 0 {
+        1
+    } else {
+        (16 - v.leading_zeros()).div_ceil(4) as usize
+    };
+    for k in (0..digits).rev() {
+        let d = ((v >> (4 * k)) & 0xf) as u8;
+        out[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+        n += 1;
+    }
+    core::str::from_utf8(&out[..n]).unwrap_or("dq")
+}
+
+/// The handle an ident names, if it is one depot hands out.
+pub fn parse_ident(ident: &str) -> Option<Handle> {
+    let hex = ident.strip_prefix("dq")?;
+    if hex.is_empty() || hex.len() > 4 || (hex.len() > 1 && hex.starts_with('0')) {
+        return None;
+    }
+    let mut v: u16 = 0;
+    for c in hex.bytes() {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u16::from(d);
+    }
+    Some(Handle(v))
+}
+
+fn error_out<'a>(call: Call, code: ErrorCode) -> Out<'a> {
+    let public = matches!(
+        call,
+        Call::Create
+            | Call::Exists
+            | Call::GetMethods
+            | Call::NumberOfObjects
+            | Call::DebugInfo
+            | Call::Shutdown
+    );
+    if public || code == ErrorCode::NoSuchObject {
+        let kind = match code {
+            ErrorCode::NoSuchObject | ErrorCode::InvalidName => "KeyError",
+            _ => "RuntimeError",
+        };
+        return Out::Traceback(kind, code.description());
+    }
+    match (call, code) {
+        (Call::Get, ErrorCode::Empty | ErrorCode::Timeout) => Out::Error("_queue", "Empty", None),
+        (Call::Put, ErrorCode::Full | ErrorCode::Timeout) => Out::Error("queue", "Full", None),
+        (_, ErrorCode::TaskDoneTooMany) => Out::Error(
+            "builtins",
+            "ValueError",
+            Some("task_done() called too many times"),
+        ),
+        (_, ErrorCode::TooLarge) => Out::Error("builtins", "ValueError", Some("item too large")),
+        (_, code) => Out::Error("builtins", "RuntimeError", Some(code.description())),
+    }
+}
+
+fn send(out: &mut [u8], body: &[u8], close: bool) -> Step<'static> {
+    match frame::write_frame(out, body) {
+        Some(len) => Step::Send { len, close },
+        None => Step::Close(PyClose::NoRoom),
+    }
+}
+
+/// `(kind, value)` as Python's manager pickles it.
+fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
+    w.proto();
+    let kind: &[u8] = match o {
+        Out::Error(..) => b"#ERROR",
+        Out::Traceback(..) => b"#TRACEBACK",
+        _ => b"#RETURN",
+    };
+    w.str(kind);
+    match *o {
+        Out::None => {
+            w.none();
+        }
+        Out::Bool(v) => {
+            w.bool(v);
+        }
+        Out::Int(v) => {
+            w.int(v.into());
+        }
+        Out::Text(t) => {
+            w.str(t.as_bytes());
+        }
+        Out::Created(handle) => {
+            let mut buf = [0; 6];
+            w.str(ident_of(handle, &mut buf).as_bytes());
+            write_exposed(w);
+            w.tuple(2);
+        }
+        Out::Exposed => write_exposed(w),
+        Out::Status(s) => {
+            // debug_info(): free text, one line per fact.
+            let mut text = [0u8; 160];
+            let n = status_text(&s, &mut text);
+            w.str(&text[..n]);
+        }
+        Out::Item(bytes) => item::to_pickle(bytes, w, scratch),
+        Out::Error(module, name, message) => {
+            w.exception(
+                module.as_bytes(),
+                name.as_bytes(),
+                message.map(str::as_bytes),
+            );
+        }
+        Out::Traceback(kind, text) => {
+            let mut buf = [0u8; 160];
+            let mut n = 0;
+            for part in [
+                "Traceback (depot manager):\n".as_bytes(),
+                kind.as_bytes(),
+                b": ",
+                text.as_bytes(),
+                b"\n",
+            ] {
+                let m = part.len().min(buf.len() - n);
+                buf[n..n + m].copy_from_slice(&part[..m]);
+                n += m;
+            }
+            w.str(&buf[..n]);
+        }
+    }
+    w.tuple(2).stop();
+}
+
+fn write_exposed(w: &mut Writer<'_>) {
+    w.mark();
+    for name in EXPOSED {
+        w.str(name.as_bytes());
+    }
+    w.tuple_from_mark();
+}
+
+fn status_text(s: &ManagerStatus, out: &mut [u8; 160]) -> usize {
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        let m = bytes.len().min(out.len() - n);
+        out[n..n + m].copy_from_slice(&bytes[..m]);
+        n += m;
+    };
+    for (label, v) in [
+        ("objects: ", s.objects),
+        ("\nconnections: ", s.connections),
+        ("\nmax_connections: ", s.max_connections),
+        ("\nblocked requests: ", s.waiters),
+    ] {
+        put(label.as_bytes());
+        let mut digits = [0u8; 10];
+        let mut k = digits.len();
+        let mut v = v;
+        loop {
+            k -= 1;
+            digits[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        put(&digits[k..]);
+    }
+    put(b"\n");
+    n
+}
