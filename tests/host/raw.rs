@@ -70,14 +70,20 @@ pub fn hello_frame() -> (Vec<u8>, [u8; NONCE_LEN]) {
     (plain_frame(&hello), nonce)
 }
 
-/// Reads a handshake frame; returns the message and its body as received.
+/// Reads a handshake frame; returns the message and its body as received. A depot manager
+/// greets every connection with a Python-style challenge first (PROTOCOL.md §11): skipped.
 fn read_plain<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<(T, Vec<u8>)> {
-    let mut header = [0u8; 4];
-    stream.read_exact(&mut header)?;
-    let len = u32::from_be_bytes(header) as usize;
-    assert!(len <= 128, "handshake frame of {len} bytes");
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
+    let body = loop {
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header)?;
+        let len = u32::from_be_bytes(header) as usize;
+        assert!(len <= 128, "handshake frame of {len} bytes");
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body)?;
+        if !body.starts_with(b"#CHALLENGE#") {
+            break body;
+        }
+    };
     let (msg, rest) = postcard::take_from_bytes::<T>(&body).expect("decode handshake message");
     assert!(rest.is_empty(), "trailing bytes in a handshake frame");
     Ok((msg, body))

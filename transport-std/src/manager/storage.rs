@@ -6,6 +6,9 @@
 //! empty, so memory follows the traffic, not `max_connections`.
 
 use depot_core::client::PUT_OVERHEAD;
+use depot_core::manager::PythonStorage;
+use depot_core::python::pickle::Node;
+use depot_core::python::ScratchStore;
 use depot_core::wire::{
     item_reply_bound, valid_name, QueueSpec, HEADER_LEN, MAX_MAX_FRAME, SMALL_REPLY_BOUND, TAG_LEN,
 };
@@ -39,6 +42,8 @@ pub(crate) struct Plan {
     pub(crate) rx_len: usize,
     pub(crate) tx_len: usize,
     pub(crate) waiters: usize,
+    /// The largest item of any queue.
+    pub(crate) largest: usize,
 }
 
 impl Plan {
@@ -100,6 +105,7 @@ impl Plan {
             max_connections: b.max_connections,
             rx_len,
             tx_len,
+            largest,
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (b.max_connections * 2).max(256),
         })
@@ -138,6 +144,24 @@ fn checked(opts: &QueueOptions) -> Result<(QueueSpec, usize), String> {
         max_item: opts.max_item,
     };
     Ok((spec, storage))
+}
+
+/// Storage for serving Python `BaseManager` clients on the same port: one set for the whole
+/// manager (it decodes one request at a time), sized for items as large as any queue takes.
+pub(crate) fn python(plan: &Plan) -> PythonStorage<'static> {
+    // About two nodes per value in an item, a memo slot per container or string.
+    let nodes = (plan.largest / 2).clamp(4096, 1 << 20);
+    let scratch = || ScratchStore {
+        nodes: vec![Node::None; nodes].into(),
+        stack: vec![0; 1024].into(),
+        memo: vec![0; nodes / 2].into(),
+    };
+    PythonStorage {
+        request: scratch(),
+        item: vec![0; plan.largest].into(),
+        reply: scratch(),
+        join: vec![0; plan.largest].into(),
+    }
 }
 
 /// Builds the core manager's storage as `plan` sizes it.
