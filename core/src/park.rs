@@ -26,7 +26,7 @@ enum Kind<'a> {
         data: Managed<'a, u8>,
         slot_len: usize,
         /// In use, one bit a slot.
-        used: heapless::Vec<u32, 64>,
+        used: [u32; MAX_PARK_SLOTS / 32],
     },
     #[cfg(feature = "alloc")]
     Heap {
@@ -37,8 +37,8 @@ enum Kind<'a> {
     },
 }
 
-/// The most slots a lent store has (64 × 32 bits of bookkeeping).
-pub const MAX_PARK_SLOTS: usize = 64 * 32;
+/// The most slots a lent store has (more storage is left unused).
+pub const MAX_PARK_SLOTS: usize = 256;
 
 impl<'a> ParkStore<'a> {
     /// A store in lent (or given) bytes cut into slots of `slot_len` bytes: at most
@@ -47,9 +47,10 @@ impl<'a> ParkStore<'a> {
         let data = storage.into();
         let slot_len = slot_len.max(1);
         let count = (data.len() / slot_len).min(MAX_PARK_SLOTS);
-        let mut used = heapless::Vec::new();
-        for _ in 0..count.div_ceil(32) {
-            let _ = used.push(0);
+        // Slots past the storage are marked used for good, so they are never handed out.
+        let mut used = [u32::MAX; MAX_PARK_SLOTS / 32];
+        for slot in 0..count {
+            used[slot / 32] &= !(1 << (slot % 32));
         }
         ParkStore {
             kind: Kind::Slots {
@@ -81,8 +82,14 @@ impl<'a> ParkStore<'a> {
     /// Bytes of items parked now.
     pub fn bytes(&self) -> usize {
         match &self.kind {
-            Kind::Slots { used, slot_len, .. } => {
-                used.iter().map(|w| w.count_ones() as usize).sum::<usize>() * slot_len
+            Kind::Slots {
+                data,
+                used,
+                slot_len,
+            } => {
+                let unusable = MAX_PARK_SLOTS - (data.len() / slot_len).min(MAX_PARK_SLOTS);
+                let taken = used.iter().map(|w| w.count_ones() as usize).sum::<usize>();
+                (taken - unusable) * slot_len
             }
             #[cfg(feature = "alloc")]
             Kind::Heap { bytes, .. } => *bytes,
