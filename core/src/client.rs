@@ -79,6 +79,7 @@ impl Default for ClientConfig {
 /// What happened on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Event<'r> {
     /// The handshake finished: both sides proved the authkey; requests may be sent.
     Connected,

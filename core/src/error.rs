@@ -5,6 +5,7 @@ use crate::wire::{CloseReason, ErrorCode};
 /// Why a client operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Error {
     /// A non-blocking `get` found the queue empty.
     Empty,

@@ -77,6 +77,7 @@ impl Default for ManagerConfig {
 /// Why a connection could not be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum AcceptError {
     /// Every connection slot is in use; [`encode_busy`] gives bytes to tell the peer.
     Busy,
@@ -407,7 +408,10 @@ impl<'a> Manager<'a> {
         Ok(ConnId(index))
     }
 
-    /// Free space to read bytes into (empty while the connection's input is paused or closing).
+    /// Free space to read bytes into: empty for a free or closing connection. A connection
+    /// whose input is paused still gets the rest of its buffer (a lent buffer is fixed; an owned
+    /// one grows only to hold a frame whose header it has read), so a paused peer fills it
+    /// and then its socket.
     pub fn rx_space(&mut self, id: ConnId) -> &mut [u8] {
         match self.conns.get_mut(id.0 as usize) {
             Some(c) if matches!(c.state, State::Free | State::Closing(_)) => &mut [],

@@ -131,6 +131,7 @@ pub enum Wait {
 /// The kinds of shared object. Only queues exist today; events, values and locks will join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ObjectKind {
     /// A bounded FIFO of byte items with `task_done`/`join`.
     Queue,
@@ -226,6 +227,7 @@ pub struct Request<'a> {
 /// Every operation a client can ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Op<'a> {
     /// Look an object up by name. Reply: `Opened` or `NoSuchObject`.
     Open {
@@ -324,6 +326,7 @@ pub enum Op<'a> {
 /// Manager to client, after the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Message<'a> {
     /// The answer to the request with this id.
     Reply {
@@ -340,6 +343,7 @@ pub enum Message<'a> {
 /// The outcome of one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Reply<'a> {
     /// Success with nothing to return.
     Done,
@@ -381,6 +385,7 @@ pub enum Reply<'a> {
 /// Why a request failed. The connection stays usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// A non-blocking `get` found the queue empty.
     Empty,
@@ -417,6 +422,7 @@ pub enum ErrorCode {
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer does not know the authkey (or is not the manager it claims to be).
     AuthFailed,

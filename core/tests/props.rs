@@ -538,6 +538,7 @@ fn drain_one(c: &mut Client<'_>) -> Option<Seen> {
         Event::Connected => Seen::Connected,
         Event::Reply { id, reply } => Seen::Reply(id, Owned::from_reply(&reply)),
         Event::Closed(e) => Seen::Closed(e),
+        other => panic!("an unknown event: {other:?}"),
     })
 }
 

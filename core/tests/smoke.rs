@@ -78,8 +78,8 @@ fn handshake_put_get() {
                     reply: Reply::Item { item, .. },
                     ..
                 } => got = Some(item.to_vec()),
-                Event::Reply { .. } => {}
                 Event::Closed(e) => panic!("closed: {e}"),
+                _ => {}
             }
         }
         if connected && !sent {

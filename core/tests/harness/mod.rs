@@ -76,6 +76,7 @@ impl Owned {
             Reply::Error(code) => Owned::Error(code),
             Reply::Accepted { count, error } => Owned::Accepted(count, error),
             Reply::Items { items, .. } => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            other => panic!("a reply the harness does not know: {other:?}"),
         }
     }
 }
@@ -96,6 +97,7 @@ pub fn drain_events(client: &mut Client<'_>) -> Vec<Seen> {
             Event::Connected => Seen::Connected,
             Event::Reply { id, reply } => Seen::Reply(id, Owned::from_reply(&reply)),
             Event::Closed(e) => Seen::Closed(e),
+            other => panic!("an event the harness does not know: {other:?}"),
         });
     }
     out

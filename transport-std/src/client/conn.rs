@@ -101,6 +101,8 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            // A reply this client never asks for.
+            _ => Outcome::Error(ErrorCode::WrongKind),
         }
     }
 }
@@ -508,7 +510,7 @@ impl Conn {
             let event = g.core.with(|c| match c.poll_event() {
                 Some(Event::Reply { id, reply }) => Some(Ok((id, Outcome::from_reply(reply)))),
                 Some(Event::Closed(e)) => Some(Err(e)),
-                Some(Event::Connected) | None => None,
+                _ => None,
             });
             match event {
                 Some(Ok((id, outcome))) => {

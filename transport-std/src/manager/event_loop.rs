@@ -310,7 +310,7 @@ impl Loop<'_> {
                 let _ = stream.shutdown(Shutdown::Write);
                 return;
             }
-            Err(AcceptError::ShuttingDown) => return,
+            Err(_) => return,
         };
         let i = id.0 as usize;
         let registered = self.poll.registry().register(
