@@ -14,6 +14,7 @@
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
@@ -33,6 +34,7 @@ pub mod manager;
 pub mod queue;
 mod registry;
 pub mod time;
+pub mod value;
 mod waiters;
 pub mod wire;
 
