@@ -34,6 +34,8 @@ pub enum Error {
     ShuttingDown,
     /// The operation does not apply to this kind of object.
     WrongKind,
+    /// A value queue refused an item that is not one well-formed value.
+    InvalidValue,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -65,6 +67,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::NotAllowed => Error::NotAllowed,
             ErrorCode::ShuttingDown => Error::ShuttingDown,
             ErrorCode::WrongKind => Error::WrongKind,
+            ErrorCode::InvalidValue => Error::InvalidValue,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Error {
             Error::NotAllowed => ErrorCode::NotAllowed,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::WrongKind => ErrorCode::WrongKind,
+            Error::InvalidValue => ErrorCode::InvalidValue,
             _ => return None,
         })
     }

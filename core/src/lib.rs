@@ -44,4 +44,4 @@ pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig};
 pub use registry::{DeclareError, ObjectSlot};
 pub use time::Instant;
 pub use waiters::Waiter;
-pub use wire::{Handle, ObjectInfo, QueueSpec, Wait};
+pub use wire::{Handle, ObjectInfo, QueueMode, QueueSpec, Wait};

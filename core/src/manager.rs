@@ -903,6 +903,12 @@ impl<'a> Manager<'a> {
             self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
             return Step::Done;
         }
+        if q.queue.spec().mode == crate::wire::QueueMode::Value
+            && crate::value::validate(item).is_err()
+        {
+            self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
+            return Step::Done;
+        }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
             self.reply(i, id, &Reply::Done);

@@ -136,6 +136,30 @@ pub struct QueueSpec {
     pub capacity: u32,
     /// The largest item, in bytes.
     pub max_item: u32,
+    /// What the queue accepts as an item (protocol version 2).
+    pub mode: QueueMode,
+}
+
+/// What a queue accepts as an item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum QueueMode {
+    /// Only one well-formed value of the value model (see [`crate::value`]); anything else is
+    /// refused with [`ErrorCode::InvalidValue`].
+    #[default]
+    Value,
+    /// Any bytes.
+    Raw,
+}
+
+impl QueueMode {
+    /// The mode's name, as `depot stat` shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QueueMode::Value => "value",
+            QueueMode::Raw => "raw",
+        }
+    }
 }
 
 /// What a client learns when it opens or creates an object.
@@ -346,6 +370,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The operation does not apply to this kind of object.
     WrongKind,
+    /// A `value` queue was given an item that is not one well-formed value (protocol
+    /// version 2).
+    InvalidValue,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -398,6 +425,7 @@ impl ErrorCode {
             ErrorCode::NotAllowed => "not allowed by the manager",
             ErrorCode::ShuttingDown => "manager is shutting down",
             ErrorCode::WrongKind => "wrong kind of object",
+            ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
         }
     }
 }
