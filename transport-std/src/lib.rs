@@ -48,6 +48,9 @@ mod client;
 mod error;
 mod manager;
 
+pub mod text;
+
 pub use client::{Client, Queue, QueueStat, RawQueue};
+pub use depot_core::QueueMode;
 pub use error::Error;
 pub use manager::{Manager, ManagerBuilder, ManagerHandle, QueueOptions};
