@@ -1495,7 +1495,13 @@ fn a_value_queue_refuses_what_is_not_one_value_and_changes_nothing() {
     let mut p = Pair::new(setup);
     let c = p.connect();
     let h = p.open(c, "q");
-    for garbage in [&b""[..], b"hello", b"\x82\x01", b"\x01\x02", b"\xc2\x41\x01"] {
+    for garbage in [
+        &b""[..],
+        b"hello",
+        b"\x82\x01",
+        b"\x01\x02",
+        b"\xc2\x41\x01",
+    ] {
         let id = p.put(c, h, garbage, Wait::NoWait);
         p.pump();
         assert_eq!(p.take(c, id), Some(Owned::Error(ErrorCode::InvalidValue)));

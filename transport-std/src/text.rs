@@ -42,7 +42,11 @@ fn print(d: &mut Decoder<'_>, out: &mut String) -> Result<(), ValueError> {
         Type::F16 => {
             let p = d.position();
             let half = d.input().get(p..p + 3).ok_or(ValueError::Truncated)?;
-            float(f64::from(value::from_slice::<f32>(half)?), &format!("{:?}", value::from_slice::<f32>(half)?), out);
+            float(
+                f64::from(value::from_slice::<f32>(half)?),
+                &format!("{:?}", value::from_slice::<f32>(half)?),
+                out,
+            );
             d.set_position(p + 3);
         }
         Type::F32 => {
@@ -68,7 +72,8 @@ fn print(d: &mut Decoder<'_>, out: &mut String) -> Result<(), ValueError> {
             let mut lone_special = false;
             for _ in 0..n {
                 if d.datatype()? == Type::String {
-                    lone_special = n == 1 && SPECIAL.contains(&d.str()?);
+                    let key = d.str()?;
+                    lone_special = n == 1 && SPECIAL.contains(&key);
                 } else {
                     text_keys = false;
                     skip_value(d)?;
@@ -184,7 +189,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -342,15 +351,14 @@ impl Parser<'_> {
             Some(b'"') => Ok(Node::Text(self.string()?)),
             Some(b'[') => Ok(Node::Array(self.items(b']', depth, |p, d| p.value(d))?)),
             Some(b'{') => self.object(depth),
-            Some(c) if c == b'-' || c.is_ascii_digit() || c == b'N' || c == b'I' => {
-                self.number()
-            }
+            Some(c) if c == b'-' || c.is_ascii_digit() || c == b'N' || c == b'I' => self.number(),
             Some(_) if self.word("true") => Ok(Node::Bool(true)),
             Some(_) if self.word("false") => Ok(Node::Bool(false)),
             Some(_) if self.word("null") => Ok(Node::Null),
-            Some(_) => Err(self.err(
-                "not a value (quote text as \"...\", or use --text for plain strings)",
-            )),
+            Some(_) => {
+                Err(self
+                    .err("not a value (quote text as \"...\", or use --text for plain strings)"))
+            }
         }
     }
 
@@ -389,7 +397,9 @@ impl Parser<'_> {
             if SPECIAL.contains(&key.as_str()) && self.eat(b':') {
                 let node = self.special(&key, depth)?;
                 if !self.eat(b'}') {
-                    return Err(self.err(&format!("expected '}}': {key} stands alone in its object")));
+                    return Err(
+                        self.err(&format!("expected '}}': {key} stands alone in its object"))
+                    );
                 }
                 return Ok(node);
             }
@@ -410,7 +420,11 @@ impl Parser<'_> {
                     return Err(self.err(&format!("{key} takes a base64 string")));
                 }
                 let b = unbase64(&self.string()?)?;
-                Ok(if key == "$bytes" { Node::Bytes(b) } else { Node::Pickle(b) })
+                Ok(if key == "$bytes" {
+                    Node::Bytes(b)
+                } else {
+                    Node::Pickle(b)
+                })
             }
             "$tuple" => {
                 if self.peek() != Some(b'[') {
@@ -442,7 +456,11 @@ impl Parser<'_> {
             self.i += 1;
         }
         if self.word("Infinity") {
-            let f = if negative { f64::NEG_INFINITY } else { f64::INFINITY };
+            let f = if negative {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
             return Ok(Node::Float(f));
         }
         if !negative && self.word("NaN") {
@@ -554,6 +572,7 @@ mod tests {
             "\"a \\\"quoted\\\" line\\n\"",
             "[]",
             "[1, [2, [3]], {\"k\": \"v\"}]",
+            "{\"a\": 1, \"b\": [0.5], \"c\": {\"$bytes\": \"AA==\"}}",
             "{}",
             "{\"$bytes\": \"AAEC/w==\"}",
             "{\"$python_pickle\": \"gARLAS4=\"}",

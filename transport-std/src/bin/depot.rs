@@ -120,7 +120,7 @@ struct PutArgs {
 
     /// The items, as values: 42, -1.5, '"text"', true, false, null, '[1, "a"]', '{"k": 2}'.
     /// Without any, each line of stdin is one item.
-    #[arg(value_name = "VALUE")]
+    #[arg(value_name = "VALUE", allow_negative_numbers = true)]
     values: Vec<OsString>,
 }
 
@@ -403,8 +403,9 @@ fn put(args: PutArgs, key: &[u8]) -> CliResult {
         let item = if args.raw {
             given.to_vec()
         } else {
-            let given = std::str::from_utf8(given)
-                .map_err(|_| CliError::Msg("a value must be UTF-8 text (use --raw for bytes)".into()))?;
+            let given = std::str::from_utf8(given).map_err(|_| {
+                CliError::Msg("a value must be UTF-8 text (use --raw for bytes)".into())
+            })?;
             if args.text {
                 encode_text(given)
             } else {
@@ -536,8 +537,10 @@ fn render_table(queues: &[QueueStat]) -> String {
     for row in &rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i < 2 {
+            if i == 0 {
                 line.push_str(&format!("{cell:<w$}"));
+            } else if i == 1 {
+                line.push_str(&format!("  {cell:<w$}"));
             } else {
                 line.push_str(&format!("  {cell:>w$}"));
             }
