@@ -58,12 +58,12 @@ pub enum Error {
     /// Another protocol error from the core.
     Protocol(depot_core::Error),
     /// A typed proxy could not encode an item as a value.
-    Encode(depot_core::value::ValueError),
+    Encode(Box<depot_core::value::ValueError>),
     /// A typed proxy took an item that is not a value of its type. The item has left the
     /// queue; its bytes are here, so nothing is lost.
     Decode {
         /// Why it is not a value of the type.
-        error: depot_core::value::ValueError,
+        error: Box<depot_core::value::ValueError>,
         /// The item's bytes as the queue held them.
         item: Vec<u8>,
     },

@@ -209,7 +209,7 @@ pub fn base64(bytes: &[u8]) -> String {
 fn unbase64(s: &str) -> Result<Vec<u8>, String> {
     let bad = || format!("not base64: \"{}\"", s.escape_debug());
     let body = s.trim_end_matches('=');
-    if s.len() % 4 != 0 || s.len() - body.len() > 2 {
+    if !s.len().is_multiple_of(4) || s.len() - body.len() > 2 {
         return Err(bad());
     }
     let mut out = Vec::with_capacity(body.len() * 3 / 4);

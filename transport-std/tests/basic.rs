@@ -77,7 +77,7 @@ fn typed_round_trip() {
     match q.get() {
         Err(Error::Decode { item, error }) => {
             assert_eq!(item, [0xff; 3]);
-            assert_eq!(error, depot_core::value::ValueError::Malformed);
+            assert_eq!(*error, depot_core::value::ValueError::Malformed);
         }
         other => panic!("{other:?}"),
     }

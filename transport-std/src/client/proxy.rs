@@ -417,9 +417,12 @@ impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
 }
 
 fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
-    value::to_writer(item, Vec::new()).map_err(Error::Encode)
+    value::to_writer(item, Vec::new()).map_err(|e| Error::Encode(Box::new(e)))
 }
 
 fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
-    value::from_slice(&item).map_err(|error| Error::Decode { error, item })
+    value::from_slice(&item).map_err(|error| Error::Decode {
+        error: Box::new(error),
+        item,
+    })
 }
