@@ -19,6 +19,7 @@
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
 //! - `log`: log through the `log` crate. Not together with `defmt`.
+//! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -166,6 +166,7 @@ fn integers_beyond_64_bits_are_refused() {
     ));
 }
 
+#[cfg(feature = "messages")]
 #[test]
 fn a_wrong_type_says_what_it_found() {
     let err = value::from_slice::<u32>(&enc("abc")).unwrap_err();

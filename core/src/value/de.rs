@@ -55,7 +55,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             }
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => visitor.visit_u64(self.d.u64()?),
             Type::I8 | Type::I16 | Type::I32 | Type::I64 => visitor.visit_i64(self.d.i64()?),
-            Type::Int => visitor.visit_i128(i128::from(self.d.int()?)),
+            // Below i64::MIN: only i128 takes it (see `deserialize_i128`). Not visiting i128
+            // here keeps serde's i128 formatting out of firmware.
+            Type::Int => Err(de::Error::custom("integer below -2^63 for this type")),
             Type::F16 => visitor.visit_f32(read_f16(&mut self.d)?),
             Type::F32 => visitor.visit_f32(self.d.f32()?),
             Type::F64 => visitor.visit_f64(self.d.f64()?),
@@ -84,10 +86,19 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 
     forward!(deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
         deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
         deserialize_string deserialize_bytes deserialize_byte_buf deserialize_seq
         deserialize_map deserialize_identifier deserialize_ignored_any);
+
+    fn deserialize_i128<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self.d.datatype()? {
+            Type::Int | Type::I64 | Type::I32 | Type::I16 | Type::I8 => {
+                visitor.visit_i128(i128::from(self.d.int()?))
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
         if self.d.datatype()? == Type::Null {

@@ -96,6 +96,9 @@ impl fmt::Display for ValueError {
                 "the item is an opaque Python value (a pickle depot cannot map), \
                  not readable as this type",
             ),
+            ValueError::Mismatch(m) if m.as_str().is_empty() => {
+                f.write_str("value does not fit the type")
+            }
             ValueError::Mismatch(m) => write!(f, "value does not fit the type: {m}"),
             ValueError::BufferFull => f.write_str("encoded value does not fit the buffer"),
             ValueError::UnknownLength => {
@@ -139,10 +142,18 @@ impl Message {
     /// The longest message kept, in bytes.
     pub const CAPACITY: usize = 96;
 
+    /// The message's text, cut to [`Message::CAPACITY`] bytes. Without the `messages` feature
+    /// the text is left out: formatting serde's messages links float formatting, about 30 KiB
+    /// of flash, into firmware that decodes any typed item.
     fn from_display(msg: &dyn fmt::Display) -> Self {
         let mut m = Message(heapless::String::new());
-        // A message longer than the capacity is cut; what fits is kept.
-        let _ = fmt::write(&mut m, format_args!("{msg}"));
+        #[cfg(feature = "messages")]
+        {
+            // A message longer than the capacity is cut; what fits is kept.
+            let _ = fmt::write(&mut m, format_args!("{msg}"));
+        }
+        #[cfg(not(feature = "messages"))]
+        let _ = msg;
         m
     }
 

@@ -1,4 +1,4 @@
-//! depot producer firmware: puts `ITEMS` items (`1`..=`ITEMS` as text) into `task_queue` on
+//! depot producer firmware: puts `ITEMS` typed items (`1`..=`ITEMS`, `u32` values) into `task_queue` on
 //! a host manager reached at 10.0.2.100:7777 (QEMU guestfwd), then exits 0; exits 1 on any
 //! error or after 30 s. The host's consumer checks that every item arrived exactly once.
 #![no_std]
@@ -9,7 +9,7 @@ use core::pin::pin;
 use depot_board::{net, println};
 use depot_embassy::{Client, ClientBuffers, Wait};
 use depot_firmware_apps::entropy::TestEntropy;
-use depot_firmware_apps::{item, log, report, AUTHKEY, ITEMS, QUEUE};
+use depot_firmware_apps::{log, report, AUTHKEY, ITEMS, QUEUE};
 use embassy_executor::Spawner;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{Stack, StackResources};
@@ -58,13 +58,12 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
     .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
     let mut queue = client
-        .queue_raw(QUEUE)
+        .queue::<u32, 8>(QUEUE)
         .await
         .map_err(|e| report(NAME, "open", e))?;
-    let mut text = [0u8; 10];
     for n in 1..=ITEMS {
         queue
-            .put(item::encode(n, &mut text), PUT_WAIT)
+            .put(&n, PUT_WAIT)
             .await
             .map_err(|e| report(NAME, "put", e))?;
     }
