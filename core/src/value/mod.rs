@@ -146,15 +146,18 @@ impl Message {
     /// the text is left out: formatting serde's messages links float formatting, about 30 KiB
     /// of flash, into firmware that decodes any typed item.
     fn from_display(msg: &dyn fmt::Display) -> Self {
-        let mut m = Message(heapless::String::new());
         #[cfg(feature = "messages")]
         {
+            let mut m = Message(heapless::String::new());
             // A message longer than the capacity is cut; what fits is kept.
             let _ = fmt::write(&mut m, format_args!("{msg}"));
+            m
         }
         #[cfg(not(feature = "messages"))]
-        let _ = msg;
-        m
+        {
+            let _ = msg;
+            Message(heapless::String::new())
+        }
     }
 
     /// The message text.
