@@ -143,7 +143,7 @@ impl Message {
     pub const CAPACITY: usize = 96;
 
     /// The message's text, cut to [`Message::CAPACITY`] bytes. Without the `messages` feature
-    /// the text is left out: formatting serde's messages links float formatting, about 30 KiB
+    /// the text is left out: formatting serde's messages links float formatting, about 22 KB
     /// of flash, into firmware that decodes any typed item.
     fn from_display(msg: &dyn fmt::Display) -> Self {
         #[cfg(feature = "messages")]
