@@ -74,7 +74,8 @@ impl Client {
         Ok(Client { conn })
     }
 
-    /// A typed proxy for the queue `name`; items travel as postcard.
+    /// A typed proxy for the queue `name`; each item is one value of the value model (CBOR,
+    /// PROTOCOL.md §11), as the CLI, firmware and Python clients read and write it.
     pub fn queue<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
