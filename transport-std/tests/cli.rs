@@ -362,6 +362,29 @@ fn put_42_is_a_u32_for_a_typed_consumer() {
     let q = c.queue::<u32>("q").unwrap();
     assert_eq!(q.get().unwrap(), 42);
     assert_eq!(q.get().unwrap(), 3);
+    // An opaque Python value is no u32: the error says what it is and keeps its bytes.
+    run(depot(
+        Some(KEY),
+        &[
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "q",
+            "{\"$python_pickle\": \"gARLAS4=\"}",
+        ],
+    ))
+    .ok();
+    match q.get() {
+        Err(e @ Error::Decode { .. }) => {
+            assert!(e.to_string().contains("opaque Python value"), "{e}");
+            let Error::Decode { item, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(item[..5], [0xda, 0x64, 0x70, 0x00, 0x02]);
+        }
+        other => panic!("{other:?}"),
+    }
     m.shutdown().unwrap();
 }
 
