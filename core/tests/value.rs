@@ -329,6 +329,22 @@ proptest! {
     }
 
     #[test]
+    fn mutated_values_never_panic(
+        t in tree(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut bytes = enc(&t);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        let valid = value::validate(&bytes).is_ok();
+        if value::from_slice::<Tree>(&bytes).is_ok() {
+            prop_assert!(valid);
+        }
+        let _ = value::from_slice::<serde::de::IgnoredAny>(&bytes);
+    }
+
+    #[test]
     fn any_prefix_of_a_value_is_truncated(t in tree(), cut in any::<prop::sample::Index>()) {
         let bytes = enc(&t);
         let n = cut.index(bytes.len());
