@@ -54,6 +54,16 @@ pub struct QueueEntry {
     pub name: String,
     pub capacity: Option<u32>,
     pub max_item: Option<u32>,
+    /// `"value"` (the default: items must be well-formed values) or `"raw"` (any bytes).
+    pub mode: Option<ModeEntry>,
+}
+
+/// A queue's mode in a config file.
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeEntry {
+    Value,
+    Raw,
 }
 
 impl ConfigFile {

@@ -4,6 +4,10 @@
 //! `--authkey-file PATH` (one trailing newline stripped), never from the command line itself.
 //! Every failure ends the process with a non-zero exit code and one line on stderr,
 //! `depot: <what went wrong>`.
+//!
+//! Items are values (PROTOCOL.md, "Items: the value model"): `put` reads each argument as
+//! JSON-like text and `get` prints each item as one line of JSON (see `depot_std::text`);
+//! `--text` and `--raw` put plain strings and bytes as given, and `get --raw` writes bytes.
 
 mod config;
 mod metrics_http;
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{Client, Manager, QueueOptions, QueueStat};
+use depot_std::{text, Client, Manager, QueueMode, QueueOptions, QueueStat};
 
 use config::ConfigFile;
 
@@ -55,10 +59,12 @@ enum Command {
     /// Run a manager in the foreground until Ctrl-C, SIGTERM or a permitted remote shutdown.
     Serve(ServeArgs),
     /// Put items into a queue: the VALUEs given, or else one item per line of stdin.
+    #[command(after_help = PUT_HELP)]
     Put(PutArgs),
-    /// Take items from a queue and print one per line on stdout.
+    /// Take items from a queue and print each as one line of JSON on stdout.
+    #[command(after_help = GET_HELP)]
     Get(GetArgs),
-    /// Show every queue of a manager (length, capacity, waiters, totals) and its connections.
+    /// Show every queue of a manager (mode, length, capacity, waiters, totals) and its connections.
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
@@ -102,8 +108,10 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
 
-    /// A queue to serve, as NAME or NAME:CAPACITY (default capacity 1024). Repeat for more.
-    #[arg(long = "queue", value_name = "NAME[:CAPACITY]", value_parser = parse_queue_spec)]
+    /// A queue to serve, as NAME, NAME:CAPACITY or NAME:CAPACITY:raw (default capacity 1024).
+    /// A queue holds values (one well-formed value per item, anything else is refused) unless
+    /// it ends in `:raw`, which takes any bytes. Repeat for more.
+    #[arg(long = "queue", value_name = "NAME[:CAPACITY[:raw]]", value_parser = parse_queue_spec)]
     queues: Vec<QueueSpecArg>,
 
     /// Largest item, in bytes, of the queues that do not set their own [default: 65536].
@@ -173,10 +181,30 @@ struct PutArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     timeout: Option<Duration>,
 
-    /// The items (their UTF-8 bytes). Without any, each line of stdin is one item.
-    #[arg(value_name = "VALUE")]
+    /// Put each VALUE (or line) as text, not parsed: `--text hello` puts the string "hello".
+    #[arg(long, conflicts_with = "raw")]
+    text: bool,
+
+    /// Put each VALUE (or line) as the bytes given, not as a value (for raw queues).
+    #[arg(long)]
+    raw: bool,
+
+    /// The items, as values: 42, -1.5, '"text"', true, false, null, '[1, "a"]', '{"k": 2}'.
+    /// Without any, each line of stdin is one item.
+    #[arg(value_name = "VALUE", allow_negative_numbers = true)]
     values: Vec<OsString>,
 }
+
+const PUT_HELP: &str = "Each VALUE is JSON-like text: numbers, \"quoted text\", true, false, null, [lists] and \
+{maps} (any value may be a key: {1: \"a\"}), NaN and Infinity, and the forms depot get prints:
+{\"$bytes\": \"<base64>\"}, {\"$tuple\": [...]}, {\"$map\": [[key, value], ...]}, {\"$python_pickle\": \"<base64>\"}.
+Example: depot put --queue jobs 42 '\"hello\"' '{\"id\": 7, \"tags\": [\"a\", \"b\"]}'";
+
+const GET_HELP: &str = "Each item prints as one line of JSON: numbers, \"text\", true, false, null, [lists] (tuples \
+too), {maps with text keys}; bytes as {\"$bytes\": \"<base64>\"}, an opaque Python value as \
+{\"$python_pickle\": \"<base64>\"}, a map with other keys as {\"$map\": [[key, value], ...]}, and an item of a \
+raw queue that is not a value as {\"$raw\": \"<base64>\"}. --raw writes each item's bytes as they are, \
+followed by a newline.";
 
 #[derive(Args, Debug)]
 struct GetArgs {
@@ -194,16 +222,25 @@ struct GetArgs {
     /// Wait at most this long (in seconds) for each item, then fail; without it, wait as long as it takes.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     timeout: Option<Duration>,
+
+    /// Write each item's bytes as they are (then a newline) instead of JSON.
+    #[arg(long)]
+    raw: bool,
 }
 
-/// `NAME[:CAPACITY]` of `serve --queue`.
+/// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct QueueSpecArg {
     name: String,
     capacity: u32,
+    mode: QueueMode,
 }
 
 fn parse_queue_spec(s: &str) -> Result<QueueSpecArg, String> {
+    let (s, mode) = match s.strip_suffix(":raw") {
+        Some(rest) if rest.contains(':') => (rest, QueueMode::Raw),
+        _ => (s, QueueMode::Value),
+    };
     let (name, capacity) = match s.rsplit_once(':') {
         Some((name, cap)) => {
             let capacity = cap
@@ -221,6 +258,7 @@ fn parse_queue_spec(s: &str) -> Result<QueueSpecArg, String> {
     Ok(QueueSpecArg {
         name: name.to_owned(),
         capacity,
+        mode,
     })
 }
 
@@ -376,18 +414,26 @@ impl ServeSettings {
             None => ConfigFile::default(),
         };
         let max_item = args.max_item.or(file.max_item).unwrap_or(DEFAULT_MAX_ITEM);
-        let options = |capacity: Option<u32>, own_max_item: Option<u32>| QueueOptions {
-            capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
-            max_item: own_max_item.unwrap_or(max_item),
-            storage_bytes: None,
-        };
+        let options =
+            |capacity: Option<u32>, own_max_item: Option<u32>, mode: QueueMode| QueueOptions {
+                capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
+                max_item: own_max_item.unwrap_or(max_item),
+                storage_bytes: None,
+                mode,
+            };
         let mut queues: Vec<(String, QueueOptions)> = file
             .queues
             .iter()
-            .map(|q| (q.name.clone(), options(q.capacity, q.max_item)))
+            .map(|q| {
+                let mode = match q.mode {
+                    Some(config::ModeEntry::Raw) => QueueMode::Raw,
+                    _ => QueueMode::Value,
+                };
+                (q.name.clone(), options(q.capacity, q.max_item, mode))
+            })
             .collect();
         for q in &args.queues {
-            let opts = options(Some(q.capacity), None);
+            let opts = options(Some(q.capacity), None, q.mode);
             match queues.iter_mut().find(|(name, _)| *name == q.name) {
                 Some(entry) => entry.1 = opts,
                 None => queues.push((q.name.clone(), opts)),
@@ -399,6 +445,7 @@ impl ServeSettings {
             let opts = options(
                 created.and_then(|c| c.capacity),
                 created.and_then(|c| c.max_item),
+                QueueMode::Value,
             );
             (slots, opts)
         });
@@ -513,10 +560,22 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
 fn put(args: PutArgs, key: &[u8]) -> CliResult {
     let client = Client::connect(args.conn.connect.as_str(), key)?;
     let queue = client.raw_queue(&args.queue)?;
-    let put_one = |item: &[u8]| -> CliResult {
+    let put_one = |given: &[u8]| -> CliResult {
+        let item = if args.raw {
+            given.to_vec()
+        } else {
+            let given = std::str::from_utf8(given).map_err(|_| {
+                CliError::Msg("a value must be UTF-8 text (use --raw for bytes)".into())
+            })?;
+            if args.text {
+                encode_text(given)
+            } else {
+                text::parse(given).map_err(CliError::Msg)?
+            }
+        };
         match args.timeout {
-            Some(t) => queue.put_timeout(item, t)?,
-            None => queue.put(item)?,
+            Some(t) => queue.put_timeout(&item, t)?,
+            None => queue.put(&item)?,
         }
         Ok(())
     };
@@ -558,8 +617,15 @@ fn get(args: GetArgs, key: &[u8]) -> CliResult {
             None => queue.get()?,
         };
         got += 1;
-        let text = String::from_utf8_lossy(&item);
-        writeln!(out, "{text}")
+        let written = if args.raw {
+            out.write_all(&item).and_then(|()| out.write_all(b"\n"))
+        } else {
+            // An item of a raw queue that is not a value still prints, so nothing is lost.
+            let line = text::to_json(&item)
+                .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&item)));
+            writeln!(out, "{line}")
+        };
+        written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
     }
@@ -641,10 +707,16 @@ fn stat_json(
     })
 }
 
+/// A plain string as a value (CBOR text).
+fn encode_text(s: &str) -> Vec<u8> {
+    depot_std::text::text_value(s)
+}
+
 /// A plain-text table of the queues, one row each, columns aligned.
 fn render_table(queues: &[QueueStat]) -> String {
     let header = [
         "QUEUE",
+        "MODE",
         "LENGTH",
         "CAPACITY",
         "GETTERS",
@@ -654,10 +726,11 @@ fn render_table(queues: &[QueueStat]) -> String {
         "TOTAL_PUT",
         "TOTAL_GOT",
     ];
-    let mut rows: Vec<[String; 9]> = vec![header.map(String::from)];
+    let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
     for q in queues {
         rows.push([
             q.name.clone(),
+            q.mode.name().to_owned(),
             q.len.to_string(),
             q.capacity.to_string(),
             q.getters.to_string(),
@@ -668,7 +741,7 @@ fn render_table(queues: &[QueueStat]) -> String {
             q.total_got.to_string(),
         ]);
     }
-    let mut widths = [0usize; 9];
+    let mut widths = [0usize; 10];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -680,6 +753,8 @@ fn render_table(queues: &[QueueStat]) -> String {
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             if i == 0 {
                 line.push_str(&format!("{cell:<w$}"));
+            } else if i == 1 {
+                line.push_str(&format!("  {cell:<w$}"));
             } else {
                 line.push_str(&format!("  {cell:>w$}"));
             }
@@ -706,8 +781,18 @@ mod tests {
             parse_queue_spec("jobs:8"),
             Ok(QueueSpecArg {
                 name: "jobs".into(),
-                capacity: 8
+                capacity: 8,
+                mode: QueueMode::Value,
             })
+        );
+        assert_eq!(
+            parse_queue_spec("jobs:8:raw").map(|q| (q.capacity, q.mode)),
+            Ok((8, QueueMode::Raw))
+        );
+        // A queue may be named "raw".
+        assert_eq!(
+            parse_queue_spec("raw:3").map(|q| (q.name, q.mode)),
+            Ok(("raw".into(), QueueMode::Value))
         );
         assert_eq!(
             parse_queue_spec("jobs").map(|q| q.capacity),
@@ -751,6 +836,7 @@ mod tests {
             len,
             capacity: 100,
             max_item: 10,
+            mode: QueueMode::Value,
             bytes: 0,
             getters: 1,
             putters: 0,

@@ -89,6 +89,17 @@ fn run(cmd: Command) -> Run {
     run_with(cmd, None)
 }
 
+/// Runs a command that finishes at once; its stdout as bytes.
+fn run_bytes(mut cmd: Command) -> Vec<u8> {
+    let out = cmd.stdin(Stdio::null()).output().expect("run depot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 fn reader(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut s = String::new();
@@ -277,50 +288,235 @@ fn authkey_file_with_trailing_newline() {
             &addr,
             "--queue",
             "q",
-            "hi",
+            "42",
         ],
     ));
     r.ok();
     let c = Client::connect(m.address(), KEY).unwrap();
-    assert_eq!(c.raw_queue("q").unwrap().get_nowait().unwrap(), b"hi");
+    assert_eq!(c.queue::<u32>("q").unwrap().get_nowait().unwrap(), 42);
     std::fs::remove_dir_all(&dir).unwrap();
     m.shutdown().unwrap();
 }
 
 #[test]
-fn put_and_get_values_and_lines() {
-    let m = manager(&[("q", 16)]);
+fn put_parses_values_and_get_prints_json_lines() {
+    let m = manager(&[("q", 32)]);
     let addr = m.address().to_string();
     let conn = ["--connect", addr.as_str(), "--queue", "q"];
-    run(depot(
-        Some(KEY),
-        &[&["put"][..], &conn, &["one", "two words", "ünïcode"]].concat(),
-    ))
-    .ok();
-    // No values: one item per line of stdin (\n or \r\n), empty lines included.
+    let values = [
+        "42",
+        "-1.5",
+        "\"two words\"",
+        "true",
+        "null",
+        "[1, \"a\", [false]]",
+        "{\"k\": {\"n\": [2.5, -7]}, \"b\": {\"$bytes\": \"AP8=\"}}",
+        "{\"$map\": [[1, \"one\"]]}",
+        "18446744073709551615",
+    ];
+    run(depot(Some(KEY), &[&["put"][..], &conn, &values].concat())).ok();
+    // No values: one item per line of stdin (\n or \r\n).
     run_with(
         depot(Some(KEY), &[&["put"][..], &conn].concat()),
-        Some(b"four\r\n\nsix\nseven"),
+        Some(b"\"four\"\r\n5\n[6]"),
+    )
+    .ok();
+    // --text: each line is a string as given, empty lines included.
+    run_with(
+        depot(Some(KEY), &[&["put", "--text"][..], &conn].concat()),
+        Some("plain words\n\nünïcode".as_bytes()),
     )
     .ok();
     let c = Client::connect(m.address(), KEY).unwrap();
     let q = c.raw_queue("q").unwrap();
-    assert_eq!(q.qsize().unwrap(), 7);
-    assert_eq!(q.get().unwrap(), b"one");
+    assert_eq!(q.qsize().unwrap(), 15);
 
     let got = run(depot(
         Some(KEY),
-        &[&["get"][..], &conn, &["--count", "6"]].concat(),
+        &[&["get"][..], &conn, &["--count", "15"]].concat(),
     ));
     got.ok();
-    assert_eq!(got.stdout, "two words\nünïcode\nfour\n\nsix\nseven\n");
+    let printed: Vec<&str> = got.stdout.lines().collect();
+    assert_eq!(printed[..9], values);
+    assert_eq!(
+        printed[9..],
+        [
+            "\"four\"",
+            "5",
+            "[6]",
+            "\"plain words\"",
+            "\"\"",
+            "\"ünïcode\""
+        ]
+    );
 
-    // Default count: one item. Invalid UTF-8 is printed lossily.
-    q.put(&[b'a', 0xff, b'b']).unwrap();
-    let got = run(depot(Some(KEY), &[&["get"][..], &conn].concat()));
-    got.ok();
-    assert_eq!(got.stdout, "a\u{fffd}b\n");
+    // Not a value: refused before anything is sent, with a hint.
+    let err = run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["hello"]].concat(),
+    ))
+    .failed()
+    .to_owned();
+    assert!(
+        err.contains("not a value") && err.contains("--text"),
+        "{err}"
+    );
     assert_eq!(q.qsize().unwrap(), 0);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn put_42_is_a_u32_for_a_typed_consumer() {
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    run(depot(
+        Some(KEY),
+        &["put", "--connect", &addr, "--queue", "q", "42", "3"],
+    ))
+    .ok();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.queue::<u32>("q").unwrap();
+    assert_eq!(q.get().unwrap(), 42);
+    assert_eq!(q.get().unwrap(), 3);
+    // An opaque Python value is no u32: the error says what it is and keeps its bytes.
+    run(depot(
+        Some(KEY),
+        &[
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "q",
+            "{\"$python_pickle\": \"gARLAS4=\"}",
+        ],
+    ))
+    .ok();
+    match q.get() {
+        Err(e @ Error::Decode { .. }) => {
+            assert!(e.to_string().contains("opaque Python value"), "{e}");
+            let Error::Decode { item, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(item[..5], [0xda, 0x64, 0x70, 0x00, 0x02]);
+        }
+        other => panic!("{other:?}"),
+    }
+    m.shutdown().unwrap();
+}
+
+/// What a typed Rust producer puts, `depot get` prints as the same values in JSON.
+#[test]
+fn typed_producer_values_print_as_json() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Reading {
+        sensor: String,
+        at: (u32, i8),
+        values: Vec<f64>,
+        tags: std::collections::BTreeMap<String, Vec<Option<bool>>>,
+        #[serde(with = "serde_bytes")]
+        raw: Vec<u8>,
+        nested: Vec<Vec<i64>>,
+    }
+    let m = manager(&[("q", 4)]);
+    let addr = m.address().to_string();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    c.queue::<Reading>("q")
+        .unwrap()
+        .put(&Reading {
+            sensor: "t\"1\"".into(),
+            at: (7, -3),
+            values: vec![0.5, -2.0, 1e-7],
+            tags: [("ok".into(), vec![Some(true), None])].into(),
+            raw: vec![0, 1, 254, 255],
+            nested: vec![vec![], vec![i64::MIN]],
+        })
+        .unwrap();
+    c.queue::<Vec<u8>>("q").unwrap().put(&vec![1, 2]).unwrap();
+    let got = run(depot(
+        Some(KEY),
+        &["get", "--connect", &addr, "--queue", "q", "--count", "2"],
+    ));
+    got.ok();
+    assert_eq!(
+        got.stdout,
+        "{\"sensor\": \"t\\\"1\\\"\", \"at\": [7, -3], \"values\": [0.5, -2.0, 1e-7], \
+         \"tags\": {\"ok\": [true, null]}, \"raw\": {\"$bytes\": \"AAH+/w==\"}, \
+         \"nested\": [[], [-9223372036854775808]]}\n[1, 2]\n"
+    );
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn raw_queues_carry_any_bytes_and_value_queues_refuse_them() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue("values", 4)
+        .raw_queue("bytes", 4)
+        .start()
+        .unwrap();
+    let addr = m.address().to_string();
+    let on = |q: &'static str| ["--connect", addr.as_str(), "--queue", q].map(String::from);
+    let args = |q, extra: &[&str]| {
+        let mut v: Vec<String> = on(q).to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cmd = |sub: &str, a: Vec<String>| {
+        let mut all = vec![sub.to_owned()];
+        all.extend(a);
+        depot(
+            Some(KEY),
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    // A raw queue takes bytes that are no value, and gives them back as they were.
+    run_with(
+        cmd("put", args("bytes", &["--raw"])),
+        Some(&[b'a', 0xff, b'b'][..]),
+    )
+    .ok();
+    run(cmd("put", args("bytes", &["--raw", "hello"]))).ok();
+    run(cmd("put", args("bytes", &["7"]))).ok();
+    let got = run_bytes(cmd("get", args("bytes", &["--raw"])));
+    assert_eq!(got, [b'a', 0xff, b'b', b'\n']);
+    // Printed as JSON, an item that is not a value shows its bytes in base64.
+    let got = run(cmd("get", args("bytes", &["--count", "2"])));
+    got.ok();
+    assert_eq!(got.stdout, "{\"$raw\": \"aGVsbG8=\"}\n7\n");
+
+    // A value queue refuses garbage with the typed error and keeps nothing.
+    let err = run(cmd("put", args("values", &["--raw", "hello"])))
+        .failed()
+        .to_owned();
+    assert_eq!(err, Error::InvalidValue("values".into()).to_string());
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let values = c.raw_queue("values").unwrap();
+    assert!(matches!(
+        values.put(&[0x82, 0x01]),
+        Err(Error::InvalidValue(name)) if name == "values"
+    ));
+    assert_eq!(values.qsize().unwrap(), 0);
+    // Through the raw proxy, bytes that are one value are taken.
+    values.put(&[0x18, 42]).unwrap();
+    assert_eq!(c.queue::<u8>("values").unwrap().get().unwrap(), 42);
+
+    let st = run(cmd("stat", vec!["--connect".into(), addr.clone()]));
+    st.ok();
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["bytes", "raw"])),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["values", "value"])),
+        "{}",
+        st.stdout
+    );
     m.shutdown().unwrap();
 }
 
@@ -334,12 +530,12 @@ fn get_blocks_and_prints_each_item_at_once() {
     ));
     let c = Client::connect(m.address(), KEY).unwrap();
     wait_until("depot get is parked", || getters(&c, "q") == 1);
-    let q = c.raw_queue("q").unwrap();
-    q.put(b"first").unwrap();
+    let q = c.queue::<String>("q").unwrap();
+    q.put(&"first".into()).unwrap();
     // Printed (and flushed) before the second item exists.
-    assert_eq!(bg.line(), "first");
-    q.put(b"second").unwrap();
-    assert_eq!(bg.line(), "second");
+    assert_eq!(bg.line(), "\"first\"");
+    q.put(&"second".into()).unwrap();
+    assert_eq!(bg.line(), "\"second\"");
     let r = bg.finish();
     r.ok();
     m.shutdown().unwrap();
@@ -360,12 +556,17 @@ fn timeouts_fail_with_one_line() {
 
     run(depot(
         Some(KEY),
-        &[&["put"][..], &conn, &["fills it"]].concat(),
+        &[&["put"][..], &conn, &["--text", "fills it"]].concat(),
     ))
     .ok();
     run(depot(
         Some(KEY),
-        &[&["put"][..], &conn, &["--timeout", "0.2", "no room"]].concat(),
+        &[
+            &["put"][..],
+            &conn,
+            &["--timeout", "0.2", "--text", "no room"],
+        ]
+        .concat(),
     ))
     .failed_with(&Error::Timeout.to_string());
 
@@ -375,7 +576,7 @@ fn timeouts_fail_with_one_line() {
         &[&["get"][..], &conn, &["--count", "3", "--timeout", "0.2"]].concat(),
     ));
     r.failed_with(&Error::Timeout.to_string());
-    assert_eq!(r.stdout, "fills it\n");
+    assert_eq!(r.stdout, "\"fills it\"\n");
     m.shutdown().unwrap();
 }
 
@@ -423,6 +624,7 @@ fn item_too_large_is_one_line() {
                 capacity: 4,
                 max_item: 8,
                 storage_bytes: None,
+                mode: depot_std::QueueMode::Value,
             },
         )
         .start()
@@ -430,12 +632,20 @@ fn item_too_large_is_one_line() {
     let addr = m.address().to_string();
     let text = run(depot(
         Some(KEY),
-        &["put", "--connect", &addr, "--queue", "small", "123456789"],
+        &[
+            "put",
+            "--connect",
+            &addr,
+            "--queue",
+            "small",
+            "\"123456789\"",
+        ],
     ))
     .failed()
     .to_owned();
+    // Ten bytes: the text's head and its nine bytes.
     assert!(
-        text.contains('9') && text.contains('8'),
+        text.contains("10 bytes") && text.contains('8'),
         "size and limit: {text}"
     );
     let c = Client::connect(m.address(), KEY).unwrap();
@@ -448,9 +658,9 @@ fn stat_prints_a_table() {
     let m = manager(&[("jobs", 8), ("idle", 3)]);
     let addr = m.address().to_string();
     let c = Client::connect(m.address(), KEY).unwrap();
-    let jobs = c.raw_queue("jobs").unwrap();
+    let jobs = c.queue::<String>("jobs").unwrap();
     for i in 0..5 {
-        jobs.put(format!("job {i}").as_bytes()).unwrap();
+        jobs.put(&format!("job {i}")).unwrap();
     }
     jobs.get().unwrap();
     let blocked = Bg::start(depot(
@@ -478,6 +688,7 @@ fn stat_prints_a_table() {
     };
     let jobs_row = row("jobs");
     let idle_row = row("idle");
+    assert_eq!(jobs_row[col("MODE")], "value");
     assert_eq!(jobs_row[col("LENGTH")], "4");
     assert_eq!(jobs_row[col("CAPACITY")], "8");
     assert_eq!(jobs_row[col("TOTAL_PUT")], "5");
@@ -503,7 +714,7 @@ fn shutdown_refused_without_permission() {
     // Still serving.
     run(depot(
         Some(KEY),
-        &["put", "--connect", &addr, "--queue", "q", "alive"],
+        &["put", "--connect", &addr, "--queue", "q", "\"alive\""],
     ))
     .ok();
     m.shutdown().unwrap();
@@ -529,6 +740,8 @@ fn serve_put_get_stat_shutdown_as_processes() {
         "jobs:2",
         "--queue",
         "other",
+        "--queue",
+        "bytes:3:raw",
         "--max-item",
         "16",
         "--allow-remote-shutdown",
@@ -538,7 +751,7 @@ fn serve_put_get_stat_shutdown_as_processes() {
     let conn = ["--connect", addr.as_str()];
     run(depot(
         Some(KEY),
-        &[&["put"][..], &conn, &["--queue", "jobs", "a", "b"]].concat(),
+        &[&["put"][..], &conn, &["--queue", "jobs", "1", "\"b\""]].concat(),
     ))
     .ok();
     run(depot(
@@ -546,7 +759,7 @@ fn serve_put_get_stat_shutdown_as_processes() {
         &[
             &["put"][..],
             &conn,
-            &["--queue", "jobs", "--timeout", "0.1", "c"],
+            &["--queue", "jobs", "--timeout", "0.1", "3"],
         ]
         .concat(),
     ))
@@ -556,7 +769,7 @@ fn serve_put_get_stat_shutdown_as_processes() {
         &[
             &["put"][..],
             &conn,
-            &["--queue", "other", "x".repeat(17).as_str()],
+            &["--queue", "other", "--text", "x".repeat(16).as_str()],
         ]
         .concat(),
     ))
@@ -566,14 +779,22 @@ fn serve_put_get_stat_shutdown_as_processes() {
     assert!(
         st.stdout
             .lines()
-            .any(|l| l.split_whitespace().take(3).eq(["jobs", "2", "2"])),
+            .any(|l| l.split_whitespace().take(4).eq(["jobs", "value", "2", "2"])),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.lines().any(|l| l
+            .split_whitespace()
+            .take(4)
+            .eq(["other", "value", "0", "1024"])),
         "{}",
         st.stdout
     );
     assert!(
         st.stdout
             .lines()
-            .any(|l| l.split_whitespace().take(3).eq(["other", "0", "1024"])),
+            .any(|l| l.split_whitespace().take(4).eq(["bytes", "raw", "0", "3"])),
         "{}",
         st.stdout
     );
@@ -583,7 +804,7 @@ fn serve_put_get_stat_shutdown_as_processes() {
         &[&["get"][..], &conn, &["--queue", "jobs", "--count", "2"]].concat(),
     ));
     got.ok();
-    assert_eq!(got.stdout, "a\nb\n");
+    assert_eq!(got.stdout, "1\n\"b\"\n");
     run(depot(Some(KEY), &[&["shutdown"][..], &conn].concat())).ok();
     let r = server.finish();
     assert!(r.status.success(), "serve exit {}: {}", r.status, r.stderr);
@@ -619,7 +840,17 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
         ));
         run(depot(
             Some(KEY),
-            &["put", "--connect", &addr, "--queue", "full", "a", "b", "c"],
+            &[
+                "put",
+                "--connect",
+                &addr,
+                "--queue",
+                "full",
+                "--text",
+                "a",
+                "b",
+                "c",
+            ],
         ))
         .ok();
         let c = Client::connect(addr.as_str(), KEY).unwrap();
@@ -852,7 +1083,8 @@ fn metrics_over_http_match_stat_json() {
         (jobs["len"].as_u64(), jobs["total_put"].as_u64()),
         (Some(3), Some(4))
     );
-    assert_eq!(jobs["bytes"].as_u64(), Some(2 + 3 + 4));
+    // The values left are 22, 333 and 4444: CBOR takes one byte for 22, three for the others.
+    assert_eq!(jobs["bytes"].as_u64(), Some(1 + 3 + 3));
     // Every process so far: put, get, the blocked get, the wrong key, stat --json.
     assert_eq!(after["depot_connections_accepted_total"], 5);
     assert_eq!(after["depot_connections_refused_total"], 0);
@@ -876,7 +1108,7 @@ fn stat_watch_prints_again() {
     };
     assert_eq!(len(watch.line()), 0);
     let c = Client::connect(m.address(), KEY).unwrap();
-    c.raw_queue("q").unwrap().put(b"x").unwrap();
+    c.queue::<u32>("q").unwrap().put(&7).unwrap();
     let deadline = Instant::now() + SOON;
     while len(watch.line()) != 1 {
         assert!(Instant::now() < deadline, "the put never showed");

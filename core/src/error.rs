@@ -37,6 +37,8 @@ pub enum Error {
     WrongKind,
     /// The request was withdrawn before it completed.
     Cancelled,
+    /// A value queue refused an item that is not one well-formed value.
+    InvalidValue,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -69,6 +71,7 @@ impl From<ErrorCode> for Error {
             ErrorCode::ShuttingDown => Error::ShuttingDown,
             ErrorCode::WrongKind => Error::WrongKind,
             ErrorCode::Cancelled => Error::Cancelled,
+            ErrorCode::InvalidValue => Error::InvalidValue,
         }
     }
 }
@@ -103,6 +106,7 @@ impl Error {
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::WrongKind => ErrorCode::WrongKind,
             Error::Cancelled => ErrorCode::Cancelled,
+            Error::InvalidValue => ErrorCode::InvalidValue,
             _ => return None,
         })
     }

@@ -15,6 +15,7 @@
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
+//! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
 //! ## Features
 //! - `defmt`: derive `defmt::Format` on public types and log through defmt.
@@ -22,6 +23,7 @@
 //! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
 //!   can be `'static` and moved; without it every buffer is lent by the caller.
 //! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
+//! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -44,6 +46,7 @@ pub mod queue;
 mod registry;
 pub mod storage;
 pub mod time;
+pub mod value;
 mod waiters;
 pub mod wire;
 
@@ -55,4 +58,4 @@ pub use registry::{DeclareError, ObjectSlot};
 pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;
-pub use wire::{Handle, Items, ObjectInfo, QueueSpec, Wait};
+pub use wire::{Handle, Items, ObjectInfo, QueueMode, QueueSpec, Wait};

@@ -230,6 +230,11 @@ impl Take {
     }
 }
 
+/// Whether `item` may go into a queue of `spec`: a value queue takes only one well-formed value.
+fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
+    spec.mode != crate::wire::QueueMode::Value || crate::value::validate(item).is_ok()
+}
+
 /// Appends the packed `items` to `queue` while they fit: `(items put, bytes of the list
 /// used, the error that stopped it)`. Stopping for lack of room is not an error.
 fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Option<ErrorCode>) {
@@ -239,6 +244,9 @@ fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Opt
     while let Some(item) = iter.clone().next() {
         if item.len() > queue.spec().max_item as usize {
             return (count, used, Some(ErrorCode::TooLarge));
+        }
+        if !fits_mode(queue.spec(), item) {
+            return (count, used, Some(ErrorCode::InvalidValue));
         }
         if queue.push(item).is_err() {
             break;
@@ -1168,6 +1176,9 @@ impl<'a> Manager<'a> {
         };
         if item.len() > q.queue.spec().max_item as usize {
             return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+        }
+        if !fits_mode(q.queue.spec(), item) {
+            return self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {

@@ -145,6 +145,30 @@ pub struct QueueSpec {
     pub capacity: u32,
     /// The largest item, in bytes.
     pub max_item: u32,
+    /// What the queue accepts as an item (protocol version 2).
+    pub mode: QueueMode,
+}
+
+/// What a queue accepts as an item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum QueueMode {
+    /// Only one well-formed value of the value model (see [`crate::value`]); anything else is
+    /// refused with [`ErrorCode::InvalidValue`].
+    #[default]
+    Value,
+    /// Any bytes.
+    Raw,
+}
+
+impl QueueMode {
+    /// The mode's name, as `depot stat` shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            QueueMode::Value => "value",
+            QueueMode::Raw => "raw",
+        }
+    }
 }
 
 /// What a client learns when it opens or creates an object.
@@ -417,6 +441,9 @@ pub enum ErrorCode {
     WrongKind,
     /// The request was withdrawn with `Cancel` before it completed.
     Cancelled,
+    /// A `value` queue was given an item that is not one well-formed value (protocol
+    /// version 2).
+    InvalidValue,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -471,6 +498,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "manager is shutting down",
             ErrorCode::WrongKind => "wrong kind of object",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
         }
     }
 }

@@ -93,7 +93,7 @@ proptest! {
     #[test]
     fn queue_matches_vecdeque((capacity, max_item, storage_len, ops) in queue_case()) {
         let mut storage = vec![0u8; storage_len];
-        let spec = QueueSpec { capacity, max_item: max_item as u32 };
+        let spec = QueueSpec { capacity, max_item: max_item as u32, mode: depot_core::QueueMode::Raw };
         let mut q = Queue::new(spec, &mut storage[..]).unwrap();
         let mut m = QModel {
             items: VecDeque::new(),
@@ -160,7 +160,11 @@ proptest! {
 fn queue_rejects_impossible_specs() {
     use depot_core::queue::SpecError;
     let mut s = [0u8; 10];
-    let spec = |capacity, max_item| QueueSpec { capacity, max_item };
+    let spec = |capacity, max_item| QueueSpec {
+        capacity,
+        max_item,
+        mode: depot_core::QueueMode::Raw,
+    };
     assert_eq!(
         Queue::new(spec(0, 1), &mut s).err(),
         Some(SpecError::ZeroCapacity)

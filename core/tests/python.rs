@@ -80,6 +80,7 @@ const INFO: ObjectInfo = ObjectInfo {
     spec: QueueSpec {
         capacity: 8,
         max_item: 256,
+        mode: depot_core::QueueMode::Value,
     },
 };
 

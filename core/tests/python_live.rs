@@ -34,6 +34,7 @@ fn execute(store: &Store, op: Op<'_>, item: &mut Vec<u8>) -> Result<Reply<'stati
         spec: QueueSpec {
             capacity: CAPACITY as u32,
             max_item: 4096,
+            mode: depot_core::QueueMode::Value,
         },
     };
     let mut guard = store.items.lock().unwrap();

@@ -29,10 +29,12 @@ fn manager(tx: usize) -> Manager<'static> {
     let spec = QueueSpec {
         capacity: 64,
         max_item: 4096,
+        mode: depot_core::QueueMode::Value,
     };
     let small = QueueSpec {
         capacity: 2,
         max_item: 64,
+        mode: depot_core::QueueMode::Value,
     };
     let objects = vec![
         ObjectSlot::queue("jobs", spec, vec![0; 64 * 1024]).unwrap(),

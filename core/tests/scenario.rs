@@ -549,6 +549,7 @@ fn create_within_limits() {
     let spec = QueueSpec {
         capacity: 4,
         max_item: 100,
+        mode: depot_core::QueueMode::Raw,
     };
     let info = match p.call(
         c,
@@ -615,7 +616,8 @@ fn create_within_limits() {
                 name: "zero",
                 spec: QueueSpec {
                     capacity: 0,
-                    max_item: 1
+                    max_item: 1,
+                    mode: depot_core::QueueMode::Raw
                 },
                 exist_ok: false
             }
@@ -637,6 +639,7 @@ fn create_within_limits() {
     let small = QueueSpec {
         capacity: 2,
         max_item: 16,
+        mode: depot_core::QueueMode::Raw,
     };
     assert!(matches!(
         p.call(
@@ -694,6 +697,7 @@ fn create_not_allowed() {
     let spec = QueueSpec {
         capacity: 4,
         max_item: 100,
+        mode: depot_core::QueueMode::Raw,
     };
     assert_eq!(
         p.call(
@@ -799,6 +803,7 @@ fn stat_listing_and_status() {
         QueueSpec {
             capacity: 3,
             max_item: 8,
+            mode: depot_core::QueueMode::Raw,
         },
         64,
     ));
@@ -852,7 +857,8 @@ fn stat_listing_and_status() {
         s1.info.spec,
         QueueSpec {
             capacity: 3,
-            max_item: 8
+            max_item: 8,
+            mode: depot_core::QueueMode::Raw
         }
     );
     assert_eq!(s1.getters, 1);
@@ -1085,7 +1091,8 @@ fn slow_partial_frame() {
             kind: wire::ObjectKind::Queue,
             spec: QueueSpec {
                 capacity: 16,
-                max_item: 256
+                max_item: 256,
+                mode: depot_core::QueueMode::Raw
             }
         })
     );
@@ -1483,4 +1490,36 @@ fn several_blocked_puts_on_one_connection() {
         ),
         Owned::Item(b"2".to_vec())
     );
+}
+
+#[test]
+fn a_value_queue_refuses_what_is_not_one_value_and_changes_nothing() {
+    let mut setup = Setup::queue("q", 4, 64, 1024);
+    setup.queues[0].1.mode = depot_core::QueueMode::Value;
+    let mut p = Pair::new(setup);
+    let c = p.connect();
+    let h = p.open(c, "q");
+    for garbage in [
+        &b""[..],
+        b"hello",
+        b"\x82\x01",
+        b"\x01\x02",
+        b"\xc2\x41\x01",
+    ] {
+        let id = p.put(c, h, garbage, Wait::NoWait);
+        p.pump();
+        assert_eq!(p.take(c, id), Some(Owned::Error(ErrorCode::InvalidValue)));
+    }
+    let stat = p.stat(0);
+    assert_eq!((stat.len, stat.total_put), (0, 0));
+    assert_eq!(stat.info.spec.mode, depot_core::QueueMode::Value);
+    // 42 as a value is taken.
+    let mut item = [0u8; 16];
+    let n = depot_core::value::to_slice(&42u32, &mut item).unwrap();
+    let id = p.put(c, h, &item[..n], Wait::NoWait);
+    p.pump();
+    assert_eq!(p.take(c, id), Some(Owned::Done));
+    let id = p.get(c, h, Wait::NoWait);
+    p.pump();
+    assert_eq!(p.take(c, id), Some(Owned::Item(vec![0x18, 42])));
 }

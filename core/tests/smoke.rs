@@ -10,6 +10,7 @@ fn handshake_put_get() {
         QueueSpec {
             capacity: 10,
             max_item: 64,
+            mode: depot_core::QueueMode::Raw,
         },
         &mut storage,
     )

@@ -119,6 +119,7 @@ fn manager_case(mode: u8, sizes: u8, data: &[u8]) {
         wire::QueueSpec {
             capacity: 4,
             max_item: 64,
+            mode: depot_core::QueueMode::Raw,
         },
         &mut storage[..],
     )

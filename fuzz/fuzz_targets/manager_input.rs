@@ -169,6 +169,7 @@ fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>) -> Op<'a> {
             spec: QueueSpec {
                 capacity: capacity.into(),
                 max_item: max_item.into(),
+                mode: depot_core::QueueMode::Raw,
             },
             exist_ok,
         },
@@ -298,6 +299,7 @@ fuzz_target!(|actions: Vec<Action>| {
             QueueSpec {
                 capacity: 4,
                 max_item: 100,
+                mode: depot_core::QueueMode::Raw,
             },
             &mut q0[..],
         )
@@ -307,6 +309,7 @@ fuzz_target!(|actions: Vec<Action>| {
             QueueSpec {
                 capacity: 2,
                 max_item: 40,
+                mode: depot_core::QueueMode::Raw,
             },
             &mut q1[..],
         )
@@ -562,7 +565,8 @@ fn control_check<'c>(
                     info.spec,
                     QueueSpec {
                         capacity: 4,
-                        max_item: 100
+                        max_item: 100,
+                        mode: depot_core::QueueMode::Raw,
                     }
                 );
             }

@@ -264,7 +264,7 @@ pub fn slow_clients_are_dropped() {
     let handshake = Duration::from_millis(1500);
     let frame = Duration::from_millis(500);
     let m = builder()
-        .queue("q", 8)
+        .raw_queue("q", 8)
         .timeouts(handshake, frame, Duration::from_secs(5))
         .start()
         .unwrap();
@@ -324,7 +324,7 @@ pub fn slow_clients_are_dropped() {
 /// output to it has stalled; others are served all along.
 pub fn client_that_never_reads_is_dropped() {
     let m = builder()
-        .queue("q", 8)
+        .raw_queue("q", 8)
         .timeouts(SOON, SOON, Duration::from_millis(500))
         .start()
         .unwrap();

@@ -46,11 +46,12 @@ pub fn builder() -> ManagerBuilder {
     Manager::builder().listen("127.0.0.1:0").authkey(KEY)
 }
 
-/// A started manager serving `queues` (name, capacity).
+/// A started manager serving `queues` (name, capacity) of any bytes: these tests move byte
+/// items (the value model has tests of its own).
 pub fn start(queues: &[(&str, u32)]) -> ManagerHandle {
     let mut b = builder();
     for (name, cap) in queues {
-        b = b.queue(name, *cap);
+        b = b.raw_queue(name, *cap);
     }
     b.start().expect("start the manager")
 }

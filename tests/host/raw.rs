@@ -71,7 +71,7 @@ pub fn hello_frame() -> (Vec<u8>, [u8; NONCE_LEN]) {
 }
 
 /// Reads a handshake frame; returns the message and its body as received. A depot manager
-/// greets every connection with a Python-style challenge first (PROTOCOL.md §11): skipped.
+/// greets every connection with a Python-style challenge first (PROTOCOL.md §12): skipped.
 fn read_plain<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<(T, Vec<u8>)> {
     let body = loop {
         let mut header = [0u8; 4];

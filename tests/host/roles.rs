@@ -60,16 +60,23 @@ fn connect() -> Result<Client, depot::Error> {
     Client::connect(arg("--addr"), arg("--authkey"))
 }
 
-/// Puts the u32 values `--first` .. `--first + --count` (little-endian bytes) into
+/// Puts the u32 values `--first` .. `--first + --count` (as values) into
 /// `task_queue`, pipelined in batches.
 fn load_producer() -> Result<(), depot::Error> {
     let client = connect()?;
     let queue = client.raw_queue("task_queue")?;
     let first = num("--first") as u32;
     let count = num("--count") as u32;
-    let values: Vec<[u8; 4]> = (first..first + count).map(u32::to_le_bytes).collect();
+    // Items are values (the manager's queue holds values): u32s in the value encoding.
+    let values: Vec<Vec<u8>> = (first..first + count)
+        .map(|v| {
+            let mut item = [0u8; 8];
+            let n = depot::core::value::to_slice(&v, &mut item).expect("a u32 fits");
+            item[..n].to_vec()
+        })
+        .collect();
     for batch in values.chunks(32) {
-        let items: Vec<&[u8]> = batch.iter().map(|v| v.as_slice()).collect();
+        let items: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         queue.put_many(&items)?;
     }
     println!("done");
@@ -86,8 +93,8 @@ fn load_consumer() -> Result<(), depot::Error> {
     while got < count {
         let batch = queue.get_many((count - got).min(32))?;
         for item in &batch {
-            let bytes: [u8; 4] = item.as_slice().try_into().expect("4-byte item");
-            writeln!(out, "{}", u32::from_le_bytes(bytes)).expect("stdout");
+            let value: u32 = depot::core::value::from_slice(item).expect("a u32 item");
+            writeln!(out, "{value}").expect("stdout");
         }
         got += batch.len();
     }

@@ -12,7 +12,7 @@ use crate::{builder, client, start, stat, KEY, SOON};
 /// refused.
 pub fn remote_shutdown_allowed() {
     let m = builder()
-        .queue("q", 4)
+        .raw_queue("q", 4)
         .allow_remote_shutdown(true)
         .start()
         .unwrap();

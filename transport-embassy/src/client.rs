@@ -112,8 +112,8 @@ impl<'a> Client<'a> {
         Ok(RawQueue::new(self, info))
     }
 
-    /// A typed proxy for the queue named `name`: items are `T` encoded with postcard, through a
-    /// scratch buffer of `N` bytes (default 64) on the stack of each `put`.
+    /// A typed proxy for the queue named `name`: items are `T` as values (the value model),
+    /// through a scratch buffer of `N` bytes (default 64) on the stack of each `put`.
     pub async fn queue<T, const N: usize>(
         &mut self,
         name: &str,

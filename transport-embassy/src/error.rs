@@ -11,9 +11,35 @@ pub enum Error {
     Depot(depot_core::Error),
     /// The TCP connection could not be opened.
     Connect(ConnectError),
-    /// A typed item could not be encoded (larger than the proxy's scratch buffer) or the
-    /// bytes a `get` took could not be decoded as the type asked for. The item is consumed.
-    Codec,
+    /// A typed `put` could not encode its item as a value: larger than the proxy's scratch
+    /// buffer, or nested too deep. Nothing was sent.
+    Encode,
+    /// A typed `get` took an item that is not a value of the type asked for. The item has
+    /// left the queue.
+    Decode(DecodeError),
+}
+
+/// Why an item a typed `get` took is not a `T`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DecodeError {
+    /// The bytes are not one well-formed value (the queue is raw).
+    NotAValue,
+    /// The item is an opaque Python value (a pickle depot cannot map).
+    OpaquePython,
+    /// A value, of another type (or out of the type's range).
+    WrongType,
+}
+
+impl From<depot_core::value::ValueError> for DecodeError {
+    fn from(e: depot_core::value::ValueError) -> Self {
+        use depot_core::value::ValueError;
+        match e {
+            ValueError::OpaquePython => DecodeError::OpaquePython,
+            ValueError::Mismatch(_) => DecodeError::WrongType,
+            _ => DecodeError::NotAValue,
+        }
+    }
 }
 
 impl From<depot_core::Error> for Error {
@@ -27,7 +53,12 @@ impl core::fmt::Display for Error {
         match self {
             Error::Depot(e) => e.fmt(f),
             Error::Connect(e) => write!(f, "connect failed: {e}"),
-            Error::Codec => f.write_str("item could not be encoded or decoded"),
+            Error::Encode => f.write_str("item could not be encoded as a value"),
+            Error::Decode(DecodeError::NotAValue) => f.write_str("item is not a value"),
+            Error::Decode(DecodeError::OpaquePython) => {
+                f.write_str("item is an opaque Python value, not readable as this type")
+            }
+            Error::Decode(DecodeError::WrongType) => f.write_str("item is a value of another type"),
         }
     }
 }

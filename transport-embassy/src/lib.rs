@@ -18,7 +18,7 @@
 //!     socket, (Ipv4Address::new(10, 0, 2, 100), 7777), b"producer", &mut rng,
 //!     BUFFERS.init(ClientBuffers::new()),
 //! ).await?;
-//! let mut q = client.queue::<u32, 16>("task_queue").await?; // typed, postcard-encoded
+//! let mut q = client.queue::<u32, 16>("task_queue").await?; // typed: items are values
 //! q.put(&7, Wait::Forever).await?;                          // blocks while full
 //! let item: u32 = q.get(Wait::Millis(500)).await?;          // Timeout after 500 ms
 //! q.task_done().await?;
@@ -29,13 +29,14 @@
 //! ## Manager
 //!
 //! ```ignore
-//! use depot_embassy::{ManagerResources, ObjectSlot, QueueSpec, Server, ServerConfig};
+//! use depot_embassy::{ManagerResources, ObjectSlot, QueueMode, QueueSpec, Server, ServerConfig};
 //!
 //! // 4 sockets (also 4 sockets in the stack's StackResources), 512-byte frames.
 //! static RES: StaticCell<ManagerResources<'static, 4>> = StaticCell::new();
 //! static STORE: StaticCell<[u8; 1024]> = StaticCell::new();
 //! static OBJECTS: StaticCell<[ObjectSlot<'static>; 1]> = StaticCell::new();
-//! let spec = QueueSpec { capacity: 32, max_item: 64 };
+//! // A value queue refuses items that are not one well-formed value; QueueMode::Raw takes any.
+//! let spec = QueueSpec { capacity: 32, max_item: 64, mode: QueueMode::Value };
 //! let objects = OBJECTS.init([ObjectSlot::queue("task_queue", spec, STORE.init([0; 1024]))?]);
 //! let mut server = Server::new(stack, ServerConfig::new(5555), b"producer", objects,
 //!                              RNG.init(rng), RES.init(ManagerResources::new()));
@@ -72,10 +73,10 @@ mod time;
 
 pub use client::{Client, ClientBuffers};
 pub use entropy::Entropy;
-pub use error::Error;
+pub use error::{DecodeError, Error};
 pub use queue::{Queue, RawQueue};
 pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
 
 pub use depot_core;
-pub use depot_core::wire::{ObjectInfo, QueueSpec, Wait};
+pub use depot_core::wire::{ObjectInfo, QueueMode, QueueSpec, Wait};
 pub use depot_core::{ManagerConfig, ObjectSlot};

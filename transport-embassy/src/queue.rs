@@ -1,4 +1,5 @@
-//! Queue proxies: raw bytes, and typed items encoded with postcard.
+//! Queue proxies: raw bytes, and typed items in the value model (CBOR; PROTOCOL.md, "Items:
+//! the value model"), the encoding every depot client uses.
 //!
 //! Each method is Python's namesake: `put(item, wait)`, `get(wait)`, `qsize()`, `task_done()`,
 //! `join(wait)`. [`Wait`] picks the mode: `NoWait` fails at once with `Empty`/`Full`,
@@ -7,6 +8,7 @@
 
 use core::marker::PhantomData;
 
+use depot_core::value;
 use depot_core::wire::{ObjectInfo, Op, Reply, Wait};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -89,8 +91,9 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 }
 
-/// A queue of `T`s, postcard-encoded, as the host's typed proxies write them. `N` bytes of
-/// scratch (default 64) on the stack of each `put` hold the encoded item.
+/// A queue of `T`s, each item one value, as the host's typed proxies, the CLI and Python
+/// clients write them. `N` bytes of scratch (default 64) on the stack of each `put` hold the
+/// encoded item; a `get` decodes in place, borrowing nothing past the call.
 pub struct Queue<'c, 'a, T, const N: usize = 64> {
     raw: RawQueue<'c, 'a>,
     _items: PhantomData<fn(T) -> T>,
@@ -112,20 +115,18 @@ where
         &mut self.raw
     }
 
-    /// Appends `item`; `Error::Codec` if it does not encode into `N` bytes.
+    /// Appends `item`; `Error::Encode` if it does not encode into `N` bytes.
     pub async fn put(&mut self, item: &T, wait: Wait) -> Result<(), Error> {
         let mut scratch = [0u8; N];
-        let bytes = postcard::to_slice(item, &mut scratch).map_err(|_| Error::Codec)?;
-        self.raw.put(bytes, wait).await
+        let len = value::to_slice(item, &mut scratch).map_err(|_| Error::Encode)?;
+        self.raw.put(&scratch[..len], wait).await
     }
 
-    /// Takes the oldest item; `Error::Codec` if its bytes are not a `T`.
+    /// Takes the oldest item; `Error::Decode` if it is not a `T`.
     pub async fn get(&mut self, wait: Wait) -> Result<T, Error> {
         self.raw
-            .get_with(wait, |bytes| match postcard::take_from_bytes(bytes) {
-                // Trailing bytes mean the item is not a `T`, whatever its prefix decodes to.
-                Ok((item, [])) => Ok(item),
-                _ => Err(Error::Codec),
+            .get_with(wait, |bytes| {
+                value::from_slice(bytes).map_err(|e| Error::Decode(e.into()))
             })
             .await
     }

@@ -57,8 +57,19 @@ pub enum Error {
     },
     /// Another protocol error from the core.
     Protocol(depot_core::Error),
-    /// A typed proxy could not encode or decode an item.
-    Codec(String),
+    /// A typed proxy could not encode an item as a value.
+    Encode(Box<depot_core::value::ValueError>),
+    /// A typed proxy took an item that is not a value of its type. The item has left the
+    /// queue; its bytes are here, so nothing is lost.
+    Decode {
+        /// Why it is not a value of the type.
+        error: Box<depot_core::value::ValueError>,
+        /// The item's bytes as the queue held them.
+        item: Vec<u8>,
+    },
+    /// The queue holds values and the item is not one well-formed value (see PROTOCOL.md,
+    /// "Items: the value model"); nothing was queued.
+    InvalidValue(String),
     /// An I/O error.
     Io(io::Error),
     /// The configuration is not usable.
@@ -93,7 +104,14 @@ impl fmt::Display for Error {
             Error::ConnectTimeout { addr } => write!(f, "timed out connecting to {addr}"),
             Error::Disconnected { reason } => f.write_str(reason),
             Error::Protocol(e) => write!(f, "protocol error: {e}"),
-            Error::Codec(e) => write!(f, "cannot encode or decode item: {e}"),
+            Error::Encode(e) => write!(f, "cannot encode item: {e}"),
+            Error::Decode { error, item } => {
+                write!(f, "cannot decode item ({} bytes): {error}", item.len())
+            }
+            Error::InvalidValue(name) => write!(
+                f,
+                "queue '{name}' holds values and refused an item that is not one well-formed value"
+            ),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
         }

@@ -51,8 +51,11 @@ mod client;
 mod error;
 mod manager;
 
+pub mod text;
+
 pub use client::{Client, Queue, QueueStat, RawQueue};
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
+pub use depot_core::QueueMode;
 pub use error::Error;
 pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};

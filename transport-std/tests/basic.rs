@@ -17,13 +17,14 @@ fn start() -> ManagerHandle {
     Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("task_queue", 100)
+        .raw_queue("task_queue", 100)
         .queue_with(
             "small",
             QueueOptions {
                 capacity: 2,
                 max_item: 64,
                 storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
             },
         )
         .max_connections(64)
@@ -77,9 +78,19 @@ fn typed_round_trip() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(got, vec![1, 2, 3]);
-    // Bytes that are not a Task are a codec error, not a panic.
+    // Bytes that are not a value (the queue is raw) are a decode error holding the item.
     c.raw_queue("task_queue").unwrap().put(&[0xff; 3]).unwrap();
-    assert!(matches!(q.get(), Err(Error::Codec(_))));
+    match q.get() {
+        Err(Error::Decode { item, error }) => {
+            assert_eq!(item, [0xff; 3]);
+            assert_eq!(*error, depot_core::value::ValueError::Malformed);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A value of another type says what it found.
+    ints.put(&5).unwrap();
+    let err = q.get().unwrap_err().to_string();
+    assert!(err.contains("invalid type: integer `5`"), "{err}");
     m.shutdown().unwrap();
 }
 
@@ -237,7 +248,7 @@ fn remote_shutdown() {
     let allowed = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("task_queue", 10)
+        .raw_queue("task_queue", 10)
         .allow_remote_shutdown(true)
         .max_connections(8)
         .start()
@@ -264,6 +275,7 @@ fn put_many_get_many_exactly_once() {
                 capacity: 1000,
                 max_item: 64,
                 storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
             },
         )
         .max_connections(16)

@@ -18,7 +18,7 @@ fn idle_connections_are_cheap() {
     let m = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("task_queue", 100)
+        .raw_queue("task_queue", 100)
         .max_connections(1024)
         .start()
         .unwrap();

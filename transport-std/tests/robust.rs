@@ -12,7 +12,7 @@ fn start(max_connections: usize) -> ManagerHandle {
     Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("task_queue", 100)
+        .raw_queue("task_queue", 100)
         .max_connections(max_connections)
         .start()
         .expect("manager starts")
@@ -90,13 +90,14 @@ fn create_stat_and_status() {
     let m = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("task_queue", 10)
+        .raw_queue("task_queue", 10)
         .allow_create(
             2,
             QueueOptions {
                 capacity: 50,
                 max_item: 1024,
                 storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
             },
         )
         .max_connections(8)
@@ -105,11 +106,10 @@ fn create_stat_and_status() {
     let c = Client::connect(m.address(), KEY).unwrap();
     let q = c.create_queue("results", 20, 100).unwrap();
     assert_eq!((q.capacity(), q.max_item()), (20, 100));
-    // exist_ok: the same queue again.
-    c.create_queue("results", 20, 100)
-        .unwrap()
-        .put(b"r")
-        .unwrap();
+    // exist_ok: the same queue again. It holds values: 1 is one (CBOR 0x01), "r" is not.
+    let again = c.create_queue("results", 20, 100).unwrap();
+    again.put(b"\x01").unwrap();
+    assert!(matches!(again.put(b"r"), Err(Error::InvalidValue(_))));
     assert!(matches!(
         c.create_queue("bad\nname", 1, 1),
         Err(Error::InvalidName(_))
@@ -121,6 +121,7 @@ fn create_stat_and_status() {
         (stat[1].len, stat[1].capacity, stat[1].total_put),
         (1, 20, 1)
     );
+    assert_eq!(stat[1].mode, depot_std::QueueMode::Value);
     let status = c.status().unwrap();
     assert_eq!(status.connections, 1);
     assert_eq!(status.max_connections, 8);
@@ -135,27 +136,27 @@ fn configuration_errors() {
     let bad = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("", 1)
+        .raw_queue("", 1)
         .start();
     assert!(matches!(bad, Err(Error::InvalidName(_))));
     let zero = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("q", 0)
+        .raw_queue("q", 0)
         .start();
     assert!(matches!(zero, Err(Error::Config(_))));
     let twice = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)
-        .queue("q", 1)
-        .queue("q", 2)
+        .raw_queue("q", 1)
+        .raw_queue("q", 2)
         .start();
     assert!(matches!(twice, Err(Error::Config(_))));
     let m = start(4);
     let taken = Manager::builder()
         .listen(m.address())
         .authkey(KEY)
-        .queue("q", 1)
+        .raw_queue("q", 1)
         .start()
         .unwrap_err();
     assert!(taken.to_string().contains("cannot listen on"), "{taken}");
@@ -173,6 +174,7 @@ fn large_items_round_trip() {
                 capacity: 4,
                 max_item: 1 << 20,
                 storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
             },
         )
         .max_connections(8)

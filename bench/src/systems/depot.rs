@@ -366,6 +366,8 @@ pub fn run_manager(args: &[String]) -> Result<()> {
         capacity: to_u32(spec.capacity, "capacity")?,
         max_item: to_u32(spec.max_item, "max_item")?,
         storage_bytes: spec.storage,
+        // The benchmarks move opaque byte items.
+        mode: depot::QueueMode::Raw,
     };
     let mut builder = Manager::builder()
         .listen("127.0.0.1:0")

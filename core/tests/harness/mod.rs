@@ -136,6 +136,7 @@ impl Default for Setup {
                 QueueSpec {
                     capacity: 16,
                     max_item: 256,
+                    mode: depot_core::QueueMode::Raw,
                 },
                 4096,
             )],
@@ -158,7 +159,15 @@ impl Setup {
     /// The default setup with one queue `name` of these limits and `storage` bytes.
     pub fn queue(name: &str, capacity: u32, max_item: u32, storage: usize) -> Setup {
         Setup {
-            queues: vec![(name.into(), QueueSpec { capacity, max_item }, storage)],
+            queues: vec![(
+                name.into(),
+                QueueSpec {
+                    capacity,
+                    max_item,
+                    mode: depot_core::QueueMode::Raw,
+                },
+                storage,
+            )],
             ..Setup::default()
         }
     }

@@ -6,7 +6,7 @@ mod proxy;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use depot_core::wire::{ErrorCode, Op, QueueSpec};
+use depot_core::wire::{ErrorCode, Op, QueueMode, QueueSpec};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub struct QueueStat {
     pub capacity: u32,
     /// The largest item, in bytes.
     pub max_item: u32,
+    /// What the queue accepts: values, or any bytes.
+    pub mode: QueueMode,
     /// Bytes of item data queued.
     pub bytes: u32,
     /// Requests blocked in `get`.
@@ -72,7 +74,8 @@ impl Client {
         Ok(Client { conn })
     }
 
-    /// A typed proxy for the queue `name`; items travel as postcard.
+    /// A typed proxy for the queue `name`; each item is one value of the value model (CBOR,
+    /// PROTOCOL.md §11), as the CLI, firmware and Python clients read and write it.
     pub fn queue<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
@@ -86,14 +89,30 @@ impl Client {
         self.opened(name, outcome)
     }
 
-    /// Creates the queue `name` (or opens it if it exists), when the manager allows it.
+    /// Creates the value queue `name` (or opens it if it exists), when the manager allows it.
     pub fn create_queue(
         &self,
         name: &str,
         capacity: u32,
         max_item: u32,
     ) -> Result<RawQueue<'_>, Error> {
-        let spec = QueueSpec { capacity, max_item };
+        self.create_queue_with(name, capacity, max_item, QueueMode::Value)
+    }
+
+    /// Creates the queue `name` in `mode` (or opens it if it exists), when the manager allows
+    /// it.
+    pub fn create_queue_with(
+        &self,
+        name: &str,
+        capacity: u32,
+        max_item: u32,
+        mode: QueueMode,
+    ) -> Result<RawQueue<'_>, Error> {
+        let spec = QueueSpec {
+            capacity,
+            max_item,
+            mode,
+        };
         let outcome = self.conn.call(Op::Create {
             name,
             spec,
@@ -136,6 +155,7 @@ impl Client {
                         len: s.stat.len,
                         capacity: s.stat.info.spec.capacity,
                         max_item: s.stat.info.spec.max_item,
+                        mode: s.stat.info.spec.mode,
                         bytes: s.stat.bytes,
                         getters: s.stat.getters,
                         putters: s.stat.putters,
@@ -206,6 +226,7 @@ pub(crate) fn code_error(code: ErrorCode, name: &str) -> Error {
         ErrorCode::TaskDoneTooMany => Error::TaskDoneTooMany,
         ErrorCode::NotAllowed => Error::NotAllowed,
         ErrorCode::ShuttingDown => Error::ShuttingDown,
+        ErrorCode::InvalidValue => Error::InvalidValue(name.to_owned()),
         other => Error::Protocol(other.into()),
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use std::collections::VecDeque;
 
+use depot_core::value;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
 use super::conn::{Conn, Outcome, SendError};
@@ -304,7 +305,9 @@ fn wait_for(timeout: Duration) -> Wait {
     }
 }
 
-/// A queue on the manager with items of type `T`, encoded with postcard.
+/// A queue on the manager with items of type `T`, each item one value of the value model
+/// (CBOR; PROTOCOL.md, "Items: the value model"), so the CLI, firmware and Python clients read
+/// and write the same items.
 #[derive(Debug)]
 pub struct Queue<'c, T> {
     raw: RawQueue<'c>,
@@ -355,17 +358,18 @@ impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
     pub fn put_nowait(&self, item: &T) -> Result<(), Error> {
         self.raw.put_nowait(&encode(item)?)
     }
-    /// Takes the oldest item, waiting while the queue is empty.
+    /// Takes the oldest item, waiting while the queue is empty. An item that is not a `T` is
+    /// `Err(Error::Decode)`, which holds its bytes.
     pub fn get(&self) -> Result<T, Error> {
-        decode(&self.raw.get()?)
+        decode(self.raw.get()?)
     }
     /// Takes the oldest item, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
-        decode(&self.raw.get_timeout(timeout)?)
+        decode(self.raw.get_timeout(timeout)?)
     }
     /// Takes the oldest item if there is one.
     pub fn get_nowait(&self) -> Result<T, Error> {
-        decode(&self.raw.get_nowait()?)
+        decode(self.raw.get_nowait()?)
     }
     /// Items in the queue now.
     pub fn qsize(&self) -> Result<u32, Error> {
@@ -394,17 +398,20 @@ impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
         self.raw.put_many(&refs)
     }
     /// Gets `n` items (fewer if a later request fails; see [`RawQueue::get_many`]). Each item
-    /// is decoded on its own: one that cannot be decoded is reported in its place, and the
-    /// others are still delivered.
+    /// is decoded on its own: one that is not a `T` is reported in its place as
+    /// [`Error::Decode`], which holds its bytes, and the others are still delivered.
     pub fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
-        Ok(self.raw.get_many(n)?.iter().map(|b| decode(b)).collect())
+        Ok(self.raw.get_many(n)?.into_iter().map(decode).collect())
     }
 }
 
 fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
-    postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))
+    value::to_writer(item, Vec::new()).map_err(|e| Error::Encode(Box::new(e)))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))
+fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
+    value::from_slice(&item).map_err(|error| Error::Decode {
+        error: Box::new(error),
+        item,
+    })
 }

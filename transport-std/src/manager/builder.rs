@@ -11,6 +11,7 @@ use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
 use crate::Error;
+use depot_core::QueueMode;
 
 /// The limits of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct QueueOptions {
     /// Bytes of item storage; by default `capacity * (max_item + 4)` capped at 64 MiB, and
     /// never less than one largest item (`max_item + 4`).
     pub storage_bytes: Option<usize>,
+    /// What the queue accepts: one well-formed value per item (the default), or any bytes.
+    pub mode: QueueMode,
 }
 
 /// The default largest item: 64 KiB.
@@ -34,6 +37,15 @@ impl QueueOptions {
             capacity,
             max_item: DEFAULT_MAX_ITEM,
             storage_bytes: None,
+            mode: QueueMode::Value,
+        }
+    }
+
+    /// The same limits for a queue of any bytes.
+    pub fn raw(self) -> Self {
+        QueueOptions {
+            mode: QueueMode::Raw,
+            ..self
         }
     }
 }
@@ -82,9 +94,16 @@ impl ManagerBuilder {
         self
     }
 
-    /// Declares a queue of `capacity` items of at most 64 KiB each.
+    /// Declares a queue of `capacity` values of at most 64 KiB each (a `value` queue: it refuses
+    /// an item that is not one well-formed value).
     pub fn queue(self, name: &str, capacity: u32) -> Self {
         self.queue_with(name, QueueOptions::new(capacity))
+    }
+
+    /// Declares a queue of `capacity` items of any bytes (at most 64 KiB each): a `raw` queue,
+    /// which does not check that items are values.
+    pub fn raw_queue(self, name: &str, capacity: u32) -> Self {
+        self.queue_with(name, QueueOptions::new(capacity).raw())
     }
 
     /// Declares a queue with explicit limits.

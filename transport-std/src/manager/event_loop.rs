@@ -83,7 +83,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         Err(e) => return report_setup(started, e),
     };
     let mut core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
-    // Python BaseManager clients are served on the same port (PROTOCOL.md §11).
+    // Python BaseManager clients are served on the same port (PROTOCOL.md §12).
     core.serve_python(&plan.authkey, storage::python(&plan));
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));

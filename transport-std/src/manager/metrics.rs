@@ -55,6 +55,7 @@ impl Metrics {
             .map_while(|i| core.stat(i))
             .map(|s| QueueStat {
                 name: s.name.to_owned(),
+                mode: s.info.spec.mode,
                 len: s.len,
                 capacity: s.info.spec.capacity,
                 max_item: s.info.spec.max_item,
@@ -293,6 +294,7 @@ mod tests {
     fn prometheus_text_escapes_labels_and_lists_every_queue() {
         let q = |name: &str, len| QueueStat {
             name: name.into(),
+            mode: crate::QueueMode::Value,
             len,
             capacity: 8,
             max_item: 16,

@@ -142,6 +142,7 @@ fn checked(opts: &QueueOptions) -> Result<(QueueSpec, usize), String> {
     let spec = QueueSpec {
         capacity: opts.capacity,
         max_item: opts.max_item,
+        mode: opts.mode,
     };
     Ok((spec, storage))
 }

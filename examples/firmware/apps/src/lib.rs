@@ -1,5 +1,6 @@
-//! What the depot firmware apps share: build-time settings, [`connect`] to the host's manager,
-//! test entropy, the item format.
+//! What the depot firmware apps share: build-time settings, [`connect`] to the host's manager
+//! and test entropy. Items are typed `u32` values (the value model), so the host's
+//! `depot put 3` / `depot get` speak to them.
 //!
 //! Settings are baked in when the firmware is built, from environment variables read by
 //! `option_env!` (defaults in brackets): `DEPOT_FW_AUTHKEY` [`producer`], `DEPOT_FW_ITEMS`
@@ -9,7 +10,6 @@
 #![no_std]
 
 pub mod entropy;
-pub mod item;
 
 #[cfg(feature = "defmt")]
 use defmt_semihosting as _;

@@ -1,6 +1,6 @@
 //! depot consumer firmware: gets `ITEMS` items from `task_queue` on a host manager reached at
 //! 10.0.2.100:7777 (QEMU guestfwd), each `get` waiting up to 15 s, and prints each as
-//! `fw-consumer: item TEXT`; then a `get` with a 500 ms timeout on the now-empty queue must
+//! `fw-consumer: item N` (typed `u32` items); then a `get` with a 500 ms timeout on the now-empty queue must
 //! fail with `Timeout` (and a non-blocking one with `Empty`). Exits 0 when all of it holds,
 //! 1 otherwise or after 40 s.
 #![no_std]
@@ -11,7 +11,7 @@ use core::pin::pin;
 use depot_board::{net, println};
 use depot_embassy::depot_core::Error as DepotError;
 use depot_embassy::{Error, Wait};
-use depot_firmware_apps::{connect, item, log, report, AUTHKEY, ITEMS, QUEUE};
+use depot_firmware_apps::{connect, log, report, AUTHKEY, ITEMS, QUEUE};
 use embassy_executor::Spawner;
 use embassy_net::{Stack, StackResources};
 use embassy_time::{Duration, Instant};
@@ -41,23 +41,22 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
         .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
     let mut queue = client
-        .queue_raw(QUEUE)
+        .queue::<u32, 8>(QUEUE)
         .await
         .map_err(|e| report(NAME, "open", e))?;
     println!("{}: ready", NAME);
     for _ in 0..ITEMS {
-        queue
-            .get_with(GET_WAIT, |bytes| {
-                println!("{}: item {}", NAME, item::text(bytes));
-                Ok(())
-            })
+        let n = queue
+            .get(GET_WAIT)
             .await
             .map_err(|e| report(NAME, "get", e))?;
+        println!("{}: item {}", NAME, n);
     }
 
     // The queue is empty now: a bounded get must time out, after waiting.
     let start = Instant::now();
     let outcome = queue
+        .raw()
         .get_with(Wait::Millis(EMPTY_WAIT_MS), |_| Ok(()))
         .await;
     let waited = start.elapsed().as_millis();
@@ -79,7 +78,7 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
             return Err("the get on the empty queue did not time out");
         }
     }
-    match queue.get_with(Wait::NoWait, |_| Ok(())).await {
+    match queue.raw().get_with(Wait::NoWait, |_| Ok(())).await {
         Err(Error::Depot(DepotError::Empty)) => println!("{}: empty queue: Empty at once", NAME),
         Err(e) => {
             println!("{}: empty queue: expected Empty, got {}", NAME, e);

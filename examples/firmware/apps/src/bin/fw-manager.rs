@@ -12,7 +12,7 @@ use core::pin::pin;
 
 use depot_board::{net, println};
 use depot_embassy::depot_core::queue::storage_for;
-use depot_embassy::{ManagerResources, ObjectSlot, QueueSpec, Server, ServerConfig};
+use depot_embassy::{ManagerResources, ObjectSlot, QueueMode, QueueSpec, Server, ServerConfig};
 use depot_firmware_apps::entropy::TestEntropy;
 use depot_firmware_apps::{log, AUTHKEY};
 use embassy_executor::Spawner;
@@ -53,6 +53,8 @@ fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
     let spec = |capacity: usize| QueueSpec {
         capacity: capacity as u32,
         max_item: MAX_ITEM as u32,
+        // Items are values; anything else is refused with InvalidValue.
+        mode: QueueMode::Value,
     };
     let [a, b, c] = SMALL.init([[0; SMALL_STORE]; 3]);
     let slots = [

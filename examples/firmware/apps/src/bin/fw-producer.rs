@@ -1,4 +1,4 @@
-//! depot producer firmware: puts `ITEMS` items (`1`..=`ITEMS` as text) into `task_queue` on
+//! depot producer firmware: puts `ITEMS` typed items (`1`..=`ITEMS`, `u32` values) into `task_queue` on
 //! a host manager reached at 10.0.2.100:7777 (QEMU guestfwd), then exits 0; exits 1 on any
 //! error or after 30 s. The host's consumer checks that every item arrived exactly once.
 #![no_std]
@@ -8,7 +8,7 @@ use core::pin::pin;
 
 use depot_board::{net, println};
 use depot_embassy::Wait;
-use depot_firmware_apps::{connect, item, log, report, AUTHKEY, ITEMS, QUEUE};
+use depot_firmware_apps::{connect, log, report, AUTHKEY, ITEMS, QUEUE};
 use embassy_executor::Spawner;
 use embassy_net::{Stack, StackResources};
 use embassy_time::Duration;
@@ -37,13 +37,12 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
         .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
     let mut queue = client
-        .queue_raw(QUEUE)
+        .queue::<u32, 8>(QUEUE)
         .await
         .map_err(|e| report(NAME, "open", e))?;
-    let mut text = [0u8; 10];
     for n in 1..=ITEMS {
         queue
-            .put(item::encode(n, &mut text), PUT_WAIT)
+            .put(&n, PUT_WAIT)
             .await
             .map_err(|e| report(NAME, "put", e))?;
     }

@@ -1,0 +1,353 @@
+//! The value model: serde types to CBOR items and back, the validator on good, bad and
+//! arbitrary bytes.
+
+use std::collections::BTreeMap;
+
+use depot_core::value::{self, Unsupported, ValueError, MAX_DEPTH, PICKLE_TAG, TUPLE_TAG};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+fn enc<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    let mut buf = vec![0; 4096];
+    let n = value::to_slice(v, &mut buf).expect("encodes");
+    buf.truncate(n);
+    buf
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Point,
+    Circle(f64),
+    Rect(u16, u16),
+    Named { name: String, sides: u8 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Job {
+    id: u64,
+    delta: i64,
+    score: f64,
+    ratio: f32,
+    label: String,
+    blob: ByteBuf,
+    tags: Vec<String>,
+    pairs: Vec<(i32, String)>,
+    table: BTreeMap<String, Vec<i16>>,
+    maybe: Option<bool>,
+    shapes: Vec<Shape>,
+    unit: (),
+}
+
+#[test]
+fn scalars_encode_as_rfc_8949_preferred_forms() {
+    assert_eq!(enc(&42u32), [0x18, 42]);
+    assert_eq!(enc(&7u8), [0x07]);
+    assert_eq!(enc(&-1i64), [0x20]);
+    assert_eq!(
+        enc(&u64::MAX),
+        [0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+    );
+    assert_eq!(enc(&true), [0xf5]);
+    assert_eq!(enc(&Option::<u8>::None), [0xf6]);
+    assert_eq!(enc(&1.5f64), [0xfb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(enc("hi"), [0x62, b'h', b'i']);
+    assert_eq!(enc(&ByteBuf::from(vec![1, 2])), [0x42, 1, 2]);
+    assert_eq!(enc(&vec![1u8, 2]), [0x82, 1, 2]);
+    // A tuple is an array inside tag 0x64700001.
+    assert_eq!(enc(&(1u8, 2u8)), [0xda, 0x64, 0x70, 0x00, 0x01, 0x82, 1, 2]);
+    assert_eq!(TUPLE_TAG, 1_685_061_633);
+    assert_eq!(PICKLE_TAG, 1_685_061_634);
+    // A unit variant is its name; other variants are {name: content}.
+    assert_eq!(enc(&Shape::Point), [0x65, b'P', b'o', b'i', b'n', b't']);
+    assert_eq!(
+        enc(&Shape::Circle(0.5))[..8],
+        [0xa1, 0x66, b'C', b'i', b'r', b'c', b'l', b'e']
+    );
+}
+
+#[test]
+fn a_nested_struct_round_trips() {
+    let job = Job {
+        id: u64::MAX,
+        delta: i64::MIN,
+        score: -2.25,
+        ratio: 0.5,
+        label: "grüße".into(),
+        blob: ByteBuf::from(vec![0, 255, 7]),
+        tags: vec!["a".into(), String::new()],
+        pairs: vec![(-3, "x".into())],
+        table: [("k".to_string(), vec![1, -2])].into(),
+        maybe: Some(false),
+        shapes: vec![
+            Shape::Point,
+            Shape::Circle(1.0),
+            Shape::Rect(3, 4),
+            Shape::Named {
+                name: "hex".into(),
+                sides: 6,
+            },
+        ],
+        unit: (),
+    };
+    let bytes = enc(&job);
+    value::validate(&bytes).unwrap();
+    assert_eq!(value::from_slice::<Job>(&bytes).unwrap(), job);
+}
+
+#[test]
+fn text_and_bytes_are_borrowed_from_the_item() {
+    #[derive(Serialize, Deserialize)]
+    struct View<'a> {
+        name: &'a str,
+        #[serde(with = "serde_bytes")]
+        data: &'a [u8],
+    }
+    let bytes = enc(&View {
+        name: "n",
+        data: &[9, 8],
+    });
+    let view: View<'_> = value::from_slice(&bytes).unwrap();
+    assert_eq!((view.name, view.data), ("n", &[9u8, 8][..]));
+}
+
+#[test]
+fn tagged_and_plain_arrays_read_as_any_sequence() {
+    let tagged = [0xda, 0x64, 0x70, 0x00, 0x01, 0x82, 1, 2];
+    let plain = [0x82, 1, 2];
+    assert_eq!(value::from_slice::<Vec<u8>>(&tagged).unwrap(), [1, 2]);
+    assert_eq!(value::from_slice::<(u8, u8)>(&plain).unwrap(), (1, 2));
+    assert_eq!(value::from_slice::<[u8; 2]>(&tagged).unwrap(), [1, 2]);
+    // A tuple of the wrong length is a mismatch, not a truncated read.
+    assert!(matches!(
+        value::from_slice::<(u8,)>(&plain),
+        Err(ValueError::Mismatch(_))
+    ));
+}
+
+#[test]
+fn an_opaque_python_value_is_valid_but_no_rust_type() {
+    let mut item = vec![0xda, 0x64, 0x70, 0x00, 0x02, 0x43];
+    item.extend_from_slice(b"\x80\x04N");
+    value::validate(&item).unwrap();
+    let err = value::from_slice::<u32>(&item).unwrap_err();
+    assert_eq!(err, ValueError::OpaquePython);
+    assert!(err.to_string().contains("opaque Python value"), "{err}");
+    assert_eq!(
+        value::from_slice::<Vec<u8>>(&item).unwrap_err(),
+        ValueError::OpaquePython
+    );
+    // The pickle tag must hold bytes.
+    let bad = [0xda, 0x64, 0x70, 0x00, 0x02, 0x01];
+    assert_eq!(
+        value::validate(&bad),
+        Err(ValueError::Unsupported(Unsupported::Tag(PICKLE_TAG)))
+    );
+}
+
+#[test]
+fn integers_beyond_64_bits_are_refused() {
+    // Bignum tags 2 and 3 are not part of the value model.
+    let big = [0xc2, 0x49, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        value::validate(&big),
+        Err(ValueError::Unsupported(Unsupported::Tag(2)))
+    );
+    assert_eq!(
+        value::to_slice(&(u128::from(u64::MAX) + 1), &mut [0; 32]),
+        Err(ValueError::IntegerRange)
+    );
+    // −2⁶⁴ is a CBOR integer: valid, readable as i128, not as i64.
+    let min = [0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    assert_eq!(value::from_slice::<i128>(&min).unwrap(), -(1i128 << 64));
+    assert!(matches!(
+        value::from_slice::<i64>(&min),
+        Err(ValueError::Mismatch(_))
+    ));
+}
+
+#[cfg(feature = "messages")]
+#[test]
+fn a_wrong_type_says_what_it_found() {
+    let err = value::from_slice::<u32>(&enc("abc")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "value does not fit the type: invalid type: string \"abc\", expected u32"
+    );
+    let err = value::from_slice::<u8>(&enc(&300u16)).unwrap_err();
+    assert!(err.to_string().contains("300"), "{err}");
+}
+
+#[test]
+fn floats_of_every_width_read_as_f64() {
+    assert_eq!(value::from_slice::<f64>(&[0xf9, 0x3c, 0x00]).unwrap(), 1.0);
+    assert_eq!(value::from_slice::<f64>(&[0xf9, 0xc0, 0x00]).unwrap(), -2.0);
+    assert_eq!(
+        value::from_slice::<f64>(&[0xf9, 0x00, 0x01]).unwrap(),
+        2f64.powi(-24)
+    );
+    assert_eq!(
+        value::from_slice::<f64>(&[0xf9, 0x7c, 0x00]).unwrap(),
+        f64::INFINITY
+    );
+    assert_eq!(value::from_slice::<f64>(&enc(&0.25f32)).unwrap(), 0.25);
+    assert_eq!(value::from_slice::<f64>(&enc(&3u8)).unwrap(), 3.0);
+}
+
+fn nested(depth: usize) -> Vec<u8> {
+    let mut item = vec![0x81; depth];
+    item.push(0x00);
+    item
+}
+
+#[test]
+fn nesting_is_bounded() {
+    value::validate(&nested(MAX_DEPTH)).unwrap();
+    assert_eq!(
+        value::validate(&nested(MAX_DEPTH + 1)),
+        Err(ValueError::TooDeep)
+    );
+    assert_eq!(value::validate(&nested(100_000)), Err(ValueError::TooDeep));
+
+    #[derive(Serialize)]
+    struct Link(Option<Box<Link>>);
+    let mut chain = Link(None);
+    for _ in 0..MAX_DEPTH {
+        chain = Link(Some(Box::new(chain)));
+    }
+    // Newtypes and options add no level: this is one value, not a deep one.
+    assert!(value::to_slice(&chain, &mut [0; 64]).is_ok());
+    let deep = (0..=MAX_DEPTH).fold(serde_json_like::Tree::Leaf, |t, _| {
+        serde_json_like::Tree::List(vec![t])
+    });
+    assert_eq!(
+        value::to_slice(&deep, &mut [0; 4096]),
+        Err(ValueError::TooDeep)
+    );
+}
+
+mod serde_json_like {
+    use serde::Serialize;
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    pub enum Tree {
+        Leaf,
+        List(Vec<Tree>),
+    }
+}
+
+#[test]
+fn bad_bytes_are_refused_by_kind() {
+    assert_eq!(value::validate(&[]), Err(ValueError::Truncated));
+    assert_eq!(value::validate(&[0x82, 1]), Err(ValueError::Truncated));
+    assert_eq!(
+        value::validate(&[0x01, 0x02]),
+        Err(ValueError::TrailingBytes)
+    );
+    assert_eq!(value::validate(&[0xff]), Err(ValueError::Malformed));
+    assert_eq!(
+        value::validate(&[0x62, 0xc3, 0x28]),
+        Err(ValueError::Malformed)
+    );
+    assert_eq!(
+        value::validate(&[0x9f, 0xff]),
+        Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
+    );
+    assert_eq!(
+        value::validate(&[0xf7]),
+        Err(ValueError::Unsupported(Unsupported::Simple))
+    );
+    assert_eq!(
+        value::validate(&[0xc1, 0x00]),
+        Err(ValueError::Unsupported(Unsupported::Tag(1)))
+    );
+    // A length far beyond the input ends at the input's end.
+    assert_eq!(
+        value::validate(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00]),
+        Err(ValueError::Truncated)
+    );
+    assert_eq!(
+        value::to_slice(&"too long for the buffer", &mut [0; 8]),
+        Err(ValueError::BufferFull)
+    );
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Tree {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(ByteBuf),
+    List(Vec<Tree>),
+    Tuple((bool, Option<u32>)),
+    Map(BTreeMap<String, Tree>),
+}
+
+fn tree() -> impl Strategy<Value = Tree> {
+    let leaf = prop_oneof![
+        any::<i64>().prop_map(Tree::Int),
+        any::<f64>()
+            .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
+            .prop_map(Tree::Float),
+        ".{0,12}".prop_map(Tree::Text),
+        proptest::collection::vec(any::<u8>(), 0..16).prop_map(|b| Tree::Bytes(ByteBuf::from(b))),
+        any::<(bool, Option<u32>)>().prop_map(Tree::Tuple),
+    ];
+    leaf.prop_recursive(6, 64, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Tree::List),
+            proptest::collection::btree_map(".{0,6}", inner, 0..6).prop_map(Tree::Map),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn trees_round_trip(t in tree()) {
+        let bytes = enc(&t);
+        prop_assert_eq!(value::validate(&bytes), Ok(()));
+        prop_assert_eq!(value::from_slice::<Tree>(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn integers_round_trip(i in any::<i64>(), u in any::<u64>(), s in any::<i16>()) {
+        prop_assert_eq!(value::from_slice::<i64>(&enc(&i)).unwrap(), i);
+        prop_assert_eq!(value::from_slice::<u64>(&enc(&u)).unwrap(), u);
+        prop_assert_eq!(value::from_slice::<i16>(&enc(&s)).unwrap(), s);
+        prop_assert_eq!(value::from_slice::<i128>(&enc(&u)).unwrap(), i128::from(u));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let valid = value::validate(&bytes).is_ok();
+        let _ = value::from_slice::<Tree>(&bytes);
+        let _ = value::from_slice::<serde::de::IgnoredAny>(&bytes);
+        // Whatever typed decode accepts, the validator accepts.
+        if value::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+            prop_assert!(valid);
+        }
+    }
+
+    #[test]
+    fn mutated_values_never_panic(
+        t in tree(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut bytes = enc(&t);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        let valid = value::validate(&bytes).is_ok();
+        if value::from_slice::<Tree>(&bytes).is_ok() {
+            prop_assert!(valid);
+        }
+        let _ = value::from_slice::<serde::de::IgnoredAny>(&bytes);
+    }
+
+    #[test]
+    fn any_prefix_of_a_value_is_truncated(t in tree(), cut in any::<prop::sample::Index>()) {
+        let bytes = enc(&t);
+        let n = cut.index(bytes.len());
+        prop_assert_eq!(value::validate(&bytes[..n]), Err(ValueError::Truncated));
+    }
+}
