@@ -145,3 +145,86 @@ fn python_client_killed_while_blocked_loses_nothing() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
     m.shutdown().unwrap();
 }
+
+/// The values `basemanager.py` puts and checks (`VALUES`), as depot's JSON lines print them.
+const VALUES_JSON: [&str; 14] = [
+    "7",
+    "-3",
+    "1099511627776",
+    "1.5",
+    "-0.25",
+    "true",
+    "false",
+    "null",
+    "\"text\"",
+    "\"héllo\"",
+    "{\"$bytes\": \"AGJ5dGVz\"}",
+    "[1, [2, \"three\"]]",
+    "{\"k\": 1, \"nested\": {\"list\": [1.5, null]}}",
+    "[]",
+];
+
+/// A typed Rust mirror of some of the values.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Nested {
+    k: u32,
+    nested: Inner,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Inner {
+    list: Vec<Option<f64>>,
+}
+
+/// Python producer → depot → Rust: the same values (as JSON lines, as `depot get` prints
+/// them, and typed); Rust producer → depot → Python: Python reads the values it would have
+/// put itself.
+#[test]
+fn python_and_rust_see_the_same_values() {
+    for py in pythons() {
+        let m = manager();
+        run(&py, &m, &["put_values"]);
+        let c = Client::connect(m.address(), KEY).unwrap();
+        let raw = c.raw_queue("task_queue").unwrap();
+        let printed: Vec<String> = VALUES_JSON
+            .iter()
+            .map(|_| depot_std::text::to_json(&raw.get().unwrap()).unwrap())
+            .collect();
+        assert_eq!(printed, VALUES_JSON, "{py}");
+
+        // Rust puts the same values, typed where Rust has a type, parsed from JSON otherwise.
+        let ints = c.queue::<i64>("task_queue").unwrap();
+        ints.put(&7).unwrap();
+        ints.put(&-3).unwrap();
+        c.queue::<u64>("task_queue")
+            .unwrap()
+            .put(&(1 << 40))
+            .unwrap();
+        let floats = c.queue::<f64>("task_queue").unwrap();
+        floats.put(&1.5).unwrap();
+        floats.put(&-0.25).unwrap();
+        for json in &VALUES_JSON[5..12] {
+            raw.put(&depot_std::text::parse(json).unwrap()).unwrap();
+        }
+        c.queue::<Nested>("task_queue")
+            .unwrap()
+            .put(&Nested {
+                k: 1,
+                nested: Inner {
+                    list: vec![Some(1.5), None],
+                },
+            })
+            .unwrap();
+        c.queue::<Vec<u32>>("task_queue")
+            .unwrap()
+            .put(&vec![])
+            .unwrap();
+        let out = run(&py, &m, &["get_values"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "values ok",
+            "{py}"
+        );
+        m.shutdown().unwrap();
+    }
+}

@@ -24,6 +24,12 @@ class QueueManager(BaseManager):
 QueueManager.register("task_queue")
 QueueManager.register("one")
 
+# The values every client library must read alike (depot's Rust test puts and checks the same).
+VALUES = [
+    7, -3, 2**40, 1.5, -0.25, True, False, None, "text", "héllo", b"\x00bytes",
+    [1, [2, "three"]], {"k": 1, "nested": {"list": [1.5, None]}}, [],
+]
+
 port, key, role = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
 m = QueueManager(address=("127.0.0.1", port), authkey=key)
 m.connect()
@@ -69,6 +75,16 @@ elif role == "get_objects":
     d = q.get(timeout=5)
     assert d == {"nested": [1, 2.5, "three", b"four", None, True], "t": (1, "a")}, d
     print("objects ok")
+elif role == "put_values":
+    q = m.task_queue()
+    for v in VALUES:
+        q.put(v)
+elif role == "get_values":
+    q = m.task_queue()
+    got = [q.get(timeout=5) for _ in VALUES]
+    assert got == VALUES, got
+    assert [type(g) for g in got] == [type(v) for v in VALUES], got
+    print("values ok")
 elif role == "block":
     q = m.task_queue()
     print("blocking", flush=True)
