@@ -12,6 +12,7 @@ use crate::auth::{
     MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::codec::{decode_all, Encode, Reader};
 use crate::error::Error;
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
@@ -467,8 +468,8 @@ impl<'a> Client<'a> {
             }
         };
         // `take_message` checked this message; decoding it again lets the reply borrow `rx`.
-        match postcard::take_from_bytes::<Message>(&self.rx.bytes()[at..end]) {
-            Ok((Message::Reply { id, reply }, _)) => Some(Event::Reply { id, reply }),
+        match Reader::new(&self.rx.bytes()[at..end]).message() {
+            Some(Message::Reply { id, reply }) => Some(Event::Reply { id, reply }),
             _ => None,
         }
     }
@@ -488,13 +489,10 @@ impl<'a> Client<'a> {
         let outcome = match self.state {
             State::SentHello {
                 nonce: client_nonce,
-            } => match postcard::take_from_bytes(body) {
-                Ok((
-                    ServerHello::Challenge {
-                        version, max_frame, ..
-                    },
-                    [],
-                )) => {
+            } => match decode_all(body, Reader::server_hello) {
+                Some(ServerHello::Challenge {
+                    version, max_frame, ..
+                }) => {
                     if version != VERSION {
                         Err(Error::Closed(CloseReason::VersionMismatch))
                     } else if max_frame < MIN_MAX_FRAME {
@@ -502,9 +500,8 @@ impl<'a> Client<'a> {
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
                         let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
-                        let hello = postcard::to_slice(&self.hello(client_nonce), &mut encoded)
-                            .map(|h| &*h)
-                            .unwrap_or_default();
+                        let len = self.hello(client_nonce).encode_into(&mut encoded);
+                        let hello = &encoded[..len.unwrap_or_default()];
                         let transcript = transcript_hash(hello, body);
                         let proof = self.key.derive(CLIENT_PROOF, &transcript);
                         self.state = State::SentProof { transcript };
@@ -514,11 +511,11 @@ impl<'a> Client<'a> {
                             .map(|_| false)
                     }
                 }
-                Ok((ServerHello::Reject(reason), [])) => Err(reason.into()),
-                _ => Err(Error::Closed(CloseReason::Malformed)),
+                Some(ServerHello::Reject(reason)) => Err(reason.into()),
+                None => Err(Error::Closed(CloseReason::Malformed)),
             },
-            State::SentProof { transcript } => match postcard::take_from_bytes(body) {
-                Ok((ServerVerdict::Welcome { proof }, [])) => {
+            State::SentProof { transcript } => match decode_all(body, Reader::server_verdict) {
+                Some(ServerVerdict::Welcome { proof }) => {
                     if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
                         self.state = State::Ready {
                             rx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
@@ -530,8 +527,8 @@ impl<'a> Client<'a> {
                         Err(Error::AuthFailed)
                     }
                 }
-                Ok((ServerVerdict::AuthFailed, [])) => Err(Error::AuthFailed),
-                _ => Err(Error::Closed(CloseReason::Malformed)),
+                Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
+                None => Err(Error::Closed(CloseReason::Malformed)),
             },
             _ => return None,
         };
@@ -579,11 +576,11 @@ impl<'a> Client<'a> {
     /// request in flight, `None` when the manager said it is closing.
     fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
-        let Ok((message, rest)) = postcard::take_from_bytes::<Message>(&self.rx.bytes()[at..end])
-        else {
+        let mut reader = Reader::new(&self.rx.bytes()[at..end]);
+        let Some(message) = reader.message() else {
             return Err(Error::Closed(CloseReason::Malformed));
         };
-        let message_end = end - rest.len();
+        let message_end = end - reader.rest().len();
         let taken = match message {
             Message::Reply {
                 id: INTERNAL_ID,

@@ -19,6 +19,7 @@ use crate::auth::{
     MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
 #[cfg(feature = "alloc")]
@@ -27,10 +28,10 @@ use crate::storage::Managed;
 use crate::time::Instant;
 use crate::waiters::{WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
-    item_reply_bound, valid_name, write_varint, ClientHello, ClientProof, CloseReason, ErrorCode,
-    Handle, Items, ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello,
-    ServerVerdict, Wait, HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME,
-    MIN_MAX_FRAME, NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
+    item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
+    ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
+    HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
 const NONE: u32 = u32::MAX;
@@ -678,9 +679,8 @@ impl<'a> Manager<'a> {
                 if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
                 }
-                let hello = match postcard::take_from_bytes::<ClientHello>(body) {
-                    Ok((hello, [])) => hello,
-                    _ => return self.reject(i, CloseReason::Malformed),
+                let Some(hello) = decode_all(body, Reader::client_hello) else {
+                    return self.reject(i, CloseReason::Malformed);
                 };
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
                     return self.reject(i, CloseReason::VersionMismatch);
@@ -695,9 +695,10 @@ impl<'a> Manager<'a> {
                     max_frame,
                 };
                 let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
-                let Ok(challenge_body) = postcard::to_slice(&challenge, &mut encoded) else {
+                let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
+                let challenge_body = &encoded[..challenge_len];
                 let c = &mut self.conns[i];
                 let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
                 let transcript = transcript_hash(body, challenge_body);
@@ -715,9 +716,8 @@ impl<'a> Manager<'a> {
                 true
             }
             State::AwaitProof { transcript, .. } => {
-                let proof = match postcard::take_from_bytes::<ClientProof>(body) {
-                    Ok((p, [])) => p.proof,
-                    _ => return self.reject(i, CloseReason::Malformed),
+                let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
+                    return self.reject(i, CloseReason::Malformed);
                 };
                 c.rx.consume(HEADER_LEN + body_len);
                 if !self.key.verify(CLIENT_PROOF, &transcript, &proof) {
@@ -803,15 +803,16 @@ impl<'a> Manager<'a> {
             let c = &mut self.conns[i];
             let (cursor, end) = (c.cursor, c.frame_end);
             let rx = core::mem::replace(&mut c.rx, RxBuf::new(Managed::empty()));
-            let step = match postcard::take_from_bytes::<Request>(&rx.bytes()[cursor..end]) {
-                Ok((request, rest)) => {
-                    let used = end - cursor - rest.len();
+            let mut reader = Reader::new(&rx.bytes()[cursor..end]);
+            let step = match reader.request() {
+                Some(request) => {
+                    let used = end - cursor - reader.rest().len();
                     match self.handle_request(i, request) {
                         Step::Done => Some(used),
                         Step::Paused => None,
                     }
                 }
-                Err(_) => {
+                None => {
                     self.begin_close(i, CloseReason::Malformed);
                     None
                 }
@@ -1360,7 +1361,7 @@ impl<'a> Manager<'a> {
         let was_idle = c.tx.is_empty();
         let queue = &q.queue;
         let pushed =
-            c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| match take {
+            c.tx.push_with(c.peer_max, &mut session.tx_mac, &mut |out| match take {
                 Take::One => {
                     let (a, b) = queue.front()?;
                     encode_item_reply(out, id, a, b)
@@ -1525,15 +1526,24 @@ fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode
     }
 }
 
+/// Writes the head of `Message::Reply { id, reply }` whose reply is variant `variant` carrying
+/// a byte string of `len` bytes (what comes before the bytes); returns its length.
+fn reply_head(out: &mut [u8], id: u32, variant: u32, len: usize) -> Option<usize> {
+    // `Message::Reply` is variant 0; postcard writes the indices, the id and the length as
+    // varints.
+    let mut w = Writer::new(out);
+    for v in [0, u64::from(id), variant.into(), len as u64] {
+        w.varint(v)?;
+    }
+    Some(w.len())
+}
+
 /// Writes `Message::Reply { id, reply: Reply::Item(a ‖ b) }` as postcard would, from an item
 /// stored in two pieces; `None` if `out` is too small.
 pub(crate) fn encode_item_reply(out: &mut [u8], id: u32, a: &[u8], b: &[u8]) -> Option<usize> {
-    // Variant indices: `Message::Reply` is 0, `Reply::Item` is 2; postcard writes them, the id
-    // and the byte length as varints.
+    // `Reply::Item` is variant 2.
     let len = a.len() + b.len();
-    let head = postcard::to_slice(&(0u32, id, 2u32, len as u32), out)
-        .ok()?
-        .len();
+    let head = reply_head(out, id, 2, len)?;
     let total = head + len;
     let body = out.get_mut(head..total)?;
     body[..a.len()].copy_from_slice(a);
@@ -1550,10 +1560,8 @@ pub(crate) fn encode_items_reply<'q>(
     items: impl Iterator<Item = (&'q [u8], &'q [u8])>,
     body: usize,
 ) -> Option<usize> {
-    // Variant indices: `Message::Reply` is 0, `Reply::Items` is 8.
-    let mut at = postcard::to_slice(&(0u32, id, 8u32, body as u32), out)
-        .ok()?
-        .len();
+    // `Reply::Items` is variant 8.
+    let mut at = reply_head(out, id, 8, body)?;
     let end = at.checked_add(body)?;
     out.get(..end)?;
     for (a, b) in items {
@@ -1574,12 +1582,9 @@ pub(crate) fn encode_items_reply<'q>(
 /// A handshake reply refusing a connection for which no slot was free: the transport writes
 /// these bytes to the socket and closes it.
 pub fn encode_busy(out: &mut [u8; 16]) -> &[u8] {
-    let body = match postcard::to_slice(
-        &ServerHello::Reject(CloseReason::Busy),
-        &mut out[HEADER_LEN..],
-    ) {
-        Ok(body) => body.len(),
-        Err(_) => return &[],
+    let Some(body) = ServerHello::Reject(CloseReason::Busy).encode_into(&mut out[HEADER_LEN..])
+    else {
+        return &[];
     };
     out[..HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
     &out[..HEADER_LEN + body]
