@@ -26,7 +26,7 @@ use crate::registry::{Object, ObjectSlot, Registry};
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::Instant;
-use crate::waiters::{WaitKind, WaitList, Waiter, Waiters};
+use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
     ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
@@ -471,10 +471,10 @@ impl<'a> Manager<'a> {
         }
         self.next_wake = None;
         let mut from = 0;
-        while let Some(w) = self.waiters.find_from(from, |w| w.deadline.is_some()) {
+        while let Some(w) = self.waiters.find_from(from, |w| w.deadline().is_some()) {
             from = w + 1;
             let waiter = *self.waiters.get(w);
-            match waiter.deadline {
+            match waiter.deadline() {
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
                     // A putter that gave up may have held back smaller puts behind it.
@@ -1060,11 +1060,14 @@ impl<'a> Manager<'a> {
             Ok(deadline) => deadline,
             Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
-        let Some(parked) = self.parked.store(item, false) else {
+        let Some(parked) = self
+            .parked
+            .store(item, false, &|x| self.waiters.holds_parked(x))
+        else {
             return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
         };
         let waiter = Waiter {
-            parked: Some(parked),
+            hold: Hold::Item(parked),
             ..Waiter::EMPTY
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
@@ -1100,14 +1103,19 @@ impl<'a> Manager<'a> {
                 return self.settle(handle);
             }
         };
-        let Some(parked) = self.parked.store(&items.0[offset..], false) else {
+        let Some(parked) = self
+            .parked
+            .store(&items.0[offset..], false, &|x| self.waiters.holds_parked(x))
+        else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
             return self.settle(handle);
         };
         let waiter = Waiter {
-            parked: Some(parked),
-            accepted: count,
-            many: true,
+            hold: Hold::Items {
+                parked,
+                offset: 0,
+                accepted: count,
+            },
             ..Waiter::EMPTY
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
@@ -1133,18 +1141,19 @@ impl<'a> Manager<'a> {
             Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
         let reserve = self.get_reply_bound(i, handle, take);
-        let (max_items, max_bytes, many) = match take {
-            Take::One => (1, 0, false),
+        let hold = match take {
+            Take::One => Hold::Nothing,
             Take::Many {
                 max_items,
                 max_bytes,
-            } => (max_items, max_bytes, true),
+            } => Hold::Take {
+                max_items,
+                max_bytes,
+            },
         };
         let waiter = Waiter {
             reserve: reserve as u32,
-            max_items,
-            max_bytes,
-            many,
+            hold,
             ..Waiter::EMPTY
         };
         self.park(i, id, handle, WaitKind::Get, deadline, waiter);
@@ -1180,7 +1189,10 @@ impl<'a> Manager<'a> {
             self.settle(handle);
             return Reply::Done;
         }
-        let Some(parked) = self.parked.store(item, true) else {
+        let Some(parked) = self
+            .parked
+            .store(item, true, &|x| self.waiters.holds_parked(x))
+        else {
             warn!("an item given back could not be kept: no room to park it");
             return Reply::Error(ErrorCode::WaiterLimit);
         };
@@ -1188,7 +1200,7 @@ impl<'a> Manager<'a> {
             conn: NONE,
             object: handle.0,
             kind: WaitKind::Put,
-            parked: Some(parked),
+            hold: Hold::Item(parked),
             ..Waiter::EMPTY
         };
         let Ok(q) = self.registry.queue(handle) else {
@@ -1258,15 +1270,15 @@ impl<'a> Manager<'a> {
             return false;
         }
         let deadline = timeout_ms.map(|ms| self.now.add_millis(ms.into()));
-        let waiter = Waiter {
+        let mut waiter = Waiter {
             conn: i as u32,
             request: id,
             object: handle.0,
             kind,
-            deadline,
             reserve: reserve as u32,
             ..waiter
         };
+        waiter.set_deadline(deadline);
         let Some(Object::Queue(q)) = self.registry.get(handle) else {
             return false;
         };
@@ -1295,21 +1307,23 @@ impl<'a> Manager<'a> {
                 return;
             };
             if let Some(w) = q.putters.front() {
-                let waiter = *self.waiters.get(w);
-                let parked = waiter.parked.map_or(&[][..], |r| self.parked.get(r));
-                if !waiter.many {
-                    if q.queue.push(parked).is_ok() {
-                        self.finish_waiter(w, &Reply::Done);
-                        continue;
-                    }
-                } else {
-                    let rest = parked.get(waiter.offset as usize..).unwrap_or(&[]);
+                let hold = self.waiters.get(w).hold;
+                let parked = hold.parked().map_or(&[][..], |r| self.parked.get(r));
+                if let Hold::Items {
+                    parked: at,
+                    offset,
+                    accepted,
+                } = hold
+                {
+                    let rest = parked.get(offset as usize..).unwrap_or(&[]);
                     let (count, used, error) = push_items(&mut q.queue, rest);
-                    let accepted = waiter.accepted + count;
-                    let offset = waiter.offset + used as u32;
-                    let entry = self.waiters.get_mut(w);
-                    entry.accepted = accepted;
-                    entry.offset = offset;
+                    let accepted = accepted + count;
+                    let offset = offset + used as u32;
+                    self.waiters.get_mut(w).hold = Hold::Items {
+                        parked: at,
+                        offset,
+                        accepted,
+                    };
                     if error.is_some() || offset as usize >= parked.len() {
                         let reply = Reply::Accepted {
                             count: accepted,
@@ -1318,6 +1332,9 @@ impl<'a> Manager<'a> {
                         self.finish_waiter(w, &reply);
                         continue;
                     }
+                } else if q.queue.push(parked).is_ok() {
+                    self.finish_waiter(w, &Reply::Done);
+                    continue;
                 }
             }
             let Ok(q) = self.registry.queue(handle) else {
@@ -1329,10 +1346,12 @@ impl<'a> Manager<'a> {
             let Some(w) = q.getters.front() else { return };
             let waiter = *self.waiters.get(w);
             self.release(w);
-            let take = if waiter.many {
-                Take::many(waiter.max_items, waiter.max_bytes)
-            } else {
-                Take::One
+            let take = match waiter.hold {
+                Hold::Take {
+                    max_items,
+                    max_bytes,
+                } => Take::many(max_items, max_bytes),
+                _ => Take::One,
             };
             self.deliver(waiter.conn as usize, waiter.request, handle, take);
         }
@@ -1394,13 +1413,12 @@ impl<'a> Manager<'a> {
     /// its items went in).
     fn fail_waiter(&mut self, w: u32, code: ErrorCode) {
         let waiter = *self.waiters.get(w);
-        let reply = if waiter.kind == WaitKind::Put && waiter.many {
-            Reply::Accepted {
-                count: waiter.accepted,
+        let reply = match waiter.hold {
+            Hold::Items { accepted, .. } => Reply::Accepted {
+                count: accepted,
                 error: Some(code),
-            }
-        } else {
-            Reply::Error(code)
+            },
+            _ => Reply::Error(code),
         };
         self.finish_waiter(w, &reply);
     }
@@ -1417,7 +1435,7 @@ impl<'a> Manager<'a> {
             WaitKind::Join => &mut q.joiners,
         };
         self.waiters.remove(list, w);
-        if let Some(parked) = waiter.parked {
+        if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
         if waiter.conn != NONE {
