@@ -45,8 +45,8 @@ impl Hold {
     }
 }
 
-/// `deadline` of a waiter that waits forever (a deadline this far out is never reached).
-const FOREVER: Instant = Instant::from_millis(u64::MAX);
+/// The deadline of a waiter that waits forever (a deadline this far out is never reached).
+const FOREVER: [u8; 8] = u64::MAX.to_le_bytes();
 
 /// One slot of the waiter pool.
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +55,10 @@ pub struct Waiter {
     pub(crate) request: u32,
     pub(crate) object: u16,
     pub(crate) kind: WaitKind,
-    /// When the wait runs out ([`FOREVER`]: never; not an `Option`, which would take 8 bytes
-    /// more in every slot).
-    pub(crate) deadline: Instant,
+    /// When the wait runs out, in milliseconds ([`FOREVER`]: never). Bytes, not an
+    /// `Option<Instant>`: 12 bytes less in every slot (no tag, no 8-byte alignment). Read and
+    /// set through [`Waiter::deadline`] and [`Waiter::set_deadline`].
+    pub(crate) deadline: [u8; 8],
     /// Transmit bytes kept free on the connection for this request's reply.
     pub(crate) reserve: u32,
     pub(crate) hold: Hold,
@@ -83,11 +84,11 @@ impl Waiter {
 
     /// When the wait runs out, if it does.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        (self.deadline != FOREVER).then_some(self.deadline)
+        (self.deadline != FOREVER).then(|| Instant::from_millis(u64::from_le_bytes(self.deadline)))
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline.unwrap_or(FOREVER);
+        self.deadline = deadline.map_or(FOREVER, |d| d.as_millis().to_le_bytes());
     }
 }
 
