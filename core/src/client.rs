@@ -17,7 +17,7 @@ use crate::error::Error;
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
-use crate::time::Instant;
+use crate::time::{Deadline, Instant};
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
@@ -43,7 +43,7 @@ pub struct RequestSlot {
     cancel_pending: bool,
     /// The queue a get takes from, so items of an abandoned get can be given back.
     handle: Option<Handle>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl RequestSlot {
@@ -54,7 +54,7 @@ impl RequestSlot {
         abandoned: false,
         cancel_pending: false,
         handle: None,
-        deadline: None,
+        deadline: Deadline::NONE,
     };
 }
 
@@ -301,7 +301,7 @@ impl<'a> Client<'a> {
         }
         slot.abandoned = true;
         slot.cancel_pending = true;
-        slot.deadline = None;
+        slot.deadline = Deadline::NONE;
         self.cancels_pending += 1;
         self.write_cancels();
     }
@@ -355,7 +355,7 @@ impl<'a> Client<'a> {
                 .slots
                 .iter()
                 .filter(|s| s.busy)
-                .filter_map(|s| s.deadline)
+                .filter_map(|s| s.deadline.get())
                 .min(),
             State::Closed { .. } => None,
         }
@@ -368,7 +368,7 @@ impl<'a> Client<'a> {
             State::Ready { .. } => self
                 .slots
                 .iter()
-                .any(|s| s.busy && s.deadline.is_some_and(|d| d <= now)),
+                .any(|s| s.busy && s.deadline.get().is_some_and(|d| d <= now)),
             State::Closed { .. } => false,
         };
         if overdue {
@@ -425,11 +425,11 @@ impl<'a> Client<'a> {
             Op::Get { handle, .. } | Op::GetMany { handle, .. } => Some(handle),
             _ => None,
         };
-        slot.deadline = match wait {
+        slot.deadline = Deadline::new(match wait {
             Wait::Forever => None,
             Wait::NoWait => Some(now.add_millis(grace)),
             Wait::Millis(ms) => Some(now.add_millis(grace + u64::from(ms))),
-        };
+        });
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)

@@ -5,7 +5,7 @@
 
 use crate::park::ParkRef;
 use crate::storage::Managed;
-use crate::time::Instant;
+use crate::time::{Deadline, Instant};
 
 const NONE: u32 = u32::MAX;
 
@@ -45,9 +45,6 @@ impl Hold {
     }
 }
 
-/// The deadline of a waiter that waits forever (a deadline this far out is never reached).
-const FOREVER: [u8; 8] = u64::MAX.to_le_bytes();
-
 /// One slot of the waiter pool.
 #[derive(Debug, Clone, Copy)]
 pub struct Waiter {
@@ -55,10 +52,8 @@ pub struct Waiter {
     pub(crate) request: u32,
     pub(crate) object: u16,
     pub(crate) kind: WaitKind,
-    /// When the wait runs out, in milliseconds ([`FOREVER`]: never). Bytes, not an
-    /// `Option<Instant>`: 12 bytes less in every slot (no tag, no 8-byte alignment). Read and
-    /// set through [`Waiter::deadline`] and [`Waiter::set_deadline`].
-    pub(crate) deadline: [u8; 8],
+    /// When the wait runs out, if it does.
+    pub(crate) deadline: Deadline,
     /// Transmit bytes kept free on the connection for this request's reply.
     pub(crate) reserve: u32,
     pub(crate) hold: Hold,
@@ -74,7 +69,7 @@ impl Waiter {
         request: 0,
         object: 0,
         kind: WaitKind::Get,
-        deadline: FOREVER,
+        deadline: Deadline::NONE,
         reserve: 0,
         hold: Hold::Nothing,
         in_use: false,
@@ -84,11 +79,11 @@ impl Waiter {
 
     /// When the wait runs out, if it does.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        (self.deadline != FOREVER).then(|| Instant::from_millis(u64::from_le_bytes(self.deadline)))
+        self.deadline.get()
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline.map_or(FOREVER, |d| d.as_millis().to_le_bytes());
+        self.deadline = Deadline::new(deadline);
     }
 }
 
