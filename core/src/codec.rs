@@ -9,6 +9,11 @@
 //! lengths are LEB128 varints of at most 3/5/10 bytes whose last byte may not carry bits past
 //! the type (not required to be minimal); `bool` and `Option` tags are one byte, 0 or 1; an
 //! enum is its variant index as a `u32` varint, then its fields; `&str` is checked UTF-8.
+//!
+//! Both directions keep a sticky error instead of returning early from every field: a failed
+//! read gives a placeholder and marks the reader bad, a write that does not fit marks the
+//! writer full, and only the outcome of the whole message is looked at. Straight-line field
+//! code is a fraction of the size of a branch after each field.
 
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
@@ -16,14 +21,19 @@ use crate::wire::{
     ServerVerdict, Wait,
 };
 
-/// Reads postcard values off the front of a byte string; `None` is any decoding failure.
+/// Reads postcard values off the front of a byte string.
 pub(crate) struct Reader<'a> {
     rest: &'a [u8],
+    /// A read failed: the value read is not to be used.
+    bad: bool,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Reader { rest: bytes }
+        Reader {
+            rest: bytes,
+            bad: false,
+        }
     }
 
     /// Bytes not yet read.
@@ -31,270 +41,328 @@ impl<'a> Reader<'a> {
         self.rest
     }
 
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    /// Marks the reader bad and gives `placeholder` back.
+    fn fail<T>(&mut self, placeholder: T) -> T {
+        self.bad = true;
+        self.rest = &[];
+        placeholder
+    }
+
+    /// `value` if every read so far succeeded.
+    fn done<T>(&self, value: T) -> Option<T> {
+        (!self.bad).then_some(value)
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
         if n > self.rest.len() {
-            return None;
+            return self.fail(&[]);
         }
         let (head, rest) = self.rest.split_at(n);
         self.rest = rest;
-        Some(head)
+        head
     }
 
-    fn u8(&mut self) -> Option<u8> {
-        let (&b, rest) = self.rest.split_first()?;
-        self.rest = rest;
-        Some(b)
+    fn u8(&mut self) -> u8 {
+        match self.rest.split_first() {
+            Some((&b, rest)) => {
+                self.rest = rest;
+                b
+            }
+            None => self.fail(0),
+        }
     }
 
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        let bytes = self.take(N);
+        if bytes.len() == N {
+            out.copy_from_slice(bytes);
+        }
+        out
     }
 
     /// A varint of an unsigned type of `bits` bits, by postcard's rules.
     #[inline(never)]
-    fn varint(&mut self, bits: u32) -> Option<u64> {
+    fn varint(&mut self, bits: u32) -> u64 {
         let max_len = bits.div_ceil(7);
         let last_max = (1u8 << (bits % 7)) - 1;
         let mut value = 0u64;
         for i in 0..max_len {
-            let b = self.u8()?;
+            let b = self.u8();
             value |= u64::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
-                return (i + 1 < max_len || b <= last_max).then_some(value);
+                if i + 1 == max_len && b > last_max {
+                    break;
+                }
+                return value;
             }
         }
-        None
+        self.fail(0)
     }
 
-    fn u16(&mut self) -> Option<u16> {
-        self.varint(16).map(|v| v as u16)
+    fn u16(&mut self) -> u16 {
+        self.varint(16) as u16
     }
 
-    fn u32(&mut self) -> Option<u32> {
-        self.varint(32).map(|v| v as u32)
+    fn u32(&mut self) -> u32 {
+        self.varint(32) as u32
     }
 
-    fn u64(&mut self) -> Option<u64> {
+    fn u64(&mut self) -> u64 {
         self.varint(64)
     }
 
     /// A one-byte tag that must be 0 or 1 (`bool`, `Option`).
-    fn flag(&mut self) -> Option<bool> {
-        match self.u8()? {
-            0 => Some(false),
-            1 => Some(true),
-            _ => None,
+    fn flag(&mut self) -> bool {
+        match self.u8() {
+            0 => false,
+            1 => true,
+            _ => self.fail(false),
         }
     }
 
     /// A length-prefixed byte string (postcard's lengths are `usize` varints).
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.varint(usize::BITS)?;
-        self.take(usize::try_from(len).ok()?)
+    fn bytes(&mut self) -> &'a [u8] {
+        let len = self.varint(usize::BITS);
+        match usize::try_from(len) {
+            Ok(len) => self.take(len),
+            Err(_) => self.fail(&[]),
+        }
     }
 
-    fn str(&mut self) -> Option<&'a str> {
-        core::str::from_utf8(self.bytes()?).ok()
+    #[inline(never)]
+    fn str(&mut self) -> &'a str {
+        match core::str::from_utf8(self.bytes()) {
+            Ok(s) => s,
+            Err(_) => self.fail(""),
+        }
     }
 
-    fn handle(&mut self) -> Option<Handle> {
-        self.u16().map(Handle)
+    fn handle(&mut self) -> Handle {
+        Handle(self.u16())
     }
 
-    fn wait(&mut self) -> Option<Wait> {
-        Some(match self.u32()? {
+    fn wait(&mut self) -> Wait {
+        match self.u32() {
             0 => Wait::NoWait,
             1 => Wait::Forever,
-            2 => Wait::Millis(self.u32()?),
-            _ => return None,
-        })
-    }
-
-    fn spec(&mut self) -> Option<QueueSpec> {
-        Some(QueueSpec {
-            capacity: self.u32()?,
-            max_item: self.u32()?,
-        })
-    }
-
-    fn info(&mut self) -> Option<ObjectInfo> {
-        let handle = self.handle()?;
-        // `ObjectKind` has one variant so far.
-        if self.u32()? != 0 {
-            return None;
+            2 => Wait::Millis(self.u32()),
+            _ => self.fail(Wait::NoWait),
         }
-        Some(ObjectInfo {
+    }
+
+    fn spec(&mut self) -> QueueSpec {
+        QueueSpec {
+            capacity: self.u32(),
+            max_item: self.u32(),
+        }
+    }
+
+    fn info(&mut self) -> ObjectInfo {
+        let handle = self.handle();
+        // `ObjectKind` has one variant so far.
+        if self.u32() != 0 {
+            self.fail(());
+        }
+        ObjectInfo {
             handle,
             kind: ObjectKind::Queue,
-            spec: self.spec()?,
-        })
+            spec: self.spec(),
+        }
     }
 
-    fn error_code(&mut self) -> Option<ErrorCode> {
-        ERROR_CODES.get(self.u32()? as usize).copied()
+    fn error_code(&mut self) -> ErrorCode {
+        match ERROR_CODES.get(self.u32() as usize) {
+            Some(&code) => code,
+            None => self.fail(ErrorCode::Empty),
+        }
     }
 
-    fn close_reason(&mut self) -> Option<CloseReason> {
-        CLOSE_REASONS.get(self.u32()? as usize).copied()
+    fn close_reason(&mut self) -> CloseReason {
+        match CLOSE_REASONS.get(self.u32() as usize) {
+            Some(&reason) => reason,
+            None => self.fail(CloseReason::Malformed),
+        }
     }
 
-    fn stat(&mut self) -> Option<ObjectStat<'a>> {
-        Some(ObjectStat {
-            name: self.str()?,
-            info: self.info()?,
-            len: self.u32()?,
-            bytes: self.u32()?,
-            storage: self.u32()?,
-            getters: self.u32()?,
-            putters: self.u32()?,
-            joiners: self.u32()?,
-            unfinished: self.u32()?,
-            total_put: self.u64()?,
-            total_got: self.u64()?,
-        })
+    /// `N` `u32`s in a row.
+    fn u32s<const N: usize>(&mut self) -> [u32; N] {
+        let mut out = [0; N];
+        for v in &mut out {
+            *v = self.u32();
+        }
+        out
     }
 
-    fn reply(&mut self) -> Option<Reply<'a>> {
-        Some(match self.u32()? {
+    #[inline(never)]
+    fn stat(&mut self) -> ObjectStat<'a> {
+        let name = self.str();
+        let info = self.info();
+        let [len, bytes, storage, getters, putters, joiners, unfinished] = self.u32s();
+        ObjectStat {
+            name,
+            info,
+            len,
+            bytes,
+            storage,
+            getters,
+            putters,
+            joiners,
+            unfinished,
+            total_put: self.u64(),
+            total_got: self.u64(),
+        }
+    }
+
+    fn reply(&mut self) -> Reply<'a> {
+        match self.u32() {
             0 => Reply::Done,
-            1 => Reply::Opened(self.info()?),
-            2 => Reply::Item(self.bytes()?),
-            3 => Reply::Size(QueueSize {
-                len: self.u32()?,
-                capacity: self.u32()?,
-                full: self.flag()?,
-            }),
-            4 => Reply::Stat(match self.flag()? {
-                false => None,
-                true => Some(self.stat()?),
-            }),
-            5 => Reply::Status(ManagerStatus {
-                connections: self.u32()?,
-                max_connections: self.u32()?,
-                objects: self.u32()?,
-                waiters: self.u32()?,
-            }),
-            6 => Reply::Error(self.error_code()?),
+            1 => Reply::Opened(self.info()),
+            2 => Reply::Item(self.bytes()),
+            3 => {
+                let [len, capacity] = self.u32s();
+                Reply::Size(QueueSize {
+                    len,
+                    capacity,
+                    full: self.flag(),
+                })
+            }
+            4 => Reply::Stat(self.flag().then(|| self.stat())),
+            5 => {
+                let [connections, max_connections, objects, waiters] = self.u32s();
+                Reply::Status(ManagerStatus {
+                    connections,
+                    max_connections,
+                    objects,
+                    waiters,
+                })
+            }
+            6 => Reply::Error(self.error_code()),
             7 => Reply::Accepted {
-                count: self.u32()?,
-                error: match self.flag()? {
-                    false => None,
-                    true => Some(self.error_code()?),
-                },
+                count: self.u32(),
+                error: self.flag().then(|| self.error_code()),
             },
-            8 => Reply::Items(Items(self.bytes()?)),
-            _ => return None,
-        })
+            8 => Reply::Items(Items(self.bytes())),
+            _ => self.fail(Reply::Done),
+        }
     }
 
-    fn op(&mut self) -> Option<Op<'a>> {
-        Some(match self.u32()? {
-            0 => Op::Open { name: self.str()? },
+    fn op(&mut self) -> Op<'a> {
+        match self.u32() {
+            0 => Op::Open { name: self.str() },
             1 => Op::Create {
-                name: self.str()?,
-                spec: self.spec()?,
-                exist_ok: self.flag()?,
+                name: self.str(),
+                spec: self.spec(),
+                exist_ok: self.flag(),
             },
             2 => Op::Put {
-                handle: self.handle()?,
-                item: self.bytes()?,
-                wait: self.wait()?,
+                handle: self.handle(),
+                item: self.bytes(),
+                wait: self.wait(),
             },
             3 => Op::Get {
-                handle: self.handle()?,
-                wait: self.wait()?,
+                handle: self.handle(),
+                wait: self.wait(),
             },
             4 => Op::Size {
-                handle: self.handle()?,
+                handle: self.handle(),
             },
             5 => Op::TaskDone {
-                handle: self.handle()?,
+                handle: self.handle(),
             },
             6 => Op::Join {
-                handle: self.handle()?,
-                wait: self.wait()?,
+                handle: self.handle(),
+                wait: self.wait(),
             },
-            7 => Op::Stat { index: self.u16()? },
+            7 => Op::Stat { index: self.u16() },
             8 => Op::Status,
             9 => Op::Shutdown,
             10 => Op::PutMany {
-                handle: self.handle()?,
-                items: Items(self.bytes()?),
-                wait: self.wait()?,
+                handle: self.handle(),
+                items: Items(self.bytes()),
+                wait: self.wait(),
             },
-            11 => Op::GetMany {
-                handle: self.handle()?,
-                max_items: self.u32()?,
-                max_bytes: self.u32()?,
-                wait: self.wait()?,
-            },
-            12 => Op::Cancel {
-                target: self.u32()?,
-            },
+            11 => {
+                let handle = self.handle();
+                let [max_items, max_bytes] = self.u32s();
+                Op::GetMany {
+                    handle,
+                    max_items,
+                    max_bytes,
+                    wait: self.wait(),
+                }
+            }
+            12 => Op::Cancel { target: self.u32() },
             13 => Op::Return {
-                handle: self.handle()?,
-                item: self.bytes()?,
+                handle: self.handle(),
+                item: self.bytes(),
             },
-            _ => return None,
-        })
+            _ => self.fail(Op::Status),
+        }
     }
 
     /// A [`Message`] off the front (more messages may follow it).
     pub(crate) fn message(&mut self) -> Option<Message<'a>> {
-        Some(match self.u32()? {
+        let message = match self.u32() {
             0 => Message::Reply {
-                id: self.u32()?,
-                reply: self.reply()?,
+                id: self.u32(),
+                reply: self.reply(),
             },
-            1 => Message::Closing(self.close_reason()?),
-            _ => return None,
-        })
+            1 => Message::Closing(self.close_reason()),
+            _ => self.fail(Message::Closing(CloseReason::Malformed)),
+        };
+        self.done(message)
     }
 
     /// A [`Request`] off the front (more requests may follow it).
     pub(crate) fn request(&mut self) -> Option<Request<'a>> {
-        Some(Request {
-            id: self.u32()?,
-            op: self.op()?,
-        })
+        let request = Request {
+            id: self.u32(),
+            op: self.op(),
+        };
+        self.done(request)
     }
 
     pub(crate) fn client_hello(&mut self) -> Option<ClientHello> {
-        Some(ClientHello {
-            magic: self.array()?,
-            min_version: self.u8()?,
-            max_version: self.u8()?,
-            nonce: self.array()?,
-            max_frame: self.u32()?,
-        })
+        let hello = ClientHello {
+            magic: self.array(),
+            min_version: self.u8(),
+            max_version: self.u8(),
+            nonce: self.array(),
+            max_frame: self.u32(),
+        };
+        self.done(hello)
     }
 
     pub(crate) fn client_proof(&mut self) -> Option<ClientProof> {
-        Some(ClientProof {
-            proof: self.array()?,
-        })
+        let proof = ClientProof {
+            proof: self.array(),
+        };
+        self.done(proof)
     }
 
     pub(crate) fn server_hello(&mut self) -> Option<ServerHello> {
-        Some(match self.u32()? {
+        let hello = match self.u32() {
             0 => ServerHello::Challenge {
-                version: self.u8()?,
-                nonce: self.array()?,
-                max_frame: self.u32()?,
+                version: self.u8(),
+                nonce: self.array(),
+                max_frame: self.u32(),
             },
-            1 => ServerHello::Reject(self.close_reason()?),
-            _ => return None,
-        })
+            1 => ServerHello::Reject(self.close_reason()),
+            _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
+        };
+        self.done(hello)
     }
 
     pub(crate) fn server_verdict(&mut self) -> Option<ServerVerdict> {
-        Some(match self.u32()? {
+        let verdict = match self.u32() {
             0 => ServerVerdict::Welcome {
-                proof: self.array()?,
+                proof: self.array(),
             },
             1 => ServerVerdict::AuthFailed,
-            _ => return None,
-        })
+            _ => self.fail(ServerVerdict::AuthFailed),
+        };
+        self.done(verdict)
     }
 }
 
@@ -344,117 +412,111 @@ const CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::PeerClosed,
 ];
 
-/// Writes postcard values into a byte slice; `None` once it is full (nothing is written past
-/// its end).
+/// Writes postcard values into a byte slice; once a value does not fit, nothing more is
+/// written and the writer is full.
 pub(crate) struct Writer<'o> {
     out: &'o mut [u8],
     at: usize,
+    full: bool,
 }
 
 impl<'o> Writer<'o> {
     pub(crate) fn new(out: &'o mut [u8]) -> Self {
-        Writer { out, at: 0 }
+        Writer {
+            out,
+            at: 0,
+            full: false,
+        }
     }
 
-    /// Bytes written so far.
-    pub(crate) fn len(&self) -> usize {
-        self.at
+    /// The bytes written, unless something did not fit.
+    pub(crate) fn finish(&self) -> Option<usize> {
+        (!self.full).then_some(self.at)
     }
 
-    pub(crate) fn raw(&mut self, bytes: &[u8]) -> Option<()> {
-        let end = self.at.checked_add(bytes.len())?;
-        self.out.get_mut(self.at..end)?.copy_from_slice(bytes);
-        self.at = end;
-        Some(())
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        let end = self.at.saturating_add(bytes.len());
+        match self.out.get_mut(self.at..end) {
+            Some(dest) if !self.full => {
+                dest.copy_from_slice(bytes);
+                self.at = end;
+            }
+            _ => self.full = true,
+        }
     }
 
-    fn u8(&mut self, b: u8) -> Option<()> {
-        self.raw(&[b])
+    fn u8(&mut self, b: u8) {
+        self.raw(&[b]);
     }
 
     /// A minimal varint (postcard writes every unsigned integer and length this way).
     #[inline(never)]
-    pub(crate) fn varint(&mut self, mut v: u64) -> Option<()> {
+    pub(crate) fn varint(&mut self, mut v: u64) {
         let mut buf = [0u8; 10];
         let mut n = 0;
-        loop {
-            let byte = (v & 0x7F) as u8;
-            v >>= 7;
-            if v == 0 {
-                buf[n] = byte;
+        for byte in &mut buf {
+            n += 1;
+            if v < 0x80 {
+                *byte = v as u8;
                 break;
             }
-            buf[n] = byte | 0x80;
-            n += 1;
+            *byte = v as u8 | 0x80;
+            v >>= 7;
         }
-        self.raw(&buf[..=n])
+        self.raw(buf.get(..n).unwrap_or_default());
     }
 
-    fn u32(&mut self, v: u32) -> Option<()> {
-        self.varint(v.into())
+    fn u32(&mut self, v: u32) {
+        self.varint(v.into());
     }
 
-    fn bytes(&mut self, bytes: &[u8]) -> Option<()> {
-        self.varint(bytes.len() as u64)?;
-        self.raw(bytes)
+    /// `u32`s in a row (variant indices and fields alike).
+    fn u32s(&mut self, values: &[u32]) {
+        for &v in values {
+            self.u32(v);
+        }
     }
 
-    fn wait(&mut self, wait: Wait) -> Option<()> {
+    #[inline(never)]
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.varint(bytes.len() as u64);
+        self.raw(bytes);
+    }
+
+    fn wait(&mut self, wait: Wait) {
         match wait {
             Wait::NoWait => self.u32(0),
             Wait::Forever => self.u32(1),
-            Wait::Millis(ms) => {
-                self.u32(2)?;
-                self.u32(ms)
-            }
+            Wait::Millis(ms) => self.u32s(&[2, ms]),
         }
     }
 
-    fn spec(&mut self, spec: QueueSpec) -> Option<()> {
-        self.u32(spec.capacity)?;
-        self.u32(spec.max_item)
+    fn info(&mut self, info: ObjectInfo) {
+        self.u32s(&[
+            info.handle.0.into(),
+            info.kind as u32,
+            info.spec.capacity,
+            info.spec.max_item,
+        ]);
     }
 
-    fn info(&mut self, info: ObjectInfo) -> Option<()> {
-        self.varint(info.handle.0.into())?;
-        self.u32(info.kind as u32)?;
-        self.spec(info.spec)
-    }
-
-    fn option_code(&mut self, code: Option<ErrorCode>) -> Option<()> {
-        match code {
-            None => self.u8(0),
-            Some(code) => {
-                self.u8(1)?;
-                self.u32(code as u32)
-            }
-        }
-    }
-
-    fn u32s(&mut self, values: &[u32]) -> Option<()> {
-        values.iter().try_for_each(|&v| self.u32(v))
-    }
-
-    fn reply(&mut self, reply: &Reply) -> Option<()> {
+    fn reply(&mut self, reply: &Reply) {
         match *reply {
             Reply::Done => self.u32(0),
             Reply::Opened(info) => {
-                self.u32(1)?;
-                self.info(info)
+                self.u32(1);
+                self.info(info);
             }
             Reply::Item(item) => {
-                self.u32(2)?;
-                self.bytes(item)
+                self.u32(2);
+                self.bytes(item);
             }
-            Reply::Size(size) => {
-                self.u32s(&[3, size.len, size.capacity])?;
-                self.u8(size.full.into())
-            }
+            Reply::Size(size) => self.u32s(&[3, size.len, size.capacity, size.full.into()]),
             Reply::Stat(None) => self.u32s(&[4, 0]),
             Reply::Stat(Some(s)) => {
-                self.u32s(&[4, 1])?;
-                self.bytes(s.name.as_bytes())?;
-                self.info(s.info)?;
+                self.u32s(&[4, 1]);
+                self.bytes(s.name.as_bytes());
+                self.info(s.info);
                 self.u32s(&[
                     s.len,
                     s.bytes,
@@ -463,55 +525,55 @@ impl<'o> Writer<'o> {
                     s.putters,
                     s.joiners,
                     s.unfinished,
-                ])?;
-                self.varint(s.total_put)?;
-                self.varint(s.total_got)
+                ]);
+                self.varint(s.total_put);
+                self.varint(s.total_got);
             }
             Reply::Status(s) => {
                 self.u32s(&[5, s.connections, s.max_connections, s.objects, s.waiters])
             }
             Reply::Error(code) => self.u32s(&[6, code as u32]),
-            Reply::Accepted { count, error } => {
-                self.u32s(&[7, count])?;
-                self.option_code(error)
-            }
+            Reply::Accepted { count, error } => match error {
+                None => self.u32s(&[7, count, 0]),
+                Some(code) => self.u32s(&[7, count, 1, code as u32]),
+            },
             Reply::Items(items) => {
-                self.u32(8)?;
-                self.bytes(items.0)
+                self.u32(8);
+                self.bytes(items.0);
             }
         }
     }
 
-    fn op(&mut self, op: &Op) -> Option<()> {
+    fn op(&mut self, op: &Op) {
+        // A `bool` and an `Option` tag (0 or 1) are written as varints of 0 or 1 would be.
         match *op {
             Op::Open { name } => {
-                self.u32(0)?;
-                self.bytes(name.as_bytes())
+                self.u32(0);
+                self.bytes(name.as_bytes());
             }
             Op::Create {
                 name,
                 spec,
                 exist_ok,
             } => {
-                self.u32(1)?;
-                self.bytes(name.as_bytes())?;
-                self.spec(spec)?;
-                self.u8(exist_ok.into())
+                self.u32(1);
+                self.bytes(name.as_bytes());
+                self.u32s(&[spec.capacity, spec.max_item, exist_ok.into()]);
             }
             Op::Put { handle, item, wait } => {
-                self.u32s(&[2, handle.0.into()])?;
-                self.bytes(item)?;
-                self.wait(wait)
+                self.u32s(&[2, handle.0.into()]);
+                self.bytes(item);
+                self.wait(wait);
             }
             Op::Get { handle, wait } => {
-                self.u32s(&[3, handle.0.into()])?;
-                self.wait(wait)
+                self.u32s(&[3, handle.0.into()]);
+                self.wait(wait);
             }
             Op::Size { handle } => self.u32s(&[4, handle.0.into()]),
             Op::TaskDone { handle } => self.u32s(&[5, handle.0.into()]),
             Op::Join { handle, wait } => {
-                self.u32s(&[6, handle.0.into()])?;
-                self.wait(wait)
+                self.u32s(&[6, handle.0.into()]);
+                self.wait(wait);
             }
             Op::Stat { index } => self.u32s(&[7, index.into()]),
             Op::Status => self.u32(8),
@@ -521,9 +583,9 @@ impl<'o> Writer<'o> {
                 items,
                 wait,
             } => {
-                self.u32s(&[10, handle.0.into()])?;
-                self.bytes(items.0)?;
-                self.wait(wait)
+                self.u32s(&[10, handle.0.into()]);
+                self.bytes(items.0);
+                self.wait(wait);
             }
             Op::GetMany {
                 handle,
@@ -531,13 +593,13 @@ impl<'o> Writer<'o> {
                 max_bytes,
                 wait,
             } => {
-                self.u32s(&[11, handle.0.into(), max_items, max_bytes])?;
-                self.wait(wait)
+                self.u32s(&[11, handle.0.into(), max_items, max_bytes]);
+                self.wait(wait);
             }
             Op::Cancel { target } => self.u32s(&[12, target]),
             Op::Return { handle, item } => {
-                self.u32s(&[13, handle.0.into()])?;
-                self.bytes(item)
+                self.u32s(&[13, handle.0.into()]);
+                self.bytes(item);
             }
         }
     }
@@ -545,63 +607,64 @@ impl<'o> Writer<'o> {
 
 /// A message that can be written as postcard writes it.
 pub(crate) trait Encode {
-    /// Writes `self`; `None` when the writer's slice is too small.
-    fn encode(&self, w: &mut Writer) -> Option<()>;
+    /// Writes `self` (the writer says whether it fitted).
+    fn encode(&self, w: &mut Writer);
 
-    /// Writes `self` at the start of `out`; returns the bytes written.
+    /// Writes `self` at the start of `out`; returns the bytes written, `None` if it does not
+    /// fit.
     fn encode_into(&self, out: &mut [u8]) -> Option<usize> {
         let mut w = Writer::new(out);
-        self.encode(&mut w)?;
-        Some(w.len())
+        self.encode(&mut w);
+        w.finish()
     }
 }
 
 impl Encode for Message<'_> {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
-        match self {
-            Message::Reply { id, reply } => {
-                w.u32s(&[0, *id])?;
-                w.reply(reply)
+    fn encode(&self, w: &mut Writer) {
+        match *self {
+            Message::Reply { id, ref reply } => {
+                w.u32s(&[0, id]);
+                w.reply(reply);
             }
-            Message::Closing(reason) => w.u32s(&[1, *reason as u32]),
+            Message::Closing(reason) => w.u32s(&[1, reason as u32]),
         }
     }
 }
 
 impl Encode for Request<'_> {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
-        w.u32(self.id)?;
-        w.op(&self.op)
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.id);
+        w.op(&self.op);
     }
 }
 
 impl Encode for ClientHello {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
-        w.raw(&self.magic)?;
-        w.raw(&[self.min_version, self.max_version])?;
-        w.raw(&self.nonce)?;
-        w.u32(self.max_frame)
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.magic);
+        w.raw(&[self.min_version, self.max_version]);
+        w.raw(&self.nonce);
+        w.u32(self.max_frame);
     }
 }
 
 impl Encode for ClientProof {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
-        w.raw(&self.proof)
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.proof);
     }
 }
 
 impl Encode for ServerHello {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
+    fn encode(&self, w: &mut Writer) {
         match *self {
             ServerHello::Challenge {
                 version,
                 nonce,
                 max_frame,
             } => {
-                w.u32(0)?;
-                w.u8(version)?;
-                w.raw(&nonce)?;
-                w.u32(max_frame)
+                w.u32(0);
+                w.u8(version);
+                w.raw(&nonce);
+                w.u32(max_frame);
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -609,11 +672,11 @@ impl Encode for ServerHello {
 }
 
 impl Encode for ServerVerdict {
-    fn encode(&self, w: &mut Writer) -> Option<()> {
+    fn encode(&self, w: &mut Writer) {
         match self {
             ServerVerdict::Welcome { proof } => {
-                w.u32(0)?;
-                w.raw(proof)
+                w.u32(0);
+                w.raw(proof);
             }
             ServerVerdict::AuthFailed => w.u32(1),
         }
@@ -985,7 +1048,8 @@ mod tests {
                 .map(|(v, r)| (v, r.len()));
             for (bits, theirs) in [(16, u16s), (32, u32s), (64, u64s)] {
                 let mut r = Reader::new(case);
-                let ours = r.varint(bits).map(|v| (v, r.rest().len()));
+                let value = r.varint(bits);
+                let ours = r.done(value).map(|v| (v, r.rest().len()));
                 assert_eq!(ours, theirs, "{bits} bits: {case:02x?}");
             }
         }

@@ -1551,9 +1551,9 @@ fn reply_head(out: &mut [u8], id: u32, variant: u32, len: usize) -> Option<usize
     // varints.
     let mut w = Writer::new(out);
     for v in [0, u64::from(id), variant.into(), len as u64] {
-        w.varint(v)?;
+        w.varint(v);
     }
-    Some(w.len())
+    w.finish()
 }
 
 /// Writes `Message::Reply { id, reply: Reply::Item(a ‖ b) }` as postcard would, from an item
