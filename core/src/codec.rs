@@ -471,6 +471,7 @@ impl<'o> Writer<'o> {
     }
 
     /// `u32`s in a row (variant indices and fields alike).
+    #[inline(never)]
     fn u32s(&mut self, values: &[u32]) {
         for &v in values {
             self.u32(v);
