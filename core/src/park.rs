@@ -35,7 +35,8 @@ enum Kind<'a> {
         /// Slots in `data`.
         count: u32,
         /// Slots in use. Which ones is not kept here: each belongs to the blocked request
-        /// that holds its `ParkRef` (see [`ParkStore::store`]), which saves a bitmap.
+        /// that holds its `ParkRef` (see [`ParkStore::store`]); a bitmap for the most slots
+        /// would cost every firmware manager 260 bytes of RAM.
         used: u32,
     },
     #[cfg(feature = "alloc")]
@@ -47,7 +48,9 @@ enum Kind<'a> {
     },
 }
 
-/// The most slots a lent store has (64 × 32 bits of bookkeeping).
+/// The most slots a lent store has. Finding a free slot looks at the blocked requests (the
+/// store keeps no map of its slots), so a lent store suits a few slots, as firmware has; hosts
+/// use `ParkStore::heap` (with the `alloc` feature).
 pub const MAX_PARK_SLOTS: usize = 64 * 32;
 
 impl<'a> ParkStore<'a> {
