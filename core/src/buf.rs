@@ -4,9 +4,8 @@
 //! Transmit: messages are appended to an open frame that is sealed with its MAC when the
 //! transport asks for bytes, so replies produced together share one frame and one MAC.
 
-use serde::Serialize;
-
 use crate::auth::FrameMac;
+use crate::codec::Encode;
 use crate::storage::{Bytes, Managed};
 use crate::wire::{peek_body_len, HEADER_LEN, TAG_LEN};
 
@@ -212,13 +211,13 @@ impl<'a> TxBuf<'a> {
     }
 
     /// Appends one handshake message as a frame of its own, without a MAC.
-    pub(crate) fn push_plain<T: Serialize>(&mut self, msg: &T) -> Result<(), NoRoom> {
+    pub(crate) fn push_plain(&mut self, msg: &dyn Encode) -> Result<(), NoRoom> {
         debug_assert!(!self.frame_open());
         self.compact();
         self.data.reserve(self.end + HEADER_LEN + MAX_PLAIN);
         let body_at = self.end + HEADER_LEN;
         let out = self.data.get_mut(body_at..).ok_or(NoRoom)?;
-        let len = postcard::to_slice(msg, out).map_err(|_| NoRoom)?.len();
+        let len = msg.encode_into(out).ok_or(NoRoom)?;
         self.data[self.end..body_at].copy_from_slice(&(len as u32).to_be_bytes());
         self.end = body_at + len;
         self.sealed = self.end;
@@ -248,24 +247,23 @@ impl<'a> TxBuf<'a> {
 
     /// Appends a message to the open frame, sealing it and opening another when the message
     /// would push it past `max_body` (the peer's frame limit, tag included).
-    pub(crate) fn push<T: Serialize>(
+    pub(crate) fn push(
         &mut self,
-        msg: &T,
+        msg: &dyn Encode,
         max_body: usize,
         mac: &mut FrameMac,
     ) -> Result<(), NoRoom> {
-        self.push_with(max_body, mac, |out| {
-            postcard::to_slice(msg, out).map(|s| s.len()).ok()
-        })
+        self.push_with(max_body, mac, &mut |out| msg.encode_into(out))
     }
 
     /// Like [`TxBuf::push`], with the message written by `write`, which returns the bytes it
-    /// wrote or `None` when `out` is too small.
+    /// wrote or `None` when `out` is too small. (A trait object, not a generic: one copy of
+    /// this code serves every message.)
     pub(crate) fn push_with(
         &mut self,
         max_body: usize,
         mac: &mut FrameMac,
-        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+        write: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<(), NoRoom> {
         // Each pass grows the buffer (doubling, up to its limit) or seals a non-empty frame.
         for _ in 0..64 {

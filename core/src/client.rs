@@ -12,11 +12,12 @@ use crate::auth::{
     MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::codec::{decode_all, Encode, Reader};
 use crate::error::Error;
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
-use crate::time::Instant;
+use crate::time::{Deadline, Instant};
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
@@ -42,7 +43,7 @@ pub struct RequestSlot {
     cancel_pending: bool,
     /// The queue a get takes from, so items of an abandoned get can be given back.
     handle: Option<Handle>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl RequestSlot {
@@ -53,7 +54,7 @@ impl RequestSlot {
         abandoned: false,
         cancel_pending: false,
         handle: None,
-        deadline: None,
+        deadline: Deadline::NONE,
     };
 }
 
@@ -301,7 +302,7 @@ impl<'a> Client<'a> {
         }
         slot.abandoned = true;
         slot.cancel_pending = true;
-        slot.deadline = None;
+        slot.deadline = Deadline::NONE;
         self.cancels_pending += 1;
         self.write_cancels();
     }
@@ -355,7 +356,7 @@ impl<'a> Client<'a> {
                 .slots
                 .iter()
                 .filter(|s| s.busy)
-                .filter_map(|s| s.deadline)
+                .filter_map(|s| s.deadline.get())
                 .min(),
             State::Closed { .. } => None,
         }
@@ -368,7 +369,7 @@ impl<'a> Client<'a> {
             State::Ready { .. } => self
                 .slots
                 .iter()
-                .any(|s| s.busy && s.deadline.is_some_and(|d| d <= now)),
+                .any(|s| s.busy && s.deadline.get().is_some_and(|d| d <= now)),
             State::Closed { .. } => false,
         };
         if overdue {
@@ -425,11 +426,11 @@ impl<'a> Client<'a> {
             Op::Get { handle, .. } | Op::GetMany { handle, .. } => Some(handle),
             _ => None,
         };
-        slot.deadline = match wait {
+        slot.deadline = Deadline::new(match wait {
             Wait::Forever => None,
             Wait::NoWait => Some(now.add_millis(grace)),
             Wait::Millis(ms) => Some(now.add_millis(grace + u64::from(ms))),
-        };
+        });
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)
@@ -468,8 +469,8 @@ impl<'a> Client<'a> {
             }
         };
         // `take_message` checked this message; decoding it again lets the reply borrow `rx`.
-        match postcard::take_from_bytes::<Message>(&self.rx.bytes()[at..end]) {
-            Ok((Message::Reply { id, reply }, _)) => Some(Event::Reply { id, reply }),
+        match Reader::new(&self.rx.bytes()[at..end]).message() {
+            Some(Message::Reply { id, reply }) => Some(Event::Reply { id, reply }),
             _ => None,
         }
     }
@@ -500,13 +501,10 @@ impl<'a> Client<'a> {
         let outcome = match self.state {
             State::SentHello {
                 nonce: client_nonce,
-            } => match postcard::take_from_bytes(body) {
-                Ok((
-                    ServerHello::Challenge {
-                        version, max_frame, ..
-                    },
-                    [],
-                )) => {
+            } => match decode_all(body, Reader::server_hello) {
+                Some(ServerHello::Challenge {
+                    version, max_frame, ..
+                }) => {
                     if version != VERSION {
                         Err(Error::Closed(CloseReason::VersionMismatch))
                     } else if max_frame < MIN_MAX_FRAME {
@@ -514,9 +512,8 @@ impl<'a> Client<'a> {
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
                         let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
-                        let hello = postcard::to_slice(&self.hello(client_nonce), &mut encoded)
-                            .map(|h| &*h)
-                            .unwrap_or_default();
+                        let len = self.hello(client_nonce).encode_into(&mut encoded);
+                        let hello = &encoded[..len.unwrap_or_default()];
                         let transcript = transcript_hash(hello, body);
                         let proof = self.key.derive(CLIENT_PROOF, &transcript);
                         self.state = State::SentProof { transcript };
@@ -526,11 +523,11 @@ impl<'a> Client<'a> {
                             .map(|_| false)
                     }
                 }
-                Ok((ServerHello::Reject(reason), [])) => Err(reason.into()),
-                _ => Err(Error::Closed(CloseReason::Malformed)),
+                Some(ServerHello::Reject(reason)) => Err(reason.into()),
+                None => Err(Error::Closed(CloseReason::Malformed)),
             },
-            State::SentProof { transcript } => match postcard::take_from_bytes(body) {
-                Ok((ServerVerdict::Welcome { proof }, [])) => {
+            State::SentProof { transcript } => match decode_all(body, Reader::server_verdict) {
+                Some(ServerVerdict::Welcome { proof }) => {
                     if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
                         self.state = State::Ready {
                             rx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
@@ -542,8 +539,8 @@ impl<'a> Client<'a> {
                         Err(Error::AuthFailed)
                     }
                 }
-                Ok((ServerVerdict::AuthFailed, [])) => Err(Error::AuthFailed),
-                _ => Err(Error::Closed(CloseReason::Malformed)),
+                Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
+                None => Err(Error::Closed(CloseReason::Malformed)),
             },
             _ => return None,
         };
@@ -591,11 +588,11 @@ impl<'a> Client<'a> {
     /// request in flight, `None` when the manager said it is closing.
     fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
-        let Ok((message, rest)) = postcard::take_from_bytes::<Message>(&self.rx.bytes()[at..end])
-        else {
+        let mut reader = Reader::new(&self.rx.bytes()[at..end]);
+        let Some(message) = reader.message() else {
             return Err(Error::Closed(CloseReason::Malformed));
         };
-        let message_end = end - rest.len();
+        let message_end = end - reader.rest().len();
         let taken = match message {
             Message::Reply {
                 id: INTERNAL_ID,

@@ -37,6 +37,7 @@ mod fmt;
 pub mod auth;
 mod buf;
 pub mod client;
+mod codec;
 pub mod error;
 pub mod manager;
 pub mod park;

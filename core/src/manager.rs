@@ -19,18 +19,19 @@ use crate::auth::{
     MANAGER_TO_CLIENT,
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
+use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::Instant;
-use crate::waiters::{WaitKind, WaitList, Waiter, Waiters};
+use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
-    item_reply_bound, valid_name, write_varint, ClientHello, ClientProof, CloseReason, ErrorCode,
-    Handle, Items, ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello,
-    ServerVerdict, Wait, HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME,
-    MIN_MAX_FRAME, NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
+    item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
+    ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
+    HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
 const NONE: u32 = u32::MAX;
@@ -550,10 +551,10 @@ impl<'a> Manager<'a> {
         }
         self.next_wake = None;
         let mut from = 0;
-        while let Some(w) = self.waiters.find_from(from, |w| w.deadline.is_some()) {
+        while let Some(w) = self.waiters.find_from(from, |w| w.deadline().is_some()) {
             from = w + 1;
             let waiter = *self.waiters.get(w);
-            match waiter.deadline {
+            match waiter.deadline() {
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
                     // A putter that gave up may have held back smaller puts behind it.
@@ -781,9 +782,8 @@ impl<'a> Manager<'a> {
                 if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
                 }
-                let hello = match postcard::take_from_bytes::<ClientHello>(body) {
-                    Ok((hello, [])) => hello,
-                    _ => return self.reject(i, CloseReason::Malformed),
+                let Some(hello) = decode_all(body, Reader::client_hello) else {
+                    return self.reject(i, CloseReason::Malformed);
                 };
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
                     return self.reject(i, CloseReason::VersionMismatch);
@@ -798,9 +798,10 @@ impl<'a> Manager<'a> {
                     max_frame,
                 };
                 let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
-                let Ok(challenge_body) = postcard::to_slice(&challenge, &mut encoded) else {
+                let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
+                let challenge_body = &encoded[..challenge_len];
                 let c = &mut self.conns[i];
                 let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
                 let transcript = transcript_hash(body, challenge_body);
@@ -818,9 +819,8 @@ impl<'a> Manager<'a> {
                 true
             }
             State::AwaitProof { transcript, .. } => {
-                let proof = match postcard::take_from_bytes::<ClientProof>(body) {
-                    Ok((p, [])) => p.proof,
-                    _ => return self.reject(i, CloseReason::Malformed),
+                let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
+                    return self.reject(i, CloseReason::Malformed);
                 };
                 c.rx.consume(HEADER_LEN + body_len);
                 if !self.key.verify(CLIENT_PROOF, &transcript, &proof) {
@@ -906,15 +906,16 @@ impl<'a> Manager<'a> {
             let c = &mut self.conns[i];
             let (cursor, end) = (c.cursor, c.frame_end);
             let rx = core::mem::replace(&mut c.rx, RxBuf::new(Managed::empty()));
-            let step = match postcard::take_from_bytes::<Request>(&rx.bytes()[cursor..end]) {
-                Ok((request, rest)) => {
-                    let used = end - cursor - rest.len();
+            let mut reader = Reader::new(&rx.bytes()[cursor..end]);
+            let step = match reader.request() {
+                Some(request) => {
+                    let used = end - cursor - reader.rest().len();
                     match self.handle_request(i, request) {
                         Step::Done => Some(used),
                         Step::Paused => None,
                     }
                 }
-                Err(_) => {
+                None => {
                     self.begin_close(i, CloseReason::Malformed);
                     None
                 }
@@ -1189,11 +1190,14 @@ impl<'a> Manager<'a> {
             Ok(deadline) => deadline,
             Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
-        let Some(parked) = self.parked.store(item, false) else {
+        let Some(parked) = self
+            .parked
+            .store(item, false, &|x| self.waiters.holds_parked(x))
+        else {
             return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
         };
         let waiter = Waiter {
-            parked: Some(parked),
+            hold: Hold::Item(parked),
             ..Waiter::EMPTY
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
@@ -1229,14 +1233,19 @@ impl<'a> Manager<'a> {
                 return self.settle(handle);
             }
         };
-        let Some(parked) = self.parked.store(&items.0[offset..], false) else {
+        let Some(parked) = self
+            .parked
+            .store(&items.0[offset..], false, &|x| self.waiters.holds_parked(x))
+        else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
             return self.settle(handle);
         };
         let waiter = Waiter {
-            parked: Some(parked),
-            accepted: count,
-            many: true,
+            hold: Hold::Items {
+                parked,
+                offset: 0,
+                accepted: count,
+            },
             ..Waiter::EMPTY
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
@@ -1262,18 +1271,19 @@ impl<'a> Manager<'a> {
             Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
         let reserve = self.get_reply_bound(i, handle, take);
-        let (max_items, max_bytes, many) = match take {
-            Take::One => (1, 0, false),
+        let hold = match take {
+            Take::One => Hold::Nothing,
             Take::Many {
                 max_items,
                 max_bytes,
-            } => (max_items, max_bytes, true),
+            } => Hold::Take {
+                max_items,
+                max_bytes,
+            },
         };
         let waiter = Waiter {
             reserve: reserve as u32,
-            max_items,
-            max_bytes,
-            many,
+            hold,
             ..Waiter::EMPTY
         };
         self.park(i, id, handle, WaitKind::Get, deadline, waiter);
@@ -1309,7 +1319,10 @@ impl<'a> Manager<'a> {
             self.settle(handle);
             return Reply::Done;
         }
-        let Some(parked) = self.parked.store(item, true) else {
+        let Some(parked) = self
+            .parked
+            .store(item, true, &|x| self.waiters.holds_parked(x))
+        else {
             warn!("an item given back could not be kept: no room to park it");
             return Reply::Error(ErrorCode::WaiterLimit);
         };
@@ -1317,7 +1330,7 @@ impl<'a> Manager<'a> {
             conn: NONE,
             object: handle.0,
             kind: WaitKind::Put,
-            parked: Some(parked),
+            hold: Hold::Item(parked),
             ..Waiter::EMPTY
         };
         let Ok(q) = self.registry.queue(handle) else {
@@ -1387,15 +1400,15 @@ impl<'a> Manager<'a> {
             return false;
         }
         let deadline = timeout_ms.map(|ms| self.now.add_millis(ms.into()));
-        let waiter = Waiter {
+        let mut waiter = Waiter {
             conn: i as u32,
             request: id,
             object: handle.0,
             kind,
-            deadline,
             reserve: reserve as u32,
             ..waiter
         };
+        waiter.set_deadline(deadline);
         let Some(Object::Queue(q)) = self.registry.get(handle) else {
             return false;
         };
@@ -1424,21 +1437,23 @@ impl<'a> Manager<'a> {
                 return;
             };
             if let Some(w) = q.putters.front() {
-                let waiter = *self.waiters.get(w);
-                let parked = waiter.parked.map_or(&[][..], |r| self.parked.get(r));
-                if !waiter.many {
-                    if q.queue.push(parked).is_ok() {
-                        self.finish_waiter(w, &Reply::Done);
-                        continue;
-                    }
-                } else {
-                    let rest = parked.get(waiter.offset as usize..).unwrap_or(&[]);
+                let hold = self.waiters.get(w).hold;
+                let parked = hold.parked().map_or(&[][..], |r| self.parked.get(r));
+                if let Hold::Items {
+                    parked: at,
+                    offset,
+                    accepted,
+                } = hold
+                {
+                    let rest = parked.get(offset as usize..).unwrap_or(&[]);
                     let (count, used, error) = push_items(&mut q.queue, rest);
-                    let accepted = waiter.accepted + count;
-                    let offset = waiter.offset + used as u32;
-                    let entry = self.waiters.get_mut(w);
-                    entry.accepted = accepted;
-                    entry.offset = offset;
+                    let accepted = accepted + count;
+                    let offset = offset + used as u32;
+                    self.waiters.get_mut(w).hold = Hold::Items {
+                        parked: at,
+                        offset,
+                        accepted,
+                    };
                     if error.is_some() || offset as usize >= parked.len() {
                         let reply = Reply::Accepted {
                             count: accepted,
@@ -1447,6 +1462,9 @@ impl<'a> Manager<'a> {
                         self.finish_waiter(w, &reply);
                         continue;
                     }
+                } else if q.queue.push(parked).is_ok() {
+                    self.finish_waiter(w, &Reply::Done);
+                    continue;
                 }
             }
             let Ok(q) = self.registry.queue(handle) else {
@@ -1458,10 +1476,12 @@ impl<'a> Manager<'a> {
             let Some(w) = q.getters.front() else { return };
             let waiter = *self.waiters.get(w);
             self.release(w);
-            let take = if waiter.many {
-                Take::many(waiter.max_items, waiter.max_bytes)
-            } else {
-                Take::One
+            let take = match waiter.hold {
+                Hold::Take {
+                    max_items,
+                    max_bytes,
+                } => Take::many(max_items, max_bytes),
+                _ => Take::One,
             };
             self.deliver(waiter.conn as usize, waiter.request, handle, take);
         }
@@ -1495,7 +1515,7 @@ impl<'a> Manager<'a> {
         let was_idle = c.tx.is_empty();
         let queue = &q.queue;
         let pushed =
-            c.tx.push_with(c.peer_max, &mut session.tx_mac, |out| match take {
+            c.tx.push_with(c.peer_max, &mut session.tx_mac, &mut |out| match take {
                 Take::One => {
                     let (a, b) = queue.front()?;
                     encode_item_reply(out, id, handle, a, b)
@@ -1528,13 +1548,12 @@ impl<'a> Manager<'a> {
     /// its items went in).
     fn fail_waiter(&mut self, w: u32, code: ErrorCode) {
         let waiter = *self.waiters.get(w);
-        let reply = if waiter.kind == WaitKind::Put && waiter.many {
-            Reply::Accepted {
-                count: waiter.accepted,
+        let reply = match waiter.hold {
+            Hold::Items { accepted, .. } => Reply::Accepted {
+                count: accepted,
                 error: Some(code),
-            }
-        } else {
-            Reply::Error(code)
+            },
+            _ => Reply::Error(code),
         };
         self.finish_waiter(w, &reply);
     }
@@ -1551,7 +1570,7 @@ impl<'a> Manager<'a> {
             WaitKind::Join => &mut q.joiners,
         };
         self.waiters.remove(list, w);
-        if let Some(parked) = waiter.parked {
+        if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
         if waiter.conn != NONE {
@@ -1693,12 +1712,9 @@ const GIVE_BACK_CHUNK: usize = 16;
 /// item is read as a list of one).
 fn unsent_items<'t>(tx: &'t TxBuf) -> impl Iterator<Item = (Handle, ItemsOf<'t>)> {
     tx.unsent()
-        .flat_map(|mut body| {
-            core::iter::from_fn(move || {
-                let (message, rest) = postcard::take_from_bytes::<Message>(body).ok()?;
-                body = rest;
-                Some(message)
-            })
+        .flat_map(|body| {
+            let mut reader = crate::codec::Reader::new(body);
+            core::iter::from_fn(move || reader.message())
         })
         .filter_map(|message| match message {
             Message::Reply {
@@ -1927,6 +1943,25 @@ fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode
     }
 }
 
+/// Writes the head of `Message::Reply { id, reply }` whose reply is variant `variant` carrying
+/// `handle` and then a byte string of `len` bytes (what comes before the bytes); returns its
+/// length.
+fn reply_head(out: &mut [u8], id: u32, variant: u32, handle: Handle, len: usize) -> Option<usize> {
+    // `Message::Reply` is variant 0; postcard writes the indices, the id, the handle and the
+    // length as varints.
+    let mut w = Writer::new(out);
+    for v in [
+        0,
+        u64::from(id),
+        variant.into(),
+        handle.0.into(),
+        len as u64,
+    ] {
+        w.varint(v);
+    }
+    w.finish()
+}
+
 /// Writes `Message::Reply { id, reply: Reply::Item { handle, item: a ‖ b } }` as postcard
 /// would, from an item stored in two pieces; `None` if `out` is too small.
 pub(crate) fn encode_item_reply(
@@ -1936,12 +1971,9 @@ pub(crate) fn encode_item_reply(
     a: &[u8],
     b: &[u8],
 ) -> Option<usize> {
-    // Variant indices: `Message::Reply` is 0, `Reply::Item` is 2; postcard writes them, the id,
-    // the handle and the byte length as varints.
+    // `Reply::Item` is variant 2.
     let len = a.len() + b.len();
-    let head = postcard::to_slice(&(0u32, id, 2u32, handle.0, len as u32), out)
-        .ok()?
-        .len();
+    let head = reply_head(out, id, 2, handle, len)?;
     let total = head + len;
     let body = out.get_mut(head..total)?;
     body[..a.len()].copy_from_slice(a);
@@ -1959,10 +1991,8 @@ pub(crate) fn encode_items_reply<'q>(
     items: impl Iterator<Item = (&'q [u8], &'q [u8])>,
     body: usize,
 ) -> Option<usize> {
-    // Variant indices: `Message::Reply` is 0, `Reply::Items` is 8.
-    let mut at = postcard::to_slice(&(0u32, id, 8u32, handle.0, body as u32), out)
-        .ok()?
-        .len();
+    // `Reply::Items` is variant 8.
+    let mut at = reply_head(out, id, 8, handle, body)?;
     let end = at.checked_add(body)?;
     out.get(..end)?;
     for (a, b) in items {
@@ -1983,12 +2013,9 @@ pub(crate) fn encode_items_reply<'q>(
 /// A handshake reply refusing a connection for which no slot was free: the transport writes
 /// these bytes to the socket and closes it.
 pub fn encode_busy(out: &mut [u8; 16]) -> &[u8] {
-    let body = match postcard::to_slice(
-        &ServerHello::Reject(CloseReason::Busy),
-        &mut out[HEADER_LEN..],
-    ) {
-        Ok(body) => body.len(),
-        Err(_) => return &[],
+    let Some(body) = ServerHello::Reject(CloseReason::Busy).encode_into(&mut out[HEADER_LEN..])
+    else {
+        return &[];
     };
     out[..HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
     &out[..HEADER_LEN + body]

@@ -16,6 +16,13 @@ pub(crate) struct ParkRef {
     len: u32,
 }
 
+impl ParkRef {
+    /// Where the item is: its slot in a lent store, its entry in a heap store.
+    pub(crate) fn index(self) -> u32 {
+        self.index
+    }
+}
+
 /// Storage for the items of blocked puts. See the module docs.
 pub struct ParkStore<'a> {
     kind: Kind<'a>,
@@ -25,8 +32,12 @@ enum Kind<'a> {
     Slots {
         data: Managed<'a, u8>,
         slot_len: usize,
-        /// In use, one bit a slot.
-        used: [u32; MAX_PARK_SLOTS / 32],
+        /// Slots in `data`.
+        count: u32,
+        /// Slots in use. Which ones is not kept here: each belongs to the blocked request
+        /// that holds its `ParkRef` (see [`ParkStore::store`]); a bitmap for the most slots
+        /// would cost every firmware manager 260 bytes of RAM.
+        used: u32,
     },
     #[cfg(feature = "alloc")]
     Heap {
@@ -37,8 +48,10 @@ enum Kind<'a> {
     },
 }
 
-/// The most slots a lent store has (more storage is left unused).
-pub const MAX_PARK_SLOTS: usize = 256;
+/// The most slots a lent store has. Finding a free slot looks at the blocked requests (the
+/// store keeps no map of its slots), so a lent store suits a few slots, as firmware has; hosts
+/// use `ParkStore::heap` (with the `alloc` feature).
+pub const MAX_PARK_SLOTS: usize = 64 * 32;
 
 impl<'a> ParkStore<'a> {
     /// A store in lent (or given) bytes cut into slots of `slot_len` bytes: at most
@@ -46,17 +59,13 @@ impl<'a> ParkStore<'a> {
     pub fn slots(storage: impl Into<Managed<'a, u8>>, slot_len: usize) -> Self {
         let data = storage.into();
         let slot_len = slot_len.max(1);
-        let count = (data.len() / slot_len).min(MAX_PARK_SLOTS);
-        // Slots past the storage are marked used for good, so they are never handed out.
-        let mut used = [u32::MAX; MAX_PARK_SLOTS / 32];
-        for slot in 0..count {
-            used[slot / 32] &= !(1 << (slot % 32));
-        }
+        let count = (data.len() / slot_len).min(MAX_PARK_SLOTS) as u32;
         ParkStore {
             kind: Kind::Slots {
                 data,
                 slot_len,
-                used,
+                count,
+                used: 0,
             },
         }
     }
@@ -82,15 +91,7 @@ impl<'a> ParkStore<'a> {
     /// Bytes of items parked now.
     pub fn bytes(&self) -> usize {
         match &self.kind {
-            Kind::Slots {
-                data,
-                used,
-                slot_len,
-            } => {
-                let unusable = MAX_PARK_SLOTS - (data.len() / slot_len).min(MAX_PARK_SLOTS);
-                let taken = used.iter().map(|w| w.count_ones() as usize).sum::<usize>();
-                (taken - unusable) * slot_len
-            }
+            Kind::Slots { used, slot_len, .. } => *used as usize * slot_len,
             #[cfg(feature = "alloc")]
             Kind::Heap { bytes, .. } => *bytes,
         }
@@ -98,33 +99,31 @@ impl<'a> ParkStore<'a> {
 
     /// Keeps a copy of `item`; `None` when the store has no room. `force` lets a heap store
     /// go past its budget (for an item that already left a queue and must not be lost).
-    pub(crate) fn store(&mut self, item: &[u8], force: bool) -> Option<ParkRef> {
+    /// `taken(index)` tells whether a lent store's slot `index` holds an item not yet freed
+    /// (the caller keeps every `ParkRef` until it frees it).
+    pub(crate) fn store(
+        &mut self,
+        item: &[u8],
+        force: bool,
+        taken: &dyn Fn(u32) -> bool,
+    ) -> Option<ParkRef> {
         let len = u32::try_from(item.len()).ok()?;
         match &mut self.kind {
             Kind::Slots {
                 data,
                 slot_len,
+                count,
                 used,
             } => {
                 let _ = force;
-                if item.len() > *slot_len {
+                if item.len() > *slot_len || *used >= *count {
                     return None;
                 }
-                let count = data.len() / *slot_len;
-                let (w, bit) = used.iter().enumerate().find_map(|(w, bits)| {
-                    Some((w, (!*bits).trailing_zeros())).filter(|_| *bits != u32::MAX)
-                })?;
-                let index = w * 32 + bit as usize;
-                if index >= count {
-                    return None;
-                }
-                used[w] |= 1 << bit;
-                let at = index * *slot_len;
-                data[at..at + item.len()].copy_from_slice(item);
-                Some(ParkRef {
-                    index: index as u32,
-                    len,
-                })
+                let index = (0..*count).find(|&i| !taken(i))?;
+                let at = index as usize * *slot_len;
+                data.get_mut(at..at + item.len())?.copy_from_slice(item);
+                *used += 1;
+                Some(ParkRef { index, len })
             }
             #[cfg(feature = "alloc")]
             Kind::Heap {
@@ -165,10 +164,9 @@ impl<'a> ParkStore<'a> {
     /// Frees a parked item's room.
     pub(crate) fn free(&mut self, at: ParkRef) {
         match &mut self.kind {
-            Kind::Slots { used, .. } => {
-                let (w, bit) = (at.index as usize / 32, at.index % 32);
-                if let Some(bits) = used.get_mut(w) {
-                    *bits &= !(1 << bit);
+            Kind::Slots { used, count, .. } => {
+                if at.index < *count {
+                    *used = used.saturating_sub(1);
                 }
             }
             #[cfg(feature = "alloc")]

@@ -31,3 +31,22 @@ impl Instant {
         later.0.saturating_sub(self.0)
     }
 }
+
+/// An optional deadline in 8 bytes aligned to 4: `Option<Instant>` takes 16 bytes aligned to
+/// 8, which in the slot arrays firmware keeps (waiters, request slots) costs 8 to 12 bytes a
+/// slot. A deadline of `u64::MAX` ms counts as none (it is never reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadline([u32; 2]);
+
+impl Deadline {
+    pub(crate) const NONE: Deadline = Deadline([u32::MAX; 2]);
+
+    pub(crate) fn new(at: Option<Instant>) -> Self {
+        at.map_or(Self::NONE, |d| Deadline([d.0 as u32, (d.0 >> 32) as u32]))
+    }
+
+    pub(crate) fn get(self) -> Option<Instant> {
+        let [low, high] = self.0;
+        (self != Self::NONE).then_some(Instant(u64::from(high) << 32 | u64::from(low)))
+    }
+}

@@ -5,7 +5,7 @@
 
 use crate::park::ParkRef;
 use crate::storage::Managed;
-use crate::time::Instant;
+use crate::time::{Deadline, Instant};
 
 const NONE: u32 = u32::MAX;
 
@@ -17,6 +17,34 @@ pub(crate) enum WaitKind {
     Join,
 }
 
+/// What a blocked request holds besides its kind (one of these at a time, so they share room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Nothing: a `Get` of one item, a `Join`.
+    Nothing,
+    /// A `GetMany`: the most items and packed bytes to take.
+    Take { max_items: u32, max_bytes: u32 },
+    /// A blocked `Put`'s item, or an item given back.
+    Item(ParkRef),
+    /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
+    /// items put.
+    Items {
+        parked: ParkRef,
+        offset: u32,
+        accepted: u32,
+    },
+}
+
+impl Hold {
+    /// The parked bytes this request holds, if any.
+    pub(crate) fn parked(self) -> Option<ParkRef> {
+        match self {
+            Hold::Item(parked) | Hold::Items { parked, .. } => Some(parked),
+            Hold::Nothing | Hold::Take { .. } => None,
+        }
+    }
+}
+
 /// One slot of the waiter pool.
 #[derive(Debug, Clone, Copy)]
 pub struct Waiter {
@@ -24,19 +52,11 @@ pub struct Waiter {
     pub(crate) request: u32,
     pub(crate) object: u16,
     pub(crate) kind: WaitKind,
-    pub(crate) deadline: Option<Instant>,
+    /// When the wait runs out, if it does.
+    pub(crate) deadline: Deadline,
     /// Transmit bytes kept free on the connection for this request's reply.
     pub(crate) reserve: u32,
-    /// A blocked put's items (one, or the rest of a `PutMany`'s packed list).
-    pub(crate) parked: Option<ParkRef>,
-    /// For a `PutMany`: bytes of its packed list already put, and items put.
-    pub(crate) offset: u32,
-    pub(crate) accepted: u32,
-    /// A `PutMany` (answered `Accepted`), a `GetMany` (answered `Items`); else the single form.
-    pub(crate) many: bool,
-    /// For a `GetMany`: the most items and packed bytes to take.
-    pub(crate) max_items: u32,
-    pub(crate) max_bytes: u32,
+    pub(crate) hold: Hold,
     pub(crate) in_use: bool,
     pub(crate) prev: u32,
     pub(crate) next: u32,
@@ -49,18 +69,22 @@ impl Waiter {
         request: 0,
         object: 0,
         kind: WaitKind::Get,
-        deadline: None,
+        deadline: Deadline::NONE,
         reserve: 0,
-        parked: None,
-        offset: 0,
-        accepted: 0,
-        many: false,
-        max_items: 1,
-        max_bytes: 0,
+        hold: Hold::Nothing,
         in_use: false,
         prev: NONE,
         next: NONE,
     };
+
+    /// When the wait runs out, if it does.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.get()
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = Deadline::new(deadline);
+    }
 }
 
 /// A FIFO of waiters.
@@ -181,6 +205,13 @@ impl<'a> Waiters<'a> {
         };
         self.free = index;
         waiter
+    }
+
+    /// Whether a waiter in use holds the parked item in slot `index` of a lent park store.
+    pub(crate) fn holds_parked(&self, index: u32) -> bool {
+        self.slots
+            .iter()
+            .any(|w| w.in_use && w.hold.parked().is_some_and(|p| p.index() == index))
     }
 
     /// Indices of waiters in use that match `pred`, one at a time from `from`.

@@ -1,0 +1,1087 @@
+//! postcard, written out by hand for the wire messages.
+//!
+//! The bytes are exactly postcard's (see the tests, which hold every message and every byte
+//! string against postcard itself). serde's derived code visits every field and array element
+//! through generic visitors, and each message type gets its own copy; on firmware that was
+//! most of the protocol code. The derives stay on the wire types for hosts.
+//!
+//! postcard's rules, as used here: `u8` and `[u8; N]` are raw bytes; `u16`/`u32`/`u64` and
+//! lengths are LEB128 varints of at most 3/5/10 bytes whose last byte may not carry bits past
+//! the type (not required to be minimal); `bool` and `Option` tags are one byte, 0 or 1; an
+//! enum is its variant index as a `u32` varint, then its fields; `&str` is checked UTF-8.
+//!
+//! Both directions keep a sticky error instead of returning early from every field: a failed
+//! read gives a placeholder and marks the reader bad, a write that does not fit marks the
+//! writer full, and only the outcome of the whole message is looked at. Straight-line field
+//! code is a fraction of the size of a branch after each field.
+
+use crate::wire::{
+    ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
+    ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply, Request,
+    ServerHello, ServerVerdict, Wait,
+};
+
+/// Reads postcard values off the front of a byte string.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+    /// A read failed: the value read is not to be used.
+    bad: bool,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            rest: bytes,
+            bad: false,
+        }
+    }
+
+    /// Bytes not yet read.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
+    /// Marks the reader bad and gives `placeholder` back.
+    fn fail<T>(&mut self, placeholder: T) -> T {
+        self.bad = true;
+        self.rest = &[];
+        placeholder
+    }
+
+    /// `value` if every read so far succeeded.
+    fn done<T>(&self, value: T) -> Option<T> {
+        (!self.bad).then_some(value)
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        if n > self.rest.len() {
+            return self.fail(&[]);
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        head
+    }
+
+    fn u8(&mut self) -> u8 {
+        match self.rest.split_first() {
+            Some((&b, rest)) => {
+                self.rest = rest;
+                b
+            }
+            None => self.fail(0),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        let bytes = self.take(N);
+        if bytes.len() == N {
+            out.copy_from_slice(bytes);
+        }
+        out
+    }
+
+    /// A varint of an unsigned type of `bits` bits, by postcard's rules.
+    #[inline(never)]
+    fn varint(&mut self, bits: u32) -> u64 {
+        let max_len = bits.div_ceil(7);
+        let last_max = (1u8 << (bits % 7)) - 1;
+        let mut value = 0u64;
+        for i in 0..max_len {
+            let b = self.u8();
+            value |= u64::from(b & 0x7F) << (7 * i);
+            if b & 0x80 == 0 {
+                if i + 1 == max_len && b > last_max {
+                    break;
+                }
+                return value;
+            }
+        }
+        self.fail(0)
+    }
+
+    fn u16(&mut self) -> u16 {
+        self.varint(16) as u16
+    }
+
+    fn u32(&mut self) -> u32 {
+        self.varint(32) as u32
+    }
+
+    fn u64(&mut self) -> u64 {
+        self.varint(64)
+    }
+
+    /// A one-byte tag that must be 0 or 1 (`bool`, `Option`).
+    fn flag(&mut self) -> bool {
+        match self.u8() {
+            0 => false,
+            1 => true,
+            _ => self.fail(false),
+        }
+    }
+
+    /// A length-prefixed byte string (postcard's lengths are `usize` varints).
+    fn bytes(&mut self) -> &'a [u8] {
+        let len = self.varint(usize::BITS);
+        match usize::try_from(len) {
+            Ok(len) => self.take(len),
+            Err(_) => self.fail(&[]),
+        }
+    }
+
+    #[inline(never)]
+    fn str(&mut self) -> &'a str {
+        match core::str::from_utf8(self.bytes()) {
+            Ok(s) => s,
+            Err(_) => self.fail(""),
+        }
+    }
+
+    fn handle(&mut self) -> Handle {
+        Handle(self.u16())
+    }
+
+    fn wait(&mut self) -> Wait {
+        match self.u32() {
+            0 => Wait::NoWait,
+            1 => Wait::Forever,
+            2 => Wait::Millis(self.u32()),
+            _ => self.fail(Wait::NoWait),
+        }
+    }
+
+    fn spec(&mut self) -> QueueSpec {
+        QueueSpec {
+            capacity: self.u32(),
+            max_item: self.u32(),
+            mode: match self.u32() {
+                0 => QueueMode::Value,
+                1 => QueueMode::Raw,
+                _ => self.fail(QueueMode::Value),
+            },
+        }
+    }
+
+    fn info(&mut self) -> ObjectInfo {
+        let handle = self.handle();
+        // `ObjectKind` has one variant so far.
+        if self.u32() != 0 {
+            self.fail(());
+        }
+        ObjectInfo {
+            handle,
+            kind: ObjectKind::Queue,
+            spec: self.spec(),
+        }
+    }
+
+    fn error_code(&mut self) -> ErrorCode {
+        match ERROR_CODES.get(self.u32() as usize) {
+            Some(&code) => code,
+            None => self.fail(ErrorCode::Empty),
+        }
+    }
+
+    fn close_reason(&mut self) -> CloseReason {
+        match CLOSE_REASONS.get(self.u32() as usize) {
+            Some(&reason) => reason,
+            None => self.fail(CloseReason::Malformed),
+        }
+    }
+
+    /// `N` `u32`s in a row.
+    fn u32s<const N: usize>(&mut self) -> [u32; N] {
+        let mut out = [0; N];
+        for v in &mut out {
+            *v = self.u32();
+        }
+        out
+    }
+
+    #[inline(never)]
+    fn stat(&mut self) -> ObjectStat<'a> {
+        let name = self.str();
+        let info = self.info();
+        let [len, bytes, storage, getters, putters, joiners, unfinished] = self.u32s();
+        ObjectStat {
+            name,
+            info,
+            len,
+            bytes,
+            storage,
+            getters,
+            putters,
+            joiners,
+            unfinished,
+            total_put: self.u64(),
+            total_got: self.u64(),
+        }
+    }
+
+    fn reply(&mut self) -> Reply<'a> {
+        match self.u32() {
+            0 => Reply::Done,
+            1 => Reply::Opened(self.info()),
+            2 => Reply::Item {
+                handle: self.handle(),
+                item: self.bytes(),
+            },
+            3 => {
+                let [len, capacity] = self.u32s();
+                Reply::Size(QueueSize {
+                    len,
+                    capacity,
+                    full: self.flag(),
+                })
+            }
+            4 => Reply::Stat(self.flag().then(|| self.stat())),
+            5 => {
+                let [connections, max_connections, objects, waiters] = self.u32s();
+                Reply::Status(ManagerStatus {
+                    connections,
+                    max_connections,
+                    objects,
+                    waiters,
+                })
+            }
+            6 => Reply::Error(self.error_code()),
+            7 => Reply::Accepted {
+                count: self.u32(),
+                error: self.flag().then(|| self.error_code()),
+            },
+            8 => Reply::Items {
+                handle: self.handle(),
+                items: Items(self.bytes()),
+            },
+            _ => self.fail(Reply::Done),
+        }
+    }
+
+    fn op(&mut self) -> Op<'a> {
+        match self.u32() {
+            0 => Op::Open { name: self.str() },
+            1 => Op::Create {
+                name: self.str(),
+                spec: self.spec(),
+                exist_ok: self.flag(),
+            },
+            2 => Op::Put {
+                handle: self.handle(),
+                item: self.bytes(),
+                wait: self.wait(),
+            },
+            3 => Op::Get {
+                handle: self.handle(),
+                wait: self.wait(),
+            },
+            4 => Op::Size {
+                handle: self.handle(),
+            },
+            5 => Op::TaskDone {
+                handle: self.handle(),
+            },
+            6 => Op::Join {
+                handle: self.handle(),
+                wait: self.wait(),
+            },
+            7 => Op::Stat { index: self.u16() },
+            8 => Op::Status,
+            9 => Op::Shutdown,
+            10 => Op::PutMany {
+                handle: self.handle(),
+                items: Items(self.bytes()),
+                wait: self.wait(),
+            },
+            11 => {
+                let handle = self.handle();
+                let [max_items, max_bytes] = self.u32s();
+                Op::GetMany {
+                    handle,
+                    max_items,
+                    max_bytes,
+                    wait: self.wait(),
+                }
+            }
+            12 => Op::Cancel { target: self.u32() },
+            13 => Op::Return {
+                handle: self.handle(),
+                item: self.bytes(),
+            },
+            _ => self.fail(Op::Status),
+        }
+    }
+
+    /// A [`Message`] off the front (more messages may follow it).
+    pub(crate) fn message(&mut self) -> Option<Message<'a>> {
+        let message = match self.u32() {
+            0 => Message::Reply {
+                id: self.u32(),
+                reply: self.reply(),
+            },
+            1 => Message::Closing(self.close_reason()),
+            _ => self.fail(Message::Closing(CloseReason::Malformed)),
+        };
+        self.done(message)
+    }
+
+    /// A [`Request`] off the front (more requests may follow it).
+    pub(crate) fn request(&mut self) -> Option<Request<'a>> {
+        let request = Request {
+            id: self.u32(),
+            op: self.op(),
+        };
+        self.done(request)
+    }
+
+    pub(crate) fn client_hello(&mut self) -> Option<ClientHello> {
+        let hello = ClientHello {
+            magic: self.array(),
+            min_version: self.u8(),
+            max_version: self.u8(),
+            nonce: self.array(),
+            max_frame: self.u32(),
+        };
+        self.done(hello)
+    }
+
+    pub(crate) fn client_proof(&mut self) -> Option<ClientProof> {
+        let proof = ClientProof {
+            proof: self.array(),
+        };
+        self.done(proof)
+    }
+
+    pub(crate) fn server_hello(&mut self) -> Option<ServerHello> {
+        let hello = match self.u32() {
+            0 => ServerHello::Challenge {
+                version: self.u8(),
+                nonce: self.array(),
+                max_frame: self.u32(),
+            },
+            1 => ServerHello::Reject(self.close_reason()),
+            _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
+        };
+        self.done(hello)
+    }
+
+    pub(crate) fn server_verdict(&mut self) -> Option<ServerVerdict> {
+        let verdict = match self.u32() {
+            0 => ServerVerdict::Welcome {
+                proof: self.array(),
+            },
+            1 => ServerVerdict::AuthFailed,
+            _ => self.fail(ServerVerdict::AuthFailed),
+        };
+        self.done(verdict)
+    }
+}
+
+/// Decodes a whole byte string with `read`: `None` when it fails or leaves bytes over.
+pub(crate) fn decode_all<'a, T>(
+    bytes: &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> Option<T> {
+    let mut reader = Reader::new(bytes);
+    let value = read(&mut reader)?;
+    reader.rest.is_empty().then_some(value)
+}
+
+/// Every `ErrorCode`, at its variant index.
+const ERROR_CODES: [ErrorCode; 16] = [
+    ErrorCode::Empty,
+    ErrorCode::Full,
+    ErrorCode::Timeout,
+    ErrorCode::NoSuchObject,
+    ErrorCode::AlreadyExists,
+    ErrorCode::TooLarge,
+    ErrorCode::InvalidName,
+    ErrorCode::InvalidSpec,
+    ErrorCode::ObjectLimit,
+    ErrorCode::WaiterLimit,
+    ErrorCode::TaskDoneTooMany,
+    ErrorCode::NotAllowed,
+    ErrorCode::ShuttingDown,
+    ErrorCode::WrongKind,
+    ErrorCode::Cancelled,
+    ErrorCode::InvalidValue,
+];
+
+/// Every `CloseReason`, at its variant index.
+const CLOSE_REASONS: [CloseReason; 13] = [
+    CloseReason::AuthFailed,
+    CloseReason::VersionMismatch,
+    CloseReason::BadMagic,
+    CloseReason::FrameTooLarge,
+    CloseReason::Malformed,
+    CloseReason::BadMac,
+    CloseReason::Unexpected,
+    CloseReason::HandshakeTimeout,
+    CloseReason::FrameTimeout,
+    CloseReason::WriteStalled,
+    CloseReason::Shutdown,
+    CloseReason::Busy,
+    CloseReason::PeerClosed,
+];
+
+/// Writes postcard values into a byte slice; once a value does not fit, nothing more is
+/// written and the writer is full.
+pub(crate) struct Writer<'o> {
+    out: &'o mut [u8],
+    at: usize,
+    full: bool,
+}
+
+impl<'o> Writer<'o> {
+    pub(crate) fn new(out: &'o mut [u8]) -> Self {
+        Writer {
+            out,
+            at: 0,
+            full: false,
+        }
+    }
+
+    /// The bytes written, unless something did not fit.
+    pub(crate) fn finish(&self) -> Option<usize> {
+        (!self.full).then_some(self.at)
+    }
+
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        let end = self.at.saturating_add(bytes.len());
+        match self.out.get_mut(self.at..end) {
+            Some(dest) if !self.full => {
+                dest.copy_from_slice(bytes);
+                self.at = end;
+            }
+            _ => self.full = true,
+        }
+    }
+
+    fn u8(&mut self, b: u8) {
+        self.raw(&[b]);
+    }
+
+    /// A minimal varint (postcard writes every unsigned integer and length this way).
+    #[inline(never)]
+    pub(crate) fn varint(&mut self, mut v: u64) {
+        let mut buf = [0u8; 10];
+        let mut n = 0;
+        for byte in &mut buf {
+            n += 1;
+            if v < 0x80 {
+                *byte = v as u8;
+                break;
+            }
+            *byte = v as u8 | 0x80;
+            v >>= 7;
+        }
+        self.raw(buf.get(..n).unwrap_or_default());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.varint(v.into());
+    }
+
+    /// `u32`s in a row (variant indices and fields alike).
+    #[inline(never)]
+    fn u32s(&mut self, values: &[u32]) {
+        for &v in values {
+            self.u32(v);
+        }
+    }
+
+    #[inline(never)]
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.varint(bytes.len() as u64);
+        self.raw(bytes);
+    }
+
+    fn wait(&mut self, wait: Wait) {
+        match wait {
+            Wait::NoWait => self.u32(0),
+            Wait::Forever => self.u32(1),
+            Wait::Millis(ms) => self.u32s(&[2, ms]),
+        }
+    }
+
+    fn info(&mut self, info: ObjectInfo) {
+        self.u32s(&[
+            info.handle.0.into(),
+            info.kind as u32,
+            info.spec.capacity,
+            info.spec.max_item,
+            info.spec.mode as u32,
+        ]);
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        match *reply {
+            Reply::Done => self.u32(0),
+            Reply::Opened(info) => {
+                self.u32(1);
+                self.info(info);
+            }
+            Reply::Item { handle, item } => {
+                self.u32s(&[2, handle.0.into()]);
+                self.bytes(item);
+            }
+            Reply::Size(size) => self.u32s(&[3, size.len, size.capacity, size.full.into()]),
+            Reply::Stat(None) => self.u32s(&[4, 0]),
+            Reply::Stat(Some(s)) => {
+                self.u32s(&[4, 1]);
+                self.bytes(s.name.as_bytes());
+                self.info(s.info);
+                self.u32s(&[
+                    s.len,
+                    s.bytes,
+                    s.storage,
+                    s.getters,
+                    s.putters,
+                    s.joiners,
+                    s.unfinished,
+                ]);
+                self.varint(s.total_put);
+                self.varint(s.total_got);
+            }
+            Reply::Status(s) => {
+                self.u32s(&[5, s.connections, s.max_connections, s.objects, s.waiters])
+            }
+            Reply::Error(code) => self.u32s(&[6, code as u32]),
+            Reply::Accepted { count, error } => match error {
+                None => self.u32s(&[7, count, 0]),
+                Some(code) => self.u32s(&[7, count, 1, code as u32]),
+            },
+            Reply::Items { handle, items } => {
+                self.u32s(&[8, handle.0.into()]);
+                self.bytes(items.0);
+            }
+        }
+    }
+
+    fn op(&mut self, op: &Op) {
+        // A `bool` and an `Option` tag (0 or 1) are written as varints of 0 or 1 would be.
+        match *op {
+            Op::Open { name } => {
+                self.u32(0);
+                self.bytes(name.as_bytes());
+            }
+            Op::Create {
+                name,
+                spec,
+                exist_ok,
+            } => {
+                self.u32(1);
+                self.bytes(name.as_bytes());
+                self.u32s(&[
+                    spec.capacity,
+                    spec.max_item,
+                    spec.mode as u32,
+                    exist_ok.into(),
+                ]);
+            }
+            Op::Put { handle, item, wait } => {
+                self.u32s(&[2, handle.0.into()]);
+                self.bytes(item);
+                self.wait(wait);
+            }
+            Op::Get { handle, wait } => {
+                self.u32s(&[3, handle.0.into()]);
+                self.wait(wait);
+            }
+            Op::Size { handle } => self.u32s(&[4, handle.0.into()]),
+            Op::TaskDone { handle } => self.u32s(&[5, handle.0.into()]),
+            Op::Join { handle, wait } => {
+                self.u32s(&[6, handle.0.into()]);
+                self.wait(wait);
+            }
+            Op::Stat { index } => self.u32s(&[7, index.into()]),
+            Op::Status => self.u32(8),
+            Op::Shutdown => self.u32(9),
+            Op::PutMany {
+                handle,
+                items,
+                wait,
+            } => {
+                self.u32s(&[10, handle.0.into()]);
+                self.bytes(items.0);
+                self.wait(wait);
+            }
+            Op::GetMany {
+                handle,
+                max_items,
+                max_bytes,
+                wait,
+            } => {
+                self.u32s(&[11, handle.0.into(), max_items, max_bytes]);
+                self.wait(wait);
+            }
+            Op::Cancel { target } => self.u32s(&[12, target]),
+            Op::Return { handle, item } => {
+                self.u32s(&[13, handle.0.into()]);
+                self.bytes(item);
+            }
+        }
+    }
+}
+
+/// A message that can be written as postcard writes it.
+pub(crate) trait Encode {
+    /// Writes `self` (the writer says whether it fitted).
+    fn encode(&self, w: &mut Writer);
+
+    /// Writes `self` at the start of `out`; returns the bytes written, `None` if it does not
+    /// fit.
+    fn encode_into(&self, out: &mut [u8]) -> Option<usize> {
+        let mut w = Writer::new(out);
+        self.encode(&mut w);
+        w.finish()
+    }
+}
+
+impl Encode for Message<'_> {
+    fn encode(&self, w: &mut Writer) {
+        match *self {
+            Message::Reply { id, ref reply } => {
+                w.u32s(&[0, id]);
+                w.reply(reply);
+            }
+            Message::Closing(reason) => w.u32s(&[1, reason as u32]),
+        }
+    }
+}
+
+impl Encode for Request<'_> {
+    fn encode(&self, w: &mut Writer) {
+        w.u32(self.id);
+        w.op(&self.op);
+    }
+}
+
+impl Encode for ClientHello {
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.magic);
+        w.raw(&[self.min_version, self.max_version]);
+        w.raw(&self.nonce);
+        w.u32(self.max_frame);
+    }
+}
+
+impl Encode for ClientProof {
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.proof);
+    }
+}
+
+impl Encode for ServerHello {
+    fn encode(&self, w: &mut Writer) {
+        match *self {
+            ServerHello::Challenge {
+                version,
+                nonce,
+                max_frame,
+            } => {
+                w.u32(0);
+                w.u8(version);
+                w.raw(&nonce);
+                w.u32(max_frame);
+            }
+            ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
+        }
+    }
+}
+
+impl Encode for ServerVerdict {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            ServerVerdict::Welcome { proof } => {
+                w.u32(0);
+                w.raw(proof);
+            }
+            ServerVerdict::AuthFailed => w.u32(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    /// Field values from which one message of each kind is built (the messages borrow them).
+    #[derive(Debug, Clone)]
+    struct Parts {
+        variant: u32,
+        sub: u32,
+        nums: [u32; 8],
+        big: [u64; 2],
+        handle: u16,
+        flag: bool,
+        text: String,
+        bytes: Vec<u8>,
+        nonce: [u8; 32],
+    }
+
+    fn num() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..3, 0u32..300, any::<u32>(), Just(u32::MAX)]
+    }
+
+    fn parts() -> impl Strategy<Value = Parts> {
+        (
+            (0u32..16, 0u32..16, prop::array::uniform8(num())),
+            prop::array::uniform2(prop_oneof![0u64..300, any::<u64>()]),
+            prop_oneof![0u16..300, any::<u16>()],
+            any::<bool>(),
+            "\\PC{0,12}",
+            prop::collection::vec(any::<u8>(), 0..200),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(
+                |((variant, sub, nums), big, handle, flag, text, bytes, nonce)| Parts {
+                    variant,
+                    sub,
+                    nums,
+                    big,
+                    handle,
+                    flag,
+                    text,
+                    bytes,
+                    nonce,
+                },
+            )
+    }
+
+    fn wait(p: &Parts) -> Wait {
+        match p.sub % 3 {
+            0 => Wait::NoWait,
+            1 => Wait::Forever,
+            _ => Wait::Millis(p.nums[7]),
+        }
+    }
+
+    fn info(p: &Parts) -> ObjectInfo {
+        ObjectInfo {
+            handle: Handle(p.handle),
+            kind: ObjectKind::Queue,
+            spec: QueueSpec {
+                capacity: p.nums[0],
+                max_item: p.nums[1],
+                mode: if p.flag {
+                    QueueMode::Raw
+                } else {
+                    QueueMode::Value
+                },
+            },
+        }
+    }
+
+    fn code(n: u32) -> ErrorCode {
+        ERROR_CODES[n as usize % ERROR_CODES.len()]
+    }
+
+    fn reason(n: u32) -> CloseReason {
+        CLOSE_REASONS[n as usize % CLOSE_REASONS.len()]
+    }
+
+    fn reply(p: &Parts) -> Reply<'_> {
+        let n = p.nums;
+        match p.variant % 10 {
+            0 => Reply::Done,
+            1 => Reply::Opened(info(p)),
+            2 => Reply::Item {
+                handle: Handle(p.handle),
+                item: &p.bytes,
+            },
+            3 => Reply::Size(QueueSize {
+                len: n[2],
+                capacity: n[3],
+                full: p.flag,
+            }),
+            4 => Reply::Stat(None),
+            5 => Reply::Stat(Some(ObjectStat {
+                name: &p.text,
+                info: info(p),
+                len: n[0],
+                bytes: n[1],
+                storage: n[2],
+                getters: n[3],
+                putters: n[4],
+                joiners: n[5],
+                unfinished: n[6],
+                total_put: p.big[0],
+                total_got: p.big[1],
+            })),
+            6 => Reply::Status(ManagerStatus {
+                connections: n[0],
+                max_connections: n[1],
+                objects: n[2],
+                waiters: n[3],
+            }),
+            7 => Reply::Error(code(p.sub)),
+            8 => Reply::Accepted {
+                count: n[4],
+                error: p.flag.then(|| code(p.sub)),
+            },
+            _ => Reply::Items {
+                handle: Handle(p.handle),
+                items: Items(&p.bytes),
+            },
+        }
+    }
+
+    fn message(p: &Parts) -> Message<'_> {
+        match p.sub % 7 {
+            0 => Message::Closing(reason(p.nums[5])),
+            _ => Message::Reply {
+                id: p.nums[6],
+                reply: reply(p),
+            },
+        }
+    }
+
+    fn op(p: &Parts) -> Op<'_> {
+        let (handle, n) = (Handle(p.handle), p.nums);
+        match p.variant % 14 {
+            0 => Op::Open { name: &p.text },
+            1 => Op::Create {
+                name: &p.text,
+                spec: info(p).spec,
+                exist_ok: p.flag,
+            },
+            2 => Op::Put {
+                handle,
+                item: &p.bytes,
+                wait: wait(p),
+            },
+            3 => Op::Get {
+                handle,
+                wait: wait(p),
+            },
+            4 => Op::Size { handle },
+            5 => Op::TaskDone { handle },
+            6 => Op::Join {
+                handle,
+                wait: wait(p),
+            },
+            7 => Op::Stat { index: p.handle },
+            8 => Op::Status,
+            9 => Op::Shutdown,
+            10 => Op::PutMany {
+                handle,
+                items: Items(&p.bytes),
+                wait: wait(p),
+            },
+            11 => Op::GetMany {
+                handle,
+                max_items: n[2],
+                max_bytes: n[3],
+                wait: wait(p),
+            },
+            12 => Op::Cancel { target: n[4] },
+            _ => Op::Return {
+                handle,
+                item: &p.bytes,
+            },
+        }
+    }
+
+    fn request(p: &Parts) -> Request<'_> {
+        Request {
+            id: p.nums[6],
+            op: op(p),
+        }
+    }
+
+    fn client_hello(p: &Parts) -> ClientHello {
+        let mut magic = [0; 4];
+        magic.copy_from_slice(&p.nonce[..4]);
+        ClientHello {
+            magic,
+            min_version: p.nonce[4],
+            max_version: p.nonce[5],
+            nonce: p.nonce,
+            max_frame: p.nums[0],
+        }
+    }
+
+    fn server_hello(p: &Parts) -> ServerHello {
+        match p.flag {
+            true => ServerHello::Challenge {
+                version: p.nonce[0],
+                nonce: p.nonce,
+                max_frame: p.nums[0],
+            },
+            false => ServerHello::Reject(reason(p.sub)),
+        }
+    }
+
+    fn server_verdict(p: &Parts) -> ServerVerdict {
+        match p.flag {
+            true => ServerVerdict::Welcome { proof: p.nonce },
+            false => ServerVerdict::AuthFailed,
+        }
+    }
+
+    /// Byte edits applied to an encoding, to reach the strings near valid ones.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Set(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Truncate(usize),
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        // Bytes near the edges of tags, flags and varints, and any byte.
+        let byte = || {
+            prop_oneof![
+                0u8..4,
+                Just(0x0F),
+                Just(0x10),
+                Just(0x7F),
+                Just(0x80),
+                Just(0xFF),
+                any::<u8>()
+            ]
+        };
+        let edit = prop_oneof![
+            (any::<usize>(), byte()).prop_map(|(i, b)| Edit::Set(i, b)),
+            (any::<usize>(), byte()).prop_map(|(i, b)| Edit::Insert(i, b)),
+            any::<usize>().prop_map(Edit::Remove),
+            any::<usize>().prop_map(Edit::Truncate),
+        ];
+        prop::collection::vec(edit, 0..4)
+    }
+
+    fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+        for edit in edits {
+            let at = |i: usize, n: usize| if n == 0 { 0 } else { i % n };
+            match *edit {
+                Edit::Set(i, b) if !bytes.is_empty() => {
+                    let i = at(i, bytes.len());
+                    bytes[i] = b;
+                }
+                Edit::Insert(i, b) => bytes.insert(at(i, bytes.len() + 1), b),
+                Edit::Remove(i) if !bytes.is_empty() => {
+                    bytes.remove(at(i, bytes.len()));
+                }
+                Edit::Truncate(i) => bytes.truncate(at(i, bytes.len() + 1)),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    /// `value` encodes to exactly postcard's bytes, which decode back to it (also with bytes
+    /// after it, which are left unread); and on every edited form of those bytes, `read`
+    /// accepts exactly what postcard accepts, with the same value and length.
+    fn check<'a, T>(
+        value: &T,
+        read: fn(&mut Reader<'a>) -> Option<T>,
+        (followed, edited): (&'a mut Vec<u8>, &'a mut Vec<u8>),
+        edits: &[Edit],
+    ) where
+        T: Encode + Serialize + Deserialize<'a> + PartialEq + core::fmt::Debug,
+    {
+        let mut buf = [0u8; 512];
+        let theirs = postcard::to_slice(value, &mut buf).unwrap().to_vec();
+        let mut ours = std::vec![0u8; theirs.len() + 8];
+        let n = value.encode_into(&mut ours).unwrap();
+        assert_eq!(&ours[..n], &theirs[..]);
+        assert!(value.encode_into(&mut ours[..n - 1]).is_none());
+
+        followed.clone_from(&theirs);
+        followed.extend_from_slice(&[0x80, 1, 2]);
+        let mut reader = Reader::new(followed);
+        let back = read(&mut reader);
+        assert_eq!(back.as_ref(), Some(value));
+        assert_eq!(reader.rest(), [0x80, 1, 2]);
+
+        *edited = apply(theirs, edits);
+        let bytes: &'a [u8] = edited;
+        let mut reader = Reader::new(bytes);
+        let ours = read(&mut reader).map(|v| (v, reader.rest().len()));
+        let theirs = postcard::take_from_bytes::<T>(bytes)
+            .ok()
+            .map(|(v, rest)| (v, rest.len()));
+        assert_eq!(ours, theirs, "{bytes:02x?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        #[test]
+        fn messages_match_postcard(p in parts(), edits in edits()) {
+            let mut scratch = (Vec::new(), Vec::new());
+            check(&message(&p), Reader::message, (&mut scratch.0, &mut scratch.1), &edits);
+        }
+
+        #[test]
+        fn requests_match_postcard(p in parts(), edits in edits()) {
+            let mut scratch = (Vec::new(), Vec::new());
+            check(&request(&p), Reader::request, (&mut scratch.0, &mut scratch.1), &edits);
+        }
+
+        #[test]
+        fn handshake_messages_match_postcard(p in parts(), edits in edits()) {
+            let mut s = [(); 4].map(|_| (Vec::new(), Vec::new()));
+            let [a, b, c, d] = &mut s;
+            check(&client_hello(&p), Reader::client_hello, (&mut a.0, &mut a.1), &edits);
+            check(&ClientProof { proof: p.nonce }, Reader::client_proof, (&mut b.0, &mut b.1), &edits);
+            check(&server_hello(&p), Reader::server_hello, (&mut c.0, &mut c.1), &edits);
+            check(&server_verdict(&p), Reader::server_verdict, (&mut d.0, &mut d.1), &edits);
+        }
+
+        /// Any byte string: the decoders accept exactly what postcard accepts.
+        #[test]
+        fn garbage_matches_postcard(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut r = Reader::new(&bytes);
+            let ours = r.message().map(|m| (m, r.rest().len()));
+            let theirs = postcard::take_from_bytes::<Message>(&bytes).ok().map(|(m, rest)| (m, rest.len()));
+            prop_assert_eq!(ours, theirs);
+            let mut r = Reader::new(&bytes);
+            let ours = r.request().map(|m| (m, r.rest().len()));
+            let theirs = postcard::take_from_bytes::<Request>(&bytes).ok().map(|(m, rest)| (m, rest.len()));
+            prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    /// Varints at the edges of each width: too long, bits past the type, not minimal.
+    #[test]
+    fn varint_edges_match_postcard() {
+        let cases: [&[u8]; 10] = [
+            &[0x80, 0x00],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0x0F],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0x10],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
+            &[0xFF, 0xFF, 0x03],
+            &[0xFF, 0xFF, 0x04],
+            &[0x80, 0x80, 0x80],
+            &[0xFF; 9],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02],
+        ];
+        for case in cases {
+            let u16s = postcard::take_from_bytes::<u16>(case)
+                .ok()
+                .map(|(v, r)| (u64::from(v), r.len()));
+            let u32s = postcard::take_from_bytes::<u32>(case)
+                .ok()
+                .map(|(v, r)| (u64::from(v), r.len()));
+            let u64s = postcard::take_from_bytes::<u64>(case)
+                .ok()
+                .map(|(v, r)| (v, r.len()));
+            for (bits, theirs) in [(16, u16s), (32, u32s), (64, u64s)] {
+                let mut r = Reader::new(case);
+                let value = r.varint(bits);
+                let ours = r.done(value).map(|v| (v, r.rest().len()));
+                assert_eq!(ours, theirs, "{bits} bits: {case:02x?}");
+            }
+        }
+    }
+}
