@@ -51,7 +51,9 @@ mod client;
 mod error;
 mod manager;
 
-pub use client::{Client, Queue, QueueStat, RawQueue};
+pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+/// Why a request failed: the `code` of [`Error::Request`].
+pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
 pub use error::Error;

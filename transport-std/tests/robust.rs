@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use depot_std::{Client, Error, Manager, ManagerHandle, QueueOptions};
+use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle, QueueOptions};
 
 const KEY: &[u8] = b"producer";
 
@@ -22,7 +22,8 @@ fn start(max_connections: usize) -> ManagerHandle {
 fn client_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Client>();
-    check::<depot_std::RawQueue<'static>>();
+    check::<depot_std::RawQueue>();
+    check::<depot_std::Queue<String>>();
 }
 
 #[test]
@@ -103,7 +104,10 @@ fn create_stat_and_status() {
         .unwrap();
     assert!(matches!(
         c.create_queue("bad\nname", 1, 1),
-        Err(Error::InvalidName(_))
+        Err(Error::Request {
+            code: ErrorCode::InvalidName,
+            ..
+        })
     ));
     let stat = c.stat().unwrap();
     let names: Vec<_> = stat.iter().map(|s| s.name.as_str()).collect();
@@ -128,7 +132,13 @@ fn configuration_errors() {
         .authkey(KEY)
         .queue("", 1)
         .start();
-    assert!(matches!(bad, Err(Error::InvalidName(_))));
+    assert!(matches!(
+        bad,
+        Err(Error::Request {
+            code: ErrorCode::InvalidName,
+            ..
+        })
+    ));
     let zero = Manager::builder()
         .listen("127.0.0.1:0")
         .authkey(KEY)

@@ -237,32 +237,24 @@ fn distinct_item(i: usize, size: usize) -> Vec<u8> {
     item
 }
 
-self_cell::self_cell!(
-    /// A client with its proxy of the bench queue (the proxy borrows the client).
-    struct DepotQueue {
-        owner: Client,
-        #[covariant]
-        dependent: RawQueue,
-    }
-);
+/// A client's proxy of the bench queue (it holds the connection).
+struct DepotQueue(RawQueue);
 
 impl DepotQueue {
     fn connect(addr: &str) -> Result<Self> {
         let client =
             Client::connect(addr, AUTHKEY).with_context(|| format!("connecting to {addr}"))?;
-        Ok(DepotQueue::try_new(client, |client| {
-            client.raw_queue(QUEUE)
-        })?)
+        Ok(DepotQueue(client.raw_queue(QUEUE)?))
     }
 }
 
 impl QueueClient for DepotQueue {
     fn put(&mut self, item: &[u8]) -> Result<()> {
-        Ok(self.borrow_dependent().put(item)?)
+        Ok(self.0.put(item)?)
     }
 
     fn get(&mut self) -> Result<Vec<u8>> {
-        Ok(self.borrow_dependent().get()?)
+        Ok(self.0.get()?)
     }
 }
 

@@ -4,6 +4,7 @@ mod conn;
 mod proxy;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use depot_core::wire::{ErrorCode, Op, QueueSpec};
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use conn::Outcome;
 
-pub use proxy::{Queue, RawQueue};
+pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
 
@@ -43,14 +44,16 @@ pub struct QueueStat {
     pub total_got: u64,
 }
 
-/// A connection to a manager. `Send + Sync`: share it by reference or `Arc`.
+/// A connection to a manager: a cheap handle, `Clone + Send + Sync`.
 ///
-/// Several threads may call it at once: their requests are pipelined on the one connection,
-/// and each caller waits for its own reply (matched by request id). No thread is spawned per
-/// client: whichever caller is waiting reads the socket for everyone (see `conn.rs`).
-#[derive(Debug)]
+/// Clones share the one connection. Several threads may call it at once: their requests are
+/// pipelined on the connection, and each caller waits for its own reply (matched by request
+/// id). No thread is spawned per client: whichever caller is waiting reads the socket for
+/// everyone (see `conn.rs`). The connection closes when the last clone, and the last queue
+/// proxy made from it, is dropped.
+#[derive(Debug, Clone)]
 pub struct Client {
-    conn: conn::Conn,
+    conn: Arc<conn::Conn>,
 }
 
 /// Registry entries asked for at once by [`Client::stat`].
@@ -69,19 +72,19 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, Error> {
         let conn = conn::Conn::connect(addr, authkey.as_ref(), timeout)?;
-        Ok(Client { conn })
+        Ok(Client {
+            conn: Arc::new(conn),
+        })
     }
 
-    /// A typed proxy for the queue `name`; items travel as postcard.
-    pub fn queue<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Queue<'_, T>, Error> {
+    /// A typed proxy for the queue `name`; items travel in depot's value encoding. The proxy
+    /// holds a clone of this client, so it can be moved to another thread or task.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>, Error> {
         self.raw_queue(name).map(Queue::new)
     }
 
-    /// A raw-bytes proxy for the queue `name`.
-    pub fn raw_queue(&self, name: &str) -> Result<RawQueue<'_>, Error> {
+    /// A raw-bytes proxy for the queue `name` (holding a clone of this client).
+    pub fn raw_queue(&self, name: &str) -> Result<RawQueue, Error> {
         let outcome = self.conn.call(Op::Open { name })?;
         self.opened(name, outcome)
     }
@@ -92,7 +95,7 @@ impl Client {
         name: &str,
         capacity: u32,
         max_item: u32,
-    ) -> Result<RawQueue<'_>, Error> {
+    ) -> Result<RawQueue, Error> {
         let spec = QueueSpec { capacity, max_item };
         let outcome = self.conn.call(Op::Create {
             name,
@@ -102,10 +105,10 @@ impl Client {
         self.opened(name, outcome)
     }
 
-    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue<'_>, Error> {
+    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue, Error> {
         match outcome {
             Outcome::Opened(info) => Ok(RawQueue {
-                client: self,
+                client: self.clone(),
                 name: name.to_owned(),
                 handle: info.handle,
                 spec: info.spec,
@@ -196,16 +199,5 @@ impl Client {
 
 /// The error for a failed request's code.
 pub(crate) fn code_error(code: ErrorCode, name: &str) -> Error {
-    match code {
-        ErrorCode::Empty => Error::Empty,
-        ErrorCode::Full => Error::Full,
-        ErrorCode::Timeout => Error::Timeout,
-        ErrorCode::NoSuchObject => Error::NoSuchQueue(name.to_owned()),
-        ErrorCode::AlreadyExists => Error::AlreadyExists(name.to_owned()),
-        ErrorCode::InvalidName => Error::InvalidName(name.to_owned()),
-        ErrorCode::TaskDoneTooMany => Error::TaskDoneTooMany,
-        ErrorCode::NotAllowed => Error::NotAllowed,
-        ErrorCode::ShuttingDown => Error::ShuttingDown,
-        other => Error::Protocol(other.into()),
-    }
+    Error::request(code, name)
 }
