@@ -50,6 +50,8 @@
 mod client;
 mod error;
 mod manager;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
 /// Why a request failed: the `code` of [`Error::Request`].

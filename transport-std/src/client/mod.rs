@@ -1,7 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
-mod conn;
-mod proxy;
+pub(crate) mod conn;
+pub(crate) mod proxy;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;

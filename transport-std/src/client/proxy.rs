@@ -273,13 +273,13 @@ impl RawQueue {
 }
 
 /// Bytes of packed items one batch request carries at most.
-const BATCH_BYTES: usize = 60 * 1024;
+pub(crate) const BATCH_BYTES: usize = 60 * 1024;
 /// Batch requests kept in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+pub(crate) const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Packs items from the front of `items` into `out` until `budget` bytes (at least one item):
 /// `(items packed, bytes used)`.
-fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
+pub(crate) fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
     out.clear();
     let mut count = 0;
     for item in items {
@@ -297,7 +297,7 @@ fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
 
 /// A blocking call's wait: milliseconds rounded up, so a short timeout still waits; a timeout
 /// beyond what the wire can say waits for ever.
-fn wait_for(timeout: Duration) -> Wait {
+pub(crate) fn wait_for(timeout: Duration) -> Wait {
     let ms = timeout.as_nanos().div_ceil(1_000_000);
     match u32::try_from(ms) {
         Ok(ms) => Wait::Millis(ms),
