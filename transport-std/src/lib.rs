@@ -14,11 +14,13 @@
 //!   [`ManagerHandle`] that [`ManagerBuilder::start`] returns is `Send + Sync`: stop it from
 //!   any thread ([`ManagerHandle::stop`]), wait for it ([`ManagerHandle::join`]), and read
 //!   [`Metrics`] that the loop itself publishes (also as Prometheus text);
-//! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
-//!   requests pipelined on its one connection, and no thread is spawned per client. A
-//!   connection parks one blocked `put` at a time and holds its later requests behind a second,
-//!   so give producers whose puts may block a different `Client` from the consumers that free
-//!   the room (PROTOCOL.md §8).
+//! - the client is blocking; a [`Client`] is a cheap handle (`Clone + Send + Sync`) whose
+//!   clones share one connection, with the requests of all threads pipelined on it and no
+//!   thread spawned per client. Its proxies ([`Queue`], [`RawQueue`]) own a clone of it, so
+//!   they move into threads; [`Queue::iter`] is a consumer loop;
+//! - with the `tokio` feature, `tokio::Client` is the async client: one background task
+//!   drives the same core client, requests reach it over a channel, and a dropped `get` future
+//!   loses no item.
 //!
 //! ```no_run
 //! use depot_std::{Client, Manager};
@@ -44,7 +46,11 @@
 //!
 //! Errors are one [`Error`] type whose `Display` is one line a user understands, such as
 //! "authentication failed: wrong authkey for 127.0.0.1:5000" or
-//! "queue 'x' does not exist". Logs go through `tracing`.
+//! "queue 'x' does not exist". A failed request is [`Error::Request`] with its [`ErrorCode`]
+//! and the queue's name; a lost connection is [`Error::Disconnected`]. Logs go through
+//! `tracing`.
+//!
+//! Feature flags: `tokio` (off by default) adds the async client in `depot_std::tokio`.
 #![warn(missing_docs)]
 
 mod client;
