@@ -79,7 +79,7 @@ async fn transfer(addr: &str, shape: &Transfer) -> Result<Measurement> {
                     queue.put_many(&refs[..n]).await?;
                     left -= n;
                 }
-                return Ok::<_, depot::Error>(None);
+                return Ok::<_, anyhow::Error>(None);
             }
             for _ in 0..items {
                 queue.put(&item).await?;
@@ -96,10 +96,11 @@ async fn transfer(addr: &str, shape: &Transfer) -> Result<Measurement> {
             let mut received = 0;
             if shape.pipelined {
                 while received < shape.items {
-                    received += queue
-                        .get_many((shape.items - received).min(BATCH))
-                        .await?
-                        .len();
+                    let got = queue.get_many((shape.items - received).min(BATCH)).await?;
+                    if got.iter().any(|g| g.len() != shape.item_size.max(1)) {
+                        bail!("got an item of the wrong size");
+                    }
+                    received += got.len();
                 }
             } else {
                 while !queue.get().await?.is_empty() {
