@@ -26,6 +26,14 @@ fn exactly_once(mut got: Vec<u64>, n: u64) {
     assert_eq!(got.len() as u64, n, "an item came twice");
 }
 
+#[test]
+fn handles_are_owned_and_shareable() {
+    fn check<T: Clone + Send + Sync + 'static>() {}
+    check::<Client>();
+    check::<depot::tokio::RawQueue>();
+    check::<depot::tokio::Queue<String>>();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_on_one_client_get_every_item_once() {
     const ITEMS: u64 = 20_000;
