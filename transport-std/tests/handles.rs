@@ -153,3 +153,29 @@ fn request_errors_name_their_queue() {
     assert_eq!(empty.to_string(), "queue 'q' is empty");
     m.shutdown().unwrap();
 }
+
+#[test]
+fn a_full_registry_is_a_typed_request_error() {
+    let opts = depot_std::QueueOptions::new(4);
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue("q", 1)
+        .allow_create(1, opts)
+        .start()
+        .unwrap();
+    let client = Client::connect(m.address(), KEY).unwrap();
+    client.create_queue("one", 4, 64).unwrap();
+    let e = client.create_queue("two", 4, 64).unwrap_err();
+    assert!(matches!(
+        &e,
+        Error::Request { code: ErrorCode::ObjectLimit, object } if object == "two"
+    ));
+    assert_eq!(
+        e.to_string(),
+        "the manager has no room for another queue (creating queue 'two')"
+    );
+    // The connection is still usable.
+    assert_eq!(client.raw_queue("one").unwrap().qsize().unwrap(), 0);
+    m.shutdown().unwrap();
+}
