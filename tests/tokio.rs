@@ -197,6 +197,9 @@ async fn nowait_timeouts_batches_and_errors() {
         q.task_done().await.unwrap();
     }
     q.join().await.unwrap();
+    let stat = client.stat().await.unwrap();
+    assert_eq!(stat.len(), 1);
+    assert_eq!((stat[0].name.as_str(), stat[0].total_put), ("q", 3));
     let e = client.queue::<u32>("nope").await.unwrap_err();
     assert_eq!(e.to_string(), "queue 'nope' does not exist");
     let e = client.shutdown_manager().await.unwrap_err();

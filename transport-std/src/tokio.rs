@@ -51,7 +51,8 @@ use crate::client::conn::{
     closed_error, connect_error, millis, Outcome, BUF_LEN, READ_CHUNK, REPLY_GRACE_MS, SLOTS,
 };
 use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES};
-use crate::Error;
+use crate::client::STAT_BATCH;
+use crate::{Error, QueueStat};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
 /// no reply of this connection arrives meanwhile (only other connections can free room then).
@@ -69,6 +70,7 @@ enum Request {
     Size(Handle),
     TaskDone(Handle),
     Join(Handle, Wait),
+    Stat(u16),
     Status,
     Shutdown,
     Return(Handle, Vec<u8>),
@@ -109,6 +111,7 @@ impl Request {
                 handle: *handle,
                 wait: *wait,
             },
+            Request::Stat(index) => Op::Stat { index: *index },
             Request::Status => Op::Status,
             Request::Shutdown => Op::Shutdown,
             Request::Return(handle, item) => Op::Return {
@@ -295,6 +298,31 @@ impl Client {
                 spec: info.spec,
             }),
             other => Err(unexpected(other, name)),
+        }
+    }
+
+    /// Every queue with its statistics (requests for the entries are pipelined).
+    pub async fn stat(&self) -> Result<Vec<QueueStat>, Error> {
+        let mut stats = Vec::new();
+        let mut index: u16 = 0;
+        loop {
+            let batch: Vec<Waiting<'_>> = (0..STAT_BATCH)
+                .map_while(|k| index.checked_add(k))
+                .map(|i| self.start(Request::Stat(i)))
+                .collect();
+            let mut end = batch.is_empty();
+            // Every reply is collected, even past the end.
+            for waiting in batch {
+                match waiting.finish().await? {
+                    Outcome::Stat(Some(s)) if !end => stats.push(s.into()),
+                    Outcome::Stat(_) => end = true,
+                    other => return Err(unexpected(other, "")),
+                }
+            }
+            if end {
+                return Ok(stats);
+            }
+            index = index.saturating_add(STAT_BATCH);
         }
     }
 

@@ -56,8 +56,26 @@ pub struct Client {
     conn: Arc<conn::Conn>,
 }
 
+impl From<conn::OwnedStat> for QueueStat {
+    fn from(s: conn::OwnedStat) -> QueueStat {
+        QueueStat {
+            name: s.name,
+            len: s.stat.len,
+            capacity: s.stat.info.spec.capacity,
+            max_item: s.stat.info.spec.max_item,
+            bytes: s.stat.bytes,
+            getters: s.stat.getters,
+            putters: s.stat.putters,
+            joiners: s.stat.joiners,
+            unfinished: s.stat.unfinished,
+            total_put: s.stat.total_put,
+            total_got: s.stat.total_got,
+        }
+    }
+}
+
 /// Registry entries asked for at once by [`Client::stat`].
-const STAT_BATCH: u16 = 16;
+pub(crate) const STAT_BATCH: u16 = 16;
 
 impl Client {
     /// Connects and authenticates, within 10 seconds.
@@ -134,19 +152,7 @@ impl Client {
             // Every reply is collected, even past the end, so none is left in the table.
             for id in ids {
                 match self.conn.wait_reply(id)? {
-                    Outcome::Stat(Some(s)) if !end => stats.push(QueueStat {
-                        name: s.name,
-                        len: s.stat.len,
-                        capacity: s.stat.info.spec.capacity,
-                        max_item: s.stat.info.spec.max_item,
-                        bytes: s.stat.bytes,
-                        getters: s.stat.getters,
-                        putters: s.stat.putters,
-                        joiners: s.stat.joiners,
-                        unfinished: s.stat.unfinished,
-                        total_put: s.stat.total_put,
-                        total_got: s.stat.total_got,
-                    }),
+                    Outcome::Stat(Some(s)) if !end => stats.push(s.into()),
                     Outcome::Stat(_) => end = true,
                     other => return Err(self.unexpected(other, "")),
                 }
