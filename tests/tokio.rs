@@ -232,3 +232,25 @@ async fn calls_fail_once_the_manager_stops() {
     let wrong = Client::connect(m.address(), b"wrong").await;
     assert!(wrong.is_err());
 }
+
+/// A `get_many` dropped after it took some items gives them back, in order.
+#[tokio::test]
+async fn a_dropped_get_many_gives_its_items_back() {
+    let m = start(10);
+    let client = Client::connect(m.address(), KEY).await.unwrap();
+    let q = client.queue::<u32>("q").await.unwrap();
+    q.put_many(&[1, 2, 3, 4, 5]).await.unwrap();
+    // Takes the five, then waits for a sixth that never comes.
+    let r = timeout(Duration::from_millis(200), q.get_many(10)).await;
+    assert!(r.is_err());
+    let back = timeout(Duration::from_secs(10), q.get_many(5)).await;
+    let back: Vec<u32> = back
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(back, [1, 2, 3, 4, 5]);
+    assert!(q.empty().await.unwrap());
+    m.shutdown().unwrap();
+}

@@ -449,6 +449,22 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Items a `get_many` has taken so far: given back to the head of their queue if the call is
+/// dropped before it returns them.
+struct Taken<'c> {
+    commands: &'c mpsc::UnboundedSender<Command>,
+    handle: Handle,
+    items: Option<Vec<Vec<u8>>>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
+            let _ = self.commands.send(Command::GiveBack(self.handle, items));
+        }
+    }
+}
+
 /// The items a reply carries, if any.
 fn items_of(outcome: Outcome) -> Option<Vec<Vec<u8>>> {
     match outcome {
@@ -623,10 +639,11 @@ impl Driver {
         }
     }
 
-    /// Queues `Return`s putting `items` back at the head of their queue in order (last
-    /// first, as each goes to the head).
+    /// Queues `Return`s, ahead of every other request, putting `items` back at the head of
+    /// their queue in order: each goes to the head, so the last is sent first (pushing each
+    /// to the front of the backlog in turn does that).
     fn give_back(&mut self, handle: Handle, items: Vec<Vec<u8>>) {
-        for item in items.into_iter().rev() {
+        for item in items {
             self.backlog
                 .push_front((u64::MAX, Request::Return(handle, item), None));
         }
@@ -872,30 +889,38 @@ impl RawQueue {
 
     /// Gets `n` items in queue order, as many at a time as a `GetMany` reply carries; waits for
     /// each as long as it takes. If a request fails after some items were taken, those items
-    /// are returned (fewer than `n`) and the failure is reported by the next call. Dropped
-    /// while waiting, it loses no item, but items already received by earlier requests of
-    /// this call go back to the queue only if they were still in flight.
+    /// are returned (fewer than `n`) and the failure is reported by the next call.
+    /// Cancel-safe: dropped part-way, it gives every item it took back to the head of the
+    /// queue, in order.
     pub async fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
         let handle = self.handle;
-        let mut items = Vec::with_capacity(n);
-        while items.len() < n {
-            let max = u32::try_from(n - items.len()).unwrap_or(u32::MAX);
+        let mut taken = Taken {
+            commands: &self.client.shared.commands,
+            handle,
+            items: Some(Vec::with_capacity(n)),
+        };
+        loop {
+            let have = taken.items.as_ref().map_or(0, Vec::len);
+            if have >= n {
+                break;
+            }
+            let max = u32::try_from(n - have).unwrap_or(u32::MAX);
             let outcome = match self
                 .client
                 .call_blocking(Wait::Forever, |wait| Request::GetMany(handle, max, wait))
                 .await
             {
                 Ok(outcome) => outcome,
-                Err(e) if items.is_empty() => return Err(e),
+                Err(e) if have == 0 => return Err(e),
                 Err(_) => break,
             };
             match outcome {
-                Outcome::Items(got) => items.extend(got),
-                other if items.is_empty() => return Err(unexpected(other, &self.name)),
+                Outcome::Items(got) => taken.items.get_or_insert_with(Vec::new).extend(got),
+                other if have == 0 => return Err(unexpected(other, &self.name)),
                 _ => break,
             }
         }
-        Ok(items)
+        Ok(taken.items.take().unwrap_or_default())
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
