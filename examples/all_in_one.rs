@@ -10,7 +10,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use depot::{Client, Error, Manager};
+use depot::{Client, Error, ErrorCode, Manager};
 
 mod common;
 use common::{Settings, XorShift, QUEUE};
@@ -46,7 +46,13 @@ pub fn main() -> ExitCode {
             match queue.put(&value) {
                 Ok(()) => {}
                 // A client's `close` stopped the manager while we were producing.
-                Err(Error::ShuttingDown | Error::Disconnected { .. }) => break,
+                Err(
+                    Error::Request {
+                        code: ErrorCode::ShuttingDown,
+                        ..
+                    }
+                    | Error::Disconnected { .. },
+                ) => break,
                 Err(e) => return Err(e),
             }
             put += 1;

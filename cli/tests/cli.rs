@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot_std::{Client, Error, Manager, ManagerHandle};
+use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle};
 
 const KEY: &str = "cli-test-key";
 const SOON: Duration = Duration::from_secs(10);
@@ -489,12 +489,16 @@ fn raw_queues_carry_any_bytes_and_value_queues_refuse_them() {
     let err = run(cmd("put", args("values", &["--raw", "hello"])))
         .failed()
         .to_owned();
-    assert_eq!(err, Error::InvalidValue("values".into()).to_string());
+    let invalid = |object: &str| Error::Request {
+        code: ErrorCode::InvalidValue,
+        object: object.into(),
+    };
+    assert_eq!(err, invalid("values").to_string());
     let c = Client::connect(m.address(), KEY).unwrap();
     let values = c.raw_queue("values").unwrap();
     assert!(matches!(
         values.put(&[0x82, 0x01]),
-        Err(Error::InvalidValue(name)) if name == "values"
+        Err(Error::Request { code: ErrorCode::InvalidValue, object }) if object == "values"
     ));
     assert_eq!(values.qsize().unwrap(), 0);
     // Through the raw proxy, bytes that are one value are taken.
@@ -551,7 +555,13 @@ fn timeouts_fail_with_one_line() {
         Some(KEY),
         &[&["get"][..], &conn, &["--timeout", "0.2"]].concat(),
     ))
-    .failed_with(&Error::Timeout.to_string());
+    .failed_with(
+        &Error::Request {
+            code: ErrorCode::Timeout,
+            object: "q".into(),
+        }
+        .to_string(),
+    );
     assert!(t0.elapsed() >= Duration::from_millis(200));
 
     run(depot(
@@ -568,14 +578,26 @@ fn timeouts_fail_with_one_line() {
         ]
         .concat(),
     ))
-    .failed_with(&Error::Timeout.to_string());
+    .failed_with(
+        &Error::Request {
+            code: ErrorCode::Timeout,
+            object: "q".into(),
+        }
+        .to_string(),
+    );
 
     // get --count 3 with one item: prints it, then times out.
     let r = run(depot(
         Some(KEY),
         &[&["get"][..], &conn, &["--count", "3", "--timeout", "0.2"]].concat(),
     ));
-    r.failed_with(&Error::Timeout.to_string());
+    r.failed_with(
+        &Error::Request {
+            code: ErrorCode::Timeout,
+            object: "q".into(),
+        }
+        .to_string(),
+    );
     assert_eq!(r.stdout, "\"fills it\"\n");
     m.shutdown().unwrap();
 }
@@ -604,12 +626,24 @@ fn wrong_key_refused_and_unknown_queue() {
         Some(KEY),
         &["put", "--connect", &addr, "--queue", "nope", "x"],
     ))
-    .failed_with(&Error::NoSuchQueue("nope".into()).to_string());
+    .failed_with(
+        &Error::Request {
+            code: ErrorCode::NoSuchObject,
+            object: "nope".into(),
+        }
+        .to_string(),
+    );
     run(depot(
         Some(KEY),
         &["get", "--connect", &addr, "--queue", "nope"],
     ))
-    .failed_with(&Error::NoSuchQueue("nope".into()).to_string());
+    .failed_with(
+        &Error::Request {
+            code: ErrorCode::NoSuchObject,
+            object: "nope".into(),
+        }
+        .to_string(),
+    );
     m.shutdown().unwrap();
 }
 
@@ -709,8 +743,13 @@ fn stat_prints_a_table() {
 fn shutdown_refused_without_permission() {
     let m = manager(&[("q", 4)]);
     let addr = m.address().to_string();
-    run(depot(Some(KEY), &["shutdown", "--connect", &addr]))
-        .failed_with(&Error::NotAllowed.to_string());
+    run(depot(Some(KEY), &["shutdown", "--connect", &addr])).failed_with(
+        &Error::Request {
+            code: ErrorCode::NotAllowed,
+            object: String::new(),
+        }
+        .to_string(),
+    );
     // Still serving.
     run(depot(
         Some(KEY),
@@ -763,7 +802,13 @@ fn serve_put_get_stat_shutdown_as_processes() {
         ]
         .concat(),
     ))
-    .failed_with(&Error::Timeout.to_string());
+    .failed_with(
+        &Error::Request {
+            code: ErrorCode::Timeout,
+            object: "jobs".into(),
+        }
+        .to_string(),
+    );
     run(depot(
         Some(KEY),
         &[
@@ -867,9 +912,13 @@ fn serve_stops_cleanly_on_sigterm_and_sigint() {
             r.status,
             r.stderr
         );
-        blocked
-            .finish()
-            .failed_with(&Error::ShuttingDown.to_string());
+        blocked.finish().failed_with(
+            &Error::Request {
+                code: ErrorCode::ShuttingDown,
+                object: String::new(),
+            }
+            .to_string(),
+        );
         let stopped = r
             .stderr
             .lines()
@@ -1206,7 +1255,13 @@ max_item = 1000
     assert_eq!(c.create_queue("more", 3, 16).unwrap().capacity(), 3);
     assert!(c.create_queue("third", 3, 16).is_err(), "only two slots");
     // --allow-remote-shutdown=false won over the file's true.
-    assert!(matches!(c.shutdown_manager(), Err(Error::NotAllowed)));
+    assert!(matches!(
+        c.shutdown_manager(),
+        Err(Error::Request {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
     server.signal("-TERM");
     let r = server.finish();
     assert!(r.status.success(), "{}", r.stderr);

@@ -28,6 +28,8 @@ pub struct ParkStore<'a> {
     kind: Kind<'a>,
 }
 
+// One store per manager: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Kind<'a> {
     Slots {
         data: Managed<'a, u8>,

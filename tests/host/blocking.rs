@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot::{Client, Error};
+use depot::{Client, Error, ErrorCode};
 
 use crate::harness::{spawn, wait_until};
 use crate::{client, start, stat, KEY, SOON};
@@ -64,15 +64,39 @@ pub fn get_and_put_timeouts() {
     let wait = Duration::from_millis(300);
 
     let t0 = Instant::now();
-    assert!(matches!(q.get_timeout(wait), Err(Error::Timeout)));
+    assert!(matches!(
+        q.get_timeout(wait),
+        Err(Error::Request {
+            code: ErrorCode::Timeout,
+            ..
+        })
+    ));
     assert_took(t0, wait);
-    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
 
     q.put(b"one").unwrap();
     let t0 = Instant::now();
-    assert!(matches!(q.put_timeout(b"two", wait), Err(Error::Timeout)));
+    assert!(matches!(
+        q.put_timeout(b"two", wait),
+        Err(Error::Request {
+            code: ErrorCode::Timeout,
+            ..
+        })
+    ));
     assert_took(t0, wait);
-    assert!(matches!(q.put_nowait(b"two"), Err(Error::Full)));
+    assert!(matches!(
+        q.put_nowait(b"two"),
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        })
+    ));
     assert!(q.full().unwrap());
 
     let s = stat(&c, "q");
@@ -94,7 +118,12 @@ pub fn get_and_put_timeouts() {
     assert_eq!(q.get_timeout(SOON).unwrap(), b"late");
     assert!(t0.elapsed() < SOON);
     late.join().unwrap();
-    assert!(!Error::Timeout.to_string().is_empty());
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(1))
+            .unwrap_err()
+            .to_string(),
+        "timed out waiting on queue 'q'"
+    );
     m.shutdown().unwrap();
 }
 
@@ -117,7 +146,14 @@ pub fn timeout_in_a_child_process() {
     let (status, out) = short.wait(SOON);
     assert!(!status.success());
     assert_eq!(out, ["ready"]);
-    assert_eq!(short.stderr().trim_end(), Error::Timeout.to_string());
+    assert_eq!(
+        short.stderr().trim_end(),
+        Error::Request {
+            code: ErrorCode::Timeout,
+            object: "q".into()
+        }
+        .to_string()
+    );
 
     let c = client(&m);
     let mut long = spawn("get-one", &[&args[..], &["10000"]].concat());
@@ -174,6 +210,12 @@ pub fn join_and_task_done_across_processes() {
     joiner.join().unwrap();
     let s = stat(&c, "jobs");
     assert_eq!((s.unfinished, s.joiners), (0, 0));
-    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooMany)));
+    assert!(matches!(
+        q.task_done(),
+        Err(Error::Request {
+            code: ErrorCode::TaskDoneTooMany,
+            ..
+        })
+    ));
     m.shutdown().unwrap();
 }

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use depot::core::wire::{Op, Wait};
-use depot::{Client, Error, ManagerHandle};
+use depot::{Client, Error, ErrorCode, ManagerHandle};
 
 use crate::harness::{spawn, wait_until};
 use crate::raw::{closed_within, hello_frame, Session};
@@ -133,7 +133,13 @@ pub fn client_killed_while_blocked() {
     let full = c.raw_queue("full").unwrap();
     assert_eq!(full.qsize().unwrap(), 1);
     assert_eq!(full.get_nowait().unwrap(), b"kept");
-    assert!(matches!(full.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(
+        full.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
     m.shutdown().unwrap();
 }
 

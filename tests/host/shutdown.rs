@@ -3,7 +3,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use depot::{Client, Error};
+use depot::{Client, Error, ErrorCode};
 
 use crate::harness::{spawn, wait_until};
 use crate::{builder, client, start, stat, KEY, SOON};
@@ -40,7 +40,13 @@ pub fn remote_shutdown_allowed() {
 pub fn remote_shutdown_refused() {
     let m = start(&[("q", 4)]);
     let c = client(&m);
-    assert!(matches!(c.shutdown_manager(), Err(Error::NotAllowed)));
+    assert!(matches!(
+        c.shutdown_manager(),
+        Err(Error::Request {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
     let mut close = spawn(
         "close",
         &["--addr", &m.address().to_string(), "--authkey", KEY],
@@ -49,7 +55,13 @@ pub fn remote_shutdown_refused() {
     assert!(!status.success());
     assert_eq!(
         close.stderr().trim_end(),
-        format!("close: {}", Error::NotAllowed)
+        format!(
+            "close: {}",
+            Error::Request {
+                code: ErrorCode::NotAllowed,
+                object: String::new(),
+            }
+        )
     );
     let q = c.raw_queue("q").unwrap();
     q.put(b"still here").unwrap();
@@ -90,11 +102,18 @@ pub fn graceful_shutdown_with_blocked_clients() {
         .expect("shutdown returns")
         .expect("shutdown succeeds");
     match rx.recv_timeout(SOON).expect("the blocked get is answered") {
-        Err(Error::ShuttingDown) => {}
+        Err(Error::Request {
+            code: ErrorCode::ShuttingDown,
+            ..
+        }) => {}
         other => panic!("expected ShuttingDown, got {other:?}"),
     }
     local.join().unwrap();
-    let expected = Error::ShuttingDown.to_string();
+    let expected = Error::Request {
+        code: ErrorCode::ShuttingDown,
+        object: String::new(),
+    }
+    .to_string();
     for child in [&mut getter, &mut putter] {
         let (status, _) = child.wait(SOON);
         assert!(!status.success());

@@ -4,16 +4,30 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use depot_core::wire::ErrorCode;
+
 /// Why a manager or client operation failed. `Display` gives one line a user understands.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A non-blocking `get` found the queue empty.
-    Empty,
-    /// A non-blocking `put` found the queue full.
-    Full,
-    /// A blocking call's time ran out.
-    Timeout,
+    /// The manager (or, for a local time limit, the client) refused or failed one request;
+    /// the connection stays usable. `code` says why; `object` names the queue concerned
+    /// (empty for requests about no object, such as a remote shutdown).
+    ///
+    /// ```
+    /// use depot_std::{Error, ErrorCode};
+    ///
+    /// fn is_empty(e: &Error) -> bool {
+    ///     matches!(e, Error::Request { code: ErrorCode::Empty, .. })
+    /// }
+    /// # assert!(is_empty(&Error::Request { code: ErrorCode::Empty, object: "q".into() }));
+    /// ```
+    Request {
+        /// Why the request failed.
+        code: ErrorCode,
+        /// The queue the request was about, or empty.
+        object: String,
+    },
     /// The item is larger than the queue or the connection allows.
     TooLarge {
         /// The item's size in bytes.
@@ -21,18 +35,6 @@ pub enum Error {
         /// The largest item allowed.
         max: usize,
     },
-    /// `task_done` was called more times than items were put.
-    TaskDoneTooMany,
-    /// The manager does not allow this.
-    NotAllowed,
-    /// The manager is shutting down.
-    ShuttingDown,
-    /// A queue of that name exists already.
-    AlreadyExists(String),
-    /// The name is empty, too long or has control characters.
-    InvalidName(String),
-    /// No queue has that name.
-    NoSuchQueue(String),
     /// The manager at `addr` does not share our authkey.
     AuthFailed {
         /// The manager's address.
@@ -50,12 +52,13 @@ pub enum Error {
         /// The address as given.
         addr: String,
     },
-    /// The connection to the manager is gone.
+    /// The connection to the manager is gone (it stopped, closed the connection, or the
+    /// network failed); every later call on it fails the same way.
     Disconnected {
         /// What happened, with the address.
         reason: String,
     },
-    /// Another protocol error from the core.
+    /// The manager broke the protocol (or the connection ended for a protocol reason).
     Protocol(depot_core::Error),
     /// A typed proxy could not encode an item as a value.
     Encode(Box<depot_core::value::ValueError>),
@@ -67,34 +70,105 @@ pub enum Error {
         /// The item's bytes as the queue held them.
         item: Vec<u8>,
     },
-    /// The queue holds values and the item is not one well-formed value (see PROTOCOL.md,
-    /// "Items: the value model"); nothing was queued.
-    InvalidValue(String),
     /// An I/O error.
     Io(io::Error),
     /// The configuration is not usable.
     Config(String),
 }
 
+impl Error {
+    /// The failed request's code, if this is the failure of one request (an item found too
+    /// large counts as one).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Request { code, .. } => Some(*code),
+            Error::TooLarge { .. } => Some(ErrorCode::TooLarge),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is over (the manager stopped or went away, or the connection
+    /// failed): no later request on it can succeed. A manager that is shutting down counts.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Disconnected { .. }
+                | Error::Protocol(_)
+                | Error::Io(_)
+                | Error::Request {
+                    code: ErrorCode::ShuttingDown,
+                    ..
+                }
+        )
+    }
+
+    pub(crate) fn request(code: ErrorCode, object: &str) -> Error {
+        Error::Request {
+            code,
+            object: object.to_owned(),
+        }
+    }
+}
+
+/// `queue 'name'` or, without a name, `the queue`.
+struct Queue<'a>(&'a str);
+
+impl fmt::Display for Queue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("the queue")
+        } else {
+            write!(f, "queue '{}'", self.0.escape_debug())
+        }
+    }
+}
+
+fn request_fmt(code: ErrorCode, object: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let q = Queue(object);
+    match code {
+        ErrorCode::Empty => write!(f, "{q} is empty"),
+        ErrorCode::Full => write!(f, "{q} is full"),
+        ErrorCode::Timeout if object.is_empty() => f.write_str("timed out"),
+        ErrorCode::Timeout => write!(f, "timed out waiting on {q}"),
+        ErrorCode::NoSuchObject => write!(f, "{q} does not exist"),
+        ErrorCode::AlreadyExists => write!(f, "{q} already exists"),
+        ErrorCode::TooLarge => write!(f, "item too large for {q}"),
+        ErrorCode::InvalidName => write!(
+            f,
+            "invalid queue name '{}': 1 to 32 bytes, no control characters",
+            object.escape_debug()
+        ),
+        ErrorCode::InvalidSpec => write!(f, "the manager cannot create {q} with those limits"),
+        ErrorCode::ObjectLimit => {
+            write!(
+                f,
+                "the manager has no room for another queue (creating {q})"
+            )
+        }
+        ErrorCode::WaiterLimit => write!(
+            f,
+            "too many blocked requests on this connection or in the manager (waiting on {q})"
+        ),
+        ErrorCode::TaskDoneTooMany => write!(f, "task_done() called too many times on {q}"),
+        ErrorCode::NotAllowed => f.write_str("not allowed by the manager"),
+        ErrorCode::ShuttingDown => f.write_str("manager is shutting down"),
+        ErrorCode::WrongKind => write!(f, "'{}' is not a queue", object.escape_debug()),
+        ErrorCode::Cancelled => write!(f, "the request on {q} was cancelled"),
+        ErrorCode::InvalidValue => write!(
+            f,
+            "{q} holds values and refused an item that is not one well-formed value"
+        ),
+        other => write!(f, "request on {q} failed: {other}"),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Empty => f.write_str("queue is empty"),
-            Error::Full => f.write_str("queue is full"),
-            Error::Timeout => f.write_str("timed out"),
+            Error::Request { code, object } => request_fmt(*code, object, f),
             Error::TooLarge { size, max } => {
                 write!(f, "item too large: {size} bytes, at most {max} allowed")
             }
-            Error::TaskDoneTooMany => f.write_str("task_done() called too many times"),
-            Error::NotAllowed => f.write_str("not allowed by the manager"),
-            Error::ShuttingDown => f.write_str("manager is shutting down"),
-            Error::AlreadyExists(name) => write!(f, "queue '{name}' already exists"),
-            Error::InvalidName(name) => write!(
-                f,
-                "invalid queue name '{}': 1 to 32 bytes, no control characters",
-                name.escape_debug()
-            ),
-            Error::NoSuchQueue(name) => write!(f, "queue '{name}' does not exist"),
             Error::AuthFailed { addr } => {
                 write!(f, "authentication failed: wrong authkey for {addr}")
             }
@@ -108,10 +182,6 @@ impl fmt::Display for Error {
             Error::Decode { error, item } => {
                 write!(f, "cannot decode item ({} bytes): {error}", item.len())
             }
-            Error::InvalidValue(name) => write!(
-                f,
-                "queue '{name}' holds values and refused an item that is not one well-formed value"
-            ),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
         }

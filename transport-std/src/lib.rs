@@ -15,10 +15,15 @@
 //!   [`ManagerHandle`] that [`ManagerBuilder::start`] returns is `Send + Sync`: stop it from
 //!   any thread ([`ManagerHandle::stop`]), wait for it ([`ManagerHandle::join`]), and read
 //!   [`Metrics`] that the loop itself publishes (also as Prometheus text);
-//! - the client is blocking and `Send + Sync`: threads sharing one [`Client`] have their
-//!   requests pipelined on its one connection, and no thread is spawned per client. Any mix
-//!   of blocked puts, gets and joins shares one connection: producers whose puts block and the
-//!   consumers that free their room may use the same `Client`.
+//! - the client is blocking; a [`Client`] is a cheap handle (`Clone + Send + Sync`) whose
+//!   clones share one connection, with the requests of all threads pipelined on it and no
+//!   thread spawned per client. Any mix of blocked puts, gets and joins shares that
+//!   connection: producers whose puts block and the consumers that free their room may use
+//!   the same `Client`. Its proxies ([`Queue`], [`RawQueue`]) own a clone of it, so they move
+//!   into threads; [`Queue::iter`] is a consumer loop;
+//! - with the `tokio` feature, `tokio::Client` is the async client: one background task
+//!   drives the same core client, requests reach it over a channel, and a dropped `get` future
+//!   loses no item.
 //!
 //! ```no_run
 //! use depot_std::{Client, Manager};
@@ -44,16 +49,24 @@
 //!
 //! Errors are one [`Error`] type whose `Display` is one line a user understands, such as
 //! "authentication failed: wrong authkey for 127.0.0.1:5000" or
-//! "queue 'x' does not exist". Logs go through `tracing`.
+//! "queue 'x' does not exist". A failed request is [`Error::Request`] with its [`ErrorCode`]
+//! and the queue's name; a lost connection is [`Error::Disconnected`]. Logs go through
+//! `tracing`.
+//!
+//! Feature flags: `tokio` (off by default) adds the async client in `depot_std::tokio`.
 #![warn(missing_docs)]
 
 mod client;
 mod error;
 mod manager;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, Queue, QueueStat, RawQueue};
+pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+/// Why a request failed: the `code` of [`Error::Request`].
+pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
 pub use depot_core::QueueMode;

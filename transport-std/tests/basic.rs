@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot_std::{Client, Error, Manager, ManagerHandle, QueueOptions};
+use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle, QueueOptions};
 use serde::{Deserialize, Serialize};
 
 const KEY: &[u8] = b"producer";
@@ -45,7 +45,13 @@ fn connect_put_get() {
     assert_eq!(q.qsize().unwrap(), 2);
     assert_eq!(q.get().unwrap(), b"hello");
     assert_eq!(q.get_nowait().unwrap(), b"world");
-    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
     assert_eq!(c.peer_addr(), m.address());
     m.shutdown().unwrap();
 }
@@ -119,7 +125,10 @@ fn timeouts() {
     let t = Instant::now();
     assert!(matches!(
         q.get_timeout(Duration::from_millis(150)),
-        Err(Error::Timeout)
+        Err(Error::Request {
+            code: ErrorCode::Timeout,
+            ..
+        })
     ));
     let waited = t.elapsed();
     assert!(waited >= Duration::from_millis(140), "{waited:?}");
@@ -127,11 +136,20 @@ fn timeouts() {
     q.put(b"1").unwrap();
     q.put(b"2").unwrap();
     assert!(q.full().unwrap());
-    assert!(matches!(q.put_nowait(b"3"), Err(Error::Full)));
+    assert!(matches!(
+        q.put_nowait(b"3"),
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        })
+    ));
     let t = Instant::now();
     assert!(matches!(
         q.put_timeout(b"3", Duration::from_millis(150)),
-        Err(Error::Timeout)
+        Err(Error::Request {
+            code: ErrorCode::Timeout,
+            ..
+        })
     ));
     assert!(t.elapsed() >= Duration::from_millis(140));
     // A timed get that is answered in time.
@@ -155,10 +173,19 @@ fn user_facing_errors() {
     let q = c.raw_queue("small").unwrap();
     let e = q.put(&[0; 65]).unwrap_err();
     assert!(matches!(e, Error::TooLarge { size: 65, max: 64 }), "{e:?}");
-    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooMany)));
+    assert!(matches!(
+        q.task_done(),
+        Err(Error::Request {
+            code: ErrorCode::TaskDoneTooMany,
+            ..
+        })
+    ));
     assert!(matches!(
         c.create_queue("new", 1, 1),
-        Err(Error::NotAllowed)
+        Err(Error::Request {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
     ));
     m.shutdown().unwrap();
     // Nothing listens there any more.
@@ -230,7 +257,13 @@ fn shutdown_answers_blocked_getter() {
     assert!(t.elapsed() < Duration::from_secs(3));
     let (first, second) = getter.join().unwrap();
     assert!(
-        matches!(first, Err(Error::ShuttingDown | Error::Disconnected { .. })),
+        matches!(
+            first,
+            Err(Error::Request {
+                code: ErrorCode::ShuttingDown,
+                ..
+            } | Error::Disconnected { .. })
+        ),
         "{first:?}"
     );
     assert!(second.is_err());
@@ -240,7 +273,13 @@ fn shutdown_answers_blocked_getter() {
 fn remote_shutdown() {
     let refused = start();
     let c = Client::connect(refused.address(), KEY).unwrap();
-    assert!(matches!(c.shutdown_manager(), Err(Error::NotAllowed)));
+    assert!(matches!(
+        c.shutdown_manager(),
+        Err(Error::Request {
+            code: ErrorCode::NotAllowed,
+            ..
+        })
+    ));
     // Still serving.
     c.raw_queue("task_queue").unwrap().put(b"x").unwrap();
     refused.shutdown().unwrap();
@@ -300,7 +339,13 @@ fn put_many_get_many_exactly_once() {
         .collect();
     // One producer: FIFO order, every item exactly once.
     assert_eq!(got, (0..n).collect::<Vec<_>>());
-    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
     let stat = c.stat().unwrap();
     assert_eq!(stat.len(), 1);
     assert_eq!(stat[0].total_put, u64::from(n));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot_std::{Client, Error, Manager, ManagerHandle, Metrics};
+use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle, Metrics};
 
 const KEY: &[u8] = b"lifecycle";
 const SOON: Duration = Duration::from_secs(10);
@@ -65,7 +65,10 @@ fn stop_from_another_thread_answers_blocked_getters() {
     stopper.join().unwrap().expect("stop succeeds");
     for g in getters {
         match g.join().unwrap() {
-            Err(Error::ShuttingDown) => {}
+            Err(Error::Request {
+                code: ErrorCode::ShuttingDown,
+                ..
+            }) => {}
             other => panic!("a blocked get ended with {other:?}, not ShuttingDown"),
         }
     }

@@ -23,11 +23,11 @@ use crate::threaded::{self, QueueClient};
 /// Subcommand name of the manager process in this binary.
 pub const SUBCOMMAND: &str = "__depot-manager";
 
-const AUTHKEY: &str = "depot-bench-key";
-const QUEUE: &str = "bench";
+pub(crate) const AUTHKEY: &str = "depot-bench-key";
+pub(crate) const QUEUE: &str = "bench";
 /// Items per `put_many` / `get_many` call in the pipelined transfer and the (g) fill (the client
 /// keeps up to 256 requests in flight within a call).
-const BATCH: usize = 4096;
+pub(crate) const BATCH: usize = 4096;
 /// Idle connections one holder process keeps (two descriptors each, see `idle_connections`).
 const HELD_PER_HOLDER: usize = 4000;
 /// Queue capacity for (a) and (b).
@@ -83,14 +83,7 @@ impl System for Depot {
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
-        let capacity = shape.items + shape.consumers;
-        let spec = Spec {
-            capacity,
-            max_item: shape.item_size.max(1),
-            storage: Some(capacity * (shape.item_size.max(1) + 4)),
-            max_connections: None,
-        };
-        let manager = ManagerProcess::start(&spec)?;
+        let manager = ManagerProcess::start(&Spec::transfer(shape))?;
         if shape.pipelined {
             if shape.producers != 1 || shape.consumers != 1 {
                 return Ok(None);
@@ -237,45 +230,48 @@ fn distinct_item(i: usize, size: usize) -> Vec<u8> {
     item
 }
 
-self_cell::self_cell!(
-    /// A client with its proxy of the bench queue (the proxy borrows the client).
-    struct DepotQueue {
-        owner: Client,
-        #[covariant]
-        dependent: RawQueue,
-    }
-);
+/// A client's proxy of the bench queue (it holds the connection).
+struct DepotQueue(RawQueue);
 
 impl DepotQueue {
     fn connect(addr: &str) -> Result<Self> {
         let client =
             Client::connect(addr, AUTHKEY).with_context(|| format!("connecting to {addr}"))?;
-        Ok(DepotQueue::try_new(client, |client| {
-            client.raw_queue(QUEUE)
-        })?)
+        Ok(DepotQueue(client.raw_queue(QUEUE)?))
     }
 }
 
 impl QueueClient for DepotQueue {
     fn put(&mut self, item: &[u8]) -> Result<()> {
-        Ok(self.borrow_dependent().put(item)?)
+        Ok(self.0.put(item)?)
     }
 
     fn get(&mut self) -> Result<Vec<u8>> {
-        Ok(self.borrow_dependent().get()?)
+        Ok(self.0.get()?)
     }
 }
 
 /// What the manager process serves: one queue named [`QUEUE`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Spec {
-    capacity: usize,
-    max_item: usize,
-    storage: Option<usize>,
-    max_connections: Option<usize>,
+pub(crate) struct Spec {
+    pub(crate) capacity: usize,
+    pub(crate) max_item: usize,
+    pub(crate) storage: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Spec {
+    /// A queue that holds every item of `shape` (and the sentinels).
+    pub(crate) fn transfer(shape: &Transfer) -> Self {
+        let capacity = shape.items + shape.consumers;
+        Spec {
+            capacity,
+            max_item: shape.item_size.max(1),
+            storage: Some(capacity * (shape.item_size.max(1) + 4)),
+            max_connections: None,
+        }
+    }
+
     fn small() -> Self {
         Spec {
             capacity: SMALL_CAPACITY as usize,
@@ -323,13 +319,13 @@ impl Spec {
 }
 
 /// A manager process; killed on drop if it has not stopped.
-struct ManagerProcess {
+pub(crate) struct ManagerProcess {
     child: LineChild,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl ManagerProcess {
-    fn start(spec: &Spec) -> Result<Self> {
+    pub(crate) fn start(spec: &Spec) -> Result<Self> {
         let exe = std::env::current_exe().context("locating the bench binary")?;
         let mut command = Command::new(exe);
         command.arg(SUBCOMMAND).args(spec.args());

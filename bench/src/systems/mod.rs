@@ -1,6 +1,7 @@
 //! The benchmarked systems, one module each, listed in [`all`].
 
 pub mod depot;
+pub mod depot_tokio;
 pub mod python;
 pub mod raw_tcp;
 pub mod redis;
@@ -15,5 +16,6 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(python::Python::new()),
         Box::new(redis::Redis::new()),
         Box::new(depot::Depot),
+        Box::new(depot_tokio::DepotTokio),
     ]
 }

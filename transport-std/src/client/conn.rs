@@ -37,11 +37,11 @@ use crate::Error;
 pub(crate) const SLOTS: usize = 256;
 /// The core client's receive and transmit buffers may each grow to the largest frame the
 /// protocol allows, so any queue's largest item fits; they hold only what is in flight.
-const BUF_LEN: usize = HEADER_LEN + MAX_MAX_FRAME as usize;
+pub(crate) const BUF_LEN: usize = HEADER_LEN + MAX_MAX_FRAME as usize;
 /// Bytes the leader reads from the socket at once (small: every client that waited has one).
-const READ_CHUNK: usize = 16 * 1024;
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// How long the manager may take to answer beyond what a request itself may wait.
-const REPLY_GRACE_MS: u32 = 30_000;
+pub(crate) const REPLY_GRACE_MS: u32 = 30_000;
 /// The longest a leader blocks in one read before it runs the core's clock again (a request
 /// sent meanwhile may have an earlier reply deadline than the one the read started with).
 const MAX_READ_WAIT: Duration = Duration::from_secs(5);
@@ -85,7 +85,7 @@ pub(crate) struct OwnedStat {
 }
 
 impl Outcome {
-    fn from_reply(reply: Reply<'_>) -> Outcome {
+    pub(crate) fn from_reply(reply: Reply<'_>) -> Outcome {
         match reply {
             Reply::Done => Outcome::Done,
             Reply::Opened(info) => Outcome::Opened(info),
@@ -160,7 +160,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     d.as_millis().clamp(1, u128::from(u32::MAX)) as u32
 }
 
@@ -561,27 +561,7 @@ impl Conn {
 
     /// The error for a connection that ended with `e`.
     pub(crate) fn closed_error(&self, e: depot_core::Error, detail: Option<&str>) -> Error {
-        use depot_core::wire::CloseReason;
-        let peer = self.peer;
-        let why = match e {
-            depot_core::Error::AuthFailed => return Error::AuthFailed { addr: peer },
-            depot_core::Error::Closed(CloseReason::Shutdown) => "manager shut down".to_owned(),
-            depot_core::Error::Closed(CloseReason::Busy) => {
-                format!("manager at {peer} refused the connection: it has no room for another")
-            }
-            depot_core::Error::Timeout => "manager did not answer in time".to_owned(),
-            depot_core::Error::Disconnected => detail
-                .unwrap_or("connection closed by the manager")
-                .to_owned(),
-            depot_core::Error::Closed(reason) => reason.description().to_owned(),
-            other => return Error::Protocol(other),
-        };
-        if let depot_core::Error::Closed(CloseReason::Busy) = e {
-            return Error::Disconnected { reason: why };
-        }
-        Error::Disconnected {
-            reason: format!("connection to {peer} lost: {why}"),
-        }
+        closed_error(self.peer, e, detail)
     }
 
     fn io_lost(&self, e: &io::Error) -> Error {
@@ -603,7 +583,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn connect_error(addr: SocketAddr, e: io::Error) -> Error {
+pub(crate) fn connect_error(addr: SocketAddr, e: io::Error) -> Error {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Error::Refused {
             addr: addr.to_string(),
@@ -616,5 +596,29 @@ fn connect_error(addr: SocketAddr, e: io::Error) -> Error {
             kind,
             format!("cannot connect to {addr}: {e}"),
         )),
+    }
+}
+
+/// The error for a connection to `peer` that ended with `e`.
+pub(crate) fn closed_error(peer: SocketAddr, e: depot_core::Error, detail: Option<&str>) -> Error {
+    use depot_core::wire::CloseReason;
+    let why = match e {
+        depot_core::Error::AuthFailed => return Error::AuthFailed { addr: peer },
+        depot_core::Error::Closed(CloseReason::Shutdown) => "manager shut down".to_owned(),
+        depot_core::Error::Closed(CloseReason::Busy) => {
+            format!("manager at {peer} refused the connection: it has no room for another")
+        }
+        depot_core::Error::Timeout => "manager did not answer in time".to_owned(),
+        depot_core::Error::Disconnected => detail
+            .unwrap_or("connection closed by the manager")
+            .to_owned(),
+        depot_core::Error::Closed(reason) => reason.description().to_owned(),
+        other => return Error::Protocol(other),
+    };
+    if let depot_core::Error::Closed(CloseReason::Busy) = e {
+        return Error::Disconnected { reason: why };
+    }
+    Error::Disconnected {
+        reason: format!("connection to {peer} lost: {why}"),
     }
 }

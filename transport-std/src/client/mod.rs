@@ -1,9 +1,10 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
-mod conn;
-mod proxy;
+pub(crate) mod conn;
+pub(crate) mod proxy;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use depot_core::wire::{ErrorCode, Op, QueueMode, QueueSpec};
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use conn::Outcome;
 
-pub use proxy::{Queue, RawQueue};
+pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
 
@@ -45,18 +46,39 @@ pub struct QueueStat {
     pub total_got: u64,
 }
 
-/// A connection to a manager. `Send + Sync`: share it by reference or `Arc`.
+/// A connection to a manager: a cheap handle, `Clone + Send + Sync`.
 ///
-/// Several threads may call it at once: their requests are pipelined on the one connection,
-/// and each caller waits for its own reply (matched by request id). No thread is spawned per
-/// client: whichever caller is waiting reads the socket for everyone (see `conn.rs`).
-#[derive(Debug)]
+/// Clones share the one connection. Several threads may call it at once: their requests are
+/// pipelined on the connection, and each caller waits for its own reply (matched by request
+/// id). No thread is spawned per client: whichever caller is waiting reads the socket for
+/// everyone (see `conn.rs`). The connection closes when the last clone, and the last queue
+/// proxy made from it, is dropped.
+#[derive(Debug, Clone)]
 pub struct Client {
-    conn: conn::Conn,
+    conn: Arc<conn::Conn>,
+}
+
+impl From<conn::OwnedStat> for QueueStat {
+    fn from(s: conn::OwnedStat) -> QueueStat {
+        QueueStat {
+            name: s.name,
+            len: s.stat.len,
+            capacity: s.stat.info.spec.capacity,
+            max_item: s.stat.info.spec.max_item,
+            mode: s.stat.info.spec.mode,
+            bytes: s.stat.bytes,
+            getters: s.stat.getters,
+            putters: s.stat.putters,
+            joiners: s.stat.joiners,
+            unfinished: s.stat.unfinished,
+            total_put: s.stat.total_put,
+            total_got: s.stat.total_got,
+        }
+    }
 }
 
 /// Registry entries asked for at once by [`Client::stat`].
-const STAT_BATCH: u16 = 16;
+pub(crate) const STAT_BATCH: u16 = 16;
 
 impl Client {
     /// Connects and authenticates, within 10 seconds.
@@ -71,20 +93,20 @@ impl Client {
         timeout: Duration,
     ) -> Result<Client, Error> {
         let conn = conn::Conn::connect(addr, authkey.as_ref(), timeout)?;
-        Ok(Client { conn })
+        Ok(Client {
+            conn: Arc::new(conn),
+        })
     }
 
     /// A typed proxy for the queue `name`; each item is one value of the value model (CBOR,
-    /// PROTOCOL.md §11), as the CLI, firmware and Python clients read and write it.
-    pub fn queue<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-    ) -> Result<Queue<'_, T>, Error> {
+    /// PROTOCOL.md §11), as the CLI, firmware and Python clients read and write it. The proxy
+    /// holds a clone of this client, so it can be moved to another thread or task.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>, Error> {
         self.raw_queue(name).map(Queue::new)
     }
 
-    /// A raw-bytes proxy for the queue `name`.
-    pub fn raw_queue(&self, name: &str) -> Result<RawQueue<'_>, Error> {
+    /// A raw-bytes proxy for the queue `name` (holding a clone of this client).
+    pub fn raw_queue(&self, name: &str) -> Result<RawQueue, Error> {
         let outcome = self.conn.call(Op::Open { name })?;
         self.opened(name, outcome)
     }
@@ -95,7 +117,7 @@ impl Client {
         name: &str,
         capacity: u32,
         max_item: u32,
-    ) -> Result<RawQueue<'_>, Error> {
+    ) -> Result<RawQueue, Error> {
         self.create_queue_with(name, capacity, max_item, QueueMode::Value)
     }
 
@@ -107,7 +129,7 @@ impl Client {
         capacity: u32,
         max_item: u32,
         mode: QueueMode,
-    ) -> Result<RawQueue<'_>, Error> {
+    ) -> Result<RawQueue, Error> {
         let spec = QueueSpec {
             capacity,
             max_item,
@@ -121,10 +143,10 @@ impl Client {
         self.opened(name, outcome)
     }
 
-    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue<'_>, Error> {
+    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue, Error> {
         match outcome {
             Outcome::Opened(info) => Ok(RawQueue {
-                client: self,
+                client: self.clone(),
                 name: name.to_owned(),
                 handle: info.handle,
                 spec: info.spec,
@@ -150,20 +172,7 @@ impl Client {
             // Every reply is collected, even past the end, so none is left in the table.
             for id in ids {
                 match self.conn.wait_reply(id)? {
-                    Outcome::Stat(Some(s)) if !end => stats.push(QueueStat {
-                        name: s.name,
-                        len: s.stat.len,
-                        capacity: s.stat.info.spec.capacity,
-                        max_item: s.stat.info.spec.max_item,
-                        mode: s.stat.info.spec.mode,
-                        bytes: s.stat.bytes,
-                        getters: s.stat.getters,
-                        putters: s.stat.putters,
-                        joiners: s.stat.joiners,
-                        unfinished: s.stat.unfinished,
-                        total_put: s.stat.total_put,
-                        total_got: s.stat.total_got,
-                    }),
+                    Outcome::Stat(Some(s)) if !end => stats.push(s.into()),
                     Outcome::Stat(_) => end = true,
                     other => return Err(self.unexpected(other, "")),
                 }
@@ -216,17 +225,5 @@ impl Client {
 
 /// The error for a failed request's code.
 pub(crate) fn code_error(code: ErrorCode, name: &str) -> Error {
-    match code {
-        ErrorCode::Empty => Error::Empty,
-        ErrorCode::Full => Error::Full,
-        ErrorCode::Timeout => Error::Timeout,
-        ErrorCode::NoSuchObject => Error::NoSuchQueue(name.to_owned()),
-        ErrorCode::AlreadyExists => Error::AlreadyExists(name.to_owned()),
-        ErrorCode::InvalidName => Error::InvalidName(name.to_owned()),
-        ErrorCode::TaskDoneTooMany => Error::TaskDoneTooMany,
-        ErrorCode::NotAllowed => Error::NotAllowed,
-        ErrorCode::ShuttingDown => Error::ShuttingDown,
-        ErrorCode::InvalidValue => Error::InvalidValue(name.to_owned()),
-        other => Error::Protocol(other.into()),
-    }
+    Error::request(code, name)
 }

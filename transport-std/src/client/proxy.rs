@@ -15,16 +15,17 @@ use super::conn::{Conn, Outcome, SendError};
 use super::Client;
 use crate::Error;
 
-/// A queue on the manager, items as bytes. Cheap to clone; methods take `&self`.
+/// A queue on the manager, items as bytes. `Clone + Send + Sync + 'static`: it holds a clone
+/// of its [`Client`], so clones and threads share the one connection; methods take `&self`.
 #[derive(Debug, Clone)]
-pub struct RawQueue<'c> {
-    pub(crate) client: &'c Client,
+pub struct RawQueue {
+    pub(crate) client: Client,
     pub(crate) name: String,
     pub(crate) handle: depot_core::Handle,
     pub(crate) spec: depot_core::QueueSpec,
 }
 
-impl RawQueue<'_> {
+impl RawQueue {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -273,13 +274,13 @@ impl RawQueue<'_> {
 }
 
 /// Bytes of packed items one batch request carries at most.
-const BATCH_BYTES: usize = 60 * 1024;
+pub(crate) const BATCH_BYTES: usize = 60 * 1024;
 /// Batch requests kept in flight at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+pub(crate) const BATCHES_IN_FLIGHT: usize = 4;
 
 /// Packs items from the front of `items` into `out` until `budget` bytes (at least one item):
 /// `(items packed, bytes used)`.
-fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
+pub(crate) fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
     out.clear();
     let mut count = 0;
     for item in items {
@@ -297,7 +298,7 @@ fn pack(items: &[&[u8]], budget: usize, out: &mut Vec<u8>) -> (usize, usize) {
 
 /// A blocking call's wait: milliseconds rounded up, so a short timeout still waits; a timeout
 /// beyond what the wire can say waits for ever.
-fn wait_for(timeout: Duration) -> Wait {
+pub(crate) fn wait_for(timeout: Duration) -> Wait {
     let ms = timeout.as_nanos().div_ceil(1_000_000);
     match u32::try_from(ms) {
         Ok(ms) => Wait::Millis(ms),
@@ -308,13 +309,16 @@ fn wait_for(timeout: Duration) -> Wait {
 /// A queue on the manager with items of type `T`, each item one value of the value model
 /// (CBOR; PROTOCOL.md, "Items: the value model"), so the CLI, firmware and Python clients read
 /// and write the same items.
+///
+/// `Clone + Send + Sync + 'static` (for any `T`): it holds a clone of its [`Client`], so it
+/// can be moved into a thread; clones share the one connection.
 #[derive(Debug)]
-pub struct Queue<'c, T> {
-    raw: RawQueue<'c>,
+pub struct Queue<T> {
+    raw: RawQueue,
     _items: PhantomData<fn(T) -> T>,
 }
 
-impl<T> Clone for Queue<'_, T> {
+impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             raw: self.raw.clone(),
@@ -323,15 +327,15 @@ impl<T> Clone for Queue<'_, T> {
     }
 }
 
-impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
-    pub(crate) fn new(raw: RawQueue<'c>) -> Self {
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub(crate) fn new(raw: RawQueue) -> Self {
         Queue {
             raw,
             _items: PhantomData,
         }
     }
     /// The raw-bytes proxy underneath.
-    pub fn raw(&self) -> &RawQueue<'c> {
+    pub fn raw(&self) -> &RawQueue {
         &self.raw
     }
     /// The queue's name.
@@ -403,13 +407,63 @@ impl<'c, T: Serialize + DeserializeOwned> Queue<'c, T> {
     pub fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
         Ok(self.raw.get_many(n)?.into_iter().map(decode).collect())
     }
+    /// A blocking iterator for a consumer: each `next()` is a [`get`](Queue::get). It yields
+    /// every error too (an item that cannot be decoded, a refused request), and ends after
+    /// yielding the one that says the connection is over ([`Error::is_connection_lost`]:
+    /// the manager stopped or went away).
+    ///
+    /// ```no_run
+    /// # fn run(queue: depot_std::Queue<u32>) {
+    /// for item in queue.iter() {
+    ///     match item {
+    ///         Ok(n) => println!("{n}"),
+    ///         Err(e) => eprintln!("{e}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn iter(&self) -> Iter<T> {
+        Iter {
+            queue: self.clone(),
+            done: false,
+        }
+    }
 }
 
-fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
+impl<T: Serialize + DeserializeOwned> IntoIterator for &Queue<T> {
+    type Item = Result<T, Error>;
+    type IntoIter = Iter<T>;
+    fn into_iter(self) -> Iter<T> {
+        self.iter()
+    }
+}
+
+/// The blocking iterator of [`Queue::iter`].
+#[derive(Debug)]
+pub struct Iter<T> {
+    queue: Queue<T>,
+    done: bool,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for Iter<T> {
+    type Item = Result<T, Error>;
+    fn next(&mut self) -> Option<Result<T, Error>> {
+        if self.done {
+            return None;
+        }
+        let got = self.queue.get();
+        if let Err(e) = &got {
+            self.done = e.is_connection_lost();
+        }
+        Some(got)
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
     value::to_writer(item, Vec::new()).map_err(|e| Error::Encode(Box::new(e)))
 }
 
-fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
     value::from_slice(&item).map_err(|error| Error::Decode {
         error: Box::new(error),
         item,

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use depot_core::wire::ErrorCode;
+
 use crate::{Error, QueueStat};
 
 /// How long a reader waits for the loop to publish (it answers within one turn).
@@ -271,11 +273,14 @@ impl Board {
         let mut p = self.lock();
         loop {
             if p.ticket >= ticket || p.ended {
-                return p.metrics.clone().ok_or(Error::ShuttingDown);
+                return p
+                    .metrics
+                    .clone()
+                    .ok_or(Error::request(ErrorCode::ShuttingDown, ""));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout);
+                return Err(Error::request(ErrorCode::Timeout, ""));
             }
             p = self
                 .fresh

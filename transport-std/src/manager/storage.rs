@@ -62,7 +62,10 @@ impl Plan {
         let mut queues = Vec::with_capacity(b.queues.len());
         for (name, opts) in &b.queues {
             if !valid_name(name) {
-                return Err(Error::InvalidName(name.clone()));
+                return Err(Error::Config(format!(
+                    "invalid queue name '{}': 1 to 32 bytes, no control characters",
+                    name.escape_debug()
+                )));
             }
             if queues.iter().any(|(n, _, _)| n == name) {
                 return Err(Error::Config(format!("queue '{name}' declared twice")));

@@ -1,0 +1,1089 @@
+//! The async client on tokio (feature `tokio`).
+//!
+//! A [`Client`] is a cheap handle (`Clone + Send + Sync`) to one connection, usable from any
+//! number of tasks at once. The connection is driven by one background task that owns the
+//! socket's read side and the same sans-IO [`depot_core::Client`] the blocking client uses;
+//! callers send it their requests over a channel and get the replies back through oneshots, so
+//! requests of all tasks are pipelined on the one connection. A second small task writes what
+//! the core produces, so a slow write never stops replies from being read.
+//!
+//! Futures are cancel-safe in the sense that matters for a queue: dropping a `get` (say under
+//! `tokio::time::timeout`) never loses an item. The dropped call is withdrawn from the manager
+//! (`Cancel`), and an item that was already on its way is given back to the head of its queue
+//! (`Return`), where the next `get` finds it. A dropped `put` may or may not have put its item.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), depot_std::Error> {
+//! let client = depot_std::tokio::Client::connect("127.0.0.1:5000", "producer").await?;
+//! let queue = client.queue::<u32>("task_queue").await?;
+//! let consumer = {
+//!     let queue = queue.clone();
+//!     tokio::spawn(async move { queue.get().await })
+//! };
+//! queue.put(&7).await?;
+//! assert_eq!(consumer.await.unwrap()?, 7);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ::tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use ::tokio::net::{lookup_host, TcpStream, ToSocketAddrs};
+use ::tokio::sync::{mpsc, oneshot, Notify};
+use ::tokio::time::{sleep_until, timeout};
+use depot_core::client::ClientConfig;
+use depot_core::wire::{
+    ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Wait, NONCE_LEN,
+};
+use depot_core::{Event, Handle, Instant};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::debug;
+
+use crate::client::conn::{
+    closed_error, connect_error, millis, Outcome, BUF_LEN, READ_CHUNK, REPLY_GRACE_MS, SLOTS,
+};
+use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES};
+use crate::client::STAT_BATCH;
+use crate::{Error, QueueStat};
+
+/// How long a request refused for lack of room to block waits before it is sent again when
+/// no reply of this connection arrives meanwhile (only other connections can free room then).
+const ROOM_RETRY: Duration = Duration::from_millis(20);
+
+/// A request, owned, on its way to the connection task.
+#[derive(Debug)]
+enum Request {
+    Open(String),
+    Create(String, QueueSpec),
+    Put(Handle, Vec<u8>, Wait),
+    Get(Handle, Wait),
+    PutMany(Handle, Vec<u8>, Wait),
+    GetMany(Handle, u32, Wait),
+    Size(Handle),
+    TaskDone(Handle),
+    Join(Handle, Wait),
+    Stat(u16),
+    Status,
+    Shutdown,
+    Return(Handle, Vec<u8>),
+}
+
+impl Request {
+    fn op(&self) -> Op<'_> {
+        match self {
+            Request::Open(name) => Op::Open { name },
+            Request::Create(name, spec) => Op::Create {
+                name,
+                spec: *spec,
+                exist_ok: true,
+            },
+            Request::Put(handle, item, wait) => Op::Put {
+                handle: *handle,
+                item,
+                wait: *wait,
+            },
+            Request::Get(handle, wait) => Op::Get {
+                handle: *handle,
+                wait: *wait,
+            },
+            Request::PutMany(handle, items, wait) => Op::PutMany {
+                handle: *handle,
+                items: Items(items),
+                wait: *wait,
+            },
+            Request::GetMany(handle, max_items, wait) => Op::GetMany {
+                handle: *handle,
+                max_items: *max_items,
+                max_bytes: BATCH_BYTES as u32,
+                wait: *wait,
+            },
+            Request::Size(handle) => Op::Size { handle: *handle },
+            Request::TaskDone(handle) => Op::TaskDone { handle: *handle },
+            Request::Join(handle, wait) => Op::Join {
+                handle: *handle,
+                wait: *wait,
+            },
+            Request::Stat(index) => Op::Stat { index: *index },
+            Request::Status => Op::Status,
+            Request::Shutdown => Op::Shutdown,
+            Request::Return(handle, item) => Op::Return {
+                handle: *handle,
+                item,
+            },
+        }
+    }
+
+    /// The queue whose items a reply to this request may carry.
+    fn takes_from(&self) -> Option<Handle> {
+        match self {
+            Request::Get(handle, _) | Request::GetMany(handle, _, _) => Some(*handle),
+            _ => None,
+        }
+    }
+}
+
+type ReplyTx = oneshot::Sender<Result<Outcome, Error>>;
+
+/// What callers send the connection task.
+enum Command {
+    /// A request; its reply goes to `reply` (none for the task's own `Return`s).
+    Call {
+        token: u64,
+        request: Request,
+        reply: Option<ReplyTx>,
+    },
+    /// The caller of `token` stopped waiting.
+    Abandon(u64),
+    /// Items a dropped caller had already received: back to the head of their queue.
+    GiveBack(Handle, Vec<Vec<u8>>),
+}
+
+/// What every clone of a client shares.
+#[derive(Debug)]
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    tokens: AtomicU64,
+    /// Signalled whenever replies arrive: a request refused for lack of room may fit now.
+    progress: Notify,
+    peer: SocketAddr,
+    max_item: usize,
+}
+
+/// A connection to a manager for async code: a cheap handle, `Clone + Send + Sync`.
+///
+/// Clones share the one connection and the task driving it; requests from any number of
+/// tasks are pipelined on it. The connection closes when the last clone, and the last queue
+/// proxy made from it, is dropped. Must be created inside a tokio runtime.
+#[derive(Debug, Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    /// Connects and authenticates, within 10 seconds.
+    pub async fn connect(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+    ) -> Result<Client, Error> {
+        Self::connect_timeout(addr, authkey, Duration::from_secs(10)).await
+    }
+
+    /// Connects and authenticates within `limit`.
+    pub async fn connect_timeout(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        limit: Duration,
+    ) -> Result<Client, Error> {
+        let epoch = ::tokio::time::Instant::now();
+        let addrs: Vec<SocketAddr> = lookup_host(addr)
+            .await
+            .map_err(|e| Error::Config(format!("bad address: {e}")))?
+            .collect();
+        let first = addrs
+            .first()
+            .ok_or_else(|| Error::Config("the address resolves to nothing".into()))?;
+        let timed_out = |a: &SocketAddr| Error::ConnectTimeout {
+            addr: a.to_string(),
+        };
+        let mut last = timed_out(first);
+        let mut connected = None;
+        for a in &addrs {
+            match timeout(limit.saturating_sub(epoch.elapsed()), TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
+                    connected = Some((s, *a));
+                    break;
+                }
+                Ok(Err(e)) => last = connect_error(*a, e),
+                Err(_) => {
+                    last = timed_out(a);
+                    break;
+                }
+            }
+        }
+        let (mut stream, peer) = connected.ok_or(last)?;
+        // Requests are small and latency-bound; never wait for Nagle.
+        stream.set_nodelay(true)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| std::io::Error::other(format!("no random bytes for a nonce: {e}")))?;
+        let config = ClientConfig {
+            handshake_timeout_ms: millis(limit),
+            reply_timeout_ms: REPLY_GRACE_MS,
+        };
+        let mut core = depot_core::Client::owned(
+            config,
+            authkey.as_ref(),
+            nonce,
+            Instant::ZERO,
+            BUF_LEN,
+            BUF_LEN,
+            SLOTS,
+        );
+        let left = limit.saturating_sub(epoch.elapsed());
+        match timeout(left, handshake(&mut core, &mut stream, peer)).await {
+            Ok(done) => done?,
+            Err(_) => return Err(timed_out(&peer)),
+        }
+        debug!(%peer, "connected");
+        let max_item = core.max_item();
+        let (read, write) = stream.into_split();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            commands,
+            tokens: AtomicU64::new(0),
+            progress: Notify::new(),
+            peer,
+            max_item,
+        });
+        ::tokio::spawn(write_out(write, out_rx));
+        let driver = Driver {
+            core,
+            peer,
+            epoch,
+            out: out_tx,
+            shared: Arc::downgrade(&shared),
+            pending: HashMap::new(),
+            ids: HashMap::new(),
+            backlog: VecDeque::new(),
+        };
+        ::tokio::spawn(driver.run(read, command_rx));
+        Ok(Client { shared })
+    }
+
+    /// A typed proxy for the queue `name`, items in depot's value encoding. The proxy holds a
+    /// clone of this client, so it can be moved into other tasks.
+    pub async fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Queue<T>, Error> {
+        self.raw_queue(name).await.map(|raw| Queue {
+            raw,
+            _items: PhantomData,
+        })
+    }
+
+    /// A raw-bytes proxy for the queue `name`.
+    pub async fn raw_queue(&self, name: &str) -> Result<RawQueue, Error> {
+        let outcome = self.call(Request::Open(name.to_owned())).await?;
+        self.opened(name, outcome)
+    }
+
+    /// Creates the queue `name` (or opens it if it exists), when the manager allows it.
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        capacity: u32,
+        max_item: u32,
+    ) -> Result<RawQueue, Error> {
+        let spec = QueueSpec {
+            capacity,
+            max_item,
+            mode: depot_core::QueueMode::Value,
+        };
+        let outcome = self.call(Request::Create(name.to_owned(), spec)).await?;
+        self.opened(name, outcome)
+    }
+
+    fn opened(&self, name: &str, outcome: Outcome) -> Result<RawQueue, Error> {
+        match outcome {
+            Outcome::Opened(info) => Ok(RawQueue {
+                client: self.clone(),
+                name: name.to_owned(),
+                handle: info.handle,
+                spec: info.spec,
+            }),
+            other => Err(unexpected(other, name)),
+        }
+    }
+
+    /// Every queue with its statistics (requests for the entries are pipelined).
+    pub async fn stat(&self) -> Result<Vec<QueueStat>, Error> {
+        let mut stats = Vec::new();
+        let mut index: u16 = 0;
+        loop {
+            let batch: Vec<Waiting<'_>> = (0..STAT_BATCH)
+                .map_while(|k| index.checked_add(k))
+                .map(|i| self.start(Request::Stat(i)))
+                .collect();
+            let mut end = batch.is_empty();
+            // Every reply is collected, even past the end.
+            for waiting in batch {
+                match waiting.finish().await? {
+                    Outcome::Stat(Some(s)) if !end => stats.push(s.into()),
+                    Outcome::Stat(_) => end = true,
+                    other => return Err(unexpected(other, "")),
+                }
+            }
+            if end {
+                return Ok(stats);
+            }
+            index = index.saturating_add(STAT_BATCH);
+        }
+    }
+
+    /// The manager's status: connections, objects, blocked requests.
+    pub async fn status(&self) -> Result<ManagerStatus, Error> {
+        match self.call(Request::Status).await? {
+            Outcome::Status(status) => Ok(status),
+            other => Err(unexpected(other, "")),
+        }
+    }
+
+    /// Asks the manager to stop; an [`ErrorCode::NotAllowed`] error when it refuses.
+    pub async fn shutdown_manager(&self) -> Result<(), Error> {
+        match self.call(Request::Shutdown).await? {
+            Outcome::Done => Ok(()),
+            other => Err(unexpected(other, "")),
+        }
+    }
+
+    /// The manager's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Hands `request` to the connection task; the returned value waits for its reply.
+    fn start(&self, request: Request) -> Waiting<'_> {
+        let token = self.shared.tokens.fetch_add(1, Ordering::Relaxed);
+        let handle = request.takes_from();
+        let (tx, rx) = oneshot::channel();
+        let sent = self.shared.commands.send(Command::Call {
+            token,
+            request,
+            reply: Some(tx),
+        });
+        Waiting {
+            commands: &self.shared.commands,
+            rx: sent.is_ok().then_some(rx),
+            token,
+            handle,
+            peer: self.shared.peer,
+        }
+    }
+
+    /// One request and its reply.
+    async fn call(&self, request: Request) -> Result<Outcome, Error> {
+        self.start(request).finish().await
+    }
+
+    /// A request that may block on the manager, made by `remake` for a wait. Refused for
+    /// lack of room to block (`WaiterLimit`), it is sent again, with what is left of its
+    /// time, once room may be free.
+    async fn call_blocking(
+        &self,
+        wait: Wait,
+        remake: impl Fn(Wait) -> Request,
+    ) -> Result<Outcome, Error> {
+        let start = ::tokio::time::Instant::now();
+        let mut current = wait;
+        loop {
+            let notified = self.shared.progress.notified();
+            ::tokio::pin!(notified);
+            // Registered before the request goes out, so no reply in between is missed.
+            notified.as_mut().enable();
+            match self.call(remake(current)).await? {
+                Outcome::Error(ErrorCode::WaiterLimit) => {
+                    let _ = timeout(ROOM_RETRY, notified).await;
+                    if let Wait::Millis(ms) = wait {
+                        let total = Duration::from_millis(ms.into());
+                        let left = total.saturating_sub(start.elapsed());
+                        if left.is_zero() {
+                            return Ok(Outcome::Error(ErrorCode::Timeout));
+                        }
+                        current = wait_for(left);
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// A request handed to the connection task, until its reply is taken. Dropped before that,
+/// it withdraws the request, or gives back the items its reply already brought.
+struct Waiting<'c> {
+    commands: &'c mpsc::UnboundedSender<Command>,
+    /// `None` once the reply was taken (or when the task was already gone).
+    rx: Option<oneshot::Receiver<Result<Outcome, Error>>>,
+    token: u64,
+    handle: Option<Handle>,
+    peer: SocketAddr,
+}
+
+impl Waiting<'_> {
+    async fn finish(mut self) -> Result<Outcome, Error> {
+        let gone = || Error::Disconnected {
+            reason: format!("connection to {} lost", self.peer),
+        };
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(gone());
+        };
+        let reply = rx.await;
+        self.rx = None;
+        reply.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // After `close` the task can no longer deliver: either the reply is here already,
+        // or the task will find the receiver gone and give the items back itself.
+        rx.close();
+        let command = match (rx.try_recv(), self.handle) {
+            (Ok(Ok(outcome)), Some(handle)) => match items_of(outcome) {
+                Some(items) => Command::GiveBack(handle, items),
+                None => return,
+            },
+            (Ok(_), _) => return,
+            (Err(_), _) => Command::Abandon(self.token),
+        };
+        let _ = self.commands.send(command);
+    }
+}
+
+/// Items a `get_many` has taken so far: given back to the head of their queue if the call is
+/// dropped before it returns them.
+struct Taken<'c> {
+    commands: &'c mpsc::UnboundedSender<Command>,
+    handle: Handle,
+    items: Option<Vec<Vec<u8>>>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
+            let _ = self.commands.send(Command::GiveBack(self.handle, items));
+        }
+    }
+}
+
+/// The items a reply carries, if any.
+fn items_of(outcome: Outcome) -> Option<Vec<Vec<u8>>> {
+    match outcome {
+        Outcome::Item(item) => Some(vec![item]),
+        Outcome::Items(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// The error for a reply that is not the success a request expects.
+fn unexpected(outcome: Outcome, name: &str) -> Error {
+    match outcome {
+        Outcome::Error(code) => Error::request(code, name),
+        // A reply of the wrong kind: the manager broke the protocol.
+        _ => Error::Protocol(depot_core::Error::Closed(
+            depot_core::wire::CloseReason::Unexpected,
+        )),
+    }
+}
+
+/// Runs the handshake on `stream` until the core reports it done.
+async fn handshake(
+    core: &mut depot_core::Client<'static>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<(), Error> {
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        match core.poll_event() {
+            Some(Event::Connected) => return Ok(()),
+            Some(Event::Closed(e)) => return Err(closed_error(peer, e, None)),
+            _ => {}
+        }
+        let out = core.poll_transmit();
+        if !out.is_empty() {
+            let n = out.len();
+            stream.write_all(out).await?;
+            core.handle_transmitted(n);
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(Error::Disconnected {
+                reason: format!("connection to {peer} lost: closed during the handshake"),
+            });
+        }
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let taken = core.handle_input(input);
+            if taken == 0 {
+                break;
+            }
+            input = &input[taken..];
+        }
+    }
+}
+
+/// Writes out what the connection task produces, in order.
+async fn write_out(mut stream: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(bytes) = out.recv().await {
+        if let Err(e) = stream.write_all(&bytes).await {
+            debug!("write failed: {e}");
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A request in flight.
+struct Pending {
+    token: u64,
+    /// The queue its reply's items come from (to give them back if nobody takes them).
+    handle: Option<Handle>,
+    reply: Option<ReplyTx>,
+}
+
+/// The connection task: the core client, the socket's read side, and the requests in flight.
+struct Driver {
+    core: depot_core::Client<'static>,
+    peer: SocketAddr,
+    epoch: ::tokio::time::Instant,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    shared: std::sync::Weak<Shared>,
+    pending: HashMap<u32, Pending>,
+    /// Request id by caller token, for abandoning.
+    ids: HashMap<u64, u32>,
+    /// Requests waiting for a free slot, in order.
+    backlog: VecDeque<(u64, Request, Option<ReplyTx>)>,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    async fn run(
+        mut self,
+        mut read: OwnedReadHalf,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut buf = vec![0; READ_CHUNK];
+        let closed = loop {
+            self.send_backlog();
+            self.flush();
+            if let Some(e) = self.file_events() {
+                break e;
+            }
+            let deadline = self.core.poll_timeout().map(|d| {
+                let ms = self.now().millis_until(d);
+                ::tokio::time::Instant::now() + Duration::from_millis(ms)
+            });
+            ::tokio::select! {
+                command = commands.recv(), if self.backlog.is_empty() => match command {
+                    Some(command) => self.handle(command),
+                    // Every handle is gone: nobody waits for anything.
+                    None => return,
+                },
+                read = read.read(&mut buf) => match read {
+                    Ok(0) => self.core.handle_close(),
+                    Ok(n) => self.input(&buf[..n]),
+                    Err(e) => {
+                        debug!(peer = %self.peer, "read failed: {e}");
+                        self.core.handle_close();
+                    }
+                },
+                () = sleep_until(deadline.unwrap_or_else(::tokio::time::Instant::now)), if deadline.is_some() => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+        };
+        debug!(peer = %self.peer, "connection closed: {closed}");
+        drop(read);
+        let peer = self.peer;
+        let fail = |reply: Option<ReplyTx>| {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(closed_error(peer, closed, None)));
+            }
+        };
+        for (_, p) in std::mem::take(&mut self.pending) {
+            fail(p.reply);
+        }
+        for (_, _, reply) in std::mem::take(&mut self.backlog) {
+            fail(reply);
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.progress.notify_waiters();
+        }
+        // Later requests fail the same way, until every handle is gone.
+        while let Some(command) = commands.recv().await {
+            if let Command::Call { reply, .. } = command {
+                fail(reply);
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Call {
+                token,
+                request,
+                reply,
+            } => self.backlog.push_back((token, request, reply)),
+            Command::Abandon(token) => {
+                if let Some(id) = self.ids.remove(&token) {
+                    self.pending.remove(&id);
+                    self.core.abandon(id);
+                } else {
+                    self.backlog.retain(|(t, _, _)| *t != token);
+                }
+            }
+            Command::GiveBack(handle, items) => self.give_back(handle, items),
+        }
+    }
+
+    /// Queues `Return`s, ahead of every other request, putting `items` back at the head of
+    /// their queue in order: each goes to the head, so the last is sent first (pushing each
+    /// to the front of the backlog in turn does that).
+    fn give_back(&mut self, handle: Handle, items: Vec<Vec<u8>>) {
+        for item in items {
+            self.backlog
+                .push_front((u64::MAX, Request::Return(handle, item), None));
+        }
+    }
+
+    /// Encodes waiting requests into the core while it has slots.
+    fn send_backlog(&mut self) {
+        while let Some((token, request, _)) = self.backlog.front() {
+            let now = self.now();
+            let (token, handle) = (*token, request.takes_from());
+            match self.core.send(now, request.op()) {
+                Ok(id) => {
+                    let (_, _, reply) = self.backlog.pop_front().expect("front exists");
+                    if reply.is_some() {
+                        self.ids.insert(token, id);
+                    }
+                    self.pending.insert(
+                        id,
+                        Pending {
+                            token,
+                            handle,
+                            reply,
+                        },
+                    );
+                }
+                Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
+                    if self.core.poll_transmit().is_empty() {
+                        break;
+                    }
+                    // The output buffer was full: writing it out makes room.
+                    self.flush();
+                }
+                Err(e) => {
+                    let (_, request, reply) = self.backlog.pop_front().expect("front exists");
+                    let error = match (e, &request) {
+                        (depot_core::Error::TooLarge, Request::Put(_, item, _)) => {
+                            Error::TooLarge {
+                                size: item.len(),
+                                max: self.core.max_item(),
+                            }
+                        }
+                        _ => closed_error(self.peer, e, None),
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands what the core has to write to the writer task.
+    fn flush(&mut self) {
+        let out = self.core.poll_transmit();
+        if out.is_empty() {
+            return;
+        }
+        let n = out.len();
+        // A writer that is gone failed a write; the read side sees the end.
+        let _ = self.out.send(out.to_vec());
+        self.core.handle_transmitted(n);
+    }
+
+    fn input(&mut self, mut input: &[u8]) {
+        while !input.is_empty() {
+            let taken = self.core.handle_input(input);
+            input = &input[taken..];
+            if self.file_events().is_some() || taken == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Delivers every reply the core has decoded; the core's error once it has closed.
+    fn file_events(&mut self) -> Option<depot_core::Error> {
+        let mut filed = false;
+        let mut closed = None;
+        loop {
+            let (id, outcome) = match self.core.poll_event() {
+                Some(Event::Reply { id, reply }) => (id, Outcome::from_reply(reply)),
+                Some(Event::Closed(e)) => {
+                    closed = Some(e);
+                    break;
+                }
+                Some(_) => continue,
+                None => break,
+            };
+            filed = true;
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            let Some(reply) = p.reply else { continue };
+            self.ids.remove(&p.token);
+            if let Err(Ok(outcome)) = reply.send(Ok(outcome)) {
+                // The caller went away just now: what it took goes back.
+                if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
+                    self.give_back(handle, items);
+                }
+            }
+        }
+        if filed {
+            if let Some(shared) = self.shared.upgrade() {
+                shared.progress.notify_waiters();
+            }
+        }
+        closed
+    }
+}
+
+/// A queue on the manager, items as bytes, for async code. `Clone + Send + Sync + 'static`:
+/// it holds a clone of its [`Client`].
+#[derive(Debug, Clone)]
+pub struct RawQueue {
+    client: Client,
+    name: String,
+    handle: Handle,
+    spec: QueueSpec,
+}
+
+impl RawQueue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most items the queue holds.
+    pub fn capacity(&self) -> u32 {
+        self.spec.capacity
+    }
+
+    /// The largest item, in bytes.
+    pub fn max_item(&self) -> usize {
+        self.spec.max_item as usize
+    }
+
+    /// Appends `item`, waiting while the queue is full.
+    pub async fn put(&self, item: &[u8]) -> Result<(), Error> {
+        self.put_with(item, Wait::Forever).await
+    }
+
+    /// Appends `item`, waiting at most `timeout` for room; a `Timeout` error then.
+    pub async fn put_timeout(&self, item: &[u8], timeout: Duration) -> Result<(), Error> {
+        self.put_with(item, wait_for(timeout)).await
+    }
+
+    /// Appends `item` if there is room now; a `Full` error otherwise.
+    pub async fn put_nowait(&self, item: &[u8]) -> Result<(), Error> {
+        self.put_with(item, Wait::NoWait).await
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty. Cancel-safe: if this future
+    /// is dropped, no item is lost (see the module docs).
+    pub async fn get(&self) -> Result<Vec<u8>, Error> {
+        self.get_with(Wait::Forever).await
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; a `Timeout` error then.
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
+        self.get_with(wait_for(timeout)).await
+    }
+
+    /// Takes the oldest item if there is one; an `Empty` error otherwise.
+    pub async fn get_nowait(&self) -> Result<Vec<u8>, Error> {
+        self.get_with(Wait::NoWait).await
+    }
+
+    /// Items in the queue now.
+    pub async fn qsize(&self) -> Result<u32, Error> {
+        self.size().await.map(|s| s.len)
+    }
+
+    /// Whether the queue is empty now.
+    pub async fn empty(&self) -> Result<bool, Error> {
+        self.size().await.map(|s| s.len == 0)
+    }
+
+    /// Whether a non-blocking put would fail now (by item count or by bytes).
+    pub async fn full(&self) -> Result<bool, Error> {
+        self.size().await.map(|s| s.full)
+    }
+
+    /// Marks one got item as processed.
+    pub async fn task_done(&self) -> Result<(), Error> {
+        let outcome = self.client.call(Request::TaskDone(self.handle)).await?;
+        self.done(outcome)
+    }
+
+    /// Waits until every item put has been marked done.
+    pub async fn join(&self) -> Result<(), Error> {
+        let handle = self.handle;
+        let outcome = self
+            .client
+            .call_blocking(Wait::Forever, |wait| Request::Join(handle, wait))
+            .await?;
+        self.done(outcome)
+    }
+
+    /// Puts every item in order, packed into `PutMany` requests, several in flight at once;
+    /// each waits for room as long as it takes. On failure the error comes back once every
+    /// reply is in; the items before the one that failed are queued.
+    pub async fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
+        for item in items {
+            self.check_size(item)?;
+        }
+        let budget = self.client.shared.max_item.clamp(1, BATCH_BYTES);
+        let mut in_flight = VecDeque::new();
+        let mut next = 0;
+        let mut first_error = None;
+        let mut packed = Vec::new();
+        loop {
+            while next < items.len() && in_flight.len() < BATCHES_IN_FLIGHT && first_error.is_none()
+            {
+                let (count, bytes) = pack(&items[next..], budget, &mut packed);
+                let request =
+                    Request::PutMany(self.handle, packed[..bytes].to_vec(), Wait::Forever);
+                in_flight.push_back((self.client.start(request), next, next + count));
+                next += count;
+            }
+            let Some((waiting, from, to)) = in_flight.pop_front() else {
+                break;
+            };
+            let error = match waiting.finish().await {
+                Ok(Outcome::Accepted {
+                    count,
+                    error: Some(code),
+                }) => {
+                    let size = items.get(from + count as usize).map_or(0, |i| i.len());
+                    Some(self.code_error(code, size))
+                }
+                Ok(Outcome::Accepted { count, error: None }) if from + count as usize != to => {
+                    Some(self.code_error(ErrorCode::Full, 0))
+                }
+                Ok(Outcome::Accepted { .. }) => None,
+                Ok(other) => Some(unexpected(other, &self.name)),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = error {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Gets `n` items in queue order, as many at a time as a `GetMany` reply carries; waits for
+    /// each as long as it takes. If a request fails after some items were taken, those items
+    /// are returned (fewer than `n`) and the failure is reported by the next call.
+    /// Cancel-safe: dropped part-way, it gives every item it took back to the head of the
+    /// queue, in order.
+    pub async fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let handle = self.handle;
+        let mut taken = Taken {
+            commands: &self.client.shared.commands,
+            handle,
+            items: Some(Vec::with_capacity(n)),
+        };
+        loop {
+            let have = taken.items.as_ref().map_or(0, Vec::len);
+            if have >= n {
+                break;
+            }
+            let max = u32::try_from(n - have).unwrap_or(u32::MAX);
+            let outcome = match self
+                .client
+                .call_blocking(Wait::Forever, |wait| Request::GetMany(handle, max, wait))
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) if have == 0 => return Err(e),
+                Err(_) => break,
+            };
+            match outcome {
+                Outcome::Items(got) => taken.items.get_or_insert_with(Vec::new).extend(got),
+                other if have == 0 => return Err(unexpected(other, &self.name)),
+                _ => break,
+            }
+        }
+        Ok(taken.items.take().unwrap_or_default())
+    }
+
+    fn check_size(&self, item: &[u8]) -> Result<(), Error> {
+        let max = self.max_item().min(self.client.shared.max_item);
+        if item.len() > max {
+            return Err(Error::TooLarge {
+                size: item.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    async fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
+        self.check_size(item)?;
+        let handle = self.handle;
+        let outcome = self
+            .client
+            .call_blocking(wait, |wait| Request::Put(handle, item.to_vec(), wait))
+            .await?;
+        match outcome {
+            Outcome::Error(ErrorCode::TooLarge) => {
+                Err(self.code_error(ErrorCode::TooLarge, item.len()))
+            }
+            other => self.done(other),
+        }
+    }
+
+    async fn get_with(&self, wait: Wait) -> Result<Vec<u8>, Error> {
+        let handle = self.handle;
+        match self
+            .client
+            .call_blocking(wait, |wait| Request::Get(handle, wait))
+            .await?
+        {
+            Outcome::Item(item) => Ok(item),
+            other => Err(unexpected(other, &self.name)),
+        }
+    }
+
+    async fn size(&self) -> Result<QueueSize, Error> {
+        match self.client.call(Request::Size(self.handle)).await? {
+            Outcome::Size(size) => Ok(size),
+            other => Err(unexpected(other, &self.name)),
+        }
+    }
+
+    fn done(&self, outcome: Outcome) -> Result<(), Error> {
+        match outcome {
+            Outcome::Done => Ok(()),
+            other => Err(unexpected(other, &self.name)),
+        }
+    }
+
+    /// The error for `code`, with `size` for an item found too large.
+    fn code_error(&self, code: ErrorCode, size: usize) -> Error {
+        match code {
+            ErrorCode::TooLarge if size > 0 => Error::TooLarge {
+                size,
+                max: self.max_item().min(self.client.shared.max_item),
+            },
+            code => Error::request(code, &self.name),
+        }
+    }
+}
+
+/// A queue on the manager with items of type `T`, for async code. `Clone + Send + Sync +
+/// 'static` (for any `T`): it holds a clone of its [`Client`].
+#[derive(Debug)]
+pub struct Queue<T> {
+    raw: RawQueue,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            raw: self.raw.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// The raw-bytes proxy underneath.
+    pub fn raw(&self) -> &RawQueue {
+        &self.raw
+    }
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.raw.name()
+    }
+    /// The most items the queue holds.
+    pub fn capacity(&self) -> u32 {
+        self.raw.capacity()
+    }
+    /// The largest encoded item, in bytes.
+    pub fn max_item(&self) -> usize {
+        self.raw.max_item()
+    }
+    /// Appends `item`, waiting while the queue is full.
+    pub async fn put(&self, item: &T) -> Result<(), Error> {
+        self.raw.put(&encode(item)?).await
+    }
+    /// Appends `item`, waiting at most `timeout` for room.
+    pub async fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), Error> {
+        self.raw.put_timeout(&encode(item)?, timeout).await
+    }
+    /// Appends `item` if there is room now.
+    pub async fn put_nowait(&self, item: &T) -> Result<(), Error> {
+        self.raw.put_nowait(&encode(item)?).await
+    }
+    /// Takes the oldest item, waiting while the queue is empty. Cancel-safe (see
+    /// [`RawQueue::get`]).
+    pub async fn get(&self) -> Result<T, Error> {
+        decode(self.raw.get().await?)
+    }
+    /// Takes the oldest item, waiting at most `timeout`.
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
+        decode(self.raw.get_timeout(timeout).await?)
+    }
+    /// Takes the oldest item if there is one.
+    pub async fn get_nowait(&self) -> Result<T, Error> {
+        decode(self.raw.get_nowait().await?)
+    }
+    /// Items in the queue now.
+    pub async fn qsize(&self) -> Result<u32, Error> {
+        self.raw.qsize().await
+    }
+    /// Whether the queue is empty now.
+    pub async fn empty(&self) -> Result<bool, Error> {
+        self.raw.empty().await
+    }
+    /// Whether a non-blocking put would fail now.
+    pub async fn full(&self) -> Result<bool, Error> {
+        self.raw.full().await
+    }
+    /// Marks one got item as processed.
+    pub async fn task_done(&self) -> Result<(), Error> {
+        self.raw.task_done().await
+    }
+    /// Waits until every item put has been marked done.
+    pub async fn join(&self) -> Result<(), Error> {
+        self.raw.join().await
+    }
+    /// Puts every item in order, several `PutMany` requests in flight at once.
+    pub async fn put_many(&self, items: &[T]) -> Result<(), Error> {
+        let encoded = items.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        self.raw.put_many(&refs).await
+    }
+    /// Gets `n` items (see [`RawQueue::get_many`]); each is decoded on its own.
+    pub async fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
+        Ok(self
+            .raw
+            .get_many(n)
+            .await?
+            .into_iter()
+            .map(decode)
+            .collect())
+    }
+}
