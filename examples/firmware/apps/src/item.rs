@@ -22,3 +22,13 @@ pub fn encode(n: u32, buf: &mut [u8; 10]) -> &[u8] {
 pub fn text(bytes: &[u8]) -> &str {
     core::str::from_utf8(bytes).unwrap_or("?")
 }
+
+/// The number an item's text holds (`None` if it is not decimal text of at most 9 digits).
+pub fn number(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > 9 {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+    })
+}
