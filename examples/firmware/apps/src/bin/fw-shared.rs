@@ -4,7 +4,7 @@
 //! blocked put must not hold up the get that makes room for it (nor the other put), so the
 //! run only ends if the calls really share the connection. The consumer checks that every
 //! item arrived exactly once (`fw-shared: got 100 items exactly once, sum 5050`) and that the
-//! queue is empty; exits 0 then, 1 on any error or after 40 s.
+//! queue is empty; exits 0 then, 1 on any error or after 30 s.
 #![no_std]
 #![no_main]
 
@@ -22,7 +22,7 @@ use panic_semihosting as _;
 use static_cell::StaticCell;
 
 const NAME: &str = "fw-shared";
-const DEADLINE: Duration = Duration::from_secs(40);
+const DEADLINE: Duration = Duration::from_secs(30);
 const PRODUCERS: u32 = 2;
 const PER_PRODUCER: u32 = 50;
 const TOTAL: u32 = PRODUCERS * PER_PRODUCER;
