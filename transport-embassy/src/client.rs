@@ -45,10 +45,10 @@ const NO_CALL: u32 = u32::MAX;
 /// - `SLOTS` (default 2): calls in flight at once. Give a client shared by several tasks at
 ///   least one slot per task that calls it at once, plus one: a call waits for a free slot,
 ///   and while the item buffer is full one slot is kept for giving its item back. Up to
-///   `SLOTS` tasks waiting for a slot are woken one by one; more are all woken whenever a slot
-///   frees.
+///   `SLOTS` tasks can wait for a slot while the executor sleeps; more than that keep waking
+///   each other until one frees.
 ///
-/// `3 * FRAME` bytes plus about 40 per slot; put it in a `static` (`StaticCell`) or on the
+/// `3 * FRAME` bytes plus under 100 per slot; put it in a `static` (`StaticCell`) or on the
 /// stack of the task that owns the client.
 pub struct ClientBuffers<const FRAME: usize = 512, const SLOTS: usize = 2> {
     rx: [u8; FRAME],
@@ -442,7 +442,10 @@ impl Shared<'_> {
         };
         let call = &self.calls.calls[index];
         let (CallState::Returning(len), Some(handle)) = (call.state, call.get_from) else {
-            return false;
+            // An item for a request that takes none: the manager broke the protocol.
+            self.calls.calls[index] = Call::FREE;
+            self.calls.held = false;
+            return true;
         };
         let item = &self.calls.item[..len];
         match self.core.send(now(), Op::Return { handle, item }) {
