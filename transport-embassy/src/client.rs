@@ -41,7 +41,9 @@ const NO_CALL: u32 = u32::MAX;
 ///   the largest item a `get` can take is `FRAME` minus 32 bytes of framing; the transmit side
 ///   bounds the largest `put` (`FRAME` minus 44). Must be at least 260 (the protocol's smallest
 ///   frame plus header). The item buffer holds an item that arrived for one call while another
-///   was moving the bytes, until its call picks it up.
+///   was moving the bytes, until its call picks it up; meanwhile no other reply is read, so a
+///   call future kept but no longer polled (neither awaited nor dropped) would hold up the
+///   connection.
 /// - `SLOTS` (default 2): calls in flight at once. Give a client shared by several tasks at
 ///   least one slot per task that calls it at once, plus one: a call waits for a free slot,
 ///   and while the item buffer is full one slot is kept for giving its item back. Up to
