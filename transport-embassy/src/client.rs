@@ -1,16 +1,24 @@
-//! The async client: one TCP connection to a manager, driven by `depot_core::Client`.
+//! The async client: one TCP connection to a manager, driven by `depot_core::Client`, shared by
+//! every task that holds a `&Client`.
 //!
-//! Each call sends one request and waits for its reply, so a `&mut Client` method is a
-//! request/response round trip. A call's future may be dropped (e.g. by `with_timeout`): the
-//! request stays in flight and its late reply is discarded by the next call, which is why the
-//! buffers default to more than one request slot.
+//! Calls are pipelined: each sends its request at once (`depot_core::Client::send`), then waits
+//! for the reply with its id. Nothing runs in the background: whichever call is being polled
+//! moves the socket's bytes, hands each reply to the call it answers (its own in place, small
+//! ones by value, an item through one shared item buffer) and wakes that call. A call whose
+//! future is dropped before its reply is abandoned: the core withdraws it with `Cancel`, and an
+//! item already on its way goes back to the head of its queue with `Return`.
+//!
+//! It is made for one executor on one core (`RefCell`, no `Send`); the cell is only borrowed
+//! inside a poll, never across an `.await`.
 
-use core::future::pending;
+use core::cell::RefCell;
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::task::{Context, Poll, Waker};
 
 use depot_core::client::ClientConfig;
-use depot_core::wire::{CloseReason, ObjectInfo, Op, Reply};
+use depot_core::wire::{CloseReason, ErrorCode, Handle, ObjectInfo, Op, QueueSize, Reply};
 use depot_core::{Event, RequestSlot};
-use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::IpEndpoint;
 use embassy_time::{with_timeout, Duration, Timer};
@@ -23,21 +31,34 @@ use crate::Error;
 /// Time [`Client::close`] gives the last bytes and the FIN to be acknowledged.
 const LINGER: Duration = Duration::from_millis(500);
 
+/// No call: the core never reports a reply to this id (it is its own requests' id).
+const NO_CALL: u32 = u32::MAX;
+
 /// The client's protocol buffers, sized at compile time.
 ///
-/// - `FRAME` (default 512): bytes of the receive and of the transmit buffer each. The receive
-///   side bounds the largest reply (announced to the manager), so the largest item a `get` can
-///   take is `FRAME` minus 32 bytes of framing; the transmit side bounds the largest `put`
-///   (`FRAME` minus 44). Must be at least 260 (the protocol's smallest frame plus header).
-/// - `SLOTS` (default 2): requests in flight. One is used at a time; the spare lets a new call
-///   go out while the reply of a call whose future was dropped is still on its way.
+/// - `FRAME` (default 512): bytes of the receive buffer, of the transmit buffer and of the
+///   item buffer each. The receive side bounds the largest reply (announced to the manager), so
+///   the largest item a `get` can take is `FRAME` minus 32 bytes of framing; the transmit side
+///   bounds the largest `put` (`FRAME` minus 44). Must be at least 260 (the protocol's smallest
+///   frame plus header). The item buffer holds an item that arrived for one call while another
+///   was moving the bytes, until its call picks it up; meanwhile no other reply is read, so a
+///   call future kept but no longer polled (neither awaited nor dropped) would hold up the
+///   connection.
+/// - `SLOTS` (default 2): calls in flight at once. Give a client shared by several tasks at
+///   least one slot per task that calls it at once, plus one: a call waits for a free slot,
+///   and while the item buffer is full one slot is kept for giving its item back. Up to
+///   `SLOTS` tasks can wait for a slot while the executor sleeps; more than that keep waking
+///   each other until one frees.
 ///
-/// `2 * FRAME` bytes plus a few per slot; put it in a `static` (`StaticCell`) or on the stack
-/// of the task that owns the client.
+/// `3 * FRAME` bytes plus under 100 per slot; put it in a `static` (`StaticCell`) or on the
+/// stack of the task that owns the client.
 pub struct ClientBuffers<const FRAME: usize = 512, const SLOTS: usize = 2> {
     rx: [u8; FRAME],
     tx: [u8; FRAME],
+    item: [u8; FRAME],
     slots: [RequestSlot; SLOTS],
+    calls: [Call; SLOTS],
+    senders: [Option<Waker>; SLOTS],
 }
 
 impl<const FRAME: usize, const SLOTS: usize> ClientBuffers<FRAME, SLOTS> {
@@ -46,7 +67,10 @@ impl<const FRAME: usize, const SLOTS: usize> ClientBuffers<FRAME, SLOTS> {
         ClientBuffers {
             rx: [0; FRAME],
             tx: [0; FRAME],
+            item: [0; FRAME],
             slots: [RequestSlot::FREE; SLOTS],
+            calls: [const { Call::FREE }; SLOTS],
+            senders: [const { None }; SLOTS],
         }
     }
 }
@@ -57,10 +81,429 @@ impl<const FRAME: usize, const SLOTS: usize> Default for ClientBuffers<FRAME, SL
     }
 }
 
-/// A connection to a depot manager. See the crate docs for an example.
-pub struct Client<'a> {
+/// A call in flight, as the connection's shared state tracks it.
+struct Call {
+    id: u32,
+    state: CallState,
+    /// The queue a get takes from, to give its item back if the call is dropped.
+    get_from: Option<Handle>,
+    waker: Option<Waker>,
+}
+
+impl Call {
+    const FREE: Call = Call {
+        id: NO_CALL,
+        state: CallState::Free,
+        get_from: None,
+        waker: None,
+    };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CallState {
+    Free,
+    /// Sent, not yet answered.
+    Waiting,
+    /// Answered; the reply waits for its call.
+    Answered(Filed),
+    /// Dropped with its item (that many bytes) in the item buffer: it goes back with a
+    /// `Return` as soon as one can be sent.
+    Returning(usize),
+    /// A `Return` nobody waits for.
+    Discard,
+}
+
+/// A reply kept for its call. Only what this client's requests can get back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filed {
+    Done,
+    Opened(ObjectInfo),
+    Size(QueueSize),
+    Error(ErrorCode),
+    /// An item of that many bytes from that queue, in the item buffer.
+    Item(Handle, usize),
+    /// A reply no request of this client asks for.
+    Unexpected,
+}
+
+/// The calls in flight, the wakers of calls waiting to be sent, and the item buffer.
+struct Calls<'a> {
+    calls: &'a mut [Call],
+    senders: &'a mut [Option<Waker>],
+    item: &'a mut [u8],
+    /// The item buffer holds an item (filed for a call, or to be given back).
+    held: bool,
+}
+
+impl Calls<'_> {
+    fn find(&self, id: u32) -> Option<usize> {
+        self.calls
+            .iter()
+            .position(|c| c.id == id && c.state != CallState::Free)
+    }
+
+    /// Keeps `reply` for call `id` and wakes it.
+    fn file(&mut self, id: u32, reply: Reply<'_>) {
+        let Some(index) = self.find(id) else {
+            return;
+        };
+        let call = &mut self.calls[index];
+        match call.state {
+            CallState::Waiting => {}
+            CallState::Discard => {
+                if let Reply::Error(code) = reply {
+                    warn!(
+                        "depot: an item could not be given back: {}",
+                        code.description()
+                    );
+                }
+                *call = Call::FREE;
+                return;
+            }
+            _ => return,
+        }
+        let filed = match reply {
+            Reply::Done => Filed::Done,
+            Reply::Opened(info) => Filed::Opened(info),
+            Reply::Size(size) => Filed::Size(size),
+            Reply::Error(code) => Filed::Error(code),
+            // Always fits: the item buffer is as large as a received frame.
+            Reply::Item { handle, item } if item.len() <= self.item.len() => {
+                self.item[..item.len()].copy_from_slice(item);
+                self.held = true;
+                Filed::Item(handle, item.len())
+            }
+            _ => Filed::Unexpected,
+        };
+        call.state = CallState::Answered(filed);
+        if let Some(waker) = call.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Wakes every waiting call and every task waiting to send: after a call ends, one of
+    /// them has to take over moving the bytes, and a slot may have freed.
+    fn wake_all(&mut self) {
+        for call in self.calls.iter_mut() {
+            if let Some(waker) = call.waker.take() {
+                waker.wake();
+            }
+        }
+        self.wake_senders();
+    }
+
+    fn wake_senders(&mut self) {
+        for waker in self.senders.iter_mut().filter_map(Option::take) {
+            waker.wake();
+        }
+    }
+
+    /// Remembers the task of a call waiting to be sent.
+    fn wait_to_send(&mut self, waker: &Waker) {
+        if self.senders.iter().flatten().any(|w| w.will_wake(waker)) {
+            return;
+        }
+        if let Some(free) = self.senders.iter_mut().find(|w| w.is_none()) {
+            *free = Some(waker.clone());
+            return;
+        }
+        // More tasks wait than there are places: wake them all, each one registers again.
+        self.wake_senders();
+        self.senders[0] = Some(waker.clone());
+    }
+
+    fn sent(&mut self, waker: &Waker) {
+        for w in self.senders.iter_mut() {
+            if w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *w = None;
+            }
+        }
+    }
+}
+
+/// What [`Shared::drive`] did.
+enum Driven {
+    /// The polling call's reply was handed over.
+    Mine,
+    /// Bytes moved or replies were filed.
+    Moved,
+    /// Nothing can move now; wake-ups are registered.
+    Stuck,
+}
+
+/// Everything behind the client's `RefCell`.
+struct Shared<'a> {
     socket: TcpSocket<'a>,
     core: depot_core::Client<'a>,
+    calls: Calls<'a>,
+}
+
+impl Shared<'_> {
+    /// Sends `op` as soon as a slot and room allow; `Ok(id)`.
+    fn poll_send(&mut self, cx: &mut Context<'_>, op: Op<'_>) -> Poll<Result<u32, Error>> {
+        loop {
+            if let Some(e) = self.core.error() {
+                return Poll::Ready(Err(e.into()));
+            }
+            // While the item buffer is full, one slot stays free for the `Return` that gives
+            // its item back if its call is dropped.
+            let room = !self.calls.held || self.core.in_flight() + 1 < self.calls.calls.len();
+            let free = self
+                .calls
+                .calls
+                .iter()
+                .position(|c| c.state == CallState::Free);
+            if let (true, Some(index)) = (room, free) {
+                match self.core.send(now(), op) {
+                    Ok(id) => {
+                        let get_from = match op {
+                            Op::Get { handle, .. } => Some(handle),
+                            _ => None,
+                        };
+                        self.calls.calls[index] = Call {
+                            id,
+                            state: CallState::Waiting,
+                            get_from,
+                            waker: None,
+                        };
+                        self.calls.sent(cx.waker());
+                        return Poll::Ready(Ok(id));
+                    }
+                    // Replies still hold the slots or the output room: let them drain.
+                    Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {}
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+            }
+            self.calls.wait_to_send(cx.waker());
+            if let Driven::Stuck = self.drive(cx, NO_CALL, &mut |_| {}) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Waits for the reply of call `id` and hands it to `on_reply`.
+    fn poll_reply(
+        &mut self,
+        cx: &mut Context<'_>,
+        id: u32,
+        on_reply: &mut dyn FnMut(Reply<'_>),
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            let Some(index) = self.calls.find(id) else {
+                return Poll::Ready(Err(Error::Depot(depot_core::Error::Closed(
+                    CloseReason::Unexpected,
+                ))));
+            };
+            if let CallState::Answered(filed) = self.calls.calls[index].state {
+                self.calls.calls[index] = Call::FREE;
+                let outcome = match filed {
+                    Filed::Done => Ok(Reply::Done),
+                    Filed::Opened(info) => Ok(Reply::Opened(info)),
+                    Filed::Size(size) => Ok(Reply::Size(size)),
+                    Filed::Error(code) => Ok(Reply::Error(code)),
+                    Filed::Item(handle, len) => Ok(Reply::Item {
+                        handle,
+                        item: &self.calls.item[..len],
+                    }),
+                    Filed::Unexpected => Err(Error::Depot(depot_core::Error::Closed(
+                        CloseReason::Unexpected,
+                    ))),
+                };
+                let outcome = outcome.map(&mut *on_reply);
+                if let Filed::Item(..) = filed {
+                    self.calls.held = false;
+                }
+                self.calls.wake_all();
+                return Poll::Ready(outcome);
+            }
+            if let Some(e) = self.core.error() {
+                self.calls.calls[index] = Call::FREE;
+                self.calls.wake_all();
+                return Poll::Ready(Err(e.into()));
+            }
+            match self.drive(cx, id, on_reply) {
+                Driven::Mine => {
+                    self.calls.calls[index] = Call::FREE;
+                    self.calls.wake_all();
+                    return Poll::Ready(Ok(()));
+                }
+                Driven::Moved => {}
+                Driven::Stuck => {
+                    let waker = &mut self.calls.calls[index].waker;
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Moves bytes between the socket and the core and files replies until nothing moves.
+    /// The reply of call `mine` goes to `on_reply` in place, borrowed from the receive buffer.
+    /// When stuck, the socket and the core's deadline wake the polling task.
+    fn drive(
+        &mut self,
+        cx: &mut Context<'_>,
+        mine: u32,
+        on_reply: &mut dyn FnMut(Reply<'_>),
+    ) -> Driven {
+        let mut moved = false;
+        loop {
+            let mut progress = self.give_back();
+            // Not while the item buffer is full: the next reply may be an item.
+            while !self.calls.held {
+                let Some(event) = self.core.poll_event() else {
+                    break;
+                };
+                progress = true;
+                match event {
+                    Event::Reply { id, reply } if id == mine => {
+                        on_reply(reply);
+                        return Driven::Mine;
+                    }
+                    Event::Reply { id, reply } => {
+                        self.calls.file(id, reply);
+                        // Its slot is free again.
+                        self.calls.wake_senders();
+                    }
+                    Event::Closed(e) => {
+                        debug!("depot: connection closed: {}", e);
+                        self.calls.wake_all();
+                    }
+                    _ => {}
+                }
+            }
+            if self.core.error().is_none() {
+                progress |= self.move_bytes(cx);
+            }
+            if !progress {
+                return if moved { Driven::Moved } else { Driven::Stuck };
+            }
+            moved = true;
+        }
+    }
+
+    /// One write, one read and the deadline; whether anything happened.
+    fn move_bytes(&mut self, cx: &mut Context<'_>) -> bool {
+        let Shared { socket, core, .. } = self;
+        let mut progress = false;
+        if !core.poll_transmit().is_empty() {
+            let write = socket.write_with(|buf| {
+                let out = core.poll_transmit();
+                let n = out.len().min(buf.len());
+                buf[..n].copy_from_slice(&out[..n]);
+                core.handle_transmitted(n);
+                (n, n)
+            });
+            match poll_once(cx, write) {
+                Poll::Ready(Ok(0)) | Poll::Pending => {}
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    // Room for a request that did not fit.
+                    self.calls.wake_senders();
+                }
+                // Reset, or the manager closed its side: what it sent before is already in.
+                Poll::Ready(Err(_)) => {
+                    core.handle_close();
+                    return true;
+                }
+            }
+        }
+        let read = socket.read_with(|buf| {
+            let n = core.handle_input(buf);
+            (n, n)
+        });
+        match poll_once(cx, read) {
+            Poll::Ready(Ok(0)) | Poll::Pending => {}
+            Poll::Ready(Ok(_)) => progress = true,
+            Poll::Ready(Err(_)) => {
+                core.handle_close();
+                return true;
+            }
+        }
+        if let Some(at) = core.poll_timeout() {
+            let now = now();
+            if at <= now {
+                core.handle_timeout(now);
+                progress |= core.error().is_some();
+            } else {
+                // A timer polled once registers the wake-up; dropping it cancels nothing.
+                let _ = poll_once(cx, Timer::at(to_embassy(at)));
+            }
+        }
+        progress
+    }
+
+    /// Sends the `Return` of an item whose call was dropped, if one waits and fits now.
+    fn give_back(&mut self) -> bool {
+        let Some(index) = self
+            .calls
+            .calls
+            .iter()
+            .position(|c| matches!(c.state, CallState::Returning(_)))
+        else {
+            return false;
+        };
+        let call = &self.calls.calls[index];
+        let (CallState::Returning(len), Some(handle)) = (call.state, call.get_from) else {
+            // An item for a request that takes none: the manager broke the protocol.
+            self.calls.calls[index] = Call::FREE;
+            self.calls.held = false;
+            return true;
+        };
+        let item = &self.calls.item[..len];
+        match self.core.send(now(), Op::Return { handle, item }) {
+            Ok(id) => {
+                self.calls.calls[index] = Call {
+                    id,
+                    state: CallState::Discard,
+                    ..Call::FREE
+                };
+            }
+            Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => return false,
+            // The connection is gone, and the item's outcome with it.
+            Err(_) => self.calls.calls[index] = Call::FREE,
+        }
+        self.calls.held = false;
+        self.calls.wake_all();
+        true
+    }
+
+    /// Call `id`'s future was dropped before it took its reply.
+    fn abandon(&mut self, id: u32) {
+        let Some(index) = self.calls.find(id) else {
+            return;
+        };
+        match self.calls.calls[index].state {
+            // The core withdraws it, and gives back an item that comes anyway.
+            CallState::Waiting => {
+                self.core.abandon(id);
+                self.calls.calls[index] = Call::FREE;
+            }
+            CallState::Answered(Filed::Item(_, len)) => {
+                self.calls.calls[index].state = CallState::Returning(len);
+                self.give_back();
+            }
+            CallState::Answered(_) => self.calls.calls[index] = Call::FREE,
+            _ => {}
+        }
+        // The `Cancel` or `Return` has to be written, and this call may have been the one
+        // the socket would wake.
+        self.calls.wake_all();
+    }
+}
+
+/// Polls `future` once (it registers its wake-up) and drops it.
+fn poll_once<F: Future>(cx: &mut Context<'_>, future: F) -> Poll<F::Output> {
+    pin!(future).poll(cx)
+}
+
+/// A connection to a depot manager, for any number of tasks at once: every method takes
+/// `&self`. See the crate docs for an example.
+pub struct Client<'a> {
+    shared: RefCell<Shared<'a>>,
+    max_item: usize,
 }
 
 impl<'a> Client<'a> {
@@ -80,24 +523,57 @@ impl<'a> Client<'a> {
         // Requests are small and each waits for its reply: Nagle would only add latency.
         socket.set_nagle_enabled(false);
         socket.connect(endpoint).await.map_err(Error::Connect)?;
+        let ClientBuffers {
+            rx,
+            tx,
+            item,
+            slots,
+            calls,
+            senders,
+        } = buffers;
         let core = depot_core::Client::new(
             ClientConfig::default(),
             authkey,
             nonce(entropy),
             now(),
-            &mut buffers.rx,
-            &mut buffers.tx,
-            &mut buffers.slots,
+            rx,
+            tx,
+            slots,
         );
-        let mut client = Client { socket, core };
-        let connected = client
-            .until(|event| match event {
-                Event::Connected => Some(Ok(())),
-                _ => None,
-            })
-            .await;
+        let shared = Shared {
+            socket,
+            core,
+            calls: Calls {
+                calls,
+                senders,
+                item,
+                held: false,
+            },
+        };
+        let mut client = Client {
+            shared: RefCell::new(shared),
+            max_item: 0,
+        };
+        let connected = poll_fn(|cx| {
+            let mut shared = client.shared.borrow_mut();
+            loop {
+                if shared.core.is_ready() {
+                    return Poll::Ready(Ok(()));
+                }
+                if let Some(e) = shared.core.error() {
+                    return Poll::Ready(Err(Error::from(e)));
+                }
+                if let Driven::Stuck = shared.drive(cx, NO_CALL, &mut |_| {}) {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
         match connected {
-            Ok(()) => Ok(client),
+            Ok(()) => {
+                client.max_item = client.shared.get_mut().core.max_item();
+                Ok(client)
+            }
             Err(e) => {
                 debug!("depot: connect failed: {}", e);
                 client.close().await;
@@ -107,17 +583,14 @@ impl<'a> Client<'a> {
     }
 
     /// A raw-bytes proxy for the queue named `name`.
-    pub async fn queue_raw(&mut self, name: &str) -> Result<RawQueue<'_, 'a>, Error> {
+    pub async fn queue_raw(&self, name: &str) -> Result<RawQueue<'_, 'a>, Error> {
         let info = self.open(name).await?;
         Ok(RawQueue::new(self, info))
     }
 
     /// A typed proxy for the queue named `name`: items are `T` as values (the value model),
     /// through a scratch buffer of `N` bytes (default 64) on the stack of each `put`.
-    pub async fn queue<T, const N: usize>(
-        &mut self,
-        name: &str,
-    ) -> Result<Queue<'_, 'a, T, N>, Error>
+    pub async fn queue<T, const N: usize>(&self, name: &str) -> Result<Queue<'_, 'a, T, N>, Error>
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
@@ -126,12 +599,12 @@ impl<'a> Client<'a> {
     }
 
     /// A raw proxy for an object opened before (see [`RawQueue::info`]), without a round trip.
-    pub fn attach(&mut self, info: ObjectInfo) -> RawQueue<'_, 'a> {
+    pub fn attach(&self, info: ObjectInfo) -> RawQueue<'_, 'a> {
         RawQueue::new(self, info)
     }
 
     /// Looks an object up by name.
-    pub async fn open(&mut self, name: &str) -> Result<ObjectInfo, Error> {
+    pub async fn open(&self, name: &str) -> Result<ObjectInfo, Error> {
         self.call(Op::Open { name }, |reply| match reply {
             Reply::Opened(info) => Ok(info),
             other => Err(unexpected(other)),
@@ -140,122 +613,61 @@ impl<'a> Client<'a> {
     }
 
     /// Asks the manager to stop (it must allow remote shutdown, else `NotAllowed`).
-    pub async fn shutdown(&mut self) -> Result<(), Error> {
+    pub async fn shutdown(&self) -> Result<(), Error> {
         self.call(Op::Shutdown, done).await
     }
 
     /// The largest item a `put` on this connection can carry.
     pub fn max_item(&self) -> usize {
-        self.core.max_item()
+        self.max_item
     }
 
     /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
-    /// for the manager to acknowledge them; the socket is then released.
-    pub async fn close(mut self) {
-        self.socket.close();
-        let _ = with_timeout(LINGER, self.socket.flush()).await;
+    /// for the manager to acknowledge them. Calls still in flight, and any made after, fail
+    /// with `Disconnected`.
+    pub async fn close(&self) {
+        self.shared.borrow_mut().socket.close();
+        let flushed = poll_fn(|cx| poll_once(cx, self.shared.borrow_mut().socket.flush()));
+        let _ = with_timeout(LINGER, flushed).await;
+        let mut shared = self.shared.borrow_mut();
+        shared.core.handle_close();
+        shared.calls.wake_all();
     }
 
     /// Sends `op` and hands its reply to `f`, which runs while the reply's bytes are borrowed
-    /// from the receive buffer (so a `get` decodes or copies without an extra buffer).
+    /// (so a `get` decodes or copies without a buffer of its own). `f` must not call the
+    /// client.
     pub(crate) async fn call<R>(
-        &mut self,
+        &self,
         op: Op<'_>,
         mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let id = loop {
-            match self.core.send(now(), op) {
-                Ok(id) => break id,
-                // Replies to abandoned calls still hold a slot or output room: let them drain.
-                Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
-                    while let Some(event) = self.core.poll_event() {
-                        if let Event::Closed(e) = event {
-                            return Err(e.into());
-                        }
-                    }
-                    self.step().await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let id = poll_fn(|cx| self.shared.borrow_mut().poll_send(cx, op)).await?;
         // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
-        // core withdraws it and gives back any item already on its way.
+        // core withdraws it and any item already on its way goes back to its queue.
         let mut call = InFlight {
             client: self,
             id,
             answered: false,
         };
-        let result = call
-            .client
-            .until(|event| match event {
-                Event::Reply { id: got, reply } if got == id => Some(f(reply)),
-                _ => None,
-            })
-            .await;
+        let mut result = None;
+        let outcome = poll_fn(|cx| {
+            self.shared
+                .borrow_mut()
+                .poll_reply(cx, id, &mut |reply| result = Some(f(reply)))
+        })
+        .await;
         call.answered = true;
-        result
-    }
-
-    /// Moves bytes until `pick` takes an event; the connection closing is an error.
-    async fn until<R>(
-        &mut self,
-        mut pick: impl FnMut(Event<'_>) -> Option<Result<R, Error>>,
-    ) -> Result<R, Error> {
-        loop {
-            while let Some(event) = self.core.poll_event() {
-                if let Event::Closed(e) = event {
-                    return Err(e.into());
-                }
-                if let Some(result) = pick(event) {
-                    return result;
-                }
-            }
-            if let Some(e) = self.core.error() {
-                // Closed and already reported: nothing will arrive any more.
-                return Err(e.into());
-            }
-            self.step().await;
-        }
-    }
-
-    /// One step of I/O: writes pending output, else reads what arrives; or runs the core's
-    /// deadline when it comes first.
-    async fn step(&mut self) {
-        let deadline = self.core.poll_timeout();
-        let timer = async {
-            match deadline {
-                Some(at) => Timer::at(to_embassy(at)).await,
-                None => pending().await,
-            }
-        };
-        let Client { socket, core } = self;
-        let io = async {
-            if core.poll_transmit().is_empty() {
-                socket.read_with(|buf| (core.handle_input(buf), ())).await
-            } else {
-                socket
-                    .write_with(|buf| {
-                        let out = core.poll_transmit();
-                        let n = out.len().min(buf.len());
-                        buf[..n].copy_from_slice(&out[..n]);
-                        core.handle_transmitted(n);
-                        (n, ())
-                    })
-                    .await
-            }
-        };
-        match select(io, timer).await {
-            Either::First(Ok(())) => {}
-            // Reset, or the manager closed its side: what it sent before is already in.
-            Either::First(Err(_)) => self.core.handle_close(),
-            Either::Second(()) => self.core.handle_timeout(now()),
-        }
+        outcome?;
+        result.unwrap_or(Err(Error::Depot(depot_core::Error::Closed(
+            CloseReason::Unexpected,
+        ))))
     }
 }
 
 /// A request sent and not yet answered; abandoned if dropped so.
 struct InFlight<'c, 'a> {
-    client: &'c mut Client<'a>,
+    client: &'c Client<'a>,
     id: u32,
     answered: bool,
 }
@@ -263,7 +675,7 @@ struct InFlight<'c, 'a> {
 impl Drop for InFlight<'_, '_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.client.core.abandon(self.id);
+            self.client.shared.borrow_mut().abandon(self.id);
         }
     }
 }

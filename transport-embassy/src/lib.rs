@@ -11,20 +11,54 @@
 //! ```ignore
 //! use depot_embassy::{Client, ClientBuffers, Wait};
 //!
-//! static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new(); // 2 x 512 bytes, 2 slots
+//! static BUFFERS: StaticCell<ClientBuffers> = StaticCell::new(); // 3 x 512 bytes, 2 slots
 //! let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
 //! let socket = TcpSocket::new(stack, &mut rx, &mut tx);
-//! let mut client = Client::connect(
+//! let client = Client::connect(
 //!     socket, (Ipv4Address::new(10, 0, 2, 100), 7777), b"producer", &mut rng,
 //!     BUFFERS.init(ClientBuffers::new()),
 //! ).await?;
-//! let mut q = client.queue::<u32, 16>("task_queue").await?; // typed: items are values
-//! q.put(&7, Wait::Forever).await?;                          // blocks while full
-//! let item: u32 = q.get(Wait::Millis(500)).await?;          // Timeout after 500 ms
+//! let q = client.queue::<u32, 16>("task_queue").await?; // typed: items are values
+//! q.put(&7, Wait::Forever).await?;                      // blocks while full
+//! let item: u32 = q.get(Wait::Millis(500)).await?;      // Timeout after 500 ms
 //! q.task_done().await?;
 //! ```
 //!
 //! A wrong authkey fails `connect` with `Error::Depot(depot_core::Error::AuthFailed)`.
+//!
+//! ## One client, many tasks
+//!
+//! Every method of [`Client`] and of the proxies takes `&self`, and the proxies are `Copy`: put
+//! the client in a `static` and give each task a proxy. Their calls are pipelined on the one
+//! connection (protocol version 2 lets any mix of blocked puts, gets and joins wait on one
+//! connection), so a task blocked in `put` on a full queue does not hold up the `get` of
+//! another task that makes room:
+//!
+//! ```ignore
+//! static BUFFERS: StaticCell<ClientBuffers<512, 4>> = StaticCell::new(); // 3 tasks + 1
+//! static CLIENT: StaticCell<Client<'static>> = StaticCell::new();
+//! let client: &'static Client<'static> = CLIENT.init(Client::connect(/* .. */).await?);
+//! let queue = client.queue_raw("task_queue").await?;
+//! spawner.spawn(producer(queue).unwrap()); // each does queue.put(.., Wait::Forever)
+//! spawner.spawn(producer(queue).unwrap());
+//! spawner.spawn(consumer(queue).unwrap()); // queue.get_with(Wait::Forever, ..)
+//! ```
+//!
+//! There is no background task: whichever call is being polled moves the socket's bytes,
+//! keeps the replies of the other calls for them (small replies by value, an item in the
+//! buffers' item buffer until its call takes it) and wakes them. The client is for one
+//! executor on one core (a `RefCell` inside, not `Send`). Give it a slot per task that calls
+//! it at once plus one (see [`ClientBuffers`]); a call beyond that waits for a slot.
+//!
+//! ## Cancel-safety
+//!
+//! A call's future may be dropped at any point, e.g. by `embassy_time::with_timeout`. Dropped
+//! before its reply, the call is abandoned: depot-core withdraws it with `Cancel`, and if an
+//! item was already on its way (the manager took it off the queue before the `Cancel`
+//! reached it, or another task's call had already taken it in for this one), it goes back to
+//! the head of its queue with `Return`. No item is lost or delivered twice; the next call on
+//! the client sends what is left to send. A reply already in is not undone: a `put` dropped
+//! after its `Done` arrived did put its item, as with any request whose answer is ignored.
 //!
 //! ## Manager
 //!
@@ -44,8 +78,8 @@
 //! ```
 //!
 //! ## Capacities (compile time)
-//! - [`ClientBuffers<FRAME = 512, SLOTS = 2>`](ClientBuffers): frame buffers and requests in
-//!   flight of one client.
+//! - [`ClientBuffers<FRAME = 512, SLOTS = 2>`](ClientBuffers): frame and item buffers and calls
+//!   in flight of one client.
 //! - [`ManagerResources<SOCKETS, FRAME = 512, SOCKET_BUF = 1024, WAITERS = 16>`](ManagerResources):
 //!   connections, per-connection frame buffers, TCP buffers and blocked requests.
 //! - Queues: the `ObjectSlot`s and their storage are the application's (depot-core's types).

@@ -16,14 +16,16 @@ use serde::Serialize;
 use crate::client::{done, unexpected, Client};
 use crate::Error;
 
-/// A queue on the manager, items as raw bytes. Borrows the client for its lifetime.
+/// A queue on the manager, items as raw bytes. A cheap copyable handle on the client: give a
+/// copy to each task that uses the queue; their calls share the one connection.
+#[derive(Clone, Copy)]
 pub struct RawQueue<'c, 'a> {
-    client: &'c mut Client<'a>,
+    client: &'c Client<'a>,
     info: ObjectInfo,
 }
 
 impl<'c, 'a> RawQueue<'c, 'a> {
-    pub(crate) fn new(client: &'c mut Client<'a>, info: ObjectInfo) -> Self {
+    pub(crate) fn new(client: &'c Client<'a>, info: ObjectInfo) -> Self {
         RawQueue { client, info }
     }
 
@@ -33,7 +35,7 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 
     /// Appends `item`.
-    pub async fn put(&mut self, item: &[u8], wait: Wait) -> Result<(), Error> {
+    pub async fn put(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
         let handle = self.info.handle;
         self.client.call(Op::Put { handle, item, wait }, done).await
     }
@@ -41,7 +43,7 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     /// Takes the oldest item into `buf` and returns its length. `buf` must hold the queue's
     /// largest item (`info().spec.max_item`), checked before anything is sent, so an item is
     /// never taken off the queue and then lost for want of room.
-    pub async fn get(&mut self, wait: Wait, buf: &mut [u8]) -> Result<usize, Error> {
+    pub async fn get(&self, wait: Wait, buf: &mut [u8]) -> Result<usize, Error> {
         if buf.len() < self.info.spec.max_item as usize {
             return Err(Error::Depot(depot_core::Error::TooLarge));
         }
@@ -54,7 +56,7 @@ impl<'c, 'a> RawQueue<'c, 'a> {
 
     /// Takes the oldest item and hands its bytes to `f` in place (no copy).
     pub async fn get_with<R>(
-        &mut self,
+        &self,
         wait: Wait,
         mut f: impl FnMut(&[u8]) -> Result<R, Error>,
     ) -> Result<R, Error> {
@@ -68,7 +70,7 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 
     /// Items in the queue now.
-    pub async fn qsize(&mut self) -> Result<u32, Error> {
+    pub async fn qsize(&self) -> Result<u32, Error> {
         let handle = self.info.handle;
         self.client
             .call(Op::Size { handle }, |reply| match reply {
@@ -79,13 +81,13 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 
     /// Marks one item taken by a `get` as processed (JoinableQueue).
-    pub async fn task_done(&mut self) -> Result<(), Error> {
+    pub async fn task_done(&self) -> Result<(), Error> {
         let handle = self.info.handle;
         self.client.call(Op::TaskDone { handle }, done).await
     }
 
     /// Waits until every item put has been marked done.
-    pub async fn join(&mut self, wait: Wait) -> Result<(), Error> {
+    pub async fn join(&self, wait: Wait) -> Result<(), Error> {
         let handle = self.info.handle;
         self.client.call(Op::Join { handle, wait }, done).await
     }
@@ -99,6 +101,14 @@ pub struct Queue<'c, 'a, T, const N: usize = 64> {
     _items: PhantomData<fn(T) -> T>,
 }
 
+impl<T, const N: usize> Clone for Queue<'_, '_, T, N> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, const N: usize> Copy for Queue<'_, '_, T, N> {}
+
 impl<'c, 'a, T, const N: usize> Queue<'c, 'a, T, N>
 where
     T: Serialize + DeserializeOwned,
@@ -111,19 +121,19 @@ where
     }
 
     /// The raw proxy underneath.
-    pub fn raw(&mut self) -> &mut RawQueue<'c, 'a> {
-        &mut self.raw
+    pub fn raw(&self) -> &RawQueue<'c, 'a> {
+        &self.raw
     }
 
     /// Appends `item`; `Error::Encode` if it does not encode into `N` bytes.
-    pub async fn put(&mut self, item: &T, wait: Wait) -> Result<(), Error> {
+    pub async fn put(&self, item: &T, wait: Wait) -> Result<(), Error> {
         let mut scratch = [0u8; N];
         let len = value::to_slice(item, &mut scratch).map_err(|_| Error::Encode)?;
         self.raw.put(&scratch[..len], wait).await
     }
 
     /// Takes the oldest item; `Error::Decode` if it is not a `T`.
-    pub async fn get(&mut self, wait: Wait) -> Result<T, Error> {
+    pub async fn get(&self, wait: Wait) -> Result<T, Error> {
         self.raw
             .get_with(wait, |bytes| {
                 value::from_slice(bytes).map_err(|e| Error::Decode(e.into()))
@@ -132,17 +142,17 @@ where
     }
 
     /// Items in the queue now.
-    pub async fn qsize(&mut self) -> Result<u32, Error> {
+    pub async fn qsize(&self) -> Result<u32, Error> {
         self.raw.qsize().await
     }
 
     /// Marks one item taken by a `get` as processed.
-    pub async fn task_done(&mut self) -> Result<(), Error> {
+    pub async fn task_done(&self) -> Result<(), Error> {
         self.raw.task_done().await
     }
 
     /// Waits until every item put has been marked done.
-    pub async fn join(&mut self, wait: Wait) -> Result<(), Error> {
+    pub async fn join(&self, wait: Wait) -> Result<(), Error> {
         self.raw.join(wait).await
     }
 }

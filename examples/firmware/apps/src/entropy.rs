@@ -13,6 +13,10 @@ pub struct TestEntropy {
 }
 
 impl TestEntropy {
+    /// A generator to be replaced by [`TestEntropy::from_board`] before use (it lets a
+    /// `static` hold one).
+    pub const UNSEEDED: TestEntropy = TestEntropy { state: 0 };
+
     /// Seeded from the board's (weak) entropy.
     pub fn from_board() -> Self {
         let seed = depot_board::entropy();

@@ -75,12 +75,31 @@ pub fn report(name: &str, what: &'static str, error: depot_embassy::Error) -> &'
 }
 
 /// What a client borrows for as long as it lives: the TCP socket's windows and depot's frames
-/// (and the entropy of its handshake, for as long as that lasts).
-struct ClientMemory {
+/// (and the entropy of its handshake, for as long as that lasts). `SLOTS` is the client's
+/// calls in flight at once (see `ClientBuffers`).
+pub struct ClientMemory<const SLOTS: usize = 2> {
     rx: [u8; 1024],
     tx: [u8; 1024],
-    buffers: ClientBuffers,
+    buffers: ClientBuffers<512, SLOTS>,
     entropy: TestEntropy,
+}
+
+impl<const SLOTS: usize> ClientMemory<SLOTS> {
+    /// Zeroed buffers; the entropy is seeded when [`connect_with`] uses them.
+    pub const fn new() -> Self {
+        ClientMemory {
+            rx: [0; 1024],
+            tx: [0; 1024],
+            buffers: ClientBuffers::new(),
+            entropy: TestEntropy::UNSEEDED,
+        }
+    }
+}
+
+impl<const SLOTS: usize> Default for ClientMemory<SLOTS> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 static CLIENT_MEMORY: StaticCell<ClientMemory> = StaticCell::new();
@@ -91,12 +110,16 @@ pub fn connect<'k>(
     stack: Stack<'static>,
     authkey: &'k [u8],
 ) -> impl Future<Output = Result<Client<'static>, depot_embassy::Error>> + 'k {
-    let memory = CLIENT_MEMORY.init(ClientMemory {
-        rx: [0; 1024],
-        tx: [0; 1024],
-        buffers: ClientBuffers::new(),
-        entropy: TestEntropy::from_board(),
-    });
+    connect_with(stack, authkey, CLIENT_MEMORY.init(ClientMemory::new()))
+}
+
+/// [`connect`] in memory of the caller's, for a client with more slots than the default two.
+pub fn connect_with<'k, const SLOTS: usize>(
+    stack: Stack<'static>,
+    authkey: &'k [u8],
+    memory: &'static mut ClientMemory<SLOTS>,
+) -> impl Future<Output = Result<Client<'static>, depot_embassy::Error>> + 'k {
+    memory.entropy = TestEntropy::from_board();
     let socket = TcpSocket::new(stack, &mut memory.rx, &mut memory.tx);
     // The client's own future, not a wrapper around it: one state machine less in every app.
     Client::connect(

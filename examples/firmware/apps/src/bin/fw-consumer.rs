@@ -36,11 +36,11 @@ async fn main(spawner: Spawner) {
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
     net::up(stack).await?;
-    let mut client = connect(stack, AUTHKEY)
+    let client = connect(stack, AUTHKEY)
         .await
         .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
-    let mut queue = client
+    let queue = client
         .queue::<u32, 8>(QUEUE)
         .await
         .map_err(|e| report(NAME, "open", e))?;
