@@ -24,7 +24,7 @@ use crate::threaded::{self, QueueClient};
 pub const SUBCOMMAND: &str = "__depot-manager";
 
 const AUTHKEY: &str = "depot-bench-key";
-const QUEUE: &str = "bench";
+pub(crate) const QUEUE: &str = "bench";
 /// Items per `put_many` / `get_many` call in the pipelined transfer and the (g) fill (the client
 /// keeps up to 256 requests in flight within a call).
 const BATCH: usize = 4096;
@@ -323,7 +323,7 @@ impl Spec {
 }
 
 /// A manager process; killed on drop if it has not stopped.
-struct ManagerProcess {
+pub(crate) struct ManagerProcess {
     child: LineChild,
     addr: String,
 }
@@ -340,6 +340,24 @@ impl ManagerProcess {
 
     fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// A manager serving one queue named [`QUEUE`] of `capacity` items of at most `max_item`
+    /// bytes each, to clients of other systems (Python's, on the same port).
+    pub(crate) fn for_clients(capacity: usize, max_item: usize) -> Result<Self> {
+        ManagerProcess::start(&Spec {
+            capacity,
+            max_item,
+            storage: Some(capacity.max(1) * (max_item + 4)),
+            max_connections: None,
+        })
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> Result<u16> {
+        let port = self.addr.rsplit(':').next().unwrap_or_default();
+        port.parse()
+            .with_context(|| format!("no port in the manager's address {:?}", self.addr))
     }
 }
 
