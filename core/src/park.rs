@@ -21,6 +21,8 @@ pub struct ParkStore<'a> {
     kind: Kind<'a>,
 }
 
+// One store per manager: the lent variant's inline bookkeeping is its point (no allocation).
+#[allow(clippy::large_enum_variant)]
 enum Kind<'a> {
     Slots {
         data: Managed<'a, u8>,
