@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Python BaseManager side of depot-bench: the manager and its clients, standard library only.
 
-The Rust harness starts one process per role and talks to it by lines on stdin/stdout:
+The Rust harness starts one process per role and talks to it by lines on stdin/stdout (the
+clients also run against depot's manager: --queue then names depot's queue):
   manager   serve task_queue (a queue.Queue) and a 'control' object; print {"port": P}
   connect   time COUNT connect() calls; print {"samples_ns": [...]}
   pairs     COUNT put-then-get pairs on one proxy; print {"elapsed_ns": N}
@@ -59,15 +60,20 @@ def serve(args):
 
 
 def connect(args):
-    QueueManager.register("task_queue")
+    QueueManager.register(args.queue)
     QueueManager.register("control")
     manager = QueueManager(address=("127.0.0.1", args.port), authkey=args.authkey.encode())
     manager.connect()
     return manager
 
 
+def proxy(args):
+    """The queue's proxy, as `manager.task_queue()` would give it."""
+    return getattr(connect(args), args.queue)()
+
+
 def time_connects(args):
-    QueueManager.register("task_queue")
+    QueueManager.register(args.queue)
     samples = []
     for _ in range(args.count):
         manager = QueueManager(address=("127.0.0.1", args.port), authkey=args.authkey.encode())
@@ -78,7 +84,7 @@ def time_connects(args):
 
 
 def pairs(args):
-    q = connect(args).task_queue()
+    q = proxy(args)
     item = b"x" * args.size
     q.put(item)
     q.get()
@@ -90,7 +96,7 @@ def pairs(args):
 
 
 def produce(args):
-    q = connect(args).task_queue()
+    q = proxy(args)
     q.qsize()  # opens the proxy's connection before the barrier
     item = b"x" * args.size
     print("READY", flush=True)
@@ -104,7 +110,7 @@ def produce(args):
 
 
 def consume(args):
-    q = connect(args).task_queue()
+    q = proxy(args)
     q.qsize()
     print("READY", flush=True)
     wait_line()
@@ -169,6 +175,7 @@ def main():
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--size", type=int, default=8)
     parser.add_argument("--sentinels", type=int, default=1)
+    parser.add_argument("--queue", default="task_queue")
     args = parser.parse_args()
     MODES[args.mode](args)
 

@@ -94,13 +94,13 @@ fn bench(options: &Options) -> Result<bool> {
         "depot-bench — {mode} mode, {} run(s) per figure: median, spread min–max; {cpus} CPUs, loopback",
         plan.runs
     );
-    println!("ratios are this system's value ÷ the reference's (depot, raw-tcp); the clock starts at a barrier");
+    println!("ratios are this system's value ÷ the reference's (depot, raw-tcp, python); the clock starts at a barrier");
     for contender in &contenders {
         let how = match &contender.available {
             Ok(()) => contender.system.clients().to_owned(),
             Err(reason) => format!("skipped: {reason}"),
         };
-        println!("  {:<8} {how}", contender.system.name());
+        println!("  {:<11} {how}", contender.system.name());
     }
     print!("{}", report::render(&rows));
 

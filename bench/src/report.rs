@@ -11,6 +11,8 @@ use crate::workloads::{Better, Cell, Row};
 pub const DEPOT: &str = "depot";
 /// The ceiling.
 pub const RAW_TCP: &str = "raw-tcp";
+/// Python's own manager, with the same Python clients as `py-on-depot`.
+pub const PYTHON: &str = "python";
 
 /// `row`'s median divided by `reference`'s median for the same metric, when both exist.
 pub fn ratio(rows: &[Row], row: &Row, reference: &str) -> Option<f64> {
@@ -47,26 +49,34 @@ pub fn render(rows: &[Row]) -> String {
         };
         out += &format!("\n{} — {}, {better}\n", metric.label, metric.unit);
         out += &format!(
-            "  {:<8} {:>12} {:<14} {:>23} {:>9} {:>10}  {}\n",
-            "system", "value", "unit", "spread (min–max)", "vs depot", "vs raw-tcp", "note"
+            "  {:<11} {:>12} {:<14} {:>23} {:>9} {:>10} {:>9}  {}\n",
+            "system",
+            "value",
+            "unit",
+            "spread (min–max)",
+            "vs depot",
+            "vs raw-tcp",
+            "vs python",
+            "note"
         );
         for row in group {
             let line = match &row.cell {
                 Cell::Value {
                     median, min, max, ..
                 } => format!(
-                    "{:>12} {:<14} {:>23} {:>9} {:>10}  {}",
+                    "{:>12} {:<14} {:>23} {:>9} {:>10} {:>9}  {}",
                     number(*median),
                     row.metric.unit,
                     format!("{}–{}", number(*min), number(*max)),
                     ratio(rows, row, DEPOT).map_or("—".into(), times),
                     ratio(rows, row, RAW_TCP).map_or("—".into(), times),
+                    ratio(rows, row, PYTHON).map_or("—".into(), times),
                     row.note.as_deref().unwrap_or(""),
                 ),
                 Cell::Skipped(reason) => format!("skipped: {reason}"),
                 Cell::Failed(error) => format!("FAILED: {error}"),
             };
-            out += &format!("  {:<8} {line}\n", row.system);
+            out += &format!("  {:<11} {line}\n", row.system);
         }
     }
     out
@@ -94,6 +104,7 @@ pub fn to_json(rows: &[Row]) -> Value {
             "run_values": runs,
             "ratio_vs_depot": ratio(rows, row, DEPOT),
             "ratio_vs_raw_tcp": ratio(rows, row, RAW_TCP),
+            "ratio_vs_python": ratio(rows, row, PYTHON),
             "note": row.note,
             "reason": reason,
         })

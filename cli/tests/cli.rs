@@ -1267,3 +1267,68 @@ max_item = 1000
     assert!(r.status.success(), "{}", r.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `python3`, and the `python3.X` launchers in `DEPOT_PYTHONS` (from `tests/extra-pythons`).
+fn pythons() -> Vec<String> {
+    let mut all = vec!["python3".to_owned()];
+    match std::env::var("DEPOT_PYTHONS") {
+        Ok(dir) => all.extend(["3.9", "3.13", "3.14"].map(|v| format!("{dir}/python{v}"))),
+        Err(_) => eprintln!("DEPOT_PYTHONS not set: only python3 runs"),
+    }
+    all
+}
+
+/// The seed's Python `close` script, unchanged but for the address: connect, put one item,
+/// then `m.close()`; `then` runs after it.
+fn python_close(python: &str, addr: &str, then: &str) -> Run {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "from multiprocessing.managers import BaseManager, RemoteError\n\
+         class QueueManager(BaseManager): pass\n\
+         QueueManager.register('task_queue'); QueueManager.register('close')\n\
+         m = QueueManager(address=('{host}', {port}), authkey=b'{KEY}'); m.connect()\n\
+         m.task_queue().put(7)\n\
+         {then}\n"
+    );
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run(cmd)
+}
+
+#[test]
+fn python_close_stops_serve_with_remote_shutdown() {
+    for python in pythons() {
+        let (server, addr) = serve(&["--queue", "task_queue", "--allow-remote-shutdown"]);
+        let r = python_close(&python, &addr, "m.close(); print('closed')");
+        assert!(
+            r.status.success() && r.stdout.trim() == "closed",
+            "{python}: {}\n{}",
+            r.status,
+            r.stderr
+        );
+        let r = server.finish();
+        assert!(r.status.success(), "serve exit {}: {}", r.status, r.stderr);
+        let text = run(depot(Some(KEY), &["stat", "--connect", &addr]))
+            .failed()
+            .to_owned();
+        assert!(text.starts_with("connection refused"), "{python}: {text}");
+    }
+}
+
+#[test]
+fn python_close_refused_without_remote_shutdown() {
+    for python in pythons() {
+        let (server, addr) = serve(&["--queue", "task_queue"]);
+        let then = "try:\n    m.close(); raise SystemExit('close must fail')\n\
+                    except RemoteError as e:\n    assert 'does not allow remote shutdown' in str(e), e\n\
+                    assert m.task_queue().get(timeout=5) == 7";
+        let r = python_close(&python, &addr, then);
+        assert!(r.status.success(), "{python}: {}\n{}", r.status, r.stderr);
+        // Still serving after the script has gone.
+        run(depot(Some(KEY), &["stat", "--connect", &addr])).ok();
+        drop(server);
+    }
+}

@@ -312,6 +312,9 @@ pub struct Manager<'a> {
     lists: [IdList; 3],
     open_conns: u32,
     shutting_down: bool,
+    /// A granted remote stop from a Python client begins the shutdown at this time.
+    #[cfg(feature = "python")]
+    stop_at: Option<Instant>,
     /// The time the transport passed with its latest call.
     now: Instant,
     /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
@@ -341,6 +344,8 @@ impl<'a> Manager<'a> {
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
             shutting_down: false,
+            #[cfg(feature = "python")]
+            stop_at: None,
             now: Instant::ZERO,
             next_wake: None,
             #[cfg(feature = "python")]
@@ -550,6 +555,16 @@ impl<'a> Manager<'a> {
             return;
         }
         self.next_wake = None;
+        #[cfg(feature = "python")]
+        if let Some(at) = self.stop_at {
+            if at <= now {
+                self.stop_at = None;
+                debug!("remote stop from a python client");
+                self.shutdown(now);
+            } else {
+                self.wake_at(at);
+            }
+        }
         let mut from = 0;
         while let Some(w) = self.waiters.find_from(from, |w| w.deadline().is_some()) {
             from = w + 1;
@@ -1809,6 +1824,8 @@ impl Manager<'_> {
                 }
             }
             PyStep::Wait => (true, None),
+            // Only a reply leads to a stop.
+            PyStep::Stop => (true, Some(CloseReason::Unexpected)),
             PyStep::Close(why) => {
                 debug!("connection {}: python client closed: {:?}", i, why);
                 let reason = match why {
@@ -1866,6 +1883,7 @@ impl Manager<'_> {
         };
         let was_idle = c.tx.is_empty();
         let mut close = None;
+        let mut stop = false;
         let need = match reply {
             Reply::Item { item, .. } => crate::python::conn::item_reply_bound(item.len()),
             _ => crate::python::conn::SMALL_REPLY_BOUND,
@@ -1876,9 +1894,18 @@ impl Manager<'_> {
                     close = last.then_some(CloseReason::PeerClosed);
                     Some(len)
                 }
+                PyStep::Stop => {
+                    stop = true;
+                    None
+                }
                 _ => None,
             }
         });
+        if stop {
+            // Nothing was written; the answer is the stop's.
+            let answer = self.python_stop();
+            return self.python_push(i, &answer);
+        }
         if pushed.is_err() {
             return false;
         }
@@ -1888,6 +1915,23 @@ impl Manager<'_> {
             self.begin_close(i, reason);
         }
         true
+    }
+
+    /// A Python client's remote stop (a registered `close`/`stop`): granted when remote
+    /// shutdown is allowed, and then begun after a grace that lets the client's follow-up
+    /// `incref`/`decref` connections be served.
+    fn python_stop(&mut self) -> Reply<'static> {
+        if !self.config.allow_remote_shutdown {
+            return Reply::Error(ErrorCode::NotAllowed);
+        }
+        if !self.shutting_down && self.stop_at.is_none() {
+            let at = self
+                .now
+                .add_millis(u64::from(crate::python::conn::STOP_GRACE_MS));
+            self.stop_at = Some(at);
+            self.wake_at(at);
+        }
+        Reply::Done
     }
 
     /// Takes the oldest item of `handle` into a reply on Python connection `i`; an item

@@ -26,6 +26,10 @@ fn scratch() -> ScratchStore<'static> {
 }
 
 fn manager(tx: usize) -> Manager<'static> {
+    manager_with(tx, ManagerConfig::default())
+}
+
+fn manager_with(tx: usize, config: ManagerConfig) -> Manager<'static> {
     let spec = QueueSpec {
         capacity: 64,
         max_item: 4096,
@@ -49,7 +53,7 @@ fn manager(tx: usize) -> Manager<'static> {
         waiters: vec![Waiter::EMPTY; 64].into(),
         parked: ParkStore::slots(vec![0; 16 * 4096], 4096),
     };
-    let mut m = Manager::new(ManagerConfig::default(), b"secret", resources);
+    let mut m = Manager::new(config, b"secret", resources);
     m.serve_python(
         b"secret",
         PythonStorage {
@@ -68,6 +72,8 @@ struct Transport {
     listener: TcpListener,
     socks: HashMap<ConnId, TcpStream>,
     start: StdInstant,
+    /// The manager's clock stands at this many milliseconds when set.
+    frozen: Option<u64>,
     accepted: u64,
 }
 
@@ -77,19 +83,27 @@ impl Transport {
     }
 
     fn with_tx(tx: usize) -> Self {
+        Self::with_manager(manager(tx))
+    }
+
+    fn with_manager(m: Manager<'static>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         Transport {
-            m: manager(tx),
+            m,
             listener,
             socks: HashMap::new(),
             start: StdInstant::now(),
+            frozen: None,
             accepted: 0,
         }
     }
 
     fn now(&self) -> depot_core::Instant {
-        depot_core::Instant::from_millis(self.start.elapsed().as_millis() as u64)
+        let ms = self
+            .frozen
+            .unwrap_or(self.start.elapsed().as_millis() as u64);
+        depot_core::Instant::from_millis(ms)
     }
 
     fn turn(&mut self) {
@@ -100,8 +114,10 @@ impl Transport {
             self.accepted += 1;
             let mut nonce = [0u8; 32];
             nonce[..8].copy_from_slice(&self.accepted.to_le_bytes());
-            let id = self.m.accept(now, nonce).unwrap();
-            self.socks.insert(id, sock);
+            // A manager that is shutting down refuses: the socket closes.
+            if let Ok(id) = self.m.accept(now, nonce) {
+                self.socks.insert(id, sock);
+            }
         }
         self.m.handle_timeout(now);
         let ids: Vec<ConnId> = self.socks.keys().copied().collect();
@@ -390,4 +406,75 @@ fn full_queue_and_blocked_put() {
     );
     let small = t.m.stat(1).unwrap();
     assert_eq!((small.total_put, small.total_got, small.len), (3, 3, 0));
+}
+
+/// Python's `register('close')` then `m.close()`, the way scripts stop a standalone manager.
+fn close_script(port: u16, then: &str) -> Command {
+    let script = format!(
+        "from multiprocessing.managers import BaseManager as B, RemoteError\n\
+         B.register('close'); B.register('jobs')\n\
+         m = B(address=('127.0.0.1', {port}), authkey=b'secret'); m.connect()\n\
+         {then}\n"
+    );
+    let mut c = Command::new("python3");
+    c.args(["-c", &script])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    c
+}
+
+/// With remote shutdown allowed, `m.close()` returns (its `incref`/`decref` on new
+/// connections are answered) and the manager begins its shutdown once the grace has passed
+/// on its own clock, here held still while the client runs.
+#[test]
+fn python_close_stops_the_manager_after_the_grace() {
+    let config = ManagerConfig {
+        allow_remote_shutdown: true,
+        ..ManagerConfig::default()
+    };
+    let mut t = Transport::with_manager(manager_with(32 * 1024, config));
+    t.frozen = Some(1000);
+    let port = t.listener.local_addr().unwrap().port();
+    let child = close_script(port, "m.close(); m.close(); print('closed')")
+        .spawn()
+        .unwrap();
+    let out = t.run_until_exit(child);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "closed",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.m.is_shutting_down(), "stopped before the grace");
+    let grace = u64::from(depot_core::python::conn::STOP_GRACE_MS);
+    t.frozen = Some(1000 + grace - 1);
+    t.turn();
+    assert!(!t.m.is_shutting_down(), "stopped before the grace");
+    t.frozen = Some(1000 + grace);
+    t.turn();
+    assert!(t.m.is_shutting_down());
+    for _ in 0..100 {
+        t.turn();
+    }
+    assert_eq!(t.m.connections(), 0);
+}
+
+/// Without permission `m.close()` raises in the client and the manager serves on.
+#[test]
+fn python_close_refused_without_remote_shutdown() {
+    let mut t = Transport::new();
+    let port = t.listener.local_addr().unwrap().port();
+    let then = "try:\n    m.close(); raise SystemExit('close must fail')\n\
+                except RemoteError as e:\n    assert 'does not allow remote shutdown' in str(e), e\n\
+                m.jobs().put('still serving')";
+    let out = t.run_until_exit(close_script(port, then).spawn().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..1000 {
+        t.turn();
+    }
+    assert!(!t.m.is_shutting_down());
+    assert_eq!(t.m.stat(0).unwrap().len, 1);
 }

@@ -76,7 +76,7 @@ fn machine(authenticated: bool, data: &[u8]) {
             Step::Execute(_) => {
                 let pick = replies.next().copied().unwrap_or(0);
                 let item = &bytes[..bytes.len().min(64)];
-                let reply = match pick % 4 {
+                let reply = match pick % 5 {
                     0 => Reply::Done,
                     1 => Reply::Item {
                         handle: depot_core::wire::Handle(0),
@@ -87,10 +87,22 @@ fn machine(authenticated: bool, data: &[u8]) {
                         capacity: 8,
                         full: pick & 1 == 0,
                     }),
+                    3 => Reply::Error(ErrorCode::NoSuchObject),
                     _ => Reply::Error(ErrorCode::Timeout),
                 };
                 let mut s = Scratch::new();
-                py.handle_reply(&reply, &mut s.scratch(), &mut out)
+                match py.handle_reply(&reply, &mut s.scratch(), &mut out) {
+                    // A remote stop: granted or refused, as the manager decides.
+                    Step::Stop => {
+                        let verdict = if pick & 8 == 0 {
+                            Reply::Done
+                        } else {
+                            Reply::Error(ErrorCode::NotAllowed)
+                        };
+                        py.handle_reply(&verdict, &mut s.scratch(), &mut out)
+                    }
+                    step => step,
+                }
             }
             other => other,
         };

@@ -337,6 +337,24 @@ impl ManagerProcess {
     fn pid(&self) -> u32 {
         self.child.pid()
     }
+
+    /// A manager serving one queue named [`QUEUE`] of `capacity` items of at most `max_item`
+    /// bytes each, to clients of other systems (Python's, on the same port).
+    pub(crate) fn for_clients(capacity: usize, max_item: usize) -> Result<Self> {
+        ManagerProcess::start(&Spec {
+            capacity,
+            max_item,
+            storage: Some(capacity.max(1) * (max_item + 4)),
+            max_connections: None,
+        })
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> Result<u16> {
+        let port = self.addr.rsplit(':').next().unwrap_or_default();
+        port.parse()
+            .with_context(|| format!("no port in the manager's address {:?}", self.addr))
+    }
 }
 
 impl Drop for ManagerProcess {

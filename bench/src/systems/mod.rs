@@ -14,6 +14,7 @@ pub fn all() -> Vec<Box<dyn System>> {
     vec![
         Box::new(raw_tcp::RawTcp),
         Box::new(python::Python::new()),
+        Box::new(python::Python::on_depot()),
         Box::new(redis::Redis::new()),
         Box::new(depot::Depot),
         Box::new(depot_tokio::DepotTokio),

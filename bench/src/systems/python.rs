@@ -1,5 +1,8 @@
 //! Python's `multiprocessing.managers.BaseManager`: `bench/python/bm_bench.py` runs the manager
 //! and every client as processes of their own; this module starts them and reads their JSON.
+//!
+//! The same client processes also run against depot's manager (system `py-on-depot`): the
+//! manager is then the `depot` system's manager process, serving Python clients on its port.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,22 +14,46 @@ use crate::child::{json_u64, LineChild};
 use crate::holder;
 use crate::os;
 use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::systems::depot;
 use crate::workloads::group;
 
 const AUTHKEY: &str = "depot-bench-key";
 /// Most idle connections measured: the manager runs a thread per connection.
 const MAX_IDLE_CONNECTIONS: usize = 1000;
 
-/// The Python system.
+/// Bytes a depot queue needs per item beyond a Python `bytes` item's own: CBOR's byte-string
+/// header (Python items are stored as CBOR values).
+const CBOR_OVERHEAD: usize = 9;
+
+/// Which manager the Python clients talk to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    /// Python's own `BaseManager` server (`bm_bench.py manager`).
+    Python,
+    /// depot's manager process, serving Python clients on its normal port.
+    Depot,
+}
+
+/// Python clients, on Python's manager or on depot's.
 pub struct Python {
     interpreter: Option<PathBuf>,
     script: PathBuf,
+    server: Server,
 }
 
 impl Python {
     /// `python3` (or `DEPOT_BENCH_PYTHON`), resolved once to the real executable so no launcher
     /// shim sits between the harness and the processes it measures.
     pub fn new() -> Self {
+        Self::with_server(Server::Python)
+    }
+
+    /// The same clients against depot's manager.
+    pub fn on_depot() -> Self {
+        Self::with_server(Server::Depot)
+    }
+
+    fn with_server(server: Server) -> Self {
         let requested = std::env::var("DEPOT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
         let interpreter = Command::new(&requested)
             .args(["-c", "import sys; print(sys.executable)"])
@@ -38,6 +65,7 @@ impl Python {
         Python {
             interpreter,
             script,
+            server,
         }
     }
 
@@ -51,6 +79,9 @@ impl Python {
             "--port",
             &port.to_string(),
         ]);
+        if self.server == Server::Depot {
+            command.args(["--queue", depot::QUEUE]);
+        }
         command
     }
 
@@ -62,26 +93,72 @@ impl Python {
         LineChild::spawn(command, format!("python {mode}"))
     }
 
-    fn start_manager(&self) -> Result<Manager> {
-        let mut child = LineChild::spawn(self.command("manager", 0), "python manager")?;
-        let port = json_u64(&child.read_json()?, "port")? as u16;
-        Ok(Manager { child, port })
+    /// A fresh manager whose queue takes `capacity` items of `item_size` bytes (Python's
+    /// queue is unbounded; depot's is sized for the run).
+    fn start_manager(&self, capacity: usize, item_size: usize) -> Result<Manager> {
+        match self.server {
+            Server::Python => {
+                let mut child = LineChild::spawn(self.command("manager", 0), "python manager")?;
+                let port = json_u64(&child.read_json()?, "port")? as u16;
+                Ok(Manager {
+                    port,
+                    process: Process::Python(child),
+                })
+            }
+            Server::Depot => {
+                let process =
+                    depot::ManagerProcess::for_clients(capacity, item_size + CBOR_OVERHEAD)?;
+                Ok(Manager {
+                    port: process.port()?,
+                    process: Process::Depot { _manager: process },
+                })
+            }
+        }
     }
 }
 
-/// A running manager process; killed on drop.
+/// A running manager process; stopped on drop.
 struct Manager {
-    child: LineChild,
     port: u16,
+    process: Process,
 }
+
+enum Process {
+    Python(LineChild),
+    /// Held only to be dropped, which stops it.
+    Depot {
+        _manager: depot::ManagerProcess,
+    },
+}
+
+impl Manager {
+    /// The Python manager's process (the figures that need it run on Python's only).
+    fn python_child(&self) -> Result<&LineChild> {
+        match &self.process {
+            Process::Python(child) => Ok(child),
+            Process::Depot { .. } => bail!("not a Python manager"),
+        }
+    }
+}
+
+/// Queue capacity for (a) and (b) on depot.
+const SMALL_CAPACITY: usize = 1024;
+/// Item size (a) and (b) leave room for on depot.
+const SMALL_ITEM: usize = 64;
 
 impl System for Python {
     fn name(&self) -> &'static str {
-        "python"
+        match self.server {
+            Server::Python => "python",
+            Server::Depot => "py-on-depot",
+        }
     }
 
     fn clients(&self) -> &'static str {
-        "processes (manager and each client), one proxy connection each"
+        match self.server {
+            Server::Python => "processes (manager and each client), one proxy connection each",
+            Server::Depot => "the python system's client processes, one proxy connection each, against depot's manager process (as for depot)",
+        }
     }
 
     fn check(&mut self) -> Result<(), String> {
@@ -95,7 +172,7 @@ impl System for Python {
     }
 
     fn connect_auth(&mut self, samples: usize) -> Outcome {
-        let manager = self.start_manager()?;
+        let manager = self.start_manager(SMALL_CAPACITY, SMALL_ITEM)?;
         let mut client = self.client("connect", manager.port, &[("count", samples)])?;
         let out = client.read_json()?;
         client.finish()?;
@@ -111,7 +188,7 @@ impl System for Python {
     }
 
     fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
-        let manager = self.start_manager()?;
+        let manager = self.start_manager(SMALL_CAPACITY, item_size.max(SMALL_ITEM))?;
         let mut client = self.client(
             "pairs",
             manager.port,
@@ -128,7 +205,7 @@ impl System for Python {
         if shape.pipelined {
             return Ok(None);
         }
-        let manager = self.start_manager()?;
+        let manager = self.start_manager(shape.items + shape.consumers, shape.item_size)?;
         let mut producers = (0..shape.producers)
             .map(|i| {
                 let args = [
@@ -175,10 +252,14 @@ impl System for Python {
     }
 
     fn idle_connections(&mut self, connections: usize) -> Outcome {
+        if self.server == Server::Depot {
+            // depot's own figure (its clients) measures the same manager.
+            return Ok(None);
+        }
         let measured = connections.min(MAX_IDLE_CONNECTIONS);
-        let manager = self.start_manager()?;
+        let manager = self.start_manager(SMALL_CAPACITY, SMALL_ITEM)?;
         let holder = self.client("hold", manager.port, &[("count", measured)])?;
-        let m = holder::idle_memory(manager.child.pid(), holder, measured)?;
+        let m = holder::idle_memory(manager.python_child()?.pid(), holder, measured)?;
         let note = if measured < connections {
             format!(
                 "{} connections measured of {} asked (a manager thread each)",
@@ -192,17 +273,22 @@ impl System for Python {
     }
 
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
-        let manager = self.start_manager()?;
+        if self.server == Server::Depot {
+            // Filled by a helper inside Python's manager; depot's own figure covers depot.
+            return Ok(None);
+        }
+        let manager = self.start_manager(items, item_size)?;
+        let pid = manager.python_child()?.pid();
         let mut filler = self.client(
             "fill",
             manager.port,
             &[("count", items), ("size", item_size)],
         )?;
         filler.expect("READY")?;
-        let before = os::settled_rss_bytes(manager.child.pid())?;
+        let before = os::settled_rss_bytes(pid)?;
         filler.send("go")?;
         filler.expect("DONE")?;
-        let after = os::settled_rss_bytes(manager.child.pid())?;
+        let after = os::settled_rss_bytes(pid)?;
         filler.send("quit")?;
         filler.finish()?;
         Ok(Some(Measurement::bytes_per(before, after, items).with_note(

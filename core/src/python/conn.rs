@@ -19,6 +19,13 @@
 //! connection carries proxy calls, whose failures are `#ERROR` with the exception Python code
 //! catches (`queue.Empty`, `queue.Full`, `TypeError`, `ValueError`).
 //!
+//! The remote-function idiom `register('close')` (or `'stop'`), then `m.close()`, is a `create`
+//! of that typeid. When no queue has that name it asks for the manager's remote shutdown
+//! ([`Step::Stop`]): if allowed, the client gets [`STOP_IDENT`] (exposing nothing), whose
+//! `incref`/`decref` always succeed, and the manager stops [`STOP_GRACE_MS`] later, so the
+//! client's follow-up connections are still answered (CPython's own example delays its stop
+//! the same way); if not, `create` answers `#TRACEBACK` and the client raises.
+//!
 //! An object's ident is `dq` and its handle in hex: any string serves Python clients, and this
 //! one works on every connection without a table. Depot does not count proxy references (a
 //! queue lives as long as the manager, as `lambda: q` does in Python): `incref` and `decref`
@@ -44,6 +51,16 @@ pub const EXPOSED: [&str; 9] = [
     "qsize",
     "task_done",
 ];
+
+/// The ident of the token a remote `close`/`stop` returns (not a queue's: those start `dq`).
+pub const STOP_IDENT: &str = "depot-stop";
+
+/// Typeids that stop the manager when no queue has that name.
+pub const STOP_NAMES: [&str; 2] = ["close", "stop"];
+
+/// How long after a granted `close`/`stop` the manager begins its shutdown: long enough for
+/// the client's `incref` and `decref` connections that follow the reply.
+pub const STOP_GRACE_MS: u32 = 300;
 
 /// Output bytes any reply other than a `get`'s needs, frame header included.
 pub const SMALL_REPLY_BOUND: usize = 512;
@@ -79,6 +96,10 @@ pub enum Step<'b> {
     Wait,
     /// Close now.
     Close(PyClose),
+    /// The client called a registered `close`/`stop` and no queue has that name: the
+    /// manager's remote shutdown. Hand [`PyConn::handle_reply`] `Reply::Done` if the manager
+    /// will stop (after [`STOP_GRACE_MS`]), `Reply::Error(ErrorCode::NotAllowed)` if not.
+    Stop,
 }
 
 /// Why a Python connection ends without a reply.
@@ -97,6 +118,10 @@ pub enum PyClose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     Create,
+    /// `create` of a name in [`STOP_NAMES`]: a queue's, else a remote stop.
+    CreateOrStop,
+    /// The manager was asked to stop.
+    Stop,
     Exists,
     GetMethods,
     NumberOfObjects,
@@ -138,6 +163,8 @@ enum Out<'a> {
     Int(i64),
     Text(&'a str),
     Created(Handle),
+    /// The token of a granted stop: `(STOP_IDENT, ())`.
+    StopToken,
     Exposed,
     Status(ManagerStatus),
     Item(&'a [u8]),
@@ -264,7 +291,16 @@ impl PyConn {
         out: &mut [u8],
     ) -> Step<'static> {
         let o = match (call, *reply) {
-            (Call::Create, Reply::Opened(info)) => Out::Created(info.handle),
+            (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => Out::Created(info.handle),
+            (Call::CreateOrStop, Reply::Error(ErrorCode::NoSuchObject)) => {
+                self.state = State::Busy(Call::Stop);
+                return Step::Stop;
+            }
+            (Call::Stop, Reply::Done) => Out::StopToken,
+            (Call::Stop, Reply::Error(ErrorCode::NotAllowed)) => Out::Traceback(
+                "RuntimeError",
+                "this depot manager does not allow remote shutdown",
+            ),
             (Call::GetMethods, Reply::Size(_)) => Out::Exposed,
             (
                 Call::Exists | Call::Put | Call::TaskDone | Call::Join | Call::Shutdown,
@@ -396,11 +432,20 @@ impl PyConn {
                     "TypeError",
                     "create() takes a typeid and no arguments for a depot queue",
                 ))?;
-                Ok((Call::Create, Op::Open { name: typeid }))
+                let call = if STOP_NAMES.contains(&typeid) {
+                    Call::CreateOrStop
+                } else {
+                    Call::Create
+                };
+                Ok((call, Op::Open { name: typeid }))
             }
             "incref" | "decref" => {
-                let handle = one_arg()
-                    .and_then(|i| p.str(i))
+                let ident = one_arg().and_then(|i| p.str(i));
+                if ident == Some(STOP_IDENT) {
+                    // A stop token holds nothing to count.
+                    return Err(Out::None);
+                }
+                let handle = ident
                     .and_then(parse_ident)
                     .ok_or(Out::Traceback("KeyError", "no such ident"))?;
                 Ok((Call::Exists, Op::Size { handle }))
@@ -659,6 +704,8 @@ fn error_out<'a>(call: Call, code: ErrorCode) -> Out<'a> {
     let public = matches!(
         call,
         Call::Create
+            | Call::CreateOrStop
+            | Call::Stop
             | Call::Exists
             | Call::GetMethods
             | Call::NumberOfObjects
@@ -718,6 +765,11 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
             let mut buf = [0; 6];
             w.str(ident_of(handle, &mut buf).as_bytes());
             write_exposed(w);
+            w.tuple(2);
+        }
+        Out::StopToken => {
+            w.str(STOP_IDENT.as_bytes());
+            w.tuple(0);
             w.tuple(2);
         }
         Out::Exposed => write_exposed(w),
