@@ -1619,27 +1619,30 @@ impl<'a> Manager<'a> {
     /// back to the head of their queues, in their order.
     fn give_back_unsent(&mut self, i: usize) {
         let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        // Last first, so each queue gets them back at its head in their order.
+        #[cfg(feature = "alloc")]
+        let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();
+        #[cfg(feature = "alloc")]
+        let mut next = replies.iter().rev().copied();
+        // Without a heap, each is found by a fresh pass: a lent output holds few replies.
+        #[cfg(not(feature = "alloc"))]
         let mut left = unsent_items(&tx).count();
+        #[cfg(not(feature = "alloc"))]
+        let mut next = core::iter::from_fn(|| {
+            left = left.checked_sub(1)?;
+            unsent_items(&tx).nth(left)
+        });
         let mut given = 0usize;
-        // Last first, so each queue gets them back at its head in their order; a few at a
-        // time, as nothing here may allocate.
-        while left > 0 {
-            let from = left.saturating_sub(GIVE_BACK_CHUNK);
-            let mut chunk = heapless::Vec::<_, GIVE_BACK_CHUNK>::new();
-            for delivered in unsent_items(&tx).skip(from).take(left - from) {
-                let _ = chunk.push(delivered);
-            }
-            for (handle, items) in chunk.iter().rev() {
-                let n = items.iter().count();
-                for k in (0..n).rev() {
-                    if let Some(item) = items.iter().nth(k) {
-                        self.return_item(*handle, item);
-                        given += 1;
-                    }
+        while let Some((handle, items)) = next.next() {
+            let n = items.iter().count();
+            for k in (0..n).rev() {
+                if let Some(item) = items.iter().nth(k) {
+                    self.return_item(handle, item);
+                    given += 1;
                 }
             }
-            left = from;
         }
+        drop(next);
         if given > 0 {
             debug!("connection {}: {} unsent items given back", i, given);
         }
@@ -1719,9 +1722,6 @@ impl<'a> Manager<'a> {
         self.link(List::Ready, i);
     }
 }
-
-/// Item replies given back per pass over a dropped connection's output.
-const GIVE_BACK_CHUNK: usize = 16;
 
 /// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
 /// item is read as a list of one).
