@@ -58,6 +58,13 @@ pub struct ManagerConfig {
     pub allow_create: bool,
     /// Blocked requests one connection may have at once.
     pub max_waiters_per_connection: u32,
+    /// Connections that may be in their handshake at once; a new connection beyond it evicts
+    /// the oldest one still in its handshake. Keep it below the number of connection slots so
+    /// that clients that authenticate always find room.
+    pub max_handshaking: u32,
+    /// Connections from one source (see [`Manager::accept`]) that may be in their handshake at
+    /// once; more are refused ([`AcceptError::SourceLimit`]). 0: no limit.
+    pub max_handshaking_per_source: u32,
 }
 
 impl Default for ManagerConfig {
@@ -70,6 +77,8 @@ impl Default for ManagerConfig {
             allow_remote_shutdown: false,
             allow_create: false,
             max_waiters_per_connection: 64,
+            max_handshaking: u32::MAX,
+            max_handshaking_per_source: 0,
         }
     }
 }
@@ -78,8 +87,13 @@ impl Default for ManagerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum AcceptError {
-    /// Every connection slot is in use; [`encode_busy`] gives bytes to tell the peer.
+    /// Every connection slot is in use; [`encode_busy`] gives bytes to tell the peer. If a
+    /// connection was still in its handshake, the oldest such was evicted to free a slot for the
+    /// next client (it shows [`CloseReason::Busy`] in [`Manager::close_reason`]).
     Busy,
+    /// The source already has `max_handshaking_per_source` connections in their handshake;
+    /// tell the peer as for [`AcceptError::Busy`].
+    SourceLimit,
     /// The manager is shutting down.
     ShuttingDown,
 }
@@ -109,6 +123,18 @@ pub struct Connection<'a> {
     frame_end: usize,
     links: [u32; 2],
     linked: [bool; 2],
+    /// Neighbours on the list of connections in their handshake, oldest first (doubly linked:
+    /// a connection leaves it from anywhere in O(1)).
+    hs_prev: u32,
+    hs_next: u32,
+    /// Whether this connection is on that list.
+    handshaking: bool,
+    /// This connection's source bucket in `source_count` (valid while `handshaking`).
+    source: u32,
+    /// Used as a table indexed by source bucket, not by this connection: how many connections
+    /// of the sources hashed to this slot's index are in their handshake. One entry per slot
+    /// needs no storage of its own.
+    source_count: u32,
 }
 
 // No heap to box into: the session keys live inline, as large as they are.
@@ -168,6 +194,11 @@ impl<'a> Connection<'a> {
             frame_end: 0,
             links: [NONE; 2],
             linked: [false; 2],
+            hs_prev: NONE,
+            hs_next: NONE,
+            handshaking: false,
+            source: NONE,
+            source_count: 0,
         }
     }
 
@@ -264,6 +295,12 @@ pub struct Manager<'a> {
     parked: ParkStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
+    /// Connections in their handshake, oldest at `head`.
+    handshakes: IdList,
+    handshaking: u32,
+    /// Keys the source hash, so that a peer cannot choose sources that share a bucket with
+    /// another's (set from the first accept's random nonce).
+    source_salt: Option<u64>,
     shutting_down: bool,
     /// The time the transport passed with its latest call.
     now: Instant,
@@ -291,6 +328,9 @@ impl<'a> Manager<'a> {
             parked,
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
+            handshakes: IdList::EMPTY,
+            handshaking: 0,
+            source_salt: None,
             shutting_down: false,
             now: Instant::ZERO,
             next_wake: None,
@@ -312,17 +352,40 @@ impl<'a> Manager<'a> {
         &self.config
     }
 
-    /// Takes a new connection; `nonce` must be fresh random bytes.
-    pub fn accept(&mut self, now: Instant, nonce: [u8; NONCE_LEN]) -> Result<ConnId, AcceptError> {
+    /// Takes a new connection; `nonce` must be fresh random bytes, `source` names where it
+    /// comes from (a host's IP address, a firmware's remote endpoint; empty: no per-source limit).
+    ///
+    /// Admission keeps room for clients that authenticate: when `config.max_handshaking`
+    /// connections are in their handshake, the oldest of them is evicted to make room; when no
+    /// slot is free, the oldest is evicted (its slot is free once the transport closes it) and
+    /// this one is refused `Busy`. Evicted connections close with [`CloseReason::Busy`]: the
+    /// transport sees them in [`Manager::poll_ready`] and closes them as any other. Costs O(1).
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        nonce: [u8; NONCE_LEN],
+        source: &[u8],
+    ) -> Result<ConnId, AcceptError> {
         if self.shutting_down {
             return Err(AcceptError::ShuttingDown);
         }
         self.now = now;
-        let free = &mut self.lists[List::Free as usize];
-        let index = free.head;
-        if index == NONE {
+        let bucket = self.source_bucket(&nonce, source);
+        let limit = self.config.max_handshaking_per_source;
+        if let Some(b) = bucket {
+            if limit > 0 && self.conns[b as usize].source_count >= limit {
+                return Err(AcceptError::SourceLimit);
+            }
+        }
+        if self.lists[List::Free as usize].head == NONE {
+            self.evict_oldest_handshake();
             return Err(AcceptError::Busy);
         }
+        if self.handshaking >= self.config.max_handshaking.max(1) {
+            self.evict_oldest_handshake();
+        }
+        let free = &mut self.lists[List::Free as usize];
+        let index = free.head;
         let c = &mut self.conns[index as usize];
         free.head = c.links[0];
         c.links = [NONE; 2];
@@ -336,8 +399,100 @@ impl<'a> Manager<'a> {
         c.frame_deadline = None;
         c.tx_progress = now;
         self.open_conns += 1;
+        self.enter_handshake(index as usize, bucket);
         self.wake_at(deadline);
         Ok(ConnId(index))
+    }
+
+    /// Connections in their handshake now.
+    pub fn handshaking(&self) -> u32 {
+        self.handshaking
+    }
+
+    /// The bucket of `source` in the per-source table, `None` when it is not counted.
+    fn source_bucket(&mut self, nonce: &[u8; NONCE_LEN], source: &[u8]) -> Option<u32> {
+        if source.is_empty() || self.conns.is_empty() {
+            return None;
+        }
+        let salt = *self.source_salt.get_or_insert_with(|| {
+            let mut salt = [0; 8];
+            salt.copy_from_slice(&nonce[..8]);
+            u64::from_le_bytes(salt)
+        });
+        // FNV-1a over the salt and the key, then a final mix: cheap, and salted so that
+        // colliding sources cannot be picked in advance.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in salt.to_le_bytes().iter().chain(source) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        Some((h % self.conns.len() as u64) as u32)
+    }
+
+    /// Puts connection `i` at the young end of the handshake list.
+    fn enter_handshake(&mut self, i: usize, bucket: Option<u32>) {
+        let tail = self.handshakes.tail;
+        let c = &mut self.conns[i];
+        debug_assert!(!c.handshaking);
+        c.handshaking = true;
+        c.hs_prev = tail;
+        c.hs_next = NONE;
+        c.source = bucket.unwrap_or(NONE);
+        match tail {
+            NONE => self.handshakes.head = i as u32,
+            t => self.conns[t as usize].hs_next = i as u32,
+        }
+        self.handshakes.tail = i as u32;
+        self.handshaking += 1;
+        if let Some(b) = bucket {
+            self.conns[b as usize].source_count += 1;
+        }
+    }
+
+    /// Takes connection `i` off the handshake list (it authenticated or is closing).
+    fn leave_handshake(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if !c.handshaking {
+            return;
+        }
+        c.handshaking = false;
+        let (prev, next, source) = (c.hs_prev, c.hs_next, c.source);
+        c.hs_prev = NONE;
+        c.hs_next = NONE;
+        c.source = NONE;
+        match prev {
+            NONE => self.handshakes.head = next,
+            p => self.conns[p as usize].hs_next = next,
+        }
+        match next {
+            NONE => self.handshakes.tail = prev,
+            n => self.conns[n as usize].hs_prev = prev,
+        }
+        self.handshaking -= 1;
+        if source != NONE {
+            let count = &mut self.conns[source as usize].source_count;
+            debug_assert!(*count > 0);
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Closes the connection that has been in its handshake longest, if any: a peer that has
+    /// not proven the key yet gives way to one that may.
+    fn evict_oldest_handshake(&mut self) {
+        let i = self.handshakes.head;
+        if i == NONE {
+            return;
+        }
+        let i = i as usize;
+        debug!("connection {}: evicted during its handshake", i);
+        let c = &mut self.conns[i];
+        if matches!(c.state, State::AwaitHello { .. }) && c.tx.is_empty() {
+            // The peer waits for a `ServerHello`: tell it why.
+            let _ = c.tx.push_plain(&ServerHello::Reject(CloseReason::Busy));
+        }
+        self.begin_close(i, CloseReason::Busy);
     }
 
     /// Free space to read bytes into (empty while the connection's input is paused or closing).
@@ -431,6 +586,7 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.cancel_waiters(i);
+        self.leave_handshake(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -740,6 +896,7 @@ impl<'a> Manager<'a> {
                     return false;
                 }
                 c.state = State::Open(session);
+                self.leave_handshake(i);
                 self.link(List::Ready, i);
                 true
             }
@@ -1482,6 +1639,7 @@ impl<'a> Manager<'a> {
         }
         debug!("connection {}: closing: {}", i, reason.description());
         self.cancel_waiters(i);
+        self.leave_handshake(i);
         let now = self.now;
         let stall = u64::from(self.config.write_stall_timeout_ms);
         let c = &mut self.conns[i];

@@ -484,7 +484,7 @@ fn fresh_client() -> Client<'static> {
 /// events when each arrives whole.
 fn record() -> (Vec<u8>, Vec<u8>, Vec<Seen>) {
     let mut p = Pair::new(split_setup());
-    let conn = p.m.accept(Instant::ZERO, M_NONCE).unwrap();
+    let conn = p.m.accept(Instant::ZERO, M_NONCE, &[]).unwrap();
     let mut c = fresh_client();
     let (mut up, mut down, mut seen) = (Vec::new(), Vec::new(), Vec::new());
     let mut pending = batches().into_iter();
@@ -524,7 +524,7 @@ fn record() -> (Vec<u8>, Vec<u8>, Vec<Seen>) {
 /// The manager's output for the client stream fed in `chunks`, decoded by a client.
 fn manager_fed(chunks: &[&[u8]]) -> Vec<Seen> {
     let mut p = Pair::new(split_setup());
-    let conn = p.m.accept(Instant::ZERO, M_NONCE).unwrap();
+    let conn = p.m.accept(Instant::ZERO, M_NONCE, &[]).unwrap();
     for chunk in chunks {
         assert_eq!(p.m.handle_input(conn, Instant::ZERO, chunk), chunk.len());
     }
@@ -657,7 +657,7 @@ proptest! {
             p.peers[v].writing = false;
             p.peers[v].conn.unwrap()
         } else {
-            p.m.accept(p.now, [0x99; 32]).unwrap()
+            p.m.accept(p.now, [0x99; 32], &[]).unwrap()
         };
         for piece in junk.chunks(chunk) {
             p.m.handle_input(victim_conn, p.now, piece);

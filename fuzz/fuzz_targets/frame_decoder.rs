@@ -132,7 +132,7 @@ fn manager_case(mode: u8, sizes: u8, data: &[u8]) {
         parked: ParkStore::slots(&mut park[..], 64),
     };
     let mut m = Manager::new(ManagerConfig::default(), KEY, resources);
-    let id = m.accept(Instant::ZERO, MN).unwrap();
+    let id = m.accept(Instant::ZERO, MN, &[]).unwrap();
     if mode == 5 {
         // A valid hello first: the manager now waits for the proof.
         let hello = hello_frame(&CN, 1024);
