@@ -88,8 +88,9 @@ impl Default for ManagerConfig {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum AcceptError {
     /// Every connection slot is in use; [`encode_busy`] gives bytes to tell the peer. If a
-    /// connection was still in its handshake, the oldest such was evicted to free a slot for the
-    /// next client (it shows [`CloseReason::Busy`] in [`Manager::close_reason`]).
+    /// connection was still in its handshake, the oldest such was evicted to free a slot (it
+    /// shows [`CloseReason::Busy`] in [`Manager::close_reason`]): a transport that closes it
+    /// at once (see [`Manager::poll_ready`]) may call `accept` again for this peer.
     Busy,
     /// The source already has `max_handshaking_per_source` connections in their handshake;
     /// tell the peer as for [`AcceptError::Busy`].
@@ -358,7 +359,7 @@ impl<'a> Manager<'a> {
     /// Admission keeps room for clients that authenticate: when `config.max_handshaking`
     /// connections are in their handshake, the oldest of them is evicted to make room; when no
     /// slot is free, the oldest is evicted (its slot is free once the transport closes it) and
-    /// this one is refused `Busy`. Evicted connections close with [`CloseReason::Busy`]: the
+    /// this one is refused `Busy` (see [`AcceptError::Busy`] for taking it after all). Evicted connections close with [`CloseReason::Busy`]: the
     /// transport sees them in [`Manager::poll_ready`] and closes them as any other. Costs O(1).
     pub fn accept(
         &mut self,

@@ -344,7 +344,17 @@ impl Loop<'_> {
             IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             IpAddr::V6(a) => a.octets(),
         };
-        let id = match self.core.accept(now, nonce, &source) {
+        let mut accepted = self.core.accept(now, nonce, &source);
+        if accepted == Err(AcceptError::Busy) {
+            // The core may have evicted a handshake to make room: once that socket is closed,
+            // its slot is free for this connection.
+            let before = self.core.connections();
+            self.drain_ready();
+            if self.core.connections() < before {
+                accepted = self.core.accept(now, nonce, &source);
+            }
+        }
+        let id = match accepted {
             Ok(id) => id,
             Err(e @ (AcceptError::Busy | AcceptError::SourceLimit)) => {
                 if e == AcceptError::Busy {

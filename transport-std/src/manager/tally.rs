@@ -86,7 +86,7 @@ impl Tally {
             auth_failed = auth,
             accept_errors = accept,
             last_accept_error = self.accept_error.as_deref().unwrap_or("-"),
-            "{} connections turned away in the last {secs:.1} s",
+            "turned away {} connections in the last {secs:.1} s",
             busy + source + evicted + auth + accept,
         );
         self.counts = [0; KINDS];
