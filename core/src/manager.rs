@@ -124,12 +124,12 @@ pub struct Connection<'a> {
     frame_end: usize,
     links: [u32; 2],
     linked: [bool; 2],
-    /// Neighbours on the list of connections in their handshake, oldest first (doubly linked:
-    /// a connection leaves it from anywhere in O(1)).
+    /// Neighbours on the list of connections at this stage of their handshake, oldest first
+    /// (doubly linked: a connection leaves it from anywhere in O(1)).
     hs_prev: u32,
     hs_next: u32,
-    /// Whether this connection is on that list.
-    handshaking: bool,
+    /// Which handshake list this connection is on, if any.
+    hs_stage: Option<Stage>,
     /// This connection's source bucket in `source_count` (valid while `handshaking`).
     source: u32,
     /// Used as a table indexed by source bucket, not by this connection: how many connections
@@ -197,7 +197,7 @@ impl<'a> Connection<'a> {
             linked: [false; 2],
             hs_prev: NONE,
             hs_next: NONE,
-            handshaking: false,
+            hs_stage: None,
             source: NONE,
             source_count: 0,
         }
@@ -206,6 +206,14 @@ impl<'a> Connection<'a> {
     fn is_free(&self) -> bool {
         matches!(self.state, State::Free)
     }
+}
+
+/// The stages of a handshake, each with its list of connections, oldest first. Eviction takes
+/// from `Hello` first: a peer that has not even sent a valid hello is the first to give way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Hello = 0,
+    Proof = 1,
 }
 
 /// Which intrusive list of connections.
@@ -296,8 +304,8 @@ pub struct Manager<'a> {
     parked: ParkStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
-    /// Connections in their handshake, oldest at `head`.
-    handshakes: IdList,
+    /// Connections in their handshake by stage, oldest at `head`.
+    handshakes: [IdList; 2],
     handshaking: u32,
     /// Keys the source hash, so that a peer cannot choose sources that share a bucket with
     /// another's (set from the first accept's random nonce).
@@ -329,7 +337,7 @@ impl<'a> Manager<'a> {
             parked,
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
-            handshakes: IdList::EMPTY,
+            handshakes: [IdList::EMPTY; 2],
             handshaking: 0,
             source_salt: None,
             shutting_down: false,
@@ -432,46 +440,25 @@ impl<'a> Manager<'a> {
         Some((h % self.conns.len() as u64) as u32)
     }
 
-    /// Puts connection `i` at the young end of the handshake list.
+    /// Counts connection `i` as in its handshake, awaiting its hello.
     fn enter_handshake(&mut self, i: usize, bucket: Option<u32>) {
-        let tail = self.handshakes.tail;
-        let c = &mut self.conns[i];
-        debug_assert!(!c.handshaking);
-        c.handshaking = true;
-        c.hs_prev = tail;
-        c.hs_next = NONE;
-        c.source = bucket.unwrap_or(NONE);
-        match tail {
-            NONE => self.handshakes.head = i as u32,
-            t => self.conns[t as usize].hs_next = i as u32,
-        }
-        self.handshakes.tail = i as u32;
+        debug_assert!(self.conns[i].hs_stage.is_none());
+        self.conns[i].source = bucket.unwrap_or(NONE);
+        self.hs_link(i, Stage::Hello);
         self.handshaking += 1;
         if let Some(b) = bucket {
             self.conns[b as usize].source_count += 1;
         }
     }
 
-    /// Takes connection `i` off the handshake list (it authenticated or is closing).
+    /// Counts connection `i` as no longer in its handshake (it authenticated or is closing).
     fn leave_handshake(&mut self, i: usize) {
-        let c = &mut self.conns[i];
-        if !c.handshaking {
+        if self.conns[i].hs_stage.is_none() {
             return;
         }
-        c.handshaking = false;
-        let (prev, next, source) = (c.hs_prev, c.hs_next, c.source);
-        c.hs_prev = NONE;
-        c.hs_next = NONE;
-        c.source = NONE;
-        match prev {
-            NONE => self.handshakes.head = next,
-            p => self.conns[p as usize].hs_next = next,
-        }
-        match next {
-            NONE => self.handshakes.tail = prev,
-            n => self.conns[n as usize].hs_prev = prev,
-        }
+        self.hs_unlink(i);
         self.handshaking -= 1;
+        let source = core::mem::replace(&mut self.conns[i].source, NONE);
         if source != NONE {
             let count = &mut self.conns[source as usize].source_count;
             debug_assert!(*count > 0);
@@ -479,10 +466,48 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Closes the connection that has been in its handshake longest, if any: a peer that has
-    /// not proven the key yet gives way to one that may.
+    /// Puts connection `i` at the young end of the `stage` list.
+    fn hs_link(&mut self, i: usize, stage: Stage) {
+        let list = &mut self.handshakes[stage as usize];
+        let tail = list.tail;
+        match tail {
+            NONE => list.head = i as u32,
+            t => self.conns[t as usize].hs_next = i as u32,
+        }
+        self.handshakes[stage as usize].tail = i as u32;
+        let c = &mut self.conns[i];
+        c.hs_stage = Some(stage);
+        c.hs_prev = tail;
+        c.hs_next = NONE;
+    }
+
+    /// Takes connection `i` off its handshake list.
+    fn hs_unlink(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(stage) = c.hs_stage.take() else {
+            return;
+        };
+        let (prev, next) = (c.hs_prev, c.hs_next);
+        c.hs_prev = NONE;
+        c.hs_next = NONE;
+        let list = stage as usize;
+        match prev {
+            NONE => self.handshakes[list].head = next,
+            p => self.conns[p as usize].hs_next = next,
+        }
+        match next {
+            NONE => self.handshakes[list].tail = prev,
+            n => self.conns[n as usize].hs_prev = prev,
+        }
+    }
+
+    /// Closes the connection that has waited longest for its hello or, if none, for its proof:
+    /// a peer that has not proven the key yet gives way to one that may.
     fn evict_oldest_handshake(&mut self) {
-        let i = self.handshakes.head;
+        let i = match self.handshakes[Stage::Hello as usize].head {
+            NONE => self.handshakes[Stage::Proof as usize].head,
+            i => i,
+        };
         if i == NONE {
             return;
         }
@@ -864,6 +889,9 @@ impl<'a> Manager<'a> {
                     transcript,
                     deadline,
                 };
+                self.hs_unlink(i);
+                self.hs_link(i, Stage::Proof);
+                let c = &mut self.conns[i];
                 if c.tx.push_plain(&challenge).is_err() {
                     self.begin_close(i, CloseReason::Malformed);
                     return false;

@@ -4,7 +4,7 @@
 
 mod harness;
 
-use depot_core::wire::{CloseReason, ServerHello, HEADER_LEN};
+use depot_core::wire::{ClientHello, CloseReason, ServerHello, HEADER_LEN, MAGIC, VERSION};
 use depot_core::*;
 use harness::*;
 
@@ -180,4 +180,56 @@ fn handshake_count_follows_every_end() {
     p.accept_silent(b"s").unwrap();
     p.accept_silent(b"s").unwrap();
     assert_eq!(p.accept_silent(b"s"), Err(AcceptError::SourceLimit));
+}
+
+/// A hello frame as a client sends it.
+fn hello_frame() -> Vec<u8> {
+    let hello = ClientHello {
+        magic: MAGIC,
+        min_version: VERSION,
+        max_version: VERSION,
+        nonce: [7; 32],
+        max_frame: 4096,
+    };
+    let mut buf = [0u8; 128];
+    let body = postcard::to_slice(&hello, &mut buf).unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Connections that have not sent a valid hello are evicted before older ones that have: a
+/// client that speaks at once outlives a flood of silent connections.
+#[test]
+fn silent_connections_are_evicted_first() {
+    let mut p = Pair::new(setup(8, 3, 0));
+    let spoke = p.accept_silent(b"").unwrap();
+    assert_eq!(
+        p.m.handle_input(spoke, p.now, &hello_frame()),
+        hello_frame().len()
+    );
+    assert!(!p.m.poll_transmit(spoke).is_empty(), "challenged");
+    let silent = p.accept_silent(b"").unwrap();
+    let later = p.accept_silent(b"").unwrap();
+    // The cap is reached: the newcomer evicts the oldest silent one, not the older speaker.
+    p.accept_silent(b"").unwrap();
+    assert_eq!(p.m.close_reason(silent), Some(CloseReason::Busy));
+    assert_eq!(p.m.close_reason(spoke), None);
+    assert_eq!(p.m.close_reason(later), None);
+    close_if_done(&mut p, silent);
+    // With only speakers left at the cap, the oldest speaker goes.
+    let mut p = Pair::new(setup(8, 2, 0));
+    let first = p.accept_silent(b"").unwrap();
+    let second = p.accept_silent(b"").unwrap();
+    for id in [first, second] {
+        p.m.handle_input(id, p.now, &hello_frame());
+    }
+    p.accept_silent(b"").unwrap();
+    assert_eq!(p.m.close_reason(first), Some(CloseReason::Busy));
+    assert_eq!(p.m.close_reason(second), None);
+    // It was challenged already: it gets no `Reject`, only the close.
+    let out = close_if_done(&mut p, first).unwrap();
+    let (_, rest) = out.split_at(HEADER_LEN);
+    let (hello, _): (ServerHello, _) = postcard::take_from_bytes(rest).unwrap();
+    assert!(matches!(hello, ServerHello::Challenge { .. }));
 }

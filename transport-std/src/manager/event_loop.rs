@@ -37,6 +37,9 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Reads one connection gets per turn before others are served (fairness under floods).
 const READ_BUDGET: usize = 16;
+/// Connections accepted per turn before the others are served: under a flood of connects,
+/// clients already accepted get their hellos read before newer connections evict them.
+const ACCEPT_BUDGET: usize = 64;
 /// How soon to try `accept` again after it failed for lack of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -109,6 +112,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         shared,
         grace_until: None,
         accept_retry: None,
+        accept_more: false,
         reserve_fd: reserve_fd(),
         tally: Tally::new(tally::INTERVAL),
         counters: Counters::default(),
@@ -155,6 +159,8 @@ struct Loop<'m> {
     grace_until: Option<std::time::Instant>,
     /// When to try `accept` again after running out of file descriptors.
     accept_retry: Option<std::time::Instant>,
+    /// The accept budget ran out with connections perhaps still pending.
+    accept_more: bool,
     /// A descriptor kept open to be given up when none is left, so that a client the process
     /// cannot serve is accepted just long enough to be told "busy" (not left hanging).
     reserve_fd: Option<File>,
@@ -197,11 +203,13 @@ impl Loop<'_> {
                     }
                 }
             }
-            if self
-                .accept_retry
-                .is_some_and(|t| t <= std::time::Instant::now())
+            if self.accept_more
+                || self
+                    .accept_retry
+                    .is_some_and(|t| t <= std::time::Instant::now())
             {
                 self.accept_retry = None;
+                self.accept_more = false;
                 self.accept_all();
             }
             self.run_backlog();
@@ -234,7 +242,7 @@ impl Loop<'_> {
             .poll_timeout()
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if !self.backlog.is_empty() {
+        if !self.backlog.is_empty() || self.accept_more {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
@@ -274,7 +282,7 @@ impl Loop<'_> {
     }
 
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -307,6 +315,8 @@ impl Loop<'_> {
             // the next connection in this same burst.
             self.drain_ready();
         }
+        // Pending connections wait for the next turn (the listener gives no new edge for them).
+        self.accept_more = true;
     }
 
     /// Out of descriptors: gives up the reserve to accept one pending client and tell it
@@ -387,6 +397,10 @@ impl Loop<'_> {
                     read_stalled: false,
                     backlogged: false,
                 });
+                // A client's hello is often here already: reading it now moves the client
+                // ahead of silent connections in the order of eviction.
+                self.read_until(i, true);
+                self.service(i);
             }
             (result, _) => {
                 let e = io::Error::other(format!("cannot watch a connection: {result:?}"));
