@@ -1781,9 +1781,16 @@ mod tests {
     #[test]
     fn item_reply_encoders_match_postcard() {
         let items: [&[u8]; 3] = [b"", b"one", &[0xAB; 200]];
-        for id in [0, 1, 127, 128, 300_000, u32::MAX] {
+        let ids: &[u32] = if cfg!(miri) {
+            &[0, u32::MAX]
+        } else {
+            &[0, 1, 127, 128, 300_000, u32::MAX]
+        };
+        for &id in ids {
             for item in items {
-                for cut in 0..=item.len() {
+                // Every split; a few under Miri, which runs this thousands of times slower.
+                let step = if cfg!(miri) { 67 } else { 1 };
+                for cut in (0..=item.len()).step_by(step) {
                     let (a, b) = item.split_at(cut);
                     let mut ours = [0u8; 512];
                     let n = encode_item_reply(&mut ours, id, a, b).unwrap();

@@ -21,6 +21,9 @@ pub struct ParkStore<'a> {
     kind: Kind<'a>,
 }
 
+// One store per manager: the lent variant's inline bitmap costs nothing worth a box (and
+// firmware has no heap to box into).
+#[allow(clippy::large_enum_variant)]
 enum Kind<'a> {
     Slots {
         data: Managed<'a, u8>,

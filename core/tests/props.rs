@@ -11,6 +11,16 @@ use depot_core::*;
 use harness::*;
 use proptest::prelude::*;
 
+/// `cases` cases, a handful under Miri (it runs each some thousand times slower).
+fn config(cases: u32) -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(if cfg!(miri) { 2 } else { cases });
+    if cfg!(miri) {
+        // Miri's isolation has no file system to keep failures in.
+        config.failure_persistence = None;
+    }
+    config
+}
+
 // ---------------------------------------------------------------------------------------------
 // The queue against `VecDeque`.
 
@@ -88,7 +98,7 @@ fn queue_case() -> impl Strategy<Value = (u32, usize, usize, Vec<QOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     #[test]
     fn queue_matches_vecdeque((capacity, max_item, storage_len, ops) in queue_case()) {
@@ -283,7 +293,7 @@ fn manager_case() -> impl Strategy<Value = (u32, usize, usize, Vec<MOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(config(64))]
 
     #[test]
     fn manager_matches_model((capacity, max_item, storage, ops) in manager_case()) {
@@ -594,7 +604,7 @@ fn client_decodes_every_split_alike() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(config(64))]
 
     /// Any chunking at all, on both sides.
     #[test]
@@ -639,7 +649,7 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(config(128))]
 
     #[test]
     fn garbage_never_panics_nor_spreads(

@@ -66,7 +66,7 @@ fn floods_leave_a_bounded_log() {
                 held.push(Client::connect(addr, KEY).unwrap());
             }
         }
-        if attempts % 8 == 0 && !filling {
+        if attempts.is_multiple_of(8) && !filling {
             assert!(matches!(
                 Client::connect(addr, b"wrong"),
                 Err(Error::AuthFailed { .. })
