@@ -399,7 +399,9 @@ fuzz_target!(|actions: Vec<Action>| {
             }
             Action::ConnectSealed => {
                 let mn = next_nonce();
-                let Ok(id) = m.accept(now, mn, &[]) else { continue };
+                let Ok(id) = m.accept(now, mn, &[]) else {
+                    continue;
+                };
                 let cn = next_nonce();
                 let hello = hello_frame(&cn, 1024);
                 m.handle_input(id, now, &hello);

@@ -13,7 +13,8 @@ use core::pin::pin;
 
 use depot_core::manager::encode_busy;
 use depot_core::{
-    AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter,
+    AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources,
+    Waiter,
 };
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
