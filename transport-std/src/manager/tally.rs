@@ -79,6 +79,7 @@ impl Tally {
         }
         let [busy, source, evicted, auth, accept] = self.counts;
         let secs = now.duration_since(self.since).as_secs_f64().max(0.001);
+        let total = busy + source + evicted + auth + accept;
         warn!(
             refused_busy = busy,
             refused_per_source = source,
@@ -86,8 +87,9 @@ impl Tally {
             auth_failed = auth,
             accept_errors = accept,
             last_accept_error = self.accept_error.as_deref().unwrap_or("-"),
-            "turned away {} connections in the last {secs:.1} s",
-            busy + source + evicted + auth + accept,
+            "turned away {} connection{} in the last {secs:.1} s",
+            total,
+            if total == 1 { "" } else { "s" },
         );
         self.counts = [0; KINDS];
         self.accept_error = None;
