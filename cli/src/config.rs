@@ -33,6 +33,8 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_connections: Option<usize>,
+    pub max_handshaking: Option<usize>,
+    pub max_handshaking_per_source: Option<usize>,
     pub handshake_timeout: Option<f64>,
     pub frame_timeout: Option<f64>,
     pub write_stall_timeout: Option<f64>,

@@ -81,8 +81,10 @@ Every key, with its flag:
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   max_item = 65536                    # --max-item
   [limits]
-  max_connections = 16384             # --max-connections
-  handshake_timeout = 10              # --handshake-timeout (seconds)
+  max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
+  max_handshaking = 8192              # --max-handshaking (default: half of max_connections)
+  max_handshaking_per_source = 256    # --max-handshaking-per-source (0: no limit)
+  handshake_timeout = 2               # --handshake-timeout (seconds)
   frame_timeout = 10                  # --frame-timeout
   write_stall_timeout = 30            # --write-stall-timeout
   [allow_create]
@@ -126,11 +128,19 @@ struct ServeArgs {
     #[arg(long, value_name = "N")]
     allow_create: Option<usize>,
 
-    /// Most connections served at once [default: 16384].
+    /// Most connections served at once [default: 16384, fewer if `ulimit -n` is lower].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
-    /// Seconds a new connection has to finish its handshake [default: 10].
+    /// Most connections in their handshake at once; beyond it the oldest is evicted [default: half of --max-connections].
+    #[arg(long, value_name = "N")]
+    max_handshaking: Option<usize>,
+
+    /// Most connections in their handshake at once from one IP address; more are told busy (0: no limit) [default: 256].
+    #[arg(long, value_name = "N")]
+    max_handshaking_per_source: Option<usize>,
+
+    /// Seconds a new connection has to finish its handshake [default: 2].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     handshake_timeout: Option<Duration>,
 
@@ -402,6 +412,8 @@ struct ServeSettings {
     queues: Vec<(String, QueueOptions)>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
+    max_handshaking: Option<usize>,
+    max_handshaking_per_source: Option<usize>,
     handshake_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_stall_timeout: Option<Duration>,
@@ -477,6 +489,10 @@ impl ServeSettings {
             queues,
             create,
             max_connections: args.max_connections.or(limits.max_connections),
+            max_handshaking: args.max_handshaking.or(limits.max_handshaking),
+            max_handshaking_per_source: args
+                .max_handshaking_per_source
+                .or(limits.max_handshaking_per_source),
             handshake_timeout: secs(args.handshake_timeout, limits.handshake_timeout)?,
             frame_timeout: secs(args.frame_timeout, limits.frame_timeout)?,
             write_stall_timeout: secs(args.write_stall_timeout, limits.write_stall_timeout)?,
@@ -499,6 +515,12 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(n) = s.max_connections {
         builder = builder.max_connections(n);
+    }
+    if let Some(n) = s.max_handshaking {
+        builder = builder.max_handshaking(n);
+    }
+    if let Some(n) = s.max_handshaking_per_source {
+        builder = builder.max_handshaking_per_source(n);
     }
     if let Some(t) = s.handshake_timeout {
         builder = builder.handshake_timeout(t);

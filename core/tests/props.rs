@@ -11,6 +11,16 @@ use depot_core::*;
 use harness::*;
 use proptest::prelude::*;
 
+/// `cases` cases, a handful under Miri (it runs each some thousand times slower).
+fn config(cases: u32) -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(if cfg!(miri) { 2 } else { cases });
+    if cfg!(miri) {
+        // Miri's isolation has no file system to keep failures in.
+        config.failure_persistence = None;
+    }
+    config
+}
+
 // ---------------------------------------------------------------------------------------------
 // The queue against `VecDeque`.
 
@@ -88,7 +98,7 @@ fn queue_case() -> impl Strategy<Value = (u32, usize, usize, Vec<QOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     #[test]
     fn queue_matches_vecdeque((capacity, max_item, storage_len, ops) in queue_case()) {
@@ -287,7 +297,7 @@ fn manager_case() -> impl Strategy<Value = (u32, usize, usize, Vec<MOp>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(config(64))]
 
     #[test]
     fn manager_matches_model((capacity, max_item, storage, ops) in manager_case()) {
@@ -488,7 +498,7 @@ fn fresh_client() -> Client<'static> {
 /// events when each arrives whole.
 fn record() -> (Vec<u8>, Vec<u8>, Vec<Seen>) {
     let mut p = Pair::new(split_setup());
-    let conn = p.m.accept(Instant::ZERO, M_NONCE).unwrap();
+    let conn = p.m.accept(Instant::ZERO, M_NONCE, &[]).unwrap();
     let mut c = fresh_client();
     let (mut up, mut down, mut seen) = (Vec::new(), Vec::new(), Vec::new());
     let mut pending = batches().into_iter();
@@ -528,7 +538,7 @@ fn record() -> (Vec<u8>, Vec<u8>, Vec<Seen>) {
 /// The manager's output for the client stream fed in `chunks`, decoded by a client.
 fn manager_fed(chunks: &[&[u8]]) -> Vec<Seen> {
     let mut p = Pair::new(split_setup());
-    let conn = p.m.accept(Instant::ZERO, M_NONCE).unwrap();
+    let conn = p.m.accept(Instant::ZERO, M_NONCE, &[]).unwrap();
     for chunk in chunks {
         assert_eq!(p.m.handle_input(conn, Instant::ZERO, chunk), chunk.len());
     }
@@ -599,7 +609,7 @@ fn client_decodes_every_split_alike() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(config(64))]
 
     /// Any chunking at all, on both sides.
     #[test]
@@ -644,7 +654,7 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(config(128))]
 
     #[test]
     fn garbage_never_panics_nor_spreads(
@@ -664,7 +674,7 @@ proptest! {
         });
         let victim_conn = match victim_peer {
             Some(v) => p.peers[v].conn.unwrap(),
-            None => p.m.accept(p.now, [0x99; 32]).unwrap(),
+            None => p.m.accept(p.now, [0x99; 32], &[]).unwrap(),
         };
         for piece in junk.chunks(chunk) {
             p.m.handle_input(victim_conn, p.now, piece);

@@ -115,7 +115,7 @@ impl Transport {
             let mut nonce = [0u8; 32];
             nonce[..8].copy_from_slice(&self.accepted.to_le_bytes());
             // A manager that is shutting down refuses: the socket closes.
-            if let Ok(id) = self.m.accept(now, nonce) {
+            if let Ok(id) = self.m.accept(now, nonce, &[]) {
                 self.socks.insert(id, sock);
             }
         }

@@ -213,7 +213,10 @@ fn remote_shutdown_allowed() {
         assert!(matches!(p.peers[c].log.last(), Some(Seen::Closed(_))));
     }
     assert_eq!(p.m.connections(), 0);
-    assert_eq!(p.m.accept(p.now, [9; 32]), Err(AcceptError::ShuttingDown));
+    assert_eq!(
+        p.m.accept(p.now, [9; 32], &[]),
+        Err(AcceptError::ShuttingDown)
+    );
 }
 
 /// Blocked joiners also get `ShuttingDown`.
@@ -1028,7 +1031,7 @@ fn stalled_reader_input_pauses() {
 #[test]
 fn handshake_timeout() {
     let mut p = Pair::with_default();
-    let conn = p.m.accept(p.now, [5; 32]).unwrap();
+    let conn = p.m.accept(p.now, [5; 32], &[]).unwrap();
     p.m.handle_input(conn, p.now, &[0, 0]);
     // Also a client that never writes.
     let c = p.add_client_with_key(KEY);
@@ -1128,7 +1131,7 @@ fn connection_limit_busy() {
     let mut p = Pair::new(setup);
     let a = p.connect();
     let _b = p.connect();
-    assert_eq!(p.m.accept(p.now, [3; 32]), Err(AcceptError::Busy));
+    assert_eq!(p.m.accept(p.now, [3; 32], &[]), Err(AcceptError::Busy));
     let mut buf = [0u8; 16];
     let bytes = encode_busy(&mut buf).to_vec();
     let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);

@@ -26,7 +26,7 @@ fn handshake_put_get() {
         parked: ParkStore::slots(&mut park, 64),
     };
     let mut m = Manager::new(ManagerConfig::default(), b"producer", resources);
-    let id = m.accept(Instant::ZERO, [1; 32]).unwrap();
+    let id = m.accept(Instant::ZERO, [1; 32], &[]).unwrap();
     let (mut crx, mut ctx) = ([0u8; 2048], [0u8; 2048]);
     let mut slots = [RequestSlot::FREE; 4];
     let mut c = Client::new(

@@ -388,7 +388,7 @@ fn a_timed_out_put_many_reports_its_progress() {
 #[test]
 fn a_version_1_hello_is_refused() {
     let mut p = Pair::new(Setup::default());
-    let conn = p.m.accept(p.now, [1; 32]).unwrap();
+    let conn = p.m.accept(p.now, [1; 32], &[]).unwrap();
     let mut body = b"dpot\x01\x01".to_vec();
     body.extend_from_slice(&[3; 32]);
     body.extend_from_slice(&[0x80, 0x08]);

@@ -161,7 +161,7 @@ fn manager_case(mode: u8, sizes: u8, data: &[u8]) {
             },
         );
     }
-    let id = m.accept(Instant::ZERO, MN).unwrap();
+    let id = m.accept(Instant::ZERO, MN, &[]).unwrap();
     if mode >= 6 {
         let greeting = m.poll_transmit(id).len();
         m.handle_transmitted(id, Instant::ZERO, greeting);

@@ -332,6 +332,9 @@ fuzz_target!(|actions: Vec<Action>| {
         allow_remote_shutdown: false,
         allow_create: true,
         max_waiters_per_connection: MAX_WAITERS_PER_CONN,
+        // Below the slot count, so floods of handshakes evict.
+        max_handshaking: 3,
+        max_handshaking_per_source: 0,
     };
     let resources = Resources {
         objects: (&mut objects).into(),
@@ -357,7 +360,7 @@ fuzz_target!(|actions: Vec<Action>| {
 
     // The control client.
     let (crx, ctx, cslots) = client_bufs.next().unwrap();
-    let control_id = m.accept(now, next_nonce()).unwrap();
+    let control_id = m.accept(now, next_nonce(), &[]).unwrap();
     let client = new_client(KEY, next_nonce(), now, crx, ctx, cslots);
     let mut control = Peer {
         id: control_id,
@@ -374,7 +377,7 @@ fuzz_target!(|actions: Vec<Action>| {
     for action in actions.iter().take(200) {
         match action {
             Action::Accept => {
-                if let Ok(id) = m.accept(now, next_nonce()) {
+                if let Ok(id) = m.accept(now, next_nonce(), &[]) {
                     peers.push(Peer {
                         id,
                         kind: Kind::Raw,
@@ -383,7 +386,7 @@ fuzz_target!(|actions: Vec<Action>| {
                 }
             }
             Action::Connect => {
-                let Ok(id) = m.accept(now, next_nonce()) else {
+                let Ok(id) = m.accept(now, next_nonce(), &[]) else {
                     continue;
                 };
                 let Some((rx, tx, slots)) = client_bufs.next() else {
@@ -399,7 +402,9 @@ fuzz_target!(|actions: Vec<Action>| {
             }
             Action::ConnectSealed => {
                 let mn = next_nonce();
-                let Ok(id) = m.accept(now, mn) else { continue };
+                let Ok(id) = m.accept(now, mn, &[]) else {
+                    continue;
+                };
                 let cn = next_nonce();
                 let hello = hello_frame(&cn, 1024);
                 m.handle_input(id, now, &hello);

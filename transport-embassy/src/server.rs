@@ -11,8 +11,10 @@ use core::cell::{Cell, RefCell};
 use core::future::pending;
 use core::pin::pin;
 
+use depot_core::manager::encode_busy;
 use depot_core::{
-    ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter,
+    AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources,
+    Waiter,
 };
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
@@ -321,16 +323,25 @@ async fn socket_loop<const N: usize>(
 
 /// One accepted connection, until the manager or the peer ends it.
 async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut TcpSocket<'_>) {
+    let source = source_key(socket);
     let accepted = shared.with(|core| {
         let nonce = nonce(&mut *core.entropy);
-        core.manager.accept(now(), nonce)
+        core.manager.accept(now(), nonce, &source)
     });
-    // The manager has a connection slot per socket, so `Busy` cannot happen; `ShuttingDown`
-    // means this peer came in just as the manager stopped: closing is all it needs.
-    let Ok(id) = accepted else {
-        return;
+    let id = match accepted {
+        Ok(id) => id,
+        // Too many handshakes from this peer's endpoint (the manager has a slot per socket, so
+        // plain `Busy` cannot happen): tell it, then close.
+        Err(AcceptError::Busy | AcceptError::SourceLimit) => {
+            let mut out = [0u8; 16];
+            let _ = socket.write(encode_busy(&mut out)).await;
+            return;
+        }
+        // The peer came in just as the manager stopped: closing is all it needs.
+        Err(_) => return,
     };
     debug!("depot: socket {} serves connection {}", i, id.0);
+    // Wakes the other sockets: one may have been evicted to make room for this connection.
     shared.dispatch(true);
     let (mut reader, mut writer) = socket.split();
     loop {
@@ -373,6 +384,30 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
     }
     shared.manager(|m| m.handle_close(id, now()));
     shared.dispatch(true);
+}
+
+/// The per-source key of the peer: its IP address, hashed (the address type depends on which
+/// IP versions embassy-net was built with).
+fn source_key(socket: &TcpSocket<'_>) -> [u8; 8] {
+    use core::hash::{Hash, Hasher};
+    /// FNV-1a: the core salts its own hash, this one only has to be deterministic.
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    match socket.remote_endpoint() {
+        Some(endpoint) => endpoint.addr.hash(&mut h),
+        None => return [0; 8],
+    }
+    h.finish().to_le_bytes()
 }
 
 /// Copies the manager's output for `id` into the socket's free space.

@@ -253,8 +253,13 @@ impl Pair {
 
     /// A client with `key`, accepted by the manager; not pumped yet.
     pub fn add_client_with_key(&mut self, key: &[u8]) -> usize {
+        self.try_add_client(key, &[]).expect("accept")
+    }
+
+    /// A client with `key` coming from `source`, if the manager accepts it; not pumped yet.
+    pub fn try_add_client(&mut self, key: &[u8], source: &[u8]) -> Result<usize, AcceptError> {
         let m_nonce = self.next_nonce(0xAA);
-        let conn = self.m.accept(self.now, m_nonce).expect("accept");
+        let conn = self.m.accept(self.now, m_nonce, source)?;
         let c_nonce = self.next_nonce(0xCC);
         let client = Client::new(
             self.setup.client_config,
@@ -276,7 +281,13 @@ impl Pair {
             log: Vec::new(),
             manager_reason: None,
         });
-        self.peers.len() - 1
+        Ok(self.peers.len() - 1)
+    }
+
+    /// A connection from `source` that never sends a byte, as the transport would accept it.
+    pub fn accept_silent(&mut self, source: &[u8]) -> Result<ConnId, AcceptError> {
+        let m_nonce = self.next_nonce(0xEE);
+        self.m.accept(self.now, m_nonce, source)
     }
 
     /// A client that connects (handshake done) and is ready for requests.

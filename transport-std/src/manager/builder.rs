@@ -27,6 +27,11 @@ pub struct QueueOptions {
     pub mode: QueueMode,
 }
 
+/// The default time a new connection has to finish its handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default most handshakes at once from one IP address.
+pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
+
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
@@ -58,7 +63,10 @@ pub struct ManagerBuilder {
     pub(crate) queues: Vec<(String, QueueOptions)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
-    pub(crate) max_connections: usize,
+    /// `None`: follow the file descriptor limit (see [`ManagerBuilder::max_connections`]).
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_handshaking: Option<usize>,
+    pub(crate) max_handshaking_per_source: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
@@ -72,8 +80,10 @@ impl ManagerBuilder {
             queues: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
-            max_connections: 16384,
-            handshake_timeout: Duration::from_secs(10),
+            max_connections: None,
+            max_handshaking: None,
+            max_handshaking_per_source: DEFAULT_HANDSHAKING_PER_SOURCE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
         }
@@ -124,9 +134,28 @@ impl ManagerBuilder {
         self
     }
 
-    /// The most connections served at once (default 16384); more are told "busy".
+    /// The most connections served at once; more are told "busy". By default 16384, or fewer
+    /// when the process's file descriptor limit (`ulimit -n`) is lower: each connection is a
+    /// descriptor, and a few are kept for the listener and the rest. An explicit `n` above
+    /// that limit is lowered to it as well (with a warning), so clients beyond what the process
+    /// can open are told "busy" at once.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n;
+        self.max_connections = Some(n);
+        self
+    }
+
+    /// The most connections in their handshake at once (default: half of the connection
+    /// limit). Beyond it, a new connection evicts the one that has been in its handshake
+    /// longest, so peers that never authenticate cannot take the slots of clients that do.
+    pub fn max_handshaking(mut self, n: usize) -> Self {
+        self.max_handshaking = Some(n);
+        self
+    }
+
+    /// The most connections from one IP address in their handshake at once (default 256; 0: no
+    /// limit); more are told "busy".
+    pub fn max_handshaking_per_source(mut self, n: usize) -> Self {
+        self.max_handshaking_per_source = n;
         self
     }
 
@@ -139,7 +168,8 @@ impl ManagerBuilder {
         self
     }
 
-    /// How long a new connection has to finish its handshake (default 10 s).
+    /// How long a new connection has to finish its handshake (default 2 s: a client on a
+    /// working network needs a few round trips; a silent peer should not hold a slot for long).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
         self.handshake_timeout = t;
         self

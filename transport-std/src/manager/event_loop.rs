@@ -8,8 +8,9 @@
 //! another's state (its blocked get is answered). Every protocol decision is the core's; this
 //! file only moves bytes and keeps the clock.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -21,10 +22,11 @@ use depot_core::wire::NONCE_LEN;
 use depot_core::{AcceptError, ConnId, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use tracing::{debug, info, info_span, warn, Span};
+use tracing::{debug, info, info_span, Span};
 
 use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
+use super::tally::{self, Kind, Tally};
 use super::Shared;
 use crate::Error;
 
@@ -35,6 +37,9 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Reads one connection gets per turn before others are served (fairness under floods).
 const READ_BUDGET: usize = 16;
+/// Connections accepted per turn before the others are served: under a flood of connects,
+/// clients already accepted get their hellos read before newer connections evict them.
+const ACCEPT_BUDGET: usize = 64;
 /// How soon to try `accept` again after it failed for lack of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -109,11 +114,15 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         shared,
         grace_until: None,
         accept_retry: None,
+        accept_more: false,
+        reserve_fd: reserve_fd(),
+        tally: Tally::new(tally::INTERVAL),
         counters: Counters::default(),
         metrics_served: 0,
         closed_in_shutdown: 0,
     };
     let result = event_loop.run();
+    event_loop.tally.flush();
     let last = event_loop.snapshot();
     info!(
         %address,
@@ -152,6 +161,13 @@ struct Loop<'m> {
     grace_until: Option<std::time::Instant>,
     /// When to try `accept` again after running out of file descriptors.
     accept_retry: Option<std::time::Instant>,
+    /// The accept budget ran out with connections perhaps still pending.
+    accept_more: bool,
+    /// A descriptor kept open to be given up when none is left, so that a client the process
+    /// cannot serve is accepted just long enough to be told "busy" (not left hanging).
+    reserve_fd: Option<File>,
+    /// Counts events peers can cause at will, for rate-limited log lines.
+    tally: Tally,
     counters: Counters,
     /// The newest metrics ticket answered.
     metrics_served: u64,
@@ -189,16 +205,19 @@ impl Loop<'_> {
                     }
                 }
             }
-            if self
-                .accept_retry
-                .is_some_and(|t| t <= std::time::Instant::now())
+            if self.accept_more
+                || self
+                    .accept_retry
+                    .is_some_and(|t| t <= std::time::Instant::now())
             {
                 self.accept_retry = None;
+                self.accept_more = false;
                 self.accept_all();
             }
             self.run_backlog();
             self.core.handle_timeout(self.clock.now());
             self.drain_ready();
+            self.tally.tick();
             if self.shared.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
                 info!(
                     connections = self.core.connections(),
@@ -225,11 +244,15 @@ impl Loop<'_> {
             .poll_timeout()
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if !self.backlog.is_empty() {
+        if !self.backlog.is_empty() || self.accept_more {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
-        for until in [self.grace_until, self.accept_retry].into_iter().flatten() {
+        let summary = self.tally.due();
+        for until in [self.grace_until, self.accept_retry, summary]
+            .into_iter()
+            .flatten()
+        {
             sooner(until.saturating_duration_since(wall));
         }
         timeout
@@ -261,7 +284,7 @@ impl Loop<'_> {
     }
 
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -279,15 +302,43 @@ impl Loop<'_> {
                     continue
                 }
                 Err(e) => {
-                    // Out of file descriptors, most likely: the pending connections stay in
-                    // the backlog, and no new edge may come, so try again shortly.
-                    warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+                    self.tally.note_accept_error(&e);
+                    if out_of_descriptors(&e) && self.refuse_with_reserve() {
+                        continue;
+                    }
+                    // The pending connections stay in the backlog, and no new edge may come:
+                    // try again shortly, without spinning.
                     self.accept_retry = Some(std::time::Instant::now() + ACCEPT_RETRY);
                     return;
                 }
             };
             self.admit(stream, peer);
+            // An accept may have evicted a handshake: close it now, so that its slot serves
+            // the next connection in this same burst.
+            self.drain_ready();
         }
+        // Pending connections wait for the next turn (the listener gives no new edge for them).
+        self.accept_more = true;
+    }
+
+    /// Out of descriptors: gives up the reserve to accept one pending client and tell it
+    /// "busy", then takes the reserve back. `false` if there was nothing to do it with.
+    fn refuse_with_reserve(&mut self) -> bool {
+        let (Some(listener), Some(reserve)) = (&self.listener, self.reserve_fd.take()) else {
+            return false;
+        };
+        drop(reserve);
+        let refused = match listener.accept() {
+            Ok((stream, _)) => {
+                self.counters.refused_busy += 1;
+                self.tally.note(Kind::Busy);
+                refuse(stream);
+                true
+            }
+            Err(_) => false,
+        };
+        self.reserve_fd = reserve_fd();
+        refused && self.reserve_fd.is_some()
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -295,19 +346,38 @@ impl Loop<'_> {
         let _ = stream.set_nodelay(true);
         let mut nonce = [0u8; NONCE_LEN];
         if let Err(e) = getrandom::fill(&mut nonce) {
-            warn!(%peer, "no random bytes for a handshake nonce: {e}; dropping connection");
+            // Counted and summarised: repeated per connection, it must not flood the log.
+            let e = io::Error::other(format!("no random bytes for a handshake nonce: {e}"));
+            self.tally.note_accept_error(&e);
             return;
         }
         let now = self.clock.now();
-        let id = match self.core.accept(now, nonce) {
+        let source = match peer.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let mut accepted = self.core.accept(now, nonce, &source);
+        if accepted == Err(AcceptError::Busy) {
+            // The core may have evicted a handshake to make room: once that socket is closed,
+            // its slot is free for this connection.
+            let before = self.core.connections();
+            self.drain_ready();
+            if self.core.connections() < before {
+                accepted = self.core.accept(now, nonce, &source);
+            }
+        }
+        let id = match accepted {
             Ok(id) => id,
-            Err(AcceptError::Busy) => {
-                self.counters.refused_busy += 1;
-                warn!(%peer, "refusing connection: every connection slot is in use");
-                discard_input(&stream);
-                let mut out = [0u8; 16];
-                let _ = (&stream).write(encode_busy(&mut out));
-                let _ = stream.shutdown(Shutdown::Write);
+            Err(e @ (AcceptError::Busy | AcceptError::SourceLimit)) => {
+                if e == AcceptError::Busy {
+                    self.counters.refused_busy += 1;
+                    self.tally.note(Kind::Busy);
+                } else {
+                    self.counters.refused_source += 1;
+                    self.tally.note(Kind::SourceLimit);
+                }
+                debug!(%peer, "refusing connection: {e:?}");
+                refuse(stream);
                 return;
             }
             Err(_) => return,
@@ -329,9 +399,14 @@ impl Loop<'_> {
                     read_stalled: false,
                     backlogged: false,
                 });
+                // A client's hello is often here already: reading it now moves the client
+                // ahead of silent connections in the order of eviction.
+                self.read_until(i, true);
+                self.service(i);
             }
             (result, _) => {
-                warn!(%peer, "cannot watch the connection: {result:?}");
+                let e = io::Error::other(format!("cannot watch a connection: {result:?}"));
+                self.tally.note_accept_error(&e);
                 self.core.handle_close(id, now);
             }
         }
@@ -475,8 +550,16 @@ impl Loop<'_> {
             discard_input(&sock.stream);
             let _ = sock.stream.shutdown(Shutdown::Write);
             debug!(parent: &sock.span, "connection closed: {why}");
-            if self.core.close_reason(ConnId(i as u32)) == Some(CloseReason::AuthFailed) {
-                self.counters.auth_failures += 1;
+            match self.core.close_reason(ConnId(i as u32)) {
+                Some(CloseReason::AuthFailed) => {
+                    self.counters.auth_failures += 1;
+                    self.tally.note(Kind::AuthFailed);
+                }
+                Some(CloseReason::Busy) => {
+                    self.counters.evicted += 1;
+                    self.tally.note(Kind::Evicted);
+                }
+                _ => {}
             }
             if self.core.is_shutting_down() {
                 self.closed_in_shutdown += 1;
@@ -489,6 +572,32 @@ impl Loop<'_> {
     fn snapshot(&self) -> Metrics {
         Metrics::of(&self.core, self.counters)
     }
+}
+
+/// Tells a client it is refused ("busy") and closes.
+fn refuse(stream: TcpStream) {
+    discard_input(&stream);
+    let mut out = [0u8; 16];
+    let _ = (&stream).write(encode_busy(&mut out));
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Whether `accept` failed for lack of file descriptors (the process's or the system's).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// A descriptor to hold in reserve (see `Loop::reserve_fd`).
+fn reserve_fd() -> Option<File> {
+    File::open(if cfg!(unix) { "/dev/null" } else { "NUL" }).ok()
 }
 
 /// Reads and drops whatever input is waiting, a little at most.

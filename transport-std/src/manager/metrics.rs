@@ -24,6 +24,10 @@ pub struct Counters {
     pub accepted: u64,
     /// Connections refused because every slot was in use.
     pub refused_busy: u64,
+    /// Connections refused because their address had too many handshakes going on.
+    pub refused_source: u64,
+    /// Connections closed during their handshake to make room for others.
+    pub evicted: u64,
     /// Connections closed because the peer failed the authkey proof.
     pub auth_failures: u64,
     /// Bytes read from clients.
@@ -89,7 +93,7 @@ impl Metrics {
     pub fn prometheus(&self) -> String {
         let mut out = String::with_capacity(2048 + self.queues.len() * 640);
         let c = &self.counters;
-        let whole: [(&str, &str, &str, u64); 9] = [
+        let whole: [(&str, &str, &str, u64); 11] = [
             (
                 "depot_connections",
                 "gauge",
@@ -125,6 +129,18 @@ impl Metrics {
                 "counter",
                 "Connections refused because every slot was in use.",
                 c.refused_busy,
+            ),
+            (
+                "depot_connections_refused_per_source_total",
+                "counter",
+                "Connections refused because their address had too many handshakes going on.",
+                c.refused_source,
+            ),
+            (
+                "depot_connections_evicted_total",
+                "counter",
+                "Connections closed during their handshake to make room for others.",
+                c.evicted,
             ),
             (
                 "depot_auth_failures_total",
@@ -319,6 +335,8 @@ mod tests {
             counters: Counters {
                 accepted: 5,
                 refused_busy: 1,
+                refused_source: 0,
+                evicted: 3,
                 auth_failures: 2,
                 bytes_in: 300,
                 bytes_out: 200,

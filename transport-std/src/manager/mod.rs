@@ -5,6 +5,7 @@ mod builder;
 mod event_loop;
 mod metrics;
 mod storage;
+mod tally;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

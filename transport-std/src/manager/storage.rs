@@ -14,6 +14,8 @@ use depot_core::wire::{
 };
 use depot_core::{Connection, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter};
 
+use tracing::warn;
+
 use super::builder::{ManagerBuilder, QueueOptions};
 use crate::Error;
 
@@ -24,6 +26,12 @@ const DEFAULT_STORAGE_CAP: usize = 64 << 20;
 const MIN_RX: usize = 64 << 10;
 /// The most connections a manager accepts to serve, whatever the builder says.
 const MAX_CONNECTIONS: usize = 1 << 20;
+/// Connections served at once unless the builder or the file descriptor limit says otherwise.
+const DEFAULT_CONNECTIONS: usize = 16384;
+/// File descriptors kept for other than connections: the listener, the poll and its waker,
+/// standard streams, a metrics endpoint, the reserve used to refuse clients when out of
+/// descriptors, and whatever else the application opens.
+const FD_HEADROOM: usize = 32;
 /// The most bytes the items of blocked puts may hold at once, over all connections.
 const PARK_BUDGET: usize = 64 << 20;
 /// Bytes of per-item length prefix in queue storage.
@@ -53,12 +61,28 @@ impl Plan {
             .authkey
             .clone()
             .ok_or_else(|| Error::Config("an authkey is required".into()))?;
-        if b.max_connections == 0 || b.max_connections > MAX_CONNECTIONS {
-            return Err(Error::Config(format!(
-                "max_connections must be 1 to {MAX_CONNECTIONS}, not {}",
-                b.max_connections
-            )));
-        }
+        let fd_room = fd_room();
+        let max_connections = match b.max_connections {
+            Some(n) if n == 0 || n > MAX_CONNECTIONS => {
+                return Err(Error::Config(format!(
+                    "max_connections must be 1 to {MAX_CONNECTIONS}, not {n}"
+                )));
+            }
+            Some(n) if fd_room.is_some_and(|room| n > room) => {
+                let room = fd_room.unwrap_or(n);
+                warn!(
+                    "max_connections {n} is more than the file descriptor limit allows \
+                     (`ulimit -n`); serving at most {room}"
+                );
+                room
+            }
+            Some(n) => n,
+            None => fd_room.map_or(DEFAULT_CONNECTIONS, |room| room.min(DEFAULT_CONNECTIONS)),
+        };
+        let max_handshaking = b
+            .max_handshaking
+            .unwrap_or(max_connections / 2)
+            .clamp(1, max_connections);
         let mut queues = Vec::with_capacity(b.queues.len());
         for (name, opts) in &b.queues {
             if !valid_name(name) {
@@ -98,6 +122,8 @@ impl Plan {
             write_stall_timeout_ms: millis(b.write_stall_timeout),
             allow_remote_shutdown: b.allow_remote_shutdown,
             allow_create,
+            max_handshaking: max_handshaking.try_into().unwrap_or(u32::MAX),
+            max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
             ..ManagerConfig::default()
         };
         Ok(Plan {
@@ -105,12 +131,12 @@ impl Plan {
             queues,
             spares,
             config,
-            max_connections: b.max_connections,
+            max_connections,
             rx_len,
             tx_len,
             largest,
             // Enough for every connection to block twice; more queue behind in their input.
-            waiters: (b.max_connections * 2).max(256),
+            waiters: (max_connections * 2).max(256),
         })
     }
 }
@@ -186,4 +212,29 @@ pub(crate) fn resources(plan: &Plan) -> Result<Resources<'static>, Error> {
         waiters: vec![Waiter::EMPTY; plan.waiters].into(),
         parked: ParkStore::heap(PARK_BUDGET),
     })
+}
+
+/// How many connections the process's file descriptor limit leaves room for (`None`: no limit
+/// known).
+#[cfg(not(unix))]
+fn fd_room() -> Option<usize> {
+    None
+}
+
+/// How many connections the process's file descriptor limit leaves room for (`None`: no limit
+/// known).
+#[cfg(unix)]
+fn fd_room() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` to the pointer, which is valid and exclusive.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    Some(soft.saturating_sub(FD_HEADROOM).max(1))
 }
