@@ -80,7 +80,15 @@ fn python_producer_to_python_consumer_exactly_once() {
             .map(|l| l.parse().unwrap())
             .collect();
         assert_eq!(got, (0..500).collect::<Vec<_>>(), "{py}");
-        assert_eq!(Client::connect(m.address(), KEY).unwrap().raw_queue("task_queue").unwrap().qsize().unwrap(), 0);
+        assert_eq!(
+            Client::connect(m.address(), KEY)
+                .unwrap()
+                .raw_queue("task_queue")
+                .unwrap()
+                .qsize()
+                .unwrap(),
+            0
+        );
         m.shutdown().unwrap();
     }
 }

@@ -563,6 +563,7 @@ impl Conn {
         let peer = self.peer;
         let why = match e {
             depot_core::Error::AuthFailed => return Error::AuthFailed { addr: peer },
+            depot_core::Error::PythonManager => return Error::PythonManager { addr: peer },
             depot_core::Error::Closed(CloseReason::Shutdown) => "manager shut down".to_owned(),
             depot_core::Error::Closed(CloseReason::Busy) => {
                 format!("manager at {peer} refused the connection: it has no room for another")

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
 use super::conn::{Conn, Outcome, SendError};
+use super::python::PyQueue;
 use super::Client;
 use crate::Error;
 
@@ -21,6 +22,8 @@ pub struct RawQueue<'c> {
     pub(crate) name: String,
     pub(crate) handle: depot_core::Handle,
     pub(crate) spec: depot_core::QueueSpec,
+    /// The queue on a Python manager, if the client speaks Python's protocol.
+    pub(crate) py: Option<std::sync::Arc<PyQueue>>,
 }
 
 impl RawQueue<'_> {
@@ -71,22 +74,34 @@ impl RawQueue<'_> {
 
     /// Items in the queue now.
     pub fn qsize(&self) -> Result<u32, Error> {
+        if let Some(py) = &self.py {
+            return py.qsize();
+        }
         self.size().map(|s| s.len)
     }
 
     /// Whether the queue is empty now.
     pub fn empty(&self) -> Result<bool, Error> {
+        if let Some(py) = &self.py {
+            return py.empty();
+        }
         self.size().map(|s| s.len == 0)
     }
 
     /// Whether a non-blocking put would fail now (by item count or by bytes).
     pub fn full(&self) -> Result<bool, Error> {
+        if let Some(py) = &self.py {
+            return py.full();
+        }
         self.size().map(|s| s.full)
     }
 
     /// Marks one got item as processed.
     pub fn task_done(&self) -> Result<(), Error> {
-        let outcome = self.conn().call(Op::TaskDone {
+        if let Some(py) = &self.py {
+            return py.task_done();
+        }
+        let outcome = self.conn()?.call(Op::TaskDone {
             handle: self.handle,
         })?;
         self.done(outcome, 0)
@@ -94,6 +109,9 @@ impl RawQueue<'_> {
 
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<(), Error> {
+        if let Some(py) = &self.py {
+            return py.join();
+        }
         let handle = self.handle;
         let outcome = self.blocking(Wait::Forever, |wait| Op::Join { handle, wait })?;
         self.done(outcome, 0)
@@ -101,12 +119,18 @@ impl RawQueue<'_> {
 
     /// Puts every item in order, packed into as few `PutMany` requests as frames allow, several
     /// in flight at once; each waits for room as long as it takes. On failure the error comes
-    /// back once every reply is in; the items before the one that failed are queued.
+    /// back once every reply is in; the items before the one that failed are queued. (A
+    /// Python manager takes them one `put` at a time.)
     pub fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
         for item in items {
             self.check_size(item)?;
         }
-        let conn = self.conn();
+        if let Some(py) = &self.py {
+            return items
+                .iter()
+                .try_for_each(|item| py.put(item, Wait::Forever));
+        }
+        let conn = self.conn()?;
         let budget = conn.max_item().clamp(1, BATCH_BYTES);
         let mut in_flight = VecDeque::new();
         let mut next = 0;
@@ -163,8 +187,18 @@ impl RawQueue<'_> {
     /// are returned (fewer than `n`) and the failure is reported by the next call: an item
     /// that left the queue is never dropped.
     pub fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
-        let conn = self.conn();
         let mut items = Vec::with_capacity(n);
+        if let Some(py) = &self.py {
+            while items.len() < n {
+                match py.get(Wait::Forever) {
+                    Ok(item) => items.push(item),
+                    Err(e) if items.is_empty() => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            return Ok(items);
+        }
+        let conn = self.conn()?;
         while items.len() < n {
             let op = Op::GetMany {
                 handle: self.handle,
@@ -186,12 +220,15 @@ impl RawQueue<'_> {
         Ok(items)
     }
 
-    fn conn(&self) -> &Conn {
+    fn conn(&self) -> Result<&Conn, Error> {
         self.client.conn()
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        let max = self.max_item().min(self.conn().max_item());
+        let max = match self.py {
+            Some(_) => self.max_item(),
+            None => self.max_item().min(self.conn()?.max_item()),
+        };
         if item.len() > max {
             return Err(Error::TooLarge {
                 size: item.len(),
@@ -203,12 +240,18 @@ impl RawQueue<'_> {
 
     fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
         self.check_size(item)?;
+        if let Some(py) = &self.py {
+            return py.put(item, wait);
+        }
         let handle = self.handle;
         let outcome = self.blocking(wait, |wait| Op::Put { handle, item, wait })?;
         self.done(outcome, item.len())
     }
 
     fn get_with(&self, wait: Wait) -> Result<Vec<u8>, Error> {
+        if let Some(py) = &self.py {
+            return py.get(wait);
+        }
         let handle = self.handle;
         match self.blocking(wait, |wait| Op::Get { handle, wait })? {
             Outcome::Item(item) => Ok(item),
@@ -224,9 +267,9 @@ impl RawQueue<'_> {
         let start = std::time::Instant::now();
         let mut current = wait;
         loop {
-            match self.conn().call(op(current))? {
+            match self.conn()?.call(op(current))? {
                 Outcome::Refused { progress } => {
-                    self.conn().wait_for_room(progress)?;
+                    self.conn()?.wait_for_room(progress)?;
                     if let Wait::Millis(ms) = wait {
                         let total = Duration::from_millis(ms.into());
                         let left = total.saturating_sub(start.elapsed());
@@ -242,7 +285,7 @@ impl RawQueue<'_> {
     }
 
     fn size(&self) -> Result<QueueSize, Error> {
-        match self.conn().call(Op::Size {
+        match self.conn()?.call(Op::Size {
             handle: self.handle,
         })? {
             Outcome::Size(size) => Ok(size),
@@ -256,7 +299,7 @@ impl RawQueue<'_> {
             Outcome::Done => Ok(()),
             Outcome::Error(ErrorCode::TooLarge) if size > 0 => Err(Error::TooLarge {
                 size,
-                max: self.max_item().min(self.conn().max_item()),
+                max: self.max_item().min(self.conn()?.max_item()),
             }),
             other => Err(self.failed(other)),
         }
