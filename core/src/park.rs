@@ -21,6 +21,8 @@ pub struct ParkStore<'a> {
     kind: Kind<'a>,
 }
 
+// The bitmap lives inline: firmware has no heap to box it into.
+#[allow(clippy::large_enum_variant)]
 enum Kind<'a> {
     Slots {
         data: Managed<'a, u8>,

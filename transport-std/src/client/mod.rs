@@ -61,6 +61,9 @@ pub struct Client {
 }
 
 /// The manager's protocol.
+// The depot connection stays inline, as it was before Python managers: no extra indirection
+// on the depot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Backend {
     Depot(conn::Conn),
