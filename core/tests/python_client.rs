@@ -3,10 +3,8 @@
 //! not by depot), every request against depot's own manager side (`PyConn`), and arbitrary
 //! input, which never panics. Real CPython managers: depot-std's `python_manager` tests.
 
-use depot_core::python::client::REQUEST_OVERHEAD;
 use depot_core::python::conn::{challenge_frame, PyConn, Step};
 use depot_core::python::frame::{self, Peek};
-use depot_core::python::item::pickle_bound;
 use depot_core::python::pickle::ScratchBuf;
 use depot_core::python::{PyClient, PyClientError, PyKey, PyReply, PyRequest, PyStep};
 use depot_core::wire::{
@@ -181,11 +179,7 @@ impl Pair {
         answer: impl FnOnce(&Op<'_>) -> Reply<'static>,
     ) -> (String, Result<PyReply<'static>, PyClientError>, Vec<u8>) {
         let mut s = Scratch::new();
-        let n = match request {
-            PyRequest::Put { item, .. } => item.len(),
-            _ => 0,
-        };
-        let mut out = vec![0u8; pickle_bound(n) + REQUEST_OVERHEAD];
+        let mut out = vec![0u8; request.frame_bound()];
         let len = self
             .client
             .write_request(&request, &mut s.scratch(), &mut out)
@@ -510,13 +504,26 @@ proptest! {
         let _ = p.client.is_ready();
     }
 
-    /// Every depot item written as a request fits the documented bound.
+    /// Every request fits the bound it states, whatever its item and ident.
     #[test]
-    fn requests_fit_their_bound(item in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let mut p = proxy();
+    fn requests_fit_their_bound(
+        item in proptest::collection::vec(any::<u8>(), 0..200),
+        ident in "\\PC{0,300}",
+        wait in prop_oneof![Just(Wait::NoWait), Just(Wait::Forever), any::<u32>().prop_map(Wait::Millis)],
+    ) {
         let mut s = Scratch::new();
-        let mut out = vec![0u8; pickle_bound(item.len()) + REQUEST_OVERHEAD];
-        let request = PyRequest::Put { ident: "dq3", item: &item, wait: Wait::Millis(7) };
+        for request in [
+            PyRequest::Put { ident: &ident, item: &item, wait },
+            PyRequest::Get { ident: &ident, wait },
+            PyRequest::Join { ident: &ident },
+        ] {
+            let mut p = proxy();
+            let mut out = vec![0u8; request.frame_bound()];
+            prop_assert!(p.client.write_request(&request, &mut s.scratch(), &mut out).is_ok());
+        }
+        let mut p = Pair::new();
+        let request = PyRequest::Create { typeid: &ident };
+        let mut out = vec![0u8; request.frame_bound()];
         prop_assert!(p.client.write_request(&request, &mut s.scratch(), &mut out).is_ok());
     }
 }

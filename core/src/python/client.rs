@@ -330,8 +330,8 @@ impl PyClient {
     }
 
     /// Writes `request` as one frame into `out`; returns its length. `scratch` is needed to
-    /// write back an item holding a stored pickle. A put's frame needs about
-    /// [`item::pickle_bound`] of the item plus [`REQUEST_OVERHEAD`] bytes.
+    /// write back an item holding a stored pickle. `out` needs at most
+    /// [`PyRequest::frame_bound`] bytes.
     pub fn write_request(
         &mut self,
         request: &PyRequest<'_>,
@@ -366,8 +366,30 @@ impl PyClient {
     }
 }
 
-/// Bytes a request frame takes beyond its item: header, opcodes, ident, method and timeout.
-pub const REQUEST_OVERHEAD: usize = 128;
+/// Bytes a request frame takes beyond its item and its ident (or typeid, or name): header,
+/// opcodes, method and timeout.
+pub const REQUEST_OVERHEAD: usize = 64;
+
+impl PyRequest<'_> {
+    /// The most bytes [`PyClient::write_request`] writes for this request.
+    pub fn frame_bound(&self) -> usize {
+        let (text, item) = match *self {
+            PyRequest::Create { typeid: s }
+            | PyRequest::Incref { ident: s }
+            | PyRequest::Decref { ident: s }
+            | PyRequest::AcceptConnection { name: s } => (s, 0),
+            PyRequest::Put { ident, item, .. } => (ident, item::pickle_bound(item.len())),
+            PyRequest::Get { ident, .. }
+            | PyRequest::Qsize { ident }
+            | PyRequest::Empty { ident }
+            | PyRequest::Full { ident }
+            | PyRequest::TaskDone { ident }
+            | PyRequest::Join { ident } => (ident, 0),
+        };
+        // A str longer than 255 bytes takes a 5-byte header instead of 2.
+        REQUEST_OVERHEAD + text.len() + 9 + item
+    }
+}
 
 fn auth_error(e: HandshakeError) -> PyClientError {
     match e {

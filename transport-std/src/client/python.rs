@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use depot_core::python::frame::{self, Peek};
-use depot_core::python::item::pickle_bound;
 use depot_core::python::pickle::{Node, Scratch};
 use depot_core::python::{PyClient, PyClientError, PyKey, PyReply, PyRequest, PyStep};
 use depot_core::wire::{Wait, NONCE_LEN};
@@ -239,7 +238,7 @@ impl PyManager {
             _ => 0,
         };
         let mut storage = Storage::for_len(item_len);
-        let mut out = vec![0u8; pickle_bound(item_len) + 256];
+        let mut out = vec![0u8; request.frame_bound()];
         let len = link
             .client
             .write_request(request, &mut storage.scratch(), &mut out)
