@@ -143,6 +143,36 @@ fn values_cross_both_ways_with_python_clients() {
     }
 }
 
+/// Python objects that are no depot value come out as the whole-pickle tag and go back to
+/// Python as they were.
+#[test]
+fn python_objects_pass_through_unchanged() {
+    for py in pythons() {
+        let m = PyManager::start(&py);
+        let client = Client::connect(m.addr(), KEY).unwrap();
+        let q = client.raw_queue("task_queue").unwrap();
+        python(&py, m.port, &["put_objects"]);
+        let got = q.get_many(3).unwrap();
+        for item in &got {
+            // Tag 0x64700002 around a byte string.
+            assert_eq!(
+                item[..5],
+                [0xda, 0x64, 0x70, 0x00, 0x02],
+                "{py}: {item:02x?}"
+            );
+        }
+        for item in &got {
+            q.put(item).unwrap();
+        }
+        let out = python(&py, m.port, &["get_objects"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "objects ok",
+            "{py}"
+        );
+    }
+}
+
 #[test]
 fn queue_methods_and_errors_as_python_raises_them() {
     for py in pythons() {

@@ -7,7 +7,11 @@ usage: deployment.py serve AUTHKEY          serve 'task_queue' (a queue.Queue) a
          put_values                         put VALUES into task_queue
          get_values                         get len(VALUES) items, check they equal VALUES
          get_repr N                         get N items from task_queue, print each repr
+         put_objects                        put OBJECTS (no depot value maps them)
+         get_objects                        get len(OBJECTS) items, check they equal OBJECTS
 """
+import datetime
+import decimal
 import queue
 import sys
 from multiprocessing.managers import BaseManager
@@ -23,6 +27,13 @@ VALUES = [
     [1, [2, "x"]],
     {"a": 1, "b": [True, None]},
     (1, "two"),
+]
+
+# Python objects depot keeps as inert pickles.
+OBJECTS = [
+    datetime.datetime(2024, 5, 17, 12, 30, 1),
+    {1, 2, 3},
+    [decimal.Decimal("1.25"), 2**100],
 ]
 
 
@@ -58,5 +69,12 @@ elif role == "get_values":
 elif role == "get_repr":
     for _ in range(int(sys.argv[4])):
         print(repr(q.get(timeout=30)), flush=True)
+elif role == "put_objects":
+    for v in OBJECTS:
+        q.put(v)
+elif role == "get_objects":
+    got = [q.get(timeout=30) for _ in OBJECTS]
+    assert got == OBJECTS, got
+    print("objects ok")
 else:
     raise SystemExit(f"unknown role {role}")
