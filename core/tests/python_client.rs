@@ -251,6 +251,7 @@ fn owned(r: PyReply<'_>) -> PyReply<'static> {
         PyReply::Full => PyReply::Full,
         PyReply::Timeout => PyReply::Timeout,
         PyReply::NoSuchObject => PyReply::NoSuchObject,
+        PyReply::Unconvertible => PyReply::Unconvertible,
     }
 }
 
@@ -442,19 +443,46 @@ fn a_reply_that_does_not_fit_keeps_the_call() {
     reply.extend_from_slice(&[b'a'; 20]);
     reply.extend_from_slice(&[0x86, b'.']);
     let key = PyKey::new(KEY);
+    let mut tiny = ScratchBuf::<2, 2, 2>::new();
+    let mut big = [0u8; 64];
+    assert_eq!(
+        p.client
+            .handle_frame(&key, &reply, &mut tiny.scratch(), &mut big, &mut []),
+        Err(PyClientError::NoScratch)
+    );
+    assert!(p.client.is_busy());
     let mut small = [0u8; 8];
     assert_eq!(
         p.client
             .handle_frame(&key, &reply, &mut s.scratch(), &mut small, &mut []),
         Err(PyClientError::ItemTooLarge)
     );
-    let mut big = [0u8; 64];
     assert_eq!(
         p.client
             .handle_frame(&key, &reply, &mut s.scratch(), &mut big, &mut []),
         Ok(PyStep::Reply(PyReply::Item(21)))
     );
     assert_eq!(big[0], 0x74);
+    // An item nested deeper than depot converts: reported, and the connection goes on.
+    let get = PyRequest::Get {
+        ident: "dq3",
+        wait: Wait::NoWait,
+    };
+    p.client
+        .write_request(&get, &mut s.scratch(), &mut out)
+        .unwrap();
+    let mut deep = vec![0x80, 4, 0x8c, 7];
+    deep.extend_from_slice(b"#RETURN");
+    deep.extend_from_slice(&b"](".repeat(39));
+    deep.push(b']');
+    deep.extend_from_slice(&[b'e'; 39]);
+    deep.extend_from_slice(&[0x86, b'.']);
+    assert_eq!(
+        p.client
+            .handle_frame(&key, &deep, &mut s.scratch(), &mut big, &mut []),
+        Ok(PyStep::Reply(PyReply::Unconvertible))
+    );
+    assert!(p.client.is_ready());
     // Nothing is pushed unasked.
     assert_eq!(
         p.client
@@ -465,7 +493,7 @@ fn a_reply_that_does_not_fit_keeps_the_call() {
 
 proptest! {
     /// Arbitrary frames, in every state the client can be in, never panic, and an error
-    /// always ends the connection (or, for an item that does not fit, keeps the call).
+    /// always ends the connection (or, when more room is asked for, keeps the call).
     #[test]
     fn client_never_panics(
         state in 0..4u8,
@@ -497,7 +525,7 @@ proptest! {
         for f in &frames {
             let mut item = [0u8; 128];
             match c.handle_frame(&key, f, &mut s.scratch(), &mut item, &mut out) {
-                Ok(_) | Err(PyClientError::ItemTooLarge) => {}
+                Ok(_) | Err(PyClientError::ItemTooLarge | PyClientError::NoScratch) => {}
                 Err(_) => prop_assert!(!c.is_ready() && !c.is_busy()),
             }
         }

@@ -173,6 +173,28 @@ fn python_objects_pass_through_unchanged() {
     }
 }
 
+/// Large items both ways: 100,000 small values in one list, and 3 MB of bytes.
+#[test]
+fn large_items_cross_both_ways() {
+    let m = PyManager::start("python3");
+    let client = Client::connect(m.addr(), KEY).unwrap();
+    let q = client.raw_queue("task_queue").unwrap();
+    python("python3", m.port, &["put_big"]);
+    let list = q.get().unwrap();
+    // An array of 100,000 (4-byte count), then 0..=23 in one byte each, 24..=255 in two,
+    // the rest in three or five.
+    assert_eq!(list[..5], [0x9a, 0x00, 0x01, 0x86, 0xa0]);
+    let want = 5 + 24 + (256 - 24) * 2 + (65_536 - 256) * 3 + (100_000 - 65_536) * 5;
+    assert_eq!(list.len(), want);
+    let bytes = q.get().unwrap();
+    assert_eq!(bytes[..5], [0x5a, 0x00, 0x2d, 0xc6, 0xc0]);
+    assert!(bytes[5..].iter().all(|&b| b == b'x') && bytes.len() == 5 + 3_000_000);
+    q.put(&list).unwrap();
+    q.put(&bytes).unwrap();
+    let out = python("python3", m.port, &["get_big"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "big ok");
+}
+
 #[test]
 fn queue_methods_and_errors_as_python_raises_them() {
     for py in pythons() {

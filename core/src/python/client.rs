@@ -17,7 +17,8 @@
 //! handshake it returns [`PyStep::Send`] (write `out[..len]`), then [`PyStep::Connected`]
 //! (write `out[..len]`; requests may follow). [`PyClient::write_request`] writes one request
 //! frame; the next frame's [`PyStep::Reply`] is its answer. Any error ends the connection,
-//! except [`PyClientError::ItemTooLarge`] (see there).
+//! except those that ask for more room ([`PyClientError::ItemTooLarge`],
+//! [`PyClientError::NoScratch`], [`PyClientError::NoRoom`]).
 //!
 //! The handshake answers the manager's challenge the way its generation expects (raw
 //! HMAC-MD5 for a 3.8–3.11 manager's bare challenge, `{digest}` + HMAC for 3.12+), then
@@ -31,7 +32,7 @@ use crate::wire::{Wait, NONCE_LEN};
 use super::frame::{self, MAX_HANDSHAKE_BODY};
 use super::handshake::{self, HandshakeError, PyKey, FAILURE, MAX_ANSWER_LEN, WELCOME};
 use super::item::{self, ItemError};
-use super::pickle::{self, Node, Pickle, Scratch, Writer};
+use super::pickle::{self, Node, Pickle, PickleError, Scratch, Writer};
 
 /// A request to a Python manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,9 @@ pub enum PyReply<'b> {
     Timeout,
     /// The manager has no such typeid or ident (its `KeyError` traceback).
     NoSuchObject,
+    /// `get()` returned an item depot cannot convert: nested deeper than
+    /// [`pickle::MAX_DEPTH`] or self-referential. It has left Python's queue.
+    Unconvertible,
     /// The call raised another exception: `module.name(message)`.
     Raised {
         /// The exception's module (`builtins`, …).
@@ -157,7 +161,7 @@ pub enum PyStep<'b> {
     Reply(PyReply<'b>),
 }
 
-/// Why a Python connection failed. All but [`PyClientError::ItemTooLarge`] end it.
+/// Why a Python connection failed. All but those asking for more room end it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum PyClientError {
@@ -169,10 +173,13 @@ pub enum PyClientError {
     Malformed,
     /// `out` cannot hold the frame to send (nothing was written; the state is unchanged).
     NoRoom,
-    /// A got item does not fit `item_out`, or is nested too deeply to convert. The state is
-    /// unchanged: hand the same frame again with a larger `item_out`. (The item has left
-    /// Python's queue: dropping it here loses it.)
+    /// A got item does not fit `item_out`. The state is unchanged: hand the same frame again
+    /// with a larger `item_out`. (The item has left Python's queue: dropping it here loses
+    /// it.)
     ItemTooLarge,
+    /// The reply needs more decode storage (nodes, stack or memo) than `scratch` has. The
+    /// state is unchanged: hand the same frame again with more.
+    NoScratch,
     /// A request this connection cannot carry now: the handshake has not finished, a call is
     /// outstanding, or it is the wrong kind of connection for the request.
     NotReady,
@@ -186,6 +193,7 @@ impl core::fmt::Display for PyClientError {
             PyClientError::Malformed => "unexpected or malformed frame from the manager",
             PyClientError::NoRoom => "request too large for the output buffer",
             PyClientError::ItemTooLarge => "item too large",
+            PyClientError::NoScratch => "reply too complex for the decode storage",
             PyClientError::NotReady => "connection not ready for this request",
         })
     }
@@ -270,7 +278,11 @@ impl PyClient {
     ) -> Result<PyStep<'b>, PyClientError> {
         let result = self.step(key, body, scratch, item_out, out);
         if let Err(e) = result {
-            if e != PyClientError::ItemTooLarge && e != PyClientError::NoRoom {
+            let keeps = matches!(
+                e,
+                PyClientError::ItemTooLarge | PyClientError::NoScratch | PyClientError::NoRoom
+            );
+            if !keeps {
                 self.state = State::Done;
             }
         }
@@ -474,7 +486,12 @@ fn reply<'b>(
     scratch: &'b mut Scratch<'_>,
     item_out: &mut [u8],
 ) -> Result<PyReply<'b>, PyClientError> {
-    let p = pickle::decode(body, scratch).map_err(|_| PyClientError::Malformed)?;
+    let p = pickle::decode(body, scratch).map_err(|e| match e {
+        PickleError::TooManyNodes | PickleError::StackFull | PickleError::MemoFull => {
+            PyClientError::NoScratch
+        }
+        _ => PyClientError::Malformed,
+    })?;
     let mut parts = p.tuple(p.root).ok_or(PyClientError::Malformed)?;
     let (Some(kind), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
         return Err(PyClientError::Malformed);
@@ -504,7 +521,8 @@ fn returned<'b>(
     match (call, node) {
         (Call::Get { .. }, _) => match item::to_cbor(p, value, item_out) {
             Ok(len) => Ok(PyReply::Item(len)),
-            Err(ItemError::TooLarge | ItemError::TooComplex) => Err(PyClientError::ItemTooLarge),
+            Err(ItemError::TooLarge) => Err(PyClientError::ItemTooLarge),
+            Err(ItemError::TooComplex) => Ok(PyReply::Unconvertible),
         },
         (Call::Create, Node::Tuple(_)) => {
             let mut fields = p.tuple(value).ok_or(PyClientError::Malformed)?;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use depot_core::python::frame::{self, Peek};
+use depot_core::python::item::PICKLE_TAG;
 use depot_core::python::pickle::{Node, Scratch};
 use depot_core::python::{PyClient, PyClientError, PyKey, PyReply, PyRequest, PyStep};
 use depot_core::wire::{Wait, NONCE_LEN};
@@ -26,6 +27,11 @@ const MAX_BODY: usize = 16 << 20;
 pub(crate) const MAX_ITEM: usize = MAX_BODY / 3;
 /// How long the manager may take to answer beyond what a call itself may wait.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
+/// How [`PICKLE_TAG`] starts in CBOR (a tag with a 4-byte number).
+const PICKLE_TAG_HEAD: [u8; 5] = {
+    let n = (PICKLE_TAG as u32).to_be_bytes();
+    [0xda, n[0], n[1], n[2], n[3]]
+};
 /// Idle proxy connections kept for reuse.
 const MAX_IDLE: usize = 16;
 
@@ -53,8 +59,8 @@ struct Link {
     rx: Vec<u8>,
 }
 
-/// Decode storage sized for a frame body of `len` bytes (a pickle makes at most about two
-/// nodes per byte).
+/// Decode storage. A pickle makes at most about two nodes per byte, but an item is usually
+/// a few large values: storage starts small and grows when a reply needs more.
 struct Storage {
     nodes: Vec<Node>,
     stack: Vec<u32>,
@@ -63,11 +69,35 @@ struct Storage {
 
 impl Storage {
     fn for_len(len: usize) -> Storage {
+        let n = len / 16 + 64;
+        Storage {
+            nodes: vec![Node::None; n],
+            stack: vec![0; n],
+            memo: vec![0; n],
+        }
+    }
+
+    /// All a pickle of `len` bytes can need.
+    fn full(len: usize) -> Storage {
         Storage {
             nodes: vec![Node::None; 2 * len + 64],
             stack: vec![0; len + 16],
             memo: vec![0; len + 16],
         }
+    }
+
+    /// Grows for a frame body of `len` bytes; false when it is as large as one can need.
+    fn grow(&mut self, len: usize) -> bool {
+        let most = 2 * len + 64;
+        if self.nodes.len() >= most && self.stack.len() >= len + 16 && self.memo.len() >= len + 16 {
+            return false;
+        }
+        let nodes = (4 * self.nodes.len()).min(most);
+        let other = (4 * self.stack.len()).min(len + 16).max(self.stack.len());
+        self.nodes.resize(nodes.max(self.nodes.len()), Node::None);
+        self.stack.resize(other, 0);
+        self.memo.resize(other, 0);
+        true
     }
 
     fn scratch(&mut self) -> Scratch<'_> {
@@ -233,11 +263,14 @@ impl PyManager {
         deadline: Option<Instant>,
         name: &str,
     ) -> Result<Owned, Error> {
-        let item_len = match request {
-            PyRequest::Put { item, .. } => item.len(),
-            _ => 0,
+        // Writing an item decodes the pickles stored in it (one that does not fit the storage
+        // would reach Python as bytes), so an item holding any gets all it may need.
+        let mut storage = match request {
+            PyRequest::Put { item, .. } if item.windows(5).any(|w| w == PICKLE_TAG_HEAD) => {
+                Storage::full(item.len())
+            }
+            _ => Storage::for_len(0),
         };
-        let mut storage = Storage::for_len(item_len);
         let mut out = vec![0u8; request.frame_bound()];
         let len = link
             .client
@@ -249,24 +282,28 @@ impl PyManager {
         let mut item = vec![0u8; body.len() + 64];
         loop {
             let mut scratch = storage.scratch();
-            match link.client.handle_frame(
+            let result = match link.client.handle_frame(
                 &self.key,
                 &link.rx[body.clone()],
                 &mut scratch,
                 &mut item,
                 &mut [],
             ) {
-                Ok(PyStep::Reply(reply)) => {
-                    let owned = owned(reply, &item, name);
+                Ok(PyStep::Reply(reply)) => Ok(owned(reply, &item, name)),
+                Ok(_) => Err(PyClientError::Malformed),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(owned) => {
                     link.rx.drain(..body.end);
                     return Ok(owned);
                 }
-                Ok(_) => return Err(self.malformed()),
                 // A converted item may outgrow its pickle (shared values are copied out).
                 Err(PyClientError::ItemTooLarge) if item.len() < 16 * body.len() + 1024 => {
                     let more = 2 * item.len();
                     item.resize(more, 0);
                 }
+                Err(PyClientError::NoScratch) if storage.grow(body.len()) => {}
                 Err(e) => return Err(self.failed(e)),
             }
         }
@@ -352,6 +389,11 @@ fn owned(reply: PyReply<'_>, item: &[u8], name: &str) -> Owned {
         PyReply::Full => Owned::Failed(Error::Full),
         PyReply::Timeout => Owned::Failed(Error::Timeout),
         PyReply::NoSuchObject => Owned::Failed(Error::NoSuchQueue(name.to_owned())),
+        PyReply::Unconvertible => Owned::Failed(Error::Python(
+            "the Python manager returned an item nested too deeply (or self-referential) for \
+             depot; it has left the queue"
+                .to_owned(),
+        )),
         PyReply::Raised {
             module,
             name,

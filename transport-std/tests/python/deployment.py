@@ -9,6 +9,7 @@ usage: deployment.py serve AUTHKEY          serve 'task_queue' (a queue.Queue) a
          get_repr N                         get N items from task_queue, print each repr
          put_objects                        put OBJECTS (no depot value maps them)
          get_objects                        get len(OBJECTS) items, check they equal OBJECTS
+         put_big / get_big                  put / get and check BIG
 """
 import datetime
 import decimal
@@ -35,6 +36,9 @@ OBJECTS = [
     {1, 2, 3},
     [decimal.Decimal("1.25"), 2**100],
 ]
+
+# Large items: many small values, and one large one.
+BIG = [list(range(100_000)), b"x" * 3_000_000]
 
 
 class QueueManager(BaseManager):
@@ -76,5 +80,12 @@ elif role == "get_objects":
     got = [q.get(timeout=30) for _ in OBJECTS]
     assert got == OBJECTS, got
     print("objects ok")
+elif role == "put_big":
+    for v in BIG:
+        q.put(v)
+elif role == "get_big":
+    got = [q.get(timeout=30) for _ in BIG]
+    assert got == BIG
+    print("big ok")
 else:
     raise SystemExit(f"unknown role {role}")
