@@ -63,7 +63,9 @@ pub enum Error {
     Io(io::Error),
     /// The configuration is not usable.
     Config(String),
-    /// The manager at `addr` is a Python `BaseManager` (a depot-only connection was asked for).
+    /// The manager at `addr` is a Python `BaseManager`: how a depot connection attempt ends
+    /// there. [`Client::connect`](crate::Client::connect) then joins it speaking Python's
+    /// protocol, so it does not return this.
     PythonManager {
         /// The manager's address.
         addr: SocketAddr,
