@@ -32,12 +32,12 @@ impl RawQueue<'_> {
         &self.name
     }
 
-    /// The most items the queue holds.
+    /// The most items the queue holds (`u32::MAX` on a Python manager, which does not say).
     pub fn capacity(&self) -> u32 {
         self.spec.capacity
     }
 
-    /// The largest item, in bytes.
+    /// The largest item, in bytes (on a Python manager, the largest depot sends it).
     pub fn max_item(&self) -> usize {
         self.spec.max_item as usize
     }
