@@ -492,7 +492,7 @@ impl<'a> Client<'a> {
             if body.get(PY_MANAGER_MARKER_AT..PY_MANAGER_MARKER_AT + PY_MANAGER_MARKER.len())
                 != Some(&PY_MANAGER_MARKER[..])
             {
-                self.close(Error::Closed(CloseReason::BadMagic));
+                self.close(Error::PythonManager);
                 return Some(false);
             }
             self.rx.consume(HEADER_LEN + body_len);

@@ -51,6 +51,10 @@ pub enum Error {
     InFlightLimit,
     /// The transmit buffer is full: send what it holds first.
     WouldBlock,
+    /// The peer is a Python `multiprocessing.managers.BaseManager`: it greeted with a
+    /// challenge that does not carry depot's marker. Connect again speaking Python's protocol
+    /// (`python::client`, feature `python`).
+    PythonManager,
 }
 
 impl From<ErrorCode> for Error {
@@ -124,6 +128,7 @@ impl core::fmt::Display for Error {
             Error::NotReady => "handshake not finished",
             Error::InFlightLimit => "too many requests in flight",
             Error::WouldBlock => "transmit buffer full",
+            Error::PythonManager => "the peer is a Python BaseManager, not a depot manager",
             _ => "request failed",
         };
         f.write_str(text)

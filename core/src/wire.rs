@@ -28,8 +28,9 @@ pub const MAGIC: [u8; 4] = *b"dpot";
 /// The tag that starts a Python handshake challenge (`multiprocessing.connection`).
 pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 /// What a depot manager's Python-style challenge carries after `#CHALLENGE#{sha256}`, ahead of
-/// its nonce: a depot client skips such a frame, and closes with `BadMagic` on a challenge
-/// without it (a real Python manager). See PROTOCOL.md, "Python clients on the same port".
+/// its nonce: a depot client skips such a frame, and closes with
+/// [`Error::PythonManager`](crate::Error::PythonManager) on a challenge without it (a real
+/// Python manager). See PROTOCOL.md, "Python clients on the same port".
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;

@@ -299,7 +299,7 @@ fn client_recognises_a_python_manager() {
     c.handle_input(&frame);
     assert_eq!(
         drain_events(&mut c),
-        vec![Seen::Closed(Error::Closed(CloseReason::BadMagic))]
+        vec![Seen::Closed(Error::PythonManager)]
     );
 }
 

@@ -74,6 +74,20 @@ pub enum Error {
     Io(io::Error),
     /// The configuration is not usable.
     Config(String),
+    /// The manager at `addr` is a Python `BaseManager`: how a depot connection attempt ends
+    /// there. [`Client::connect`](crate::Client::connect) then joins it speaking Python's
+    /// protocol, so it does not return this.
+    PythonManager {
+        /// The manager's address.
+        addr: SocketAddr,
+    },
+    /// A Python `BaseManager` cannot serve this call (`stat`, `status`, creating queues, …).
+    NotSupportedByPython {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// A Python manager raised an exception or failed in a way depot has no error for.
+    Python(String),
 }
 
 impl Error {
@@ -184,6 +198,13 @@ impl fmt::Display for Error {
             }
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
+            Error::PythonManager { addr } => {
+                write!(f, "the manager at {addr} is a Python BaseManager")
+            }
+            Error::NotSupportedByPython { what } => {
+                write!(f, "{what} is not supported by a Python BaseManager")
+            }
+            Error::Python(e) => f.write_str(e),
         }
     }
 }

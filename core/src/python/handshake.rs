@@ -197,8 +197,38 @@ pub fn verify_answer(
     nonce: &[u8; NONCE_LEN],
     answer: &[u8],
 ) -> Result<Digest, HandshakeError> {
+    verify_over(key, &challenge_body(nonce), answer)
+}
+
+/// Bytes of the challenge frame body a depot client sends a Python manager.
+pub const CLIENT_CHALLENGE_BODY_LEN: usize = PY_CHALLENGE.len() + SHA256_PREFIX.len() + NONCE_LEN;
+
+/// The challenge a depot client sends a Python manager: `#CHALLENGE#{sha256}` and `nonce`.
+/// A 3.12+ manager answers `{sha256}` + HMAC-SHA256; a 3.8–3.11 one raw HMAC-MD5 (it hashes
+/// whatever follows the tag).
+pub fn client_challenge_body(nonce: &[u8; NONCE_LEN]) -> [u8; CLIENT_CHALLENGE_BODY_LEN] {
+    let mut body = [0; CLIENT_CHALLENGE_BODY_LEN];
+    let (tag, rest) = body.split_at_mut(PY_CHALLENGE.len());
+    tag.copy_from_slice(PY_CHALLENGE);
+    let (prefix, random) = rest.split_at_mut(SHA256_PREFIX.len());
+    prefix.copy_from_slice(SHA256_PREFIX);
+    random.copy_from_slice(nonce);
+    body
+}
+
+/// Checks a manager's answer (the whole frame body) to [`client_challenge_body`]`(nonce)`.
+/// Every answer a Python 3.12+ client accepts is accepted (raw MD5 from older managers too).
+pub fn verify_manager_answer(
+    key: &PyKey,
+    nonce: &[u8; NONCE_LEN],
+    answer: &[u8],
+) -> Result<Digest, HandshakeError> {
+    verify_over(key, &client_challenge_body(nonce), answer)
+}
+
+/// Checks `answer` against the challenge frame body `challenge`.
+fn verify_over(key: &PyKey, challenge: &[u8], answer: &[u8]) -> Result<Digest, HandshakeError> {
     let (digest, mac) = digest_and_payload(answer)?;
-    let challenge = challenge_body(nonce);
     let message = &challenge[PY_CHALLENGE.len()..];
     if key.verify(digest, message, mac) {
         Ok(digest)

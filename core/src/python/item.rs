@@ -27,8 +27,14 @@ pub const TUPLE_TAG: u64 = 0x6470_0001;
 /// CBOR tag around a byte string holding a whole Python pickle depot does not map.
 pub const PICKLE_TAG: u64 = 0x6470_0002;
 
-/// Nodes one item may visit when converted (shared references are walked each time).
+/// Nodes one item may visit when converted (shared references are walked each time): at
+/// least this many, and at least as many as the pickle decoded to, so that a large item
+/// without sharing always converts while shared references cannot multiply the work.
 const WORK_BUDGET: u32 = 1 << 16;
+
+fn budget_for(p: &Pickle<'_>) -> u32 {
+    WORK_BUDGET.max(u32::try_from(p.nodes.len()).unwrap_or(u32::MAX))
+}
 
 /// Why an item could not be converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,7 @@ impl From<pickle::WriteError> for ItemError {
 
 /// Writes the value at node `root` of `p` as one CBOR item into `out`; returns its length.
 pub fn to_cbor(p: &Pickle<'_>, root: u32, out: &mut [u8]) -> Result<usize, ItemError> {
-    let mut budget = WORK_BUDGET;
+    let mut budget = budget_for(p);
     if mappable(p, root, 0, &mut budget)? {
         let mut e = Encoder::new(Cursor::new(&mut *out));
         encode(&mut e, p, root).map_err(|_| ItemError::TooLarge)?;
@@ -62,7 +68,7 @@ pub fn to_cbor(p: &Pickle<'_>, root: u32, out: &mut [u8]) -> Result<usize, ItemE
     let tail = out.get_mut(ROOM..).ok_or(ItemError::TooLarge)?;
     let mut w = Writer::new(tail);
     w.proto();
-    let mut budget = WORK_BUDGET;
+    let mut budget = budget_for(p);
     pickle::write_node(&mut w, p, root, 0, &mut budget)?;
     w.stop();
     let len = w.finish().map_err(|_| ItemError::TooLarge)?;
@@ -414,7 +420,7 @@ fn embed(stored: &[u8], w: &mut Writer<'_>, scratch: &mut Scratch<'_>) -> Result
     };
     let start = w.len();
     if let Ok(p) = pickle::decode(stored, &mut sub) {
-        let mut budget = WORK_BUDGET;
+        let mut budget = budget_for(&p);
         // Shared references come back as copies; a pickle that would grow past the bound
         // `pickle_bound` promises (only one written with its memo can) stays bytes instead.
         let written = pickle::write_node(w, &p, p.root, 0, &mut budget).is_ok();

@@ -604,6 +604,7 @@ pub(crate) fn closed_error(peer: SocketAddr, e: depot_core::Error, detail: Optio
     use depot_core::wire::CloseReason;
     let why = match e {
         depot_core::Error::AuthFailed => return Error::AuthFailed { addr: peer },
+        depot_core::Error::PythonManager => return Error::PythonManager { addr: peer },
         depot_core::Error::Closed(CloseReason::Shutdown) => "manager shut down".to_owned(),
         depot_core::Error::Closed(CloseReason::Busy) => {
             format!("manager at {peer} refused the connection: it has no room for another")

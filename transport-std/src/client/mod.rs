@@ -2,6 +2,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod proxy;
+mod python;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -53,9 +54,23 @@ pub struct QueueStat {
 /// id). No thread is spawned per client: whichever caller is waiting reads the socket for
 /// everyone (see `conn.rs`). The connection closes when the last clone, and the last queue
 /// proxy made from it, is dropped.
+///
+/// When the manager is an unchanged Python `BaseManager`, [`Client::connect`] notices and
+/// speaks Python's protocol instead: queue proxies work the same (see PROTOCOL.md §12,
+/// "depot clients of a Python manager"); calls Python cannot serve fail with
+/// [`Error::NotSupportedByPython`].
 #[derive(Debug, Clone)]
 pub struct Client {
-    conn: Arc<conn::Conn>,
+    conn: Arc<Backend>,
+}
+
+/// The manager's protocol.
+// The depot connection stays inline: no extra indirection on the depot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Backend {
+    Depot(conn::Conn),
+    Python(Arc<python::PyManager>),
 }
 
 impl From<conn::OwnedStat> for QueueStat {
@@ -92,7 +107,20 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
-        let conn = conn::Conn::connect(addr, authkey.as_ref(), timeout)?;
+        let start = std::time::Instant::now();
+        let conn = match conn::Conn::connect(addr, authkey.as_ref(), timeout) {
+            Ok(conn) => Backend::Depot(conn),
+            // The Python manager read our hello as a wrong answer; a new connection speaks
+            // its protocol.
+            Err(Error::PythonManager { addr }) => {
+                let left = timeout
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(1));
+                let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
+                Backend::Python(Arc::new(m))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Client {
             conn: Arc::new(conn),
         })
@@ -107,7 +135,20 @@ impl Client {
 
     /// A raw-bytes proxy for the queue `name` (holding a clone of this client).
     pub fn raw_queue(&self, name: &str) -> Result<RawQueue, Error> {
-        let outcome = self.conn.call(Op::Open { name })?;
+        if let Backend::Python(m) = &*self.conn {
+            return Ok(RawQueue {
+                client: self.clone(),
+                name: name.to_owned(),
+                handle: depot_core::Handle(0),
+                spec: depot_core::QueueSpec {
+                    capacity: u32::MAX,
+                    max_item: python::MAX_ITEM as u32,
+                    mode: QueueMode::Value,
+                },
+                py: Some(Arc::new(python::PyQueue::open(m, name)?)),
+            });
+        }
+        let outcome = self.depot("opening a queue")?.call(Op::Open { name })?;
         self.opened(name, outcome)
     }
 
@@ -135,7 +176,7 @@ impl Client {
             max_item,
             mode,
         };
-        let outcome = self.conn.call(Op::Create {
+        let outcome = self.depot("creating a queue")?.call(Op::Create {
             name,
             spec,
             exist_ok: true,
@@ -150,6 +191,7 @@ impl Client {
                 name: name.to_owned(),
                 handle: info.handle,
                 spec: info.spec,
+                py: None,
             }),
             other => Err(self.unexpected(other, name)),
         }
@@ -157,21 +199,22 @@ impl Client {
 
     /// Every queue with its statistics (requests for the entries are pipelined).
     pub fn stat(&self) -> Result<Vec<QueueStat>, Error> {
+        let conn = self.depot("stat")?;
         let mut stats = Vec::new();
         let mut index: u16 = 0;
         loop {
             let mut ids = Vec::with_capacity(STAT_BATCH as usize);
             for k in 0..STAT_BATCH {
                 match index.checked_add(k) {
-                    Some(i) => ids.push(self.conn.send(Op::Stat { index: i })?),
+                    Some(i) => ids.push(conn.send(Op::Stat { index: i })?),
                     None => break,
                 }
             }
-            self.conn.flush()?;
+            conn.flush()?;
             let mut end = ids.is_empty();
             // Every reply is collected, even past the end, so none is left in the table.
             for id in ids {
-                match self.conn.wait_reply(id)? {
+                match conn.wait_reply(id)? {
                     Outcome::Stat(Some(s)) if !end => stats.push(s.into()),
                     Outcome::Stat(_) => end = true,
                     other => return Err(self.unexpected(other, "")),
@@ -186,7 +229,7 @@ impl Client {
 
     /// The manager's status: connections, objects, blocked requests.
     pub fn status(&self) -> Result<depot_core::wire::ManagerStatus, Error> {
-        match self.conn.call(Op::Status)? {
+        match self.depot("status")?.call(Op::Status)? {
             Outcome::Status(status) => Ok(status),
             other => Err(self.unexpected(other, "")),
         }
@@ -194,7 +237,7 @@ impl Client {
 
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
-        match self.conn.call(Op::Shutdown)? {
+        match self.depot("remote shutdown")?.call(Op::Shutdown)? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected(other, "")),
         }
@@ -202,11 +245,28 @@ impl Client {
 
     /// The manager's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.conn.peer_addr()
+        match &*self.conn {
+            Backend::Depot(conn) => conn.peer_addr(),
+            Backend::Python(m) => m.addr(),
+        }
     }
 
-    pub(crate) fn conn(&self) -> &conn::Conn {
-        &self.conn
+    /// Whether the manager is a Python `BaseManager`.
+    pub fn is_python(&self) -> bool {
+        matches!(*self.conn, Backend::Python(_))
+    }
+
+    /// The depot connection, for a proxy of a depot queue.
+    pub(crate) fn conn(&self) -> Result<&conn::Conn, Error> {
+        self.depot("this call")
+    }
+
+    /// The depot connection for `what`, which a Python manager cannot serve.
+    fn depot(&self, what: &'static str) -> Result<&conn::Conn, Error> {
+        match &*self.conn {
+            Backend::Depot(conn) => Ok(conn),
+            Backend::Python(_) => Err(Error::NotSupportedByPython { what }),
+        }
     }
 
     /// The error for a reply that is not the success a request expects; `name` is the queue

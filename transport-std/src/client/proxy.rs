@@ -12,6 +12,7 @@ use depot_core::value;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
 use super::conn::{Conn, Outcome, SendError};
+use super::python::PyQueue;
 use super::Client;
 use crate::Error;
 
@@ -23,6 +24,8 @@ pub struct RawQueue {
     pub(crate) name: String,
     pub(crate) handle: depot_core::Handle,
     pub(crate) spec: depot_core::QueueSpec,
+    /// The queue on a Python manager, if the client speaks Python's protocol.
+    pub(crate) py: Option<std::sync::Arc<PyQueue>>,
 }
 
 impl RawQueue {
@@ -31,12 +34,12 @@ impl RawQueue {
         &self.name
     }
 
-    /// The most items the queue holds.
+    /// The most items the queue holds (`u32::MAX` on a Python manager, which does not say).
     pub fn capacity(&self) -> u32 {
         self.spec.capacity
     }
 
-    /// The largest item, in bytes.
+    /// The largest item, in bytes (on a Python manager, the largest depot sends it).
     pub fn max_item(&self) -> usize {
         self.spec.max_item as usize
     }
@@ -73,22 +76,34 @@ impl RawQueue {
 
     /// Items in the queue now.
     pub fn qsize(&self) -> Result<u32, Error> {
+        if let Some(py) = &self.py {
+            return py.qsize();
+        }
         self.size().map(|s| s.len)
     }
 
     /// Whether the queue is empty now.
     pub fn empty(&self) -> Result<bool, Error> {
+        if let Some(py) = &self.py {
+            return py.empty();
+        }
         self.size().map(|s| s.len == 0)
     }
 
     /// Whether a non-blocking put would fail now (by item count or by bytes).
     pub fn full(&self) -> Result<bool, Error> {
+        if let Some(py) = &self.py {
+            return py.full();
+        }
         self.size().map(|s| s.full)
     }
 
     /// Marks one got item as processed.
     pub fn task_done(&self) -> Result<(), Error> {
-        let outcome = self.conn().call(Op::TaskDone {
+        if let Some(py) = &self.py {
+            return py.task_done();
+        }
+        let outcome = self.conn()?.call(Op::TaskDone {
             handle: self.handle,
         })?;
         self.done(outcome, 0)
@@ -96,6 +111,9 @@ impl RawQueue {
 
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<(), Error> {
+        if let Some(py) = &self.py {
+            return py.join();
+        }
         let handle = self.handle;
         let outcome = self.blocking(Wait::Forever, |wait| Op::Join { handle, wait })?;
         self.done(outcome, 0)
@@ -103,12 +121,18 @@ impl RawQueue {
 
     /// Puts every item in order, packed into as few `PutMany` requests as frames allow, several
     /// in flight at once; each waits for room as long as it takes. On failure the error comes
-    /// back once every reply is in; the items before the one that failed are queued.
+    /// back once every reply is in; the items before the one that failed are queued. (A
+    /// Python manager takes them one `put` at a time.)
     pub fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
         for item in items {
             self.check_size(item)?;
         }
-        let conn = self.conn();
+        if let Some(py) = &self.py {
+            return items
+                .iter()
+                .try_for_each(|item| py.put(item, Wait::Forever));
+        }
+        let conn = self.conn()?;
         let budget = conn.max_item().clamp(1, BATCH_BYTES);
         let mut in_flight = VecDeque::new();
         let mut next = 0;
@@ -165,8 +189,18 @@ impl RawQueue {
     /// are returned (fewer than `n`) and the failure is reported by the next call: an item
     /// that left the queue is never dropped.
     pub fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
-        let conn = self.conn();
         let mut items = Vec::with_capacity(n);
+        if let Some(py) = &self.py {
+            while items.len() < n {
+                match py.get(Wait::Forever) {
+                    Ok(item) => items.push(item),
+                    Err(e) if items.is_empty() => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            return Ok(items);
+        }
+        let conn = self.conn()?;
         while items.len() < n {
             let op = Op::GetMany {
                 handle: self.handle,
@@ -188,12 +222,15 @@ impl RawQueue {
         Ok(items)
     }
 
-    fn conn(&self) -> &Conn {
+    fn conn(&self) -> Result<&Conn, Error> {
         self.client.conn()
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        let max = self.max_item().min(self.conn().max_item());
+        let max = match self.py {
+            Some(_) => self.max_item(),
+            None => self.max_item().min(self.conn()?.max_item()),
+        };
         if item.len() > max {
             return Err(Error::TooLarge {
                 size: item.len(),
@@ -205,12 +242,18 @@ impl RawQueue {
 
     fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
         self.check_size(item)?;
+        if let Some(py) = &self.py {
+            return py.put(item, wait);
+        }
         let handle = self.handle;
         let outcome = self.blocking(wait, |wait| Op::Put { handle, item, wait })?;
         self.done(outcome, item.len())
     }
 
     fn get_with(&self, wait: Wait) -> Result<Vec<u8>, Error> {
+        if let Some(py) = &self.py {
+            return py.get(wait);
+        }
         let handle = self.handle;
         match self.blocking(wait, |wait| Op::Get { handle, wait })? {
             Outcome::Item(item) => Ok(item),
@@ -226,9 +269,9 @@ impl RawQueue {
         let start = std::time::Instant::now();
         let mut current = wait;
         loop {
-            match self.conn().call(op(current))? {
+            match self.conn()?.call(op(current))? {
                 Outcome::Refused { progress } => {
-                    self.conn().wait_for_room(progress)?;
+                    self.conn()?.wait_for_room(progress)?;
                     if let Wait::Millis(ms) = wait {
                         let total = Duration::from_millis(ms.into());
                         let left = total.saturating_sub(start.elapsed());
@@ -244,7 +287,7 @@ impl RawQueue {
     }
 
     fn size(&self) -> Result<QueueSize, Error> {
-        match self.conn().call(Op::Size {
+        match self.conn()?.call(Op::Size {
             handle: self.handle,
         })? {
             Outcome::Size(size) => Ok(size),
@@ -258,7 +301,7 @@ impl RawQueue {
             Outcome::Done => Ok(()),
             Outcome::Error(ErrorCode::TooLarge) if size > 0 => Err(Error::TooLarge {
                 size,
-                max: self.max_item().min(self.conn().max_item()),
+                max: self.max_item().min(self.conn()?.max_item()),
             }),
             other => Err(self.failed(other)),
         }
