@@ -47,7 +47,7 @@ pub fn render(rows: &[Row]) -> String {
         };
         out += &format!("\n{} — {}, {better}\n", metric.label, metric.unit);
         out += &format!(
-            "  {:<8} {:>12} {:<14} {:>23} {:>9} {:>10}  {}\n",
+            "  {:<12} {:>12} {:<14} {:>23} {:>9} {:>10}  {}\n",
             "system", "value", "unit", "spread (min–max)", "vs depot", "vs raw-tcp", "note"
         );
         for row in group {
@@ -66,7 +66,7 @@ pub fn render(rows: &[Row]) -> String {
                 Cell::Skipped(reason) => format!("skipped: {reason}"),
                 Cell::Failed(error) => format!("FAILED: {error}"),
             };
-            out += &format!("  {:<8} {line}\n", row.system);
+            out += &format!("  {:<12} {line}\n", row.system);
         }
     }
     out

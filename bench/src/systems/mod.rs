@@ -3,6 +3,7 @@
 pub mod depot;
 pub mod python;
 pub mod raw_tcp;
+pub mod raw_tcp_proc;
 pub mod redis;
 pub mod resp;
 
@@ -12,6 +13,7 @@ use crate::system::System;
 pub fn all() -> Vec<Box<dyn System>> {
     vec![
         Box::new(raw_tcp::RawTcp),
+        Box::new(raw_tcp_proc::RawTcpProc),
         Box::new(python::Python::new()),
         Box::new(redis::Redis::new()),
         Box::new(depot::Depot),
