@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::holder::{self, HoldArgs};
-use crate::systems::depot;
+use crate::systems::{depot, raw_tcp_proc};
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
@@ -15,7 +15,8 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
 
   --quick            tiny counts and one run per figure (proves the harness works)
   --json FILE        also write the rows as a JSON array to FILE
-  --only LIST        systems to run, comma-separated: raw-tcp, python, redis, depot, depot-tokio
+  --only LIST        systems to run, comma-separated: raw-tcp, raw-tcp-proc,
+                     python, redis, depot, depot-tokio, py-on-depot
   --workload LIST    workloads to run, letters a–g, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)
 
@@ -47,6 +48,8 @@ pub enum Invocation {
     Hold(HoldArgs),
     /// The hidden depot manager process (see [`crate::systems::depot`]): its arguments.
     DepotManager(Vec<String>),
+    /// The hidden one-thread raw TCP queue server process (see [`crate::systems::raw_tcp_proc`]).
+    RawTcpServer,
 }
 
 /// Parse the arguments after the program name.
@@ -59,6 +62,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
     if args.peek().map(String::as_str) == Some(depot::SUBCOMMAND) {
         args.next();
         return Ok(Invocation::DepotManager(args.collect()));
+    }
+    if args.peek().map(String::as_str) == Some(raw_tcp_proc::SUBCOMMAND) {
+        return Ok(Invocation::RawTcpServer);
     }
     let mut options = Options::default();
     while let Some(arg) = args.next() {

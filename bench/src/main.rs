@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         }
         Invocation::Hold(args) => holder::run(&args).map(|()| true),
         Invocation::DepotManager(args) => systems::depot::run_manager(&args).map(|()| true),
+        Invocation::RawTcpServer => systems::raw_tcp_proc::run_server().map(|()| true),
         Invocation::Bench(options) => bench(&options),
     });
     match outcome {
@@ -100,7 +101,7 @@ fn bench(options: &Options) -> Result<bool> {
             Ok(()) => contender.system.clients().to_owned(),
             Err(reason) => format!("skipped: {reason}"),
         };
-        println!("  {:<11} {how}", contender.system.name());
+        println!("  {:<12} {how}", contender.system.name());
     }
     print!("{}", report::render(&rows));
 

@@ -95,3 +95,44 @@ fn items_racing_a_timed_out_get_are_not_lost() {
     assert_eq!(got, (0..rounds).collect::<Vec<_>>());
     m.shutdown().unwrap();
 }
+
+/// Several threads calling `get_many` on one client at once: the batches that find no room
+/// to park are sent again as others complete, and every item arrives exactly once.
+#[test]
+fn threads_share_one_client_for_batches() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue("batches", 100_000)
+        .start()
+        .unwrap();
+    let client = Client::connect(m.address(), KEY).unwrap();
+    let per_thread = 5_000u32;
+    let getters: Vec<_> = (0..4)
+        .map(|_| {
+            let q = client.queue::<u32>("batches").unwrap();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while got.len() < per_thread as usize {
+                    let want = per_thread as usize - got.len();
+                    for item in q.get_many(want).unwrap() {
+                        got.push(item.unwrap());
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let q = client.queue::<u32>("batches").unwrap();
+    let all: Vec<u32> = (0..4 * per_thread).collect();
+    for chunk in all.chunks(1000) {
+        q.put_many(chunk).unwrap();
+    }
+    let mut got: Vec<u32> = getters
+        .into_iter()
+        .flat_map(|g| g.join().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, all);
+    m.shutdown().unwrap();
+}

@@ -4,6 +4,7 @@ pub mod depot;
 pub mod depot_tokio;
 pub mod python;
 pub mod raw_tcp;
+pub mod raw_tcp_proc;
 pub mod redis;
 pub mod resp;
 
@@ -13,6 +14,7 @@ use crate::system::System;
 pub fn all() -> Vec<Box<dyn System>> {
     vec![
         Box::new(raw_tcp::RawTcp),
+        Box::new(raw_tcp_proc::RawTcpProc),
         Box::new(python::Python::new()),
         Box::new(python::Python::on_depot()),
         Box::new(redis::Redis::new()),

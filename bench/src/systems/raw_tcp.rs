@@ -23,8 +23,8 @@ use crate::workloads::group;
 /// Size of an echo message.
 const ECHO_SIZE: usize = 16;
 /// Queue protocol operations (first byte of a request body).
-const OP_PUT: u8 = b'P';
-const OP_GET: u8 = b'G';
+pub(crate) const OP_PUT: u8 = b'P';
+pub(crate) const OP_GET: u8 = b'G';
 /// Stream frame header: u32 payload length, u32 sequence number.
 const STREAM_HEADER: usize = 8;
 /// The stream moves this many times the transfer's item count (it is far faster) …
@@ -91,7 +91,7 @@ impl System for RawTcp {
     }
 }
 
-fn connect(addr: SocketAddr) -> Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr) -> Result<TcpStream> {
     let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
@@ -222,7 +222,7 @@ fn serve_queue(queue: &SharedQueue, stream: TcpStream) -> std::io::Result<()> {
 }
 
 /// Read one `u32 length, body` frame into `body`; `false` at a clean end of stream.
-fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> std::io::Result<bool> {
+pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut header = [0u8; 4];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
@@ -250,7 +250,7 @@ fn write_frame(
 }
 
 /// A client of the minimal queue server.
-struct RawQueue {
+pub(crate) struct RawQueue {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     out: Vec<u8>,
@@ -258,7 +258,7 @@ struct RawQueue {
 }
 
 impl RawQueue {
-    fn connect(addr: SocketAddr) -> Result<Self> {
+    pub(crate) fn connect(addr: SocketAddr) -> Result<Self> {
         let stream = connect(addr)?;
         Ok(RawQueue {
             reader: BufReader::new(stream.try_clone()?),

@@ -200,15 +200,20 @@ impl RawQueue {
             }
             return Ok(items);
         }
-        let conn = self.conn()?;
         while items.len() < n {
-            let op = Op::GetMany {
-                handle: self.handle,
-                max_items: u32::try_from(n - items.len()).unwrap_or(u32::MAX),
+            let (handle, max_items) = (
+                self.handle,
+                u32::try_from(n - items.len()).unwrap_or(u32::MAX),
+            );
+            // Refused for lack of room to park (other callers' batches hold it): sent again
+            // once replies have freed some, as a blocking `get` is.
+            let outcome = self.blocking(Wait::Forever, |wait| Op::GetMany {
+                handle,
+                max_items,
                 max_bytes: BATCH_BYTES as u32,
-                wait: Wait::Forever,
-            };
-            let outcome = match conn.call(op) {
+                wait,
+            });
+            let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(e) if items.is_empty() => return Err(e),
                 Err(_) => break,
