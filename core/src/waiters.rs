@@ -145,28 +145,33 @@ impl<'a> Waiters<'a> {
     }
 
     /// Parks `waiter` at the back of `list`; `None` when the pool is full.
-    pub(crate) fn park(&mut self, list: &mut WaitList, mut waiter: Waiter) -> Option<u32> {
-        let index = self.free;
-        if index == NONE {
-            return None;
-        }
-        self.free = self.slots[index as usize].next;
-        waiter.in_use = true;
-        waiter.prev = list.tail;
-        waiter.next = NONE;
-        self.slots[index as usize] = waiter;
+    pub(crate) fn park(&mut self, list: &mut WaitList, waiter: Waiter) -> Option<u32> {
+        let index = self.take_slot(waiter)?;
+        self.slots[index as usize].prev = list.tail;
         match list.tail {
             NONE => list.head = index,
             tail => self.slots[tail as usize].next = index,
         }
         list.tail = index;
         list.len += 1;
-        self.used += 1;
         Some(index)
     }
 
     /// Parks `waiter` at the front of `list`; `None` when the pool is full.
-    pub(crate) fn park_front(&mut self, list: &mut WaitList, mut waiter: Waiter) -> Option<u32> {
+    pub(crate) fn park_front(&mut self, list: &mut WaitList, waiter: Waiter) -> Option<u32> {
+        let index = self.take_slot(waiter)?;
+        self.slots[index as usize].next = list.head;
+        match list.head {
+            NONE => list.tail = index,
+            head => self.slots[head as usize].prev = index,
+        }
+        list.head = index;
+        list.len += 1;
+        Some(index)
+    }
+
+    /// Puts `waiter` in a free slot, linked to nothing yet; `None` when the pool is full.
+    fn take_slot(&mut self, mut waiter: Waiter) -> Option<u32> {
         let index = self.free;
         if index == NONE {
             return None;
@@ -174,14 +179,8 @@ impl<'a> Waiters<'a> {
         self.free = self.slots[index as usize].next;
         waiter.in_use = true;
         waiter.prev = NONE;
-        waiter.next = list.head;
+        waiter.next = NONE;
         self.slots[index as usize] = waiter;
-        match list.head {
-            NONE => list.tail = index,
-            head => self.slots[head as usize].prev = index,
-        }
-        list.head = index;
-        list.len += 1;
         self.used += 1;
         Some(index)
     }
