@@ -1013,7 +1013,13 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+        // Miri runs each case some thousand times slower: a couple show the code is sound.
+        #![proptest_config(if cfg!(miri) {
+            // Miri is isolated from the file system, where failures are kept.
+            ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
+        } else {
+            ProptestConfig { cases: 2048, ..ProptestConfig::default() }
+        })]
 
         #[test]
         fn messages_match_postcard(p in parts(), edits in edits()) {
