@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle};
 
+#[path = "../../transport-std/tests/support/pythons.rs"]
+mod pythons;
+use pythons::pythons;
+
 const KEY: &str = "cli-test-key";
 const SOON: Duration = Duration::from_secs(10);
 
@@ -1266,16 +1270,6 @@ max_item = 1000
     let r = server.finish();
     assert!(r.status.success(), "{}", r.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// `python3`, and the `python3.X` launchers in `DEPOT_PYTHONS` (from `tests/extra-pythons`).
-fn pythons() -> Vec<String> {
-    let mut all = vec!["python3".to_owned()];
-    match std::env::var("DEPOT_PYTHONS") {
-        Ok(dir) => all.extend(["3.9", "3.13", "3.14"].map(|v| format!("{dir}/python{v}"))),
-        Err(_) => eprintln!("DEPOT_PYTHONS not set: only python3 runs"),
-    }
-    all
 }
 
 /// The seed's Python `close` script, unchanged but for the address: connect, put one item,

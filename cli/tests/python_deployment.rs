@@ -9,20 +9,14 @@ use std::process::{Child, Command, Output, Stdio};
 
 use depot_std::Manager;
 
+#[path = "../../transport-std/tests/support/pythons.rs"]
+mod pythons;
+use pythons::pythons;
+
 const KEY: &str = "cli-python-key";
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../transport-std/tests/python/deployment.py")
-}
-
-fn pythons() -> Vec<String> {
-    let mut all = vec!["python3".to_owned()];
-    if let Ok(dir) = std::env::var("DEPOT_PYTHONS") {
-        for v in ["3.9", "3.13", "3.14"] {
-            all.push(format!("{dir}/python{v}"));
-        }
-    }
-    all
 }
 
 /// `depot ARGS` with the authkey `key`; waits for it.

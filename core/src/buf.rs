@@ -54,11 +54,6 @@ impl<'a> RxBuf<'a> {
         self.data.limit()
     }
 
-    /// Bytes of memory held now.
-    pub(crate) fn held(&self) -> usize {
-        self.data.len()
-    }
-
     pub(crate) fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
@@ -163,11 +158,6 @@ impl<'a> TxBuf<'a> {
     /// The most bytes this buffer can ever hold.
     pub(crate) fn capacity(&self) -> usize {
         self.data.limit()
-    }
-
-    /// Bytes of memory held now.
-    pub(crate) fn held(&self) -> usize {
-        self.data.len()
     }
 
     pub(crate) fn clear(&mut self) {

@@ -185,11 +185,6 @@ impl<'a> Connection<'a> {
         )
     }
 
-    /// Bytes of buffer memory this connection holds now.
-    pub fn buffer_bytes(&self) -> usize {
-        self.rx.held() + self.tx.held()
-    }
-
     fn with(rx: RxBuf<'a>, tx: TxBuf<'a>) -> Self {
         Connection {
             rx,

@@ -10,29 +10,14 @@ use std::time::{Duration, Instant};
 
 use depot_std::{Client, Error, ErrorCode};
 
+#[path = "support/pythons.rs"]
+mod pythons;
+use pythons::pythons;
+
 const KEY: &str = "producer";
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/deployment.py")
-}
-
-/// Every interpreter to test with: `python3`, and those `DEPOT_PYTHONS` names.
-fn pythons() -> Vec<String> {
-    let mut all = vec!["python3".to_owned()];
-    match std::env::var("DEPOT_PYTHONS") {
-        Ok(dir) => {
-            for v in ["3.9", "3.13", "3.14"] {
-                let p = format!("{dir}/python{v}");
-                assert!(
-                    std::path::Path::new(&p).exists(),
-                    "{p} missing: run tests/extra-pythons {dir}"
-                );
-                all.push(p);
-            }
-        }
-        Err(_) => eprintln!("DEPOT_PYTHONS not set: only python3 runs"),
-    }
-    all
 }
 
 /// A Python manager process, killed on drop.
