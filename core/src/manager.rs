@@ -1386,10 +1386,7 @@ impl<'a> Manager<'a> {
             Ok(deadline) => deadline,
             Err(code) => return self.reply(i, id, &Reply::Error(code)),
         };
-        let Some(parked) = self
-            .parked
-            .store(item, false, &|x| self.waiters.holds_parked(x))
-        else {
+        let Some(parked) = self.parked.store(item, &|x| self.waiters.holds_parked(x)) else {
             return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
         };
         let waiter = Waiter {
@@ -1431,7 +1428,7 @@ impl<'a> Manager<'a> {
         };
         let Some(parked) = self
             .parked
-            .store(&items.0[offset..], false, &|x| self.waiters.holds_parked(x))
+            .store(&items.0[offset..], &|x| self.waiters.holds_parked(x))
         else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
             return self.settle(handle);
@@ -1511,14 +1508,16 @@ impl<'a> Manager<'a> {
         if item.len() > q.queue.spec().max_item as usize {
             return Reply::Error(ErrorCode::TooLarge);
         }
+        // A client says where the item came from: what any put must be, it must be too.
+        if !fits_mode(q.queue.spec(), item) {
+            return Reply::Error(ErrorCode::InvalidValue);
+        }
         if q.queue.push_front(item) {
             self.settle(handle);
             return Reply::Done;
         }
-        let Some(parked) = self
-            .parked
-            .store(item, true, &|x| self.waiters.holds_parked(x))
-        else {
+        // Within the park budget like any blocked put, so returns cannot pin unbounded memory.
+        let Some(parked) = self.parked.store(item, &|x| self.waiters.holds_parked(x)) else {
             warn!("an item given back could not be kept: no room to park it");
             return Reply::Error(ErrorCode::WaiterLimit);
         };

@@ -99,16 +99,9 @@ impl<'a> ParkStore<'a> {
         }
     }
 
-    /// Keeps a copy of `item`; `None` when the store has no room. `force` lets a heap store
-    /// go past its budget (for an item that already left a queue and must not be lost).
-    /// `taken(index)` tells whether a lent store's slot `index` holds an item not yet freed
+    /// Keeps a copy of `item`; `None` when the store has no room. `taken(index)` tells whether a lent store's slot `index` holds an item not yet freed
     /// (the caller keeps every `ParkRef` until it frees it).
-    pub(crate) fn store(
-        &mut self,
-        item: &[u8],
-        force: bool,
-        taken: &dyn Fn(u32) -> bool,
-    ) -> Option<ParkRef> {
+    pub(crate) fn store(&mut self, item: &[u8], taken: &dyn Fn(u32) -> bool) -> Option<ParkRef> {
         let len = u32::try_from(item.len()).ok()?;
         match &mut self.kind {
             Kind::Slots {
@@ -117,7 +110,6 @@ impl<'a> ParkStore<'a> {
                 count,
                 used,
             } => {
-                let _ = force;
                 if item.len() > *slot_len || *used >= *count {
                     return None;
                 }
@@ -134,7 +126,7 @@ impl<'a> ParkStore<'a> {
                 bytes,
                 budget,
             } => {
-                if !force && *bytes + item.len() > *budget {
+                if *bytes + item.len() > *budget {
                     return None;
                 }
                 let index = match free.pop() {

@@ -221,7 +221,12 @@ impl<'a> Queue<'a> {
         self.write_at(self.wrap(head + LEN_PREFIX), item);
         self.used += need;
         self.len += 1;
-        self.total_got = self.total_got.saturating_sub(1);
+        // A returned item counts as not got; one never got here (the client says otherwise)
+        // counts as put, so the totals stay consistent (got never exceeds put).
+        match self.total_got.checked_sub(1) {
+            Some(got) => self.total_got = got,
+            None => self.total_put += 1,
+        }
         true
     }
 

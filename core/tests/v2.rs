@@ -440,3 +440,39 @@ fn a_stalled_readers_unsent_items_go_back() {
         Some(items(&[b"1", b"2", b"3", b"4", b"5"]))
     );
 }
+
+/// `Return` takes the client's word only as far as a put would: a value queue refuses what
+/// is not a value, and an item the queue never gave out counts as put (got never exceeds put).
+#[test]
+fn a_returned_item_is_checked_like_a_put() {
+    let mut setup = Setup::queue("q", 4, 16, 1024);
+    setup.queues[0].1.mode = QueueMode::Value;
+    let mut p = Pair::new(setup);
+    let c = p.connect();
+    let h = p.open(c, "q");
+    assert_eq!(
+        p.call(
+            c,
+            Op::Return {
+                handle: h,
+                item: &[0xFF]
+            }
+        ),
+        Owned::Error(ErrorCode::InvalidValue)
+    );
+    assert_eq!(
+        p.call(
+            c,
+            Op::Return {
+                handle: h,
+                item: &[0x07]
+            }
+        ),
+        Owned::Done
+    );
+    let got = p.get(c, h, Wait::NoWait);
+    p.pump();
+    assert_eq!(p.take(c, got), Some(Owned::Item(vec![0x07])));
+    let s = p.stat(0);
+    assert_eq!((s.total_put, s.total_got), (1, 1));
+}
