@@ -417,7 +417,8 @@ impl<'a> Client<'a> {
             | Op::Get { wait, .. }
             | Op::Join { wait, .. }
             | Op::PutMany { wait, .. }
-            | Op::GetMany { wait, .. } => wait,
+            | Op::GetMany { wait, .. }
+            | Op::GetLeased { wait, .. } => wait,
             _ => Wait::NoWait,
         };
         let grace = u64::from(self.config.reply_timeout_ms);
@@ -613,6 +614,13 @@ impl<'a> Client<'a> {
                 };
                 let (abandoned, handle) = (slot.abandoned, slot.handle);
                 if abandoned {
+                    if let Reply::Leased { lease, .. } = reply {
+                        // Nobody will process these items: hand them back now rather than
+                        // when the lease runs out.
+                        if !nack(&mut self.tx, &mut self.state, self.peer_max, lease) {
+                            return Ok(Taken::Blocked);
+                        }
+                    }
                     if let (Some(handle), Reply::Item { .. } | Reply::Items { .. }) =
                         (handle, reply)
                     {
@@ -741,6 +749,18 @@ fn give_back(
         }
     }
     true
+}
+
+/// Queues a `Nack` of `lease`; `false` (nothing queued) when the transmit buffer has no room now.
+fn nack(tx: &mut TxBuf, state: &mut State, peer_max: usize, lease: u64) -> bool {
+    let State::Ready { tx_mac, .. } = state else {
+        return true;
+    };
+    let request = Request {
+        id: INTERNAL_ID,
+        op: Op::Nack { lease },
+    };
+    tx.push(&request, peer_max, tx_mac).is_ok()
 }
 
 /// The slot of request `id` in `slots`, while it is in flight.

@@ -11,6 +11,7 @@
 //! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
+//! - [`lease`]: items taken under a lease until acknowledged (at-least-once gets).
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
@@ -39,6 +40,7 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod lease;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -53,6 +55,7 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
