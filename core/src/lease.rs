@@ -123,6 +123,11 @@ impl<'a> LeaseStore<'a> {
         self.used
     }
 
+    /// Records free for more leased items.
+    pub fn free_slots(&self) -> u32 {
+        (self.slots.len().min(MAX_LEASE_SLOTS) as u32).saturating_sub(self.used)
+    }
+
     /// Bytes of leased items kept now.
     pub fn bytes(&self) -> usize {
         self.items.bytes()

@@ -1405,6 +1405,11 @@ impl<'a> Manager<'a> {
                 max_bytes,
                 ..
             } => {
+                // A leased get takes no more items than the lease store has records for.
+                let max_items = match take {
+                    Take::Leased { .. } => max_items.min(self.leases.free_slots().max(1)),
+                    _ => max_items,
+                };
                 let mut count = 0u32;
                 let mut bytes = 0usize;
                 for (a, b) in q.queue.iter() {
