@@ -155,6 +155,27 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port; printed on stdout).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+
+    /// Items of QUEUE delivered N times under a lease (`get --lease`) and still not acked go to the
+    /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
+    #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
+    dead_letters: Vec<(String, String, u8)>,
+}
+
+/// `QUEUE:DEAD:N` of `serve --dead-letter`.
+fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(d), Some(n), None) if !q.is_empty() && !d.is_empty() => {
+            let n: u8 = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("'{n}' is not a delivery count from 1 to 255"))?;
+            Ok((q.to_owned(), d.to_owned(), n))
+        }
+        _ => Err("expected QUEUE:DEAD:N".into()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -236,6 +257,12 @@ struct GetArgs {
     /// Write each item's bytes as they are (then a newline) instead of JSON.
     #[arg(long)]
     raw: bool,
+
+    /// Take each item under a lease of SECS seconds and acknowledge it only once it is written to
+    /// stdout and flushed: an item whose output failed, or whose consumer died first, goes back to
+    /// the head of the queue (at-least-once instead of at-most-once).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    lease: Option<Duration>,
 }
 
 /// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
@@ -501,12 +528,16 @@ impl ServeSettings {
 }
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
+    let dead_letters = args.dead_letters.clone();
     let s = ServeSettings::new(args, authkey_file)?;
     let key = authkey(s.authkey_file.as_deref())?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
         .authkey(&key)
         .allow_remote_shutdown(s.allow_remote_shutdown);
+    for (queue, dead, n) in &dead_letters {
+        builder = builder.dead_letter(queue, dead, *n);
+    }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
     }
@@ -634,9 +665,11 @@ fn get(args: GetArgs, key: &[u8]) -> CliResult {
     let mut out = io::stdout().lock();
     let mut got = 0u64;
     while args.count == 0 || got < args.count {
-        let item = match args.timeout {
-            Some(t) => queue.get_timeout(t)?,
-            None => queue.get()?,
+        let (item, lease) = match (args.lease, args.timeout) {
+            (Some(l), Some(t)) => leased(queue.get_leased_timeout(l, t)?),
+            (Some(l), None) => leased(queue.get_leased(l)?),
+            (None, Some(t)) => (queue.get_timeout(t)?, None),
+            (None, None) => (queue.get()?, None),
         };
         got += 1;
         let written = if args.raw {
@@ -647,11 +680,21 @@ fn get(args: GetArgs, key: &[u8]) -> CliResult {
                 .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&item)));
             writeln!(out, "{line}")
         };
+        // On an error the lease is dropped unacked, which puts the item back.
         written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+        if let Some(lease) = lease {
+            lease.ack()?;
+        }
     }
     Ok(())
+}
+
+/// A leased item's bytes, and its lease to ack once they are written.
+fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
+    let item = lease.take_items().into_iter().next().unwrap_or_default();
+    (item, Some(lease))
 }
 
 fn stat(args: StatArgs, key: &[u8]) -> CliResult {

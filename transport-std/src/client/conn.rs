@@ -70,6 +70,11 @@ pub(crate) enum Outcome {
         error: Option<ErrorCode>,
     },
     Items(Vec<Vec<u8>>),
+    Leased {
+        lease: u64,
+        deliveries: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    },
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -101,6 +106,16 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            Reply::Leased {
+                lease,
+                deliveries,
+                items,
+                ..
+            } => Outcome::Leased {
+                lease,
+                deliveries: deliveries.to_vec(),
+                items: items.iter().map(<[u8]>::to_vec).collect(),
+            },
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }

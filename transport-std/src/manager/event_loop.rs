@@ -90,6 +90,10 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     let mut core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
     // Python BaseManager clients are served on the same port (PROTOCOL.md §12).
     core.serve_python(&plan.authkey, storage::python(&plan));
+    core.serve_leases(storage::leases(&plan));
+    if let Err(e) = storage::dead_letters(&mut core, &plan) {
+        return report_setup(started, e);
+    }
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);
