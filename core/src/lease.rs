@@ -246,42 +246,35 @@ impl<'a> LeaseStore<'a> {
         })
     }
 
-    /// A lease from slot `from` on whose deadline is at or before `now`: `(lease, the slot to
-    /// search from next)`.
-    pub(crate) fn expired_from(&self, from: u32, now: Instant) -> Option<(u64, u32)> {
+    /// The newest lease (the last granted) whose deadline is at or before `now`.
+    pub(crate) fn newest_expired(&self, now: Instant) -> Option<u64> {
         if self.used == 0 || self.next_deadline.is_none_or(|d| d > now) {
             return None;
         }
-        self.heads_from(from)
-            .find(|&(_, s)| s.deadline <= now)
-            .map(|(i, s)| (s.lease, i + 1))
+        self.heads().filter(|s| s.deadline <= now).map(|s| s.lease).max()
     }
 
-    /// A lease held by connection `conn` from slot `from` on: `(lease, the slot to search from
-    /// next)`.
-    pub(crate) fn of_conn_from(&self, from: u32, conn: u32) -> Option<(u64, u32)> {
+    /// The newest lease held by connection `conn`.
+    pub(crate) fn newest_of(&self, conn: u32) -> Option<u64> {
         if self.used == 0 {
             return None;
         }
-        self.heads_from(from)
-            .find(|&(_, s)| s.conn == conn)
-            .map(|(i, s)| (s.lease, i + 1))
+        self.heads().filter(|s| s.conn == conn).map(|s| s.lease).max()
     }
 
     /// Works out the earliest deadline of the leases held (after expired ones were released).
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        self.next_deadline = self.heads_from(0).map(|(_, s)| s.deadline).min();
+        self.next_deadline = self.heads().map(|s| s.deadline).min();
         self.next_deadline
     }
 
-    /// The first slots of leases, from slot `from` on.
-    fn heads_from(&self, from: u32) -> impl Iterator<Item = (u32, &LeaseSlot)> + '_ {
+    /// The first slots of leases.
+    fn heads(&self) -> impl Iterator<Item = &LeaseSlot> + '_ {
         self.slots
             .iter()
             .enumerate()
-            .skip(from as usize)
-            .map(|(i, s)| (i as u32, s))
-            .filter(|&(i, s)| s.lease != 0 && s.lease & ((1 << SLOT_BITS) - 1) == u64::from(i))
+            .filter(|&(i, s)| s.lease != 0 && s.lease & ((1 << SLOT_BITS) - 1) == i as u64)
+            .map(|(_, s)| s)
     }
 
     /// The first slot of `lease` when `conn` holds it (`NONE`: whoever holds it).
@@ -364,9 +357,10 @@ mod tests {
         let big: [(&[u8], &[u8], u8); 1] = [(&[0; 9], b"", 1)];
         assert_eq!(s.grant(7, Handle(1), t, big.into_iter()), Err(LeaseLimit));
         assert_eq!(s.ack(8, a), Err(NoSuchLease), "another connection's lease");
-        assert_eq!(s.expired_from(0, Instant::ZERO), None);
-        assert_eq!(s.expired_from(0, t).map(|(l, _)| l), Some(a));
-        assert_eq!(s.of_conn_from(0, 7).map(|(l, _)| l), Some(a));
+        assert_eq!(s.newest_expired(Instant::ZERO), None);
+        assert_eq!(s.newest_expired(t), Some(a));
+        assert_eq!(s.newest_of(7), Some(a));
+        assert_eq!(s.newest_of(8), None);
         s.ack(7, a).unwrap();
         assert_eq!(s.ack(7, a), Err(NoSuchLease), "acked twice");
         assert_eq!(s.leased(), 0);

@@ -143,6 +143,25 @@ fn closed_connection_redelivers_to_a_waiting_consumer() {
     assert_eq!((d, items), (vec![2, 2], vec![b"p".to_vec(), b"q".to_vec()]));
 }
 
+/// Several leases that come back together stand at the head in the order they were taken.
+#[test]
+fn leases_returned_together_keep_their_order() {
+    let mut p = Pair::with_default();
+    let (a, b) = (p.connect(), p.connect());
+    let q = p.open(a, "task_queue");
+    put_all(&mut p, a, q, &[b"1", b"2", b"3", b"4", b"5"]);
+    for _ in 0..2 {
+        unpack(p.call(a, leased(q, 1, 60_000, Wait::NoWait)));
+        unpack(p.call(b, leased(q, 1, 1_000, Wait::NoWait)));
+    }
+    // b's two leases expire together, then a's connection closes.
+    p.advance(1_000);
+    p.disconnect(a);
+    let (_, d, items) = unpack(p.call(b, leased(q, 8, 1_000, Wait::NoWait)));
+    let want: Vec<Vec<u8>> = [b"1", b"3", b"2", b"4", b"5"].map(|i| i.to_vec()).into();
+    assert_eq!((d, items), (vec![2, 2, 2, 2, 1], want));
+}
+
 /// After `max` deliveries an unacknowledged item goes to the dead-letter queue.
 #[test]
 fn dead_letter_after_max_deliveries() {

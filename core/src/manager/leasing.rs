@@ -3,9 +3,9 @@
 //! connections.
 //!
 //! Items that come back (nack, expiry, closed connection) go to the head of their queue in
-//! their order, ahead of items never delivered, each with its delivery count; several leases
-//! coming back at once are put back one after the other, so the lease returned last is at the
-//! head. An item whose count reached its queue's dead-letter limit goes to the tail of the
+//! their order, ahead of items never delivered, each with its delivery count. Several leases
+//! coming back at once (a closed connection's, or expiring together) are put back newest first,
+//! so they stand at the head in the order they were taken. An item whose count reached its queue's dead-letter limit goes to the tail of the
 //! dead-letter queue instead (or, if that queue refuses it, back to the head as well).
 
 use super::{Manager, State, Take, NONE};
@@ -139,9 +139,7 @@ impl<'a> Manager<'a> {
 
     /// Returns the leases connection `i` holds (it closed).
     pub(super) fn release_leases_of(&mut self, i: usize) {
-        let mut from = 0;
-        while let Some((lease, next)) = self.leases.of_conn_from(from, i as u32) {
-            from = next;
+        while let Some(lease) = self.leases.newest_of(i as u32) {
             self.requeue(lease);
         }
     }
@@ -149,9 +147,7 @@ impl<'a> Manager<'a> {
     /// Returns the leases whose time ran out, and asks to be woken for the next.
     pub(super) fn expire_leases(&mut self, now: Instant) {
         if self.leases.deadline_hint().is_some_and(|d| d <= now) {
-            let mut from = 0;
-            while let Some((lease, next)) = self.leases.expired_from(from, now) {
-                from = next;
+            while let Some(lease) = self.leases.newest_expired(now) {
                 self.requeue(lease);
             }
             self.leases.next_deadline();
