@@ -43,11 +43,21 @@ fn len(c: &Client, queue: &str) -> u32 {
 fn get_lease_prints_then_acks() {
     let m = manager();
     let c = Client::connect(m.address(), KEY).unwrap();
-    c.queue::<u32>("jobs").unwrap().put_many(&[1, 2, 3]).unwrap();
-    let out = depot(&m, &["get", "--queue", "jobs", "--count", "3", "--lease", "1"])
-        .output()
+    c.queue::<u32>("jobs")
+        .unwrap()
+        .put_many(&[1, 2, 3])
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = depot(
+        &m,
+        &["get", "--queue", "jobs", "--count", "3", "--lease", "1"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "1\n2\n3\n");
     // Acked: nothing came back when the consumer's connection closed, nor after the lease.
     thread::sleep(Duration::from_millis(1200));
@@ -66,7 +76,9 @@ fn killed_consumer_gives_its_item_back() {
     blobs.put_many(&refs).unwrap();
     let mut child = depot(
         &m,
-        &["get", "--queue", "blobs", "--count", "0", "--raw", "--lease", "600"],
+        &[
+            "get", "--queue", "blobs", "--count", "0", "--raw", "--lease", "600",
+        ],
     )
     .stdout(Stdio::piped())
     .spawn()
@@ -74,11 +86,18 @@ fn killed_consumer_gives_its_item_back() {
     // A pipe holds 64 KiB: the second item's write blocks while its lease is held.
     let deadline = Instant::now() + Duration::from_secs(20);
     while len(&c, "blobs") > 1 {
-        assert!(Instant::now() < deadline, "the consumer took no second item");
+        assert!(
+            Instant::now() < deadline,
+            "the consumer took no second item"
+        );
         thread::sleep(Duration::from_millis(10));
     }
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(len(&c, "blobs"), 1, "the consumer is blocked on its second item");
+    assert_eq!(
+        len(&c, "blobs"),
+        1,
+        "the consumer is blocked on its second item"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let mut printed = Vec::new();

@@ -251,7 +251,10 @@ impl<'a> LeaseStore<'a> {
         if self.used == 0 || self.next_deadline.is_none_or(|d| d > now) {
             return None;
         }
-        self.heads().filter(|s| s.deadline <= now).map(|s| s.lease).max()
+        self.heads()
+            .filter(|s| s.deadline <= now)
+            .map(|s| s.lease)
+            .max()
     }
 
     /// The newest lease held by connection `conn`.
@@ -259,7 +262,10 @@ impl<'a> LeaseStore<'a> {
         if self.used == 0 {
             return None;
         }
-        self.heads().filter(|s| s.conn == conn).map(|s| s.lease).max()
+        self.heads()
+            .filter(|s| s.conn == conn)
+            .map(|s| s.lease)
+            .max()
     }
 
     /// Works out the earliest deadline of the leases held (after expired ones were released).

@@ -140,7 +140,7 @@ fn many_under_one_lease() {
     let m = manager();
     let c = Client::connect(m.address(), KEY).unwrap();
     let jobs = c.raw_queue("jobs").unwrap();
-    let items: Vec<Vec<u8>> = (0..5u8).map(|n| depot_core_value(n)).collect();
+    let items: Vec<Vec<u8>> = (0..5u8).map(cbor_uint).collect();
     let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
     jobs.put_many(&refs).unwrap();
     let got = jobs.get_many_leased(3, Duration::from_secs(60)).unwrap();
@@ -155,7 +155,7 @@ fn many_under_one_lease() {
 }
 
 /// A small CBOR unsigned integer (the queue holds values).
-fn depot_core_value(n: u8) -> Vec<u8> {
+fn cbor_uint(n: u8) -> Vec<u8> {
     assert!(n < 24);
     vec![n]
 }

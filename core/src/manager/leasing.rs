@@ -71,7 +71,13 @@ impl<'a> Manager<'a> {
         max_bytes: u32,
         lease_ms: u32,
     ) {
-        self.get(i, id, handle, wait, Take::leased(max_items, max_bytes, lease_ms));
+        self.get(
+            i,
+            id,
+            handle,
+            wait,
+            Take::leased(max_items, max_bytes, lease_ms),
+        );
     }
 
     /// Takes `count` items (whose reply body is `body` bytes, counts included) off `handle`
@@ -292,8 +298,10 @@ mod tests {
             let mut theirs = [0u8; 128];
             let expect = postcard::to_slice(&msg, &mut theirs).unwrap();
             assert_eq!(&ours[..n], &*expect);
-            assert!(encode_leased_reply(&mut ours[..n - 1], id, Handle(7), lease, &q, 3, end + 3)
-                .is_none());
+            assert!(
+                encode_leased_reply(&mut ours[..n - 1], id, Handle(7), lease, &q, 3, end + 3)
+                    .is_none()
+            );
         }
     }
 }

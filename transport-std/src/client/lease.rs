@@ -197,7 +197,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// [`Queue::get_leased`], waiting at most `timeout` for an item.
-    pub fn get_leased_timeout(&self, lease: Duration, timeout: Duration) -> Result<Leased<T>, Error> {
+    pub fn get_leased_timeout(
+        &self,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<Leased<T>, Error> {
         Self::typed(self.raw().get_leased_timeout(lease, timeout)?)
     }
 

@@ -12,9 +12,7 @@ use depot_core::python::ScratchStore;
 use depot_core::wire::{
     item_reply_bound, valid_name, QueueSpec, HEADER_LEN, MAX_MAX_FRAME, SMALL_REPLY_BOUND, TAG_LEN,
 };
-use depot_core::{
-    Connection, LeaseStore, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter,
-};
+use depot_core::{Connection, LeaseStore, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter};
 
 use tracing::warn;
 
