@@ -437,6 +437,24 @@ impl<'a> Client<'a> {
         Ok(id)
     }
 
+    /// Sends a request whose reply is not reported, such as an ack the caller does not wait for:
+    /// it takes no request slot, and a refusal is only logged.
+    pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
+        self.apply_consumed();
+        let tx_mac = match &mut self.state {
+            State::Ready { tx_mac, .. } => tx_mac,
+            State::Closed { error, .. } => return Err(*error),
+            _ => return Err(Error::NotReady),
+        };
+        let request = Request {
+            id: INTERNAL_ID,
+            op,
+        };
+        self.tx
+            .push(&request, self.peer_max, tx_mac)
+            .map_err(|_| Error::WouldBlock)
+    }
+
     /// The next event, if any. Item bytes in a reply borrow the receive buffer until the next
     /// call on this client.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
@@ -601,7 +619,7 @@ impl<'a> Client<'a> {
             } => {
                 if let Reply::Error(code) = reply {
                     warn!(
-                        "client: a cancel or give-back failed: {}",
+                        "client: a request sent unanswered (cancel, give-back, ack) failed: {}",
                         code.description()
                     );
                 }

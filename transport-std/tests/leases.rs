@@ -159,3 +159,22 @@ fn cbor_uint(n: u8) -> Vec<u8> {
     assert!(n < 24);
     vec![n]
 }
+
+/// An ack not waited for still removes the item: nothing comes back after the lease, or when
+/// the connection closes.
+#[test]
+fn ack_nowait_removes() {
+    let m = manager();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let jobs = c.queue::<u32>("jobs").unwrap();
+    jobs.put_many(&[1, 2]).unwrap();
+    for want in 1..=2 {
+        let got = jobs.get_leased(Duration::from_millis(300)).unwrap();
+        assert_eq!(*got, want);
+        got.ack_nowait().unwrap();
+    }
+    drop((jobs, c));
+    std::thread::sleep(Duration::from_millis(600));
+    let c = Client::connect(m.address(), KEY).unwrap();
+    assert_eq!(c.queue::<u32>("jobs").unwrap().qsize().unwrap(), 0);
+}

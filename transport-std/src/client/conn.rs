@@ -366,6 +366,26 @@ impl Conn {
         }
     }
 
+    /// A request whose reply nobody waits for (see `Client::send_unanswered`), written out.
+    pub(crate) fn send_unanswered(&self, op: Op<'_>) -> Result<(), Error> {
+        for attempt in 0..2 {
+            let sent = {
+                let mut g = lock(&self.state);
+                if let Some(e) = g.closed {
+                    return Err(self.closed_error(e, None));
+                }
+                g.core.with(|c| c.send_unanswered(op))
+            };
+            match sent {
+                Ok(()) => return self.flush(),
+                // The output buffer may be full: writing it out makes room.
+                Err(depot_core::Error::WouldBlock) if attempt == 0 => self.flush()?,
+                Err(e) => return Err(self.closed_error(e, None)),
+            }
+        }
+        Ok(())
+    }
+
     /// One request, written out, and its reply.
     pub(crate) fn call(&self, op: Op<'_>) -> Result<Outcome, Error> {
         let id = self.send(op)?;

@@ -58,6 +58,19 @@ impl RawLeased {
         self.settle(true)
     }
 
+    /// [`RawLeased::ack`] without waiting for the manager's answer: the ack is written out and
+    /// the call returns (the manager handles this connection's requests in order, so a later
+    /// get never sees these items again unless the lease had run out, which is then not
+    /// reported). Saves a round trip per lease.
+    pub fn ack_nowait(mut self) -> Result<(), Error> {
+        self.settled = true;
+        let lease = self.lease;
+        self.queue
+            .client
+            .conn()?
+            .send_unanswered(Op::Ack { lease })
+    }
+
     /// The items were not processed: the manager puts them back at the head of the queue now.
     pub fn nack(mut self) -> Result<(), Error> {
         self.settle(false)
@@ -161,6 +174,11 @@ impl<T> Leased<T> {
     /// The item was processed: the manager removes it (see [`RawLeased::ack`]).
     pub fn ack(self) -> Result<(), Error> {
         self.raw.ack()
+    }
+
+    /// [`Leased::ack`] without waiting for the manager's answer (see [`RawLeased::ack_nowait`]).
+    pub fn ack_nowait(self) -> Result<(), Error> {
+        self.raw.ack_nowait()
     }
 
     /// The item was not processed: it goes back at the head of the queue now.
