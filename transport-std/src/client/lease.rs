@@ -65,10 +65,7 @@ impl RawLeased {
     pub fn ack_nowait(mut self) -> Result<(), Error> {
         self.settled = true;
         let lease = self.lease;
-        self.queue
-            .client
-            .conn()?
-            .send_unanswered(Op::Ack { lease })
+        self.queue.client.conn()?.send_unanswered(Op::Ack { lease })
     }
 
     /// The items were not processed: the manager puts them back at the head of the queue now.
