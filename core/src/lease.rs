@@ -1,12 +1,12 @@
 //! Leased items: items a consumer took with `GetLeased` and has not yet acknowledged.
 //!
 //! A leased item has left its queue but is still the manager's: it is kept here, with its
-//! queue, the connection that holds it, its delivery count and the lease's deadline, until one
-//! of three transitions ends the lease:
+//! queue, the connection that holds it, its delivery count and the lease's deadline. Three
+//! transitions (methods of [`LeaseStore`]) change lease state:
 //!
-//! - [`LeaseStore::grant`]: items leave their queue under a new lease (id, bytes, counts);
-//! - [`LeaseStore::ack`]: the consumer processed them: they are dropped;
-//! - [`LeaseStore::release`]: a `Nack`, the deadline passing or the connection closing: the
+//! - `grant`: items leave their queue under a new lease (id, bytes, counts);
+//! - `ack`: the consumer processed them: they are dropped;
+//! - `release`: a `Nack`, the deadline passing or the connection closing: the
 //!   manager puts the items back at the head of their queue (or into its dead-letter queue)
 //!   and then frees them here.
 //!
