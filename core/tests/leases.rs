@@ -249,6 +249,27 @@ fn abandoned_leased_get_is_nacked() {
     assert_eq!((d, items), (vec![2], vec![b"z".to_vec()]));
 }
 
+/// A version-2 client (which knows no leases) is refused with `VersionMismatch`.
+#[test]
+fn a_version_2_hello_is_refused() {
+    let mut p = Pair::new(Setup::default());
+    let conn = p.m.accept(p.now, [1; 32], &[]).unwrap();
+    let mut body = b"dpot\x02\x02".to_vec();
+    body.extend_from_slice(&[3; 32]);
+    body.extend_from_slice(&[0x80, 0x08]);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let now = p.now;
+    p.m.handle_input(conn, now, &frame);
+    let out = p.m.poll_transmit(conn).to_vec();
+    // Reject (1) with VersionMismatch (1).
+    assert_eq!(&out[4..], &[1, 1]);
+    assert_eq!(
+        p.m.close_reason(conn),
+        Some(depot_core::wire::CloseReason::VersionMismatch)
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Put,
