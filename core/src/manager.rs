@@ -2346,7 +2346,10 @@ impl Manager<'_> {
         });
         if stop {
             // Nothing was written; the answer is the stop's.
-            let answer = self.python_stop();
+            let answer = match self.permit(i, &Op::Shutdown) {
+                Ok(()) => self.python_stop(),
+                Err(code) => Reply::Error(code),
+            };
             return self.python_push(i, &answer);
         }
         if pushed.is_err() {
