@@ -53,6 +53,16 @@ impl<T> Deref for Shared<'_, T> {
     }
 }
 
+impl<T: Clone> Clone for Shared<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Shared::Lent(slice) => Shared::Lent(slice),
+            #[cfg(feature = "alloc")]
+            Shared::Owned(vec) => Shared::Owned(vec.clone()),
+        }
+    }
+}
+
 impl<T> core::fmt::Debug for Shared<'_, T>
 where
     T: core::fmt::Debug,
@@ -106,7 +116,7 @@ impl BitOr for Rights {
 }
 
 /// Rights on one object name, or on every name that starts with a prefix.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Grant<'a> {
     pattern: Shared<'a, u8>,
     prefix: bool,
@@ -162,6 +172,7 @@ impl<'a> Grant<'a> {
 }
 
 /// A named authkey and its grants.
+#[derive(Clone)]
 pub struct Key<'a> {
     name: Shared<'a, u8>,
     secret: Shared<'a, u8>,
@@ -221,7 +232,8 @@ impl<'a> Key<'a> {
         self.grants.iter().any(|g| g.rights.0 & rights.0 != 0)
     }
 
-    pub(crate) fn secret(&self) -> &[u8] {
+    /// The secret (the authkey itself).
+    pub fn secret(&self) -> &[u8] {
         &self.secret
     }
 
@@ -269,6 +281,7 @@ impl core::fmt::Display for KeyringError {
 impl core::error::Error for KeyringError {}
 
 /// The keys a manager accepts.
+#[derive(Clone)]
 pub struct Keyring<'a> {
     keys: Shared<'a, Key<'a>>,
 }

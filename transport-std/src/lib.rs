@@ -70,5 +70,7 @@ pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
 pub use depot_core::QueueMode;
+/// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
+pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};
 pub use error::Error;
 pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};

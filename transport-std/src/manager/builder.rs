@@ -60,6 +60,7 @@ impl QueueOptions {
 pub struct ManagerBuilder {
     pub(crate) addrs: Result<Vec<SocketAddr>, String>,
     pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     pub(crate) queues: Vec<(String, QueueOptions)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
@@ -77,6 +78,7 @@ impl ManagerBuilder {
         ManagerBuilder {
             addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], 5000))]),
             authkey: None,
+            keyring: None,
             queues: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
@@ -98,9 +100,21 @@ impl ManagerBuilder {
         self
     }
 
-    /// The shared secret clients must prove they know (required).
+    /// The shared secret clients must prove they know: the default key, which clients that
+    /// name no key (Python's among them) use, with every right. An authkey or a keyring is
+    /// required.
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
         self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Named keys, each with its rights per queue (see [`depot_core::keyring`]); clients
+    /// pick theirs with [`Client::connect_as`](crate::Client::connect_as). Alongside an
+    /// [`authkey`](ManagerBuilder::authkey), which stays the default key unless the keyring
+    /// has a key with the empty name. Replace it while running with
+    /// [`ManagerHandle::set_keyring`](crate::ManagerHandle::set_keyring).
+    pub fn keyring(mut self, keyring: depot_core::Keyring<'static>) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 
@@ -251,6 +265,7 @@ impl ManagerBuilder {
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             board: Default::default(),
+            keyring: Default::default(),
         });
         Ok(Prepared {
             plan,
