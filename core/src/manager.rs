@@ -2268,7 +2268,15 @@ impl Manager<'_> {
             PyStep::Close(why) => {
                 debug!("connection {}: python client closed: {:?}", i, why);
                 let reason = match why {
-                    crate::python::PyClose::AuthFailed => CloseReason::AuthFailed,
+                    crate::python::PyClose::AuthFailed => {
+                        // Counted against the source like a depot proof (Python's client
+                        // expects its verdict at once, so it is not held back).
+                        let peer = &c.peer[..c.peer_len as usize];
+                        let throttle = &self.config.throttle;
+                        self.throttle
+                            .failed(throttle, peer, KeyName::DEFAULT, self.now);
+                        CloseReason::AuthFailed
+                    }
                     _ => CloseReason::Unexpected,
                 };
                 (true, Some(reason))

@@ -155,6 +155,8 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     };
     let result = event_loop.run();
     event_loop.tally.flush();
+    event_loop.auth_quiet_until = std::time::Instant::now();
+    event_loop.report_auth();
     let last = event_loop.snapshot();
     info!(
         %address,
@@ -653,10 +655,10 @@ impl Loop<'_> {
             total += u64::from(n);
             lines.push(text);
         });
+        // One line per interval at most, however many peers fail.
         warn!(
-            "{total} failed or refused authentication{} in the last {} s: {}",
+            "{total} failed or refused authentication{} since the last report: {}",
             if total == 1 { "" } else { "s" },
-            tally::INTERVAL.as_secs(),
             lines.join("; ")
         );
         self.auth_quiet_until = now + tally::INTERVAL;
