@@ -21,9 +21,9 @@ const SENSOR_KEY: &str = "0123456789abcdef0123456789abcdef";
 const OPS_KEY: &str = "fedcba9876543210fedcba9876543210";
 
 fn keys_file(dir: &Path, with_sensor: bool) -> PathBuf {
-    let mut text = format!(
+    let mut text = String::from(
         "[[key]]\nname = \"ops\"\nkey_file = \"ops.key\"\n\
-         put = [\"*\"]\nget = [\"*\"]\ncreate = [\"*\"]\nadmin = [\"*\"]\n"
+         put = [\"*\"]\nget = [\"*\"]\ncreate = [\"*\"]\nadmin = [\"*\"]\n",
     );
     if with_sensor {
         text +=
@@ -518,10 +518,8 @@ fn keys_new_prints_an_entry_serve_accepts() {
     ));
     put.ok();
     let _ = server.stop();
-    run(depot(None, None, &["keys", "new", "bad\tname"]))
-        .status
-        .code()
-        .map(|c| assert_eq!(c, 2));
+    let bad = run(depot(None, None, &["keys", "new", "bad\tname"]));
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
