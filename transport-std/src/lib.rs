@@ -65,6 +65,8 @@ pub mod tokio;
 pub mod text;
 
 pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+/// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
+pub use depot_core::throttle::ThrottleConfig;
 /// Why a request failed: the `code` of [`Error::Request`].
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.

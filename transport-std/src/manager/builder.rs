@@ -68,6 +68,7 @@ pub struct ManagerBuilder {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_handshaking: Option<usize>,
     pub(crate) max_handshaking_per_source: usize,
+    pub(crate) throttle: depot_core::throttle::ThrottleConfig,
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
@@ -85,6 +86,7 @@ impl ManagerBuilder {
             max_connections: None,
             max_handshaking: None,
             max_handshaking_per_source: DEFAULT_HANDSHAKING_PER_SOURCE,
+            throttle: Default::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
@@ -170,6 +172,14 @@ impl ManagerBuilder {
     /// limit); more are told "busy".
     pub fn max_handshaking_per_source(mut self, n: usize) -> Self {
         self.max_handshaking_per_source = n;
+        self
+    }
+
+    /// How failed proofs from one IP address are slowed down: the verdict held back longer
+    /// each time, then the address refused for a while (see [`depot_core::throttle`]; the
+    /// defaults: 100 ms doubling to 3 s, 60 s after 10 failures).
+    pub fn auth_throttle(mut self, config: depot_core::throttle::ThrottleConfig) -> Self {
+        self.throttle = config;
         self
     }
 
