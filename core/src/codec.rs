@@ -341,6 +341,7 @@ impl<'a> Reader<'a> {
             max_version: self.u8(),
             nonce: self.array(),
             max_frame: self.u32(),
+            encrypt: self.flag(),
         };
         self.done(hello)
     }
@@ -358,6 +359,7 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
+                sealed: self.flag(),
             },
             1 => ServerHello::Reject(self.close_reason()),
             _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
@@ -408,7 +410,7 @@ const ERROR_CODES: [ErrorCode; 16] = [
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 13] = [
+const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -422,6 +424,7 @@ const CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::Shutdown,
     CloseReason::Busy,
     CloseReason::PeerClosed,
+    CloseReason::EncryptionRequired,
 ];
 
 /// Writes postcard values into a byte slice; once a value does not fit, nothing more is
@@ -663,6 +666,7 @@ impl Encode for ClientHello {
         w.raw(&[self.min_version, self.max_version]);
         w.raw(&self.nonce);
         w.u32(self.max_frame);
+        w.u8(self.encrypt.into());
     }
 }
 
@@ -679,11 +683,13 @@ impl Encode for ServerHello {
                 version,
                 nonce,
                 max_frame,
+                sealed,
             } => {
                 w.u32(0);
                 w.u8(version);
                 w.raw(&nonce);
                 w.u32(max_frame);
+                w.u8(sealed.into());
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -906,6 +912,7 @@ mod tests {
             max_version: p.nonce[5],
             nonce: p.nonce,
             max_frame: p.nums[0],
+            encrypt: p.flag,
         }
     }
 
@@ -915,6 +922,7 @@ mod tests {
                 version: p.nonce[0],
                 nonce: p.nonce,
                 max_frame: p.nums[0],
+                sealed: p.nonce[1] & 1 == 1,
             },
             false => ServerHello::Reject(reason(p.sub)),
         }

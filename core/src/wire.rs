@@ -34,8 +34,8 @@ pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
-/// The protocol version this crate speaks (version 1 peers are refused: see PROTOCOL.md).
-pub const VERSION: u8 = 2;
+/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md §10).
+pub const VERSION: u8 = 3;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
 ///
@@ -72,6 +72,8 @@ pub struct ClientHello {
     pub nonce: [u8; NONCE_LEN],
     /// The largest frame body the client accepts.
     pub max_frame: u32,
+    /// The client asks for sealed frames (version 3, PROTOCOL.md §5.1).
+    pub encrypt: bool,
 }
 
 /// Manager to client, answer to [`ClientHello`].
@@ -86,6 +88,9 @@ pub enum ServerHello {
         nonce: [u8; NONCE_LEN],
         /// The largest frame body the manager accepts.
         max_frame: u32,
+        /// Frames are sealed from now on (version 3, PROTOCOL.md §5.1); only if the client
+        /// asked.
+        sealed: bool,
     },
     /// The manager will not talk to this client; the connection closes.
     Reject(CloseReason),
@@ -478,6 +483,9 @@ pub enum CloseReason {
     Busy,
     /// The peer closed the connection.
     PeerClosed,
+    /// One side requires sealed frames and the other cannot or will not seal them
+    /// (version 3).
+    EncryptionRequired,
 }
 
 impl ErrorCode {
@@ -529,6 +537,9 @@ impl CloseReason {
             CloseReason::Shutdown => "manager shut down",
             CloseReason::Busy => "manager has no room for another connection",
             CloseReason::PeerClosed => "connection closed by peer",
+            CloseReason::EncryptionRequired => {
+                "encryption required: one side requires sealed frames and the other does not seal"
+            }
         }
     }
 }
