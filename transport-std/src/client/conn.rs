@@ -171,6 +171,7 @@ impl Conn {
         addr: impl ToSocketAddrs,
         authkey: &[u8],
         timeout: Duration,
+        encryption: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         let epoch = std::time::Instant::now();
         let deadline = epoch + timeout;
@@ -205,6 +206,7 @@ impl Conn {
         let config = ClientConfig {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
+            encryption,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,

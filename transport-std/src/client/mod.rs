@@ -92,6 +92,54 @@ impl From<conn::OwnedStat> for QueueStat {
     }
 }
 
+/// How [`Client::connect_with`] connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use depot_std::{ConnectOptions, Encryption};
+///
+/// let options = ConnectOptions::new()
+///     .timeout(Duration::from_secs(3))
+///     .encryption(Encryption::Required);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    timeout: Duration,
+    encryption: depot_core::Encryption,
+}
+
+impl ConnectOptions {
+    /// 10 seconds to connect and authenticate; frames sealed when the manager can
+    /// ([`Encryption::Preferred`](depot_core::Encryption::Preferred)).
+    pub fn new() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            encryption: depot_core::Encryption::default(),
+        }
+    }
+
+    /// Time to connect and authenticate.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted), and whether a manager that will not seal them
+    /// is refused (PROTOCOL.md §5.1). `Required` also refuses a Python manager, whose
+    /// protocol has no encryption.
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Registry entries asked for at once by [`Client::stat`].
 pub(crate) const STAT_BATCH: u16 = 16;
 
@@ -107,9 +155,29 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
+        Self::connect_with(addr, authkey, &ConnectOptions::new().timeout(timeout))
+    }
+
+    /// Connects and authenticates as `options` say.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        options: &ConnectOptions,
+    ) -> Result<Client, Error> {
+        let timeout = options.timeout;
         let start = std::time::Instant::now();
-        let conn = match conn::Conn::connect(addr, authkey.as_ref(), timeout) {
+        let conn = match conn::Conn::connect(addr, authkey.as_ref(), timeout, options.encryption) {
             Ok(conn) => Backend::Depot(conn),
+            Err(Error::PythonManager { addr })
+                if options.encryption == depot_core::Encryption::Required =>
+            {
+                return Err(Error::Disconnected {
+                    reason: format!(
+                        "connection to {addr} refused: encryption is required, and the \
+                         manager is a Python BaseManager, whose protocol has none"
+                    ),
+                });
+            }
             // The Python manager read our hello as a wrong answer; a new connection speaks
             // its protocol.
             Err(Error::PythonManager { addr }) => {

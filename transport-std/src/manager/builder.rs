@@ -70,6 +70,7 @@ pub struct ManagerBuilder {
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) encryption: depot_core::Encryption,
 }
 
 impl ManagerBuilder {
@@ -86,6 +87,7 @@ impl ManagerBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            encryption: depot_core::Encryption::default(),
         }
     }
 
@@ -156,6 +158,15 @@ impl ManagerBuilder {
     /// limit); more are told "busy".
     pub fn max_handshaking_per_source(mut self, n: usize) -> Self {
         self.max_handshaking_per_source = n;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted) for depot clients that ask (the default), never,
+    /// or always, refusing a client that cannot seal with a clear error
+    /// ([`Encryption::Required`](depot_core::Encryption::Required)). Python clients are served
+    /// as before: their protocol has no encryption (PROTOCOL.md §5.1).
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
         self
     }
 

@@ -124,6 +124,7 @@ impl Plan {
             allow_create,
             max_handshaking: max_handshaking.try_into().unwrap_or(u32::MAX),
             max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
+            encryption: b.encryption,
             ..ManagerConfig::default()
         };
         Ok(Plan {
