@@ -2,14 +2,16 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of body. During the
 //! handshake a body is one postcard-encoded handshake message. After it, a body is one or more
-//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`).
+//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`),
+//! or, when the hello agreed to seal frames, those messages encrypted with ChaCha20-Poly1305
+//! and its 16-byte tag (see `crate::seal`).
 //! Nothing received is ever interpreted beyond these closed enums.
 
 use serde::{Deserialize, Serialize};
 
 /// Bytes in a frame header (the body length, big-endian `u32`).
 pub const HEADER_LEN: usize = 4;
-/// Bytes of the MAC tag that ends every frame after the handshake.
+/// Bytes of the tag (MAC or AEAD) that ends every frame after the handshake.
 pub const TAG_LEN: usize = 16;
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;

@@ -70,7 +70,7 @@ impl System for Depot {
         }
         Ok(Some(
             Measurement::rate(count, start.elapsed())
-                .with_note("qsize(): request + reply, MACs on"),
+                .with_note("qsize(): request + reply, frames sealed"),
         ))
     }
 
@@ -270,8 +270,7 @@ struct DepotQueue(RawQueue);
 
 impl DepotQueue {
     fn connect(addr: &str, encryption: Encryption) -> Result<Self> {
-        let client =
-            connect(addr, encryption).with_context(|| format!("connecting to {addr}"))?;
+        let client = connect(addr, encryption).with_context(|| format!("connecting to {addr}"))?;
         Ok(DepotQueue(client.raw_queue(QUEUE)?))
     }
 }
