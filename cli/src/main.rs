@@ -202,6 +202,26 @@ struct ServeArgs {
     /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
+    /// Items of QUEUE delivered N times under a lease (`get --lease`) and still not acked go to the
+    /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
+    #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
+    dead_letters: Vec<(String, String, u8)>,
+}
+
+/// `QUEUE:DEAD:N` of `serve --dead-letter`.
+fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(d), Some(n), None) if !q.is_empty() && !d.is_empty() => {
+            let n: u8 = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("'{n}' is not a delivery count from 1 to 255"))?;
+            Ok((q.to_owned(), d.to_owned(), n))
+        }
+        _ => Err("expected QUEUE:DEAD:N".into()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +303,12 @@ struct GetArgs {
     /// Write each item's bytes as they are (then a newline) instead of JSON.
     #[arg(long)]
     raw: bool,
+
+    /// Take each item under a lease of SECS seconds and acknowledge it only once it is written to
+    /// stdout and flushed: an item whose output failed, or whose consumer died first, goes back to
+    /// the head of the queue (at-least-once instead of at-most-once).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    lease: Option<Duration>,
 }
 
 /// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
@@ -566,6 +592,7 @@ impl ServeSettings {
 }
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
+    let dead_letters = args.dead_letters.clone();
     let s = ServeSettings::new(args, authkey_file)?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
@@ -580,6 +607,9 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if s.require_encryption {
         builder = builder.encryption(depot_std::Encryption::Required);
+    }
+    for (queue, dead, n) in &dead_letters {
+        builder = builder.dead_letter(queue, dead, *n);
     }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
@@ -738,9 +768,11 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
     let mut out = io::stdout().lock();
     let mut got = 0u64;
     while args.count == 0 || got < args.count {
-        let item = match args.timeout {
-            Some(t) => queue.get_timeout(t)?,
-            None => queue.get()?,
+        let (item, lease) = match (args.lease, args.timeout) {
+            (Some(l), Some(t)) => leased(queue.get_leased_timeout(l, t)?),
+            (Some(l), None) => leased(queue.get_leased(l)?),
+            (None, Some(t)) => (queue.get_timeout(t)?, None),
+            (None, None) => (queue.get()?, None),
         };
         got += 1;
         let written = if args.raw {
@@ -751,11 +783,21 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
                 .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&item)));
             writeln!(out, "{line}")
         };
+        // On an error the lease is dropped unacked, which puts the item back.
         written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+        if let Some(lease) = lease {
+            lease.ack()?;
+        }
     }
     Ok(())
+}
+
+/// A leased item's bytes, and its lease to ack once they are written.
+fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
+    let item = lease.take_items().into_iter().next().unwrap_or_default();
+    (item, Some(lease))
 }
 
 fn stat(args: &StatArgs, client: &Client) -> CliResult {

@@ -15,6 +15,7 @@
 //! - [`seal`]: how frames are protected after the handshake: MACed, or sealed with
 //!   ChaCha20-Poly1305 (feature `aead`).
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
+//! - [`lease`]: items taken under a lease until acknowledged (at-least-once gets).
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
@@ -46,6 +47,7 @@ pub mod client;
 mod codec;
 pub mod error;
 pub mod keyring;
+pub mod lease;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -63,6 +65,7 @@ pub mod wire;
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
 pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
+pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};

@@ -18,6 +18,7 @@ use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
+use crate::lease::LeaseStore;
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
 use crate::seal::{Encryption, FrameKey};
@@ -33,6 +34,8 @@ use crate::wire::{
     HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
+
+mod leasing;
 
 const NONE: u32 = u32::MAX;
 
@@ -285,7 +288,16 @@ enum Step {
 #[derive(Clone, Copy)]
 enum Take {
     One,
-    Many { max_items: u32, max_bytes: u32 },
+    Many {
+        max_items: u32,
+        max_bytes: u32,
+    },
+    /// As `Many`, under a lease (see `leasing`).
+    Leased {
+        max_items: u32,
+        max_bytes: u32,
+        lease_ms: u32,
+    },
 }
 
 impl Take {
@@ -293,6 +305,14 @@ impl Take {
         Take::Many {
             max_items: max_items.max(1),
             max_bytes,
+        }
+    }
+
+    fn leased(max_items: u32, max_bytes: u32, lease_ms: u32) -> Take {
+        Take::Leased {
+            max_items: max_items.max(1),
+            max_bytes,
+            lease_ms,
         }
     }
 }
@@ -378,6 +398,8 @@ pub struct Manager<'a> {
     conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
     parked: ParkStore<'a>,
+    /// Items taken under a lease and not yet acknowledged.
+    leases: LeaseStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
     /// Connections in their handshake by stage, oldest at `head`.
@@ -418,6 +440,7 @@ impl<'a> Manager<'a> {
             conns,
             waiters: Waiters::new(waiters),
             parked,
+            leases: LeaseStore::none(),
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
             handshakes: [IdList::EMPTY; 2],
@@ -808,6 +831,7 @@ impl<'a> Manager<'a> {
         self.cancel_waiters(i);
         self.leave_handshake(i);
         self.give_back_unsent(i);
+        self.release_leases_of(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -846,6 +870,7 @@ impl<'a> Manager<'a> {
             return;
         }
         self.next_wake = None;
+        self.expire_leases(now);
         #[cfg(feature = "python")]
         if let Some(at) = self.stop_at {
             if at <= now {
@@ -1270,11 +1295,13 @@ impl<'a> Manager<'a> {
             | Op::PutMany { handle, .. }
             | Op::Return { handle, .. }
             | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
-            Op::Get { handle, .. } | Op::GetMany { handle, .. } | Op::TaskDone { handle } => {
-                on_handle(handle, Rights::GET)
-            }
+            Op::Get { handle, .. }
+            | Op::GetMany { handle, .. }
+            | Op::GetLeased { handle, .. }
+            | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
-            Op::Cancel { .. } => true,
+            // These concern the connection's own requests and leases.
+            Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } => true,
             Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
             Op::Shutdown => key.has_everywhere(Rights::ADMIN),
         };
@@ -1382,6 +1409,13 @@ impl<'a> Manager<'a> {
                 max_bytes,
                 ..
             } => self.get_reply_now(i, handle, Take::many(max_items, max_bytes)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                ..
+            } => self.get_reply_now(i, handle, Take::leased(max_items, max_bytes, lease_ms)),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1439,6 +1473,18 @@ impl<'a> Manager<'a> {
                 Some(Reply::Done)
             }
             Op::Return { handle, item } => Some(self.return_item(handle, item)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                wait,
+            } => {
+                self.get_leased(i, id, handle, wait, max_items, max_bytes, lease_ms);
+                None
+            }
+            Op::Ack { lease } => Some(self.ack(i, lease)),
+            Op::Nack { lease } => Some(self.nack(i, lease)),
             Op::Size { handle } => Some(match self.registry.queue(handle) {
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
@@ -1550,6 +1596,12 @@ impl<'a> Manager<'a> {
                     Take::Many { max_bytes, .. } => (max_bytes as usize)
                         .min(cap)
                         .max(Items::packed_len(max_item)),
+                    Take::Leased { max_bytes, .. } => {
+                        let body = (max_bytes as usize)
+                            .min(cap)
+                            .max(Items::packed_len(max_item) + 1);
+                        return leasing::reply_bound(body.min(self.lease_fit(i)));
+                    }
                 };
                 item_reply_bound(body.min(fit))
             }
@@ -1571,16 +1623,23 @@ impl<'a> Manager<'a> {
                 _ => small,
             };
         }
-        match self.plan_take(i, handle, take) {
-            Some((_, body)) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
-            None => SMALL_REPLY_BOUND,
+        match (self.plan_take(i, handle, take), take) {
+            (Some((_, body)), Take::Leased { .. }) => {
+                leasing::reply_bound(body).max(SMALL_REPLY_BOUND)
+            }
+            (Some((_, body)), _) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
+            (None, _) => SMALL_REPLY_BOUND,
         }
     }
 
     /// What a get on `handle` takes now for connection `i`: `(items, reply body bytes)`, or
-    /// `None` when the queue is empty or its first item does not fit a frame to the peer.
+    /// `None` when the queue is empty or its first item does not fit a frame to the peer. A
+    /// leased get's body counts a byte per item for its delivery count.
     fn plan_take(&mut self, i: usize, handle: Handle, take: Take) -> Option<(u32, usize)> {
-        let fit = self.item_fit(i);
+        let (fit, per_item) = match take {
+            Take::Leased { .. } => (self.lease_fit(i), 1),
+            _ => (self.item_fit(i), 0),
+        };
         let cap = self.many_cap(i);
         let q = self.registry.queue(handle).ok()?;
         let first = q.queue.front_len()?;
@@ -1589,11 +1648,21 @@ impl<'a> Manager<'a> {
             Take::Many {
                 max_items,
                 max_bytes,
+            }
+            | Take::Leased {
+                max_items,
+                max_bytes,
+                ..
             } => {
+                // A leased get takes no more items than the lease store has records for.
+                let max_items = match take {
+                    Take::Leased { .. } => max_items.min(self.leases.free_slots().max(1)),
+                    _ => max_items,
+                };
                 let mut count = 0u32;
                 let mut bytes = 0usize;
                 for (a, b) in q.queue.iter() {
-                    let packed = Items::packed_len(a.len() + b.len());
+                    let packed = Items::packed_len(a.len() + b.len()) + per_item;
                     let limit = if count == 0 {
                         fit
                     } else {
@@ -1719,6 +1788,15 @@ impl<'a> Manager<'a> {
             } => Hold::Take {
                 max_items,
                 max_bytes,
+            },
+            Take::Leased {
+                max_items,
+                max_bytes,
+                lease_ms,
+            } => Hold::Lease {
+                max_items,
+                max_bytes,
+                lease_ms,
             },
         };
         let waiter = Waiter {
@@ -1923,6 +2001,11 @@ impl<'a> Manager<'a> {
                     max_items,
                     max_bytes,
                 } => Take::many(max_items, max_bytes),
+                Hold::Lease {
+                    max_items,
+                    max_bytes,
+                    lease_ms,
+                } => Take::leased(max_items, max_bytes, lease_ms),
                 _ => Take::One,
             };
             self.deliver(waiter.conn as usize, waiter.request, handle, take);
@@ -1947,6 +2030,9 @@ impl<'a> Manager<'a> {
             }
             return;
         };
+        if let Take::Leased { lease_ms, .. } = take {
+            return self.deliver_leased(i, id, handle, count, body, lease_ms);
+        }
         let Ok(q) = self.registry.queue(handle) else {
             return;
         };
@@ -1962,9 +2048,7 @@ impl<'a> Manager<'a> {
                     let (a, b) = queue.front()?;
                     encode_item_reply(out, id, handle, a, b)
                 }
-                Take::Many { .. } => {
-                    encode_items_reply(out, id, handle, queue.iter().take(count as usize), body)
-                }
+                _ => encode_items_reply(out, id, handle, queue.iter().take(count as usize), body),
             });
         match pushed {
             Ok(()) => {

@@ -64,7 +64,7 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, ConnectOptions, Iter, Queue, QueueStat, RawQueue};
+pub use client::{Client, ConnectOptions, Iter, Leased, Queue, QueueStat, RawLeased, RawQueue};
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;
 /// Why a request failed: the `code` of [`Error::Request`].

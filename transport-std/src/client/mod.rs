@@ -1,6 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+mod lease;
 pub(crate) mod proxy;
 mod python;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use conn::Outcome;
 
+pub use lease::{Leased, RawLeased};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;

@@ -32,6 +32,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default most handshakes at once from one IP address.
 pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
+/// The default most items leased at once (acknowledged gets not yet acked).
+pub const DEFAULT_MAX_LEASED: usize = 16 * 1024;
+
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
@@ -73,6 +76,9 @@ pub struct ManagerBuilder {
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
     pub(crate) encryption: depot_core::Encryption,
+    pub(crate) max_leased: usize,
+    /// `(queue, dead-letter queue, deliveries)`.
+    pub(crate) dead_letters: Vec<(String, String, u8)>,
 }
 
 impl ManagerBuilder {
@@ -92,6 +98,8 @@ impl ManagerBuilder {
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
             encryption: depot_core::Encryption::default(),
+            max_leased: DEFAULT_MAX_LEASED,
+            dead_letters: Vec::new(),
         }
     }
 
@@ -213,6 +221,22 @@ impl ManagerBuilder {
     /// How long a frame may take from its first byte to its last (default 10 s).
     pub fn frame_timeout(mut self, t: Duration) -> Self {
         self.frame_timeout = t;
+        self
+    }
+
+    /// The most items leased at once, over all queues (default 16384; each costs about 50
+    /// bytes of memory from the start, plus the item while leased, within 64 MiB in all). A
+    /// leased get beyond it takes fewer items, or fails with `LeaseLimit` when none are left.
+    pub fn max_leased(mut self, n: usize) -> Self {
+        self.max_leased = n;
+        self
+    }
+
+    /// Items of `queue` delivered `max_deliveries` times under a lease and still not acked go
+    /// to the tail of `dead_letter` (another declared queue) instead of back to `queue`.
+    pub fn dead_letter(mut self, queue: &str, dead_letter: &str, max_deliveries: u8) -> Self {
+        self.dead_letters
+            .push((queue.to_owned(), dead_letter.to_owned(), max_deliveries));
         self
     }
 
