@@ -14,6 +14,7 @@
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
@@ -39,6 +40,7 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod journal;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -53,6 +55,7 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use journal::{Journal, JournalSlot};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
