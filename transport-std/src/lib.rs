@@ -71,4 +71,7 @@ pub use depot_core::wire::ErrorCode;
 pub use depot_core::wire::ManagerStatus;
 pub use depot_core::QueueMode;
 pub use error::Error;
-pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};
+pub use manager::{
+    Counters, Durability, Fsync, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions,
+    DEFAULT_COMPACT_AFTER,
+};

@@ -17,6 +17,7 @@ use depot_core::{Connection, ManagerConfig, ObjectSlot, ParkStore, Resources, Wa
 use tracing::warn;
 
 use super::builder::{ManagerBuilder, QueueOptions};
+use super::durable::DurableOptions;
 use crate::Error;
 
 /// Queue storage is capped here unless `storage_bytes` says otherwise.
@@ -52,6 +53,8 @@ pub(crate) struct Plan {
     pub(crate) waiters: usize,
     /// The largest item of any queue.
     pub(crate) largest: usize,
+    /// Where the queues are kept, if not in memory only.
+    pub(crate) durable: Option<DurableOptions>,
 }
 
 impl Plan {
@@ -135,6 +138,11 @@ impl Plan {
             rx_len,
             tx_len,
             largest,
+            durable: b.data_dir.clone().map(|dir| DurableOptions {
+                dir,
+                fsync: b.fsync,
+                compact_after: b.compact_after,
+            }),
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
         })
