@@ -174,38 +174,38 @@ impl Metrics {
         if let Some(d) = &self.durability {
             let since_epoch = |t: std::time::SystemTime| {
                 t.duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64())
+                    .map_or(0, |d| d.as_secs())
             };
-            let durable: [(&str, &str, &str, f64); 5] = [
+            let durable: [(&str, &str, &str, u64); 5] = [
                 (
                     "depot_log_bytes",
                     "gauge",
                     "Bytes in the current log segment.",
-                    d.log_bytes as f64,
+                    d.log_bytes,
                 ),
                 (
                     "depot_log_unsynced_bytes",
                     "gauge",
                     "Bytes written to the log and not yet synced to disk.",
-                    d.unsynced_bytes as f64,
+                    d.unsynced_bytes,
                 ),
                 (
                     "depot_log_last_fsync_seconds",
                     "gauge",
-                    "When the log was last synced (Unix time).",
-                    d.last_fsync.map_or(0.0, since_epoch),
+                    "When the log was last synced (Unix time, whole seconds).",
+                    d.last_fsync.map_or(0, since_epoch),
                 ),
                 (
                     "depot_log_fsyncs_total",
                     "counter",
                     "Syncs of the log.",
-                    d.fsyncs as f64,
+                    d.fsyncs,
                 ),
                 (
                     "depot_log_compactions_total",
                     "counter",
                     "Log segments written from the queues' contents.",
-                    d.compactions as f64,
+                    d.compactions,
                 ),
             ];
             for (name, kind, help, value) in durable {
