@@ -10,6 +10,8 @@
 //! ## Layers
 //! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
+//! - [`keyring`]: named keys and their rights per object; [`throttle`]: the key-guessing
+//!   throttle.
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
@@ -41,6 +43,7 @@ pub mod client;
 mod codec;
 pub mod error;
 pub mod journal;
+pub mod keyring;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -48,6 +51,7 @@ pub mod python;
 pub mod queue;
 mod registry;
 pub mod storage;
+pub mod throttle;
 pub mod time;
 pub mod value;
 mod waiters;
@@ -56,6 +60,7 @@ pub mod wire;
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
 pub use journal::{Journal, JournalSlot};
+pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
