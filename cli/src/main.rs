@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{text, Client, Manager, QueueMode, QueueOptions, QueueStat};
+use depot_std::{text, Client, Fsync, Manager, QueueMode, QueueOptions, QueueStat};
 
 use config::ConfigFile;
 
@@ -100,6 +100,8 @@ Every key, with its flag:
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
+  data_dir = "/var/lib/depot"         # --data-dir (relative to the config file)
+  fsync = "interval=100"              # --fsync: always, interval[=MS] or never
   [limits]
   max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
   max_handshaking = 8192              # --max-handshaking (default: half of max_connections)
@@ -206,6 +208,17 @@ struct ServeArgs {
     /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
     #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
     dead_letters: Vec<(String, String, u8)>,
+
+    /// Keep the queues in DIR (created if missing): a restarted manager serves what was
+    /// queued when it stopped or crashed. Without it, queues live in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// When the --data-dir log is synced to disk: always (before each reply), interval[=MS]
+    /// (every MS milliseconds) or never (left to the OS). Every policy survives a crash of
+    /// the manager's process; this bounds what an OS crash or power loss loses [default: interval=100].
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<Fsync>,
 }
 
 /// `QUEUE:DEAD:N` of `serve --dead-letter`.
@@ -222,6 +235,10 @@ fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
         }
         _ => Err("expected QUEUE:DEAD:N".into()),
     }
+}
+
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug)]
@@ -503,6 +520,8 @@ struct ServeSettings {
     handshake_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_stall_timeout: Option<Duration>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
 }
 
 impl ServeSettings {
@@ -561,6 +580,17 @@ impl ServeSettings {
             }
         };
         let limits = &file.limits;
+        let fsync = match (args.fsync, &file.fsync) {
+            (Some(policy), _) => Some(policy),
+            (None, Some(text)) => Some(text.parse().map_err(CliError::Msg)?),
+            (None, None) => None,
+        };
+        let data_dir = args.data_dir.or(file.data_dir);
+        if fsync.is_some() && data_dir.is_none() {
+            return Err(CliError::Usage(
+                "--fsync applies to a --data-dir: give one (queues are in memory otherwise)".into(),
+            ));
+        }
         Ok(ServeSettings {
             listen: args
                 .listen
@@ -587,6 +617,8 @@ impl ServeSettings {
             handshake_timeout: secs(args.handshake_timeout, limits.handshake_timeout)?,
             frame_timeout: secs(args.frame_timeout, limits.frame_timeout)?,
             write_stall_timeout: secs(args.write_stall_timeout, limits.write_stall_timeout)?,
+            data_dir,
+            fsync,
         })
     }
 }
@@ -634,6 +666,12 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(t) = s.write_stall_timeout {
         builder = builder.write_stall_timeout(t);
+    }
+    if let Some(dir) = &s.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if let Some(policy) = s.fsync {
+        builder = builder.fsync(policy);
     }
     // Bound before the manager starts, so a taken port fails the command at once.
     let metrics = match &s.metrics {

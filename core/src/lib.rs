@@ -19,6 +19,7 @@
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
@@ -46,6 +47,7 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod journal;
 pub mod keyring;
 pub mod lease;
 pub mod manager;
@@ -64,6 +66,7 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use journal::{Journal, JournalSlot};
 pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
 pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};

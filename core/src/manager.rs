@@ -17,6 +17,7 @@
 use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
+use crate::journal::{note, JournalSlot, RestoreError};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::lease::LeaseStore;
 use crate::park::ParkStore;
@@ -324,7 +325,12 @@ fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
 
 /// Appends the packed `items` to `queue` while they fit: `(items put, bytes of the list
 /// used, the error that stopped it)`. Stopping for lack of room is not an error.
-fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Option<ErrorCode>) {
+fn push_items(
+    queue: &mut crate::queue::Queue,
+    items: &[u8],
+    journal: &mut Option<JournalSlot>,
+    handle: Handle,
+) -> (u32, usize, Option<ErrorCode>) {
     let mut iter = Items(items).iter();
     let mut count = 0;
     let mut used = 0;
@@ -338,6 +344,7 @@ fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Opt
         if queue.push(item).is_err() {
             break;
         }
+        note(journal, |j| j.appended(handle, item));
         iter.next();
         count += 1;
         used = items.len() - iter.remaining().len();
@@ -418,6 +425,8 @@ pub struct Manager<'a> {
     next_wake: Option<Instant>,
     #[cfg(feature = "python")]
     python: Option<PythonSide<'a>>,
+    /// Hears every change of queue contents (see [`crate::journal`]).
+    journal: Option<JournalSlot<'a>>,
 }
 
 impl<'a> Manager<'a> {
@@ -453,6 +462,7 @@ impl<'a> Manager<'a> {
             next_wake: None,
             #[cfg(feature = "python")]
             python: None,
+            journal: None,
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
@@ -543,6 +553,45 @@ impl<'a> Manager<'a> {
             reply: storage.reply,
             join: storage.join,
         });
+    }
+
+    /// Sets the journal that hears every change of queue contents from now on (see
+    /// [`crate::journal`]); restore recovered contents first.
+    pub fn set_journal(&mut self, journal: impl Into<JournalSlot<'a>>) {
+        self.journal = Some(journal.into());
+    }
+
+    /// The queue recovered items called `name` go into: the declared queue of that name, else
+    /// one made with `spec` in a spare slot (whether or not clients may create queues). Not
+    /// journaled; call before serving.
+    pub fn restore_queue(
+        &mut self,
+        name: &str,
+        spec: crate::wire::QueueSpec,
+    ) -> Result<Handle, ErrorCode> {
+        match self.registry.find(name) {
+            Some(handle) => Ok(handle),
+            None => self.registry.create(name, spec),
+        }
+    }
+
+    /// Appends a recovered item at the tail of queue `handle`. Not journaled; call before
+    /// serving.
+    pub fn restore_item(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
+        let q = self
+            .registry
+            .queue(handle)
+            .map_err(|_| RestoreError::NoSuchQueue)?;
+        q.queue.push(item).map_err(|e| match e {
+            crate::queue::PushError::TooLarge => RestoreError::TooLarge,
+            crate::queue::PushError::Full => RestoreError::Full,
+        })
+    }
+
+    /// The items of queue `handle`, oldest first, each as one or two slices (where it wraps
+    /// around the queue's storage): what a snapshot of the queue holds.
+    pub fn queue_items(&self, handle: Handle) -> Option<crate::queue::QueueIter<'_, 'a>> {
+        self.registry.queue_ref(handle).map(|q| q.queue.iter())
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).
@@ -1550,10 +1599,12 @@ impl<'a> Manager<'a> {
             }
         }
         match self.registry.create(name, spec) {
-            Ok(handle) => self
-                .registry
-                .info(handle)
-                .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened),
+            Ok(handle) => {
+                note(&mut self.journal, |j| j.created(handle, name, spec));
+                self.registry
+                    .info(handle)
+                    .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened)
+            }
             Err(e) => Reply::Error(e),
         }
     }
@@ -1695,6 +1746,7 @@ impl<'a> Manager<'a> {
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
+            note(&mut self.journal, |j| j.appended(handle, item));
             self.reply(i, id, &Reply::Done);
             return self.settle(handle);
         }
@@ -1727,7 +1779,7 @@ impl<'a> Manager<'a> {
             Err(e) => return self.reply(i, id, &answer(0, Some(e))),
         };
         let (count, offset, error) = if q.putters.len() == 0 {
-            push_items(&mut q.queue, items.0)
+            push_items(&mut q.queue, items.0, &mut self.journal, handle)
         } else {
             (0, 0, None)
         };
@@ -1838,6 +1890,7 @@ impl<'a> Manager<'a> {
             return Reply::Error(ErrorCode::InvalidValue);
         }
         if q.queue.push_front(item) {
+            note(&mut self.journal, |j| j.returned(handle, item));
             self.settle(handle);
             return Reply::Done;
         }
@@ -1966,7 +2019,8 @@ impl<'a> Manager<'a> {
                 } = hold
                 {
                     let rest = parked.get(offset as usize..).unwrap_or(&[]);
-                    let (count, used, error) = push_items(&mut q.queue, rest);
+                    let (count, used, error) =
+                        push_items(&mut q.queue, rest, &mut self.journal, handle);
                     let accepted = accepted + count;
                     let offset = offset + used as u32;
                     self.waiters.get_mut(w).hold = Hold::Items {
@@ -1983,6 +2037,7 @@ impl<'a> Manager<'a> {
                         continue;
                     }
                 } else if q.queue.push(parked).is_ok() {
+                    note(&mut self.journal, |j| j.appended(handle, parked));
                     self.finish_waiter(w, &Reply::Done);
                     continue;
                 }
@@ -2055,6 +2110,7 @@ impl<'a> Manager<'a> {
                 for _ in 0..count {
                     q.queue.pop_front();
                 }
+                note(&mut self.journal, |j| j.removed(handle, count));
                 self.output_queued(i, was_idle);
             }
             Err(_) => self.begin_close(i, CloseReason::WriteStalled),
@@ -2517,7 +2573,9 @@ impl Manager<'_> {
         }
         if sent {
             if let Ok(q) = self.registry.queue(handle) {
-                q.queue.pop_front();
+                if q.queue.pop_front() {
+                    note(&mut self.journal, |j| j.removed(handle, 1));
+                }
             }
         } else {
             // The reply does not fit this connection's output: the item stays queued.

@@ -182,6 +182,13 @@ impl<'a> Registry<'a> {
         self.slots.get_mut(handle.0 as usize)?.object()
     }
 
+    pub(crate) fn queue_ref(&self, handle: Handle) -> Option<&QueueObject<'a>> {
+        match &self.slots.get(handle.0 as usize)?.state {
+            SlotState::Used(Object::Queue(q)) => Some(q),
+            _ => None,
+        }
+    }
+
     pub(crate) fn queue(&mut self, handle: Handle) -> Result<&mut QueueObject<'a>, ErrorCode> {
         match self.get(handle) {
             Some(Object::Queue(q)) => Ok(q),

@@ -76,4 +76,7 @@ pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
 pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};
 pub use error::Error;
-pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};
+pub use manager::{
+    Counters, Durability, Fsync, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions,
+    DEFAULT_COMPACT_AFTER,
+};

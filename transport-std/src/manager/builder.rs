@@ -2,11 +2,13 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
+use super::durable::{Fsync, DEFAULT_COMPACT_AFTER};
 use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
@@ -79,6 +81,10 @@ pub struct ManagerBuilder {
     pub(crate) max_leased: usize,
     /// `(queue, dead-letter queue, deliveries)`.
     pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// `None`: queues live in memory only.
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) fsync: Fsync,
+    pub(crate) compact_after: u64,
 }
 
 impl ManagerBuilder {
@@ -100,6 +106,9 @@ impl ManagerBuilder {
             encryption: depot_core::Encryption::default(),
             max_leased: DEFAULT_MAX_LEASED,
             dead_letters: Vec::new(),
+            data_dir: None,
+            fsync: Fsync::default(),
+            compact_after: DEFAULT_COMPACT_AFTER,
         }
     }
 
@@ -243,6 +252,36 @@ impl ManagerBuilder {
     /// How long output may stay unread by a peer before it is dropped (default 30 s).
     pub fn write_stall_timeout(mut self, t: Duration) -> Self {
         self.write_stall_timeout = t;
+        self
+    }
+
+    /// Keeps the queues in `dir` (created if missing), so that a restarted manager serves what
+    /// was queued when it stopped or crashed: every change of queue contents is appended to a
+    /// log there before the replies that depend on it are sent. By default queues live in
+    /// memory only. One manager at a time may use a directory.
+    ///
+    /// Queues found in the log are served again: a declared queue of the same name takes its
+    /// items (it must have room for them); another is made in a spare slot (see
+    /// [`ManagerBuilder::allow_create`]), or the manager refuses to start.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// When the log in the [`ManagerBuilder::data_dir`] is synced to disk (default: every
+    /// 100 ms). The log is written before replies go out under every policy, so a crash of
+    /// the manager's process loses no acknowledged put; the policy says what a crash of the
+    /// operating system (or power loss) may lose: nothing acknowledged with
+    /// [`Fsync::Always`], about the last interval with [`Fsync::Interval`].
+    pub fn fsync(mut self, policy: Fsync) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The log size past which it is rewritten from the queues' contents (default 64 MiB, or
+    /// twice the contents if more).
+    pub fn compact_after(mut self, bytes: u64) -> Self {
+        self.compact_after = bytes;
         self
     }
 

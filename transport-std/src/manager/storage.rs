@@ -17,6 +17,7 @@ use depot_core::{Connection, LeaseStore, ManagerConfig, ObjectSlot, ParkStore, R
 use tracing::warn;
 
 use super::builder::{ManagerBuilder, QueueOptions};
+use super::durable::DurableOptions;
 use crate::Error;
 
 /// Queue storage is capped here unless `storage_bytes` says otherwise.
@@ -55,6 +56,8 @@ pub(crate) struct Plan {
     pub(crate) largest: usize,
     pub(crate) max_leased: usize,
     pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// Where the queues are kept, if not in memory only.
+    pub(crate) durable: Option<DurableOptions>,
 }
 
 impl Plan {
@@ -149,6 +152,11 @@ impl Plan {
             largest,
             max_leased: b.max_leased,
             dead_letters: b.dead_letters.clone(),
+            durable: b.data_dir.clone().map(|dir| DurableOptions {
+                dir,
+                fsync: b.fsync,
+                compact_after: b.compact_after,
+            }),
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
         })
