@@ -7,6 +7,8 @@
 //!   no periodic tick),
 //! - an interrupt-driven driver for the board's LAN9118 Ethernet controller, for `embassy-net`,
 //! - helpers to start the network stack with DHCP and wait for the lease,
+//! - [`phy::Phy`]: the same LAN9118 driver as a smoltcp `phy::Device`, and [`alarm_at`], for
+//!   firmware that drives smoltcp by hand from its own loop (no executor),
 //! - semihosting helpers for tests: [`println!`], [`exit`] and a HardFault handler that fails
 //!   the run instead of hanging it,
 //! - [`entropy`]: seed bytes for the network stack.
@@ -37,7 +39,10 @@ mod executor;
 mod host;
 pub mod lan9118;
 pub mod net;
+pub mod phy;
 mod time;
+
+pub use time::alarm_at;
 
 use core::future::Future;
 use core::sync::atomic::Ordering;
