@@ -10,6 +10,7 @@
 //! `--text` and `--raw` put plain strings and bytes as given, and `get --raw` writes bytes.
 
 mod config;
+mod keys;
 mod metrics_http;
 
 use std::ffi::OsString;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{text, Client, Manager, QueueMode, QueueOptions, QueueStat};
+use depot_std::{text, Client, Fsync, Manager, QueueMode, QueueOptions, QueueStat};
 
 use config::ConfigFile;
 
@@ -33,6 +34,8 @@ const DEFAULT_CAPACITY: u32 = 1024;
 const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 /// The environment variable that holds the authkey.
 const AUTHKEY_ENV: &str = "DEPOT_AUTHKEY";
+/// The environment variable that names the client's key on the manager's keyring.
+const KEY_NAME_ENV: &str = "DEPOT_KEY_NAME";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +48,10 @@ struct Cli {
     /// Read the authkey from this file (one trailing newline is stripped) instead of $DEPOT_AUTHKEY.
     #[arg(long, value_name = "PATH", global = true)]
     authkey_file: Option<PathBuf>,
+
+    /// The name of the authkey on the manager's keyring (`serve --keys`) instead of $DEPOT_KEY_NAME; none: the default key.
+    #[arg(long, value_name = "NAME", global = true)]
+    key_name: Option<String>,
 
     /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -68,6 +75,18 @@ enum Command {
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
+    /// Make keys for `serve --keys FILE`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a [[key]] entry with a fresh random 32-byte key (64 hex digits) for a keys file.
+    New {
+        /// The key's name (what clients give as --key-name).
+        name: String,
+    },
 }
 
 /// What `serve --help` adds after the options.
@@ -79,7 +98,10 @@ Every key, with its flag:
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
+  require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
+  data_dir = "/var/lib/depot"         # --data-dir (relative to the config file)
+  fsync = "interval=100"              # --fsync: always, interval[=MS] or never
   [limits]
   max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
   max_handshaking = 8192              # --max-handshaking (default: half of max_connections)
@@ -97,7 +119,23 @@ Every key, with its flag:
   max_item = 65536
 
 The manager stops gracefully on Ctrl-C or SIGTERM: no new connections, blocked clients are
-told it is shutting down, replies are flushed; it logs the items still queued."#;
+told it is shutting down, replies are flushed; it logs the items still queued.
+
+A keys file (--keys FILE) names keys and what each may do; clients pick theirs with
+--key-name NAME (or $DEPOT_KEY_NAME) and its authkey in $DEPOT_AUTHKEY. SIGHUP rereads it:
+connections of keys still there stay, those of removed or changed keys are closed.
+
+  [[key]]
+  name = "sensor-7"
+  key = "3f9c...e1"             # the authkey as text (`depot keys new NAME` makes an entry)
+  put = ["telemetry"]           # queues it may put to; "jobs/*" is a prefix, "*" every queue
+  get = []                      # ... take from
+  create = []                   # ... create
+  admin = []                    # ... see in `depot stat`; "*" also allows `depot shutdown`
+  [[key]]
+  name = "ops"
+  key_file = "ops.key"          # or key_hex = "..." (bytes); name = "" is the default key
+  get = ["*"]"#;
 
 #[derive(Args, Debug)]
 #[command(after_help = SERVE_HELP)]
@@ -123,6 +161,13 @@ struct ServeArgs {
     /// Let clients stop the manager (`depot shutdown`); `=false` overrides a config file's true.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     allow_remote_shutdown: Option<bool>,
+
+    /// Refuse depot clients that do not encrypt their frames (they get a clear "encryption
+    /// required" error). Without it, frames are encrypted for every client that can, which
+    /// depot clients do by default. Python clients are served as before: their protocol has
+    /// no encryption.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    require_encryption: Option<bool>,
 
     /// Let clients create up to N queues of their own (limits from the config's [allow_create]).
     #[arg(long, value_name = "N")]
@@ -156,10 +201,24 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
 
+    /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
     /// Items of QUEUE delivered N times under a lease (`get --lease`) and still not acked go to the
     /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
     #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
     dead_letters: Vec<(String, String, u8)>,
+
+    /// Keep the queues in DIR (created if missing): a restarted manager serves what was
+    /// queued when it stopped or crashed. Without it, queues live in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// When the --data-dir log is synced to disk: always (before each reply), interval[=MS]
+    /// (every MS milliseconds) or never (left to the OS). Every policy survives a crash of
+    /// the manager's process; this bounds what an OS crash or power loss loses [default: interval=100].
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<Fsync>,
 }
 
 /// `QUEUE:DEAD:N` of `serve --dead-letter`.
@@ -176,6 +235,10 @@ fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
         }
         _ => Err("expected QUEUE:DEAD:N".into()),
     }
+}
+
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug)]
@@ -382,15 +445,26 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> CliResult {
     let file = cli.authkey_file;
+    let name = cli
+        .key_name
+        .or_else(|| std::env::var(KEY_NAME_ENV).ok())
+        .unwrap_or_default();
+    let connect = |addr: &str| -> CliResult<Client> {
+        Ok(Client::connect_as(addr, &name, authkey(file.as_deref())?)?)
+    };
     match cli.command {
         // `serve` may also name its authkey file in its config file.
         Command::Serve(args) => serve(args, file),
-        Command::Put(args) => put(args, &authkey(file.as_deref())?),
-        Command::Get(args) => get(args, &authkey(file.as_deref())?),
-        Command::Stat(args) => stat(args, &authkey(file.as_deref())?),
+        Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
+        Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
+        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),
         Command::Shutdown(args) => {
-            let client = Client::connect(args.connect.as_str(), &authkey(file.as_deref())?)?;
-            client.shutdown_manager()?;
+            connect(&args.connect)?.shutdown_manager()?;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::New { name }) => {
+            let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
+            print!("{entry}");
             Ok(())
         }
     }
@@ -435,7 +509,9 @@ struct ServeSettings {
     listen: String,
     authkey_file: Option<PathBuf>,
     metrics: Option<String>,
+    keys: Option<PathBuf>,
     allow_remote_shutdown: bool,
+    require_encryption: bool,
     queues: Vec<(String, QueueOptions)>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
@@ -444,6 +520,8 @@ struct ServeSettings {
     handshake_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_stall_timeout: Option<Duration>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
 }
 
 impl ServeSettings {
@@ -502,6 +580,17 @@ impl ServeSettings {
             }
         };
         let limits = &file.limits;
+        let fsync = match (args.fsync, &file.fsync) {
+            (Some(policy), _) => Some(policy),
+            (None, Some(text)) => Some(text.parse().map_err(CliError::Msg)?),
+            (None, None) => None,
+        };
+        let data_dir = args.data_dir.or(file.data_dir);
+        if fsync.is_some() && data_dir.is_none() {
+            return Err(CliError::Usage(
+                "--fsync applies to a --data-dir: give one (queues are in memory otherwise)".into(),
+            ));
+        }
         Ok(ServeSettings {
             listen: args
                 .listen
@@ -509,9 +598,14 @@ impl ServeSettings {
                 .unwrap_or_else(|| DEFAULT_ADDR.into()),
             authkey_file: authkey_file.or(file.authkey_file),
             metrics: args.metrics.or(file.metrics),
+            keys: args.keys,
             allow_remote_shutdown: args
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)
+                .unwrap_or(false),
+            require_encryption: args
+                .require_encryption
+                .or(file.require_encryption)
                 .unwrap_or(false),
             queues,
             create,
@@ -523,6 +617,8 @@ impl ServeSettings {
             handshake_timeout: secs(args.handshake_timeout, limits.handshake_timeout)?,
             frame_timeout: secs(args.frame_timeout, limits.frame_timeout)?,
             write_stall_timeout: secs(args.write_stall_timeout, limits.write_stall_timeout)?,
+            data_dir,
+            fsync,
         })
     }
 }
@@ -530,11 +626,20 @@ impl ServeSettings {
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     let dead_letters = args.dead_letters.clone();
     let s = ServeSettings::new(args, authkey_file)?;
-    let key = authkey(s.authkey_file.as_deref())?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
-        .authkey(&key)
         .allow_remote_shutdown(s.allow_remote_shutdown);
+    // With a keys file, the authkey (the default key) is optional.
+    let given = s.authkey_file.is_some() || std::env::var_os(AUTHKEY_ENV).is_some();
+    if s.keys.is_none() || given {
+        builder = builder.authkey(authkey(s.authkey_file.as_deref())?);
+    }
+    if let Some(path) = &s.keys {
+        builder = builder.keyring(keys::load(path).map_err(CliError::Msg)?);
+    }
+    if s.require_encryption {
+        builder = builder.encryption(depot_std::Encryption::Required);
+    }
     for (queue, dead, n) in &dead_letters {
         builder = builder.dead_letter(queue, dead, *n);
     }
@@ -562,6 +667,12 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     if let Some(t) = s.write_stall_timeout {
         builder = builder.write_stall_timeout(t);
     }
+    if let Some(dir) = &s.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if let Some(policy) = s.fsync {
+        builder = builder.fsync(policy);
+    }
     // Bound before the manager starts, so a taken port fails the command at once.
     let metrics = match &s.metrics {
         Some(addr) => Some(
@@ -572,15 +683,7 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     };
 
     let handle = Arc::new(builder.start()?);
-    // Ctrl-C and SIGTERM stop the manager the way `ManagerHandle::stop` does, whether or not
-    // clients may stop it too.
-    let on_signal = handle.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        tracing::info!("signal received: shutting down");
-        if let Err(e) = on_signal.stop() {
-            tracing::warn!("cannot stop the manager: {e}");
-        }
-    }) {
+    if let Err(e) = watch_signals(handle.clone(), s.keys.clone()) {
         let _ = handle.shutdown();
         return Err(CliError::Msg(format!(
             "cannot install the signal handler: {e}"
@@ -610,8 +713,47 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     Ok(())
 }
 
-fn put(args: PutArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+/// Ctrl-C and SIGTERM stop the manager the way `ManagerHandle::stop` does, whether or not
+/// clients may stop it too; SIGHUP rereads the keys file (a file that does not load is
+/// logged and changes nothing), or stops the manager when there is none.
+fn watch_signals(
+    handle: Arc<depot_std::ManagerHandle>,
+    keys_file: Option<PathBuf>,
+) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("depot-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    tracing::info!("signal received: shutting down");
+                    if let Err(e) = handle.stop() {
+                        tracing::warn!("cannot stop the manager: {e}");
+                    }
+                    continue;
+                }
+                let Some(path) = &keys_file else {
+                    // Without keys to reload, a hang-up stops the manager as it always has.
+                    tracing::info!("SIGHUP received: shutting down");
+                    if let Err(e) = handle.stop() {
+                        tracing::warn!("cannot stop the manager: {e}");
+                    }
+                    continue;
+                };
+                match keys::load(path) {
+                    Ok(keyring) => match handle.set_keyring(keyring) {
+                        Ok(()) => tracing::info!(file = %path.display(), "reloading the keys"),
+                        Err(e) => tracing::warn!("keys not reloaded: {e}"),
+                    },
+                    Err(e) => tracing::warn!("keys not reloaded: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn put(args: &PutArgs, client: &Client) -> CliResult {
     let queue = client.raw_queue(&args.queue)?;
     let put_one = |given: &[u8]| -> CliResult {
         let item = if args.raw {
@@ -659,8 +801,7 @@ fn put(args: PutArgs, key: &[u8]) -> CliResult {
     }
 }
 
-fn get(args: GetArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+fn get(args: &GetArgs, client: &Client) -> CliResult {
     let queue = client.raw_queue(&args.queue)?;
     let mut out = io::stdout().lock();
     let mut got = 0u64;
@@ -697,14 +838,13 @@ fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLea
     (item, Some(lease))
 }
 
-fn stat(args: StatArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+fn stat(args: &StatArgs, client: &Client) -> CliResult {
     let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
     loop {
         let queues = client.stat()?;
         let status = client.status()?;
         let text = if args.json {
-            let mut line = stat_json(&client, &queues, &status).to_string();
+            let mut line = stat_json(client, &queues, &status).to_string();
             line.push('\n');
             line
         } else {

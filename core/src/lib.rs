@@ -10,11 +10,16 @@
 //! ## Layers
 //! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
+//! - [`keyring`]: named keys and their rights per object; [`throttle`]: the key-guessing
+//!   throttle.
+//! - [`seal`]: how frames are protected after the handshake: MACed, or sealed with
+//!   ChaCha20-Poly1305 (feature `aead`).
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
 //! - [`lease`]: items taken under a lease until acknowledged (at-least-once gets).
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
@@ -24,6 +29,8 @@
 //! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
 //!   can be `'static` and moved; without it every buffer is lent by the caller.
 //! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
+//! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
+//!   frames are MACed only (saves firmware flash).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 #![no_std]
 #![deny(unsafe_code)]
@@ -40,6 +47,8 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod journal;
+pub mod keyring;
 pub mod lease;
 pub mod manager;
 pub mod park;
@@ -47,7 +56,9 @@ pub mod park;
 pub mod python;
 pub mod queue;
 mod registry;
+pub mod seal;
 pub mod storage;
+pub mod throttle;
 pub mod time;
 pub mod value;
 mod waiters;
@@ -55,10 +66,13 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use journal::{Journal, JournalSlot};
+pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
 pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
+pub use seal::Encryption;
 pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;

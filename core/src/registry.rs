@@ -168,12 +168,25 @@ impl<'a> Registry<'a> {
             .map(|i| Handle(i as u16))
     }
 
+    /// The name of the live object `handle`.
+    pub(crate) fn name(&self, handle: Handle) -> Option<&str> {
+        let slot = self.slots.get(handle.0 as usize)?;
+        matches!(slot.state, SlotState::Used(_)).then_some(slot.name.as_str())
+    }
+
     pub(crate) fn info(&self, handle: Handle) -> Option<ObjectInfo> {
         self.slots.get(handle.0 as usize)?.info(handle)
     }
 
     pub(crate) fn get(&mut self, handle: Handle) -> Option<&mut Object<'a>> {
         self.slots.get_mut(handle.0 as usize)?.object()
+    }
+
+    pub(crate) fn queue_ref(&self, handle: Handle) -> Option<&QueueObject<'a>> {
+        match &self.slots.get(handle.0 as usize)?.state {
+            SlotState::Used(Object::Queue(q)) => Some(q),
+            _ => None,
+        }
     }
 
     pub(crate) fn queue(&mut self, handle: Handle) -> Result<&mut QueueObject<'a>, ErrorCode> {

@@ -1,7 +1,9 @@
 //! depot: the manager (`depot_std::Manager`, one `mio` event-loop thread) runs in a process of
 //! its own — this binary re-executed with the hidden `__depot-manager` subcommand — started
 //! fresh for every run; clients are `depot_std::Client`s on threads of the harness, one
-//! connection each, authenticated with the authkey (mutual HMAC handshake, a MAC on every frame).
+//! connection each, authenticated with the authkey (mutual HMAC handshake), every frame sealed
+//! with ChaCha20-Poly1305 (the default). [`DepotMac`] runs the same transfers with the clients'
+//! encryption off (a MAC on every frame, no encryption), to show what sealing costs.
 //!
 //! The child prints its address, serves until a line (or end of file) arrives on its stdin, then
 //! shuts down; the harness reads its `VmRSS` for (f) and (g).
@@ -12,12 +14,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use depot::{Client, Manager, QueueOptions, RawQueue};
+use depot::{Client, ConnectOptions, Encryption, Manager, QueueOptions, RawQueue};
 
+use super::redis::TempDir;
 use crate::child::LineChild;
 use crate::holder;
 use crate::os;
-use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::system::{Measurement, Outcome, Persistence, System, Transfer};
 use crate::threaded::{self, QueueClient};
 
 /// Subcommand name of the manager process in this binary.
@@ -43,7 +46,7 @@ impl System for Depot {
     }
 
     fn clients(&self) -> &'static str {
-        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; MACs on"
+        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; frames sealed (ChaCha20-Poly1305)"
     }
 
     fn connect_auth(&mut self, samples: usize) -> Outcome {
@@ -68,13 +71,13 @@ impl System for Depot {
         }
         Ok(Some(
             Measurement::rate(count, start.elapsed())
-                .with_note("qsize(): request + reply, MACs on"),
+                .with_note("qsize(): request + reply, frames sealed"),
         ))
     }
 
     fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
         let manager = ManagerProcess::start(&Spec::small())?;
-        let mut client = DepotQueue::connect(&manager.addr)?;
+        let mut client = DepotQueue::connect(&manager.addr, Encryption::default())?;
         let m = threaded::put_get_pairs(&mut client, pairs, item_size)?;
         Ok(Some(
             m.with_note("RawQueue put + get, 2 round trips per pair"),
@@ -82,15 +85,7 @@ impl System for Depot {
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
-        let manager = ManagerProcess::start(&Spec::transfer(shape))?;
-        if shape.pipelined {
-            if shape.producers != 1 || shape.consumers != 1 {
-                return Ok(None);
-            }
-            return pipelined(&manager.addr, shape).map(Some);
-        }
-        let m = threaded::transfer(shape, || DepotQueue::connect(&manager.addr))?;
-        Ok(Some(m.with_note("RawQueue put / blocking get")))
+        transfer(shape, Encryption::default())
     }
 
     fn idle_connections(&mut self, connections: usize) -> Outcome {
@@ -98,12 +93,14 @@ impl System for Depot {
             max_connections: Some(
                 connections + holder::WARM_CONNECTIONS * connections.div_ceil(HELD_PER_HOLDER) + 16,
             ),
+            durable: None,
             ..Spec::small()
         };
         // The manager reserves a slot per connection it may serve when it starts, so the growth
         // while connecting misses that part: it is the difference to a manager with few slots.
         let few = ManagerProcess::start(&Spec {
             max_connections: Some(holder::WARM_CONNECTIONS + 16),
+            durable: None,
             ..Spec::small()
         })?;
         let few_rss = os::settled_rss_bytes(few.pid())?;
@@ -144,12 +141,46 @@ impl System for Depot {
         ))
     }
 
+    fn durable_puts(
+        &mut self,
+        persistence: Persistence,
+        producers: usize,
+        items: usize,
+    ) -> Outcome {
+        let fsync = match persistence {
+            Persistence::Memory => None,
+            Persistence::Always => Some("always"),
+            Persistence::EverySecond => Some("interval=1000"),
+            Persistence::Interval100 => Some("interval=100"),
+            Persistence::Never => Some("never"),
+        };
+        let dir = TempDir::new("depot")?;
+        let spec = Spec {
+            capacity: items,
+            max_item: 8,
+            storage: None,
+            max_connections: None,
+            durable: fsync.map(|f| (dir.0.display().to_string(), f.to_owned())),
+        };
+        let manager = ManagerProcess::start(&spec)?;
+        let m = threaded::puts(producers, items, 8, || {
+            DepotQueue::connect(&manager.addr, Encryption::default())
+        })?;
+        let note = match fsync {
+            Some(f) => format!("RawQueue put; --data-dir on this disk, --fsync {f}"),
+            None => "RawQueue put; memory only".to_owned(),
+        };
+        drop(manager);
+        Ok(Some(m.with_note(note)))
+    }
+
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
         let spec = Spec {
             capacity: items,
             max_item: item_size.max(1),
             storage: None,
             max_connections: None,
+            durable: None,
         };
         let manager = ManagerProcess::start(&spec)?;
         let client = Client::connect(&manager.addr, AUTHKEY)?;
@@ -174,15 +205,49 @@ impl System for Depot {
     }
 }
 
+/// depot with the clients' encryption off: frames carry their MAC only. Transfers only.
+pub struct DepotMac;
+
+impl System for DepotMac {
+    fn name(&self) -> &'static str {
+        "depot-mac"
+    }
+
+    fn clients(&self) -> &'static str {
+        "as depot, with Encryption::Off on the clients: a MAC on every frame, no encryption"
+    }
+
+    fn transfer(&mut self, shape: &Transfer) -> Outcome {
+        transfer(shape, Encryption::Off)
+    }
+}
+
+/// (c), (d) and (e) against a fresh manager, the clients' frames sealed or not.
+fn transfer(shape: &Transfer, encryption: Encryption) -> Outcome {
+    let manager = ManagerProcess::start(&Spec::transfer(shape))?;
+    if shape.pipelined {
+        if shape.producers != 1 || shape.consumers != 1 {
+            return Ok(None);
+        }
+        return pipelined(&manager.addr, shape, encryption).map(Some);
+    }
+    let m = threaded::transfer(shape, || DepotQueue::connect(&manager.addr, encryption))?;
+    Ok(Some(m.with_note("RawQueue put / blocking get")))
+}
+
+fn connect(addr: &str, encryption: Encryption) -> Result<Client, depot::Error> {
+    Client::connect_with(addr, AUTHKEY, &ConnectOptions::new().encryption(encryption))
+}
+
 /// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
 /// consumer knows the count, so no sentinel. Items per second from the barrier to the last batch.
-fn pipelined(addr: &str, shape: &Transfer) -> Result<Measurement> {
+fn pipelined(addr: &str, shape: &Transfer, encryption: Encryption) -> Result<Measurement> {
     let ready = Barrier::new(3);
     let go = Barrier::new(3);
     let item = threaded::item(shape.item_size);
     let (start, last) = thread::scope(|scope| {
         let producer = scope.spawn(|| -> Result<()> {
-            let client = Client::connect(addr, AUTHKEY);
+            let client = connect(addr, encryption);
             ready.wait();
             go.wait();
             let client = client?;
@@ -194,7 +259,7 @@ fn pipelined(addr: &str, shape: &Transfer) -> Result<Measurement> {
             Ok(())
         });
         let consumer = scope.spawn(|| -> Result<Instant> {
-            let client = Client::connect(addr, AUTHKEY);
+            let client = connect(addr, encryption);
             ready.wait();
             go.wait();
             let client = client?;
@@ -241,9 +306,8 @@ fn distinct_item(i: usize, size: usize) -> Vec<u8> {
 struct DepotQueue(RawQueue);
 
 impl DepotQueue {
-    fn connect(addr: &str) -> Result<Self> {
-        let client =
-            Client::connect(addr, AUTHKEY).with_context(|| format!("connecting to {addr}"))?;
+    fn connect(addr: &str, encryption: Encryption) -> Result<Self> {
+        let client = connect(addr, encryption).with_context(|| format!("connecting to {addr}"))?;
         Ok(DepotQueue(client.raw_queue(QUEUE)?))
     }
 }
@@ -265,6 +329,8 @@ pub(crate) struct Spec {
     pub(crate) max_item: usize,
     pub(crate) storage: Option<usize>,
     pub(crate) max_connections: Option<usize>,
+    /// A data directory and an fsync policy (`--fsync`'s text); `None`: memory only.
+    pub(crate) durable: Option<(String, String)>,
 }
 
 impl Spec {
@@ -276,6 +342,7 @@ impl Spec {
             max_item: shape.item_size.max(1),
             storage: Some(capacity * (shape.item_size.max(1) + 4)),
             max_connections: None,
+            durable: None,
         }
     }
 
@@ -285,6 +352,7 @@ impl Spec {
             max_item: SMALL_MAX_ITEM as usize,
             storage: None,
             max_connections: None,
+            durable: None,
         }
     }
 
@@ -301,6 +369,10 @@ impl Spec {
         if let Some(n) = self.max_connections {
             args.extend(["--max-connections".to_owned(), n.to_string()]);
         }
+        if let Some((dir, fsync)) = &self.durable {
+            args.extend(["--data-dir".to_owned(), dir.clone()]);
+            args.extend(["--fsync".to_owned(), fsync.clone()]);
+        }
         args
     }
 
@@ -308,9 +380,23 @@ impl Spec {
         let mut spec = Spec::small();
         let mut args = args.iter();
         while let Some(flag) = args.next() {
-            let value: usize = args
+            let text = args
                 .next()
-                .with_context(|| format!("{flag} needs a value"))?
+                .with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--data-dir" => {
+                    let fsync = spec.durable.take().map(|d| d.1).unwrap_or_default();
+                    spec.durable = Some((text.clone(), fsync));
+                    continue;
+                }
+                "--fsync" => {
+                    let dir = spec.durable.take().map(|d| d.0).unwrap_or_default();
+                    spec.durable = Some((dir, text.clone()));
+                    continue;
+                }
+                _ => {}
+            }
+            let value: usize = text
                 .parse()
                 .with_context(|| format!("{flag} takes a number"))?;
             match flag.as_str() {
@@ -353,6 +439,7 @@ impl ManagerProcess {
             max_item,
             storage: Some(capacity.max(1) * (max_item + 4)),
             max_connections: None,
+            durable: None,
         })
     }
 
@@ -397,6 +484,10 @@ pub fn run_manager(args: &[String]) -> Result<()> {
     if let Some(n) = spec.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some((dir, fsync)) = &spec.durable {
+        let policy: depot::Fsync = fsync.parse().map_err(|e: String| anyhow!(e))?;
+        builder = builder.data_dir(dir).fsync(policy);
+    }
     let manager = builder.start().context("starting the depot manager")?;
     println!("{}", manager.address());
     let mut line = String::new();
@@ -416,6 +507,7 @@ mod tests {
             max_item: 8,
             storage: Some(120),
             max_connections: Some(50),
+            durable: Some(("/tmp/d".into(), "interval=100".into())),
         };
         assert_eq!(Spec::parse(&spec.args()).unwrap(), spec);
         assert_eq!(Spec::parse(&[]).unwrap(), Spec::small());

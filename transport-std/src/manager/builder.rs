@@ -2,11 +2,13 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
+use super::durable::{Fsync, DEFAULT_COMPACT_AFTER};
 use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
@@ -63,6 +65,7 @@ impl QueueOptions {
 pub struct ManagerBuilder {
     pub(crate) addrs: Result<Vec<SocketAddr>, String>,
     pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     pub(crate) queues: Vec<(String, QueueOptions)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
@@ -70,12 +73,18 @@ pub struct ManagerBuilder {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_handshaking: Option<usize>,
     pub(crate) max_handshaking_per_source: usize,
+    pub(crate) throttle: depot_core::throttle::ThrottleConfig,
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) encryption: depot_core::Encryption,
     pub(crate) max_leased: usize,
     /// `(queue, dead-letter queue, deliveries)`.
     pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// `None`: queues live in memory only.
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) fsync: Fsync,
+    pub(crate) compact_after: u64,
 }
 
 impl ManagerBuilder {
@@ -83,17 +92,23 @@ impl ManagerBuilder {
         ManagerBuilder {
             addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], 5000))]),
             authkey: None,
+            keyring: None,
             queues: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
             max_connections: None,
             max_handshaking: None,
             max_handshaking_per_source: DEFAULT_HANDSHAKING_PER_SOURCE,
+            throttle: Default::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            encryption: depot_core::Encryption::default(),
             max_leased: DEFAULT_MAX_LEASED,
             dead_letters: Vec::new(),
+            data_dir: None,
+            fsync: Fsync::default(),
+            compact_after: DEFAULT_COMPACT_AFTER,
         }
     }
 
@@ -106,9 +121,21 @@ impl ManagerBuilder {
         self
     }
 
-    /// The shared secret clients must prove they know (required).
+    /// The shared secret clients must prove they know: the default key, which clients that
+    /// name no key (Python's among them) use, with every right. An authkey or a keyring is
+    /// required.
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
         self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Named keys, each with its rights per queue (see [`depot_core::keyring`]); clients
+    /// pick theirs with [`Client::connect_as`](crate::Client::connect_as). Alongside an
+    /// [`authkey`](ManagerBuilder::authkey), which stays the default key unless the keyring
+    /// has a key with the empty name. Replace it while running with
+    /// [`ManagerHandle::set_keyring`](crate::ManagerHandle::set_keyring).
+    pub fn keyring(mut self, keyring: depot_core::Keyring<'static>) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 
@@ -167,6 +194,23 @@ impl ManagerBuilder {
         self
     }
 
+    /// How failed proofs from one IP address are slowed down: the verdict held back longer
+    /// each time, then the address refused for a while (see [`depot_core::throttle`]; the
+    /// defaults: 100 ms doubling to 3 s, 60 s after 10 failures).
+    pub fn auth_throttle(mut self, config: depot_core::throttle::ThrottleConfig) -> Self {
+        self.throttle = config;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted) for depot clients that ask (the default), never,
+    /// or always, refusing a client that cannot seal with a clear error
+    /// ([`Encryption::Required`](depot_core::Encryption::Required)). Python clients are served
+    /// as before: their protocol has no encryption (PROTOCOL.md §5.1).
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
     /// Time limits: accept to finished handshake, first to last byte of a frame, and output
     /// left unread by a peer before it is dropped.
     pub fn timeouts(mut self, handshake: Duration, frame: Duration, write_stall: Duration) -> Self {
@@ -208,6 +252,36 @@ impl ManagerBuilder {
     /// How long output may stay unread by a peer before it is dropped (default 30 s).
     pub fn write_stall_timeout(mut self, t: Duration) -> Self {
         self.write_stall_timeout = t;
+        self
+    }
+
+    /// Keeps the queues in `dir` (created if missing), so that a restarted manager serves what
+    /// was queued when it stopped or crashed: every change of queue contents is appended to a
+    /// log there before the replies that depend on it are sent. By default queues live in
+    /// memory only. One manager at a time may use a directory.
+    ///
+    /// Queues found in the log are served again: a declared queue of the same name takes its
+    /// items (it must have room for them); another is made in a spare slot (see
+    /// [`ManagerBuilder::allow_create`]), or the manager refuses to start.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// When the log in the [`ManagerBuilder::data_dir`] is synced to disk (default: every
+    /// 100 ms). The log is written before replies go out under every policy, so a crash of
+    /// the manager's process loses no acknowledged put; the policy says what a crash of the
+    /// operating system (or power loss) may lose: nothing acknowledged with
+    /// [`Fsync::Always`], about the last interval with [`Fsync::Interval`].
+    pub fn fsync(mut self, policy: Fsync) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The log size past which it is rewritten from the queues' contents (default 64 MiB, or
+    /// twice the contents if more).
+    pub fn compact_after(mut self, bytes: u64) -> Self {
+        self.compact_after = bytes;
         self
     }
 
@@ -275,6 +349,7 @@ impl ManagerBuilder {
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             board: Default::default(),
+            keyring: Default::default(),
         });
         Ok(Prepared {
             plan,

@@ -16,14 +16,16 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
+use depot_core::keyring::MIN_KEY_LEN;
 use depot_core::manager::encode_busy;
 use depot_core::wire::CloseReason;
 use depot_core::wire::NONCE_LEN;
 use depot_core::{AcceptError, ConnId, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use tracing::{debug, info, info_span, Span};
+use tracing::{debug, info, info_span, warn, Span};
 
+use super::durable::{self, Log};
 use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
 use super::tally::{self, Kind, Tally};
@@ -42,6 +44,9 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 64;
 /// How soon to try `accept` again after it failed for lack of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Rounds of commit-then-flush per turn for connections whose replies waited on the log (each
+/// round may read more input, so more records); the rest wait for the next turn.
+const COMMIT_ROUNDS: usize = 4;
 
 /// A bound listener and its poll, ready to run (made by the builder, so that bind errors and
 /// the address are known before a background thread starts).
@@ -71,6 +76,8 @@ struct Sock {
     read_stalled: bool,
     /// On the backlog of connections to read again without waiting for an edge.
     backlogged: bool,
+    /// Its output waits until the log holds the changes its replies depend on.
+    deferred: bool,
 }
 
 /// Allocates the storage, builds the core manager on it and runs the loop until the manager
@@ -87,9 +94,39 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         Ok(resources) => resources,
         Err(e) => return report_setup(started, e),
     };
-    let mut core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
-    // Python BaseManager clients are served on the same port (PROTOCOL.md §12).
-    core.serve_python(&plan.authkey, storage::python(&plan));
+    let mut core = match &plan.authkey {
+        Some(authkey) => depot_core::Manager::new(plan.config, authkey, resources),
+        None => match depot_core::Manager::with_keyring(
+            plan.config,
+            depot_core::Keyring::empty(),
+            resources,
+        ) {
+            Ok(core) => core,
+            Err(e) => return report_setup(started, Error::Config(format!("keyring: {e}"))),
+        },
+    };
+    if let Some(keyring) = plan.keyring.clone() {
+        if let Err(e) = core.set_keyring(keyring, Instant::ZERO) {
+            return report_setup(started, Error::Config(format!("keyring: {e}")));
+        }
+    }
+    // Python BaseManager clients are served on the same port (PROTOCOL.md §12), with the
+    // default key: the keyring's unnamed key, else the authkey.
+    let python_key = core
+        .keyring()
+        .find("")
+        .map(|k| core.keyring().keys()[k].secret().to_vec())
+        .or_else(|| plan.authkey.clone());
+    if let Some(key) = python_key {
+        core.serve_python(&key, storage::python(&plan));
+    }
+    if plan.authkey.as_ref().is_some_and(|k| k.len() < MIN_KEY_LEN) {
+        warn!(
+            "THE AUTHKEY IS SHORTER THAN {MIN_KEY_LEN} BYTES: one recorded handshake lets anyone \
+             guess it offline; use a long random key (`depot keys new NAME` makes one)"
+        );
+    }
+    warn_weak_keys(core.keyring());
     core.serve_leases(storage::leases(&plan));
     if let Err(e) = storage::dead_letters(&mut core, &plan) {
         return report_setup(started, e);
@@ -98,6 +135,15 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);
     }
+    let log = match plan
+        .durable
+        .clone()
+        .map(|opts| durable::start(opts, &mut core))
+    {
+        None => None,
+        Some(Ok(log)) => Some(log),
+        Some(Err(e)) => return report_setup(started, e),
+    };
     if let Some(tx) = started {
         let _ = tx.send(Ok(()));
     }
@@ -121,12 +167,20 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         accept_more: false,
         reserve_fd: reserve_fd(),
         tally: Tally::new(tally::INTERVAL),
+        auth_quiet_until: std::time::Instant::now(),
         counters: Counters::default(),
         metrics_served: 0,
         closed_in_shutdown: 0,
+        log,
+        deferred: Vec::with_capacity(plan.max_connections),
     };
-    let result = event_loop.run();
+    let mut result = event_loop.run();
+    if let (Ok(()), Some(log)) = (&result, &mut event_loop.log) {
+        result = log.close(&event_loop.core).map_err(Error::from);
+    }
     event_loop.tally.flush();
+    event_loop.auth_quiet_until = std::time::Instant::now();
+    event_loop.report_auth();
     let last = event_loop.snapshot();
     info!(
         %address,
@@ -172,11 +226,17 @@ struct Loop<'m> {
     reserve_fd: Option<File>,
     /// Counts events peers can cause at will, for rate-limited log lines.
     tally: Tally,
+    /// No summary of failed proofs before this.
+    auth_quiet_until: std::time::Instant,
     counters: Counters,
     /// The newest metrics ticket answered.
     metrics_served: u64,
     /// Connections closed since shutting down began.
     closed_in_shutdown: u64,
+    /// The log of a manager with a data directory.
+    log: Option<Log>,
+    /// Connections whose output waits for the next commit of the log.
+    deferred: Vec<usize>,
 }
 
 impl Loop<'_> {
@@ -222,6 +282,8 @@ impl Loop<'_> {
             self.core.handle_timeout(self.clock.now());
             self.drain_ready();
             self.tally.tick();
+            self.take_keyring();
+            self.report_auth();
             if self.shared.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
                 info!(
                     connections = self.core.connections(),
@@ -230,6 +292,7 @@ impl Loop<'_> {
                 self.core.shutdown(self.clock.now());
                 self.drain_ready();
             }
+            self.commit()?;
             if let Some(ticket) = self.shared.board.wanted(self.metrics_served) {
                 self.metrics_served = ticket;
                 self.shared.board.publish(ticket, self.snapshot(), false);
@@ -248,12 +311,17 @@ impl Loop<'_> {
             .poll_timeout()
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if !self.backlog.is_empty() || self.accept_more {
+        if !self.backlog.is_empty() || self.accept_more || !self.deferred.is_empty() {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
         let summary = self.tally.due();
-        for until in [self.grace_until, self.accept_retry, summary]
+        let auth = self
+            .core
+            .has_auth_reports()
+            .then_some(self.auth_quiet_until);
+        let sync = self.log.as_ref().and_then(Log::sync_due);
+        for until in [self.grace_until, self.accept_retry, summary, auth, sync]
             .into_iter()
             .flatten()
         {
@@ -372,6 +440,12 @@ impl Loop<'_> {
         }
         let id = match accepted {
             Ok(id) => id,
+            Err(AcceptError::Throttled) => {
+                // Counted by the core, reported in its summary of failed proofs.
+                self.counters.refused_source += 1;
+                refuse(stream);
+                return;
+            }
             Err(e @ (AcceptError::Busy | AcceptError::SourceLimit)) => {
                 if e == AcceptError::Busy {
                     self.counters.refused_busy += 1;
@@ -402,6 +476,7 @@ impl Loop<'_> {
                     span,
                     read_stalled: false,
                     backlogged: false,
+                    deferred: false,
                 });
                 // A client's hello is often here already: reading it now moves the client
                 // ahead of silent connections in the order of eviction.
@@ -491,6 +566,9 @@ impl Loop<'_> {
 
     /// Writes what the core has for connection `i` until it has no more or the socket is full.
     fn flush(&mut self, i: usize) {
+        if self.must_wait(i) {
+            return;
+        }
         let id = ConnId(i as u32);
         loop {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
@@ -522,6 +600,9 @@ impl Loop<'_> {
     /// Brings connection `i` up to date with the core: output flushed, closed if the core is
     /// done with it, stalled input read again.
     fn service(&mut self, i: usize) {
+        if self.must_wait(i) {
+            return;
+        }
         self.flush(i);
         let Some(sock) = self.socks.get(i).and_then(Option::as_ref) else {
             return;
@@ -536,6 +617,53 @@ impl Loop<'_> {
         } else if stalled {
             self.read(i);
         }
+    }
+
+    /// Whether connection `i`'s output must wait for the log to hold the changes made since
+    /// the last commit (its replies may depend on them); if so it is served after the commit.
+    fn must_wait(&mut self, i: usize) -> bool {
+        if !self.log.as_ref().is_some_and(Log::dirty) {
+            return false;
+        }
+        if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+            if !sock.deferred {
+                sock.deferred = true;
+                self.deferred.push(i);
+            }
+        }
+        true
+    }
+
+    /// Group commit: writes (and syncs, as the policy says) the records of this turn's input,
+    /// then serves the connections whose replies waited for them.
+    fn commit(&mut self) -> Result<(), Error> {
+        if self.log.is_none() {
+            return Ok(());
+        }
+        for _ in 0..COMMIT_ROUNDS {
+            if let Some(log) = self.log.as_mut() {
+                log.commit(&self.core)?;
+            }
+            if self.deferred.is_empty() {
+                break;
+            }
+            std::mem::swap(&mut self.deferred, &mut self.spare);
+            let mut k = 0;
+            while k < self.spare.len() {
+                let i = self.spare[k];
+                k += 1;
+                if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+                    sock.deferred = false;
+                    self.service(i);
+                }
+            }
+            self.spare.clear();
+            self.drain_ready();
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.tick()?;
+        }
+        Ok(())
     }
 
     /// Serves every connection whose state changed outside its own calls.
@@ -572,9 +700,70 @@ impl Loop<'_> {
         self.core.handle_close(ConnId(i as u32), self.clock.now());
     }
 
+    /// Takes in a keyring handed over by [`super::ManagerHandle::set_keyring`].
+    fn take_keyring(&mut self) {
+        let keyring = self
+            .shared
+            .keyring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(keyring) = keyring else {
+            return;
+        };
+        let before = self.core.connections();
+        match self.core.set_keyring(keyring, self.clock.now()) {
+            Ok(()) => {
+                warn_weak_keys(self.core.keyring());
+                self.drain_ready();
+                info!(
+                    keys = self.core.keyring().keys().len(),
+                    closed = before.saturating_sub(self.core.connections()),
+                    "keyring replaced"
+                );
+            }
+            Err(e) => warn!("keyring not replaced: {e}"),
+        }
+    }
+
+    /// Logs the core's summary of failed proofs, at most once per interval.
+    fn report_auth(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.core.has_auth_reports() || now < self.auth_quiet_until {
+            return;
+        }
+        let mut lines = Vec::new();
+        let mut total = 0u64;
+        self.core.take_auth_reports(|r| {
+            let (text, n) = tally::auth_line(r);
+            total += u64::from(n);
+            lines.push(text);
+        });
+        // One line per interval at most, however many peers fail.
+        warn!(
+            "{total} failed or refused authentication{} since the last report: {}",
+            if total == 1 { "" } else { "s" },
+            lines.join("; ")
+        );
+        self.auth_quiet_until = now + tally::INTERVAL;
+    }
+
     /// The core's state and this loop's counters, for [`super::ManagerHandle::metrics`].
     fn snapshot(&self) -> Metrics {
-        Metrics::of(&self.core, self.counters)
+        let mut metrics = Metrics::of(&self.core, self.counters);
+        metrics.durability = self.log.as_ref().map(Log::state);
+        metrics
+    }
+}
+
+/// Warns about every key shorter than [`MIN_KEY_LEN`].
+fn warn_weak_keys(keyring: &depot_core::Keyring) {
+    for key in keyring.keys().iter().filter(|k| k.is_weak()) {
+        warn!(
+            "KEY '{}' IS SHORTER THAN {MIN_KEY_LEN} BYTES: one recorded handshake lets anyone \
+             guess it offline; use a long random key (`depot keys new NAME` makes one)",
+            key.name()
+        );
     }
 }
 

@@ -17,6 +17,7 @@ use depot_core::{Connection, LeaseStore, ManagerConfig, ObjectSlot, ParkStore, R
 use tracing::warn;
 
 use super::builder::{ManagerBuilder, QueueOptions};
+use super::durable::DurableOptions;
 use crate::Error;
 
 /// Queue storage is capped here unless `storage_bytes` says otherwise.
@@ -40,7 +41,8 @@ const ITEM_PREFIX: usize = 4;
 /// Everything the event loop needs to know to build the core manager.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub(crate) authkey: Vec<u8>,
+    pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     /// Declared queues: name, limits, storage bytes.
     pub(crate) queues: Vec<(String, QueueSpec, usize)>,
     /// Storage bytes of each spare slot clients may create queues in.
@@ -54,15 +56,23 @@ pub(crate) struct Plan {
     pub(crate) largest: usize,
     pub(crate) max_leased: usize,
     pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// Where the queues are kept, if not in memory only.
+    pub(crate) durable: Option<DurableOptions>,
 }
 
 impl Plan {
     /// Checks the builder's options and sizes every buffer.
     pub(crate) fn new(b: &ManagerBuilder) -> Result<Plan, Error> {
-        let authkey = b
-            .authkey
-            .clone()
-            .ok_or_else(|| Error::Config("an authkey is required".into()))?;
+        let authkey = b.authkey.clone();
+        if authkey.is_none() && b.keyring.is_none() {
+            return Err(Error::Config("an authkey or a keyring is required".into()));
+        }
+        let keyring = b.keyring.clone();
+        if let Some(keyring) = &keyring {
+            keyring
+                .check()
+                .map_err(|e| Error::Config(format!("keyring: {e}")))?;
+        }
         let fd_room = fd_room();
         let max_connections = match b.max_connections {
             Some(n) if n == 0 || n > MAX_CONNECTIONS => {
@@ -126,10 +136,13 @@ impl Plan {
             allow_create,
             max_handshaking: max_handshaking.try_into().unwrap_or(u32::MAX),
             max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
+            throttle: b.throttle,
+            encryption: b.encryption,
             ..ManagerConfig::default()
         };
         Ok(Plan {
             authkey,
+            keyring,
             queues,
             spares,
             config,
@@ -139,6 +152,11 @@ impl Plan {
             largest,
             max_leased: b.max_leased,
             dead_letters: b.dead_letters.clone(),
+            durable: b.data_dir.clone().map(|dir| DurableOptions {
+                dir,
+                fsync: b.fsync,
+                compact_after: b.compact_after,
+            }),
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
         })
