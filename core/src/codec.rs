@@ -16,9 +16,9 @@
 //! code is a fraction of the size of a branch after each field.
 
 use crate::wire::{
-    ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
-    ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply, Request,
-    ServerHello, ServerVerdict, Wait,
+    Action, ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus,
+    Message, ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply,
+    Request, ServerHello, ServerVerdict, Wait,
 };
 
 /// Reads postcard values off the front of a byte string.
@@ -163,16 +163,53 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn info(&mut self) -> ObjectInfo {
-        let handle = self.handle();
-        // `ObjectKind` has one variant so far.
-        if self.u32() != 0 {
-            self.fail(());
+    fn kind(&mut self) -> ObjectKind {
+        match OBJECT_KINDS.get(self.u32() as usize) {
+            Some(&kind) => kind,
+            None => self.fail(ObjectKind::Queue),
         }
+    }
+
+    fn info(&mut self) -> ObjectInfo {
         ObjectInfo {
-            handle,
-            kind: ObjectKind::Queue,
+            handle: self.handle(),
+            kind: self.kind(),
             spec: self.spec(),
+        }
+    }
+
+    fn action(&mut self) -> Action<'a> {
+        match self.u32() {
+            0 => Action::Set,
+            1 => Action::Clear,
+            2 => Action::IsSet,
+            3 => Action::Wait { wait: self.wait() },
+            4 => Action::Acquire { wait: self.wait() },
+            5 => Action::Release,
+            6 => Action::Count,
+            7 => Action::Get,
+            8 => Action::Put {
+                value: self.bytes(),
+            },
+            9 => Action::CompareAndSet {
+                expected: self.bytes(),
+                value: self.bytes(),
+            },
+            10 => Action::Lookup { key: self.bytes() },
+            11 => Action::Insert {
+                key: self.bytes(),
+                value: self.bytes(),
+            },
+            12 => Action::Remove { key: self.bytes() },
+            13 => Action::Keys,
+            14 => Action::Entries,
+            15 => Action::WaitKey {
+                key: self.bytes(),
+                wait: self.wait(),
+            },
+            16 => Action::Abort,
+            17 => Action::Reset,
+            _ => self.fail(Action::Count),
         }
     }
 
@@ -254,6 +291,10 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
+            9 => Reply::Flag(self.flag()),
+            10 => Reply::Count(self.u32()),
+            11 => Reply::Value(self.bytes()),
+            12 => Reply::Values(Items(self.bytes())),
             _ => self.fail(Reply::Done),
         }
     }
@@ -304,6 +345,16 @@ impl<'a> Reader<'a> {
                 }
             }
             12 => Op::Cancel { target: self.u32() },
+            14 => Op::CreateObject {
+                name: self.str(),
+                kind: self.kind(),
+                spec: self.spec(),
+                exist_ok: self.flag(),
+            },
+            15 => Op::Act {
+                handle: self.handle(),
+                action: self.action(),
+            },
             13 => Op::Return {
                 handle: self.handle(),
                 item: self.bytes(),
@@ -388,7 +439,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 16] = [
+const ERROR_CODES: [ErrorCode; 20] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -405,6 +456,23 @@ const ERROR_CODES: [ErrorCode; 16] = [
     ErrorCode::WrongKind,
     ErrorCode::Cancelled,
     ErrorCode::InvalidValue,
+    ErrorCode::NoSuchKey,
+    ErrorCode::NotOwner,
+    ErrorCode::Broken,
+    ErrorCode::Overflow,
+];
+
+/// Every `ObjectKind`, at its variant index.
+const OBJECT_KINDS: [ObjectKind; 9] = [
+    ObjectKind::Queue,
+    ObjectKind::Event,
+    ObjectKind::Lock,
+    ObjectKind::RLock,
+    ObjectKind::Semaphore,
+    ObjectKind::BoundedSemaphore,
+    ObjectKind::Value,
+    ObjectKind::Barrier,
+    ObjectKind::Dict,
 ];
 
 /// Every `CloseReason`, at its variant index.
@@ -555,6 +623,66 @@ impl<'o> Writer<'o> {
                 self.u32s(&[8, handle.0.into()]);
                 self.bytes(items.0);
             }
+            Reply::Flag(flag) => self.u32s(&[9, flag.into()]),
+            Reply::Count(n) => self.u32s(&[10, n]),
+            Reply::Value(value) => {
+                self.u32(11);
+                self.bytes(value);
+            }
+            Reply::Values(items) => {
+                self.u32(12);
+                self.bytes(items.0);
+            }
+        }
+    }
+
+    fn action(&mut self, action: &Action) {
+        match *action {
+            Action::Set => self.u32(0),
+            Action::Clear => self.u32(1),
+            Action::IsSet => self.u32(2),
+            Action::Wait { wait } => {
+                self.u32(3);
+                self.wait(wait);
+            }
+            Action::Acquire { wait } => {
+                self.u32(4);
+                self.wait(wait);
+            }
+            Action::Release => self.u32(5),
+            Action::Count => self.u32(6),
+            Action::Get => self.u32(7),
+            Action::Put { value } => {
+                self.u32(8);
+                self.bytes(value);
+            }
+            Action::CompareAndSet { expected, value } => {
+                self.u32(9);
+                self.bytes(expected);
+                self.bytes(value);
+            }
+            Action::Lookup { key } => {
+                self.u32(10);
+                self.bytes(key);
+            }
+            Action::Insert { key, value } => {
+                self.u32(11);
+                self.bytes(key);
+                self.bytes(value);
+            }
+            Action::Remove { key } => {
+                self.u32(12);
+                self.bytes(key);
+            }
+            Action::Keys => self.u32(13),
+            Action::Entries => self.u32(14),
+            Action::WaitKey { key, wait } => {
+                self.u32(15);
+                self.bytes(key);
+                self.wait(wait);
+            }
+            Action::Abort => self.u32(16),
+            Action::Reset => self.u32(17),
         }
     }
 
@@ -619,6 +747,26 @@ impl<'o> Writer<'o> {
             Op::Return { handle, item } => {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
+            }
+            Op::CreateObject {
+                name,
+                kind,
+                spec,
+                exist_ok,
+            } => {
+                self.u32(14);
+                self.bytes(name.as_bytes());
+                self.u32s(&[
+                    kind as u32,
+                    spec.capacity,
+                    spec.max_item,
+                    spec.mode as u32,
+                    exist_ok.into(),
+                ]);
+            }
+            Op::Act { handle, action } => {
+                self.u32s(&[15, handle.0.into()]);
+                self.action(&action);
             }
         }
     }
@@ -733,7 +881,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0u32..16, 0u32..16, prop::array::uniform8(num())),
+            (0u32..64, 0u32..64, prop::array::uniform8(num())),
             prop::array::uniform2(prop_oneof![0u64..300, any::<u64>()]),
             prop_oneof![0u16..300, any::<u16>()],
             any::<bool>(),
@@ -767,7 +915,7 @@ mod tests {
     fn info(p: &Parts) -> ObjectInfo {
         ObjectInfo {
             handle: Handle(p.handle),
-            kind: ObjectKind::Queue,
+            kind: OBJECT_KINDS[p.nums[5] as usize % OBJECT_KINDS.len()],
             spec: QueueSpec {
                 capacity: p.nums[0],
                 max_item: p.nums[1],
@@ -790,7 +938,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 10 {
+        match p.variant % 14 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -827,10 +975,50 @@ mod tests {
                 count: n[4],
                 error: p.flag.then(|| code(p.sub)),
             },
-            _ => Reply::Items {
+            9 => Reply::Items {
                 handle: Handle(p.handle),
                 items: Items(&p.bytes),
             },
+            10 => Reply::Flag(p.flag),
+            11 => Reply::Count(n[1]),
+            12 => Reply::Value(&p.bytes),
+            _ => Reply::Values(Items(&p.bytes)),
+        }
+    }
+
+    fn action(p: &Parts) -> Action<'_> {
+        let (a, b) = p.bytes.split_at(p.bytes.len() / 2);
+        // Independent of the action chosen below.
+        let wait = |p: &Parts| match (p.sub / 18) % 3 {
+            0 => Wait::NoWait,
+            1 => Wait::Forever,
+            _ => Wait::Millis(p.nums[7]),
+        };
+        match p.sub % 18 {
+            0 => Action::Set,
+            1 => Action::Clear,
+            2 => Action::IsSet,
+            3 => Action::Wait { wait: wait(p) },
+            4 => Action::Acquire { wait: wait(p) },
+            5 => Action::Release,
+            6 => Action::Count,
+            7 => Action::Get,
+            8 => Action::Put { value: a },
+            9 => Action::CompareAndSet {
+                expected: a,
+                value: b,
+            },
+            10 => Action::Lookup { key: b },
+            11 => Action::Insert { key: a, value: b },
+            12 => Action::Remove { key: a },
+            13 => Action::Keys,
+            14 => Action::Entries,
+            15 => Action::WaitKey {
+                key: a,
+                wait: wait(p),
+            },
+            16 => Action::Abort,
+            _ => Action::Reset,
         }
     }
 
@@ -846,7 +1034,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 14 {
+        match p.variant % 16 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -883,9 +1071,19 @@ mod tests {
                 wait: wait(p),
             },
             12 => Op::Cancel { target: n[4] },
-            _ => Op::Return {
+            13 => Op::Return {
                 handle,
                 item: &p.bytes,
+            },
+            14 => Op::CreateObject {
+                name: &p.text,
+                kind: info(p).kind,
+                spec: info(p).spec,
+                exist_ok: p.flag,
+            },
+            _ => Op::Act {
+                handle,
+                action: action(p),
             },
         }
     }

@@ -39,6 +39,14 @@ pub enum Error {
     Cancelled,
     /// A value queue refused an item that is not one well-formed value.
     InvalidValue,
+    /// A dict has no such key.
+    NoSuchKey,
+    /// A lock was released by a client that does not hold it.
+    NotOwner,
+    /// A barrier is broken (a party timed out or went away, or it was aborted).
+    Broken,
+    /// A bounded semaphore was released more times than acquired.
+    Overflow,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -76,6 +84,10 @@ impl From<ErrorCode> for Error {
             ErrorCode::WrongKind => Error::WrongKind,
             ErrorCode::Cancelled => Error::Cancelled,
             ErrorCode::InvalidValue => Error::InvalidValue,
+            ErrorCode::NoSuchKey => Error::NoSuchKey,
+            ErrorCode::NotOwner => Error::NotOwner,
+            ErrorCode::Broken => Error::Broken,
+            ErrorCode::Overflow => Error::Overflow,
         }
     }
 }
@@ -111,6 +123,10 @@ impl Error {
             Error::WrongKind => ErrorCode::WrongKind,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::InvalidValue => ErrorCode::InvalidValue,
+            Error::NoSuchKey => ErrorCode::NoSuchKey,
+            Error::NotOwner => ErrorCode::NotOwner,
+            Error::Broken => ErrorCode::Broken,
+            Error::Overflow => ErrorCode::Overflow,
             _ => return None,
         })
     }

@@ -21,18 +21,20 @@ use crate::auth::{
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::park::ParkStore;
-use crate::registry::{Object, ObjectSlot, Registry};
+use crate::registry::{ObjectSlot, Registry};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::Instant;
-use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
+use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
     ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
     HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
+
+mod objects;
 
 const NONE: u32 = u32::MAX;
 
@@ -749,6 +751,7 @@ impl<'a> Manager<'a> {
             match waiter.deadline() {
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
+                    self.waiter_left(waiter);
                     // A putter that gave up may have held back smaller puts behind it.
                     self.settle(Handle(waiter.object));
                 }
@@ -1146,6 +1149,7 @@ impl<'a> Manager<'a> {
                 max_bytes,
                 ..
             } => self.get_reply_now(i, handle, Take::many(max_items, max_bytes)),
+            Op::Act { handle, action } => self.act_reply_bound(i, handle, action),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1232,6 +1236,16 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),
+            Op::CreateObject {
+                name,
+                kind,
+                spec,
+                exist_ok,
+            } => Some(self.create_object(name, kind, spec, exist_ok)),
+            Op::Act { handle, action } => {
+                self.act(i, id, handle, action);
+                None
+            }
         };
         if let Some(reply) = reply {
             self.reply(i, id, &reply);
@@ -1256,7 +1270,10 @@ impl<'a> Manager<'a> {
                     .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened);
             }
         }
-        match self.registry.create(name, spec) {
+        match self
+            .registry
+            .create(name, crate::wire::ObjectKind::Queue, spec)
+        {
             Ok(handle) => self
                 .registry
                 .info(handle)
@@ -1484,12 +1501,13 @@ impl<'a> Manager<'a> {
 
     /// Withdraws connection `i`'s blocked request `target`, if it is still blocked.
     fn cancel(&mut self, i: usize, target: u32) {
-        let found = self
-            .waiters
-            .find_from(0, |w| w.conn == i as u32 && w.request == target);
+        let found = self.waiters.find_from(0, |w| {
+            w.conn == i as u32 && w.request == target && w.kind != WaitKind::Held
+        });
         if let Some(w) = found {
             let waiter = *self.waiters.get(w);
             self.fail_waiter(w, ErrorCode::Cancelled);
+            self.waiter_left(waiter);
             if waiter.kind == WaitKind::Put {
                 // A withdrawn putter may have held back others behind it.
                 self.settle(Handle(waiter.object));
@@ -1604,15 +1622,10 @@ impl<'a> Manager<'a> {
             ..waiter
         };
         waiter.set_deadline(deadline);
-        let Some(Object::Queue(q)) = self.registry.get(handle) else {
+        let Some(object) = self.registry.get(handle) else {
             return false;
         };
-        let list = match kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        if self.waiters.park(list, waiter).is_none() {
+        if self.waiters.park(object.list(kind), waiter).is_none() {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
         }
@@ -1734,7 +1747,8 @@ impl<'a> Manager<'a> {
     fn finish_waiter(&mut self, w: u32, reply: &Reply) {
         let waiter = *self.waiters.get(w);
         self.release(w);
-        if waiter.conn != NONE {
+        // A `Held` record answers nobody: it is not a request.
+        if waiter.conn != NONE && waiter.kind != WaitKind::Held {
             self.reply(waiter.conn as usize, waiter.request, reply);
         }
     }
@@ -1756,15 +1770,10 @@ impl<'a> Manager<'a> {
     /// Unparks waiter `w` without answering: frees its slot, reservation and parked items.
     fn release(&mut self, w: u32) {
         let waiter = *self.waiters.get(w);
-        let Some(Object::Queue(q)) = self.registry.get(Handle(waiter.object)) else {
+        let Some(object) = self.registry.get(Handle(waiter.object)) else {
             return;
         };
-        let list: &mut WaitList = match waiter.kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        self.waiters.remove(list, w);
+        self.waiters.remove(object.list(waiter.kind), w);
         if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
@@ -1780,13 +1789,19 @@ impl<'a> Manager<'a> {
         let mut cancelled_put = false;
         let mut from = 0;
         while self.conns[i].waiters > 0 {
-            let Some(w) = self.waiters.find_from(from, |w| w.conn == i as u32) else {
+            // Holdings go last (`drop_holdings`), so that no permit they free is granted to
+            // this connection's own blocked requests.
+            let mine = |w: &Waiter| w.conn == i as u32 && w.kind != WaitKind::Held;
+            let Some(w) = self.waiters.find_from(from, mine) else {
                 break;
             };
             from = w + 1;
-            cancelled_put |= self.waiters.get(w).kind == WaitKind::Put;
+            let waiter = *self.waiters.get(w);
+            cancelled_put |= waiter.kind == WaitKind::Put;
             self.release(w);
+            self.waiter_left(waiter);
         }
+        self.drop_holdings(i);
         if cancelled_put {
             // A cancelled putter may have held back smaller puts behind it.
             for h in 0..self.registry.len() {

@@ -15,6 +15,10 @@ pub(crate) enum WaitKind {
     Get,
     Put,
     Join,
+    /// Blocked on an object other than a queue (see `crate::objects`).
+    Wait,
+    /// Not blocked: a record of the permits a connection holds (see `crate::objects`).
+    Held,
 }
 
 /// What a blocked request holds besides its kind (one of these at a time, so they share room).
@@ -24,8 +28,10 @@ pub(crate) enum Hold {
     Nothing,
     /// A `GetMany`: the most items and packed bytes to take.
     Take { max_items: u32, max_bytes: u32 },
-    /// A blocked `Put`'s item, or an item given back.
+    /// A blocked `Put`'s item, or an item given back; a dict's `WaitKey` key.
     Item(ParkRef),
+    /// A blocked `Acquire`; a `Held` record's permits.
+    Permits(u32),
     /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
     /// items put.
     Items {
@@ -40,7 +46,7 @@ impl Hold {
     pub(crate) fn parked(self) -> Option<ParkRef> {
         match self {
             Hold::Item(parked) | Hold::Items { parked, .. } => Some(parked),
-            Hold::Nothing | Hold::Take { .. } => None,
+            Hold::Nothing | Hold::Take { .. } | Hold::Permits(_) => None,
         }
     }
 }
@@ -211,6 +217,19 @@ impl<'a> Waiters<'a> {
         self.slots
             .iter()
             .any(|w| w.in_use && w.hold.parked().is_some_and(|p| p.index() == index))
+    }
+
+    /// The first waiter of `list` that matches `pred`.
+    pub(crate) fn find_in(&self, list: &WaitList, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
+        let mut at = list.head;
+        while at != NONE {
+            let w = &self.slots[at as usize];
+            if pred(w) {
+                return Some(at);
+            }
+            at = w.next;
+        }
+        None
     }
 
     /// Indices of waiters in use that match `pred`, one at a time from `from`.

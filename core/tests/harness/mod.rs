@@ -34,6 +34,10 @@ pub enum Owned {
     Error(ErrorCode),
     Accepted(u32, Option<ErrorCode>),
     Items(Vec<Vec<u8>>),
+    Flag(bool),
+    Count(u32),
+    Value(Vec<u8>),
+    Values(Vec<Vec<u8>>),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -76,6 +80,10 @@ impl Owned {
             Reply::Error(code) => Owned::Error(code),
             Reply::Accepted { count, error } => Owned::Accepted(count, error),
             Reply::Items { items, .. } => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Flag(flag) => Owned::Flag(flag),
+            Reply::Count(n) => Owned::Count(n),
+            Reply::Value(v) => Owned::Value(v.to_vec()),
+            Reply::Values(items) => Owned::Values(items.iter().map(<[u8]>::to_vec).collect()),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
     }
@@ -110,6 +118,8 @@ pub struct Setup {
     pub client_config: ClientConfig,
     /// Declared queues: name, spec, storage bytes.
     pub queues: Vec<(String, QueueSpec, usize)>,
+    /// Declared objects other than queues: name, kind, spec, storage bytes.
+    pub objects: Vec<(String, wire::ObjectKind, QueueSpec, usize)>,
     /// Spare slots for `Create`: storage bytes each.
     pub spares: Vec<usize>,
     pub conns: usize,
@@ -140,6 +150,7 @@ impl Default for Setup {
                 },
                 4096,
             )],
+            objects: Vec::new(),
             spares: Vec::new(),
             conns: 8,
             conn_rx: 4096,
@@ -218,6 +229,10 @@ impl Pair {
         let mut objects = Vec::new();
         for (name, spec, storage) in &setup.queues {
             objects.push(ObjectSlot::queue(name, *spec, zeroed(*storage)).expect("queue declared"));
+        }
+        for (name, kind, spec, storage) in &setup.objects {
+            let slot = ObjectSlot::declare(name, *kind, *spec, zeroed(*storage));
+            objects.push(slot.expect("object declared"));
         }
         for storage in &setup.spares {
             objects.push(ObjectSlot::spare(zeroed(*storage)));
