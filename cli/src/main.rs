@@ -855,6 +855,7 @@ mod tests {
     fn table_aligns_columns() {
         let q = |name: &str, len| QueueStat {
             name: name.into(),
+            kind: depot_std::ObjectKind::Queue,
             len,
             capacity: 100,
             max_item: 10,

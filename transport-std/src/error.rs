@@ -166,7 +166,11 @@ fn request_fmt(code: ErrorCode, object: &str, f: &mut fmt::Formatter<'_>) -> fmt
         ErrorCode::TaskDoneTooMany => write!(f, "task_done() called too many times on {q}"),
         ErrorCode::NotAllowed => f.write_str("not allowed by the manager"),
         ErrorCode::ShuttingDown => f.write_str("manager is shutting down"),
-        ErrorCode::WrongKind => write!(f, "'{}' is not a queue", object.escape_debug()),
+        ErrorCode::WrongKind => write!(
+            f,
+            "'{}' is not the kind of object this call needs",
+            object.escape_debug()
+        ),
         ErrorCode::Cancelled => write!(f, "the request on {q} was cancelled"),
         ErrorCode::InvalidValue => write!(
             f,

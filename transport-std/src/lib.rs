@@ -64,11 +64,15 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+pub use client::{
+    Barrier, Client, Dict, Event, Iter, Lock, LockGuard, Queue, QueueStat, RawQueue, Semaphore,
+    Value,
+};
 /// Why a request failed: the `code` of [`Error::Request`].
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
+pub use depot_core::wire::ObjectKind;
 pub use depot_core::QueueMode;
 pub use error::Error;
 pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};

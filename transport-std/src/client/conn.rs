@@ -70,6 +70,10 @@ pub(crate) enum Outcome {
         error: Option<ErrorCode>,
     },
     Items(Vec<Vec<u8>>),
+    Flag(bool),
+    Count(u32),
+    Value(Vec<u8>),
+    Values(Vec<Vec<u8>>),
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -101,6 +105,10 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            Reply::Flag(flag) => Outcome::Flag(flag),
+            Reply::Count(n) => Outcome::Count(n),
+            Reply::Value(value) => Outcome::Value(value.to_vec()),
+            Reply::Values(items) => Outcome::Values(items.iter().map(<[u8]>::to_vec).collect()),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }

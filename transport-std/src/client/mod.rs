@@ -1,6 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+mod objects;
 pub(crate) mod proxy;
 mod python;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use conn::Outcome;
 
+pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -21,8 +23,11 @@ use crate::Error;
 /// One queue's line in [`Client::stat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStat {
-    /// The queue's name.
+    /// The object's name.
     pub name: String,
+    /// What it is: a queue, or one of the objects beside queues (their fields are read as
+    /// PROTOCOL.md §13 says).
+    pub kind: depot_core::wire::ObjectKind,
     /// Items queued.
     pub len: u32,
     /// The most items it holds.
@@ -77,6 +82,7 @@ impl From<conn::OwnedStat> for QueueStat {
     fn from(s: conn::OwnedStat) -> QueueStat {
         QueueStat {
             name: s.name,
+            kind: s.stat.info.kind,
             len: s.stat.len,
             capacity: s.stat.info.spec.capacity,
             max_item: s.stat.info.spec.max_item,

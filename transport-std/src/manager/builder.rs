@@ -11,6 +11,7 @@ use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
 use crate::Error;
+use depot_core::wire::ObjectKind;
 use depot_core::QueueMode;
 
 /// The limits of one queue.
@@ -34,6 +35,9 @@ pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
+
+/// The default bytes of a declared value or dict: 64 KiB.
+pub const DEFAULT_OBJECT_BYTES: u32 = 64 * 1024;
 
 impl QueueOptions {
     /// `capacity` items of at most 64 KiB each, default storage.
@@ -61,6 +65,8 @@ pub struct ManagerBuilder {
     pub(crate) addrs: Result<Vec<SocketAddr>, String>,
     pub(crate) authkey: Option<Vec<u8>>,
     pub(crate) queues: Vec<(String, QueueOptions)>,
+    /// Declared objects beside queues: name, kind, capacity, bytes.
+    pub(crate) objects: Vec<(String, ObjectKind, u32, u32)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
     /// `None`: follow the file descriptor limit (see [`ManagerBuilder::max_connections`]).
@@ -78,6 +84,7 @@ impl ManagerBuilder {
             addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], 5000))]),
             authkey: None,
             queues: Vec::new(),
+            objects: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
             max_connections: None,
@@ -120,6 +127,55 @@ impl ManagerBuilder {
     pub fn queue_with(mut self, name: &str, opts: QueueOptions) -> Self {
         self.queues.push((name.to_owned(), opts));
         self
+    }
+
+    /// Declares an object beside the queues (PROTOCOL.md §13): `capacity` is a semaphore's
+    /// permits, a barrier's parties or a dict's most entries, `max_item` a value's or dict's
+    /// bytes.
+    pub fn object(mut self, name: &str, kind: ObjectKind, capacity: u32, max_item: u32) -> Self {
+        self.objects
+            .push((name.to_owned(), kind, capacity, max_item));
+        self
+    }
+
+    /// Declares an event (Python's `Event`).
+    pub fn event(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Event, 0, 0)
+    }
+
+    /// Declares a lock (Python's `Lock`), released when its holder's connection ends.
+    pub fn lock(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Lock, 1, 0)
+    }
+
+    /// Declares a lock its holder may take again (Python's `RLock`).
+    pub fn rlock(self, name: &str) -> Self {
+        self.object(name, ObjectKind::RLock, 1, 0)
+    }
+
+    /// Declares a semaphore of `permits` (Python's `Semaphore`).
+    pub fn semaphore(self, name: &str, permits: u32) -> Self {
+        self.object(name, ObjectKind::Semaphore, permits, 0)
+    }
+
+    /// Declares a semaphore whose permits never exceed `permits` (`BoundedSemaphore`).
+    pub fn bounded_semaphore(self, name: &str, permits: u32) -> Self {
+        self.object(name, ObjectKind::BoundedSemaphore, permits, 0)
+    }
+
+    /// Declares a value of at most 64 KiB (Python's `Value`), `null` at first.
+    pub fn value(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Value, 1, DEFAULT_OBJECT_BYTES)
+    }
+
+    /// Declares a barrier for `parties` (Python's `Barrier`).
+    pub fn barrier(self, name: &str, parties: u32) -> Self {
+        self.object(name, ObjectKind::Barrier, parties, 0)
+    }
+
+    /// Declares a dict of at most `capacity` entries in 64 KiB (Python's `dict`).
+    pub fn dict(self, name: &str, capacity: u32) -> Self {
+        self.object(name, ObjectKind::Dict, capacity, DEFAULT_OBJECT_BYTES)
     }
 
     /// Whether a client's `shutdown_manager` stops the manager (default false).
