@@ -2084,7 +2084,9 @@ impl Manager<'_> {
         let mut close = None;
         let mut stop = false;
         let need = match reply {
-            Reply::Item { item, .. } => crate::python::conn::item_reply_bound(item.len()),
+            Reply::Item { item, .. } | Reply::Value(item) => {
+                crate::python::conn::item_reply_bound(item.len())
+            }
             _ => crate::python::conn::SMALL_REPLY_BOUND,
         };
         let pushed = c.tx.push_raw(need, |out| {

@@ -10,6 +10,17 @@ use crate::wire::{
     Wait, SMALL_REPLY_BOUND,
 };
 
+/// A reply that borrows nothing, as one that lives as long as needed.
+#[cfg(feature = "python")]
+fn reply_static(reply: Reply<'_>) -> Reply<'static> {
+    match reply {
+        Reply::Flag(b) => Reply::Flag(b),
+        Reply::Count(n) => Reply::Count(n),
+        Reply::Error(code) => Reply::Error(code),
+        _ => Reply::Done,
+    }
+}
+
 /// Whether `bytes` are one value of the value model (keys and values of dicts and values).
 fn is_value(bytes: &[u8]) -> bool {
     crate::value::validate(bytes).is_ok()
@@ -94,8 +105,8 @@ impl Manager<'_> {
                 return self.acquire(i, id, handle, wait);
             }
             (Obj::Permits { .. }, Action::Release) => self.release_permit(i, handle),
-            (Obj::Permits { free }, Action::Count) => Reply::Count(free),
-            (Obj::Barrier { .. } | Obj::Dict { .. }, Action::Count) => Reply::Count(o.count()),
+            // Every kind counts something (`depot stat` shows it as the length).
+            (_, Action::Count) => Reply::Count(o.count()),
             (Obj::Barrier { broken: true }, Action::Wait { .. }) => Reply::Error(ErrorCode::Broken),
             (Obj::Barrier { .. }, Action::Wait { wait }) => {
                 return self.barrier_wait(i, id, handle, wait);
@@ -443,6 +454,10 @@ impl Manager<'_> {
         handle: Handle,
         make: impl for<'s> FnOnce(&'s Shared) -> Option<Reply<'s>>,
     ) {
+        #[cfg(feature = "python")]
+        if matches!(self.conns[i].state, State::Python { .. }) {
+            return self.python_reply_shared(i, handle, make);
+        }
         let fit = self.item_fit(i);
         let Ok(o) = self.registry.shared(handle) else {
             return;
@@ -466,6 +481,51 @@ impl Manager<'_> {
             return self.begin_close(i, crate::wire::CloseReason::WriteStalled);
         }
         self.output_queued(i, was_idle);
+    }
+
+    /// [`Manager::reply_shared`] for a Python connection: a value is copied to the join
+    /// buffer first, since the reply is written with the manager borrowed.
+    #[cfg(feature = "python")]
+    fn python_reply_shared(
+        &mut self,
+        i: usize,
+        handle: Handle,
+        make: impl for<'s> FnOnce(&'s Shared) -> Option<Reply<'s>>,
+    ) {
+        let Some(side) = self.python.as_mut() else {
+            return;
+        };
+        let Ok(o) = self.registry.shared(handle) else {
+            return;
+        };
+        let len = match make(o) {
+            None => return,
+            Some(Reply::Value(v)) => match side.join.get_mut(..v.len()) {
+                Some(dest) => {
+                    dest.copy_from_slice(v);
+                    v.len()
+                }
+                None => {
+                    self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
+                    return;
+                }
+            },
+            Some(Reply::Values(_) | Reply::Item { .. } | Reply::Items { .. }) => {
+                // Python connections ask for no list of values.
+                self.python_reply(i, &Reply::Error(ErrorCode::WrongKind));
+                return;
+            }
+            Some(reply) => {
+                let reply = reply_static(reply);
+                self.python_reply(i, &reply);
+                return;
+            }
+        };
+        let join = core::mem::replace(&mut side.join, crate::storage::Managed::empty());
+        self.python_reply(i, &Reply::Value(&join[..len]));
+        if let Some(side) = self.python.as_mut() {
+            side.join = join;
+        }
     }
 
     /// Answers a dict's `Keys` with its keys, packed, written straight from its entries.
