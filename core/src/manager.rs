@@ -2087,6 +2087,8 @@ impl Manager<'_> {
             Reply::Item { item, .. } | Reply::Value(item) => {
                 crate::python::conn::item_reply_bound(item.len())
             }
+            // A list adds a few bytes per entry to what its values take.
+            Reply::Values(items) => crate::python::conn::item_reply_bound(2 * items.0.len()),
             _ => crate::python::conn::SMALL_REPLY_BOUND,
         };
         let pushed = c.tx.push_raw(need, |out| {

@@ -10,14 +10,16 @@ use crate::wire::{
     Wait, SMALL_REPLY_BOUND,
 };
 
-/// A reply that borrows nothing, as one that lives as long as needed.
+/// A reply that borrows nothing, as one that lives as long as needed (objects give no queue
+/// items: those become `WrongKind`).
 #[cfg(feature = "python")]
 fn reply_static(reply: Reply<'_>) -> Reply<'static> {
     match reply {
         Reply::Flag(b) => Reply::Flag(b),
         Reply::Count(n) => Reply::Count(n),
         Reply::Error(code) => Reply::Error(code),
-        _ => Reply::Done,
+        Reply::Done => Reply::Done,
+        _ => Reply::Error(ErrorCode::WrongKind),
     }
 }
 
@@ -483,8 +485,8 @@ impl Manager<'_> {
         self.output_queued(i, was_idle);
     }
 
-    /// [`Manager::reply_shared`] for a Python connection: a value is copied to the join
-    /// buffer first, since the reply is written with the manager borrowed.
+    /// [`Manager::reply_shared`] for a Python connection: a value (or a list of them) is
+    /// copied to the join buffer first, since the reply is written with the manager borrowed.
     #[cfg(feature = "python")]
     fn python_reply_shared(
         &mut self,
@@ -498,31 +500,28 @@ impl Manager<'_> {
         let Ok(o) = self.registry.shared(handle) else {
             return;
         };
-        let len = match make(o) {
+        let (bytes, list) = match make(o) {
             None => return,
-            Some(Reply::Value(v)) => match side.join.get_mut(..v.len()) {
-                Some(dest) => {
-                    dest.copy_from_slice(v);
-                    v.len()
-                }
-                None => {
-                    self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
-                    return;
-                }
-            },
-            Some(Reply::Values(_) | Reply::Item { .. } | Reply::Items { .. }) => {
-                // Python connections ask for no list of values.
-                self.python_reply(i, &Reply::Error(ErrorCode::WrongKind));
-                return;
-            }
+            Some(Reply::Value(v)) => (v, false),
+            Some(Reply::Values(Items(v))) => (v, true),
             Some(reply) => {
                 let reply = reply_static(reply);
                 self.python_reply(i, &reply);
                 return;
             }
         };
+        let Some(dest) = side.join.get_mut(..bytes.len()) else {
+            self.python_reply(i, &Reply::Error(ErrorCode::TooLarge));
+            return;
+        };
+        dest.copy_from_slice(bytes);
+        let len = bytes.len();
         let join = core::mem::replace(&mut side.join, crate::storage::Managed::empty());
-        self.python_reply(i, &Reply::Value(&join[..len]));
+        let reply = match list {
+            false => Reply::Value(&join[..len]),
+            true => Reply::Values(Items(&join[..len])),
+        };
+        self.python_reply(i, &reply);
         if let Some(side) = self.python.as_mut() {
             side.join = join;
         }

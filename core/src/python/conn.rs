@@ -173,6 +173,8 @@ pub(super) enum Out<'a> {
     Exposed(ObjectKind),
     Status(ManagerStatus),
     Item(&'a [u8]),
+    /// A list made from a dict's packed entries (key, value, key, value, …).
+    List(&'a [u8], objects::ListOf),
     /// `#ERROR` with `module.name(message)`.
     Error(&'a str, &'a str, Option<&'a str>),
     /// `#TRACEBACK` with this text.
@@ -912,6 +914,22 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
             w.str(&text[..n]);
         }
         Out::Item(bytes) => item::to_pickle(bytes, w, scratch),
+        Out::List(entries, of) => {
+            w.empty_list().mark();
+            let mut it = crate::wire::Items(entries).iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                match of {
+                    objects::ListOf::Keys => item::to_pickle(k, w, scratch),
+                    objects::ListOf::Values => item::to_pickle(v, w, scratch),
+                    objects::ListOf::Items => {
+                        item::to_pickle(k, w, scratch);
+                        item::to_pickle(v, w, scratch);
+                        w.tuple(2);
+                    }
+                }
+            }
+            w.appends();
+        }
         Out::Error(module, name, message) => {
             w.exception(
                 module.as_bytes(),

@@ -62,7 +62,10 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             "__len__",
             "__setitem__",
             "get",
+            "items",
+            "keys",
             "pop",
+            "values",
             "wait_for_key",
         ],
         _ => ACQUIRER,
@@ -93,6 +96,16 @@ pub(super) enum ObjCall {
     Contains,
     /// `__delitem__`: `None`, or `KeyError`.
     Delete,
+    /// A dict's `keys`, `values` or `items`: a list.
+    List(ListOf),
+}
+
+/// What a dict's list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOf {
+    Keys,
+    Values,
+    Items,
 }
 
 /// How a method binds: its call, its parameters, and the action (from the bound arguments).
@@ -191,6 +204,14 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
         }
         (ObjectKind::Dict, "__setitem__") => m(ObjCall::Done, &["key", "value"], 2, Insert),
         (ObjectKind::Dict, "__len__") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Dict, "keys" | "values" | "items") => {
+            let of = match name {
+                "keys" => ListOf::Keys,
+                "values" => ListOf::Values,
+                _ => ListOf::Items,
+            };
+            m(ObjCall::List(of), &[], 0, Fixed(Action::Entries))
+        }
         (ObjectKind::Dict, "wait_for_key") => m(ObjCall::Value, &["key", "timeout"], 1, WaitKey),
         _ => return None,
     })
@@ -206,6 +227,7 @@ pub(super) fn answer<'a>(call: ObjCall, reply: &Reply<'a>) -> Out<'a> {
         (ObjCall::Int | ObjCall::BarrierWait, Reply::Count(n)) => Out::Int(n.into()),
         (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr, Reply::Value(v)) => Out::Item(v),
         (ObjCall::Contains, Reply::Value(_)) => Out::Bool(true),
+        (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, of),
         (ObjCall::Contains, Reply::Error(ErrorCode::NoSuchKey)) => Out::Bool(false),
         (ObjCall::Delete, Reply::Value(_)) => Out::None,
         (ObjCall::ItemOr, Reply::Error(ErrorCode::NoSuchKey)) => Out::None,

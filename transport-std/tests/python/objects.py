@@ -123,6 +123,9 @@ elif role == "value_dict":
     assert d["a"] == 1 and d[("t", 2)] == [1, 2]
     assert "a" in d and "zz" not in d
     assert len(d) == 2
+    assert d.keys() == ["a", ("t", 2)], d.keys()
+    assert d.values() == [1, [1, 2]], d.values()
+    assert d.items() == [("a", 1), (("t", 2), [1, 2])], d.items()
     assert d.get("zz") is None
     try:
         d["zz"]
