@@ -525,3 +525,91 @@ proptest! {
         }
     }
 }
+
+/// One step against a dict: keys and values are small CBOR integers.
+#[derive(Debug, Clone, Copy)]
+enum DictStep {
+    Insert(u8, u8),
+    Remove(u8),
+    Lookup(u8),
+}
+
+fn dict_step() -> impl Strategy<Value = DictStep> {
+    prop_oneof![
+        (0u8..8, any::<u8>()).prop_map(|(k, v)| DictStep::Insert(k, v)),
+        (0u8..8).prop_map(DictStep::Remove),
+        (0u8..8).prop_map(DictStep::Lookup),
+    ]
+}
+
+/// The CBOR encoding of a small unsigned integer (1 or 2 bytes).
+fn uint(v: u8) -> Vec<u8> {
+    if v < 24 {
+        vec![v]
+    } else {
+        vec![0x18, v]
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 64 }))]
+
+    /// Against a model (entries in insertion order): a dict of at most 5 entries in 16 bytes
+    /// answers every insert, remove and lookup alike, and lists the same entries.
+    #[test]
+    fn a_dict_matches_a_model(steps in prop::collection::vec(dict_step(), 1..60)) {
+        let mut p = pair("d", ObjectKind::Dict, 5, 16);
+        let c = p.connect();
+        let h = p.open(c, "d");
+        let mut model: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let packed = |m: &Vec<(Vec<u8>, Vec<u8>)>| -> usize {
+            m.iter().map(|(k, v)| 2 + k.len() + v.len()).sum()
+        };
+        for s in steps {
+            match s {
+                DictStep::Insert(k, v) => {
+                    let (k, v) = (uint(k), uint(v));
+                    let got = act(&mut p, c, h, Action::Insert { key: &k, value: &v });
+                    let mut next = model.clone();
+                    match next.iter_mut().find(|(mk, _)| *mk == k) {
+                        Some(entry) => entry.1 = v,
+                        None => next.push((k, v)),
+                    }
+                    let expect = if next.len() > 5 || packed(&next) > 16 {
+                        Owned::Error(ErrorCode::Full)
+                    } else {
+                        model = next;
+                        Owned::Done
+                    };
+                    prop_assert_eq!(got, expect);
+                }
+                DictStep::Remove(k) => {
+                    let k = uint(k);
+                    let got = act(&mut p, c, h, Action::Remove { key: &k });
+                    let expect = match model.iter().position(|(mk, _)| *mk == k) {
+                        Some(at) => Owned::Value(model.remove(at).1),
+                        None => Owned::Error(ErrorCode::NoSuchKey),
+                    };
+                    prop_assert_eq!(got, expect);
+                }
+                DictStep::Lookup(k) => {
+                    let k = uint(k);
+                    let got = act(&mut p, c, h, Action::Lookup { key: &k });
+                    let expect = match model.iter().find(|(mk, _)| *mk == k) {
+                        Some((_, v)) => Owned::Value(v.clone()),
+                        None => Owned::Error(ErrorCode::NoSuchKey),
+                    };
+                    prop_assert_eq!(got, expect);
+                }
+            }
+            let flat: Vec<Vec<u8>> = model
+                .iter()
+                .flat_map(|(k, v)| [k.clone(), v.clone()])
+                .collect();
+            prop_assert_eq!(act(&mut p, c, h, Action::Entries), Owned::Values(flat));
+            let keys: Vec<Vec<u8>> = model.iter().map(|(k, _)| k.clone()).collect();
+            prop_assert_eq!(act(&mut p, c, h, Action::Keys), Owned::Values(keys));
+            prop_assert_eq!(p.stat(0).bytes as usize, packed(&model));
+        }
+    }
+}
