@@ -54,6 +54,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of `serve`'s many flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a manager in the foreground until Ctrl-C, SIGTERM or a permitted remote shutdown.
