@@ -209,6 +209,10 @@ impl<'a> Reader<'a> {
             },
             16 => Action::Abort,
             17 => Action::Reset,
+            18 => Action::Call {
+                request: self.bytes(),
+                wait: self.wait(),
+            },
             _ => self.fail(Action::Count),
         }
     }
@@ -295,6 +299,7 @@ impl<'a> Reader<'a> {
             10 => Reply::Count(self.u32()),
             11 => Reply::Value(self.bytes()),
             12 => Reply::Values(Items(self.bytes())),
+            13 => Reply::Failed(self.str()),
             _ => self.fail(Reply::Done),
         }
     }
@@ -463,7 +468,7 @@ const ERROR_CODES: [ErrorCode; 20] = [
 ];
 
 /// Every `ObjectKind`, at its variant index.
-const OBJECT_KINDS: [ObjectKind; 9] = [
+const OBJECT_KINDS: [ObjectKind; 10] = [
     ObjectKind::Queue,
     ObjectKind::Event,
     ObjectKind::Lock,
@@ -473,6 +478,7 @@ const OBJECT_KINDS: [ObjectKind; 9] = [
     ObjectKind::Value,
     ObjectKind::Barrier,
     ObjectKind::Dict,
+    ObjectKind::Call,
 ];
 
 /// Every `CloseReason`, at its variant index.
@@ -633,6 +639,10 @@ impl<'o> Writer<'o> {
                 self.u32(12);
                 self.bytes(items.0);
             }
+            Reply::Failed(text) => {
+                self.u32(13);
+                self.bytes(text.as_bytes());
+            }
         }
     }
 
@@ -683,6 +693,11 @@ impl<'o> Writer<'o> {
             }
             Action::Abort => self.u32(16),
             Action::Reset => self.u32(17),
+            Action::Call { request, wait } => {
+                self.u32(18);
+                self.bytes(request);
+                self.wait(wait);
+            }
         }
     }
 
@@ -938,7 +953,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 14 {
+        match p.variant % 15 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -982,19 +997,20 @@ mod tests {
             10 => Reply::Flag(p.flag),
             11 => Reply::Count(n[1]),
             12 => Reply::Value(&p.bytes),
-            _ => Reply::Values(Items(&p.bytes)),
+            13 => Reply::Values(Items(&p.bytes)),
+            _ => Reply::Failed(&p.text),
         }
     }
 
     fn action(p: &Parts) -> Action<'_> {
         let (a, b) = p.bytes.split_at(p.bytes.len() / 2);
         // Independent of the action chosen below.
-        let wait = |p: &Parts| match (p.sub / 18) % 3 {
+        let wait = |p: &Parts| match (p.sub / 19) % 3 {
             0 => Wait::NoWait,
             1 => Wait::Forever,
             _ => Wait::Millis(p.nums[7]),
         };
-        match p.sub % 18 {
+        match p.sub % 19 {
             0 => Action::Set,
             1 => Action::Clear,
             2 => Action::IsSet,
@@ -1018,7 +1034,11 @@ mod tests {
                 wait: wait(p),
             },
             16 => Action::Abort,
-            _ => Action::Reset,
+            17 => Action::Reset,
+            _ => Action::Call {
+                request: a,
+                wait: wait(p),
+            },
         }
     }
 

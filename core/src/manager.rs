@@ -36,6 +36,8 @@ use crate::wire::{
 
 mod objects;
 
+pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
+
 const NONE: u32 = u32::MAX;
 
 /// A connection, by its slot in the storage handed to [`Manager::new`].

@@ -32,6 +32,10 @@ pub(crate) enum State {
         len: usize,
         entries: u32,
     },
+    /// A registered call: requests handed to the application and not yet answered.
+    Call {
+        running: u32,
+    },
 }
 
 /// One object that is not a queue.
@@ -61,7 +65,9 @@ pub enum ObjectSpecError {
 impl core::fmt::Display for ObjectSpecError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ObjectSpecError::Zero => "a barrier needs a party, a value or dict a byte of storage",
+            ObjectSpecError::Zero => {
+                "a barrier or call needs a party, a value, dict or call a byte"
+            }
             ObjectSpecError::StorageTooSmall => "storage smaller than max_item",
             ObjectSpecError::Queue => "not an object kind (a queue)",
         })
@@ -84,7 +90,9 @@ pub(crate) fn check(kind: ObjectKind, spec: QueueSpec) -> Result<(), ObjectSpecE
         ObjectKind::Queue => Err(ObjectSpecError::Queue),
         ObjectKind::Barrier if spec.capacity == 0 => Err(ObjectSpecError::Zero),
         ObjectKind::Value if spec.max_item == 0 => Err(ObjectSpecError::Zero),
-        ObjectKind::Dict if spec.capacity == 0 || spec.max_item == 0 => Err(ObjectSpecError::Zero),
+        ObjectKind::Dict | ObjectKind::Call if spec.capacity == 0 || spec.max_item == 0 => {
+            Err(ObjectSpecError::Zero)
+        }
         _ => Ok(()),
     }
 }
@@ -137,6 +145,7 @@ impl<'a> Shared<'a> {
                 State::Value { len: NULL.len() }
             }
             ObjectKind::Dict => State::Dict { len: 0, entries: 0 },
+            ObjectKind::Call => State::Call { running: 0 },
         };
         Ok(Shared {
             kind,
@@ -170,6 +179,7 @@ impl<'a> Shared<'a> {
             State::Value { .. } => 1,
             State::Barrier { .. } => self.waiters.len(),
             State::Dict { entries, .. } => entries,
+            State::Call { running } => running,
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) enum Hold {
     Item(ParkRef),
     /// A blocked `Acquire`; a `Held` record's permits.
     Permits(u32),
+    /// A registered call's request, handed to the application.
+    Started(ParkRef),
     /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
     /// items put.
     Items {
@@ -45,7 +47,7 @@ impl Hold {
     /// The parked bytes this request holds, if any.
     pub(crate) fn parked(self) -> Option<ParkRef> {
         match self {
-            Hold::Item(parked) | Hold::Items { parked, .. } => Some(parked),
+            Hold::Item(parked) | Hold::Items { parked, .. } | Hold::Started(parked) => Some(parked),
             Hold::Nothing | Hold::Take { .. } | Hold::Permits(_) => None,
         }
     }

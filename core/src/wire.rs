@@ -154,6 +154,9 @@ pub enum ObjectKind {
     /// A map of at most `capacity` entries, values of the value model as keys and values, in
     /// at most `max_item` bytes.
     Dict,
+    /// A call the manager's application answers (a registered handler): at most `capacity`
+    /// run at once, requests and responses of at most `max_item` bytes.
+    Call,
 }
 
 impl ObjectKind {
@@ -169,6 +172,7 @@ impl ObjectKind {
             ObjectKind::Value => "value",
             ObjectKind::Barrier => "barrier",
             ObjectKind::Dict => "dict",
+            ObjectKind::Call => "call",
         }
     }
 }
@@ -480,6 +484,14 @@ pub enum Action<'a> {
     Abort,
     /// Barrier: mend a broken barrier (its waiters get `Broken`). Reply: `Done`.
     Reset,
+    /// Call: run the handler with `request` (one value). Reply: `Value` (its response),
+    /// `Failed` (its error), or `Timeout` when `wait` runs out first.
+    Call {
+        /// The request, one value of the value model.
+        request: &'a [u8],
+        /// How long to wait for the response (`NoWait`: `Timeout` at once).
+        wait: Wait,
+    },
 }
 
 /// Manager to client, after the handshake.
@@ -548,6 +560,8 @@ pub enum Reply<'a> {
     /// Values of an object, packed (protocol version 3).
     #[serde(borrow)]
     Values(Items<'a>),
+    /// A registered call failed: its handler's error, or a panic (protocol version 3).
+    Failed(&'a str),
 }
 
 /// Why a request failed. The connection stays usable.

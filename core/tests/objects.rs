@@ -613,3 +613,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn registered_calls_run_in_the_application_within_their_bound() {
+    let mut p = pair("resize", ObjectKind::Call, 1, 16);
+    let (a, b) = (p.connect(), p.connect());
+    let h = p.open(a, "resize");
+    let call = |request, wait| Action::Call { request, wait };
+    assert!(p.m.poll_call().is_none());
+    let ca = send(&mut p, a, h, call(&[1], FOREVER));
+    let cb = send(&mut p, b, h, call(&[2], FOREVER));
+    p.pump();
+    let first = p.m.poll_call().expect("a call to run");
+    assert_eq!((first.name, first.request), ("resize", &[1u8][..]));
+    let first = first.id;
+    assert!(p.m.poll_call().is_none(), "one at a time");
+    assert_eq!(p.stat(0).len, 1, "one running");
+    let now = p.now;
+    p.m.handle_call_done(first, now, Ok(&[0x18, 100]));
+    p.pump();
+    assert_eq!(p.take(a, ca), Some(Owned::Value(vec![0x18, 100])));
+    // Answered once only.
+    p.m.handle_call_done(first, now, Ok(&[9]));
+    let second = p.m.poll_call().expect("the next call").id;
+    p.m.handle_call_done(second, now, Err("no such size"));
+    p.pump();
+    assert_eq!(p.take(b, cb), Some(Owned::Failed("no such size".into())));
+    // A response that is not a value is refused; a request that is not one too.
+    let id = send(&mut p, a, h, call(&[3], FOREVER));
+    p.pump();
+    let third = p.m.poll_call().unwrap().id;
+    p.m.handle_call_done(third, now, Ok(&[0xFF]));
+    p.pump();
+    assert_eq!(p.take(a, id), Some(Owned::Error(ErrorCode::InvalidValue)));
+    assert_eq!(
+        act(&mut p, a, h, call(&[0xFF], FOREVER)),
+        Owned::Error(ErrorCode::InvalidValue)
+    );
+    // A caller that gives up frees its place; its late answer goes nowhere.
+    let id = send(&mut p, a, h, call(&[4], Wait::Millis(30)));
+    p.pump();
+    let late = p.m.poll_call().unwrap().id;
+    p.advance(30);
+    assert_eq!(p.take(a, id), Some(Owned::Error(ErrorCode::Timeout)));
+    let cb = send(&mut p, b, h, call(&[5], FOREVER));
+    p.pump();
+    let fifth = p.m.poll_call().expect("room again").id;
+    let now = p.now;
+    p.m.handle_call_done(late, now, Ok(&[4]));
+    // A caller that goes away frees its place too.
+    p.disconnect(b);
+    assert_eq!(p.stat(0).len, 0);
+    p.m.handle_call_done(fifth, now, Ok(&[5]));
+    p.pump();
+    assert_eq!(p.take(b, cb), None);
+    assert_eq!(p.m.status().waiters, 0);
+}

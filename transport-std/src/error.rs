@@ -88,6 +88,13 @@ pub enum Error {
     },
     /// A Python manager raised an exception or failed in a way depot has no error for.
     Python(String),
+    /// A registered call's handler returned an error, or panicked.
+    CallFailed {
+        /// The call's name.
+        call: String,
+        /// The handler's error (cut to `depot_core::manager::MAX_FAILED_LEN` bytes).
+        message: String,
+    },
 }
 
 impl Error {
@@ -209,6 +216,9 @@ impl fmt::Display for Error {
                 write!(f, "{what} is not supported by a Python BaseManager")
             }
             Error::Python(e) => f.write_str(e),
+            Error::CallFailed { call, message } => {
+                write!(f, "call '{}' failed: {message}", call.escape_debug())
+            }
         }
     }
 }

@@ -340,3 +340,58 @@ fn clients_create_objects_and_stat_lists_them() {
         ]
     );
 }
+
+#[test]
+fn registered_calls_answer_errors_and_panics_and_the_manager_serves_on() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .event("ready")
+        .call("area", |(w, h): (u32, u32)| {
+            w.checked_mul(h).ok_or("too large")
+        })
+        .call("boom", |_: ()| -> Result<(), String> {
+            panic!("handler bug")
+        })
+        .call_with("slow", 1, 64, |ms: u64| -> Result<u64, String> {
+            thread::sleep(Duration::from_millis(ms));
+            Ok(ms)
+        })
+        .start()
+        .unwrap();
+    let c = connect(&m);
+    assert_eq!(c.call::<_, u32>("area", &(6u32, 7u32)).unwrap(), 42);
+    match c.call::<_, u32>("area", &(u32::MAX, 2u32)) {
+        Err(Error::CallFailed { call, message }) => {
+            assert_eq!((call.as_str(), message.as_str()), ("area", "too large"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match c.call::<_, ()>("boom", &()) {
+        Err(Error::CallFailed { message, .. }) => {
+            assert!(message.contains("handler bug"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A request of the wrong type is the handler's error, not a crash.
+    assert!(matches!(
+        c.call::<_, u32>("area", &"not a pair"),
+        Err(Error::CallFailed { .. })
+    ));
+    // One `slow` at a time: a second waits its turn; a short deadline gives up.
+    let first = {
+        let c = connect(&m);
+        thread::spawn(move || c.call::<_, u64>("slow", &300u64))
+    };
+    thread::sleep(Duration::from_millis(50));
+    let e = c
+        .call_timeout::<_, u64>("slow", &1u64, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::Timeout));
+    // The manager serves other requests while handlers run.
+    c.event("ready").unwrap().set().unwrap();
+    assert_eq!(first.join().unwrap().unwrap(), 300);
+    assert_eq!(c.call::<_, u64>("slow", &1u64).unwrap(), 1);
+    let e = c.call::<_, u32>("ready", &()).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::WrongKind));
+}

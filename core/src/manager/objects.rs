@@ -4,6 +4,7 @@
 use super::{park_timeout, Manager, State, NONE};
 use crate::codec::Writer;
 use crate::objects::{Shared, State as Obj};
+use crate::time::Instant;
 use crate::waiters::{Hold, WaitKind, Waiter};
 use crate::wire::{
     item_reply_bound, Action, ErrorCode, Handle, Items, Message, ObjectKind, QueueSpec, Reply,
@@ -21,6 +22,37 @@ fn reply_static(reply: Reply<'_>) -> Reply<'static> {
         Reply::Done => Reply::Done,
         _ => Reply::Error(ErrorCode::WrongKind),
     }
+}
+
+/// The longest error text a `Failed` reply carries, in bytes.
+pub const MAX_FAILED_LEN: usize = 120;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A registered call handed to the application by [`Manager::poll_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallRequest<'m> {
+    /// Names the call in [`Manager::handle_call_done`].
+    pub id: CallId,
+    /// The call object's name: which handler runs it.
+    pub name: &'m str,
+    /// The request, one value of the value model.
+    pub request: &'m [u8],
+}
+
+/// One call handed to the application, until it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallId {
+    waiter: u32,
+    conn: u32,
+    request: u32,
 }
 
 /// Whether `bytes` are one value of the value model (keys and values of dicts and values).
@@ -178,6 +210,9 @@ impl Manager<'_> {
             }
             (Obj::Dict { .. }, Action::WaitKey { key, wait }) => {
                 return self.wait_key(i, id, handle, key, wait);
+            }
+            (Obj::Call { .. }, Action::Call { request, wait }) => {
+                return self.call(i, id, handle, request, wait);
             }
             _ => Reply::Error(ErrorCode::WrongKind),
         };
@@ -356,6 +391,15 @@ impl Manager<'_> {
             return;
         };
         match (o.state, waiter.kind) {
+            (Obj::Call { running }, WaitKind::Wait) => {
+                // A call the application is running no longer counts: its answer will find
+                // nobody waiting.
+                if let Hold::Started(_) = waiter.hold {
+                    o.state = Obj::Call {
+                        running: running.saturating_sub(1),
+                    };
+                }
+            }
             (Obj::Barrier { .. }, WaitKind::Wait) => self.break_barrier(handle),
             (Obj::Permits { .. }, WaitKind::Wait) => self.grant(handle),
             _ => {}
@@ -403,6 +447,122 @@ impl Manager<'_> {
         {
             self.finish_waiter(w, &Reply::Error(ErrorCode::Broken));
         }
+    }
+
+    /// Parks a registered call's request until the application takes it
+    /// ([`Manager::poll_call`]) and answers it ([`Manager::handle_call_done`]).
+    fn call(&mut self, i: usize, id: u32, handle: Handle, request: &[u8], wait: Wait) {
+        let Ok(o) = self.registry.shared(handle) else {
+            return;
+        };
+        let max = o.spec.max_item as usize;
+        if request.len() > max {
+            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+        }
+        if !is_value(request) {
+            return self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
+        }
+        if let Err(code) = park_timeout(wait, ErrorCode::Timeout) {
+            return self.reply(i, id, &Reply::Error(code));
+        }
+        let Some(parked) = self
+            .parked
+            .store(request, &|x| self.waiters.holds_parked(x))
+        else {
+            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+        };
+        let reserve = item_reply_bound(max.min(self.item_fit(i))).max(SMALL_REPLY_BOUND);
+        let waiter = Waiter {
+            reserve: reserve as u32,
+            hold: Hold::Item(parked),
+            ..Waiter::EMPTY
+        };
+        let before = self.conns[i].waiters;
+        self.park_on(i, id, handle, wait, waiter);
+        if self.conns[i].waiters == before {
+            self.parked.free(parked);
+        }
+    }
+
+    /// The next registered call for the application to run, if any may start (each call
+    /// object runs at most its `capacity` at once, oldest request first). Answer it with
+    /// [`Manager::handle_call_done`], however long it takes: the manager serves on meanwhile.
+    pub fn poll_call(&mut self) -> Option<CallRequest<'_>> {
+        for h in 0..self.registry.len() {
+            let handle = Handle(h as u16);
+            let Ok(o) = self.registry.shared(handle) else {
+                continue;
+            };
+            let Obj::Call { running } = o.state else {
+                continue;
+            };
+            if running >= o.spec.capacity {
+                continue;
+            }
+            let list = o.waiters;
+            let Some(w) = self
+                .waiters
+                .find_in(&list, |w| matches!(w.hold, Hold::Item(_)))
+            else {
+                continue;
+            };
+            o.state = Obj::Call {
+                running: running + 1,
+            };
+            let waiter = self.waiters.get_mut(w);
+            let Hold::Item(parked) = waiter.hold else {
+                continue;
+            };
+            waiter.hold = Hold::Started(parked);
+            let id = CallId {
+                waiter: w,
+                conn: waiter.conn,
+                request: waiter.request,
+            };
+            return Some(CallRequest {
+                id,
+                name: self.registry.name(handle).unwrap_or(""),
+                request: self.parked.get(parked),
+            });
+        }
+        None
+    }
+
+    /// The application's answer to the call `id`: its response (one value of the value
+    /// model, as large as the call's `max_item` at most) or its error, which the client gets
+    /// as `Failed` (cut to [`MAX_FAILED_LEN`] bytes). An answer for a call whose client gave
+    /// up or went away is dropped.
+    pub fn handle_call_done(&mut self, id: CallId, now: Instant, outcome: Result<&[u8], &str>) {
+        self.now = now;
+        let waiter = *self.waiters.get(id.waiter);
+        let ours = waiter.in_use
+            && waiter.conn == id.conn
+            && waiter.request == id.request
+            && matches!(waiter.hold, Hold::Started(_));
+        if !ours {
+            return;
+        }
+        let handle = Handle(waiter.object);
+        let max = match self.registry.shared(handle) {
+            Ok(o) => {
+                if let Obj::Call { running } = o.state {
+                    o.state = Obj::Call {
+                        running: running.saturating_sub(1),
+                    };
+                }
+                o.spec.max_item as usize
+            }
+            Err(_) => 0,
+        };
+        let fit = self.item_fit(waiter.conn as usize).min(max);
+        let reply = match outcome {
+            Ok(v) if v.len() > fit => Reply::Error(ErrorCode::TooLarge),
+            Ok(v) if !is_value(v) => Reply::Error(ErrorCode::InvalidValue),
+            Ok(v) => Reply::Value(v),
+            Err(text) => Reply::Failed(cut(text, MAX_FAILED_LEN)),
+        };
+        self.finish_waiter(id.waiter, &reply);
+        self.run_resumes(now);
     }
 
     /// Parks a dict's `WaitKey`, its key kept in the park store.

@@ -22,6 +22,7 @@ pub(super) const fn letter(kind: ObjectKind) -> u8 {
         ObjectKind::Value => b'v',
         ObjectKind::Barrier => b'w',
         ObjectKind::Dict => b'm',
+        ObjectKind::Call => b'c',
     }
 }
 
@@ -37,6 +38,7 @@ pub(super) fn kind_of(letter: u8) -> Option<ObjectKind> {
         b'v' => ObjectKind::Value,
         b'w' => ObjectKind::Barrier,
         b'm' => ObjectKind::Dict,
+        b'c' => ObjectKind::Call,
         _ => return None,
     })
 }
@@ -68,7 +70,9 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             "values",
             "wait_for_key",
         ],
-        _ => ACQUIRER,
+        // Registered calls are for depot clients.
+        ObjectKind::Call => &[],
+        ObjectKind::Queue => ACQUIRER,
     }
 }
 

@@ -38,6 +38,7 @@ pub enum Owned {
     Count(u32),
     Value(Vec<u8>),
     Values(Vec<Vec<u8>>),
+    Failed(String),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -84,6 +85,7 @@ impl Owned {
             Reply::Count(n) => Owned::Count(n),
             Reply::Value(v) => Owned::Value(v.to_vec()),
             Reply::Values(items) => Owned::Values(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Failed(text) => Owned::Failed(text.to_owned()),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
     }

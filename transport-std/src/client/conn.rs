@@ -74,6 +74,7 @@ pub(crate) enum Outcome {
     Count(u32),
     Value(Vec<u8>),
     Values(Vec<Vec<u8>>),
+    Failed(String),
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -109,6 +110,7 @@ impl Outcome {
             Reply::Count(n) => Outcome::Count(n),
             Reply::Value(value) => Outcome::Value(value.to_vec()),
             Reply::Values(items) => Outcome::Values(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Failed(text) => Outcome::Failed(text.to_owned()),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }

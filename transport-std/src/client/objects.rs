@@ -133,6 +133,50 @@ impl Client {
         Object::check(self, name, outcome, &[kind]).map(|o| o.info)
     }
 
+    /// Calls the manager's registered handler `name` with `request` and waits for its
+    /// response (see [`crate::ManagerBuilder::call`]); `Err(CallFailed)` carries the
+    /// handler's error or panic.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+    ) -> Result<Resp, Error> {
+        self.call_with(name, request, Wait::Forever)
+    }
+
+    /// [`Client::call`], waiting at most `timeout` for the response (`Err` with `Timeout`;
+    /// the handler may still run to its end).
+    pub fn call_timeout<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error> {
+        self.call_with(name, request, wait_for(timeout))
+    }
+
+    fn call_with<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+        wait: Wait,
+    ) -> Result<Resp, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Call])?;
+        let request = encode(request)?;
+        let outcome = o.blocking(wait, |wait| Action::Call {
+            request: &request,
+            wait,
+        })?;
+        match outcome {
+            Outcome::Value(response) => decode(response),
+            Outcome::Failed(message) => Err(Error::CallFailed {
+                call: name.to_owned(),
+                message,
+            }),
+            other => Err(o.failed(other)),
+        }
+    }
+
     /// A proxy for the event `name`.
     pub fn event(&self, name: &str) -> Result<Event, Error> {
         Object::open(self, name, &[ObjectKind::Event]).map(|o| Event { o })

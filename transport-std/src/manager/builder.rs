@@ -13,6 +13,8 @@ use super::{ManagerHandle, Shared};
 use crate::Error;
 use depot_core::wire::ObjectKind;
 use depot_core::QueueMode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// The limits of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,21 @@ pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
 /// The default bytes of a declared value or dict: 64 KiB.
 pub const DEFAULT_OBJECT_BYTES: u32 = 64 * 1024;
+
+/// Calls of one registered handler that run at once unless told otherwise.
+pub const DEFAULT_CALLS: u32 = 8;
+
+/// A registered call's handler, on encoded values.
+#[derive(Clone)]
+pub(crate) struct CallHandler(
+    pub(crate) Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for CallHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallHandler")
+    }
+}
 
 impl QueueOptions {
     /// `capacity` items of at most 64 KiB each, default storage.
@@ -67,6 +84,8 @@ pub struct ManagerBuilder {
     pub(crate) queues: Vec<(String, QueueOptions)>,
     /// Declared objects beside queues: name, kind, capacity, bytes.
     pub(crate) objects: Vec<(String, ObjectKind, u32, u32)>,
+    /// Registered calls' handlers, by name (each also declared in `objects`).
+    pub(crate) handlers: Vec<(String, CallHandler)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
     /// `None`: follow the file descriptor limit (see [`ManagerBuilder::max_connections`]).
@@ -85,6 +104,7 @@ impl ManagerBuilder {
             authkey: None,
             queues: Vec::new(),
             objects: Vec::new(),
+            handlers: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
             max_connections: None,
@@ -176,6 +196,47 @@ impl ManagerBuilder {
     /// Declares a dict of at most `capacity` entries in 64 KiB (Python's `dict`).
     pub fn dict(self, name: &str, capacity: u32) -> Self {
         self.object(name, ObjectKind::Dict, capacity, DEFAULT_OBJECT_BYTES)
+    }
+
+    /// Registers the call `name`: clients' [`crate::Client::call`]s run `handler` on a
+    /// thread of its own, at most 8 at once, with requests and responses (values of the value
+    /// model) of at most 64 KiB. A handler's error, or its panic, is the caller's
+    /// `Error::CallFailed`; the manager serves on meanwhile.
+    pub fn call<Req, Resp, E, F>(self, name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: Fn(Req) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        self.call_with(name, DEFAULT_CALLS, DEFAULT_OBJECT_BYTES, handler)
+    }
+
+    /// [`ManagerBuilder::call`] with at most `concurrent` calls at once and requests and
+    /// responses of at most `max_bytes`.
+    pub fn call_with<Req, Resp, E, F>(
+        mut self,
+        name: &str,
+        concurrent: u32,
+        max_bytes: u32,
+        handler: F,
+    ) -> Self
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: Fn(Req) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        let run = move |request: &[u8]| -> Result<Vec<u8>, String> {
+            let request: Req = depot_core::value::from_slice(request)
+                .map_err(|e| format!("cannot read the request: {e}"))?;
+            let response = handler(request).map_err(|e| e.to_string())?;
+            depot_core::value::to_writer(&response, Vec::new())
+                .map_err(|e| format!("cannot write the response: {e}"))
+        };
+        self.handlers
+            .push((name.to_owned(), CallHandler(Arc::new(run))));
+        self.object(name, ObjectKind::Call, concurrent, max_bytes)
     }
 
     /// Whether a client's `shutdown_manager` stops the manager (default false).

@@ -45,6 +45,8 @@ pub(crate) struct Plan {
     pub(crate) queues: Vec<(String, QueueSpec, usize)>,
     /// Declared objects beside queues: name, kind, limits, storage bytes.
     pub(crate) objects: Vec<(String, depot_core::wire::ObjectKind, QueueSpec, usize)>,
+    /// Registered calls' handlers, by name.
+    pub(crate) handlers: std::collections::HashMap<String, super::builder::CallHandler>,
     /// Storage bytes of each spare slot clients may create queues in.
     pub(crate) spares: Vec<usize>,
     pub(crate) config: ManagerConfig,
@@ -164,6 +166,7 @@ impl Plan {
             authkey,
             queues,
             objects,
+            handlers: b.handlers.iter().cloned().collect(),
             spares,
             config,
             max_connections,
