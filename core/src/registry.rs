@@ -205,7 +205,7 @@ impl<'a> Registry<'a> {
             .map(|i| Handle(i as u16))
     }
 
-    /// The name of the object at `handle`.
+    /// The name of the live object `handle`.
     pub(crate) fn name(&self, handle: Handle) -> Option<&str> {
         let slot = self.slots.get(handle.0 as usize)?;
         matches!(slot.state, SlotState::Used(_)).then_some(slot.name.as_str())

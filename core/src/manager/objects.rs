@@ -24,6 +24,24 @@ fn reply_static(reply: Reply<'_>) -> Reply<'static> {
     }
 }
 
+/// The right a key needs on an object to run `action` (PROTOCOL.md §13, §14): `GET` to look
+/// or wait (an event's or barrier's `Wait`, `WaitKey`), `PUT` to change it, to take or give
+/// back a permit, and to call; `Count` needs some right on the object.
+pub(super) fn right_for(action: Action) -> crate::keyring::Rights {
+    use crate::keyring::Rights;
+    match action {
+        Action::Count => Rights::NONE,
+        Action::IsSet
+        | Action::Wait { .. }
+        | Action::Get
+        | Action::Lookup { .. }
+        | Action::Keys
+        | Action::Entries
+        | Action::WaitKey { .. } => Rights::GET,
+        _ => Rights::PUT,
+    }
+}
+
 /// The longest error text a `Failed` reply carries, in bytes.
 pub const MAX_FAILED_LEN: usize = 120;
 

@@ -179,6 +179,7 @@ impl Conn {
     /// `timeout`.
     pub(crate) fn connect(
         addr: impl ToSocketAddrs,
+        key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
     ) -> Result<Conn, Error> {
@@ -215,6 +216,7 @@ impl Conn {
         let config = ClientConfig {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
+            key_name,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,

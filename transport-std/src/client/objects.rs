@@ -1,5 +1,5 @@
 //! Proxies for the objects beside queues: events, locks, semaphores, values, barriers and
-//! dicts (PROTOCOL.md §13). Each holds a clone of its [`Client`]; the connection is what holds
+//! dicts (PROTOCOL.md §14). Each holds a clone of its [`Client`]; the connection is what holds
 //! a lock or a permit, so every clone of a client shares them, and they are released when the
 //! connection ends (the process dies, the last clone is dropped).
 
@@ -111,7 +111,7 @@ impl Object {
 impl Client {
     /// Creates the object `name` of `kind` (or opens it if one of that kind exists), when
     /// the manager allows creating: `capacity` is a semaphore's permits, a barrier's parties
-    /// or a dict's most entries; `max_item` a value's or dict's bytes (PROTOCOL.md §13).
+    /// or a dict's most entries; `max_item` a value's or dict's bytes (PROTOCOL.md §14).
     pub fn create_object(
         &self,
         name: &str,
