@@ -669,3 +669,45 @@ fn registered_calls_run_in_the_application_within_their_bound() {
     assert_eq!(p.take(b, cb), None);
     assert_eq!(p.m.status().waiters, 0);
 }
+
+#[test]
+fn a_key_needs_get_to_look_and_put_to_change_an_object() {
+    use depot_core::keyring::{Grant, Key, Keyring, Rights};
+    const WATCHER: &[u8] = b"watcher key, 32 bytes of secret!";
+    const WORKER: &[u8] = b"worker key, 32 bytes of secret!!";
+    let mut p = Pair::new(Setup {
+        queues: Vec::new(),
+        objects: vec![
+            ("ready".into(), ObjectKind::Event, spec(0, 0), 0),
+            ("lk".into(), ObjectKind::Lock, spec(1, 0), 0),
+        ],
+        ..Setup::default()
+    });
+    let grant = |rights| vec![Grant::owned(String::new(), true, rights)];
+    let keys = Keyring::owned(vec![
+        Key::owned("watcher".into(), WATCHER.to_vec(), grant(Rights::GET)),
+        Key::owned("worker".into(), WORKER.to_vec(), grant(Rights::PUT)),
+    ]);
+    let now = p.now;
+    p.m.set_keyring(keys, now).unwrap();
+    let watcher = p.try_add_named("watcher", WATCHER, b"a").unwrap();
+    let worker = p.try_add_named("worker", WORKER, b"b").unwrap();
+    p.pump();
+    let ready = p.open(watcher, "ready");
+    let lk = p.open(watcher, "lk");
+    let refused = Owned::Error(ErrorCode::NotAllowed);
+    assert_eq!(act(&mut p, watcher, ready, Action::Set), refused);
+    let wait = send(&mut p, watcher, ready, Action::Wait { wait: FOREVER });
+    assert_eq!(
+        act(&mut p, watcher, lk, Action::Acquire { wait: FOREVER }),
+        refused
+    );
+    assert_eq!(act(&mut p, watcher, lk, Action::Count), Owned::Count(1));
+    assert_eq!(act(&mut p, worker, ready, Action::IsSet), refused);
+    assert_eq!(act(&mut p, worker, ready, Action::Set), Owned::Done);
+    assert_eq!(p.take(watcher, wait), Some(Owned::Flag(true)));
+    assert_eq!(
+        act(&mut p, worker, lk, Action::Acquire { wait: FOREVER }),
+        Owned::Flag(true)
+    );
+}
