@@ -44,11 +44,12 @@ pub const DEFAULT_OBJECT_BYTES: u32 = 64 * 1024;
 /// Calls of one registered handler that run at once unless told otherwise.
 pub const DEFAULT_CALLS: u32 = 8;
 
-/// A registered call's handler, on encoded values.
+/// A handler on encoded values: the request in, the response or an error's text out.
+type RawHandler = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync;
+
+/// A registered call's handler.
 #[derive(Clone)]
-pub(crate) struct CallHandler(
-    pub(crate) Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>,
-);
+pub(crate) struct CallHandler(pub(crate) Arc<RawHandler>);
 
 impl std::fmt::Debug for CallHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -195,11 +195,14 @@ fn report_setup(started: Option<Sender<Result<(), Error>>>, e: Error) -> Result<
     }
 }
 
+/// A call's answer, from the thread that ran its handler.
+type Answer = (depot_core::manager::CallId, Result<Vec<u8>, String>);
+
 /// Registered calls: their handlers, and the answers of those running on their threads.
 struct Calls {
     handlers: std::collections::HashMap<String, super::builder::CallHandler>,
-    done_tx: Sender<(depot_core::manager::CallId, Result<Vec<u8>, String>)>,
-    done_rx: std::sync::mpsc::Receiver<(depot_core::manager::CallId, Result<Vec<u8>, String>)>,
+    done_tx: Sender<Answer>,
+    done_rx: std::sync::mpsc::Receiver<Answer>,
 }
 
 struct Loop<'m> {
