@@ -121,17 +121,14 @@ impl<'a> Shared<'a> {
                 spec.max_item = 0;
                 State::Event { set: false }
             }
+            // `max_item` is the lease, in milliseconds (0: none).
             ObjectKind::Lock | ObjectKind::RLock => {
                 spec.capacity = 1;
-                spec.max_item = 0;
                 State::Permits { free: 1 }
             }
-            ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => {
-                spec.max_item = 0;
-                State::Permits {
-                    free: spec.capacity,
-                }
-            }
+            ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => State::Permits {
+                free: spec.capacity,
+            },
             ObjectKind::Barrier => {
                 spec.max_item = 0;
                 State::Barrier { broken: false }
@@ -180,6 +177,15 @@ impl<'a> Shared<'a> {
             State::Barrier { .. } => self.waiters.len(),
             State::Dict { entries, .. } => entries,
             State::Call { running } => running,
+        }
+    }
+
+    /// How long a holder keeps a lock or permits before they are taken back, in
+    /// milliseconds: counted again from each acquire (`None`: until released).
+    pub(crate) fn lease(&self) -> Option<u32> {
+        match self.state {
+            State::Permits { .. } if self.spec.max_item > 0 => Some(self.spec.max_item),
+            _ => None,
         }
     }
 

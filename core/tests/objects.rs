@@ -711,3 +711,42 @@ fn a_key_needs_get_to_look_and_put_to_change_an_object() {
         Owned::Flag(true)
     );
 }
+
+#[test]
+fn a_lock_with_a_lease_is_taken_back_when_the_lease_runs_out() {
+    // `max_item` is a lock's lease, in milliseconds.
+    let mut p = pair("lk", ObjectKind::Lock, 1, 100);
+    let (a, b) = (p.connect(), p.connect());
+    let h = p.open(a, "lk");
+    assert_eq!(
+        act(&mut p, a, h, Action::Acquire { wait: FOREVER }),
+        Owned::Flag(true)
+    );
+    let wb = send(&mut p, b, h, Action::Acquire { wait: FOREVER });
+    p.advance(99);
+    assert_eq!(p.take(b, wb), None, "a still holds it");
+    p.advance(1);
+    assert_eq!(p.take(b, wb), Some(Owned::Flag(true)), "a's lease ran out");
+    assert_eq!(
+        act(&mut p, a, h, Action::Release),
+        Owned::Error(ErrorCode::NotOwner)
+    );
+    // Released in time, a lease ends with its holding.
+    assert_eq!(act(&mut p, b, h, Action::Release), Owned::Done);
+    p.advance(200);
+    assert_eq!(act(&mut p, a, h, Action::Count), Owned::Count(1));
+    assert_eq!(p.m.status().waiters, 0);
+    // A semaphore's permits come back with their holder's lease too.
+    let mut p = pair("sem", ObjectKind::Semaphore, 2, 50);
+    let a = p.connect();
+    let h = p.open(a, "sem");
+    let now = Action::Acquire { wait: Wait::NoWait };
+    assert_eq!(act(&mut p, a, h, now), Owned::Flag(true));
+    p.advance(30);
+    // Each acquire counts the lease again, for every permit the holder has.
+    assert_eq!(act(&mut p, a, h, now), Owned::Flag(true));
+    p.advance(30);
+    assert_eq!(act(&mut p, a, h, Action::Count), Owned::Count(0));
+    p.advance(20);
+    assert_eq!(act(&mut p, a, h, Action::Count), Owned::Count(2));
+}

@@ -395,3 +395,21 @@ fn registered_calls_answer_errors_and_panics_and_the_manager_serves_on() {
     let e = c.call::<_, u32>("ready", &()).unwrap_err();
     assert_eq!(code(e), Some(ErrorCode::WrongKind));
 }
+
+#[test]
+fn a_leased_lock_goes_to_the_next_client_when_its_holder_overstays() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .lock_with_lease("lk", Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let (a, b) = (connect(&m), connect(&m));
+    let (la, lb) = (a.lock("lk").unwrap(), b.lock("lk").unwrap());
+    la.acquire().unwrap();
+    assert!(!lb.try_acquire().unwrap());
+    // The holder is alive but keeps it too long.
+    assert!(lb.acquire_timeout(Duration::from_secs(10)).unwrap());
+    assert_eq!(code(la.release().unwrap_err()), Some(ErrorCode::NotOwner));
+    lb.release().unwrap();
+}

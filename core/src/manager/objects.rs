@@ -285,11 +285,14 @@ impl Manager<'_> {
         let Obj::Permits { free } = o.state else {
             return false;
         };
+        let lease = o.lease().map(|ms| self.now.add_millis(ms.into()));
         match self.waiters.find_in(&o.holders, |w| w.conn == i as u32) {
             Some(h) => {
-                if let Hold::Permits(n) = &mut self.waiters.get_mut(h).hold {
+                let record = self.waiters.get_mut(h);
+                if let Hold::Permits(n) = &mut record.hold {
                     *n = n.saturating_add(1);
                 }
+                record.set_deadline(lease);
             }
             None => {
                 let record = Waiter {
@@ -300,13 +303,17 @@ impl Manager<'_> {
                     hold: Hold::Permits(1),
                     ..Waiter::EMPTY
                 };
-                if self.waiters.park(&mut o.holders, record).is_none() {
+                let Some(h) = self.waiters.park(&mut o.holders, record) else {
                     return false;
-                }
+                };
+                self.waiters.get_mut(h).set_deadline(lease);
                 self.conns[i].waiters += 1;
             }
         }
         o.state = Obj::Permits { free: free - 1 };
+        if let Some(at) = lease {
+            self.wake_at(at);
+        }
         true
     }
 
@@ -384,21 +391,27 @@ impl Manager<'_> {
         {
             let record = *self.waiters.get(h);
             self.release(h);
-            let handle = Handle(record.object);
-            let Ok(o) = self.registry.shared(handle) else {
-                continue;
-            };
-            let (Obj::Permits { free }, Hold::Permits(n)) = (o.state, record.hold) else {
-                continue;
-            };
-            let back = if o.owned() { 1 } else { n };
-            let mut free = free.saturating_add(back);
-            if o.kind == ObjectKind::BoundedSemaphore {
-                free = free.min(o.spec.capacity);
-            }
-            o.state = Obj::Permits { free };
-            self.grant(handle);
+            self.give_back(record);
         }
+    }
+
+    /// The permits of a holder `record` (already unlinked) come back to its object, and go
+    /// to those waiting.
+    fn give_back(&mut self, record: Waiter) {
+        let handle = Handle(record.object);
+        let Ok(o) = self.registry.shared(handle) else {
+            return;
+        };
+        let (Obj::Permits { free }, Hold::Permits(n)) = (o.state, record.hold) else {
+            return;
+        };
+        let back = if o.owned() { 1 } else { n };
+        let mut free = free.saturating_add(back);
+        if o.kind == ObjectKind::BoundedSemaphore {
+            free = free.min(o.spec.capacity);
+        }
+        o.state = Obj::Permits { free };
+        self.grant(handle);
     }
 
     /// A blocked request left `waiter`'s object without completing (timed out, cancelled,
@@ -420,6 +433,8 @@ impl Manager<'_> {
             }
             (Obj::Barrier { .. }, WaitKind::Wait) => self.break_barrier(handle),
             (Obj::Permits { .. }, WaitKind::Wait) => self.grant(handle),
+            // A lease ran out.
+            (Obj::Permits { .. }, WaitKind::Held) => self.give_back(waiter),
             _ => {}
         }
     }

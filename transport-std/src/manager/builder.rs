@@ -185,6 +185,13 @@ impl ManagerBuilder {
         self.object(name, ObjectKind::Lock, 1, 0)
     }
 
+    /// Declares a lock that a holder keeps at most `lease` after its latest acquire: then it
+    /// is taken back and goes to the next waiter (whether or not the holder is still there).
+    pub fn lock_with_lease(self, name: &str, lease: Duration) -> Self {
+        let ms = lease.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        self.object(name, ObjectKind::Lock, 1, ms)
+    }
+
     /// Declares a lock its holder may take again (Python's `RLock`).
     pub fn rlock(self, name: &str) -> Self {
         self.object(name, ObjectKind::RLock, 1, 0)
