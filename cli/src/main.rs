@@ -77,6 +77,8 @@ enum Command {
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
+    /// Set, clear or test an event, or wait for it (`serve --event NAME`).
+    Event(EventArgs),
     /// Make keys for `serve --keys FILE`.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -228,6 +230,32 @@ struct ServeArgs {
     /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EventArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// What to do: set, clear, is-set (prints true or false) or wait.
+    #[arg(value_enum)]
+    action: EventAction,
+
+    /// The event's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// With wait: fail after this many seconds; without it, wait as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EventAction {
+    Set,
+    Clear,
+    IsSet,
+    Wait,
 }
 
 #[derive(Args, Debug)]
@@ -497,6 +525,7 @@ fn run(cli: Cli) -> CliResult {
             connect(&args.connect)?.shutdown_manager()?;
             Ok(())
         }
+        Command::Event(args) => event(&args, &connect(&args.conn.connect)?),
         Command::Keys(KeysCommand::New { name }) => {
             let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
             print!("{entry}");
@@ -872,6 +901,28 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
         written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+    }
+    Ok(())
+}
+
+fn event(args: &EventArgs, client: &Client) -> CliResult {
+    let e = client.event(&args.name)?;
+    match args.action {
+        EventAction::Set => e.set()?,
+        EventAction::Clear => e.clear()?,
+        EventAction::IsSet => println!("{}", e.is_set()?),
+        EventAction::Wait => {
+            let set = match args.timeout {
+                Some(t) => e.wait_timeout(t)?,
+                None => e.wait().map(|()| true)?,
+            };
+            if !set {
+                return Err(CliError::Msg(format!(
+                    "timed out waiting for event '{}'",
+                    args.name.escape_debug()
+                )));
+            }
+        }
     }
     Ok(())
 }

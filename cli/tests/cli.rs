@@ -1436,3 +1436,35 @@ fn serve_refuses_bad_object_flags() {
         assert!(r.stderr.contains(says), "{flag} {value}: {}", r.stderr);
     }
 }
+
+#[test]
+fn event_verbs_set_test_and_wait() {
+    let (server, addr) = serve(&["--event", "ready"]);
+    let ev = |args: &[&str]| {
+        depot(
+            Some(KEY),
+            &[&["event", "--connect", addr.as_str()][..], args].concat(),
+        )
+    };
+    let r = run(ev(&["wait", "ready", "--timeout", "0.1"]));
+    assert!(!r.status.success());
+    assert!(
+        r.stderr.contains("timed out waiting for event 'ready'"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run(ev(&["is-set", "ready"])).ok().stdout.trim(), "false");
+    // A waiter in another process wakes when the event is set.
+    let waiter = Bg::start(ev(&["wait", "ready"]));
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    wait_until("the waiter blocks", || c.status().unwrap().waiters == 1);
+    run(ev(&["set", "ready"])).ok();
+    assert!(waiter.finish().status.success());
+    assert_eq!(run(ev(&["is-set", "ready"])).ok().stdout.trim(), "true");
+    run(ev(&["clear", "ready"])).ok();
+    assert!(!c.event("ready").unwrap().is_set().unwrap());
+    let r = run(ev(&["set", "nope"]));
+    assert!(!r.status.success());
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    drop(server);
+}
