@@ -32,6 +32,34 @@ pub struct ConfigFile {
     pub allow_create: Option<AllowCreate>,
     #[serde(default, rename = "queue")]
     pub queues: Vec<QueueEntry>,
+    /// Objects beside queues: `[[object]] name = "ready", kind = "event"`.
+    #[serde(default, rename = "object")]
+    pub objects: Vec<ObjectEntry>,
+}
+
+/// One `[[object]]`: `capacity` is a semaphore's permits, a barrier's parties or a dict's
+/// entries; `max_item` a value's or dict's bytes.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectEntry {
+    pub name: String,
+    pub kind: KindEntry,
+    pub capacity: Option<u32>,
+    pub max_item: Option<u32>,
+}
+
+/// The kinds an `[[object]]` may have.
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum KindEntry {
+    Event,
+    Lock,
+    Rlock,
+    Semaphore,
+    BoundedSemaphore,
+    Value,
+    Barrier,
+    Dict,
 }
 
 /// `[limits]`: connections and time limits (seconds).
@@ -118,6 +146,11 @@ impl ConfigFile {
             }
             if q.capacity == Some(0) {
                 return Err(format!("queue '{}': capacity must be above 0", q.name));
+            }
+        }
+        for o in &self.objects {
+            if o.name.is_empty() {
+                return Err("an object has an empty name".into());
             }
         }
         let limits = [

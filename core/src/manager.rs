@@ -21,14 +21,14 @@ use crate::journal::{note, JournalSlot, RestoreError};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::lease::LeaseStore;
 use crate::park::ParkStore;
-use crate::registry::{Object, ObjectSlot, Registry};
+use crate::registry::{ObjectSlot, Registry};
 use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
-use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
+use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
     ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
@@ -37,6 +37,9 @@ use crate::wire::{
 };
 
 mod leasing;
+mod objects;
+
+pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
 
 const NONE: u32 = u32::MAX;
 
@@ -571,7 +574,9 @@ impl<'a> Manager<'a> {
     ) -> Result<Handle, ErrorCode> {
         match self.registry.find(name) {
             Some(handle) => Ok(handle),
-            None => self.registry.create(name, spec),
+            None => self
+                .registry
+                .create(name, crate::wire::ObjectKind::Queue, spec),
         }
     }
 
@@ -937,6 +942,7 @@ impl<'a> Manager<'a> {
             match waiter.deadline() {
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
+                    self.waiter_left(waiter);
                     // A putter that gave up may have held back smaller puts behind it.
                     self.settle(Handle(waiter.object));
                 }
@@ -1334,7 +1340,7 @@ impl<'a> Manager<'a> {
         };
         let allowed = match *op {
             Op::Open { name } => !key.rights(name).is_empty(),
-            Op::Create { name, exist_ok, .. } => {
+            Op::Create { name, exist_ok, .. } | Op::CreateObject { name, exist_ok, .. } => {
                 let rights = key.rights(name);
                 rights.contains(Rights::CREATE)
                     // Opening what exists is all a `Create` with `exist_ok` does then.
@@ -1349,6 +1355,7 @@ impl<'a> Manager<'a> {
             | Op::GetLeased { handle, .. }
             | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
+            Op::Act { handle, action } => on_handle(handle, objects::right_for(action)),
             // These concern the connection's own requests and leases.
             Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } => true,
             Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
@@ -1465,6 +1472,7 @@ impl<'a> Manager<'a> {
                 lease_ms,
                 ..
             } => self.get_reply_now(i, handle, Take::leased(max_items, max_bytes, lease_ms)),
+            Op::Act { handle, action } => self.act_reply_bound(i, handle, action),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1574,6 +1582,16 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),
+            Op::CreateObject {
+                name,
+                kind,
+                spec,
+                exist_ok,
+            } => Some(self.create_object(name, kind, spec, exist_ok)),
+            Op::Act { handle, action } => {
+                self.act(i, id, handle, action);
+                None
+            }
         };
         if let Some(reply) = reply {
             self.reply(i, id, &reply);
@@ -1598,7 +1616,10 @@ impl<'a> Manager<'a> {
                     .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened);
             }
         }
-        match self.registry.create(name, spec) {
+        match self
+            .registry
+            .create(name, crate::wire::ObjectKind::Queue, spec)
+        {
             Ok(handle) => {
                 note(&mut self.journal, |j| j.created(handle, name, spec));
                 self.registry
@@ -1861,12 +1882,13 @@ impl<'a> Manager<'a> {
 
     /// Withdraws connection `i`'s blocked request `target`, if it is still blocked.
     fn cancel(&mut self, i: usize, target: u32) {
-        let found = self
-            .waiters
-            .find_from(0, |w| w.conn == i as u32 && w.request == target);
+        let found = self.waiters.find_from(0, |w| {
+            w.conn == i as u32 && w.request == target && w.kind != WaitKind::Held
+        });
         if let Some(w) = found {
             let waiter = *self.waiters.get(w);
             self.fail_waiter(w, ErrorCode::Cancelled);
+            self.waiter_left(waiter);
             if waiter.kind == WaitKind::Put {
                 // A withdrawn putter may have held back others behind it.
                 self.settle(Handle(waiter.object));
@@ -1982,15 +2004,10 @@ impl<'a> Manager<'a> {
             ..waiter
         };
         waiter.set_deadline(deadline);
-        let Some(Object::Queue(q)) = self.registry.get(handle) else {
+        let Some(object) = self.registry.get(handle) else {
             return false;
         };
-        let list = match kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        if self.waiters.park(list, waiter).is_none() {
+        if self.waiters.park(object.list(kind), waiter).is_none() {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
         }
@@ -2121,7 +2138,8 @@ impl<'a> Manager<'a> {
     fn finish_waiter(&mut self, w: u32, reply: &Reply) {
         let waiter = *self.waiters.get(w);
         self.release(w);
-        if waiter.conn != NONE {
+        // A `Held` record answers nobody: it is not a request.
+        if waiter.conn != NONE && waiter.kind != WaitKind::Held {
             self.reply(waiter.conn as usize, waiter.request, reply);
         }
     }
@@ -2143,15 +2161,10 @@ impl<'a> Manager<'a> {
     /// Unparks waiter `w` without answering: frees its slot, reservation and parked items.
     fn release(&mut self, w: u32) {
         let waiter = *self.waiters.get(w);
-        let Some(Object::Queue(q)) = self.registry.get(Handle(waiter.object)) else {
+        let Some(object) = self.registry.get(Handle(waiter.object)) else {
             return;
         };
-        let list: &mut WaitList = match waiter.kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        self.waiters.remove(list, w);
+        self.waiters.remove(object.list(waiter.kind), w);
         if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
@@ -2167,13 +2180,19 @@ impl<'a> Manager<'a> {
         let mut cancelled_put = false;
         let mut from = 0;
         while self.conns[i].waiters > 0 {
-            let Some(w) = self.waiters.find_from(from, |w| w.conn == i as u32) else {
+            // Holdings go last (`drop_holdings`), so that no permit they free is granted to
+            // this connection's own blocked requests.
+            let mine = |w: &Waiter| w.conn == i as u32 && w.kind != WaitKind::Held;
+            let Some(w) = self.waiters.find_from(from, mine) else {
                 break;
             };
             from = w + 1;
-            cancelled_put |= self.waiters.get(w).kind == WaitKind::Put;
+            let waiter = *self.waiters.get(w);
+            cancelled_put |= waiter.kind == WaitKind::Put;
             self.release(w);
+            self.waiter_left(waiter);
         }
+        self.drop_holdings(i);
         if cancelled_put {
             // A cancelled putter may have held back smaller puts behind it.
             for h in 0..self.registry.len() {
@@ -2488,7 +2507,11 @@ impl Manager<'_> {
         let mut close = None;
         let mut stop = false;
         let need = match reply {
-            Reply::Item { item, .. } => crate::python::conn::item_reply_bound(item.len()),
+            Reply::Item { item, .. } | Reply::Value(item) => {
+                crate::python::conn::item_reply_bound(item.len())
+            }
+            // A list adds a few bytes per entry to what its values take.
+            Reply::Values(items) => crate::python::conn::item_reply_bound(2 * items.0.len()),
             _ => crate::python::conn::SMALL_REPLY_BOUND,
         };
         let pushed = c.tx.push_raw(need, |out| {

@@ -2,6 +2,7 @@
 
 pub(crate) mod conn;
 mod lease;
+mod objects;
 pub(crate) mod proxy;
 mod python;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use conn::Outcome;
 
 pub use lease::{Leased, RawLeased};
+pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -23,8 +25,11 @@ use crate::Error;
 /// One queue's line in [`Client::stat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStat {
-    /// The queue's name.
+    /// The object's name.
     pub name: String,
+    /// What it is: a queue, or one of the objects beside queues (their fields are read as
+    /// PROTOCOL.md §14 says).
+    pub kind: depot_core::wire::ObjectKind,
     /// Items queued.
     pub len: u32,
     /// The most items it holds.
@@ -79,6 +84,7 @@ impl From<conn::OwnedStat> for QueueStat {
     fn from(s: conn::OwnedStat) -> QueueStat {
         QueueStat {
             name: s.name,
+            kind: s.stat.info.kind,
             len: s.stat.len,
             capacity: s.stat.info.spec.capacity,
             max_item: s.stat.info.spec.max_item,
