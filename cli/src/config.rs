@@ -15,6 +15,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// The authkey file; a relative path is relative to the config file.
     pub authkey_file: Option<PathBuf>,
+    /// The keys file (`--keys`); relative to the config file too.
+    pub keys: Option<PathBuf>,
     /// Address of the Prometheus endpoint.
     pub metrics: Option<String>,
     /// Whether `depot shutdown` may stop the manager.
@@ -85,10 +87,13 @@ impl ConfigFile {
             };
             format!("config file {}: {at}{}", path.display(), e.message())
         })?;
-        if let Some(key) = &mut config.authkey_file {
-            if key.is_relative() {
+        for file in [&mut config.authkey_file, &mut config.keys]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                *key = dir.join(&*key);
+                *file = dir.join(&*file);
             }
         }
         config
@@ -154,6 +159,9 @@ mod tests {
         std::fs::write(&path, "authkey_file = \"key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(dir.join("key")));
+        std::fs::write(&path, "keys = \"keys.toml\"\n").unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.keys, Some(dir.join("keys.toml")));
         std::fs::write(&path, "authkey_file = \"/abs/key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(PathBuf::from("/abs/key")));
