@@ -15,6 +15,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// The authkey file; a relative path is relative to the config file.
     pub authkey_file: Option<PathBuf>,
+    /// The keys file (`--keys`); relative to the config file too.
+    pub keys: Option<PathBuf>,
     /// Address of the Prometheus endpoint.
     pub metrics: Option<String>,
     /// Whether `depot shutdown` may stop the manager.
@@ -119,9 +121,13 @@ impl ConfigFile {
             };
             format!("config file {}: {at}{}", path.display(), e.message())
         })?;
-        for relative in [&mut config.authkey_file, &mut config.data_dir]
-            .into_iter()
-            .flatten()
+        for relative in [
+            &mut config.authkey_file,
+            &mut config.data_dir,
+            &mut config.keys,
+        ]
+        .into_iter()
+        .flatten()
         {
             if relative.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new("."));
@@ -204,6 +210,9 @@ mod tests {
         std::fs::write(&path, "data_dir = \"queues\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.data_dir, Some(dir.join("queues")));
+        std::fs::write(&path, "keys = \"keys.toml\"\n").unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.keys, Some(dir.join("keys.toml")));
         std::fs::write(&path, "authkey_file = \"/abs/key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(PathBuf::from("/abs/key")));

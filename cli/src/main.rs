@@ -100,6 +100,7 @@ Every key, with its flag:
 
   listen = "127.0.0.1:5000"           # --listen
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
+  keys = "keys.toml"                  # --keys (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   require_encryption = false          # --require-encryption[=BOOL]
@@ -757,7 +758,7 @@ impl ServeSettings {
                 .unwrap_or_else(|| DEFAULT_ADDR.into()),
             authkey_file: authkey_file.or(file.authkey_file),
             metrics: args.metrics.or(file.metrics),
-            keys: args.keys,
+            keys: args.keys.or(file.keys),
             allow_remote_shutdown: args
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)

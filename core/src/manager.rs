@@ -402,6 +402,8 @@ pub struct Manager<'a> {
     config: ManagerConfig,
     /// The key given to [`Manager::new`]: the default key, unless the keyring names one.
     key: Option<AuthKey>,
+    /// What identifies that key without keeping it (see `key_id`).
+    key_id: [u8; 32],
     keyring: Keyring<'a>,
     throttle: Throttle,
     registry: Registry<'a>,
@@ -446,6 +448,7 @@ impl<'a> Manager<'a> {
         let mut manager = Manager {
             config,
             key: Some(AuthKey::new(authkey)),
+            key_id: key_id(authkey),
             keyring: Keyring::empty(),
             throttle: Throttle::new(),
             registry: Registry::new(objects),
@@ -492,18 +495,33 @@ impl<'a> Manager<'a> {
     /// Replaces the keyring (a reload). Connections proven with a key that is still there
     /// (same name, same secret) go on with its new rights; those of a key that is gone or
     /// changed are closed ([`CloseReason::AuthFailed`]). Handshakes in progress are checked
-    /// against the new keys. The key given to [`Manager::new`] stays.
+    /// against the new keys. The key given to [`Manager::new`] stays the default key while
+    /// the keyring has none; a default key on the keyring replaces it, and its connections
+    /// take that key's rights (the same secret) or are closed (another secret).
     pub fn set_keyring(&mut self, keyring: Keyring<'a>, now: Instant) -> Result<(), KeyringError> {
         keyring.check()?;
         self.now = now;
         let mut revoked = false;
+        // A default key on the new keyring takes over from the one given to `new`, if it is
+        // the same key; if it is another, connections proven with the old one are closed.
+        let default = keyring.find("").map(|k| {
+            let same = key_id(keyring.keys()[k].secret()) == self.key_id;
+            (same && self.key.is_some()).then_some(k as u16)
+        });
         for i in 0..self.conns.len() {
             let k = self.conns[i].key;
-            if k == DEFAULT_KEY || k == NO_KEY {
+            if k == NO_KEY {
                 continue;
             }
-            let old = self.keyring.keys().get(k as usize);
-            let new = old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)));
+            let new = if k == DEFAULT_KEY {
+                match default {
+                    None => continue,
+                    Some(new) => new.map(usize::from),
+                }
+            } else {
+                let old = self.keyring.keys().get(k as usize);
+                old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)))
+            };
             self.conns[i].key = match new {
                 Some(n) => n as u16,
                 None => {
@@ -2308,6 +2326,12 @@ impl<'a> Manager<'a> {
         }
         self.link(List::Ready, i);
     }
+}
+
+/// Identifies an authkey (to tell whether a reloaded default key is the same one) without
+/// keeping the key itself.
+fn key_id(authkey: &[u8]) -> [u8; 32] {
+    crate::auth::hmac_sha256(authkey, b"depot key identity")
 }
 
 /// The `index`-th object `key` may see (`None`: every object), with its statistics.
