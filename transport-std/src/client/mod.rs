@@ -1,6 +1,8 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+#[cfg(all(test, shuttle))]
+mod model;
 pub(crate) mod proxy;
 mod python;
 
