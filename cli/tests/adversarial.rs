@@ -562,6 +562,7 @@ impl Raw {
         let config = depot_core::client::ClientConfig {
             handshake_timeout_ms: 5_000,
             reply_timeout_ms: 600_000,
+            ..Default::default()
         };
         let core = depot_core::Client::owned(
             config,

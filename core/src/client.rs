@@ -66,6 +66,8 @@ pub struct ClientConfig {
     pub handshake_timeout_ms: u32,
     /// Time the manager has to answer, beyond what the request itself may wait.
     pub reply_timeout_ms: u32,
+    /// The name of the key the authkey is (the hello carries it; the default: the unnamed key).
+    pub key_name: crate::keyring::KeyName,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +75,7 @@ impl Default for ClientConfig {
         ClientConfig {
             handshake_timeout_ms: 10_000,
             reply_timeout_ms: 30_000,
+            key_name: crate::keyring::KeyName::DEFAULT,
         }
     }
 }
@@ -220,6 +223,7 @@ impl<'a> Client<'a> {
             max_version: VERSION,
             nonce,
             max_frame: max_frame.min(MAX_MAX_FRAME as usize) as u32,
+            key: self.config.key_name,
         }
     }
 

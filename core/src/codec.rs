@@ -15,6 +15,7 @@
 //! writer full, and only the outcome of the whole message is looked at. Straight-line field
 //! code is a fraction of the size of a branch after each field.
 
+use crate::keyring::KeyName;
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
     ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply, Request,
@@ -341,8 +342,23 @@ impl<'a> Reader<'a> {
             max_version: self.u8(),
             nonce: self.array(),
             max_frame: self.u32(),
+            key: KeyName::DEFAULT,
+        };
+        let hello = match KeyName::new(self.str()) {
+            Some(key) => ClientHello { key, ..hello },
+            None => self.fail(hello),
         };
         self.done(hello)
+    }
+
+    /// A hello of protocol versions 1 and 2 (no key name), only to tell such a client that
+    /// its version is not spoken.
+    pub(crate) fn old_hello(&mut self) -> Option<(u8, u8)> {
+        let _magic: [u8; 4] = self.array();
+        let versions = (self.u8(), self.u8());
+        let _nonce: [u8; crate::wire::NONCE_LEN] = self.array();
+        let _max_frame = self.u32();
+        self.done(versions)
     }
 
     pub(crate) fn client_proof(&mut self) -> Option<ClientProof> {
@@ -663,6 +679,7 @@ impl Encode for ClientHello {
         w.raw(&[self.min_version, self.max_version]);
         w.raw(&self.nonce);
         w.u32(self.max_frame);
+        w.bytes(self.key.as_str().as_bytes());
     }
 }
 
@@ -906,6 +923,7 @@ mod tests {
             max_version: p.nonce[5],
             nonce: p.nonce,
             max_frame: p.nums[0],
+            key: KeyName::new(&p.text).unwrap_or_default(),
         }
     }
 

@@ -10,6 +10,8 @@
 //! ## Layers
 //! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
+//! - [`keyring`]: named keys and their rights per object; [`throttle`]: the key-guessing
+//!   throttle.
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
@@ -39,6 +41,7 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod keyring;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -46,6 +49,7 @@ pub mod python;
 pub mod queue;
 mod registry;
 pub mod storage;
+pub mod throttle;
 pub mod time;
 pub mod value;
 mod waiters;
@@ -53,6 +57,7 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};

@@ -20,11 +20,13 @@ use crate::auth::{
 };
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
+use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
+use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
 use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
@@ -66,6 +68,8 @@ pub struct ManagerConfig {
     /// Connections from one source (see [`Manager::accept`]) that may be in their handshake at
     /// once; more are refused ([`AcceptError::SourceLimit`]). 0: no limit.
     pub max_handshaking_per_source: u32,
+    /// How failed proofs from one source are slowed down (see [`crate::throttle`]).
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for ManagerConfig {
@@ -80,6 +84,7 @@ impl Default for ManagerConfig {
             max_waiters_per_connection: 64,
             max_handshaking: u32::MAX,
             max_handshaking_per_source: 0,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -99,6 +104,9 @@ pub enum AcceptError {
     SourceLimit,
     /// The manager is shutting down.
     ShuttingDown,
+    /// The source failed too many proofs and is locked out for a while (see
+    /// [`crate::throttle`]); tell the peer as for [`AcceptError::Busy`], or just close.
+    Throttled,
 }
 
 /// The storage of one connection: its receive and transmit buffers.
@@ -138,7 +146,17 @@ pub struct Connection<'a> {
     /// of the sources hashed to this slot's index are in their handshake. One entry per slot
     /// needs no storage of its own.
     source_count: u32,
+    /// Where the peer connects from (cut to `SOURCE_LEN` bytes), for the throttle.
+    peer: [u8; SOURCE_LEN],
+    peer_len: u8,
+    /// The key the peer proved: an index into the keyring, or `DEFAULT_KEY` / `NO_KEY`.
+    key: u16,
 }
+
+/// The key given to [`Manager::new`], with every right.
+const DEFAULT_KEY: u16 = u16::MAX;
+/// No key (not proven yet, or revoked): no rights.
+const NO_KEY: u16 = u16::MAX - 1;
 
 // No heap to box into: the session keys live inline, as large as they are.
 #[allow(clippy::large_enum_variant)]
@@ -152,6 +170,12 @@ enum State {
         /// Hash of the hello and challenge (see `auth::transcript_hash`).
         transcript: [u8; 32],
         deadline: Instant,
+        /// The key the hello named.
+        key: KeyName,
+    },
+    /// The proof failed; the verdict is held back until `at` (see `crate::throttle`).
+    Refusing {
+        at: Instant,
     },
     Open(Session),
     /// A Python `BaseManager` client (see `crate::python`).
@@ -204,6 +228,9 @@ impl<'a> Connection<'a> {
             hs_stage: None,
             source: NONE,
             source_count: 0,
+            peer: [0; SOURCE_LEN],
+            peer_len: 0,
+            key: NO_KEY,
         }
     }
 
@@ -339,7 +366,10 @@ struct PythonSide<'a> {
 /// The manager state machine. See the module docs for how a transport drives it.
 pub struct Manager<'a> {
     config: ManagerConfig,
-    key: AuthKey,
+    /// The key given to [`Manager::new`]: the default key, unless the keyring names one.
+    key: Option<AuthKey>,
+    keyring: Keyring<'a>,
+    throttle: Throttle,
     registry: Registry<'a>,
     conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
@@ -377,7 +407,9 @@ impl<'a> Manager<'a> {
         let count = conns.len().min(NONE as usize - 1);
         let mut manager = Manager {
             config,
-            key: AuthKey::new(authkey),
+            key: Some(AuthKey::new(authkey)),
+            keyring: Keyring::empty(),
+            throttle: Throttle::new(),
             registry: Registry::new(objects),
             conns,
             waiters: Waiters::new(waiters),
@@ -400,6 +432,77 @@ impl<'a> Manager<'a> {
             manager.lists[List::Free as usize].head = i as u32;
         }
         manager
+    }
+
+    /// A manager that accepts the keys of `keyring` and no other: the default key (the one
+    /// clients that name no key use, Python clients among them) only if the keyring has one
+    /// with the empty name.
+    pub fn with_keyring(
+        config: ManagerConfig,
+        keyring: Keyring<'a>,
+        resources: Resources<'a>,
+    ) -> Result<Self, KeyringError> {
+        keyring.check()?;
+        let mut manager = Self::new(config, &[], resources);
+        manager.key = None;
+        manager.keyring = keyring;
+        Ok(manager)
+    }
+
+    /// Replaces the keyring (a reload). Connections proven with a key that is still there
+    /// (same name, same secret) go on with its new rights; those of a key that is gone or
+    /// changed are closed ([`CloseReason::AuthFailed`]). Handshakes in progress are checked
+    /// against the new keys. The key given to [`Manager::new`] stays.
+    pub fn set_keyring(&mut self, keyring: Keyring<'a>, now: Instant) -> Result<(), KeyringError> {
+        keyring.check()?;
+        self.now = now;
+        let mut revoked = false;
+        for i in 0..self.conns.len() {
+            let k = self.conns[i].key;
+            if k == DEFAULT_KEY || k == NO_KEY {
+                continue;
+            }
+            let old = self.keyring.keys().get(k as usize);
+            let new = old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)));
+            self.conns[i].key = match new {
+                Some(n) => n as u16,
+                None => {
+                    revoked = true;
+                    NO_KEY
+                }
+            };
+        }
+        self.keyring = keyring;
+        if revoked {
+            for i in 0..self.conns.len() {
+                let c = &self.conns[i];
+                let proven = matches!(c.state, State::Open(_));
+                #[cfg(feature = "python")]
+                let proven = proven || matches!(c.state, State::Python { .. });
+                if proven && c.key == NO_KEY {
+                    debug!("connection {}: its key was revoked", i);
+                    self.begin_close(i, CloseReason::AuthFailed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring<'a> {
+        &self.keyring
+    }
+
+    /// Gives the summary of failed proofs and throttled connections since the last call to
+    /// `f`, one line per source and key name (see [`crate::throttle`]). A transport calls it
+    /// now and then and logs what it gets.
+    pub fn take_auth_reports(&mut self, mut f: impl FnMut(AuthReport<'_>)) {
+        self.throttle.take_reports(&mut f);
+    }
+
+    /// Whether [`Manager::take_auth_reports`] has anything to give.
+    pub fn has_auth_reports(&self) -> bool {
+        self.throttle.has_reports()
     }
 
     /// Serves Python `BaseManager` clients on the same connections, with the same `authkey`:
@@ -443,6 +546,9 @@ impl<'a> Manager<'a> {
             return Err(AcceptError::ShuttingDown);
         }
         self.now = now;
+        if !source.is_empty() && self.throttle.refuses(source, now) {
+            return Err(AcceptError::Throttled);
+        }
         let bucket = self.source_bucket(&nonce, source);
         let limit = self.config.max_handshaking_per_source;
         if let Some(b) = bucket {
@@ -471,6 +577,10 @@ impl<'a> Manager<'a> {
         c.cursor = 0;
         c.frame_deadline = None;
         c.tx_progress = now;
+        let len = source.len().min(SOURCE_LEN);
+        c.peer[..len].copy_from_slice(&source[..len]);
+        c.peer_len = len as u8;
+        c.key = NO_KEY;
         self.open_conns += 1;
         self.enter_handshake(index as usize, bucket);
         self.wake_at(deadline);
@@ -778,6 +888,17 @@ impl<'a> Manager<'a> {
                 State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
                     (Some(*deadline), CloseReason::HandshakeTimeout)
                 }
+                State::Refusing { at } if *at <= now => {
+                    let c = &mut self.conns[i];
+                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                    self.begin_close(i, CloseReason::AuthFailed);
+                    continue;
+                }
+                State::Refusing { at } => {
+                    let at = *at;
+                    self.wake_at(at);
+                    continue;
+                }
                 State::Open(_) if !c.tx.is_empty() => (
                     Some(c.tx_progress.add_millis(stall)),
                     CloseReason::WriteStalled,
@@ -926,6 +1047,8 @@ impl<'a> Manager<'a> {
             let progressed = match self.conns[i].state {
                 State::Free | State::Closing(_) => return,
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
+                // The peer has nothing more to say; its input is ignored.
+                State::Refusing { .. } => false,
                 State::Open(_) => self.process_frame(i),
                 #[cfg(feature = "python")]
                 State::Python { .. } => self.process_python(i),
@@ -965,6 +1088,11 @@ impl<'a> Manager<'a> {
                         py: crate::python::PyConn::new(nonce),
                         deadline,
                     };
+                    // Python clients name no key: theirs is the default one.
+                    c.key = match self.keyring.find("") {
+                        Some(k) => k as u16,
+                        None => DEFAULT_KEY,
+                    };
                     c.peer_max = MAX_MAX_FRAME as usize;
                     return true;
                 }
@@ -975,6 +1103,12 @@ impl<'a> Manager<'a> {
                     return self.reject(i, CloseReason::BadMagic);
                 }
                 let Some(hello) = decode_all(body, Reader::client_hello) else {
+                    // A version 1 or 2 hello has no key name: tell it the version is wrong.
+                    let old =
+                        decode_all(body, Reader::old_hello).is_some_and(|(_, max)| max < VERSION);
+                    if old {
+                        return self.reject(i, CloseReason::VersionMismatch);
+                    }
                     return self.reject(i, CloseReason::Malformed);
                 };
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
@@ -1002,6 +1136,7 @@ impl<'a> Manager<'a> {
                 c.state = State::AwaitProof {
                     transcript,
                     deadline,
+                    key: hello.key,
                 };
                 self.hs_unlink(i);
                 self.hs_link(i, Stage::Proof);
@@ -1013,24 +1148,41 @@ impl<'a> Manager<'a> {
                 self.link(List::Ready, i);
                 true
             }
-            State::AwaitProof { transcript, .. } => {
+            State::AwaitProof {
+                transcript, key, ..
+            } => {
                 let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
                 c.rx.consume(HEADER_LEN + body_len);
-                if !self.key.verify(CLIENT_PROOF, &transcript, &proof) {
+                let (index, auth) = self.proof_key(key);
+                // An unknown name is checked against a stand-in key, so it fails exactly
+                // like a wrong key, in about the same time.
+                if !auth.verify(CLIENT_PROOF, &transcript, &proof) || index == NO_KEY {
                     debug!("connection {}: authentication failed", i);
-                    let c = &mut self.conns[i];
-                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
-                    self.begin_close(i, CloseReason::AuthFailed);
+                    let c = &self.conns[i];
+                    let peer = &c.peer[..c.peer_len as usize];
+                    let delay = self
+                        .throttle
+                        .failed(&self.config.throttle, peer, key, self.now);
+                    if delay == 0 {
+                        let c = &mut self.conns[i];
+                        let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                        self.begin_close(i, CloseReason::AuthFailed);
+                    } else {
+                        // Still a handshake (admission may evict it); the verdict waits.
+                        let at = self.now.add_millis(delay.into());
+                        self.conns[i].state = State::Refusing { at };
+                        self.wake_at(at);
+                    }
                     return false;
                 }
                 let welcome = ServerVerdict::Welcome {
-                    proof: self.key.derive(MANAGER_PROOF, &transcript),
+                    proof: auth.derive(MANAGER_PROOF, &transcript),
                 };
                 let session = Session {
-                    rx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
-                    tx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
+                    rx_mac: auth.session(CLIENT_TO_MANAGER, &transcript),
+                    tx_mac: auth.session(MANAGER_TO_CLIENT, &transcript),
                 };
                 let c = &mut self.conns[i];
                 if c.tx.push_plain(&welcome).is_err() {
@@ -1038,11 +1190,84 @@ impl<'a> Manager<'a> {
                     return false;
                 }
                 c.state = State::Open(session);
+                c.key = index;
+                let peer = &c.peer[..c.peer_len as usize];
+                self.throttle.succeeded(peer);
                 self.leave_handshake(i);
                 self.link(List::Ready, i);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The key a hello's name stands for: its index (`NO_KEY` if there is none) and the key
+    /// to check the proof with.
+    fn proof_key(&self, name: KeyName) -> (u16, AuthKey) {
+        if let Some(k) = self.keyring.find(name.as_str()) {
+            return (k as u16, AuthKey::new(self.keyring.keys()[k].secret()));
+        }
+        match &self.key {
+            Some(key) if name.as_str().is_empty() => (DEFAULT_KEY, key.clone()),
+            _ => (NO_KEY, AuthKey::new(&[0; 32])),
+        }
+    }
+
+    /// The key connection `i` proved; `None` for the key given to [`Manager::new`] (every
+    /// right).
+    fn key_of(&self, i: usize) -> Result<Option<&Key<'a>>, ErrorCode> {
+        match self.conns[i].key {
+            DEFAULT_KEY => Ok(None),
+            k => self
+                .keyring
+                .keys()
+                .get(k as usize)
+                .map(Some)
+                .ok_or(ErrorCode::NotAllowed),
+        }
+    }
+
+    /// `NotAllowed` if connection `i`'s key may not run `op` (then nothing changes).
+    fn permit(&self, i: usize, op: &Op) -> Result<(), ErrorCode> {
+        let Some(key) = self.key_of(i)? else {
+            return Ok(());
+        };
+        let on_handle = |handle: Handle, need: Rights| match self.registry.name(handle) {
+            // An unknown handle is answered `NoSuchObject` by the operation itself.
+            None => true,
+            Some(name) => {
+                let rights = key.rights(name);
+                if need.is_empty() {
+                    !rights.is_empty()
+                } else {
+                    rights.contains(need)
+                }
+            }
+        };
+        let allowed = match *op {
+            Op::Open { name } => !key.rights(name).is_empty(),
+            Op::Create { name, exist_ok, .. } => {
+                let rights = key.rights(name);
+                rights.contains(Rights::CREATE)
+                    // Opening what exists is all a `Create` with `exist_ok` does then.
+                    || (exist_ok && !rights.is_empty() && self.registry.find(name).is_some())
+            }
+            Op::Put { handle, .. }
+            | Op::PutMany { handle, .. }
+            | Op::Return { handle, .. }
+            | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
+            Op::Get { handle, .. } | Op::GetMany { handle, .. } | Op::TaskDone { handle } => {
+                on_handle(handle, Rights::GET)
+            }
+            Op::Size { handle } => on_handle(handle, Rights::NONE),
+            Op::Cancel { .. } => true,
+            Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
+            Op::Shutdown => key.has_everywhere(Rights::ADMIN),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ErrorCode::NotAllowed)
         }
     }
 
@@ -1158,6 +1383,10 @@ impl<'a> Manager<'a> {
             self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
             return Step::Done;
         }
+        if let Err(code) = self.permit(i, &request.op) {
+            self.reply(i, id, &Reply::Error(code));
+            return Step::Done;
+        }
         let reply = match request.op {
             Op::Open { name } => match self.registry.find(name) {
                 Some(handle) => self.registry.info(handle).map(Reply::Opened),
@@ -1209,7 +1438,8 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Stat { index } => {
-                let stat = self.registry.stat(index);
+                let key = self.key_of(i).ok().flatten();
+                let stat = visible_stat(&self.registry, key, index);
                 let c = &mut self.conns[i];
                 if let State::Open(session) = &mut c.state {
                     let msg = Message::Reply {
@@ -1224,7 +1454,13 @@ impl<'a> Manager<'a> {
                 }
                 None
             }
-            Op::Status => Some(Reply::Status(self.status())),
+            Op::Status => {
+                let mut status = self.status();
+                if let Ok(Some(key)) = self.key_of(i) {
+                    status.objects = count_visible(&self.registry, key);
+                }
+                Some(Reply::Status(status))
+            }
             Op::Shutdown if self.config.allow_remote_shutdown => {
                 self.reply(i, id, &Reply::Done);
                 debug!("connection {}: remote shutdown", i);
@@ -1903,6 +2139,29 @@ impl<'a> Manager<'a> {
     }
 }
 
+/// The `index`-th object `key` may see (`None`: every object), with its statistics.
+fn visible_stat<'r>(
+    registry: &'r Registry,
+    key: Option<&Key>,
+    index: u16,
+) -> Option<ObjectStat<'r>> {
+    let Some(key) = key else {
+        return registry.stat(index);
+    };
+    (0..=u16::MAX)
+        .map_while(|n| registry.stat(n))
+        .filter(|s| key.rights(s.name).contains(Rights::ADMIN))
+        .nth(index.into())
+}
+
+/// How many objects `key` may see.
+fn count_visible(registry: &Registry, key: &Key) -> u32 {
+    (0..=u16::MAX)
+        .map_while(|n| registry.stat(n))
+        .filter(|s| key.rights(s.name).contains(Rights::ADMIN))
+        .count() as u32
+}
+
 /// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
 /// item is read as a list of one).
 fn unsent_items<'t>(tx: &'t TxBuf) -> impl Iterator<Item = (Handle, ItemsOf<'t>)> {
@@ -2009,7 +2268,15 @@ impl Manager<'_> {
             PyStep::Close(why) => {
                 debug!("connection {}: python client closed: {:?}", i, why);
                 let reason = match why {
-                    crate::python::PyClose::AuthFailed => CloseReason::AuthFailed,
+                    crate::python::PyClose::AuthFailed => {
+                        // Counted against the source like a depot proof (Python's client
+                        // expects its verdict at once, so it is not held back).
+                        let peer = &c.peer[..c.peer_len as usize];
+                        let throttle = &self.config.throttle;
+                        self.throttle
+                            .failed(throttle, peer, KeyName::DEFAULT, self.now);
+                        CloseReason::AuthFailed
+                    }
                     _ => CloseReason::Unexpected,
                 };
                 (true, Some(reason))
@@ -2087,7 +2354,10 @@ impl Manager<'_> {
         });
         if stop {
             // Nothing was written; the answer is the stop's.
-            let answer = self.python_stop();
+            let answer = match self.permit(i, &Op::Shutdown) {
+                Ok(()) => self.python_stop(),
+                Err(code) => Reply::Error(code),
+            };
             return self.python_push(i, &answer);
         }
         if pushed.is_err() {

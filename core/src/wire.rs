@@ -34,8 +34,8 @@ pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
-/// The protocol version this crate speaks (version 1 peers are refused: see PROTOCOL.md).
-pub const VERSION: u8 = 2;
+/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md).
+pub const VERSION: u8 = 3;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
 ///
@@ -72,6 +72,9 @@ pub struct ClientHello {
     pub nonce: [u8; NONCE_LEN],
     /// The largest frame body the client accepts.
     pub max_frame: u32,
+    /// The name of the key the client proves (empty: the default key). Protocol version 3;
+    /// older hellos end before it.
+    pub key: crate::keyring::KeyName,
 }
 
 /// Manager to client, answer to [`ClientHello`].
@@ -434,7 +437,8 @@ pub enum ErrorCode {
     WaiterLimit,
     /// `task_done` was called more times than items were put.
     TaskDoneTooMany,
-    /// The manager does not allow this (remote shutdown, creating objects).
+    /// The manager does not allow this (remote shutdown, creating objects), or the key the
+    /// connection proved has no right to it (protocol version 3).
     NotAllowed,
     /// The manager is shutting down.
     ShuttingDown,

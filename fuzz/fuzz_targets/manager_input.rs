@@ -335,6 +335,7 @@ fuzz_target!(|actions: Vec<Action>| {
         // Below the slot count, so floods of handshakes evict.
         max_handshaking: 3,
         max_handshaking_per_source: 0,
+        throttle: Default::default(),
     };
     let resources = Resources {
         objects: (&mut objects).into(),

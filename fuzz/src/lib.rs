@@ -15,12 +15,14 @@ pub fn plain_frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame }` as a frame.
+/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame, key: "" }` as a frame.
 pub fn hello_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
     let mut body = b"dpot".to_vec();
     body.extend_from_slice(&[depot_core::wire::VERSION; 2]);
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
+    // The default key's empty name.
+    body.push(0);
     plain_frame(&body)
 }
 

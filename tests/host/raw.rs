@@ -66,6 +66,7 @@ pub fn hello_frame() -> (Vec<u8>, [u8; NONCE_LEN]) {
         max_version: VERSION,
         nonce,
         max_frame: 1 << 20,
+        key: Default::default(),
     };
     (plain_frame(&hello), nonce)
 }

@@ -217,6 +217,7 @@ impl Client {
         let config = ClientConfig {
             handshake_timeout_ms: millis(limit),
             reply_timeout_ms: REPLY_GRACE_MS,
+            ..ClientConfig::default()
         };
         let mut core = depot_core::Client::owned(
             config,

@@ -170,6 +170,7 @@ impl Conn {
     #[cfg(not(shuttle))]
     pub(crate) fn connect(
         addr: impl ToSocketAddrs,
+        key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
     ) -> Result<Conn, Error> {
@@ -200,12 +201,17 @@ impl Conn {
         let (stream, peer) = connected.ok_or(last)?;
         // Requests are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true)?;
-        Self::over(stream, peer, authkey, timeout, epoch)
+        Self::over(stream, peer, key_name, authkey, timeout, epoch)
     }
 
     /// The model checker has no sockets: its tests connect with [`Conn::over`].
     #[cfg(shuttle)]
-    pub(crate) fn connect(_: impl ToSocketAddrs, _: &[u8], _: Duration) -> Result<Conn, Error> {
+    pub(crate) fn connect(
+        _: impl ToSocketAddrs,
+        _: depot_core::KeyName,
+        _: &[u8],
+        _: Duration,
+    ) -> Result<Conn, Error> {
         Err(Error::Config("no TCP under the model checker".into()))
     }
 
@@ -213,6 +219,7 @@ impl Conn {
     pub(crate) fn over(
         stream: Stream,
         peer: SocketAddr,
+        key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
         epoch: std::time::Instant,
@@ -224,6 +231,7 @@ impl Conn {
         let config = ClientConfig {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
+            key_name,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,

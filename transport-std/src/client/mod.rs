@@ -109,8 +109,36 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
+        Self::connect_as_timeout(addr, "", authkey, timeout)
+    }
+
+    /// Connects with the key called `key_name` on the manager's keyring (protocol version 3;
+    /// `""` is the default key, as [`Client::connect`] uses), within 10 seconds. The manager
+    /// then allows what that key may do; anything else is refused with
+    /// [`ErrorCode::NotAllowed`](crate::ErrorCode::NotAllowed).
+    pub fn connect_as(
+        addr: impl ToSocketAddrs,
+        key_name: &str,
+        authkey: impl AsRef<[u8]>,
+    ) -> Result<Client, Error> {
+        Self::connect_as_timeout(addr, key_name, authkey, Duration::from_secs(10))
+    }
+
+    /// [`Client::connect_as`] within `timeout`.
+    pub fn connect_as_timeout(
+        addr: impl ToSocketAddrs,
+        key_name: &str,
+        authkey: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Client, Error> {
+        let name = depot_core::KeyName::new(key_name).ok_or_else(|| {
+            Error::Config(format!(
+                "invalid key name '{}': at most 32 bytes, no control characters",
+                key_name.escape_debug()
+            ))
+        })?;
         let start = std::time::Instant::now();
-        let conn = match conn::Conn::connect(addr, authkey.as_ref(), timeout) {
+        let conn = match conn::Conn::connect(addr, name, authkey.as_ref(), timeout) {
             Ok(conn) => Backend::Depot(conn),
             // The Python manager read our hello as a wrong answer; a new connection speaks
             // its protocol.

@@ -87,6 +87,7 @@ fn start(stop_at: Option<u32>) -> (Client, Stream, thread::JoinHandle<()>) {
     let conn = conn::Conn::over(
         near,
         peer,
+        depot_core::KeyName::DEFAULT,
         KEY,
         Duration::from_secs(600),
         std::time::Instant::now(),
