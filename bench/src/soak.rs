@@ -5,7 +5,9 @@
 //!
 //! Producers and consumers (threads, `--soak-clients N` of each) connect over TCP, do a random
 //! number of operations, and hang up, over and over; some producers put in batches, some
-//! consumers wait, some poll. Meanwhile other connections are abandoned mid-handshake. Every
+//! consumers wait, some poll, and every other consumer uses the async client and gives up on
+//! most of its `get`s after a few milliseconds (the client cancels them and gives back an item
+//! that arrives anyway). Meanwhile other connections are abandoned mid-handshake. Every
 //! item carries its producer and sequence number. At the end the consumers drain the queue;
 //! every put the manager acknowledged must have been got exactly once, and the manager's
 //! own totals (`stat`) must agree.
@@ -36,6 +38,7 @@ struct Totals {
     got: AtomicU64,
     connects: AtomicU64,
     abandoned: AtomicU64,
+    dropped_gets: AtomicU64,
 }
 
 /// A small xorshift generator: the workload needs variety, not quality.
@@ -142,6 +145,45 @@ fn consume(addr: &str, c: u64, stop: &AtomicBool, totals: &Totals) -> Result<Vec
     }
 }
 
+/// As [`consume`] on the async client, dropping most `get`s after 0–4 ms.
+fn consume_async(addr: &str, c: u64, stop: &AtomicBool, totals: &Totals) -> Result<Vec<u64>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut rng = Rng::new(2000 + c);
+        let mut got = Vec::new();
+        loop {
+            let client = depot::tokio::Client::connect(addr, AUTHKEY).await?;
+            totals.connects.fetch_add(1, Ordering::Relaxed);
+            let q = client.raw_queue(QUEUE).await?;
+            for _ in 0..1 + rng.below(200) {
+                let limit = Duration::from_millis(rng.below(5));
+                match tokio::time::timeout(limit, q.get()).await {
+                    Ok(item) => {
+                        got.push(identity(&item?)?);
+                        totals.got.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        totals.dropped_gets.fetch_add(1, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) && drained(&q).await? {
+                            return Ok(got);
+                        }
+                    }
+                }
+            }
+            // One more round trip before hanging up: every item given back is back.
+            q.qsize().await?;
+        }
+    })
+}
+
+/// Whether the queue is empty with no put waiting (once the producers are done).
+async fn drained(q: &depot::tokio::RawQueue) -> Result<bool> {
+    let size = q.qsize().await?;
+    Ok(size == 0)
+}
+
 /// Connects and hangs up before or during the handshake.
 fn abandon(addr: &str, stop: &AtomicBool, totals: &Totals) {
     let mut rng = Rng::new(77);
@@ -179,7 +221,8 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
             .collect::<Vec<_>>()
     };
     let producers = spawn(clients, produce);
-    let consumers = spawn(clients, consume);
+    let mut consumers = spawn(clients.div_ceil(2), consume);
+    consumers.extend(spawn(clients / 2, consume_async));
     let abandoner = {
         let (addr, stop, totals) = (addr.clone(), stop_producing.clone(), totals.clone());
         thread::spawn(move || abandon(&addr, &stop, &totals))
@@ -191,8 +234,8 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
     let mut samples: Vec<(f64, u64)> = Vec::new();
     println!("soak: {clients} producers, {clients} consumers, {secs} s, manager pid {pid}");
     println!(
-        "{:>8} {:>10} {:>12} {:>12} {:>10} {:>10}",
-        "time s", "RSS KiB", "puts acked", "gets", "connects", "abandoned"
+        "{:>8} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}",
+        "time s", "RSS KiB", "puts acked", "gets", "gets dropped", "connects", "abandoned"
     );
     while start.elapsed() < duration {
         thread::sleep(Duration::from_millis(250));
@@ -202,11 +245,12 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
         if t >= next_report {
             next_report += report_every;
             println!(
-                "{:>8.1} {:>10} {:>12} {:>12} {:>10} {:>10}",
+                "{:>8.1} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}",
                 t.as_secs_f64(),
                 rss / 1024,
                 totals.acked.load(Ordering::Relaxed),
                 totals.got.load(Ordering::Relaxed),
+                totals.dropped_gets.load(Ordering::Relaxed),
                 totals.connects.load(Ordering::Relaxed),
                 totals.abandoned.load(Ordering::Relaxed),
             );
@@ -233,7 +277,21 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
         .map_err(|_| anyhow::anyhow!("the abandoner panicked"))?;
     let rss_end = os::rss_bytes(pid)?;
 
-    let stat = Client::connect(&addr, AUTHKEY)?
+    // An item given back just as its consumer stopped is still queued: it counts as got.
+    let client = Client::connect(&addr, AUTHKEY)?;
+    let q = client.raw_queue(QUEUE)?;
+    let mut late = 0;
+    loop {
+        match q.get_nowait() {
+            Ok(item) => {
+                got.push(identity(&item)?);
+                late += 1;
+            }
+            Err(e) if e.code() == Some(ErrorCode::Empty) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stat = client
         .stat()?
         .into_iter()
         .find(|s| s.name == QUEUE)
@@ -260,10 +318,12 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
         .map_or(rss_end, |s| s.1);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(rss_end);
     println!(
-        "soak done: {} puts acknowledged, {got_count} items got ({unacked_got} from puts cut \
-         off before their reply), {lost} lost, {twice} twice; manager totals put {} got {} \
-         queued {}; RSS after warm-up {} KiB, peak {} KiB, end {} KiB",
+        "soak done: {} puts acknowledged, {got_count} items got ({late} at the final drain, \
+         {unacked_got} from puts cut off before their reply), {} gets dropped, {lost} lost, \
+         {twice} twice; manager totals put {} got {} queued {}; RSS after warm-up {} KiB, peak \
+         {} KiB, end {} KiB",
         acked.len(),
+        totals.dropped_gets.load(Ordering::Relaxed),
         stat.total_put,
         stat.total_got,
         stat.len,
