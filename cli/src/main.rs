@@ -98,6 +98,7 @@ Every key, with its flag:
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
+  require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
   [limits]
   max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
@@ -158,6 +159,13 @@ struct ServeArgs {
     /// Let clients stop the manager (`depot shutdown`); `=false` overrides a config file's true.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     allow_remote_shutdown: Option<bool>,
+
+    /// Refuse depot clients that do not encrypt their frames (they get a clear "encryption
+    /// required" error). Without it, frames are encrypted for every client that can, which
+    /// depot clients do by default. Python clients are served as before: their protocol has
+    /// no encryption.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    require_encryption: Option<bool>,
 
     /// Let clients create up to N queues of their own (limits from the config's [allow_create]).
     #[arg(long, value_name = "N")]
@@ -460,6 +468,7 @@ struct ServeSettings {
     metrics: Option<String>,
     keys: Option<PathBuf>,
     allow_remote_shutdown: bool,
+    require_encryption: bool,
     queues: Vec<(String, QueueOptions)>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
@@ -538,6 +547,10 @@ impl ServeSettings {
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)
                 .unwrap_or(false),
+            require_encryption: args
+                .require_encryption
+                .or(file.require_encryption)
+                .unwrap_or(false),
             queues,
             create,
             max_connections: args.max_connections.or(limits.max_connections),
@@ -564,6 +577,9 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(path) = &s.keys {
         builder = builder.keyring(keys::load(path).map_err(CliError::Msg)?);
+    }
+    if s.require_encryption {
+        builder = builder.encryption(depot_std::Encryption::Required);
     }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);

@@ -343,22 +343,17 @@ impl<'a> Reader<'a> {
             nonce: self.array(),
             max_frame: self.u32(),
             key: KeyName::DEFAULT,
+            encrypt: false,
         };
         let hello = match KeyName::new(self.str()) {
             Some(key) => ClientHello { key, ..hello },
             None => self.fail(hello),
         };
+        let hello = ClientHello {
+            encrypt: self.flag(),
+            ..hello
+        };
         self.done(hello)
-    }
-
-    /// A hello of protocol versions 1 and 2 (no key name), only to tell such a client that
-    /// its version is not spoken.
-    pub(crate) fn old_hello(&mut self) -> Option<(u8, u8)> {
-        let _magic: [u8; 4] = self.array();
-        let versions = (self.u8(), self.u8());
-        let _nonce: [u8; crate::wire::NONCE_LEN] = self.array();
-        let _max_frame = self.u32();
-        self.done(versions)
     }
 
     pub(crate) fn client_proof(&mut self) -> Option<ClientProof> {
@@ -374,6 +369,7 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
+                sealed: self.flag(),
             },
             1 => ServerHello::Reject(self.close_reason()),
             _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
@@ -424,7 +420,7 @@ const ERROR_CODES: [ErrorCode; 16] = [
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 13] = [
+const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -438,6 +434,7 @@ const CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::Shutdown,
     CloseReason::Busy,
     CloseReason::PeerClosed,
+    CloseReason::EncryptionRequired,
 ];
 
 /// Writes postcard values into a byte slice; once a value does not fit, nothing more is
@@ -680,6 +677,7 @@ impl Encode for ClientHello {
         w.raw(&self.nonce);
         w.u32(self.max_frame);
         w.bytes(self.key.as_str().as_bytes());
+        w.u8(self.encrypt.into());
     }
 }
 
@@ -696,11 +694,13 @@ impl Encode for ServerHello {
                 version,
                 nonce,
                 max_frame,
+                sealed,
             } => {
                 w.u32(0);
                 w.u8(version);
                 w.raw(&nonce);
                 w.u32(max_frame);
+                w.u8(sealed.into());
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -924,6 +924,7 @@ mod tests {
             nonce: p.nonce,
             max_frame: p.nums[0],
             key: KeyName::new(&p.text).unwrap_or_default(),
+            encrypt: p.flag,
         }
     }
 
@@ -933,6 +934,7 @@ mod tests {
                 version: p.nonce[0],
                 nonce: p.nonce,
                 max_frame: p.nums[0],
+                sealed: p.nonce[1] & 1 == 1,
             },
             false => ServerHello::Reject(reason(p.sub)),
         }

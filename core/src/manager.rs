@@ -14,15 +14,13 @@
 //! output bounded per connection (a request is read only when its reply has room, and a peer that
 //! stops reading is dropped), waiters bounded per connection and in all.
 
-use crate::auth::{
-    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
-    MANAGER_TO_CLIENT,
-};
+use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
+use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
@@ -70,6 +68,9 @@ pub struct ManagerConfig {
     pub max_handshaking_per_source: u32,
     /// How failed proofs from one source are slowed down (see [`crate::throttle`]).
     pub throttle: ThrottleConfig,
+    /// Whether frames are sealed (encrypted) for clients that ask, and whether a client that
+    /// does not is refused (PROTOCOL.md §5.1). Python clients are not affected.
+    pub encryption: Encryption,
 }
 
 impl Default for ManagerConfig {
@@ -85,6 +86,7 @@ impl Default for ManagerConfig {
             max_handshaking: u32::MAX,
             max_handshaking_per_source: 0,
             throttle: ThrottleConfig::default(),
+            encryption: Encryption::default(),
         }
     }
 }
@@ -172,6 +174,8 @@ enum State {
         deadline: Instant,
         /// The key the hello named.
         key: KeyName,
+        /// Frames will be sealed (PROTOCOL.md §5.1).
+        sealed: bool,
     },
     /// The proof failed; the verdict is held back until `at` (see `crate::throttle`).
     Refusing {
@@ -189,8 +193,8 @@ enum State {
 }
 
 struct Session {
-    rx_mac: FrameMac,
-    tx_mac: FrameMac,
+    rx_mac: FrameKey,
+    tx_mac: FrameKey,
 }
 
 impl<'a> Connection<'a> {
@@ -1102,13 +1106,14 @@ impl<'a> Manager<'a> {
                 if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
                 }
-                let Some(hello) = decode_all(body, Reader::client_hello) else {
-                    // A version 1 or 2 hello has no key name: tell it the version is wrong.
-                    let old =
-                        decode_all(body, Reader::old_hello).is_some_and(|(_, max)| max < VERSION);
-                    if old {
+                // The versions come first, as in every version's hello: an older client, whose
+                // hello is laid out differently, learns that it is too old.
+                if let [lo, hi] = body[MAGIC.len()..].get(..2).unwrap_or(&[0, 0]) {
+                    if !(*lo..=*hi).contains(&VERSION) {
                         return self.reject(i, CloseReason::VersionMismatch);
                     }
+                }
+                let Some(hello) = decode_all(body, Reader::client_hello) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
@@ -1117,11 +1122,16 @@ impl<'a> Manager<'a> {
                 if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&hello.max_frame) {
                     return self.reject(i, CloseReason::Malformed);
                 }
+                let sealed = match self.config.encryption.manager_choice(hello.encrypt) {
+                    Ok(sealed) => sealed,
+                    Err(reason) => return self.reject(i, reason),
+                };
                 let max_frame = self.max_frame(i) as u32;
                 let challenge = ServerHello::Challenge {
                     version: VERSION,
                     nonce,
                     max_frame,
+                    sealed,
                 };
                 let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
                 let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
@@ -1137,6 +1147,7 @@ impl<'a> Manager<'a> {
                     transcript,
                     deadline,
                     key: hello.key,
+                    sealed,
                 };
                 self.hs_unlink(i);
                 self.hs_link(i, Stage::Proof);
@@ -1149,7 +1160,10 @@ impl<'a> Manager<'a> {
                 true
             }
             State::AwaitProof {
-                transcript, key, ..
+                transcript,
+                key,
+                sealed,
+                ..
             } => {
                 let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
                     return self.reject(i, CloseReason::Malformed);
@@ -1181,8 +1195,8 @@ impl<'a> Manager<'a> {
                     proof: auth.derive(MANAGER_PROOF, &transcript),
                 };
                 let session = Session {
-                    rx_mac: auth.session(CLIENT_TO_MANAGER, &transcript),
-                    tx_mac: auth.session(MANAGER_TO_CLIENT, &transcript),
+                    rx_mac: FrameKey::client_to_manager(&auth, &transcript, sealed),
+                    tx_mac: FrameKey::manager_to_client(&auth, &transcript, sealed),
                 };
                 let c = &mut self.conns[i];
                 if c.tx.push_plain(&welcome).is_err() {
@@ -1311,10 +1325,7 @@ impl<'a> Manager<'a> {
             let State::Open(session) = &mut c.state else {
                 return false;
             };
-            let bytes = c.rx.bytes();
-            let (header, rest) = bytes.split_at(HEADER_LEN);
-            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
-            if !session.rx_mac.open(header, messages, tag) {
+            if !session.rx_mac.open(c.rx.frame_mut(HEADER_LEN + body_len)) {
                 debug!("connection {}: frame failed its MAC", i);
                 self.begin_close(i, CloseReason::BadMac);
                 return false;
@@ -2035,6 +2046,7 @@ impl<'a> Manager<'a> {
     /// back to the head of their queues, in their order.
     fn give_back_unsent(&mut self, i: usize) {
         let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        tx.open_unsent();
         // Last first, so each queue gets them back at its head in their order.
         #[cfg(feature = "alloc")]
         let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();

@@ -336,6 +336,8 @@ fuzz_target!(|actions: Vec<Action>| {
         max_handshaking: 3,
         max_handshaking_per_source: 0,
         throttle: Default::default(),
+        // Real clients seal their frames; the crafted ones ask for MACed frames.
+        encryption: Encryption::Preferred,
     };
     let resources = Resources {
         objects: (&mut objects).into(),

@@ -173,6 +173,7 @@ impl Conn {
         key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
+        encryption: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         let epoch = std::time::Instant::now();
         let deadline = epoch + timeout;
@@ -232,6 +233,7 @@ impl Conn {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
             key_name,
+            encryption,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,

@@ -72,6 +72,7 @@ pub struct ManagerBuilder {
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) encryption: depot_core::Encryption,
 }
 
 impl ManagerBuilder {
@@ -90,6 +91,7 @@ impl ManagerBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            encryption: depot_core::Encryption::default(),
         }
     }
 
@@ -180,6 +182,15 @@ impl ManagerBuilder {
     /// defaults: 100 ms doubling to 3 s, 60 s after 10 failures).
     pub fn auth_throttle(mut self, config: depot_core::throttle::ThrottleConfig) -> Self {
         self.throttle = config;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted) for depot clients that ask (the default), never,
+    /// or always, refusing a client that cannot seal with a clear error
+    /// ([`Encryption::Required`](depot_core::Encryption::Required)). Python clients are served
+    /// as before: their protocol has no encryption (PROTOCOL.md §5.1).
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
         self
     }
 

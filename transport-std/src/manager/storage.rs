@@ -132,6 +132,7 @@ impl Plan {
             max_handshaking: max_handshaking.try_into().unwrap_or(u32::MAX),
             max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
             throttle: b.throttle,
+            encryption: b.encryption,
             ..ManagerConfig::default()
         };
         Ok(Plan {
