@@ -202,7 +202,7 @@ impl Conn {
         let (stream, peer) = connected.ok_or(last)?;
         // Requests are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true)?;
-        Self::over(stream, peer, key_name, authkey, timeout, epoch)
+        Self::over(stream, peer, key_name, authkey, timeout, epoch, encryption)
     }
 
     /// The model checker has no sockets: its tests connect with [`Conn::over`].
@@ -212,6 +212,7 @@ impl Conn {
         _: depot_core::KeyName,
         _: &[u8],
         _: Duration,
+        _: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         Err(Error::Config("no TCP under the model checker".into()))
     }
@@ -224,6 +225,7 @@ impl Conn {
         authkey: &[u8],
         timeout: Duration,
         epoch: std::time::Instant,
+        encryption: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         let deadline = epoch + timeout;
         let mut nonce = [0u8; NONCE_LEN];

@@ -91,6 +91,7 @@ fn start(stop_at: Option<u32>) -> (Client, Stream, thread::JoinHandle<()>) {
         KEY,
         Duration::from_secs(600),
         std::time::Instant::now(),
+        depot_core::Encryption::default(),
     )
     .unwrap();
     let client = Client {
