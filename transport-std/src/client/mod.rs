@@ -2,6 +2,8 @@
 
 pub(crate) mod conn;
 mod lease;
+#[cfg(all(test, shuttle))]
+mod model;
 mod objects;
 pub(crate) mod proxy;
 mod python;
