@@ -98,6 +98,7 @@ Every key, with its flag:
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
+  require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
   data_dir = "/var/lib/depot"         # --data-dir (relative to the config file)
   fsync = "interval=100"              # --fsync: always, interval[=MS] or never
@@ -161,6 +162,13 @@ struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     allow_remote_shutdown: Option<bool>,
 
+    /// Refuse depot clients that do not encrypt their frames (they get a clear "encryption
+    /// required" error). Without it, frames are encrypted for every client that can, which
+    /// depot clients do by default. Python clients are served as before: their protocol has
+    /// no encryption.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    require_encryption: Option<bool>,
+
     /// Let clients create up to N queues of their own (limits from the config's [allow_create]).
     #[arg(long, value_name = "N")]
     allow_create: Option<usize>,
@@ -196,6 +204,10 @@ struct ServeArgs {
     /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
+    /// Items of QUEUE delivered N times under a lease (`get --lease`) and still not acked go to the
+    /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
+    #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
+    dead_letters: Vec<(String, String, u8)>,
 
     /// Keep the queues in DIR (created if missing): a restarted manager serves what was
     /// queued when it stopped or crashed. Without it, queues live in memory only.
@@ -207,6 +219,22 @@ struct ServeArgs {
     /// the manager's process; this bounds what an OS crash or power loss loses [default: interval=100].
     #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     fsync: Option<Fsync>,
+}
+
+/// `QUEUE:DEAD:N` of `serve --dead-letter`.
+fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(d), Some(n), None) if !q.is_empty() && !d.is_empty() => {
+            let n: u8 = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("'{n}' is not a delivery count from 1 to 255"))?;
+            Ok((q.to_owned(), d.to_owned(), n))
+        }
+        _ => Err("expected QUEUE:DEAD:N".into()),
+    }
 }
 
 fn parse_fsync(s: &str) -> Result<Fsync, String> {
@@ -292,6 +320,12 @@ struct GetArgs {
     /// Write each item's bytes as they are (then a newline) instead of JSON.
     #[arg(long)]
     raw: bool,
+
+    /// Take each item under a lease of SECS seconds and acknowledge it only once it is written to
+    /// stdout and flushed: an item whose output failed, or whose consumer died first, goes back to
+    /// the head of the queue (at-least-once instead of at-most-once).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    lease: Option<Duration>,
 }
 
 /// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
@@ -477,6 +511,7 @@ struct ServeSettings {
     metrics: Option<String>,
     keys: Option<PathBuf>,
     allow_remote_shutdown: bool,
+    require_encryption: bool,
     queues: Vec<(String, QueueOptions)>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
@@ -568,6 +603,10 @@ impl ServeSettings {
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)
                 .unwrap_or(false),
+            require_encryption: args
+                .require_encryption
+                .or(file.require_encryption)
+                .unwrap_or(false),
             queues,
             create,
             max_connections: args.max_connections.or(limits.max_connections),
@@ -585,6 +624,7 @@ impl ServeSettings {
 }
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
+    let dead_letters = args.dead_letters.clone();
     let s = ServeSettings::new(args, authkey_file)?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
@@ -596,6 +636,12 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(path) = &s.keys {
         builder = builder.keyring(keys::load(path).map_err(CliError::Msg)?);
+    }
+    if s.require_encryption {
+        builder = builder.encryption(depot_std::Encryption::Required);
+    }
+    for (queue, dead, n) in &dead_letters {
+        builder = builder.dead_letter(queue, dead, *n);
     }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
@@ -760,9 +806,11 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
     let mut out = io::stdout().lock();
     let mut got = 0u64;
     while args.count == 0 || got < args.count {
-        let item = match args.timeout {
-            Some(t) => queue.get_timeout(t)?,
-            None => queue.get()?,
+        let (item, lease) = match (args.lease, args.timeout) {
+            (Some(l), Some(t)) => leased(queue.get_leased_timeout(l, t)?),
+            (Some(l), None) => leased(queue.get_leased(l)?),
+            (None, Some(t)) => (queue.get_timeout(t)?, None),
+            (None, None) => (queue.get()?, None),
         };
         got += 1;
         let written = if args.raw {
@@ -773,11 +821,21 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
                 .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&item)));
             writeln!(out, "{line}")
         };
+        // On an error the lease is dropped unacked, which puts the item back.
         written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+        if let Some(lease) = lease {
+            lease.ack()?;
+        }
     }
     Ok(())
+}
+
+/// A leased item's bytes, and its lease to ack once they are written.
+fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
+    let item = lease.take_items().into_iter().next().unwrap_or_default();
+    (item, Some(lease))
 }
 
 fn stat(args: &StatArgs, client: &Client) -> CliResult {

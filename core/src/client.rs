@@ -7,13 +7,11 @@
 //! by id, or [`Event::Closed`] with the reason. Several requests may be in flight at once, up to
 //! the number of [`RequestSlot`]s handed in.
 
-use crate::auth::{
-    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
-    MANAGER_TO_CLIENT,
-};
+use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader};
 use crate::error::Error;
+use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
@@ -68,6 +66,9 @@ pub struct ClientConfig {
     pub reply_timeout_ms: u32,
     /// The name of the key the authkey is (the hello carries it; the default: the unnamed key).
     pub key_name: crate::keyring::KeyName,
+    /// Whether to ask for sealed (encrypted) frames, and whether to refuse a manager that
+    /// will not seal them (PROTOCOL.md §5.1).
+    pub encryption: Encryption,
 }
 
 impl Default for ClientConfig {
@@ -76,6 +77,7 @@ impl Default for ClientConfig {
             handshake_timeout_ms: 10_000,
             reply_timeout_ms: 30_000,
             key_name: crate::keyring::KeyName::DEFAULT,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -107,10 +109,12 @@ enum State {
     SentProof {
         /// Hash of the hello and challenge (see `auth::transcript_hash`).
         transcript: [u8; 32],
+        /// Frames will be sealed (PROTOCOL.md §5.1).
+        sealed: bool,
     },
     Ready {
-        rx_mac: FrameMac,
-        tx_mac: FrameMac,
+        rx_mac: FrameKey,
+        tx_mac: FrameKey,
     },
     Closed {
         error: Error,
@@ -224,6 +228,7 @@ impl<'a> Client<'a> {
             nonce,
             max_frame: max_frame.min(MAX_MAX_FRAME as usize) as u32,
             key: self.config.key_name,
+            encrypt: self.config.encryption.wants(),
         }
     }
 
@@ -421,7 +426,8 @@ impl<'a> Client<'a> {
             | Op::Get { wait, .. }
             | Op::Join { wait, .. }
             | Op::PutMany { wait, .. }
-            | Op::GetMany { wait, .. } => wait,
+            | Op::GetMany { wait, .. }
+            | Op::GetLeased { wait, .. } => wait,
             _ => Wait::NoWait,
         };
         let grace = u64::from(self.config.reply_timeout_ms);
@@ -438,6 +444,24 @@ impl<'a> Client<'a> {
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)
+    }
+
+    /// Sends a request whose reply is not reported, such as an ack the caller does not wait for:
+    /// it takes no request slot, and a refusal is only logged.
+    pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
+        self.apply_consumed();
+        let tx_mac = match &mut self.state {
+            State::Ready { tx_mac, .. } => tx_mac,
+            State::Closed { error, .. } => return Err(*error),
+            _ => return Err(Error::NotReady),
+        };
+        let request = Request {
+            id: INTERNAL_ID,
+            op,
+        };
+        self.tx
+            .push(&request, self.peer_max, tx_mac)
+            .map_err(|_| Error::WouldBlock)
     }
 
     /// The next event, if any. Item bytes in a reply borrow the receive buffer until the next
@@ -507,12 +531,17 @@ impl<'a> Client<'a> {
                 nonce: client_nonce,
             } => match decode_all(body, Reader::server_hello) {
                 Some(ServerHello::Challenge {
-                    version, max_frame, ..
+                    version,
+                    max_frame,
+                    sealed,
+                    ..
                 }) => {
                     if version != VERSION {
                         Err(Error::Closed(CloseReason::VersionMismatch))
                     } else if max_frame < MIN_MAX_FRAME {
                         Err(Error::Closed(CloseReason::Malformed))
+                    } else if let Err(reason) = self.config.encryption.client_accepts(sealed) {
+                        Err(Error::Closed(reason))
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
                         let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
@@ -520,7 +549,7 @@ impl<'a> Client<'a> {
                         let hello = &encoded[..len.unwrap_or_default()];
                         let transcript = transcript_hash(hello, body);
                         let proof = self.key.derive(CLIENT_PROOF, &transcript);
-                        self.state = State::SentProof { transcript };
+                        self.state = State::SentProof { transcript, sealed };
                         self.tx
                             .push_plain(&ClientProof { proof })
                             .map_err(|_| Error::WouldBlock)
@@ -530,22 +559,24 @@ impl<'a> Client<'a> {
                 Some(ServerHello::Reject(reason)) => Err(reason.into()),
                 None => Err(Error::Closed(CloseReason::Malformed)),
             },
-            State::SentProof { transcript } => match decode_all(body, Reader::server_verdict) {
-                Some(ServerVerdict::Welcome { proof }) => {
-                    if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
-                        self.state = State::Ready {
-                            rx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
-                            tx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
-                        };
-                        Ok(true)
-                    } else {
-                        debug!("client: the manager's proof is wrong");
-                        Err(Error::AuthFailed)
+            State::SentProof { transcript, sealed } => {
+                match decode_all(body, Reader::server_verdict) {
+                    Some(ServerVerdict::Welcome { proof }) => {
+                        if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
+                            self.state = State::Ready {
+                                rx_mac: FrameKey::manager_to_client(&self.key, &transcript, sealed),
+                                tx_mac: FrameKey::client_to_manager(&self.key, &transcript, sealed),
+                            };
+                            Ok(true)
+                        } else {
+                            debug!("client: the manager's proof is wrong");
+                            Err(Error::AuthFailed)
+                        }
                     }
+                    Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
+                    None => Err(Error::Closed(CloseReason::Malformed)),
                 }
-                Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
-                None => Err(Error::Closed(CloseReason::Malformed)),
-            },
+            }
             _ => return None,
         };
         self.rx.consume(HEADER_LEN + body_len);
@@ -573,12 +604,10 @@ impl<'a> Client<'a> {
                 }
                 Peek::Frame { body_len } => body_len,
             };
-            let (header, rest) = self.rx.bytes().split_at(HEADER_LEN);
-            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
-            if !rx_mac.open(header, messages, tag) {
+            if !rx_mac.open(self.rx.frame_mut(HEADER_LEN + body_len)) {
                 return Some(Err(CloseReason::BadMac));
             }
-            if messages.is_empty() {
+            if body_len == TAG_LEN {
                 self.rx.consume(HEADER_LEN + body_len);
                 continue;
             }
@@ -604,7 +633,7 @@ impl<'a> Client<'a> {
             } => {
                 if let Reply::Error(code) = reply {
                     warn!(
-                        "client: a cancel or give-back failed: {}",
+                        "client: a request sent unanswered (cancel, give-back, ack) failed: {}",
                         code.description()
                     );
                 }
@@ -617,6 +646,13 @@ impl<'a> Client<'a> {
                 };
                 let (abandoned, handle) = (slot.abandoned, slot.handle);
                 if abandoned {
+                    if let Reply::Leased { lease, .. } = reply {
+                        // Nobody will process these items: hand them back now rather than
+                        // when the lease runs out.
+                        if !nack(&mut self.tx, &mut self.state, self.peer_max, lease) {
+                            return Ok(Taken::Blocked);
+                        }
+                    }
                     if let (Some(handle), Reply::Item { .. } | Reply::Items { .. }) =
                         (handle, reply)
                     {
@@ -745,6 +781,18 @@ fn give_back(
         }
     }
     true
+}
+
+/// Queues a `Nack` of `lease`; `false` (nothing queued) when the transmit buffer has no room now.
+fn nack(tx: &mut TxBuf, state: &mut State, peer_max: usize, lease: u64) -> bool {
+    let State::Ready { tx_mac, .. } = state else {
+        return true;
+    };
+    let request = Request {
+        id: INTERNAL_ID,
+        op: Op::Nack { lease },
+    };
+    tx.push(&request, peer_max, tx_mac).is_ok()
 }
 
 /// The slot of request `id` in `slots`, while it is in flight.

@@ -255,6 +255,12 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
+            9 => Reply::Leased {
+                handle: self.handle(),
+                lease: self.u64(),
+                deliveries: self.bytes(),
+                items: Items(self.bytes()),
+            },
             _ => self.fail(Reply::Done),
         }
     }
@@ -309,6 +315,19 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 item: self.bytes(),
             },
+            14 => {
+                let handle = self.handle();
+                let [max_items, max_bytes, lease_ms] = self.u32s();
+                Op::GetLeased {
+                    handle,
+                    max_items,
+                    max_bytes,
+                    lease_ms,
+                    wait: self.wait(),
+                }
+            }
+            15 => Op::Ack { lease: self.u64() },
+            16 => Op::Nack { lease: self.u64() },
             _ => self.fail(Op::Status),
         }
     }
@@ -343,22 +362,17 @@ impl<'a> Reader<'a> {
             nonce: self.array(),
             max_frame: self.u32(),
             key: KeyName::DEFAULT,
+            encrypt: false,
         };
         let hello = match KeyName::new(self.str()) {
             Some(key) => ClientHello { key, ..hello },
             None => self.fail(hello),
         };
+        let hello = ClientHello {
+            encrypt: self.flag(),
+            ..hello
+        };
         self.done(hello)
-    }
-
-    /// A hello of protocol versions 1 and 2 (no key name), only to tell such a client that
-    /// its version is not spoken.
-    pub(crate) fn old_hello(&mut self) -> Option<(u8, u8)> {
-        let _magic: [u8; 4] = self.array();
-        let versions = (self.u8(), self.u8());
-        let _nonce: [u8; crate::wire::NONCE_LEN] = self.array();
-        let _max_frame = self.u32();
-        self.done(versions)
     }
 
     pub(crate) fn client_proof(&mut self) -> Option<ClientProof> {
@@ -374,6 +388,7 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
+                sealed: self.flag(),
             },
             1 => ServerHello::Reject(self.close_reason()),
             _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
@@ -404,7 +419,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 16] = [
+const ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -421,10 +436,12 @@ const ERROR_CODES: [ErrorCode; 16] = [
     ErrorCode::WrongKind,
     ErrorCode::Cancelled,
     ErrorCode::InvalidValue,
+    ErrorCode::NoSuchLease,
+    ErrorCode::LeaseLimit,
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 13] = [
+const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -438,6 +455,7 @@ const CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::Shutdown,
     CloseReason::Busy,
     CloseReason::PeerClosed,
+    CloseReason::EncryptionRequired,
 ];
 
 /// Writes postcard values into a byte slice; once a value does not fit, nothing more is
@@ -571,6 +589,17 @@ impl<'o> Writer<'o> {
                 self.u32s(&[8, handle.0.into()]);
                 self.bytes(items.0);
             }
+            Reply::Leased {
+                handle,
+                lease,
+                deliveries,
+                items,
+            } => {
+                self.u32s(&[9, handle.0.into()]);
+                self.varint(lease);
+                self.bytes(deliveries);
+                self.bytes(items.0);
+            }
         }
     }
 
@@ -636,6 +665,24 @@ impl<'o> Writer<'o> {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
             }
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                wait,
+            } => {
+                self.u32s(&[14, handle.0.into(), max_items, max_bytes, lease_ms]);
+                self.wait(wait);
+            }
+            Op::Ack { lease } => {
+                self.u32(15);
+                self.varint(lease);
+            }
+            Op::Nack { lease } => {
+                self.u32(16);
+                self.varint(lease);
+            }
         }
     }
 }
@@ -680,6 +727,7 @@ impl Encode for ClientHello {
         w.raw(&self.nonce);
         w.u32(self.max_frame);
         w.bytes(self.key.as_str().as_bytes());
+        w.u8(self.encrypt.into());
     }
 }
 
@@ -696,11 +744,13 @@ impl Encode for ServerHello {
                 version,
                 nonce,
                 max_frame,
+                sealed,
             } => {
                 w.u32(0);
                 w.u8(version);
                 w.raw(&nonce);
                 w.u32(max_frame);
+                w.u8(sealed.into());
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -750,7 +800,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0u32..16, 0u32..16, prop::array::uniform8(num())),
+            (0u32..17, 0u32..16, prop::array::uniform8(num())),
             prop::array::uniform2(prop_oneof![0u64..300, any::<u64>()]),
             prop_oneof![0u16..300, any::<u16>()],
             any::<bool>(),
@@ -807,7 +857,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 10 {
+        match p.variant % 11 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -844,8 +894,14 @@ mod tests {
                 count: n[4],
                 error: p.flag.then(|| code(p.sub)),
             },
-            _ => Reply::Items {
+            9 => Reply::Items {
                 handle: Handle(p.handle),
+                items: Items(&p.bytes),
+            },
+            _ => Reply::Leased {
+                handle: Handle(p.handle),
+                lease: p.big[0],
+                deliveries: &p.bytes[..p.bytes.len() / 2],
                 items: Items(&p.bytes),
             },
         }
@@ -863,7 +919,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 14 {
+        match p.variant % 17 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -900,10 +956,19 @@ mod tests {
                 wait: wait(p),
             },
             12 => Op::Cancel { target: n[4] },
-            _ => Op::Return {
+            13 => Op::Return {
                 handle,
                 item: &p.bytes,
             },
+            14 => Op::GetLeased {
+                handle,
+                max_items: n[2],
+                max_bytes: n[3],
+                lease_ms: n[5],
+                wait: wait(p),
+            },
+            15 => Op::Ack { lease: p.big[1] },
+            _ => Op::Nack { lease: p.big[0] },
         }
     }
 
@@ -924,6 +989,7 @@ mod tests {
             nonce: p.nonce,
             max_frame: p.nums[0],
             key: KeyName::new(&p.text).unwrap_or_default(),
+            encrypt: p.flag,
         }
     }
 
@@ -933,6 +999,7 @@ mod tests {
                 version: p.nonce[0],
                 nonce: p.nonce,
                 max_frame: p.nums[0],
+                sealed: p.nonce[1] & 1 == 1,
             },
             false => ServerHello::Reject(reason(p.sub)),
         }

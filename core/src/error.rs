@@ -55,6 +55,10 @@ pub enum Error {
     /// challenge that does not carry depot's marker. Connect again speaking Python's protocol
     /// (`python::client`, feature `python`).
     PythonManager,
+    /// An ack or nack named a lease this connection does not hold (any more).
+    NoSuchLease,
+    /// The manager has no room to keep another leased item.
+    LeaseLimit,
 }
 
 impl From<ErrorCode> for Error {
@@ -76,6 +80,8 @@ impl From<ErrorCode> for Error {
             ErrorCode::WrongKind => Error::WrongKind,
             ErrorCode::Cancelled => Error::Cancelled,
             ErrorCode::InvalidValue => Error::InvalidValue,
+            ErrorCode::NoSuchLease => Error::NoSuchLease,
+            ErrorCode::LeaseLimit => Error::LeaseLimit,
         }
     }
 }
@@ -111,6 +117,8 @@ impl Error {
             Error::WrongKind => ErrorCode::WrongKind,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::InvalidValue => ErrorCode::InvalidValue,
+            Error::NoSuchLease => ErrorCode::NoSuchLease,
+            Error::LeaseLimit => ErrorCode::LeaseLimit,
             _ => return None,
         })
     }

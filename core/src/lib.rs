@@ -12,7 +12,10 @@
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
 //! - [`keyring`]: named keys and their rights per object; [`throttle`]: the key-guessing
 //!   throttle.
+//! - [`seal`]: how frames are protected after the handshake: MACed, or sealed with
+//!   ChaCha20-Poly1305 (feature `aead`).
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
+//! - [`lease`]: items taken under a lease until acknowledged (at-least-once gets).
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
@@ -26,6 +29,8 @@
 //! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
 //!   can be `'static` and moved; without it every buffer is lent by the caller.
 //! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
+//! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
+//!   frames are MACed only (saves firmware flash).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 #![no_std]
 #![deny(unsafe_code)]
@@ -44,12 +49,14 @@ mod codec;
 pub mod error;
 pub mod journal;
 pub mod keyring;
+pub mod lease;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod queue;
 mod registry;
+pub mod seal;
 pub mod storage;
 pub mod throttle;
 pub mod time;
@@ -61,9 +68,11 @@ pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
 pub use journal::{Journal, JournalSlot};
 pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
+pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
+pub use seal::Encryption;
 pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;

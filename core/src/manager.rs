@@ -14,16 +14,15 @@
 //! output bounded per connection (a request is read only when its reply has room, and a peer that
 //! stops reading is dropped), waiters bounded per connection and in all.
 
-use crate::auth::{
-    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
-    MANAGER_TO_CLIENT,
-};
+use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::journal::{note, JournalSlot, RestoreError};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
+use crate::lease::LeaseStore;
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
+use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
@@ -36,6 +35,8 @@ use crate::wire::{
     HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
+
+mod leasing;
 
 const NONE: u32 = u32::MAX;
 
@@ -71,6 +72,9 @@ pub struct ManagerConfig {
     pub max_handshaking_per_source: u32,
     /// How failed proofs from one source are slowed down (see [`crate::throttle`]).
     pub throttle: ThrottleConfig,
+    /// Whether frames are sealed (encrypted) for clients that ask, and whether a client that
+    /// does not is refused (PROTOCOL.md §5.1). Python clients are not affected.
+    pub encryption: Encryption,
 }
 
 impl Default for ManagerConfig {
@@ -86,6 +90,7 @@ impl Default for ManagerConfig {
             max_handshaking: u32::MAX,
             max_handshaking_per_source: 0,
             throttle: ThrottleConfig::default(),
+            encryption: Encryption::default(),
         }
     }
 }
@@ -173,6 +178,8 @@ enum State {
         deadline: Instant,
         /// The key the hello named.
         key: KeyName,
+        /// Frames will be sealed (PROTOCOL.md §5.1).
+        sealed: bool,
     },
     /// The proof failed; the verdict is held back until `at` (see `crate::throttle`).
     Refusing {
@@ -190,8 +197,8 @@ enum State {
 }
 
 struct Session {
-    rx_mac: FrameMac,
-    tx_mac: FrameMac,
+    rx_mac: FrameKey,
+    tx_mac: FrameKey,
 }
 
 impl<'a> Connection<'a> {
@@ -282,7 +289,16 @@ enum Step {
 #[derive(Clone, Copy)]
 enum Take {
     One,
-    Many { max_items: u32, max_bytes: u32 },
+    Many {
+        max_items: u32,
+        max_bytes: u32,
+    },
+    /// As `Many`, under a lease (see `leasing`).
+    Leased {
+        max_items: u32,
+        max_bytes: u32,
+        lease_ms: u32,
+    },
 }
 
 impl Take {
@@ -290,6 +306,14 @@ impl Take {
         Take::Many {
             max_items: max_items.max(1),
             max_bytes,
+        }
+    }
+
+    fn leased(max_items: u32, max_bytes: u32, lease_ms: u32) -> Take {
+        Take::Leased {
+            max_items: max_items.max(1),
+            max_bytes,
+            lease_ms,
         }
     }
 }
@@ -381,6 +405,8 @@ pub struct Manager<'a> {
     conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
     parked: ParkStore<'a>,
+    /// Items taken under a lease and not yet acknowledged.
+    leases: LeaseStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
     /// Connections in their handshake by stage, oldest at `head`.
@@ -423,6 +449,7 @@ impl<'a> Manager<'a> {
             conns,
             waiters: Waiters::new(waiters),
             parked,
+            leases: LeaseStore::none(),
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
             handshakes: [IdList::EMPTY; 2],
@@ -853,6 +880,7 @@ impl<'a> Manager<'a> {
         self.cancel_waiters(i);
         self.leave_handshake(i);
         self.give_back_unsent(i);
+        self.release_leases_of(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -891,6 +919,7 @@ impl<'a> Manager<'a> {
             return;
         }
         self.next_wake = None;
+        self.expire_leases(now);
         #[cfg(feature = "python")]
         if let Some(at) = self.stop_at {
             if at <= now {
@@ -1151,13 +1180,14 @@ impl<'a> Manager<'a> {
                 if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
                 }
-                let Some(hello) = decode_all(body, Reader::client_hello) else {
-                    // A version 1 or 2 hello has no key name: tell it the version is wrong.
-                    let old =
-                        decode_all(body, Reader::old_hello).is_some_and(|(_, max)| max < VERSION);
-                    if old {
+                // The versions come first, as in every version's hello: an older client, whose
+                // hello is laid out differently, learns that it is too old.
+                if let [lo, hi] = body[MAGIC.len()..].get(..2).unwrap_or(&[0, 0]) {
+                    if !(*lo..=*hi).contains(&VERSION) {
                         return self.reject(i, CloseReason::VersionMismatch);
                     }
+                }
+                let Some(hello) = decode_all(body, Reader::client_hello) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
                 if !(hello.min_version..=hello.max_version).contains(&VERSION) {
@@ -1166,11 +1196,16 @@ impl<'a> Manager<'a> {
                 if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&hello.max_frame) {
                     return self.reject(i, CloseReason::Malformed);
                 }
+                let sealed = match self.config.encryption.manager_choice(hello.encrypt) {
+                    Ok(sealed) => sealed,
+                    Err(reason) => return self.reject(i, reason),
+                };
                 let max_frame = self.max_frame(i) as u32;
                 let challenge = ServerHello::Challenge {
                     version: VERSION,
                     nonce,
                     max_frame,
+                    sealed,
                 };
                 let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
                 let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
@@ -1186,6 +1221,7 @@ impl<'a> Manager<'a> {
                     transcript,
                     deadline,
                     key: hello.key,
+                    sealed,
                 };
                 self.hs_unlink(i);
                 self.hs_link(i, Stage::Proof);
@@ -1198,7 +1234,10 @@ impl<'a> Manager<'a> {
                 true
             }
             State::AwaitProof {
-                transcript, key, ..
+                transcript,
+                key,
+                sealed,
+                ..
             } => {
                 let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
                     return self.reject(i, CloseReason::Malformed);
@@ -1230,8 +1269,8 @@ impl<'a> Manager<'a> {
                     proof: auth.derive(MANAGER_PROOF, &transcript),
                 };
                 let session = Session {
-                    rx_mac: auth.session(CLIENT_TO_MANAGER, &transcript),
-                    tx_mac: auth.session(MANAGER_TO_CLIENT, &transcript),
+                    rx_mac: FrameKey::client_to_manager(&auth, &transcript, sealed),
+                    tx_mac: FrameKey::manager_to_client(&auth, &transcript, sealed),
                 };
                 let c = &mut self.conns[i];
                 if c.tx.push_plain(&welcome).is_err() {
@@ -1305,11 +1344,13 @@ impl<'a> Manager<'a> {
             | Op::PutMany { handle, .. }
             | Op::Return { handle, .. }
             | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
-            Op::Get { handle, .. } | Op::GetMany { handle, .. } | Op::TaskDone { handle } => {
-                on_handle(handle, Rights::GET)
-            }
+            Op::Get { handle, .. }
+            | Op::GetMany { handle, .. }
+            | Op::GetLeased { handle, .. }
+            | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
-            Op::Cancel { .. } => true,
+            // These concern the connection's own requests and leases.
+            Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } => true,
             Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
             Op::Shutdown => key.has_everywhere(Rights::ADMIN),
         };
@@ -1360,10 +1401,7 @@ impl<'a> Manager<'a> {
             let State::Open(session) = &mut c.state else {
                 return false;
             };
-            let bytes = c.rx.bytes();
-            let (header, rest) = bytes.split_at(HEADER_LEN);
-            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
-            if !session.rx_mac.open(header, messages, tag) {
+            if !session.rx_mac.open(c.rx.frame_mut(HEADER_LEN + body_len)) {
                 debug!("connection {}: frame failed its MAC", i);
                 self.begin_close(i, CloseReason::BadMac);
                 return false;
@@ -1420,6 +1458,13 @@ impl<'a> Manager<'a> {
                 max_bytes,
                 ..
             } => self.get_reply_now(i, handle, Take::many(max_items, max_bytes)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                ..
+            } => self.get_reply_now(i, handle, Take::leased(max_items, max_bytes, lease_ms)),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1477,6 +1522,18 @@ impl<'a> Manager<'a> {
                 Some(Reply::Done)
             }
             Op::Return { handle, item } => Some(self.return_item(handle, item)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                wait,
+            } => {
+                self.get_leased(i, id, handle, wait, max_items, max_bytes, lease_ms);
+                None
+            }
+            Op::Ack { lease } => Some(self.ack(i, lease)),
+            Op::Nack { lease } => Some(self.nack(i, lease)),
             Op::Size { handle } => Some(match self.registry.queue(handle) {
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
@@ -1590,6 +1647,12 @@ impl<'a> Manager<'a> {
                     Take::Many { max_bytes, .. } => (max_bytes as usize)
                         .min(cap)
                         .max(Items::packed_len(max_item)),
+                    Take::Leased { max_bytes, .. } => {
+                        let body = (max_bytes as usize)
+                            .min(cap)
+                            .max(Items::packed_len(max_item) + 1);
+                        return leasing::reply_bound(body.min(self.lease_fit(i)));
+                    }
                 };
                 item_reply_bound(body.min(fit))
             }
@@ -1611,16 +1674,23 @@ impl<'a> Manager<'a> {
                 _ => small,
             };
         }
-        match self.plan_take(i, handle, take) {
-            Some((_, body)) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
-            None => SMALL_REPLY_BOUND,
+        match (self.plan_take(i, handle, take), take) {
+            (Some((_, body)), Take::Leased { .. }) => {
+                leasing::reply_bound(body).max(SMALL_REPLY_BOUND)
+            }
+            (Some((_, body)), _) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
+            (None, _) => SMALL_REPLY_BOUND,
         }
     }
 
     /// What a get on `handle` takes now for connection `i`: `(items, reply body bytes)`, or
-    /// `None` when the queue is empty or its first item does not fit a frame to the peer.
+    /// `None` when the queue is empty or its first item does not fit a frame to the peer. A
+    /// leased get's body counts a byte per item for its delivery count.
     fn plan_take(&mut self, i: usize, handle: Handle, take: Take) -> Option<(u32, usize)> {
-        let fit = self.item_fit(i);
+        let (fit, per_item) = match take {
+            Take::Leased { .. } => (self.lease_fit(i), 1),
+            _ => (self.item_fit(i), 0),
+        };
         let cap = self.many_cap(i);
         let q = self.registry.queue(handle).ok()?;
         let first = q.queue.front_len()?;
@@ -1629,11 +1699,21 @@ impl<'a> Manager<'a> {
             Take::Many {
                 max_items,
                 max_bytes,
+            }
+            | Take::Leased {
+                max_items,
+                max_bytes,
+                ..
             } => {
+                // A leased get takes no more items than the lease store has records for.
+                let max_items = match take {
+                    Take::Leased { .. } => max_items.min(self.leases.free_slots().max(1)),
+                    _ => max_items,
+                };
                 let mut count = 0u32;
                 let mut bytes = 0usize;
                 for (a, b) in q.queue.iter() {
-                    let packed = Items::packed_len(a.len() + b.len());
+                    let packed = Items::packed_len(a.len() + b.len()) + per_item;
                     let limit = if count == 0 {
                         fit
                     } else {
@@ -1760,6 +1840,15 @@ impl<'a> Manager<'a> {
             } => Hold::Take {
                 max_items,
                 max_bytes,
+            },
+            Take::Leased {
+                max_items,
+                max_bytes,
+                lease_ms,
+            } => Hold::Lease {
+                max_items,
+                max_bytes,
+                lease_ms,
             },
         };
         let waiter = Waiter {
@@ -1967,6 +2056,11 @@ impl<'a> Manager<'a> {
                     max_items,
                     max_bytes,
                 } => Take::many(max_items, max_bytes),
+                Hold::Lease {
+                    max_items,
+                    max_bytes,
+                    lease_ms,
+                } => Take::leased(max_items, max_bytes, lease_ms),
                 _ => Take::One,
             };
             self.deliver(waiter.conn as usize, waiter.request, handle, take);
@@ -1991,6 +2085,9 @@ impl<'a> Manager<'a> {
             }
             return;
         };
+        if let Take::Leased { lease_ms, .. } = take {
+            return self.deliver_leased(i, id, handle, count, body, lease_ms);
+        }
         let Ok(q) = self.registry.queue(handle) else {
             return;
         };
@@ -2006,9 +2103,7 @@ impl<'a> Manager<'a> {
                     let (a, b) = queue.front()?;
                     encode_item_reply(out, id, handle, a, b)
                 }
-                Take::Many { .. } => {
-                    encode_items_reply(out, id, handle, queue.iter().take(count as usize), body)
-                }
+                _ => encode_items_reply(out, id, handle, queue.iter().take(count as usize), body),
             });
         match pushed {
             Ok(()) => {
@@ -2091,6 +2186,7 @@ impl<'a> Manager<'a> {
     /// back to the head of their queues, in their order.
     fn give_back_unsent(&mut self, i: usize) {
         let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        tx.open_unsent();
         // Last first, so each queue gets them back at its head in their order.
         #[cfg(feature = "alloc")]
         let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();

@@ -44,6 +44,8 @@ pub(crate) struct QueueObject<'a> {
     pub(crate) getters: WaitList,
     pub(crate) putters: WaitList,
     pub(crate) joiners: WaitList,
+    /// Where items go after this many deliveries under a lease: `(queue, deliveries)`.
+    pub(crate) dead_letter: Option<(Handle, u8)>,
 }
 
 /// One shared object. An enum so that events, values and locks can join queues.
@@ -114,6 +116,7 @@ impl<'a> QueueObject<'a> {
             getters: WaitList::EMPTY,
             putters: WaitList::EMPTY,
             joiners: WaitList::EMPTY,
+            dead_letter: None,
         }
     }
 }

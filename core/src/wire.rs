@@ -2,14 +2,16 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of body. During the
 //! handshake a body is one postcard-encoded handshake message. After it, a body is one or more
-//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`).
+//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`),
+//! or, when the hello agreed to seal frames, those messages encrypted with ChaCha20-Poly1305
+//! and its 16-byte tag (see `crate::seal`).
 //! Nothing received is ever interpreted beyond these closed enums.
 
 use serde::{Deserialize, Serialize};
 
 /// Bytes in a frame header (the body length, big-endian `u32`).
 pub const HEADER_LEN: usize = 4;
-/// Bytes of the MAC tag that ends every frame after the handshake.
+/// Bytes of the tag (MAC or AEAD) that ends every frame after the handshake.
 pub const TAG_LEN: usize = 16;
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -34,7 +36,7 @@ pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
-/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md).
+/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md §10).
 pub const VERSION: u8 = 3;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
@@ -48,6 +50,10 @@ pub const fn item_reply_bound(item_len: usize) -> usize {
 /// Bytes an item reply message takes beyond the item: message and reply tags, the request id,
 /// the queue's handle and the item length, each at most a 5-byte varint (3 for the handle).
 pub const ITEM_REPLY_OVERHEAD: usize = 15;
+
+/// Bytes a `Leased` reply takes beyond its packed items and their delivery counts: message and
+/// reply tags, request id, handle, lease id and the two byte-string lengths.
+pub const LEASE_REPLY_OVERHEAD: usize = 5 + 5 + 5 + 3 + 10 + 5 + 5;
 
 /// Bytes any reply other than an item can take on the wire, frame included.
 pub const SMALL_REPLY_BOUND: usize = HEADER_LEN + TAG_LEN + 160;
@@ -75,6 +81,8 @@ pub struct ClientHello {
     /// The name of the key the client proves (empty: the default key). Protocol version 3;
     /// older hellos end before it.
     pub key: crate::keyring::KeyName,
+    /// The client asks for sealed frames (version 3, PROTOCOL.md §5.1).
+    pub encrypt: bool,
 }
 
 /// Manager to client, answer to [`ClientHello`].
@@ -89,6 +97,9 @@ pub enum ServerHello {
         nonce: [u8; NONCE_LEN],
         /// The largest frame body the manager accepts.
         max_frame: u32,
+        /// Frames are sealed from now on (version 3, PROTOCOL.md §5.1); only if the client
+        /// asked.
+        sealed: bool,
     },
     /// The manager will not talk to this client; the connection closes.
     Reject(CloseReason),
@@ -349,6 +360,34 @@ pub enum Op<'a> {
         /// The item's bytes.
         item: &'a [u8],
     },
+    /// Take items as `GetMany` does, under a lease of `lease_ms` (protocol version 3): they
+    /// stay the manager's, unseen by other consumers, until `Ack` removes them; `Nack`, the
+    /// lease running out or the connection closing puts them back at the head of the queue.
+    /// Reply: `Leased`.
+    GetLeased {
+        /// The queue.
+        handle: Handle,
+        /// The most items to take.
+        max_items: u32,
+        /// The most bytes of packed items to take.
+        max_bytes: u32,
+        /// How long the lease lasts, from when the items are taken.
+        lease_ms: u32,
+        /// Whether and how long to wait for the first item.
+        wait: Wait,
+    },
+    /// The items of this connection's lease were processed: remove them. Reply: `Done` or
+    /// `NoSuchLease`.
+    Ack {
+        /// The lease id from `Leased`.
+        lease: u64,
+    },
+    /// The items of this connection's lease were not processed: put them back at the head of
+    /// their queue now. Reply: `Done` or `NoSuchLease`.
+    Nack {
+        /// The lease id from `Leased`.
+        lease: u64,
+    },
 }
 
 /// Manager to client, after the handshake.
@@ -408,6 +447,19 @@ pub enum Reply<'a> {
         #[serde(borrow)]
         items: Items<'a>,
     },
+    /// The items a `GetLeased` took under one lease (at least one).
+    Leased {
+        /// The queue they came from.
+        handle: Handle,
+        /// The lease id, unique within the manager's run, for `Ack` and `Nack`.
+        lease: u64,
+        /// For each item, how many times it has been delivered under a lease, this time
+        /// included (1 the first time; at most 255).
+        deliveries: &'a [u8],
+        /// The items.
+        #[serde(borrow)]
+        items: Items<'a>,
+    },
 }
 
 /// Why a request failed. The connection stays usable.
@@ -449,6 +501,12 @@ pub enum ErrorCode {
     /// A `value` queue was given an item that is not one well-formed value (protocol
     /// version 2).
     InvalidValue,
+    /// `Ack` or `Nack` named a lease this connection does not hold (acked, returned, expired,
+    /// or never granted; protocol version 3).
+    NoSuchLease,
+    /// The manager has no room to keep another leased item (protocol version 3); the items
+    /// stay queued.
+    LeaseLimit,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -482,6 +540,9 @@ pub enum CloseReason {
     Busy,
     /// The peer closed the connection.
     PeerClosed,
+    /// One side requires sealed frames and the other cannot or will not seal them
+    /// (version 3).
+    EncryptionRequired,
 }
 
 impl ErrorCode {
@@ -504,6 +565,8 @@ impl ErrorCode {
             ErrorCode::WrongKind => "wrong kind of object",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
+            ErrorCode::NoSuchLease => "no such lease (acked, returned or expired)",
+            ErrorCode::LeaseLimit => "no room for another leased item",
         }
     }
 }
@@ -533,6 +596,9 @@ impl CloseReason {
             CloseReason::Shutdown => "manager shut down",
             CloseReason::Busy => "manager has no room for another connection",
             CloseReason::PeerClosed => "connection closed by peer",
+            CloseReason::EncryptionRequired => {
+                "encryption required: one side requires sealed frames and the other does not seal"
+            }
         }
     }
 }

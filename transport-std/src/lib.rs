@@ -64,13 +64,14 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+pub use client::{Client, ConnectOptions, Iter, Leased, Queue, QueueStat, RawLeased, RawQueue};
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;
 /// Why a request failed: the `code` of [`Error::Request`].
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
+pub use depot_core::Encryption;
 pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
 pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};

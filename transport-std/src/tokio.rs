@@ -52,7 +52,10 @@ use crate::client::conn::{
 };
 use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES};
 use crate::client::STAT_BATCH;
+
+mod lease;
 use crate::{Error, QueueStat};
+pub use lease::{Leased, RawLeased};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
 /// no reply of this connection arrives meanwhile (only other connections can free room then).
@@ -74,6 +77,10 @@ enum Request {
     Status,
     Shutdown,
     Return(Handle, Vec<u8>),
+    /// Max items, lease ms, wait.
+    GetLeased(Handle, u32, u32, Wait),
+    Ack(u64),
+    Nack(u64),
 }
 
 impl Request {
@@ -118,6 +125,15 @@ impl Request {
                 handle: *handle,
                 item,
             },
+            Request::GetLeased(handle, max_items, lease_ms, wait) => Op::GetLeased {
+                handle: *handle,
+                max_items: *max_items,
+                max_bytes: BATCH_BYTES as u32,
+                lease_ms: *lease_ms,
+                wait: *wait,
+            },
+            Request::Ack(lease) => Op::Ack { lease: *lease },
+            Request::Nack(lease) => Op::Nack { lease: *lease },
         }
     }
 
@@ -443,6 +459,8 @@ impl Drop for Waiting<'_> {
         // or the task will find the receiver gone and give the items back itself.
         rx.close();
         let command = match (rx.try_recv(), self.handle) {
+            // Nobody will process leased items: hand them back now.
+            (Ok(Ok(Outcome::Leased { lease, .. })), _) => nack(lease),
             (Ok(Ok(outcome)), Some(handle)) => match items_of(outcome) {
                 Some(items) => Command::GiveBack(handle, items),
                 None => return,
@@ -467,6 +485,15 @@ impl Drop for Taken<'_> {
         if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
             let _ = self.commands.send(Command::GiveBack(self.handle, items));
         }
+    }
+}
+
+/// A `Nack` of `lease` that nobody waits for.
+fn nack(lease: u64) -> Command {
+    Command::Call {
+        token: u64::MAX,
+        request: Request::Nack(lease),
+        reply: None,
     }
 }
 
@@ -744,7 +771,9 @@ impl Driver {
             self.ids.remove(&p.token);
             if let Err(Ok(outcome)) = reply.send(Ok(outcome)) {
                 // The caller went away just now: what it took goes back.
-                if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
+                if let Outcome::Leased { lease, .. } = outcome {
+                    self.handle(nack(lease));
+                } else if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
                     self.give_back(handle, items);
                 }
             }

@@ -70,6 +70,11 @@ pub(crate) enum Outcome {
         error: Option<ErrorCode>,
     },
     Items(Vec<Vec<u8>>),
+    Leased {
+        lease: u64,
+        deliveries: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    },
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -101,6 +106,16 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            Reply::Leased {
+                lease,
+                deliveries,
+                items,
+                ..
+            } => Outcome::Leased {
+                lease,
+                deliveries: deliveries.to_vec(),
+                items: items.iter().map(<[u8]>::to_vec).collect(),
+            },
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }
@@ -172,6 +187,7 @@ impl Conn {
         key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
+        encryption: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         let epoch = std::time::Instant::now();
         let deadline = epoch + timeout;
@@ -207,6 +223,7 @@ impl Conn {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
             key_name,
+            encryption,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,
@@ -351,6 +368,26 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// A request whose reply nobody waits for (see `Client::send_unanswered`), written out.
+    pub(crate) fn send_unanswered(&self, op: Op<'_>) -> Result<(), Error> {
+        for attempt in 0..2 {
+            let sent = {
+                let mut g = lock(&self.state);
+                if let Some(e) = g.closed {
+                    return Err(self.closed_error(e, None));
+                }
+                g.core.with(|c| c.send_unanswered(op))
+            };
+            match sent {
+                Ok(()) => return self.flush(),
+                // The output buffer may be full: writing it out makes room.
+                Err(depot_core::Error::WouldBlock) if attempt == 0 => self.flush()?,
+                Err(e) => return Err(self.closed_error(e, None)),
+            }
+        }
+        Ok(())
     }
 
     /// One request, written out, and its reply.

@@ -1,6 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+mod lease;
 pub(crate) mod proxy;
 mod python;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use conn::Outcome;
 
+pub use lease::{Leased, RawLeased};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -92,6 +94,64 @@ impl From<conn::OwnedStat> for QueueStat {
     }
 }
 
+/// How [`Client::connect_with`] connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use depot_std::{ConnectOptions, Encryption};
+///
+/// let options = ConnectOptions::new()
+///     .timeout(Duration::from_secs(3))
+///     .encryption(Encryption::Required);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    timeout: Duration,
+    encryption: depot_core::Encryption,
+    key_name: String,
+}
+
+impl ConnectOptions {
+    /// 10 seconds to connect and authenticate; frames sealed when the manager can
+    /// ([`Encryption::Preferred`](depot_core::Encryption::Preferred)).
+    pub fn new() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            encryption: depot_core::Encryption::default(),
+            key_name: String::new(),
+        }
+    }
+
+    /// The name of the key on the manager's keyring that `authkey` is (default `""`: the
+    /// manager's default key). A name longer than 32 bytes or with control characters is
+    /// refused when connecting.
+    pub fn key_name(mut self, name: &str) -> Self {
+        self.key_name = name.to_owned();
+        self
+    }
+
+    /// Time to connect and authenticate.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted), and whether a manager that will not seal them
+    /// is refused (PROTOCOL.md §5.1). `Required` also refuses a Python manager, whose
+    /// protocol has no encryption.
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Registry entries asked for at once by [`Client::stat`].
 pub(crate) const STAT_BATCH: u16 = 16;
 
@@ -107,7 +167,7 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
-        Self::connect_as_timeout(addr, "", authkey, timeout)
+        Self::connect_with(addr, authkey, &ConnectOptions::new().timeout(timeout))
     }
 
     /// Connects with the key called `key_name` on the manager's keyring (protocol version 3;
@@ -119,7 +179,7 @@ impl Client {
         key_name: &str,
         authkey: impl AsRef<[u8]>,
     ) -> Result<Client, Error> {
-        Self::connect_as_timeout(addr, key_name, authkey, Duration::from_secs(10))
+        Self::connect_with(addr, authkey, &ConnectOptions::new().key_name(key_name))
     }
 
     /// [`Client::connect_as`] within `timeout`.
@@ -129,26 +189,49 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         timeout: Duration,
     ) -> Result<Client, Error> {
+        let options = ConnectOptions::new().key_name(key_name).timeout(timeout);
+        Self::connect_with(addr, authkey, &options)
+    }
+
+    /// Connects and authenticates as `options` say.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        options: &ConnectOptions,
+    ) -> Result<Client, Error> {
+        let key_name = &options.key_name;
         let name = depot_core::KeyName::new(key_name).ok_or_else(|| {
             Error::Config(format!(
                 "invalid key name '{}': at most 32 bytes, no control characters",
                 key_name.escape_debug()
             ))
         })?;
+        let timeout = options.timeout;
         let start = std::time::Instant::now();
-        let conn = match conn::Conn::connect(addr, name, authkey.as_ref(), timeout) {
-            Ok(conn) => Backend::Depot(conn),
-            // The Python manager read our hello as a wrong answer; a new connection speaks
-            // its protocol.
-            Err(Error::PythonManager { addr }) => {
-                let left = timeout
-                    .saturating_sub(start.elapsed())
-                    .max(Duration::from_millis(1));
-                let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
-                Backend::Python(Arc::new(m))
-            }
-            Err(e) => return Err(e),
-        };
+        let conn =
+            match conn::Conn::connect(addr, name, authkey.as_ref(), timeout, options.encryption) {
+                Ok(conn) => Backend::Depot(conn),
+                Err(Error::PythonManager { addr })
+                    if options.encryption == depot_core::Encryption::Required =>
+                {
+                    return Err(Error::Disconnected {
+                        reason: format!(
+                            "connection to {addr} refused: encryption is required, and the \
+                         manager is a Python BaseManager, whose protocol has none"
+                        ),
+                    });
+                }
+                // The Python manager read our hello as a wrong answer; a new connection speaks
+                // its protocol.
+                Err(Error::PythonManager { addr }) => {
+                    let left = timeout
+                        .saturating_sub(start.elapsed())
+                        .max(Duration::from_millis(1));
+                    let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
+                    Backend::Python(Arc::new(m))
+                }
+                Err(e) => return Err(e),
+            };
         Ok(Client {
             conn: Arc::new(conn),
         })

@@ -270,7 +270,11 @@ impl RawQueue {
     /// connection's other blocked requests hold all the room it has for their replies (other
     /// threads share the connection); it is then sent again, with what is left of its time,
     /// once those have made progress.
-    fn blocking<'a>(&self, wait: Wait, op: impl Fn(Wait) -> Op<'a>) -> Result<Outcome, Error> {
+    pub(super) fn blocking<'a>(
+        &self,
+        wait: Wait,
+        op: impl Fn(Wait) -> Op<'a>,
+    ) -> Result<Outcome, Error> {
         let start = std::time::Instant::now();
         let mut current = wait;
         loop {

@@ -34,6 +34,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default most handshakes at once from one IP address.
 pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
+/// The default most items leased at once (acknowledged gets not yet acked).
+pub const DEFAULT_MAX_LEASED: usize = 16 * 1024;
+
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
@@ -74,6 +77,10 @@ pub struct ManagerBuilder {
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) encryption: depot_core::Encryption,
+    pub(crate) max_leased: usize,
+    /// `(queue, dead-letter queue, deliveries)`.
+    pub(crate) dead_letters: Vec<(String, String, u8)>,
     /// `None`: queues live in memory only.
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) fsync: Fsync,
@@ -96,6 +103,9 @@ impl ManagerBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            encryption: depot_core::Encryption::default(),
+            max_leased: DEFAULT_MAX_LEASED,
+            dead_letters: Vec::new(),
             data_dir: None,
             fsync: Fsync::default(),
             compact_after: DEFAULT_COMPACT_AFTER,
@@ -192,6 +202,15 @@ impl ManagerBuilder {
         self
     }
 
+    /// Whether frames are sealed (encrypted) for depot clients that ask (the default), never,
+    /// or always, refusing a client that cannot seal with a clear error
+    /// ([`Encryption::Required`](depot_core::Encryption::Required)). Python clients are served
+    /// as before: their protocol has no encryption (PROTOCOL.md §5.1).
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
     /// Time limits: accept to finished handshake, first to last byte of a frame, and output
     /// left unread by a peer before it is dropped.
     pub fn timeouts(mut self, handshake: Duration, frame: Duration, write_stall: Duration) -> Self {
@@ -211,6 +230,22 @@ impl ManagerBuilder {
     /// How long a frame may take from its first byte to its last (default 10 s).
     pub fn frame_timeout(mut self, t: Duration) -> Self {
         self.frame_timeout = t;
+        self
+    }
+
+    /// The most items leased at once, over all queues (default 16384; each costs about 50
+    /// bytes of memory from the start, plus the item while leased, within 64 MiB in all). A
+    /// leased get beyond it takes fewer items, or fails with `LeaseLimit` when none are left.
+    pub fn max_leased(mut self, n: usize) -> Self {
+        self.max_leased = n;
+        self
+    }
+
+    /// Items of `queue` delivered `max_deliveries` times under a lease and still not acked go
+    /// to the tail of `dead_letter` (another declared queue) instead of back to `queue`.
+    pub fn dead_letter(mut self, queue: &str, dead_letter: &str, max_deliveries: u8) -> Self {
+        self.dead_letters
+            .push((queue.to_owned(), dead_letter.to_owned(), max_deliveries));
         self
     }
 

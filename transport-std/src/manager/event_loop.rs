@@ -127,6 +127,10 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         );
     }
     warn_weak_keys(core.keyring());
+    core.serve_leases(storage::leases(&plan));
+    if let Err(e) = storage::dead_letters(&mut core, &plan) {
+        return report_setup(started, e);
+    }
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);
