@@ -76,7 +76,7 @@ impl System for Depot {
 
     fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
         let manager = ManagerProcess::start(&Spec::small())?;
-        let mut client = DepotQueue::connect(&manager.addr)?;
+        let mut client = DepotQueue::connect(&manager.addr, Encryption::default())?;
         let m = threaded::put_get_pairs(&mut client, pairs, item_size)?;
         Ok(Some(
             m.with_note("RawQueue put + get, 2 round trips per pair"),
