@@ -197,6 +197,7 @@ mod tests {
         assert!(c.queues.iter().any(|q| q.name == "task_queue"));
         assert!(c.allow_create.is_some());
         assert!(c.limits.max_connections.is_some());
+        assert_eq!(c.require_encryption, Some(false));
     }
 
     #[test]

@@ -1542,3 +1542,22 @@ fn event_verbs_set_test_and_wait() {
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     drop(server);
 }
+
+/// `serve --require-encryption`: the CLI's own clients (sealing by default) are served; a
+/// client that does not encrypt is refused with one clear line.
+#[test]
+fn serve_require_encryption_refuses_clients_that_do_not_encrypt() {
+    let (server, addr) = serve(&["--queue", "q", "--require-encryption"]);
+    let conn = ["--connect", addr.as_str()];
+    run(depot(
+        Some(KEY),
+        &[&["put"][..], &conn, &["--queue", "q", "1"]].concat(),
+    ))
+    .ok();
+    let off = depot_std::ConnectOptions::new().encryption(depot_std::Encryption::Off);
+    let err = Client::connect_with(addr.as_str(), KEY, &off).expect_err("refused");
+    assert!(err.to_string().contains("encryption required"), "{err}");
+    let sealed = Client::connect(addr.as_str(), KEY).unwrap();
+    assert_eq!(sealed.raw_queue("q").unwrap().qsize().unwrap(), 1);
+    drop(server);
+}

@@ -1206,8 +1206,8 @@ impl<'a> Manager<'a> {
                 }
                 // The versions come first, as in every version's hello: an older client, whose
                 // hello is laid out differently, learns that it is too old.
-                if let [lo, hi] = body[MAGIC.len()..].get(..2).unwrap_or(&[0, 0]) {
-                    if !(*lo..=*hi).contains(&VERSION) {
+                if let Some(&[lo, hi]) = body.get(MAGIC.len()..MAGIC.len() + 2) {
+                    if !(lo..=hi).contains(&VERSION) {
                         return self.reject(i, CloseReason::VersionMismatch);
                     }
                 }

@@ -514,11 +514,32 @@ impl<'a> Client<'a> {
     /// `set_timeout` / `set_keep_alive`; the protocol's deadlines (handshake, reply) are the
     /// core's and run here on embassy-time.
     pub async fn connect<const FRAME: usize, const SLOTS: usize>(
+        socket: TcpSocket<'a>,
+        endpoint: impl Into<IpEndpoint>,
+        authkey: &[u8],
+        entropy: &mut (impl Entropy + ?Sized),
+        buffers: &'a mut ClientBuffers<FRAME, SLOTS>,
+    ) -> Result<Client<'a>, Error> {
+        Self::connect_with(
+            socket,
+            endpoint,
+            authkey,
+            entropy,
+            buffers,
+            ClientConfig::default(),
+        )
+        .await
+    }
+
+    /// [`Client::connect`] with the core's settings: its time limits, and whether frames are
+    /// sealed (`config.encryption`; `Required` refuses a manager that will not seal them).
+    pub async fn connect_with<const FRAME: usize, const SLOTS: usize>(
         mut socket: TcpSocket<'a>,
         endpoint: impl Into<IpEndpoint>,
         authkey: &[u8],
         entropy: &mut (impl Entropy + ?Sized),
         buffers: &'a mut ClientBuffers<FRAME, SLOTS>,
+        config: ClientConfig,
     ) -> Result<Client<'a>, Error> {
         // Requests are small and each waits for its reply: Nagle would only add latency.
         socket.set_nagle_enabled(false);
@@ -531,15 +552,7 @@ impl<'a> Client<'a> {
             calls,
             senders,
         } = buffers;
-        let core = depot_core::Client::new(
-            ClientConfig::default(),
-            authkey,
-            nonce(entropy),
-            now(),
-            rx,
-            tx,
-            slots,
-        );
+        let core = depot_core::Client::new(config, authkey, nonce(entropy), now(), rx, tx, slots);
         let shared = Shared {
             socket,
             core,

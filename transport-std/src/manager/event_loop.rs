@@ -756,6 +756,7 @@ impl Loop<'_> {
                     self.counters.evicted += 1;
                     self.tally.note(Kind::Evicted);
                 }
+                Some(CloseReason::EncryptionRequired) => self.tally.note(Kind::NotEncrypted),
                 _ => {}
             }
             if self.core.is_shutting_down() {

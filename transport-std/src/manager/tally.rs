@@ -52,9 +52,11 @@ pub(crate) enum Kind {
     AuthFailed,
     /// `accept` failed (out of file descriptors, most likely).
     AcceptError,
+    /// Refused: the client does not encrypt and the manager requires it.
+    NotEncrypted,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 #[derive(Debug)]
 pub(crate) struct Tally {
@@ -104,15 +106,16 @@ impl Tally {
         if !self.pending() || now < self.quiet_until {
             return;
         }
-        let [busy, source, evicted, auth, accept] = self.counts;
+        let [busy, source, evicted, auth, accept, unencrypted] = self.counts;
         let secs = now.duration_since(self.since).as_secs_f64().max(0.001);
-        let total = busy + source + evicted + auth + accept;
+        let total = busy + source + evicted + auth + accept + unencrypted;
         warn!(
             refused_busy = busy,
             refused_per_source = source,
             evicted_in_handshake = evicted,
             auth_failed = auth,
             accept_errors = accept,
+            refused_unencrypted = unencrypted,
             last_accept_error = self.accept_error.as_deref().unwrap_or("-"),
             "turned away {} connection{} in the last {secs:.1} s",
             total,
