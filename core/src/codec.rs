@@ -254,6 +254,9 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
+            9 => Reply::Session {
+                resumed: self.flag(),
+            },
             _ => self.fail(Reply::Done),
         }
     }
@@ -307,6 +310,19 @@ impl<'a> Reader<'a> {
             13 => Op::Return {
                 handle: self.handle(),
                 item: self.bytes(),
+            },
+            14 => Op::Session { id: self.array() },
+            15 => Op::PutSeq {
+                seq: self.u64(),
+                handle: self.handle(),
+                item: self.bytes(),
+                wait: self.wait(),
+            },
+            16 => Op::PutManySeq {
+                seq: self.u64(),
+                handle: self.handle(),
+                items: Items(self.bytes()),
+                wait: self.wait(),
             },
             _ => self.fail(Op::Status),
         }
@@ -388,7 +404,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 16] = [
+const ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -405,10 +421,13 @@ const ERROR_CODES: [ErrorCode; 16] = [
     ErrorCode::WrongKind,
     ErrorCode::Cancelled,
     ErrorCode::InvalidValue,
+    ErrorCode::NoSession,
+    ErrorCode::SessionLimit,
+    ErrorCode::SequenceExpired,
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 13] = [
+const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -422,6 +441,7 @@ const CLOSE_REASONS: [CloseReason; 13] = [
     CloseReason::Shutdown,
     CloseReason::Busy,
     CloseReason::PeerClosed,
+    CloseReason::Superseded,
 ];
 
 /// Writes postcard values into a byte slice; once a value does not fit, nothing more is
@@ -555,6 +575,7 @@ impl<'o> Writer<'o> {
                 self.u32s(&[8, handle.0.into()]);
                 self.bytes(items.0);
             }
+            Reply::Session { resumed } => self.u32s(&[9, resumed.into()]),
         }
     }
 
@@ -619,6 +640,34 @@ impl<'o> Writer<'o> {
             Op::Return { handle, item } => {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
+            }
+            Op::Session { id } => {
+                self.u32(14);
+                self.raw(&id);
+            }
+            Op::PutSeq {
+                seq,
+                handle,
+                item,
+                wait,
+            } => {
+                self.u32(15);
+                self.varint(seq);
+                self.u32(handle.0.into());
+                self.bytes(item);
+                self.wait(wait);
+            }
+            Op::PutManySeq {
+                seq,
+                handle,
+                items,
+                wait,
+            } => {
+                self.u32(16);
+                self.varint(seq);
+                self.u32(handle.0.into());
+                self.bytes(items.0);
+                self.wait(wait);
             }
         }
     }
@@ -790,7 +839,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 10 {
+        match p.variant % 11 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -827,6 +876,7 @@ mod tests {
                 count: n[4],
                 error: p.flag.then(|| code(p.sub)),
             },
+            9 => Reply::Session { resumed: p.flag },
             _ => Reply::Items {
                 handle: Handle(p.handle),
                 items: Items(&p.bytes),
@@ -846,7 +896,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 14 {
+        match p.variant % 17 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -883,6 +933,23 @@ mod tests {
                 wait: wait(p),
             },
             12 => Op::Cancel { target: n[4] },
+            14 => {
+                let mut id = [0; 16];
+                id.copy_from_slice(&p.nonce[..16]);
+                Op::Session { id }
+            }
+            15 => Op::PutSeq {
+                seq: p.big[0],
+                handle,
+                item: &p.bytes,
+                wait: wait(p),
+            },
+            16 => Op::PutManySeq {
+                seq: p.big[1],
+                handle,
+                items: Items(&p.bytes),
+                wait: wait(p),
+            },
             _ => Op::Return {
                 handle,
                 item: &p.bytes,

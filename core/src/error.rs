@@ -55,6 +55,12 @@ pub enum Error {
     /// challenge that does not carry depot's marker. Connect again speaking Python's protocol
     /// (`python::client`, feature `python`).
     PythonManager,
+    /// A numbered put on a connection with no session.
+    NoSession,
+    /// The manager has no room for another session.
+    SessionLimit,
+    /// A numbered put older than its session's window: whether it was applied is unknown.
+    SequenceExpired,
 }
 
 impl From<ErrorCode> for Error {
@@ -76,6 +82,9 @@ impl From<ErrorCode> for Error {
             ErrorCode::WrongKind => Error::WrongKind,
             ErrorCode::Cancelled => Error::Cancelled,
             ErrorCode::InvalidValue => Error::InvalidValue,
+            ErrorCode::NoSession => Error::NoSession,
+            ErrorCode::SessionLimit => Error::SessionLimit,
+            ErrorCode::SequenceExpired => Error::SequenceExpired,
         }
     }
 }
@@ -111,6 +120,9 @@ impl Error {
             Error::WrongKind => ErrorCode::WrongKind,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::InvalidValue => ErrorCode::InvalidValue,
+            Error::NoSession => ErrorCode::NoSession,
+            Error::SessionLimit => ErrorCode::SessionLimit,
+            Error::SequenceExpired => ErrorCode::SequenceExpired,
             _ => return None,
         })
     }

@@ -15,6 +15,8 @@
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
+//! - [`session`]: what the manager remembers of a client across connections (exactly-once
+//!   puts).
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
 //! ## Features
@@ -45,6 +47,7 @@ pub mod park;
 pub mod python;
 pub mod queue;
 mod registry;
+pub mod session;
 pub mod storage;
 pub mod time;
 pub mod value;
@@ -56,6 +59,7 @@ pub use error::Error;
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
+pub use session::SessionSlot;
 pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;

@@ -36,6 +36,8 @@ use crate::wire::{
 
 const NONE: u32 = u32::MAX;
 
+mod sessions;
+
 /// A connection, by its slot in the storage handed to [`Manager::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -138,6 +140,8 @@ pub struct Connection<'a> {
     /// of the sources hashed to this slot's index are in their handshake. One entry per slot
     /// needs no storage of its own.
     source_count: u32,
+    /// The slot of the session this connection holds, `NONE` if none.
+    session: u32,
 }
 
 // No heap to box into: the session keys live inline, as large as they are.
@@ -204,6 +208,7 @@ impl<'a> Connection<'a> {
             hs_stage: None,
             source: NONE,
             source_count: 0,
+            session: NONE,
         }
     }
 
@@ -362,6 +367,8 @@ pub struct Manager<'a> {
     next_wake: Option<Instant>,
     #[cfg(feature = "python")]
     python: Option<PythonSide<'a>>,
+    /// Clients' sessions (none until [`Manager::serve_sessions`]).
+    sessions: crate::session::Sessions<'a>,
 }
 
 impl<'a> Manager<'a> {
@@ -394,6 +401,7 @@ impl<'a> Manager<'a> {
             next_wake: None,
             #[cfg(feature = "python")]
             python: None,
+            sessions: crate::session::Sessions::new(Managed::empty()),
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
@@ -692,6 +700,7 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.cancel_waiters(i);
+        self.leave_session(i);
         self.leave_handshake(i);
         self.give_back_unsent(i);
         let c = &mut self.conns[i];
@@ -1178,7 +1187,26 @@ impl<'a> Manager<'a> {
                 items,
                 wait,
             } => {
-                self.put_many(i, id, handle, items, wait);
+                self.put_many(i, id, handle, items, wait, 0);
+                None
+            }
+            Op::Session { id: session } => Some(self.open_session(i, session)),
+            Op::PutSeq {
+                seq,
+                handle,
+                item,
+                wait,
+            } => {
+                self.put_seq(i, id, seq, handle, item, wait);
+                None
+            }
+            Op::PutManySeq {
+                seq,
+                handle,
+                items,
+                wait,
+            } => {
+                self.put_many_seq(i, id, seq, handle, items, wait);
                 None
             }
             Op::Get { handle, wait } => {
@@ -1363,31 +1391,37 @@ impl<'a> Manager<'a> {
         }
     }
 
-    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) {
+    /// Answers or parks a put: `(items applied now, parked)`.
+    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) -> (u32, bool) {
+        let refuse = |m: &mut Self, code| {
+            m.reply(i, id, &Reply::Error(code));
+            (0, false)
+        };
         if self.shutting_down {
-            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return refuse(self, ErrorCode::ShuttingDown);
         }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => return self.reply(i, id, &Reply::Error(e)),
+            Err(e) => return refuse(self, e),
         };
         if item.len() > q.queue.spec().max_item as usize {
-            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return refuse(self, ErrorCode::TooLarge);
         }
         if !fits_mode(q.queue.spec(), item) {
-            return self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
+            return refuse(self, ErrorCode::InvalidValue);
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
             self.reply(i, id, &Reply::Done);
-            return self.settle(handle);
+            self.settle(handle);
+            return (1, false);
         }
         let deadline = match park_timeout(wait, ErrorCode::Full) {
             Ok(deadline) => deadline,
-            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+            Err(code) => return refuse(self, code),
         };
         let Some(parked) = self.parked.store(item, &|x| self.waiters.holds_parked(x)) else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return refuse(self, ErrorCode::WaiterLimit);
         };
         let waiter = Waiter {
             hold: Hold::Item(parked),
@@ -1395,20 +1429,40 @@ impl<'a> Manager<'a> {
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
             self.parked.free(parked);
+            return (0, false);
         }
+        (0, true)
     }
 
-    fn put_many(&mut self, i: usize, id: u32, handle: Handle, items: Items, wait: Wait) {
+    /// Answers or parks a batch put, counting `already` items applied before (by an earlier
+    /// try of the same numbered batch): `(items applied now, parked)`.
+    fn put_many(
+        &mut self,
+        i: usize,
+        id: u32,
+        handle: Handle,
+        items: Items,
+        wait: Wait,
+        already: u32,
+    ) -> (u32, bool) {
         let Some(total) = items.check() else {
-            return self.begin_close(i, CloseReason::Malformed);
+            self.begin_close(i, CloseReason::Malformed);
+            return (0, false);
         };
-        let answer = |count, error| Reply::Accepted { count, error };
+        let answer = |count: u32, error| Reply::Accepted {
+            count: already + count,
+            error,
+        };
         if self.shutting_down {
-            return self.reply(i, id, &answer(0, Some(ErrorCode::ShuttingDown)));
+            self.reply(i, id, &answer(0, Some(ErrorCode::ShuttingDown)));
+            return (0, false);
         }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => return self.reply(i, id, &answer(0, Some(e))),
+            Err(e) => {
+                self.reply(i, id, &answer(0, Some(e)));
+                return (0, false);
+            }
         };
         let (count, offset, error) = if q.putters.len() == 0 {
             push_items(&mut q.queue, items.0)
@@ -1417,13 +1471,15 @@ impl<'a> Manager<'a> {
         };
         if error.is_some() || count == total {
             self.reply(i, id, &answer(count, error));
-            return self.settle(handle);
+            self.settle(handle);
+            return (count, false);
         }
         let deadline = match park_timeout(wait, ErrorCode::Full) {
             Ok(deadline) => deadline,
             Err(code) => {
                 self.reply(i, id, &answer(count, Some(code)));
-                return self.settle(handle);
+                self.settle(handle);
+                return (count, false);
             }
         };
         let Some(parked) = self
@@ -1431,20 +1487,23 @@ impl<'a> Manager<'a> {
             .store(&items.0[offset..], &|x| self.waiters.holds_parked(x))
         else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
-            return self.settle(handle);
+            self.settle(handle);
+            return (count, false);
         };
         let waiter = Waiter {
             hold: Hold::Items {
                 parked,
                 offset: 0,
-                accepted: count,
+                accepted: already + count,
             },
             ..Waiter::EMPTY
         };
-        if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
+        let parked_now = self.park(i, id, handle, WaitKind::Put, deadline, waiter);
+        if !parked_now {
             self.parked.free(parked);
         }
         self.settle(handle);
+        (count, parked_now)
     }
 
     fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, take: Take) {
@@ -1649,7 +1708,9 @@ impl<'a> Manager<'a> {
                         offset,
                         accepted,
                     };
-                    if error.is_some() || offset as usize >= parked.len() {
+                    let finished = error.is_some() || offset as usize >= parked.len();
+                    self.session_progress(w, accepted);
+                    if finished {
                         let reply = Reply::Accepted {
                             count: accepted,
                             error,
@@ -1658,6 +1719,7 @@ impl<'a> Manager<'a> {
                         continue;
                     }
                 } else if q.queue.push(parked).is_ok() {
+                    self.session_progress(w, 1);
                     self.finish_waiter(w, &Reply::Done);
                     continue;
                 }
@@ -1772,6 +1834,9 @@ impl<'a> Manager<'a> {
             let c = &mut self.conns[waiter.conn as usize];
             c.waiters -= 1;
             c.reserved -= waiter.reserve as usize;
+            if waiter.kind == WaitKind::Put {
+                self.session_stop_waiting(waiter.conn as usize, waiter.request);
+            }
         }
     }
 

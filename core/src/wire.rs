@@ -35,7 +35,9 @@ pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
 /// The protocol version this crate speaks (version 1 peers are refused: see PROTOCOL.md).
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
+/// Bytes of a session id (protocol version 3).
+pub const SESSION_ID_LEN: usize = 16;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
 ///
@@ -346,6 +348,37 @@ pub enum Op<'a> {
         /// The item's bytes.
         item: &'a [u8],
     },
+    /// Opens (or resumes) the client's session on this connection (protocol version 3).
+    /// Reply: `Session`, or `SessionLimit`/`NotAllowed`. A connection that held the session
+    /// before is closed with `Superseded`.
+    Session {
+        /// 128 random bits the client chose.
+        id: [u8; SESSION_ID_LEN],
+    },
+    /// `Put` numbered in the connection's session: applied at most once per number (protocol
+    /// version 3). Replies as `Put`, and `NoSession`, `SequenceExpired`.
+    PutSeq {
+        /// The put's number in the session.
+        seq: u64,
+        /// The queue.
+        handle: Handle,
+        /// The item's bytes.
+        item: &'a [u8],
+        /// Whether and how long to wait for room.
+        wait: Wait,
+    },
+    /// `PutMany` numbered in the connection's session: each item is applied at most once
+    /// (protocol version 3). Replies as `PutMany`, and `NoSession`, `SequenceExpired`.
+    PutManySeq {
+        /// The batch's number in the session.
+        seq: u64,
+        /// The queue.
+        handle: Handle,
+        /// The items, packed (see [`Items`]).
+        items: Items<'a>,
+        /// Whether and how long to wait for room, item after item.
+        wait: Wait,
+    },
 }
 
 /// Manager to client, after the handshake.
@@ -405,6 +438,12 @@ pub enum Reply<'a> {
         #[serde(borrow)]
         items: Items<'a>,
     },
+    /// The session is open on this connection (protocol version 3).
+    Session {
+        /// The manager remembered it (else it starts afresh: it never existed, or was
+        /// forgotten).
+        resumed: bool,
+    },
 }
 
 /// Why a request failed. The connection stays usable.
@@ -445,6 +484,14 @@ pub enum ErrorCode {
     /// A `value` queue was given an item that is not one well-formed value (protocol
     /// version 2).
     InvalidValue,
+    /// A numbered put on a connection with no session (protocol version 3).
+    NoSession,
+    /// The manager remembers as many sessions as it can, all on live connections (protocol
+    /// version 3).
+    SessionLimit,
+    /// A numbered put older than its session's window: whether it was applied cannot be told
+    /// (protocol version 3).
+    SequenceExpired,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -478,6 +525,8 @@ pub enum CloseReason {
     Busy,
     /// The peer closed the connection.
     PeerClosed,
+    /// Another connection resumed this connection's session (protocol version 3).
+    Superseded,
 }
 
 impl ErrorCode {
@@ -500,6 +549,9 @@ impl ErrorCode {
             ErrorCode::WrongKind => "wrong kind of object",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
+            ErrorCode::NoSession => "numbered put without a session",
+            ErrorCode::SessionLimit => "manager has no room for another session",
+            ErrorCode::SequenceExpired => "put too old for its session's window: outcome unknown",
         }
     }
 }
@@ -529,6 +581,7 @@ impl CloseReason {
             CloseReason::Shutdown => "manager shut down",
             CloseReason::Busy => "manager has no room for another connection",
             CloseReason::PeerClosed => "connection closed by peer",
+            CloseReason::Superseded => "session resumed on another connection",
         }
     }
 }

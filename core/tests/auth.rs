@@ -103,7 +103,7 @@ fn handshake_and_tags_follow_the_spec() {
     p.m.handle_input(conn, now, &hello);
     let challenge = manager_out(&mut p.m, conn, now);
     assert_eq!(challenge[HEADER_LEN], 0, "Challenge variant");
-    assert_eq!(challenge[HEADER_LEN + 1], 2, "version");
+    assert_eq!(challenge[HEADER_LEN + 1], 3, "version");
     let mn: [u8; 32] = challenge[HEADER_LEN + 2..HEADER_LEN + 34]
         .try_into()
         .unwrap();
@@ -230,7 +230,7 @@ fn client_rejects_an_impostor_manager() {
     let _hello = client_out(&mut c);
     let mn = [9u8; 32];
     let mut challenge = vec![0u8];
-    challenge.push(2); // version
+    challenge.push(3); // version
     challenge.extend_from_slice(&mn);
     challenge.extend_from_slice(&[0x80, 0x08]); // max_frame 1024 as a varint
     let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();

@@ -34,6 +34,7 @@ pub enum Owned {
     Error(ErrorCode),
     Accepted(u32, Option<ErrorCode>),
     Items(Vec<Vec<u8>>),
+    Session(bool),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -76,6 +77,7 @@ impl Owned {
             Reply::Error(code) => Owned::Error(code),
             Reply::Accepted { count, error } => Owned::Accepted(count, error),
             Reply::Items { items, .. } => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Session { resumed } => Owned::Session(resumed),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
     }
