@@ -64,7 +64,7 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, Iter, Queue, QueueStat, RawQueue};
+pub use client::{Client, Iter, Queue, QueueStat, RawQueue, Reconnect};
 /// Why a request failed: the `code` of [`Error::Request`].
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.

@@ -75,6 +75,8 @@ pub(crate) enum Outcome {
     Refused {
         progress: u64,
     },
+    /// The session is open; the manager remembered it.
+    Session(bool),
 }
 
 /// [`ObjectStat`] with its name owned.
@@ -101,6 +103,7 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            Reply::Session { resumed } => Outcome::Session(resumed),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }
@@ -154,7 +157,7 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another caller leaves the state consistent (every update is a single step),
     // so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -294,6 +297,11 @@ impl Conn {
 
     pub(crate) fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connection is over.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed.is_some()
     }
 
     fn now(&self) -> Instant {

@@ -1,6 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+mod link;
 pub(crate) mod proxy;
 mod python;
 
@@ -13,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use conn::Outcome;
+use tracing::debug;
 
+pub use link::Reconnect;
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -70,7 +73,38 @@ pub struct Client {
 #[derive(Debug)]
 enum Backend {
     Depot(conn::Conn),
+    /// A depot connection that is dialled again when lost.
+    Linked(link::Link),
     Python(Arc<python::PyManager>),
+}
+
+/// The depot connection a call uses.
+pub(crate) enum ConnRef<'a> {
+    Fixed(&'a conn::Conn),
+    Linked(Arc<conn::Conn>),
+}
+
+impl std::ops::Deref for ConnRef<'_> {
+    type Target = conn::Conn;
+
+    fn deref(&self) -> &conn::Conn {
+        match self {
+            ConnRef::Fixed(conn) => conn,
+            ConnRef::Linked(conn) => conn,
+        }
+    }
+}
+
+/// Whether a call may be made again on a new connection after its connection was lost while
+/// it was in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// It changes nothing, or it changes what it changes once however often it is made.
+    Always,
+    /// It is a put: only in a session, where the manager applies it once.
+    InSession,
+    /// Its effect cannot be told (`task_done`): it fails, and the next call reconnects.
+    Never,
 }
 
 impl From<conn::OwnedStat> for QueueStat {
@@ -126,6 +160,99 @@ impl Client {
         })
     }
 
+    /// Connects and authenticates (within 10 seconds) a client that reconnects by itself.
+    ///
+    /// When the connection is lost, the next call (or the calls in flight) dial again with
+    /// jittered exponential backoff as `reconnect` says, and resume the client's session
+    /// (128 random bits chosen here): puts whose replies were lost are sent again with their
+    /// numbers, and the manager applies each once (PROTOCOL.md §13). A call fails only when its
+    /// own timeout passes (or, without one, after `reconnect.give_up`).
+    ///
+    /// What a lost connection means for each call:
+    /// - `put`, `put_many`: sent again; applied exactly once while the manager remembers the
+    ///   session (a manager restarted without persistence, or one that had to forget the
+    ///   session for room, does not: then a put in flight may be applied twice, at least
+    ///   once).
+    /// - `get`, `get_many`: sent again. An item the manager had handed to the lost connection
+    ///   but the client never read is lost (a plain get is at-most-once); items it had not
+    ///   sent yet go back to the head of the queue.
+    /// - `task_done`: fails with the connection error (whether it counted cannot be told);
+    ///   the next call reconnects.
+    /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
+    ///
+    /// Queue handles stay valid across a reconnect to the same manager, and across its
+    /// restart when it declares the same queues in the same order.
+    pub fn connect_with(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        reconnect: Reconnect,
+    ) -> Result<Client, Error> {
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("bad address: {e}")))?
+            .collect();
+        let timeout = Duration::from_secs(10);
+        let conn = match link::Link::connect(addrs.clone(), authkey.as_ref(), timeout, reconnect) {
+            Ok(link) => Backend::Linked(link),
+            Err(Error::PythonManager { addr }) => {
+                let m = python::PyManager::connect(addr, authkey.as_ref(), timeout)?;
+                Backend::Python(Arc::new(m))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Client {
+            conn: Arc::new(conn),
+        })
+    }
+
+    /// Runs `attempt` on the depot connection. A client that reconnects (see
+    /// [`Client::connect_with`]) dials again, until `deadline` (`None`: its give-up time),
+    /// when the connection is found lost, and runs `attempt` again when `retry` allows; the
+    /// flag tells `attempt` whether the connection holds the client's session.
+    pub(crate) fn with_conn<R>(
+        &self,
+        what: &'static str,
+        deadline: Option<std::time::Instant>,
+        retry: Retry,
+        mut attempt: impl FnMut(&conn::Conn, bool) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let link = match &*self.conn {
+            Backend::Depot(conn) => return attempt(conn, false),
+            Backend::Python(_) => return Err(Error::NotSupportedByPython { what }),
+            Backend::Linked(link) => link,
+        };
+        let deadline = deadline.or_else(|| link.default_deadline());
+        let mut current = link.current();
+        loop {
+            if current.conn.is_closed() {
+                current = link.redial(&current, deadline)?;
+            }
+            match attempt(&current.conn, current.session) {
+                Err(e) if e.is_connection_lost() => {
+                    let again = match retry {
+                        Retry::Always => true,
+                        Retry::InSession => current.session,
+                        Retry::Never => false,
+                    };
+                    if !again {
+                        return Err(e);
+                    }
+                    debug!("connection lost during {what}: {e}");
+                    current = link.redial(&current, deadline)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A fresh number for a put in this client's session (0 without one: not sent then).
+    pub(crate) fn next_seq(&self) -> u64 {
+        match &*self.conn {
+            Backend::Linked(link) => link.next_seq(),
+            _ => 0,
+        }
+    }
+
     /// A typed proxy for the queue `name`; each item is one value of the value model (CBOR,
     /// PROTOCOL.md §11), as the CLI, firmware and Python clients read and write it. The proxy
     /// holds a clone of this client, so it can be moved to another thread or task.
@@ -148,7 +275,9 @@ impl Client {
                 py: Some(Arc::new(python::PyQueue::open(m, name)?)),
             });
         }
-        let outcome = self.depot("opening a queue")?.call(Op::Open { name })?;
+        let outcome = self.with_conn("opening a queue", None, Retry::Always, |c, _| {
+            c.call(Op::Open { name })
+        })?;
         self.opened(name, outcome)
     }
 
@@ -176,10 +305,13 @@ impl Client {
             max_item,
             mode,
         };
-        let outcome = self.depot("creating a queue")?.call(Op::Create {
+        let create = Op::Create {
             name,
             spec,
             exist_ok: true,
+        };
+        let outcome = self.with_conn("creating a queue", None, Retry::Always, |c, _| {
+            c.call(create)
         })?;
         self.opened(name, outcome)
     }
@@ -199,7 +331,10 @@ impl Client {
 
     /// Every queue with its statistics (requests for the entries are pipelined).
     pub fn stat(&self) -> Result<Vec<QueueStat>, Error> {
-        let conn = self.depot("stat")?;
+        self.with_conn("stat", None, Retry::Always, |conn, _| self.stat_on(conn))
+    }
+
+    fn stat_on(&self, conn: &conn::Conn) -> Result<Vec<QueueStat>, Error> {
         let mut stats = Vec::new();
         let mut index: u16 = 0;
         loop {
@@ -229,7 +364,7 @@ impl Client {
 
     /// The manager's status: connections, objects, blocked requests.
     pub fn status(&self) -> Result<depot_core::wire::ManagerStatus, Error> {
-        match self.depot("status")?.call(Op::Status)? {
+        match self.with_conn("status", None, Retry::Always, |c, _| c.call(Op::Status))? {
             Outcome::Status(status) => Ok(status),
             other => Err(self.unexpected(other, "")),
         }
@@ -237,7 +372,9 @@ impl Client {
 
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
-        match self.depot("remote shutdown")?.call(Op::Shutdown)? {
+        match self.with_conn("remote shutdown", None, Retry::Never, |c, _| {
+            c.call(Op::Shutdown)
+        })? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected(other, "")),
         }
@@ -247,6 +384,7 @@ impl Client {
     pub fn peer_addr(&self) -> SocketAddr {
         match &*self.conn {
             Backend::Depot(conn) => conn.peer_addr(),
+            Backend::Linked(link) => link.current().conn.peer_addr(),
             Backend::Python(m) => m.addr(),
         }
     }
@@ -256,16 +394,12 @@ impl Client {
         matches!(*self.conn, Backend::Python(_))
     }
 
-    /// The depot connection, for a proxy of a depot queue.
-    pub(crate) fn conn(&self) -> Result<&conn::Conn, Error> {
-        self.depot("this call")
-    }
-
-    /// The depot connection for `what`, which a Python manager cannot serve.
-    fn depot(&self, what: &'static str) -> Result<&conn::Conn, Error> {
+    /// The depot connection in use now, for a proxy of a depot queue.
+    pub(crate) fn conn(&self) -> Result<ConnRef<'_>, Error> {
         match &*self.conn {
-            Backend::Depot(conn) => Ok(conn),
-            Backend::Python(_) => Err(Error::NotSupportedByPython { what }),
+            Backend::Depot(conn) => Ok(ConnRef::Fixed(conn)),
+            Backend::Linked(link) => Ok(ConnRef::Linked(link.current().conn)),
+            Backend::Python(_) => Err(Error::NotSupportedByPython { what: "this call" }),
         }
     }
 

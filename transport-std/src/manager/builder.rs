@@ -32,6 +32,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default most handshakes at once from one IP address.
 pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
+/// The default most client sessions remembered at once (about 1.6 KiB each).
+pub(crate) const DEFAULT_SESSIONS: usize = 1024;
+
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
@@ -70,6 +73,7 @@ pub struct ManagerBuilder {
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) sessions: usize,
 }
 
 impl ManagerBuilder {
@@ -86,6 +90,7 @@ impl ManagerBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            sessions: DEFAULT_SESSIONS,
         }
     }
 
@@ -95,6 +100,15 @@ impl ManagerBuilder {
             .to_socket_addrs()
             .map(Iterator::collect)
             .map_err(|e| format!("bad listen address: {e}"));
+        self
+    }
+
+    /// The most client sessions remembered at once (default 1024; 0 refuses
+    /// sessions). A session lets a client that reconnects send its unanswered puts again
+    /// without duplicating them (PROTOCOL.md §13); beyond the limit, the least recently used
+    /// session no connection holds is forgotten.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.sessions = n;
         self
     }
 

@@ -90,6 +90,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     let mut core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
     // Python BaseManager clients are served on the same port (PROTOCOL.md §12).
     core.serve_python(&plan.authkey, storage::python(&plan));
+    core.serve_sessions(vec![depot_core::SessionSlot::EMPTY; plan.sessions]);
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);

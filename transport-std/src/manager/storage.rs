@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pub(crate) waiters: usize,
     /// The largest item of any queue.
     pub(crate) largest: usize,
+    /// Client sessions remembered at once.
+    pub(crate) sessions: usize,
 }
 
 impl Plan {
@@ -137,6 +139,7 @@ impl Plan {
             largest,
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
+            sessions: b.sessions,
         })
     }
 }
