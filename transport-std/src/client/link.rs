@@ -115,26 +115,37 @@ impl Link {
     }
 
     /// Replaces `failed` (lost) with a new connection, trying until `deadline`. If another
-    /// caller already did, its connection is returned.
-    pub(crate) fn redial(
-        &self,
-        failed: &Current,
-        deadline: Option<Instant>,
-    ) -> Result<Current, Error> {
-        let _dialling = lock(&self.dialling);
-        let now = self.current();
-        if now.generation != failed.generation {
-            return Ok(now);
-        }
+    /// caller already did, its connection is returned. One caller dials at a time; the others
+    /// look again every few milliseconds, so each gives up at its own deadline.
+    pub(crate) fn redial(&self, failed: &Current, deadline: Option<Instant>) -> Result<Current, Error> {
         let mut delay = self.policy.initial;
         let mut attempt = 0u32;
+        let mut last = None;
         loop {
+            let now = self.current();
+            if now.generation != failed.generation {
+                return Ok(now);
+            }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                let e = last.unwrap_or_else(|| Error::Disconnected {
+                    reason: "connection lost; no new one before the deadline".into(),
+                });
+                debug!(attempt, "gave up reconnecting: {e}");
+                return Err(e);
+            }
+            let Ok(dialling) = self.dialling.try_lock() else {
+                std::thread::sleep(OTHERS_LOOK_AGAIN);
+                continue;
+            };
+            if self.current().generation != failed.generation {
+                continue;
+            }
             let timeout = left.map_or(self.policy.connect_timeout, |l| {
                 l.min(self.policy.connect_timeout)
             });
             attempt += 1;
-            let last = match dial(&self.addrs, &self.authkey, self.session, timeout) {
+            match dial(&self.addrs, &self.authkey, self.session, timeout) {
                 Ok((conn, session)) => {
                     let next = Current {
                         conn,
@@ -147,19 +158,19 @@ impl Link {
                 }
                 // Waiting does not mend these.
                 Err(e @ (Error::AuthFailed { .. } | Error::PythonManager { .. })) => return Err(e),
-                Err(e) => e,
-            };
+                Err(e) => last = Some(e),
+            }
+            drop(dialling);
             let pause = jittered(delay);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l <= pause) {
-                debug!(attempt, "gave up reconnecting: {last}");
-                return Err(last);
-            }
-            std::thread::sleep(pause);
+            std::thread::sleep(left.map_or(pause, |l| l.min(pause)));
             delay = (delay * 2).min(self.policy.max);
         }
     }
 }
+
+/// How often a caller waiting for another's reconnection looks again.
+const OTHERS_LOOK_AGAIN: Duration = Duration::from_millis(5);
 
 /// Connects, authenticates and opens (or resumes) `session`: the connection, and whether the
 /// manager took the session (a manager without room for it, or an older one, does not).
