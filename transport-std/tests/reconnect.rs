@@ -145,3 +145,59 @@ fn a_plain_client_still_sees_the_loss() {
     thread::sleep(Duration::from_millis(100));
     assert!(q.put(b"y").unwrap_err().is_connection_lost());
 }
+
+#[cfg(feature = "tokio")]
+#[::tokio::test]
+async fn async_puts_through_resets_land_exactly_once() {
+    const PRODUCERS: usize = 2;
+    const EACH: usize = 5_000;
+    let m = manager((2 * PRODUCERS * EACH) as u32);
+    let faults = Faults {
+        latency: Duration::from_micros(300),
+        reset_every: Some(Duration::from_millis(120)),
+        drop_every: Some(Duration::from_millis(290)),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), faults).unwrap();
+    let client = depot_std::tokio::Client::connect_with(proxy.addr(), KEY, policy())
+        .await
+        .expect("connect");
+    let q = client.raw_queue("q").await.unwrap();
+    let one_by_one = async {
+        for i in 0..EACH {
+            q.put(&item(0, i))
+                .await
+                .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        }
+    };
+    let batches = async {
+        let items: Vec<Vec<u8>> = (0..EACH).map(|i| item(1, i)).collect();
+        for chunk in items.chunks(50) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            q.put_many(&refs)
+                .await
+                .unwrap_or_else(|e| panic!("put_many: {e}"));
+        }
+    };
+    ::tokio::join!(one_by_one, batches);
+    let stats = proxy.stats();
+    drop(proxy);
+    assert!(stats.cut >= 5, "the proxy cut connections: {stats:?}");
+
+    let direct = Client::connect(m.address(), KEY).unwrap();
+    let q = direct.raw_queue("q").unwrap();
+    let got = q.get_many(q.qsize().unwrap() as usize).unwrap();
+    for p in 0..PRODUCERS {
+        let mine: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|i| i.starts_with(format!("p{p}-").as_bytes()))
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..EACH).map(|i| item(p, i)).collect();
+        assert!(
+            mine.iter().copied().eq(expected.iter()),
+            "producer {p}: each item once, in order"
+        );
+    }
+    assert_eq!(got.len(), PRODUCERS * EACH);
+    println!("{stats:?}");
+}

@@ -11,6 +11,7 @@ use depot_core::wire::{Op, SESSION_ID_LEN};
 use tracing::debug;
 
 use super::conn::{lock, Conn, Outcome};
+
 use crate::Error;
 
 /// How a client reconnects after its connection is lost (see
@@ -117,7 +118,11 @@ impl Link {
     /// Replaces `failed` (lost) with a new connection, trying until `deadline`. If another
     /// caller already did, its connection is returned. One caller dials at a time; the others
     /// look again every few milliseconds, so each gives up at its own deadline.
-    pub(crate) fn redial(&self, failed: &Current, deadline: Option<Instant>) -> Result<Current, Error> {
+    pub(crate) fn redial(
+        &self,
+        failed: &Current,
+        deadline: Option<Instant>,
+    ) -> Result<Current, Error> {
         let mut delay = self.policy.initial;
         let mut attempt = 0u32;
         let mut last = None;
@@ -195,7 +200,7 @@ fn dial(
 }
 
 /// Between half and all of `d`, at random.
-fn jittered(d: Duration) -> Duration {
+pub(crate) fn jittered(d: Duration) -> Duration {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
     let frac = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);

@@ -16,6 +16,8 @@ use serde::Serialize;
 use conn::Outcome;
 use tracing::debug;
 
+#[cfg(feature = "tokio")]
+pub(crate) use link::jittered;
 pub use link::Reconnect;
 pub use proxy::{Iter, Queue, RawQueue};
 
