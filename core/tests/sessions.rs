@@ -206,3 +206,155 @@ fn a_manager_without_session_storage_refuses_sessions() {
         Owned::Error(ErrorCode::NotAllowed)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Any mix of numbered puts (some blocking on a full queue), consumers making room, and lost
+// connections — closed, or left half dead while the client resumes elsewhere — after which the
+// client sends every unanswered request again, as a reconnecting client does: every item is
+// queued exactly once, in the order it was put.
+
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A numbered put of this many items (1: `PutSeq`, more: `PutManySeq`).
+    Put(usize),
+    /// The consumer takes one item, if there is one.
+    Take,
+    /// The connection is lost with its replies in flight, and the client resumes on a new
+    /// one; `half_dead`: the old socket stays open (the manager closes it on resumption).
+    Lose { half_dead: bool },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1usize..4).prop_map(Step::Put),
+        3 => Just(Step::Take),
+        1 => any::<bool>().prop_map(|half_dead| Step::Lose { half_dead }),
+    ]
+}
+
+/// One numbered request of the client: its items and whether its reply came.
+struct Sent {
+    seq: u64,
+    items: Vec<Vec<u8>>,
+    id: u32,
+    answered: bool,
+}
+
+fn send_numbered(p: &mut Pair, c: usize, h: Handle, s: &mut Sent) {
+    let list = packed(&s.items.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let op = if s.items.len() == 1 {
+        Op::PutSeq {
+            seq: s.seq,
+            handle: h,
+            item: &s.items[0],
+            wait: Wait::Forever,
+        }
+    } else {
+        Op::PutManySeq {
+            seq: s.seq,
+            handle: h,
+            items: Items(&list),
+            wait: Wait::Forever,
+        }
+    };
+    s.id = p.send(c, op);
+}
+
+/// Files the replies client `c` got.
+fn collect(p: &mut Pair, c: usize, sent: &mut [Sent]) {
+    for s in sent.iter_mut().filter(|s| !s.answered) {
+        match p.take(c, s.id) {
+            None => {}
+            Some(Owned::Done) => s.answered = true,
+            Some(Owned::Accepted(n, None)) if n as usize == s.items.len() => s.answered = true,
+            Some(other) => panic!("put {}: {other:?}", s.seq),
+        }
+    }
+}
+
+fn take_one(p: &mut Pair, consumer: usize, h: Handle, got: &mut Vec<Vec<u8>>) {
+    match p.call(
+        consumer,
+        Op::Get {
+            handle: h,
+            wait: Wait::NoWait,
+        },
+    ) {
+        Owned::Item(item) => got.push(item),
+        Owned::Error(ErrorCode::Empty) => {}
+        other => panic!("get: {other:?}"),
+    }
+}
+
+/// A new connection resuming the session, with every unanswered request sent again in order.
+fn resume(p: &mut Pair, h: Handle, sent: &mut [Sent]) -> usize {
+    let (c, reply) = session(p, ID);
+    assert_eq!(reply, Owned::Session(true));
+    for s in sent.iter_mut().filter(|s| !s.answered) {
+        send_numbered(p, c, h, s);
+    }
+    p.pump();
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 96 }))]
+
+    #[test]
+    fn every_item_is_queued_once_in_order_across_lost_connections(
+        steps in proptest::collection::vec(step(), 1..40),
+    ) {
+        // Room for every half-dead connection a case leaves open.
+        let mut p = Pair::new(Setup { conns: 64, ..Setup::queue("q", 3, 16, 1024) });
+        p.m.serve_sessions(vec![SessionSlot::EMPTY; 4]);
+        let consumer = p.connect();
+        let h = p.open(consumer, "q");
+        let (mut c, _) = session(&mut p, ID);
+        let mut sent: Vec<Sent> = Vec::new();
+        let mut got = Vec::new();
+        let mut next_item = 0u32;
+        for step in steps {
+            let unanswered = sent.iter().filter(|s| !s.answered).count();
+            match step {
+                // The client keeps a few requests in flight at most (its slots are few).
+                Step::Put(_) if unanswered >= 6 => take_one(&mut p, consumer, h, &mut got),
+                Step::Put(n) => {
+                    let items = (0..n)
+                        .map(|_| {
+                            next_item += 1;
+                            next_item.to_be_bytes().to_vec()
+                        })
+                        .collect();
+                    let seq = sent.len() as u64;
+                    sent.push(Sent { seq, items, id: 0, answered: false });
+                    let last = sent.len() - 1;
+                    send_numbered(&mut p, c, h, &mut sent[last]);
+                    p.pump();
+                }
+                Step::Take => take_one(&mut p, consumer, h, &mut got),
+                Step::Lose { half_dead } => {
+                    p.peers[c].reading = false;
+                    p.pump();
+                    if !half_dead {
+                        p.disconnect(c);
+                    }
+                    c = resume(&mut p, h, &mut sent);
+                }
+            }
+            collect(&mut p, c, &mut sent);
+        }
+        // Consumers drain the queue until every put was answered.
+        for _ in 0..200 {
+            take_one(&mut p, consumer, h, &mut got);
+            collect(&mut p, c, &mut sent);
+            if sent.iter().all(|s| s.answered) && p.stat(0).len == 0 {
+                break;
+            }
+        }
+        prop_assert!(sent.iter().all(|s| s.answered), "every put answered");
+        let want: Vec<Vec<u8>> = sent.iter().flat_map(|s| s.items.clone()).collect();
+        prop_assert_eq!(got, want);
+    }
+}
