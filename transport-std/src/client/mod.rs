@@ -182,6 +182,12 @@ impl Client {
     ///   the next call reconnects.
     /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
     ///
+    /// The manager remembers the last 64 puts of a session: with more than 64 puts in flight
+    /// at once on one client (threads sharing it), a put sent again may be refused with
+    /// [`ErrorCode::SequenceExpired`] (its outcome unknown) rather than applied twice. A
+    /// manager with no room for the session (or none kept) takes the client without one: puts
+    /// in flight on a lost connection then fail with the connection error.
+    ///
     /// Queue handles stay valid across a reconnect to the same manager, and across its
     /// restart when it declares the same queues in the same order.
     pub fn connect_with(
