@@ -19,6 +19,8 @@ pub struct ConfigFile {
     pub metrics: Option<String>,
     /// Whether `depot shutdown` may stop the manager.
     pub allow_remote_shutdown: Option<bool>,
+    /// Whether depot clients that do not encrypt are refused.
+    pub require_encryption: Option<bool>,
     /// Largest item of a queue that does not give its own.
     pub max_item: Option<u32>,
     #[serde(default)]

@@ -10,6 +10,7 @@
 //! `--text` and `--raw` put plain strings and bytes as given, and `get --raw` writes bytes.
 
 mod config;
+mod keys;
 mod metrics_http;
 
 use std::ffi::OsString;
@@ -33,6 +34,8 @@ const DEFAULT_CAPACITY: u32 = 1024;
 const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 /// The environment variable that holds the authkey.
 const AUTHKEY_ENV: &str = "DEPOT_AUTHKEY";
+/// The environment variable that names the client's key on the manager's keyring.
+const KEY_NAME_ENV: &str = "DEPOT_KEY_NAME";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +48,10 @@ struct Cli {
     /// Read the authkey from this file (one trailing newline is stripped) instead of $DEPOT_AUTHKEY.
     #[arg(long, value_name = "PATH", global = true)]
     authkey_file: Option<PathBuf>,
+
+    /// The name of the authkey on the manager's keyring (`serve --keys`) instead of $DEPOT_KEY_NAME; none: the default key.
+    #[arg(long, value_name = "NAME", global = true)]
+    key_name: Option<String>,
 
     /// More log output on stderr (-v: debug, -vv: trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -68,6 +75,18 @@ enum Command {
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
+    /// Make keys for `serve --keys FILE`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a [[key]] entry with a fresh random 32-byte key (64 hex digits) for a keys file.
+    New {
+        /// The key's name (what clients give as --key-name).
+        name: String,
+    },
 }
 
 /// What `serve --help` adds after the options.
@@ -79,6 +98,7 @@ Every key, with its flag:
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
+  require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
   [limits]
   max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
@@ -97,7 +117,23 @@ Every key, with its flag:
   max_item = 65536
 
 The manager stops gracefully on Ctrl-C or SIGTERM: no new connections, blocked clients are
-told it is shutting down, replies are flushed; it logs the items still queued."#;
+told it is shutting down, replies are flushed; it logs the items still queued.
+
+A keys file (--keys FILE) names keys and what each may do; clients pick theirs with
+--key-name NAME (or $DEPOT_KEY_NAME) and its authkey in $DEPOT_AUTHKEY. SIGHUP rereads it:
+connections of keys still there stay, those of removed or changed keys are closed.
+
+  [[key]]
+  name = "sensor-7"
+  key = "3f9c...e1"             # the authkey as text (`depot keys new NAME` makes an entry)
+  put = ["telemetry"]           # queues it may put to; "jobs/*" is a prefix, "*" every queue
+  get = []                      # ... take from
+  create = []                   # ... create
+  admin = []                    # ... see in `depot stat`; "*" also allows `depot shutdown`
+  [[key]]
+  name = "ops"
+  key_file = "ops.key"          # or key_hex = "..." (bytes); name = "" is the default key
+  get = ["*"]"#;
 
 #[derive(Args, Debug)]
 #[command(after_help = SERVE_HELP)]
@@ -123,6 +159,13 @@ struct ServeArgs {
     /// Let clients stop the manager (`depot shutdown`); `=false` overrides a config file's true.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     allow_remote_shutdown: Option<bool>,
+
+    /// Refuse depot clients that do not encrypt their frames (they get a clear "encryption
+    /// required" error). Without it, frames are encrypted for every client that can, which
+    /// depot clients do by default. Python clients are served as before: their protocol has
+    /// no encryption.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    require_encryption: Option<bool>,
 
     /// Let clients create up to N queues of their own (limits from the config's [allow_create]).
     #[arg(long, value_name = "N")]
@@ -155,6 +198,10 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free port; printed on stdout).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+
+    /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -355,15 +402,26 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> CliResult {
     let file = cli.authkey_file;
+    let name = cli
+        .key_name
+        .or_else(|| std::env::var(KEY_NAME_ENV).ok())
+        .unwrap_or_default();
+    let connect = |addr: &str| -> CliResult<Client> {
+        Ok(Client::connect_as(addr, &name, authkey(file.as_deref())?)?)
+    };
     match cli.command {
         // `serve` may also name its authkey file in its config file.
         Command::Serve(args) => serve(args, file),
-        Command::Put(args) => put(args, &authkey(file.as_deref())?),
-        Command::Get(args) => get(args, &authkey(file.as_deref())?),
-        Command::Stat(args) => stat(args, &authkey(file.as_deref())?),
+        Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
+        Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
+        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),
         Command::Shutdown(args) => {
-            let client = Client::connect(args.connect.as_str(), &authkey(file.as_deref())?)?;
-            client.shutdown_manager()?;
+            connect(&args.connect)?.shutdown_manager()?;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::New { name }) => {
+            let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
+            print!("{entry}");
             Ok(())
         }
     }
@@ -408,7 +466,9 @@ struct ServeSettings {
     listen: String,
     authkey_file: Option<PathBuf>,
     metrics: Option<String>,
+    keys: Option<PathBuf>,
     allow_remote_shutdown: bool,
+    require_encryption: bool,
     queues: Vec<(String, QueueOptions)>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
@@ -482,9 +542,14 @@ impl ServeSettings {
                 .unwrap_or_else(|| DEFAULT_ADDR.into()),
             authkey_file: authkey_file.or(file.authkey_file),
             metrics: args.metrics.or(file.metrics),
+            keys: args.keys,
             allow_remote_shutdown: args
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)
+                .unwrap_or(false),
+            require_encryption: args
+                .require_encryption
+                .or(file.require_encryption)
                 .unwrap_or(false),
             queues,
             create,
@@ -502,11 +567,20 @@ impl ServeSettings {
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     let s = ServeSettings::new(args, authkey_file)?;
-    let key = authkey(s.authkey_file.as_deref())?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
-        .authkey(&key)
         .allow_remote_shutdown(s.allow_remote_shutdown);
+    // With a keys file, the authkey (the default key) is optional.
+    let given = s.authkey_file.is_some() || std::env::var_os(AUTHKEY_ENV).is_some();
+    if s.keys.is_none() || given {
+        builder = builder.authkey(authkey(s.authkey_file.as_deref())?);
+    }
+    if let Some(path) = &s.keys {
+        builder = builder.keyring(keys::load(path).map_err(CliError::Msg)?);
+    }
+    if s.require_encryption {
+        builder = builder.encryption(depot_std::Encryption::Required);
+    }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
     }
@@ -541,15 +615,7 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     };
 
     let handle = Arc::new(builder.start()?);
-    // Ctrl-C and SIGTERM stop the manager the way `ManagerHandle::stop` does, whether or not
-    // clients may stop it too.
-    let on_signal = handle.clone();
-    if let Err(e) = ctrlc::set_handler(move || {
-        tracing::info!("signal received: shutting down");
-        if let Err(e) = on_signal.stop() {
-            tracing::warn!("cannot stop the manager: {e}");
-        }
-    }) {
+    if let Err(e) = watch_signals(handle.clone(), s.keys.clone()) {
         let _ = handle.shutdown();
         return Err(CliError::Msg(format!(
             "cannot install the signal handler: {e}"
@@ -579,8 +645,47 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     Ok(())
 }
 
-fn put(args: PutArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+/// Ctrl-C and SIGTERM stop the manager the way `ManagerHandle::stop` does, whether or not
+/// clients may stop it too; SIGHUP rereads the keys file (a file that does not load is
+/// logged and changes nothing), or stops the manager when there is none.
+fn watch_signals(
+    handle: Arc<depot_std::ManagerHandle>,
+    keys_file: Option<PathBuf>,
+) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("depot-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    tracing::info!("signal received: shutting down");
+                    if let Err(e) = handle.stop() {
+                        tracing::warn!("cannot stop the manager: {e}");
+                    }
+                    continue;
+                }
+                let Some(path) = &keys_file else {
+                    // Without keys to reload, a hang-up stops the manager as it always has.
+                    tracing::info!("SIGHUP received: shutting down");
+                    if let Err(e) = handle.stop() {
+                        tracing::warn!("cannot stop the manager: {e}");
+                    }
+                    continue;
+                };
+                match keys::load(path) {
+                    Ok(keyring) => match handle.set_keyring(keyring) {
+                        Ok(()) => tracing::info!(file = %path.display(), "reloading the keys"),
+                        Err(e) => tracing::warn!("keys not reloaded: {e}"),
+                    },
+                    Err(e) => tracing::warn!("keys not reloaded: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn put(args: &PutArgs, client: &Client) -> CliResult {
     let queue = client.raw_queue(&args.queue)?;
     let put_one = |given: &[u8]| -> CliResult {
         let item = if args.raw {
@@ -628,8 +733,7 @@ fn put(args: PutArgs, key: &[u8]) -> CliResult {
     }
 }
 
-fn get(args: GetArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+fn get(args: &GetArgs, client: &Client) -> CliResult {
     let queue = client.raw_queue(&args.queue)?;
     let mut out = io::stdout().lock();
     let mut got = 0u64;
@@ -654,14 +758,13 @@ fn get(args: GetArgs, key: &[u8]) -> CliResult {
     Ok(())
 }
 
-fn stat(args: StatArgs, key: &[u8]) -> CliResult {
-    let client = Client::connect(args.conn.connect.as_str(), key)?;
+fn stat(args: &StatArgs, client: &Client) -> CliResult {
     let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
     loop {
         let queues = client.stat()?;
         let status = client.status()?;
         let text = if args.json {
-            let mut line = stat_json(&client, &queues, &status).to_string();
+            let mut line = stat_json(client, &queues, &status).to_string();
             line.push('\n');
             line
         } else {

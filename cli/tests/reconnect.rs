@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use depot_std::{Client, Reconnect};
+use depot_std::{Client, ConnectOptions, Reconnect};
 
 const KEY: &str = "reconnect-key";
 
@@ -52,7 +52,8 @@ fn a_client_carries_on_across_a_manager_restart() {
         give_up: Some(Duration::from_secs(30)),
         connect_timeout: Duration::from_secs(2),
     };
-    let client = Client::connect_with(addr, KEY, policy).expect("connect");
+    let options = ConnectOptions::new().reconnect(policy);
+    let client = Client::connect_with(addr, KEY, &options).expect("connect");
     let q = client.raw_queue("q").unwrap();
     const N: usize = 2_000;
     let done = Arc::new(AtomicUsize::new(0));

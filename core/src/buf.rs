@@ -4,8 +4,8 @@
 //! Transmit: messages are appended to an open frame that is sealed with its MAC when the
 //! transport asks for bytes, so replies produced together share one frame and one MAC.
 
-use crate::auth::FrameMac;
 use crate::codec::Encode;
+use crate::seal::FrameKey;
 use crate::storage::{Bytes, Managed};
 use crate::wire::{peek_body_len, HEADER_LEN, TAG_LEN};
 
@@ -63,6 +63,12 @@ impl<'a> RxBuf<'a> {
     /// Bytes received and not yet consumed.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
+    }
+
+    /// The first `len` bytes received and not yet consumed, to open a sealed frame in place.
+    pub(crate) fn frame_mut(&mut self, len: usize) -> &mut [u8] {
+        let end = self.start.saturating_add(len).min(self.end);
+        &mut self.data[self.start..end]
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -137,6 +143,10 @@ pub(crate) struct TxBuf<'a> {
     sealed: usize,
     /// End of the open frame's messages (equals `sealed` when no frame is open).
     end: usize,
+    /// The key that encrypted the sealed frames, as it stood after the last one: it reads
+    /// them back when they never go out (see [`TxBuf::open_unsent`]).
+    #[cfg(feature = "aead")]
+    sealed_by: Option<crate::seal::FrameAead>,
 }
 
 impl<'a> TxBuf<'a> {
@@ -152,6 +162,8 @@ impl<'a> TxBuf<'a> {
             start: 0,
             sealed: 0,
             end: 0,
+            #[cfg(feature = "aead")]
+            sealed_by: None,
         }
     }
 
@@ -166,6 +178,10 @@ impl<'a> TxBuf<'a> {
         self.start = 0;
         self.sealed = 0;
         self.end = 0;
+        #[cfg(feature = "aead")]
+        {
+            self.sealed_by = None;
+        }
         self.data.release();
     }
 
@@ -241,7 +257,7 @@ impl<'a> TxBuf<'a> {
         &mut self,
         msg: &dyn Encode,
         max_body: usize,
-        mac: &mut FrameMac,
+        mac: &mut FrameKey,
     ) -> Result<(), NoRoom> {
         self.push_with(max_body, mac, &mut |out| msg.encode_into(out))
     }
@@ -252,7 +268,7 @@ impl<'a> TxBuf<'a> {
     pub(crate) fn push_with(
         &mut self,
         max_body: usize,
-        mac: &mut FrameMac,
+        mac: &mut FrameKey,
         write: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<(), NoRoom> {
         // Each pass grows the buffer (doubling, up to its limit) or seals a non-empty frame.
@@ -292,18 +308,61 @@ impl<'a> TxBuf<'a> {
     }
 
     /// Closes the open frame, if any, with its length and tag.
-    pub(crate) fn seal(&mut self, mac: &mut FrameMac) {
+    pub(crate) fn seal(&mut self, mac: &mut FrameKey) {
         if !self.frame_open() {
             return;
         }
         let body_at = self.sealed + HEADER_LEN;
         let len = (self.end - body_at + TAG_LEN) as u32;
         self.data[self.sealed..body_at].copy_from_slice(&len.to_be_bytes());
-        let (head, rest) = self.data[self.sealed..].split_at(HEADER_LEN);
-        let tag = mac.seal(head, &rest[..self.end - body_at]);
+        let (head, rest) = self.data[self.sealed..].split_at_mut(HEADER_LEN);
+        let tag = mac.seal(head, &mut rest[..self.end - body_at]);
         self.data[self.end..self.end + TAG_LEN].copy_from_slice(&tag);
         self.end += TAG_LEN;
         self.sealed = self.end;
+        #[cfg(feature = "aead")]
+        {
+            self.sealed_by = mac.reader().cloned();
+        }
+    }
+
+    /// Decrypts in place the sealed frames not wholly handed to the transport, so that
+    /// [`TxBuf::unsent`] reads their messages. Only for output that will never be sent: the
+    /// caller clears the buffer afterwards.
+    pub(crate) fn open_unsent(&mut self) {
+        #[cfg(feature = "aead")]
+        if let Some(key) = self.sealed_by.take() {
+            let from = self.head.max(self.plain_end);
+            let frames = self.frames(from).count() as u64;
+            // Sealed frames are numbered in a row, the last one `next_seq - 1`.
+            let mut seq = key.next_seq().wrapping_sub(frames);
+            let mut at = from;
+            while let Some(len) = peek_body_len(&self.data[at..self.sealed]) {
+                let frame_end = at + HEADER_LEN + len as usize;
+                let Some(frame) = self.data.get_mut(at..frame_end) else {
+                    break;
+                };
+                let (header, rest) = frame.split_at_mut(HEADER_LEN);
+                let (body, tag) = rest.split_at_mut(rest.len().saturating_sub(TAG_LEN));
+                // Sealed here a moment ago, so it opens; if not, its items are not read.
+                if !key.open_at(seq, header, body, tag) {
+                    body.fill(0);
+                }
+                seq = seq.wrapping_add(1);
+                at = frame_end;
+            }
+        }
+    }
+
+    /// The frames from `at` to the end of the sealed ones, as (start, end) offsets.
+    #[cfg(feature = "aead")]
+    fn frames(&self, mut at: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        core::iter::from_fn(move || {
+            let len = peek_body_len(&self.data[at..self.sealed])? as usize;
+            let start = at;
+            at += HEADER_LEN + len;
+            Some((start, at))
+        })
     }
 
     /// Sealed bytes waiting for the transport.

@@ -7,13 +7,11 @@
 //! by id, or [`Event::Closed`] with the reason. Several requests may be in flight at once, up to
 //! the number of [`RequestSlot`]s handed in.
 
-use crate::auth::{
-    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
-    MANAGER_TO_CLIENT,
-};
+use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader};
 use crate::error::Error;
+use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
@@ -66,6 +64,11 @@ pub struct ClientConfig {
     pub handshake_timeout_ms: u32,
     /// Time the manager has to answer, beyond what the request itself may wait.
     pub reply_timeout_ms: u32,
+    /// The name of the key the authkey is (the hello carries it; the default: the unnamed key).
+    pub key_name: crate::keyring::KeyName,
+    /// Whether to ask for sealed (encrypted) frames, and whether to refuse a manager that
+    /// will not seal them (PROTOCOL.md §5.1).
+    pub encryption: Encryption,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +76,8 @@ impl Default for ClientConfig {
         ClientConfig {
             handshake_timeout_ms: 10_000,
             reply_timeout_ms: 30_000,
+            key_name: crate::keyring::KeyName::DEFAULT,
+            encryption: Encryption::default(),
         }
     }
 }
@@ -104,10 +109,12 @@ enum State {
     SentProof {
         /// Hash of the hello and challenge (see `auth::transcript_hash`).
         transcript: [u8; 32],
+        /// Frames will be sealed (PROTOCOL.md §5.1).
+        sealed: bool,
     },
     Ready {
-        rx_mac: FrameMac,
-        tx_mac: FrameMac,
+        rx_mac: FrameKey,
+        tx_mac: FrameKey,
     },
     Closed {
         error: Error,
@@ -220,6 +227,8 @@ impl<'a> Client<'a> {
             max_version: VERSION,
             nonce,
             max_frame: max_frame.min(MAX_MAX_FRAME as usize) as u32,
+            key: self.config.key_name,
+            encrypt: self.config.encryption.wants(),
         }
     }
 
@@ -503,12 +512,17 @@ impl<'a> Client<'a> {
                 nonce: client_nonce,
             } => match decode_all(body, Reader::server_hello) {
                 Some(ServerHello::Challenge {
-                    version, max_frame, ..
+                    version,
+                    max_frame,
+                    sealed,
+                    ..
                 }) => {
                     if version != VERSION {
                         Err(Error::Closed(CloseReason::VersionMismatch))
                     } else if max_frame < MIN_MAX_FRAME {
                         Err(Error::Closed(CloseReason::Malformed))
+                    } else if let Err(reason) = self.config.encryption.client_accepts(sealed) {
+                        Err(Error::Closed(reason))
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
                         let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
@@ -516,7 +530,7 @@ impl<'a> Client<'a> {
                         let hello = &encoded[..len.unwrap_or_default()];
                         let transcript = transcript_hash(hello, body);
                         let proof = self.key.derive(CLIENT_PROOF, &transcript);
-                        self.state = State::SentProof { transcript };
+                        self.state = State::SentProof { transcript, sealed };
                         self.tx
                             .push_plain(&ClientProof { proof })
                             .map_err(|_| Error::WouldBlock)
@@ -526,22 +540,24 @@ impl<'a> Client<'a> {
                 Some(ServerHello::Reject(reason)) => Err(reason.into()),
                 None => Err(Error::Closed(CloseReason::Malformed)),
             },
-            State::SentProof { transcript } => match decode_all(body, Reader::server_verdict) {
-                Some(ServerVerdict::Welcome { proof }) => {
-                    if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
-                        self.state = State::Ready {
-                            rx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
-                            tx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
-                        };
-                        Ok(true)
-                    } else {
-                        debug!("client: the manager's proof is wrong");
-                        Err(Error::AuthFailed)
+            State::SentProof { transcript, sealed } => {
+                match decode_all(body, Reader::server_verdict) {
+                    Some(ServerVerdict::Welcome { proof }) => {
+                        if self.key.verify(MANAGER_PROOF, &transcript, &proof) {
+                            self.state = State::Ready {
+                                rx_mac: FrameKey::manager_to_client(&self.key, &transcript, sealed),
+                                tx_mac: FrameKey::client_to_manager(&self.key, &transcript, sealed),
+                            };
+                            Ok(true)
+                        } else {
+                            debug!("client: the manager's proof is wrong");
+                            Err(Error::AuthFailed)
+                        }
                     }
+                    Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
+                    None => Err(Error::Closed(CloseReason::Malformed)),
                 }
-                Some(ServerVerdict::AuthFailed) => Err(Error::AuthFailed),
-                None => Err(Error::Closed(CloseReason::Malformed)),
-            },
+            }
             _ => return None,
         };
         self.rx.consume(HEADER_LEN + body_len);
@@ -569,12 +585,10 @@ impl<'a> Client<'a> {
                 }
                 Peek::Frame { body_len } => body_len,
             };
-            let (header, rest) = self.rx.bytes().split_at(HEADER_LEN);
-            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
-            if !rx_mac.open(header, messages, tag) {
+            if !rx_mac.open(self.rx.frame_mut(HEADER_LEN + body_len)) {
                 return Some(Err(CloseReason::BadMac));
             }
-            if messages.is_empty() {
+            if body_len == TAG_LEN {
                 self.rx.consume(HEADER_LEN + body_len);
                 continue;
             }

@@ -15,6 +15,7 @@
 //! writer full, and only the outcome of the whole message is looked at. Straight-line field
 //! code is a fraction of the size of a branch after each field.
 
+use crate::keyring::KeyName;
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
     ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply, Request,
@@ -357,6 +358,16 @@ impl<'a> Reader<'a> {
             max_version: self.u8(),
             nonce: self.array(),
             max_frame: self.u32(),
+            key: KeyName::DEFAULT,
+            encrypt: false,
+        };
+        let hello = match KeyName::new(self.str()) {
+            Some(key) => ClientHello { key, ..hello },
+            None => self.fail(hello),
+        };
+        let hello = ClientHello {
+            encrypt: self.flag(),
+            ..hello
         };
         self.done(hello)
     }
@@ -374,6 +385,7 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
+                sealed: self.flag(),
             },
             1 => ServerHello::Reject(self.close_reason()),
             _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
@@ -427,7 +439,7 @@ const ERROR_CODES: [ErrorCode; 19] = [
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 14] = [
+const CLOSE_REASONS: [CloseReason; 15] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -441,6 +453,7 @@ const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::Shutdown,
     CloseReason::Busy,
     CloseReason::PeerClosed,
+    CloseReason::EncryptionRequired,
     CloseReason::Superseded,
 ];
 
@@ -712,6 +725,8 @@ impl Encode for ClientHello {
         w.raw(&[self.min_version, self.max_version]);
         w.raw(&self.nonce);
         w.u32(self.max_frame);
+        w.bytes(self.key.as_str().as_bytes());
+        w.u8(self.encrypt.into());
     }
 }
 
@@ -728,11 +743,13 @@ impl Encode for ServerHello {
                 version,
                 nonce,
                 max_frame,
+                sealed,
             } => {
                 w.u32(0);
                 w.u8(version);
                 w.raw(&nonce);
                 w.u32(max_frame);
+                w.u8(sealed.into());
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -973,6 +990,8 @@ mod tests {
             max_version: p.nonce[5],
             nonce: p.nonce,
             max_frame: p.nums[0],
+            key: KeyName::new(&p.text).unwrap_or_default(),
+            encrypt: p.flag,
         }
     }
 
@@ -982,6 +1001,7 @@ mod tests {
                 version: p.nonce[0],
                 nonce: p.nonce,
                 max_frame: p.nums[0],
+                sealed: p.nonce[1] & 1 == 1,
             },
             false => ServerHello::Reject(reason(p.sub)),
         }

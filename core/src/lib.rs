@@ -10,6 +10,10 @@
 //! ## Layers
 //! - [`wire`]: frames, messages and limits, as PROTOCOL.md at the repository root specifies.
 //! - [`auth`]: handshake proofs, session keys and the per-frame MAC.
+//! - [`keyring`]: named keys and their rights per object; [`throttle`]: the key-guessing
+//!   throttle.
+//! - [`seal`]: how frames are protected after the handshake: MACed, or sealed with
+//!   ChaCha20-Poly1305 (feature `aead`).
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
@@ -25,6 +29,8 @@
 //! - `alloc`: storage the state machines own (`Vec`s, buffers that grow on demand), so they
 //!   can be `'static` and moved; without it every buffer is lent by the caller.
 //! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
+//! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
+//!   frames are MACed only (saves firmware flash).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 #![no_std]
 #![deny(unsafe_code)]
@@ -41,14 +47,17 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod keyring;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod queue;
 mod registry;
+pub mod seal;
 pub mod session;
 pub mod storage;
+pub mod throttle;
 pub mod time;
 pub mod value;
 mod waiters;
@@ -56,9 +65,11 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
+pub use seal::Encryption;
 pub use session::SessionSlot;
 pub use storage::Managed;
 pub use time::Instant;

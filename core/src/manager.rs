@@ -14,17 +14,17 @@
 //! output bounded per connection (a request is read only when its reply has room, and a peer that
 //! stops reading is dropped), waiters bounded per connection and in all.
 
-use crate::auth::{
-    transcript_hash, AuthKey, FrameMac, CLIENT_PROOF, CLIENT_TO_MANAGER, MANAGER_PROOF,
-    MANAGER_TO_CLIENT,
-};
+use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
+use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
+use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
+use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
 use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
 use crate::wire::{
@@ -68,6 +68,11 @@ pub struct ManagerConfig {
     /// Connections from one source (see [`Manager::accept`]) that may be in their handshake at
     /// once; more are refused ([`AcceptError::SourceLimit`]). 0: no limit.
     pub max_handshaking_per_source: u32,
+    /// How failed proofs from one source are slowed down (see [`crate::throttle`]).
+    pub throttle: ThrottleConfig,
+    /// Whether frames are sealed (encrypted) for clients that ask, and whether a client that
+    /// does not is refused (PROTOCOL.md §5.1). Python clients are not affected.
+    pub encryption: Encryption,
 }
 
 impl Default for ManagerConfig {
@@ -82,6 +87,8 @@ impl Default for ManagerConfig {
             max_waiters_per_connection: 64,
             max_handshaking: u32::MAX,
             max_handshaking_per_source: 0,
+            throttle: ThrottleConfig::default(),
+            encryption: Encryption::default(),
         }
     }
 }
@@ -101,6 +108,9 @@ pub enum AcceptError {
     SourceLimit,
     /// The manager is shutting down.
     ShuttingDown,
+    /// The source failed too many proofs and is locked out for a while (see
+    /// [`crate::throttle`]); tell the peer as for [`AcceptError::Busy`], or just close.
+    Throttled,
 }
 
 /// The storage of one connection: its receive and transmit buffers.
@@ -140,9 +150,19 @@ pub struct Connection<'a> {
     /// of the sources hashed to this slot's index are in their handshake. One entry per slot
     /// needs no storage of its own.
     source_count: u32,
+    /// Where the peer connects from (cut to `SOURCE_LEN` bytes), for the throttle.
+    peer: [u8; SOURCE_LEN],
+    peer_len: u8,
+    /// The key the peer proved: an index into the keyring, or `DEFAULT_KEY` / `NO_KEY`.
+    key: u16,
     /// The slot of the session this connection holds, `NONE` if none.
     session: u32,
 }
+
+/// The key given to [`Manager::new`], with every right.
+const DEFAULT_KEY: u16 = u16::MAX;
+/// No key (not proven yet, or revoked): no rights.
+const NO_KEY: u16 = u16::MAX - 1;
 
 // No heap to box into: the session keys live inline, as large as they are.
 #[allow(clippy::large_enum_variant)]
@@ -156,6 +176,14 @@ enum State {
         /// Hash of the hello and challenge (see `auth::transcript_hash`).
         transcript: [u8; 32],
         deadline: Instant,
+        /// The key the hello named.
+        key: KeyName,
+        /// Frames will be sealed (PROTOCOL.md §5.1).
+        sealed: bool,
+    },
+    /// The proof failed; the verdict is held back until `at` (see `crate::throttle`).
+    Refusing {
+        at: Instant,
     },
     Open(Session),
     /// A Python `BaseManager` client (see `crate::python`).
@@ -169,8 +197,8 @@ enum State {
 }
 
 struct Session {
-    rx_mac: FrameMac,
-    tx_mac: FrameMac,
+    rx_mac: FrameKey,
+    tx_mac: FrameKey,
 }
 
 impl<'a> Connection<'a> {
@@ -208,6 +236,9 @@ impl<'a> Connection<'a> {
             hs_stage: None,
             source: NONE,
             source_count: 0,
+            peer: [0; SOURCE_LEN],
+            peer_len: 0,
+            key: NO_KEY,
             session: NONE,
         }
     }
@@ -344,7 +375,10 @@ struct PythonSide<'a> {
 /// The manager state machine. See the module docs for how a transport drives it.
 pub struct Manager<'a> {
     config: ManagerConfig,
-    key: AuthKey,
+    /// The key given to [`Manager::new`]: the default key, unless the keyring names one.
+    key: Option<AuthKey>,
+    keyring: Keyring<'a>,
+    throttle: Throttle,
     registry: Registry<'a>,
     conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
@@ -384,7 +418,9 @@ impl<'a> Manager<'a> {
         let count = conns.len().min(NONE as usize - 1);
         let mut manager = Manager {
             config,
-            key: AuthKey::new(authkey),
+            key: Some(AuthKey::new(authkey)),
+            keyring: Keyring::empty(),
+            throttle: Throttle::new(),
             registry: Registry::new(objects),
             conns,
             waiters: Waiters::new(waiters),
@@ -408,6 +444,77 @@ impl<'a> Manager<'a> {
             manager.lists[List::Free as usize].head = i as u32;
         }
         manager
+    }
+
+    /// A manager that accepts the keys of `keyring` and no other: the default key (the one
+    /// clients that name no key use, Python clients among them) only if the keyring has one
+    /// with the empty name.
+    pub fn with_keyring(
+        config: ManagerConfig,
+        keyring: Keyring<'a>,
+        resources: Resources<'a>,
+    ) -> Result<Self, KeyringError> {
+        keyring.check()?;
+        let mut manager = Self::new(config, &[], resources);
+        manager.key = None;
+        manager.keyring = keyring;
+        Ok(manager)
+    }
+
+    /// Replaces the keyring (a reload). Connections proven with a key that is still there
+    /// (same name, same secret) go on with its new rights; those of a key that is gone or
+    /// changed are closed ([`CloseReason::AuthFailed`]). Handshakes in progress are checked
+    /// against the new keys. The key given to [`Manager::new`] stays.
+    pub fn set_keyring(&mut self, keyring: Keyring<'a>, now: Instant) -> Result<(), KeyringError> {
+        keyring.check()?;
+        self.now = now;
+        let mut revoked = false;
+        for i in 0..self.conns.len() {
+            let k = self.conns[i].key;
+            if k == DEFAULT_KEY || k == NO_KEY {
+                continue;
+            }
+            let old = self.keyring.keys().get(k as usize);
+            let new = old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)));
+            self.conns[i].key = match new {
+                Some(n) => n as u16,
+                None => {
+                    revoked = true;
+                    NO_KEY
+                }
+            };
+        }
+        self.keyring = keyring;
+        if revoked {
+            for i in 0..self.conns.len() {
+                let c = &self.conns[i];
+                let proven = matches!(c.state, State::Open(_));
+                #[cfg(feature = "python")]
+                let proven = proven || matches!(c.state, State::Python { .. });
+                if proven && c.key == NO_KEY {
+                    debug!("connection {}: its key was revoked", i);
+                    self.begin_close(i, CloseReason::AuthFailed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring<'a> {
+        &self.keyring
+    }
+
+    /// Gives the summary of failed proofs and throttled connections since the last call to
+    /// `f`, one line per source and key name (see [`crate::throttle`]). A transport calls it
+    /// now and then and logs what it gets.
+    pub fn take_auth_reports(&mut self, mut f: impl FnMut(AuthReport<'_>)) {
+        self.throttle.take_reports(&mut f);
+    }
+
+    /// Whether [`Manager::take_auth_reports`] has anything to give.
+    pub fn has_auth_reports(&self) -> bool {
+        self.throttle.has_reports()
     }
 
     /// Serves Python `BaseManager` clients on the same connections, with the same `authkey`:
@@ -451,6 +558,9 @@ impl<'a> Manager<'a> {
             return Err(AcceptError::ShuttingDown);
         }
         self.now = now;
+        if !source.is_empty() && self.throttle.refuses(source, now) {
+            return Err(AcceptError::Throttled);
+        }
         let bucket = self.source_bucket(&nonce, source);
         let limit = self.config.max_handshaking_per_source;
         if let Some(b) = bucket {
@@ -479,6 +589,10 @@ impl<'a> Manager<'a> {
         c.cursor = 0;
         c.frame_deadline = None;
         c.tx_progress = now;
+        let len = source.len().min(SOURCE_LEN);
+        c.peer[..len].copy_from_slice(&source[..len]);
+        c.peer_len = len as u8;
+        c.key = NO_KEY;
         self.open_conns += 1;
         self.enter_handshake(index as usize, bucket);
         self.wake_at(deadline);
@@ -787,6 +901,17 @@ impl<'a> Manager<'a> {
                 State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
                     (Some(*deadline), CloseReason::HandshakeTimeout)
                 }
+                State::Refusing { at } if *at <= now => {
+                    let c = &mut self.conns[i];
+                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                    self.begin_close(i, CloseReason::AuthFailed);
+                    continue;
+                }
+                State::Refusing { at } => {
+                    let at = *at;
+                    self.wake_at(at);
+                    continue;
+                }
                 State::Open(_) if !c.tx.is_empty() => (
                     Some(c.tx_progress.add_millis(stall)),
                     CloseReason::WriteStalled,
@@ -935,6 +1060,8 @@ impl<'a> Manager<'a> {
             let progressed = match self.conns[i].state {
                 State::Free | State::Closing(_) => return,
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
+                // The peer has nothing more to say; its input is ignored.
+                State::Refusing { .. } => false,
                 State::Open(_) => self.process_frame(i),
                 #[cfg(feature = "python")]
                 State::Python { .. } => self.process_python(i),
@@ -974,6 +1101,11 @@ impl<'a> Manager<'a> {
                         py: crate::python::PyConn::new(nonce),
                         deadline,
                     };
+                    // Python clients name no key: theirs is the default one.
+                    c.key = match self.keyring.find("") {
+                        Some(k) => k as u16,
+                        None => DEFAULT_KEY,
+                    };
                     c.peer_max = MAX_MAX_FRAME as usize;
                     return true;
                 }
@@ -982,6 +1114,13 @@ impl<'a> Manager<'a> {
                 }
                 if body[..MAGIC.len()] != MAGIC {
                     return self.reject(i, CloseReason::BadMagic);
+                }
+                // The versions come first, as in every version's hello: an older client, whose
+                // hello is laid out differently, learns that it is too old.
+                if let [lo, hi] = body[MAGIC.len()..].get(..2).unwrap_or(&[0, 0]) {
+                    if !(*lo..=*hi).contains(&VERSION) {
+                        return self.reject(i, CloseReason::VersionMismatch);
+                    }
                 }
                 let Some(hello) = decode_all(body, Reader::client_hello) else {
                     return self.reject(i, CloseReason::Malformed);
@@ -992,11 +1131,16 @@ impl<'a> Manager<'a> {
                 if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&hello.max_frame) {
                     return self.reject(i, CloseReason::Malformed);
                 }
+                let sealed = match self.config.encryption.manager_choice(hello.encrypt) {
+                    Ok(sealed) => sealed,
+                    Err(reason) => return self.reject(i, reason),
+                };
                 let max_frame = self.max_frame(i) as u32;
                 let challenge = ServerHello::Challenge {
                     version: VERSION,
                     nonce,
                     max_frame,
+                    sealed,
                 };
                 let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
                 let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
@@ -1011,6 +1155,8 @@ impl<'a> Manager<'a> {
                 c.state = State::AwaitProof {
                     transcript,
                     deadline,
+                    key: hello.key,
+                    sealed,
                 };
                 self.hs_unlink(i);
                 self.hs_link(i, Stage::Proof);
@@ -1022,24 +1168,44 @@ impl<'a> Manager<'a> {
                 self.link(List::Ready, i);
                 true
             }
-            State::AwaitProof { transcript, .. } => {
+            State::AwaitProof {
+                transcript,
+                key,
+                sealed,
+                ..
+            } => {
                 let Some(ClientProof { proof }) = decode_all(body, Reader::client_proof) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
                 c.rx.consume(HEADER_LEN + body_len);
-                if !self.key.verify(CLIENT_PROOF, &transcript, &proof) {
+                let (index, auth) = self.proof_key(key);
+                // An unknown name is checked against a stand-in key, so it fails exactly
+                // like a wrong key, in about the same time.
+                if !auth.verify(CLIENT_PROOF, &transcript, &proof) || index == NO_KEY {
                     debug!("connection {}: authentication failed", i);
-                    let c = &mut self.conns[i];
-                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
-                    self.begin_close(i, CloseReason::AuthFailed);
+                    let c = &self.conns[i];
+                    let peer = &c.peer[..c.peer_len as usize];
+                    let delay = self
+                        .throttle
+                        .failed(&self.config.throttle, peer, key, self.now);
+                    if delay == 0 {
+                        let c = &mut self.conns[i];
+                        let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                        self.begin_close(i, CloseReason::AuthFailed);
+                    } else {
+                        // Still a handshake (admission may evict it); the verdict waits.
+                        let at = self.now.add_millis(delay.into());
+                        self.conns[i].state = State::Refusing { at };
+                        self.wake_at(at);
+                    }
                     return false;
                 }
                 let welcome = ServerVerdict::Welcome {
-                    proof: self.key.derive(MANAGER_PROOF, &transcript),
+                    proof: auth.derive(MANAGER_PROOF, &transcript),
                 };
                 let session = Session {
-                    rx_mac: self.key.session(CLIENT_TO_MANAGER, &transcript),
-                    tx_mac: self.key.session(MANAGER_TO_CLIENT, &transcript),
+                    rx_mac: FrameKey::client_to_manager(&auth, &transcript, sealed),
+                    tx_mac: FrameKey::manager_to_client(&auth, &transcript, sealed),
                 };
                 let c = &mut self.conns[i];
                 if c.tx.push_plain(&welcome).is_err() {
@@ -1047,11 +1213,87 @@ impl<'a> Manager<'a> {
                     return false;
                 }
                 c.state = State::Open(session);
+                c.key = index;
+                let peer = &c.peer[..c.peer_len as usize];
+                self.throttle.succeeded(peer);
                 self.leave_handshake(i);
                 self.link(List::Ready, i);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The key a hello's name stands for: its index (`NO_KEY` if there is none) and the key
+    /// to check the proof with.
+    fn proof_key(&self, name: KeyName) -> (u16, AuthKey) {
+        if let Some(k) = self.keyring.find(name.as_str()) {
+            return (k as u16, AuthKey::new(self.keyring.keys()[k].secret()));
+        }
+        match &self.key {
+            Some(key) if name.as_str().is_empty() => (DEFAULT_KEY, key.clone()),
+            _ => (NO_KEY, AuthKey::new(&[0; 32])),
+        }
+    }
+
+    /// The key connection `i` proved; `None` for the key given to [`Manager::new`] (every
+    /// right).
+    fn key_of(&self, i: usize) -> Result<Option<&Key<'a>>, ErrorCode> {
+        match self.conns[i].key {
+            DEFAULT_KEY => Ok(None),
+            k => self
+                .keyring
+                .keys()
+                .get(k as usize)
+                .map(Some)
+                .ok_or(ErrorCode::NotAllowed),
+        }
+    }
+
+    /// `NotAllowed` if connection `i`'s key may not run `op` (then nothing changes).
+    fn permit(&self, i: usize, op: &Op) -> Result<(), ErrorCode> {
+        let Some(key) = self.key_of(i)? else {
+            return Ok(());
+        };
+        let on_handle = |handle: Handle, need: Rights| match self.registry.name(handle) {
+            // An unknown handle is answered `NoSuchObject` by the operation itself.
+            None => true,
+            Some(name) => {
+                let rights = key.rights(name);
+                if need.is_empty() {
+                    !rights.is_empty()
+                } else {
+                    rights.contains(need)
+                }
+            }
+        };
+        let allowed = match *op {
+            Op::Open { name } => !key.rights(name).is_empty(),
+            Op::Create { name, exist_ok, .. } => {
+                let rights = key.rights(name);
+                rights.contains(Rights::CREATE)
+                    // Opening what exists is all a `Create` with `exist_ok` does then.
+                    || (exist_ok && !rights.is_empty() && self.registry.find(name).is_some())
+            }
+            Op::Put { handle, .. }
+            | Op::PutMany { handle, .. }
+            | Op::PutSeq { handle, .. }
+            | Op::PutManySeq { handle, .. }
+            | Op::Return { handle, .. }
+            | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
+            Op::Get { handle, .. } | Op::GetMany { handle, .. } | Op::TaskDone { handle } => {
+                on_handle(handle, Rights::GET)
+            }
+            Op::Size { handle } => on_handle(handle, Rights::NONE),
+            // A session holds nothing the key could not reach otherwise.
+            Op::Cancel { .. } | Op::Session { .. } => true,
+            Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
+            Op::Shutdown => key.has_everywhere(Rights::ADMIN),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ErrorCode::NotAllowed)
         }
     }
 
@@ -1095,10 +1337,7 @@ impl<'a> Manager<'a> {
             let State::Open(session) = &mut c.state else {
                 return false;
             };
-            let bytes = c.rx.bytes();
-            let (header, rest) = bytes.split_at(HEADER_LEN);
-            let (messages, tag) = rest[..body_len].split_at(body_len - TAG_LEN);
-            if !session.rx_mac.open(header, messages, tag) {
+            if !session.rx_mac.open(c.rx.frame_mut(HEADER_LEN + body_len)) {
                 debug!("connection {}: frame failed its MAC", i);
                 self.begin_close(i, CloseReason::BadMac);
                 return false;
@@ -1165,6 +1404,10 @@ impl<'a> Manager<'a> {
             }
             // This reply can never fit this connection's output: refuse rather than stall.
             self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return Step::Done;
+        }
+        if let Err(code) = self.permit(i, &request.op) {
+            self.reply(i, id, &Reply::Error(code));
             return Step::Done;
         }
         let reply = match request.op {
@@ -1237,7 +1480,8 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Stat { index } => {
-                let stat = self.registry.stat(index);
+                let key = self.key_of(i).ok().flatten();
+                let stat = visible_stat(&self.registry, key, index);
                 let c = &mut self.conns[i];
                 if let State::Open(session) = &mut c.state {
                     let msg = Message::Reply {
@@ -1252,7 +1496,13 @@ impl<'a> Manager<'a> {
                 }
                 None
             }
-            Op::Status => Some(Reply::Status(self.status())),
+            Op::Status => {
+                let mut status = self.status();
+                if let Ok(Some(key)) = self.key_of(i) {
+                    status.objects = count_visible(&self.registry, key);
+                }
+                Some(Reply::Status(status))
+            }
             Op::Shutdown if self.config.allow_remote_shutdown => {
                 self.reply(i, id, &Reply::Done);
                 debug!("connection {}: remote shutdown", i);
@@ -1864,6 +2114,7 @@ impl<'a> Manager<'a> {
     /// back to the head of their queues, in their order.
     fn give_back_unsent(&mut self, i: usize) {
         let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        tx.open_unsent();
         // Last first, so each queue gets them back at its head in their order.
         #[cfg(feature = "alloc")]
         let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();
@@ -1966,6 +2217,29 @@ impl<'a> Manager<'a> {
         }
         self.link(List::Ready, i);
     }
+}
+
+/// The `index`-th object `key` may see (`None`: every object), with its statistics.
+fn visible_stat<'r>(
+    registry: &'r Registry,
+    key: Option<&Key>,
+    index: u16,
+) -> Option<ObjectStat<'r>> {
+    let Some(key) = key else {
+        return registry.stat(index);
+    };
+    (0..=u16::MAX)
+        .map_while(|n| registry.stat(n))
+        .filter(|s| key.rights(s.name).contains(Rights::ADMIN))
+        .nth(index.into())
+}
+
+/// How many objects `key` may see.
+fn count_visible(registry: &Registry, key: &Key) -> u32 {
+    (0..=u16::MAX)
+        .map_while(|n| registry.stat(n))
+        .filter(|s| key.rights(s.name).contains(Rights::ADMIN))
+        .count() as u32
 }
 
 /// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
@@ -2074,7 +2348,15 @@ impl Manager<'_> {
             PyStep::Close(why) => {
                 debug!("connection {}: python client closed: {:?}", i, why);
                 let reason = match why {
-                    crate::python::PyClose::AuthFailed => CloseReason::AuthFailed,
+                    crate::python::PyClose::AuthFailed => {
+                        // Counted against the source like a depot proof (Python's client
+                        // expects its verdict at once, so it is not held back).
+                        let peer = &c.peer[..c.peer_len as usize];
+                        let throttle = &self.config.throttle;
+                        self.throttle
+                            .failed(throttle, peer, KeyName::DEFAULT, self.now);
+                        CloseReason::AuthFailed
+                    }
                     _ => CloseReason::Unexpected,
                 };
                 (true, Some(reason))
@@ -2152,7 +2434,10 @@ impl Manager<'_> {
         });
         if stop {
             // Nothing was written; the answer is the stop's.
-            let answer = self.python_stop();
+            let answer = match self.permit(i, &Op::Shutdown) {
+                Ok(()) => self.python_stop(),
+                Err(code) => Reply::Error(code),
+            };
             return self.python_push(i, &answer);
         }
         if pushed.is_err() {

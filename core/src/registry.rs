@@ -165,6 +165,12 @@ impl<'a> Registry<'a> {
             .map(|i| Handle(i as u16))
     }
 
+    /// The name of the live object `handle`.
+    pub(crate) fn name(&self, handle: Handle) -> Option<&str> {
+        let slot = self.slots.get(handle.0 as usize)?;
+        matches!(slot.state, SlotState::Used(_)).then_some(slot.name.as_str())
+    }
+
     pub(crate) fn info(&self, handle: Handle) -> Option<ObjectInfo> {
         self.slots.get(handle.0 as usize)?.info(handle)
     }

@@ -2,14 +2,16 @@
 //!
 //! A frame is a 4-byte big-endian length followed by that many bytes of body. During the
 //! handshake a body is one postcard-encoded handshake message. After it, a body is one or more
-//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`).
+//! postcard-encoded messages followed by a 16-byte truncated HMAC-SHA256 tag (see `crate::auth`),
+//! or, when the hello agreed to seal frames, those messages encrypted with ChaCha20-Poly1305
+//! and its 16-byte tag (see `crate::seal`).
 //! Nothing received is ever interpreted beyond these closed enums.
 
 use serde::{Deserialize, Serialize};
 
 /// Bytes in a frame header (the body length, big-endian `u32`).
 pub const HEADER_LEN: usize = 4;
-/// Bytes of the MAC tag that ends every frame after the handshake.
+/// Bytes of the tag (MAC or AEAD) that ends every frame after the handshake.
 pub const TAG_LEN: usize = 16;
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -34,7 +36,7 @@ pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
-/// The protocol version this crate speaks (version 1 peers are refused: see PROTOCOL.md).
+/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md §10).
 pub const VERSION: u8 = 3;
 /// Bytes of a session id (protocol version 3).
 pub const SESSION_ID_LEN: usize = 16;
@@ -74,6 +76,11 @@ pub struct ClientHello {
     pub nonce: [u8; NONCE_LEN],
     /// The largest frame body the client accepts.
     pub max_frame: u32,
+    /// The name of the key the client proves (empty: the default key). Protocol version 3;
+    /// older hellos end before it.
+    pub key: crate::keyring::KeyName,
+    /// The client asks for sealed frames (version 3, PROTOCOL.md §5.1).
+    pub encrypt: bool,
 }
 
 /// Manager to client, answer to [`ClientHello`].
@@ -88,6 +95,9 @@ pub enum ServerHello {
         nonce: [u8; NONCE_LEN],
         /// The largest frame body the manager accepts.
         max_frame: u32,
+        /// Frames are sealed from now on (version 3, PROTOCOL.md §5.1); only if the client
+        /// asked.
+        sealed: bool,
     },
     /// The manager will not talk to this client; the connection closes.
     Reject(CloseReason),
@@ -473,7 +483,8 @@ pub enum ErrorCode {
     WaiterLimit,
     /// `task_done` was called more times than items were put.
     TaskDoneTooMany,
-    /// The manager does not allow this (remote shutdown, creating objects).
+    /// The manager does not allow this (remote shutdown, creating objects), or the key the
+    /// connection proved has no right to it (protocol version 3).
     NotAllowed,
     /// The manager is shutting down.
     ShuttingDown,
@@ -525,6 +536,9 @@ pub enum CloseReason {
     Busy,
     /// The peer closed the connection.
     PeerClosed,
+    /// One side requires sealed frames and the other cannot or will not seal them
+    /// (version 3).
+    EncryptionRequired,
     /// Another connection resumed this connection's session (protocol version 3).
     Superseded,
 }
@@ -581,6 +595,9 @@ impl CloseReason {
             CloseReason::Shutdown => "manager shut down",
             CloseReason::Busy => "manager has no room for another connection",
             CloseReason::PeerClosed => "connection closed by peer",
+            CloseReason::EncryptionRequired => {
+                "encryption required: one side requires sealed frames and the other does not seal"
+            }
             CloseReason::Superseded => "session resumed on another connection",
         }
     }

@@ -199,6 +199,8 @@ fn hello_frame() -> Vec<u8> {
         max_version: VERSION,
         nonce: [7; 32],
         max_frame: 4096,
+        key: Default::default(),
+        encrypt: false,
     };
     let mut buf = [0u8; 128];
     let body = postcard::to_slice(&hello, &mut buf).unwrap();

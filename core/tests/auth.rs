@@ -89,10 +89,13 @@ fn up_to_proof(p: &mut Pair) -> (usize, ConnId, Vec<u8>) {
     (c, conn, client_out(&mut p.peers[c].client))
 }
 
-/// The handshake and the first frame in each direction, recomputed from PROTOCOL.md alone.
+/// The handshake and the first frame in each direction, recomputed from PROTOCOL.md alone
+/// (a client that does not ask for sealed frames: MACed frames, §5).
 #[test]
 fn handshake_and_tags_follow_the_spec() {
-    let mut p = Pair::new(Setup::default());
+    let mut setup = Setup::default();
+    setup.client_config.encryption = Encryption::Off;
+    let mut p = Pair::new(setup);
     let c = p.add_client_with_key(KEY);
     let conn = p.peers[c].conn.unwrap();
     let now = p.now;
@@ -103,7 +106,10 @@ fn handshake_and_tags_follow_the_spec() {
     p.m.handle_input(conn, now, &hello);
     let challenge = manager_out(&mut p.m, conn, now);
     assert_eq!(challenge[HEADER_LEN], 0, "Challenge variant");
-    assert_eq!(challenge[HEADER_LEN + 1], 3, "version");
+    assert_eq!(challenge[HEADER_LEN + 1], wire::VERSION, "version");
+    // Neither asked for nor granted sealed frames: the last byte of each hello.
+    assert_eq!(hello.last(), Some(&0), "ClientHello.encrypt");
+    assert_eq!(challenge.last(), Some(&0), "Challenge.sealed");
     let mn: [u8; 32] = challenge[HEADER_LEN + 2..HEADER_LEN + 34]
         .try_into()
         .unwrap();
@@ -171,6 +177,8 @@ fn handshake_and_tags_follow_the_spec() {
 fn wrong_key_fails_on_both_ends() {
     let mut setup = Setup::default();
     setup.manager_key = b"not the producer key".to_vec();
+    // The verdict at once (the throttle's delays have tests of their own).
+    setup.config.throttle.delay_ms = 0;
     let mut p = Pair::new(setup);
     let (c, conn, proof) = up_to_proof(&mut p);
     let now = p.now;
@@ -230,9 +238,10 @@ fn client_rejects_an_impostor_manager() {
     let _hello = client_out(&mut c);
     let mn = [9u8; 32];
     let mut challenge = vec![0u8];
-    challenge.push(3); // version
+    challenge.push(wire::VERSION);
     challenge.extend_from_slice(&mn);
     challenge.extend_from_slice(&[0x80, 0x08]); // max_frame 1024 as a varint
+    challenge.push(1); // sealed, as the client asked
     let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&challenge);
     c.handle_input(&frame);
@@ -614,5 +623,228 @@ fn every_bit_flip_of_the_client_handshake() {
             reason == Some(CloseReason::AuthFailed)
         };
         assert!(ok, "bit {bit}: {reason:?}");
+    }
+}
+
+/// Sealed frames (PROTOCOL.md §5.1), recomputed from the spec: per-direction keys from the
+/// transcript, the sequence number as nonce, the length header as associated data. The
+/// item's bytes do not appear in the frame; they come back out of it with the spec's key.
+#[test]
+fn sealed_frames_follow_the_spec() {
+    use chacha20poly1305::aead::array::Array;
+    use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
+
+    let mut p = Pair::new(Setup::default());
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    assert_eq!(hello.last(), Some(&1), "ClientHello.encrypt");
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    assert_eq!(challenge.last(), Some(&1), "Challenge.sealed");
+    p.peers[c].client.handle_input(&challenge);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    let proof = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &proof);
+    let welcome = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&welcome);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
+
+    let transcript: [u8; 32] = Sha256::new()
+        .chain_update(&hello[HEADER_LEN..])
+        .chain_update(&challenge[HEADER_LEN..])
+        .finalize()
+        .into();
+    let key = |label: &[u8]| {
+        let mut data = label.to_vec();
+        data.push(0);
+        data.extend_from_slice(&transcript);
+        ChaCha20Poly1305::new(&Array::from(hmac_sha256(KEY, &data)))
+    };
+    let c2m = key(b"depot/3 seal client->manager");
+    let m2c = key(b"depot/3 seal manager->client");
+    let open = |cipher: &ChaCha20Poly1305, seq: u64, frame: &[u8]| -> Vec<u8> {
+        let body_len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(frame.len(), HEADER_LEN + body_len);
+        let split = frame.len() - TAG_LEN;
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let mut body = frame[HEADER_LEN..split].to_vec();
+        let tag = Array::try_from(&frame[split..]).unwrap();
+        cipher
+            .decrypt_inout_detached(
+                &Array::from(nonce),
+                &frame[..HEADER_LEN],
+                body.as_mut_slice().into(),
+                &tag,
+            )
+            .unwrap_or_else(|_| panic!("frame {seq} does not open"));
+        body
+    };
+    let item = b"a recognisable item";
+    let handle = wire::Handle(0);
+    for seq in 0..3 {
+        let op = Op::Put {
+            handle,
+            item,
+            wait: Wait::NoWait,
+        };
+        let req = frame_of(&mut p, c, op);
+        assert!(!req.windows(item.len()).any(|w| w == item));
+        let mut want = vec![0u8; 64];
+        let want =
+            postcard::to_slice(&wire::Request { id: 0, op }, &mut want).unwrap()[1..].to_vec();
+        let plain = open(&c2m, seq, &req);
+        assert!(plain.ends_with(&want), "frame {seq}: {plain:?}");
+        p.m.handle_input(conn, now, &req);
+        let rep = manager_out(&mut p.m, conn, now);
+        // Message::Reply (0), the request's id, Reply::Done (0).
+        assert_eq!(open(&m2c, seq, &rep), [0, plain[0], 0], "reply {seq}");
+        p.peers[c].client.handle_input(&rep);
+        assert!(matches!(
+            drain_events(&mut p.peers[c].client)[..],
+            [Seen::Reply(_, Owned::Done)]
+        ));
+    }
+    assert_eq!(p.stat(0).total_put, 3);
+}
+
+/// The manager's and the client's policies meet in the hello: sealed when the client asks and
+/// the manager agrees; a side that requires sealing refuses a peer that will not, with
+/// `EncryptionRequired` on both ends.
+#[test]
+fn encryption_is_negotiated_in_the_hello() {
+    use Encryption::*;
+    // (manager, client, sealed or the refusal)
+    let cases = [
+        (Preferred, Preferred, Ok(true)),
+        (Required, Preferred, Ok(true)),
+        (Preferred, Required, Ok(true)),
+        (Required, Required, Ok(true)),
+        (Off, Preferred, Ok(false)),
+        (Preferred, Off, Ok(false)),
+        (Off, Off, Ok(false)),
+        (Required, Off, Err(CloseReason::EncryptionRequired)),
+        (Off, Required, Err(CloseReason::EncryptionRequired)),
+    ];
+    for (manager, client, want) in cases {
+        let mut setup = Setup::default();
+        setup.config.encryption = manager;
+        setup.client_config.encryption = client;
+        let mut p = Pair::new(setup);
+        let c = p.add_client_with_key(KEY);
+        p.pump();
+        let case = format!("manager {manager:?}, client {client:?}");
+        match want {
+            Ok(sealed) => {
+                assert!(p.peers[c].client.is_ready(), "{case}");
+                let item = b"plain or sealed?";
+                let frame = frame_of(&mut p, c, put_op(item));
+                let visible = frame.windows(item.len()).any(|w| w == item);
+                assert_eq!(visible, !sealed, "{case}");
+                inject(&mut p, c, &frame);
+                assert_eq!(p.stat(0).total_put, 1, "{case}");
+            }
+            Err(reason) => {
+                assert_eq!(p.closed(c), Some(Error::Closed(reason)), "{case}");
+                if manager == Required {
+                    assert_eq!(p.peers[c].manager_reason, Some(reason), "{case}");
+                }
+                assert_eq!(p.m.connections(), 0, "{case}");
+            }
+        }
+    }
+}
+
+/// A manager that seals frames the client did not ask for breaks the protocol: the client
+/// closes (a tampered challenge would fail the proofs anyway).
+#[test]
+fn client_refuses_sealing_it_did_not_ask_for() {
+    let mut config = ClientConfig::default();
+    config.encryption = Encryption::Off;
+    let (mut rx, mut tx, mut slots) = (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
+    let mut c = Client::new(
+        config,
+        KEY,
+        [7; 32],
+        Instant::ZERO,
+        &mut rx[..],
+        &mut tx[..],
+        &mut slots,
+    );
+    let hello = client_out(&mut c);
+    assert_eq!(hello.last(), Some(&0));
+    let mut challenge = vec![0u8, wire::VERSION];
+    challenge.extend_from_slice(&[9u8; 32]);
+    challenge.extend_from_slice(&[0x80, 0x08, 1]);
+    let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&challenge);
+    c.handle_input(&frame);
+    assert_eq!(
+        drain_events(&mut c),
+        vec![Seen::Closed(Error::Closed(CloseReason::Malformed))]
+    );
+}
+
+/// A version-2 client's hello (no `encrypt` byte) is answered `VersionMismatch`, which it
+/// can read, rather than `Malformed`.
+#[test]
+fn a_version_2_hello_learns_it_is_too_old() {
+    let mut p = Pair::new(Setup::default());
+    let conn = p.accept_silent(b"").unwrap();
+    let mut body = b"dpot".to_vec();
+    body.extend_from_slice(&[2, 2]);
+    body.extend_from_slice(&[5; 32]);
+    body.extend_from_slice(&[0x80, 0x20]);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    p.m.handle_input(conn, p.now, &frame);
+    let reply = manager_out(&mut p.m, conn, p.now);
+    // ServerHello::Reject (1), CloseReason::VersionMismatch (1): unchanged since version 1.
+    assert_eq!(reply, [0, 0, 0, 2, 1, 1]);
+    assert_eq!(p.m.close_reason(conn), Some(CloseReason::VersionMismatch));
+}
+
+/// Replies sealed for a client but never wholly handed to its socket still give their items
+/// back to the head of the queue, in order, when the connection ends: the manager reads its
+/// own sealed output back.
+#[test]
+fn items_in_sealed_unsent_replies_go_back() {
+    for encryption in [Encryption::Preferred, Encryption::Off] {
+        let mut setup = Setup::default();
+        setup.config.encryption = encryption;
+        let mut p = Pair::new(setup);
+        let producer = p.connect();
+        let consumer = p.connect();
+        let q = p.open(producer, "task_queue");
+        for item in [b"one", b"two", b"six"] {
+            p.put(producer, q, item, Wait::NoWait);
+        }
+        p.pump();
+        assert_eq!(p.stat(0).len, 3);
+        // Handles are the manager's: valid on every connection.
+        p.peers[consumer].reading = false;
+        p.get(consumer, q, Wait::NoWait);
+        p.get(consumer, q, Wait::NoWait);
+        p.pump();
+        assert_eq!(p.stat(0).len, 1);
+        // The transport takes the sealed replies but its socket takes only a few bytes.
+        let conn = p.peers[consumer].conn.unwrap();
+        let pending = p.m.poll_transmit(conn).len();
+        assert!(pending > 7);
+        p.m.handle_transmitted(conn, p.now, 7);
+        p.m.handle_close(conn, p.now);
+        p.peers[consumer].conn = None;
+        assert_eq!(p.stat(0).len, 3, "{encryption:?}");
+        for want in [b"one", b"two", b"six"] {
+            let id = p.get(producer, q, Wait::NoWait);
+            p.pump();
+            assert_eq!(
+                p.take(producer, id),
+                Some(Owned::Item(want.to_vec())),
+                "{encryption:?}"
+            );
+        }
     }
 }

@@ -335,6 +335,9 @@ fuzz_target!(|actions: Vec<Action>| {
         // Below the slot count, so floods of handshakes evict.
         max_handshaking: 3,
         max_handshaking_per_source: 0,
+        throttle: Default::default(),
+        // Real clients seal their frames; the crafted ones ask for MACed frames.
+        encryption: Encryption::Preferred,
     };
     let resources = Resources {
         objects: (&mut objects).into(),

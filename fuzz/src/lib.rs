@@ -15,20 +15,25 @@ pub fn plain_frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame }` as a frame.
+/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame, key: "", encrypt: false }` as a
+/// frame (MACed frames: the fuzz targets write frames that verify).
 pub fn hello_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
     let mut body = b"dpot".to_vec();
     body.extend_from_slice(&[depot_core::wire::VERSION; 2]);
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
+    // The default key's empty name, then no sealing.
+    body.push(0);
+    body.push(0);
     plain_frame(&body)
 }
 
-/// `ServerHello::Challenge { VERSION, nonce, max_frame }` as a frame.
+/// `ServerHello::Challenge { VERSION, nonce, max_frame, sealed: false }` as a frame.
 pub fn challenge_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
     let mut body = vec![0, depot_core::wire::VERSION];
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
+    body.push(0);
     plain_frame(&body)
 }
 

@@ -66,6 +66,9 @@ pub fn hello_frame() -> (Vec<u8>, [u8; NONCE_LEN]) {
         max_version: VERSION,
         nonce,
         max_frame: 1 << 20,
+        key: Default::default(),
+        // This client writes MACed frames (PROTOCOL.md §5), not sealed ones.
+        encrypt: false,
     };
     (plain_frame(&hello), nonce)
 }

@@ -85,6 +85,16 @@ qemu_fw_elf_defmt() {
     echo "$QEMU_FW_DIR/target/defmt/$QEMU_FW_TARGET/release/$1"
 }
 
+# The images again without the apps' default `aead` feature (frames MACed, not sealed: PROTOCOL.md
+# §5.1), in a target directory of their own: what firmware that leaves encryption out costs.
+qemu_fw_build_mac() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --no-default-features --target-dir target/mac)
+}
+
+qemu_fw_elf_mac() {
+    echo "$QEMU_FW_DIR/target/mac/$QEMU_FW_TARGET/release/$1"
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 qemu_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -164,6 +164,9 @@ fn request_fmt(code: ErrorCode, object: &str, f: &mut fmt::Formatter<'_>) -> fmt
             "too many blocked requests on this connection or in the manager (waiting on {q})"
         ),
         ErrorCode::TaskDoneTooMany => write!(f, "task_done() called too many times on {q}"),
+        ErrorCode::NotAllowed if !object.is_empty() => {
+            write!(f, "not allowed by the manager for this key: {q}")
+        }
         ErrorCode::NotAllowed => f.write_str("not allowed by the manager"),
         ErrorCode::ShuttingDown => f.write_str("manager is shutting down"),
         ErrorCode::WrongKind => write!(f, "'{}' is not a queue", object.escape_debug()),

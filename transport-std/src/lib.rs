@@ -64,11 +64,16 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, Iter, Queue, QueueStat, RawQueue, Reconnect};
+pub use client::{Client, ConnectOptions, Iter, Queue, QueueStat, RawQueue, Reconnect};
+/// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
+pub use depot_core::throttle::ThrottleConfig;
 /// Why a request failed: the `code` of [`Error::Request`].
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
+pub use depot_core::Encryption;
 pub use depot_core::QueueMode;
+/// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
+pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};
 pub use error::Error;
 pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};

@@ -242,13 +242,13 @@ impl Client {
     }
 
     /// Connects and authenticates (within 10 seconds) a client that reconnects by itself, as
-    /// the blocking [`Client::connect_with`](crate::Client::connect_with) does: on a lost
+    /// a blocking client with [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect) does: on a lost
     /// connection the connection task dials again with jittered exponential backoff, resumes
     /// the client's session and sends the requests in flight again — numbered puts with their
-    /// numbers, applied once (PROTOCOL.md §13); gets, joins, sizes and opens as they were. A
+    /// numbers, applied once (PROTOCOL.md §14); gets, joins, sizes and opens as they were. A
     /// `task_done` in flight fails. A request fails when its own wait runs out while there is
     /// no connection, or after `reconnect.give_up` without one.
-    pub async fn connect_with(
+    pub async fn connect_reconnecting(
         addr: impl ToSocketAddrs,
         authkey: impl AsRef<[u8]>,
         reconnect: Reconnect,
@@ -587,6 +587,7 @@ async fn dial(addrs: &[SocketAddr], authkey: &[u8], limit: Duration) -> Result<D
     let config = ClientConfig {
         handshake_timeout_ms: millis(limit),
         reply_timeout_ms: REPLY_GRACE_MS,
+        ..ClientConfig::default()
     };
     let mut core = depot_core::Client::owned(
         config,

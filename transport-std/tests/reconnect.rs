@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::Duration;
 
-use depot_std::{Client, Manager, ManagerHandle, Reconnect};
+use depot_std::{Client, ConnectOptions, Manager, ManagerHandle, Reconnect};
 use faultproxy::{FaultProxy, Faults};
 
 const KEY: &[u8] = b"reconnect";
@@ -52,7 +52,9 @@ fn puts_through_drops_and_resets_land_exactly_once() {
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             thread::spawn(move || {
-                let client = Client::connect_with(addr, KEY, policy()).expect("connect");
+                let client =
+                    Client::connect_with(addr, KEY, &ConnectOptions::new().reconnect(policy()))
+                        .expect("connect");
                 let q = client.raw_queue("q").expect("open");
                 if p % 2 == 0 {
                     for i in 0..EACH {
@@ -107,7 +109,12 @@ fn puts_through_drops_and_resets_land_exactly_once() {
 fn a_blocked_get_survives_a_reset_and_a_call_fails_only_at_its_deadline() {
     let m = manager(16);
     let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
-    let client = Client::connect_with(proxy.addr(), KEY, policy()).unwrap();
+    let client = Client::connect_with(
+        proxy.addr(),
+        KEY,
+        &ConnectOptions::new().reconnect(policy()),
+    )
+    .unwrap();
     let q = client.raw_queue("q").unwrap();
     let waiting = {
         let q = q.clone();
@@ -159,7 +166,7 @@ async fn async_puts_through_resets_land_exactly_once() {
         ..Faults::default()
     };
     let proxy = FaultProxy::start("127.0.0.1:0", m.address(), faults).unwrap();
-    let client = depot_std::tokio::Client::connect_with(proxy.addr(), KEY, policy())
+    let client = depot_std::tokio::Client::connect_reconnecting(proxy.addr(), KEY, policy())
         .await
         .expect("connect");
     let q = client.raw_queue("q").await.unwrap();

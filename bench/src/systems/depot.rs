@@ -1,7 +1,9 @@
 //! depot: the manager (`depot_std::Manager`, one `mio` event-loop thread) runs in a process of
 //! its own — this binary re-executed with the hidden `__depot-manager` subcommand — started
 //! fresh for every run; clients are `depot_std::Client`s on threads of the harness, one
-//! connection each, authenticated with the authkey (mutual HMAC handshake, a MAC on every frame).
+//! connection each, authenticated with the authkey (mutual HMAC handshake), every frame sealed
+//! with ChaCha20-Poly1305 (the default). [`DepotMac`] runs the same transfers with the clients'
+//! encryption off (a MAC on every frame, no encryption), to show what sealing costs.
 //!
 //! The child prints its address, serves until a line (or end of file) arrives on its stdin, then
 //! shuts down; the harness reads its `VmRSS` for (f) and (g).
@@ -12,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use depot::{Client, Manager, QueueOptions, RawQueue};
+use depot::{Client, ConnectOptions, Encryption, Manager, QueueOptions, RawQueue};
 
 use crate::child::LineChild;
 use crate::holder;
@@ -43,7 +45,7 @@ impl System for Depot {
     }
 
     fn clients(&self) -> &'static str {
-        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; MACs on"
+        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; frames sealed (ChaCha20-Poly1305)"
     }
 
     fn connect_auth(&mut self, samples: usize) -> Outcome {
@@ -68,13 +70,13 @@ impl System for Depot {
         }
         Ok(Some(
             Measurement::rate(count, start.elapsed())
-                .with_note("qsize(): request + reply, MACs on"),
+                .with_note("qsize(): request + reply, frames sealed"),
         ))
     }
 
     fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
         let manager = ManagerProcess::start(&Spec::small())?;
-        let mut client = DepotQueue::connect(&manager.addr)?;
+        let mut client = DepotQueue::connect(&manager.addr, Encryption::default())?;
         let m = threaded::put_get_pairs(&mut client, pairs, item_size)?;
         Ok(Some(
             m.with_note("RawQueue put + get, 2 round trips per pair"),
@@ -82,15 +84,7 @@ impl System for Depot {
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
-        let manager = ManagerProcess::start(&Spec::transfer(shape))?;
-        if shape.pipelined {
-            if shape.producers != 1 || shape.consumers != 1 {
-                return Ok(None);
-            }
-            return pipelined(&manager.addr, shape).map(Some);
-        }
-        let m = threaded::transfer(shape, || DepotQueue::connect(&manager.addr))?;
-        Ok(Some(m.with_note("RawQueue put / blocking get")))
+        transfer(shape, Encryption::default())
     }
 
     fn idle_connections(&mut self, connections: usize) -> Outcome {
@@ -174,15 +168,49 @@ impl System for Depot {
     }
 }
 
+/// depot with the clients' encryption off: frames carry their MAC only. Transfers only.
+pub struct DepotMac;
+
+impl System for DepotMac {
+    fn name(&self) -> &'static str {
+        "depot-mac"
+    }
+
+    fn clients(&self) -> &'static str {
+        "as depot, with Encryption::Off on the clients: a MAC on every frame, no encryption"
+    }
+
+    fn transfer(&mut self, shape: &Transfer) -> Outcome {
+        transfer(shape, Encryption::Off)
+    }
+}
+
+/// (c), (d) and (e) against a fresh manager, the clients' frames sealed or not.
+fn transfer(shape: &Transfer, encryption: Encryption) -> Outcome {
+    let manager = ManagerProcess::start(&Spec::transfer(shape))?;
+    if shape.pipelined {
+        if shape.producers != 1 || shape.consumers != 1 {
+            return Ok(None);
+        }
+        return pipelined(&manager.addr, shape, encryption).map(Some);
+    }
+    let m = threaded::transfer(shape, || DepotQueue::connect(&manager.addr, encryption))?;
+    Ok(Some(m.with_note("RawQueue put / blocking get")))
+}
+
+fn connect(addr: &str, encryption: Encryption) -> Result<Client, depot::Error> {
+    Client::connect_with(addr, AUTHKEY, &ConnectOptions::new().encryption(encryption))
+}
+
 /// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
 /// consumer knows the count, so no sentinel. Items per second from the barrier to the last batch.
-fn pipelined(addr: &str, shape: &Transfer) -> Result<Measurement> {
+fn pipelined(addr: &str, shape: &Transfer, encryption: Encryption) -> Result<Measurement> {
     let ready = Barrier::new(3);
     let go = Barrier::new(3);
     let item = threaded::item(shape.item_size);
     let (start, last) = thread::scope(|scope| {
         let producer = scope.spawn(|| -> Result<()> {
-            let client = Client::connect(addr, AUTHKEY);
+            let client = connect(addr, encryption);
             ready.wait();
             go.wait();
             let client = client?;
@@ -194,7 +222,7 @@ fn pipelined(addr: &str, shape: &Transfer) -> Result<Measurement> {
             Ok(())
         });
         let consumer = scope.spawn(|| -> Result<Instant> {
-            let client = Client::connect(addr, AUTHKEY);
+            let client = connect(addr, encryption);
             ready.wait();
             go.wait();
             let client = client?;
@@ -241,9 +269,8 @@ fn distinct_item(i: usize, size: usize) -> Vec<u8> {
 struct DepotQueue(RawQueue);
 
 impl DepotQueue {
-    fn connect(addr: &str) -> Result<Self> {
-        let client =
-            Client::connect(addr, AUTHKEY).with_context(|| format!("connecting to {addr}"))?;
+    fn connect(addr: &str, encryption: Encryption) -> Result<Self> {
+        let client = connect(addr, encryption).with_context(|| format!("connecting to {addr}"))?;
         Ok(DepotQueue(client.raw_queue(QUEUE)?))
     }
 }

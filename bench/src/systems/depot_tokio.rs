@@ -20,7 +20,7 @@ impl System for DepotTokio {
     }
 
     fn clients(&self) -> &'static str {
-        "manager: its own process, as for depot; clients: tasks on a 2-thread tokio runtime, one depot::tokio::Client (connection) each; MACs on"
+        "manager: its own process, as for depot; clients: tasks on a 2-thread tokio runtime, one depot::tokio::Client (connection) each; frames sealed"
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {

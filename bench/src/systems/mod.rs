@@ -19,6 +19,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(python::Python::on_depot()),
         Box::new(redis::Redis::new()),
         Box::new(depot::Depot),
+        Box::new(depot::DepotMac),
         Box::new(depot_tokio::DepotTokio),
     ]
 }

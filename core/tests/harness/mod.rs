@@ -260,11 +260,25 @@ impl Pair {
 
     /// A client with `key` coming from `source`, if the manager accepts it; not pumped yet.
     pub fn try_add_client(&mut self, key: &[u8], source: &[u8]) -> Result<usize, AcceptError> {
+        self.try_add_named("", key, source)
+    }
+
+    /// A client that names its key `name`, coming from `source`; not pumped yet.
+    pub fn try_add_named(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        source: &[u8],
+    ) -> Result<usize, AcceptError> {
         let m_nonce = self.next_nonce(0xAA);
         let conn = self.m.accept(self.now, m_nonce, source)?;
         let c_nonce = self.next_nonce(0xCC);
+        let config = ClientConfig {
+            key_name: KeyName::new(name).expect("key name"),
+            ..self.setup.client_config
+        };
         let client = Client::new(
-            self.setup.client_config,
+            config,
             key,
             c_nonce,
             self.now,

@@ -172,8 +172,10 @@ impl Conn {
     /// `timeout`.
     pub(crate) fn connect(
         addr: impl ToSocketAddrs,
+        key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
+        encryption: depot_core::Encryption,
     ) -> Result<Conn, Error> {
         let epoch = std::time::Instant::now();
         let deadline = epoch + timeout;
@@ -208,6 +210,8 @@ impl Conn {
         let config = ClientConfig {
             handshake_timeout_ms: millis(timeout),
             reply_timeout_ms: REPLY_GRACE_MS,
+            key_name,
+            encryption,
         };
         let core = CoreCell(depot_core::Client::owned(
             config,

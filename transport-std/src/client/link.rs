@@ -1,6 +1,6 @@
 //! A connection that comes back: when it is lost, a new one is dialled with jittered
 //! exponential backoff and the client's session is resumed on it, so numbered puts that were
-//! not answered can be sent again without being applied twice (PROTOCOL.md §13).
+//! not answered can be sent again without being applied twice (PROTOCOL.md §14).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,7 @@ use super::conn::{lock, Conn, Outcome};
 use crate::Error;
 
 /// How a client reconnects after its connection is lost (see
-/// [`Client::connect_with`](crate::Client::connect_with)).
+/// [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect)).
 ///
 /// The first attempt is made at once; after a failed one the client waits a delay that starts
 /// at `initial` and doubles up to `max`, each drawn at random between half and all of it (so
@@ -56,7 +56,9 @@ pub(crate) struct Current {
 
 pub(crate) struct Link {
     addrs: Vec<SocketAddr>,
+    key_name: depot_core::KeyName,
     authkey: Vec<u8>,
+    encryption: depot_core::Encryption,
     policy: Reconnect,
     session: [u8; SESSION_ID_LEN],
     next_seq: AtomicU64,
@@ -77,17 +79,21 @@ impl std::fmt::Debug for Link {
 impl Link {
     pub(crate) fn connect(
         addrs: Vec<SocketAddr>,
+        key_name: depot_core::KeyName,
         authkey: &[u8],
         timeout: Duration,
+        encryption: depot_core::Encryption,
         policy: Reconnect,
     ) -> Result<Link, Error> {
         let mut session = [0; SESSION_ID_LEN];
         getrandom::fill(&mut session)
             .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
-        let (conn, has_session) = dial(&addrs, authkey, session, timeout)?;
+        let (conn, has_session) = dial(&addrs, key_name, authkey, encryption, session, timeout)?;
         Ok(Link {
             addrs,
+            key_name,
             authkey: authkey.to_vec(),
+            encryption,
             policy,
             session,
             next_seq: AtomicU64::new(0),
@@ -150,7 +156,8 @@ impl Link {
                 l.min(self.policy.connect_timeout)
             });
             attempt += 1;
-            match dial(&self.addrs, &self.authkey, self.session, timeout) {
+            let (name, key, encryption) = (self.key_name, &self.authkey, self.encryption);
+            match dial(&self.addrs, name, key, encryption, self.session, timeout) {
                 Ok((conn, session)) => {
                     let next = Current {
                         conn,
@@ -181,11 +188,13 @@ const OTHERS_LOOK_AGAIN: Duration = Duration::from_millis(5);
 /// manager took the session (a manager without room for it, or an older one, does not).
 fn dial(
     addrs: &[SocketAddr],
+    key_name: depot_core::KeyName,
     authkey: &[u8],
+    encryption: depot_core::Encryption,
     session: [u8; SESSION_ID_LEN],
     timeout: Duration,
 ) -> Result<(Arc<Conn>, bool), Error> {
-    let conn = Conn::connect(addrs, authkey, timeout)?;
+    let conn = Conn::connect(addrs, key_name, authkey, timeout, encryption)?;
     let has_session = match conn.call(Op::Session { id: session })? {
         Outcome::Session(resumed) => {
             debug!(resumed, "session open");

@@ -128,46 +128,49 @@ impl From<conn::OwnedStat> for QueueStat {
     }
 }
 
-/// Registry entries asked for at once by [`Client::stat`].
-pub(crate) const STAT_BATCH: u16 = 16;
+/// How [`Client::connect_with`] connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use depot_std::{ConnectOptions, Encryption};
+///
+/// let options = ConnectOptions::new()
+///     .timeout(Duration::from_secs(3))
+///     .encryption(Encryption::Required);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    timeout: Duration,
+    encryption: depot_core::Encryption,
+    key_name: String,
+    reconnect: Option<Reconnect>,
+}
 
-impl Client {
-    /// Connects and authenticates, within 10 seconds.
-    pub fn connect(addr: impl ToSocketAddrs, authkey: impl AsRef<[u8]>) -> Result<Client, Error> {
-        Self::connect_timeout(addr, authkey, Duration::from_secs(10))
+impl ConnectOptions {
+    /// 10 seconds to connect and authenticate; frames sealed when the manager can
+    /// ([`Encryption::Preferred`](depot_core::Encryption::Preferred)).
+    pub fn new() -> Self {
+        ConnectOptions {
+            timeout: Duration::from_secs(10),
+            encryption: depot_core::Encryption::default(),
+            key_name: String::new(),
+            reconnect: None,
+        }
     }
 
-    /// Connects and authenticates within `timeout`.
-    pub fn connect_timeout(
-        addr: impl ToSocketAddrs,
-        authkey: impl AsRef<[u8]>,
-        timeout: Duration,
-    ) -> Result<Client, Error> {
-        let start = std::time::Instant::now();
-        let conn = match conn::Conn::connect(addr, authkey.as_ref(), timeout) {
-            Ok(conn) => Backend::Depot(conn),
-            // The Python manager read our hello as a wrong answer; a new connection speaks
-            // its protocol.
-            Err(Error::PythonManager { addr }) => {
-                let left = timeout
-                    .saturating_sub(start.elapsed())
-                    .max(Duration::from_millis(1));
-                let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
-                Backend::Python(Arc::new(m))
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(Client {
-            conn: Arc::new(conn),
-        })
+    /// The name of the key on the manager's keyring that `authkey` is (default `""`: the
+    /// manager's default key). A name longer than 32 bytes or with control characters is
+    /// refused when connecting.
+    pub fn key_name(mut self, name: &str) -> Self {
+        self.key_name = name.to_owned();
+        self
     }
 
-    /// Connects and authenticates (within 10 seconds) a client that reconnects by itself.
-    ///
-    /// When the connection is lost, the next call (or the calls in flight) dial again with
-    /// jittered exponential backoff as `reconnect` says, and resume the client's session
-    /// (128 random bits chosen here): puts whose replies were lost are sent again with their
-    /// numbers, and the manager applies each once (PROTOCOL.md §13). A call fails only when its
+    /// A client that reconnects by itself: when the connection is lost, the next call (or the
+    /// calls in flight) dial again with jittered exponential backoff as `reconnect` says, and
+    /// resume the client's session (128 random bits chosen when connecting): puts whose
+    /// replies were lost are sent again with their numbers, and the manager applies each once (PROTOCOL.md §14). A call fails only when its
     /// own timeout passes (or, without one, after `reconnect.give_up`).
     ///
     /// What a lost connection means for each call:
@@ -190,20 +193,130 @@ impl Client {
     ///
     /// Queue handles stay valid across a reconnect to the same manager, and across its
     /// restart when it declares the same queues in the same order.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = Some(reconnect);
+        self
+    }
+
+    /// Time to connect and authenticate.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted), and whether a manager that will not seal them
+    /// is refused (PROTOCOL.md §5.1). `Required` also refuses a Python manager, whose
+    /// protocol has no encryption.
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
+        self
+    }
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registry entries asked for at once by [`Client::stat`].
+pub(crate) const STAT_BATCH: u16 = 16;
+
+impl Client {
+    /// Connects and authenticates, within 10 seconds.
+    pub fn connect(addr: impl ToSocketAddrs, authkey: impl AsRef<[u8]>) -> Result<Client, Error> {
+        Self::connect_timeout(addr, authkey, Duration::from_secs(10))
+    }
+
+    /// Connects and authenticates within `timeout`.
+    pub fn connect_timeout(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Client, Error> {
+        Self::connect_with(addr, authkey, &ConnectOptions::new().timeout(timeout))
+    }
+
+    /// Connects with the key called `key_name` on the manager's keyring (protocol version 3;
+    /// `""` is the default key, as [`Client::connect`] uses), within 10 seconds. The manager
+    /// then allows what that key may do; anything else is refused with
+    /// [`ErrorCode::NotAllowed`](crate::ErrorCode::NotAllowed).
+    pub fn connect_as(
+        addr: impl ToSocketAddrs,
+        key_name: &str,
+        authkey: impl AsRef<[u8]>,
+    ) -> Result<Client, Error> {
+        Self::connect_with(addr, authkey, &ConnectOptions::new().key_name(key_name))
+    }
+
+    /// [`Client::connect_as`] within `timeout`.
+    pub fn connect_as_timeout(
+        addr: impl ToSocketAddrs,
+        key_name: &str,
+        authkey: impl AsRef<[u8]>,
+        timeout: Duration,
+    ) -> Result<Client, Error> {
+        let options = ConnectOptions::new().key_name(key_name).timeout(timeout);
+        Self::connect_with(addr, authkey, &options)
+    }
+
+    /// Connects and authenticates as `options` say.
     pub fn connect_with(
         addr: impl ToSocketAddrs,
         authkey: impl AsRef<[u8]>,
-        reconnect: Reconnect,
+        options: &ConnectOptions,
     ) -> Result<Client, Error> {
+        let key_name = &options.key_name;
+        let name = depot_core::KeyName::new(key_name).ok_or_else(|| {
+            Error::Config(format!(
+                "invalid key name '{}': at most 32 bytes, no control characters",
+                key_name.escape_debug()
+            ))
+        })?;
+        let timeout = options.timeout;
+        let start = std::time::Instant::now();
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| Error::Config(format!("bad address: {e}")))?
             .collect();
-        let timeout = Duration::from_secs(10);
-        let conn = match link::Link::connect(addrs.clone(), authkey.as_ref(), timeout, reconnect) {
-            Ok(link) => Backend::Linked(link),
+        let dialled = match options.reconnect {
+            Some(policy) => link::Link::connect(
+                addrs,
+                name,
+                authkey.as_ref(),
+                timeout,
+                options.encryption,
+                policy,
+            )
+            .map(Backend::Linked),
+            None => conn::Conn::connect(
+                &addrs[..],
+                name,
+                authkey.as_ref(),
+                timeout,
+                options.encryption,
+            )
+            .map(Backend::Depot),
+        };
+        let conn = match dialled {
+            Ok(conn) => conn,
+            Err(Error::PythonManager { addr })
+                if options.encryption == depot_core::Encryption::Required =>
+            {
+                return Err(Error::Disconnected {
+                    reason: format!(
+                        "connection to {addr} refused: encryption is required, and the \
+                         manager is a Python BaseManager, whose protocol has none"
+                    ),
+                });
+            }
+            // The Python manager read our hello as a wrong answer; a new connection speaks
+            // its protocol.
             Err(Error::PythonManager { addr }) => {
-                let m = python::PyManager::connect(addr, authkey.as_ref(), timeout)?;
+                let left = timeout
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(1));
+                let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
                 Backend::Python(Arc::new(m))
             }
             Err(e) => return Err(e),
@@ -214,7 +327,7 @@ impl Client {
     }
 
     /// Runs `attempt` on the depot connection. A client that reconnects (see
-    /// [`Client::connect_with`]) dials again, until `deadline` (`None`: its give-up time),
+    /// [`ConnectOptions::reconnect`]) dials again, until `deadline` (`None`: its give-up time),
     /// when the connection is found lost, and runs `attempt` again when `retry` allows; the
     /// flag tells `attempt` whether the connection holds the client's session.
     pub(crate) fn with_conn<R>(

@@ -63,6 +63,7 @@ impl QueueOptions {
 pub struct ManagerBuilder {
     pub(crate) addrs: Result<Vec<SocketAddr>, String>,
     pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     pub(crate) queues: Vec<(String, QueueOptions)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
@@ -70,9 +71,11 @@ pub struct ManagerBuilder {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_handshaking: Option<usize>,
     pub(crate) max_handshaking_per_source: usize,
+    pub(crate) throttle: depot_core::throttle::ThrottleConfig,
     pub(crate) handshake_timeout: Duration,
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) encryption: depot_core::Encryption,
     pub(crate) sessions: usize,
 }
 
@@ -81,15 +84,18 @@ impl ManagerBuilder {
         ManagerBuilder {
             addrs: Ok(vec![SocketAddr::from(([127, 0, 0, 1], 5000))]),
             authkey: None,
+            keyring: None,
             queues: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
             max_connections: None,
             max_handshaking: None,
             max_handshaking_per_source: DEFAULT_HANDSHAKING_PER_SOURCE,
+            throttle: Default::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            encryption: depot_core::Encryption::default(),
             sessions: DEFAULT_SESSIONS,
         }
     }
@@ -105,16 +111,28 @@ impl ManagerBuilder {
 
     /// The most client sessions remembered at once (default 1024; 0 refuses
     /// sessions). A session lets a client that reconnects send its unanswered puts again
-    /// without duplicating them (PROTOCOL.md §13); beyond the limit, the least recently used
+    /// without duplicating them (PROTOCOL.md §14); beyond the limit, the least recently used
     /// session no connection holds is forgotten.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.sessions = n;
         self
     }
 
-    /// The shared secret clients must prove they know (required).
+    /// The shared secret clients must prove they know: the default key, which clients that
+    /// name no key (Python's among them) use, with every right. An authkey or a keyring is
+    /// required.
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Self {
         self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Named keys, each with its rights per queue (see [`depot_core::keyring`]); clients
+    /// pick theirs with [`Client::connect_as`](crate::Client::connect_as). Alongside an
+    /// [`authkey`](ManagerBuilder::authkey), which stays the default key unless the keyring
+    /// has a key with the empty name. Replace it while running with
+    /// [`ManagerHandle::set_keyring`](crate::ManagerHandle::set_keyring).
+    pub fn keyring(mut self, keyring: depot_core::Keyring<'static>) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 
@@ -170,6 +188,23 @@ impl ManagerBuilder {
     /// limit); more are told "busy".
     pub fn max_handshaking_per_source(mut self, n: usize) -> Self {
         self.max_handshaking_per_source = n;
+        self
+    }
+
+    /// How failed proofs from one IP address are slowed down: the verdict held back longer
+    /// each time, then the address refused for a while (see [`depot_core::throttle`]; the
+    /// defaults: 100 ms doubling to 3 s, 60 s after 10 failures).
+    pub fn auth_throttle(mut self, config: depot_core::throttle::ThrottleConfig) -> Self {
+        self.throttle = config;
+        self
+    }
+
+    /// Whether frames are sealed (encrypted) for depot clients that ask (the default), never,
+    /// or always, refusing a client that cannot seal with a clear error
+    /// ([`Encryption::Required`](depot_core::Encryption::Required)). Python clients are served
+    /// as before: their protocol has no encryption (PROTOCOL.md §5.1).
+    pub fn encryption(mut self, encryption: depot_core::Encryption) -> Self {
+        self.encryption = encryption;
         self
     }
 
@@ -265,6 +300,7 @@ impl ManagerBuilder {
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             board: Default::default(),
+            keyring: Default::default(),
         });
         Ok(Prepared {
             plan,

@@ -16,13 +16,14 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
+use depot_core::keyring::MIN_KEY_LEN;
 use depot_core::manager::encode_busy;
 use depot_core::wire::CloseReason;
 use depot_core::wire::NONCE_LEN;
 use depot_core::{AcceptError, ConnId, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use tracing::{debug, info, info_span, Span};
+use tracing::{debug, info, info_span, warn, Span};
 
 use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
@@ -87,9 +88,39 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         Ok(resources) => resources,
         Err(e) => return report_setup(started, e),
     };
-    let mut core = depot_core::Manager::new(plan.config, &plan.authkey, resources);
-    // Python BaseManager clients are served on the same port (PROTOCOL.md §12).
-    core.serve_python(&plan.authkey, storage::python(&plan));
+    let mut core = match &plan.authkey {
+        Some(authkey) => depot_core::Manager::new(plan.config, authkey, resources),
+        None => match depot_core::Manager::with_keyring(
+            plan.config,
+            depot_core::Keyring::empty(),
+            resources,
+        ) {
+            Ok(core) => core,
+            Err(e) => return report_setup(started, Error::Config(format!("keyring: {e}"))),
+        },
+    };
+    if let Some(keyring) = plan.keyring.clone() {
+        if let Err(e) = core.set_keyring(keyring, Instant::ZERO) {
+            return report_setup(started, Error::Config(format!("keyring: {e}")));
+        }
+    }
+    // Python BaseManager clients are served on the same port (PROTOCOL.md §12), with the
+    // default key: the keyring's unnamed key, else the authkey.
+    let python_key = core
+        .keyring()
+        .find("")
+        .map(|k| core.keyring().keys()[k].secret().to_vec())
+        .or_else(|| plan.authkey.clone());
+    if let Some(key) = python_key {
+        core.serve_python(&key, storage::python(&plan));
+    }
+    if plan.authkey.as_ref().is_some_and(|k| k.len() < MIN_KEY_LEN) {
+        warn!(
+            "THE AUTHKEY IS SHORTER THAN {MIN_KEY_LEN} BYTES: one recorded handshake lets anyone \
+             guess it offline; use a long random key (`depot keys new NAME` makes one)"
+        );
+    }
+    warn_weak_keys(core.keyring());
     core.serve_sessions(vec![depot_core::SessionSlot::EMPTY; plan.sessions]);
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
@@ -118,12 +149,15 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         accept_more: false,
         reserve_fd: reserve_fd(),
         tally: Tally::new(tally::INTERVAL),
+        auth_quiet_until: std::time::Instant::now(),
         counters: Counters::default(),
         metrics_served: 0,
         closed_in_shutdown: 0,
     };
     let result = event_loop.run();
     event_loop.tally.flush();
+    event_loop.auth_quiet_until = std::time::Instant::now();
+    event_loop.report_auth();
     let last = event_loop.snapshot();
     info!(
         %address,
@@ -169,6 +203,8 @@ struct Loop<'m> {
     reserve_fd: Option<File>,
     /// Counts events peers can cause at will, for rate-limited log lines.
     tally: Tally,
+    /// No summary of failed proofs before this.
+    auth_quiet_until: std::time::Instant,
     counters: Counters,
     /// The newest metrics ticket answered.
     metrics_served: u64,
@@ -219,6 +255,8 @@ impl Loop<'_> {
             self.core.handle_timeout(self.clock.now());
             self.drain_ready();
             self.tally.tick();
+            self.take_keyring();
+            self.report_auth();
             if self.shared.stop.load(Ordering::SeqCst) && !self.core.is_shutting_down() {
                 info!(
                     connections = self.core.connections(),
@@ -250,7 +288,11 @@ impl Loop<'_> {
         }
         let wall = std::time::Instant::now();
         let summary = self.tally.due();
-        for until in [self.grace_until, self.accept_retry, summary]
+        let auth = self
+            .core
+            .has_auth_reports()
+            .then_some(self.auth_quiet_until);
+        for until in [self.grace_until, self.accept_retry, summary, auth]
             .into_iter()
             .flatten()
         {
@@ -369,6 +411,12 @@ impl Loop<'_> {
         }
         let id = match accepted {
             Ok(id) => id,
+            Err(AcceptError::Throttled) => {
+                // Counted by the core, reported in its summary of failed proofs.
+                self.counters.refused_source += 1;
+                refuse(stream);
+                return;
+            }
             Err(e @ (AcceptError::Busy | AcceptError::SourceLimit)) => {
                 if e == AcceptError::Busy {
                     self.counters.refused_busy += 1;
@@ -569,9 +617,68 @@ impl Loop<'_> {
         self.core.handle_close(ConnId(i as u32), self.clock.now());
     }
 
+    /// Takes in a keyring handed over by [`super::ManagerHandle::set_keyring`].
+    fn take_keyring(&mut self) {
+        let keyring = self
+            .shared
+            .keyring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(keyring) = keyring else {
+            return;
+        };
+        let before = self.core.connections();
+        match self.core.set_keyring(keyring, self.clock.now()) {
+            Ok(()) => {
+                warn_weak_keys(self.core.keyring());
+                self.drain_ready();
+                info!(
+                    keys = self.core.keyring().keys().len(),
+                    closed = before.saturating_sub(self.core.connections()),
+                    "keyring replaced"
+                );
+            }
+            Err(e) => warn!("keyring not replaced: {e}"),
+        }
+    }
+
+    /// Logs the core's summary of failed proofs, at most once per interval.
+    fn report_auth(&mut self) {
+        let now = std::time::Instant::now();
+        if !self.core.has_auth_reports() || now < self.auth_quiet_until {
+            return;
+        }
+        let mut lines = Vec::new();
+        let mut total = 0u64;
+        self.core.take_auth_reports(|r| {
+            let (text, n) = tally::auth_line(r);
+            total += u64::from(n);
+            lines.push(text);
+        });
+        // One line per interval at most, however many peers fail.
+        warn!(
+            "{total} failed or refused authentication{} since the last report: {}",
+            if total == 1 { "" } else { "s" },
+            lines.join("; ")
+        );
+        self.auth_quiet_until = now + tally::INTERVAL;
+    }
+
     /// The core's state and this loop's counters, for [`super::ManagerHandle::metrics`].
     fn snapshot(&self) -> Metrics {
         Metrics::of(&self.core, self.counters)
+    }
+}
+
+/// Warns about every key shorter than [`MIN_KEY_LEN`].
+fn warn_weak_keys(keyring: &depot_core::Keyring) {
+    for key in keyring.keys().iter().filter(|k| k.is_weak()) {
+        warn!(
+            "KEY '{}' IS SHORTER THAN {MIN_KEY_LEN} BYTES: one recorded handshake lets anyone \
+             guess it offline; use a long random key (`depot keys new NAME` makes one)",
+            key.name()
+        );
     }
 }
 

@@ -24,7 +24,8 @@ pub struct Counters {
     pub accepted: u64,
     /// Connections refused because every slot was in use.
     pub refused_busy: u64,
-    /// Connections refused because their address had too many handshakes going on.
+    /// Connections refused because their address had too many handshakes going on, or was
+    /// locked out after failed proofs.
     pub refused_source: u64,
     /// Connections closed during their handshake to make room for others.
     pub evicted: u64,

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     /// Set when the loop's thread has ended, however it ended.
     pub(crate) finished: AtomicBool,
     pub(crate) board: metrics::Board,
+    /// A keyring for the loop to take in (see [`ManagerHandle::set_keyring`]).
+    pub(crate) keyring: Mutex<Option<depot_core::Keyring<'static>>>,
 }
 
 /// The manager thread, until someone has joined it.
@@ -117,6 +119,26 @@ impl ManagerHandle {
         };
         *joined = Joined::Ended(outcome.as_ref().err().map(ToString::to_string));
         outcome
+    }
+
+    /// Replaces the manager's keyring (a reload) and returns at once; the manager takes it
+    /// on its next turn. Connections of keys that are still there (same name and secret)
+    /// stay, with their new rights; those of removed or changed keys are closed. A keyring
+    /// that does not check (see [`depot_core::Keyring::check`]) is refused and changes
+    /// nothing.
+    pub fn set_keyring(&self, keyring: depot_core::Keyring<'static>) -> Result<(), Error> {
+        keyring
+            .check()
+            .map_err(|e| Error::Config(format!("keyring: {e}")))?;
+        *self
+            .shared
+            .keyring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(keyring);
+        if !self.is_finished() {
+            self.shared.waker.wake()?;
+        }
+        Ok(())
     }
 
     /// A snapshot of the manager's state and counters, taken by its event loop on its next

@@ -40,7 +40,8 @@ const ITEM_PREFIX: usize = 4;
 /// Everything the event loop needs to know to build the core manager.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub(crate) authkey: Vec<u8>,
+    pub(crate) authkey: Option<Vec<u8>>,
+    pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     /// Declared queues: name, limits, storage bytes.
     pub(crate) queues: Vec<(String, QueueSpec, usize)>,
     /// Storage bytes of each spare slot clients may create queues in.
@@ -59,10 +60,16 @@ pub(crate) struct Plan {
 impl Plan {
     /// Checks the builder's options and sizes every buffer.
     pub(crate) fn new(b: &ManagerBuilder) -> Result<Plan, Error> {
-        let authkey = b
-            .authkey
-            .clone()
-            .ok_or_else(|| Error::Config("an authkey is required".into()))?;
+        let authkey = b.authkey.clone();
+        if authkey.is_none() && b.keyring.is_none() {
+            return Err(Error::Config("an authkey or a keyring is required".into()));
+        }
+        let keyring = b.keyring.clone();
+        if let Some(keyring) = &keyring {
+            keyring
+                .check()
+                .map_err(|e| Error::Config(format!("keyring: {e}")))?;
+        }
         let fd_room = fd_room();
         let max_connections = match b.max_connections {
             Some(n) if n == 0 || n > MAX_CONNECTIONS => {
@@ -126,10 +133,13 @@ impl Plan {
             allow_create,
             max_handshaking: max_handshaking.try_into().unwrap_or(u32::MAX),
             max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
+            throttle: b.throttle,
+            encryption: b.encryption,
             ..ManagerConfig::default()
         };
         Ok(Plan {
             authkey,
+            keyring,
             queues,
             spares,
             config,

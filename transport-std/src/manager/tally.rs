@@ -12,6 +12,33 @@ use tracing::warn;
 /// How often, at most, the summary line is written.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 
+/// One part of the summary of failed proofs: its text and how many it counts.
+pub(crate) fn auth_line(report: depot_core::throttle::AuthReport) -> (String, u32) {
+    use depot_core::throttle::AuthReport;
+    let source = |bytes: &[u8]| match <[u8; 16]>::try_from(bytes) {
+        Ok(octets) => std::net::Ipv6Addr::from(octets).to_canonical().to_string(),
+        Err(_) => format!("{bytes:02x?}"),
+    };
+    match report {
+        AuthReport::Failed {
+            source: s,
+            key,
+            count,
+        } => {
+            let key = if key.is_empty() { "(default)" } else { key };
+            (
+                format!("{} failed from {} for key {key}", count, source(s)),
+                count,
+            )
+        }
+        AuthReport::Refused { source: s, count } => (
+            format!("{count} refused from {} (locked out)", source(s)),
+            count,
+        ),
+        AuthReport::Unlisted { count } => (format!("{count} more from other sources"), count),
+    }
+}
+
 /// What a peer can cause without limit.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {

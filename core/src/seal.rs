@@ -1,0 +1,217 @@
+//! How frames are protected after the handshake: a MAC (PROTOCOL.md §5), or sealed with
+//! ChaCha20-Poly1305 when both sides agree in the hello (§5.1, feature `aead`).
+//!
+//! Either way each direction has its own key derived from the transcript and counts its
+//! frames; the count is never sent, so a frame dropped, replayed or reordered fails to open.
+//! Sealed frames add confidentiality: the messages travel encrypted, the length header in
+//! the clear (it is authenticated as associated data).
+
+use crate::auth::{AuthKey, FrameMac, CLIENT_TO_MANAGER, MANAGER_TO_CLIENT};
+use crate::wire::{CloseReason, HEADER_LEN, TAG_LEN};
+
+/// Whether a side seals its frames (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Encryption {
+    /// Never seal: frames carry their MAC only (integrity, no confidentiality).
+    Off,
+    /// Seal when the peer can; accept a peer that cannot (the default with feature `aead`).
+    Preferred,
+    /// Seal, and refuse a peer that cannot ([`CloseReason::EncryptionRequired`]). Without the
+    /// `aead` feature this refuses every peer.
+    Required,
+}
+
+impl Default for Encryption {
+    /// [`Encryption::Preferred`] when this build can seal (feature `aead`), else
+    /// [`Encryption::Off`].
+    fn default() -> Self {
+        if CAN_SEAL {
+            Encryption::Preferred
+        } else {
+            Encryption::Off
+        }
+    }
+}
+
+/// Whether this build can seal frames.
+pub const CAN_SEAL: bool = cfg!(feature = "aead");
+
+impl Encryption {
+    /// What a client with this policy asks for in its hello.
+    pub(crate) fn wants(self) -> bool {
+        CAN_SEAL && self != Encryption::Off
+    }
+
+    /// The manager's choice for a client that asked (`wants`) or not: sealed or not, or the
+    /// reason to refuse the client.
+    pub(crate) fn manager_choice(self, wants: bool) -> Result<bool, CloseReason> {
+        match self {
+            Encryption::Required if !(wants && CAN_SEAL) => Err(CloseReason::EncryptionRequired),
+            Encryption::Off => Ok(false),
+            _ => Ok(wants && CAN_SEAL),
+        }
+    }
+
+    /// Whether a client with this policy, which asked for sealing or not, goes on with the
+    /// manager's choice.
+    pub(crate) fn client_accepts(self, sealed: bool) -> Result<(), CloseReason> {
+        if sealed && !self.wants() {
+            // The manager may seal only when asked to.
+            return Err(CloseReason::Malformed);
+        }
+        if self == Encryption::Required && !sealed {
+            return Err(CloseReason::EncryptionRequired);
+        }
+        Ok(())
+    }
+}
+
+/// Labels of the sealing keys, apart from the MAC keys' (`auth`), so no key serves two
+/// algorithms.
+#[cfg(feature = "aead")]
+const SEAL_CLIENT_TO_MANAGER: &[u8] = b"depot/3 seal client->manager";
+#[cfg(feature = "aead")]
+const SEAL_MANAGER_TO_CLIENT: &[u8] = b"depot/3 seal manager->client";
+
+/// Protects the frames of one direction of one session.
+#[derive(Clone)]
+pub(crate) struct FrameKey(Kind);
+
+// No heap to box into: the keys live inline, as large as they are.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Kind {
+    Mac(FrameMac),
+    #[cfg(feature = "aead")]
+    Aead(FrameAead),
+}
+
+impl FrameKey {
+    /// The key of frames from the client to the manager.
+    pub(crate) fn client_to_manager(key: &AuthKey, transcript: &[u8; 32], sealed: bool) -> Self {
+        #[cfg(feature = "aead")]
+        if sealed {
+            let k = key.derive(SEAL_CLIENT_TO_MANAGER, transcript);
+            return FrameKey(Kind::Aead(FrameAead::new(&k)));
+        }
+        let _ = sealed;
+        FrameKey(Kind::Mac(key.session(CLIENT_TO_MANAGER, transcript)))
+    }
+
+    /// The key of frames from the manager to the client.
+    pub(crate) fn manager_to_client(key: &AuthKey, transcript: &[u8; 32], sealed: bool) -> Self {
+        #[cfg(feature = "aead")]
+        if sealed {
+            let k = key.derive(SEAL_MANAGER_TO_CLIENT, transcript);
+            return FrameKey(Kind::Aead(FrameAead::new(&k)));
+        }
+        let _ = sealed;
+        FrameKey(Kind::Mac(key.session(MANAGER_TO_CLIENT, transcript)))
+    }
+
+    /// Protects the next frame: `body` (the messages) is encrypted in place when sealing;
+    /// returns the tag. Advances the sequence.
+    pub(crate) fn seal(&mut self, header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+        match &mut self.0 {
+            Kind::Mac(mac) => mac.seal(header, body),
+            #[cfg(feature = "aead")]
+            Kind::Aead(aead) => aead.seal(header, body),
+        }
+    }
+
+    /// Checks the next whole frame (header ‖ messages ‖ tag), decrypting its messages in place
+    /// when sealed; advances the sequence only on success. On failure the frame is unchanged.
+    pub(crate) fn open(&mut self, frame: &mut [u8]) -> bool {
+        if frame.len() < HEADER_LEN + TAG_LEN {
+            return false;
+        }
+        let (header, rest) = frame.split_at_mut(HEADER_LEN);
+        let (messages, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        match &mut self.0 {
+            Kind::Mac(mac) => mac.open(header, messages, tag),
+            #[cfg(feature = "aead")]
+            Kind::Aead(aead) => aead.open(header, messages, tag),
+        }
+    }
+
+    /// What reads back frames this key sealed, if it encrypts (see `TxBuf::open_unsent`).
+    #[cfg(feature = "aead")]
+    pub(crate) fn reader(&self) -> Option<&FrameAead> {
+        match &self.0 {
+            Kind::Aead(aead) => Some(aead),
+            Kind::Mac(_) => None,
+        }
+    }
+}
+
+#[cfg(feature = "aead")]
+pub(crate) use aead_impl::FrameAead;
+
+#[cfg(feature = "aead")]
+mod aead_impl {
+    use chacha20poly1305::aead::array::Array;
+    use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
+
+    use crate::wire::TAG_LEN;
+
+    /// ChaCha20-Poly1305 under one direction's key, with that direction's frame count.
+    #[derive(Clone)]
+    pub(crate) struct FrameAead {
+        cipher: ChaCha20Poly1305,
+        /// The sequence number of the next frame: its nonce, never sent.
+        seq: u64,
+    }
+
+    /// The 96-bit nonce of frame `seq`: four zero bytes, then `seq` big-endian. Each key
+    /// seals at most one frame per `seq`, so no nonce repeats under a key.
+    fn nonce(seq: u64) -> Array<u8, chacha20poly1305::consts::U12> {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&seq.to_be_bytes());
+        Array::from(n)
+    }
+
+    impl FrameAead {
+        pub(crate) fn new(key: &[u8; 32]) -> Self {
+            FrameAead {
+                cipher: ChaCha20Poly1305::new(&Array::from(*key)),
+                seq: 0,
+            }
+        }
+
+        /// The sequence number the next frame will have.
+        pub(crate) fn next_seq(&self) -> u64 {
+            self.seq
+        }
+
+        pub(crate) fn seal(&mut self, header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+            // Frames are far below ChaCha20's 256 GiB per nonce, the only way this fails.
+            let tag = self
+                .cipher
+                .encrypt_inout_detached(&nonce(self.seq), header, body.into())
+                .map(|t| t.into())
+                .unwrap_or([0; TAG_LEN]);
+            self.seq += 1;
+            tag
+        }
+
+        pub(crate) fn open(&mut self, header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+            let ok = self.open_at(self.seq, header, body, tag);
+            if ok {
+                self.seq += 1;
+            }
+            ok
+        }
+
+        /// Checks and decrypts frame `seq` in place (the tag is checked, in constant time,
+        /// before anything is decrypted).
+        pub(crate) fn open_at(&self, seq: u64, header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+            let Ok(tag) = Array::try_from(tag) else {
+                return false;
+            };
+            self.cipher
+                .decrypt_inout_detached(&nonce(seq), header, body.into(), &tag)
+                .is_ok()
+        }
+    }
+}
