@@ -17,7 +17,7 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
   --json FILE        also write the rows as a JSON array to FILE
   --only LIST        systems to run, comma-separated: raw-tcp, raw-tcp-proc,
                      python, redis, depot, depot-mac, depot-tokio, py-on-depot
-  --workload LIST    workloads to run, letters a–g, e.g. a,c,f (default: all)
+  --workload LIST    workloads to run, letters a–h, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)
 
 environment: DEPOT_BENCH_PYTHON (python3), DEPOT_BENCH_REDIS_SERVER (redis-server on PATH)";
@@ -90,8 +90,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                 let mut chars = Vec::new();
                 for letter in letters {
                     match letter.as_str() {
-                        "a" | "b" | "c" | "d" | "e" | "f" | "g" => chars.extend(letter.chars()),
-                        other => bail!("unknown workload {other:?} (letters a–g)"),
+                        "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" => {
+                            chars.extend(letter.chars())
+                        }
+                        other => bail!("unknown workload {other:?} (letters a–h)"),
                     }
                 }
                 options.workloads = Some(chars);

@@ -94,6 +94,32 @@ fn share(total: usize, parts: usize, index: usize) -> usize {
     total / parts + usize::from(index < total % parts)
 }
 
+/// How a server keeps its queue for (h): in memory, or appended to a log synced as said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Memory only (depot's default; Redis with `appendonly no`).
+    Memory,
+    /// Synced before each reply is sent (`--fsync always`; `appendfsync always`).
+    Always,
+    /// Synced once a second (`--fsync interval=1000`; `appendfsync everysec`).
+    EverySecond,
+    /// depot's default policy, `--fsync interval=100` (Redis has no such setting).
+    Interval100,
+    /// Written, never synced explicitly (`--fsync never`; `appendfsync no`).
+    Never,
+}
+
+impl Persistence {
+    /// Every setting, in report order.
+    pub const ALL: [Persistence; 5] = [
+        Persistence::Memory,
+        Persistence::Always,
+        Persistence::EverySecond,
+        Persistence::Interval100,
+        Persistence::Never,
+    ];
+}
+
 /// A benchmarked system. Each workload method does one run and starts whatever server it needs
 /// (a fresh one per run is fine and keeps the memory figures clean).
 pub trait System {
@@ -139,6 +165,17 @@ pub trait System {
     /// (g) `items` items of `item_size` bytes queued in the server: growth of its resident memory
     /// per item, in bytes.
     fn queued_items(&mut self, _items: usize, _item_size: usize) -> Outcome {
+        Ok(None)
+    }
+
+    /// (h) `producers` threads put `items` 8-B items in all, one put in flight each, to a server
+    /// keeping its queue as `persistence` says: acknowledged puts per second.
+    fn durable_puts(
+        &mut self,
+        _persistence: Persistence,
+        _producers: usize,
+        _items: usize,
+    ) -> Outcome {
         Ok(None)
     }
 }

@@ -64,6 +64,53 @@ pub fn put_get_pairs(
     Ok(Measurement::rate(pairs, start.elapsed()))
 }
 
+/// (h) `producers` threads, each connected with `connect` before the barrier, put `items`
+/// items of `item_size` bytes in all; puts per second from the barrier to the last reply.
+pub fn puts<C, F>(
+    producers: usize,
+    items: usize,
+    item_size: usize,
+    connect: F,
+) -> Result<Measurement>
+where
+    C: QueueClient,
+    F: Fn() -> Result<C> + Sync,
+{
+    let ready = Barrier::new(producers + 1);
+    let go = Barrier::new(producers + 1);
+    let item = item(item_size);
+    let start = thread::scope(|scope| {
+        let threads: Vec<_> = (0..producers)
+            .map(|index| {
+                let (connect, ready, go, item) = (&connect, &ready, &go, &item);
+                let share = items / producers + usize::from(index < items % producers);
+                scope.spawn(move || -> Result<()> {
+                    let client = connect();
+                    ready.wait();
+                    go.wait();
+                    let mut client = client?;
+                    for _ in 0..share {
+                        client.put(item)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        ready.wait();
+        let start = Instant::now();
+        go.wait();
+        let mut outcome = Ok(start);
+        for t in threads {
+            let joined = t.join().map_err(|_| anyhow!("a producer panicked"));
+            if let Err(e) = joined.and_then(|r| r) {
+                outcome = outcome.and(Err(e));
+            }
+        }
+        outcome
+    })?;
+    Ok(Measurement::rate(items, start.elapsed()))
+}
+
 /// (c), (d) producers and consumers as threads, each connected with `connect` before the barrier.
 /// Producers put their share and then their sentinels (empty items); a consumer stops at its
 /// first sentinel. Items per second from the barrier to the last item any consumer received.

@@ -2,7 +2,7 @@
 //! them on each system several times.
 
 use crate::stats;
-use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::system::{Measurement, Outcome, Persistence, System, Transfer};
 
 /// Item sizes of the transfer workloads.
 const ITEM_SIZES: [usize; 2] = [8, 1024];
@@ -26,6 +26,9 @@ pub struct Plan {
     pub idle_connections: usize,
     /// (g) queued items.
     pub queued_items: usize,
+    /// (h) puts per run, and with a sync before every reply (slow on purpose).
+    pub durable_puts: usize,
+    pub durable_puts_always: usize,
 }
 
 impl Plan {
@@ -40,6 +43,8 @@ impl Plan {
             items: 100_000,
             idle_connections: 10_000,
             queued_items: 1_000_000,
+            durable_puts: 40_000,
+            durable_puts_always: 4_000,
         }
     }
 
@@ -54,6 +59,8 @@ impl Plan {
             items: 2_000,
             idle_connections: 200,
             queued_items: 10_000,
+            durable_puts: 1_000,
+            durable_puts_always: 100,
         }
     }
 }
@@ -135,6 +142,8 @@ pub enum Workload {
     IdleConnections,
     /// (g)
     QueuedItems,
+    /// (h)
+    DurablePuts(Persistence),
 }
 
 impl Workload {
@@ -157,6 +166,7 @@ impl Workload {
             }
         }
         all.extend([Workload::IdleConnections, Workload::QueuedItems]);
+        all.extend(Persistence::ALL.map(Workload::DurablePuts));
         all
     }
 
@@ -170,6 +180,7 @@ impl Workload {
             Workload::Transfer(_) => 'd',
             Workload::IdleConnections => 'f',
             Workload::QueuedItems => 'g',
+            Workload::DurablePuts(_) => 'h',
         }
     }
 
@@ -245,6 +256,28 @@ impl Workload {
                 "B/item",
                 Lower,
             )],
+            Workload::DurablePuts(p) => {
+                let (key, how) = match p {
+                    Persistence::Memory => ("memory", "in memory only"),
+                    Persistence::Always => ("always", "fsync always / appendfsync always"),
+                    Persistence::EverySecond => {
+                        ("everysec", "fsync interval=1000 / appendfsync everysec")
+                    }
+                    Persistence::Interval100 => {
+                        ("interval100", "fsync interval=100 (depot's default)")
+                    }
+                    Persistence::Never => ("never", "fsync never / appendfsync no"),
+                };
+                vec![Metric::new(
+                    format!("durable_puts_{key}"),
+                    format!(
+                        "(h) {DURABLE_PRODUCERS} producers, {} acknowledged 8-B puts, {how}",
+                        group(durable_items(plan, *p))
+                    ),
+                    "puts/s",
+                    Higher,
+                )]
+            }
         }
     }
 
@@ -257,7 +290,21 @@ impl Workload {
             Workload::Transfer(shape) => system.transfer(shape),
             Workload::IdleConnections => system.idle_connections(plan.idle_connections),
             Workload::QueuedItems => system.queued_items(plan.queued_items, 8),
+            Workload::DurablePuts(p) => {
+                system.durable_puts(*p, DURABLE_PRODUCERS, durable_items(plan, *p))
+            }
         }
+    }
+}
+
+/// Producers of (h): several, so that a sync can cover the puts of more than one client.
+const DURABLE_PRODUCERS: usize = 4;
+
+/// Puts per run of (h): fewer when each waits for a sync.
+fn durable_items(plan: &Plan, p: Persistence) -> usize {
+    match p {
+        Persistence::Always => plan.durable_puts_always,
+        _ => plan.durable_puts,
     }
 }
 
@@ -400,9 +447,9 @@ mod tests {
     fn every_workload_has_a_letter_and_metrics() {
         let plan = Plan::quick();
         let all = Workload::all(&plan);
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 16);
         let letters: String = all.iter().map(Workload::letter).collect();
-        assert_eq!(letters, "abbccddeefg");
+        assert_eq!(letters, "abbccddeefghhhhh");
         let keys: Vec<String> = all
             .iter()
             .flat_map(|w| w.metrics(&plan))

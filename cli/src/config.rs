@@ -23,6 +23,10 @@ pub struct ConfigFile {
     pub require_encryption: Option<bool>,
     /// Largest item of a queue that does not give its own.
     pub max_item: Option<u32>,
+    /// Where the queues are kept; a relative path is relative to the config file.
+    pub data_dir: Option<PathBuf>,
+    /// When the log in `data_dir` is synced: `always`, `interval[=MS]` or `never`.
+    pub fsync: Option<String>,
     #[serde(default)]
     pub limits: Limits,
     pub allow_create: Option<AllowCreate>,
@@ -87,10 +91,13 @@ impl ConfigFile {
             };
             format!("config file {}: {at}{}", path.display(), e.message())
         })?;
-        if let Some(key) = &mut config.authkey_file {
-            if key.is_relative() {
+        for relative in [&mut config.authkey_file, &mut config.data_dir]
+            .into_iter()
+            .flatten()
+        {
+            if relative.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new("."));
-                *key = dir.join(&*key);
+                *relative = dir.join(&*relative);
             }
         }
         config
@@ -100,6 +107,11 @@ impl ConfigFile {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(policy) = &self.fsync {
+            policy
+                .parse::<depot_std::Fsync>()
+                .map_err(|e| format!("fsync: {e}"))?;
+        }
         for q in &self.queues {
             if q.name.is_empty() {
                 return Err("a queue has an empty name".into());
@@ -156,6 +168,9 @@ mod tests {
         std::fs::write(&path, "authkey_file = \"key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(dir.join("key")));
+        std::fs::write(&path, "data_dir = \"queues\"\n").unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.data_dir, Some(dir.join("queues")));
         std::fs::write(&path, "authkey_file = \"/abs/key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(PathBuf::from("/abs/key")));
@@ -177,6 +192,8 @@ mod tests {
         assert!(parse("[[queue]]\nname = \"q\"\ncapacity = 0").is_err());
         assert!(parse("[[queue]]\nname = \"\"").is_err());
         assert!(parse("[limits]\nframe_timeout = -1.0").is_err());
+        assert!(parse("data_dir = \"d\"\nfsync = \"interval=50\"").is_ok());
+        assert!(parse("fsync = \"sometimes\"").is_err());
         assert!(
             parse("[allow_create]\ncapacity = 3").is_err(),
             "slots is required"

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{text, Client, Manager, QueueMode, QueueOptions, QueueStat};
+use depot_std::{text, Client, Fsync, Manager, QueueMode, QueueOptions, QueueStat};
 
 use config::ConfigFile;
 
@@ -100,6 +100,8 @@ Every key, with its flag:
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   require_encryption = false          # --require-encryption[=BOOL]
   max_item = 65536                    # --max-item
+  data_dir = "/var/lib/depot"         # --data-dir (relative to the config file)
+  fsync = "interval=100"              # --fsync: always, interval[=MS] or never
   [limits]
   max_connections = 16384             # --max-connections (default: 16384 or what `ulimit -n` allows)
   max_handshaking = 8192              # --max-handshaking (default: half of max_connections)
@@ -202,6 +204,41 @@ struct ServeArgs {
     /// Named keys and their rights per queue (TOML; see below); reread on SIGHUP. $DEPOT_AUTHKEY, if set, stays the default key.
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
+    /// Items of QUEUE delivered N times under a lease (`get --lease`) and still not acked go to the
+    /// queue DEAD instead of back to QUEUE (both declared queues; N from 1 to 255). Repeat for more.
+    #[arg(long = "dead-letter", value_name = "QUEUE:DEAD:N", value_parser = parse_dead_letter)]
+    dead_letters: Vec<(String, String, u8)>,
+
+    /// Keep the queues in DIR (created if missing): a restarted manager serves what was
+    /// queued when it stopped or crashed. Without it, queues live in memory only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// When the --data-dir log is synced to disk: always (before each reply), interval[=MS]
+    /// (every MS milliseconds) or never (left to the OS). Every policy survives a crash of
+    /// the manager's process; this bounds what an OS crash or power loss loses [default: interval=100].
+    #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
+    fsync: Option<Fsync>,
+}
+
+/// `QUEUE:DEAD:N` of `serve --dead-letter`.
+fn parse_dead_letter(s: &str) -> Result<(String, String, u8), String> {
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(d), Some(n), None) if !q.is_empty() && !d.is_empty() => {
+            let n: u8 = n
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("'{n}' is not a delivery count from 1 to 255"))?;
+            Ok((q.to_owned(), d.to_owned(), n))
+        }
+        _ => Err("expected QUEUE:DEAD:N".into()),
+    }
+}
+
+fn parse_fsync(s: &str) -> Result<Fsync, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +320,12 @@ struct GetArgs {
     /// Write each item's bytes as they are (then a newline) instead of JSON.
     #[arg(long)]
     raw: bool,
+
+    /// Take each item under a lease of SECS seconds and acknowledge it only once it is written to
+    /// stdout and flushed: an item whose output failed, or whose consumer died first, goes back to
+    /// the head of the queue (at-least-once instead of at-most-once).
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    lease: Option<Duration>,
 }
 
 /// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
@@ -477,6 +520,8 @@ struct ServeSettings {
     handshake_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_stall_timeout: Option<Duration>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
 }
 
 impl ServeSettings {
@@ -535,6 +580,17 @@ impl ServeSettings {
             }
         };
         let limits = &file.limits;
+        let fsync = match (args.fsync, &file.fsync) {
+            (Some(policy), _) => Some(policy),
+            (None, Some(text)) => Some(text.parse().map_err(CliError::Msg)?),
+            (None, None) => None,
+        };
+        let data_dir = args.data_dir.or(file.data_dir);
+        if fsync.is_some() && data_dir.is_none() {
+            return Err(CliError::Usage(
+                "--fsync applies to a --data-dir: give one (queues are in memory otherwise)".into(),
+            ));
+        }
         Ok(ServeSettings {
             listen: args
                 .listen
@@ -561,11 +617,14 @@ impl ServeSettings {
             handshake_timeout: secs(args.handshake_timeout, limits.handshake_timeout)?,
             frame_timeout: secs(args.frame_timeout, limits.frame_timeout)?,
             write_stall_timeout: secs(args.write_stall_timeout, limits.write_stall_timeout)?,
+            data_dir,
+            fsync,
         })
     }
 }
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
+    let dead_letters = args.dead_letters.clone();
     let s = ServeSettings::new(args, authkey_file)?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
@@ -580,6 +639,9 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if s.require_encryption {
         builder = builder.encryption(depot_std::Encryption::Required);
+    }
+    for (queue, dead, n) in &dead_letters {
+        builder = builder.dead_letter(queue, dead, *n);
     }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
@@ -604,6 +666,12 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(t) = s.write_stall_timeout {
         builder = builder.write_stall_timeout(t);
+    }
+    if let Some(dir) = &s.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if let Some(policy) = s.fsync {
+        builder = builder.fsync(policy);
     }
     // Bound before the manager starts, so a taken port fails the command at once.
     let metrics = match &s.metrics {
@@ -738,9 +806,11 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
     let mut out = io::stdout().lock();
     let mut got = 0u64;
     while args.count == 0 || got < args.count {
-        let item = match args.timeout {
-            Some(t) => queue.get_timeout(t)?,
-            None => queue.get()?,
+        let (item, lease) = match (args.lease, args.timeout) {
+            (Some(l), Some(t)) => leased(queue.get_leased_timeout(l, t)?),
+            (Some(l), None) => leased(queue.get_leased(l)?),
+            (None, Some(t)) => (queue.get_timeout(t)?, None),
+            (None, None) => (queue.get()?, None),
         };
         got += 1;
         let written = if args.raw {
@@ -751,11 +821,21 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
                 .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&item)));
             writeln!(out, "{line}")
         };
+        // On an error the lease is dropped unacked, which puts the item back.
         written
             .and_then(|()| out.flush())
             .map_err(|e| CliError::Msg(format!("cannot write to stdout: {e}")))?;
+        if let Some(lease) = lease {
+            lease.ack()?;
+        }
     }
     Ok(())
+}
+
+/// A leased item's bytes, and its lease to ack once they are written.
+fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
+    let item = lease.take_items().into_iter().next().unwrap_or_default();
+    (item, Some(lease))
 }
 
 fn stat(args: &StatArgs, client: &Client) -> CliResult {

@@ -1006,6 +1006,80 @@ fn serve_errors_are_one_line() {
     let r = run(depot(Some(KEY), &["serve", "--queue", "q:zero"]));
     assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+    // A bad fsync policy, or one without a data directory to apply to.
+    let r = run(depot(
+        Some(KEY),
+        &["serve", "--queue", "q", "--fsync", "sometimes"],
+    ));
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("not an fsync policy"), "{}", r.stderr);
+    let r = run(depot(
+        Some(KEY),
+        &["serve", "--queue", "q", "--fsync", "always"],
+    ));
+    assert_eq!(r.status.code(), Some(2), "{}", r.stderr);
+    assert!(r.failed().contains("--data-dir"), "{}", r.stderr);
+    // A data directory that cannot be one (a file).
+    let dir = temp_dir("data-dir-file");
+    let file = dir.join("file");
+    std::fs::write(&file, "x").unwrap();
+    let r = run(depot(
+        Some(KEY),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--queue",
+            "q",
+            "--data-dir",
+            file.to_str().unwrap(),
+        ],
+    ));
+    // (The manager warns about the short test key first.)
+    assert!(!r.status.success());
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("depot: ") && last.contains("data dir"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_data_dir_keeps_queues_across_a_restart_and_metrics_show_the_log() {
+    let dir = temp_dir("data-dir");
+    let data = dir.join("queues");
+    let args = [
+        "--queue",
+        "jobs",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--fsync",
+        "always",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    let (bg, addr) = serve(&args);
+    let metrics = bg.line();
+    let metrics = metrics
+        .strip_prefix("metrics on http://")
+        .and_then(|m| m.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("serve printed {metrics:?}"))
+        .to_owned();
+    let put = ["put", "--connect", &addr, "--queue", "jobs", "1", "2", "3"];
+    run(depot(Some(KEY), &put)).ok();
+    let samples = scrape(&metrics);
+    assert!(samples["depot_log_bytes"] > 12, "{samples:?}");
+    assert!(samples["depot_log_fsyncs_total"] >= 1, "{samples:?}");
+    // SIGKILL: no graceful stop, no final sync.
+    drop(bg);
+    let (_bg, addr) = serve(&args[..4]);
+    let get = ["get", "--connect", &addr, "--queue", "jobs", "--count", "3"];
+    let got = run(depot(Some(KEY), &get));
+    got.ok();
+    assert_eq!(got.stdout, "1\n2\n3\n");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -426,7 +426,8 @@ impl<'a> Client<'a> {
             | Op::Get { wait, .. }
             | Op::Join { wait, .. }
             | Op::PutMany { wait, .. }
-            | Op::GetMany { wait, .. } => wait,
+            | Op::GetMany { wait, .. }
+            | Op::GetLeased { wait, .. } => wait,
             _ => Wait::NoWait,
         };
         let grace = u64::from(self.config.reply_timeout_ms);
@@ -443,6 +444,24 @@ impl<'a> Client<'a> {
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)
+    }
+
+    /// Sends a request whose reply is not reported, such as an ack the caller does not wait for:
+    /// it takes no request slot, and a refusal is only logged.
+    pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
+        self.apply_consumed();
+        let tx_mac = match &mut self.state {
+            State::Ready { tx_mac, .. } => tx_mac,
+            State::Closed { error, .. } => return Err(*error),
+            _ => return Err(Error::NotReady),
+        };
+        let request = Request {
+            id: INTERNAL_ID,
+            op,
+        };
+        self.tx
+            .push(&request, self.peer_max, tx_mac)
+            .map_err(|_| Error::WouldBlock)
     }
 
     /// The next event, if any. Item bytes in a reply borrow the receive buffer until the next
@@ -614,7 +633,7 @@ impl<'a> Client<'a> {
             } => {
                 if let Reply::Error(code) = reply {
                     warn!(
-                        "client: a cancel or give-back failed: {}",
+                        "client: a request sent unanswered (cancel, give-back, ack) failed: {}",
                         code.description()
                     );
                 }
@@ -627,6 +646,13 @@ impl<'a> Client<'a> {
                 };
                 let (abandoned, handle) = (slot.abandoned, slot.handle);
                 if abandoned {
+                    if let Reply::Leased { lease, .. } = reply {
+                        // Nobody will process these items: hand them back now rather than
+                        // when the lease runs out.
+                        if !nack(&mut self.tx, &mut self.state, self.peer_max, lease) {
+                            return Ok(Taken::Blocked);
+                        }
+                    }
                     if let (Some(handle), Reply::Item { .. } | Reply::Items { .. }) =
                         (handle, reply)
                     {
@@ -755,6 +781,18 @@ fn give_back(
         }
     }
     true
+}
+
+/// Queues a `Nack` of `lease`; `false` (nothing queued) when the transmit buffer has no room now.
+fn nack(tx: &mut TxBuf, state: &mut State, peer_max: usize, lease: u64) -> bool {
+    let State::Ready { tx_mac, .. } = state else {
+        return true;
+    };
+    let request = Request {
+        id: INTERNAL_ID,
+        op: Op::Nack { lease },
+    };
+    tx.push(&request, peer_max, tx_mac).is_ok()
 }
 
 /// The slot of request `id` in `slots`, while it is in flight.

@@ -255,7 +255,13 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
-            9 => Reply::Session {
+            9 => Reply::Leased {
+                handle: self.handle(),
+                lease: self.u64(),
+                deliveries: self.bytes(),
+                items: Items(self.bytes()),
+            },
+            10 => Reply::Session {
                 resumed: self.flag(),
             },
             _ => self.fail(Reply::Done),
@@ -312,14 +318,27 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 item: self.bytes(),
             },
-            14 => Op::Session { id: self.array() },
-            15 => Op::PutSeq {
+            14 => {
+                let handle = self.handle();
+                let [max_items, max_bytes, lease_ms] = self.u32s();
+                Op::GetLeased {
+                    handle,
+                    max_items,
+                    max_bytes,
+                    lease_ms,
+                    wait: self.wait(),
+                }
+            }
+            15 => Op::Ack { lease: self.u64() },
+            16 => Op::Nack { lease: self.u64() },
+            17 => Op::Session { id: self.array() },
+            18 => Op::PutSeq {
                 seq: self.u64(),
                 handle: self.handle(),
                 item: self.bytes(),
                 wait: self.wait(),
             },
-            16 => Op::PutManySeq {
+            19 => Op::PutManySeq {
                 seq: self.u64(),
                 handle: self.handle(),
                 items: Items(self.bytes()),
@@ -416,7 +435,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 19] = [
+const ERROR_CODES: [ErrorCode; 21] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -433,6 +452,8 @@ const ERROR_CODES: [ErrorCode; 19] = [
     ErrorCode::WrongKind,
     ErrorCode::Cancelled,
     ErrorCode::InvalidValue,
+    ErrorCode::NoSuchLease,
+    ErrorCode::LeaseLimit,
     ErrorCode::NoSession,
     ErrorCode::SessionLimit,
     ErrorCode::SequenceExpired,
@@ -588,7 +609,18 @@ impl<'o> Writer<'o> {
                 self.u32s(&[8, handle.0.into()]);
                 self.bytes(items.0);
             }
-            Reply::Session { resumed } => self.u32s(&[9, resumed.into()]),
+            Reply::Leased {
+                handle,
+                lease,
+                deliveries,
+                items,
+            } => {
+                self.u32s(&[9, handle.0.into()]);
+                self.varint(lease);
+                self.bytes(deliveries);
+                self.bytes(items.0);
+            }
+            Reply::Session { resumed } => self.u32s(&[10, resumed.into()]),
         }
     }
 
@@ -654,8 +686,26 @@ impl<'o> Writer<'o> {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
             }
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                wait,
+            } => {
+                self.u32s(&[14, handle.0.into(), max_items, max_bytes, lease_ms]);
+                self.wait(wait);
+            }
+            Op::Ack { lease } => {
+                self.u32(15);
+                self.varint(lease);
+            }
+            Op::Nack { lease } => {
+                self.u32(16);
+                self.varint(lease);
+            }
             Op::Session { id } => {
-                self.u32(14);
+                self.u32(17);
                 self.raw(&id);
             }
             Op::PutSeq {
@@ -664,7 +714,7 @@ impl<'o> Writer<'o> {
                 item,
                 wait,
             } => {
-                self.u32(15);
+                self.u32(18);
                 self.varint(seq);
                 self.u32(handle.0.into());
                 self.bytes(item);
@@ -676,7 +726,7 @@ impl<'o> Writer<'o> {
                 items,
                 wait,
             } => {
-                self.u32(16);
+                self.u32(19);
                 self.varint(seq);
                 self.u32(handle.0.into());
                 self.bytes(items.0);
@@ -799,7 +849,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0u32..16, 0u32..16, prop::array::uniform8(num())),
+            (0u32..17, 0u32..16, prop::array::uniform8(num())),
             prop::array::uniform2(prop_oneof![0u64..300, any::<u64>()]),
             prop_oneof![0u16..300, any::<u16>()],
             any::<bool>(),
@@ -856,7 +906,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 11 {
+        match p.variant % 12 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -893,9 +943,15 @@ mod tests {
                 count: n[4],
                 error: p.flag.then(|| code(p.sub)),
             },
-            9 => Reply::Session { resumed: p.flag },
-            _ => Reply::Items {
+            9 => Reply::Items {
                 handle: Handle(p.handle),
+                items: Items(&p.bytes),
+            },
+            10 => Reply::Session { resumed: p.flag },
+            _ => Reply::Leased {
+                handle: Handle(p.handle),
+                lease: p.big[0],
+                deliveries: &p.bytes[..p.bytes.len() / 2],
                 items: Items(&p.bytes),
             },
         }
@@ -913,7 +969,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 17 {
+        match p.variant % 20 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -950,26 +1006,35 @@ mod tests {
                 wait: wait(p),
             },
             12 => Op::Cancel { target: n[4] },
-            14 => {
+            13 => Op::Return {
+                handle,
+                item: &p.bytes,
+            },
+            14 => Op::GetLeased {
+                handle,
+                max_items: n[2],
+                max_bytes: n[3],
+                lease_ms: n[5],
+                wait: wait(p),
+            },
+            15 => Op::Ack { lease: p.big[1] },
+            16 => Op::Nack { lease: p.big[0] },
+            17 => {
                 let mut id = [0; 16];
                 id.copy_from_slice(&p.nonce[..16]);
                 Op::Session { id }
             }
-            15 => Op::PutSeq {
+            18 => Op::PutSeq {
                 seq: p.big[0],
                 handle,
                 item: &p.bytes,
                 wait: wait(p),
             },
-            16 => Op::PutManySeq {
+            _ => Op::PutManySeq {
                 seq: p.big[1],
                 handle,
                 items: Items(&p.bytes),
                 wait: wait(p),
-            },
-            _ => Op::Return {
-                handle,
-                item: &p.bytes,
             },
         }
     }

@@ -55,6 +55,10 @@ pub enum Error {
     /// challenge that does not carry depot's marker. Connect again speaking Python's protocol
     /// (`python::client`, feature `python`).
     PythonManager,
+    /// An ack or nack named a lease this connection does not hold (any more).
+    NoSuchLease,
+    /// The manager has no room to keep another leased item.
+    LeaseLimit,
     /// A numbered put on a connection with no session.
     NoSession,
     /// The manager has no room for another session.
@@ -82,6 +86,8 @@ impl From<ErrorCode> for Error {
             ErrorCode::WrongKind => Error::WrongKind,
             ErrorCode::Cancelled => Error::Cancelled,
             ErrorCode::InvalidValue => Error::InvalidValue,
+            ErrorCode::NoSuchLease => Error::NoSuchLease,
+            ErrorCode::LeaseLimit => Error::LeaseLimit,
             ErrorCode::NoSession => Error::NoSession,
             ErrorCode::SessionLimit => Error::SessionLimit,
             ErrorCode::SequenceExpired => Error::SequenceExpired,
@@ -120,6 +126,8 @@ impl Error {
             Error::WrongKind => ErrorCode::WrongKind,
             Error::Cancelled => ErrorCode::Cancelled,
             Error::InvalidValue => ErrorCode::InvalidValue,
+            Error::NoSuchLease => ErrorCode::NoSuchLease,
+            Error::LeaseLimit => ErrorCode::LeaseLimit,
             Error::NoSession => ErrorCode::NoSession,
             Error::SessionLimit => ErrorCode::SessionLimit,
             Error::SequenceExpired => ErrorCode::SequenceExpired,

@@ -15,9 +15,11 @@
 //! - [`seal`]: how frames are protected after the handshake: MACed, or sealed with
 //!   ChaCha20-Poly1305 (feature `aead`).
 //! - [`queue`]: a bounded FIFO of byte items in caller storage.
+//! - [`lease`]: items taken under a lease until acknowledged (at-least-once gets).
 //! - [`manager`]: the manager state machine (registry, queues, blocked requests, many
 //!   connections).
 //! - [`client`]: the client state machine (one connection, pipelined requests).
+//! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //! - [`session`]: what the manager remembers of a client across connections (exactly-once
 //!   puts).
@@ -47,7 +49,9 @@ mod buf;
 pub mod client;
 mod codec;
 pub mod error;
+pub mod journal;
 pub mod keyring;
+pub mod lease;
 pub mod manager;
 pub mod park;
 #[cfg(feature = "python")]
@@ -65,7 +69,9 @@ pub mod wire;
 
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
+pub use journal::{Journal, JournalSlot};
 pub use keyring::{Grant, Key, KeyName, Keyring, Rights};
+pub use lease::{LeaseSlot, LeaseStore};
 pub use manager::{AcceptError, ConnId, Connection, Manager, ManagerConfig, Resources};
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};

@@ -17,7 +17,9 @@
 use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
+use crate::journal::{note, JournalSlot, RestoreError};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
+use crate::lease::LeaseStore;
 use crate::park::ParkStore;
 use crate::registry::{Object, ObjectSlot, Registry};
 use crate::seal::{Encryption, FrameKey};
@@ -33,6 +35,8 @@ use crate::wire::{
     HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
+
+mod leasing;
 
 const NONE: u32 = u32::MAX;
 
@@ -290,7 +294,16 @@ enum Step {
 #[derive(Clone, Copy)]
 enum Take {
     One,
-    Many { max_items: u32, max_bytes: u32 },
+    Many {
+        max_items: u32,
+        max_bytes: u32,
+    },
+    /// As `Many`, under a lease (see `leasing`).
+    Leased {
+        max_items: u32,
+        max_bytes: u32,
+        lease_ms: u32,
+    },
 }
 
 impl Take {
@@ -298,6 +311,14 @@ impl Take {
         Take::Many {
             max_items: max_items.max(1),
             max_bytes,
+        }
+    }
+
+    fn leased(max_items: u32, max_bytes: u32, lease_ms: u32) -> Take {
+        Take::Leased {
+            max_items: max_items.max(1),
+            max_bytes,
+            lease_ms,
         }
     }
 }
@@ -309,7 +330,12 @@ fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
 
 /// Appends the packed `items` to `queue` while they fit: `(items put, bytes of the list
 /// used, the error that stopped it)`. Stopping for lack of room is not an error.
-fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Option<ErrorCode>) {
+fn push_items(
+    queue: &mut crate::queue::Queue,
+    items: &[u8],
+    journal: &mut Option<JournalSlot>,
+    handle: Handle,
+) -> (u32, usize, Option<ErrorCode>) {
     let mut iter = Items(items).iter();
     let mut count = 0;
     let mut used = 0;
@@ -323,6 +349,7 @@ fn push_items(queue: &mut crate::queue::Queue, items: &[u8]) -> (u32, usize, Opt
         if queue.push(item).is_err() {
             break;
         }
+        note(journal, |j| j.appended(handle, item));
         iter.next();
         count += 1;
         used = items.len() - iter.remaining().len();
@@ -383,6 +410,8 @@ pub struct Manager<'a> {
     conns: Managed<'a, Connection<'a>>,
     waiters: Waiters<'a>,
     parked: ParkStore<'a>,
+    /// Items taken under a lease and not yet acknowledged.
+    leases: LeaseStore<'a>,
     lists: [IdList; 3],
     open_conns: u32,
     /// Connections in their handshake by stage, oldest at `head`.
@@ -401,6 +430,8 @@ pub struct Manager<'a> {
     next_wake: Option<Instant>,
     #[cfg(feature = "python")]
     python: Option<PythonSide<'a>>,
+    /// Hears every change of queue contents (see [`crate::journal`]).
+    journal: Option<JournalSlot<'a>>,
     /// Clients' sessions (none until [`Manager::serve_sessions`]).
     sessions: crate::session::Sessions<'a>,
 }
@@ -425,6 +456,7 @@ impl<'a> Manager<'a> {
             conns,
             waiters: Waiters::new(waiters),
             parked,
+            leases: LeaseStore::none(),
             lists: [IdList::EMPTY; 3],
             open_conns: 0,
             handshakes: [IdList::EMPTY; 2],
@@ -437,6 +469,7 @@ impl<'a> Manager<'a> {
             next_wake: None,
             #[cfg(feature = "python")]
             python: None,
+            journal: None,
             sessions: crate::session::Sessions::new(Managed::empty()),
         };
         for i in (0..count).rev() {
@@ -528,6 +561,45 @@ impl<'a> Manager<'a> {
             reply: storage.reply,
             join: storage.join,
         });
+    }
+
+    /// Sets the journal that hears every change of queue contents from now on (see
+    /// [`crate::journal`]); restore recovered contents first.
+    pub fn set_journal(&mut self, journal: impl Into<JournalSlot<'a>>) {
+        self.journal = Some(journal.into());
+    }
+
+    /// The queue recovered items called `name` go into: the declared queue of that name, else
+    /// one made with `spec` in a spare slot (whether or not clients may create queues). Not
+    /// journaled; call before serving.
+    pub fn restore_queue(
+        &mut self,
+        name: &str,
+        spec: crate::wire::QueueSpec,
+    ) -> Result<Handle, ErrorCode> {
+        match self.registry.find(name) {
+            Some(handle) => Ok(handle),
+            None => self.registry.create(name, spec),
+        }
+    }
+
+    /// Appends a recovered item at the tail of queue `handle`. Not journaled; call before
+    /// serving.
+    pub fn restore_item(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
+        let q = self
+            .registry
+            .queue(handle)
+            .map_err(|_| RestoreError::NoSuchQueue)?;
+        q.queue.push(item).map_err(|e| match e {
+            crate::queue::PushError::TooLarge => RestoreError::TooLarge,
+            crate::queue::PushError::Full => RestoreError::Full,
+        })
+    }
+
+    /// The items of queue `handle`, oldest first, each as one or two slices (where it wraps
+    /// around the queue's storage): what a snapshot of the queue holds.
+    pub fn queue_items(&self, handle: Handle) -> Option<crate::queue::QueueIter<'_, 'a>> {
+        self.registry.queue_ref(handle).map(|q| q.queue.iter())
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).
@@ -817,6 +889,7 @@ impl<'a> Manager<'a> {
         self.leave_session(i);
         self.leave_handshake(i);
         self.give_back_unsent(i);
+        self.release_leases_of(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -855,6 +928,7 @@ impl<'a> Manager<'a> {
             return;
         }
         self.next_wake = None;
+        self.expire_leases(now);
         #[cfg(feature = "python")]
         if let Some(at) = self.stop_at {
             if at <= now {
@@ -1281,12 +1355,14 @@ impl<'a> Manager<'a> {
             | Op::PutManySeq { handle, .. }
             | Op::Return { handle, .. }
             | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
-            Op::Get { handle, .. } | Op::GetMany { handle, .. } | Op::TaskDone { handle } => {
-                on_handle(handle, Rights::GET)
-            }
+            Op::Get { handle, .. }
+            | Op::GetMany { handle, .. }
+            | Op::GetLeased { handle, .. }
+            | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
-            // A session holds nothing the key could not reach otherwise.
-            Op::Cancel { .. } | Op::Session { .. } => true,
+            // These concern the connection's own requests and leases; a session holds nothing
+            // the key could not reach otherwise.
+            Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } | Op::Session { .. } => true,
             Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
             Op::Shutdown => key.has_everywhere(Rights::ADMIN),
         };
@@ -1394,6 +1470,13 @@ impl<'a> Manager<'a> {
                 max_bytes,
                 ..
             } => self.get_reply_now(i, handle, Take::many(max_items, max_bytes)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                ..
+            } => self.get_reply_now(i, handle, Take::leased(max_items, max_bytes, lease_ms)),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1470,6 +1553,18 @@ impl<'a> Manager<'a> {
                 Some(Reply::Done)
             }
             Op::Return { handle, item } => Some(self.return_item(handle, item)),
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms,
+                wait,
+            } => {
+                self.get_leased(i, id, handle, wait, max_items, max_bytes, lease_ms);
+                None
+            }
+            Op::Ack { lease } => Some(self.ack(i, lease)),
+            Op::Nack { lease } => Some(self.nack(i, lease)),
             Op::Size { handle } => Some(match self.registry.queue(handle) {
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
@@ -1535,10 +1630,12 @@ impl<'a> Manager<'a> {
             }
         }
         match self.registry.create(name, spec) {
-            Ok(handle) => self
-                .registry
-                .info(handle)
-                .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened),
+            Ok(handle) => {
+                note(&mut self.journal, |j| j.created(handle, name, spec));
+                self.registry
+                    .info(handle)
+                    .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened)
+            }
             Err(e) => Reply::Error(e),
         }
     }
@@ -1581,6 +1678,12 @@ impl<'a> Manager<'a> {
                     Take::Many { max_bytes, .. } => (max_bytes as usize)
                         .min(cap)
                         .max(Items::packed_len(max_item)),
+                    Take::Leased { max_bytes, .. } => {
+                        let body = (max_bytes as usize)
+                            .min(cap)
+                            .max(Items::packed_len(max_item) + 1);
+                        return leasing::reply_bound(body.min(self.lease_fit(i)));
+                    }
                 };
                 item_reply_bound(body.min(fit))
             }
@@ -1602,16 +1705,23 @@ impl<'a> Manager<'a> {
                 _ => small,
             };
         }
-        match self.plan_take(i, handle, take) {
-            Some((_, body)) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
-            None => SMALL_REPLY_BOUND,
+        match (self.plan_take(i, handle, take), take) {
+            (Some((_, body)), Take::Leased { .. }) => {
+                leasing::reply_bound(body).max(SMALL_REPLY_BOUND)
+            }
+            (Some((_, body)), _) => item_reply_bound(body).max(SMALL_REPLY_BOUND),
+            (None, _) => SMALL_REPLY_BOUND,
         }
     }
 
     /// What a get on `handle` takes now for connection `i`: `(items, reply body bytes)`, or
-    /// `None` when the queue is empty or its first item does not fit a frame to the peer.
+    /// `None` when the queue is empty or its first item does not fit a frame to the peer. A
+    /// leased get's body counts a byte per item for its delivery count.
     fn plan_take(&mut self, i: usize, handle: Handle, take: Take) -> Option<(u32, usize)> {
-        let fit = self.item_fit(i);
+        let (fit, per_item) = match take {
+            Take::Leased { .. } => (self.lease_fit(i), 1),
+            _ => (self.item_fit(i), 0),
+        };
         let cap = self.many_cap(i);
         let q = self.registry.queue(handle).ok()?;
         let first = q.queue.front_len()?;
@@ -1620,11 +1730,21 @@ impl<'a> Manager<'a> {
             Take::Many {
                 max_items,
                 max_bytes,
+            }
+            | Take::Leased {
+                max_items,
+                max_bytes,
+                ..
             } => {
+                // A leased get takes no more items than the lease store has records for.
+                let max_items = match take {
+                    Take::Leased { .. } => max_items.min(self.leases.free_slots().max(1)),
+                    _ => max_items,
+                };
                 let mut count = 0u32;
                 let mut bytes = 0usize;
                 for (a, b) in q.queue.iter() {
-                    let packed = Items::packed_len(a.len() + b.len());
+                    let packed = Items::packed_len(a.len() + b.len()) + per_item;
                     let limit = if count == 0 {
                         fit
                     } else {
@@ -1662,6 +1782,7 @@ impl<'a> Manager<'a> {
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
+            note(&mut self.journal, |j| j.appended(handle, item));
             self.reply(i, id, &Reply::Done);
             self.settle(handle);
             return (1, false);
@@ -1715,7 +1836,7 @@ impl<'a> Manager<'a> {
             }
         };
         let (count, offset, error) = if q.putters.len() == 0 {
-            push_items(&mut q.queue, items.0)
+            push_items(&mut q.queue, items.0, &mut self.journal, handle)
         } else {
             (0, 0, None)
         };
@@ -1782,6 +1903,15 @@ impl<'a> Manager<'a> {
                 max_items,
                 max_bytes,
             },
+            Take::Leased {
+                max_items,
+                max_bytes,
+                lease_ms,
+            } => Hold::Lease {
+                max_items,
+                max_bytes,
+                lease_ms,
+            },
         };
         let waiter = Waiter {
             reserve: reserve as u32,
@@ -1822,6 +1952,7 @@ impl<'a> Manager<'a> {
             return Reply::Error(ErrorCode::InvalidValue);
         }
         if q.queue.push_front(item) {
+            note(&mut self.journal, |j| j.returned(handle, item));
             self.settle(handle);
             return Reply::Done;
         }
@@ -1950,7 +2081,8 @@ impl<'a> Manager<'a> {
                 } = hold
                 {
                     let rest = parked.get(offset as usize..).unwrap_or(&[]);
-                    let (count, used, error) = push_items(&mut q.queue, rest);
+                    let (count, used, error) =
+                        push_items(&mut q.queue, rest, &mut self.journal, handle);
                     let accepted = accepted + count;
                     let offset = offset + used as u32;
                     self.waiters.get_mut(w).hold = Hold::Items {
@@ -1969,6 +2101,7 @@ impl<'a> Manager<'a> {
                         continue;
                     }
                 } else if q.queue.push(parked).is_ok() {
+                    note(&mut self.journal, |j| j.appended(handle, parked));
                     self.session_progress(w, 1);
                     self.finish_waiter(w, &Reply::Done);
                     continue;
@@ -1988,6 +2121,11 @@ impl<'a> Manager<'a> {
                     max_items,
                     max_bytes,
                 } => Take::many(max_items, max_bytes),
+                Hold::Lease {
+                    max_items,
+                    max_bytes,
+                    lease_ms,
+                } => Take::leased(max_items, max_bytes, lease_ms),
                 _ => Take::One,
             };
             self.deliver(waiter.conn as usize, waiter.request, handle, take);
@@ -2012,6 +2150,9 @@ impl<'a> Manager<'a> {
             }
             return;
         };
+        if let Take::Leased { lease_ms, .. } = take {
+            return self.deliver_leased(i, id, handle, count, body, lease_ms);
+        }
         let Ok(q) = self.registry.queue(handle) else {
             return;
         };
@@ -2027,15 +2168,14 @@ impl<'a> Manager<'a> {
                     let (a, b) = queue.front()?;
                     encode_item_reply(out, id, handle, a, b)
                 }
-                Take::Many { .. } => {
-                    encode_items_reply(out, id, handle, queue.iter().take(count as usize), body)
-                }
+                _ => encode_items_reply(out, id, handle, queue.iter().take(count as usize), body),
             });
         match pushed {
             Ok(()) => {
                 for _ in 0..count {
                     q.queue.pop_front();
                 }
+                note(&mut self.journal, |j| j.removed(handle, count));
                 self.output_queued(i, was_idle);
             }
             Err(_) => self.begin_close(i, CloseReason::WriteStalled),
@@ -2501,7 +2641,9 @@ impl Manager<'_> {
         }
         if sent {
             if let Ok(q) = self.registry.queue(handle) {
-                q.queue.pop_front();
+                if q.queue.pop_front() {
+                    note(&mut self.journal, |j| j.removed(handle, 1));
+                }
             }
         } else {
             // The reply does not fit this connection's output: the item stays queued.

@@ -102,7 +102,18 @@ impl<'a> ParkStore<'a> {
     /// Keeps a copy of `item`; `None` when the store has no room. `taken(index)` tells whether a lent store's slot `index` holds an item not yet freed
     /// (the caller keeps every `ParkRef` until it frees it).
     pub(crate) fn store(&mut self, item: &[u8], taken: &dyn Fn(u32) -> bool) -> Option<ParkRef> {
-        let len = u32::try_from(item.len()).ok()?;
+        self.store_parts(item, &[], taken)
+    }
+
+    /// [`ParkStore::store`] for an item held in two pieces (as a queue holds one that wraps).
+    pub(crate) fn store_parts(
+        &mut self,
+        a: &[u8],
+        b: &[u8],
+        taken: &dyn Fn(u32) -> bool,
+    ) -> Option<ParkRef> {
+        let item_len = a.len() + b.len();
+        let len = u32::try_from(item_len).ok()?;
         match &mut self.kind {
             Kind::Slots {
                 data,
@@ -110,12 +121,14 @@ impl<'a> ParkStore<'a> {
                 count,
                 used,
             } => {
-                if item.len() > *slot_len || *used >= *count {
+                if item_len > *slot_len || *used >= *count {
                     return None;
                 }
                 let index = (0..*count).find(|&i| !taken(i))?;
                 let at = index as usize * *slot_len;
-                data.get_mut(at..at + item.len())?.copy_from_slice(item);
+                let dest = data.get_mut(at..at + item_len)?;
+                dest[..a.len()].copy_from_slice(a);
+                dest[a.len()..].copy_from_slice(b);
                 *used += 1;
                 Some(ParkRef { index, len })
             }
@@ -126,7 +139,7 @@ impl<'a> ParkStore<'a> {
                 bytes,
                 budget,
             } => {
-                if *bytes + item.len() > *budget {
+                if *bytes + item_len > *budget {
                     return None;
                 }
                 let index = match free.pop() {
@@ -136,8 +149,11 @@ impl<'a> ParkStore<'a> {
                         (items.len() - 1) as u32
                     }
                 };
-                items[index as usize] = item.to_vec();
-                *bytes += item.len();
+                let mut item = Vec::with_capacity(item_len);
+                item.extend_from_slice(a);
+                item.extend_from_slice(b);
+                items[index as usize] = item;
+                *bytes += item_len;
                 Some(ParkRef { index, len })
             }
         }

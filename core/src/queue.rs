@@ -1,13 +1,18 @@
 //! A bounded FIFO of variable-size byte items in storage the caller hands in.
 //!
-//! Items are stored back to back in a byte ring, each behind a 4-byte little-endian length, so
-//! the overhead is four bytes an item. The queue is bounded twice: by item count (`capacity`,
+//! Items are stored back to back in a byte ring, each behind a 4-byte little-endian prefix, so
+//! the overhead is four bytes an item. The prefix's low 24 bits are the item's length; its top
+//! byte counts the item's deliveries under a lease (see `crate::lease`), kept while a returned
+//! item waits at the head again. The queue is bounded twice: by item count (`capacity`,
 //! Python's `maxsize`) and by the bytes of its storage.
 
 use crate::storage::Managed;
 use crate::wire::{QueueSize, QueueSpec};
 
 const LEN_PREFIX: usize = 4;
+/// Items must be shorter than this: the prefix keeps the delivery count above the length.
+const MAX_LEN: usize = 1 << 24;
+const LEN_MASK: u32 = (1 << 24) - 1;
 
 /// Why an item could not be put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +141,7 @@ impl<'a> Queue<'a> {
 
     /// Appends `item`, or says why not; the queue is unchanged on error.
     pub fn push(&mut self, item: &[u8]) -> Result<(), PushError> {
-        if item.len() > self.spec.max_item as usize {
+        if item.len() > self.spec.max_item as usize || item.len() >= MAX_LEN {
             return Err(PushError::TooLarge);
         }
         if !self.has_room_for(item.len()) {
@@ -157,11 +162,26 @@ impl<'a> Queue<'a> {
         if self.len == 0 {
             return None;
         }
+        Some((self.prefix_at(self.head) & LEN_MASK) as usize)
+    }
+
+    /// How many times each item, from the oldest, was delivered under a lease before.
+    pub fn deliveries(&self) -> impl Iterator<Item = u8> + '_ {
+        let mut at = self.head;
+        (0..self.len).map(move |_| {
+            let prefix = self.prefix_at(at);
+            let len = (prefix & LEN_MASK) as usize;
+            at = self.wrap(self.wrap(at + LEN_PREFIX) + len % self.storage.len());
+            (prefix >> 24) as u8
+        })
+    }
+
+    fn prefix_at(&self, at: usize) -> u32 {
         let mut prefix = [0; LEN_PREFIX];
         for (i, b) in prefix.iter_mut().enumerate() {
-            *b = self.storage[self.wrap(self.head + i)];
+            *b = self.storage[self.wrap(at + i)];
         }
-        Some(u32::from_le_bytes(prefix) as usize)
+        u32::from_le_bytes(prefix)
     }
 
     /// The oldest item as one or two slices (two where it wraps around the storage's end).
@@ -211,13 +231,19 @@ impl<'a> Queue<'a> {
     /// Only the storage bounds it: the item held room in the queue a moment ago, and returning
     /// it must not fail because the count limit was reached since. `false` if no room.
     pub fn push_front(&mut self, item: &[u8]) -> bool {
+        self.push_front_delivered(item, 0)
+    }
+
+    /// [`Queue::push_front`] for an item that was delivered `deliveries` times under a lease.
+    pub fn push_front_delivered(&mut self, item: &[u8], deliveries: u8) -> bool {
         let need = LEN_PREFIX + item.len();
-        if self.used + need > self.storage.len() {
+        if self.used + need > self.storage.len() || item.len() >= MAX_LEN {
             return false;
         }
         let head = (self.head + self.storage.len() - need) % self.storage.len().max(1);
         self.head = head;
-        self.write_at(head, &(item.len() as u32).to_le_bytes());
+        let prefix = item.len() as u32 | u32::from(deliveries) << 24;
+        self.write_at(head, &prefix.to_le_bytes());
         self.write_at(self.wrap(head + LEN_PREFIX), item);
         self.used += need;
         self.len += 1;
@@ -238,11 +264,7 @@ impl<'a> Queue<'a> {
 
     /// The item whose length prefix is at `at`: its two slices and the next item's offset.
     fn item_at(&self, at: usize) -> (&[u8], &[u8], usize) {
-        let mut prefix = [0; LEN_PREFIX];
-        for (i, b) in prefix.iter_mut().enumerate() {
-            *b = self.storage[self.wrap(at + i)];
-        }
-        let len = u32::from_le_bytes(prefix) as usize;
+        let len = (self.prefix_at(at) & LEN_MASK) as usize;
         let from = self.wrap(at + LEN_PREFIX);
         let first = len.min(self.storage.len() - from);
         let next = self.wrap(from + len % self.storage.len());

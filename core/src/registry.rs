@@ -44,6 +44,8 @@ pub(crate) struct QueueObject<'a> {
     pub(crate) getters: WaitList,
     pub(crate) putters: WaitList,
     pub(crate) joiners: WaitList,
+    /// Where items go after this many deliveries under a lease: `(queue, deliveries)`.
+    pub(crate) dead_letter: Option<(Handle, u8)>,
 }
 
 /// One shared object. An enum so that events, values and locks can join queues.
@@ -114,6 +116,7 @@ impl<'a> QueueObject<'a> {
             getters: WaitList::EMPTY,
             putters: WaitList::EMPTY,
             joiners: WaitList::EMPTY,
+            dead_letter: None,
         }
     }
 }
@@ -177,6 +180,13 @@ impl<'a> Registry<'a> {
 
     pub(crate) fn get(&mut self, handle: Handle) -> Option<&mut Object<'a>> {
         self.slots.get_mut(handle.0 as usize)?.object()
+    }
+
+    pub(crate) fn queue_ref(&self, handle: Handle) -> Option<&QueueObject<'a>> {
+        match &self.slots.get(handle.0 as usize)?.state {
+            SlotState::Used(Object::Queue(q)) => Some(q),
+            _ => None,
+        }
     }
 
     pub(crate) fn queue(&mut self, handle: Handle) -> Result<&mut QueueObject<'a>, ErrorCode> {

@@ -24,6 +24,12 @@ pub(crate) enum Hold {
     Nothing,
     /// A `GetMany`: the most items and packed bytes to take.
     Take { max_items: u32, max_bytes: u32 },
+    /// A `GetLeased`: the same, and the lease's length.
+    Lease {
+        max_items: u32,
+        max_bytes: u32,
+        lease_ms: u32,
+    },
     /// A blocked `Put`'s item, or an item given back.
     Item(ParkRef),
     /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
@@ -40,7 +46,7 @@ impl Hold {
     pub(crate) fn parked(self) -> Option<ParkRef> {
         match self {
             Hold::Item(parked) | Hold::Items { parked, .. } => Some(parked),
-            Hold::Nothing | Hold::Take { .. } => None,
+            Hold::Nothing | Hold::Take { .. } | Hold::Lease { .. } => None,
         }
     }
 }

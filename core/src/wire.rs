@@ -53,6 +53,10 @@ pub const fn item_reply_bound(item_len: usize) -> usize {
 /// the queue's handle and the item length, each at most a 5-byte varint (3 for the handle).
 pub const ITEM_REPLY_OVERHEAD: usize = 15;
 
+/// Bytes a `Leased` reply takes beyond its packed items and their delivery counts: message and
+/// reply tags, request id, handle, lease id and the two byte-string lengths.
+pub const LEASE_REPLY_OVERHEAD: usize = 5 + 5 + 5 + 3 + 10 + 5 + 5;
+
 /// Bytes any reply other than an item can take on the wire, frame included.
 pub const SMALL_REPLY_BOUND: usize = HEADER_LEN + TAG_LEN + 160;
 
@@ -358,6 +362,34 @@ pub enum Op<'a> {
         /// The item's bytes.
         item: &'a [u8],
     },
+    /// Take items as `GetMany` does, under a lease of `lease_ms` (protocol version 3): they
+    /// stay the manager's, unseen by other consumers, until `Ack` removes them; `Nack`, the
+    /// lease running out or the connection closing puts them back at the head of the queue.
+    /// Reply: `Leased`.
+    GetLeased {
+        /// The queue.
+        handle: Handle,
+        /// The most items to take.
+        max_items: u32,
+        /// The most bytes of packed items to take.
+        max_bytes: u32,
+        /// How long the lease lasts, from when the items are taken.
+        lease_ms: u32,
+        /// Whether and how long to wait for the first item.
+        wait: Wait,
+    },
+    /// The items of this connection's lease were processed: remove them. Reply: `Done` or
+    /// `NoSuchLease`.
+    Ack {
+        /// The lease id from `Leased`.
+        lease: u64,
+    },
+    /// The items of this connection's lease were not processed: put them back at the head of
+    /// their queue now. Reply: `Done` or `NoSuchLease`.
+    Nack {
+        /// The lease id from `Leased`.
+        lease: u64,
+    },
     /// Opens (or resumes) the client's session on this connection (protocol version 3).
     /// Reply: `Session`, or `SessionLimit`/`NotAllowed`. A connection that held the session
     /// before is closed with `Superseded`.
@@ -448,6 +480,19 @@ pub enum Reply<'a> {
         #[serde(borrow)]
         items: Items<'a>,
     },
+    /// The items a `GetLeased` took under one lease (at least one).
+    Leased {
+        /// The queue they came from.
+        handle: Handle,
+        /// The lease id, unique within the manager's run, for `Ack` and `Nack`.
+        lease: u64,
+        /// For each item, how many times it has been delivered under a lease, this time
+        /// included (1 the first time; at most 255).
+        deliveries: &'a [u8],
+        /// The items.
+        #[serde(borrow)]
+        items: Items<'a>,
+    },
     /// The session is open on this connection (protocol version 3).
     Session {
         /// The manager remembered it (else it starts afresh: it never existed, or was
@@ -495,6 +540,12 @@ pub enum ErrorCode {
     /// A `value` queue was given an item that is not one well-formed value (protocol
     /// version 2).
     InvalidValue,
+    /// `Ack` or `Nack` named a lease this connection does not hold (acked, returned, expired,
+    /// or never granted; protocol version 3).
+    NoSuchLease,
+    /// The manager has no room to keep another leased item (protocol version 3); the items
+    /// stay queued.
+    LeaseLimit,
     /// A numbered put on a connection with no session (protocol version 3).
     NoSession,
     /// The manager remembers as many sessions as it can, all on live connections (protocol
@@ -563,6 +614,8 @@ impl ErrorCode {
             ErrorCode::WrongKind => "wrong kind of object",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
+            ErrorCode::NoSuchLease => "no such lease (acked, returned or expired)",
+            ErrorCode::LeaseLimit => "no room for another leased item",
             ErrorCode::NoSession => "numbered put without a session",
             ErrorCode::SessionLimit => "manager has no room for another session",
             ErrorCode::SequenceExpired => "put too old for its session's window: outcome unknown",

@@ -166,6 +166,51 @@ fn integers_beyond_64_bits_are_refused() {
     ));
 }
 
+#[test]
+fn integer_types_read_integers_and_refuse_every_other_kind() {
+    assert_eq!(value::from_slice::<u32>(&enc(&7u8)).unwrap(), 7);
+    assert_eq!(value::from_slice::<i16>(&enc(&-300i32)).unwrap(), -300);
+    assert_eq!(value::from_slice::<u64>(&enc(&u64::MAX)).unwrap(), u64::MAX);
+    assert!(matches!(
+        value::from_slice::<u8>(&enc(&-1i8)),
+        Err(ValueError::Mismatch(_))
+    ));
+    let others = [
+        enc(&1.5f64),
+        enc(&true),
+        enc(&()),
+        enc("7"),
+        enc(serde_bytes_like()),
+        enc(&[1u8, 2]),
+        enc(&(1u8, 2u8)),
+        enc(&std::collections::BTreeMap::from([(1u8, 2u8)])),
+    ];
+    for item in &others {
+        value::validate(item).unwrap();
+        assert!(
+            matches!(value::from_slice::<u32>(item), Err(ValueError::Mismatch(_))),
+            "{item:02x?}"
+        );
+        assert!(
+            matches!(value::from_slice::<i64>(item), Err(ValueError::Mismatch(_))),
+            "{item:02x?}"
+        );
+    }
+}
+
+/// Bytes as CBOR bytes (major type 2), not as an array of integers.
+fn serde_bytes_like() -> &'static ByteItem {
+    &ByteItem
+}
+
+struct ByteItem;
+
+impl Serialize for ByteItem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b"\x00\x01")
+    }
+}
+
 #[cfg(feature = "messages")]
 #[test]
 fn a_wrong_type_says_what_it_found() {

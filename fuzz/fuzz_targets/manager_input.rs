@@ -16,6 +16,7 @@ const RX: usize = 600;
 const TX: usize = 600;
 const WAITERS: usize = 12;
 const MAX_WAITERS_PER_CONN: u32 = 4;
+const LEASE_SLOTS: usize = 4;
 
 #[derive(Arbitrary, Debug)]
 enum FWait {
@@ -80,6 +81,22 @@ enum FOp {
     Return {
         handle: u8,
         len: u8,
+    },
+    GetLeased {
+        handle: u8,
+        max_items: u8,
+        max_bytes: u16,
+        lease_ms: u16,
+        wait: FWait,
+    },
+    /// Ack the lease `index` leases ago that a client was granted (or a made-up id).
+    Ack {
+        index: u8,
+        made_up: Option<u64>,
+    },
+    Nack {
+        index: u8,
+        made_up: Option<u64>,
     },
 }
 
@@ -155,7 +172,12 @@ fn names(n: u8) -> &'static str {
     ][n as usize % 5]
 }
 
-fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>) -> Op<'a> {
+fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>, leases: &[u64]) -> Op<'a> {
+    let lease = |index: u8, made_up: Option<u64>| match made_up {
+        Some(id) => id,
+        None if leases.is_empty() => 0,
+        None => leases[leases.len() - 1 - index as usize % leases.len()],
+    };
     let h = |x: u8| Handle(u16::from(x % 5));
     match *f {
         FOp::Open(n) => Op::Open { name: names(n) },
@@ -229,6 +251,25 @@ fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>) -> Op<'a> {
             handle: h(handle),
             item: &item[..(len as usize).min(item.len())],
         },
+        FOp::GetLeased {
+            handle,
+            max_items,
+            max_bytes,
+            lease_ms,
+            ref wait,
+        } => Op::GetLeased {
+            handle: h(handle),
+            max_items: max_items.into(),
+            max_bytes: max_bytes.into(),
+            lease_ms: lease_ms.into(),
+            wait: wait.wait(),
+        },
+        FOp::Ack { index, made_up } => Op::Ack {
+            lease: lease(index, made_up),
+        },
+        FOp::Nack { index, made_up } => Op::Nack {
+            lease: lease(index, made_up),
+        },
     }
 }
 
@@ -244,6 +285,9 @@ fn new_client<'a>(
 ) -> Client<'a> {
     Client::new(ClientConfig::default(), key, nonce, now, rx, tx, slots)
 }
+
+/// Lease ids clients were granted, newest last.
+static LEASES: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
 
 /// Moves bytes between the manager and the real clients until nothing changes.
 fn pump<'c>(m: &mut Manager<'_>, peers: &mut Vec<Peer<'c>>, control: &mut Peer<'c>, now: Instant) {
@@ -269,7 +313,15 @@ fn pump<'c>(m: &mut Manager<'_>, peers: &mut Vec<Peer<'c>>, control: &mut Peer<'
                     m.handle_transmitted(p.id, now, n);
                     progress |= n > 0;
                 }
-                while c.poll_event().is_some() {}
+                while let Some(ev) = c.poll_event() {
+                    if let Event::Reply {
+                        reply: Reply::Leased { lease, .. },
+                        ..
+                    } = ev
+                    {
+                        LEASES.lock().unwrap().push(lease);
+                    }
+                }
             } else if p.reading {
                 let n = m.poll_transmit(p.id).len();
                 m.handle_transmitted(p.id, now, n);
@@ -346,6 +398,13 @@ fuzz_target!(|actions: Vec<Action>| {
         parked: ParkStore::slots(&mut park[..], 110),
     };
     let mut m = Manager::new(config, KEY, resources);
+    let mut lease_slots = [LeaseSlot::EMPTY; LEASE_SLOTS];
+    let mut lease_bytes = vec![0u8; LEASE_SLOTS * 110];
+    m.serve_leases(LeaseStore::new(
+        &mut lease_slots[..],
+        ParkStore::slots(&mut lease_bytes[..], 110),
+    ));
+    LEASES.lock().unwrap().clear();
     // The id of each peer's latest request, by position.
     let mut latest = [0u32; 64];
     let mut now = Instant::ZERO;
@@ -451,8 +510,9 @@ fuzz_target!(|actions: Vec<Action>| {
                 }) = peers.get_mut(*conn as usize % n)
                 {
                     let mut packed = Vec::new();
+                    let leases = LEASES.lock().unwrap().clone();
                     if let (Ok(id), Some(slot)) = (
-                        c.send(now, op(f, &ITEM, &mut packed)),
+                        c.send(now, op(f, &ITEM, &mut packed, &leases)),
                         latest.get_mut(*conn as usize % n),
                     ) {
                         *slot = id;
@@ -513,6 +573,11 @@ fuzz_target!(|actions: Vec<Action>| {
         invariants(&m, &peers);
     }
     control_check(&mut m, &mut peers, &mut control, now);
+    // Every lease ends with its connection.
+    for p in peers.drain(..) {
+        m.handle_close(p.id, now);
+    }
+    assert_eq!(m.leases().leased(), 0, "leases outlived their connections");
 });
 
 fn invariants(m: &Manager<'_>, peers: &[Peer<'_>]) {
@@ -523,12 +588,14 @@ fn invariants(m: &Manager<'_>, peers: &[Peer<'_>]) {
         "connection count"
     );
     assert!(status.waiters as usize <= WAITERS);
+    assert!(m.leases().leased() as usize <= LEASE_SLOTS);
     assert!(status.waiters <= MAX_WAITERS_PER_CONN * (peers.len() as u32 + 1));
     let mut parked = 0;
     let mut i = 0;
     while let Some(s) = m.stat(i) {
         parked += s.getters + s.putters + s.joiners;
-        assert!(s.len <= s.info.spec.capacity);
+        // Items put back (`Return`, a lease that ended) may go beyond `capacity`, never
+        // beyond the storage.
         assert!(s.bytes <= s.storage);
         assert!(s.total_got <= s.total_put);
         i += 1;

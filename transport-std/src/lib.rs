@@ -64,7 +64,9 @@ pub mod tokio;
 
 pub mod text;
 
-pub use client::{Client, ConnectOptions, Iter, Queue, QueueStat, RawQueue, Reconnect};
+pub use client::{
+    Client, ConnectOptions, Iter, Leased, Queue, QueueStat, RawLeased, RawQueue, Reconnect,
+};
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;
 /// Why a request failed: the `code` of [`Error::Request`].
@@ -76,4 +78,7 @@ pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
 pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};
 pub use error::Error;
-pub use manager::{Counters, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions};
+pub use manager::{
+    Counters, Durability, Fsync, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions,
+    DEFAULT_COMPACT_AFTER,
+};

@@ -53,7 +53,10 @@ use crate::client::conn::{
 };
 use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES};
 use crate::client::STAT_BATCH;
+
+mod lease;
 use crate::{Error, QueueStat, Reconnect};
+pub use lease::{Leased, RawLeased};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
 /// no reply of this connection arrives meanwhile (only other connections can free room then).
@@ -75,6 +78,10 @@ enum Request {
     Status,
     Shutdown,
     Return(Handle, Vec<u8>),
+    /// Max items, lease ms, wait.
+    GetLeased(Handle, u32, u32, Wait),
+    Ack(u64),
+    Nack(u64),
     /// A `Put` numbered in the client's session (given its number when first sent).
     PutSeq(Handle, Vec<u8>, Wait, u64),
     /// A `PutMany` numbered in the client's session.
@@ -123,6 +130,15 @@ impl Request {
                 handle: *handle,
                 item,
             },
+            Request::GetLeased(handle, max_items, lease_ms, wait) => Op::GetLeased {
+                handle: *handle,
+                max_items: *max_items,
+                max_bytes: BATCH_BYTES as u32,
+                lease_ms: *lease_ms,
+                wait: *wait,
+            },
+            Request::Ack(lease) => Op::Ack { lease: *lease },
+            Request::Nack(lease) => Op::Nack { lease: *lease },
             Request::PutSeq(handle, item, wait, seq) => Op::PutSeq {
                 seq: *seq,
                 handle: *handle,
@@ -169,6 +185,7 @@ impl Request {
             | Request::PutMany(_, _, w)
             | Request::GetMany(_, _, w)
             | Request::Join(_, w)
+            | Request::GetLeased(_, _, _, w)
             | Request::PutSeq(_, _, w, _)
             | Request::PutManySeq(_, _, w, _) => Some(w),
             _ => None,
@@ -245,7 +262,7 @@ impl Client {
     /// a blocking client with [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect) does: on a lost
     /// connection the connection task dials again with jittered exponential backoff, resumes
     /// the client's session and sends the requests in flight again — numbered puts with their
-    /// numbers, applied once (PROTOCOL.md §14); gets, joins, sizes and opens as they were. A
+    /// numbers, applied once (PROTOCOL.md §15); gets, joins, sizes and opens as they were. A
     /// `task_done` in flight fails. A request fails when its own wait runs out while there is
     /// no connection, or after `reconnect.give_up` without one.
     pub async fn connect_reconnecting(
@@ -489,6 +506,8 @@ impl Drop for Waiting<'_> {
         // or the task will find the receiver gone and give the items back itself.
         rx.close();
         let command = match (rx.try_recv(), self.handle) {
+            // Nobody will process leased items: hand them back now.
+            (Ok(Ok(Outcome::Leased { lease, .. })), _) => nack(lease),
             (Ok(Ok(outcome)), Some(handle)) => match items_of(outcome) {
                 Some(items) => Command::GiveBack(handle, items),
                 None => return,
@@ -513,6 +532,15 @@ impl Drop for Taken<'_> {
         if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
             let _ = self.commands.send(Command::GiveBack(self.handle, items));
         }
+    }
+}
+
+/// A `Nack` of `lease` that nobody waits for.
+fn nack(lease: u64) -> Command {
+    Command::Call {
+        token: u64::MAX,
+        request: Request::Nack(lease),
+        reply: None,
     }
 }
 
@@ -1007,6 +1035,7 @@ impl Driver {
                         | Op::PutMany { wait, .. }
                         | Op::GetMany { wait, .. }
                         | Op::Join { wait, .. }
+                        | Op::GetLeased { wait, .. }
                         | Op::PutSeq { wait, .. }
                         | Op::PutManySeq { wait, .. } => match wait {
                             Wait::Millis(ms) => Some(
@@ -1100,7 +1129,9 @@ impl Driver {
             self.ids.remove(&p.token);
             if let Err(Ok(outcome)) = reply.send(Ok(outcome)) {
                 // The caller went away just now: what it took goes back.
-                if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
+                if let Outcome::Leased { lease, .. } = outcome {
+                    self.handle(nack(lease));
+                } else if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
                     self.give_back(handle, items);
                 }
             }

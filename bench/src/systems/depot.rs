@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use depot::{Client, ConnectOptions, Encryption, Manager, QueueOptions, RawQueue};
 
+use super::redis::TempDir;
 use crate::child::LineChild;
 use crate::holder;
 use crate::os;
-use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::system::{Measurement, Outcome, Persistence, System, Transfer};
 use crate::threaded::{self, QueueClient};
 
 /// Subcommand name of the manager process in this binary.
@@ -92,12 +93,14 @@ impl System for Depot {
             max_connections: Some(
                 connections + holder::WARM_CONNECTIONS * connections.div_ceil(HELD_PER_HOLDER) + 16,
             ),
+            durable: None,
             ..Spec::small()
         };
         // The manager reserves a slot per connection it may serve when it starts, so the growth
         // while connecting misses that part: it is the difference to a manager with few slots.
         let few = ManagerProcess::start(&Spec {
             max_connections: Some(holder::WARM_CONNECTIONS + 16),
+            durable: None,
             ..Spec::small()
         })?;
         let few_rss = os::settled_rss_bytes(few.pid())?;
@@ -138,12 +141,46 @@ impl System for Depot {
         ))
     }
 
+    fn durable_puts(
+        &mut self,
+        persistence: Persistence,
+        producers: usize,
+        items: usize,
+    ) -> Outcome {
+        let fsync = match persistence {
+            Persistence::Memory => None,
+            Persistence::Always => Some("always"),
+            Persistence::EverySecond => Some("interval=1000"),
+            Persistence::Interval100 => Some("interval=100"),
+            Persistence::Never => Some("never"),
+        };
+        let dir = TempDir::new("depot")?;
+        let spec = Spec {
+            capacity: items,
+            max_item: 8,
+            storage: None,
+            max_connections: None,
+            durable: fsync.map(|f| (dir.0.display().to_string(), f.to_owned())),
+        };
+        let manager = ManagerProcess::start(&spec)?;
+        let m = threaded::puts(producers, items, 8, || {
+            DepotQueue::connect(&manager.addr, Encryption::default())
+        })?;
+        let note = match fsync {
+            Some(f) => format!("RawQueue put; --data-dir on this disk, --fsync {f}"),
+            None => "RawQueue put; memory only".to_owned(),
+        };
+        drop(manager);
+        Ok(Some(m.with_note(note)))
+    }
+
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
         let spec = Spec {
             capacity: items,
             max_item: item_size.max(1),
             storage: None,
             max_connections: None,
+            durable: None,
         };
         let manager = ManagerProcess::start(&spec)?;
         let client = Client::connect(&manager.addr, AUTHKEY)?;
@@ -292,6 +329,8 @@ pub(crate) struct Spec {
     pub(crate) max_item: usize,
     pub(crate) storage: Option<usize>,
     pub(crate) max_connections: Option<usize>,
+    /// A data directory and an fsync policy (`--fsync`'s text); `None`: memory only.
+    pub(crate) durable: Option<(String, String)>,
 }
 
 impl Spec {
@@ -303,6 +342,7 @@ impl Spec {
             max_item: shape.item_size.max(1),
             storage: Some(capacity * (shape.item_size.max(1) + 4)),
             max_connections: None,
+            durable: None,
         }
     }
 
@@ -312,6 +352,7 @@ impl Spec {
             max_item: SMALL_MAX_ITEM as usize,
             storage: None,
             max_connections: None,
+            durable: None,
         }
     }
 
@@ -328,6 +369,10 @@ impl Spec {
         if let Some(n) = self.max_connections {
             args.extend(["--max-connections".to_owned(), n.to_string()]);
         }
+        if let Some((dir, fsync)) = &self.durable {
+            args.extend(["--data-dir".to_owned(), dir.clone()]);
+            args.extend(["--fsync".to_owned(), fsync.clone()]);
+        }
         args
     }
 
@@ -335,9 +380,23 @@ impl Spec {
         let mut spec = Spec::small();
         let mut args = args.iter();
         while let Some(flag) = args.next() {
-            let value: usize = args
+            let text = args
                 .next()
-                .with_context(|| format!("{flag} needs a value"))?
+                .with_context(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--data-dir" => {
+                    let fsync = spec.durable.take().map(|d| d.1).unwrap_or_default();
+                    spec.durable = Some((text.clone(), fsync));
+                    continue;
+                }
+                "--fsync" => {
+                    let dir = spec.durable.take().map(|d| d.0).unwrap_or_default();
+                    spec.durable = Some((dir, text.clone()));
+                    continue;
+                }
+                _ => {}
+            }
+            let value: usize = text
                 .parse()
                 .with_context(|| format!("{flag} takes a number"))?;
             match flag.as_str() {
@@ -380,6 +439,7 @@ impl ManagerProcess {
             max_item,
             storage: Some(capacity.max(1) * (max_item + 4)),
             max_connections: None,
+            durable: None,
         })
     }
 
@@ -424,6 +484,10 @@ pub fn run_manager(args: &[String]) -> Result<()> {
     if let Some(n) = spec.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some((dir, fsync)) = &spec.durable {
+        let policy: depot::Fsync = fsync.parse().map_err(|e: String| anyhow!(e))?;
+        builder = builder.data_dir(dir).fsync(policy);
+    }
     let manager = builder.start().context("starting the depot manager")?;
     println!("{}", manager.address());
     let mut line = String::new();
@@ -443,6 +507,7 @@ mod tests {
             max_item: 8,
             storage: Some(120),
             max_connections: Some(50),
+            durable: Some(("/tmp/d".into(), "interval=100".into())),
         };
         assert_eq!(Spec::parse(&spec.args()).unwrap(), spec);
         assert_eq!(Spec::parse(&[]).unwrap(), Spec::small());

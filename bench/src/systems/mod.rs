@@ -1,6 +1,7 @@
 //! The benchmarked systems, one module each, listed in [`all`].
 
 pub mod depot;
+pub mod depot_acked;
 pub mod depot_tokio;
 pub mod python;
 pub mod raw_tcp;
@@ -21,5 +22,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(depot::Depot),
         Box::new(depot::DepotMac),
         Box::new(depot_tokio::DepotTokio),
+        Box::new(depot_acked::DepotAcked { confirmed: false }),
+        Box::new(depot_acked::DepotAcked { confirmed: true }),
     ]
 }

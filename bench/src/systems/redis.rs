@@ -11,7 +11,7 @@ use super::resp::{Reply, RespConn};
 use crate::child::LineChild;
 use crate::holder;
 use crate::os;
-use crate::system::{Measurement, Outcome, System, Transfer};
+use crate::system::{Measurement, Outcome, Persistence, System, Transfer};
 use crate::threaded::{self, QueueClient};
 
 const PASSWORD: &str = "depot-bench-key";
@@ -34,8 +34,13 @@ impl Redis {
     }
 
     fn start(&self) -> Result<RedisServer> {
+        self.start_with(&["--appendonly", "no"])
+    }
+
+    /// A server with these persistence settings.
+    fn start_with(&self, persistence: &[&str]) -> Result<RedisServer> {
         let binary = self.server.as_ref().context("redis-server not found")?;
-        RedisServer::start(binary)
+        RedisServer::start(binary, persistence)
     }
 }
 
@@ -93,6 +98,24 @@ impl System for Redis {
         Ok(Some(m.with_note("connect + AUTH each")))
     }
 
+    fn durable_puts(
+        &mut self,
+        persistence: Persistence,
+        producers: usize,
+        items: usize,
+    ) -> Outcome {
+        let settings: &[&str] = match persistence {
+            Persistence::Memory => &["--appendonly", "no"],
+            Persistence::Always => &["--appendonly", "yes", "--appendfsync", "always"],
+            Persistence::EverySecond => &["--appendonly", "yes", "--appendfsync", "everysec"],
+            Persistence::Never => &["--appendonly", "yes", "--appendfsync", "no"],
+            Persistence::Interval100 => return Ok(None),
+        };
+        let server = self.start_with(settings)?;
+        let m = threaded::puts(producers, items, 8, || server.client(false))?;
+        Ok(Some(m.with_note(format!("RPUSH; {}", settings.join(" ")))))
+    }
+
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
         let server = self.start()?;
         let mut conn = server.connection()?;
@@ -139,12 +162,13 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start(binary: &PathBuf) -> Result<Self> {
+    fn start(binary: &PathBuf, persistence: &[&str]) -> Result<Self> {
         let port = os::free_port()?;
         let dir = TempDir::new("redis")?;
         let child = Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(persistence)
             .args(["--requirepass", PASSWORD, "--maxclients", "10100"])
             .args([
                 "--daemonize",
@@ -245,11 +269,11 @@ impl QueueClient for RedisQueue {
     }
 }
 
-/// A private directory for redis-server's working files, removed on drop.
-struct TempDir(PathBuf);
+/// A private directory for a server's working files, removed on drop.
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(prefix: &str) -> Result<Self> {
+    pub(crate) fn new(prefix: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(format!(
             "depot-bench-{prefix}-{}-{}",
             std::process::id(),

@@ -4,7 +4,7 @@
 
 use minicbor::data::Type;
 use minicbor::Decoder;
-use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 
 use super::{read_f16, Unsupported, ValueError, PICKLE_TAG, TUPLE_TAG};
 
@@ -33,12 +33,53 @@ impl<'de> Deserializer<'de> {
         }
         Ok(self.d.array()?)
     }
+
+    /// An integer for an integer visitor. Any other value is refused with the error that
+    /// visiting it would give, without visiting: so an image that reads only integers links
+    /// no float, text or container decoding for them.
+    fn integer<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, ValueError> {
+        let unexpected = match self.d.datatype()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
+                return visitor.visit_u64(self.d.u64()?)
+            }
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 => {
+                return visitor.visit_i64(self.d.i64()?)
+            }
+            Type::Int => return Err(de::Error::custom("integer below -2^63 for this type")),
+            Type::Bool => Unexpected::Bool(self.d.bool()?),
+            Type::Null => Unexpected::Unit,
+            Type::F16 | Type::F32 | Type::F64 => Unexpected::Other("floating point number"),
+            Type::Bytes => Unexpected::Bytes(self.d.bytes()?),
+            Type::String => Unexpected::Str(self.d.str()?),
+            Type::Array | Type::Tag => match self.array()? {
+                Some(_) => Unexpected::Seq,
+                None => return Err(ValueError::Malformed),
+            },
+            Type::Map => Unexpected::Map,
+            Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
+                return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
+            }
+            Type::Undefined | Type::Simple => {
+                return Err(ValueError::Unsupported(Unsupported::Simple))
+            }
+            Type::Break | Type::Unknown(_) => return Err(ValueError::Malformed),
+        };
+        Err(de::Error::invalid_type(unexpected, &visitor))
+    }
 }
 
 macro_rules! forward {
     ($($f:ident)*) => {$(
         fn $f<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
             self.deserialize_any(visitor)
+        }
+    )*};
+}
+
+macro_rules! integers {
+    ($($f:ident)*) => {$(
+        fn $f<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+            self.integer(visitor)
         }
     )*};
 }
@@ -85,9 +126,10 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         }
     }
 
-    forward!(deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+    integers!(deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64);
+
+    forward!(deserialize_bool deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
         deserialize_string deserialize_bytes deserialize_byte_buf deserialize_seq
         deserialize_map deserialize_identifier deserialize_ignored_any);
 

@@ -34,6 +34,11 @@ pub enum Owned {
     Error(ErrorCode),
     Accepted(u32, Option<ErrorCode>),
     Items(Vec<Vec<u8>>),
+    Leased {
+        lease: u64,
+        deliveries: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    },
     Session(bool),
 }
 
@@ -77,6 +82,16 @@ impl Owned {
             Reply::Error(code) => Owned::Error(code),
             Reply::Accepted { count, error } => Owned::Accepted(count, error),
             Reply::Items { items, .. } => Owned::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Leased {
+                lease,
+                deliveries,
+                items,
+                ..
+            } => Owned::Leased {
+                lease,
+                deliveries: deliveries.to_vec(),
+                items: items.iter().map(<[u8]>::to_vec).collect(),
+            },
             Reply::Session { resumed } => Owned::Session(resumed),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
@@ -122,6 +137,8 @@ pub struct Setup {
     /// …and this many of them, shared by every connection.
     pub park_slots: usize,
     pub waiters: usize,
+    /// Leased items the manager keeps at once (each in a slot of `conn_park` bytes).
+    pub lease_slots: usize,
     pub client_rx: usize,
     pub client_tx: usize,
     pub client_slots: usize,
@@ -149,6 +166,7 @@ impl Default for Setup {
             conn_park: 256,
             park_slots: 32,
             waiters: 32,
+            lease_slots: 16,
             client_rx: 4096,
             client_tx: 4096,
             client_slots: 16,
@@ -233,7 +251,11 @@ impl Pair {
             waiters: vec![Waiter::EMPTY; setup.waiters].into(),
             parked: ParkStore::slots(zeroed(setup.conn_park * setup.park_slots), setup.conn_park),
         };
-        let m = Manager::new(setup.config, &setup.manager_key, resources);
+        let mut m = Manager::new(setup.config, &setup.manager_key, resources);
+        m.serve_leases(LeaseStore::new(
+            vec![LeaseSlot::EMPTY; setup.lease_slots],
+            ParkStore::slots(zeroed(setup.conn_park * setup.lease_slots), setup.conn_park),
+        ));
         Pair {
             m,
             now: Instant::ZERO,

@@ -70,6 +70,11 @@ pub(crate) enum Outcome {
         error: Option<ErrorCode>,
     },
     Items(Vec<Vec<u8>>),
+    Leased {
+        lease: u64,
+        deliveries: Vec<u8>,
+        items: Vec<Vec<u8>>,
+    },
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -103,6 +108,16 @@ impl Outcome {
             Reply::Items { items, .. } => {
                 Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
             }
+            Reply::Leased {
+                lease,
+                deliveries,
+                items,
+                ..
+            } => Outcome::Leased {
+                lease,
+                deliveries: deliveries.to_vec(),
+                items: items.iter().map(<[u8]>::to_vec).collect(),
+            },
             Reply::Session { resumed } => Outcome::Session(resumed),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
@@ -361,6 +376,26 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// A request whose reply nobody waits for (see `Client::send_unanswered`), written out.
+    pub(crate) fn send_unanswered(&self, op: Op<'_>) -> Result<(), Error> {
+        for attempt in 0..2 {
+            let sent = {
+                let mut g = lock(&self.state);
+                if let Some(e) = g.closed {
+                    return Err(self.closed_error(e, None));
+                }
+                g.core.with(|c| c.send_unanswered(op))
+            };
+            match sent {
+                Ok(()) => return self.flush(),
+                // The output buffer may be full: writing it out makes room.
+                Err(depot_core::Error::WouldBlock) if attempt == 0 => self.flush()?,
+                Err(e) => return Err(self.closed_error(e, None)),
+            }
+        }
+        Ok(())
     }
 
     /// One request, written out, and its reply.

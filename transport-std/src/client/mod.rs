@@ -1,6 +1,7 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
 pub(crate) mod conn;
+mod lease;
 mod link;
 pub(crate) mod proxy;
 mod python;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use conn::Outcome;
 use tracing::debug;
 
+pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
 pub(crate) use link::jittered;
 pub use link::Reconnect;
@@ -170,8 +172,9 @@ impl ConnectOptions {
     /// A client that reconnects by itself: when the connection is lost, the next call (or the
     /// calls in flight) dial again with jittered exponential backoff as `reconnect` says, and
     /// resume the client's session (128 random bits chosen when connecting): puts whose
-    /// replies were lost are sent again with their numbers, and the manager applies each once (PROTOCOL.md §14). A call fails only when its
-    /// own timeout passes (or, without one, after `reconnect.give_up`).
+    /// replies were lost are sent again with their numbers, and the manager applies each once
+    /// (PROTOCOL.md §15). A call fails only when its own timeout passes (or, without one,
+    /// after `reconnect.give_up`).
     ///
     /// What a lost connection means for each call:
     /// - `put`, `put_many`: sent again; applied exactly once while the manager remembers the

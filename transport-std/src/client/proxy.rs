@@ -304,7 +304,7 @@ impl RawQueue {
     /// once those have made progress. A client that reconnects sends it again on a new
     /// connection, as `retry` allows, with what is left of its time (`op` learns whether the
     /// connection holds the client's session).
-    fn blocking<'a>(
+    pub(super) fn blocking<'a>(
         &self,
         wait: Wait,
         retry: Retry,

@@ -2,11 +2,13 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
+use super::durable::{Fsync, DEFAULT_COMPACT_AFTER};
 use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
@@ -32,6 +34,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default most handshakes at once from one IP address.
 pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
+/// The default most items leased at once (acknowledged gets not yet acked).
+pub const DEFAULT_MAX_LEASED: usize = 16 * 1024;
 /// The default most client sessions remembered at once (about 1.6 KiB each).
 pub(crate) const DEFAULT_SESSIONS: usize = 1024;
 
@@ -76,6 +80,13 @@ pub struct ManagerBuilder {
     pub(crate) frame_timeout: Duration,
     pub(crate) write_stall_timeout: Duration,
     pub(crate) encryption: depot_core::Encryption,
+    pub(crate) max_leased: usize,
+    /// `(queue, dead-letter queue, deliveries)`.
+    pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// `None`: queues live in memory only.
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) fsync: Fsync,
+    pub(crate) compact_after: u64,
     pub(crate) sessions: usize,
 }
 
@@ -96,6 +107,11 @@ impl ManagerBuilder {
             frame_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
             encryption: depot_core::Encryption::default(),
+            max_leased: DEFAULT_MAX_LEASED,
+            dead_letters: Vec::new(),
+            data_dir: None,
+            fsync: Fsync::default(),
+            compact_after: DEFAULT_COMPACT_AFTER,
             sessions: DEFAULT_SESSIONS,
         }
     }
@@ -111,7 +127,7 @@ impl ManagerBuilder {
 
     /// The most client sessions remembered at once (default 1024; 0 refuses
     /// sessions). A session lets a client that reconnects send its unanswered puts again
-    /// without duplicating them (PROTOCOL.md §14); beyond the limit, the least recently used
+    /// without duplicating them (PROTOCOL.md §15); beyond the limit, the least recently used
     /// session no connection holds is forgotten.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.sessions = n;
@@ -230,9 +246,55 @@ impl ManagerBuilder {
         self
     }
 
+    /// The most items leased at once, over all queues (default 16384; each costs about 50
+    /// bytes of memory from the start, plus the item while leased, within 64 MiB in all). A
+    /// leased get beyond it takes fewer items, or fails with `LeaseLimit` when none are left.
+    pub fn max_leased(mut self, n: usize) -> Self {
+        self.max_leased = n;
+        self
+    }
+
+    /// Items of `queue` delivered `max_deliveries` times under a lease and still not acked go
+    /// to the tail of `dead_letter` (another declared queue) instead of back to `queue`.
+    pub fn dead_letter(mut self, queue: &str, dead_letter: &str, max_deliveries: u8) -> Self {
+        self.dead_letters
+            .push((queue.to_owned(), dead_letter.to_owned(), max_deliveries));
+        self
+    }
+
     /// How long output may stay unread by a peer before it is dropped (default 30 s).
     pub fn write_stall_timeout(mut self, t: Duration) -> Self {
         self.write_stall_timeout = t;
+        self
+    }
+
+    /// Keeps the queues in `dir` (created if missing), so that a restarted manager serves what
+    /// was queued when it stopped or crashed: every change of queue contents is appended to a
+    /// log there before the replies that depend on it are sent. By default queues live in
+    /// memory only. One manager at a time may use a directory.
+    ///
+    /// Queues found in the log are served again: a declared queue of the same name takes its
+    /// items (it must have room for them); another is made in a spare slot (see
+    /// [`ManagerBuilder::allow_create`]), or the manager refuses to start.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// When the log in the [`ManagerBuilder::data_dir`] is synced to disk (default: every
+    /// 100 ms). The log is written before replies go out under every policy, so a crash of
+    /// the manager's process loses no acknowledged put; the policy says what a crash of the
+    /// operating system (or power loss) may lose: nothing acknowledged with
+    /// [`Fsync::Always`], about the last interval with [`Fsync::Interval`].
+    pub fn fsync(mut self, policy: Fsync) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The log size past which it is rewritten from the queues' contents (default 64 MiB, or
+    /// twice the contents if more).
+    pub fn compact_after(mut self, bytes: u64) -> Self {
+        self.compact_after = bytes;
         self
     }
 

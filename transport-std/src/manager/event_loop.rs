@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, info_span, warn, Span};
 
+use super::durable::{self, Log};
 use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
 use super::tally::{self, Kind, Tally};
@@ -43,6 +44,9 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 64;
 /// How soon to try `accept` again after it failed for lack of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Rounds of commit-then-flush per turn for connections whose replies waited on the log (each
+/// round may read more input, so more records); the rest wait for the next turn.
+const COMMIT_ROUNDS: usize = 4;
 
 /// A bound listener and its poll, ready to run (made by the builder, so that bind errors and
 /// the address are known before a background thread starts).
@@ -72,6 +76,8 @@ struct Sock {
     read_stalled: bool,
     /// On the backlog of connections to read again without waiting for an edge.
     backlogged: bool,
+    /// Its output waits until the log holds the changes its replies depend on.
+    deferred: bool,
 }
 
 /// Allocates the storage, builds the core manager on it and runs the loop until the manager
@@ -121,11 +127,24 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         );
     }
     warn_weak_keys(core.keyring());
+    core.serve_leases(storage::leases(&plan));
+    if let Err(e) = storage::dead_letters(&mut core, &plan) {
+        return report_setup(started, e);
+    }
     core.serve_sessions(vec![depot_core::SessionSlot::EMPTY; plan.sessions]);
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);
     }
+    let log = match plan
+        .durable
+        .clone()
+        .map(|opts| durable::start(opts, &mut core))
+    {
+        None => None,
+        Some(Ok(log)) => Some(log),
+        Some(Err(e)) => return report_setup(started, e),
+    };
     if let Some(tx) = started {
         let _ = tx.send(Ok(()));
     }
@@ -153,8 +172,13 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         counters: Counters::default(),
         metrics_served: 0,
         closed_in_shutdown: 0,
+        log,
+        deferred: Vec::with_capacity(plan.max_connections),
     };
-    let result = event_loop.run();
+    let mut result = event_loop.run();
+    if let (Ok(()), Some(log)) = (&result, &mut event_loop.log) {
+        result = log.close(&event_loop.core).map_err(Error::from);
+    }
     event_loop.tally.flush();
     event_loop.auth_quiet_until = std::time::Instant::now();
     event_loop.report_auth();
@@ -210,6 +234,10 @@ struct Loop<'m> {
     metrics_served: u64,
     /// Connections closed since shutting down began.
     closed_in_shutdown: u64,
+    /// The log of a manager with a data directory.
+    log: Option<Log>,
+    /// Connections whose output waits for the next commit of the log.
+    deferred: Vec<usize>,
 }
 
 impl Loop<'_> {
@@ -265,6 +293,7 @@ impl Loop<'_> {
                 self.core.shutdown(self.clock.now());
                 self.drain_ready();
             }
+            self.commit()?;
             if let Some(ticket) = self.shared.board.wanted(self.metrics_served) {
                 self.metrics_served = ticket;
                 self.shared.board.publish(ticket, self.snapshot(), false);
@@ -283,7 +312,7 @@ impl Loop<'_> {
             .poll_timeout()
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if !self.backlog.is_empty() || self.accept_more {
+        if !self.backlog.is_empty() || self.accept_more || !self.deferred.is_empty() {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
@@ -292,7 +321,8 @@ impl Loop<'_> {
             .core
             .has_auth_reports()
             .then_some(self.auth_quiet_until);
-        for until in [self.grace_until, self.accept_retry, summary, auth]
+        let sync = self.log.as_ref().and_then(Log::sync_due);
+        for until in [self.grace_until, self.accept_retry, summary, auth, sync]
             .into_iter()
             .flatten()
         {
@@ -447,6 +477,7 @@ impl Loop<'_> {
                     span,
                     read_stalled: false,
                     backlogged: false,
+                    deferred: false,
                 });
                 // A client's hello is often here already: reading it now moves the client
                 // ahead of silent connections in the order of eviction.
@@ -536,6 +567,9 @@ impl Loop<'_> {
 
     /// Writes what the core has for connection `i` until it has no more or the socket is full.
     fn flush(&mut self, i: usize) {
+        if self.must_wait(i) {
+            return;
+        }
         let id = ConnId(i as u32);
         loop {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
@@ -567,6 +601,9 @@ impl Loop<'_> {
     /// Brings connection `i` up to date with the core: output flushed, closed if the core is
     /// done with it, stalled input read again.
     fn service(&mut self, i: usize) {
+        if self.must_wait(i) {
+            return;
+        }
         self.flush(i);
         let Some(sock) = self.socks.get(i).and_then(Option::as_ref) else {
             return;
@@ -581,6 +618,53 @@ impl Loop<'_> {
         } else if stalled {
             self.read(i);
         }
+    }
+
+    /// Whether connection `i`'s output must wait for the log to hold the changes made since
+    /// the last commit (its replies may depend on them); if so it is served after the commit.
+    fn must_wait(&mut self, i: usize) -> bool {
+        if !self.log.as_ref().is_some_and(Log::dirty) {
+            return false;
+        }
+        if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+            if !sock.deferred {
+                sock.deferred = true;
+                self.deferred.push(i);
+            }
+        }
+        true
+    }
+
+    /// Group commit: writes (and syncs, as the policy says) the records of this turn's input,
+    /// then serves the connections whose replies waited for them.
+    fn commit(&mut self) -> Result<(), Error> {
+        if self.log.is_none() {
+            return Ok(());
+        }
+        for _ in 0..COMMIT_ROUNDS {
+            if let Some(log) = self.log.as_mut() {
+                log.commit(&self.core)?;
+            }
+            if self.deferred.is_empty() {
+                break;
+            }
+            std::mem::swap(&mut self.deferred, &mut self.spare);
+            let mut k = 0;
+            while k < self.spare.len() {
+                let i = self.spare[k];
+                k += 1;
+                if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+                    sock.deferred = false;
+                    self.service(i);
+                }
+            }
+            self.spare.clear();
+            self.drain_ready();
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.tick()?;
+        }
+        Ok(())
     }
 
     /// Serves every connection whose state changed outside its own calls.
@@ -667,7 +751,9 @@ impl Loop<'_> {
 
     /// The core's state and this loop's counters, for [`super::ManagerHandle::metrics`].
     fn snapshot(&self) -> Metrics {
-        Metrics::of(&self.core, self.counters)
+        let mut metrics = Metrics::of(&self.core, self.counters);
+        metrics.durability = self.log.as_ref().map(Log::state);
+        metrics
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use depot_core::wire::ErrorCode;
 
+use super::durable::Durability;
 use crate::{Error, QueueStat};
 
 /// How long a reader waits for the loop to publish (it answers within one turn).
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub counters: Counters,
     /// Whether the manager is stopping (or has stopped).
     pub shutting_down: bool,
+    /// The log of a manager with a data directory (`None`: queues in memory only).
+    pub durability: Option<Durability>,
 }
 
 impl Metrics {
@@ -82,6 +85,7 @@ impl Metrics {
             queues,
             counters,
             shutting_down: core.is_shutting_down(),
+            durability: None,
         }
     }
 
@@ -167,6 +171,50 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        if let Some(d) = &self.durability {
+            let since_epoch = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            let durable: [(&str, &str, &str, u64); 5] = [
+                (
+                    "depot_log_bytes",
+                    "gauge",
+                    "Bytes in the current log segment.",
+                    d.log_bytes,
+                ),
+                (
+                    "depot_log_unsynced_bytes",
+                    "gauge",
+                    "Bytes written to the log and not yet synced to disk.",
+                    d.unsynced_bytes,
+                ),
+                (
+                    "depot_log_last_fsync_seconds",
+                    "gauge",
+                    "When the log was last synced (Unix time, whole seconds).",
+                    d.last_fsync.map_or(0, since_epoch),
+                ),
+                (
+                    "depot_log_fsyncs_total",
+                    "counter",
+                    "Syncs of the log.",
+                    d.fsyncs,
+                ),
+                (
+                    "depot_log_compactions_total",
+                    "counter",
+                    "Log segments written from the queues' contents.",
+                    d.compactions,
+                ),
+            ];
+            for (name, kind, help, value) in durable {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                );
+            }
         }
         type Field = fn(&QueueStat) -> u64;
         let per_queue: [(&str, &str, &str, Field); 8] = [
@@ -343,6 +391,7 @@ mod tests {
                 bytes_out: 200,
             },
             shutting_down: false,
+            durability: None,
         };
         let text = m.prometheus();
         let lines: Vec<&str> = text.lines().collect();

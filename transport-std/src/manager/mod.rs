@@ -2,6 +2,7 @@
 //! [`depot_core::Manager`], and a handle to watch and stop it.
 
 mod builder;
+mod durable;
 mod event_loop;
 mod metrics;
 mod storage;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 pub use builder::{ManagerBuilder, QueueOptions};
+pub use durable::{Durability, Fsync, DEFAULT_COMPACT_AFTER};
 pub use metrics::{Counters, Metrics};
 
 use crate::Error;

@@ -12,11 +12,12 @@ use depot_core::python::ScratchStore;
 use depot_core::wire::{
     item_reply_bound, valid_name, QueueSpec, HEADER_LEN, MAX_MAX_FRAME, SMALL_REPLY_BOUND, TAG_LEN,
 };
-use depot_core::{Connection, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter};
+use depot_core::{Connection, LeaseStore, ManagerConfig, ObjectSlot, ParkStore, Resources, Waiter};
 
 use tracing::warn;
 
 use super::builder::{ManagerBuilder, QueueOptions};
+use super::durable::DurableOptions;
 use crate::Error;
 
 /// Queue storage is capped here unless `storage_bytes` says otherwise.
@@ -53,6 +54,10 @@ pub(crate) struct Plan {
     pub(crate) waiters: usize,
     /// The largest item of any queue.
     pub(crate) largest: usize,
+    pub(crate) max_leased: usize,
+    pub(crate) dead_letters: Vec<(String, String, u8)>,
+    /// Where the queues are kept, if not in memory only.
+    pub(crate) durable: Option<DurableOptions>,
     /// Client sessions remembered at once.
     pub(crate) sessions: usize,
 }
@@ -147,6 +152,13 @@ impl Plan {
             rx_len,
             tx_len,
             largest,
+            max_leased: b.max_leased,
+            dead_letters: b.dead_letters.clone(),
+            durable: b.data_dir.clone().map(|dir| DurableOptions {
+                dir,
+                fsync: b.fsync,
+                compact_after: b.compact_after,
+            }),
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
             sessions: b.sessions,
@@ -205,6 +217,28 @@ pub(crate) fn python(plan: &Plan) -> PythonStorage<'static> {
         reply: scratch(),
         join: vec![0; plan.largest].into(),
     }
+}
+
+/// The store of leased items: records for `plan.max_leased` items, their bytes on the heap.
+pub(crate) fn leases(plan: &Plan) -> LeaseStore<'static> {
+    LeaseStore::heap(plan.max_leased, PARK_BUDGET)
+}
+
+/// Sets each queue's dead-letter queue, by name.
+pub(crate) fn dead_letters(core: &mut depot_core::Manager, plan: &Plan) -> Result<(), Error> {
+    let handle = |core: &depot_core::Manager, name: &str| {
+        (0..=u16::MAX)
+            .map_while(|i| core.stat(i))
+            .find(|s| s.name == name)
+            .map(|s| s.info.handle)
+            .ok_or_else(|| Error::Config(format!("dead-letter setting: no queue '{name}'")))
+    };
+    for (queue, dead, max) in &plan.dead_letters {
+        let (q, d) = (handle(core, queue)?, handle(core, dead)?);
+        core.set_dead_letter(q, d, *max)
+            .map_err(|e| Error::Config(format!("dead-letter queue of '{queue}': {e}")))?;
+    }
+    Ok(())
 }
 
 /// Builds the core manager's storage as `plan` sizes it.

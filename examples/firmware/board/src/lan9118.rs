@@ -102,6 +102,17 @@ fn rx_frames_waiting() -> u32 {
     (read(RX_FIFO_INF) >> 16) & 0xFF
 }
 
+/// Interrupts the controller raised so far (what woke the core for the network).
+pub fn interrupts() -> u32 {
+    INTERRUPTS.load(Ordering::Relaxed)
+}
+
+/// Whether a received frame waits in the controller: a loop that polls by hand checks it
+/// (with interrupts masked) before it sleeps.
+pub fn frames_waiting() -> bool {
+    rx_frames_waiting() != 0
+}
+
 /// Free bytes in the TX data FIFO.
 fn tx_room() -> usize {
     (read(TX_FIFO_INF) & 0xFFFF) as usize

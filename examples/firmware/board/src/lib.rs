@@ -7,19 +7,23 @@
 //!   no periodic tick),
 //! - an interrupt-driven driver for the board's LAN9118 Ethernet controller, for `embassy-net`,
 //! - helpers to start the network stack with DHCP and wait for the lease,
+//! - [`phy::Phy`]: the same LAN9118 driver as a smoltcp `phy::Device`, and [`alarm_at`], for
+//!   firmware that drives smoltcp by hand from its own loop (no executor),
 //! - semihosting helpers for tests: [`println!`], [`exit`] and a HardFault handler that fails
 //!   the run instead of hanging it,
 //! - [`entropy`]: seed bytes for the network stack.
 //!
-//! An app's `main` is [`start`] (board and network stack) then [`run`] (its job, under a
-//! deadline, ending the run with the job's verdict); the job begins with [`net::up`]:
+//! An app's `main` is one call to [`run`]: it starts the board and the network, waits for the
+//! DHCP lease, runs the app's job on the stack under a deadline and ends the run with the
+//! job's verdict. [`sockets!`] gives the network stack its socket slots:
 //!
 //! ```ignore
 //! #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 //! async fn main(spawner: Spawner) {
-//!     let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-//!     depot_board::run("fw-name", Duration::from_secs(20), pin!(job(stack))).await
+//!     depot_board::run(spawner, depot_board::sockets!(1), "fw-name", DEADLINE, job).await
 //! }
+//!
+//! async fn job(stack: Stack<'static>) -> Result<(), &'static str> { ... }
 //! ```
 //!
 //! # Entropy is for tests only
@@ -35,9 +39,11 @@ mod executor;
 mod host;
 pub mod lan9118;
 pub mod net;
+pub mod phy;
 mod time;
 
-use core::fmt::Display;
+pub use time::alarm_at;
+
 use core::future::Future;
 use core::sync::atomic::Ordering;
 
@@ -56,6 +62,8 @@ pub use lan9118::Lan9118;
 #[doc(hidden)]
 pub mod __private {
     pub use cortex_m_semihosting as semihosting;
+    pub use embassy_net::StackResources;
+    pub use static_cell::StaticCell;
 }
 
 /// What [`init`] hands to the app.
@@ -112,7 +120,7 @@ pub fn init() -> Board {
 }
 
 /// [`init`], then [`net::start`] on the NIC with `resources` (one socket slot per socket the app
-/// opens, plus one for DHCP). The job then waits for the network with [`net::up`].
+/// opens, plus one for DHCP): for an app that writes its own `main` instead of [`run`].
 pub fn start<const SOCK: usize>(
     spawner: Spawner,
     resources: &'static mut StackResources<SOCK>,
@@ -137,14 +145,39 @@ unsafe fn DefaultHandler(irqn: i16) {
     }
 }
 
-/// Runs an app's job with an overall deadline and ends the QEMU run with its verdict:
-/// prints `NAME: PASS` and exits 0, or prints `NAME: FAIL: reason` and exits 1.
-pub async fn run<E: Display>(
+/// Stack resources for `N` sockets plus the DHCP client's, in a `static` of their own (each
+/// call site has its own): `depot_board::sockets!(1)` for an app with one TCP socket.
+#[macro_export]
+macro_rules! sockets {
+    ($n:expr) => {{
+        static RESOURCES: $crate::__private::StaticCell<
+            $crate::__private::StackResources<{ $n + 1 }>,
+        > = $crate::__private::StaticCell::new();
+        RESOURCES.init($crate::__private::StackResources::new())
+    }};
+}
+
+/// An app's whole `main`: [`start`]s the board and the network with `resources` (see
+/// [`sockets!`]), waits for the DHCP lease ([`net::up`]), runs `job` on the stack, all under
+/// `deadline`, and ends the QEMU run with the verdict: prints `NAME: PASS` and exits 0, or
+/// prints `NAME: FAIL: reason` and exits 1.
+pub async fn run<const SOCK: usize, F>(
+    spawner: Spawner,
+    resources: &'static mut StackResources<SOCK>,
     name: &str,
     deadline: Duration,
-    job: impl Future<Output = Result<(), E>>,
-) -> ! {
-    let outcome = with_timeout(deadline, job).await;
+    job: impl FnOnce(Stack<'static>) -> F,
+) -> !
+where
+    F: Future<Output = Result<(), &'static str>>,
+{
+    let stack = start(spawner, resources);
+    // The job is built inside the timed future, so only one copy of its state exists.
+    let outcome = with_timeout(deadline, async move {
+        net::up(stack).await?;
+        job(stack).await
+    })
+    .await;
     // What woke the core: NIC interrupts prove the driver is interrupt-driven, and alarms
     // show how often time did (there is no periodic tick).
     println!(

@@ -167,6 +167,13 @@ pub(crate) fn on_time_base() {
     });
 }
 
+/// Arms the alarm for millisecond tick `at`, for firmware that polls by hand and has no
+/// embassy timers (it replaces their alarm): its interrupt ends a `wfi`. False if `at` has
+/// passed already (do not sleep then).
+pub fn alarm_at(at: u64) -> bool {
+    critical_section::with(|cs| DRIVER.set_alarm(cs, at))
+}
+
 /// Alarm interrupts taken so far: with no periodic tick, this is how often time woke the core.
 pub(crate) static ALARMS: AtomicU32 = AtomicU32::new(0);
 

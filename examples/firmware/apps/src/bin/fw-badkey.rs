@@ -4,28 +4,21 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
-
-use depot_board::{net, println};
+use depot_board::println;
 use depot_embassy::depot_core::Error as DepotError;
 use depot_embassy::Error;
 use depot_firmware_apps::{connect, AUTHKEY};
 use embassy_executor::Spawner;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_time::Duration;
 use panic_semihosting as _;
-use static_cell::StaticCell;
 
 const NAME: &str = "fw-badkey";
 const DEADLINE: Duration = Duration::from_secs(30);
 
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
-
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
-    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
+    depot_board::run(spawner, depot_board::sockets!(1), NAME, DEADLINE, job).await
 }
 
 /// The real key with a byte changed: as close as a wrong key gets.
@@ -38,7 +31,6 @@ fn wrong_key(key: &mut [u8; 64]) -> &[u8] {
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::up(stack).await?;
     let mut key = [0u8; 64];
     let outcome = connect(stack, wrong_key(&mut key)).await;
     match outcome {

@@ -6,36 +6,28 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
-
 use depot_board::{net, println};
 use embassy_executor::Spawner;
 use embassy_net::tcp::TcpSocket;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_time::Duration;
 use embedded_io_async::Write;
 use panic_semihosting as _;
 // With the apps' `defmt` feature embassy-net logs through defmt: every image needs the logger.
 #[cfg(feature = "defmt")]
 use defmt_semihosting as _;
-use static_cell::StaticCell;
 
 const NAME: &str = "fw-baseline";
 const DEADLINE: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// DHCP plus one TCP socket.
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
-
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
-    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
+    depot_board::run(spawner, depot_board::sockets!(1), NAME, DEADLINE, job).await
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    let config = net::up(stack).await?;
+    let config = stack.config_v4().ok_or("no IPv4 configuration")?;
     println!("{}: address {}", NAME, config.address);
 
     let mut rx_buffer = [0u8; 1024];

@@ -18,12 +18,12 @@ use core::future::{poll_fn, Future};
 use core::pin::pin;
 use core::task::Poll;
 
-use depot_board::{net, println};
+use depot_board::println;
 use depot_embassy::depot_core::Error as DepotError;
 use depot_embassy::{Client, Error, Queue, Wait};
 use depot_firmware_apps::{connect_with, log, report, ClientMemory, AUTHKEY, QUEUE};
 use embassy_executor::Spawner;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::channel::Channel;
@@ -38,7 +38,6 @@ const TOTAL: u32 = 200;
 /// The last get, on what must be an empty queue.
 const EMPTY_WAIT_MS: u32 = 500;
 
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
 /// Two tasks calling at once, plus the slot kept for giving an item back, plus one for a
 /// withdrawn get whose answer is still on its way.
 static MEMORY: StaticCell<ClientMemory<4>> = StaticCell::new();
@@ -67,12 +66,13 @@ struct Tally {
 
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    depot_board::run(NAME, DEADLINE, pin!(job(spawner, stack))).await
+    depot_board::run(spawner, depot_board::sockets!(1), NAME, DEADLINE, |stack| {
+        job(spawner, stack)
+    })
+    .await
 }
 
 async fn job(spawner: Spawner, stack: Stack<'static>) -> Result<(), &'static str> {
-    net::up(stack).await?;
     let client = connect_with(stack, AUTHKEY, MEMORY.init(ClientMemory::new()))
         .await
         .map_err(|e| report(NAME, "connect", e))?;

@@ -6,17 +6,14 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
-
-use depot_board::{net, println};
+use depot_board::println;
 use depot_embassy::depot_core::Error as DepotError;
 use depot_embassy::{Error, Wait};
 use depot_firmware_apps::{connect, log, report, AUTHKEY, ITEMS, QUEUE};
 use embassy_executor::Spawner;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_time::{Duration, Instant};
 use panic_semihosting as _;
-use static_cell::StaticCell;
 
 const NAME: &str = "fw-consumer";
 const DEADLINE: Duration = Duration::from_secs(40);
@@ -25,17 +22,12 @@ const GET_WAIT: Wait = Wait::Millis(15_000);
 /// The final get on the empty queue.
 const EMPTY_WAIT_MS: u32 = 500;
 
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
-
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
-    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
+    depot_board::run(spawner, depot_board::sockets!(1), NAME, DEADLINE, job).await
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::up(stack).await?;
     let client = connect(stack, AUTHKEY)
         .await
         .map_err(|e| report(NAME, "connect", e))?;

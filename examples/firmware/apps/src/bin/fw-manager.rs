@@ -8,15 +8,13 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
-
 use depot_board::{net, println};
 use depot_embassy::depot_core::queue::storage_for;
 use depot_embassy::{ManagerResources, ObjectSlot, QueueMode, QueueSpec, Server, ServerConfig};
 use depot_firmware_apps::entropy::TestEntropy;
 use depot_firmware_apps::{log, AUTHKEY};
 use embassy_executor::Spawner;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_time::Duration;
 use panic_semihosting as _;
 use static_cell::StaticCell;
@@ -34,8 +32,6 @@ const MAIN_STORE: usize = storage_for(CAPACITY, MAX_ITEM);
 const SMALL_STORE: usize = storage_for(CAPACITY / 4, MAX_ITEM);
 const NAMES: [&str; 4] = ["task_queue", "result_queue", "log_queue", "spare_queue"];
 
-/// DHCP plus one socket per connection.
-static RESOURCES: StaticCell<StackResources<{ SOCKETS + 1 }>> = StaticCell::new();
 static SERVER: StaticCell<ManagerResources<'static, SOCKETS>> = StaticCell::new();
 static MAIN: StaticCell<[u8; MAIN_STORE]> = StaticCell::new();
 static SMALL: StaticCell<[[u8; SMALL_STORE]; 3]> = StaticCell::new();
@@ -44,9 +40,7 @@ static ENTROPY: StaticCell<TestEntropy> = StaticCell::new();
 
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    // Pinned here, so `run` holds a pointer to the job's state rather than a second copy of it.
-    depot_board::run(NAME, DEADLINE, pin!(job(stack))).await
+    depot_board::run(spawner, depot_board::sockets!(SOCKETS), NAME, DEADLINE, job).await
 }
 
 fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
@@ -70,7 +64,6 @@ fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
-    net::up(stack).await?;
     let mut config = ServerConfig::new(net::GUEST_PORT);
     config.manager.allow_remote_shutdown = true;
     let mut server = Server::new(

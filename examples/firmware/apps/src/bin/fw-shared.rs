@@ -8,13 +8,11 @@
 #![no_std]
 #![no_main]
 
-use core::pin::pin;
-
-use depot_board::{net, println};
+use depot_board::println;
 use depot_embassy::{Client, Queue, Wait};
 use depot_firmware_apps::{connect_with, log, report, ClientMemory, AUTHKEY, QUEUE};
 use embassy_executor::Spawner;
-use embassy_net::{Stack, StackResources};
+use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::channel::Channel;
 use embassy_time::Duration;
@@ -27,7 +25,6 @@ const PRODUCERS: u32 = 2;
 const PER_PRODUCER: u32 = 50;
 const TOTAL: u32 = PRODUCERS * PER_PRODUCER;
 
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
 /// Three tasks calling at once, plus the slot kept for giving an item back.
 static MEMORY: StaticCell<ClientMemory<4>> = StaticCell::new();
 static CLIENT: StaticCell<Client<'static>> = StaticCell::new();
@@ -36,12 +33,13 @@ static DONE: Channel<CriticalSectionRawMutex, Result<(), &'static str>, 3> = Cha
 
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
-    let stack = depot_board::start(spawner, RESOURCES.init(StackResources::new()));
-    depot_board::run(NAME, DEADLINE, pin!(job(spawner, stack))).await
+    depot_board::run(spawner, depot_board::sockets!(1), NAME, DEADLINE, |stack| {
+        job(spawner, stack)
+    })
+    .await
 }
 
 async fn job(spawner: Spawner, stack: Stack<'static>) -> Result<(), &'static str> {
-    net::up(stack).await?;
     let client = connect_with(stack, AUTHKEY, MEMORY.init(ClientMemory::new()))
         .await
         .map_err(|e| report(NAME, "connect", e))?;

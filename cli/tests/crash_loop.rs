@@ -1,0 +1,254 @@
+//! A real `depot serve --data-dir` process killed with SIGKILL at random moments, ten times,
+//! and restarted each time, while 4 producers and 4 consumers (threads of this process, each
+//! with its own TCP connection) put and get through it and reconnect when it goes away. The
+//! restarts cycle through every `--fsync` policy on the same directory.
+//!
+//! The guarantee checked, exactly (gets are plain, without leases, so delivery is at most once):
+//! - nothing is delivered that no producer tried to put, and nothing is delivered twice;
+//! - every acknowledged put is delivered, except items taken by a get whose reply the crash cut
+//!   off: at most one item per consumer get that failed because the manager died. (The removal
+//!   was logged before the reply was sent, so such an item is not served again.)
+//!
+//! A put that failed may or may not have been applied; its item is never put again, so it may
+//! show up once or not at all. The seed is printed; `DEPOT_CRASH_SEED` repeats a run.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use depot_std::{Client, Error, ErrorCode};
+
+const KEY: &str = "crash-loop-key";
+const KILLS: usize = 10;
+const PRODUCERS: usize = 4;
+const CONSUMERS: usize = 4;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A free port for every run of the manager (clients come back to the same address).
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn serve(addr: SocketAddr, dir: &Path, fsync: &str) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--queue", "jobs:1000000:raw", "--fsync", fsync])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("DEPOT_AUTHKEY", KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("depot serve starts");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.starts_with("listening on ") {
+            return child;
+        }
+        // The port may be held a moment longer, or the old process not gone yet.
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "depot serve did not start again");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn connect(addr: SocketAddr, stop: &AtomicBool) -> Option<Client> {
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(c) = Client::connect(addr, KEY) {
+            return Some(c);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Puts `p:seq` items until told to stop: (acknowledged, tried).
+fn producer(p: usize, addr: SocketAddr, stop: Arc<AtomicBool>) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut tried) = (Vec::new(), Vec::new());
+    let mut seq = 0u64;
+    'connect: while let Some(c) = connect(addr, &stop) {
+        let Ok(q) = c.raw_queue("jobs") else {
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            let item = format!("{p}:{seq}");
+            seq += 1;
+            tried.push(item.clone());
+            match q.put(item.as_bytes()) {
+                Ok(()) => acked.push(item),
+                // Never put again: it may be queued or not.
+                Err(_) => continue 'connect,
+            }
+        }
+        break;
+    }
+    (acked, tried)
+}
+
+/// Gets items until told to stop, pausing while `hold` is set: (delivered, gets that failed
+/// because the manager went away).
+fn consumer(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+) -> (Vec<String>, usize) {
+    let (mut got, mut failed) = (Vec::new(), 0);
+    'connect: while let Some(c) = connect(addr, &stop) {
+        let Ok(q) = c.raw_queue("jobs") else {
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            if hold.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            match q.get_timeout(Duration::from_millis(100)) {
+                Ok(item) => got.push(String::from_utf8(item).expect("an item put here")),
+                Err(Error::Request {
+                    code: ErrorCode::Timeout | ErrorCode::Empty,
+                    ..
+                }) => {}
+                Err(_) => {
+                    failed += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        break;
+    }
+    (got, failed)
+}
+
+#[test]
+fn every_acknowledged_put_survives_ten_kill_9s() {
+    let seed = std::env::var("DEPOT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("DEPOT_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = std::env::temp_dir().join(format!("depot-crash-loop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr = free_port();
+    let policies = ["always", "interval=20", "never"];
+    let mut server = serve(addr, &dir, policies[0]);
+
+    let producing = Arc::new(AtomicBool::new(false));
+    let consuming = Arc::new(AtomicBool::new(false));
+    // Consumers pause for two runs in three, so that crashes find a backlog to recover.
+    let hold = Arc::new(AtomicBool::new(true));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let stop = producing.clone();
+            thread::spawn(move || producer(p, addr, stop))
+        })
+        .collect();
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let (stop, hold) = (consuming.clone(), hold.clone());
+            thread::spawn(move || consumer(addr, stop, hold))
+        })
+        .collect();
+
+    let mut most_queued = 0;
+    for kill in 0..KILLS {
+        hold.store(kill % 3 != 2, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(150 + rng.next() % 400));
+        server.kill().unwrap();
+        server.wait().unwrap();
+        server = serve(addr, &dir, policies[(kill + 1) % policies.len()]);
+        let c = Client::connect(addr, KEY).unwrap();
+        most_queued = most_queued.max(c.raw_queue("jobs").unwrap().qsize().unwrap());
+    }
+    // Let the last run work a moment, then stop producing and drain the queue.
+    thread::sleep(Duration::from_millis(300));
+    producing.store(true, Ordering::SeqCst);
+    hold.store(false, Ordering::SeqCst);
+    let mut acked = HashSet::new();
+    let mut tried = HashSet::new();
+    for p in producers {
+        let (a, t) = p.join().unwrap();
+        acked.extend(a);
+        tried.extend(t);
+    }
+    let probe = Client::connect(addr, KEY).unwrap();
+    let q = probe.raw_queue("jobs").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.qsize().unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers did not drain the queue"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    consuming.store(true, Ordering::SeqCst);
+    let mut delivered = HashSet::new();
+    let mut failed_gets = 0;
+    let mut duplicates = Vec::new();
+    for c in consumers {
+        let (got, failed) = c.join().unwrap();
+        failed_gets += failed;
+        for item in got {
+            if !delivered.insert(item.clone()) {
+                duplicates.push(item);
+            }
+        }
+    }
+    drop(probe);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let lost: Vec<_> = acked.difference(&delivered).collect();
+    let invented: Vec<_> = delivered.difference(&tried).collect();
+    println!(
+        "{} kills: {} puts acknowledged of {} tried, {} delivered, {} gets cut by a crash, \
+         {} acknowledged items lost with them; up to {} items queued across a restart",
+        KILLS,
+        acked.len(),
+        tried.len(),
+        delivered.len(),
+        failed_gets,
+        lost.len(),
+        most_queued
+    );
+    assert!(most_queued > 100, "no backlog crossed a restart");
+    assert!(acked.len() > 100, "too little traffic to mean anything");
+    assert!(invented.is_empty(), "delivered but never put: {invented:?}");
+    assert!(duplicates.is_empty(), "delivered twice: {duplicates:?}");
+    assert!(
+        lost.len() <= failed_gets,
+        "{} acknowledged puts never delivered, more than the {failed_gets} gets a crash cut: {:?}",
+        lost.len(),
+        lost.iter().take(20).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,97 @@
+//! Changes of queue contents, reported as they happen, so a transport can keep them durable.
+//!
+//! The core does no I/O: a manager given a [`Journal`] (see [`Manager::set_journal`]) calls it
+//! for every change of what its queues hold, in the order the changes happen, before any reply
+//! that depends on the change is queued for output. Replaying the calls on the state the
+//! manager started from gives the state it has now. A transport that writes them to a log,
+//! and transmits a reply only once the changes before it are as durable as it promises, loses
+//! no acknowledged put in a crash. To start from what a log holds, declare or
+//! [`Manager::restore_queue`] each queue and [`Manager::restore_item`] its items before the
+//! journal is set and before serving.
+//!
+//! Calls cost the manager nothing when no journal is set (memory-only managers).
+//!
+//! [`Manager::set_journal`]: crate::Manager::set_journal
+//! [`Manager::restore_queue`]: crate::Manager::restore_queue
+//! [`Manager::restore_item`]: crate::Manager::restore_item
+
+use crate::wire::{Handle, QueueSpec};
+
+/// Hears every change of queue contents (see the module docs). The calls must not fail: a
+/// transport that cannot keep a change stops sending replies (and so acknowledges nothing
+/// more) and reports its error itself.
+pub trait Journal: Send {
+    /// A queue was created by a client (declared and restored queues are not reported).
+    fn created(&mut self, handle: Handle, name: &str, spec: QueueSpec);
+    /// `item` was appended at the tail of the queue.
+    fn appended(&mut self, handle: Handle, item: &[u8]);
+    /// `count` items were removed from the head of the queue (handed to a consumer).
+    fn removed(&mut self, handle: Handle, count: u32);
+    /// `item` went back to the head of the queue (a consumer gave it back, or its reply
+    /// never left the manager).
+    fn returned(&mut self, handle: Handle, item: &[u8]);
+}
+
+/// Where a manager's journal lives: lent by the caller, or (with `alloc`) owned.
+pub enum JournalSlot<'a> {
+    /// A journal the caller keeps.
+    Lent(&'a mut dyn Journal),
+    /// A journal the manager owns.
+    #[cfg(feature = "alloc")]
+    Owned(alloc::boxed::Box<dyn Journal>),
+}
+
+impl<'a> JournalSlot<'a> {
+    pub(crate) fn get(&mut self) -> &mut dyn Journal {
+        match self {
+            JournalSlot::Lent(j) => &mut **j,
+            #[cfg(feature = "alloc")]
+            JournalSlot::Owned(j) => &mut **j,
+        }
+    }
+}
+
+impl<'a> From<&'a mut dyn Journal> for JournalSlot<'a> {
+    fn from(journal: &'a mut dyn Journal) -> Self {
+        JournalSlot::Lent(journal)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<alloc::boxed::Box<dyn Journal>> for JournalSlot<'_> {
+    fn from(journal: alloc::boxed::Box<dyn Journal>) -> Self {
+        JournalSlot::Owned(journal)
+    }
+}
+
+/// Calls `f` on the journal, if there is one.
+#[inline]
+pub(crate) fn note(journal: &mut Option<JournalSlot>, f: impl FnOnce(&mut dyn Journal)) {
+    if let Some(j) = journal {
+        f(j.get());
+    }
+}
+
+/// Why a recovered item could not be restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RestoreError {
+    /// No queue has this handle.
+    NoSuchQueue,
+    /// The item is larger than the queue's `max_item`.
+    TooLarge,
+    /// The queue has no room for it (its capacity or storage is smaller than before).
+    Full,
+}
+
+impl core::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            RestoreError::NoSuchQueue => "no such queue",
+            RestoreError::TooLarge => "an item is larger than the queue's max_item",
+            RestoreError::Full => "the queue has no room for all its items",
+        })
+    }
+}
+
+impl core::error::Error for RestoreError {}

@@ -1,0 +1,904 @@
+//! Durable queues: the core's journal kept in an append-only log, with group commit and
+//! compaction.
+//!
+//! A data directory holds `LOCK` (locked while a manager uses the directory) and one log
+//! segment, `seg-<n>.log`: a 12-byte header (`DEPOTLOG`, format version as u32 LE) and then
+//! records, each `len: u32 LE | crc32: u32 LE | kind: u8 | payload`, where `len` counts kind
+//! and payload and the CRC-32 (IEEE) covers them. Every segment begins with a snapshot (a
+//! `Created` record for every queue, an `Appended` record for every item), so only the newest
+//! segment is needed. When the segment grows past a bound, a new one is written from the
+//! manager's state (to a `.tmp` file, synced, then renamed) and the old one removed; the same
+//! happens at every start, after recovery.
+//!
+//! Group commit: the event loop appends the records of a whole turn's input in one `write`
+//! before it transmits any reply of that turn, and with [`Fsync::Always`] syncs the file first.
+//! So a process crash (`kill -9`) never loses an acknowledged put under any policy (the data is
+//! in the kernel), and the policy says what an operating-system crash or power loss may lose.
+//!
+//! Record kinds (payload after the kind byte; integers little-endian; a queue is named by its
+//! handle in this segment, bound to its name by a `Created` record earlier in the segment):
+//! 1 `Created` handle u16, capacity u32, max_item u32, mode u8 (0 value, 1 raw), name;
+//! 2 `Appended` handle u16, item; 3 `Removed` handle u16, count u32; 4 `Returned` handle u16,
+//! item. New kinds (leases, per-session de-duplication windows) take the next numbers; an
+//! older manager refuses a log with a kind it does not know rather than misread it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use depot_core::journal::Journal;
+use depot_core::wire::{Handle, QueueSpec, MAX_MAX_FRAME};
+use depot_core::QueueMode;
+use tracing::{info, warn};
+
+use crate::Error;
+
+const MAGIC: &[u8; 8] = b"DEPOTLOG";
+const FORMAT: u32 = 1;
+const HEADER: usize = 12;
+/// Length and CRC before each record's kind byte.
+const RECORD_HEAD: usize = 8;
+/// No record is longer: the largest item plus its handle and kind.
+const MAX_RECORD: usize = MAX_MAX_FRAME as usize + 64;
+/// The default size a segment grows to before it is compacted (or twice its snapshot, if more).
+pub const DEFAULT_COMPACT_AFTER: u64 = 64 << 20;
+
+const CREATED: u8 = 1;
+const APPENDED: u8 = 2;
+const REMOVED: u8 = 3;
+const RETURNED: u8 = 4;
+
+/// When the log is synced to disk (Redis's `appendfsync`). Every policy writes a turn's records
+/// to the log before its replies go out, so a crash of the manager's process alone loses
+/// nothing acknowledged; the policy bounds what an operating-system crash or power loss loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before the replies of each turn are sent: an acknowledged put survives power loss.
+    Always,
+    /// At most this long after a change: a power loss loses at most about this much.
+    Interval(Duration),
+    /// Never explicitly: the operating system writes back when it likes.
+    Never,
+}
+
+impl Default for Fsync {
+    fn default() -> Self {
+        Fsync::Interval(Duration::from_millis(100))
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fsync::Always => f.write_str("always"),
+            Fsync::Interval(d) => write!(f, "interval={}", d.as_millis()),
+            Fsync::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl FromStr for Fsync {
+    type Err = String;
+
+    /// `always`, `never`, `interval` (100 ms) or `interval=MS`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            "interval" => Ok(Fsync::default()),
+            _ => match s.strip_prefix("interval=").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(Fsync::Interval(Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "'{s}' is not an fsync policy: always, interval, interval=MS (MS > 0) or never"
+                )),
+            },
+        }
+    }
+}
+
+/// Where and how a manager keeps its queues.
+#[derive(Debug, Clone)]
+pub(crate) struct DurableOptions {
+    pub(crate) dir: PathBuf,
+    pub(crate) fsync: Fsync,
+    pub(crate) compact_after: u64,
+}
+
+/// The durability state of a running manager, as [`crate::Metrics`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The fsync policy.
+    pub fsync: Fsync,
+    /// Bytes in the current log segment.
+    pub log_bytes: u64,
+    /// Bytes written to the log and not yet synced.
+    pub unsynced_bytes: u64,
+    /// When the log was last synced.
+    pub last_fsync: Option<SystemTime>,
+    /// Syncs since the manager started.
+    pub fsyncs: u64,
+    /// Segments written from the manager's state (one at start, then one per compaction).
+    pub compactions: u64,
+}
+
+/// CRC-32 (IEEE, reflected), as zlib and Ethernet compute it.
+fn crc32(parts: &[&[u8]]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for part in parts {
+        for &b in *part {
+            crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+        }
+    }
+    !crc
+}
+
+/// Appends one record made of `parts` (the kind byte first) to `out`.
+fn push_record(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&crc32(parts).to_le_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+fn created(out: &mut Vec<u8>, handle: Handle, name: &str, spec: QueueSpec) {
+    let mut head = [0u8; 12];
+    head[0] = CREATED;
+    head[1..3].copy_from_slice(&handle.0.to_le_bytes());
+    head[3..7].copy_from_slice(&spec.capacity.to_le_bytes());
+    head[7..11].copy_from_slice(&spec.max_item.to_le_bytes());
+    head[11] = match spec.mode {
+        QueueMode::Value => 0,
+        QueueMode::Raw => 1,
+    };
+    push_record(out, &[&head, name.as_bytes()]);
+}
+
+fn item_record(out: &mut Vec<u8>, kind: u8, handle: Handle, item: &[&[u8]]) {
+    let [lo, hi] = handle.0.to_le_bytes();
+    let head = [kind, lo, hi];
+    match item {
+        [a] => push_record(out, &[&head, a]),
+        [a, b] => push_record(out, &[&head, a, b]),
+        _ => push_record(out, &[&head, &item.concat()]),
+    }
+}
+
+/// The core's journal: encodes each change into the records the next commit writes.
+struct Recorder(Arc<Mutex<Vec<u8>>>);
+
+impl Recorder {
+    fn with(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+impl Journal for Recorder {
+    fn created(&mut self, handle: Handle, name: &str, spec: QueueSpec) {
+        self.with(|out| created(out, handle, name, spec));
+    }
+    fn appended(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, APPENDED, handle, &[item]));
+    }
+    fn removed(&mut self, handle: Handle, count: u32) {
+        let [lo, hi] = handle.0.to_le_bytes();
+        let mut rec = [REMOVED, lo, hi, 0, 0, 0, 0];
+        rec[3..].copy_from_slice(&count.to_le_bytes());
+        self.with(|out| push_record(out, &[&rec]));
+    }
+    fn returned(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, RETURNED, handle, &[item]));
+    }
+}
+
+/// One queue as the log left it.
+#[derive(Debug)]
+pub(crate) struct RecoveredQueue {
+    pub(crate) name: String,
+    pub(crate) spec: QueueSpec,
+    pub(crate) items: VecDeque<Vec<u8>>,
+}
+
+/// What reading a log gave.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    pub(crate) queues: Vec<RecoveredQueue>,
+    /// Records read.
+    pub(crate) records: u64,
+    /// Where the last whole record ends.
+    pub(crate) good_len: usize,
+    /// A torn last record, cut: its offset and why it was taken for torn.
+    pub(crate) torn: Option<(usize, &'static str)>,
+}
+
+/// The log is damaged before its end: where, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Corrupt {
+    pub(crate) offset: usize,
+    pub(crate) why: String,
+}
+
+/// Replays the records of a segment (header included). A damaged last record is a write a
+/// crash interrupted: it is cut. Damage with intact data after it is not: that is an error.
+pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
+    let corrupt = |offset, why: &str| Corrupt {
+        offset,
+        why: why.to_owned(),
+    };
+    let mut out = Replayed::default();
+    if bytes.len() < HEADER {
+        // Only a header cut short (by a crash while it was written) may be this short.
+        if MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
+            out.torn = (!bytes.is_empty()).then_some((0, "the header is cut short"));
+            return Ok(out);
+        }
+        return Err(corrupt(0, "not a depot log (bad magic)"));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(corrupt(0, "not a depot log (bad magic)"));
+    }
+    let format = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    if format != FORMAT {
+        return Err(corrupt(
+            8,
+            &format!("log format {format}; this depot reads format {FORMAT}"),
+        ));
+    }
+    let mut handles: HashMap<u16, usize> = HashMap::new();
+    let mut at = HEADER;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let damaged =
+            |why: &'static str, extent: usize| -> Result<(usize, &'static str), Corrupt> {
+                // Torn: the record reaches the end of the file, or only zeros follow it (a
+                // file system that extended the file before the data reached the disk).
+                if extent >= rest.len() || rest.iter().all(|&b| b == 0) {
+                    Ok((at, why))
+                } else {
+                    Err(corrupt(at, why))
+                }
+            };
+        if rest.len() < RECORD_HEAD {
+            out.torn = Some(damaged("a record header cut short", rest.len())?);
+            break;
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
+        if len == 0 || len > MAX_RECORD {
+            out.torn = Some(damaged("an impossible record length", 0)?);
+            break;
+        }
+        let Some(body) = rest.get(RECORD_HEAD..RECORD_HEAD + len) else {
+            out.torn = Some(damaged("a record cut short", usize::MAX)?);
+            break;
+        };
+        if crc32(&[body]) != crc {
+            out.torn = Some(damaged("a checksum mismatch", RECORD_HEAD + len)?);
+            break;
+        }
+        apply(&mut out.queues, &mut handles, body).map_err(|why| corrupt(at, &why))?;
+        out.records += 1;
+        at += RECORD_HEAD + len;
+        out.good_len = at;
+    }
+    if out.torn.is_none() {
+        out.good_len = bytes.len();
+    }
+    Ok(out)
+}
+
+/// Applies one checked record to the queues.
+fn apply(
+    queues: &mut Vec<RecoveredQueue>,
+    handles: &mut HashMap<u16, usize>,
+    body: &[u8],
+) -> Result<(), String> {
+    let handle = body
+        .get(1..3)
+        .map(|h| u16::from_le_bytes([h[0], h[1]]))
+        .ok_or("a record too short for its kind")?;
+    let queue = |handles: &HashMap<u16, usize>| {
+        handles
+            .get(&handle)
+            .copied()
+            .ok_or_else(|| format!("a record for queue handle {handle}, which no record created"))
+    };
+    match body[0] {
+        CREATED => {
+            let head = body.get(..12).ok_or("a Created record too short")?;
+            let u32_at =
+                |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+            let mode = match head[11] {
+                0 => QueueMode::Value,
+                1 => QueueMode::Raw,
+                m => return Err(format!("an unknown queue mode {m}")),
+            };
+            let name = std::str::from_utf8(&body[12..])
+                .map_err(|_| "a queue name that is not UTF-8")?
+                .to_owned();
+            if handles.contains_key(&handle) || queues.iter().any(|q| q.name == name) {
+                return Err(format!("queue '{name}' created twice"));
+            }
+            handles.insert(handle, queues.len());
+            queues.push(RecoveredQueue {
+                name,
+                spec: QueueSpec {
+                    capacity: u32_at(3),
+                    max_item: u32_at(7),
+                    mode,
+                },
+                items: VecDeque::new(),
+            });
+        }
+        APPENDED => {
+            let q = queue(handles)?;
+            queues[q].items.push_back(body[3..].to_vec());
+        }
+        RETURNED => {
+            let q = queue(handles)?;
+            queues[q].items.push_front(body[3..].to_vec());
+        }
+        REMOVED => {
+            let q = queue(handles)?;
+            let count = body
+                .get(3..7)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .ok_or("a Removed record too short")?;
+            let queue = &mut queues[q];
+            if count as usize > queue.items.len() {
+                return Err(format!(
+                    "{count} items removed from queue '{}', which held {}",
+                    queue.name,
+                    queue.items.len()
+                ));
+            }
+            queue.items.drain(..count as usize);
+        }
+        kind => {
+            return Err(format!(
+                "an unknown record kind {kind} (written by a newer depot?)"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A data directory opened and its newest segment read, before the manager starts.
+pub(crate) struct Opened {
+    opts: DurableOptions,
+    lock: File,
+    /// The newest segment's number and every other segment found (superseded).
+    newest: Option<u64>,
+    older: Vec<PathBuf>,
+    pub(crate) queues: Vec<RecoveredQueue>,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:016}.log"))
+}
+
+fn segment_number(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
+/// Locks `opts.dir` (creating it) and reads its newest segment.
+pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
+    let dir = &opts.dir;
+    let shown = dir.display();
+    let at = |e: io::Error, what: &str| {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("data dir {shown}: {what}: {e}"),
+        ))
+    };
+    fs::create_dir_all(dir).map_err(|e| at(e, "cannot create it"))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|e| at(e, "cannot open LOCK"))?;
+    lock_exclusive(&lock).map_err(|e| at(e, "in use by another manager (LOCK is held)"))?;
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| at(e, "cannot list it"))? {
+        let entry = entry.map_err(|e| at(e, "cannot list it"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".log.tmp") {
+            // A segment a crash interrupted before it was complete: never used.
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(n) = segment_number(&name) {
+            segments.push(n);
+        }
+    }
+    segments.sort_unstable();
+    let newest = segments.pop();
+    let older = segments.iter().map(|&n| segment_path(dir, n)).collect();
+    let mut queues = Vec::new();
+    if let Some(n) = newest {
+        let path = segment_path(dir, n);
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| at(e, &format!("cannot read {}", path.display())))?;
+        let replayed = replay(&bytes).map_err(|c| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "data dir {shown}: {} is corrupt at byte {}: {}; what follows cannot be \
+                     trusted. Truncate the file to {} bytes to keep the records before it, or \
+                     move it aside to start empty",
+                    path.display(),
+                    c.offset,
+                    c.why,
+                    c.offset
+                ),
+            ))
+        })?;
+        if let Some((offset, why)) = replayed.torn {
+            warn!(
+                log = %path.display(),
+                offset,
+                dropped_bytes = bytes.len() - offset,
+                "cut a torn record at the end of the log ({why}): a write a crash interrupted, \
+                 never acknowledged"
+            );
+        }
+        let items: usize = replayed.queues.iter().map(|q| q.items.len()).sum();
+        info!(
+            data_dir = %shown,
+            queues = replayed.queues.len(),
+            items,
+            records = replayed.records,
+            "recovered queues from the log"
+        );
+        queues = replayed.queues;
+    }
+    Ok(Opened {
+        opts,
+        lock,
+        newest,
+        older,
+        queues,
+    })
+}
+
+/// Opens the data directory, restores the queues it holds into `core` and starts the log.
+pub(crate) fn start(
+    opts: DurableOptions,
+    core: &mut depot_core::Manager<'_>,
+) -> Result<Log, Error> {
+    let mut opened = open(opts)?;
+    let shown = opened.opts.dir.display().to_string();
+    for q in std::mem::take(&mut opened.queues) {
+        let handle = core.restore_queue(&q.name, q.spec).map_err(|e| {
+            Error::Config(format!(
+                "data dir {shown}: the log holds queue '{}' ({} items), which is neither \
+                 declared nor can be made in a spare slot ({e}): declare it, or let clients \
+                 create queues",
+                q.name,
+                q.items.len()
+            ))
+        })?;
+        for item in &q.items {
+            core.restore_item(handle, item).map_err(|e| {
+                Error::Config(format!(
+                    "data dir {shown}: queue '{}' cannot take the {} items the log holds ({e}): \
+                     declare it at least as large as before (capacity {}, max_item {})",
+                    q.name,
+                    q.items.len(),
+                    q.spec.capacity,
+                    q.spec.max_item
+                ))
+            })?;
+        }
+    }
+    Log::start(opened, core)
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` on a descriptor this `File` owns; no memory is passed.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_: &File) -> io::Result<()> {
+    Ok(())
+}
+
+/// The log a running manager appends to.
+pub(crate) struct Log {
+    opts: DurableOptions,
+    _lock: File,
+    seq: u64,
+    file: File,
+    size: u64,
+    snapshot_size: u64,
+    /// Records the core journaled since the last commit.
+    pending: Arc<Mutex<Vec<u8>>>,
+    /// Swapped with `pending` at each commit, so neither reallocates in the steady state.
+    spare: Vec<u8>,
+    unsynced: u64,
+    last_sync: Instant,
+    last_sync_wall: Option<SystemTime>,
+    fsyncs: u64,
+    compactions: u64,
+}
+
+impl Log {
+    /// Starts a new segment from the manager's state (restored from `opened`), removes the
+    /// old ones, and gives the core the journal that feeds the log.
+    pub(crate) fn start(opened: Opened, core: &mut depot_core::Manager<'_>) -> Result<Log, Error> {
+        let Opened {
+            opts,
+            lock,
+            newest,
+            older,
+            queues: _,
+        } = opened;
+        let seq = newest.map_or(1, |n| n + 1);
+        let pending = Arc::new(Mutex::new(Vec::with_capacity(64 << 10)));
+        let (file, size) = write_snapshot(&opts.dir, seq, core)?;
+        let mut log = Log {
+            _lock: lock,
+            seq,
+            file,
+            size,
+            snapshot_size: size,
+            pending: pending.clone(),
+            spare: Vec::with_capacity(64 << 10),
+            unsynced: 0,
+            last_sync: Instant::now(),
+            last_sync_wall: Some(SystemTime::now()),
+            fsyncs: 1,
+            compactions: 1,
+            opts,
+        };
+        for old in newest
+            .map(|n| segment_path(&log.opts.dir, n))
+            .into_iter()
+            .chain(older)
+        {
+            log.remove(&old);
+        }
+        core.set_journal(Box::new(Recorder(pending)) as Box<dyn Journal>);
+        Ok(log)
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Err(e) = fs::remove_file(path) {
+            warn!(log = %path.display(), "cannot remove a superseded log segment: {e}");
+        }
+    }
+
+    /// Whether records wait to be written: replies must wait for them.
+    pub(crate) fn dirty(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Writes the records journaled since the last commit (and syncs, as the policy says):
+    /// after it, the replies that depend on them may go out. Compacts when the log is long.
+    pub(crate) fn commit(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
+        std::mem::swap(
+            &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut self.spare,
+        );
+        if self.spare.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.spare)?;
+        self.size += self.spare.len() as u64;
+        self.unsynced += self.spare.len() as u64;
+        self.spare.clear();
+        match self.opts.fsync {
+            Fsync::Always => self.sync()?,
+            Fsync::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
+            _ => {}
+        }
+        if self.size > self.opts.compact_after.max(2 * self.snapshot_size) {
+            self.compact(core)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs if the interval policy says it is time.
+    pub(crate) fn tick(&mut self) -> io::Result<()> {
+        if self.sync_due().is_some_and(|t| t <= Instant::now()) {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// When the interval policy wants the next sync.
+    pub(crate) fn sync_due(&self) -> Option<Instant> {
+        match self.opts.fsync {
+            Fsync::Interval(d) if self.unsynced > 0 => Some(self.last_sync + d),
+            _ => None,
+        }
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        self.last_sync_wall = Some(SystemTime::now());
+        self.fsyncs += 1;
+        Ok(())
+    }
+
+    /// Replaces the segment with a snapshot of the manager's state.
+    fn compact(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
+        // Whatever is pending is already in the state the snapshot takes.
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let old = segment_path(&self.opts.dir, self.seq);
+        let (file, size) = write_snapshot(&self.opts.dir, self.seq + 1, core)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        info!(from_bytes = self.size, to_bytes = size, "compacted the log");
+        self.seq += 1;
+        self.file = file;
+        self.size = size;
+        self.snapshot_size = size;
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        self.last_sync_wall = Some(SystemTime::now());
+        self.fsyncs += 1;
+        self.compactions += 1;
+        self.remove(&old);
+        Ok(())
+    }
+
+    /// The state metrics show.
+    pub(crate) fn state(&self) -> Durability {
+        Durability {
+            data_dir: self.opts.dir.clone(),
+            fsync: self.opts.fsync,
+            log_bytes: self.size,
+            unsynced_bytes: self.unsynced,
+            last_fsync: self.last_sync_wall,
+            fsyncs: self.fsyncs,
+            compactions: self.compactions,
+        }
+    }
+
+    /// Writes and syncs what is pending (at shutdown).
+    pub(crate) fn close(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
+        self.commit(core)?;
+        if self.unsynced > 0 && self.opts.fsync != Fsync::Never {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes segment `seq` from the manager's state: to a `.tmp` file, synced, then renamed (so a
+/// segment that exists is whole). Returns it open for appending, and its length.
+fn write_snapshot(
+    dir: &Path,
+    seq: u64,
+    core: &depot_core::Manager<'_>,
+) -> Result<(File, u64), Error> {
+    let path = segment_path(dir, seq);
+    let tmp = path.with_extension("log.tmp");
+    let failed = |e: io::Error| {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("cannot write the log {}: {e}", path.display()),
+        ))
+    };
+    let file = File::create(&tmp).map_err(failed)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let mut size = HEADER as u64;
+    w.write_all(MAGIC).map_err(failed)?;
+    w.write_all(&FORMAT.to_le_bytes()).map_err(failed)?;
+    let mut rec = Vec::with_capacity(64 << 10);
+    for stat in (0..=u16::MAX).map_while(|i| core.stat(i)) {
+        let handle = stat.info.handle;
+        rec.clear();
+        created(&mut rec, handle, stat.name, stat.info.spec);
+        for (a, b) in core.queue_items(handle).into_iter().flatten() {
+            item_record(&mut rec, APPENDED, handle, &[a, b]);
+            if rec.len() >= 64 << 10 {
+                w.write_all(&rec).map_err(failed)?;
+                size += rec.len() as u64;
+                rec.clear();
+            }
+        }
+        w.write_all(&rec).map_err(failed)?;
+        size += rec.len() as u64;
+    }
+    let file = w.into_inner().map_err(|e| failed(e.into_error()))?;
+    file.sync_data().map_err(failed)?;
+    fs::rename(&tmp, &path).map_err(failed)?;
+    // The rename itself must reach the disk before the old segment goes.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok((file, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
+        assert_eq!(crc32(&[b"1234", b"56789"]), 0xCBF4_3926);
+        assert_eq!(crc32(&[b""]), 0);
+    }
+
+    #[test]
+    fn fsync_policies_parse_and_print() {
+        for (text, policy) in [
+            ("always", Fsync::Always),
+            ("never", Fsync::Never),
+            ("interval", Fsync::Interval(Duration::from_millis(100))),
+            ("interval=250", Fsync::Interval(Duration::from_millis(250))),
+        ] {
+            assert_eq!(text.parse::<Fsync>(), Ok(policy));
+            assert_eq!(policy.to_string().parse::<Fsync>(), Ok(policy));
+        }
+        for bad in [
+            "",
+            "sometimes",
+            "interval=",
+            "interval=0",
+            "interval=-5",
+            "Always",
+        ] {
+            assert!(bad.parse::<Fsync>().is_err(), "{bad}");
+        }
+    }
+
+    fn log_of(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        for r in records {
+            out.extend_from_slice(r);
+        }
+        out
+    }
+
+    fn spec() -> QueueSpec {
+        QueueSpec {
+            capacity: 10,
+            max_item: 100,
+            mode: QueueMode::Raw,
+        }
+    }
+
+    fn records() -> Vec<Vec<u8>> {
+        let mut recs = Vec::new();
+        let mut one = |f: &dyn Fn(&mut Recorder)| {
+            let mut r = Recorder(Arc::default());
+            f(&mut r);
+            recs.push(r.0.lock().unwrap().clone());
+        };
+        one(&|r| r.created(Handle(3), "jobs", spec()));
+        for i in 0..5u8 {
+            one(&|r| r.appended(Handle(3), &[i; 7]));
+        }
+        one(&|r| r.removed(Handle(3), 2));
+        one(&|r| r.returned(Handle(3), b"back"));
+        recs
+    }
+
+    fn items(r: &Replayed) -> Vec<Vec<u8>> {
+        r.queues[0].items.iter().cloned().collect()
+    }
+
+    #[test]
+    fn a_log_replays_to_its_queues() {
+        let r = replay(&log_of(&records())).unwrap();
+        assert_eq!(r.records, 8);
+        assert_eq!(r.torn, None);
+        assert_eq!(r.queues[0].name, "jobs");
+        assert_eq!(r.queues[0].spec, spec());
+        assert_eq!(
+            items(&r),
+            vec![b"back".to_vec(), vec![2; 7], vec![3; 7], vec![4; 7]]
+        );
+    }
+
+    /// A log cut at every byte offset of its last record recovers every record before it.
+    #[test]
+    fn a_torn_last_record_is_cut_at_every_offset() {
+        let recs = records();
+        let whole = log_of(&recs);
+        let before = log_of(&recs[..recs.len() - 1]);
+        let expected = items(&replay(&before).unwrap());
+        for cut in before.len()..whole.len() {
+            let r = replay(&whole[..cut]).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            assert_eq!(items(&r), expected, "cut at {cut}");
+            assert_eq!(r.good_len, before.len());
+            assert_eq!(r.torn.is_some(), cut > before.len(), "cut at {cut}");
+        }
+        // The last record's bytes zeroed (the file was extended, the data never came).
+        let mut zeroed = whole.clone();
+        zeroed[before.len()..].fill(0);
+        zeroed.extend_from_slice(&[0; 100]);
+        assert_eq!(items(&replay(&zeroed).unwrap()), expected);
+        // A short header is an empty log, torn.
+        for cut in 0..HEADER {
+            let r = replay(&whole[..cut]).unwrap();
+            assert!(r.queues.is_empty());
+        }
+    }
+
+    /// Damage with whole records after it is not a torn write: it is reported, with where.
+    #[test]
+    fn damage_in_the_middle_is_an_error() {
+        let recs = records();
+        let whole = log_of(&recs);
+        let second = HEADER + recs[0].len();
+        for flip in [second + 4, second + 9, second + RECORD_HEAD + 3] {
+            let mut bad = whole.clone();
+            bad[flip] ^= 0x40;
+            let e = replay(&bad).unwrap_err();
+            assert_eq!(e.offset, second, "flip at {flip}: {e:?}");
+        }
+        let mut bad = whole.clone();
+        bad[0] = b'X';
+        assert!(replay(&bad).is_err());
+        // A record for a queue no record created.
+        let orphan = log_of(&recs[1..]);
+        assert!(replay(&orphan)
+            .unwrap_err()
+            .why
+            .contains("no record created"));
+        // A kind from the future.
+        let mut future = recs.clone();
+        let mut r = Vec::new();
+        push_record(&mut r, &[&[200, 3, 0]]);
+        future.insert(1, r);
+        assert!(replay(&log_of(&future))
+            .unwrap_err()
+            .why
+            .contains("unknown record kind"));
+    }
+}
