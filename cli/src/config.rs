@@ -15,6 +15,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// The authkey file; a relative path is relative to the config file.
     pub authkey_file: Option<PathBuf>,
+    /// The keys file (`--keys`); relative to the config file too.
+    pub keys: Option<PathBuf>,
     /// Address of the Prometheus endpoint.
     pub metrics: Option<String>,
     /// Whether `depot shutdown` may stop the manager.
@@ -32,6 +34,34 @@ pub struct ConfigFile {
     pub allow_create: Option<AllowCreate>,
     #[serde(default, rename = "queue")]
     pub queues: Vec<QueueEntry>,
+    /// Objects beside queues: `[[object]] name = "ready", kind = "event"`.
+    #[serde(default, rename = "object")]
+    pub objects: Vec<ObjectEntry>,
+}
+
+/// One `[[object]]`: `capacity` is a semaphore's permits, a barrier's parties or a dict's
+/// entries; `max_item` a value's or dict's bytes.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectEntry {
+    pub name: String,
+    pub kind: KindEntry,
+    pub capacity: Option<u32>,
+    pub max_item: Option<u32>,
+}
+
+/// The kinds an `[[object]]` may have.
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum KindEntry {
+    Event,
+    Lock,
+    Rlock,
+    Semaphore,
+    BoundedSemaphore,
+    Value,
+    Barrier,
+    Dict,
 }
 
 /// `[limits]`: connections and time limits (seconds).
@@ -91,9 +121,13 @@ impl ConfigFile {
             };
             format!("config file {}: {at}{}", path.display(), e.message())
         })?;
-        for relative in [&mut config.authkey_file, &mut config.data_dir]
-            .into_iter()
-            .flatten()
+        for relative in [
+            &mut config.authkey_file,
+            &mut config.data_dir,
+            &mut config.keys,
+        ]
+        .into_iter()
+        .flatten()
         {
             if relative.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new("."));
@@ -118,6 +152,11 @@ impl ConfigFile {
             }
             if q.capacity == Some(0) {
                 return Err(format!("queue '{}': capacity must be above 0", q.name));
+            }
+        }
+        for o in &self.objects {
+            if o.name.is_empty() {
+                return Err("an object has an empty name".into());
             }
         }
         let limits = [
@@ -171,6 +210,9 @@ mod tests {
         std::fs::write(&path, "data_dir = \"queues\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.data_dir, Some(dir.join("queues")));
+        std::fs::write(&path, "keys = \"keys.toml\"\n").unwrap();
+        let c = ConfigFile::load(&path).unwrap();
+        assert_eq!(c.keys, Some(dir.join("keys.toml")));
         std::fs::write(&path, "authkey_file = \"/abs/key\"\n").unwrap();
         let c = ConfigFile::load(&path).unwrap();
         assert_eq!(c.authkey_file, Some(PathBuf::from("/abs/key")));

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{text, Client, Fsync, Manager, QueueMode, QueueOptions, QueueStat};
+use depot_std::{text, Client, Fsync, Manager, ObjectKind, QueueMode, QueueOptions, QueueStat};
 
 use config::ConfigFile;
 
@@ -61,6 +61,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of `serve`'s many flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a manager in the foreground until Ctrl-C, SIGTERM or a permitted remote shutdown.
@@ -75,6 +77,8 @@ enum Command {
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
+    /// Set, clear or test an event, or wait for it (`serve --event NAME`).
+    Event(EventArgs),
     /// Make keys for `serve --keys FILE`.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -96,6 +100,7 @@ Every key, with its flag:
 
   listen = "127.0.0.1:5000"           # --listen
   authkey_file = "authkey"            # --authkey-file (relative to the config file)
+  keys = "keys.toml"                  # --keys (relative to the config file)
   metrics = "127.0.0.1:9100"          # --metrics
   allow_remote_shutdown = false       # --allow-remote-shutdown[=BOOL]
   require_encryption = false          # --require-encryption[=BOOL]
@@ -153,6 +158,38 @@ struct ServeArgs {
     /// it ends in `:raw`, which takes any bytes. Repeat for more.
     #[arg(long = "queue", value_name = "NAME[:CAPACITY[:raw]]", value_parser = parse_queue_spec)]
     queues: Vec<QueueSpecArg>,
+
+    /// An event to serve (Python's `Event`). Repeat for more.
+    #[arg(long = "event", value_name = "NAME", value_parser = object_parser(ObjectKind::Event))]
+    events: Vec<ObjectArg>,
+
+    /// A lock to serve; a client that dies holding it releases it. Repeat for more.
+    #[arg(long = "lock", value_name = "NAME", value_parser = object_parser(ObjectKind::Lock))]
+    locks: Vec<ObjectArg>,
+
+    /// A lock its holder may take again (Python's `RLock`). Repeat for more.
+    #[arg(long = "rlock", value_name = "NAME", value_parser = object_parser(ObjectKind::RLock))]
+    rlocks: Vec<ObjectArg>,
+
+    /// A semaphore of N permits [default: 1]. Repeat for more.
+    #[arg(long = "semaphore", value_name = "NAME[:N]", value_parser = object_parser(ObjectKind::Semaphore))]
+    semaphores: Vec<ObjectArg>,
+
+    /// A semaphore whose permits never exceed N [default: 1]. Repeat for more.
+    #[arg(long = "bounded-semaphore", value_name = "NAME[:N]", value_parser = object_parser(ObjectKind::BoundedSemaphore))]
+    bounded_semaphores: Vec<ObjectArg>,
+
+    /// A value of at most BYTES [default: 65536], null at first. Repeat for more.
+    #[arg(long = "value", value_name = "NAME[:BYTES]", value_parser = object_parser(ObjectKind::Value))]
+    values: Vec<ObjectArg>,
+
+    /// A barrier for N parties. Repeat for more.
+    #[arg(long = "barrier", value_name = "NAME:N", value_parser = object_parser(ObjectKind::Barrier))]
+    barriers: Vec<ObjectArg>,
+
+    /// A dict of at most CAP entries [default: 1024] in 64 KiB. Repeat for more.
+    #[arg(long = "dict", value_name = "NAME[:CAP]", value_parser = object_parser(ObjectKind::Dict))]
+    dicts: Vec<ObjectArg>,
 
     /// Largest item, in bytes, of the queues that do not set their own [default: 65536].
     #[arg(long, value_name = "BYTES")]
@@ -242,6 +279,32 @@ fn parse_fsync(s: &str) -> Result<Fsync, String> {
 }
 
 #[derive(Args, Debug)]
+struct EventArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// What to do: set, clear, is-set (prints true or false) or wait.
+    #[arg(value_enum)]
+    action: EventAction,
+
+    /// The event's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// With wait: fail after this many seconds; without it, wait as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EventAction {
+    Set,
+    Clear,
+    IsSet,
+    Wait,
+}
+
+#[derive(Args, Debug)]
 struct StatArgs {
     #[command(flatten)]
     conn: ConnectArgs,
@@ -326,6 +389,58 @@ struct GetArgs {
     /// the head of the queue (at-least-once instead of at-most-once).
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     lease: Option<Duration>,
+}
+
+/// An object of `serve --event`, `--lock`, … : its name and limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ObjectArg {
+    name: String,
+    kind: ObjectKind,
+    capacity: u32,
+    max_item: u32,
+}
+
+/// Bytes of a value or dict unless given.
+const DEFAULT_OBJECT_BYTES: u32 = 64 * 1024;
+
+/// The limits of an object of `kind` whose `--kind NAME[:N]` flag or `[[object]]` entry gave
+/// `n` (if anything): `(capacity, max_item)`.
+fn object_limits(kind: ObjectKind, n: Option<u32>) -> Result<(u32, u32), String> {
+    Ok(match kind {
+        ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => (n.unwrap_or(1), 0),
+        ObjectKind::Value => (1, n.unwrap_or(DEFAULT_OBJECT_BYTES)),
+        ObjectKind::Barrier => (n.ok_or("a barrier needs its parties: NAME:N")?, 0),
+        ObjectKind::Dict => (n.unwrap_or(DEFAULT_CAPACITY), DEFAULT_OBJECT_BYTES),
+        _ if n.is_some() => return Err(format!("a {} takes no number", kind.name())),
+        _ => (1, 0),
+    })
+}
+
+/// A parser of `NAME[:N]` for objects of `kind`.
+fn object_parser(kind: ObjectKind) -> impl Fn(&str) -> Result<ObjectArg, String> + Clone {
+    move |s: &str| {
+        let (name, n) = match s.rsplit_once(':') {
+            Some((name, n)) => {
+                let n = n
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0 || matches!(kind, ObjectKind::Semaphore))
+                    .ok_or_else(|| format!("'{n}' is not a whole number above 0"))?;
+                (name, Some(n))
+            }
+            None => (s, None),
+        };
+        if name.is_empty() {
+            return Err("the name is empty".into());
+        }
+        let (capacity, max_item) = object_limits(kind, n)?;
+        Ok(ObjectArg {
+            name: name.to_owned(),
+            kind,
+            capacity,
+            max_item,
+        })
+    }
 }
 
 /// `NAME[:CAPACITY[:raw]]` of `serve --queue`.
@@ -462,6 +577,7 @@ fn run(cli: Cli) -> CliResult {
             connect(&args.connect)?.shutdown_manager()?;
             Ok(())
         }
+        Command::Event(args) => event(&args, &connect(&args.conn.connect)?),
         Command::Keys(KeysCommand::New { name }) => {
             let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
             print!("{entry}");
@@ -513,6 +629,7 @@ struct ServeSettings {
     allow_remote_shutdown: bool,
     require_encryption: bool,
     queues: Vec<(String, QueueOptions)>,
+    objects: Vec<ObjectArg>,
     create: Option<(usize, QueueOptions)>,
     max_connections: Option<usize>,
     max_handshaking: Option<usize>,
@@ -556,6 +673,49 @@ impl ServeSettings {
                 None => queues.push((q.name.clone(), opts)),
             }
         }
+        let mut objects = Vec::new();
+        for o in &file.objects {
+            use config::KindEntry as K;
+            let kind = match o.kind {
+                K::Event => ObjectKind::Event,
+                K::Lock => ObjectKind::Lock,
+                K::Rlock => ObjectKind::RLock,
+                K::Semaphore => ObjectKind::Semaphore,
+                K::BoundedSemaphore => ObjectKind::BoundedSemaphore,
+                K::Value => ObjectKind::Value,
+                K::Barrier => ObjectKind::Barrier,
+                K::Dict => ObjectKind::Dict,
+            };
+            let n = match kind {
+                ObjectKind::Value => o.max_item,
+                _ => o.capacity,
+            };
+            let (capacity, max_item) = object_limits(kind, n)
+                .map_err(|e| CliError::Msg(format!("object '{}': {e}", o.name)))?;
+            let max_item = o.max_item.unwrap_or(max_item);
+            objects.push(ObjectArg {
+                name: o.name.clone(),
+                kind,
+                capacity,
+                max_item,
+            });
+        }
+        let flags = [
+            &args.events,
+            &args.locks,
+            &args.rlocks,
+            &args.semaphores,
+            &args.bounded_semaphores,
+            &args.values,
+            &args.barriers,
+            &args.dicts,
+        ];
+        for o in flags.into_iter().flatten() {
+            match objects.iter_mut().find(|x| x.name == o.name) {
+                Some(entry) => *entry = o.clone(),
+                None => objects.push(o.clone()),
+            }
+        }
         let created = file.allow_create.as_ref();
         let slots = args.allow_create.or(created.map(|c| c.slots)).unwrap_or(0);
         let create = (slots > 0).then(|| {
@@ -566,7 +726,7 @@ impl ServeSettings {
             );
             (slots, opts)
         });
-        if queues.is_empty() && create.is_none() {
+        if queues.is_empty() && objects.is_empty() && create.is_none() {
             return Err(CliError::Usage(
                 "no queue to serve: give --queue NAME[:CAPACITY], or [[queue]] in a --config file"
                     .into(),
@@ -598,7 +758,7 @@ impl ServeSettings {
                 .unwrap_or_else(|| DEFAULT_ADDR.into()),
             authkey_file: authkey_file.or(file.authkey_file),
             metrics: args.metrics.or(file.metrics),
-            keys: args.keys,
+            keys: args.keys.or(file.keys),
             allow_remote_shutdown: args
                 .allow_remote_shutdown
                 .or(file.allow_remote_shutdown)
@@ -608,6 +768,7 @@ impl ServeSettings {
                 .or(file.require_encryption)
                 .unwrap_or(false),
             queues,
+            objects,
             create,
             max_connections: args.max_connections.or(limits.max_connections),
             max_handshaking: args.max_handshaking.or(limits.max_handshaking),
@@ -645,6 +806,9 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     for (name, opts) in &s.queues {
         builder = builder.queue_with(name, *opts);
+    }
+    for o in &s.objects {
+        builder = builder.object(&o.name, o.kind, o.capacity, o.max_item);
     }
     if let Some((slots, opts)) = s.create {
         builder = builder.allow_create(slots, opts);
@@ -838,6 +1002,28 @@ fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLea
     (item, Some(lease))
 }
 
+fn event(args: &EventArgs, client: &Client) -> CliResult {
+    let e = client.event(&args.name)?;
+    match args.action {
+        EventAction::Set => e.set()?,
+        EventAction::Clear => e.clear()?,
+        EventAction::IsSet => println!("{}", e.is_set()?),
+        EventAction::Wait => {
+            let set = match args.timeout {
+                Some(t) => e.wait_timeout(t)?,
+                None => e.wait().map(|()| true)?,
+            };
+            if !set {
+                return Err(CliError::Msg(format!(
+                    "timed out waiting for event '{}'",
+                    args.name.escape_debug()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn stat(args: &StatArgs, client: &Client) -> CliResult {
     let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
     loop {
@@ -889,6 +1075,7 @@ fn stat_json(
         .map(|q| {
             serde_json::json!({
                 "name": q.name,
+                "kind": q.kind.name(),
                 "len": q.len,
                 "capacity": q.capacity,
                 "max_item": q.max_item,
@@ -935,7 +1122,11 @@ fn render_table(queues: &[QueueStat]) -> String {
     for q in queues {
         rows.push([
             q.name.clone(),
-            q.mode.name().to_owned(),
+            // Objects beside queues show their kind here (PROTOCOL.md §14 reads the rest).
+            match q.kind {
+                ObjectKind::Queue => q.mode.name().to_owned(),
+                kind => kind.name().to_owned(),
+            },
             q.len.to_string(),
             q.capacity.to_string(),
             q.getters.to_string(),
@@ -1038,6 +1229,7 @@ mod tests {
     fn table_aligns_columns() {
         let q = |name: &str, len| QueueStat {
             name: name.into(),
+            kind: depot_std::ObjectKind::Queue,
             len,
             capacity: 100,
             max_item: 10,

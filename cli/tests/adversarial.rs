@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use depot_std::{Client, Error};
 
+mod handshake;
+
 const KEY: &str = "adversarial-key";
 /// What the probe must manage under every attack.
 const GET_IN: Duration = Duration::from_secs(1);
@@ -385,13 +387,17 @@ fn garbage(addr: SocketAddr, stop: &AtomicBool, stats: &Stats) {
     }
 }
 
-/// Full handshakes with the wrong key.
+/// Full handshakes with the wrong key, from another address (127.0.0.2): the manager slows
+/// that address down and then refuses it, which must not touch the probing clients'.
 fn wrong_key(addr: SocketAddr, stop: &AtomicBool, stats: &Stats) {
+    let addr = addr.to_string();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        match Client::connect_timeout(addr, "not-the-key", Duration::from_secs(5)) {
-            Err(Error::AuthFailed { .. }) => {}
-            other => panic!("a wrong key got {other:?}"),
+        let stream = handshake::connect_from([127, 0, 0, 2], &addr);
+        match handshake::handshake(stream, "", b"not-the-key") {
+            // A verdict, or refused while the address is locked out.
+            Ok(false) | Err(_) => {}
+            Ok(true) => panic!("a wrong key got in"),
         }
         stats.connects.fetch_add(1, Ordering::Relaxed);
         stats.close_took(t.elapsed());

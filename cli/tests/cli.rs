@@ -1400,3 +1400,145 @@ fn python_close_refused_without_remote_shutdown() {
         drop(server);
     }
 }
+
+#[test]
+fn serve_declares_objects_from_flags_and_config_and_stat_shows_them() {
+    let dir = temp_dir("objects");
+    let config = dir.join("depot.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[object]]
+name = "gate"
+kind = "barrier"
+capacity = 5
+
+[[object]]
+name = "settings"
+kind = "dict"
+capacity = 2
+"#,
+    )
+    .unwrap();
+    let (server, addr) = serve(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--event",
+        "ready",
+        "--lock",
+        "lk",
+        "--semaphore",
+        "slots:3",
+        "--value",
+        "v:64",
+        // Overrides the file's barrier.
+        "--barrier",
+        "gate:2",
+    ]);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    c.event("ready").unwrap().set().unwrap();
+    c.lock("lk").unwrap().acquire().unwrap();
+    let slots = c.semaphore("slots").unwrap();
+    slots.acquire().unwrap();
+    c.value::<String>("v").unwrap().set(&"x".into()).unwrap();
+    let d = c.dict::<u32, u32>("settings").unwrap();
+    d.insert(&1, &10).unwrap();
+    d.insert(&2, &20).unwrap();
+    assert!(matches!(
+        d.insert(&3, &30),
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        })
+    ));
+    assert_eq!(c.barrier("gate").unwrap().parties(), 2);
+    // A value of 64 bytes refuses a longer one.
+    let long = "y".repeat(80);
+    assert!(c.value::<String>("v").unwrap().set(&long).is_err());
+
+    let json = stat_json(&addr);
+    let seen: Vec<(String, String, u64)> = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["kind"].as_str().unwrap().to_owned(),
+                o["len"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("gate", "barrier", 0),
+        ("settings", "dict", 2),
+        ("ready", "event", 1),
+        ("lk", "lock", 0),
+        ("slots", "semaphore", 2),
+        ("v", "value", 1),
+    ];
+    let expect: Vec<(String, String, u64)> = expect
+        .iter()
+        .map(|(n, k, l)| (n.to_string(), k.to_string(), *l))
+        .collect();
+    assert_eq!(seen, expect);
+    // The table shows each object's kind where a queue shows its mode.
+    let r = run(depot(Some(KEY), &["stat", "--connect", &addr]));
+    r.ok();
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("slots "))
+        .unwrap_or_else(|| panic!("no row for slots: {}", r.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some("semaphore"));
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_refuses_bad_object_flags() {
+    for (flag, value, says) in [
+        ("--barrier", "gate", "parties"),
+        ("--event", "ready:3", "takes no number"),
+        ("--dict", "d:0", "above 0"),
+    ] {
+        let r = run(depot(
+            Some(KEY),
+            &["serve", "--listen", "127.0.0.1:0", flag, value],
+        ));
+        assert!(!r.status.success(), "{flag} {value}");
+        assert!(r.stderr.contains(says), "{flag} {value}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn event_verbs_set_test_and_wait() {
+    let (server, addr) = serve(&["--event", "ready"]);
+    let ev = |args: &[&str]| {
+        depot(
+            Some(KEY),
+            &[&["event", "--connect", addr.as_str()][..], args].concat(),
+        )
+    };
+    let r = run(ev(&["wait", "ready", "--timeout", "0.1"]));
+    assert!(!r.status.success());
+    assert!(
+        r.stderr.contains("timed out waiting for event 'ready'"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run(ev(&["is-set", "ready"])).ok().stdout.trim(), "false");
+    // A waiter in another process wakes when the event is set.
+    let waiter = Bg::start(ev(&["wait", "ready"]));
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    wait_until("the waiter blocks", || c.status().unwrap().waiters == 1);
+    run(ev(&["set", "ready"])).ok();
+    assert!(waiter.finish().status.success());
+    assert_eq!(run(ev(&["is-set", "ready"])).ok().stdout.trim(), "true");
+    run(ev(&["clear", "ready"])).ok();
+    assert!(!c.event("ready").unwrap().is_set().unwrap());
+    let r = run(ev(&["set", "nope"]));
+    assert!(!r.status.success());
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    drop(server);
+}

@@ -17,9 +17,9 @@
 
 use crate::keyring::KeyName;
 use crate::wire::{
-    ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus, Message,
-    ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply, Request,
-    ServerHello, ServerVerdict, Wait,
+    Action, ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus,
+    Message, ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply,
+    Request, ServerHello, ServerVerdict, Wait,
 };
 
 /// Reads postcard values off the front of a byte string.
@@ -164,16 +164,57 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn info(&mut self) -> ObjectInfo {
-        let handle = self.handle();
-        // `ObjectKind` has one variant so far.
-        if self.u32() != 0 {
-            self.fail(());
+    fn kind(&mut self) -> ObjectKind {
+        match OBJECT_KINDS.get(self.u32() as usize) {
+            Some(&kind) => kind,
+            None => self.fail(ObjectKind::Queue),
         }
+    }
+
+    fn info(&mut self) -> ObjectInfo {
         ObjectInfo {
-            handle,
-            kind: ObjectKind::Queue,
+            handle: self.handle(),
+            kind: self.kind(),
             spec: self.spec(),
+        }
+    }
+
+    fn action(&mut self) -> Action<'a> {
+        match self.u32() {
+            0 => Action::Set,
+            1 => Action::Clear,
+            2 => Action::IsSet,
+            3 => Action::Wait { wait: self.wait() },
+            4 => Action::Acquire { wait: self.wait() },
+            5 => Action::Release,
+            6 => Action::Count,
+            7 => Action::Get,
+            8 => Action::Put {
+                value: self.bytes(),
+            },
+            9 => Action::CompareAndSet {
+                expected: self.bytes(),
+                value: self.bytes(),
+            },
+            10 => Action::Lookup { key: self.bytes() },
+            11 => Action::Insert {
+                key: self.bytes(),
+                value: self.bytes(),
+            },
+            12 => Action::Remove { key: self.bytes() },
+            13 => Action::Keys,
+            14 => Action::Entries,
+            15 => Action::WaitKey {
+                key: self.bytes(),
+                wait: self.wait(),
+            },
+            16 => Action::Abort,
+            17 => Action::Reset,
+            18 => Action::Call {
+                request: self.bytes(),
+                wait: self.wait(),
+            },
+            _ => self.fail(Action::Count),
         }
     }
 
@@ -261,7 +302,12 @@ impl<'a> Reader<'a> {
                 deliveries: self.bytes(),
                 items: Items(self.bytes()),
             },
-            10 => Reply::Session {
+            10 => Reply::Flag(self.flag()),
+            11 => Reply::Count(self.u32()),
+            12 => Reply::Value(self.bytes()),
+            13 => Reply::Values(Items(self.bytes())),
+            14 => Reply::Failed(self.str()),
+            15 => Reply::Session {
                 resumed: self.flag(),
             },
             _ => self.fail(Reply::Done),
@@ -331,14 +377,24 @@ impl<'a> Reader<'a> {
             }
             15 => Op::Ack { lease: self.u64() },
             16 => Op::Nack { lease: self.u64() },
-            17 => Op::Session { id: self.array() },
-            18 => Op::PutSeq {
+            17 => Op::CreateObject {
+                name: self.str(),
+                kind: self.kind(),
+                spec: self.spec(),
+                exist_ok: self.flag(),
+            },
+            18 => Op::Act {
+                handle: self.handle(),
+                action: self.action(),
+            },
+            19 => Op::Session { id: self.array() },
+            20 => Op::PutSeq {
                 seq: self.u64(),
                 handle: self.handle(),
                 item: self.bytes(),
                 wait: self.wait(),
             },
-            19 => Op::PutManySeq {
+            21 => Op::PutManySeq {
                 seq: self.u64(),
                 handle: self.handle(),
                 items: Items(self.bytes()),
@@ -435,7 +491,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 21] = [
+const ERROR_CODES: [ErrorCode; 25] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -454,9 +510,27 @@ const ERROR_CODES: [ErrorCode; 21] = [
     ErrorCode::InvalidValue,
     ErrorCode::NoSuchLease,
     ErrorCode::LeaseLimit,
+    ErrorCode::NoSuchKey,
+    ErrorCode::NotOwner,
+    ErrorCode::Broken,
+    ErrorCode::Overflow,
     ErrorCode::NoSession,
     ErrorCode::SessionLimit,
     ErrorCode::SequenceExpired,
+];
+
+/// Every `ObjectKind`, at its variant index.
+const OBJECT_KINDS: [ObjectKind; 10] = [
+    ObjectKind::Queue,
+    ObjectKind::Event,
+    ObjectKind::Lock,
+    ObjectKind::RLock,
+    ObjectKind::Semaphore,
+    ObjectKind::BoundedSemaphore,
+    ObjectKind::Value,
+    ObjectKind::Barrier,
+    ObjectKind::Dict,
+    ObjectKind::Call,
 ];
 
 /// Every `CloseReason`, at its variant index.
@@ -620,7 +694,76 @@ impl<'o> Writer<'o> {
                 self.bytes(deliveries);
                 self.bytes(items.0);
             }
-            Reply::Session { resumed } => self.u32s(&[10, resumed.into()]),
+            Reply::Flag(flag) => self.u32s(&[10, flag.into()]),
+            Reply::Count(n) => self.u32s(&[11, n]),
+            Reply::Value(value) => {
+                self.u32(12);
+                self.bytes(value);
+            }
+            Reply::Values(items) => {
+                self.u32(13);
+                self.bytes(items.0);
+            }
+            Reply::Failed(text) => {
+                self.u32(14);
+                self.bytes(text.as_bytes());
+            }
+            Reply::Session { resumed } => self.u32s(&[15, resumed.into()]),
+        }
+    }
+
+    fn action(&mut self, action: &Action) {
+        match *action {
+            Action::Set => self.u32(0),
+            Action::Clear => self.u32(1),
+            Action::IsSet => self.u32(2),
+            Action::Wait { wait } => {
+                self.u32(3);
+                self.wait(wait);
+            }
+            Action::Acquire { wait } => {
+                self.u32(4);
+                self.wait(wait);
+            }
+            Action::Release => self.u32(5),
+            Action::Count => self.u32(6),
+            Action::Get => self.u32(7),
+            Action::Put { value } => {
+                self.u32(8);
+                self.bytes(value);
+            }
+            Action::CompareAndSet { expected, value } => {
+                self.u32(9);
+                self.bytes(expected);
+                self.bytes(value);
+            }
+            Action::Lookup { key } => {
+                self.u32(10);
+                self.bytes(key);
+            }
+            Action::Insert { key, value } => {
+                self.u32(11);
+                self.bytes(key);
+                self.bytes(value);
+            }
+            Action::Remove { key } => {
+                self.u32(12);
+                self.bytes(key);
+            }
+            Action::Keys => self.u32(13),
+            Action::Entries => self.u32(14),
+            Action::WaitKey { key, wait } => {
+                self.u32(15);
+                self.bytes(key);
+                self.wait(wait);
+            }
+            Action::Abort => self.u32(16),
+            Action::Reset => self.u32(17),
+            Action::Call { request, wait } => {
+                self.u32(18);
+                self.bytes(request);
+                self.wait(wait);
+            }
         }
     }
 
@@ -704,8 +847,28 @@ impl<'o> Writer<'o> {
                 self.u32(16);
                 self.varint(lease);
             }
-            Op::Session { id } => {
+            Op::CreateObject {
+                name,
+                kind,
+                spec,
+                exist_ok,
+            } => {
                 self.u32(17);
+                self.bytes(name.as_bytes());
+                self.u32s(&[
+                    kind as u32,
+                    spec.capacity,
+                    spec.max_item,
+                    spec.mode as u32,
+                    exist_ok.into(),
+                ]);
+            }
+            Op::Act { handle, action } => {
+                self.u32s(&[18, handle.0.into()]);
+                self.action(&action);
+            }
+            Op::Session { id } => {
+                self.u32(19);
                 self.raw(&id);
             }
             Op::PutSeq {
@@ -714,7 +877,7 @@ impl<'o> Writer<'o> {
                 item,
                 wait,
             } => {
-                self.u32(18);
+                self.u32(20);
                 self.varint(seq);
                 self.u32(handle.0.into());
                 self.bytes(item);
@@ -726,7 +889,7 @@ impl<'o> Writer<'o> {
                 items,
                 wait,
             } => {
-                self.u32(19);
+                self.u32(21);
                 self.varint(seq);
                 self.u32(handle.0.into());
                 self.bytes(items.0);
@@ -849,7 +1012,7 @@ mod tests {
 
     fn parts() -> impl Strategy<Value = Parts> {
         (
-            (0u32..17, 0u32..16, prop::array::uniform8(num())),
+            (0u32..64, 0u32..64, prop::array::uniform8(num())),
             prop::array::uniform2(prop_oneof![0u64..300, any::<u64>()]),
             prop_oneof![0u16..300, any::<u16>()],
             any::<bool>(),
@@ -883,7 +1046,7 @@ mod tests {
     fn info(p: &Parts) -> ObjectInfo {
         ObjectInfo {
             handle: Handle(p.handle),
-            kind: ObjectKind::Queue,
+            kind: OBJECT_KINDS[p.nums[5] as usize % OBJECT_KINDS.len()],
             spec: QueueSpec {
                 capacity: p.nums[0],
                 max_item: p.nums[1],
@@ -906,7 +1069,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 12 {
+        match p.variant % 17 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -947,12 +1110,57 @@ mod tests {
                 handle: Handle(p.handle),
                 items: Items(&p.bytes),
             },
-            10 => Reply::Session { resumed: p.flag },
-            _ => Reply::Leased {
+            10 => Reply::Leased {
                 handle: Handle(p.handle),
                 lease: p.big[0],
                 deliveries: &p.bytes[..p.bytes.len() / 2],
                 items: Items(&p.bytes),
+            },
+            11 => Reply::Flag(p.flag),
+            12 => Reply::Count(n[1]),
+            13 => Reply::Value(&p.bytes),
+            14 => Reply::Values(Items(&p.bytes)),
+            15 => Reply::Session { resumed: p.flag },
+            _ => Reply::Failed(&p.text),
+        }
+    }
+
+    fn action(p: &Parts) -> Action<'_> {
+        let (a, b) = p.bytes.split_at(p.bytes.len() / 2);
+        // Independent of the action chosen below.
+        let wait = |p: &Parts| match (p.sub / 19) % 3 {
+            0 => Wait::NoWait,
+            1 => Wait::Forever,
+            _ => Wait::Millis(p.nums[7]),
+        };
+        match p.sub % 19 {
+            0 => Action::Set,
+            1 => Action::Clear,
+            2 => Action::IsSet,
+            3 => Action::Wait { wait: wait(p) },
+            4 => Action::Acquire { wait: wait(p) },
+            5 => Action::Release,
+            6 => Action::Count,
+            7 => Action::Get,
+            8 => Action::Put { value: a },
+            9 => Action::CompareAndSet {
+                expected: a,
+                value: b,
+            },
+            10 => Action::Lookup { key: b },
+            11 => Action::Insert { key: a, value: b },
+            12 => Action::Remove { key: a },
+            13 => Action::Keys,
+            14 => Action::Entries,
+            15 => Action::WaitKey {
+                key: a,
+                wait: wait(p),
+            },
+            16 => Action::Abort,
+            17 => Action::Reset,
+            _ => Action::Call {
+                request: a,
+                wait: wait(p),
             },
         }
     }
@@ -969,7 +1177,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 20 {
+        match p.variant % 22 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -1019,12 +1227,22 @@ mod tests {
             },
             15 => Op::Ack { lease: p.big[1] },
             16 => Op::Nack { lease: p.big[0] },
-            17 => {
+            17 => Op::CreateObject {
+                name: &p.text,
+                kind: info(p).kind,
+                spec: info(p).spec,
+                exist_ok: p.flag,
+            },
+            18 => Op::Act {
+                handle,
+                action: action(p),
+            },
+            19 => {
                 let mut id = [0; 16];
                 id.copy_from_slice(&p.nonce[..16]);
                 Op::Session { id }
             }
-            18 => Op::PutSeq {
+            20 => Op::PutSeq {
                 seq: p.big[0],
                 handle,
                 item: &p.bytes,

@@ -39,6 +39,14 @@ pub enum Error {
     Cancelled,
     /// A value queue refused an item that is not one well-formed value.
     InvalidValue,
+    /// A dict has no such key.
+    NoSuchKey,
+    /// A lock was released by a client that does not hold it.
+    NotOwner,
+    /// A barrier is broken (a party timed out or went away, or it was aborted).
+    Broken,
+    /// A bounded semaphore was released more times than acquired.
+    Overflow,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -88,6 +96,10 @@ impl From<ErrorCode> for Error {
             ErrorCode::InvalidValue => Error::InvalidValue,
             ErrorCode::NoSuchLease => Error::NoSuchLease,
             ErrorCode::LeaseLimit => Error::LeaseLimit,
+            ErrorCode::NoSuchKey => Error::NoSuchKey,
+            ErrorCode::NotOwner => Error::NotOwner,
+            ErrorCode::Broken => Error::Broken,
+            ErrorCode::Overflow => Error::Overflow,
             ErrorCode::NoSession => Error::NoSession,
             ErrorCode::SessionLimit => Error::SessionLimit,
             ErrorCode::SequenceExpired => Error::SequenceExpired,
@@ -128,6 +140,10 @@ impl Error {
             Error::InvalidValue => ErrorCode::InvalidValue,
             Error::NoSuchLease => ErrorCode::NoSuchLease,
             Error::LeaseLimit => ErrorCode::LeaseLimit,
+            Error::NoSuchKey => ErrorCode::NoSuchKey,
+            Error::NotOwner => ErrorCode::NotOwner,
+            Error::Broken => ErrorCode::Broken,
+            Error::Overflow => ErrorCode::Overflow,
             Error::NoSession => ErrorCode::NoSession,
             Error::SessionLimit => ErrorCode::SessionLimit,
             Error::SequenceExpired => ErrorCode::SequenceExpired,

@@ -21,14 +21,14 @@ use crate::journal::{note, JournalSlot, RestoreError};
 use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
 use crate::lease::LeaseStore;
 use crate::park::ParkStore;
-use crate::registry::{Object, ObjectSlot, Registry};
+use crate::registry::{ObjectSlot, Registry};
 use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
-use crate::waiters::{Hold, WaitKind, WaitList, Waiter, Waiters};
+use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
     ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
@@ -37,6 +37,9 @@ use crate::wire::{
 };
 
 mod leasing;
+mod objects;
+
+pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
 
 const NONE: u32 = u32::MAX;
 
@@ -404,6 +407,8 @@ pub struct Manager<'a> {
     config: ManagerConfig,
     /// The key given to [`Manager::new`]: the default key, unless the keyring names one.
     key: Option<AuthKey>,
+    /// What identifies that key without keeping it (see `key_id`).
+    key_id: [u8; 32],
     keyring: Keyring<'a>,
     throttle: Throttle,
     registry: Registry<'a>,
@@ -450,6 +455,7 @@ impl<'a> Manager<'a> {
         let mut manager = Manager {
             config,
             key: Some(AuthKey::new(authkey)),
+            key_id: key_id(authkey),
             keyring: Keyring::empty(),
             throttle: Throttle::new(),
             registry: Registry::new(objects),
@@ -497,18 +503,33 @@ impl<'a> Manager<'a> {
     /// Replaces the keyring (a reload). Connections proven with a key that is still there
     /// (same name, same secret) go on with its new rights; those of a key that is gone or
     /// changed are closed ([`CloseReason::AuthFailed`]). Handshakes in progress are checked
-    /// against the new keys. The key given to [`Manager::new`] stays.
+    /// against the new keys. The key given to [`Manager::new`] stays the default key while
+    /// the keyring has none; a default key on the keyring replaces it, and its connections
+    /// take that key's rights (the same secret) or are closed (another secret).
     pub fn set_keyring(&mut self, keyring: Keyring<'a>, now: Instant) -> Result<(), KeyringError> {
         keyring.check()?;
         self.now = now;
         let mut revoked = false;
+        // A default key on the new keyring takes over from the one given to `new`, if it is
+        // the same key; if it is another, connections proven with the old one are closed.
+        let default = keyring.find("").map(|k| {
+            let same = key_id(keyring.keys()[k].secret()) == self.key_id;
+            (same && self.key.is_some()).then_some(k as u16)
+        });
         for i in 0..self.conns.len() {
             let k = self.conns[i].key;
-            if k == DEFAULT_KEY || k == NO_KEY {
+            if k == NO_KEY {
                 continue;
             }
-            let old = self.keyring.keys().get(k as usize);
-            let new = old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)));
+            let new = if k == DEFAULT_KEY {
+                match default {
+                    None => continue,
+                    Some(new) => new.map(usize::from),
+                }
+            } else {
+                let old = self.keyring.keys().get(k as usize);
+                old.and_then(|old| keyring.keys().iter().position(|n| n.same_identity(old)))
+            };
             self.conns[i].key = match new {
                 Some(n) => n as u16,
                 None => {
@@ -579,7 +600,9 @@ impl<'a> Manager<'a> {
     ) -> Result<Handle, ErrorCode> {
         match self.registry.find(name) {
             Some(handle) => Ok(handle),
-            None => self.registry.create(name, spec),
+            None => self
+                .registry
+                .create(name, crate::wire::ObjectKind::Queue, spec),
         }
     }
 
@@ -946,6 +969,7 @@ impl<'a> Manager<'a> {
             match waiter.deadline() {
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
+                    self.waiter_left(waiter);
                     // A putter that gave up may have held back smaller puts behind it.
                     self.settle(Handle(waiter.object));
                 }
@@ -1343,7 +1367,7 @@ impl<'a> Manager<'a> {
         };
         let allowed = match *op {
             Op::Open { name } => !key.rights(name).is_empty(),
-            Op::Create { name, exist_ok, .. } => {
+            Op::Create { name, exist_ok, .. } | Op::CreateObject { name, exist_ok, .. } => {
                 let rights = key.rights(name);
                 rights.contains(Rights::CREATE)
                     // Opening what exists is all a `Create` with `exist_ok` does then.
@@ -1360,6 +1384,7 @@ impl<'a> Manager<'a> {
             | Op::GetLeased { handle, .. }
             | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
+            Op::Act { handle, action } => on_handle(handle, objects::right_for(action)),
             // These concern the connection's own requests and leases; a session holds nothing
             // the key could not reach otherwise.
             Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } | Op::Session { .. } => true,
@@ -1477,6 +1502,7 @@ impl<'a> Manager<'a> {
                 lease_ms,
                 ..
             } => self.get_reply_now(i, handle, Take::leased(max_items, max_bytes, lease_ms)),
+            Op::Act { handle, action } => self.act_reply_bound(i, handle, action),
             _ => SMALL_REPLY_BOUND,
         };
         let c = &self.conns[i];
@@ -1605,6 +1631,16 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),
+            Op::CreateObject {
+                name,
+                kind,
+                spec,
+                exist_ok,
+            } => Some(self.create_object(name, kind, spec, exist_ok)),
+            Op::Act { handle, action } => {
+                self.act(i, id, handle, action);
+                None
+            }
         };
         if let Some(reply) = reply {
             self.reply(i, id, &reply);
@@ -1629,7 +1665,10 @@ impl<'a> Manager<'a> {
                     .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened);
             }
         }
-        match self.registry.create(name, spec) {
+        match self
+            .registry
+            .create(name, crate::wire::ObjectKind::Queue, spec)
+        {
             Ok(handle) => {
                 note(&mut self.journal, |j| j.created(handle, name, spec));
                 self.registry
@@ -1923,12 +1962,13 @@ impl<'a> Manager<'a> {
 
     /// Withdraws connection `i`'s blocked request `target`, if it is still blocked.
     fn cancel(&mut self, i: usize, target: u32) {
-        let found = self
-            .waiters
-            .find_from(0, |w| w.conn == i as u32 && w.request == target);
+        let found = self.waiters.find_from(0, |w| {
+            w.conn == i as u32 && w.request == target && w.kind != WaitKind::Held
+        });
         if let Some(w) = found {
             let waiter = *self.waiters.get(w);
             self.fail_waiter(w, ErrorCode::Cancelled);
+            self.waiter_left(waiter);
             if waiter.kind == WaitKind::Put {
                 // A withdrawn putter may have held back others behind it.
                 self.settle(Handle(waiter.object));
@@ -2044,15 +2084,10 @@ impl<'a> Manager<'a> {
             ..waiter
         };
         waiter.set_deadline(deadline);
-        let Some(Object::Queue(q)) = self.registry.get(handle) else {
+        let Some(object) = self.registry.get(handle) else {
             return false;
         };
-        let list = match kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        if self.waiters.park(list, waiter).is_none() {
+        if self.waiters.park(object.list(kind), waiter).is_none() {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
         }
@@ -2186,7 +2221,8 @@ impl<'a> Manager<'a> {
     fn finish_waiter(&mut self, w: u32, reply: &Reply) {
         let waiter = *self.waiters.get(w);
         self.release(w);
-        if waiter.conn != NONE {
+        // A `Held` record answers nobody: it is not a request.
+        if waiter.conn != NONE && waiter.kind != WaitKind::Held {
             self.reply(waiter.conn as usize, waiter.request, reply);
         }
     }
@@ -2208,15 +2244,10 @@ impl<'a> Manager<'a> {
     /// Unparks waiter `w` without answering: frees its slot, reservation and parked items.
     fn release(&mut self, w: u32) {
         let waiter = *self.waiters.get(w);
-        let Some(Object::Queue(q)) = self.registry.get(Handle(waiter.object)) else {
+        let Some(object) = self.registry.get(Handle(waiter.object)) else {
             return;
         };
-        let list: &mut WaitList = match waiter.kind {
-            WaitKind::Get => &mut q.getters,
-            WaitKind::Put => &mut q.putters,
-            WaitKind::Join => &mut q.joiners,
-        };
-        self.waiters.remove(list, w);
+        self.waiters.remove(object.list(waiter.kind), w);
         if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
@@ -2235,13 +2266,19 @@ impl<'a> Manager<'a> {
         let mut cancelled_put = false;
         let mut from = 0;
         while self.conns[i].waiters > 0 {
-            let Some(w) = self.waiters.find_from(from, |w| w.conn == i as u32) else {
+            // Holdings go last (`drop_holdings`), so that no permit they free is granted to
+            // this connection's own blocked requests.
+            let mine = |w: &Waiter| w.conn == i as u32 && w.kind != WaitKind::Held;
+            let Some(w) = self.waiters.find_from(from, mine) else {
                 break;
             };
             from = w + 1;
-            cancelled_put |= self.waiters.get(w).kind == WaitKind::Put;
+            let waiter = *self.waiters.get(w);
+            cancelled_put |= waiter.kind == WaitKind::Put;
             self.release(w);
+            self.waiter_left(waiter);
         }
+        self.drop_holdings(i);
         if cancelled_put {
             // A cancelled putter may have held back smaller puts behind it.
             for h in 0..self.registry.len() {
@@ -2357,6 +2394,12 @@ impl<'a> Manager<'a> {
         }
         self.link(List::Ready, i);
     }
+}
+
+/// Identifies an authkey (to tell whether a reloaded default key is the same one) without
+/// keeping the key itself.
+fn key_id(authkey: &[u8]) -> [u8; 32] {
+    crate::auth::hmac_sha256(authkey, b"depot key identity")
 }
 
 /// The `index`-th object `key` may see (`None`: every object), with its statistics.
@@ -2556,7 +2599,11 @@ impl Manager<'_> {
         let mut close = None;
         let mut stop = false;
         let need = match reply {
-            Reply::Item { item, .. } => crate::python::conn::item_reply_bound(item.len()),
+            Reply::Item { item, .. } | Reply::Value(item) => {
+                crate::python::conn::item_reply_bound(item.len())
+            }
+            // A list adds a few bytes per entry to what its values take.
+            Reply::Values(items) => crate::python::conn::item_reply_bound(2 * items.0.len()),
             _ => crate::python::conn::SMALL_REPLY_BOUND,
         };
         let pushed = c.tx.push_raw(need, |out| {

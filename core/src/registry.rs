@@ -2,9 +2,10 @@
 
 use heapless::String;
 
+use crate::objects::{storage_needed, ObjectSpecError, Shared};
 use crate::queue::{Queue, SpecError};
 use crate::storage::Managed;
-use crate::waiters::WaitList;
+use crate::waiters::{WaitKind, WaitList};
 use crate::wire::{
     valid_name, ErrorCode, Handle, ObjectInfo, ObjectKind, ObjectStat, QueueSpec, MAX_NAME_LEN,
 };
@@ -17,6 +18,8 @@ pub enum DeclareError {
     InvalidName,
     /// The limits cannot be met by the storage.
     Spec(SpecError),
+    /// An object's limits cannot be met.
+    Object(ObjectSpecError),
 }
 
 impl core::fmt::Display for DeclareError {
@@ -32,6 +35,7 @@ impl core::fmt::Display for DeclareError {
             DeclareError::Spec(SpecError::StorageTooSmall) => {
                 f.write_str("storage cannot hold one item of max_item bytes")
             }
+            DeclareError::Object(e) => e.fmt(f),
         }
     }
 }
@@ -48,9 +52,24 @@ pub(crate) struct QueueObject<'a> {
     pub(crate) dead_letter: Option<(Handle, u8)>,
 }
 
-/// One shared object. An enum so that events, values and locks can join queues.
+/// One shared object.
 pub(crate) enum Object<'a> {
     Queue(QueueObject<'a>),
+    /// Any other kind (see `crate::objects`).
+    Shared(Shared<'a>),
+}
+
+impl Object<'_> {
+    /// The list waiters of `kind` wait in.
+    pub(crate) fn list(&mut self, kind: WaitKind) -> &mut WaitList {
+        match (self, kind) {
+            (Object::Queue(q), WaitKind::Get | WaitKind::Wait | WaitKind::Held) => &mut q.getters,
+            (Object::Queue(q), WaitKind::Put) => &mut q.putters,
+            (Object::Queue(q), WaitKind::Join) => &mut q.joiners,
+            (Object::Shared(o), WaitKind::Held) => &mut o.holders,
+            (Object::Shared(o), _) => &mut o.waiters,
+        }
+    }
 }
 
 enum SlotState<'a> {
@@ -82,6 +101,22 @@ impl<'a> ObjectSlot<'a> {
         })
     }
 
+    /// An object of another kind than a queue, declared at start (see [`ObjectKind`] for
+    /// what `spec` means to each; `storage` holds a value's or dict's bytes).
+    pub fn declare(
+        name: &str,
+        kind: ObjectKind,
+        spec: QueueSpec,
+        storage: impl Into<Managed<'a, u8>>,
+    ) -> Result<Self, DeclareError> {
+        let name = checked_name(name).ok_or(DeclareError::InvalidName)?;
+        let object = Shared::new(kind, spec, storage.into()).map_err(DeclareError::Object)?;
+        Ok(ObjectSlot {
+            name,
+            state: SlotState::Used(Object::Shared(object)),
+        })
+    }
+
     /// Storage for an object a client may create later.
     pub fn spare(storage: impl Into<Managed<'a, u8>>) -> Self {
         ObjectSlot {
@@ -103,6 +138,11 @@ impl<'a> ObjectSlot<'a> {
                 handle,
                 kind: ObjectKind::Queue,
                 spec: q.queue.spec(),
+            }),
+            SlotState::Used(Object::Shared(o)) => Some(ObjectInfo {
+                handle,
+                kind: o.kind,
+                spec: o.spec,
             }),
             _ => None,
         }
@@ -192,20 +232,42 @@ impl<'a> Registry<'a> {
     pub(crate) fn queue(&mut self, handle: Handle) -> Result<&mut QueueObject<'a>, ErrorCode> {
         match self.get(handle) {
             Some(Object::Queue(q)) => Ok(q),
+            Some(Object::Shared(_)) => Err(ErrorCode::WrongKind),
             None => Err(ErrorCode::NoSuchObject),
         }
     }
 
-    /// Creates a queue in the first spare slot whose storage suffices.
-    pub(crate) fn create(&mut self, name: &str, spec: QueueSpec) -> Result<Handle, ErrorCode> {
+    pub(crate) fn shared(&mut self, handle: Handle) -> Result<&mut Shared<'a>, ErrorCode> {
+        match self.get(handle) {
+            Some(Object::Shared(o)) => Ok(o),
+            Some(Object::Queue(_)) => Err(ErrorCode::WrongKind),
+            None => Err(ErrorCode::NoSuchObject),
+        }
+    }
+
+    /// Creates an object in the first spare slot whose storage suffices.
+    pub(crate) fn create(
+        &mut self,
+        name: &str,
+        kind: ObjectKind,
+        spec: QueueSpec,
+    ) -> Result<Handle, ErrorCode> {
         let checked = checked_name(name).ok_or(ErrorCode::InvalidName)?;
         if self.find(name).is_some() {
             return Err(ErrorCode::AlreadyExists);
         }
-        if spec.capacity == 0 || spec.max_item == 0 {
+        let is_queue = kind == ObjectKind::Queue;
+        if is_queue && (spec.capacity == 0 || spec.max_item == 0) {
             return Err(ErrorCode::InvalidSpec);
         }
-        let need = (spec.max_item as usize).saturating_add(4);
+        if !is_queue && crate::objects::check(kind, spec).is_err() {
+            return Err(ErrorCode::InvalidSpec);
+        }
+        let need = if is_queue {
+            (spec.max_item as usize).saturating_add(4)
+        } else {
+            storage_needed(kind, spec)
+        };
         let mut any_spare = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let SlotState::Spare(storage) = &slot.state else {
@@ -219,13 +281,22 @@ impl<'a> Registry<'a> {
             else {
                 continue;
             };
-            return match Queue::new(spec, storage) {
-                Ok(queue) => {
+            let object = if is_queue {
+                Queue::new(spec, storage)
+                    .map(|q| Object::Queue(QueueObject::new(q)))
+                    .ok()
+            } else {
+                Shared::new(kind, spec, storage).map(Object::Shared).ok()
+            };
+            // On failure the storage is gone with the slot: the spec was checked first, so
+            // only a spec that fits no object of its kind gets here.
+            return match object {
+                Some(object) => {
                     slot.name = checked;
-                    slot.state = SlotState::Used(Object::Queue(QueueObject::new(queue)));
+                    slot.state = SlotState::Used(object);
                     Ok(Handle(i as u16))
                 }
-                Err(_) => Err(ErrorCode::InvalidSpec),
+                None => Err(ErrorCode::InvalidSpec),
             };
         }
         Err(if any_spare {
@@ -243,10 +314,26 @@ impl<'a> Registry<'a> {
             .enumerate()
             .filter(|(_, s)| matches!(s.state, SlotState::Used(_)))
             .nth(index as usize)?;
-        let SlotState::Used(Object::Queue(q)) = &slot.state else {
-            return None;
-        };
         let handle = Handle(i as u16);
+        let q = match &slot.state {
+            SlotState::Used(Object::Queue(q)) => q,
+            SlotState::Used(Object::Shared(o)) => {
+                return Some(ObjectStat {
+                    name: slot.name.as_str(),
+                    info: slot.info(handle)?,
+                    len: o.count(),
+                    bytes: o.bytes() as u32,
+                    storage: o.storage_len() as u32,
+                    getters: o.waiters.len(),
+                    putters: o.holders.len(),
+                    joiners: 0,
+                    unfinished: 0,
+                    total_put: 0,
+                    total_got: 0,
+                })
+            }
+            _ => return None,
+        };
         Some(ObjectStat {
             name: slot.name.as_str(),
             info: slot.info(handle)?,

@@ -15,6 +15,10 @@ pub(crate) enum WaitKind {
     Get,
     Put,
     Join,
+    /// Blocked on an object other than a queue (see `crate::objects`).
+    Wait,
+    /// Not blocked: a record of the permits a connection holds (see `crate::objects`).
+    Held,
 }
 
 /// What a blocked request holds besides its kind (one of these at a time, so they share room).
@@ -30,8 +34,12 @@ pub(crate) enum Hold {
         max_bytes: u32,
         lease_ms: u32,
     },
-    /// A blocked `Put`'s item, or an item given back.
+    /// A blocked `Put`'s item, or an item given back; a dict's `WaitKey` key.
     Item(ParkRef),
+    /// A blocked `Acquire`; a `Held` record's permits.
+    Permits(u32),
+    /// A registered call's request, handed to the application.
+    Started(ParkRef),
     /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
     /// items put.
     Items {
@@ -45,8 +53,8 @@ impl Hold {
     /// The parked bytes this request holds, if any.
     pub(crate) fn parked(self) -> Option<ParkRef> {
         match self {
-            Hold::Item(parked) | Hold::Items { parked, .. } => Some(parked),
-            Hold::Nothing | Hold::Take { .. } | Hold::Lease { .. } => None,
+            Hold::Item(parked) | Hold::Items { parked, .. } | Hold::Started(parked) => Some(parked),
+            Hold::Nothing | Hold::Take { .. } | Hold::Lease { .. } | Hold::Permits(_) => None,
         }
     }
 }
@@ -217,6 +225,19 @@ impl<'a> Waiters<'a> {
         self.slots
             .iter()
             .any(|w| w.in_use && w.hold.parked().is_some_and(|p| p.index() == index))
+    }
+
+    /// The first waiter of `list` that matches `pred`.
+    pub(crate) fn find_in(&self, list: &WaitList, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
+        let mut at = list.head;
+        while at != NONE {
+            let w = &self.slots[at as usize];
+            if pred(w) {
+                return Some(at);
+            }
+            at = w.next;
+        }
+        None
     }
 
     /// Indices of waiters in use that match `pred`, one at a time from `from`.

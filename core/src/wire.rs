@@ -145,13 +145,52 @@ pub enum Wait {
     Millis(u32),
 }
 
-/// The kinds of shared object. Only queues exist today; events, values and locks will join.
+/// The kinds of shared object. Every kind but `Queue` is protocol version 3; their limits
+/// travel in a [`QueueSpec`] as [`ObjectKind`]'s variant docs say (PROTOCOL.md §14).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum ObjectKind {
     /// A bounded FIFO of byte items with `task_done`/`join`.
     Queue,
+    /// A flag clients set, clear and wait for (Python's `Event`).
+    Event,
+    /// A lock held by one connection at a time, released when that connection goes away.
+    Lock,
+    /// A lock its holder may take again, released after as many releases.
+    RLock,
+    /// `capacity` permits, taken and given back (a connection's are returned when it goes).
+    Semaphore,
+    /// A semaphore whose permits never exceed `capacity`.
+    BoundedSemaphore,
+    /// One value of the value model, at most `max_item` bytes (initially `null`).
+    Value,
+    /// `capacity` parties wait until all have arrived.
+    Barrier,
+    /// A map of at most `capacity` entries, values of the value model as keys and values, in
+    /// at most `max_item` bytes.
+    Dict,
+    /// A call the manager's application answers (a registered handler): at most `capacity`
+    /// run at once, requests and responses of at most `max_item` bytes.
+    Call,
+}
+
+impl ObjectKind {
+    /// The kind's name, as `depot stat` shows it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Queue => "queue",
+            ObjectKind::Event => "event",
+            ObjectKind::Lock => "lock",
+            ObjectKind::RLock => "rlock",
+            ObjectKind::Semaphore => "semaphore",
+            ObjectKind::BoundedSemaphore => "bounded-semaphore",
+            ObjectKind::Value => "value",
+            ObjectKind::Barrier => "barrier",
+            ObjectKind::Dict => "dict",
+            ObjectKind::Call => "call",
+        }
+    }
 }
 
 /// The limits of a queue.
@@ -390,6 +429,27 @@ pub enum Op<'a> {
         /// The lease id from `Leased`.
         lease: u64,
     },
+    /// Create an object of any kind (when the manager allows it; protocol version 3).
+    /// Reply: `Opened`.
+    CreateObject {
+        /// The new object's name.
+        name: &'a str,
+        /// What it is.
+        kind: ObjectKind,
+        /// Its limits (see [`ObjectKind`]).
+        spec: QueueSpec,
+        /// Open the existing object of that kind instead of failing with `AlreadyExists`.
+        exist_ok: bool,
+    },
+    /// Act on an object that is not a queue (protocol version 3). The replies are listed
+    /// with each [`Action`].
+    Act {
+        /// The object.
+        handle: Handle,
+        /// What to do.
+        #[serde(borrow)]
+        action: Action<'a>,
+    },
     /// Opens (or resumes) the client's session on this connection (protocol version 3).
     /// Reply: `Session`, or `SessionLimit`/`NotAllowed`. A connection that held the session
     /// before is closed with `Superseded`.
@@ -419,6 +479,92 @@ pub enum Op<'a> {
         /// The items, packed (see [`Items`]).
         items: Items<'a>,
         /// Whether and how long to wait for room, item after item.
+        wait: Wait,
+    },
+}
+
+/// What [`Op::Act`] does. An action that does not apply to the object's kind gets `WrongKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Action<'a> {
+    /// Event: set the flag and wake every waiter. Reply: `Done`.
+    Set,
+    /// Event: clear the flag. Reply: `Done`.
+    Clear,
+    /// Event: Reply: `Flag`.
+    IsSet,
+    /// Event: wait until the flag is set (`Flag(true)`); Barrier: wait until every party has
+    /// arrived (`Count(arrival index)`, or `Broken`). Out of time: `Timeout`.
+    Wait {
+        /// Whether and how long to wait.
+        wait: Wait,
+    },
+    /// Lock, semaphore: take one permit (`Flag(true)`); out of time: `Timeout`.
+    Acquire {
+        /// Whether and how long to wait.
+        wait: Wait,
+    },
+    /// Lock, semaphore: give one permit back. Reply: `Done`, `NotOwner` (a lock this
+    /// connection does not hold) or `Overflow` (a bounded semaphore at its bound).
+    Release,
+    /// Reply: `Count`: a semaphore's or lock's free permits, a barrier's waiting parties, a
+    /// dict's entries.
+    Count,
+    /// Value: Reply: `Value`.
+    Get,
+    /// Value: replace the value. Reply: `Done`, `InvalidValue` or `TooLarge`.
+    Put {
+        /// One value of the value model.
+        value: &'a [u8],
+    },
+    /// Value: replace the value if it is `expected` (compared by encoding). Reply: `Flag`
+    /// (whether it was replaced).
+    CompareAndSet {
+        /// The value expected now.
+        expected: &'a [u8],
+        /// The value to store.
+        value: &'a [u8],
+    },
+    /// Dict: Reply: `Value`, or `NoSuchKey`.
+    Lookup {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Dict: insert or replace. Reply: `Done`, or `Full` (no room), `InvalidValue`.
+    Insert {
+        /// The key.
+        key: &'a [u8],
+        /// Its value.
+        value: &'a [u8],
+    },
+    /// Dict: remove an entry. Reply: `Value` (the removed value), or `NoSuchKey`.
+    Remove {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Dict: Reply: `Values` with every key.
+    Keys,
+    /// Dict: Reply: `Values` with every key followed by its value.
+    Entries,
+    /// Dict: wait until `key` is present. Reply: `Value`; out of time: `Timeout` (at once
+    /// for `NoWait`: `NoSuchKey`).
+    WaitKey {
+        /// The key.
+        key: &'a [u8],
+        /// Whether and how long to wait.
+        wait: Wait,
+    },
+    /// Barrier: break it: its waiters and later waits get `Broken`. Reply: `Done`.
+    Abort,
+    /// Barrier: mend a broken barrier (its waiters get `Broken`). Reply: `Done`.
+    Reset,
+    /// Call: run the handler with `request` (one value). Reply: `Value` (its response),
+    /// `Failed` (its error), or `Timeout` when `wait` runs out first.
+    Call {
+        /// The request, one value of the value model.
+        request: &'a [u8],
+        /// How long to wait for the response (`NoWait`: `Timeout` at once).
         wait: Wait,
     },
 }
@@ -493,6 +639,17 @@ pub enum Reply<'a> {
         #[serde(borrow)]
         items: Items<'a>,
     },
+    /// A yes or no (protocol version 3).
+    Flag(bool),
+    /// A number (protocol version 3).
+    Count(u32),
+    /// One value of an object (protocol version 3).
+    Value(&'a [u8]),
+    /// Values of an object, packed (protocol version 3).
+    #[serde(borrow)]
+    Values(Items<'a>),
+    /// A registered call failed: its handler's error, or a panic (protocol version 3).
+    Failed(&'a str),
     /// The session is open on this connection (protocol version 3).
     Session {
         /// The manager remembered it (else it starts afresh: it never existed, or was
@@ -546,6 +703,15 @@ pub enum ErrorCode {
     /// The manager has no room to keep another leased item (protocol version 3); the items
     /// stay queued.
     LeaseLimit,
+    /// A dict has no such key (protocol version 3).
+    NoSuchKey,
+    /// A lock was released by a connection that does not hold it (protocol version 3).
+    NotOwner,
+    /// A barrier is broken: a party timed out or went away, or it was aborted (protocol
+    /// version 3).
+    Broken,
+    /// A bounded semaphore was released more times than acquired (protocol version 3).
+    Overflow,
     /// A numbered put on a connection with no session (protocol version 3).
     NoSession,
     /// The manager remembers as many sessions as it can, all on live connections (protocol
@@ -616,6 +782,10 @@ impl ErrorCode {
             ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
             ErrorCode::NoSuchLease => "no such lease (acked, returned or expired)",
             ErrorCode::LeaseLimit => "no room for another leased item",
+            ErrorCode::NoSuchKey => "no such key",
+            ErrorCode::NotOwner => "lock not held by this client",
+            ErrorCode::Broken => "barrier is broken",
+            ErrorCode::Overflow => "semaphore released too many times",
             ErrorCode::NoSession => "numbered put without a session",
             ErrorCode::SessionLimit => "manager has no room for another session",
             ErrorCode::SequenceExpired => "put too old for its session's window: outcome unknown",

@@ -221,6 +221,28 @@ fn a_new_keyring_closes_the_connections_of_removed_keys_only() {
     p.pump();
     assert_eq!(p.closed(ops), Some(Error::AuthFailed));
     assert_eq!(p.closed(default), None);
+    // A default key on the keyring with the same secret as `Manager::new`'s takes over its
+    // connections, with its rights; one with another secret closes them.
+    let restricted = |secret: &[u8]| {
+        Keyring::owned(vec![Key::owned(
+            String::new(),
+            secret.to_vec(),
+            vec![Grant::owned("telemetry".into(), false, Rights::GET)],
+        )])
+    };
+    let now = p.now;
+    p.m.set_keyring(restricted(KEY), now).unwrap();
+    p.pump();
+    assert_eq!(p.closed(default), None);
+    let denied = Owned::Error(ErrorCode::NotAllowed);
+    assert_eq!(p.call(default, Op::Status), denied);
+    assert_eq!(p.call(default, Op::Open { name: "other" }), denied);
+    p.open(default, "telemetry");
+    let now = p.now;
+    p.m.set_keyring(restricted(b"not the producer key"), now)
+        .unwrap();
+    p.pump();
+    assert_eq!(p.closed(default), Some(Error::AuthFailed));
 }
 
 #[test]

@@ -88,6 +88,13 @@ pub enum Error {
     },
     /// A Python manager raised an exception or failed in a way depot has no error for.
     Python(String),
+    /// A registered call's handler returned an error, or panicked.
+    CallFailed {
+        /// The call's name.
+        call: String,
+        /// The handler's error (cut to `depot_core::manager::MAX_FAILED_LEN` bytes).
+        message: String,
+    },
 }
 
 impl Error {
@@ -169,7 +176,11 @@ fn request_fmt(code: ErrorCode, object: &str, f: &mut fmt::Formatter<'_>) -> fmt
         }
         ErrorCode::NotAllowed => f.write_str("not allowed by the manager"),
         ErrorCode::ShuttingDown => f.write_str("manager is shutting down"),
-        ErrorCode::WrongKind => write!(f, "'{}' is not a queue", object.escape_debug()),
+        ErrorCode::WrongKind => write!(
+            f,
+            "'{}' is not the kind of object this call needs",
+            object.escape_debug()
+        ),
         ErrorCode::Cancelled => write!(f, "the request on {q} was cancelled"),
         ErrorCode::InvalidValue => write!(
             f,
@@ -208,6 +219,9 @@ impl fmt::Display for Error {
                 write!(f, "{what} is not supported by a Python BaseManager")
             }
             Error::Python(e) => f.write_str(e),
+            Error::CallFailed { call, message } => {
+                write!(f, "call '{}' failed: {message}", call.escape_debug())
+            }
         }
     }
 }

@@ -65,7 +65,8 @@ pub mod tokio;
 pub mod text;
 
 pub use client::{
-    Client, ConnectOptions, Iter, Leased, Queue, QueueStat, RawLeased, RawQueue, Reconnect,
+    Barrier, Client, ConnectOptions, Dict, Event, Iter, Leased, Lock, LockGuard, Queue, QueueStat,
+    RawLeased, RawQueue, Reconnect, Semaphore, Value,
 };
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;
@@ -73,6 +74,7 @@ pub use depot_core::throttle::ThrottleConfig;
 pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
+pub use depot_core::wire::ObjectKind;
 pub use depot_core::Encryption;
 pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).

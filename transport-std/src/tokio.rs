@@ -262,7 +262,7 @@ impl Client {
     /// a blocking client with [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect) does: on a lost
     /// connection the connection task dials again with jittered exponential backoff, resumes
     /// the client's session and sends the requests in flight again — numbered puts with their
-    /// numbers, applied once (PROTOCOL.md §15); gets, joins, sizes and opens as they were. A
+    /// numbers, applied once (PROTOCOL.md §16); gets, joins, sizes and opens as they were. A
     /// `task_done` in flight fails. A request fails when its own wait runs out while there is
     /// no connection, or after `reconnect.give_up` without one.
     pub async fn connect_reconnecting(

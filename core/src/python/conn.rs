@@ -31,11 +31,14 @@
 //! queue lives as long as the manager, as `lambda: q` does in Python): `incref` and `decref`
 //! only check that the object exists.
 
-use crate::wire::{ErrorCode, Handle, ManagerStatus, Op, QueueSize, Reply, Wait, NONCE_LEN};
+use crate::wire::{
+    Action, ErrorCode, Handle, ManagerStatus, ObjectKind, Op, QueueSize, Reply, Wait, NONCE_LEN,
+};
 
 use super::frame::{self, MAX_HANDSHAKE_BODY};
 use super::handshake::{self, PyKey, CHALLENGE_BODY_LEN, FAILURE, MAX_ANSWER_LEN, WELCOME};
 use super::item;
+use super::objects::{self, Build, KeyAction, ObjCall};
 use super::pickle::{self, Node, Pickle, Scratch, Writer};
 
 /// The methods a depot queue exposes to Python proxies: `queue.Queue`'s, as Python 3.8–3.12
@@ -123,7 +126,7 @@ enum Call {
     /// The manager was asked to stop.
     Stop,
     Exists,
-    GetMethods,
+    GetMethods(ObjectKind),
     NumberOfObjects,
     DebugInfo,
     Shutdown,
@@ -134,6 +137,8 @@ enum Call {
     Full,
     TaskDone,
     Join,
+    /// A method of an object beside queues (see `super::objects`).
+    Object(ObjCall),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,17 +162,19 @@ pub struct PyConn {
 }
 
 /// What a reply carries: the Python value after `'#RETURN'`, or an error.
-enum Out<'a> {
+pub(super) enum Out<'a> {
     None,
     Bool(bool),
     Int(i64),
     Text(&'a str),
-    Created(Handle),
+    Created(Handle, ObjectKind),
     /// The token of a granted stop: `(STOP_IDENT, ())`.
     StopToken,
-    Exposed,
+    Exposed(ObjectKind),
     Status(ManagerStatus),
     Item(&'a [u8]),
+    /// A list made from a dict's packed entries (key, value, key, value, …).
+    List(&'a [u8], objects::ListOf),
     /// `#ERROR` with `module.name(message)`.
     Error(&'a str, &'a str, Option<&'a str>),
     /// `#TRACEBACK` with this text.
@@ -291,7 +298,10 @@ impl PyConn {
         out: &mut [u8],
     ) -> Step<'static> {
         let o = match (call, *reply) {
-            (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => Out::Created(info.handle),
+            (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => {
+                Out::Created(info.handle, info.kind)
+            }
+            (Call::Object(c), reply) => objects::answer(c, &reply),
             (Call::CreateOrStop, Reply::Error(ErrorCode::NoSuchObject)) => {
                 self.state = State::Busy(Call::Stop);
                 return Step::Stop;
@@ -301,12 +311,12 @@ impl PyConn {
                 "RuntimeError",
                 "this depot manager does not allow remote shutdown",
             ),
-            (Call::GetMethods, Reply::Size(_)) => Out::Exposed,
+            (Call::GetMethods(kind), Reply::Size(_) | Reply::Count(_)) => Out::Exposed(kind),
             (
                 Call::Exists | Call::Put | Call::TaskDone | Call::Join | Call::Shutdown,
                 Reply::Done,
             )
-            | (Call::Exists, Reply::Size(_)) => Out::None,
+            | (Call::Exists, Reply::Size(_) | Reply::Count(_)) => Out::None,
             (Call::NumberOfObjects, Reply::Status(s)) => Out::Int(s.objects.into()),
             (Call::DebugInfo, Reply::Status(s)) => Out::Status(s),
             (Call::Get, Reply::Item { item, .. }) => Out::Item(item),
@@ -445,17 +455,17 @@ impl PyConn {
                     // A stop token holds nothing to count.
                     return Err(Out::None);
                 }
-                let handle = ident
+                let (handle, kind) = ident
                     .and_then(parse_ident)
                     .ok_or(Out::Traceback("KeyError", "no such ident"))?;
-                Ok((Call::Exists, Op::Size { handle }))
+                Ok((Call::Exists, exists_op(handle, kind)))
             }
             "get_methods" => {
-                let handle = one_arg()
+                let (handle, kind) = one_arg()
                     .and_then(|i| token_ident(p, i))
                     .and_then(parse_ident)
                     .ok_or(Out::Traceback("KeyError", "no such ident"))?;
-                Ok((Call::GetMethods, Op::Size { handle }))
+                Ok((Call::GetMethods(kind), exists_op(handle, kind)))
             }
             "number_of_objects" if no_args => Ok((Call::NumberOfObjects, Op::Status)),
             "debug_info" if no_args => Ok((Call::DebugInfo, Op::Status)),
@@ -475,9 +485,12 @@ impl PyConn {
         kwds: Args<'b>,
         item_buf: &'b mut [u8],
     ) -> Result<(Call, Op<'b>), Out<'b>> {
-        let handle = ident
+        let (handle, kind) = ident
             .and_then(parse_ident)
             .ok_or(Out::Traceback("KeyError", "no such ident"))?;
+        if kind != ObjectKind::Queue {
+            return object_call(p, kind, handle, method, args, kwds, item_buf);
+        }
         let (call, params): (Call, &[&str]) = match method {
             "put" => (Call::Put, &["item", "block", "timeout"]),
             "put_nowait" => (Call::Put, &["item"]),
@@ -540,6 +553,123 @@ impl PyConn {
 }
 
 type Args<'b> = pickle::Items<'b>;
+
+/// An op that succeeds when the object `handle` of `kind` exists.
+fn exists_op(handle: Handle, kind: ObjectKind) -> Op<'static> {
+    match kind {
+        ObjectKind::Queue => Op::Size { handle },
+        _ => Op::Act {
+            handle,
+            action: Action::Count,
+        },
+    }
+}
+
+/// A method call on an object beside queues (`Err`: the answer, given at once).
+fn object_call<'b>(
+    p: &Pickle<'b>,
+    kind: ObjectKind,
+    handle: Handle,
+    name: &'b str,
+    args: Args<'b>,
+    kwds: Args<'b>,
+    item_buf: &'b mut [u8],
+) -> Result<(Call, Op<'b>), Out<'b>> {
+    if matches!(name, "__repr__" | "__str__") {
+        return Err(Out::Text(kind.name()));
+    }
+    let m = objects::method(kind, name).ok_or(Out::Traceback(
+        "AttributeError",
+        "method not exposed by this depot object",
+    ))?;
+    let mut bound = [pickle::NIL; 3];
+    bind(p, m.params, args, kwds, &mut bound)
+        .map_err(|m| Out::Error("builtins", "TypeError", Some(m)))?;
+    if bound[..m.required].contains(&pickle::NIL) {
+        return Err(Out::Error(
+            "builtins",
+            "TypeError",
+            Some("missing a required argument"),
+        ));
+    }
+    let value_error = |e| {
+        Out::Error(
+            "builtins",
+            "ValueError",
+            Some(match e {
+                item::ItemError::TooLarge => "value too large for this manager",
+                item::ItemError::TooComplex => "value nested too deeply",
+            }),
+        )
+    };
+    // Two values (a key and a value, or an expected and a new value) share the buffer.
+    let half = item_buf.len() / 2;
+    let action = match m.action {
+        Build::Fixed(action) => action,
+        Build::Wait => Action::Wait {
+            wait: wait_of(p, pickle::NIL, bound[0])?,
+        },
+        Build::Acquire => {
+            let blocking = bound[0] == pickle::NIL || truthy(p, bound[0]);
+            let timeout = match p.node(bound[1]) {
+                None | Some(Node::None) => None,
+                Some(Node::Int(v)) => Some(v as f64),
+                Some(Node::Float(v)) => Some(v),
+                Some(_) => {
+                    return Err(Out::Error(
+                        "builtins",
+                        "TypeError",
+                        Some("'timeout' must be a number or None"),
+                    ))
+                }
+            };
+            Action::Acquire {
+                wait: objects::acquire_wait(blocking, timeout),
+            }
+        }
+        Build::Put => {
+            let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+            Action::Put {
+                value: &item_buf[..n],
+            }
+        }
+        Build::CompareAndSet => {
+            let (first, second) = item_buf.split_at_mut(half);
+            let a = item::to_cbor(p, bound[0], first).map_err(value_error)?;
+            let b = item::to_cbor(p, bound[1], second).map_err(value_error)?;
+            Action::CompareAndSet {
+                expected: &first[..a],
+                value: &second[..b],
+            }
+        }
+        Build::Key(k) => {
+            let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+            let key = &item_buf[..n];
+            match k {
+                KeyAction::Lookup => Action::Lookup { key },
+                KeyAction::Remove => Action::Remove { key },
+            }
+        }
+        Build::Insert => {
+            let (first, second) = item_buf.split_at_mut(half);
+            let a = item::to_cbor(p, bound[0], first).map_err(value_error)?;
+            let b = item::to_cbor(p, bound[1], second).map_err(value_error)?;
+            Action::Insert {
+                key: &first[..a],
+                value: &second[..b],
+            }
+        }
+        Build::WaitKey => {
+            let wait = wait_of(p, pickle::NIL, bound[1])?;
+            let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+            Action::WaitKey {
+                key: &item_buf[..n],
+                wait,
+            }
+        }
+    };
+    Ok((Call::Object(m.call), Op::Act { handle, action }))
+}
 
 /// `(ident, method, args, kwds)`.
 fn parse<'b>(p: &Pickle<'b>) -> Option<(Option<&'b str>, &'b str, Args<'b>, Args<'b>)> {
@@ -664,9 +794,11 @@ fn token_ident<'b>(p: &Pickle<'b>, i: u32) -> Option<&'b str> {
     p.str(fields.next()?)
 }
 
-/// The ident of `handle`: `dq` and lowercase hex.
-pub fn ident_of(handle: Handle, out: &mut [u8; 6]) -> &str {
-    out[..2].copy_from_slice(b"dq");
+/// The ident of `handle`, an object of `kind`: `d`, the kind's letter (`q` for a queue) and
+/// lowercase hex.
+pub fn ident_of(handle: Handle, kind: ObjectKind, out: &mut [u8; 6]) -> &str {
+    out[0] = b'd';
+    out[1] = objects::letter(kind);
     let mut n = 2;
     let v = handle.0;
     let digits = if v == 0 {
@@ -682,9 +814,11 @@ pub fn ident_of(handle: Handle, out: &mut [u8; 6]) -> &str {
     core::str::from_utf8(&out[..n]).unwrap_or("dq")
 }
 
-/// The handle an ident names, if it is one depot hands out.
-pub fn parse_ident(ident: &str) -> Option<Handle> {
-    let hex = ident.strip_prefix("dq")?;
+/// The handle an ident names and the kind of its object, if it is one depot hands out.
+pub fn parse_ident(ident: &str) -> Option<(Handle, ObjectKind)> {
+    let rest = ident.strip_prefix('d')?;
+    let kind = objects::kind_of(*rest.as_bytes().first()?)?;
+    let hex = &rest[1..];
     if hex.is_empty() || hex.len() > 4 || (hex.len() > 1 && hex.starts_with('0')) {
         return None;
     }
@@ -697,7 +831,7 @@ pub fn parse_ident(ident: &str) -> Option<Handle> {
         };
         v = (v << 4) | u16::from(d);
     }
-    Some(Handle(v))
+    Some((Handle(v), kind))
 }
 
 fn error_out<'a>(call: Call, code: ErrorCode) -> Out<'a> {
@@ -707,7 +841,7 @@ fn error_out<'a>(call: Call, code: ErrorCode) -> Out<'a> {
             | Call::CreateOrStop
             | Call::Stop
             | Call::Exists
-            | Call::GetMethods
+            | Call::GetMethods(_)
             | Call::NumberOfObjects
             | Call::DebugInfo
             | Call::Shutdown
@@ -761,10 +895,10 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
         Out::Text(t) => {
             w.str(t.as_bytes());
         }
-        Out::Created(handle) => {
+        Out::Created(handle, kind) => {
             let mut buf = [0; 6];
-            w.str(ident_of(handle, &mut buf).as_bytes());
-            write_exposed(w);
+            w.str(ident_of(handle, kind, &mut buf).as_bytes());
+            write_exposed(w, kind);
             w.tuple(2);
         }
         Out::StopToken => {
@@ -772,7 +906,7 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
             w.tuple(0);
             w.tuple(2);
         }
-        Out::Exposed => write_exposed(w),
+        Out::Exposed(kind) => write_exposed(w, kind),
         Out::Status(s) => {
             // debug_info(): free text, one line per fact.
             let mut text = [0u8; 160];
@@ -780,6 +914,22 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
             w.str(&text[..n]);
         }
         Out::Item(bytes) => item::to_pickle(bytes, w, scratch),
+        Out::List(entries, of) => {
+            w.empty_list().mark();
+            let mut it = crate::wire::Items(entries).iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                match of {
+                    objects::ListOf::Keys => item::to_pickle(k, w, scratch),
+                    objects::ListOf::Values => item::to_pickle(v, w, scratch),
+                    objects::ListOf::Items => {
+                        item::to_pickle(k, w, scratch);
+                        item::to_pickle(v, w, scratch);
+                        w.tuple(2);
+                    }
+                }
+            }
+            w.appends();
+        }
         Out::Error(module, name, message) => {
             w.exception(
                 module.as_bytes(),
@@ -807,9 +957,13 @@ fn write_reply(w: &mut Writer<'_>, o: &Out<'_>, scratch: &mut Scratch<'_>) {
     w.tuple(2).stop();
 }
 
-fn write_exposed(w: &mut Writer<'_>) {
+fn write_exposed(w: &mut Writer<'_>, kind: ObjectKind) {
+    let names = match kind {
+        ObjectKind::Queue => &EXPOSED[..],
+        _ => objects::exposed(kind),
+    };
     w.mark();
-    for name in EXPOSED {
+    for name in names {
         w.str(name.as_bytes());
     }
     w.tuple_from_mark();

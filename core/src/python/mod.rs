@@ -17,6 +17,7 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod item;
+mod objects;
 pub mod pickle;
 
 pub use client::{PyClient, PyClientError, PyReply, PyRequest, PyStep};

@@ -39,6 +39,11 @@ pub enum Owned {
         deliveries: Vec<u8>,
         items: Vec<Vec<u8>>,
     },
+    Flag(bool),
+    Count(u32),
+    Value(Vec<u8>),
+    Values(Vec<Vec<u8>>),
+    Failed(String),
     Session(bool),
 }
 
@@ -92,6 +97,11 @@ impl Owned {
                 deliveries: deliveries.to_vec(),
                 items: items.iter().map(<[u8]>::to_vec).collect(),
             },
+            Reply::Flag(flag) => Owned::Flag(flag),
+            Reply::Count(n) => Owned::Count(n),
+            Reply::Value(v) => Owned::Value(v.to_vec()),
+            Reply::Values(items) => Owned::Values(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Failed(text) => Owned::Failed(text.to_owned()),
             Reply::Session { resumed } => Owned::Session(resumed),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
@@ -127,6 +137,8 @@ pub struct Setup {
     pub client_config: ClientConfig,
     /// Declared queues: name, spec, storage bytes.
     pub queues: Vec<(String, QueueSpec, usize)>,
+    /// Declared objects other than queues: name, kind, spec, storage bytes.
+    pub objects: Vec<(String, wire::ObjectKind, QueueSpec, usize)>,
     /// Spare slots for `Create`: storage bytes each.
     pub spares: Vec<usize>,
     pub conns: usize,
@@ -159,6 +171,7 @@ impl Default for Setup {
                 },
                 4096,
             )],
+            objects: Vec::new(),
             spares: Vec::new(),
             conns: 8,
             conn_rx: 4096,
@@ -238,6 +251,10 @@ impl Pair {
         let mut objects = Vec::new();
         for (name, spec, storage) in &setup.queues {
             objects.push(ObjectSlot::queue(name, *spec, zeroed(*storage)).expect("queue declared"));
+        }
+        for (name, kind, spec, storage) in &setup.objects {
+            let slot = ObjectSlot::declare(name, *kind, *spec, zeroed(*storage));
+            objects.push(slot.expect("object declared"));
         }
         for storage in &setup.spares {
             objects.push(ObjectSlot::spare(zeroed(*storage)));

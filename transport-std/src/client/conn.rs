@@ -75,6 +75,11 @@ pub(crate) enum Outcome {
         deliveries: Vec<u8>,
         items: Vec<Vec<u8>>,
     },
+    Flag(bool),
+    Count(u32),
+    Value(Vec<u8>),
+    Values(Vec<Vec<u8>>),
+    Failed(String),
     /// The manager had no room to park this blocking request ("too many blocked requests"),
     /// when `progress` other replies had been filed: it may be sent again once more have.
     Refused {
@@ -118,6 +123,11 @@ impl Outcome {
                 deliveries: deliveries.to_vec(),
                 items: items.iter().map(<[u8]>::to_vec).collect(),
             },
+            Reply::Flag(flag) => Outcome::Flag(flag),
+            Reply::Count(n) => Outcome::Count(n),
+            Reply::Value(value) => Outcome::Value(value.to_vec()),
+            Reply::Values(items) => Outcome::Values(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Failed(text) => Outcome::Failed(text.to_owned()),
             Reply::Session { resumed } => Outcome::Session(resumed),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),

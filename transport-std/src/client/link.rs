@@ -1,6 +1,6 @@
 //! A connection that comes back: when it is lost, a new one is dialled with jittered
 //! exponential backoff and the client's session is resumed on it, so numbered puts that were
-//! not answered can be sent again without being applied twice (PROTOCOL.md §15).
+//! not answered can be sent again without being applied twice (PROTOCOL.md §16).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 pub(crate) mod conn;
 mod lease;
 mod link;
+mod objects;
 pub(crate) mod proxy;
 mod python;
 
@@ -21,6 +22,7 @@ pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
 pub(crate) use link::jittered;
 pub use link::Reconnect;
+pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -28,8 +30,11 @@ use crate::Error;
 /// One queue's line in [`Client::stat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStat {
-    /// The queue's name.
+    /// The object's name.
     pub name: String,
+    /// What it is: a queue, or one of the objects beside queues (their fields are read as
+    /// PROTOCOL.md §14 says).
+    pub kind: depot_core::wire::ObjectKind,
     /// Items queued.
     pub len: u32,
     /// The most items it holds.
@@ -115,6 +120,7 @@ impl From<conn::OwnedStat> for QueueStat {
     fn from(s: conn::OwnedStat) -> QueueStat {
         QueueStat {
             name: s.name,
+            kind: s.stat.info.kind,
             len: s.stat.len,
             capacity: s.stat.info.spec.capacity,
             max_item: s.stat.info.spec.max_item,
@@ -173,7 +179,7 @@ impl ConnectOptions {
     /// calls in flight) dial again with jittered exponential backoff as `reconnect` says, and
     /// resume the client's session (128 random bits chosen when connecting): puts whose
     /// replies were lost are sent again with their numbers, and the manager applies each once
-    /// (PROTOCOL.md §15). A call fails only when its own timeout passes (or, without one,
+    /// (PROTOCOL.md §16). A call fails only when its own timeout passes (or, without one,
     /// after `reconnect.give_up`).
     ///
     /// What a lost connection means for each call:
@@ -516,6 +522,14 @@ impl Client {
     /// Whether the manager is a Python `BaseManager`.
     pub fn is_python(&self) -> bool {
         matches!(*self.conn, Backend::Python(_))
+    }
+
+    /// The depot connection in use now for `what`, which a Python manager cannot serve.
+    pub(crate) fn depot(&self, what: &'static str) -> Result<ConnRef<'_>, Error> {
+        match &*self.conn {
+            Backend::Python(_) => Err(Error::NotSupportedByPython { what }),
+            _ => self.conn(),
+        }
     }
 
     /// The depot connection in use now, for a proxy of a depot queue.

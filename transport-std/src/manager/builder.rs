@@ -13,7 +13,10 @@ use super::event_loop::{self, Prepared, LISTENER, WAKER};
 use super::storage::Plan;
 use super::{ManagerHandle, Shared};
 use crate::Error;
+use depot_core::wire::ObjectKind;
 use depot_core::QueueMode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// The limits of one queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,25 @@ pub(crate) const DEFAULT_SESSIONS: usize = 1024;
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
 
+/// The default bytes of a declared value or dict: 64 KiB.
+pub const DEFAULT_OBJECT_BYTES: u32 = 64 * 1024;
+
+/// Calls of one registered handler that run at once unless told otherwise.
+pub const DEFAULT_CALLS: u32 = 8;
+
+/// A handler on encoded values: the request in, the response or an error's text out.
+type RawHandler = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync;
+
+/// A registered call's handler.
+#[derive(Clone)]
+pub(crate) struct CallHandler(pub(crate) Arc<RawHandler>);
+
+impl std::fmt::Debug for CallHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallHandler")
+    }
+}
+
 impl QueueOptions {
     /// `capacity` items of at most 64 KiB each, default storage.
     pub fn new(capacity: u32) -> Self {
@@ -69,6 +91,10 @@ pub struct ManagerBuilder {
     pub(crate) authkey: Option<Vec<u8>>,
     pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     pub(crate) queues: Vec<(String, QueueOptions)>,
+    /// Declared objects beside queues: name, kind, capacity, bytes.
+    pub(crate) objects: Vec<(String, ObjectKind, u32, u32)>,
+    /// Registered calls' handlers, by name (each also declared in `objects`).
+    pub(crate) handlers: Vec<(String, CallHandler)>,
     pub(crate) allow_remote_shutdown: bool,
     pub(crate) create: Option<(usize, QueueOptions)>,
     /// `None`: follow the file descriptor limit (see [`ManagerBuilder::max_connections`]).
@@ -97,6 +123,8 @@ impl ManagerBuilder {
             authkey: None,
             keyring: None,
             queues: Vec::new(),
+            objects: Vec::new(),
+            handlers: Vec::new(),
             allow_remote_shutdown: false,
             create: None,
             max_connections: None,
@@ -127,7 +155,7 @@ impl ManagerBuilder {
 
     /// The most client sessions remembered at once (default 1024; 0 refuses
     /// sessions). A session lets a client that reconnects send its unanswered puts again
-    /// without duplicating them (PROTOCOL.md §15); beyond the limit, the least recently used
+    /// without duplicating them (PROTOCOL.md §16); beyond the limit, the least recently used
     /// session no connection holds is forgotten.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.sessions = n;
@@ -168,6 +196,103 @@ impl ManagerBuilder {
     pub fn queue_with(mut self, name: &str, opts: QueueOptions) -> Self {
         self.queues.push((name.to_owned(), opts));
         self
+    }
+
+    /// Declares an object beside the queues (PROTOCOL.md §14): `capacity` is a semaphore's
+    /// permits, a barrier's parties or a dict's most entries, `max_item` a value's or dict's
+    /// bytes.
+    pub fn object(mut self, name: &str, kind: ObjectKind, capacity: u32, max_item: u32) -> Self {
+        self.objects
+            .push((name.to_owned(), kind, capacity, max_item));
+        self
+    }
+
+    /// Declares an event (Python's `Event`).
+    pub fn event(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Event, 0, 0)
+    }
+
+    /// Declares a lock (Python's `Lock`), released when its holder's connection ends.
+    pub fn lock(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Lock, 1, 0)
+    }
+
+    /// Declares a lock that a holder keeps at most `lease` after its latest acquire: then it
+    /// is taken back and goes to the next waiter (whether or not the holder is still there).
+    pub fn lock_with_lease(self, name: &str, lease: Duration) -> Self {
+        let ms = lease.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        self.object(name, ObjectKind::Lock, 1, ms)
+    }
+
+    /// Declares a lock its holder may take again (Python's `RLock`).
+    pub fn rlock(self, name: &str) -> Self {
+        self.object(name, ObjectKind::RLock, 1, 0)
+    }
+
+    /// Declares a semaphore of `permits` (Python's `Semaphore`).
+    pub fn semaphore(self, name: &str, permits: u32) -> Self {
+        self.object(name, ObjectKind::Semaphore, permits, 0)
+    }
+
+    /// Declares a semaphore whose permits never exceed `permits` (`BoundedSemaphore`).
+    pub fn bounded_semaphore(self, name: &str, permits: u32) -> Self {
+        self.object(name, ObjectKind::BoundedSemaphore, permits, 0)
+    }
+
+    /// Declares a value of at most 64 KiB (Python's `Value`), `null` at first.
+    pub fn value(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Value, 1, DEFAULT_OBJECT_BYTES)
+    }
+
+    /// Declares a barrier for `parties` (Python's `Barrier`).
+    pub fn barrier(self, name: &str, parties: u32) -> Self {
+        self.object(name, ObjectKind::Barrier, parties, 0)
+    }
+
+    /// Declares a dict of at most `capacity` entries in 64 KiB (Python's `dict`).
+    pub fn dict(self, name: &str, capacity: u32) -> Self {
+        self.object(name, ObjectKind::Dict, capacity, DEFAULT_OBJECT_BYTES)
+    }
+
+    /// Registers the call `name`: clients' [`crate::Client::call`]s run `handler` on a
+    /// thread of its own, at most 8 at once, with requests and responses (values of the value
+    /// model) of at most 64 KiB. A handler's error, or its panic, is the caller's
+    /// `Error::CallFailed`; the manager serves on meanwhile.
+    pub fn call<Req, Resp, E, F>(self, name: &str, handler: F) -> Self
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: Fn(Req) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        self.call_with(name, DEFAULT_CALLS, DEFAULT_OBJECT_BYTES, handler)
+    }
+
+    /// [`ManagerBuilder::call`] with at most `concurrent` calls at once and requests and
+    /// responses of at most `max_bytes`.
+    pub fn call_with<Req, Resp, E, F>(
+        mut self,
+        name: &str,
+        concurrent: u32,
+        max_bytes: u32,
+        handler: F,
+    ) -> Self
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        E: std::fmt::Display,
+        F: Fn(Req) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        let run = move |request: &[u8]| -> Result<Vec<u8>, String> {
+            let request: Req = depot_core::value::from_slice(request)
+                .map_err(|e| format!("cannot read the request: {e}"))?;
+            let response = handler(request).map_err(|e| e.to_string())?;
+            depot_core::value::to_writer(&response, Vec::new())
+                .map_err(|e| format!("cannot write the response: {e}"))
+        };
+        self.handlers
+            .push((name.to_owned(), CallHandler(Arc::new(run))));
+        self.object(name, ObjectKind::Call, concurrent, max_bytes)
     }
 
     /// Whether a client's `shutdown_manager` stops the manager (default false).

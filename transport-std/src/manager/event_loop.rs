@@ -154,7 +154,13 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         max_connections = plan.max_connections,
         "manager listening"
     );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut event_loop = Loop {
+        calls: Calls {
+            handlers: plan.handlers.clone(),
+            done_tx,
+            done_rx,
+        },
         poll,
         listener: Some(listener),
         core,
@@ -194,6 +200,16 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     result
 }
 
+/// What a panic said, for the caller of a registered call.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let said = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the handler panicked: {said}")
+}
+
 fn report_setup(started: Option<Sender<Result<(), Error>>>, e: Error) -> Result<(), Error> {
     match started {
         Some(tx) => {
@@ -204,7 +220,18 @@ fn report_setup(started: Option<Sender<Result<(), Error>>>, e: Error) -> Result<
     }
 }
 
+/// A call's answer, from the thread that ran its handler.
+type Answer = (depot_core::manager::CallId, Result<Vec<u8>, String>);
+
+/// Registered calls: their handlers, and the answers of those running on their threads.
+struct Calls {
+    handlers: std::collections::HashMap<String, super::builder::CallHandler>,
+    done_tx: Sender<Answer>,
+    done_rx: std::sync::mpsc::Receiver<Answer>,
+}
+
 struct Loop<'m> {
+    calls: Calls,
     poll: Poll,
     /// `None` once shutting down: no new connections.
     listener: Option<TcpListener>,
@@ -281,6 +308,7 @@ impl Loop<'_> {
             }
             self.run_backlog();
             self.core.handle_timeout(self.clock.now());
+            self.run_calls();
             self.drain_ready();
             self.tally.tick();
             self.take_keyring();
@@ -300,6 +328,43 @@ impl Loop<'_> {
             }
             if self.core.is_shutting_down() && self.finish_shutdown() {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Hands answered calls back to the core, and starts each call the core has for its
+    /// handler on a thread of its own (the core bounds how many run at once); the thread wakes
+    /// the loop with its answer. A handler that panics answers the panic's message.
+    fn run_calls(&mut self) {
+        while let Ok((id, outcome)) = self.calls.done_rx.try_recv() {
+            let outcome = match &outcome {
+                Ok(response) => Ok(&response[..]),
+                Err(e) => Err(e.as_str()),
+            };
+            self.core.handle_call_done(id, self.clock.now(), outcome);
+        }
+        while let Some(call) = self.core.poll_call() {
+            let handler = self.calls.handlers.get(call.name).cloned();
+            let (id, request) = (call.id, call.request.to_vec());
+            let done = self.calls.done_tx.clone();
+            let shared = self.shared.clone();
+            let run = move || {
+                let outcome = match handler {
+                    Some(h) => {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (h.0)(&request)))
+                            .unwrap_or_else(|panic| Err(panic_text(&*panic)))
+                    }
+                    None => Err("no handler for this call".into()),
+                };
+                let _ = done.send((id, outcome));
+                let _ = shared.waker.wake();
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("depot-call {}", call.name))
+                .spawn(run);
+            if let Err(e) = spawned {
+                let text = format!("cannot start the handler: {e}");
+                self.core.handle_call_done(id, self.clock.now(), Err(&text));
             }
         }
     }

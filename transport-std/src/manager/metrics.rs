@@ -63,8 +63,11 @@ impl Metrics {
         let status = core.status();
         let queues = (0..=u16::MAX)
             .map_while(|i| core.stat(i))
+            // Queues only: the other objects' numbers are not items.
+            .filter(|s| s.info.kind == depot_core::wire::ObjectKind::Queue)
             .map(|s| QueueStat {
                 name: s.name.to_owned(),
+                kind: s.info.kind,
                 mode: s.info.spec.mode,
                 len: s.len,
                 capacity: s.info.spec.capacity,
@@ -364,6 +367,7 @@ mod tests {
     fn prometheus_text_escapes_labels_and_lists_every_queue() {
         let q = |name: &str, len| QueueStat {
             name: name.into(),
+            kind: crate::ObjectKind::Queue,
             mode: crate::QueueMode::Value,
             len,
             capacity: 8,

@@ -45,6 +45,10 @@ pub(crate) struct Plan {
     pub(crate) keyring: Option<depot_core::Keyring<'static>>,
     /// Declared queues: name, limits, storage bytes.
     pub(crate) queues: Vec<(String, QueueSpec, usize)>,
+    /// Declared objects beside queues: name, kind, limits, storage bytes.
+    pub(crate) objects: Vec<(String, depot_core::wire::ObjectKind, QueueSpec, usize)>,
+    /// Registered calls' handlers, by name.
+    pub(crate) handlers: std::collections::HashMap<String, super::builder::CallHandler>,
     /// Storage bytes of each spare slot clients may create queues in.
     pub(crate) spares: Vec<usize>,
     pub(crate) config: ManagerConfig,
@@ -112,9 +116,41 @@ impl Plan {
                 checked(opts).map_err(|e| Error::Config(format!("queue '{name}': {e}")))?;
             queues.push((name.clone(), spec, storage));
         }
+        let mut objects = Vec::with_capacity(b.objects.len());
+        for &(ref name, kind, capacity, max_item) in &b.objects {
+            if !valid_name(name) {
+                return Err(Error::Config(format!(
+                    "invalid object name '{}': 1 to 32 bytes, no control characters",
+                    name.escape_debug()
+                )));
+            }
+            let taken = queues.iter().any(|(n, _, _)| n == name)
+                || objects.iter().any(|(n, _, _, _)| n == name);
+            if taken {
+                return Err(Error::Config(format!("'{name}' declared twice")));
+            }
+            let spec = QueueSpec {
+                capacity,
+                max_item,
+                mode: depot_core::QueueMode::Value,
+            };
+            let storage = match kind {
+                depot_core::wire::ObjectKind::Value | depot_core::wire::ObjectKind::Dict => {
+                    max_item as usize
+                }
+                _ => 0,
+            };
+            objects.push((name.clone(), kind, spec, storage));
+        }
         let mut spares = Vec::new();
         let mut allow_create = false;
-        let mut largest = queues.iter().map(|(_, s, _)| s.max_item).max().unwrap_or(0);
+        let object_bytes = objects.iter().map(|(_, _, _, n)| *n as u32);
+        let mut largest = queues
+            .iter()
+            .map(|(_, s, _)| s.max_item)
+            .chain(object_bytes)
+            .max()
+            .unwrap_or(0);
         if let Some((count, opts)) = b.create {
             let (spec, storage) =
                 checked(&opts).map_err(|e| Error::Config(format!("allow_create: {e}")))?;
@@ -146,6 +182,8 @@ impl Plan {
             authkey,
             keyring,
             queues,
+            objects,
+            handlers: b.handlers.iter().cloned().collect(),
             spares,
             config,
             max_connections,
@@ -243,10 +281,16 @@ pub(crate) fn dead_letters(core: &mut depot_core::Manager, plan: &Plan) -> Resul
 
 /// Builds the core manager's storage as `plan` sizes it.
 pub(crate) fn resources(plan: &Plan) -> Result<Resources<'static>, Error> {
-    let mut objects = Vec::with_capacity(plan.queues.len() + plan.spares.len());
+    let mut objects =
+        Vec::with_capacity(plan.queues.len() + plan.objects.len() + plan.spares.len());
     for (name, spec, storage) in &plan.queues {
         let slot = ObjectSlot::queue(name, *spec, vec![0u8; *storage])
             .map_err(|e| Error::Config(format!("queue '{name}': {e}")))?;
+        objects.push(slot);
+    }
+    for (name, kind, spec, storage) in &plan.objects {
+        let slot = ObjectSlot::declare(name, *kind, *spec, vec![0u8; *storage])
+            .map_err(|e| Error::Config(format!("{} '{name}': {e}", kind.name())))?;
         objects.push(slot);
     }
     objects.extend(plan.spares.iter().map(|s| ObjectSlot::spare(vec![0u8; *s])));

@@ -1,0 +1,285 @@
+//! Python proxies of the objects beside queues (PROTOCOL.md §14): the methods each kind
+//! exposes, and how a call maps to an [`Action`] and its reply back to what Python expects.
+//!
+//! An object's ident is `d`, a letter for its kind and its handle in hex (a queue's letter is
+//! `q`), so every connection knows the kind from the ident alone. The exposed names are those
+//! of Python's own `threading` objects and of `SyncManager`'s typed proxies (`EventProxy`,
+//! `AcquirerProxy`, `ValueProxy`, `BarrierProxy`), so `AutoProxy` and those proxies both work.
+
+use crate::wire::{Action, ErrorCode, ObjectKind, Reply, Wait};
+
+use super::conn::Out;
+
+/// The ident letter of each kind.
+pub(super) const fn letter(kind: ObjectKind) -> u8 {
+    match kind {
+        ObjectKind::Queue => b'q',
+        ObjectKind::Event => b'e',
+        ObjectKind::Lock => b'l',
+        ObjectKind::RLock => b'r',
+        ObjectKind::Semaphore => b's',
+        ObjectKind::BoundedSemaphore => b'b',
+        ObjectKind::Value => b'v',
+        ObjectKind::Barrier => b'w',
+        ObjectKind::Dict => b'm',
+        ObjectKind::Call => b'c',
+    }
+}
+
+/// The kind an ident letter names.
+pub(super) fn kind_of(letter: u8) -> Option<ObjectKind> {
+    Some(match letter {
+        b'q' => ObjectKind::Queue,
+        b'e' => ObjectKind::Event,
+        b'l' => ObjectKind::Lock,
+        b'r' => ObjectKind::RLock,
+        b's' => ObjectKind::Semaphore,
+        b'b' => ObjectKind::BoundedSemaphore,
+        b'v' => ObjectKind::Value,
+        b'w' => ObjectKind::Barrier,
+        b'm' => ObjectKind::Dict,
+        b'c' => ObjectKind::Call,
+        _ => return None,
+    })
+}
+
+const ACQUIRER: &[&str] = &["__enter__", "__exit__", "acquire", "release"];
+
+/// The methods a proxy of `kind` may call (a queue's are [`super::conn::EXPOSED`]).
+pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
+    match kind {
+        ObjectKind::Event => &["clear", "is_set", "set", "wait"],
+        ObjectKind::Lock | ObjectKind::RLock => {
+            &["__enter__", "__exit__", "acquire", "locked", "release"]
+        }
+        ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => {
+            &["__enter__", "__exit__", "acquire", "get_value", "release"]
+        }
+        ObjectKind::Value => &["compare_and_set", "get", "set"],
+        ObjectKind::Barrier => &["abort", "n_waiting", "reset", "wait"],
+        ObjectKind::Dict => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "values",
+            "wait_for_key",
+        ],
+        // Registered calls are for depot clients.
+        ObjectKind::Call => &[],
+        ObjectKind::Queue => ACQUIRER,
+    }
+}
+
+/// A method call on an object, awaiting its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ObjCall {
+    /// `None` once done: `set`, `clear`, `release`, `__exit__`, `abort`, `reset`, a value's
+    /// `set`, a dict's `__setitem__`.
+    Done,
+    /// `True`/`False`; a wait that ran out is `False`.
+    Flag,
+    /// A lock is `locked()` when it has no free permit.
+    Locked,
+    /// A number.
+    Int,
+    /// A value.
+    Value,
+    /// A barrier's `wait`: its index, or `BrokenBarrierError`.
+    BarrierWait,
+    /// A dict lookup: the value, or `KeyError`.
+    Item,
+    /// A dict's `get`: the value, or `None` (a default cannot be given).
+    ItemOr,
+    /// `__contains__`: whether the key is there.
+    Contains,
+    /// `__delitem__`: `None`, or `KeyError`.
+    Delete,
+    /// A dict's `keys`, `values` or `items`: a list.
+    List(ListOf),
+}
+
+/// What a dict's list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOf {
+    Keys,
+    Values,
+    Items,
+}
+
+/// How a method binds: its call, its parameters, and the action (from the bound arguments).
+pub(super) struct Method {
+    pub(super) call: ObjCall,
+    pub(super) params: &'static [&'static str],
+    /// How many leading parameters must be given.
+    pub(super) required: usize,
+    pub(super) action: Build,
+}
+
+/// How the action is built from the bound arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Build {
+    /// No arguments needed.
+    Fixed(Action<'static>),
+    /// `Event.wait(timeout)`, `Barrier.wait(timeout)`.
+    Wait,
+    /// `acquire(blocking, timeout)`.
+    Acquire,
+    /// A value's `set(value)`.
+    Put,
+    /// `compare_and_set(expected, value)`.
+    CompareAndSet,
+    /// A key: `Lookup`, `Remove` …
+    Key(KeyAction),
+    /// `__setitem__(key, value)`.
+    Insert,
+    /// `wait_for_key(key, timeout)`.
+    WaitKey,
+}
+
+/// The dict actions that take only a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyAction {
+    Lookup,
+    Remove,
+}
+
+/// The method `name` of a proxy of `kind`.
+pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
+    use Build::*;
+    let m = |call, params, required, action| Method {
+        call,
+        params,
+        required,
+        action,
+    };
+    let locks = matches!(
+        kind,
+        ObjectKind::Lock | ObjectKind::RLock | ObjectKind::Semaphore | ObjectKind::BoundedSemaphore
+    );
+    Some(match (kind, name) {
+        (ObjectKind::Event, "set") => m(ObjCall::Done, &[], 0, Fixed(Action::Set)),
+        (ObjectKind::Event, "clear") => m(ObjCall::Done, &[], 0, Fixed(Action::Clear)),
+        (ObjectKind::Event, "is_set") => m(ObjCall::Flag, &[], 0, Fixed(Action::IsSet)),
+        (ObjectKind::Event, "wait") => m(ObjCall::Flag, &["timeout"], 0, Wait),
+        (_, "acquire") if locks => m(ObjCall::Flag, &["blocking", "timeout"], 0, Acquire),
+        (_, "__enter__") if locks => m(
+            ObjCall::Flag,
+            &[],
+            0,
+            Fixed(Action::Acquire {
+                wait: crate::wire::Wait::Forever,
+            }),
+        ),
+        (_, "release") if locks => m(ObjCall::Done, &[], 0, Fixed(Action::Release)),
+        // The exception, if any, is not ours to handle: release and let it propagate.
+        (_, "__exit__") if locks => m(
+            ObjCall::Done,
+            &["exc_type", "exc", "tb"],
+            0,
+            Fixed(Action::Release),
+        ),
+        (ObjectKind::Lock | ObjectKind::RLock, "locked") => {
+            m(ObjCall::Locked, &[], 0, Fixed(Action::Count))
+        }
+        (_, "get_value") if locks => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Value, "get") => m(ObjCall::Value, &[], 0, Fixed(Action::Get)),
+        (ObjectKind::Value, "set") => m(ObjCall::Done, &["value"], 1, Put),
+        (ObjectKind::Value, "compare_and_set") => {
+            m(ObjCall::Flag, &["expected", "value"], 2, CompareAndSet)
+        }
+        (ObjectKind::Barrier, "wait") => m(ObjCall::BarrierWait, &["timeout"], 0, Wait),
+        (ObjectKind::Barrier, "abort") => m(ObjCall::Done, &[], 0, Fixed(Action::Abort)),
+        (ObjectKind::Barrier, "reset") => m(ObjCall::Done, &[], 0, Fixed(Action::Reset)),
+        (ObjectKind::Barrier, "n_waiting") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Dict, "__getitem__") => m(ObjCall::Item, &["key"], 1, Key(KeyAction::Lookup)),
+        (ObjectKind::Dict, "get") => m(ObjCall::ItemOr, &["key"], 1, Key(KeyAction::Lookup)),
+        (ObjectKind::Dict, "__contains__") => {
+            m(ObjCall::Contains, &["key"], 1, Key(KeyAction::Lookup))
+        }
+        (ObjectKind::Dict, "pop") => m(ObjCall::Item, &["key"], 1, Key(KeyAction::Remove)),
+        (ObjectKind::Dict, "__delitem__") => {
+            m(ObjCall::Delete, &["key"], 1, Key(KeyAction::Remove))
+        }
+        (ObjectKind::Dict, "__setitem__") => m(ObjCall::Done, &["key", "value"], 2, Insert),
+        (ObjectKind::Dict, "__len__") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Dict, "keys" | "values" | "items") => {
+            let of = match name {
+                "keys" => ListOf::Keys,
+                "values" => ListOf::Values,
+                _ => ListOf::Items,
+            };
+            m(ObjCall::List(of), &[], 0, Fixed(Action::Entries))
+        }
+        (ObjectKind::Dict, "wait_for_key") => m(ObjCall::Value, &["key", "timeout"], 1, WaitKey),
+        _ => return None,
+    })
+}
+
+/// What Python gets for `reply` to `call`.
+pub(super) fn answer<'a>(call: ObjCall, reply: &Reply<'a>) -> Out<'a> {
+    match (call, *reply) {
+        (ObjCall::Done, Reply::Done) => Out::None,
+        (ObjCall::Flag, Reply::Flag(b)) => Out::Bool(b),
+        (ObjCall::Flag, Reply::Error(ErrorCode::Timeout)) => Out::Bool(false),
+        (ObjCall::Locked, Reply::Count(n)) => Out::Bool(n == 0),
+        (ObjCall::Int | ObjCall::BarrierWait, Reply::Count(n)) => Out::Int(n.into()),
+        (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr, Reply::Value(v)) => Out::Item(v),
+        (ObjCall::Contains, Reply::Value(_)) => Out::Bool(true),
+        (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, of),
+        (ObjCall::Contains, Reply::Error(ErrorCode::NoSuchKey)) => Out::Bool(false),
+        (ObjCall::Delete, Reply::Value(_)) => Out::None,
+        (ObjCall::ItemOr, Reply::Error(ErrorCode::NoSuchKey)) => Out::None,
+        (ObjCall::Item | ObjCall::Delete, Reply::Error(ErrorCode::NoSuchKey)) => {
+            Out::Error("builtins", "KeyError", None)
+        }
+        (ObjCall::BarrierWait, Reply::Error(ErrorCode::Broken | ErrorCode::Timeout)) => {
+            Out::Error("threading", "BrokenBarrierError", None)
+        }
+        (ObjCall::Value, Reply::Error(ErrorCode::Timeout)) => {
+            Out::Error("builtins", "TimeoutError", None)
+        }
+        (_, Reply::Error(ErrorCode::NotOwner)) => {
+            Out::Error("builtins", "RuntimeError", Some("release unlocked lock"))
+        }
+        (_, Reply::Error(ErrorCode::Overflow)) => Out::Error(
+            "builtins",
+            "ValueError",
+            Some("Semaphore released too many times"),
+        ),
+        (_, Reply::Error(ErrorCode::Full)) => {
+            Out::Error("builtins", "MemoryError", Some("the dict is full"))
+        }
+        (_, Reply::Error(code)) => Out::Error("builtins", "RuntimeError", Some(code.description())),
+        _ => Out::Traceback("RuntimeError", "unexpected reply from the manager"),
+    }
+}
+
+/// Python's `acquire(blocking, timeout)` as a wait: not blocking is `NoWait`; a timeout of
+/// `None` or below zero (a `Lock`'s default, -1) waits for ever.
+pub(super) fn acquire_wait(blocking: bool, timeout: Option<f64>) -> Wait {
+    match (blocking, timeout) {
+        (false, _) => Wait::NoWait,
+        (true, Some(t)) if t >= 0.0 => millis(t),
+        (true, _) => Wait::Forever,
+    }
+}
+
+/// Seconds as a wait, rounded up (never return before the time asked for).
+pub(super) fn millis(secs: f64) -> Wait {
+    let ms = secs * 1000.0;
+    if ms.is_nan() || ms >= u32::MAX as f64 {
+        return Wait::Forever;
+    }
+    let whole = ms as u32;
+    Wait::Millis(if (whole as f64) < ms {
+        whole + 1
+    } else {
+        whole
+    })
+}

@@ -1,0 +1,559 @@
+//! Proxies for the objects beside queues: events, locks, semaphores, values, barriers and
+//! dicts (PROTOCOL.md §14). Each holds a clone of its [`Client`]; the connection is what holds
+//! a lock or a permit, so every clone of a client shares them, and they are released when the
+//! connection ends (the process dies, the last clone is dropped).
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use depot_core::wire::{Action, ErrorCode, ObjectInfo, ObjectKind, Op, Wait};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::warn;
+
+use super::conn::Outcome;
+use super::proxy::{decode, encode, wait_for};
+use super::Client;
+use crate::Error;
+
+/// An opened object: what every proxy holds.
+#[derive(Debug, Clone)]
+struct Object {
+    client: Client,
+    name: String,
+    info: ObjectInfo,
+}
+
+impl Object {
+    /// Opens `name`, which must be of one of `kinds`.
+    fn open(client: &Client, name: &str, kinds: &[ObjectKind]) -> Result<Object, Error> {
+        let outcome = client.depot("opening an object")?.call(Op::Open { name })?;
+        Self::check(client, name, outcome, kinds)
+    }
+
+    fn check(
+        client: &Client,
+        name: &str,
+        outcome: Outcome,
+        kinds: &[ObjectKind],
+    ) -> Result<Object, Error> {
+        match outcome {
+            Outcome::Opened(info) if kinds.contains(&info.kind) => Ok(Object {
+                client: client.clone(),
+                name: name.to_owned(),
+                info,
+            }),
+            Outcome::Opened(_) => Err(super::code_error(ErrorCode::WrongKind, name)),
+            other => Err(client.unexpected(other, name)),
+        }
+    }
+
+    fn act(&self, action: Action<'_>) -> Result<Outcome, Error> {
+        let handle = self.info.handle;
+        self.client.conn()?.call(Op::Act { handle, action })
+    }
+
+    /// An action that may block on the manager: sent again, with what is left of its time,
+    /// when the manager had no room to park it (other threads' blocked calls hold it).
+    fn blocking<'a>(
+        &self,
+        wait: Wait,
+        action: impl Fn(Wait) -> Action<'a>,
+    ) -> Result<Outcome, Error> {
+        let start = std::time::Instant::now();
+        let mut current = wait;
+        loop {
+            match self.act(action(current))? {
+                Outcome::Refused { progress } => {
+                    self.client.conn()?.wait_for_room(progress)?;
+                    if let Wait::Millis(ms) = wait {
+                        let total = Duration::from_millis(ms.into());
+                        let left = total.saturating_sub(start.elapsed());
+                        if left.is_zero() {
+                            return Ok(Outcome::Error(ErrorCode::Timeout));
+                        }
+                        current = wait_for(left);
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn failed(&self, outcome: Outcome) -> Error {
+        self.client.unexpected(outcome, &self.name)
+    }
+
+    fn done(&self, outcome: Outcome) -> Result<(), Error> {
+        match outcome {
+            Outcome::Done => Ok(()),
+            other => Err(self.failed(other)),
+        }
+    }
+
+    /// `true` for `Flag(true)`, `false` for a wait that ran out.
+    fn flag(&self, outcome: Outcome) -> Result<bool, Error> {
+        match outcome {
+            Outcome::Flag(flag) => Ok(flag),
+            Outcome::Error(ErrorCode::Timeout) => Ok(false),
+            other => Err(self.failed(other)),
+        }
+    }
+
+    fn count(&self, outcome: Outcome) -> Result<u32, Error> {
+        match outcome {
+            Outcome::Count(n) => Ok(n),
+            other => Err(self.failed(other)),
+        }
+    }
+}
+
+impl Client {
+    /// Creates the object `name` of `kind` (or opens it if one of that kind exists), when
+    /// the manager allows creating: `capacity` is a semaphore's permits, a barrier's parties
+    /// or a dict's most entries; `max_item` a value's or dict's bytes (PROTOCOL.md §14).
+    pub fn create_object(
+        &self,
+        name: &str,
+        kind: ObjectKind,
+        capacity: u32,
+        max_item: u32,
+    ) -> Result<ObjectInfo, Error> {
+        let spec = depot_core::QueueSpec {
+            capacity,
+            max_item,
+            mode: depot_core::QueueMode::Value,
+        };
+        let outcome = self.depot("creating an object")?.call(Op::CreateObject {
+            name,
+            kind,
+            spec,
+            exist_ok: true,
+        })?;
+        Object::check(self, name, outcome, &[kind]).map(|o| o.info)
+    }
+
+    /// Calls the manager's registered handler `name` with `request` and waits for its
+    /// response (see [`crate::ManagerBuilder::call`]); `Err(CallFailed)` carries the
+    /// handler's error or panic.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+    ) -> Result<Resp, Error> {
+        self.call_with(name, request, Wait::Forever)
+    }
+
+    /// [`Client::call`], waiting at most `timeout` for the response (`Err` with `Timeout`;
+    /// the handler may still run to its end).
+    pub fn call_timeout<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error> {
+        self.call_with(name, request, wait_for(timeout))
+    }
+
+    fn call_with<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        name: &str,
+        request: &Req,
+        wait: Wait,
+    ) -> Result<Resp, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Call])?;
+        let request = encode(request)?;
+        let outcome = o.blocking(wait, |wait| Action::Call {
+            request: &request,
+            wait,
+        })?;
+        match outcome {
+            Outcome::Value(response) => decode(response),
+            Outcome::Failed(message) => Err(Error::CallFailed {
+                call: name.to_owned(),
+                message,
+            }),
+            other => Err(o.failed(other)),
+        }
+    }
+
+    /// A proxy for the event `name`.
+    pub fn event(&self, name: &str) -> Result<Event, Error> {
+        Object::open(self, name, &[ObjectKind::Event]).map(|o| Event { o })
+    }
+
+    /// A proxy for the lock (or reentrant lock) `name`.
+    pub fn lock(&self, name: &str) -> Result<Lock, Error> {
+        Object::open(self, name, &[ObjectKind::Lock, ObjectKind::RLock]).map(|o| Lock { o })
+    }
+
+    /// A proxy for the semaphore (bounded or not) `name`.
+    pub fn semaphore(&self, name: &str) -> Result<Semaphore, Error> {
+        let kinds = [ObjectKind::Semaphore, ObjectKind::BoundedSemaphore];
+        Object::open(self, name, &kinds).map(|o| Semaphore { o })
+    }
+
+    /// A proxy for the value `name`, holding a `T` (one value of the value model).
+    pub fn value<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Value<T>, Error> {
+        Object::open(self, name, &[ObjectKind::Value]).map(|o| Value { o, _t: PhantomData })
+    }
+
+    /// A proxy for the barrier `name`.
+    pub fn barrier(&self, name: &str) -> Result<Barrier, Error> {
+        Object::open(self, name, &[ObjectKind::Barrier]).map(|o| Barrier { o })
+    }
+
+    /// A proxy for the dict `name`, from `K` to `V` (values of the value model).
+    pub fn dict<K, V>(&self, name: &str) -> Result<Dict<K, V>, Error>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        Object::open(self, name, &[ObjectKind::Dict]).map(|o| Dict {
+            o,
+            _kv: PhantomData,
+        })
+    }
+}
+
+/// An event: a flag clients set, clear and wait for (Python's `Event`).
+#[derive(Debug, Clone)]
+pub struct Event {
+    o: Object,
+}
+
+impl Event {
+    /// Sets the flag; every waiter wakes.
+    pub fn set(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Set)?;
+        self.o.done(outcome)
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Clear)?;
+        self.o.done(outcome)
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> Result<bool, Error> {
+        let outcome = self.o.act(Action::IsSet)?;
+        self.o.flag(outcome)
+    }
+
+    /// Waits until the flag is set.
+    pub fn wait(&self) -> Result<(), Error> {
+        let outcome = self
+            .o
+            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
+        self.o.flag(outcome).map(drop)
+    }
+
+    /// Waits at most `timeout` for the flag: whether it is set.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
+        self.o.flag(outcome)
+    }
+}
+
+/// A lock held by one connection at a time (Python's `Lock`, or `RLock` when declared so);
+/// released when the connection holding it ends.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    o: Object,
+}
+
+impl Lock {
+    /// Takes the lock, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<(), Error> {
+        let outcome = self
+            .o
+            .blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
+        self.o.flag(outcome).map(drop)
+    }
+
+    /// Takes the lock if it is free now: whether it was.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        let outcome = self.o.act(Action::Acquire { wait: Wait::NoWait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Takes the lock, waiting at most `timeout`: whether it was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Releases the lock; `Err` (not owner) if this connection does not hold it.
+    pub fn release(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Release)?;
+        self.o.done(outcome)
+    }
+
+    /// Whether the lock is free now.
+    pub fn is_free(&self) -> Result<bool, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome).map(|n| n > 0)
+    }
+
+    /// Takes the lock and holds it until the guard is dropped.
+    pub fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        self.acquire()?;
+        Ok(LockGuard { lock: self })
+    }
+}
+
+/// Holds a [`Lock`] until dropped (a failed release on drop is only logged: the manager
+/// releases the lock anyway when the connection ends).
+#[derive(Debug)]
+pub struct LockGuard<'l> {
+    lock: &'l Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.lock.release() {
+            warn!(lock = %self.lock.o.name, "release failed: {e}");
+        }
+    }
+}
+
+/// A semaphore: permits taken and given back (Python's `Semaphore` / `BoundedSemaphore`); the
+/// permits a connection holds come back when it ends.
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    o: Object,
+}
+
+impl Semaphore {
+    /// Takes a permit, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<(), Error> {
+        let outcome = self
+            .o
+            .blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
+        self.o.flag(outcome).map(drop)
+    }
+
+    /// Takes a permit if one is free now: whether one was.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        let outcome = self.o.act(Action::Acquire { wait: Wait::NoWait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Takes a permit, waiting at most `timeout`: whether one was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Gives a permit back (`Err` with `Overflow` beyond a bounded semaphore's bound).
+    pub fn release(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Release)?;
+        self.o.done(outcome)
+    }
+
+    /// Permits free now.
+    pub fn get_value(&self) -> Result<u32, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome)
+    }
+}
+
+/// One shared value of type `T` (Python's `Value`), `null` until set.
+#[derive(Debug)]
+pub struct Value<T> {
+    o: Object,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value {
+            o: self.o.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Value<T> {
+    /// The value (decoding `null`, its value until first set, needs a `T` that is an
+    /// `Option`).
+    pub fn get(&self) -> Result<T, Error> {
+        match self.o.act(Action::Get)? {
+            Outcome::Value(bytes) => decode(bytes),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::Put { value: &value })?;
+        self.o.done(outcome)
+    }
+
+    /// Replaces the value with `value` if it is `expected` now (compared by encoding):
+    /// whether it was.
+    pub fn compare_and_set(&self, expected: &T, value: &T) -> Result<bool, Error> {
+        let (expected, value) = (encode(expected)?, encode(value)?);
+        let outcome = self.o.act(Action::CompareAndSet {
+            expected: &expected,
+            value: &value,
+        })?;
+        self.o.flag(outcome)
+    }
+}
+
+/// A barrier for a fixed number of parties (Python's `Barrier`): broken when a party times
+/// out or its connection ends.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    o: Object,
+}
+
+impl Barrier {
+    /// The parties it waits for.
+    pub fn parties(&self) -> u32 {
+        self.o.info.spec.capacity
+    }
+
+    /// Waits until every party has arrived: this party's arrival index (0 for the first).
+    pub fn wait(&self) -> Result<u32, Error> {
+        let outcome = self
+            .o
+            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
+        self.o.count(outcome)
+    }
+
+    /// Waits at most `timeout`; running out breaks the barrier (`Err` with `Timeout`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
+        self.o.count(outcome)
+    }
+
+    /// Parties waiting now.
+    pub fn n_waiting(&self) -> Result<u32, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome)
+    }
+
+    /// Breaks the barrier: waiters and later waits fail with `Broken`.
+    pub fn abort(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Abort)?;
+        self.o.done(outcome)
+    }
+
+    /// Mends a broken barrier (its waiters fail with `Broken`).
+    pub fn reset(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Reset)?;
+        self.o.done(outcome)
+    }
+}
+
+/// A bounded map from `K` to `V` (Python's `dict`), values of the value model; keys compare
+/// by their encoding.
+#[derive(Debug)]
+pub struct Dict<K, V> {
+    o: Object,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for Dict<K, V> {
+    fn clone(&self) -> Self {
+        Dict {
+            o: self.o.clone(),
+            _kv: PhantomData,
+        }
+    }
+}
+
+impl<K, V> Dict<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// The value for `key`, if there is one.
+    pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
+        let key = encode(key)?;
+        self.optional(self.o.act(Action::Lookup { key: &key })?)
+    }
+
+    /// Inserts or replaces the entry for `key` (`Err` with `Full` when the dict has no room).
+    pub fn insert(&self, key: &K, value: &V) -> Result<(), Error> {
+        let (key, value) = (encode(key)?, encode(value)?);
+        let outcome = self.o.act(Action::Insert {
+            key: &key,
+            value: &value,
+        })?;
+        self.o.done(outcome)
+    }
+
+    /// Removes the entry for `key`: its value, if there was one.
+    pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
+        let key = encode(key)?;
+        self.optional(self.o.act(Action::Remove { key: &key })?)
+    }
+
+    /// Entries now.
+    pub fn len(&self) -> Result<u32, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome)
+    }
+
+    /// Whether the dict is empty now.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The keys, in insertion order.
+    pub fn keys(&self) -> Result<Vec<K>, Error> {
+        match self.o.act(Action::Keys)? {
+            Outcome::Values(keys) => keys.into_iter().map(decode).collect(),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// The entries, in insertion order.
+    pub fn items(&self) -> Result<Vec<(K, V)>, Error> {
+        match self.o.act(Action::Entries)? {
+            Outcome::Values(flat) => {
+                let mut out = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    out.push((decode(k)?, decode(v)?));
+                }
+                Ok(out)
+            }
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// Waits until `key` is present (at most `timeout`, if given): its value.
+    pub fn wait_for_key(&self, key: &K, timeout: Option<Duration>) -> Result<V, Error> {
+        let key = encode(key)?;
+        let wait = timeout.map_or(Wait::Forever, wait_for);
+        match self
+            .o
+            .blocking(wait, |wait| Action::WaitKey { key: &key, wait })?
+        {
+            Outcome::Value(value) => decode(value),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    fn optional(&self, outcome: Outcome) -> Result<Option<V>, Error> {
+        match outcome {
+            Outcome::Value(value) => decode(value).map(Some),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
+            other => Err(self.o.failed(other)),
+        }
+    }
+}
