@@ -12,6 +12,7 @@ pub const USAGE: &str = "\
 depot-bench: depot side by side with raw TCP, Python's BaseManager and Redis on this machine
 
 usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTERS] [--runs N]
+       depot-bench --soak SECS [--soak-clients N]
 
   --quick            tiny counts and one run per figure (proves the harness works)
   --json FILE        also write the rows as a JSON array to FILE
@@ -19,6 +20,10 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
                      python, redis, depot, depot-mac, depot-tokio, py-on-depot
   --workload LIST    workloads to run, letters a–h, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)
+  --soak SECS        instead: a reliability soak of the depot manager for SECS seconds
+                     (reconnecting producers and consumers; fails on a lost or duplicated
+                     item or on growing memory; see RELIABILITY.md)
+  --soak-clients N   producers and consumers each in the soak (default: 8)
 
 environment: DEPOT_BENCH_PYTHON (python3), DEPOT_BENCH_REDIS_SERVER (redis-server on PATH)";
 
@@ -35,6 +40,10 @@ pub struct Options {
     pub workloads: Option<Vec<char>>,
     /// `--runs`.
     pub runs: Option<usize>,
+    /// `--soak`: how long.
+    pub soak: Option<std::time::Duration>,
+    /// `--soak-clients`.
+    pub soak_clients: Option<usize>,
 }
 
 /// What the command line asks for.
@@ -104,6 +113,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation> {
                     bail!("--runs must be at least 1");
                 }
                 options.runs = Some(runs);
+            }
+            "--soak" => {
+                let secs: f64 = value()?.parse().context("--soak takes seconds")?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    bail!("--soak takes a positive number of seconds");
+                }
+                options.soak = Some(std::time::Duration::from_secs_f64(secs));
+            }
+            "--soak-clients" => {
+                let n: usize = value()?.parse().context("--soak-clients takes a number")?;
+                if n == 0 {
+                    bail!("--soak-clients must be at least 1");
+                }
+                options.soak_clients = Some(n);
             }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }

@@ -10,6 +10,7 @@ mod cli;
 mod holder;
 mod os;
 mod report;
+mod soak;
 mod stats;
 mod system;
 mod systems;
@@ -46,6 +47,9 @@ fn main() -> ExitCode {
 
 /// Run the benchmark; `Ok(false)` when some figure failed.
 fn bench(options: &Options) -> Result<bool> {
+    if let Some(secs) = options.soak {
+        return soak::run(secs, options.soak_clients.unwrap_or(soak::DEFAULT_CLIENTS));
+    }
     let mut plan = if options.quick {
         Plan::quick()
     } else {

@@ -66,7 +66,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a manager in the foreground until Ctrl-C, SIGTERM or a permitted remote shutdown.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Put items into a queue: the VALUEs given, or else one item per line of stdin.
     #[command(after_help = PUT_HELP)]
     Put(PutArgs),
@@ -569,7 +569,7 @@ fn run(cli: Cli) -> CliResult {
     };
     match cli.command {
         // `serve` may also name its authkey file in its config file.
-        Command::Serve(args) => serve(args, file),
+        Command::Serve(args) => serve(*args, file),
         Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
         Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
         Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),

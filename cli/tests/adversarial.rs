@@ -4,6 +4,10 @@
 //!
 //! Each attack runs `DEPOT_ADVERSARIAL_SECS` seconds (default 3). The figures are printed:
 //! `cargo test -p depot-cli --test adversarial -- --nocapture --test-threads 1`.
+//! `DEPOT_TEST_LOG=debug` sets the manager's log filter and prints its log at the end.
+//!
+//! Peers that misbehave after authenticating (stop reading, flood blocked puts) are played by
+//! the core's client state machine driven by hand ([`Raw`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot_std::{Client, Error};
+use depot_core::wire::{Op, Reply};
+use depot_core::{Event, Wait};
+use depot_std::{Client, Error, ErrorCode};
 
 mod handshake;
 
@@ -66,7 +72,10 @@ impl Server {
         ])
         .args(args)
         .env("DEPOT_AUTHKEY", KEY)
-        .env_remove("RUST_LOG")
+        .env(
+            "RUST_LOG",
+            std::env::var("DEPOT_TEST_LOG").unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -108,6 +117,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::env::var_os("DEPOT_TEST_LOG").is_some() {
+            eprintln!("{}", self.log_text());
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -522,4 +534,481 @@ fn out_of_descriptors_clients_are_told_busy() {
     let log = server.log_text();
     assert!(log.contains("accept_errors="), "{log}");
     assert!(server.log_bytes() < 2048, "{log}");
+}
+
+/// A depot client driven by hand over a blocking socket (the core's client state machine), so
+/// a test decides when it reads, if ever.
+struct Raw {
+    core: depot_core::Client<'static>,
+    sock: TcpStream,
+    buf: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+/// A reply, owned: the items it carried, or its error code.
+#[derive(Debug)]
+enum Answer {
+    Items(Vec<Vec<u8>>),
+    Opened(depot_core::Handle),
+    Done,
+    Failed(ErrorCode),
+    Other,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        use std::hash::{BuildHasher, RandomState};
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_nodelay(true).unwrap();
+        let mut nonce = [0u8; depot_core::wire::NONCE_LEN];
+        for (i, chunk) in nonce.chunks_mut(8).enumerate() {
+            let r = RandomState::new().hash_one(i).to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        let config = depot_core::client::ClientConfig {
+            handshake_timeout_ms: 5_000,
+            reply_timeout_ms: 600_000,
+            ..Default::default()
+        };
+        let core = depot_core::Client::owned(
+            config,
+            KEY.as_bytes(),
+            nonce,
+            depot_core::Instant::ZERO,
+            4 << 20,
+            4 << 20,
+            4096,
+        );
+        let mut raw = Raw {
+            core,
+            sock,
+            buf: vec![0; 64 << 10],
+            pending: Vec::new(),
+        };
+        loop {
+            match raw.core.poll_event() {
+                Some(Event::Connected) => return raw,
+                Some(Event::Closed(e)) => panic!("handshake: {e}"),
+                Some(_) => {}
+                None => {
+                    // The hello, then the proof that decoding the challenge produced.
+                    raw.flush();
+                    assert!(raw.read_some(), "closed in the handshake");
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        loop {
+            let out = self.core.poll_transmit();
+            let n = out.len();
+            if n == 0 {
+                return;
+            }
+            self.sock.write_all(out).unwrap();
+            self.core.handle_transmitted(n);
+        }
+    }
+
+    /// Feeds the core input it has not taken yet (it takes none while an event it decoded
+    /// waits to be polled), or else more from the socket; `false` at the socket's end.
+    fn read_some(&mut self) -> bool {
+        let taken = self.core.handle_input(&self.pending);
+        self.pending.drain(..taken);
+        if taken > 0 {
+            return true;
+        }
+        match self.sock.read(&mut self.buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&self.buf[..n]);
+                let taken = self.core.handle_input(&self.pending);
+                self.pending.drain(..taken);
+                true
+            }
+        }
+    }
+
+    fn send(&mut self, op: Op<'_>) -> u32 {
+        let id = self.core.send(depot_core::Instant::ZERO, op).unwrap();
+        self.flush();
+        id
+    }
+
+    /// The next reply, reading as needed; `None` once the connection is over.
+    fn next(&mut self) -> Option<(u32, Answer)> {
+        loop {
+            if let Some(event) = self.core.poll_event() {
+                return match event {
+                    Event::Reply { id, reply } => Some((id, Answer::of(reply))),
+                    Event::Closed(_) => None,
+                    _ => continue,
+                };
+            }
+            if !self.read_some() {
+                return None;
+            }
+        }
+    }
+
+    fn open(&mut self, name: &str) -> depot_core::Handle {
+        let id = self.send(Op::Open { name });
+        match self.next() {
+            Some((got, Answer::Opened(handle))) if got == id => handle,
+            other => panic!("open {name}: {other:?}"),
+        }
+    }
+}
+
+impl Answer {
+    fn of(reply: Reply<'_>) -> Answer {
+        match reply {
+            Reply::Item { item, .. } => Answer::Items(vec![item.to_vec()]),
+            Reply::Items { items, .. } => Answer::Items(items.iter().map(<[u8]>::to_vec).collect()),
+            Reply::Opened(info) => Answer::Opened(info.handle),
+            Reply::Error(code) => Answer::Failed(code),
+            Reply::Done => Answer::Done,
+            _ => Answer::Other,
+        }
+    }
+}
+
+/// The numbered item `n` of `size` bytes: its number, then filler.
+fn numbered(n: u32, size: usize) -> Vec<u8> {
+    let mut item = vec![0xA5; size.max(4)];
+    item[..4].copy_from_slice(&n.to_be_bytes());
+    item
+}
+
+fn number(item: &[u8]) -> u32 {
+    u32::from_be_bytes(item[..4].try_into().unwrap())
+}
+
+fn queue_stat(client: &Client, name: &str) -> depot_std::QueueStat {
+    client
+        .stat()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+}
+
+/// Clients that ask for items and never read their socket while the replies pile up: the
+/// manager stops reading them, drops them at the write-stall deadline with memory flat, other
+/// clients go on unaffected, and no item is lost: every item is either still queued (the
+/// replies never handed to the socket are given back, counted by `stat`) or in the dropped
+/// client's socket, which it can still read.
+#[test]
+fn non_reading_clients_lose_no_items() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const ITEMS: u32 = 40_000;
+    const SIZE: usize = 1024;
+    const READERS: usize = 3;
+    let stall = Duration::from_secs(2);
+    let server = Server::start(
+        "non-reading",
+        &[
+            "--queue",
+            "work:50000:raw",
+            "--write-stall-timeout",
+            "2",
+            "--max-connections",
+            "100",
+        ],
+        None,
+    );
+    let client = Client::connect(server.addr, KEY).unwrap();
+    let work = client.raw_queue("work").unwrap();
+    let items: Vec<Vec<u8>> = (0..ITEMS).map(|n| numbered(n, SIZE)).collect();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    work.put_many(&refs).unwrap();
+    let put_before = queue_stat(&client, "work");
+    assert_eq!(put_before.len, ITEMS);
+    let rss_before = server.rss_kib();
+
+    // Each asks for 64 items 300 times over (more than the queue holds), reads nothing.
+    let mut readers: Vec<Raw> = (0..READERS).map(|_| Raw::connect(server.addr)).collect();
+    for raw in &mut readers {
+        let handle = raw.open("work");
+        for _ in 0..300 {
+            raw.send(Op::GetMany {
+                handle,
+                max_items: 64,
+                max_bytes: 64 << 10,
+                wait: Wait::NoWait,
+            });
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (stop, addr) = (stop.clone(), server.addr);
+        thread::spawn(move || probe(addr, &stop))
+    };
+    // Until the readers are stuck: the queue stops shrinking.
+    let mut stuck_len = queue_stat(&client, "work").len;
+    let mut rss_max = rss_before;
+    let start = Instant::now();
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        rss_max = rss_max.max(server.rss_kib());
+        let len = queue_stat(&client, "work").len;
+        if len == stuck_len {
+            break;
+        }
+        stuck_len = len;
+        assert!(start.elapsed() < stall, "the queue kept shrinking");
+    }
+    // Past the deadline the manager has dropped them.
+    while start.elapsed() < stall + Duration::from_millis(1500) {
+        rss_max = rss_max.max(server.rss_kib());
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let probe = prober.join().unwrap();
+    let after_drop = queue_stat(&client, "work");
+    let given_back = after_drop.len - stuck_len;
+
+    // What reached each dropped client is still in its socket, in order.
+    let mut seen = vec![0u8; ITEMS as usize];
+    let mut in_sockets = Vec::new();
+    for mut raw in readers {
+        raw.sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut last = None;
+        let mut count = 0u32;
+        while let Some((_, answer)) = raw.next() {
+            if let Answer::Items(items) = answer {
+                for item in items {
+                    assert_eq!(item.len(), SIZE);
+                    let n = number(&item);
+                    assert!(last < Some(n), "out of order: {n} after {last:?}");
+                    last = Some(n);
+                    seen[n as usize] += 1;
+                    count += 1;
+                }
+            }
+        }
+        in_sockets.push(count);
+    }
+    // The rest is queued.
+    let drained = work.qsize().unwrap();
+    for item in work.get_many(drained as usize).unwrap() {
+        seen[number(&item) as usize] += 1;
+    }
+    let end = queue_stat(&client, "work");
+    let p = &probe;
+    println!(
+        "non-reading: {ITEMS} items of {SIZE} B; {READERS} clients that stopped reading took \
+         {in_sockets:?} into their sockets, {given_back} given back when dropped, {drained} \
+         drained after | probe {}/{} in | RSS {rss_before} -> max {rss_max} KiB",
+        p.tries as usize - p.failures.len(),
+        p.tries,
+    );
+    assert!(p.failures.is_empty(), "{:?}", p.failures);
+    assert!(
+        given_back > 0,
+        "nothing was waiting to be sent when they were dropped"
+    );
+    assert_eq!(end.len, 0);
+    let lost: Vec<usize> = (0..seen.len()).filter(|&n| seen[n] == 0).collect();
+    let twice: Vec<usize> = (0..seen.len()).filter(|&n| seen[n] > 1).collect();
+    assert!(
+        lost.is_empty(),
+        "{} items lost, first {:?}",
+        lost.len(),
+        lost.first()
+    );
+    assert!(
+        twice.is_empty(),
+        "{} items twice, first {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert!(
+        rss_max < rss_before + 32 * 1024,
+        "memory grew from {rss_before} to {rss_max} KiB"
+    );
+    let status = client.status().unwrap();
+    assert_eq!(status.connections, 1, "the dropped clients are gone");
+}
+
+/// Many producers on many connections blocked on a full queue while consumers drain it: every
+/// item arrives exactly once, each producer's in order; beyond the manager's budget for blocked
+/// puts' items, a put is refused at once with a typed error (`WaiterLimit`), and never hangs.
+#[test]
+fn blocked_puts_under_pressure() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const CONNECTIONS: usize = 48;
+    const THREADS: usize = 2;
+    const EACH: u32 = 50;
+    let server = Server::start(
+        "blocked-puts",
+        &["--queue", "narrow:8:raw", "--max-connections", "100"],
+        None,
+    );
+    let client = Client::connect(server.addr, KEY).unwrap();
+    let rss_before = server.rss_kib();
+    let producers: Vec<_> = (0..CONNECTIONS)
+        .flat_map(|c| {
+            let producer = Client::connect(server.addr, KEY).unwrap();
+            (0..THREADS).map(move |t| {
+                let q = producer.raw_queue("narrow").unwrap();
+                let id = (c * THREADS + t) as u32;
+                thread::spawn(move || {
+                    for seq in 0..EACH {
+                        q.put(&numbered((id << 16) | seq, 16)).unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    let total = (CONNECTIONS * THREADS) as u32 * EACH;
+    // Wait until (nearly) every producer is blocked.
+    let start = Instant::now();
+    let mut most_putters = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        most_putters = most_putters.max(queue_stat(&client, "narrow").putters);
+        if most_putters as usize >= CONNECTIONS * THREADS - 8 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let rss_blocked = server.rss_kib();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let q = Client::connect(server.addr, KEY)
+                .unwrap()
+                .raw_queue("narrow")
+                .unwrap();
+            let received = received.clone();
+            thread::spawn(move || {
+                let mut mine = Vec::new();
+                loop {
+                    match q.get_timeout(Duration::from_secs(2)) {
+                        Ok(item) => mine.push(number(&item)),
+                        Err(e) if e.code() == Some(ErrorCode::Timeout) => break,
+                        Err(e) => panic!("get: {e}"),
+                    }
+                }
+                received.lock().unwrap().push(mine);
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        c.join().unwrap();
+    }
+    let received = Arc::try_unwrap(received).unwrap().into_inner().unwrap();
+    let mut next = vec![0u32; CONNECTIONS * THREADS];
+    // Each consumer sees every producer's items in order (FIFO): merged by arrival within a
+    // consumer, interleaved across consumers.
+    for mine in &received {
+        let mut last = vec![None; CONNECTIONS * THREADS];
+        for &n in mine {
+            let (id, seq) = ((n >> 16) as usize, n & 0xFFFF);
+            assert!(
+                last[id] < Some(seq),
+                "producer {id}: {seq} after {:?}",
+                last[id]
+            );
+            last[id] = Some(seq);
+            next[id] += 1;
+        }
+    }
+    let mut all: Vec<u32> = received.iter().flatten().copied().collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "an item arrived twice");
+    assert_eq!(all.len() as u32, total, "items lost");
+    let stat = queue_stat(&client, "narrow");
+    assert_eq!(
+        (stat.len, stat.putters, stat.total_got),
+        (0, 0, u64::from(total))
+    );
+    println!(
+        "blocked puts: {} producers on {CONNECTIONS} connections, {most_putters} blocked at once; \
+         {total} items each got once, in order | RSS {rss_before} -> {rss_blocked} KiB",
+        CONNECTIONS * THREADS
+    );
+    drop(client);
+
+    // The park budget (64 MiB of blocked puts' items) is what a flood of large blocked puts
+    // meets: beyond it each put is refused at once.
+    let server = Server::start(
+        "park-budget",
+        &["--queue", "big:1:raw", "--max-item", "1048576"],
+        None,
+    );
+    let client = Client::connect(server.addr, KEY).unwrap();
+    let big = client.raw_queue("big").unwrap();
+    big.put(&numbered(u32::MAX, 1000)).unwrap();
+    let rss_before = server.rss_kib();
+    let mut floods: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr)).collect();
+    let mut parked = 0u32;
+    let mut parked_on = [0u32; 2];
+    let mut refused = 0u32;
+    let mut slowest_refusal = Duration::ZERO;
+    for (c, raw) in floods.iter_mut().enumerate() {
+        let handle = raw.open("big");
+        for seq in 0..40u32 {
+            let item = numbered(((c as u32) << 16) | seq, 1 << 20);
+            let t = Instant::now();
+            let id = raw.send(Op::Put {
+                handle,
+                item: &item,
+                wait: Wait::Forever,
+            });
+            // A parked put is not answered yet; ask for the size behind it to see which.
+            let probe_id = raw.send(Op::Size { handle });
+            match raw.next() {
+                Some((got, Answer::Failed(ErrorCode::WaiterLimit))) if got == id => {
+                    refused += 1;
+                    slowest_refusal = slowest_refusal.max(t.elapsed());
+                    assert!(matches!(raw.next(), Some((got, _)) if got == probe_id));
+                }
+                Some((got, Answer::Other)) if got == probe_id => {
+                    parked += 1;
+                    parked_on[c] += 1;
+                }
+                other => panic!("put {seq}: {other:?}"),
+            }
+        }
+    }
+    let rss_parked = server.rss_kib();
+    let blocked = queue_stat(&client, "big").putters;
+    // Draining completes every parked put, in order per connection; refused ones changed
+    // nothing.
+    let mut got = vec![number(&big.get().unwrap())];
+    for _ in 0..parked {
+        got.push(number(&big.get_timeout(Duration::from_secs(10)).unwrap()));
+    }
+    for (raw, n) in floods.iter_mut().zip(parked_on) {
+        for _ in 0..n {
+            assert!(matches!(raw.next(), Some((_, Answer::Done))));
+        }
+    }
+    assert_eq!(big.get_nowait().unwrap_err().code(), Some(ErrorCode::Empty));
+    println!(
+        "park budget: 80 blocked puts of 1 MiB: {parked} parked, {refused} refused WaiterLimit \
+         (slowest {slowest_refusal:?}) | RSS {rss_before} -> {rss_parked} KiB"
+    );
+    assert_eq!(got[0], u32::MAX);
+    for pair in got[1..].windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(a >> 16 != b >> 16 || a < b, "{b:#x} after {a:#x}");
+    }
+    assert_eq!(blocked, parked);
+    assert!(
+        refused > 0 && parked > 0,
+        "parked {parked}, refused {refused}"
+    );
+    assert_eq!(parked + refused, 80);
+    assert!(slowest_refusal < GET_IN);
+    assert!(rss_parked < rss_before + 96 * 1024, "RSS {rss_parked} KiB");
 }

@@ -116,6 +116,13 @@ fn item(x: u8, k: u8) -> Vec<u8> {
     vec![x ^ k; 1 + (x as usize + k as usize) % 12]
 }
 
+/// Sends a request unless the client has too many in flight (a client that stopped reading
+/// piles them up): that limit is the client's, not what this test is about.
+fn send(p: &mut Pair, c: usize, op: Op) {
+    let now = p.now;
+    let _ = p.peers[c].client.send(now, op);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -132,22 +139,22 @@ proptest! {
             match *s {
                 Step::Put(c, x, w) => {
                     let it = item(x, k);
-                    p.put(clients[c], h, &it, waits(w));
+                    send(&mut p, clients[c], Op::Put { handle: h, item: &it, wait: waits(w) });
                 }
                 Step::PutMany(c, x, count) => {
                     let list: Vec<_> = (0..count).map(|j| item(x, k.wrapping_add(j))).collect();
                     let list = packed(&list);
-                    p.send(clients[c], Op::PutMany { handle: h, items: Items(&list), wait: Wait::Millis(30) });
+                    send(&mut p, clients[c], Op::PutMany { handle: h, items: Items(&list), wait: Wait::Millis(30) });
                 }
                 Step::Get(c, w) => {
-                    p.get(clients[c], h, waits(w));
+                    send(&mut p, clients[c], Op::Get { handle: h, wait: waits(w) });
                 }
                 Step::GetMany(c, max) => {
-                    p.send(clients[c], Op::GetMany { handle: h, max_items: max.into(), max_bytes: 64, wait: Wait::Millis(40) });
+                    send(&mut p, clients[c], Op::GetMany { handle: h, max_items: max.into(), max_bytes: 64, wait: Wait::Millis(40) });
                 }
                 Step::Return(c, x) => {
                     let it = item(x, k);
-                    p.send(clients[c], Op::Return { handle: h, item: &it });
+                    send(&mut p, clients[c], Op::Return { handle: h, item: &it });
                 }
                 Step::Deaf(c) => p.peers[clients[c]].reading = false,
                 Step::Drop(c) => {
@@ -308,4 +315,53 @@ fn a_created_queue_is_journaled() {
             Rec::Appended(h, b"one".to_vec())
         ]
     );
+}
+
+/// Leased gets keep the journal true to the queue: a lease is journaled as a removal, an ack
+/// changes nothing more, and items that come back (nack, expiry, a dropped connection) are
+/// journaled as returned.
+#[test]
+fn leases_keep_the_journal_true_to_the_queue() {
+    let mut p = Pair::new(Setup::queue("q", 16, 16, 1024));
+    let journal = Recorder::default();
+    p.m.set_journal(Box::new(journal.clone()) as Box<dyn Journal>);
+    let a = p.connect();
+    let b = p.connect();
+    let h = p.open(a, "q");
+    for i in 0..8u8 {
+        p.put(a, h, &[i], Wait::NoWait);
+        p.pump();
+    }
+    let leased = |p: &mut Pair, c: usize, n: u32, ms: u32| -> u64 {
+        let op = Op::GetLeased {
+            handle: h,
+            max_items: n,
+            max_bytes: 64,
+            lease_ms: ms,
+            wait: Wait::NoWait,
+        };
+        match p.call(c, op) {
+            Owned::Leased { lease, .. } => lease,
+            other => panic!("leased get: {other:?}"),
+        }
+    };
+    let check = |p: &Pair, what: &str| {
+        let records = journal.0.lock().unwrap().clone();
+        assert_eq!(replay(&records, 1)[0], contents(&p.m, h), "after {what}");
+    };
+    let acked = leased(&mut p, a, 2, 10_000);
+    check(&p, "a lease of two");
+    assert_eq!(p.call(a, Op::Ack { lease: acked }), Owned::Done);
+    check(&p, "an ack");
+    let nacked = leased(&mut p, a, 2, 10_000);
+    assert_eq!(p.call(a, Op::Nack { lease: nacked }), Owned::Done);
+    check(&p, "a nack");
+    leased(&mut p, a, 1, 50);
+    p.advance(100);
+    check(&p, "an expiry");
+    leased(&mut p, b, 3, 10_000);
+    check(&p, "a lease held by a connection about to drop");
+    p.disconnect(b);
+    check(&p, "a dropped connection's leases");
+    assert_eq!(contents(&p.m, h).len(), 6);
 }

@@ -59,6 +59,7 @@
 mod client;
 mod error;
 mod manager;
+mod sync;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

@@ -427,7 +427,7 @@ impl ManagerProcess {
         Ok(ManagerProcess { child, addr })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.pid()
     }
 

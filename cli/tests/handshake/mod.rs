@@ -53,6 +53,7 @@ pub fn handshake(mut stream: TcpStream, name: &str, key: &[u8]) -> Result<bool, 
     hello.extend_from_slice(&[0x80, 0x80, 0x04]); // max_frame 65536, a varint
     hello.push(name.len() as u8);
     hello.extend_from_slice(name.as_bytes());
+    hello.push(0); // encrypt: false (frames MACed, PROTOCOL.md §5)
     let mut frame = (hello.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&hello);
     stream

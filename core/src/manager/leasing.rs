@@ -118,6 +118,9 @@ impl<'a> Manager<'a> {
                 for _ in 0..count {
                     q.queue.pop_front();
                 }
+                // Journaled as taken from the queue: a lease is not in the journal yet, so a
+                // restart after a crash does not bring leased items back.
+                crate::journal::note(&mut self.journal, |j| j.removed(handle, count));
                 self.output_queued(i, was_idle);
                 self.wake_at(deadline);
             }
@@ -189,6 +192,7 @@ impl<'a> Manager<'a> {
                 super::fits_mode(d.queue.spec(), item) && d.queue.push(item).is_ok()
             });
             if pushed {
+                crate::journal::note(&mut self.journal, |j| j.appended(dlq, item));
                 moved += 1;
             } else {
                 warn!("the dead-letter queue refused an item: it goes back to its queue");
@@ -210,7 +214,9 @@ impl<'a> Manager<'a> {
             .registry
             .queue(handle)
             .is_ok_and(|q| q.queue.push_front_delivered(item, deliveries));
-        if !done {
+        if done {
+            crate::journal::note(&mut self.journal, |j| j.returned(handle, item));
+        } else {
             self.return_item(handle, item);
         }
     }

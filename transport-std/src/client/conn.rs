@@ -19,8 +19,7 @@
 //! back when they empty, so an idle client holds none.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use depot_core::client::ClientConfig;
@@ -31,6 +30,7 @@ use depot_core::wire::{
 use depot_core::{Event, Instant};
 use tracing::debug;
 
+use crate::sync::{Condvar, Mutex, MutexGuard, Stream};
 use crate::Error;
 
 /// Requests one connection keeps in flight at most.
@@ -158,7 +158,7 @@ struct State {
 }
 
 struct Writer {
-    stream: TcpStream,
+    stream: Stream,
     /// The core's output, copied out so the socket write happens outside the state lock.
     buf: Vec<u8>,
 }
@@ -171,7 +171,7 @@ pub(crate) struct Conn {
     changed: Condvar,
     writer: Mutex<Writer>,
     /// The leader's read side, its buffer, and the read timeout last set on the socket.
-    reader: Mutex<(TcpStream, Vec<u8>, Option<Duration>)>,
+    reader: Mutex<(Stream, Vec<u8>, Option<Duration>)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -195,6 +195,7 @@ pub(crate) fn millis(d: Duration) -> u32 {
 impl Conn {
     /// Connects to the first address that answers and runs the handshake, all within
     /// `timeout`.
+    #[cfg(not(shuttle))]
     pub(crate) fn connect(
         addr: impl ToSocketAddrs,
         key_name: depot_core::KeyName,
@@ -218,7 +219,7 @@ impl Conn {
                 };
                 break;
             }
-            match TcpStream::connect_timeout(a, left) {
+            match std::net::TcpStream::connect_timeout(a, left) {
                 Ok(s) => {
                     connected = Some((s, *a));
                     break;
@@ -229,6 +230,32 @@ impl Conn {
         let (stream, peer) = connected.ok_or(last)?;
         // Requests are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true)?;
+        Self::over(stream, peer, key_name, authkey, timeout, epoch, encryption)
+    }
+
+    /// The model checker has no sockets: its tests connect with [`Conn::over`].
+    #[cfg(shuttle)]
+    pub(crate) fn connect(
+        _: impl ToSocketAddrs,
+        _: depot_core::KeyName,
+        _: &[u8],
+        _: Duration,
+        _: depot_core::Encryption,
+    ) -> Result<Conn, Error> {
+        Err(Error::Config("no TCP under the model checker".into()))
+    }
+
+    /// Runs the handshake on a connected `stream`, within `timeout` of `epoch`.
+    pub(crate) fn over(
+        stream: Stream,
+        peer: SocketAddr,
+        key_name: depot_core::KeyName,
+        authkey: &[u8],
+        timeout: Duration,
+        epoch: std::time::Instant,
+        encryption: depot_core::Encryption,
+    ) -> Result<Conn, Error> {
+        let deadline = epoch + timeout;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|e| io::Error::other(format!("no random bytes for a nonce: {e}")))?;
@@ -640,6 +667,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+#[cfg_attr(shuttle, allow(dead_code))]
 pub(crate) fn connect_error(addr: SocketAddr, e: io::Error) -> Error {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Error::Refused {

@@ -3,6 +3,8 @@
 pub(crate) mod conn;
 mod lease;
 mod link;
+#[cfg(all(test, shuttle))]
+mod model;
 mod objects;
 pub(crate) mod proxy;
 mod python;

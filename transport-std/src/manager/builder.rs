@@ -477,6 +477,7 @@ impl ManagerBuilder {
         let listener = std::net::TcpListener::bind(&addrs[..])
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}")))?;
         listener.set_nonblocking(true)?;
+        deepen_backlog(&listener);
         let address = listener.local_addr()?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let poll = mio::Poll::new()?;
@@ -498,3 +499,22 @@ impl ManagerBuilder {
         })
     }
 }
+
+/// Connections the kernel may hold for the manager before it accepts them. std listens with a
+/// backlog of 128: a burst of connections (a flood, or a fleet reconnecting at once) overflows
+/// it, and the kernel drops further SYNs, which a client retries only after a second. The
+/// kernel caps the figure at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Raises the listening socket's backlog to [`LISTEN_BACKLOG`] (calling `listen` again on a
+/// listening socket changes its backlog). Best effort: the std backlog stays on failure.
+#[cfg(unix)]
+fn deepen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` reads only its arguments; the descriptor is the listener's own and open.
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+}
+
+#[cfg(not(unix))]
+fn deepen_backlog(_listener: &std::net::TcpListener) {}
