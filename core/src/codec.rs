@@ -307,6 +307,9 @@ impl<'a> Reader<'a> {
             12 => Reply::Value(self.bytes()),
             13 => Reply::Values(Items(self.bytes())),
             14 => Reply::Failed(self.str()),
+            15 => Reply::Session {
+                resumed: self.flag(),
+            },
             _ => self.fail(Reply::Done),
         }
     }
@@ -383,6 +386,19 @@ impl<'a> Reader<'a> {
             18 => Op::Act {
                 handle: self.handle(),
                 action: self.action(),
+            },
+            19 => Op::Session { id: self.array() },
+            20 => Op::PutSeq {
+                seq: self.u64(),
+                handle: self.handle(),
+                item: self.bytes(),
+                wait: self.wait(),
+            },
+            21 => Op::PutManySeq {
+                seq: self.u64(),
+                handle: self.handle(),
+                items: Items(self.bytes()),
+                wait: self.wait(),
             },
             _ => self.fail(Op::Status),
         }
@@ -475,7 +491,7 @@ pub(crate) fn decode_all<'a, T>(
 }
 
 /// Every `ErrorCode`, at its variant index.
-const ERROR_CODES: [ErrorCode; 22] = [
+const ERROR_CODES: [ErrorCode; 25] = [
     ErrorCode::Empty,
     ErrorCode::Full,
     ErrorCode::Timeout,
@@ -498,6 +514,9 @@ const ERROR_CODES: [ErrorCode; 22] = [
     ErrorCode::NotOwner,
     ErrorCode::Broken,
     ErrorCode::Overflow,
+    ErrorCode::NoSession,
+    ErrorCode::SessionLimit,
+    ErrorCode::SequenceExpired,
 ];
 
 /// Every `ObjectKind`, at its variant index.
@@ -515,7 +534,7 @@ const OBJECT_KINDS: [ObjectKind; 10] = [
 ];
 
 /// Every `CloseReason`, at its variant index.
-const CLOSE_REASONS: [CloseReason; 14] = [
+const CLOSE_REASONS: [CloseReason; 15] = [
     CloseReason::AuthFailed,
     CloseReason::VersionMismatch,
     CloseReason::BadMagic,
@@ -530,6 +549,7 @@ const CLOSE_REASONS: [CloseReason; 14] = [
     CloseReason::Busy,
     CloseReason::PeerClosed,
     CloseReason::EncryptionRequired,
+    CloseReason::Superseded,
 ];
 
 /// Writes postcard values into a byte slice; once a value does not fit, nothing more is
@@ -688,6 +708,7 @@ impl<'o> Writer<'o> {
                 self.u32(14);
                 self.bytes(text.as_bytes());
             }
+            Reply::Session { resumed } => self.u32s(&[15, resumed.into()]),
         }
     }
 
@@ -845,6 +866,34 @@ impl<'o> Writer<'o> {
             Op::Act { handle, action } => {
                 self.u32s(&[18, handle.0.into()]);
                 self.action(&action);
+            }
+            Op::Session { id } => {
+                self.u32(19);
+                self.raw(&id);
+            }
+            Op::PutSeq {
+                seq,
+                handle,
+                item,
+                wait,
+            } => {
+                self.u32(20);
+                self.varint(seq);
+                self.u32(handle.0.into());
+                self.bytes(item);
+                self.wait(wait);
+            }
+            Op::PutManySeq {
+                seq,
+                handle,
+                items,
+                wait,
+            } => {
+                self.u32(21);
+                self.varint(seq);
+                self.u32(handle.0.into());
+                self.bytes(items.0);
+                self.wait(wait);
             }
         }
     }
@@ -1020,7 +1069,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 16 {
+        match p.variant % 17 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -1071,6 +1120,7 @@ mod tests {
             12 => Reply::Count(n[1]),
             13 => Reply::Value(&p.bytes),
             14 => Reply::Values(Items(&p.bytes)),
+            15 => Reply::Session { resumed: p.flag },
             _ => Reply::Failed(&p.text),
         }
     }
@@ -1127,7 +1177,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 19 {
+        match p.variant % 22 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -1183,9 +1233,26 @@ mod tests {
                 spec: info(p).spec,
                 exist_ok: p.flag,
             },
-            _ => Op::Act {
+            18 => Op::Act {
                 handle,
                 action: action(p),
+            },
+            19 => {
+                let mut id = [0; 16];
+                id.copy_from_slice(&p.nonce[..16]);
+                Op::Session { id }
+            }
+            20 => Op::PutSeq {
+                seq: p.big[0],
+                handle,
+                item: &p.bytes,
+                wait: wait(p),
+            },
+            _ => Op::PutManySeq {
+                seq: p.big[1],
+                handle,
+                items: Items(&p.bytes),
+                wait: wait(p),
             },
         }
     }

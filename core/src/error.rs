@@ -67,6 +67,12 @@ pub enum Error {
     NoSuchLease,
     /// The manager has no room to keep another leased item.
     LeaseLimit,
+    /// A numbered put on a connection with no session.
+    NoSession,
+    /// The manager has no room for another session.
+    SessionLimit,
+    /// A numbered put older than its session's window: whether it was applied is unknown.
+    SequenceExpired,
 }
 
 impl From<ErrorCode> for Error {
@@ -94,6 +100,9 @@ impl From<ErrorCode> for Error {
             ErrorCode::NotOwner => Error::NotOwner,
             ErrorCode::Broken => Error::Broken,
             ErrorCode::Overflow => Error::Overflow,
+            ErrorCode::NoSession => Error::NoSession,
+            ErrorCode::SessionLimit => Error::SessionLimit,
+            ErrorCode::SequenceExpired => Error::SequenceExpired,
         }
     }
 }
@@ -135,6 +144,9 @@ impl Error {
             Error::NotOwner => ErrorCode::NotOwner,
             Error::Broken => ErrorCode::Broken,
             Error::Overflow => ErrorCode::Overflow,
+            Error::NoSession => ErrorCode::NoSession,
+            Error::SessionLimit => ErrorCode::SessionLimit,
+            Error::SequenceExpired => ErrorCode::SequenceExpired,
             _ => return None,
         })
     }

@@ -21,6 +21,8 @@
 //! - [`client`]: the client state machine (one connection, pipelined requests).
 //! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
+//! - [`session`]: what the manager remembers of a client across connections (exactly-once
+//!   puts).
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
 //! ## Features
@@ -58,6 +60,7 @@ pub mod python;
 pub mod queue;
 mod registry;
 pub mod seal;
+pub mod session;
 pub mod storage;
 pub mod throttle;
 pub mod time;
@@ -75,6 +78,7 @@ pub use objects::ObjectSpecError;
 pub use park::ParkStore;
 pub use registry::{DeclareError, ObjectSlot};
 pub use seal::Encryption;
+pub use session::SessionSlot;
 pub use storage::Managed;
 pub use time::Instant;
 pub use waiters::Waiter;

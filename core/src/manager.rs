@@ -43,6 +43,8 @@ pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
 
 const NONE: u32 = u32::MAX;
 
+mod sessions;
+
 /// A connection, by its slot in the storage handed to [`Manager::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -160,6 +162,8 @@ pub struct Connection<'a> {
     peer_len: u8,
     /// The key the peer proved: an index into the keyring, or `DEFAULT_KEY` / `NO_KEY`.
     key: u16,
+    /// The slot of the session this connection holds, `NONE` if none.
+    session: u32,
 }
 
 /// The key given to [`Manager::new`], with every right.
@@ -242,6 +246,7 @@ impl<'a> Connection<'a> {
             peer: [0; SOURCE_LEN],
             peer_len: 0,
             key: NO_KEY,
+            session: NONE,
         }
     }
 
@@ -432,6 +437,8 @@ pub struct Manager<'a> {
     python: Option<PythonSide<'a>>,
     /// Hears every change of queue contents (see [`crate::journal`]).
     journal: Option<JournalSlot<'a>>,
+    /// Clients' sessions (none until [`Manager::serve_sessions`]).
+    sessions: crate::session::Sessions<'a>,
 }
 
 impl<'a> Manager<'a> {
@@ -469,6 +476,7 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "python")]
             python: None,
             journal: None,
+            sessions: crate::session::Sessions::new(Managed::empty()),
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
@@ -901,6 +909,7 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.cancel_waiters(i);
+        self.leave_session(i);
         self.leave_handshake(i);
         self.give_back_unsent(i);
         self.release_leases_of(i);
@@ -1366,6 +1375,8 @@ impl<'a> Manager<'a> {
             }
             Op::Put { handle, .. }
             | Op::PutMany { handle, .. }
+            | Op::PutSeq { handle, .. }
+            | Op::PutManySeq { handle, .. }
             | Op::Return { handle, .. }
             | Op::Join { handle, .. } => on_handle(handle, Rights::PUT),
             Op::Get { handle, .. }
@@ -1374,8 +1385,9 @@ impl<'a> Manager<'a> {
             | Op::TaskDone { handle } => on_handle(handle, Rights::GET),
             Op::Size { handle } => on_handle(handle, Rights::NONE),
             Op::Act { handle, action } => on_handle(handle, objects::right_for(action)),
-            // These concern the connection's own requests and leases.
-            Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } => true,
+            // These concern the connection's own requests and leases; a session holds nothing
+            // the key could not reach otherwise.
+            Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } | Op::Session { .. } => true,
             Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
             Op::Shutdown => key.has_everywhere(Rights::ADMIN),
         };
@@ -1527,7 +1539,26 @@ impl<'a> Manager<'a> {
                 items,
                 wait,
             } => {
-                self.put_many(i, id, handle, items, wait);
+                self.put_many(i, id, handle, items, wait, 0);
+                None
+            }
+            Op::Session { id: session } => Some(self.open_session(i, session)),
+            Op::PutSeq {
+                seq,
+                handle,
+                item,
+                wait,
+            } => {
+                self.put_seq(i, id, seq, handle, item, wait);
+                None
+            }
+            Op::PutManySeq {
+                seq,
+                handle,
+                items,
+                wait,
+            } => {
+                self.put_many_seq(i, id, seq, handle, items, wait);
                 None
             }
             Op::Get { handle, wait } => {
@@ -1769,32 +1800,38 @@ impl<'a> Manager<'a> {
         }
     }
 
-    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) {
+    /// Answers or parks a put: `(items applied now, parked)`.
+    fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) -> (u32, bool) {
+        let refuse = |m: &mut Self, code| {
+            m.reply(i, id, &Reply::Error(code));
+            (0, false)
+        };
         if self.shutting_down {
-            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return refuse(self, ErrorCode::ShuttingDown);
         }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => return self.reply(i, id, &Reply::Error(e)),
+            Err(e) => return refuse(self, e),
         };
         if item.len() > q.queue.spec().max_item as usize {
-            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return refuse(self, ErrorCode::TooLarge);
         }
         if !fits_mode(q.queue.spec(), item) {
-            return self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
+            return refuse(self, ErrorCode::InvalidValue);
         }
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
             note(&mut self.journal, |j| j.appended(handle, item));
             self.reply(i, id, &Reply::Done);
-            return self.settle(handle);
+            self.settle(handle);
+            return (1, false);
         }
         let deadline = match park_timeout(wait, ErrorCode::Full) {
             Ok(deadline) => deadline,
-            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+            Err(code) => return refuse(self, code),
         };
         let Some(parked) = self.parked.store(item, &|x| self.waiters.holds_parked(x)) else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return refuse(self, ErrorCode::WaiterLimit);
         };
         let waiter = Waiter {
             hold: Hold::Item(parked),
@@ -1802,20 +1839,40 @@ impl<'a> Manager<'a> {
         };
         if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
             self.parked.free(parked);
+            return (0, false);
         }
+        (0, true)
     }
 
-    fn put_many(&mut self, i: usize, id: u32, handle: Handle, items: Items, wait: Wait) {
+    /// Answers or parks a batch put, counting `already` items applied before (by an earlier
+    /// try of the same numbered batch): `(items applied now, parked)`.
+    fn put_many(
+        &mut self,
+        i: usize,
+        id: u32,
+        handle: Handle,
+        items: Items,
+        wait: Wait,
+        already: u32,
+    ) -> (u32, bool) {
         let Some(total) = items.check() else {
-            return self.begin_close(i, CloseReason::Malformed);
+            self.begin_close(i, CloseReason::Malformed);
+            return (0, false);
         };
-        let answer = |count, error| Reply::Accepted { count, error };
+        let answer = |count: u32, error| Reply::Accepted {
+            count: already + count,
+            error,
+        };
         if self.shutting_down {
-            return self.reply(i, id, &answer(0, Some(ErrorCode::ShuttingDown)));
+            self.reply(i, id, &answer(0, Some(ErrorCode::ShuttingDown)));
+            return (0, false);
         }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => return self.reply(i, id, &answer(0, Some(e))),
+            Err(e) => {
+                self.reply(i, id, &answer(0, Some(e)));
+                return (0, false);
+            }
         };
         let (count, offset, error) = if q.putters.len() == 0 {
             push_items(&mut q.queue, items.0, &mut self.journal, handle)
@@ -1824,13 +1881,15 @@ impl<'a> Manager<'a> {
         };
         if error.is_some() || count == total {
             self.reply(i, id, &answer(count, error));
-            return self.settle(handle);
+            self.settle(handle);
+            return (count, false);
         }
         let deadline = match park_timeout(wait, ErrorCode::Full) {
             Ok(deadline) => deadline,
             Err(code) => {
                 self.reply(i, id, &answer(count, Some(code)));
-                return self.settle(handle);
+                self.settle(handle);
+                return (count, false);
             }
         };
         let Some(parked) = self
@@ -1838,20 +1897,23 @@ impl<'a> Manager<'a> {
             .store(&items.0[offset..], &|x| self.waiters.holds_parked(x))
         else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
-            return self.settle(handle);
+            self.settle(handle);
+            return (count, false);
         };
         let waiter = Waiter {
             hold: Hold::Items {
                 parked,
                 offset: 0,
-                accepted: count,
+                accepted: already + count,
             },
             ..Waiter::EMPTY
         };
-        if !self.park(i, id, handle, WaitKind::Put, deadline, waiter) {
+        let parked_now = self.park(i, id, handle, WaitKind::Put, deadline, waiter);
+        if !parked_now {
             self.parked.free(parked);
         }
         self.settle(handle);
+        (count, parked_now)
     }
 
     fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, take: Take) {
@@ -2063,7 +2125,9 @@ impl<'a> Manager<'a> {
                         offset,
                         accepted,
                     };
-                    if error.is_some() || offset as usize >= parked.len() {
+                    let finished = error.is_some() || offset as usize >= parked.len();
+                    self.session_progress(w, accepted);
+                    if finished {
                         let reply = Reply::Accepted {
                             count: accepted,
                             error,
@@ -2073,6 +2137,7 @@ impl<'a> Manager<'a> {
                     }
                 } else if q.queue.push(parked).is_ok() {
                     note(&mut self.journal, |j| j.appended(handle, parked));
+                    self.session_progress(w, 1);
                     self.finish_waiter(w, &Reply::Done);
                     continue;
                 }
@@ -2190,6 +2255,9 @@ impl<'a> Manager<'a> {
             let c = &mut self.conns[waiter.conn as usize];
             c.waiters -= 1;
             c.reserved -= waiter.reserve as usize;
+            if waiter.kind == WaitKind::Put {
+                self.session_stop_waiting(waiter.conn as usize, waiter.request);
+            }
         }
     }
 

@@ -38,6 +38,8 @@ pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
 /// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md §10).
 pub const VERSION: u8 = 3;
+/// Bytes of a session id (protocol version 3).
+pub const SESSION_ID_LEN: usize = 16;
 
 /// Bytes a reply carrying an item of `item_len` bytes can take on the wire, frame included.
 ///
@@ -448,6 +450,37 @@ pub enum Op<'a> {
         #[serde(borrow)]
         action: Action<'a>,
     },
+    /// Opens (or resumes) the client's session on this connection (protocol version 3).
+    /// Reply: `Session`, or `SessionLimit`/`NotAllowed`. A connection that held the session
+    /// before is closed with `Superseded`.
+    Session {
+        /// 128 random bits the client chose.
+        id: [u8; SESSION_ID_LEN],
+    },
+    /// `Put` numbered in the connection's session: applied at most once per number (protocol
+    /// version 3). Replies as `Put`, and `NoSession`, `SequenceExpired`.
+    PutSeq {
+        /// The put's number in the session.
+        seq: u64,
+        /// The queue.
+        handle: Handle,
+        /// The item's bytes.
+        item: &'a [u8],
+        /// Whether and how long to wait for room.
+        wait: Wait,
+    },
+    /// `PutMany` numbered in the connection's session: each item is applied at most once
+    /// (protocol version 3). Replies as `PutMany`, and `NoSession`, `SequenceExpired`.
+    PutManySeq {
+        /// The batch's number in the session.
+        seq: u64,
+        /// The queue.
+        handle: Handle,
+        /// The items, packed (see [`Items`]).
+        items: Items<'a>,
+        /// Whether and how long to wait for room, item after item.
+        wait: Wait,
+    },
 }
 
 /// What [`Op::Act`] does. An action that does not apply to the object's kind gets `WrongKind`.
@@ -617,6 +650,12 @@ pub enum Reply<'a> {
     Values(Items<'a>),
     /// A registered call failed: its handler's error, or a panic (protocol version 3).
     Failed(&'a str),
+    /// The session is open on this connection (protocol version 3).
+    Session {
+        /// The manager remembered it (else it starts afresh: it never existed, or was
+        /// forgotten).
+        resumed: bool,
+    },
 }
 
 /// Why a request failed. The connection stays usable.
@@ -673,6 +712,14 @@ pub enum ErrorCode {
     Broken,
     /// A bounded semaphore was released more times than acquired (protocol version 3).
     Overflow,
+    /// A numbered put on a connection with no session (protocol version 3).
+    NoSession,
+    /// The manager remembers as many sessions as it can, all on live connections (protocol
+    /// version 3).
+    SessionLimit,
+    /// A numbered put older than its session's window: whether it was applied cannot be told
+    /// (protocol version 3).
+    SequenceExpired,
 }
 
 /// Why a connection was closed. Sent in `Reject` and `Closing` when the manager can say so.
@@ -709,6 +756,8 @@ pub enum CloseReason {
     /// One side requires sealed frames and the other cannot or will not seal them
     /// (version 3).
     EncryptionRequired,
+    /// Another connection resumed this connection's session (protocol version 3).
+    Superseded,
 }
 
 impl ErrorCode {
@@ -737,6 +786,9 @@ impl ErrorCode {
             ErrorCode::NotOwner => "lock not held by this client",
             ErrorCode::Broken => "barrier is broken",
             ErrorCode::Overflow => "semaphore released too many times",
+            ErrorCode::NoSession => "numbered put without a session",
+            ErrorCode::SessionLimit => "manager has no room for another session",
+            ErrorCode::SequenceExpired => "put too old for its session's window: outcome unknown",
         }
     }
 }
@@ -769,6 +821,7 @@ impl CloseReason {
             CloseReason::EncryptionRequired => {
                 "encryption required: one side requires sealed frames and the other does not seal"
             }
+            CloseReason::Superseded => "session resumed on another connection",
         }
     }
 }

@@ -67,7 +67,7 @@ pub mod text;
 
 pub use client::{
     Barrier, Client, ConnectOptions, Dict, Event, Iter, Leased, Lock, LockGuard, Queue, QueueStat,
-    RawLeased, RawQueue, Semaphore, Value,
+    RawLeased, RawQueue, Reconnect, Semaphore, Value,
 };
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;

@@ -40,7 +40,8 @@ use ::tokio::sync::{mpsc, oneshot, Notify};
 use ::tokio::time::{sleep_until, timeout};
 use depot_core::client::ClientConfig;
 use depot_core::wire::{
-    ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Wait, NONCE_LEN,
+    ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Reply, Wait, NONCE_LEN,
+    SESSION_ID_LEN,
 };
 use depot_core::{Event, Handle, Instant};
 use serde::de::DeserializeOwned;
@@ -54,7 +55,7 @@ use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BA
 use crate::client::STAT_BATCH;
 
 mod lease;
-use crate::{Error, QueueStat};
+use crate::{Error, QueueStat, Reconnect};
 pub use lease::{Leased, RawLeased};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
@@ -81,6 +82,10 @@ enum Request {
     GetLeased(Handle, u32, u32, Wait),
     Ack(u64),
     Nack(u64),
+    /// A `Put` numbered in the client's session (given its number when first sent).
+    PutSeq(Handle, Vec<u8>, Wait, u64),
+    /// A `PutMany` numbered in the client's session.
+    PutManySeq(Handle, Vec<u8>, Wait, u64),
 }
 
 impl Request {
@@ -134,6 +139,56 @@ impl Request {
             },
             Request::Ack(lease) => Op::Ack { lease: *lease },
             Request::Nack(lease) => Op::Nack { lease: *lease },
+            Request::PutSeq(handle, item, wait, seq) => Op::PutSeq {
+                seq: *seq,
+                handle: *handle,
+                item,
+                wait: *wait,
+            },
+            Request::PutManySeq(handle, items, wait, seq) => Op::PutManySeq {
+                seq: *seq,
+                handle: *handle,
+                items: Items(items),
+                wait: *wait,
+            },
+        }
+    }
+
+    /// This put numbered `seq` in the client's session (other requests are unchanged).
+    fn numbered(self, seq: u64) -> Request {
+        match self {
+            Request::Put(h, item, wait) => Request::PutSeq(h, item, wait, seq),
+            Request::PutMany(h, items, wait) => Request::PutManySeq(h, items, wait, seq),
+            other => other,
+        }
+    }
+
+    /// Whether it may be sent again on a new connection after its reply was lost: not a
+    /// `task_done` or a stop (whether they took effect cannot be told), not a plain put (it
+    /// could be applied twice), not a `Return` (the item could be given back twice).
+    fn may_resend(&self) -> bool {
+        !matches!(
+            self,
+            Request::TaskDone(_)
+                | Request::Shutdown
+                | Request::Put(..)
+                | Request::PutMany(..)
+                | Request::Return(..)
+        )
+    }
+
+    /// How long it may wait in the manager, if it may wait at all.
+    fn wait_mut(&mut self) -> Option<&mut Wait> {
+        match self {
+            Request::Put(_, _, w)
+            | Request::Get(_, w)
+            | Request::PutMany(_, _, w)
+            | Request::GetMany(_, _, w)
+            | Request::Join(_, w)
+            | Request::GetLeased(_, _, _, w)
+            | Request::PutSeq(_, _, w, _)
+            | Request::PutManySeq(_, _, w, _) => Some(w),
+            _ => None,
         }
     }
 
@@ -198,58 +253,48 @@ impl Client {
         authkey: impl AsRef<[u8]>,
         limit: Duration,
     ) -> Result<Client, Error> {
-        let epoch = ::tokio::time::Instant::now();
-        let addrs: Vec<SocketAddr> = lookup_host(addr)
-            .await
-            .map_err(|e| Error::Config(format!("bad address: {e}")))?
-            .collect();
-        let first = addrs
-            .first()
-            .ok_or_else(|| Error::Config("the address resolves to nothing".into()))?;
-        let timed_out = |a: &SocketAddr| Error::ConnectTimeout {
-            addr: a.to_string(),
+        let addrs = resolve(addr).await?;
+        let dialled = dial(&addrs, authkey.as_ref(), limit).await?;
+        Ok(Client::run(dialled, None))
+    }
+
+    /// Connects and authenticates (within 10 seconds) a client that reconnects by itself, as
+    /// a blocking client with [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect) does: on a lost
+    /// connection the connection task dials again with jittered exponential backoff, resumes
+    /// the client's session and sends the requests in flight again — numbered puts with their
+    /// numbers, applied once (PROTOCOL.md §16); gets, joins, sizes and opens as they were. A
+    /// `task_done` in flight fails. A request fails when its own wait runs out while there is
+    /// no connection, or after `reconnect.give_up` without one.
+    pub async fn connect_reconnecting(
+        addr: impl ToSocketAddrs,
+        authkey: impl AsRef<[u8]>,
+        reconnect: Reconnect,
+    ) -> Result<Client, Error> {
+        let addrs = resolve(addr).await?;
+        let mut session = [0; SESSION_ID_LEN];
+        getrandom::fill(&mut session)
+            .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
+        let mut dialled = dial(&addrs, authkey.as_ref(), Duration::from_secs(10)).await?;
+        let has_session = open_session(&mut dialled, session).await?;
+        let redial = Redial {
+            addrs,
+            authkey: authkey.as_ref().to_vec(),
+            policy: reconnect,
+            session,
+            has_session,
+            next_seq: 0,
         };
-        let mut last = timed_out(first);
-        let mut connected = None;
-        for a in &addrs {
-            match timeout(limit.saturating_sub(epoch.elapsed()), TcpStream::connect(a)).await {
-                Ok(Ok(s)) => {
-                    connected = Some((s, *a));
-                    break;
-                }
-                Ok(Err(e)) => last = connect_error(*a, e),
-                Err(_) => {
-                    last = timed_out(a);
-                    break;
-                }
-            }
-        }
-        let (mut stream, peer) = connected.ok_or(last)?;
-        // Requests are small and latency-bound; never wait for Nagle.
-        stream.set_nodelay(true)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| std::io::Error::other(format!("no random bytes for a nonce: {e}")))?;
-        let config = ClientConfig {
-            handshake_timeout_ms: millis(limit),
-            reply_timeout_ms: REPLY_GRACE_MS,
-            ..ClientConfig::default()
-        };
-        let mut core = depot_core::Client::owned(
-            config,
-            authkey.as_ref(),
-            nonce,
-            Instant::ZERO,
-            BUF_LEN,
-            BUF_LEN,
-            SLOTS,
-        );
-        let left = limit.saturating_sub(epoch.elapsed());
-        match timeout(left, handshake(&mut core, &mut stream, peer)).await {
-            Ok(done) => done?,
-            Err(_) => return Err(timed_out(&peer)),
-        }
-        debug!(%peer, "connected");
+        Ok(Client::run(dialled, Some(redial)))
+    }
+
+    /// Starts the tasks that drive a connection.
+    fn run(dialled: Dialled, redial: Option<Redial>) -> Client {
+        let Dialled {
+            core,
+            stream,
+            peer,
+            epoch,
+        } = dialled;
         let max_item = core.max_item();
         let (read, write) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
@@ -271,9 +316,11 @@ impl Client {
             pending: HashMap::new(),
             ids: HashMap::new(),
             backlog: VecDeque::new(),
+            redial,
+            sent: 0,
         };
         ::tokio::spawn(driver.run(read, command_rx));
-        Ok(Client { shared })
+        Client { shared }
     }
 
     /// A typed proxy for the queue `name`, items in depot's value encoding. The proxy holds a
@@ -517,6 +564,137 @@ fn unexpected(outcome: Outcome, name: &str) -> Error {
     }
 }
 
+/// The addresses `addr` names.
+async fn resolve(addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>, Error> {
+    let addrs: Vec<SocketAddr> = lookup_host(addr)
+        .await
+        .map_err(|e| Error::Config(format!("bad address: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Config("the address resolves to nothing".into()));
+    }
+    Ok(addrs)
+}
+
+/// A connection that finished its handshake.
+struct Dialled {
+    core: depot_core::Client<'static>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Time zero of the core's clock.
+    epoch: ::tokio::time::Instant,
+}
+
+/// Connects to the first of `addrs` that answers and runs the handshake, within `limit`.
+async fn dial(addrs: &[SocketAddr], authkey: &[u8], limit: Duration) -> Result<Dialled, Error> {
+    let epoch = ::tokio::time::Instant::now();
+    let timed_out = |a: &SocketAddr| Error::ConnectTimeout {
+        addr: a.to_string(),
+    };
+    let mut last = Error::Config("the address resolves to nothing".into());
+    let mut connected = None;
+    for a in addrs {
+        match timeout(limit.saturating_sub(epoch.elapsed()), TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                connected = Some((s, *a));
+                break;
+            }
+            Ok(Err(e)) => last = connect_error(*a, e),
+            Err(_) => {
+                last = timed_out(a);
+                break;
+            }
+        }
+    }
+    let (mut stream, peer) = connected.ok_or(last)?;
+    // Requests are small and latency-bound; never wait for Nagle.
+    stream.set_nodelay(true)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| std::io::Error::other(format!("no random bytes for a nonce: {e}")))?;
+    let config = ClientConfig {
+        handshake_timeout_ms: millis(limit),
+        reply_timeout_ms: REPLY_GRACE_MS,
+        ..ClientConfig::default()
+    };
+    let mut core = depot_core::Client::owned(
+        config,
+        authkey,
+        nonce,
+        Instant::ZERO,
+        BUF_LEN,
+        BUF_LEN,
+        SLOTS,
+    );
+    let left = limit.saturating_sub(epoch.elapsed());
+    match timeout(left, handshake(&mut core, &mut stream, peer)).await {
+        Ok(done) => done?,
+        Err(_) => return Err(timed_out(&peer)),
+    }
+    debug!(%peer, "connected");
+    Ok(Dialled {
+        core,
+        stream,
+        peer,
+        epoch,
+    })
+}
+
+/// Opens (or resumes) `session` on a fresh connection: whether the manager took it.
+async fn open_session(d: &mut Dialled, session: [u8; SESSION_ID_LEN]) -> Result<bool, Error> {
+    let now = Instant::from_millis(d.epoch.elapsed().as_millis() as u64);
+    let peer = d.peer;
+    let id = d
+        .core
+        .send(now, Op::Session { id: session })
+        .map_err(|e| closed_error(peer, e, None))?;
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        let out = d.core.poll_transmit();
+        if !out.is_empty() {
+            let n = out.len();
+            d.stream.write_all(out).await?;
+            d.core.handle_transmitted(n);
+        }
+        while let Some(event) = d.core.poll_event() {
+            match event {
+                Event::Reply { id: r, reply } if r == id => {
+                    let took = matches!(reply, Reply::Session { .. });
+                    debug!(took, "session");
+                    return Ok(took);
+                }
+                Event::Closed(e) => return Err(closed_error(peer, e, None)),
+                _ => {}
+            }
+        }
+        let n = d.stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(Error::Disconnected {
+                reason: format!("connection to {peer} lost: closed before the session opened"),
+            });
+        }
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let taken = d.core.handle_input(input);
+            if taken == 0 {
+                break;
+            }
+            input = &input[taken..];
+        }
+    }
+}
+
+/// How a reconnecting client's connection task dials again.
+struct Redial {
+    addrs: Vec<SocketAddr>,
+    authkey: Vec<u8>,
+    policy: Reconnect,
+    session: [u8; SESSION_ID_LEN],
+    /// The manager took the session on the current connection.
+    has_session: bool,
+    next_seq: u64,
+}
+
 /// Runs the handshake on `stream` until the core reports it done.
 async fn handshake(
     core: &mut depot_core::Client<'static>,
@@ -570,6 +748,12 @@ struct Pending {
     /// The queue its reply's items come from (to give them back if nobody takes them).
     handle: Option<Handle>,
     reply: Option<ReplyTx>,
+    /// The request, kept to send it again on a new connection (reconnecting clients only).
+    request: Option<Request>,
+    /// When it was sent, counted over the connection task's life (to send again in order).
+    order: u64,
+    /// When its own wait runs out, if it has one.
+    deadline: Option<::tokio::time::Instant>,
 }
 
 /// The connection task: the core client, the socket's read side, and the requests in flight.
@@ -584,6 +768,10 @@ struct Driver {
     ids: HashMap<u64, u32>,
     /// Requests waiting for a free slot, in order.
     backlog: VecDeque<(u64, Request, Option<ReplyTx>)>,
+    /// Set for a client that reconnects.
+    redial: Option<Redial>,
+    /// Requests sent so far.
+    sent: u64,
 }
 
 impl Driver {
@@ -596,38 +784,20 @@ impl Driver {
         mut read: OwnedReadHalf,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
-        let mut buf = vec![0; READ_CHUNK];
         let closed = loop {
-            self.send_backlog();
-            self.flush();
-            if let Some(e) = self.file_events() {
-                break e;
+            let Some(closed) = self.serve(&mut read, &mut commands).await else {
+                // Every handle is gone: nobody waits for anything.
+                return;
+            };
+            debug!(peer = %self.peer, "connection closed: {closed}");
+            if self.redial.is_none() {
+                break closed;
             }
-            let deadline = self.core.poll_timeout().map(|d| {
-                let ms = self.now().millis_until(d);
-                ::tokio::time::Instant::now() + Duration::from_millis(ms)
-            });
-            ::tokio::select! {
-                command = commands.recv(), if self.backlog.is_empty() => match command {
-                    Some(command) => self.handle(command),
-                    // Every handle is gone: nobody waits for anything.
-                    None => return,
-                },
-                read = read.read(&mut buf) => match read {
-                    Ok(0) => self.core.handle_close(),
-                    Ok(n) => self.input(&buf[..n]),
-                    Err(e) => {
-                        debug!(peer = %self.peer, "read failed: {e}");
-                        self.core.handle_close();
-                    }
-                },
-                () = sleep_until(deadline.unwrap_or_else(::tokio::time::Instant::now)), if deadline.is_some() => {
-                    let now = self.now();
-                    self.core.handle_timeout(now);
-                }
+            match self.reconnect(closed, &mut commands).await {
+                Some(next) => read = next,
+                None => break closed,
             }
         };
-        debug!(peer = %self.peer, "connection closed: {closed}");
         drop(read);
         let peer = self.peer;
         let fail = |reply: Option<ReplyTx>| {
@@ -650,6 +820,163 @@ impl Driver {
                 fail(reply);
             }
         }
+    }
+
+    /// Serves the connection until it closes (its error) or every handle is gone (`None`).
+    async fn serve(
+        &mut self,
+        read: &mut OwnedReadHalf,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Option<depot_core::Error> {
+        let mut buf = vec![0; READ_CHUNK];
+        loop {
+            self.send_backlog();
+            self.flush();
+            if let Some(e) = self.file_events() {
+                return Some(e);
+            }
+            let deadline = self.core.poll_timeout().map(|d| {
+                let ms = self.now().millis_until(d);
+                ::tokio::time::Instant::now() + Duration::from_millis(ms)
+            });
+            ::tokio::select! {
+                command = commands.recv(), if self.backlog.is_empty() => match command {
+                    Some(command) => self.handle(command),
+                    None => return None,
+                },
+                read = read.read(&mut buf) => match read {
+                    Ok(0) => self.core.handle_close(),
+                    Ok(n) => self.input(&buf[..n]),
+                    Err(e) => {
+                        debug!(peer = %self.peer, "read failed: {e}");
+                        self.core.handle_close();
+                    }
+                },
+                () = sleep_until(deadline.unwrap_or_else(::tokio::time::Instant::now)), if deadline.is_some() => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// After the connection closed with `closed`: dials again until it connects (the new
+    /// read side) or the manager cannot be joined at all (`None`). Requests in flight that may
+    /// be sent again go first on the new connection, in the order they were sent; each
+    /// request fails when its own wait runs out, or `give_up` after the loss, whichever is
+    /// first.
+    async fn reconnect(
+        &mut self,
+        closed: depot_core::Error,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Option<OwnedReadHalf> {
+        let lost = ::tokio::time::Instant::now();
+        let peer = self.peer;
+        let redial = self.redial.as_ref()?;
+        let had_session = redial.has_session;
+        let policy = redial.policy;
+        let mut in_flight: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
+        in_flight.sort_by_key(|p| p.order);
+        self.ids.clear();
+        // (token, own deadline) of every request that waits for the new connection.
+        let mut deadlines: HashMap<u64, ::tokio::time::Instant> = HashMap::new();
+        for p in in_flight.into_iter().rev() {
+            let again = p.request.as_ref().is_some_and(|r| {
+                r.may_resend()
+                    || (had_session && matches!(r, Request::PutSeq(..) | Request::PutManySeq(..)))
+            });
+            match (again, p.request) {
+                (true, Some(request)) => {
+                    if let Some(d) = p.deadline {
+                        deadlines.insert(p.token, d);
+                    }
+                    self.backlog.push_front((p.token, request, p.reply));
+                }
+                (_, _) => {
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(Err(closed_error(peer, closed, None)));
+                    }
+                }
+            }
+        }
+        let mut delay = policy.initial;
+        loop {
+            let now = ::tokio::time::Instant::now();
+            let gave_up = policy.give_up.is_some_and(|g| now >= lost + g);
+            // Requests past their time fail now.
+            let mut kept = VecDeque::new();
+            for (token, request, reply) in std::mem::take(&mut self.backlog) {
+                let expired = gave_up || deadlines.get(&token).is_some_and(|d| now >= *d);
+                match reply {
+                    Some(reply) if expired => {
+                        let _ = reply.send(Err(closed_error(peer, closed, None)));
+                    }
+                    reply => kept.push_back((token, request, reply)),
+                }
+            }
+            self.backlog = kept;
+            let redial = self.redial.as_mut()?;
+            match dial(&redial.addrs, &redial.authkey, policy.connect_timeout).await {
+                Ok(mut d) => match open_session(&mut d, redial.session).await {
+                    Ok(has_session) => {
+                        redial.has_session = has_session;
+                        return Some(self.install(d, &deadlines));
+                    }
+                    Err(e) => debug!("reconnecting: {e}"),
+                },
+                // Waiting does not mend these.
+                Err(Error::AuthFailed { .. } | Error::PythonManager { .. }) => return None,
+                Err(e) => debug!("reconnecting: {e}"),
+            }
+            let wake = ::tokio::time::Instant::now() + crate::client::jittered(delay);
+            delay = (delay * 2).min(policy.max);
+            // Meanwhile, new requests queue up and dropped ones are withdrawn.
+            loop {
+                let tick = (::tokio::time::Instant::now() + Duration::from_millis(20)).min(wake);
+                ::tokio::select! {
+                    command = commands.recv() => match command {
+                        Some(command) => self.handle(command),
+                        None => return None,
+                    },
+                    () = sleep_until(tick) => {}
+                }
+                if ::tokio::time::Instant::now() >= wake {
+                    break;
+                }
+                let now = ::tokio::time::Instant::now();
+                if self
+                    .backlog
+                    .iter()
+                    .any(|(t, _, r)| r.is_some() && deadlines.get(t).is_some_and(|d| now >= *d))
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Takes the new connection `d` in use; returns its read side. Requests sent again wait
+    /// only what is left of their time.
+    fn install(
+        &mut self,
+        d: Dialled,
+        deadlines: &HashMap<u64, ::tokio::time::Instant>,
+    ) -> OwnedReadHalf {
+        let now = ::tokio::time::Instant::now();
+        for (token, request, _) in &mut self.backlog {
+            if let (Some(deadline), Some(wait)) = (deadlines.get(token), request.wait_mut()) {
+                *wait = wait_for(deadline.saturating_duration_since(now));
+            }
+        }
+        let (read, write) = d.stream.into_split();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        ::tokio::spawn(write_out(write, out_rx));
+        self.core = d.core;
+        self.peer = d.peer;
+        self.epoch = d.epoch;
+        self.out = out_tx;
+        debug!(peer = %self.peer, "reconnected");
+        read
     }
 
     fn handle(&mut self, command: Command) {
@@ -683,21 +1010,51 @@ impl Driver {
 
     /// Encodes waiting requests into the core while it has slots.
     fn send_backlog(&mut self) {
-        while let Some((token, request, _)) = self.backlog.front() {
+        loop {
             let now = self.now();
+            let Some((token, request, _)) = self.backlog.front_mut() else {
+                break;
+            };
+            if let Some(r) = self.redial.as_mut().filter(|r| r.has_session) {
+                if matches!(request, Request::Put(..) | Request::PutMany(..)) {
+                    let plain = std::mem::replace(request, Request::Status);
+                    *request = plain.numbered(r.next_seq);
+                    r.next_seq += 1;
+                }
+            }
             let (token, handle) = (*token, request.takes_from());
             match self.core.send(now, request.op()) {
                 Ok(id) => {
-                    let (_, _, reply) = self.backlog.pop_front().expect("front exists");
+                    let (_, request, reply) = self.backlog.pop_front().expect("front exists");
                     if reply.is_some() {
                         self.ids.insert(token, id);
                     }
+                    let deadline = match request.op() {
+                        Op::Put { wait, .. }
+                        | Op::Get { wait, .. }
+                        | Op::PutMany { wait, .. }
+                        | Op::GetMany { wait, .. }
+                        | Op::Join { wait, .. }
+                        | Op::GetLeased { wait, .. }
+                        | Op::PutSeq { wait, .. }
+                        | Op::PutManySeq { wait, .. } => match wait {
+                            Wait::Millis(ms) => Some(
+                                ::tokio::time::Instant::now() + Duration::from_millis(ms.into()),
+                            ),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    self.sent += 1;
                     self.pending.insert(
                         id,
                         Pending {
                             token,
                             handle,
                             reply,
+                            request: self.redial.is_some().then_some(request),
+                            order: self.sent,
+                            deadline,
                         },
                     );
                 }
@@ -711,12 +1068,13 @@ impl Driver {
                 Err(e) => {
                     let (_, request, reply) = self.backlog.pop_front().expect("front exists");
                     let error = match (e, &request) {
-                        (depot_core::Error::TooLarge, Request::Put(_, item, _)) => {
-                            Error::TooLarge {
-                                size: item.len(),
-                                max: self.core.max_item(),
-                            }
-                        }
+                        (
+                            depot_core::Error::TooLarge,
+                            Request::Put(_, item, _) | Request::PutSeq(_, item, _, _),
+                        ) => Error::TooLarge {
+                            size: item.len(),
+                            max: self.core.max_item(),
+                        },
                         _ => closed_error(self.peer, e, None),
                     };
                     if let Some(reply) = reply {

@@ -44,6 +44,7 @@ pub enum Owned {
     Value(Vec<u8>),
     Values(Vec<Vec<u8>>),
     Failed(String),
+    Session(bool),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -101,6 +102,7 @@ impl Owned {
             Reply::Value(v) => Owned::Value(v.to_vec()),
             Reply::Values(items) => Owned::Values(items.iter().map(<[u8]>::to_vec).collect()),
             Reply::Failed(text) => Owned::Failed(text.to_owned()),
+            Reply::Session { resumed } => Owned::Session(resumed),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
     }

@@ -85,6 +85,8 @@ pub(crate) enum Outcome {
     Refused {
         progress: u64,
     },
+    /// The session is open; the manager remembered it.
+    Session(bool),
 }
 
 /// [`ObjectStat`] with its name owned.
@@ -126,6 +128,7 @@ impl Outcome {
             Reply::Value(value) => Outcome::Value(value.to_vec()),
             Reply::Values(items) => Outcome::Values(items.iter().map(<[u8]>::to_vec).collect()),
             Reply::Failed(text) => Outcome::Failed(text.to_owned()),
+            Reply::Session { resumed } => Outcome::Session(resumed),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }
@@ -179,7 +182,7 @@ impl std::fmt::Debug for Conn {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another caller leaves the state consistent (every update is a single step),
     // so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -350,6 +353,11 @@ impl Conn {
 
     pub(crate) fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connection is over.
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed.is_some()
     }
 
     fn now(&self) -> Instant {

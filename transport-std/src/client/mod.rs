@@ -2,6 +2,7 @@
 
 pub(crate) mod conn;
 mod lease;
+mod link;
 #[cfg(all(test, shuttle))]
 mod model;
 mod objects;
@@ -17,8 +18,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use conn::Outcome;
+use tracing::debug;
 
 pub use lease::{Leased, RawLeased};
+#[cfg(feature = "tokio")]
+pub(crate) use link::jittered;
+pub use link::Reconnect;
 pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
@@ -79,7 +84,38 @@ pub struct Client {
 #[derive(Debug)]
 enum Backend {
     Depot(conn::Conn),
+    /// A depot connection that is dialled again when lost.
+    Linked(link::Link),
     Python(Arc<python::PyManager>),
+}
+
+/// The depot connection a call uses.
+pub(crate) enum ConnRef<'a> {
+    Fixed(&'a conn::Conn),
+    Linked(Arc<conn::Conn>),
+}
+
+impl std::ops::Deref for ConnRef<'_> {
+    type Target = conn::Conn;
+
+    fn deref(&self) -> &conn::Conn {
+        match self {
+            ConnRef::Fixed(conn) => conn,
+            ConnRef::Linked(conn) => conn,
+        }
+    }
+}
+
+/// Whether a call may be made again on a new connection after its connection was lost while
+/// it was in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// It changes nothing, or it changes what it changes once however often it is made.
+    Always,
+    /// It is a put: only in a session, where the manager applies it once.
+    InSession,
+    /// Its effect cannot be told (`task_done`): it fails, and the next call reconnects.
+    Never,
 }
 
 impl From<conn::OwnedStat> for QueueStat {
@@ -118,6 +154,7 @@ pub struct ConnectOptions {
     timeout: Duration,
     encryption: depot_core::Encryption,
     key_name: String,
+    reconnect: Option<Reconnect>,
 }
 
 impl ConnectOptions {
@@ -128,6 +165,7 @@ impl ConnectOptions {
             timeout: Duration::from_secs(10),
             encryption: depot_core::Encryption::default(),
             key_name: String::new(),
+            reconnect: None,
         }
     }
 
@@ -136,6 +174,38 @@ impl ConnectOptions {
     /// refused when connecting.
     pub fn key_name(mut self, name: &str) -> Self {
         self.key_name = name.to_owned();
+        self
+    }
+
+    /// A client that reconnects by itself: when the connection is lost, the next call (or the
+    /// calls in flight) dial again with jittered exponential backoff as `reconnect` says, and
+    /// resume the client's session (128 random bits chosen when connecting): puts whose
+    /// replies were lost are sent again with their numbers, and the manager applies each once
+    /// (PROTOCOL.md §16). A call fails only when its own timeout passes (or, without one,
+    /// after `reconnect.give_up`).
+    ///
+    /// What a lost connection means for each call:
+    /// - `put`, `put_many`: sent again; applied exactly once while the manager remembers the
+    ///   session (a manager restarted without persistence, or one that had to forget the
+    ///   session for room, does not: then a put in flight may be applied twice, at least
+    ///   once).
+    /// - `get`, `get_many`: sent again. An item the manager had handed to the lost connection
+    ///   but the client never read is lost (a plain get is at-most-once); items it had not
+    ///   sent yet go back to the head of the queue.
+    /// - `task_done`: fails with the connection error (whether it counted cannot be told);
+    ///   the next call reconnects.
+    /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
+    ///
+    /// The manager remembers the last 64 puts of a session: with more than 64 puts in flight
+    /// at once on one client (threads sharing it), a put sent again may be refused with
+    /// [`ErrorCode::SequenceExpired`] (its outcome unknown) rather than applied twice. A
+    /// manager with no room for the session (or none kept) takes the client without one: puts
+    /// in flight on a lost connection then fail with the connection error.
+    ///
+    /// Queue handles stay valid across a reconnect to the same manager, and across its
+    /// restart when it declares the same queues in the same order.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = Some(reconnect);
         self
     }
 
@@ -216,33 +286,103 @@ impl Client {
         })?;
         let timeout = options.timeout;
         let start = std::time::Instant::now();
-        let conn =
-            match conn::Conn::connect(addr, name, authkey.as_ref(), timeout, options.encryption) {
-                Ok(conn) => Backend::Depot(conn),
-                Err(Error::PythonManager { addr })
-                    if options.encryption == depot_core::Encryption::Required =>
-                {
-                    return Err(Error::Disconnected {
-                        reason: format!(
-                            "connection to {addr} refused: encryption is required, and the \
+        let addrs: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::Config(format!("bad address: {e}")))?
+            .collect();
+        let dialled = match options.reconnect {
+            Some(policy) => link::Link::connect(
+                addrs,
+                name,
+                authkey.as_ref(),
+                timeout,
+                options.encryption,
+                policy,
+            )
+            .map(Backend::Linked),
+            None => conn::Conn::connect(
+                &addrs[..],
+                name,
+                authkey.as_ref(),
+                timeout,
+                options.encryption,
+            )
+            .map(Backend::Depot),
+        };
+        let conn = match dialled {
+            Ok(conn) => conn,
+            Err(Error::PythonManager { addr })
+                if options.encryption == depot_core::Encryption::Required =>
+            {
+                return Err(Error::Disconnected {
+                    reason: format!(
+                        "connection to {addr} refused: encryption is required, and the \
                          manager is a Python BaseManager, whose protocol has none"
-                        ),
-                    });
-                }
-                // The Python manager read our hello as a wrong answer; a new connection speaks
-                // its protocol.
-                Err(Error::PythonManager { addr }) => {
-                    let left = timeout
-                        .saturating_sub(start.elapsed())
-                        .max(Duration::from_millis(1));
-                    let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
-                    Backend::Python(Arc::new(m))
-                }
-                Err(e) => return Err(e),
-            };
+                    ),
+                });
+            }
+            // The Python manager read our hello as a wrong answer; a new connection speaks
+            // its protocol.
+            Err(Error::PythonManager { addr }) => {
+                let left = timeout
+                    .saturating_sub(start.elapsed())
+                    .max(Duration::from_millis(1));
+                let m = python::PyManager::connect(addr, authkey.as_ref(), left)?;
+                Backend::Python(Arc::new(m))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Client {
             conn: Arc::new(conn),
         })
+    }
+
+    /// Runs `attempt` on the depot connection. A client that reconnects (see
+    /// [`ConnectOptions::reconnect`]) dials again, until `deadline` (`None`: its give-up time),
+    /// when the connection is found lost, and runs `attempt` again when `retry` allows; the
+    /// flag tells `attempt` whether the connection holds the client's session.
+    pub(crate) fn with_conn<R>(
+        &self,
+        what: &'static str,
+        deadline: Option<std::time::Instant>,
+        retry: Retry,
+        mut attempt: impl FnMut(&conn::Conn, bool) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let link = match &*self.conn {
+            Backend::Depot(conn) => return attempt(conn, false),
+            Backend::Python(_) => return Err(Error::NotSupportedByPython { what }),
+            Backend::Linked(link) => link,
+        };
+        let deadline = deadline.or_else(|| link.default_deadline());
+        let mut current = link.current();
+        loop {
+            if current.conn.is_closed() {
+                current = link.redial(&current, deadline)?;
+            }
+            match attempt(&current.conn, current.session) {
+                Err(e) if e.is_connection_lost() => {
+                    let again = match retry {
+                        Retry::Always => true,
+                        Retry::InSession => current.session,
+                        Retry::Never => false,
+                    };
+                    if !again {
+                        return Err(e);
+                    }
+                    debug!("connection lost during {what}: {e}");
+                    current = link.redial(&current, deadline)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A fresh number for a put in this client's session (0 without one: not sent then).
+    pub(crate) fn next_seq(&self) -> u64 {
+        match &*self.conn {
+            Backend::Linked(link) => link.next_seq(),
+            _ => 0,
+        }
     }
 
     /// A typed proxy for the queue `name`; each item is one value of the value model (CBOR,
@@ -267,7 +407,9 @@ impl Client {
                 py: Some(Arc::new(python::PyQueue::open(m, name)?)),
             });
         }
-        let outcome = self.depot("opening a queue")?.call(Op::Open { name })?;
+        let outcome = self.with_conn("opening a queue", None, Retry::Always, |c, _| {
+            c.call(Op::Open { name })
+        })?;
         self.opened(name, outcome)
     }
 
@@ -295,10 +437,13 @@ impl Client {
             max_item,
             mode,
         };
-        let outcome = self.depot("creating a queue")?.call(Op::Create {
+        let create = Op::Create {
             name,
             spec,
             exist_ok: true,
+        };
+        let outcome = self.with_conn("creating a queue", None, Retry::Always, |c, _| {
+            c.call(create)
         })?;
         self.opened(name, outcome)
     }
@@ -318,7 +463,10 @@ impl Client {
 
     /// Every queue with its statistics (requests for the entries are pipelined).
     pub fn stat(&self) -> Result<Vec<QueueStat>, Error> {
-        let conn = self.depot("stat")?;
+        self.with_conn("stat", None, Retry::Always, |conn, _| self.stat_on(conn))
+    }
+
+    fn stat_on(&self, conn: &conn::Conn) -> Result<Vec<QueueStat>, Error> {
         let mut stats = Vec::new();
         let mut index: u16 = 0;
         loop {
@@ -348,7 +496,7 @@ impl Client {
 
     /// The manager's status: connections, objects, blocked requests.
     pub fn status(&self) -> Result<depot_core::wire::ManagerStatus, Error> {
-        match self.depot("status")?.call(Op::Status)? {
+        match self.with_conn("status", None, Retry::Always, |c, _| c.call(Op::Status))? {
             Outcome::Status(status) => Ok(status),
             other => Err(self.unexpected(other, "")),
         }
@@ -356,7 +504,9 @@ impl Client {
 
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
-        match self.depot("remote shutdown")?.call(Op::Shutdown)? {
+        match self.with_conn("remote shutdown", None, Retry::Never, |c, _| {
+            c.call(Op::Shutdown)
+        })? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected(other, "")),
         }
@@ -366,6 +516,7 @@ impl Client {
     pub fn peer_addr(&self) -> SocketAddr {
         match &*self.conn {
             Backend::Depot(conn) => conn.peer_addr(),
+            Backend::Linked(link) => link.current().conn.peer_addr(),
             Backend::Python(m) => m.addr(),
         }
     }
@@ -375,16 +526,20 @@ impl Client {
         matches!(*self.conn, Backend::Python(_))
     }
 
-    /// The depot connection, for a proxy of a depot queue.
-    pub(crate) fn conn(&self) -> Result<&conn::Conn, Error> {
-        self.depot("this call")
+    /// The depot connection in use now for `what`, which a Python manager cannot serve.
+    pub(crate) fn depot(&self, what: &'static str) -> Result<ConnRef<'_>, Error> {
+        match &*self.conn {
+            Backend::Python(_) => Err(Error::NotSupportedByPython { what }),
+            _ => self.conn(),
+        }
     }
 
-    /// The depot connection for `what`, which a Python manager cannot serve.
-    fn depot(&self, what: &'static str) -> Result<&conn::Conn, Error> {
+    /// The depot connection in use now, for a proxy of a depot queue.
+    pub(crate) fn conn(&self) -> Result<ConnRef<'_>, Error> {
         match &*self.conn {
-            Backend::Depot(conn) => Ok(conn),
-            Backend::Python(_) => Err(Error::NotSupportedByPython { what }),
+            Backend::Depot(conn) => Ok(ConnRef::Fixed(conn)),
+            Backend::Linked(link) => Ok(ConnRef::Linked(link.current().conn)),
+            Backend::Python(_) => Err(Error::NotSupportedByPython { what: "this call" }),
         }
     }
 

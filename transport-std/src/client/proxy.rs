@@ -11,9 +11,9 @@ use std::collections::VecDeque;
 use depot_core::value;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
-use super::conn::{Conn, Outcome, SendError};
+use super::conn::{Outcome, SendError};
 use super::python::PyQueue;
-use super::Client;
+use super::{Client, ConnRef, Retry};
 use crate::Error;
 
 /// A queue on the manager, items as bytes. `Clone + Send + Sync + 'static`: it holds a clone
@@ -103,9 +103,12 @@ impl RawQueue {
         if let Some(py) = &self.py {
             return py.task_done();
         }
-        let outcome = self.conn()?.call(Op::TaskDone {
+        let op = Op::TaskDone {
             handle: self.handle,
-        })?;
+        };
+        let outcome = self
+            .client
+            .with_conn("task_done", None, Retry::Never, |c, _| c.call(op))?;
         self.done(outcome, 0)
     }
 
@@ -115,14 +118,18 @@ impl RawQueue {
             return py.join();
         }
         let handle = self.handle;
-        let outcome = self.blocking(Wait::Forever, |wait| Op::Join { handle, wait })?;
+        let outcome = self.blocking(Wait::Forever, Retry::Always, |wait, _| Op::Join {
+            handle,
+            wait,
+        })?;
         self.done(outcome, 0)
     }
 
     /// Puts every item in order, packed into as few `PutMany` requests as frames allow, several
     /// in flight at once; each waits for room as long as it takes. On failure the error comes
     /// back once every reply is in; the items before the one that failed are queued. (A
-    /// Python manager takes them one `put` at a time.)
+    /// Python manager takes them one `put` at a time.) A client that reconnects sends the
+    /// batches in flight on a lost connection again, with their numbers, in order.
     pub fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
         for item in items {
             self.check_size(item)?;
@@ -132,55 +139,67 @@ impl RawQueue {
                 .iter()
                 .try_for_each(|item| py.put(item, Wait::Forever));
         }
-        let conn = self.conn()?;
-        let budget = conn.max_item().clamp(1, BATCH_BYTES);
-        let mut in_flight = VecDeque::new();
+        let handle = self.handle;
+        // (request id, first item, end, number in the session), oldest first.
+        let mut in_flight: VecDeque<(u32, usize, usize, u64)> = VecDeque::new();
         let mut next = 0;
         let mut first_error = None;
         let mut packed = Vec::new();
-        loop {
-            while next < items.len() && in_flight.len() < BATCHES_IN_FLIGHT && first_error.is_none()
-            {
-                let (end, bytes) = pack(&items[next..], budget, &mut packed);
-                let op = Op::PutMany {
-                    handle: self.handle,
-                    items: Items(&packed[..bytes]),
-                    wait: Wait::Forever,
-                };
-                let sent = if in_flight.is_empty() {
-                    conn.send(op).map_err(SendError::Failed)
-                } else {
-                    conn.try_send(op)
-                };
-                match sent {
-                    Ok(id) => {
-                        in_flight.push_back((id, next, next + end));
-                        next += end;
+        self.client
+            .with_conn("put_many", None, Retry::InSession, |conn, session| {
+                let budget = conn.max_item().clamp(1, BATCH_BYTES);
+                // Batches sent on a lost connection go again first, as they were.
+                for (id, from, to, seq) in in_flight.iter_mut() {
+                    let (_, bytes) = pack(&items[*from..*to], usize::MAX, &mut packed);
+                    *id = conn.send(batch_op(handle, &packed[..bytes], *seq, session))?;
+                }
+                loop {
+                    while next < items.len()
+                        && in_flight.len() < BATCHES_IN_FLIGHT
+                        && first_error.is_none()
+                    {
+                        let (end, bytes) = pack(&items[next..], budget, &mut packed);
+                        let seq = self.client.next_seq();
+                        let op = batch_op(handle, &packed[..bytes], seq, session);
+                        let sent = if in_flight.is_empty() {
+                            conn.send(op).map_err(SendError::Failed)
+                        } else {
+                            conn.try_send(op)
+                        };
+                        match sent {
+                            Ok(id) => {
+                                in_flight.push_back((id, next, next + end, seq));
+                                next += end;
+                            }
+                            Err(SendError::Busy) => break,
+                            Err(SendError::Failed(e)) if e.is_connection_lost() => return Err(e),
+                            Err(SendError::Failed(e)) => first_error = Some(e),
+                        }
                     }
-                    Err(SendError::Busy) => break,
-                    Err(SendError::Failed(e)) => first_error = Some(e),
-                }
-            }
-            conn.flush()?;
-            let Some((id, from, to)) = in_flight.pop_front() else {
-                break;
-            };
-            match conn.wait_reply(id)? {
-                Outcome::Accepted { count, error } => {
-                    if let Some(code) = error {
-                        let at = from + count as usize;
-                        let size = items.get(at).map_or(0, |i| i.len());
-                        let e = self.done(Outcome::Error(code), size).err();
-                        first_error.get_or_insert(e.unwrap_or_else(|| self.failed_code(code)));
-                    } else if from + count as usize != to {
-                        first_error.get_or_insert(self.failed_code(ErrorCode::Full));
+                    conn.flush()?;
+                    let Some(&(id, from, to, _)) = in_flight.front() else {
+                        return Ok(());
+                    };
+                    let outcome = conn.wait_reply(id)?;
+                    in_flight.pop_front();
+                    match outcome {
+                        Outcome::Accepted { count, error } => {
+                            if let Some(code) = error {
+                                let at = from + count as usize;
+                                let size = items.get(at).map_or(0, |i| i.len());
+                                let e = self.done(Outcome::Error(code), size).err();
+                                first_error
+                                    .get_or_insert(e.unwrap_or_else(|| self.failed_code(code)));
+                            } else if from + count as usize != to {
+                                first_error.get_or_insert(self.failed_code(ErrorCode::Full));
+                            }
+                        }
+                        other => {
+                            first_error.get_or_insert(self.failed(other));
+                        }
                     }
                 }
-                other => {
-                    first_error.get_or_insert(self.failed(other));
-                }
-            }
-        }
+            })?;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -207,7 +226,7 @@ impl RawQueue {
             );
             // Refused for lack of room to park (other callers' batches hold it): sent again
             // once replies have freed some, as a blocking `get` is.
-            let outcome = self.blocking(Wait::Forever, |wait| Op::GetMany {
+            let outcome = self.blocking(Wait::Forever, Retry::Always, |wait, _| Op::GetMany {
                 handle,
                 max_items,
                 max_bytes: BATCH_BYTES as u32,
@@ -227,7 +246,7 @@ impl RawQueue {
         Ok(items)
     }
 
-    fn conn(&self) -> Result<&Conn, Error> {
+    fn conn(&self) -> Result<ConnRef<'_>, Error> {
         self.client.conn()
     }
 
@@ -251,7 +270,20 @@ impl RawQueue {
             return py.put(item, wait);
         }
         let handle = self.handle;
-        let outcome = self.blocking(wait, |wait| Op::Put { handle, item, wait })?;
+        // One number for every try: the manager applies it once.
+        let seq = self.client.next_seq();
+        let outcome = self.blocking(wait, Retry::InSession, |wait, session| {
+            if session {
+                Op::PutSeq {
+                    seq,
+                    handle,
+                    item,
+                    wait,
+                }
+            } else {
+                Op::Put { handle, item, wait }
+            }
+        })?;
         self.done(outcome, item.len())
     }
 
@@ -260,7 +292,7 @@ impl RawQueue {
             return py.get(wait);
         }
         let handle = self.handle;
-        match self.blocking(wait, |wait| Op::Get { handle, wait })? {
+        match self.blocking(wait, Retry::Always, |wait, _| Op::Get { handle, wait })? {
             Outcome::Item(item) => Ok(item),
             other => Err(self.failed(other)),
         }
@@ -269,36 +301,49 @@ impl RawQueue {
     /// A request that may block on the manager. The manager refuses to park it when this
     /// connection's other blocked requests hold all the room it has for their replies (other
     /// threads share the connection); it is then sent again, with what is left of its time,
-    /// once those have made progress.
+    /// once those have made progress. A client that reconnects sends it again on a new
+    /// connection, as `retry` allows, with what is left of its time (`op` learns whether the
+    /// connection holds the client's session).
     pub(super) fn blocking<'a>(
         &self,
         wait: Wait,
-        op: impl Fn(Wait) -> Op<'a>,
+        retry: Retry,
+        op: impl Fn(Wait, bool) -> Op<'a>,
     ) -> Result<Outcome, Error> {
         let start = std::time::Instant::now();
-        let mut current = wait;
-        loop {
-            match self.conn()?.call(op(current))? {
-                Outcome::Refused { progress } => {
-                    self.conn()?.wait_for_room(progress)?;
-                    if let Wait::Millis(ms) = wait {
-                        let total = Duration::from_millis(ms.into());
-                        let left = total.saturating_sub(start.elapsed());
+        let end = match wait {
+            Wait::Millis(ms) => Some(start + Duration::from_millis(ms.into())),
+            _ => None,
+        };
+        let mut first = true;
+        self.client
+            .with_conn("this call", end, retry, |conn, session| {
+                let mut current = wait;
+                loop {
+                    if let (false, Some(end)) = (first, end) {
+                        let left = end.saturating_duration_since(std::time::Instant::now());
                         if left.is_zero() {
                             return Ok(Outcome::Error(ErrorCode::Timeout));
                         }
                         current = wait_for(left);
                     }
+                    first = false;
+                    match conn.call(op(current, session))? {
+                        Outcome::Refused { progress } => conn.wait_for_room(progress)?,
+                        other => return Ok(other),
+                    }
                 }
-                other => return Ok(other),
-            }
-        }
+            })
     }
 
     fn size(&self) -> Result<QueueSize, Error> {
-        match self.conn()?.call(Op::Size {
+        let op = Op::Size {
             handle: self.handle,
-        })? {
+        };
+        match self
+            .client
+            .with_conn("qsize", None, Retry::Always, |c, _| c.call(op))?
+        {
             Outcome::Size(size) => Ok(size),
             other => Err(self.failed(other)),
         }
@@ -322,6 +367,25 @@ impl RawQueue {
 
     fn failed_code(&self, code: ErrorCode) -> Error {
         super::code_error(code, &self.name)
+    }
+}
+
+/// A `PutMany` of the packed `items`, numbered `seq` in the client's session if it has one.
+fn batch_op(handle: depot_core::Handle, items: &[u8], seq: u64, session: bool) -> Op<'_> {
+    let (items, wait) = (Items(items), Wait::Forever);
+    if session {
+        Op::PutManySeq {
+            seq,
+            handle,
+            items,
+            wait,
+        }
+    } else {
+        Op::PutMany {
+            handle,
+            items,
+            wait,
+        }
     }
 }
 

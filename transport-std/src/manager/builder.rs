@@ -39,6 +39,8 @@ pub const DEFAULT_HANDSHAKING_PER_SOURCE: usize = 256;
 
 /// The default most items leased at once (acknowledged gets not yet acked).
 pub const DEFAULT_MAX_LEASED: usize = 16 * 1024;
+/// The default most client sessions remembered at once (about 1.6 KiB each).
+pub(crate) const DEFAULT_SESSIONS: usize = 1024;
 
 /// The default largest item: 64 KiB.
 pub const DEFAULT_MAX_ITEM: u32 = 64 * 1024;
@@ -111,6 +113,7 @@ pub struct ManagerBuilder {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) fsync: Fsync,
     pub(crate) compact_after: u64,
+    pub(crate) sessions: usize,
 }
 
 impl ManagerBuilder {
@@ -137,6 +140,7 @@ impl ManagerBuilder {
             data_dir: None,
             fsync: Fsync::default(),
             compact_after: DEFAULT_COMPACT_AFTER,
+            sessions: DEFAULT_SESSIONS,
         }
     }
 
@@ -146,6 +150,15 @@ impl ManagerBuilder {
             .to_socket_addrs()
             .map(Iterator::collect)
             .map_err(|e| format!("bad listen address: {e}"));
+        self
+    }
+
+    /// The most client sessions remembered at once (default 1024; 0 refuses
+    /// sessions). A session lets a client that reconnects send its unanswered puts again
+    /// without duplicating them (PROTOCOL.md §16); beyond the limit, the least recently used
+    /// session no connection holds is forgotten.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.sessions = n;
         self
     }
 

@@ -131,6 +131,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     if let Err(e) = storage::dead_letters(&mut core, &plan) {
         return report_setup(started, e);
     }
+    core.serve_sessions(vec![depot_core::SessionSlot::EMPTY; plan.sessions]);
     if let Some(name) = core.duplicate_name() {
         let e = Error::Config(format!("queue '{name}' declared twice"));
         return report_setup(started, e);

@@ -62,6 +62,8 @@ pub(crate) struct Plan {
     pub(crate) dead_letters: Vec<(String, String, u8)>,
     /// Where the queues are kept, if not in memory only.
     pub(crate) durable: Option<DurableOptions>,
+    /// Client sessions remembered at once.
+    pub(crate) sessions: usize,
 }
 
 impl Plan {
@@ -197,6 +199,7 @@ impl Plan {
             }),
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
+            sessions: b.sessions,
         })
     }
 }

@@ -1,0 +1,99 @@
+//! A client that reconnects by itself across a real `depot serve` restart (memory only: the
+//! queue starts empty again, and the client carries on).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use depot_std::{Client, ConnectOptions, Reconnect};
+
+const KEY: &str = "reconnect-key";
+
+/// `depot serve` on `addr`, once it listens.
+fn serve(addr: SocketAddr) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--queue",
+            "q:10000:raw",
+        ])
+        .env("DEPOT_AUTHKEY", KEY)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("depot serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "serve printed {line:?}");
+    child
+}
+
+#[test]
+fn a_client_carries_on_across_a_manager_restart() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut server = serve(addr);
+    let policy = Reconnect {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(200),
+        give_up: Some(Duration::from_secs(30)),
+        connect_timeout: Duration::from_secs(2),
+    };
+    let options = ConnectOptions::new().reconnect(policy);
+    let client = Client::connect_with(addr, KEY, &options).expect("connect");
+    let q = client.raw_queue("q").unwrap();
+    const N: usize = 2_000;
+    let done = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (q, done) = (q.clone(), done.clone());
+        thread::spawn(move || {
+            for i in 0..N {
+                q.put(format!("{i}").as_bytes())
+                    .unwrap_or_else(|e| panic!("put {i}: {e}"));
+                done.store(i + 1, Ordering::Relaxed);
+                thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    while done.load(Ordering::Relaxed) < N / 4 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let before = done.load(Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(300));
+    let mut server = serve(addr);
+    producer.join().expect("every put succeeded");
+
+    // The restarted manager holds a run of the latest items, each once.
+    let got = q.get_many(q.qsize().unwrap() as usize).unwrap();
+    let numbers: Vec<usize> = got
+        .iter()
+        .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+        .collect();
+    let unique: HashSet<_> = numbers.iter().collect();
+    assert_eq!(unique.len(), numbers.len(), "no item twice");
+    let first = numbers[0];
+    // The put in flight at the kill was sent again to the new manager (or had just been
+    // answered by the old one).
+    assert!(
+        (before..=before + 1).contains(&first),
+        "items from {first} on; {before} puts had returned before the kill"
+    );
+    assert_eq!(numbers, (first..N).collect::<Vec<_>>());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

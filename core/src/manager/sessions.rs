@@ -1,0 +1,145 @@
+//! The manager's side of sessions: opening them, numbered puts, and keeping each session's
+//! window in step with the puts that wait (see [`crate::session`]).
+
+use super::{Manager, State, NONE};
+use crate::session::{Begin, OpenError, SessionSlot};
+use crate::storage::Managed;
+use crate::wire::{CloseReason, ErrorCode, Handle, Items, Reply, Wait, SESSION_ID_LEN};
+
+impl<'a> Manager<'a> {
+    /// Remembers clients' sessions in `slots` (their number bounds the sessions remembered
+    /// at once; see [`crate::session`]). Without it, `Session` is answered `NotAllowed`.
+    pub fn serve_sessions(&mut self, slots: impl Into<Managed<'a, SessionSlot>>) {
+        self.sessions = crate::session::Sessions::new(slots.into());
+    }
+
+    pub(super) fn open_session(&mut self, i: usize, id: [u8; SESSION_ID_LEN]) -> Reply<'static> {
+        self.leave_session(i);
+        match self.sessions.open(id, i as u32) {
+            Ok(opened) => {
+                if let Some(j) = opened.previous {
+                    // The client has moved on: its old connection's waiting puts are dropped
+                    // before this one may try them again.
+                    let j = j as usize;
+                    if matches!(self.conns[j].state, State::Open(_)) {
+                        self.begin_close(j, CloseReason::Superseded);
+                    }
+                    self.conns[j].session = NONE;
+                }
+                self.conns[i].session = opened.slot;
+                Reply::Session {
+                    resumed: opened.resumed,
+                }
+            }
+            Err(OpenError::Full) => Reply::Error(ErrorCode::SessionLimit),
+            Err(OpenError::Disabled) => Reply::Error(ErrorCode::NotAllowed),
+        }
+    }
+
+    /// Connection `i` lets go of its session, if it holds one.
+    pub(super) fn leave_session(&mut self, i: usize) {
+        let slot = core::mem::replace(&mut self.conns[i].session, NONE);
+        if slot != NONE {
+            self.sessions.release(slot, i as u32);
+        }
+    }
+
+    /// The session slot of connection `i` for a numbered put, or the error that refuses it.
+    fn numbered(&mut self, i: usize, seq: u64) -> Result<(u32, u32), ErrorCode> {
+        let slot = self.conns[i].session;
+        if slot == NONE {
+            return Err(ErrorCode::NoSession);
+        }
+        match self.sessions.begin(slot, seq) {
+            Begin::Apply { applied } => Ok((slot, applied)),
+            Begin::Busy => Err(ErrorCode::WaiterLimit),
+            Begin::Expired => Err(ErrorCode::SequenceExpired),
+        }
+    }
+
+    pub(super) fn put_seq(
+        &mut self,
+        i: usize,
+        id: u32,
+        seq: u64,
+        handle: Handle,
+        item: &[u8],
+        wait: Wait,
+    ) {
+        let slot = match self.numbered(i, seq) {
+            Ok((_, applied)) if applied > 0 => return self.reply(i, id, &Reply::Done),
+            Ok((slot, _)) => slot,
+            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+        };
+        // Marked first: a put that parks may finish before `put` returns.
+        self.sessions.waiting(slot, seq, id);
+        let (applied, parked) = self.put(i, id, handle, item, wait);
+        self.sessions.applied(slot, seq, applied);
+        if !parked {
+            self.sessions.stop_waiting(slot, id);
+        }
+    }
+
+    pub(super) fn put_many_seq(
+        &mut self,
+        i: usize,
+        id: u32,
+        seq: u64,
+        handle: Handle,
+        items: Items,
+        wait: Wait,
+    ) {
+        let Some(total) = items.check() else {
+            return self.begin_close(i, CloseReason::Malformed);
+        };
+        let (slot, already) = match self.numbered(i, seq) {
+            Ok(found) => found,
+            Err(code) => {
+                let reply = Reply::Accepted {
+                    count: 0,
+                    error: Some(code),
+                };
+                return self.reply(i, id, &reply);
+            }
+        };
+        if already >= total {
+            let reply = Reply::Accepted {
+                count: total,
+                error: None,
+            };
+            return self.reply(i, id, &reply);
+        }
+        // The items an earlier try applied are skipped.
+        let mut rest = items.iter();
+        for _ in 0..already {
+            rest.next();
+        }
+        let rest = Items(rest.remaining());
+        self.sessions.waiting(slot, seq, id);
+        let (applied, parked) = self.put_many(i, id, handle, rest, wait, already);
+        self.sessions.applied(slot, seq, already + applied);
+        if !parked {
+            self.sessions.stop_waiting(slot, id);
+        }
+    }
+
+    /// Waiter `w`, a put, has `applied` items of its request in its queue.
+    pub(super) fn session_progress(&mut self, w: u32, applied: u32) {
+        let waiter = *self.waiters.get(w);
+        if waiter.conn == NONE {
+            return;
+        }
+        let slot = self.conns[waiter.conn as usize].session;
+        if slot != NONE {
+            self.sessions.progress(slot, waiter.request, applied);
+        }
+    }
+
+    /// Put `request` of connection `i` waits no more.
+    pub(super) fn session_stop_waiting(&mut self, i: usize, request: u32) {
+        let slot = self.conns[i].session;
+        if slot != NONE {
+            self.sessions.stop_waiting(slot, request);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A connection that comes back: when it is lost, a new one is dialled with jittered
+//! exponential backoff and the client's session is resumed on it, so numbered puts that were
+//! not answered can be sent again without being applied twice (PROTOCOL.md §16).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use depot_core::wire::{Op, SESSION_ID_LEN};
+use tracing::debug;
+
+use super::conn::{lock, Conn, Outcome};
+
+use crate::Error;
+
+/// How a client reconnects after its connection is lost (see
+/// [`ConnectOptions::reconnect`](crate::ConnectOptions::reconnect)).
+///
+/// The first attempt is made at once; after a failed one the client waits a delay that starts
+/// at `initial` and doubles up to `max`, each drawn at random between half and all of it (so
+/// that many clients of a restarted manager do not come back in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The first delay between attempts (default 50 ms).
+    pub initial: Duration,
+    /// The longest delay between attempts (default 2 s).
+    pub max: Duration,
+    /// How long a call with no deadline of its own (a blocking `put` or `get`, `qsize`, …)
+    /// keeps trying to reconnect before it fails (default 60 s; `None`: for ever). A call
+    /// with a timeout fails when its timeout passes.
+    pub give_up: Option<Duration>,
+    /// The time each connection attempt (TCP and handshake) may take (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+            give_up: Some(Duration::from_secs(60)),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The connection in use, and whether it holds the client's session.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) conn: Arc<Conn>,
+    /// Counts the connections made; tells whether another caller has already replaced it.
+    generation: u64,
+    pub(crate) session: bool,
+}
+
+pub(crate) struct Link {
+    addrs: Vec<SocketAddr>,
+    key_name: depot_core::KeyName,
+    authkey: Vec<u8>,
+    encryption: depot_core::Encryption,
+    policy: Reconnect,
+    session: [u8; SESSION_ID_LEN],
+    next_seq: AtomicU64,
+    current: Mutex<Current>,
+    /// Held while dialling, so one caller reconnects for all.
+    dialling: Mutex<()>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("addrs", &self.addrs)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    pub(crate) fn connect(
+        addrs: Vec<SocketAddr>,
+        key_name: depot_core::KeyName,
+        authkey: &[u8],
+        timeout: Duration,
+        encryption: depot_core::Encryption,
+        policy: Reconnect,
+    ) -> Result<Link, Error> {
+        let mut session = [0; SESSION_ID_LEN];
+        getrandom::fill(&mut session)
+            .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
+        let (conn, has_session) = dial(&addrs, key_name, authkey, encryption, session, timeout)?;
+        Ok(Link {
+            addrs,
+            key_name,
+            authkey: authkey.to_vec(),
+            encryption,
+            policy,
+            session,
+            next_seq: AtomicU64::new(0),
+            current: Mutex::new(Current {
+                conn,
+                generation: 0,
+                session: has_session,
+            }),
+            dialling: Mutex::new(()),
+        })
+    }
+
+    /// The connection to use now.
+    pub(crate) fn current(&self) -> Current {
+        lock(&self.current).clone()
+    }
+
+    /// A fresh number for a put in the client's session.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// When a call that started now and has no deadline of its own stops reconnecting.
+    pub(crate) fn default_deadline(&self) -> Option<Instant> {
+        self.policy.give_up.map(|d| Instant::now() + d)
+    }
+
+    /// Replaces `failed` (lost) with a new connection, trying until `deadline`. If another
+    /// caller already did, its connection is returned. One caller dials at a time; the others
+    /// look again every few milliseconds, so each gives up at its own deadline.
+    pub(crate) fn redial(
+        &self,
+        failed: &Current,
+        deadline: Option<Instant>,
+    ) -> Result<Current, Error> {
+        let mut delay = self.policy.initial;
+        let mut attempt = 0u32;
+        let mut last = None;
+        loop {
+            let now = self.current();
+            if now.generation != failed.generation {
+                return Ok(now);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                let e = last.unwrap_or_else(|| Error::Disconnected {
+                    reason: "connection lost; no new one before the deadline".into(),
+                });
+                debug!(attempt, "gave up reconnecting: {e}");
+                return Err(e);
+            }
+            let Ok(dialling) = self.dialling.try_lock() else {
+                std::thread::sleep(OTHERS_LOOK_AGAIN);
+                continue;
+            };
+            if self.current().generation != failed.generation {
+                continue;
+            }
+            let timeout = left.map_or(self.policy.connect_timeout, |l| {
+                l.min(self.policy.connect_timeout)
+            });
+            attempt += 1;
+            let (name, key, encryption) = (self.key_name, &self.authkey, self.encryption);
+            match dial(&self.addrs, name, key, encryption, self.session, timeout) {
+                Ok((conn, session)) => {
+                    let next = Current {
+                        conn,
+                        generation: failed.generation + 1,
+                        session,
+                    };
+                    *lock(&self.current) = next.clone();
+                    debug!(attempt, "reconnected");
+                    return Ok(next);
+                }
+                // Waiting does not mend these.
+                Err(e @ (Error::AuthFailed { .. } | Error::PythonManager { .. })) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+            drop(dialling);
+            let pause = jittered(delay);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            std::thread::sleep(left.map_or(pause, |l| l.min(pause)));
+            delay = (delay * 2).min(self.policy.max);
+        }
+    }
+}
+
+/// How often a caller waiting for another's reconnection looks again.
+const OTHERS_LOOK_AGAIN: Duration = Duration::from_millis(5);
+
+/// Connects, authenticates and opens (or resumes) `session`: the connection, and whether the
+/// manager took the session (a manager without room for it, or an older one, does not).
+fn dial(
+    addrs: &[SocketAddr],
+    key_name: depot_core::KeyName,
+    authkey: &[u8],
+    encryption: depot_core::Encryption,
+    session: [u8; SESSION_ID_LEN],
+    timeout: Duration,
+) -> Result<(Arc<Conn>, bool), Error> {
+    let conn = Conn::connect(addrs, key_name, authkey, timeout, encryption)?;
+    let has_session = match conn.call(Op::Session { id: session })? {
+        Outcome::Session(resumed) => {
+            debug!(resumed, "session open");
+            true
+        }
+        other => {
+            debug!("manager keeps no session for this client: {other:?}");
+            false
+        }
+    };
+    Ok((Arc::new(conn), has_session))
+}
+
+/// Between half and all of `d`, at random.
+pub(crate) fn jittered(d: Duration) -> Duration {
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    let frac = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
+    d.mul_f64(0.5 + frac / 2.0)
+}

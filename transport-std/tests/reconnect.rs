@@ -1,0 +1,210 @@
+//! Clients that reconnect by themselves, over real sockets through the fault-injecting proxy
+//! (`tests/faultproxy`): puts in a session are applied exactly once however often the
+//! connection is dropped, reset or half-closed under them.
+
+use std::collections::HashSet;
+use std::thread;
+use std::time::Duration;
+
+use depot_std::{Client, ConnectOptions, Manager, ManagerHandle, Reconnect};
+use faultproxy::{FaultProxy, Faults};
+
+const KEY: &[u8] = b"reconnect";
+
+fn manager(capacity: u32) -> ManagerHandle {
+    Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .raw_queue("q", capacity)
+        .start()
+        .expect("manager starts")
+}
+
+fn policy() -> Reconnect {
+    Reconnect {
+        initial: Duration::from_millis(5),
+        max: Duration::from_millis(100),
+        give_up: Some(Duration::from_secs(60)),
+        connect_timeout: Duration::from_secs(2),
+    }
+}
+
+fn item(producer: usize, i: usize) -> Vec<u8> {
+    format!("p{producer}-{i}").into_bytes()
+}
+
+#[test]
+fn puts_through_drops_and_resets_land_exactly_once() {
+    const PRODUCERS: usize = 4;
+    const EACH: usize = 5_000;
+    // Room for twice the items: a duplicate shows in the contents rather than as a full queue.
+    let m = manager((2 * PRODUCERS * EACH) as u32);
+    let faults = Faults {
+        latency: Duration::from_micros(200),
+        reset_every: Some(Duration::from_millis(300)),
+        drop_every: Some(Duration::from_millis(470)),
+        half_close_every: Some(Duration::from_millis(830)),
+        pause: Some((Duration::from_millis(610), Duration::from_millis(50))),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), faults).unwrap();
+    let addr = proxy.addr();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            thread::spawn(move || {
+                let client =
+                    Client::connect_with(addr, KEY, &ConnectOptions::new().reconnect(policy()))
+                        .expect("connect");
+                let q = client.raw_queue("q").expect("open");
+                if p % 2 == 0 {
+                    for i in 0..EACH {
+                        q.put(&item(p, i))
+                            .unwrap_or_else(|e| panic!("put {p}/{i}: {e}"));
+                    }
+                } else {
+                    let items: Vec<Vec<u8>> = (0..EACH).map(|i| item(p, i)).collect();
+                    for chunk in items.chunks(100) {
+                        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+                        q.put_many(&refs)
+                            .unwrap_or_else(|e| panic!("put_many {p}: {e}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in producers {
+        t.join().expect("producer");
+    }
+    let stats = proxy.stats();
+    drop(proxy);
+    assert!(stats.cut >= 3, "the proxy cut connections: {stats:?}");
+    assert!(
+        stats.accepted > PRODUCERS as u64,
+        "clients reconnected: {stats:?}"
+    );
+
+    let direct = Client::connect(m.address(), KEY).unwrap();
+    let q = direct.raw_queue("q").unwrap();
+    assert_eq!(q.qsize().unwrap() as usize, PRODUCERS * EACH);
+    let got = q.get_many(PRODUCERS * EACH).unwrap();
+    assert_eq!(got.len(), PRODUCERS * EACH);
+    let unique: HashSet<&Vec<u8>> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "no item twice");
+    for p in 0..PRODUCERS {
+        // Every item, and each producer's in its order.
+        let mine: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|i| i.starts_with(format!("p{p}-").as_bytes()))
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..EACH).map(|i| item(p, i)).collect();
+        assert!(
+            mine.iter().copied().eq(expected.iter()),
+            "producer {p}'s items in order"
+        );
+    }
+    println!("{stats:?}");
+}
+
+#[test]
+fn a_blocked_get_survives_a_reset_and_a_call_fails_only_at_its_deadline() {
+    let m = manager(16);
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
+    let client = Client::connect_with(
+        proxy.addr(),
+        KEY,
+        &ConnectOptions::new().reconnect(policy()),
+    )
+    .unwrap();
+    let q = client.raw_queue("q").unwrap();
+    let waiting = {
+        let q = q.clone();
+        thread::spawn(move || q.get())
+    };
+    thread::sleep(Duration::from_millis(100));
+    proxy.reset_all();
+    thread::sleep(Duration::from_millis(100));
+    let other = Client::connect(m.address(), KEY).unwrap();
+    other.raw_queue("q").unwrap().put(b"after").unwrap();
+    assert_eq!(waiting.join().unwrap().unwrap(), b"after");
+
+    // With nothing to connect to, a call with a timeout fails when it passes, not before.
+    m.stop().unwrap();
+    m.join().unwrap();
+    proxy.reset_all();
+    let start = std::time::Instant::now();
+    let e = q.get_timeout(Duration::from_millis(700)).unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        e.is_connection_lost() || matches!(e, depot_std::Error::Refused { .. }),
+        "{e}"
+    );
+    assert!(took >= Duration::from_millis(600), "failed after {took:?}");
+}
+
+#[test]
+fn a_plain_client_still_sees_the_loss() {
+    let m = manager(16);
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
+    let client = Client::connect(proxy.addr(), KEY).unwrap();
+    let q = client.raw_queue("q").unwrap();
+    q.put(b"x").unwrap();
+    proxy.reset_all();
+    thread::sleep(Duration::from_millis(100));
+    assert!(q.put(b"y").unwrap_err().is_connection_lost());
+}
+
+#[cfg(feature = "tokio")]
+#[::tokio::test]
+async fn async_puts_through_resets_land_exactly_once() {
+    const PRODUCERS: usize = 2;
+    const EACH: usize = 5_000;
+    let m = manager((2 * PRODUCERS * EACH) as u32);
+    let faults = Faults {
+        latency: Duration::from_micros(300),
+        reset_every: Some(Duration::from_millis(120)),
+        drop_every: Some(Duration::from_millis(290)),
+        ..Faults::default()
+    };
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), faults).unwrap();
+    let client = depot_std::tokio::Client::connect_reconnecting(proxy.addr(), KEY, policy())
+        .await
+        .expect("connect");
+    let q = client.raw_queue("q").await.unwrap();
+    let one_by_one = async {
+        for i in 0..EACH {
+            q.put(&item(0, i))
+                .await
+                .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        }
+    };
+    let batches = async {
+        let items: Vec<Vec<u8>> = (0..EACH).map(|i| item(1, i)).collect();
+        for chunk in items.chunks(50) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            q.put_many(&refs)
+                .await
+                .unwrap_or_else(|e| panic!("put_many: {e}"));
+        }
+    };
+    ::tokio::join!(one_by_one, batches);
+    let stats = proxy.stats();
+    drop(proxy);
+    assert!(stats.cut >= 5, "the proxy cut connections: {stats:?}");
+
+    let direct = Client::connect(m.address(), KEY).unwrap();
+    let q = direct.raw_queue("q").unwrap();
+    let got = q.get_many(q.qsize().unwrap() as usize).unwrap();
+    for p in 0..PRODUCERS {
+        let mine: Vec<&Vec<u8>> = got
+            .iter()
+            .filter(|i| i.starts_with(format!("p{p}-").as_bytes()))
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..EACH).map(|i| item(p, i)).collect();
+        assert!(
+            mine.iter().copied().eq(expected.iter()),
+            "producer {p}: each item once, in order"
+        );
+    }
+    assert_eq!(got.len(), PRODUCERS * EACH);
+    println!("{stats:?}");
+}
