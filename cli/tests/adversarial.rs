@@ -769,23 +769,21 @@ fn non_reading_clients_lose_no_items() {
     let after_drop = queue_stat(&client, "work");
     let given_back = after_drop.len - stuck_len;
 
-    // What reached each dropped client is still in its socket, in order.
+    // What reached each dropped client is still in its socket.
     let mut seen = vec![0u8; ITEMS as usize];
     let mut in_sockets = Vec::new();
     for mut raw in readers {
         raw.sock
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let mut last = None;
+        // Not necessarily in order: items given back by a reader dropped earlier go to the head
+        // of the queue, where a reader dropped later may still take them.
         let mut count = 0u32;
         while let Some((_, answer)) = raw.next() {
             if let Answer::Items(items) = answer {
                 for item in items {
                     assert_eq!(item.len(), SIZE);
-                    let n = number(&item);
-                    assert!(last < Some(n), "out of order: {n} after {last:?}");
-                    last = Some(n);
-                    seen[n as usize] += 1;
+                    seen[number(&item) as usize] += 1;
                     count += 1;
                 }
             }
