@@ -234,6 +234,7 @@ fn durable_manager_process() {
     };
     let m = builder(Path::new(&dir), Fsync::Never)
         .queue("tasks", 64)
+        .compact_after(8 << 10)
         .start()
         .unwrap();
     println!("listening {}", m.address());
@@ -263,7 +264,8 @@ fn manager_process(dir: &Path) -> (std::process::Child, String) {
 /// A manager process killed with SIGKILL while a consumer holds leases: after a restart on the
 /// same data directory the unacknowledged items are delivered again, first and in the order
 /// they were taken, their delivery count one higher; the acknowledged one never comes back.
-/// The old leases died with their connection: acking one fails.
+/// The log is compacted while the leases are held, so the snapshot must keep them. The old
+/// leases died with their connection: acking one fails.
 #[test]
 fn leases_held_at_a_crash_are_redelivered() {
     let dir = data_dir("leases");
@@ -282,6 +284,14 @@ fn leases_held_at_a_crash_are_redelivered() {
     let held: Vec<_> = (0..3).map(|_| tasks.get_leased(lease).unwrap()).collect();
     let seen: Vec<_> = held.iter().map(|l| (**l, l.delivery())).collect();
     assert_eq!(seen, [(11, 2), (12, 1), (13, 1)]);
+    // Traffic on another queue until the log is rewritten from the state (with the leases).
+    let before = segment(&dir);
+    let jobs = c.raw_queue("jobs").unwrap();
+    for _ in 0..100 {
+        jobs.put_many(&[&[1u8; 200][..]; 5]).unwrap();
+        assert_eq!(jobs.get_many(5).unwrap().len(), 5);
+    }
+    assert_ne!(segment(&dir), before, "the log was compacted");
     child.kill().unwrap(); // SIGKILL: no clean shutdown gives the leases back
     child.wait().unwrap();
 
