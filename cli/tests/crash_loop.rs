@@ -134,7 +134,10 @@ fn consumer(
                 Ok(mut leased) => {
                     let deliveries = leased.deliveries()[0];
                     let item = leased.take_items().pop().expect("one item");
-                    got.push((String::from_utf8(item).expect("an item put here"), deliveries));
+                    got.push((
+                        String::from_utf8(item).expect("an item put here"),
+                        deliveries,
+                    ));
                     if leased.ack().is_err() {
                         failed += 1;
                         continue 'connect;

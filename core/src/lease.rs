@@ -18,7 +18,8 @@
 //! nothing and fails with [`LeaseLimit`].
 //!
 //! A lease id is unique within a manager's run: a serial number (40 bits) above the index of
-//! the lease's first record (24 bits), so an ack finds its lease without a search.
+//! the lease's first record (24 bits), so an ack finds its lease without a search. A manager
+//! restored from a journal starts its serial numbers above the journal's ids.
 
 use crate::park::{ParkRef, ParkStore};
 use crate::storage::Managed;

@@ -615,10 +615,12 @@ impl<'a> Manager<'a> {
             .registry
             .queue(handle)
             .map_err(|_| RestoreError::NoSuchQueue)?;
-        q.queue.push_delivered(item, deliveries).map_err(|e| match e {
-            crate::queue::PushError::TooLarge => RestoreError::TooLarge,
-            crate::queue::PushError::Full => RestoreError::Full,
-        })
+        q.queue
+            .push_delivered(item, deliveries)
+            .map_err(|e| match e {
+                crate::queue::PushError::TooLarge => RestoreError::TooLarge,
+                crate::queue::PushError::Full => RestoreError::Full,
+            })
     }
 
     /// The items of queue `handle`, oldest first, each as one or two slices (where it wraps
@@ -630,7 +632,9 @@ impl<'a> Manager<'a> {
     /// How many times each item of queue `handle`, oldest first, was delivered under a lease
     /// (what a snapshot keeps next to [`Manager::queue_items`]).
     pub fn queue_deliveries(&self, handle: Handle) -> Option<impl Iterator<Item = u8> + '_> {
-        self.registry.queue_ref(handle).map(|q| q.queue.deliveries())
+        self.registry
+            .queue_ref(handle)
+            .map(|q| q.queue.deliveries())
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).

@@ -242,11 +242,20 @@ fn a_restored_manager_redelivers_unacknowledged_leases_with_their_counts() {
     let (last, _) = take(&mut p, 2);
     let records = journal.0.lock().unwrap().clone();
     let model = replay(&records);
-    assert_eq!(model.leases.keys().copied().collect::<Vec<_>>(), [first, last]);
+    assert_eq!(
+        model.leases.keys().copied().collect::<Vec<_>>(),
+        [first, last]
+    );
     let expected = recovered(&model);
     assert_eq!(
         expected,
-        [(vec![0], 2), (vec![2], 1), (vec![3], 1), (vec![4], 0), (vec![5], 0)]
+        [
+            (vec![0], 2),
+            (vec![2], 1),
+            (vec![3], 1),
+            (vec![4], 0),
+            (vec![5], 0)
+        ]
     );
     p.disconnect(a);
     p.pump();

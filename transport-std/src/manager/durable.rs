@@ -628,7 +628,7 @@ pub(crate) fn start(
         for (item, deliveries) in &q.items {
             core.restore_item_delivered(handle, item, *deliveries)
                 .map_err(|e| {
-                Error::Config(format!(
+                    Error::Config(format!(
                     "data dir {shown}: queue '{}' cannot take the {} items the log holds ({e}): \
                      declare it at least as large as before (capacity {}, max_item {})",
                     q.name,
@@ -636,7 +636,7 @@ pub(crate) fn start(
                     q.spec.capacity,
                     q.spec.max_item
                 ))
-            })?;
+                })?;
         }
     }
     core.restore_lease_ids(opened.lease_ids);
@@ -1024,7 +1024,10 @@ mod tests {
         let mut r = Vec::new();
         u64_record(&mut r, LEASE_ENDED, 9 << 24);
         bad.insert(2, r);
-        assert!(replay(&log_of(&bad)).unwrap_err().why.contains("no record took"));
+        assert!(replay(&log_of(&bad))
+            .unwrap_err()
+            .why
+            .contains("no record took"));
     }
 
     #[test]
