@@ -5,7 +5,8 @@
 //! segment, `seg-<n>.log`: a 12-byte header (`DEPOTLOG`, format version as u32 LE) and then
 //! records, each `len: u32 LE | crc32: u32 LE | kind: u8 | payload`, where `len` counts kind
 //! and payload and the CRC-32 (IEEE) covers them. Every segment begins with a snapshot (a
-//! `Created` record for every queue, an `Appended` record for every item), so only the newest
+//! `Created` record for every queue, an `Appended` record for every item, then the lease id
+//! floor and a `Leased` record for every item under a lease), so only the newest
 //! segment is needed. When the segment grows past a bound, a new one is written from the
 //! manager's state (to a `.tmp` file, synced, then renamed) and the old one removed; the same
 //! happens at every start, after recovery.
