@@ -7,13 +7,18 @@
 //! and transmits a reply only once the changes before it are as durable as it promises, loses
 //! no acknowledged put in a crash. To start from what a log holds, declare or
 //! [`Manager::restore_queue`] each queue and [`Manager::restore_item`] its items before the
-//! journal is set and before serving.
+//! journal is set and before serving. Items of leases the journal shows outstanding go back to
+//! the head of their queue, oldest lease first at the head, with their delivery counts
+//! ([`Manager::restore_item_delivered`]): what the manager does when their holders go away. Then
+//! [`Manager::restore_lease_ids`] keeps new lease ids above every id the journal has seen.
 //!
 //! Calls cost the manager nothing when no journal is set (memory-only managers).
 //!
 //! [`Manager::set_journal`]: crate::Manager::set_journal
 //! [`Manager::restore_queue`]: crate::Manager::restore_queue
 //! [`Manager::restore_item`]: crate::Manager::restore_item
+//! [`Manager::restore_item_delivered`]: crate::Manager::restore_item_delivered
+//! [`Manager::restore_lease_ids`]: crate::Manager::restore_lease_ids
 
 use crate::wire::{Handle, QueueSpec};
 
@@ -30,6 +35,25 @@ pub trait Journal: Send {
     /// `item` went back to the head of the queue (a consumer gave it back, or its reply
     /// never left the manager).
     fn returned(&mut self, handle: Handle, item: &[u8]);
+
+    /// `item`, just removed from the head of queue `handle` (see [`Journal::removed`]), is held
+    /// by lease `lease`; this is its `deliveries`-th delivery under a lease. Reported per item
+    /// in the lease's order. A journal that ignores leases sees a leased item as removed, so a
+    /// restart loses it.
+    fn leased(&mut self, lease: u64, handle: Handle, item: &[u8], deliveries: u8) {
+        let _ = (lease, handle, item, deliveries);
+    }
+    /// Lease `lease` ended: acknowledged, or its items were given back first (reported as
+    /// [`Journal::returned_leased`], or appended to a dead-letter queue).
+    fn lease_ended(&mut self, lease: u64) {
+        let _ = lease;
+    }
+    /// [`Journal::returned`] for an item delivered `deliveries` times under leases (its lease
+    /// ended without an ack), which keeps that count.
+    fn returned_leased(&mut self, handle: Handle, item: &[u8], deliveries: u8) {
+        let _ = deliveries;
+        self.returned(handle, item);
+    }
 }
 
 /// Where a manager's journal lives: lent by the caller, or (with `alloc`) owned.

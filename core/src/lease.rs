@@ -10,14 +10,16 @@
 //!   manager puts the items back at the head of their queue (or into its dead-letter queue)
 //!   and then frees them here.
 //!
-//! Every change of lease state goes through these functions, so a journal can record it there.
+//! Every change of lease state goes through these functions; the manager reports each to its
+//! journal (`leased`, `lease_ended`) right after, before any reply that depends on it.
 //!
 //! Storage is bounded twice, like a queue: by item count (the record slots lent or given to
 //! [`LeaseStore::new`]) and by bytes (a [`ParkStore`]). A grant that does not fit changes
 //! nothing and fails with [`LeaseLimit`].
 //!
 //! A lease id is unique within a manager's run: a serial number (40 bits) above the index of
-//! the lease's first record (24 bits), so an ack finds its lease without a search.
+//! the lease's first record (24 bits), so an ack finds its lease without a search. A manager
+//! restored from a journal starts its serial numbers above the journal's ids.
 
 use crate::park::{ParkRef, ParkStore};
 use crate::storage::Managed;
@@ -28,6 +30,8 @@ const NONE: u32 = u32::MAX;
 const SLOT_BITS: u32 = 24;
 /// The most records a store uses (the slot index must fit the low bits of a lease id).
 pub const MAX_LEASE_SLOTS: usize = 1 << SLOT_BITS;
+/// Serial numbers fill the 40 bits above the slot index.
+const MAX_SERIAL: u64 = (1 << (64 - SLOT_BITS)) - 1;
 
 /// The store has no room for the items of another lease (by count or by bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,8 +213,25 @@ impl<'a> LeaseStore<'a> {
         self.next_deadline
     }
 
+    /// Every lease held now, with its queue (what a snapshot of the manager's state keeps).
+    pub fn held(&self) -> impl Iterator<Item = (u64, Handle)> + '_ {
+        self.heads().map(|s| (s.lease, Handle(s.handle)))
+    }
+
+    /// Every lease granted so far has an id below this.
+    pub fn id_floor(&self) -> u64 {
+        self.serial << SLOT_BITS
+    }
+
+    /// Gives later leases ids at or above `floor` (ids of an earlier run, recovered from a
+    /// log), so an old id never names a new lease.
+    pub(crate) fn skip_ids_below(&mut self, floor: u64) {
+        let serial = floor.div_ceil(1 << SLOT_BITS);
+        self.serial = self.serial.max(serial).min(MAX_SERIAL);
+    }
+
     /// The items of `lease` in order, each with its delivery count.
-    pub(crate) fn items(&self, lease: u64) -> impl Iterator<Item = (&[u8], u8)> + '_ {
+    pub fn items(&self, lease: u64) -> impl Iterator<Item = (&[u8], u8)> + '_ {
         let mut at = self.find(NONE, lease).unwrap_or(NONE);
         core::iter::from_fn(move || {
             if at == NONE {
@@ -377,5 +398,12 @@ mod tests {
         s.release(b);
         assert_eq!(s.leased(), 0);
         assert_eq!(s.next_deadline(), None);
+        // Ids of an earlier run are skipped: the next lease's id is above them.
+        let floor = s.id_floor() + (5 << SLOT_BITS) + 3;
+        s.skip_ids_below(floor);
+        let c = s.grant(9, Handle(2), t, one.into_iter()).unwrap();
+        assert!(c >= floor && c > b);
+        assert_eq!(s.held().collect::<Vec<_>>(), [(c, Handle(2))]);
+        assert_eq!(s.items(c).collect::<Vec<_>>(), [(&b"x"[..], 1)]);
     }
 }

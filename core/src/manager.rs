@@ -609,20 +609,40 @@ impl<'a> Manager<'a> {
     /// Appends a recovered item at the tail of queue `handle`. Not journaled; call before
     /// serving.
     pub fn restore_item(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
+        self.restore_item_delivered(handle, item, 0)
+    }
+
+    /// [`Manager::restore_item`] for an item delivered `deliveries` times under leases before.
+    pub fn restore_item_delivered(
+        &mut self,
+        handle: Handle,
+        item: &[u8],
+        deliveries: u8,
+    ) -> Result<(), RestoreError> {
         let q = self
             .registry
             .queue(handle)
             .map_err(|_| RestoreError::NoSuchQueue)?;
-        q.queue.push(item).map_err(|e| match e {
-            crate::queue::PushError::TooLarge => RestoreError::TooLarge,
-            crate::queue::PushError::Full => RestoreError::Full,
-        })
+        q.queue
+            .push_delivered(item, deliveries)
+            .map_err(|e| match e {
+                crate::queue::PushError::TooLarge => RestoreError::TooLarge,
+                crate::queue::PushError::Full => RestoreError::Full,
+            })
     }
 
     /// The items of queue `handle`, oldest first, each as one or two slices (where it wraps
     /// around the queue's storage): what a snapshot of the queue holds.
     pub fn queue_items(&self, handle: Handle) -> Option<crate::queue::QueueIter<'_, 'a>> {
         self.registry.queue_ref(handle).map(|q| q.queue.iter())
+    }
+
+    /// How many times each item of queue `handle`, oldest first, was delivered under a lease
+    /// (what a snapshot keeps next to [`Manager::queue_items`]).
+    pub fn queue_deliveries(&self, handle: Handle) -> Option<impl Iterator<Item = u8> + '_> {
+        self.registry
+            .queue_ref(handle)
+            .map(|q| q.queue.deliveries())
     }
 
     /// The first name declared twice, if any (the later slot is unreachable by name).

@@ -141,6 +141,12 @@ impl<'a> Queue<'a> {
 
     /// Appends `item`, or says why not; the queue is unchanged on error.
     pub fn push(&mut self, item: &[u8]) -> Result<(), PushError> {
+        self.push_delivered(item, 0)
+    }
+
+    /// [`Queue::push`] for an item that was delivered `deliveries` times under a lease before
+    /// (one recovered from a log).
+    pub fn push_delivered(&mut self, item: &[u8], deliveries: u8) -> Result<(), PushError> {
         if item.len() > self.spec.max_item as usize || item.len() >= MAX_LEN {
             return Err(PushError::TooLarge);
         }
@@ -148,7 +154,8 @@ impl<'a> Queue<'a> {
             return Err(PushError::Full);
         }
         let tail = self.wrap(self.head + self.used);
-        self.write_at(tail, &(item.len() as u32).to_le_bytes());
+        let prefix = item.len() as u32 | u32::from(deliveries) << 24;
+        self.write_at(tail, &prefix.to_le_bytes());
         self.write_at(self.wrap(tail + LEN_PREFIX), item);
         self.used += LEN_PREFIX + item.len();
         self.len += 1;

@@ -221,3 +221,104 @@ fn created_queues_come_back_and_a_directory_serves_one_manager() {
     assert!(e.to_string().contains("cannot take the 5 items"), "{e}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+const MANAGER_DIR_ENV: &str = "DEPOT_DURABLE_MANAGER_DIR";
+
+/// Not a test of its own: the manager process `leases_held_at_a_crash_are_redelivered` starts
+/// (this test binary again) and kills with SIGKILL.
+#[test]
+#[ignore = "run as a child process by leases_held_at_a_crash_are_redelivered"]
+fn durable_manager_process() {
+    let Ok(dir) = std::env::var(MANAGER_DIR_ENV) else {
+        return;
+    };
+    let m = builder(Path::new(&dir), Fsync::Never)
+        .queue("tasks", 64)
+        .compact_after(8 << 10)
+        .start()
+        .unwrap();
+    println!("listening {}", m.address());
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn manager_process(dir: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "durable_manager_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(MANAGER_DIR_ENV, dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .find_map(|l| l.ok()?.strip_prefix("listening ").map(str::to_owned))
+        .expect("the manager reports its address");
+    (child, addr)
+}
+
+/// A manager process killed with SIGKILL while a consumer holds leases: after a restart on the
+/// same data directory the unacknowledged items are delivered again, first and in the order
+/// they were taken, their delivery count one higher; the acknowledged one never comes back.
+/// The log is compacted while the leases are held, so the snapshot must keep them. The old
+/// leases died with their connection: acking one fails.
+#[test]
+fn leases_held_at_a_crash_are_redelivered() {
+    let dir = data_dir("leases");
+    let (mut child, addr) = manager_process(&dir);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    let tasks = c.queue::<u32>("tasks").unwrap();
+    tasks.put_many(&[10, 11, 12, 13, 14]).unwrap();
+    let lease = Duration::from_secs(600);
+    let acked = tasks.get_leased(lease).unwrap();
+    assert_eq!((*acked, acked.delivery()), (10, 1));
+    acked.ack().unwrap();
+    // 11 nacked once, so it is on its second delivery when the crash comes.
+    let first = tasks.get_leased(lease).unwrap();
+    assert_eq!(*first, 11);
+    first.nack().unwrap();
+    let held: Vec<_> = (0..3).map(|_| tasks.get_leased(lease).unwrap()).collect();
+    let seen: Vec<_> = held.iter().map(|l| (**l, l.delivery())).collect();
+    assert_eq!(seen, [(11, 2), (12, 1), (13, 1)]);
+    // Traffic on another queue until the log is rewritten from the state (with the leases).
+    let before = segment(&dir);
+    let jobs = c.raw_queue("jobs").unwrap();
+    for _ in 0..100 {
+        jobs.put_many(&[&[1u8; 200][..]; 5]).unwrap();
+        assert_eq!(jobs.get_many(5).unwrap().len(), 5);
+    }
+    assert_ne!(segment(&dir), before, "the log was compacted");
+    child.kill().unwrap(); // SIGKILL: no clean shutdown gives the leases back
+    child.wait().unwrap();
+
+    let (mut child, addr) = manager_process(&dir);
+    for old in held {
+        assert!(old.ack().is_err(), "an old lease cannot be acked");
+    }
+    drop(c);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    let tasks = c.queue::<u32>("tasks").unwrap();
+    assert_eq!(tasks.qsize().unwrap(), 4);
+    let mut again = Vec::new();
+    for _ in 0..4 {
+        let got = tasks
+            .get_leased_timeout(lease, Duration::from_secs(5))
+            .unwrap();
+        again.push((*got, got.delivery()));
+        got.ack().unwrap();
+    }
+    assert_eq!(again, [(11, 3), (12, 2), (13, 2), (14, 1)]);
+    // Acked after the restart: a third run finds nothing left.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, addr) = manager_process(&dir);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    assert_eq!(c.queue::<u32>("tasks").unwrap().qsize().unwrap(), 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -47,6 +47,13 @@ impl<'a> Manager<'a> {
         Ok(())
     }
 
+    /// Gives leases granted from now on ids at or above `floor`: call after restoring from a
+    /// journal, with the highest lease id it names plus one, so an id of an earlier run never
+    /// names a new lease.
+    pub fn restore_lease_ids(&mut self, floor: u64) {
+        self.leases.skip_ids_below(floor);
+    }
+
     /// The leased items, for statistics.
     pub fn leases(&self) -> &LeaseStore<'a> {
         &self.leases
@@ -118,9 +125,13 @@ impl<'a> Manager<'a> {
                 for _ in 0..count {
                     q.queue.pop_front();
                 }
-                // Journaled as taken from the queue: a lease is not in the journal yet, so a
-                // restart after a crash does not bring leased items back.
-                crate::journal::note(&mut self.journal, |j| j.removed(handle, count));
+                let leases = &self.leases;
+                crate::journal::note(&mut self.journal, |j| {
+                    j.removed(handle, count);
+                    for (item, deliveries) in leases.items(lease) {
+                        j.leased(lease, handle, item, deliveries);
+                    }
+                });
                 self.output_queued(i, was_idle);
                 self.wake_at(deadline);
             }
@@ -133,7 +144,10 @@ impl<'a> Manager<'a> {
 
     pub(super) fn ack(&mut self, i: usize, lease: u64) -> Reply<'static> {
         match self.leases.ack(i as u32, lease) {
-            Ok(()) => Reply::Done,
+            Ok(()) => {
+                crate::journal::note(&mut self.journal, |j| j.lease_ended(lease));
+                Reply::Done
+            }
             Err(_) => Reply::Error(ErrorCode::NoSuchLease),
         }
     }
@@ -201,6 +215,7 @@ impl<'a> Manager<'a> {
         }
         self.leases = store;
         self.leases.release(lease);
+        crate::journal::note(&mut self.journal, |j| j.lease_ended(lease));
         self.settle(handle);
         if let (true, Some((dlq, _))) = (moved > 0, dead) {
             self.settle(dlq);
@@ -215,7 +230,9 @@ impl<'a> Manager<'a> {
             .queue(handle)
             .is_ok_and(|q| q.queue.push_front_delivered(item, deliveries));
         if done {
-            crate::journal::note(&mut self.journal, |j| j.returned(handle, item));
+            crate::journal::note(&mut self.journal, |j| {
+                j.returned_leased(handle, item, deliveries)
+            });
         } else {
             self.return_item(handle, item);
         }

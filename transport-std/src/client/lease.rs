@@ -43,7 +43,7 @@ impl RawLeased {
         &self.deliveries
     }
 
-    /// The lease id, unique within the manager's run.
+    /// The lease id, unique within the manager's run (across restarts on a data directory).
     pub fn lease_id(&self) -> u64 {
         self.lease
     }
@@ -165,7 +165,7 @@ impl<T> Leased<T> {
         self.raw.deliveries.first().copied().unwrap_or(1)
     }
 
-    /// The lease id, unique within the manager's run.
+    /// The lease id, unique within the manager's run (across restarts on a data directory).
     pub fn lease_id(&self) -> u64 {
         self.raw.lease
     }

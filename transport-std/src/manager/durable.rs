@@ -5,7 +5,8 @@
 //! segment, `seg-<n>.log`: a 12-byte header (`DEPOTLOG`, format version as u32 LE) and then
 //! records, each `len: u32 LE | crc32: u32 LE | kind: u8 | payload`, where `len` counts kind
 //! and payload and the CRC-32 (IEEE) covers them. Every segment begins with a snapshot (a
-//! `Created` record for every queue, an `Appended` record for every item), so only the newest
+//! `Created` record for every queue, an `Appended` record for every item, then the lease id
+//! floor and a `Leased` record for every item under a lease), so only the newest
 //! segment is needed. When the segment grows past a bound, a new one is written from the
 //! manager's state (to a `.tmp` file, synced, then renamed) and the old one removed; the same
 //! happens at every start, after recovery.
@@ -19,10 +20,23 @@
 //! handle in this segment, bound to its name by a `Created` record earlier in the segment):
 //! 1 `Created` handle u16, capacity u32, max_item u32, mode u8 (0 value, 1 raw), name;
 //! 2 `Appended` handle u16, item; 3 `Removed` handle u16, count u32; 4 `Returned` handle u16,
-//! item. New kinds (leases, per-session de-duplication windows) take the next numbers; an
-//! older manager refuses a log with a kind it does not know rather than misread it.
+//! item; 5 `Leased` handle u16, lease u64, deliveries u8, item (an item the `Removed` record
+//! before it took off the queue, held by that lease); 6 `LeaseEnded` lease u64 (acknowledged,
+//! or its items given back by the records before it); 7 `ReturnedCounted` handle u16,
+//! deliveries u8, item (`Returned` for an item delivered that many times under leases); 8
+//! `AppendedCounted` handle u16, deliveries u8, item (the same at the tail, in snapshots); 9
+//! `LeaseIds` floor u64 (every lease id so far is below it, in snapshots). A snapshot keeps
+//! every outstanding lease as `Leased` records after the queues. New kinds (per-session
+//! de-duplication windows) take the next numbers; an older manager refuses a log with a kind
+//! it does not know rather than misread it.
+//!
+//! Recovery gives the items of every outstanding lease back to the head of their queue with
+//! their delivery counts, the oldest lease first at the head, as the manager does when their
+//! holders go away; new lease ids start above every id in the log. An old lease cannot be
+//! acknowledged after a restart anyway: a lease belongs to its connection, which the restart
+//! closed, so its items are delivered again (with a higher count).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -52,6 +66,11 @@ const CREATED: u8 = 1;
 const APPENDED: u8 = 2;
 const REMOVED: u8 = 3;
 const RETURNED: u8 = 4;
+const LEASED: u8 = 5;
+const LEASE_ENDED: u8 = 6;
+const RETURNED_COUNTED: u8 = 7;
+const APPENDED_COUNTED: u8 = 8;
+const LEASE_IDS: u8 = 9;
 
 /// When the log is synced to disk (Redis's `appendfsync`). Every policy writes a turn's records
 /// to the log before its replies go out, so a crash of the manager's process alone loses
@@ -191,6 +210,27 @@ fn item_record(out: &mut Vec<u8>, kind: u8, handle: Handle, item: &[&[u8]]) {
     }
 }
 
+fn counted_record(out: &mut Vec<u8>, kind: u8, handle: Handle, deliveries: u8, item: &[&[u8]]) {
+    let [lo, hi] = handle.0.to_le_bytes();
+    push_record(out, &[&[kind, lo, hi, deliveries], &item.concat()]);
+}
+
+fn leased_record(out: &mut Vec<u8>, lease: u64, handle: Handle, deliveries: u8, item: &[u8]) {
+    let mut head = [0u8; 12];
+    head[0] = LEASED;
+    head[1..3].copy_from_slice(&handle.0.to_le_bytes());
+    head[3..11].copy_from_slice(&lease.to_le_bytes());
+    head[11] = deliveries;
+    push_record(out, &[&head, item]);
+}
+
+fn u64_record(out: &mut Vec<u8>, kind: u8, value: u64) {
+    let mut rec = [0u8; 9];
+    rec[0] = kind;
+    rec[1..].copy_from_slice(&value.to_le_bytes());
+    push_record(out, &[&rec]);
+}
+
 /// The core's journal: encodes each change into the records the next commit writes.
 struct Recorder(Arc<Mutex<Vec<u8>>>);
 
@@ -216,6 +256,15 @@ impl Journal for Recorder {
     fn returned(&mut self, handle: Handle, item: &[u8]) {
         self.with(|out| item_record(out, RETURNED, handle, &[item]));
     }
+    fn leased(&mut self, lease: u64, handle: Handle, item: &[u8], deliveries: u8) {
+        self.with(|out| leased_record(out, lease, handle, deliveries, item));
+    }
+    fn lease_ended(&mut self, lease: u64) {
+        self.with(|out| u64_record(out, LEASE_ENDED, lease));
+    }
+    fn returned_leased(&mut self, handle: Handle, item: &[u8], deliveries: u8) {
+        self.with(|out| counted_record(out, RETURNED_COUNTED, handle, deliveries, &[item]));
+    }
 }
 
 /// One queue as the log left it.
@@ -223,8 +272,12 @@ impl Journal for Recorder {
 pub(crate) struct RecoveredQueue {
     pub(crate) name: String,
     pub(crate) spec: QueueSpec,
-    pub(crate) items: VecDeque<Vec<u8>>,
+    /// Each item with the times it was delivered under leases.
+    pub(crate) items: VecDeque<(Vec<u8>, u8)>,
 }
+
+/// A lease outstanding in the log: its queue (an index into the queues) and items.
+type OpenLease = (usize, Vec<(Vec<u8>, u8)>);
 
 /// What reading a log gave.
 #[derive(Debug, Default)]
@@ -236,6 +289,19 @@ pub(crate) struct Replayed {
     pub(crate) good_len: usize,
     /// A torn last record, cut: its offset and why it was taken for torn.
     pub(crate) torn: Option<(usize, &'static str)>,
+    /// Leases outstanding (their items are back in `queues` once replay ends).
+    pub(crate) leases_returned: usize,
+    /// Every lease id in the log is below this.
+    pub(crate) lease_ids: u64,
+}
+
+/// The state a log's records build up.
+#[derive(Default)]
+struct Replay {
+    queues: Vec<RecoveredQueue>,
+    handles: HashMap<u16, usize>,
+    leases: BTreeMap<u64, OpenLease>,
+    lease_ids: u64,
 }
 
 /// The log is damaged before its end: where, and why.
@@ -271,7 +337,7 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
             &format!("log format {format}; this depot reads format {FORMAT}"),
         ));
     }
-    let mut handles: HashMap<u16, usize> = HashMap::new();
+    let mut state = Replay::default();
     let mut at = HEADER;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -303,7 +369,7 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
             out.torn = Some(damaged("a checksum mismatch", RECORD_HEAD + len)?);
             break;
         }
-        apply(&mut out.queues, &mut handles, body).map_err(|why| corrupt(at, &why))?;
+        apply(&mut state, body).map_err(|why| corrupt(at, &why))?;
         out.records += 1;
         at += RECORD_HEAD + len;
         out.good_len = at;
@@ -311,15 +377,32 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
     if out.torn.is_none() {
         out.good_len = bytes.len();
     }
+    // Outstanding leases go back as their holders' going away would put them: newest first,
+    // each last item first, so the oldest stands at the head, every item in its order.
+    out.leases_returned = state.leases.len();
+    for (queue, items) in state.leases.into_values().rev() {
+        for item in items.into_iter().rev() {
+            state.queues[queue].items.push_front(item);
+        }
+    }
+    out.queues = state.queues;
+    out.lease_ids = state.lease_ids;
     Ok(out)
 }
 
-/// Applies one checked record to the queues.
-fn apply(
-    queues: &mut Vec<RecoveredQueue>,
-    handles: &mut HashMap<u16, usize>,
-    body: &[u8],
-) -> Result<(), String> {
+/// Applies one checked record to the state.
+fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
+    let Replay {
+        queues,
+        handles,
+        leases,
+        lease_ids,
+    } = state;
+    let u64_at = |i: usize| {
+        body.get(i..i + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .ok_or("a record too short for its kind")
+    };
     let handle = body
         .get(1..3)
         .map(|h| u16::from_le_bytes([h[0], h[1]]))
@@ -359,12 +442,39 @@ fn apply(
         }
         APPENDED => {
             let q = queue(handles)?;
-            queues[q].items.push_back(body[3..].to_vec());
+            queues[q].items.push_back((body[3..].to_vec(), 0));
         }
         RETURNED => {
             let q = queue(handles)?;
-            queues[q].items.push_front(body[3..].to_vec());
+            queues[q].items.push_front((body[3..].to_vec(), 0));
         }
+        APPENDED_COUNTED | RETURNED_COUNTED => {
+            let q = queue(handles)?;
+            let &deliveries = body.get(3).ok_or("a counted record too short")?;
+            let item = (body[4..].to_vec(), deliveries);
+            match body[0] {
+                APPENDED_COUNTED => queues[q].items.push_back(item),
+                _ => queues[q].items.push_front(item),
+            }
+        }
+        LEASED => {
+            let q = queue(handles)?;
+            let lease = u64_at(3)?;
+            let &deliveries = body.get(11).ok_or("a Leased record too short")?;
+            let (held, items) = leases.entry(lease).or_insert((q, Vec::new()));
+            if *held != q {
+                return Err(format!("lease {lease} holds items of two queues"));
+            }
+            items.push((body[12..].to_vec(), deliveries));
+            *lease_ids = (*lease_ids).max(lease.saturating_add(1));
+        }
+        LEASE_ENDED => {
+            let lease = u64_at(1)?;
+            if leases.remove(&lease).is_none() {
+                return Err(format!("lease {lease} ended, which no record took"));
+            }
+        }
+        LEASE_IDS => *lease_ids = (*lease_ids).max(u64_at(1)?),
         REMOVED => {
             let q = queue(handles)?;
             let count = body
@@ -398,6 +508,8 @@ pub(crate) struct Opened {
     newest: Option<u64>,
     older: Vec<PathBuf>,
     pub(crate) queues: Vec<RecoveredQueue>,
+    /// Every lease id in the log is below this.
+    pub(crate) lease_ids: u64,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -445,6 +557,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
     let newest = segments.pop();
     let older = segments.iter().map(|&n| segment_path(dir, n)).collect();
     let mut queues = Vec::new();
+    let mut lease_ids = 0;
     if let Some(n) = newest {
         let path = segment_path(dir, n);
         let mut bytes = Vec::new();
@@ -479,10 +592,12 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
             data_dir = %shown,
             queues = replayed.queues.len(),
             items,
+            leases_returned = replayed.leases_returned,
             records = replayed.records,
-            "recovered queues from the log"
+            "recovered queues from the log (items of unacknowledged leases are back at the head)"
         );
         queues = replayed.queues;
+        lease_ids = replayed.lease_ids;
     }
     Ok(Opened {
         opts,
@@ -490,6 +605,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
         newest,
         older,
         queues,
+        lease_ids,
     })
 }
 
@@ -510,9 +626,10 @@ pub(crate) fn start(
                 q.items.len()
             ))
         })?;
-        for item in &q.items {
-            core.restore_item(handle, item).map_err(|e| {
-                Error::Config(format!(
+        for (item, deliveries) in &q.items {
+            core.restore_item_delivered(handle, item, *deliveries)
+                .map_err(|e| {
+                    Error::Config(format!(
                     "data dir {shown}: queue '{}' cannot take the {} items the log holds ({e}): \
                      declare it at least as large as before (capacity {}, max_item {})",
                     q.name,
@@ -520,9 +637,10 @@ pub(crate) fn start(
                     q.spec.capacity,
                     q.spec.max_item
                 ))
-            })?;
+                })?;
         }
     }
+    core.restore_lease_ids(opened.lease_ids);
     Log::start(opened, core)
 }
 
@@ -573,6 +691,7 @@ impl Log {
             newest,
             older,
             queues: _,
+            lease_ids: _,
         } = opened;
         let seq = newest.map_or(1, |n| n + 1);
         let pending = Arc::new(Mutex::new(Vec::with_capacity(64 << 10)));
@@ -740,8 +859,12 @@ fn write_snapshot(
         let handle = stat.info.handle;
         rec.clear();
         created(&mut rec, handle, stat.name, stat.info.spec);
-        for (a, b) in core.queue_items(handle).into_iter().flatten() {
-            item_record(&mut rec, APPENDED, handle, &[a, b]);
+        let counts = core.queue_deliveries(handle).into_iter().flatten();
+        for ((a, b), deliveries) in core.queue_items(handle).into_iter().flatten().zip(counts) {
+            match deliveries {
+                0 => item_record(&mut rec, APPENDED, handle, &[a, b]),
+                d => counted_record(&mut rec, APPENDED_COUNTED, handle, d, &[a, b]),
+            }
             if rec.len() >= 64 << 10 {
                 w.write_all(&rec).map_err(failed)?;
                 size += rec.len() as u64;
@@ -751,6 +874,22 @@ fn write_snapshot(
         w.write_all(&rec).map_err(failed)?;
         size += rec.len() as u64;
     }
+    // Outstanding leases, after every queue they name; and the ids used so far.
+    rec.clear();
+    let leases = core.leases();
+    u64_record(&mut rec, LEASE_IDS, leases.id_floor());
+    for (lease, handle) in leases.held() {
+        for (item, deliveries) in leases.items(lease) {
+            leased_record(&mut rec, lease, handle, deliveries, item);
+            if rec.len() >= 64 << 10 {
+                w.write_all(&rec).map_err(failed)?;
+                size += rec.len() as u64;
+                rec.clear();
+            }
+        }
+    }
+    w.write_all(&rec).map_err(failed)?;
+    size += rec.len() as u64;
     let file = w.into_inner().map_err(|e| failed(e.into_error()))?;
     file.sync_data().map_err(failed)?;
     fs::rename(&tmp, &path).map_err(failed)?;
@@ -829,7 +968,67 @@ mod tests {
     }
 
     fn items(r: &Replayed) -> Vec<Vec<u8>> {
-        r.queues[0].items.iter().cloned().collect()
+        r.queues[0].items.iter().map(|(i, _)| i.clone()).collect()
+    }
+
+    /// Leases taken, acknowledged, given back and left outstanding: the outstanding ones come
+    /// back at the head, oldest lease first, with their counts; ids start above the log's.
+    #[test]
+    fn outstanding_leases_come_back_at_the_head() {
+        let mut recs = records(); // jobs: back, [2;7], [3;7], [4;7]
+        let mut one = |f: &dyn Fn(&mut Recorder)| {
+            let mut r = Recorder(Arc::default());
+            f(&mut r);
+            recs.push(r.0.lock().unwrap().clone());
+        };
+        let h = Handle(3);
+        one(&|r| {
+            r.removed(h, 2);
+            r.leased(1 << 24, h, b"back", 1);
+            r.leased(1 << 24, h, &[2; 7], 1);
+        });
+        one(&|r| {
+            r.removed(h, 1);
+            r.leased(2 << 24, h, &[3; 7], 1);
+        });
+        one(&|r| r.lease_ended(2 << 24)); // acknowledged
+        one(&|r| {
+            r.removed(h, 1);
+            r.leased(3 << 24, h, &[4; 7], 2);
+        });
+        one(&|r| {
+            r.returned_leased(h, &[4; 7], 2);
+            r.lease_ended(3 << 24);
+        });
+        one(&|r| r.appended(h, b"new"));
+        let log = log_of(&recs);
+        let r = replay(&log).unwrap();
+        let counted: Vec<_> = r.queues[0].items.iter().cloned().collect();
+        assert_eq!(
+            counted,
+            [
+                (b"back".to_vec(), 1),
+                (vec![2; 7], 1),
+                (vec![4; 7], 2),
+                (b"new".to_vec(), 0)
+            ]
+        );
+        assert_eq!(r.leases_returned, 1);
+        assert_eq!(r.lease_ids, (3 << 24) + 1);
+        // Cut anywhere in the last lease's records: what was whole is kept.
+        let before = log_of(&recs[..recs.len() - 2]);
+        for cut in before.len()..log.len() {
+            assert!(replay(&log[..cut]).is_ok(), "cut at {cut}");
+        }
+        // An end of a lease no record took is damage.
+        let mut bad = recs.clone();
+        let mut r = Vec::new();
+        u64_record(&mut r, LEASE_ENDED, 9 << 24);
+        bad.insert(2, r);
+        assert!(replay(&log_of(&bad))
+            .unwrap_err()
+            .why
+            .contains("no record took"));
     }
 
     #[test]
