@@ -19,6 +19,9 @@
 //! A lease id is unique within a manager's run: a serial number (40 bits) above the index of
 //! the lease's first record (24 bits), so an ack finds its lease without a search.
 
+// Without the `leases` feature the manager keeps an empty store and calls none of this.
+#![cfg_attr(not(feature = "leases"), allow(dead_code))]
+
 use crate::park::{ParkRef, ParkStore};
 use crate::storage::Managed;
 use crate::time::Instant;
