@@ -238,6 +238,7 @@ impl<'a> Key<'a> {
     }
 
     /// Same name and secret: a connection proven with one is still good with the other.
+    #[cfg_attr(not(feature = "keyring"), allow(dead_code))]
     pub(crate) fn same_identity(&self, other: &Key) -> bool {
         *self.name == *other.name && *self.secret == *other.secret
     }

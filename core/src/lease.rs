@@ -21,6 +21,9 @@
 //! the lease's first record (24 bits), so an ack finds its lease without a search. A manager
 //! restored from a journal starts its serial numbers above the journal's ids.
 
+// Without the `leases` feature the manager keeps an empty store and calls none of this.
+#![cfg_attr(not(feature = "leases"), allow(dead_code))]
+
 use crate::park::{ParkRef, ParkStore};
 use crate::storage::Managed;
 use crate::time::Instant;

@@ -34,6 +34,10 @@
 //! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
 //!   frames are MACed only (saves firmware flash).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
+//! - `keyring`, `throttle`, `leases`, `objects` (default; hosts keep them, firmware turns on
+//!   only what it uses): named keys with rights, the per-source key-guessing throttle,
+//!   acknowledged gets, objects beside queues with registered calls. A manager built without
+//!   one answers its requests with a typed error (PROTOCOL.md §17).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -18,7 +18,9 @@ use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
 use crate::codec::{decode_all, Encode, Reader, Writer};
 use crate::journal::{note, JournalSlot, RestoreError};
-use crate::keyring::{Key, KeyName, Keyring, KeyringError, Rights};
+#[cfg(feature = "keyring")]
+use crate::keyring::KeyringError;
+use crate::keyring::{Key, KeyName, Keyring, Rights};
 use crate::lease::LeaseStore;
 use crate::park::ParkStore;
 use crate::registry::{ObjectSlot, Registry};
@@ -485,6 +487,7 @@ impl<'a> Manager<'a> {
         manager
     }
 
+    #[cfg(feature = "keyring")]
     /// A manager that accepts the keys of `keyring` and no other: the default key (the one
     /// clients that name no key use, Python clients among them) only if the keyring has one
     /// with the empty name.
@@ -500,6 +503,7 @@ impl<'a> Manager<'a> {
         Ok(manager)
     }
 
+    #[cfg(feature = "keyring")]
     /// Replaces the keyring (a reload). Connections proven with a key that is still there
     /// (same name, same secret) go on with its new rights; those of a key that is gone or
     /// changed are closed ([`CloseReason::AuthFailed`]). Handshakes in progress are checked
@@ -554,6 +558,7 @@ impl<'a> Manager<'a> {
         Ok(())
     }
 
+    #[cfg(feature = "keyring")]
     /// The keyring.
     pub fn keyring(&self) -> &Keyring<'a> {
         &self.keyring
@@ -1345,7 +1350,11 @@ impl<'a> Manager<'a> {
     /// The key a hello's name stands for: its index (`NO_KEY` if there is none) and the key
     /// to check the proof with.
     fn proof_key(&self, name: KeyName) -> (u16, AuthKey) {
-        if let Some(k) = self.keyring.find(name.as_str()) {
+        if let Some(k) = self
+            .keyring
+            .find(name.as_str())
+            .filter(|_| cfg!(feature = "keyring"))
+        {
             return (k as u16, AuthKey::new(self.keyring.keys()[k].secret()));
         }
         match &self.key {
@@ -1357,6 +1366,10 @@ impl<'a> Manager<'a> {
     /// The key connection `i` proved; `None` for the key given to [`Manager::new`] (every
     /// right).
     fn key_of(&self, i: usize) -> Result<Option<&Key<'a>>, ErrorCode> {
+        if !cfg!(feature = "keyring") {
+            // Without a keyring every connection proved the default key.
+            return Ok(None);
+        }
         match self.conns[i].key {
             DEFAULT_KEY => Ok(None),
             k => self

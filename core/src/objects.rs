@@ -5,6 +5,9 @@
 //! and permits connections hold are records in its `holders` list, in the same waiter pool, so
 //! they are bounded like blocked requests and go with their connection.
 
+// Without the `objects` feature only queues exist and the manager calls little of this.
+#![cfg_attr(not(feature = "objects"), allow(dead_code))]
+
 use crate::storage::Managed;
 use crate::waiters::WaitList;
 use crate::wire::{ErrorCode, Items, ObjectKind, QueueMode, QueueSpec};

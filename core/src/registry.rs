@@ -49,6 +49,7 @@ pub(crate) struct QueueObject<'a> {
     pub(crate) putters: WaitList,
     pub(crate) joiners: WaitList,
     /// Where items go after this many deliveries under a lease: `(queue, deliveries)`.
+    #[cfg_attr(not(feature = "leases"), allow(dead_code))]
     pub(crate) dead_letter: Option<(Handle, u8)>,
 }
 
@@ -237,6 +238,7 @@ impl<'a> Registry<'a> {
         }
     }
 
+    #[cfg_attr(not(feature = "objects"), allow(dead_code))]
     pub(crate) fn shared(&mut self, handle: Handle) -> Result<&mut Shared<'a>, ErrorCode> {
         match self.get(handle) {
             Some(Object::Shared(o)) => Ok(o),

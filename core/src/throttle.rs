@@ -10,6 +10,10 @@
 //! The failures are also counted per source and key name for a summary the transport logs
 //! (see [`Manager::take_auth_reports`](crate::Manager::take_auth_reports)). Both tables are
 //! fixed and small; when full, the stalest source gives way.
+//!
+//! The tables (about 2.7 KiB of the manager) come with the `throttle` feature; without it
+//! every failed proof is held back [`ThrottleConfig::delay_ms`], with no lockout and no
+//! summary.
 
 use crate::keyring::KeyName;
 use crate::time::Instant;
@@ -75,12 +79,14 @@ pub enum AuthReport<'r> {
     },
 }
 
+#[cfg(feature = "throttle")]
 #[derive(Clone, Copy)]
 struct Source {
     bytes: [u8; SOURCE_LEN],
     len: u8,
 }
 
+#[cfg(feature = "throttle")]
 impl Source {
     const NONE: Source = Source {
         bytes: [0; SOURCE_LEN],
@@ -102,6 +108,7 @@ impl Source {
     }
 }
 
+#[cfg(feature = "throttle")]
 #[derive(Clone, Copy)]
 struct Entry {
     source: Source,
@@ -113,6 +120,7 @@ struct Entry {
     refused: u32,
 }
 
+#[cfg(feature = "throttle")]
 const EMPTY: Entry = Entry {
     source: Source::NONE,
     used: false,
@@ -122,6 +130,7 @@ const EMPTY: Entry = Entry {
     refused: 0,
 };
 
+#[cfg(feature = "throttle")]
 #[derive(Clone, Copy)]
 struct Report {
     source: Source,
@@ -129,12 +138,14 @@ struct Report {
     count: u32,
 }
 
+#[cfg(feature = "throttle")]
 const NO_REPORT: Report = Report {
     source: Source::NONE,
     key: KeyName::DEFAULT,
     count: 0,
 };
 
+#[cfg(feature = "throttle")]
 /// The throttle's state: two fixed tables, about 2 KiB.
 pub(crate) struct Throttle {
     entries: [Entry; SOURCES],
@@ -142,6 +153,7 @@ pub(crate) struct Throttle {
     unlisted: u32,
 }
 
+#[cfg(feature = "throttle")]
 impl Throttle {
     pub(crate) const fn new() -> Self {
         Throttle {
@@ -300,7 +312,41 @@ impl Throttle {
     }
 }
 
-#[cfg(test)]
+/// Without the `throttle` feature: no tables (no RAM), every failed proof's verdict is held
+/// back [`ThrottleConfig::delay_ms`], no source is locked out and nothing is reported.
+#[cfg(not(feature = "throttle"))]
+pub(crate) struct Throttle;
+
+#[cfg(not(feature = "throttle"))]
+impl Throttle {
+    pub(crate) const fn new() -> Self {
+        Throttle
+    }
+
+    pub(crate) fn refuses(&mut self, _source: &[u8], _now: Instant) -> bool {
+        false
+    }
+
+    pub(crate) fn failed(
+        &mut self,
+        config: &ThrottleConfig,
+        _source: &[u8],
+        _key: KeyName,
+        _now: Instant,
+    ) -> u32 {
+        config.delay_ms
+    }
+
+    pub(crate) fn succeeded(&mut self, _source: &[u8]) {}
+
+    pub(crate) fn take_reports(&mut self, _f: &mut dyn FnMut(AuthReport<'_>)) {}
+
+    pub(crate) fn has_reports(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(all(test, feature = "throttle"))]
 mod tests {
     use super::*;
 

@@ -11,6 +11,7 @@ const NONE: u32 = u32::MAX;
 
 /// What a blocked request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "objects"), allow(dead_code))]
 pub(crate) enum WaitKind {
     Get,
     Put,
@@ -23,6 +24,7 @@ pub(crate) enum WaitKind {
 
 /// What a blocked request holds besides its kind (one of these at a time, so they share room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "objects"), allow(dead_code))]
 pub(crate) enum Hold {
     /// Nothing: a `Get` of one item, a `Join`.
     Nothing,
@@ -228,6 +230,7 @@ impl<'a> Waiters<'a> {
     }
 
     /// The first waiter of `list` that matches `pred`.
+    #[cfg_attr(not(feature = "objects"), allow(dead_code))]
     pub(crate) fn find_in(&self, list: &WaitList, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
         let mut at = list.head;
         while at != NONE {

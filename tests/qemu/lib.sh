@@ -95,6 +95,20 @@ qemu_fw_elf_mac() {
     echo "$QEMU_FW_DIR/target/mac/$QEMU_FW_TARGET/release/$1"
 }
 
+# fw-manager again with depot-core's optional capabilities FEATURES (comma-separated apps
+# features, e.g. leases,objects), copied to a file of its own: the builds share one target
+# directory, so the dependencies are built once for all of them.
+qemu_fw_build_features() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-manager --features "$1" \
+        --target-dir target/features) &&
+        cp "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/fw-manager" \
+            "$(qemu_fw_elf_features "$1")"
+}
+
+qemu_fw_elf_features() {
+    echo "$QEMU_FW_DIR/target/features/fw-manager+${1//,/+}"
+}
+
 # Prints a TCP port that is free on 127.0.0.1 right now.
 qemu_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -8,9 +8,14 @@
 //! so they stand at the head in the order they were taken. An item whose count reached its queue's dead-letter limit goes to the tail of the
 //! dead-letter queue instead (or, if that queue refuses it, back to the head as well).
 
-use super::{Manager, State, Take, NONE};
+use super::Manager;
+#[cfg(feature = "leases")]
+use super::{State, Take, NONE};
+#[cfg(feature = "leases")]
 use crate::codec::Writer;
+#[cfg(feature = "leases")]
 use crate::lease::LeaseStore;
+#[cfg(feature = "leases")]
 use crate::queue::Queue;
 use crate::time::Instant;
 use crate::wire::{ErrorCode, Handle, Reply, Wait, HEADER_LEN, LEASE_REPLY_OVERHEAD, TAG_LEN};
@@ -21,6 +26,7 @@ pub(super) const fn reply_bound(body: usize) -> usize {
     HEADER_LEN + TAG_LEN + LEASE_REPLY_OVERHEAD + body
 }
 
+#[cfg(feature = "leases")]
 impl<'a> Manager<'a> {
     /// Serves acknowledged gets (`GetLeased`) with `store` keeping the leased items; without
     /// it every leased get is answered `LeaseLimit`.
@@ -239,6 +245,54 @@ impl<'a> Manager<'a> {
     }
 }
 
+/// Without the `leases` feature the manager holds no leases: `GetLeased`, `Ack` and `Nack` are
+/// answered `NotAllowed` (PROTOCOL.md §17).
+#[cfg(not(feature = "leases"))]
+impl Manager<'_> {
+    pub(super) fn lease_fit(&self, _i: usize) -> usize {
+        0
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn get_leased(
+        &mut self,
+        i: usize,
+        id: u32,
+        _handle: Handle,
+        _wait: Wait,
+        _max_items: u32,
+        _max_bytes: u32,
+        _lease_ms: u32,
+    ) {
+        self.reply(i, id, &Reply::Error(ErrorCode::NotAllowed));
+    }
+
+    /// Never called: nothing is taken under a lease.
+    pub(super) fn deliver_leased(
+        &mut self,
+        _i: usize,
+        _id: u32,
+        _handle: Handle,
+        _count: u32,
+        _body: usize,
+        _lease_ms: u32,
+    ) {
+    }
+
+    pub(super) fn ack(&mut self, _i: usize, _lease: u64) -> Reply<'static> {
+        Reply::Error(ErrorCode::NotAllowed)
+    }
+
+    pub(super) fn nack(&mut self, _i: usize, _lease: u64) -> Reply<'static> {
+        Reply::Error(ErrorCode::NotAllowed)
+    }
+
+    pub(super) fn release_leases_of(&mut self, _i: usize) {}
+
+    pub(super) fn expire_leases(&mut self, _now: Instant) {}
+}
+
+#[cfg(feature = "leases")]
 /// Writes `Message::Reply { id, reply: Reply::Leased { .. } }` as postcard would, for the first
 /// `count` items of `queue`, whose packed size plus one byte each is `body`; `None` if `out` is
 /// too small.
@@ -276,7 +330,7 @@ fn encode_leased_reply(
     w.finish()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "leases"))]
 mod tests {
     use super::*;
     use crate::wire::{Items, Message};

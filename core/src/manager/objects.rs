@@ -1,19 +1,22 @@
 //! The manager's side of the objects beside queues (see `crate::objects`): their actions,
 //! blocking and waking, and what happens when a waiter or a holder goes away.
 
-use super::{park_timeout, Manager, State, NONE};
-use crate::codec::Writer;
-use crate::objects::{Shared, State as Obj};
-use crate::time::Instant;
-use crate::waiters::{Hold, WaitKind, Waiter};
-use crate::wire::{
-    item_reply_bound, Action, ErrorCode, Handle, Items, Message, ObjectKind, QueueSpec, Reply,
-    Wait, SMALL_REPLY_BOUND,
+use super::Manager;
+use crate::waiters::Waiter;
+use crate::wire::{Action, ErrorCode, Handle, ObjectKind, QueueSpec, Reply, SMALL_REPLY_BOUND};
+#[cfg(feature = "objects")]
+use {
+    super::{park_timeout, State, NONE},
+    crate::codec::Writer,
+    crate::objects::{Shared, State as Obj},
+    crate::time::Instant,
+    crate::waiters::{Hold, WaitKind},
+    crate::wire::{item_reply_bound, Items, Message, Wait},
 };
 
 /// A reply that borrows nothing, as one that lives as long as needed (objects give no queue
 /// items: those become `WrongKind`).
-#[cfg(feature = "python")]
+#[cfg(all(feature = "python", feature = "objects"))]
 fn reply_static(reply: Reply<'_>) -> Reply<'static> {
     match reply {
         Reply::Flag(b) => Reply::Flag(b),
@@ -45,6 +48,7 @@ pub(super) fn right_for(action: Action) -> crate::keyring::Rights {
 /// The longest error text a `Failed` reply carries, in bytes.
 pub const MAX_FAILED_LEN: usize = 120;
 
+#[cfg(feature = "objects")]
 /// `text` cut to at most `max` bytes, at a character boundary.
 fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
@@ -73,11 +77,13 @@ pub struct CallId {
     request: u32,
 }
 
+#[cfg(feature = "objects")]
 /// Whether `bytes` are one value of the value model (keys and values of dicts and values).
 fn is_value(bytes: &[u8]) -> bool {
     crate::value::validate(bytes).is_ok()
 }
 
+#[cfg(feature = "objects")]
 impl Manager<'_> {
     /// `CreateObject`: an object of any kind in a spare slot.
     pub(super) fn create_object(
@@ -756,4 +762,34 @@ impl Manager<'_> {
         }
         self.output_queued(i, was_idle);
     }
+}
+
+/// Without the `objects` feature the manager serves queues only: `CreateObject` of another
+/// kind and every `Act` are answered `NotAllowed` (PROTOCOL.md §17).
+#[cfg(not(feature = "objects"))]
+impl Manager<'_> {
+    pub(super) fn create_object(
+        &mut self,
+        name: &str,
+        kind: ObjectKind,
+        spec: QueueSpec,
+        exist_ok: bool,
+    ) -> Reply<'static> {
+        match kind {
+            ObjectKind::Queue => self.create(name, spec, exist_ok),
+            _ => Reply::Error(ErrorCode::NotAllowed),
+        }
+    }
+
+    pub(super) fn act_reply_bound(&mut self, _i: usize, _handle: Handle, _action: Action) -> usize {
+        SMALL_REPLY_BOUND
+    }
+
+    pub(super) fn act(&mut self, i: usize, id: u32, _handle: Handle, _action: Action) {
+        self.reply(i, id, &Reply::Error(ErrorCode::NotAllowed));
+    }
+
+    pub(super) fn drop_holdings(&mut self, _i: usize) {}
+
+    pub(super) fn waiter_left(&mut self, _waiter: Waiter) {}
 }
