@@ -24,7 +24,10 @@
 //! q.task_done().await?;
 //! ```
 //!
-//! A wrong authkey fails `connect` with `Error::Depot(depot_core::Error::AuthFailed)`.
+//! A wrong authkey fails `connect` with `Error::Depot(depot_core::Error::AuthFailed)`. A
+//! client with a named key of its own (a manager's keys file, PROTOCOL.md §13) sets
+//! `ClientConfig::key_name` (`depot_core::KeyName::new("sensor-7")`) in
+//! [`Client::connect_with`].
 //!
 //! ## One client, many tasks
 //!
@@ -76,6 +79,10 @@
 //!                              RNG.init(rng), RES.init(ManagerResources::new()));
 //! server.run().await; // returns after a (permitted) remote shutdown
 //! ```
+//!
+//! [`Server::with_keyring`] takes named keys with their rights instead of one authkey, e.g. a
+//! `static` `[depot_core::Key; N]` through `Keyring::new(&KEYS)`; the key named `""` is the
+//! default key.
 //!
 //! ## Capacities (compile time)
 //! - [`ClientBuffers<FRAME = 512, SLOTS = 2>`](ClientBuffers): frame and item buffers and calls

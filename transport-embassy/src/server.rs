@@ -11,10 +11,11 @@ use core::cell::{Cell, RefCell};
 use core::future::pending;
 use core::pin::pin;
 
+use depot_core::keyring::KeyringError;
 use depot_core::manager::encode_busy;
 use depot_core::{
-    AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources,
-    Waiter,
+    AcceptError, ConnId, Connection, Keyring, Manager, ManagerConfig, ObjectSlot, ParkStore,
+    Resources, Waiter,
 };
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
@@ -200,6 +201,41 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
         entropy: &'a mut dyn Entropy,
         resources: &'a mut ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>,
     ) -> Self {
+        let built = Self::build(stack, config, objects, entropy, resources, |r| {
+            Ok::<_, core::convert::Infallible>(Manager::new(config.manager, authkey, r))
+        });
+        match built {
+            Ok(server) => server,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Server::new`] guarded by named keys with their rights (`depot_core::Keyring`, e.g.
+    /// `Keyring::new(&STATIC_KEYS)`) instead of one authkey. The default key (clients that
+    /// name none) is the keyring's key named `""`, if it has one. Fails when the keyring does
+    /// (`Keyring::check`: duplicate names, too many keys).
+    pub fn with_keyring<const FRAME: usize, const SOCKET_BUF: usize, const WAITERS: usize>(
+        stack: Stack<'a>,
+        config: ServerConfig,
+        keyring: Keyring<'a>,
+        objects: &'a mut [ObjectSlot<'a>],
+        entropy: &'a mut dyn Entropy,
+        resources: &'a mut ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>,
+    ) -> Result<Self, KeyringError> {
+        Self::build(stack, config, objects, entropy, resources, |r| {
+            Manager::with_keyring(config.manager, keyring, r)
+        })
+    }
+
+    /// The server around the manager `manager` makes from the resources.
+    fn build<const FRAME: usize, const SOCKET_BUF: usize, const WAITERS: usize, E>(
+        stack: Stack<'a>,
+        config: ServerConfig,
+        objects: &'a mut [ObjectSlot<'a>],
+        entropy: &'a mut dyn Entropy,
+        resources: &'a mut ManagerResources<'a, SOCKETS, FRAME, SOCKET_BUF, WAITERS>,
+        manager: impl FnOnce(Resources<'a>) -> Result<Manager<'a>, E>,
+    ) -> Result<Self, E> {
         let ManagerResources {
             frames,
             parked,
@@ -219,7 +255,7 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
             waiters: waiters.into(),
             parked: ParkStore::slots(parked.as_flattened_mut(), FRAME),
         };
-        let manager = Manager::new(config.manager, authkey, resources);
+        let manager = manager(resources)?;
         if let Some(name) = manager.duplicate_name() {
             warn!("depot: queue name declared twice: {}", name);
         }
@@ -236,7 +272,7 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
             Some([rx, tx]) => [&mut rx[..], &mut tx[..]],
             None => unreachable!("one buffer pair per socket"),
         });
-        Server { shared, sockets }
+        Ok(Server { shared, sockets })
     }
 
     /// A handle for other tasks: local shutdown, statistics.

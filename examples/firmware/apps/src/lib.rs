@@ -17,6 +17,7 @@ use defmt_semihosting as _;
 use core::future::Future;
 
 use depot_board::net;
+use depot_embassy::depot_core::client::ClientConfig;
 use depot_embassy::{Client, ClientBuffers};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
@@ -128,5 +129,24 @@ pub fn connect_with<'k, const SLOTS: usize>(
         authkey,
         &mut memory.entropy,
         &mut memory.buffers,
+    )
+}
+
+/// [`connect_with`] with the core's client settings, e.g. a named key (`config.key_name`).
+pub fn connect_config<'k, const SLOTS: usize>(
+    stack: Stack<'static>,
+    authkey: &'k [u8],
+    memory: &'static mut ClientMemory<SLOTS>,
+    config: ClientConfig,
+) -> impl Future<Output = Result<Client<'static>, depot_embassy::Error>> + 'k {
+    memory.entropy = TestEntropy::from_board();
+    let socket = TcpSocket::new(stack, &mut memory.rx, &mut memory.tx);
+    Client::connect_with(
+        socket,
+        (net::HOST, net::HOST_PORT),
+        authkey,
+        &mut memory.entropy,
+        &mut memory.buffers,
+        config,
     )
 }
