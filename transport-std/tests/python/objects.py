@@ -14,6 +14,7 @@ import time
 from multiprocessing.managers import (
     AcquirerProxy,
     BaseManager,
+    DictProxy,
     EventProxy,
     ValueProxy,
 )
@@ -36,6 +37,7 @@ Typed.register("ready", proxytype=EventProxy)
 Typed.register("lk", proxytype=AcquirerProxy)
 Typed.register("sem", proxytype=AcquirerProxy)
 Typed.register("v", proxytype=ValueProxy)
+Typed.register("d", proxytype=DictProxy)
 
 port, key, role = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
 m = (Typed if role == "typed" else M)(address=("127.0.0.1", port), authkey=key)
@@ -109,6 +111,11 @@ elif role == "typed":
     assert v.value == {"n": 1, "tags": ["a", "b"]}, v.value
     v.set(2.5)
     assert v.get() == 2.5
+    d = m.d()
+    d["a"] = 1
+    assert d.get("a", 5) == 1 and d.get("zz", 5) == 5 and d.get("zz") is None
+    assert d.pop("zz", (1, "x")) == (1, "x")
+    assert d.pop("a", 9) == 1 and len(d) == 0
     print("ok", flush=True)
 elif role == "value_dict":
     v = m.v()
@@ -135,6 +142,27 @@ elif role == "value_dict":
     assert d.pop("a") == 1
     del d[("t", 2)]
     assert len(d) == 0
+    # Defaults, as Python's dict gives them.
+    assert d.get("zz", 7) == 7
+    assert d.get("zz", [1, "x"]) == [1, "x"]
+    assert d.get("zz", None) is None
+    d["k"] = "v"
+    assert d.get("k", 7) == "v"
+    assert d.pop("k", 0) == "v"
+    assert d.pop("k", 0) == 0
+    assert d.pop("k", None) is None
+    try:
+        d.pop("k")
+        raise SystemExit("popped a missing key")
+    except KeyError:
+        pass
+    try:
+        d.get("zz", "x" * 100)
+        raise SystemExit("a default larger than the limit was taken")
+    except ValueError:
+        pass
+    assert len(d) == 0
+
     def setter():
         m2 = M(address=("127.0.0.1", port), authkey=key)
         m2.connect()
