@@ -673,6 +673,22 @@ fn object_call<'b>(
                 KeyAction::Remove => Action::Remove { key },
             }
         }
+        Build::Attribute => {
+            let (c, action) = match p.str(bound[0]) {
+                Some("parties") => (ObjCall::Int, Action::Parties),
+                Some("n_waiting") => (ObjCall::Int, Action::Count),
+                Some("broken") => (ObjCall::Flag, Action::IsBroken),
+                _ => {
+                    return Err(Out::Error(
+                        "builtins",
+                        "AttributeError",
+                        Some("a barrier has only parties, n_waiting and broken"),
+                    ))
+                }
+            };
+            call = c;
+            action
+        }
         Build::Insert => {
             let (first, second) = item_buf.split_at_mut(half);
             let a = item::to_cbor(p, bound[0], first).map_err(value_error)?;

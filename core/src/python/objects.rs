@@ -56,6 +56,8 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             &["__enter__", "__exit__", "acquire", "get_value", "release"]
         }
         ObjectKind::Value => &["compare_and_set", "get", "set"],
+        // `__getattribute__` is answered but not listed: `AutoProxy` would define it and
+        // recurse.
         ObjectKind::Barrier => &["abort", "n_waiting", "reset", "wait"],
         ObjectKind::Dict => &[
             "__contains__",
@@ -176,6 +178,9 @@ pub(super) enum Build {
     Insert,
     /// `wait_for_key(key, timeout)`.
     WaitKey,
+    /// `__getattribute__(name)`: a barrier's `parties`, `n_waiting` or `broken`, as
+    /// `BarrierProxy` reads them.
+    Attribute,
 }
 
 /// The dict actions that take only a key.
@@ -233,6 +238,7 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
         (ObjectKind::Barrier, "abort") => m(ObjCall::Done, &[], 0, Fixed(Action::Abort)),
         (ObjectKind::Barrier, "reset") => m(ObjCall::Done, &[], 0, Fixed(Action::Reset)),
         (ObjectKind::Barrier, "n_waiting") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Barrier, "__getattribute__") => m(ObjCall::Int, &["name"], 1, Attribute),
         (ObjectKind::Dict, "__getitem__") => m(ObjCall::Item, &["key"], 1, Key(KeyAction::Lookup)),
         (ObjectKind::Dict, "get") => m(
             ObjCall::ItemOr(Fallback::NONE),

@@ -13,6 +13,7 @@ import threading
 import time
 from multiprocessing.managers import (
     AcquirerProxy,
+    BarrierProxy,
     BaseManager,
     DictProxy,
     EventProxy,
@@ -38,6 +39,7 @@ Typed.register("lk", proxytype=AcquirerProxy)
 Typed.register("sem", proxytype=AcquirerProxy)
 Typed.register("v", proxytype=ValueProxy)
 Typed.register("d", proxytype=DictProxy)
+Typed.register("gate", proxytype=BarrierProxy)
 
 port, key, role = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
 m = (Typed if role == "typed" else M)(address=("127.0.0.1", port), authkey=key)
@@ -116,6 +118,33 @@ elif role == "typed":
     assert d.get("a", 5) == 1 and d.get("zz", 5) == 5 and d.get("zz") is None
     assert d.pop("zz", (1, "x")) == (1, "x")
     assert d.pop("a", 9) == 1 and len(d) == 0
+    # The barrier's attributes, as BarrierProxy reads them; two parties meet at it.
+    g = m.gate()
+    assert (g.parties, g.n_waiting, g.broken) == (2, 0, False)
+    other = []
+
+    def party():
+        m2 = Typed(address=("127.0.0.1", port), authkey=key)
+        m2.connect()
+        other.append(m2.gate().wait(10))
+
+    th = threading.Thread(target=party)
+    th.start()
+    while g.n_waiting == 0:
+        time.sleep(0.01)
+    assert g.n_waiting == 1
+    mine = g.wait(10)
+    th.join()
+    assert sorted([mine] + other) == [0, 1], (mine, other)
+    g.abort()
+    assert g.broken is True
+    try:
+        g.wait(1)
+        raise SystemExit("waited at a broken barrier")
+    except threading.BrokenBarrierError:
+        pass
+    g.reset()
+    assert g.broken is False
     print("ok", flush=True)
 elif role == "value_dict":
     v = m.v()
