@@ -673,6 +673,18 @@ fn object_call<'b>(
                 KeyAction::Remove => Action::Remove { key },
             }
         }
+        Build::Request => {
+            let request = if bound[0] == pickle::NIL {
+                &crate::objects::NULL[..]
+            } else {
+                let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+                &item_buf[..n]
+            };
+            Action::Call {
+                request,
+                wait: Wait::Forever,
+            }
+        }
         Build::Attribute => {
             let (c, action) = match p.str(bound[0]) {
                 Some("parties") => (ObjCall::Int, Action::Parties),

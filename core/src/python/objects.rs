@@ -72,8 +72,8 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             "values",
             "wait_for_key",
         ],
-        // Registered calls are for depot clients.
-        ObjectKind::Call => &[],
+        // `proxy(request)` or `proxy.call(request)`.
+        ObjectKind::Call => &["__call__", "call"],
         ObjectKind::Queue => ACQUIRER,
     }
 }
@@ -121,7 +121,7 @@ impl Fallback {
     /// Python's `None`.
     pub(super) const NONE: Fallback = {
         let mut bytes = [0; DEFAULT_MAX];
-        bytes[0] = 0xf6;
+        bytes[0] = crate::objects::NULL[0];
         Fallback { len: 1, bytes }
     };
 
@@ -178,6 +178,8 @@ pub(super) enum Build {
     Insert,
     /// `wait_for_key(key, timeout)`.
     WaitKey,
+    /// A registered call's request (`None` when not given).
+    Request,
     /// `__getattribute__(name)`: a barrier's `parties`, `n_waiting` or `broken`, as
     /// `BarrierProxy` reads them.
     Attribute,
@@ -268,6 +270,7 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
             };
             m(ObjCall::List(of), &[], 0, Fixed(Action::Entries))
         }
+        (ObjectKind::Call, "__call__" | "call") => m(ObjCall::Value, &["request"], 0, Request),
         (ObjectKind::Dict, "wait_for_key") => m(ObjCall::Value, &["key", "timeout"], 1, WaitKey),
         _ => return None,
     })
@@ -293,6 +296,8 @@ pub(super) fn answer<'a>(call: &'a ObjCall, reply: &Reply<'a>) -> Out<'a> {
         (ObjCall::BarrierWait, Reply::Error(ErrorCode::Broken | ErrorCode::Timeout)) => {
             Out::Error("threading", "BrokenBarrierError", None)
         }
+        // The handler's error, as its text.
+        (ObjCall::Value, Reply::Failed(text)) => Out::Error("builtins", "RuntimeError", Some(text)),
         (ObjCall::Value, Reply::Error(ErrorCode::Timeout)) => {
             Out::Error("builtins", "TimeoutError", None)
         }

@@ -7,6 +7,7 @@ usage: objects.py PORT AUTHKEY ROLE
   lock_use        the lock and rlock rules: acquire/release, timeouts, `with`, errors
   typed           the same objects through the stdlib's typed proxies (proxytype=)
   value_dict      a value and a dict
+  calls           registered calls 'area' and 'echo'
 """
 import sys
 import threading
@@ -26,7 +27,7 @@ class M(BaseManager):
 
 
 # AutoProxy: the methods come from the manager's answer to `create`.
-for name in ["ready", "lk", "rlk", "sem", "v", "d", "gate"]:
+for name in ["ready", "lk", "rlk", "sem", "v", "d", "gate", "area", "echo"]:
     M.register(name)
 
 
@@ -204,6 +205,24 @@ elif role == "value_dict":
     th.join()
     g = m.gate()
     assert g.n_waiting() == 0
+    print("ok", flush=True)
+elif role == "calls":
+    area = m.area()
+    assert area((6, 7)) == 42
+    assert area.call([3, 5]) == 15
+    try:
+        area((2**32 - 1, 2))
+        raise SystemExit("an overflow was answered")
+    except RuntimeError as e:
+        assert "too large" in str(e), e
+    try:
+        area("not a pair")
+        raise SystemExit("a wrong request was answered")
+    except RuntimeError:
+        pass
+    echo = m.echo()
+    assert echo("hi") == "hi"
+    assert echo() is None
     print("ok", flush=True)
 else:
     raise SystemExit(f"unknown role {role}")
