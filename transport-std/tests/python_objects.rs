@@ -25,6 +25,7 @@ fn manager() -> ManagerHandle {
         .semaphore("sem", 2)
         .value("v")
         .dict("d", 16)
+        .dict("ns", 4)
         .barrier("gate", 2)
         .call("area", |(w, h): (u32, u32)| {
             w.checked_mul(h).ok_or("too large")
@@ -120,6 +121,8 @@ fn python_typed_proxies_and_values_and_dicts() {
         let m = manager();
         assert_eq!(run(&py, &m, "typed").trim(), "ok", "{py}");
         let c = Client::connect(m.address(), KEY).unwrap();
+        let ns = c.dict::<String, String>("ns").unwrap();
+        assert_eq!(ns.get(&"label".into()).unwrap().as_deref(), Some("a"));
         assert_eq!(c.value::<f64>("v").unwrap().get().unwrap(), 2.5);
         c.value::<Option<u32>>("v").unwrap().set(&None).unwrap();
         assert_eq!(run(&py, &m, "value_dict").trim(), "ok", "{py}");

@@ -102,6 +102,10 @@ pub(super) enum ObjCall {
     Contains,
     /// `__delitem__`: `None`, or `KeyError`.
     Delete,
+    /// A dict read as a namespace (`NamespaceProxy`): the value, or `AttributeError`.
+    Attr,
+    /// A namespace's `__delattr__`: `None`, or `AttributeError`.
+    DelAttr,
     /// A dict's `keys`, `values` or `items`: a list.
     List(ListOf),
 }
@@ -260,6 +264,15 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
         (ObjectKind::Dict, "__delitem__") => {
             m(ObjCall::Delete, &["key"], 1, Key(KeyAction::Remove))
         }
+        // `NamespaceProxy`: attributes are the dict's entries (not listed in `exposed`, as
+        // `AutoProxy` would define them on itself).
+        (ObjectKind::Dict, "__getattribute__") => {
+            m(ObjCall::Attr, &["name"], 1, Key(KeyAction::Lookup))
+        }
+        (ObjectKind::Dict, "__setattr__") => m(ObjCall::Done, &["name", "value"], 2, Insert),
+        (ObjectKind::Dict, "__delattr__") => {
+            m(ObjCall::DelAttr, &["name"], 1, Key(KeyAction::Remove))
+        }
         (ObjectKind::Dict, "__setitem__") => m(ObjCall::Done, &["key", "value"], 2, Insert),
         (ObjectKind::Dict, "__len__") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
         (ObjectKind::Dict, "keys" | "values" | "items") => {
@@ -284,7 +297,13 @@ pub(super) fn answer<'a>(call: &'a ObjCall, reply: &Reply<'a>) -> Out<'a> {
         (ObjCall::Flag, Reply::Error(ErrorCode::Timeout)) => Out::Bool(false),
         (ObjCall::Locked, Reply::Count(n)) => Out::Bool(n == 0),
         (ObjCall::Int | ObjCall::BarrierWait, Reply::Count(n)) => Out::Int(n.into()),
-        (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr(_), Reply::Value(v)) => Out::Item(v),
+        (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr(_) | ObjCall::Attr, Reply::Value(v)) => {
+            Out::Item(v)
+        }
+        (ObjCall::DelAttr, Reply::Value(_)) => Out::None,
+        (ObjCall::Attr | ObjCall::DelAttr, Reply::Error(ErrorCode::NoSuchKey)) => {
+            Out::Error("builtins", "AttributeError", None)
+        }
         (ObjCall::Contains, Reply::Value(_)) => Out::Bool(true),
         (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, *of),
         (ObjCall::Contains, Reply::Error(ErrorCode::NoSuchKey)) => Out::Bool(false),

@@ -17,6 +17,7 @@ from multiprocessing.managers import (
     BarrierProxy,
     BaseManager,
     DictProxy,
+    NamespaceProxy,
     EventProxy,
     ValueProxy,
 )
@@ -41,6 +42,7 @@ Typed.register("sem", proxytype=AcquirerProxy)
 Typed.register("v", proxytype=ValueProxy)
 Typed.register("d", proxytype=DictProxy)
 Typed.register("gate", proxytype=BarrierProxy)
+Typed.register("ns", proxytype=NamespaceProxy)
 
 port, key, role = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
 m = (Typed if role == "typed" else M)(address=("127.0.0.1", port), authkey=key)
@@ -146,6 +148,22 @@ elif role == "typed":
         pass
     g.reset()
     assert g.broken is False
+    # A dict read as a namespace.
+    ns = m.ns()
+    ns.x = 1
+    ns.label = "a"
+    assert (ns.x, ns.label) == (1, "a")
+    del ns.x
+    try:
+        ns.x
+        raise SystemExit("a deleted attribute was found")
+    except AttributeError:
+        pass
+    try:
+        del ns.nope
+        raise SystemExit("a missing attribute was deleted")
+    except AttributeError:
+        pass
     print("ok", flush=True)
 elif role == "value_dict":
     v = m.v()
