@@ -214,6 +214,8 @@ impl<'a> Reader<'a> {
                 request: self.bytes(),
                 wait: self.wait(),
             },
+            19 => Action::Parties,
+            20 => Action::IsBroken,
             _ => self.fail(Action::Count),
         }
     }
@@ -764,6 +766,8 @@ impl<'o> Writer<'o> {
                 self.bytes(request);
                 self.wait(wait);
             }
+            Action::Parties => self.u32(19),
+            Action::IsBroken => self.u32(20),
         }
     }
 
@@ -1128,12 +1132,12 @@ mod tests {
     fn action(p: &Parts) -> Action<'_> {
         let (a, b) = p.bytes.split_at(p.bytes.len() / 2);
         // Independent of the action chosen below.
-        let wait = |p: &Parts| match (p.sub / 19) % 3 {
+        let wait = |p: &Parts| match (p.sub / 21) % 3 {
             0 => Wait::NoWait,
             1 => Wait::Forever,
             _ => Wait::Millis(p.nums[7]),
         };
-        match p.sub % 19 {
+        match p.sub % 21 {
             0 => Action::Set,
             1 => Action::Clear,
             2 => Action::IsSet,
@@ -1158,6 +1162,8 @@ mod tests {
             },
             16 => Action::Abort,
             17 => Action::Reset,
+            18 => Action::Parties,
+            19 => Action::IsBroken,
             _ => Action::Call {
                 request: a,
                 wait: wait(p),

@@ -567,6 +567,10 @@ pub enum Action<'a> {
         /// How long to wait for the response (`NoWait`: `Timeout` at once).
         wait: Wait,
     },
+    /// Barrier: Reply: `Count`, its parties (protocol version 3).
+    Parties,
+    /// Barrier: Reply: `Flag`, whether it is broken (protocol version 3).
+    IsBroken,
 }
 
 /// Manager to client, after the handshake.

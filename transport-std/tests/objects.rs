@@ -246,6 +246,7 @@ fn a_barrier_releases_its_parties_together_and_breaks_when_one_gives_up() {
     let c = connect(&m);
     let b = c.barrier("gate").unwrap();
     assert_eq!(b.parties(), 3);
+    assert!(!b.is_broken().unwrap());
     let waiting = {
         let b = b.clone();
         thread::spawn(move || b.wait_timeout(Duration::from_secs(20)))
@@ -265,7 +266,9 @@ fn a_barrier_releases_its_parties_together_and_breaks_when_one_gives_up() {
         Some(ErrorCode::Broken)
     );
     assert_eq!(code(b.wait().unwrap_err()), Some(ErrorCode::Broken));
+    assert!(b.is_broken().unwrap());
     b.reset().unwrap();
+    assert!(!b.is_broken().unwrap());
     assert_eq!(b.n_waiting().unwrap(), 0);
 }
 

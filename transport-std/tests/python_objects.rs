@@ -1,5 +1,5 @@
 //! Unchanged Python `BaseManager` clients (real CPython) using depot's objects beside queues:
-//! events, locks, semaphores, values and dicts through `AutoProxy` and the stdlib's typed
+//! events, locks, semaphores, values, dicts, barriers and registered calls through `AutoProxy` and the stdlib's typed
 //! proxies. `DEPOT_PYTHONS` adds interpreters as for the other interop tests.
 
 use std::io::{BufRead, BufReader};
@@ -25,7 +25,12 @@ fn manager() -> ManagerHandle {
         .semaphore("sem", 2)
         .value("v")
         .dict("d", 16)
+        .dict("ns", 4)
         .barrier("gate", 2)
+        .call("area", |(w, h): (u32, u32)| {
+            w.checked_mul(h).ok_or("too large")
+        })
+        .call("echo", |s: Option<String>| Ok::<_, String>(s))
         .start()
         .unwrap()
 }
@@ -116,12 +121,23 @@ fn python_typed_proxies_and_values_and_dicts() {
         let m = manager();
         assert_eq!(run(&py, &m, "typed").trim(), "ok", "{py}");
         let c = Client::connect(m.address(), KEY).unwrap();
+        let ns = c.dict::<String, String>("ns").unwrap();
+        assert_eq!(ns.get(&"label".into()).unwrap().as_deref(), Some("a"));
         assert_eq!(c.value::<f64>("v").unwrap().get().unwrap(), 2.5);
         c.value::<Option<u32>>("v").unwrap().set(&None).unwrap();
         assert_eq!(run(&py, &m, "value_dict").trim(), "ok", "{py}");
         assert_eq!(c.value::<u32>("v").unwrap().get().unwrap(), 42);
         let d = c.dict::<String, String>("d").unwrap();
         assert_eq!(d.get(&"go".into()).unwrap().as_deref(), Some("now"));
+        m.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn python_clients_make_registered_calls() {
+    for py in pythons() {
+        let m = manager();
+        assert_eq!(run(&py, &m, "calls").trim(), "ok", "{py}");
         m.shutdown().unwrap();
     }
 }

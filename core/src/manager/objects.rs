@@ -29,12 +29,13 @@ fn reply_static(reply: Reply<'_>) -> Reply<'static> {
 
 /// The right a key needs on an object to run `action` (PROTOCOL.md §13, §14): `GET` to look
 /// or wait (an event's or barrier's `Wait`, `WaitKey`), `PUT` to change it, to take or give
-/// back a permit, and to call; `Count` needs some right on the object.
+/// back a permit, and to call; `Count` and `Parties` need some right on the object.
 pub(super) fn right_for(action: Action) -> crate::keyring::Rights {
     use crate::keyring::Rights;
     match action {
-        Action::Count => Rights::NONE,
+        Action::Count | Action::Parties => Rights::NONE,
         Action::IsSet
+        | Action::IsBroken
         | Action::Wait { .. }
         | Action::Get
         | Action::Lookup { .. }
@@ -166,6 +167,8 @@ impl Manager<'_> {
             // Every kind counts something (`depot stat` shows it as the length).
             (_, Action::Count) => Reply::Count(o.count()),
             (Obj::Barrier { broken: true }, Action::Wait { .. }) => Reply::Error(ErrorCode::Broken),
+            (Obj::Barrier { .. }, Action::Parties) => Reply::Count(o.spec.capacity),
+            (Obj::Barrier { broken }, Action::IsBroken) => Reply::Flag(broken),
             (Obj::Barrier { .. }, Action::Wait { wait }) => {
                 return self.barrier_wait(i, id, handle, wait);
             }

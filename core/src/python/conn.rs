@@ -297,7 +297,7 @@ impl PyConn {
         scratch: &mut Scratch<'_>,
         out: &mut [u8],
     ) -> Step<'static> {
-        let o = match (call, *reply) {
+        let o = match (&call, *reply) {
             (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => {
                 Out::Created(info.handle, info.kind)
             }
@@ -311,7 +311,7 @@ impl PyConn {
                 "RuntimeError",
                 "this depot manager does not allow remote shutdown",
             ),
-            (Call::GetMethods(kind), Reply::Size(_) | Reply::Count(_)) => Out::Exposed(kind),
+            (Call::GetMethods(kind), Reply::Size(_) | Reply::Count(_)) => Out::Exposed(*kind),
             (
                 Call::Exists | Call::Put | Call::TaskDone | Call::Join | Call::Shutdown,
                 Reply::Done,
@@ -604,6 +604,7 @@ fn object_call<'b>(
     };
     // Two values (a key and a value, or an expected and a new value) share the buffer.
     let half = item_buf.len() / 2;
+    let mut call = m.call;
     let action = match m.action {
         Build::Fixed(action) => action,
         Build::Wait => Action::Wait {
@@ -650,6 +651,56 @@ fn object_call<'b>(
                 KeyAction::Remove => Action::Remove { key },
             }
         }
+        Build::KeyOr(k) => {
+            if bound[1] != pickle::NIL {
+                call = ObjCall::ItemOr(
+                    objects::Fallback::new(|buf| item::to_cbor(p, bound[1], buf)).map_err(|e| {
+                        match e {
+                            item::ItemError::TooLarge => Out::Error(
+                                "builtins",
+                                "ValueError",
+                                Some("a dict's default is limited to 32 bytes"),
+                            ),
+                            e => value_error(e),
+                        }
+                    })?,
+                );
+            }
+            let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+            let key = &item_buf[..n];
+            match k {
+                KeyAction::Lookup => Action::Lookup { key },
+                KeyAction::Remove => Action::Remove { key },
+            }
+        }
+        Build::Request => {
+            let request = if bound[0] == pickle::NIL {
+                &crate::objects::NULL[..]
+            } else {
+                let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+                &item_buf[..n]
+            };
+            Action::Call {
+                request,
+                wait: Wait::Forever,
+            }
+        }
+        Build::Attribute => {
+            let (c, action) = match p.str(bound[0]) {
+                Some("parties") => (ObjCall::Int, Action::Parties),
+                Some("n_waiting") => (ObjCall::Int, Action::Count),
+                Some("broken") => (ObjCall::Flag, Action::IsBroken),
+                _ => {
+                    return Err(Out::Error(
+                        "builtins",
+                        "AttributeError",
+                        Some("a barrier has only parties, n_waiting and broken"),
+                    ))
+                }
+            };
+            call = c;
+            action
+        }
         Build::Insert => {
             let (first, second) = item_buf.split_at_mut(half);
             let a = item::to_cbor(p, bound[0], first).map_err(value_error)?;
@@ -668,7 +719,7 @@ fn object_call<'b>(
             }
         }
     };
-    Ok((Call::Object(m.call), Op::Act { handle, action }))
+    Ok((Call::Object(call), Op::Act { handle, action }))
 }
 
 /// `(ident, method, args, kwds)`.

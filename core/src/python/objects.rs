@@ -56,6 +56,8 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             &["__enter__", "__exit__", "acquire", "get_value", "release"]
         }
         ObjectKind::Value => &["compare_and_set", "get", "set"],
+        // `__getattribute__` is answered but not listed: `AutoProxy` would define it and
+        // recurse.
         ObjectKind::Barrier => &["abort", "n_waiting", "reset", "wait"],
         ObjectKind::Dict => &[
             "__contains__",
@@ -70,8 +72,8 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
             "values",
             "wait_for_key",
         ],
-        // Registered calls are for depot clients.
-        ObjectKind::Call => &[],
+        // `proxy(request)` or `proxy.call(request)`.
+        ObjectKind::Call => &["__call__", "call"],
         ObjectKind::Queue => ACQUIRER,
     }
 }
@@ -94,14 +96,52 @@ pub(super) enum ObjCall {
     BarrierWait,
     /// A dict lookup: the value, or `KeyError`.
     Item,
-    /// A dict's `get`: the value, or `None` (a default cannot be given).
-    ItemOr,
+    /// A dict's `get`, or `pop` with a default: the value, or the default (`None` if not given).
+    ItemOr(Fallback),
     /// `__contains__`: whether the key is there.
     Contains,
     /// `__delitem__`: `None`, or `KeyError`.
     Delete,
+    /// A dict read as a namespace (`NamespaceProxy`): the value, or `AttributeError`.
+    Attr,
+    /// A namespace's `__delattr__`: `None`, or `AttributeError`.
+    DelAttr,
     /// A dict's `keys`, `values` or `items`: a list.
     List(ListOf),
+}
+
+/// The most bytes a default of a dict's `get`/`pop` may take, converted as an item: it is kept
+/// in the connection until the manager answers.
+pub(super) const DEFAULT_MAX: usize = 32;
+
+/// A default given to a dict's `get` or `pop`, converted as an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fallback {
+    len: u8,
+    bytes: [u8; DEFAULT_MAX],
+}
+
+impl Fallback {
+    /// Python's `None`.
+    pub(super) const NONE: Fallback = {
+        let mut bytes = [0; DEFAULT_MAX];
+        bytes[0] = crate::objects::NULL[0];
+        Fallback { len: 1, bytes }
+    };
+
+    /// A default converted into `bytes` by `fill`, which returns its length.
+    pub(super) fn new<E>(fill: impl FnOnce(&mut [u8]) -> Result<usize, E>) -> Result<Fallback, E> {
+        let mut bytes = [0; DEFAULT_MAX];
+        let len = fill(&mut bytes)?;
+        Ok(Fallback {
+            len: len as u8,
+            bytes,
+        })
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 /// What a dict's list holds.
@@ -136,10 +176,17 @@ pub(super) enum Build {
     CompareAndSet,
     /// A key: `Lookup`, `Remove` …
     Key(KeyAction),
+    /// A key and an optional default: a dict's `get` and `pop`.
+    KeyOr(KeyAction),
     /// `__setitem__(key, value)`.
     Insert,
     /// `wait_for_key(key, timeout)`.
     WaitKey,
+    /// A registered call's request (`None` when not given).
+    Request,
+    /// `__getattribute__(name)`: a barrier's `parties`, `n_waiting` or `broken`, as
+    /// `BarrierProxy` reads them.
+    Attribute,
 }
 
 /// The dict actions that take only a key.
@@ -197,14 +244,34 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
         (ObjectKind::Barrier, "abort") => m(ObjCall::Done, &[], 0, Fixed(Action::Abort)),
         (ObjectKind::Barrier, "reset") => m(ObjCall::Done, &[], 0, Fixed(Action::Reset)),
         (ObjectKind::Barrier, "n_waiting") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::Barrier, "__getattribute__") => m(ObjCall::Int, &["name"], 1, Attribute),
         (ObjectKind::Dict, "__getitem__") => m(ObjCall::Item, &["key"], 1, Key(KeyAction::Lookup)),
-        (ObjectKind::Dict, "get") => m(ObjCall::ItemOr, &["key"], 1, Key(KeyAction::Lookup)),
+        (ObjectKind::Dict, "get") => m(
+            ObjCall::ItemOr(Fallback::NONE),
+            &["key", "default"],
+            1,
+            KeyOr(KeyAction::Lookup),
+        ),
         (ObjectKind::Dict, "__contains__") => {
             m(ObjCall::Contains, &["key"], 1, Key(KeyAction::Lookup))
         }
-        (ObjectKind::Dict, "pop") => m(ObjCall::Item, &["key"], 1, Key(KeyAction::Remove)),
+        (ObjectKind::Dict, "pop") => m(
+            ObjCall::Item,
+            &["key", "default"],
+            1,
+            KeyOr(KeyAction::Remove),
+        ),
         (ObjectKind::Dict, "__delitem__") => {
             m(ObjCall::Delete, &["key"], 1, Key(KeyAction::Remove))
+        }
+        // `NamespaceProxy`: attributes are the dict's entries (not listed in `exposed`, as
+        // `AutoProxy` would define them on itself).
+        (ObjectKind::Dict, "__getattribute__") => {
+            m(ObjCall::Attr, &["name"], 1, Key(KeyAction::Lookup))
+        }
+        (ObjectKind::Dict, "__setattr__") => m(ObjCall::Done, &["name", "value"], 2, Insert),
+        (ObjectKind::Dict, "__delattr__") => {
+            m(ObjCall::DelAttr, &["name"], 1, Key(KeyAction::Remove))
         }
         (ObjectKind::Dict, "__setitem__") => m(ObjCall::Done, &["key", "value"], 2, Insert),
         (ObjectKind::Dict, "__len__") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
@@ -216,31 +283,40 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
             };
             m(ObjCall::List(of), &[], 0, Fixed(Action::Entries))
         }
+        (ObjectKind::Call, "__call__" | "call") => m(ObjCall::Value, &["request"], 0, Request),
         (ObjectKind::Dict, "wait_for_key") => m(ObjCall::Value, &["key", "timeout"], 1, WaitKey),
         _ => return None,
     })
 }
 
 /// What Python gets for `reply` to `call`.
-pub(super) fn answer<'a>(call: ObjCall, reply: &Reply<'a>) -> Out<'a> {
+pub(super) fn answer<'a>(call: &'a ObjCall, reply: &Reply<'a>) -> Out<'a> {
     match (call, *reply) {
         (ObjCall::Done, Reply::Done) => Out::None,
         (ObjCall::Flag, Reply::Flag(b)) => Out::Bool(b),
         (ObjCall::Flag, Reply::Error(ErrorCode::Timeout)) => Out::Bool(false),
         (ObjCall::Locked, Reply::Count(n)) => Out::Bool(n == 0),
         (ObjCall::Int | ObjCall::BarrierWait, Reply::Count(n)) => Out::Int(n.into()),
-        (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr, Reply::Value(v)) => Out::Item(v),
+        (ObjCall::Value | ObjCall::Item | ObjCall::ItemOr(_) | ObjCall::Attr, Reply::Value(v)) => {
+            Out::Item(v)
+        }
+        (ObjCall::DelAttr, Reply::Value(_)) => Out::None,
+        (ObjCall::Attr | ObjCall::DelAttr, Reply::Error(ErrorCode::NoSuchKey)) => {
+            Out::Error("builtins", "AttributeError", None)
+        }
         (ObjCall::Contains, Reply::Value(_)) => Out::Bool(true),
-        (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, of),
+        (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, *of),
         (ObjCall::Contains, Reply::Error(ErrorCode::NoSuchKey)) => Out::Bool(false),
         (ObjCall::Delete, Reply::Value(_)) => Out::None,
-        (ObjCall::ItemOr, Reply::Error(ErrorCode::NoSuchKey)) => Out::None,
+        (ObjCall::ItemOr(default), Reply::Error(ErrorCode::NoSuchKey)) => Out::Item(default.get()),
         (ObjCall::Item | ObjCall::Delete, Reply::Error(ErrorCode::NoSuchKey)) => {
             Out::Error("builtins", "KeyError", None)
         }
         (ObjCall::BarrierWait, Reply::Error(ErrorCode::Broken | ErrorCode::Timeout)) => {
             Out::Error("threading", "BrokenBarrierError", None)
         }
+        // The handler's error, as its text.
+        (ObjCall::Value, Reply::Failed(text)) => Out::Error("builtins", "RuntimeError", Some(text)),
         (ObjCall::Value, Reply::Error(ErrorCode::Timeout)) => {
             Out::Error("builtins", "TimeoutError", None)
         }

@@ -445,6 +445,12 @@ impl Barrier {
         self.o.count(outcome)
     }
 
+    /// Whether the barrier is broken now (until [`Barrier::reset`]).
+    pub fn is_broken(&self) -> Result<bool, Error> {
+        let outcome = self.o.act(Action::IsBroken)?;
+        self.o.flag(outcome)
+    }
+
     /// Breaks the barrier: waiters and later waits fail with `Broken`.
     pub fn abort(&self) -> Result<(), Error> {
         let outcome = self.o.act(Action::Abort)?;
