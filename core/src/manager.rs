@@ -410,6 +410,7 @@ pub struct Manager<'a> {
     /// The key given to [`Manager::new`]: the default key, unless the keyring names one.
     key: Option<AuthKey>,
     /// What identifies that key without keeping it (see `key_id`).
+    #[cfg(feature = "keyring")]
     key_id: [u8; 32],
     keyring: Keyring<'a>,
     throttle: Throttle,
@@ -457,6 +458,7 @@ impl<'a> Manager<'a> {
         let mut manager = Manager {
             config,
             key: Some(AuthKey::new(authkey)),
+            #[cfg(feature = "keyring")]
             key_id: key_id(authkey),
             keyring: Keyring::empty(),
             throttle: Throttle::new(),
@@ -2431,6 +2433,7 @@ impl<'a> Manager<'a> {
 
 /// Identifies an authkey (to tell whether a reloaded default key is the same one) without
 /// keeping the key itself.
+#[cfg(feature = "keyring")]
 fn key_id(authkey: &[u8]) -> [u8; 32] {
     crate::auth::hmac_sha256(authkey, b"depot key identity")
 }

@@ -105,6 +105,16 @@ qemu_fw_build_features() {
             "$(qemu_fw_elf_features "$1")"
 }
 
+# fw-keyring-manager, which needs the apps' `keyring` feature, built beside those.
+qemu_fw_build_keyring() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-keyring-manager \
+        --features keyring --target-dir target/features)
+}
+
+qemu_fw_elf_keyring() {
+    echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/$1"
+}
+
 qemu_fw_elf_features() {
     echo "$QEMU_FW_DIR/target/features/fw-manager+${1//,/+}"
 }

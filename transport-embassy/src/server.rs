@@ -11,11 +11,12 @@ use core::cell::{Cell, RefCell};
 use core::future::pending;
 use core::pin::pin;
 
-use depot_core::keyring::KeyringError;
+#[cfg(feature = "keyring")]
+use depot_core::keyring::{Keyring, KeyringError};
 use depot_core::manager::encode_busy;
 use depot_core::{
-    AcceptError, ConnId, Connection, Keyring, Manager, ManagerConfig, ObjectSlot, ParkStore,
-    Resources, Waiter,
+    AcceptError, ConnId, Connection, Manager, ManagerConfig, ObjectSlot, ParkStore, Resources,
+    Waiter,
 };
 use embassy_futures::join::{join, join_array};
 use embassy_futures::select::{select, select3, Either, Either3};
@@ -210,10 +211,11 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
         }
     }
 
-    /// [`Server::new`] guarded by named keys with their rights (`depot_core::Keyring`, e.g.
+    /// [`Server::new`] guarded by named keys with their rights (feature `keyring`; e.g.
     /// `Keyring::new(&STATIC_KEYS)`) instead of one authkey. The default key (clients that
     /// name none) is the keyring's key named `""`, if it has one. Fails when the keyring does
     /// (`Keyring::check`: duplicate names, too many keys).
+    #[cfg(feature = "keyring")]
     pub fn with_keyring<const FRAME: usize, const SOCKET_BUF: usize, const WAITERS: usize>(
         stack: Stack<'a>,
         config: ServerConfig,
