@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use depot_core::wire::{Op, SESSION_ID_LEN};
@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::conn::{lock, Conn, Outcome};
 
+use crate::sync::Mutex;
 use crate::Error;
 
 /// How a client reconnects after its connection is lost (see
