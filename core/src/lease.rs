@@ -360,20 +360,17 @@ impl<'a> LeaseStore<'a> {
 mod tests {
     use super::*;
 
-    fn store(slots: &mut [LeaseSlot], bytes: &mut [u8]) -> LeaseStore<'static> {
-        // Leaked so the test store can be 'static like a host's.
-        let slots: &'static mut [LeaseSlot] = Box::leak(slots.to_vec().into_boxed_slice());
-        let bytes: &'static mut [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+    fn store<'a>(slots: &'a mut [LeaseSlot], bytes: &'a mut [u8]) -> LeaseStore<'a> {
         LeaseStore::new(slots, ParkStore::slots(bytes, 8))
     }
 
     extern crate std;
-    use std::boxed::Box;
     use std::vec::Vec;
 
     #[test]
     fn grant_ack_release_and_limits() {
-        let mut s = store(&mut [LeaseSlot::EMPTY; 3], &mut [0; 24]);
+        let (mut slots, mut bytes) = ([LeaseSlot::EMPTY; 3], [0; 24]);
+        let mut s = store(&mut slots, &mut bytes);
         let t = Instant::ZERO.add_millis(100);
         let items: [(&[u8], &[u8], u8); 2] = [(b"ab", b"c", 1), (b"", b"de", 2)];
         let a = s.grant(7, Handle(1), t, items.into_iter()).unwrap();

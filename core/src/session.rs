@@ -254,16 +254,14 @@ impl<'a> Sessions<'a> {
 mod tests {
     use super::*;
 
-    fn table(n: usize) -> Sessions<'static> {
-        extern crate std;
-        let slots: &'static mut [SessionSlot] =
-            std::boxed::Box::leak(std::vec![SessionSlot::EMPTY; n].into_boxed_slice());
+    fn table(slots: &mut [SessionSlot]) -> Sessions<'_> {
         Sessions::new(Managed::from(slots))
     }
 
     #[test]
     fn a_number_is_applied_once_and_its_count_remembered() {
-        let mut t = table(2);
+        let mut slots = [SessionSlot::EMPTY; 2];
+        let mut t = table(&mut slots);
         let s = t.open([1; 16], 0).unwrap();
         assert!(!s.resumed);
         assert_eq!(t.begin(s.slot, 7), Begin::Apply { applied: 0 });
@@ -280,7 +278,8 @@ mod tests {
 
     #[test]
     fn numbers_older_than_the_window_are_expired() {
-        let mut t = table(1);
+        let mut slots = [SessionSlot::EMPTY; 1];
+        let mut t = table(&mut slots);
         let s = t.open([2; 16], 0).unwrap().slot;
         for seq in 0..WINDOW as u64 + 5 {
             assert_eq!(t.begin(s, seq), Begin::Apply { applied: 0 });
@@ -294,7 +293,8 @@ mod tests {
 
     #[test]
     fn a_waiting_put_stays_in_the_window_and_is_busy() {
-        let mut t = table(1);
+        let mut slots = [SessionSlot::EMPTY; 1];
+        let mut t = table(&mut slots);
         let s = t.open([3; 16], 0).unwrap().slot;
         assert_eq!(t.begin(s, 0), Begin::Apply { applied: 0 });
         t.waiting(s, 0, 42);
@@ -309,7 +309,8 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_free_session_gives_way() {
-        let mut t = table(2);
+        let mut slots = [SessionSlot::EMPTY; 2];
+        let mut t = table(&mut slots);
         let a = t.open([1; 16], 0).unwrap();
         let b = t.open([2; 16], 1).unwrap();
         // Both held: no room.
