@@ -1122,7 +1122,7 @@ fn render_table(queues: &[QueueStat]) -> String {
     for q in queues {
         rows.push([
             q.name.clone(),
-            // Objects beside queues show their kind here (PROTOCOL.md §14 reads the rest).
+            // Objects beside queues show their kind here (PROTOCOL.md §15 reads the rest).
             match q.kind {
                 ObjectKind::Queue => q.mode.name().to_owned(),
                 kind => kind.name().to_owned(),

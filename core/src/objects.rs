@@ -101,7 +101,7 @@ pub(crate) fn check(kind: ObjectKind, spec: QueueSpec) -> Result<(), ObjectSpecE
 }
 
 impl<'a> Shared<'a> {
-    /// An object of `kind` with the limits of `spec` (PROTOCOL.md §14): locks have one
+    /// An object of `kind` with the limits of `spec` (PROTOCOL.md §15): locks have one
     /// permit, semaphores `capacity`, barriers `capacity` parties; values and dicts keep at
     /// most `max_item` bytes of `storage`, a dict at most `capacity` entries.
     pub(crate) fn new(

@@ -146,7 +146,7 @@ pub enum Wait {
 }
 
 /// The kinds of shared object. Every kind but `Queue` is protocol version 3; their limits
-/// travel in a [`QueueSpec`] as [`ObjectKind`]'s variant docs say (PROTOCOL.md §14).
+/// travel in a [`QueueSpec`] as [`ObjectKind`]'s variant docs say (PROTOCOL.md §15).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]

@@ -27,7 +27,7 @@ fn reply_static(reply: Reply<'_>) -> Reply<'static> {
     }
 }
 
-/// The right a key needs on an object to run `action` (PROTOCOL.md §13, §14): `GET` to look
+/// The right a key needs on an object to run `action` (PROTOCOL.md §13, §15): `GET` to look
 /// or wait (an event's or barrier's `Wait`, `WaitKey`), `PUT` to change it, to take or give
 /// back a permit, and to call; `Count` and `Parties` need some right on the object.
 pub(super) fn right_for(action: Action) -> crate::keyring::Rights {

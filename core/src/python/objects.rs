@@ -1,4 +1,4 @@
-//! Python proxies of the objects beside queues (PROTOCOL.md §14): the methods each kind
+//! Python proxies of the objects beside queues (PROTOCOL.md §15): the methods each kind
 //! exposes, and how a call maps to an [`Action`] and its reply back to what Python expects.
 //!
 //! An object's ident is `d`, a letter for its kind and its handle in hex (a queue's letter is

@@ -35,7 +35,7 @@ pub struct QueueStat {
     /// The object's name.
     pub name: String,
     /// What it is: a queue, or one of the objects beside queues (their fields are read as
-    /// PROTOCOL.md §14 says).
+    /// PROTOCOL.md §15 says).
     pub kind: depot_core::wire::ObjectKind,
     /// Items queued.
     pub len: u32,

@@ -1,5 +1,5 @@
 //! Proxies for the objects beside queues: events, locks, semaphores, values, barriers and
-//! dicts (PROTOCOL.md §14). Each holds a clone of its [`Client`]; the connection is what holds
+//! dicts (PROTOCOL.md §15). Each holds a clone of its [`Client`]; the connection is what holds
 //! a lock or a permit, so every clone of a client shares them, and they are released when the
 //! connection ends (the process dies, the last clone is dropped).
 
@@ -100,6 +100,36 @@ impl Object {
         }
     }
 
+    /// Takes one permit (a lock's or a semaphore's), waiting as long as it takes.
+    fn acquire(&self) -> Result<(), Error> {
+        let outcome = self.blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
+        self.flag(outcome).map(drop)
+    }
+
+    /// Takes one permit if one is free now: whether one was.
+    fn try_acquire(&self) -> Result<bool, Error> {
+        let outcome = self.act(Action::Acquire { wait: Wait::NoWait })?;
+        self.flag(outcome)
+    }
+
+    /// Takes one permit, waiting at most `timeout`: whether one was taken.
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self.blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
+        self.flag(outcome)
+    }
+
+    /// Gives one permit back.
+    fn release(&self) -> Result<(), Error> {
+        let outcome = self.act(Action::Release)?;
+        self.done(outcome)
+    }
+
+    /// Permits free now.
+    fn free(&self) -> Result<u32, Error> {
+        let outcome = self.act(Action::Count)?;
+        self.count(outcome)
+    }
+
     fn count(&self, outcome: Outcome) -> Result<u32, Error> {
         match outcome {
             Outcome::Count(n) => Ok(n),
@@ -111,7 +141,7 @@ impl Object {
 impl Client {
     /// Creates the object `name` of `kind` (or opens it if one of that kind exists), when
     /// the manager allows creating: `capacity` is a semaphore's permits, a barrier's parties
-    /// or a dict's most entries; `max_item` a value's or dict's bytes (PROTOCOL.md §14).
+    /// or a dict's most entries; `max_item` a value's or dict's bytes (PROTOCOL.md §15).
     pub fn create_object(
         &self,
         name: &str,
@@ -268,36 +298,27 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock, waiting as long as it takes.
     pub fn acquire(&self) -> Result<(), Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
-        self.o.flag(outcome).map(drop)
+        self.o.acquire()
     }
 
     /// Takes the lock if it is free now: whether it was.
     pub fn try_acquire(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::Acquire { wait: Wait::NoWait })?;
-        self.o.flag(outcome)
+        self.o.try_acquire()
     }
 
     /// Takes the lock, waiting at most `timeout`: whether it was taken.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
-        self.o.flag(outcome)
+        self.o.acquire_timeout(timeout)
     }
 
     /// Releases the lock; `Err` (not owner) if this connection does not hold it.
     pub fn release(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Release)?;
-        self.o.done(outcome)
+        self.o.release()
     }
 
     /// Whether the lock is free now.
     pub fn is_free(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome).map(|n| n > 0)
+        self.o.free().map(|n| n > 0)
     }
 
     /// Takes the lock and holds it until the guard is dropped.
@@ -332,36 +353,27 @@ pub struct Semaphore {
 impl Semaphore {
     /// Takes a permit, waiting as long as it takes.
     pub fn acquire(&self) -> Result<(), Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
-        self.o.flag(outcome).map(drop)
+        self.o.acquire()
     }
 
     /// Takes a permit if one is free now: whether one was.
     pub fn try_acquire(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::Acquire { wait: Wait::NoWait })?;
-        self.o.flag(outcome)
+        self.o.try_acquire()
     }
 
     /// Takes a permit, waiting at most `timeout`: whether one was taken.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
-        self.o.flag(outcome)
+        self.o.acquire_timeout(timeout)
     }
 
     /// Gives a permit back (`Err` with `Overflow` beyond a bounded semaphore's bound).
     pub fn release(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Release)?;
-        self.o.done(outcome)
+        self.o.release()
     }
 
     /// Permits free now.
     pub fn get_value(&self) -> Result<u32, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome)
+        self.o.free()
     }
 }
 

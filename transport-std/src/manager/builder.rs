@@ -198,7 +198,7 @@ impl ManagerBuilder {
         self
     }
 
-    /// Declares an object beside the queues (PROTOCOL.md §14): `capacity` is a semaphore's
+    /// Declares an object beside the queues (PROTOCOL.md §15): `capacity` is a semaphore's
     /// permits, a barrier's parties or a dict's most entries, `max_item` a value's or dict's
     /// bytes.
     pub fn object(mut self, name: &str, kind: ObjectKind, capacity: u32, max_item: u32) -> Self {
