@@ -22,6 +22,29 @@ use crate::wire::{
     Request, ServerHello, ServerVerdict, Wait,
 };
 
+/// Variant numbers of `Message::Reply` and of each `Reply`, in one place for the codec and
+/// the manager's hand-written reply encoders (which write item bytes straight from a queue).
+pub(crate) mod tag {
+    /// `Message::Reply`.
+    pub(crate) const MESSAGE_REPLY: u32 = 0;
+    pub(crate) const DONE: u32 = 0;
+    pub(crate) const OPENED: u32 = 1;
+    pub(crate) const ITEM: u32 = 2;
+    pub(crate) const SIZE: u32 = 3;
+    pub(crate) const STAT: u32 = 4;
+    pub(crate) const STATUS: u32 = 5;
+    pub(crate) const ERROR: u32 = 6;
+    pub(crate) const ACCEPTED: u32 = 7;
+    pub(crate) const ITEMS: u32 = 8;
+    pub(crate) const LEASED: u32 = 9;
+    pub(crate) const FLAG: u32 = 10;
+    pub(crate) const COUNT: u32 = 11;
+    pub(crate) const VALUE: u32 = 12;
+    pub(crate) const VALUES: u32 = 13;
+    pub(crate) const FAILED: u32 = 14;
+    pub(crate) const SESSION: u32 = 15;
+}
+
 /// Reads postcard values off the front of a byte string.
 pub(crate) struct Reader<'a> {
     rest: &'a [u8],
@@ -265,13 +288,13 @@ impl<'a> Reader<'a> {
 
     fn reply(&mut self) -> Reply<'a> {
         match self.u32() {
-            0 => Reply::Done,
-            1 => Reply::Opened(self.info()),
-            2 => Reply::Item {
+            tag::DONE => Reply::Done,
+            tag::OPENED => Reply::Opened(self.info()),
+            tag::ITEM => Reply::Item {
                 handle: self.handle(),
                 item: self.bytes(),
             },
-            3 => {
+            tag::SIZE => {
                 let [len, capacity] = self.u32s();
                 Reply::Size(QueueSize {
                     len,
@@ -279,8 +302,8 @@ impl<'a> Reader<'a> {
                     full: self.flag(),
                 })
             }
-            4 => Reply::Stat(self.flag().then(|| self.stat())),
-            5 => {
+            tag::STAT => Reply::Stat(self.flag().then(|| self.stat())),
+            tag::STATUS => {
                 let [connections, max_connections, objects, waiters] = self.u32s();
                 Reply::Status(ManagerStatus {
                     connections,
@@ -289,27 +312,27 @@ impl<'a> Reader<'a> {
                     waiters,
                 })
             }
-            6 => Reply::Error(self.error_code()),
-            7 => Reply::Accepted {
+            tag::ERROR => Reply::Error(self.error_code()),
+            tag::ACCEPTED => Reply::Accepted {
                 count: self.u32(),
                 error: self.flag().then(|| self.error_code()),
             },
-            8 => Reply::Items {
+            tag::ITEMS => Reply::Items {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
-            9 => Reply::Leased {
+            tag::LEASED => Reply::Leased {
                 handle: self.handle(),
                 lease: self.u64(),
                 deliveries: self.bytes(),
                 items: Items(self.bytes()),
             },
-            10 => Reply::Flag(self.flag()),
-            11 => Reply::Count(self.u32()),
-            12 => Reply::Value(self.bytes()),
-            13 => Reply::Values(Items(self.bytes())),
-            14 => Reply::Failed(self.str()),
-            15 => Reply::Session {
+            tag::FLAG => Reply::Flag(self.flag()),
+            tag::COUNT => Reply::Count(self.u32()),
+            tag::VALUE => Reply::Value(self.bytes()),
+            tag::VALUES => Reply::Values(Items(self.bytes())),
+            tag::FAILED => Reply::Failed(self.str()),
+            tag::SESSION => Reply::Session {
                 resumed: self.flag(),
             },
             _ => self.fail(Reply::Done),
@@ -409,7 +432,7 @@ impl<'a> Reader<'a> {
     /// A [`Message`] off the front (more messages may follow it).
     pub(crate) fn message(&mut self) -> Option<Message<'a>> {
         let message = match self.u32() {
-            0 => Message::Reply {
+            tag::MESSAGE_REPLY => Message::Reply {
                 id: self.u32(),
                 reply: self.reply(),
             },
@@ -646,19 +669,19 @@ impl<'o> Writer<'o> {
 
     fn reply(&mut self, reply: &Reply) {
         match *reply {
-            Reply::Done => self.u32(0),
+            Reply::Done => self.u32(tag::DONE),
             Reply::Opened(info) => {
-                self.u32(1);
+                self.u32(tag::OPENED);
                 self.info(info);
             }
             Reply::Item { handle, item } => {
-                self.u32s(&[2, handle.0.into()]);
+                self.u32s(&[tag::ITEM, handle.0.into()]);
                 self.bytes(item);
             }
-            Reply::Size(size) => self.u32s(&[3, size.len, size.capacity, size.full.into()]),
-            Reply::Stat(None) => self.u32s(&[4, 0]),
+            Reply::Size(size) => self.u32s(&[tag::SIZE, size.len, size.capacity, size.full.into()]),
+            Reply::Stat(None) => self.u32s(&[tag::STAT, 0]),
             Reply::Stat(Some(s)) => {
-                self.u32s(&[4, 1]);
+                self.u32s(&[tag::STAT, 1]);
                 self.bytes(s.name.as_bytes());
                 self.info(s.info);
                 self.u32s(&[
@@ -673,16 +696,20 @@ impl<'o> Writer<'o> {
                 self.varint(s.total_put);
                 self.varint(s.total_got);
             }
-            Reply::Status(s) => {
-                self.u32s(&[5, s.connections, s.max_connections, s.objects, s.waiters])
-            }
-            Reply::Error(code) => self.u32s(&[6, code as u32]),
+            Reply::Status(s) => self.u32s(&[
+                tag::STATUS,
+                s.connections,
+                s.max_connections,
+                s.objects,
+                s.waiters,
+            ]),
+            Reply::Error(code) => self.u32s(&[tag::ERROR, code as u32]),
             Reply::Accepted { count, error } => match error {
-                None => self.u32s(&[7, count, 0]),
-                Some(code) => self.u32s(&[7, count, 1, code as u32]),
+                None => self.u32s(&[tag::ACCEPTED, count, 0]),
+                Some(code) => self.u32s(&[tag::ACCEPTED, count, 1, code as u32]),
             },
             Reply::Items { handle, items } => {
-                self.u32s(&[8, handle.0.into()]);
+                self.u32s(&[tag::ITEMS, handle.0.into()]);
                 self.bytes(items.0);
             }
             Reply::Leased {
@@ -691,26 +718,26 @@ impl<'o> Writer<'o> {
                 deliveries,
                 items,
             } => {
-                self.u32s(&[9, handle.0.into()]);
+                self.u32s(&[tag::LEASED, handle.0.into()]);
                 self.varint(lease);
                 self.bytes(deliveries);
                 self.bytes(items.0);
             }
-            Reply::Flag(flag) => self.u32s(&[10, flag.into()]),
-            Reply::Count(n) => self.u32s(&[11, n]),
+            Reply::Flag(flag) => self.u32s(&[tag::FLAG, flag.into()]),
+            Reply::Count(n) => self.u32s(&[tag::COUNT, n]),
             Reply::Value(value) => {
-                self.u32(12);
+                self.u32(tag::VALUE);
                 self.bytes(value);
             }
             Reply::Values(items) => {
-                self.u32(13);
+                self.u32(tag::VALUES);
                 self.bytes(items.0);
             }
             Reply::Failed(text) => {
-                self.u32(14);
+                self.u32(tag::FAILED);
                 self.bytes(text.as_bytes());
             }
-            Reply::Session { resumed } => self.u32s(&[15, resumed.into()]),
+            Reply::Session { resumed } => self.u32s(&[tag::SESSION, resumed.into()]),
         }
     }
 
@@ -921,7 +948,7 @@ impl Encode for Message<'_> {
     fn encode(&self, w: &mut Writer) {
         match *self {
             Message::Reply { id, ref reply } => {
-                w.u32s(&[0, id]);
+                w.u32s(&[tag::MESSAGE_REPLY, id]);
                 w.reply(reply);
             }
             Message::Closing(reason) => w.u32s(&[1, reason as u32]),

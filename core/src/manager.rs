@@ -16,7 +16,7 @@
 
 use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
-use crate::codec::{decode_all, Encode, Reader, Writer};
+use crate::codec::{decode_all, tag, Encode, Reader, Writer};
 use crate::journal::{note, JournalSlot, RestoreError};
 #[cfg(feature = "keyring")]
 use crate::keyring::KeyringError;
@@ -2750,11 +2750,10 @@ fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode
 /// `handle` and then a byte string of `len` bytes (what comes before the bytes); returns its
 /// length.
 fn reply_head(out: &mut [u8], id: u32, variant: u32, handle: Handle, len: usize) -> Option<usize> {
-    // `Message::Reply` is variant 0; postcard writes the indices, the id, the handle and the
-    // length as varints.
+    // postcard writes the variant indices, the id, the handle and the length as varints.
     let mut w = Writer::new(out);
     for v in [
-        0,
+        tag::MESSAGE_REPLY.into(),
         u64::from(id),
         variant.into(),
         handle.0.into(),
@@ -2774,9 +2773,8 @@ pub(crate) fn encode_item_reply(
     a: &[u8],
     b: &[u8],
 ) -> Option<usize> {
-    // `Reply::Item` is variant 2.
     let len = a.len() + b.len();
-    let head = reply_head(out, id, 2, handle, len)?;
+    let head = reply_head(out, id, tag::ITEM, handle, len)?;
     let total = head + len;
     let body = out.get_mut(head..total)?;
     body[..a.len()].copy_from_slice(a);
@@ -2794,8 +2792,7 @@ pub(crate) fn encode_items_reply<'q>(
     items: impl Iterator<Item = (&'q [u8], &'q [u8])>,
     body: usize,
 ) -> Option<usize> {
-    // `Reply::Items` is variant 8.
-    let mut at = reply_head(out, id, 8, handle, body)?;
+    let mut at = reply_head(out, id, tag::ITEMS, handle, body)?;
     let end = at.checked_add(body)?;
     out.get(..end)?;
     for (a, b) in items {

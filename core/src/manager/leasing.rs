@@ -12,7 +12,7 @@ use super::Manager;
 #[cfg(feature = "leases")]
 use super::{State, Take, NONE};
 #[cfg(feature = "leases")]
-use crate::codec::Writer;
+use crate::codec::{tag, Writer};
 #[cfg(feature = "leases")]
 use crate::lease::LeaseStore;
 #[cfg(feature = "leases")]
@@ -308,8 +308,14 @@ fn encode_leased_reply(
     let n = count as usize;
     let packed = body.checked_sub(n)?;
     let mut w = Writer::new(out);
-    // `Message::Reply` is variant 0, `Reply::Leased` variant 9.
-    for v in [0, u64::from(id), 9, handle.0.into(), lease, n as u64] {
+    for v in [
+        tag::MESSAGE_REPLY.into(),
+        u64::from(id),
+        tag::LEASED.into(),
+        handle.0.into(),
+        lease,
+        n as u64,
+    ] {
         w.varint(v);
     }
     for d in queue.deliveries().take(n) {

@@ -7,7 +7,7 @@ use crate::wire::{Action, ErrorCode, Handle, ObjectKind, QueueSpec, Reply, SMALL
 #[cfg(feature = "objects")]
 use {
     super::{park_timeout, State, NONE},
-    crate::codec::Writer,
+    crate::codec::{tag, Writer},
     crate::objects::{Shared, State as Obj},
     crate::time::Instant,
     crate::waiters::{Hold, WaitKind},
@@ -749,9 +749,13 @@ impl Manager<'_> {
         };
         let was_idle = c.tx.is_empty();
         let pushed = c.tx.push_with(c.peer_max, &mut session.tx_mac, &mut |out| {
-            // `Message::Reply` (0), the id, `Reply::Values` (13), the length, the keys.
             let mut w = Writer::new(out);
-            for v in [0, u64::from(id), 13, body as u64] {
+            for v in [
+                tag::MESSAGE_REPLY.into(),
+                u64::from(id),
+                tag::VALUES.into(),
+                body as u64,
+            ] {
                 w.varint(v);
             }
             let mut at = w.finish()?;
