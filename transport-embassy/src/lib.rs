@@ -113,6 +113,8 @@ mod client;
 mod entropy;
 mod error;
 mod queue;
+#[cfg(feature = "sessions")]
+mod resume;
 mod server;
 mod time;
 
@@ -123,5 +125,7 @@ pub use queue::{Queue, RawQueue};
 pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
 
 pub use depot_core;
+#[cfg(feature = "sessions")]
+pub use depot_core::reconnect::Policy as ReconnectPolicy;
 pub use depot_core::wire::{ObjectInfo, QueueMode, QueueSpec, Wait};
 pub use depot_core::{ManagerConfig, ObjectSlot};
