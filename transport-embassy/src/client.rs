@@ -112,6 +112,7 @@ enum CallState {
     /// A `Return` nobody waits for.
     Discard,
     /// Sent on a connection that was replaced before the reply came.
+    #[cfg(feature = "sessions")]
     Lost,
 }
 
@@ -363,6 +364,7 @@ impl Shared<'_> {
                 self.calls.wake_all();
                 return Poll::Ready(outcome);
             }
+            #[cfg(feature = "sessions")]
             if self.calls.calls[index].state == CallState::Lost {
                 self.calls.calls[index] = Call::FREE;
                 return Poll::Ready(Err(Error::Depot(depot_core::Error::Disconnected)));
@@ -539,7 +541,9 @@ impl Shared<'_> {
                 self.calls.calls[index].state = CallState::Returning(len);
                 self.give_back();
             }
-            CallState::Answered(_) | CallState::Lost => self.calls.calls[index] = Call::FREE,
+            CallState::Answered(_) => self.calls.calls[index] = Call::FREE,
+            #[cfg(feature = "sessions")]
+            CallState::Lost => self.calls.calls[index] = Call::FREE,
             _ => {}
         }
         // The `Cancel` or `Return` has to be written, and this call may have been the one
@@ -634,7 +638,7 @@ impl<'a> Client<'a> {
     }
 
     /// Runs the handshake the core has queued; then the largest item is known.
-    pub(crate) async fn handshake(&self) -> Result<(), Error> {
+    pub(crate) fn handshake(&self) -> impl Future<Output = Result<(), Error>> + use<'_, 'a> {
         poll_fn(|cx| {
             let mut shared = self.shared.borrow_mut();
             loop {
@@ -650,7 +654,6 @@ impl<'a> Client<'a> {
                 }
             }
         })
-        .await
     }
 
     /// A raw-bytes proxy for the queue named `name`.
@@ -713,33 +716,54 @@ impl<'a> Client<'a> {
     /// Sends `op` and hands its reply to `f`, which runs while the reply's bytes are borrowed
     /// (so a `get` decodes or copies without a buffer of its own). `f` must not call the
     /// client. A reconnecting client makes the call again on a new connection when it may.
+    #[cfg(feature = "sessions")]
     pub(crate) async fn call<R>(
         &self,
         op: Op<'_>,
         mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        #[cfg(feature = "sessions")]
         if self.shared.borrow().resume.is_some() {
             return crate::resume::call(self, op, &mut f).await;
         }
-        self.call_once(op, &mut f, true)
-            .await
-            .unwrap_or_else(|lost| Err(lost.error))
+        self.call_once(op, f, true, None).await
     }
 
-    /// `op` on the connection there is now: its outcome, or [`Lost`] when the connection is
-    /// lost (or being replaced, unless `gated` is false) before its reply.
+    /// Without reconnecting, a call is one try: its future is `call_once`'s own (no state
+    /// machine around it, which firmware would pay for in flash).
+    #[cfg(not(feature = "sessions"))]
+    pub(crate) fn call<'s, 'o, R, F>(
+        &'s self,
+        op: Op<'o>,
+        f: F,
+    ) -> impl Future<Output = Result<R, Error>> + use<'s, 'a, 'o, R, F>
+    where
+        F: FnMut(Reply<'_>) -> Result<R, Error>,
+    {
+        self.call_once(op, f, true, None)
+    }
+
+    /// `op` on the connection there is now. When it fails because the connection is lost (or
+    /// being replaced, unless `gated` is false), a reconnecting client learns it in `lost`:
+    /// `Some(sent)`, `sent` telling whether the request had been handed to the connection.
     pub(crate) async fn call_once<R>(
         &self,
         op: Op<'_>,
-        f: &mut dyn FnMut(Reply<'_>) -> Result<R, Error>,
+        mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
         gated: bool,
-    ) -> Result<Result<R, Error>, Lost> {
+        #[cfg_attr(not(feature = "sessions"), allow(unused_variables))] lost: Option<
+            &mut Option<bool>,
+        >,
+    ) -> Result<R, Error> {
         let sent = poll_fn(|cx| self.shared.borrow_mut().poll_send(cx, op, gated)).await;
         let id = match sent {
             Ok(id) => id,
-            Err(error) if self.shared.borrow().lost() => return Err(Lost { error, sent: false }),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                #[cfg(feature = "sessions")]
+                if let (Some(lost), true) = (lost, self.shared.borrow().lost()) {
+                    *lost = Some(false);
+                }
+                return Err(e);
+            }
         };
         // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
         // core withdraws it and any item already on its way goes back to its queue.
@@ -758,19 +782,17 @@ impl<'a> Client<'a> {
         call.answered = true;
         let unexpected = Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected));
         match outcome {
-            Ok(()) => Ok(result.unwrap_or(Err(unexpected))),
-            Err(e) if e == unexpected => Ok(Err(e)),
-            Err(error) => Err(Lost { error, sent: true }),
+            Ok(()) => result.unwrap_or(Err(unexpected)),
+            Err(e) => {
+                // Not a broken reply: the connection went.
+                #[cfg(feature = "sessions")]
+                if let (Some(lost), true) = (lost, e != unexpected) {
+                    *lost = Some(true);
+                }
+                Err(e)
+            }
         }
     }
-}
-
-/// A call that failed because its connection was lost.
-pub(crate) struct Lost {
-    pub(crate) error: Error,
-    /// The request was handed to the connection (it may have been applied).
-    #[cfg_attr(not(feature = "sessions"), allow(dead_code))]
-    pub(crate) sent: bool,
 }
 
 /// A request sent and not yet answered; abandoned if dropped so.

@@ -96,23 +96,12 @@ async fn open_session(client: &Client<'_>) -> Result<bool, Error> {
         Some(r) => r.session.open(),
         None => return Ok(false),
     };
-    let outcome = client
-        .call_once(
-            op,
-            &mut |reply| Ok(matches!(reply, Reply::Session { .. })),
-            false,
-        )
-        .await;
-    match outcome {
-        Ok(result) => {
-            let taken = result?;
-            if !taken {
-                debug!("depot: the manager keeps no session for this client");
-            }
-            Ok(taken)
-        }
-        Err(lost) => Err(lost.error),
+    let mut session = |reply: Reply<'_>| Ok::<_, Error>(matches!(reply, Reply::Session { .. }));
+    let taken = client.call_once(op, &mut session, false, None).await?;
+    if !taken {
+        debug!("depot: the manager keeps no session for this client");
     }
+    Ok(taken)
 }
 
 /// `op` on a reconnecting client: made again on new connections until it has an outcome or
@@ -120,7 +109,7 @@ async fn open_session(client: &Client<'_>) -> Result<bool, Error> {
 pub(crate) async fn call<R>(
     client: &Client<'_>,
     op: Op<'_>,
-    f: &mut dyn FnMut(Reply<'_>) -> Result<R, Error>,
+    f: &mut impl FnMut(Reply<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let start = now();
     let (seq, policy) = {
@@ -148,13 +137,16 @@ pub(crate) async fn call<R>(
             continue;
         }
         let attempt = shaped(op, seq, in_session, deadline);
-        match client.call_once(attempt, f, true).await {
-            Ok(result) => return result,
-            Err(lost) if lost.sent && !resend(&attempt, in_session) => return Err(lost.error),
-            Err(lost) => {
-                debug!("depot: connection lost during a call: {}", lost.error);
+        let mut lost = None;
+        let outcome = client
+            .call_once(attempt, &mut *f, true, Some(&mut lost))
+            .await;
+        match (outcome, lost) {
+            (Err(e), Some(sent)) if !sent || resend(&attempt, in_session) => {
+                debug!("depot: connection lost during a call: {}", e);
                 reconnect(client, generation, deadline).await?;
             }
+            (outcome, _) => return outcome,
         }
     }
 }
