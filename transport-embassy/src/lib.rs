@@ -91,7 +91,8 @@
 //! q.put(&7, Wait::Forever).await?; // survives the manager's restart; applied once
 //! ```
 //!
-//! The manager remembers sessions in memory: one restarted without them (depot-std's
+//! [`Client::has_session`] tells whether the manager took the session. The manager
+//! remembers sessions in memory: one restarted without them (depot-std's
 //! `--data-dir` keeps items, not sessions) may apply a put that was in flight at its end twice,
 //! at least once. A manager that keeps no sessions (built without them, or this crate's
 //! [`Server`]) takes the client without one: a put in flight on a lost connection then fails.

@@ -90,6 +90,16 @@ impl<'a> Client<'a> {
     }
 }
 
+impl Client<'_> {
+    /// Whether the connection holds the client's session, so that its puts are applied once
+    /// across reconnects (false for a client that does not reconnect, and against a manager
+    /// that keeps no sessions).
+    pub fn has_session(&self) -> bool {
+        let shared = self.shared.borrow();
+        shared.resume.as_ref().is_some_and(|r| r.in_session)
+    }
+}
+
 /// Sends `Session` on a fresh connection: whether the manager took it.
 async fn open_session(client: &Client<'_>) -> Result<bool, Error> {
     let op = match &client.shared.borrow().resume {

@@ -48,6 +48,8 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
         .await
         .map_err(|e| report(NAME, "connect", e))?;
     log!("connected");
+    let session = if client.has_session() { "yes" } else { "no" };
+    println!("{}: session {}", NAME, session);
     let queue = client
         .queue::<u32, 8>(QUEUE)
         .await
