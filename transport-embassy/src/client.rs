@@ -698,8 +698,13 @@ impl<'a> Client<'a> {
 
     /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
     /// for the manager to acknowledge them. Calls still in flight, and any made after, fail
-    /// with `Disconnected`.
+    /// with `Disconnected` (a reconnecting client does not come back after it).
     pub async fn close(&self) {
+        // A reconnecting client stops coming back: later calls fail too.
+        #[cfg(feature = "sessions")]
+        {
+            self.shared.borrow_mut().resume = None;
+        }
         if let Some(socket) = &mut self.shared.borrow_mut().socket {
             socket.close();
         }
