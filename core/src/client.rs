@@ -221,7 +221,7 @@ impl<'a> Client<'a> {
     /// Starts again on a new connection, as [`Client::new`] would with the same key, settings
     /// and storage: the buffers are emptied, the requests in flight are forgotten (no id
     /// handed out before is ever reported) and a new hello is queued. `nonce` must be fresh.
-    /// For clients that reconnect (see [`crate::reconnect`]).
+    /// For clients that reconnect (the `reconnect` module, feature `sessions`).
     pub fn restart(&mut self, nonce: [u8; NONCE_LEN], now: Instant) {
         self.rx.clear();
         self.tx.clear();

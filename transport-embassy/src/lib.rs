@@ -65,14 +65,14 @@
 //!
 //! ## Reconnecting (feature `sessions`)
 //!
-//! [`Client::connect_reconnecting`] gives a client that comes back by itself. When its
+//! `Client::connect_reconnecting` gives a client that comes back by itself. When its
 //! connection is lost (the manager restarted, the link dropped), the next call, or the calls in
 //! flight, dial again on the same socket with jittered exponential backoff, resume the
 //! client's session (PROTOCOL.md §16) and make the calls again: puts are numbered, so the
 //! manager applies a put sent twice once; gets, `qsize`, `join` and opening queues are simply
 //! sent again; `task_done` and `shutdown` in flight fail (whether they counted cannot be told).
 //! A call fails only when its own deadline passes: `Wait::Millis(ms)` after `ms`, any other
-//! after [`ReconnectPolicy::give_up_ms`].
+//! after `ReconnectPolicy::give_up_ms`.
 //!
 //! ```ignore
 //! use depot_embassy::{Client, ReconnectPolicy, Wait};
@@ -91,7 +91,7 @@
 //! q.put(&7, Wait::Forever).await?; // survives the manager's restart; applied once
 //! ```
 //!
-//! [`Client::has_session`] tells whether the manager took the session. The manager
+//! `Client::has_session` tells whether the manager took the session. The manager
 //! remembers sessions in memory: one restarted without them (depot-std's
 //! `--data-dir` keeps items, not sessions) may apply a put that was in flight at its end twice,
 //! at least once. A manager that keeps no sessions (built without them, or this crate's
