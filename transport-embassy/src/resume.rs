@@ -106,8 +106,14 @@ async fn open_session(client: &Client<'_>) -> Result<bool, Error> {
         Some(r) => r.session.open(),
         None => return Ok(false),
     };
-    let mut session = |reply: Reply<'_>| Ok::<_, Error>(matches!(reply, Reply::Session { .. }));
-    let taken = client.call_once(op, &mut session, false, None).await?;
+    let mut taken = false;
+    let mut session = |reply: Reply<'_>| {
+        taken = matches!(reply, Reply::Session { .. });
+        Ok(())
+    };
+    // The same instance of `call_once` as every other call's (`retried`).
+    let session: &mut dyn FnMut(Reply<'_>) -> Result<(), Error> = &mut session;
+    client.call_once(op, session, false, None).await?;
     if !taken {
         debug!("depot: the manager keeps no session for this client");
     }
@@ -121,6 +127,20 @@ pub(crate) async fn call<R>(
     op: Op<'_>,
     f: &mut impl FnMut(Reply<'_>) -> Result<R, Error>,
 ) -> Result<R, Error> {
+    // One retry loop for every kind of call (firmware pays for each copy in flash).
+    let mut out = None;
+    let mut keep = |reply: Reply<'_>| f(reply).map(|r| out = Some(r));
+    retried(client, op, &mut keep).await?;
+    out.ok_or(Error::Depot(depot_core::Error::Closed(
+        depot_core::wire::CloseReason::Unexpected,
+    )))
+}
+
+async fn retried(
+    client: &Client<'_>,
+    op: Op<'_>,
+    f: &mut dyn FnMut(Reply<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
     let start = now();
     let (seq, policy) = {
         let mut shared = client.shared.borrow_mut();
