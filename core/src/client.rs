@@ -218,6 +218,34 @@ impl<'a> Client<'a> {
         client
     }
 
+    /// Starts again on a new connection, as [`Client::new`] would with the same key, settings
+    /// and storage: the buffers are emptied, the requests in flight are forgotten (no id
+    /// handed out before is ever reported) and a new hello is queued. `nonce` must be fresh.
+    /// For clients that reconnect (the `reconnect` module, feature `sessions`).
+    pub fn restart(&mut self, nonce: [u8; NONCE_LEN], now: Instant) {
+        self.rx.clear();
+        self.tx.clear();
+        for slot in self.slots.iter_mut() {
+            *slot = RequestSlot {
+                generation: slot.generation.wrapping_add(1),
+                ..RequestSlot::FREE
+            };
+        }
+        self.cancels_pending = 0;
+        self.in_flight = 0;
+        self.next_slot = 0;
+        self.state = State::SentHello { nonce };
+        self.handshake_deadline = now.add_millis(self.config.handshake_timeout_ms.into());
+        self.peer_max = 0;
+        self.cursor = 0;
+        self.frame_end = 0;
+        self.consumed = 0;
+        let hello = self.hello(nonce);
+        if self.tx.push_plain(&hello).is_err() {
+            self.close(Error::TooLarge);
+        }
+    }
+
     /// The hello this client sends (and hashes into the handshake transcript).
     fn hello(&self, nonce: [u8; NONCE_LEN]) -> ClientHello {
         let max_frame = self.rx.capacity().saturating_sub(HEADER_LEN);

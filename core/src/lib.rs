@@ -22,7 +22,8 @@
 //! - [`journal`]: every change of queue contents, reported for a transport to keep durable.
 //! - `python` (feature `python`): Python's `BaseManager` protocol for unchanged Python clients.
 //! - [`session`]: what the manager remembers of a client across connections (exactly-once
-//!   puts).
+//!   puts); `reconnect` (feature `sessions`): what a client does to come back and resume its
+//!   session.
 //! - [`value`]: the value model, the one self-describing encoding of items (CBOR).
 //!
 //! ## Features
@@ -34,9 +35,10 @@
 //! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
 //!   frames are MACed only (saves firmware flash).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
-//! - `keyring`, `throttle`, `leases`, `objects` (default; hosts keep them, firmware turns on
-//!   only what it uses): named keys with rights, the per-source key-guessing throttle,
-//!   acknowledged gets, objects beside queues with registered calls. A manager built without
+//! - `keyring`, `throttle`, `leases`, `objects`, `sessions` (default; hosts keep them,
+//!   firmware turns on only what it uses): named keys with rights, the per-source
+//!   key-guessing throttle, acknowledged gets, objects beside queues with registered calls,
+//!   sessions with exactly-once puts (and `reconnect` for clients). A manager built without
 //!   one answers its requests with a typed error (PROTOCOL.md §17).
 #![no_std]
 #![deny(unsafe_code)]
@@ -62,6 +64,8 @@ pub mod park;
 #[cfg(feature = "python")]
 pub mod python;
 pub mod queue;
+#[cfg(feature = "sessions")]
+pub mod reconnect;
 mod registry;
 pub mod seal;
 pub mod session;

@@ -165,6 +165,7 @@ pub struct Connection<'a> {
     /// The key the peer proved: an index into the keyring, or `DEFAULT_KEY` / `NO_KEY`.
     key: u16,
     /// The slot of the session this connection holds, `NONE` if none.
+    #[cfg(feature = "sessions")]
     session: u32,
 }
 
@@ -248,6 +249,7 @@ impl<'a> Connection<'a> {
             peer: [0; SOURCE_LEN],
             peer_len: 0,
             key: NO_KEY,
+            #[cfg(feature = "sessions")]
             session: NONE,
         }
     }
@@ -441,6 +443,7 @@ pub struct Manager<'a> {
     /// Hears every change of queue contents (see [`crate::journal`]).
     journal: Option<JournalSlot<'a>>,
     /// Clients' sessions (none until [`Manager::serve_sessions`]).
+    #[cfg(feature = "sessions")]
     sessions: crate::session::Sessions<'a>,
 }
 
@@ -480,6 +483,7 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "python")]
             python: None,
             journal: None,
+            #[cfg(feature = "sessions")]
             sessions: crate::session::Sessions::new(Managed::empty()),
         };
         for i in (0..count).rev() {

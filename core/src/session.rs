@@ -16,6 +16,8 @@
 //! All of a session's state is in its [`SessionSlot`], plain data, so it can be saved and
 //! restored as it is.
 
+#![cfg_attr(not(feature = "sessions"), allow(dead_code))]
+
 use crate::storage::Managed;
 use crate::wire::SESSION_ID_LEN;
 

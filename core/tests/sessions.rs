@@ -358,3 +358,42 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// The same client state machine, restarted on a new connection as a reconnecting client does
+/// (`Client::restart`, `reconnect::ClientSession`): it handshakes again, resumes its session,
+/// and its put sent again with its number is applied once; the lost reply is never reported.
+#[test]
+fn a_restarted_client_resumes_its_session_and_its_put_is_applied_once() {
+    use depot_core::reconnect::{resend, ClientSession};
+    let (mut p, h) = pair(8, 4);
+    let mut session = ClientSession::new(ID);
+    let c = p.connect();
+    assert_eq!(p.call(c, session.open()), Owned::Session(false));
+    let seq = session.next_seq();
+    let put = Op::PutSeq {
+        seq,
+        handle: h,
+        item: b"once",
+        wait: Wait::Forever,
+    };
+    let lost = p.send(c, put);
+    lose_replies_and_drop(&mut p, c);
+    assert!(p.closed(c).is_some());
+    assert!(resend(&put, true));
+
+    let conn = p.m.accept(p.now, nonce(900, 0xAA), &[]).expect("accept");
+    let peer = &mut p.peers[c];
+    peer.client.restart(nonce(901, 0xCC), p.now);
+    peer.conn = Some(conn);
+    (peer.reading, peer.connected, peer.closed) = (true, false, None);
+    p.pump();
+    assert!(p.peers[c].connected, "the restarted client did not connect");
+    assert_eq!(p.call(c, session.open()), Owned::Session(true));
+    let again = p.send(c, put);
+    p.pump();
+    assert_eq!(p.take(c, again), Some(Owned::Done));
+    assert_eq!(p.take(c, lost), None);
+    assert_eq!(drain(&mut p, h), [&b"once"[..]]);
+    // The next put has a new number.
+    assert_eq!(session.next_seq(), seq + 1);
+}

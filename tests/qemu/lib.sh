@@ -115,6 +115,17 @@ qemu_fw_elf_keyring() {
     echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/$1"
 }
 
+# fw-session-producer, which needs the apps' `sessions` feature (a client that reconnects),
+# built beside those.
+qemu_fw_build_sessions() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-session-producer \
+        --features sessions --target-dir target/features)
+}
+
+qemu_fw_elf_sessions() {
+    echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/$1"
+}
+
 qemu_fw_elf_features() {
     echo "$QEMU_FW_DIR/target/features/fw-manager+${1//,/+}"
 }

@@ -11,7 +11,7 @@
 //! It is made for one executor on one core (`RefCell`, no `Send`); the cell is only borrowed
 //! inside a poll, never across an `.await`.
 
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::future::{poll_fn, Future};
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
@@ -111,6 +111,9 @@ enum CallState {
     Returning(usize),
     /// A `Return` nobody waits for.
     Discard,
+    /// Sent on a connection that was replaced before the reply came.
+    #[cfg(feature = "sessions")]
+    Lost,
 }
 
 /// A reply kept for its call. Only what this client's requests can get back.
@@ -122,6 +125,9 @@ enum Filed {
     Error(ErrorCode),
     /// An item of that many bytes from that queue, in the item buffer.
     Item(Handle, usize),
+    /// The session is open (whether the manager remembered it).
+    #[cfg(feature = "sessions")]
+    Session(bool),
     /// A reply no request of this client asks for.
     Unexpected,
 }
@@ -173,6 +179,8 @@ impl Calls<'_> {
                 self.held = true;
                 Filed::Item(handle, item.len())
             }
+            #[cfg(feature = "sessions")]
+            Reply::Session { resumed } => Filed::Session(resumed),
             _ => Filed::Unexpected,
         };
         call.state = CallState::Answered(filed);
@@ -232,18 +240,56 @@ enum Driven {
 }
 
 /// Everything behind the client's `RefCell`.
-struct Shared<'a> {
-    socket: TcpSocket<'a>,
-    core: depot_core::Client<'a>,
+pub(crate) struct Shared<'a> {
+    /// `None` only while a reconnecting client dials with it.
+    pub(crate) socket: Option<TcpSocket<'a>>,
+    pub(crate) core: depot_core::Client<'a>,
     calls: Calls<'a>,
+    /// How to come back after the connection is lost (a reconnecting client only).
+    #[cfg(feature = "sessions")]
+    pub(crate) resume: Option<crate::resume::Resume<'a>>,
 }
 
 impl Shared<'_> {
-    /// Sends `op` as soon as a slot and room allow; `Ok(id)`.
-    fn poll_send(&mut self, cx: &mut Context<'_>, op: Op<'_>) -> Poll<Result<u32, Error>> {
+    /// Whether the connection is gone (or being replaced): a call cannot be made on it now.
+    pub(crate) fn lost(&self) -> bool {
+        #[cfg(feature = "sessions")]
+        if self.resume.as_ref().is_some_and(|r| r.dialling) {
+            return true;
+        }
+        self.core.error().is_some()
+    }
+
+    /// Starts the core over on a new connection: every call waiting for a reply on the old
+    /// one fails as lost (its caller decides whether to send it again).
+    #[cfg(feature = "sessions")]
+    pub(crate) fn restart(&mut self, nonce: [u8; depot_core::wire::NONCE_LEN]) {
+        for call in self.calls.calls.iter_mut() {
+            match call.state {
+                CallState::Waiting => call.state = CallState::Lost,
+                // A `Return` lost in flight: its outcome went with the connection.
+                CallState::Discard => *call = Call::FREE,
+                _ => {}
+            }
+        }
+        self.core.restart(nonce, now());
+        self.calls.wake_all();
+    }
+
+    /// Sends `op` as soon as a slot and room allow; `Ok(id)`. `gated`: not while a
+    /// reconnecting client dials (only its own session request goes then).
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: Op<'_>,
+        gated: bool,
+    ) -> Poll<Result<u32, Error>> {
         loop {
             if let Some(e) = self.core.error() {
                 return Poll::Ready(Err(e.into()));
+            }
+            if gated && self.lost() {
+                return Poll::Ready(Err(Error::Depot(depot_core::Error::Disconnected)));
             }
             // While the item buffer is full, one slot stays free for the `Return` that gives
             // its item back if its call is dropped.
@@ -305,6 +351,8 @@ impl Shared<'_> {
                         handle,
                         item: &self.calls.item[..len],
                     }),
+                    #[cfg(feature = "sessions")]
+                    Filed::Session(resumed) => Ok(Reply::Session { resumed }),
                     Filed::Unexpected => Err(Error::Depot(depot_core::Error::Closed(
                         CloseReason::Unexpected,
                     ))),
@@ -315,6 +363,11 @@ impl Shared<'_> {
                 }
                 self.calls.wake_all();
                 return Poll::Ready(outcome);
+            }
+            #[cfg(feature = "sessions")]
+            if self.calls.calls[index].state == CallState::Lost {
+                self.calls.calls[index] = Call::FREE;
+                return Poll::Ready(Err(Error::Depot(depot_core::Error::Disconnected)));
             }
             if let Some(e) = self.core.error() {
                 self.calls.calls[index] = Call::FREE;
@@ -387,6 +440,9 @@ impl Shared<'_> {
     /// One write, one read and the deadline; whether anything happened.
     fn move_bytes(&mut self, cx: &mut Context<'_>) -> bool {
         let Shared { socket, core, .. } = self;
+        let Some(socket) = socket else {
+            return false;
+        };
         let mut progress = false;
         if !core.poll_transmit().is_empty() {
             let write = socket.write_with(|buf| {
@@ -486,6 +542,8 @@ impl Shared<'_> {
                 self.give_back();
             }
             CallState::Answered(_) => self.calls.calls[index] = Call::FREE,
+            #[cfg(feature = "sessions")]
+            CallState::Lost => self.calls.calls[index] = Call::FREE,
             _ => {}
         }
         // The `Cancel` or `Return` has to be written, and this call may have been the one
@@ -502,8 +560,8 @@ fn poll_once<F: Future>(cx: &mut Context<'_>, future: F) -> Poll<F::Output> {
 /// A connection to a depot manager, for any number of tasks at once: every method takes
 /// `&self`. See the crate docs for an example.
 pub struct Client<'a> {
-    shared: RefCell<Shared<'a>>,
-    max_item: usize,
+    pub(crate) shared: RefCell<Shared<'a>>,
+    pub(crate) max_item: Cell<usize>,
 }
 
 impl<'a> Client<'a> {
@@ -554,7 +612,7 @@ impl<'a> Client<'a> {
         } = buffers;
         let core = depot_core::Client::new(config, authkey, nonce(entropy), now(), rx, tx, slots);
         let shared = Shared {
-            socket,
+            socket: Some(socket),
             core,
             calls: Calls {
                 calls,
@@ -562,15 +620,30 @@ impl<'a> Client<'a> {
                 item,
                 held: false,
             },
+            #[cfg(feature = "sessions")]
+            resume: None,
         };
-        let mut client = Client {
+        let client = Client {
             shared: RefCell::new(shared),
-            max_item: 0,
+            max_item: Cell::new(0),
         };
-        let connected = poll_fn(|cx| {
-            let mut shared = client.shared.borrow_mut();
+        match client.handshake().await {
+            Ok(()) => Ok(client),
+            Err(e) => {
+                debug!("depot: connect failed: {}", e);
+                client.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the handshake the core has queued; then the largest item is known.
+    pub(crate) fn handshake(&self) -> impl Future<Output = Result<(), Error>> + use<'_, 'a> {
+        poll_fn(|cx| {
+            let mut shared = self.shared.borrow_mut();
             loop {
                 if shared.core.is_ready() {
+                    self.max_item.set(shared.core.max_item());
                     return Poll::Ready(Ok(()));
                 }
                 if let Some(e) = shared.core.error() {
@@ -581,18 +654,6 @@ impl<'a> Client<'a> {
                 }
             }
         })
-        .await;
-        match connected {
-            Ok(()) => {
-                client.max_item = client.shared.get_mut().core.max_item();
-                Ok(client)
-            }
-            Err(e) => {
-                debug!("depot: connect failed: {}", e);
-                client.close().await;
-                Err(e)
-            }
-        }
     }
 
     /// A raw-bytes proxy for the queue named `name`.
@@ -632,15 +693,25 @@ impl<'a> Client<'a> {
 
     /// The largest item a `put` on this connection can carry.
     pub fn max_item(&self) -> usize {
-        self.max_item
+        self.max_item.get()
     }
 
     /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
     /// for the manager to acknowledge them. Calls still in flight, and any made after, fail
-    /// with `Disconnected`.
+    /// with `Disconnected` (a reconnecting client does not come back after it).
     pub async fn close(&self) {
-        self.shared.borrow_mut().socket.close();
-        let flushed = poll_fn(|cx| poll_once(cx, self.shared.borrow_mut().socket.flush()));
+        // A reconnecting client stops coming back: later calls fail too.
+        #[cfg(feature = "sessions")]
+        {
+            self.shared.borrow_mut().resume = None;
+        }
+        if let Some(socket) = &mut self.shared.borrow_mut().socket {
+            socket.close();
+        }
+        let flushed = poll_fn(|cx| match &mut self.shared.borrow_mut().socket {
+            Some(socket) => poll_once(cx, socket.flush()),
+            None => Poll::Ready(Ok(())),
+        });
         let _ = with_timeout(LINGER, flushed).await;
         let mut shared = self.shared.borrow_mut();
         shared.core.handle_close();
@@ -649,13 +720,56 @@ impl<'a> Client<'a> {
 
     /// Sends `op` and hands its reply to `f`, which runs while the reply's bytes are borrowed
     /// (so a `get` decodes or copies without a buffer of its own). `f` must not call the
-    /// client.
+    /// client. A reconnecting client makes the call again on a new connection when it may.
+    #[cfg(feature = "sessions")]
     pub(crate) async fn call<R>(
         &self,
         op: Op<'_>,
         mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let id = poll_fn(|cx| self.shared.borrow_mut().poll_send(cx, op)).await?;
+        if self.shared.borrow().resume.is_some() {
+            return crate::resume::call(self, op, &mut f).await;
+        }
+        self.call_once(op, f, true, None).await
+    }
+
+    /// Without reconnecting, a call is one try: its future is `call_once`'s own (no state
+    /// machine around it, which firmware would pay for in flash).
+    #[cfg(not(feature = "sessions"))]
+    pub(crate) fn call<'s, 'o, R, F>(
+        &'s self,
+        op: Op<'o>,
+        f: F,
+    ) -> impl Future<Output = Result<R, Error>> + use<'s, 'a, 'o, R, F>
+    where
+        F: FnMut(Reply<'_>) -> Result<R, Error>,
+    {
+        self.call_once(op, f, true, None)
+    }
+
+    /// `op` on the connection there is now. When it fails because the connection is lost (or
+    /// being replaced, unless `gated` is false), a reconnecting client learns it in `lost`:
+    /// `Some(sent)`, `sent` telling whether the request had been handed to the connection.
+    pub(crate) async fn call_once<R>(
+        &self,
+        op: Op<'_>,
+        mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
+        gated: bool,
+        #[cfg_attr(not(feature = "sessions"), allow(unused_variables))] lost: Option<
+            &mut Option<bool>,
+        >,
+    ) -> Result<R, Error> {
+        let sent = poll_fn(|cx| self.shared.borrow_mut().poll_send(cx, op, gated)).await;
+        let id = match sent {
+            Ok(id) => id,
+            Err(e) => {
+                #[cfg(feature = "sessions")]
+                if let (Some(lost), true) = (lost, self.shared.borrow().lost()) {
+                    *lost = Some(false);
+                }
+                return Err(e);
+            }
+        };
         // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
         // core withdraws it and any item already on its way goes back to its queue.
         let mut call = InFlight {
@@ -671,10 +785,18 @@ impl<'a> Client<'a> {
         })
         .await;
         call.answered = true;
-        outcome?;
-        result.unwrap_or(Err(Error::Depot(depot_core::Error::Closed(
-            CloseReason::Unexpected,
-        ))))
+        let unexpected = Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected));
+        match outcome {
+            Ok(()) => result.unwrap_or(Err(unexpected)),
+            Err(e) => {
+                // Not a broken reply: the connection went.
+                #[cfg(feature = "sessions")]
+                if let (Some(lost), true) = (lost, e != unexpected) {
+                    *lost = Some(true);
+                }
+                Err(e)
+            }
+        }
     }
 }
 

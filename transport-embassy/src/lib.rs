@@ -63,6 +63,40 @@
 //! the client sends what is left to send. A reply already in is not undone: a `put` dropped
 //! after its `Done` arrived did put its item, as with any request whose answer is ignored.
 //!
+//! ## Reconnecting (feature `sessions`)
+//!
+//! `Client::connect_reconnecting` gives a client that comes back by itself. When its
+//! connection is lost (the manager restarted, the link dropped), the next call, or the calls in
+//! flight, dial again on the same socket with jittered exponential backoff, resume the
+//! client's session (PROTOCOL.md §16) and make the calls again: puts are numbered, so the
+//! manager applies a put sent twice once; gets, `qsize`, `join` and opening queues are simply
+//! sent again; `task_done` and `shutdown` in flight fail (whether they counted cannot be told).
+//! A call fails only when its own deadline passes: `Wait::Millis(ms)` after `ms`, any other
+//! after `ReconnectPolicy::give_up_ms`.
+//!
+//! ```ignore
+//! use depot_embassy::{Client, ReconnectPolicy, Wait};
+//!
+//! let policy = ReconnectPolicy {
+//!     initial_ms: 50,              // first pause between attempts, doubled after each
+//!     max_ms: 2_000,               // longest pause; each is drawn between half and all of it
+//!     give_up_ms: Some(60_000),    // a call without its own deadline fails after this
+//!     connect_timeout_ms: 5_000,   // each attempt: TCP, handshake and session
+//! };
+//! // `entropy` (`&'static mut dyn Entropy`) also picks the session id and the jitter.
+//! let client = Client::connect_reconnecting(socket, endpoint, b"producer", entropy,
+//!                                           BUFFERS.init(ClientBuffers::new()),
+//!                                           ClientConfig::default(), policy).await?;
+//! let q = client.queue::<u32, 8>("task_queue").await?;
+//! q.put(&7, Wait::Forever).await?; // survives the manager's restart; applied once
+//! ```
+//!
+//! `Client::has_session` tells whether the manager took the session. The manager
+//! remembers sessions in memory: one restarted without them (depot-std's
+//! `--data-dir` keeps items, not sessions) may apply a put that was in flight at its end twice,
+//! at least once. A manager that keeps no sessions (built without them, or this crate's
+//! [`Server`]) takes the client without one: a put in flight on a lost connection then fails.
+//!
 //! ## Manager
 //!
 //! ```ignore
@@ -101,6 +135,10 @@
 //!   §5.1; about 4.2 KB of flash). Without it frames carry a MAC only. A manager that must
 //!   refuse clients that do not seal sets `ServerConfig::manager.encryption` to
 //!   `Encryption::Required`; a client, `ClientConfig::encryption` in [`Client::connect_with`].
+//! - `sessions`: the reconnecting client above, with depot-core's `sessions` (about 8.5 KB
+//!   of flash in a client that uses it: fw-session-producer against fw-producer). [`Server`]
+//!   keeps no sessions either way (it gives the core no session slots): it answers `Session`
+//!   `NotAllowed`, and reconnecting clients of it carry on without a session.
 //! - `defmt`: `defmt::Format` on public types and logging through defmt.
 //! - `log`: logging through `log`.
 #![no_std]
@@ -113,6 +151,8 @@ mod client;
 mod entropy;
 mod error;
 mod queue;
+#[cfg(feature = "sessions")]
+mod resume;
 mod server;
 mod time;
 
@@ -123,5 +163,7 @@ pub use queue::{Queue, RawQueue};
 pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
 
 pub use depot_core;
+#[cfg(feature = "sessions")]
+pub use depot_core::reconnect::Policy as ReconnectPolicy;
 pub use depot_core::wire::{ObjectInfo, QueueMode, QueueSpec, Wait};
 pub use depot_core::{ManagerConfig, ObjectSlot};

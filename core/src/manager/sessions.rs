@@ -1,11 +1,18 @@
 //! The manager's side of sessions: opening them, numbered puts, and keeping each session's
 //! window in step with the puts that wait (see [`crate::session`]).
 
-use super::{Manager, State, NONE};
+use super::Manager;
+#[cfg(feature = "sessions")]
+use super::{State, NONE};
+#[cfg(feature = "sessions")]
 use crate::session::{Begin, OpenError, SessionSlot};
+#[cfg(feature = "sessions")]
 use crate::storage::Managed;
-use crate::wire::{CloseReason, ErrorCode, Handle, Items, Reply, Wait, SESSION_ID_LEN};
+#[cfg(feature = "sessions")]
+use crate::wire::CloseReason;
+use crate::wire::{ErrorCode, Handle, Items, Reply, Wait, SESSION_ID_LEN};
 
+#[cfg(feature = "sessions")]
 impl<'a> Manager<'a> {
     /// Remembers clients' sessions in `slots` (their number bounds the sessions remembered
     /// at once; see [`crate::session`]). Without it, `Session` is answered `NotAllowed`.
@@ -142,4 +149,51 @@ impl<'a> Manager<'a> {
             self.sessions.stop_waiting(slot, request);
         }
     }
+}
+
+/// Without the `sessions` feature the manager keeps no sessions: `Session` is answered
+/// `NotAllowed`, and a numbered put, on a connection that cannot have opened one, `NoSession`
+/// (PROTOCOL.md §17), as by a manager given no session slots.
+#[cfg(not(feature = "sessions"))]
+impl Manager<'_> {
+    pub(super) fn open_session(&mut self, _i: usize, _id: [u8; SESSION_ID_LEN]) -> Reply<'static> {
+        Reply::Error(ErrorCode::NotAllowed)
+    }
+
+    pub(super) fn leave_session(&mut self, _i: usize) {}
+
+    pub(super) fn put_seq(
+        &mut self,
+        i: usize,
+        id: u32,
+        _seq: u64,
+        _handle: Handle,
+        _item: &[u8],
+        _wait: Wait,
+    ) {
+        self.reply(i, id, &Reply::Error(ErrorCode::NoSession));
+    }
+
+    pub(super) fn put_many_seq(
+        &mut self,
+        i: usize,
+        id: u32,
+        _seq: u64,
+        _handle: Handle,
+        items: Items,
+        _wait: Wait,
+    ) {
+        if items.check().is_none() {
+            return self.begin_close(i, super::CloseReason::Malformed);
+        }
+        let reply = Reply::Accepted {
+            count: 0,
+            error: Some(ErrorCode::NoSession),
+        };
+        self.reply(i, id, &reply);
+    }
+
+    pub(super) fn session_progress(&mut self, _w: u32, _applied: u32) {}
+
+    pub(super) fn session_stop_waiting(&mut self, _i: usize, _request: u32) {}
 }

@@ -44,7 +44,7 @@ pub const QUEUE: &str = match option_env!("DEPOT_FW_QUEUE") {
 };
 
 /// A decimal `u32` at compile time; a bad digit fails the build.
-const fn parse_u32(text: &str) -> u32 {
+pub const fn parse_u32(text: &str) -> u32 {
     let bytes = text.as_bytes();
     let mut value = 0u32;
     let mut i = 0;
@@ -148,5 +148,27 @@ pub fn connect_config<'k, const SLOTS: usize>(
         &mut memory.entropy,
         &mut memory.buffers,
         config,
+    )
+}
+
+/// [`connect_config`] for a client that reconnects by itself with `policy`, resuming its
+/// session (feature `sessions`; see `Client::connect_reconnecting`).
+#[cfg(feature = "sessions")]
+pub fn connect_reconnecting<'k, const SLOTS: usize>(
+    stack: Stack<'static>,
+    authkey: &'k [u8],
+    memory: &'static mut ClientMemory<SLOTS>,
+    policy: depot_embassy::ReconnectPolicy,
+) -> impl Future<Output = Result<Client<'static>, depot_embassy::Error>> + 'k {
+    memory.entropy = TestEntropy::from_board();
+    let socket = TcpSocket::new(stack, &mut memory.rx, &mut memory.tx);
+    Client::connect_reconnecting(
+        socket,
+        (net::HOST, net::HOST_PORT),
+        authkey,
+        &mut memory.entropy,
+        &mut memory.buffers,
+        ClientConfig::default(),
+        policy,
     )
 }
