@@ -289,7 +289,9 @@ impl RawQueue {
                     dry = false;
                     items.extend(got);
                 }
-                Outcome::Items(_) | Outcome::Error(ErrorCode::Empty) if !waits => dry = true,
+                // The queue was empty: no more requests that do not wait, for now.
+                Outcome::Items(_) => dry |= !waits,
+                Outcome::Error(ErrorCode::Empty) if !waits => dry = true,
                 // No room to park it (other callers' blocked requests hold it): it is sent
                 // again once replies have freed some, as a blocking `get` is.
                 Outcome::Refused { progress } => conn.wait_for_room(progress)?,
