@@ -931,6 +931,15 @@ impl<'a> Manager<'a> {
         }
     }
 
+    /// Whether the connection speaks Python's protocol. Python's client leaves Nagle's
+    /// algorithm on, so a transport may want to acknowledge its input at once.
+    #[cfg(feature = "python")]
+    pub fn is_python(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id.0 as usize)
+            .is_some_and(|c| matches!(c.state, State::Python { .. }))
+    }
+
     /// The socket is gone (peer closed, error, or after [`Manager::wants_close`]): frees the slot.
     /// The connection's blocked requests are cancelled; nothing else changes.
     pub fn handle_close(&mut self, id: ConnId, now: Instant) {

@@ -132,6 +132,10 @@ pub(crate) struct Waiters<'a> {
     /// Head of the free slots, chained through `next`.
     free: u32,
     used: u32,
+    /// One past the highest slot ever taken: scans stop there. Freed slots are reused first
+    /// (the free list is a stack), so this is the most waiters there ever were at once, not
+    /// the pool's size, which is sized for every connection a manager may serve.
+    end: u32,
 }
 
 impl<'a> Waiters<'a> {
@@ -145,6 +149,7 @@ impl<'a> Waiters<'a> {
             slots,
             free: if count > 0 { 0 } else { NONE },
             used: 0,
+            end: 0,
         }
     }
 
@@ -198,6 +203,7 @@ impl<'a> Waiters<'a> {
         waiter.next = NONE;
         self.slots[index as usize] = waiter;
         self.used += 1;
+        self.end = self.end.max(index + 1);
         Some(index)
     }
 
@@ -224,9 +230,15 @@ impl<'a> Waiters<'a> {
 
     /// Whether a waiter in use holds the parked item in slot `index` of a lent park store.
     pub(crate) fn holds_parked(&self, index: u32) -> bool {
-        self.slots
+        self.taken()
             .iter()
             .any(|w| w.in_use && w.hold.parked().is_some_and(|p| p.index() == index))
+    }
+
+    /// The slots that may be in use.
+    fn taken(&self) -> &[Waiter] {
+        let end = (self.end as usize).min(self.slots.len());
+        &self.slots[..end]
     }
 
     /// The first waiter of `list` that matches `pred`.
@@ -245,7 +257,10 @@ impl<'a> Waiters<'a> {
 
     /// Indices of waiters in use that match `pred`, one at a time from `from`.
     pub(crate) fn find_from(&self, from: u32, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
-        self.slots
+        if self.used == 0 {
+            return None;
+        }
+        self.taken()
             .iter()
             .enumerate()
             .skip(from as usize)

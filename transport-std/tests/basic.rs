@@ -303,6 +303,64 @@ fn remote_shutdown() {
     assert!(Client::connect(addr, KEY).is_err());
 }
 
+/// Items of 1 KiB: a `GetMany` reply carries about 60 of them, so `get_many` keeps several
+/// requests in flight; the items still come out in queue order, each exactly once.
+#[test]
+fn get_many_of_large_items_keeps_order() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue_with(
+            "large",
+            QueueOptions {
+                capacity: 5000,
+                max_item: 1024,
+                storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
+            },
+        )
+        .max_connections(16)
+        .start()
+        .unwrap();
+    let addr = m.address();
+    let n = 3000u32;
+    let item = |i: u32| {
+        let mut bytes = vec![(i % 251) as u8; 1024];
+        bytes[..4].copy_from_slice(&i.to_le_bytes());
+        bytes
+    };
+    let producer = thread::spawn(move || {
+        let c = Client::connect(addr, KEY).unwrap();
+        let q = c.raw_queue("large").unwrap();
+        // In several calls, so the consumer also finds the queue empty at times.
+        for chunk in (0..n).collect::<Vec<_>>().chunks(700) {
+            let items: Vec<Vec<u8>> = chunk.iter().map(|&i| item(i)).collect();
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            q.put_many(&refs).unwrap();
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let c = Client::connect(addr, KEY).unwrap();
+    let q = c.raw_queue("large").unwrap();
+    let mut got = Vec::new();
+    while got.len() < n as usize {
+        let want = (n as usize - got.len()).min(1000);
+        got.extend(q.get_many(want).unwrap());
+    }
+    producer.join().unwrap();
+    assert_eq!(got.len(), n as usize);
+    for (i, bytes) in got.iter().enumerate() {
+        assert_eq!(bytes, &item(i as u32), "item {i}");
+    }
+    assert!(matches!(
+        q.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn put_many_get_many_exactly_once() {
     let m = Manager::builder()

@@ -288,7 +288,7 @@ fn pipelined(addr: &str, shape: &Transfer, encryption: Encryption) -> Result<Mea
     })?;
     Ok(
         Measurement::rate(shape.items, last - start).with_note(format!(
-            "one put_many of all items (PutMany ≤ 60 KiB, 4 in flight); get_many of {BATCH}"
+            "one put_many of all items (PutMany ≤ 60 KiB, 4 in flight); get_many of {BATCH} (GetMany ≤ 60 KiB, up to 4 in flight)"
         )),
     )
 }

@@ -150,6 +150,9 @@ struct State {
     closed: Option<depot_core::Error>,
     /// Whether some thread is reading the socket.
     leading: bool,
+    /// Threads asleep on `changed`: with none, a wake-up is skipped (std's `notify_all` makes
+    /// a syscall even when nobody waits, and a caller alone on its connection never waits).
+    sleepers: usize,
     /// Replies filed so far; waiters for "any progress" watch it change.
     filed: u64,
     /// Replies filed so far other than refusals: each may have freed room for a blocked
@@ -283,6 +286,7 @@ impl Conn {
                 replies: Vec::with_capacity(SLOTS),
                 closed: None,
                 leading: false,
+                sleepers: 0,
                 filed: 0,
                 progress: 0,
             }),
@@ -509,7 +513,9 @@ impl Conn {
                 return Err(self.closed_error(e, None));
             }
             if g.leading {
+                g.sleepers += 1;
                 g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+                g.sleepers -= 1;
                 continue;
             }
             g.leading = true;
@@ -518,7 +524,7 @@ impl Conn {
             g = lock(&self.state);
             g.leading = false;
             // Hand the reading over to whoever still waits.
-            self.changed.notify_all();
+            self.wake(&g);
             match result {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
@@ -620,9 +626,16 @@ impl Conn {
             count += 1;
         }
         if count > 0 {
-            self.changed.notify_all();
+            self.wake(g);
         }
         count
+    }
+
+    /// Wakes every thread asleep on `changed`, if there is one (`g` is the state, locked).
+    fn wake(&self, g: &State) {
+        if g.sleepers > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// Marks the connection over and wakes every waiter.
@@ -631,7 +644,7 @@ impl Conn {
         g.core.with(|c| c.handle_close());
         g.closed.get_or_insert(e);
         self.shutdown_socket();
-        self.changed.notify_all();
+        self.wake(&g);
     }
 
     fn shutdown_socket(&self) {

@@ -219,31 +219,87 @@ impl RawQueue {
             }
             return Ok(items);
         }
-        while items.len() < n {
-            let (handle, max_items) = (
-                self.handle,
-                u32::try_from(n - items.len()).unwrap_or(u32::MAX),
-            );
-            // Refused for lack of room to park (other callers' batches hold it): sent again
-            // once replies have freed some, as a blocking `get` is.
-            let outcome = self.blocking(Wait::Forever, Retry::Always, |wait, _| Op::GetMany {
-                handle,
-                max_items,
-                max_bytes: BATCH_BYTES as u32,
-                wait,
+        let mut first_error = None;
+        let got = self
+            .client
+            .with_conn("get_many", None, Retry::Always, |conn, _| {
+                self.get_batches(conn, n, &mut items, &mut first_error)
             });
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(e) if items.is_empty() => return Err(e),
-                Err(_) => break,
+        match (got, first_error) {
+            (Err(e), _) | (Ok(()), Some(e)) if items.is_empty() => Err(e),
+            _ => Ok(items),
+        }
+    }
+
+    /// [`Self::get_many`] on one connection. Several `GetMany` are kept in flight while the
+    /// queue has items, so a reply's round trip does not stall the consumer: the oldest one
+    /// waits as long as it takes, the others take what is there now (`NoWait`) and stop the
+    /// refill when one finds the queue empty. The manager answers one connection's requests in
+    /// order, so replies hold items in queue order; together they never ask for more than
+    /// `n`. After an error the replies still in flight are collected (they may hold items).
+    fn get_batches(
+        &self,
+        conn: &super::conn::Conn,
+        n: usize,
+        items: &mut Vec<Vec<u8>>,
+        first_error: &mut Option<Error>,
+    ) -> Result<(), Error> {
+        let handle = self.handle;
+        // (request id, items asked, whether it waits), oldest first.
+        let mut in_flight: VecDeque<(u32, usize, bool)> = VecDeque::new();
+        // Items one reply carries: unknown (all) until a reply shows their size.
+        let mut per_reply = n;
+        let mut dry = false;
+        loop {
+            let asked: usize = in_flight.iter().map(|r| r.1).sum();
+            let mut open = n.saturating_sub(items.len() + asked);
+            while open > 0 && in_flight.len() < BATCHES_IN_FLIGHT && first_error.is_none() {
+                let waits = in_flight.is_empty();
+                if dry && !waits {
+                    break;
+                }
+                let max = open.min(per_reply);
+                let op = Op::GetMany {
+                    handle,
+                    max_items: u32::try_from(max).unwrap_or(u32::MAX),
+                    max_bytes: BATCH_BYTES as u32,
+                    wait: if waits { Wait::Forever } else { Wait::NoWait },
+                };
+                let id = if waits {
+                    conn.send(op)?
+                } else {
+                    match conn.try_send(op) {
+                        Ok(id) => id,
+                        Err(SendError::Busy) => break,
+                        Err(SendError::Failed(e)) => return Err(e),
+                    }
+                };
+                in_flight.push_back((id, max, waits));
+                open -= max;
+            }
+            conn.flush()?;
+            let Some((id, _, waits)) = in_flight.pop_front() else {
+                return Ok(());
             };
-            match outcome {
-                Outcome::Items(got) => items.extend(got),
-                other if items.is_empty() => return Err(self.failed(other)),
-                _ => break,
+            match conn.wait_reply(id)? {
+                Outcome::Items(got) if !got.is_empty() => {
+                    let bytes: usize = got.iter().map(Vec::len).sum();
+                    let each = Items::packed_len(bytes / got.len());
+                    per_reply = (BATCH_BYTES / each).max(1);
+                    dry = false;
+                    items.extend(got);
+                }
+                // The queue was empty: no more requests that do not wait, for now.
+                Outcome::Items(_) => dry |= !waits,
+                Outcome::Error(ErrorCode::Empty) if !waits => dry = true,
+                // No room to park it (other callers' blocked requests hold it): it is sent
+                // again once replies have freed some, as a blocking `get` is.
+                Outcome::Refused { progress } => conn.wait_for_room(progress)?,
+                other => {
+                    first_error.get_or_insert(self.failed(other));
+                }
             }
         }
-        Ok(items)
     }
 
     fn conn(&self) -> Result<ConnRef<'_>, Error> {
