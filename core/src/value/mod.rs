@@ -16,7 +16,6 @@ mod ser;
 
 use core::fmt;
 
-use minicbor::data::Type;
 use minicbor::Decoder;
 
 use de::Deserializer;
@@ -183,58 +182,115 @@ impl fmt::Display for Message {
 
 /// Checks that `bytes` are exactly one value of the value model, nested at most
 /// [`MAX_DEPTH`] deep. Allocates nothing; stack use is bounded by [`MAX_DEPTH`].
+///
+/// It walks the CBOR headers itself instead of through minicbor's typed reads: a manager
+/// checks every item put into a value queue, and the typed reads (float conversions
+/// included) cost firmware several KiB for answers a header already gives. The outcome,
+/// error kinds included, is minicbor's (the tests hold the two against each other).
 pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
-    let mut d = Decoder::new(bytes);
-    check(&mut d, 0)?;
-    if d.position() != bytes.len() {
+    let mut c = Cursor { bytes, pos: 0 };
+    c.check(0)?;
+    if c.pos != bytes.len() {
         return Err(ValueError::TrailingBytes);
     }
     Ok(())
 }
 
-/// Checks one value at `depth` containers deep and moves past it.
-fn check(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
-    match d.datatype()? {
-        Type::Bool => drop(d.bool()?),
-        Type::Null => d.null()?,
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 => drop(d.u64()?),
-        Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => drop(d.int()?),
-        Type::F16 => drop(read_f16(d)?),
-        Type::F32 => drop(d.f32()?),
-        Type::F64 => drop(d.f64()?),
-        Type::Bytes => drop(d.bytes()?),
-        Type::String => drop(d.str()?),
-        Type::Array => check_array(d, depth)?,
-        Type::Map => {
-            let depth = deeper(depth)?;
-            let n = definite(d.map()?)?;
-            // Each entry consumes input, so a huge count ends at the end of the bytes.
-            for _ in 0..n {
-                check(d, depth)?;
-                check(d, depth)?;
-            }
-        }
-        Type::Tag => match d.tag()?.as_u64() {
-            TUPLE_TAG if d.datatype()? == Type::Array => check_array(d, depth)?,
-            PICKLE_TAG if d.datatype()? == Type::Bytes => drop(d.bytes()?),
-            tag => return Err(ValueError::Unsupported(Unsupported::Tag(tag))),
-        },
-        Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
-            return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
-        }
-        Type::Undefined | Type::Simple => return Err(ValueError::Unsupported(Unsupported::Simple)),
-        Type::Break | Type::Unknown(_) => return Err(ValueError::Malformed),
-    }
-    Ok(())
+/// A read position in CBOR bytes, for [`validate`].
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
 }
 
-fn check_array(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
-    let depth = deeper(depth)?;
-    let n = definite(d.array()?)?;
-    for _ in 0..n {
-        check(d, depth)?;
+impl<'a> Cursor<'a> {
+    /// The next `n` bytes, consumed.
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
+        let end = self.pos.checked_add(n).ok_or(ValueError::Truncated)?;
+        let taken = self.bytes.get(self.pos..end).ok_or(ValueError::Truncated)?;
+        self.pos = end;
+        Ok(taken)
     }
-    Ok(())
+
+    /// The header byte at the read position, not consumed.
+    fn peek(&self) -> Result<u8, ValueError> {
+        self.bytes
+            .get(self.pos)
+            .copied()
+            .ok_or(ValueError::Truncated)
+    }
+
+    /// Reads a header whose additional information is 0..=27 and returns its argument.
+    fn argument(&mut self) -> Result<u64, ValueError> {
+        let info = self.take(1)?[0] & 0x1f;
+        let n = match info {
+            0..=23 => return Ok(u64::from(info)),
+            24..=27 => 1 << (info - 24),
+            _ => return Err(ValueError::Malformed),
+        };
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0, |v, &b| (v << 8) | u64::from(b)))
+    }
+
+    /// Reads a byte or text string's header and content.
+    fn string(&mut self) -> Result<&'a [u8], ValueError> {
+        let len = usize::try_from(self.argument()?).map_err(|_| ValueError::Malformed)?;
+        self.take(len)
+    }
+
+    /// Checks one value at `depth` containers deep and moves past it.
+    fn check(&mut self, depth: usize) -> Result<(), ValueError> {
+        let head = self.peek()?;
+        match head {
+            // Integers: only the argument's bytes must be there.
+            0x00..=0x1b | 0x20..=0x3b => drop(self.argument()?),
+            0x40..=0x5b => drop(self.string()?),
+            0x60..=0x7b => {
+                core::str::from_utf8(self.string()?).map_err(|_| ValueError::Malformed)?;
+            }
+            0x80..=0x9b => self.check_array(depth)?,
+            0xa0..=0xbb => {
+                let depth = deeper(depth)?;
+                // Each entry consumes input, so a huge count ends at the end of the bytes.
+                for _ in 0..self.argument()? {
+                    self.check(depth)?;
+                    self.check(depth)?;
+                }
+            }
+            0xc0..=0xdb => match self.argument()? {
+                TUPLE_TAG if self.next_is(0x80..=0x9b)? => self.check_array(depth)?,
+                PICKLE_TAG if self.next_is(0x40..=0x5b)? => drop(self.string()?),
+                tag => return Err(ValueError::Unsupported(Unsupported::Tag(tag))),
+            },
+            0x5f | 0x7f | 0x9f | 0xbf => {
+                return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
+            }
+            0xf4..=0xf6 => self.pos += 1,
+            0xf9..=0xfb => drop(self.take(1 + (1 << (head - 0xf8)))?),
+            0xe0..=0xf3 | 0xf7 | 0xf8 => return Err(ValueError::Unsupported(Unsupported::Simple)),
+            _ => return Err(ValueError::Malformed),
+        }
+        Ok(())
+    }
+
+    fn check_array(&mut self, depth: usize) -> Result<(), ValueError> {
+        let depth = deeper(depth)?;
+        for _ in 0..self.argument()? {
+            self.check(depth)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next header byte is in `heads`. As minicbor's type peek, a negative
+    /// integer header with a 1-byte or longer argument needs that argument's first byte.
+    fn next_is(&self, heads: core::ops::RangeInclusive<u8>) -> Result<bool, ValueError> {
+        let head = self.peek()?;
+        if (0x38..=0x3b).contains(&head) && self.bytes.len() <= self.pos + 1 {
+            return Err(ValueError::Truncated);
+        }
+        Ok(heads.contains(&head))
+    }
 }
 
 fn deeper(depth: usize) -> Result<usize, ValueError> {
@@ -242,10 +298,6 @@ fn deeper(depth: usize) -> Result<usize, ValueError> {
         return Err(ValueError::TooDeep);
     }
     Ok(depth + 1)
-}
-
-fn definite(len: Option<u64>) -> Result<u64, ValueError> {
-    len.ok_or(ValueError::Unsupported(Unsupported::IndefiniteLength))
 }
 
 /// Reads a half-precision float (minicbor reads them only with its `half` feature).
