@@ -189,11 +189,29 @@ impl fmt::Display for Message {
 /// error kinds included, is minicbor's (the tests hold the two against each other).
 pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
     let mut c = Cursor { bytes, pos: 0 };
-    c.check(0)?;
-    if c.pos != bytes.len() {
-        return Err(ValueError::TrailingBytes);
+    match c.check(0) {
+        Ok(()) if c.pos != bytes.len() => Err(ValueError::TrailingBytes),
+        Ok(()) => Ok(()),
+        Err(bad) => Err(match bad {
+            Bad::Truncated => ValueError::Truncated,
+            Bad::Malformed => ValueError::Malformed,
+            Bad::TooDeep => ValueError::TooDeep,
+            Bad::Indefinite => ValueError::Unsupported(Unsupported::IndefiniteLength),
+            Bad::Simple => ValueError::Unsupported(Unsupported::Simple),
+            Bad::Tag(tag) => ValueError::Unsupported(Unsupported::Tag(tag)),
+        }),
     }
-    Ok(())
+}
+
+/// Why [`validate`] stopped: the [`ValueError`]s it gives, small enough to pass back up the
+/// nesting cheaply (a [`ValueError`] has room for a message).
+enum Bad {
+    Truncated,
+    Malformed,
+    TooDeep,
+    Indefinite,
+    Simple,
+    Tag(u64),
 }
 
 /// A read position in CBOR bytes, for [`validate`].
@@ -204,28 +222,25 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// The next `n` bytes, consumed.
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ValueError> {
-        let end = self.pos.checked_add(n).ok_or(ValueError::Truncated)?;
-        let taken = self.bytes.get(self.pos..end).ok_or(ValueError::Truncated)?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        let end = self.pos.checked_add(n).ok_or(Bad::Truncated)?;
+        let taken = self.bytes.get(self.pos..end).ok_or(Bad::Truncated)?;
         self.pos = end;
         Ok(taken)
     }
 
     /// The header byte at the read position, not consumed.
-    fn peek(&self) -> Result<u8, ValueError> {
-        self.bytes
-            .get(self.pos)
-            .copied()
-            .ok_or(ValueError::Truncated)
+    fn peek(&self) -> Result<u8, Bad> {
+        self.bytes.get(self.pos).copied().ok_or(Bad::Truncated)
     }
 
     /// Reads a header whose additional information is 0..=27 and returns its argument.
-    fn argument(&mut self) -> Result<u64, ValueError> {
+    fn argument(&mut self) -> Result<u64, Bad> {
         let info = self.take(1)?[0] & 0x1f;
         let n = match info {
             0..=23 => return Ok(u64::from(info)),
             24..=27 => 1 << (info - 24),
-            _ => return Err(ValueError::Malformed),
+            _ => return Err(Bad::Malformed),
         };
         Ok(self
             .take(n)?
@@ -234,23 +249,29 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a byte or text string's header and content.
-    fn string(&mut self) -> Result<&'a [u8], ValueError> {
-        let len = usize::try_from(self.argument()?).map_err(|_| ValueError::Malformed)?;
+    fn string(&mut self) -> Result<&'a [u8], Bad> {
+        let len = usize::try_from(self.argument()?).map_err(|_| Bad::Malformed)?;
         self.take(len)
     }
 
     /// Checks one value at `depth` containers deep and moves past it.
-    fn check(&mut self, depth: usize) -> Result<(), ValueError> {
+    fn check(&mut self, depth: usize) -> Result<(), Bad> {
         let head = self.peek()?;
-        match head {
+        let (major, info) = (head >> 5, head & 0x1f);
+        if major < 7 && info >= 28 {
+            return Err(if info == 31 && (2..=5).contains(&major) {
+                Bad::Indefinite
+            } else {
+                Bad::Malformed
+            });
+        }
+        match major {
             // Integers: only the argument's bytes must be there.
-            0x00..=0x1b | 0x20..=0x3b => drop(self.argument()?),
-            0x40..=0x5b => drop(self.string()?),
-            0x60..=0x7b => {
-                core::str::from_utf8(self.string()?).map_err(|_| ValueError::Malformed)?;
-            }
-            0x80..=0x9b => self.check_array(depth)?,
-            0xa0..=0xbb => {
+            0 | 1 => drop(self.argument()?),
+            2 => drop(self.string()?),
+            3 => drop(core::str::from_utf8(self.string()?).map_err(|_| Bad::Malformed)?),
+            4 => self.check_array(depth)?,
+            5 => {
                 let depth = deeper(depth)?;
                 // Each entry consumes input, so a huge count ends at the end of the bytes.
                 for _ in 0..self.argument()? {
@@ -258,23 +279,22 @@ impl<'a> Cursor<'a> {
                     self.check(depth)?;
                 }
             }
-            0xc0..=0xdb => match self.argument()? {
-                TUPLE_TAG if self.next_is(0x80..=0x9b)? => self.check_array(depth)?,
-                PICKLE_TAG if self.next_is(0x40..=0x5b)? => drop(self.string()?),
-                tag => return Err(ValueError::Unsupported(Unsupported::Tag(tag))),
+            6 => match self.argument()? {
+                TUPLE_TAG if self.next_is(4)? => self.check_array(depth)?,
+                PICKLE_TAG if self.next_is(2)? => drop(self.string()?),
+                tag => return Err(Bad::Tag(tag)),
             },
-            0x5f | 0x7f | 0x9f | 0xbf => {
-                return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
-            }
-            0xf4..=0xf6 => self.pos += 1,
-            0xf9..=0xfb => drop(self.take(1 + (1 << (head - 0xf8)))?),
-            0xe0..=0xf3 | 0xf7 | 0xf8 => return Err(ValueError::Unsupported(Unsupported::Simple)),
-            _ => return Err(ValueError::Malformed),
+            _ => match info {
+                20..=22 => self.pos += 1,
+                25..=27 => drop(self.take(1 + (1 << (info - 24)))?),
+                0..=19 | 23 | 24 => return Err(Bad::Simple),
+                _ => return Err(Bad::Malformed),
+            },
         }
         Ok(())
     }
 
-    fn check_array(&mut self, depth: usize) -> Result<(), ValueError> {
+    fn check_array(&mut self, depth: usize) -> Result<(), Bad> {
         let depth = deeper(depth)?;
         for _ in 0..self.argument()? {
             self.check(depth)?;
@@ -282,20 +302,21 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// Whether the next header byte is in `heads`. As minicbor's type peek, a negative
-    /// integer header with a 1-byte or longer argument needs that argument's first byte.
-    fn next_is(&self, heads: core::ops::RangeInclusive<u8>) -> Result<bool, ValueError> {
+    /// Whether the next item is of `major` type with a definite length. As minicbor's type
+    /// peek, a negative integer header with an argument of 1 or more bytes needs that
+    /// argument's first byte.
+    fn next_is(&self, major: u8) -> Result<bool, Bad> {
         let head = self.peek()?;
         if (0x38..=0x3b).contains(&head) && self.bytes.len() <= self.pos + 1 {
-            return Err(ValueError::Truncated);
+            return Err(Bad::Truncated);
         }
-        Ok(heads.contains(&head))
+        Ok(head >> 5 == major && head & 0x1f < 28)
     }
 }
 
-fn deeper(depth: usize) -> Result<usize, ValueError> {
+fn deeper(depth: usize) -> Result<usize, Bad> {
     if depth >= MAX_DEPTH {
-        return Err(ValueError::TooDeep);
+        return Err(Bad::TooDeep);
     }
     Ok(depth + 1)
 }
