@@ -298,16 +298,24 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
+            // A client without leases or objects sends no request these replies answer: they
+            // are malformed to it (and their decoding is not linked into its firmware).
+            #[cfg(feature = "leases")]
             9 => Reply::Leased {
                 handle: self.handle(),
                 lease: self.u64(),
                 deliveries: self.bytes(),
                 items: Items(self.bytes()),
             },
+            #[cfg(feature = "objects")]
             10 => Reply::Flag(self.flag()),
+            #[cfg(feature = "objects")]
             11 => Reply::Count(self.u32()),
+            #[cfg(feature = "objects")]
             12 => Reply::Value(self.bytes()),
+            #[cfg(feature = "objects")]
             13 => Reply::Values(Items(self.bytes())),
+            #[cfg(feature = "objects")]
             14 => Reply::Failed(self.str()),
             15 => Reply::Session {
                 resumed: self.flag(),
@@ -685,6 +693,7 @@ impl<'o> Writer<'o> {
                 self.u32s(&[8, handle.0.into()]);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "leases")]
             Reply::Leased {
                 handle,
                 lease,
@@ -696,24 +705,33 @@ impl<'o> Writer<'o> {
                 self.bytes(deliveries);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "objects")]
             Reply::Flag(flag) => self.u32s(&[10, flag.into()]),
+            #[cfg(feature = "objects")]
             Reply::Count(n) => self.u32s(&[11, n]),
+            #[cfg(feature = "objects")]
             Reply::Value(value) => {
                 self.u32(12);
                 self.bytes(value);
             }
+            #[cfg(feature = "objects")]
             Reply::Values(items) => {
                 self.u32(13);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "objects")]
             Reply::Failed(text) => {
                 self.u32(14);
                 self.bytes(text.as_bytes());
             }
             Reply::Session { resumed } => self.u32s(&[15, resumed.into()]),
+            // A manager without leases or objects never gives these replies.
+            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            _ => self.full = true,
         }
     }
 
+    #[cfg(feature = "objects")]
     fn action(&mut self, action: &Action) {
         match *action {
             Action::Set => self.u32(0),
@@ -833,6 +851,7 @@ impl<'o> Writer<'o> {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
             }
+            #[cfg(feature = "leases")]
             Op::GetLeased {
                 handle,
                 max_items,
@@ -843,14 +862,17 @@ impl<'o> Writer<'o> {
                 self.u32s(&[14, handle.0.into(), max_items, max_bytes, lease_ms]);
                 self.wait(wait);
             }
+            #[cfg(feature = "leases")]
             Op::Ack { lease } => {
                 self.u32(15);
                 self.varint(lease);
             }
+            #[cfg(feature = "leases")]
             Op::Nack { lease } => {
                 self.u32(16);
                 self.varint(lease);
             }
+            #[cfg(feature = "objects")]
             Op::CreateObject {
                 name,
                 kind,
@@ -867,6 +889,7 @@ impl<'o> Writer<'o> {
                     exist_ok.into(),
                 ]);
             }
+            #[cfg(feature = "objects")]
             Op::Act { handle, action } => {
                 self.u32s(&[18, handle.0.into()]);
                 self.action(&action);
@@ -899,8 +922,18 @@ impl<'o> Writer<'o> {
                 self.bytes(items.0);
                 self.wait(wait);
             }
+            // Not sent by a client without leases or objects (see [`sendable`]).
+            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            _ => self.full = true,
         }
     }
+}
+
+/// Whether this build can send `op`: requests for leases and objects need those features.
+pub(crate) fn sendable(op: &Op) -> bool {
+    let lease = matches!(op, Op::GetLeased { .. } | Op::Ack { .. } | Op::Nack { .. });
+    let object = matches!(op, Op::CreateObject { .. } | Op::Act { .. });
+    (cfg!(feature = "leases") || !lease) && (cfg!(feature = "objects") || !object)
 }
 
 /// A message that can be written as postcard writes it.
