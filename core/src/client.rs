@@ -9,7 +9,7 @@
 
 use crate::auth::{transcript_hash, AuthKey, CLIENT_PROOF, MANAGER_PROOF};
 use crate::buf::{Peek, RxBuf, TxBuf};
-use crate::codec::{decode_all, Encode, Reader};
+use crate::codec::{decode_all, sendable, Encode, Reader};
 use crate::error::Error;
 use crate::seal::{Encryption, FrameKey};
 #[cfg(feature = "alloc")]
@@ -416,8 +416,12 @@ impl<'a> Client<'a> {
     }
 
     /// Sends a request; returns its id, which the matching [`Event::Reply`] carries.
+    /// Requests for leases and objects are `NotAllowed` without those features.
     pub fn send(&mut self, now: Instant, op: Op) -> Result<u32, Error> {
         self.apply_consumed();
+        if !sendable(&op) {
+            return Err(Error::NotAllowed);
+        }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
             State::Closed { error, .. } => return Err(*error),
@@ -478,6 +482,9 @@ impl<'a> Client<'a> {
     /// it takes no request slot, and a refusal is only logged.
     pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
         self.apply_consumed();
+        if !sendable(&op) {
+            return Err(Error::NotAllowed);
+        }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
             State::Closed { error, .. } => return Err(*error),
@@ -674,6 +681,7 @@ impl<'a> Client<'a> {
                 };
                 let (abandoned, handle) = (slot.abandoned, slot.handle);
                 if abandoned {
+                    #[cfg(feature = "leases")]
                     if let Reply::Leased { lease, .. } = reply {
                         // Nobody will process these items: hand them back now rather than
                         // when the lease runs out.
@@ -812,6 +820,7 @@ fn give_back(
 }
 
 /// Queues a `Nack` of `lease`; `false` (nothing queued) when the transmit buffer has no room now.
+#[cfg(feature = "leases")]
 fn nack(tx: &mut TxBuf, state: &mut State, peer_max: usize, lease: u64) -> bool {
     let State::Ready { tx_mac, .. } = state else {
         return true;

@@ -24,6 +24,8 @@ use crate::wire::{
 
 /// Variant numbers of `Message::Reply` and of each `Reply`, in one place for the codec and
 /// the manager's hand-written reply encoders (which write item bytes straight from a queue).
+// Replies of capabilities left out of a build are neither sent nor read by it.
+#[allow(dead_code)]
 pub(crate) mod tag {
     /// `Message::Reply`.
     pub(crate) const MESSAGE_REPLY: u32 = 0;
@@ -321,16 +323,24 @@ impl<'a> Reader<'a> {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
+            // A client without leases or objects sends no request these replies answer: they
+            // are malformed to it (and their decoding is not linked into its firmware).
+            #[cfg(feature = "leases")]
             tag::LEASED => Reply::Leased {
                 handle: self.handle(),
                 lease: self.u64(),
                 deliveries: self.bytes(),
                 items: Items(self.bytes()),
             },
+            #[cfg(feature = "objects")]
             tag::FLAG => Reply::Flag(self.flag()),
+            #[cfg(feature = "objects")]
             tag::COUNT => Reply::Count(self.u32()),
+            #[cfg(feature = "objects")]
             tag::VALUE => Reply::Value(self.bytes()),
+            #[cfg(feature = "objects")]
             tag::VALUES => Reply::Values(Items(self.bytes())),
+            #[cfg(feature = "objects")]
             tag::FAILED => Reply::Failed(self.str()),
             tag::SESSION => Reply::Session {
                 resumed: self.flag(),
@@ -712,6 +722,7 @@ impl<'o> Writer<'o> {
                 self.u32s(&[tag::ITEMS, handle.0.into()]);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "leases")]
             Reply::Leased {
                 handle,
                 lease,
@@ -723,24 +734,33 @@ impl<'o> Writer<'o> {
                 self.bytes(deliveries);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "objects")]
             Reply::Flag(flag) => self.u32s(&[tag::FLAG, flag.into()]),
+            #[cfg(feature = "objects")]
             Reply::Count(n) => self.u32s(&[tag::COUNT, n]),
+            #[cfg(feature = "objects")]
             Reply::Value(value) => {
                 self.u32(tag::VALUE);
                 self.bytes(value);
             }
+            #[cfg(feature = "objects")]
             Reply::Values(items) => {
                 self.u32(tag::VALUES);
                 self.bytes(items.0);
             }
+            #[cfg(feature = "objects")]
             Reply::Failed(text) => {
                 self.u32(tag::FAILED);
                 self.bytes(text.as_bytes());
             }
             Reply::Session { resumed } => self.u32s(&[tag::SESSION, resumed.into()]),
+            // A manager without leases or objects never gives these replies.
+            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            _ => self.full = true,
         }
     }
 
+    #[cfg(feature = "objects")]
     fn action(&mut self, action: &Action) {
         match *action {
             Action::Set => self.u32(0),
@@ -860,6 +880,7 @@ impl<'o> Writer<'o> {
                 self.u32s(&[13, handle.0.into()]);
                 self.bytes(item);
             }
+            #[cfg(feature = "leases")]
             Op::GetLeased {
                 handle,
                 max_items,
@@ -870,14 +891,17 @@ impl<'o> Writer<'o> {
                 self.u32s(&[14, handle.0.into(), max_items, max_bytes, lease_ms]);
                 self.wait(wait);
             }
+            #[cfg(feature = "leases")]
             Op::Ack { lease } => {
                 self.u32(15);
                 self.varint(lease);
             }
+            #[cfg(feature = "leases")]
             Op::Nack { lease } => {
                 self.u32(16);
                 self.varint(lease);
             }
+            #[cfg(feature = "objects")]
             Op::CreateObject {
                 name,
                 kind,
@@ -894,6 +918,7 @@ impl<'o> Writer<'o> {
                     exist_ok.into(),
                 ]);
             }
+            #[cfg(feature = "objects")]
             Op::Act { handle, action } => {
                 self.u32s(&[18, handle.0.into()]);
                 self.action(&action);
@@ -926,8 +951,18 @@ impl<'o> Writer<'o> {
                 self.bytes(items.0);
                 self.wait(wait);
             }
+            // Not sent by a client without leases or objects (see [`sendable`]).
+            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            _ => self.full = true,
         }
     }
+}
+
+/// Whether this build can send `op`: requests for leases and objects need those features.
+pub(crate) fn sendable(op: &Op) -> bool {
+    let lease = matches!(op, Op::GetLeased { .. } | Op::Ack { .. } | Op::Nack { .. });
+    let object = matches!(op, Op::CreateObject { .. } | Op::Act { .. });
+    (cfg!(feature = "leases") || !lease) && (cfg!(feature = "objects") || !object)
 }
 
 /// A message that can be written as postcard writes it.

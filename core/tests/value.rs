@@ -396,3 +396,167 @@ proptest! {
         prop_assert_eq!(value::validate(&bytes[..n]), Err(ValueError::Truncated));
     }
 }
+
+/// The validator as minicbor's typed reads define it: `value::validate` walks the headers
+/// itself and must give the same outcome, error kind included, on any input.
+mod reference {
+    use depot_core::value::minicbor::data::Type;
+    use depot_core::value::minicbor::decode::Error;
+    use depot_core::value::minicbor::Decoder;
+    use depot_core::value::{Unsupported, ValueError, MAX_DEPTH, PICKLE_TAG, TUPLE_TAG};
+
+    fn err(e: Error) -> ValueError {
+        if e.is_end_of_input() {
+            ValueError::Truncated
+        } else {
+            ValueError::Malformed
+        }
+    }
+
+    pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
+        let mut d = Decoder::new(bytes);
+        check(&mut d, 0)?;
+        if d.position() != bytes.len() {
+            return Err(ValueError::TrailingBytes);
+        }
+        Ok(())
+    }
+
+    fn deeper(depth: usize) -> Result<usize, ValueError> {
+        if depth >= MAX_DEPTH {
+            return Err(ValueError::TooDeep);
+        }
+        Ok(depth + 1)
+    }
+
+    fn check_array(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
+        let depth = deeper(depth)?;
+        let n = d.array().map_err(err)?.expect("definite");
+        for _ in 0..n {
+            check(d, depth)?;
+        }
+        Ok(())
+    }
+
+    fn check(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
+        match d.datatype().map_err(err)? {
+            Type::Bool => d.bool().map_err(err).map(|_| ())?,
+            Type::Null => d.null().map_err(err)?,
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => d.u64().map_err(err).map(|_| ())?,
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
+                d.int().map_err(err).map(|_| ())?
+            }
+            Type::F16 => {
+                let pos = d.position();
+                if d.input().get(pos..pos + 3).is_none() {
+                    return Err(ValueError::Truncated);
+                }
+                d.set_position(pos + 3);
+            }
+            Type::F32 => d.f32().map_err(err).map(|_| ())?,
+            Type::F64 => d.f64().map_err(err).map(|_| ())?,
+            Type::Bytes => d.bytes().map_err(err).map(|_| ())?,
+            Type::String => d.str().map_err(err).map(|_| ())?,
+            Type::Array => check_array(d, depth)?,
+            Type::Map => {
+                let depth = deeper(depth)?;
+                let n = d.map().map_err(err)?.expect("definite");
+                for _ in 0..n {
+                    check(d, depth)?;
+                    check(d, depth)?;
+                }
+            }
+            Type::Tag => match d.tag().map_err(err)?.as_u64() {
+                TUPLE_TAG if d.datatype().map_err(err)? == Type::Array => check_array(d, depth)?,
+                PICKLE_TAG if d.datatype().map_err(err)? == Type::Bytes => {
+                    d.bytes().map_err(err).map(|_| ())?
+                }
+                tag => return Err(ValueError::Unsupported(Unsupported::Tag(tag))),
+            },
+            Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
+                return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
+            }
+            Type::Undefined | Type::Simple => {
+                return Err(ValueError::Unsupported(Unsupported::Simple))
+            }
+            _ => return Err(ValueError::Malformed),
+        }
+        Ok(())
+    }
+}
+
+/// Bytes that look like CBOR more often than random ones: headers of every kind, with the
+/// depot tags and short arguments, so the differential test reaches nested and tagged items.
+fn cbor_ish() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        any::<u8>().prop_map(|b| vec![b]),
+        (0u8..8, 0u8..32).prop_map(|(major, info)| vec![(major << 5) | info]),
+        Just(vec![0xda, 0x64, 0x70, 0x00, 0x01]),
+        Just(vec![0xda, 0x64, 0x70, 0x00, 0x02]),
+        Just(vec![0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        Just(vec![0x62, 0xc3, 0x28]),
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn validate_agrees_with_minicbor_on_any_bytes(bytes in cbor_ish()) {
+        prop_assert_eq!(value::validate(&bytes), reference::validate(&bytes));
+    }
+
+    #[test]
+    fn validate_agrees_with_minicbor_on_mutated_values(
+        t in tree(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = enc(&t);
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        prop_assert_eq!(value::validate(&bytes), reference::validate(&bytes));
+        let n = cut.index(bytes.len() + 1);
+        prop_assert_eq!(value::validate(&bytes[..n]), reference::validate(&bytes[..n]));
+    }
+}
+
+#[test]
+fn validate_agrees_with_minicbor_on_corner_cases() {
+    let tuple = [0xda, 0x64, 0x70, 0x00, 0x01];
+    let pickle = [0xda, 0x64, 0x70, 0x00, 0x02];
+    let mut cases: Vec<Vec<u8>> = vec![
+        vec![],
+        [&tuple[..], &[0x38]].concat(),
+        [&tuple[..], &[0x38, 0x01]].concat(),
+        [&tuple[..], &[0x80]].concat(),
+        [&tuple[..], &[0x9f, 0xff]].concat(),
+        [&pickle[..], &[0x41, 0x00]].concat(),
+        [&pickle[..], &[0x5f, 0xff]].concat(),
+        [&pickle[..]].concat(),
+        vec![0xf8],
+        vec![0xf8, 0x20],
+        vec![0xf9, 0x00],
+        vec![0xfa, 0, 0, 0, 0],
+        vec![0xfb, 0, 0, 0, 0, 0, 0, 0],
+        vec![0x1c],
+        vec![0x3b, 0xff, 0, 0, 0, 0, 0, 0, 0],
+        vec![0x7b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        vec![0xdb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00],
+        vec![0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    ];
+    for b in 0..=255u8 {
+        cases.push(vec![b]);
+        cases.push(vec![b, 0x00]);
+        cases.push(vec![0x81, b]);
+    }
+    for case in cases {
+        assert_eq!(
+            value::validate(&case),
+            reference::validate(&case),
+            "{case:02x?}"
+        );
+    }
+}

@@ -85,14 +85,14 @@ qemu_fw_elf_defmt() {
     echo "$QEMU_FW_DIR/target/defmt/$QEMU_FW_TARGET/release/$1"
 }
 
-# The images again without the apps' default `aead` feature (frames MACed, not sealed: PROTOCOL.md
-# §5.1), in a target directory of their own: what firmware that leaves encryption out costs.
-qemu_fw_build_mac() {
-    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --no-default-features --target-dir target/mac)
+# The images again with the apps' optional `aead` feature (frames sealed, not only MACed:
+# PROTOCOL.md §5.1), in a target directory of their own: what firmware that encrypts costs.
+qemu_fw_build_aead() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features aead --target-dir target/aead)
 }
 
-qemu_fw_elf_mac() {
-    echo "$QEMU_FW_DIR/target/mac/$QEMU_FW_TARGET/release/$1"
+qemu_fw_elf_aead() {
+    echo "$QEMU_FW_DIR/target/aead/$QEMU_FW_TARGET/release/$1"
 }
 
 # fw-manager again with depot-core's optional capabilities FEATURES (comma-separated apps

@@ -131,8 +131,10 @@
 //! without a hardware RNG.
 //!
 //! ## Features
-//! - `aead` (default): frames sealed with ChaCha20-Poly1305 when the peer agrees (PROTOCOL.md
-//!   §5.1; about 4.2 KB of flash). Without it frames carry a MAC only. A manager that must
+//! - `aead` (off by default): frames sealed with ChaCha20-Poly1305 when the peer agrees
+//!   (PROTOCOL.md §5.1; about 4.2 KB of flash). Without it frames carry a MAC only
+//!   (authenticated and in sequence, not secret), and a host that requires encryption refuses
+//!   the connection with `EncryptionRequired`. A manager that must
 //!   refuse clients that do not seal sets `ServerConfig::manager.encryption` to
 //!   `Encryption::Required`; a client, `ClientConfig::encryption` in [`Client::connect_with`].
 //! - `sessions`: the reconnecting client above, with depot-core's `sessions` (about 8.5 KB

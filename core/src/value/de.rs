@@ -37,6 +37,7 @@ impl<'de> Deserializer<'de> {
     /// An integer for an integer visitor. Any other value is refused with the error that
     /// visiting it would give, without visiting: so an image that reads only integers links
     /// no float, text or container decoding for them.
+    #[cfg(feature = "messages")]
     fn integer<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, ValueError> {
         let unexpected = match self.d.datatype()? {
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
@@ -65,6 +66,23 @@ impl<'de> Deserializer<'de> {
             Type::Break | Type::Unknown(_) => return Err(ValueError::Malformed),
         };
         Err(de::Error::invalid_type(unexpected, &visitor))
+    }
+
+    /// [`Deserializer::integer`] where the refusal's text is dropped (no `messages`): what
+    /// the value was need not be read to describe it, and only an opaque Python value has an
+    /// error of its own.
+    #[cfg(not(feature = "messages"))]
+    fn integer<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, ValueError> {
+        match self.d.datatype()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => visitor.visit_u64(self.d.u64()?),
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 => visitor.visit_i64(self.d.i64()?),
+            Type::Tag if self.d.tag()?.as_u64() == PICKLE_TAG => Err(ValueError::OpaquePython),
+            // Validated: every other kind is a value of another type.
+            _ => Err(de::Error::invalid_type(
+                Unexpected::Other("value"),
+                &visitor,
+            )),
+        }
     }
 }
 

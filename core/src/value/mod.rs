@@ -16,7 +16,6 @@ mod ser;
 
 use core::fmt;
 
-use minicbor::data::Type;
 use minicbor::Decoder;
 
 use de::Deserializer;
@@ -183,69 +182,143 @@ impl fmt::Display for Message {
 
 /// Checks that `bytes` are exactly one value of the value model, nested at most
 /// [`MAX_DEPTH`] deep. Allocates nothing; stack use is bounded by [`MAX_DEPTH`].
+///
+/// It walks the CBOR headers itself instead of through minicbor's typed reads: a manager
+/// checks every item put into a value queue, and the typed reads (float conversions
+/// included) cost firmware several KiB for answers a header already gives. The outcome,
+/// error kinds included, is minicbor's (the tests hold the two against each other).
 pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
-    let mut d = Decoder::new(bytes);
-    check(&mut d, 0)?;
-    if d.position() != bytes.len() {
-        return Err(ValueError::TrailingBytes);
+    let mut c = Cursor { bytes, pos: 0 };
+    match c.check(0) {
+        Ok(()) if c.pos != bytes.len() => Err(ValueError::TrailingBytes),
+        Ok(()) => Ok(()),
+        Err(bad) => Err(match bad {
+            Bad::Truncated => ValueError::Truncated,
+            Bad::Malformed => ValueError::Malformed,
+            Bad::TooDeep => ValueError::TooDeep,
+            Bad::Indefinite => ValueError::Unsupported(Unsupported::IndefiniteLength),
+            Bad::Simple => ValueError::Unsupported(Unsupported::Simple),
+            Bad::Tag(tag) => ValueError::Unsupported(Unsupported::Tag(tag)),
+        }),
     }
-    Ok(())
 }
 
-/// Checks one value at `depth` containers deep and moves past it.
-fn check(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
-    match d.datatype()? {
-        Type::Bool => drop(d.bool()?),
-        Type::Null => d.null()?,
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 => drop(d.u64()?),
-        Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => drop(d.int()?),
-        Type::F16 => drop(read_f16(d)?),
-        Type::F32 => drop(d.f32()?),
-        Type::F64 => drop(d.f64()?),
-        Type::Bytes => drop(d.bytes()?),
-        Type::String => drop(d.str()?),
-        Type::Array => check_array(d, depth)?,
-        Type::Map => {
-            let depth = deeper(depth)?;
-            let n = definite(d.map()?)?;
-            // Each entry consumes input, so a huge count ends at the end of the bytes.
-            for _ in 0..n {
-                check(d, depth)?;
-                check(d, depth)?;
+/// Why [`validate`] stopped: the [`ValueError`]s it gives, small enough to pass back up the
+/// nesting cheaply (a [`ValueError`] has room for a message).
+enum Bad {
+    Truncated,
+    Malformed,
+    TooDeep,
+    Indefinite,
+    Simple,
+    Tag(u64),
+}
+
+/// A read position in CBOR bytes, for [`validate`].
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next `n` bytes, consumed.
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        let end = self.pos.checked_add(n).ok_or(Bad::Truncated)?;
+        let taken = self.bytes.get(self.pos..end).ok_or(Bad::Truncated)?;
+        self.pos = end;
+        Ok(taken)
+    }
+
+    /// The header byte at the read position, not consumed.
+    fn peek(&self) -> Result<u8, Bad> {
+        self.bytes.get(self.pos).copied().ok_or(Bad::Truncated)
+    }
+
+    /// Reads a header whose additional information is 0..=27 and returns its argument.
+    fn argument(&mut self) -> Result<u64, Bad> {
+        let info = self.take(1)?[0] & 0x1f;
+        let n = match info {
+            0..=23 => return Ok(u64::from(info)),
+            24..=27 => 1 << (info - 24),
+            _ => return Err(Bad::Malformed),
+        };
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0, |v, &b| (v << 8) | u64::from(b)))
+    }
+
+    /// Reads a byte or text string's header and content.
+    fn string(&mut self) -> Result<&'a [u8], Bad> {
+        let len = usize::try_from(self.argument()?).map_err(|_| Bad::Malformed)?;
+        self.take(len)
+    }
+
+    /// Checks one value at `depth` containers deep and moves past it.
+    fn check(&mut self, depth: usize) -> Result<(), Bad> {
+        let head = self.peek()?;
+        let (major, info) = (head >> 5, head & 0x1f);
+        if major < 7 && info >= 28 {
+            return Err(if info == 31 && (2..=5).contains(&major) {
+                Bad::Indefinite
+            } else {
+                Bad::Malformed
+            });
+        }
+        match major {
+            // Integers: only the argument's bytes must be there.
+            0 | 1 => drop(self.argument()?),
+            2 => drop(self.string()?),
+            3 => drop(core::str::from_utf8(self.string()?).map_err(|_| Bad::Malformed)?),
+            4 => self.check_array(depth)?,
+            5 => {
+                let depth = deeper(depth)?;
+                // Each entry consumes input, so a huge count ends at the end of the bytes.
+                for _ in 0..self.argument()? {
+                    self.check(depth)?;
+                    self.check(depth)?;
+                }
             }
+            6 => match self.argument()? {
+                TUPLE_TAG if self.next_is(4)? => self.check_array(depth)?,
+                PICKLE_TAG if self.next_is(2)? => drop(self.string()?),
+                tag => return Err(Bad::Tag(tag)),
+            },
+            _ => match info {
+                20..=22 => self.pos += 1,
+                25..=27 => drop(self.take(1 + (1 << (info - 24)))?),
+                0..=19 | 23 | 24 => return Err(Bad::Simple),
+                _ => return Err(Bad::Malformed),
+            },
         }
-        Type::Tag => match d.tag()?.as_u64() {
-            TUPLE_TAG if d.datatype()? == Type::Array => check_array(d, depth)?,
-            PICKLE_TAG if d.datatype()? == Type::Bytes => drop(d.bytes()?),
-            tag => return Err(ValueError::Unsupported(Unsupported::Tag(tag))),
-        },
-        Type::BytesIndef | Type::StringIndef | Type::ArrayIndef | Type::MapIndef => {
-            return Err(ValueError::Unsupported(Unsupported::IndefiniteLength))
-        }
-        Type::Undefined | Type::Simple => return Err(ValueError::Unsupported(Unsupported::Simple)),
-        Type::Break | Type::Unknown(_) => return Err(ValueError::Malformed),
+        Ok(())
     }
-    Ok(())
+
+    fn check_array(&mut self, depth: usize) -> Result<(), Bad> {
+        let depth = deeper(depth)?;
+        for _ in 0..self.argument()? {
+            self.check(depth)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next item is of `major` type with a definite length. As minicbor's type
+    /// peek, a negative integer header with an argument of 1 or more bytes needs that
+    /// argument's first byte.
+    fn next_is(&self, major: u8) -> Result<bool, Bad> {
+        let head = self.peek()?;
+        if (0x38..=0x3b).contains(&head) && self.bytes.len() <= self.pos + 1 {
+            return Err(Bad::Truncated);
+        }
+        Ok(head >> 5 == major && head & 0x1f < 28)
+    }
 }
 
-fn check_array(d: &mut Decoder<'_>, depth: usize) -> Result<(), ValueError> {
-    let depth = deeper(depth)?;
-    let n = definite(d.array()?)?;
-    for _ in 0..n {
-        check(d, depth)?;
-    }
-    Ok(())
-}
-
-fn deeper(depth: usize) -> Result<usize, ValueError> {
+fn deeper(depth: usize) -> Result<usize, Bad> {
     if depth >= MAX_DEPTH {
-        return Err(ValueError::TooDeep);
+        return Err(Bad::TooDeep);
     }
     Ok(depth + 1)
-}
-
-fn definite(len: Option<u64>) -> Result<u64, ValueError> {
-    len.ok_or(ValueError::Unsupported(Unsupported::IndefiniteLength))
 }
 
 /// Reads a half-precision float (minicbor reads them only with its `half` feature).
