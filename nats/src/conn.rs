@@ -40,6 +40,8 @@ pub struct Options {
 /// A message from the server.
 #[derive(Debug)]
 pub struct Msg<'a> {
+    /// The subscription it came on: 1 for the inbox, else what [`Conn::subscribe`] gave.
+    pub sid: u64,
     /// Its subject.
     pub subject: &'a str,
     /// Where to reply (JetStream: the ack subject).
@@ -52,7 +54,7 @@ pub struct Msg<'a> {
 
 /// Hears what the connection brings.
 pub trait Handler: Send + Sync {
-    /// A message on the inbox.
+    /// A message on the inbox or another subscription.
     fn message(&self, msg: Msg<'_>);
     /// Connected to `server` (`again`: after losing an earlier connection).
     fn connected(&self, server: &str, again: bool);
@@ -79,6 +81,8 @@ pub struct Conn {
     out: Mutex<Out>,
     ready: Condvar,
     stop: AtomicBool,
+    /// Subscriptions beside the inbox (sid, subject), made again after a reconnect.
+    subs: Mutex<(u64, std::collections::HashMap<u64, String>)>,
 }
 
 impl Conn {
@@ -99,6 +103,7 @@ impl Conn {
             }),
             ready: Condvar::new(),
             stop: AtomicBool::new(false),
+            subs: Mutex::new((1, Default::default())),
         });
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let c = conn.clone();
@@ -149,6 +154,26 @@ impl Conn {
         b.extend_from_slice(b"\r\n");
         drop(out);
         self.ready.notify_one();
+    }
+
+    /// Subscribes to `subject`: its messages reach the handler with the returned sid.
+    pub fn subscribe(&self, subject: &str) -> u64 {
+        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
+        subs.0 += 1;
+        let sid = subs.0;
+        subs.1.insert(sid, subject.to_owned());
+        drop(subs);
+        self.raw(format!("SUB {subject} {sid}\r\n").as_bytes());
+        sid
+    }
+
+    /// Ends subscription `sid`.
+    pub fn unsubscribe(&self, sid: u64) {
+        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
+        if subs.1.remove(&sid).is_some() {
+            drop(subs);
+            self.raw(format!("UNSUB {sid}\r\n").as_bytes());
+        }
     }
 
     /// Stops both threads and closes the connection.
@@ -274,7 +299,11 @@ impl Conn {
             }
             Auth::Token(token) => connect["auth_token"] = token.clone().into(),
         }
-        let hello = format!("CONNECT {connect}\r\nSUB {}.> 1\r\nPING\r\n", self.inbox);
+        let mut hello = format!("CONNECT {connect}\r\nSUB {}.> 1\r\n", self.inbox);
+        for (sid, subject) in &self.subs.lock().unwrap_or_else(PoisonError::into_inner).1 {
+            hello.push_str(&format!("SUB {subject} {sid}\r\n"));
+        }
+        hello.push_str("PING\r\n");
         (&stream).write_all(hello.as_bytes())?;
         loop {
             let line = reader.line()?;
@@ -360,23 +389,15 @@ impl Conn {
         args: &[&str],
     ) -> io::Result<()> {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed MSG");
-        let (subject, reply, hlen, total) = match (headers, args) {
-            (false, [s, _, n]) => (*s, None, 0, n.parse().map_err(|_| bad())?),
-            (false, [s, _, r, n]) => (*s, Some(*r), 0, n.parse().map_err(|_| bad())?),
-            (true, [s, _, h, n]) => (
-                *s,
-                None,
-                h.parse().map_err(|_| bad())?,
-                n.parse().map_err(|_| bad())?,
-            ),
-            (true, [s, _, r, h, n]) => (
-                *s,
-                Some(*r),
-                h.parse().map_err(|_| bad())?,
-                n.parse().map_err(|_| bad())?,
-            ),
+        let num = |t: &str| t.parse::<usize>().map_err(|_| bad());
+        let (subject, sid, reply, hlen, total) = match (headers, args) {
+            (false, [s, i, n]) => (*s, *i, None, 0, num(n)?),
+            (false, [s, i, r, n]) => (*s, *i, Some(*r), 0, num(n)?),
+            (true, [s, i, h, n]) => (*s, *i, None, num(h)?, num(n)?),
+            (true, [s, i, r, h, n]) => (*s, *i, Some(*r), num(h)?, num(n)?),
             _ => return Err(bad()),
         };
+        let sid = sid.parse::<u64>().map_err(|_| bad())?;
         let (subject, reply) = (subject.to_string(), reply.map(str::to_string));
         if hlen > total {
             return Err(bad());
@@ -394,6 +415,7 @@ impl Conn {
             None
         };
         handler.message(Msg {
+            sid,
             subject: &subject,
             reply: reply.as_deref(),
             status,

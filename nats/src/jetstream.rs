@@ -77,7 +77,6 @@ enum Route {
     Put(BackendToken, Instant),
     /// One item of a batch put.
     PutMany(BackendToken, Instant),
-    Fetch(BackendToken),
     Api(std::sync::mpsc::Sender<Vec<u8>>),
     /// An item given back; only errors matter.
     Return,
@@ -99,8 +98,9 @@ struct Fetch {
     /// Taken so far: payload, ack subject, delivery count.
     got: Vec<(Vec<u8>, String, u8)>,
     bytes: usize,
-    /// The route of the pull request in flight.
-    route: u64,
+    /// The subscription its pull requests are answered on, and its subject.
+    sid: u64,
+    reply: String,
     /// After the first item: the second pull request (`no_wait`).
     rest: bool,
     /// When a timed get gives up if JetStream said nothing.
@@ -117,6 +117,14 @@ struct Lease {
 struct State {
     next_route: u64,
     routes: HashMap<u64, Route>,
+    /// Fetches by the subscription their messages come on (JetStream delivers a pulled
+    /// message under its own subject, so only the subscription tells whose it is).
+    fetch_subs: HashMap<u64, BackendToken>,
+    /// Subscriptions with no pull request outstanding, for the next fetches.
+    free_subs: Vec<(u64, String)>,
+    /// Subscriptions whose pull request may still be outstanding, ended after a while (what
+    /// arrives on them meanwhile is given back).
+    stale_subs: Vec<(u64, Instant)>,
     /// By queue name.
     streams: HashMap<String, Stream>,
     fetches: HashMap<BackendToken, Fetch>,
@@ -167,12 +175,9 @@ impl Shared {
 
     /// Sends a pull request for fetch `token`.
     fn pull(self: &Arc<Self>, st: &mut State, token: BackendToken) {
-        let route = st.next_route;
-        st.next_route += 1;
         let Some(f) = st.fetches.get_mut(&token) else {
             return;
         };
-        f.route = route;
         let body = if f.rest {
             json!({ "batch": f.want - f.got.len() as u32, "no_wait": true })
         } else {
@@ -186,18 +191,28 @@ impl Shared {
                 }
             }
         };
-        let next = f.stream.next.clone();
-        st.routes.insert(route, Route::Fetch(token));
-        let reply = self.reply_subject(route);
+        let (next, reply) = (f.stream.next.clone(), f.reply.clone());
         self.publish(&next, Some(&reply), body.to_string().as_bytes());
     }
 
-    /// Answers fetch `token` with what it took (an error if nothing).
-    fn finish(self: &Arc<Self>, st: &mut State, token: BackendToken, empty: ErrorCode) {
+    /// Answers fetch `token` with what it took (an error if nothing). `answered`: JetStream
+    /// has answered its pull request in full, so its subscription can serve another fetch.
+    fn finish(
+        self: &Arc<Self>,
+        st: &mut State,
+        token: BackendToken,
+        empty: ErrorCode,
+        answered: bool,
+    ) {
         let Some(f) = st.fetches.remove(&token) else {
             return;
         };
-        st.routes.remove(&f.route);
+        st.fetch_subs.remove(&f.sid);
+        if answered {
+            st.free_subs.push((f.sid, f.reply));
+        } else {
+            st.stale_subs.push((f.sid, Instant::now()));
+        }
         if f.got.is_empty() {
             self.complete(token, Outcome::Error(empty));
             return;
@@ -284,6 +299,20 @@ impl Shared {
     }
 
     fn message(self: &Arc<Self>, msg: Msg<'_>) {
+        if msg.sid != 1 {
+            let mut st = self.state();
+            match st.fetch_subs.get(&msg.sid).copied() {
+                Some(token) => self.fetched(&mut st, token, msg),
+                None => {
+                    // A message for a pull request nobody waits for any more: back it goes.
+                    if let Some(ack) = msg.reply.filter(|r| r.starts_with("$JS.ACK.")) {
+                        drop(st);
+                        self.publish(ack, None, b"-NAK");
+                    }
+                }
+            }
+            return;
+        }
         let Some(route) = msg
             .subject
             .rsplit('.')
@@ -294,10 +323,6 @@ impl Shared {
         };
         let mut st = self.state();
         match st.routes.get(&route) {
-            Some(Route::Fetch(token)) => {
-                let token = *token;
-                self.fetched(&mut st, route, token, msg);
-            }
             Some(Route::Put(..)) => {
                 let Some(Route::Put(token, _)) = st.routes.remove(&route) else {
                     return;
@@ -334,41 +359,30 @@ impl Shared {
                     tracing::warn!("an item given back to JetStream was refused: {code}");
                 }
             }
-            None => {
-                // A message for a pull request nobody waits for any more: back it goes.
-                if let Some(ack) = msg.reply.filter(|r| r.starts_with("$JS.ACK.")) {
-                    drop(st);
-                    self.publish(ack, None, b"-NAK");
-                }
-            }
+            None => {}
         }
     }
 
-    fn fetched(self: &Arc<Self>, st: &mut State, route: u64, token: BackendToken, msg: Msg<'_>) {
+    fn fetched(self: &Arc<Self>, st: &mut State, token: BackendToken, msg: Msg<'_>) {
         let Some(f) = st.fetches.get_mut(&token) else {
-            st.routes.remove(&route);
-            if let Some(ack) = msg.reply {
-                self.publish(ack, None, b"-NAK");
-            }
             return;
         };
         if let Some(status) = msg.status {
             if status == 100 {
                 return;
             }
-            st.routes.remove(&route);
             if !f.got.is_empty() {
-                return self.finish(st, token, ErrorCode::Empty);
+                return self.finish(st, token, ErrorCode::Empty, true);
             }
             match (status, f.wait) {
-                (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty),
+                (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
                 (_, Wait::Forever) => {
                     if status != 408 && status != 404 {
                         tracing::debug!("JetStream pull request status {status}");
                     }
                     self.pull(st, token)
                 }
-                _ => self.finish(st, token, ErrorCode::Timeout),
+                _ => self.finish(st, token, ErrorCode::Timeout, true),
             }
             return;
         }
@@ -379,20 +393,17 @@ impl Shared {
         if !f.got.is_empty() && f.bytes + packed > f.room {
             // No room in this reply: back it goes, and the reply goes with what it has.
             self.publish(ack, None, b"-NAK");
-            st.routes.remove(&route);
-            return self.finish(st, token, ErrorCode::Empty);
+            return self.finish(st, token, ErrorCode::Empty, false);
         }
         f.got
             .push((msg.payload.to_vec(), ack.to_string(), deliveries(ack)));
         f.bytes += packed;
         if f.got.len() as u32 >= f.want {
-            st.routes.remove(&route);
-            return self.finish(st, token, ErrorCode::Empty);
+            return self.finish(st, token, ErrorCode::Empty, true);
         }
         if !f.rest {
             // The first item came: take what else is there without waiting.
             f.rest = true;
-            st.routes.remove(&route);
             self.pull(st, token);
         }
     }
@@ -425,8 +436,17 @@ impl Shared {
             .map(|(t, _)| *t)
             .collect();
         for token in expired {
-            self.finish(&mut st, token, ErrorCode::Timeout);
+            self.finish(&mut st, token, ErrorCode::Timeout, false);
         }
+        let linger = FOREVER_SLICE + Duration::from_secs(5);
+        let conn = self.conn();
+        st.stale_subs.retain(|(sid, since)| {
+            let keep = now.duration_since(*since) < linger;
+            if let (false, Some(c)) = (keep, &conn) {
+                c.unsubscribe(*sid);
+            }
+            keep
+        });
         let ack_wait = self.opts.ack_wait;
         st.leases.retain(|_, l| now.duration_since(l.since) < ack_wait);
     }
@@ -436,10 +456,6 @@ impl Shared {
         let mut st = self.state();
         let tokens: Vec<BackendToken> = st.fetches.keys().copied().collect();
         for token in tokens {
-            if let Some(f) = st.fetches.get(&token) {
-                let route = f.route;
-                st.routes.remove(&route);
-            }
             self.pull(&mut st, token);
         }
     }
@@ -641,6 +657,19 @@ impl Backend for JetStreamBackend {
                     drop(st);
                     return s.complete(token, Outcome::Error(ErrorCode::NoSuchObject));
                 };
+                let (sid, reply) = match st.free_subs.pop() {
+                    Some(sub) => sub,
+                    None => {
+                        let Some(c) = s.conn() else {
+                            drop(st);
+                            return s.complete(token, Outcome::Error(ErrorCode::Timeout));
+                        };
+                        st.next_route += 1;
+                        let subject = format!("_FETCH{}.{}", &c.inbox()[6..], st.next_route);
+                        (c.subscribe(&subject), subject)
+                    }
+                };
+                st.fetch_subs.insert(sid, token);
                 let deadline = match wait {
                     Wait::Millis(ms) => {
                         Some(Instant::now() + Duration::from_millis(ms.into()) + GET_GRACE)
@@ -658,7 +687,8 @@ impl Backend for JetStreamBackend {
                         leased: lease_ms.is_some(),
                         got: Vec::new(),
                         bytes: 0,
-                        route: u64::MAX,
+                        sid,
+                        reply,
                         rest: false,
                         deadline,
                     },
@@ -694,7 +724,8 @@ impl Backend for JetStreamBackend {
             }
             BackendRequest::Cancel { token } => {
                 if let Some(f) = st.fetches.remove(&token) {
-                    st.routes.remove(&f.route);
+                    st.fetch_subs.remove(&f.sid);
+                    st.stale_subs.push((f.sid, Instant::now()));
                     drop(st);
                     for (_, ack, _) in f.got {
                         s.publish(&ack, None, b"-NAK");
