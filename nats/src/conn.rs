@@ -87,7 +87,11 @@ pub struct Conn {
 
 impl Conn {
     /// Starts the reader and writer threads and waits up to `wait` for the first connection.
-    pub fn start(opts: Options, handler: Arc<dyn Handler>, wait: Duration) -> io::Result<Arc<Conn>> {
+    pub fn start(
+        opts: Options,
+        handler: Arc<dyn Handler>,
+        wait: Duration,
+    ) -> io::Result<Arc<Conn>> {
         if opts.servers.is_empty() {
             return Err(io::Error::other("no NATS server given"));
         }
@@ -201,10 +205,7 @@ impl Conn {
             let stream = {
                 let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
                 while !out.closed && (out.buf.is_empty() || out.stream.is_none()) {
-                    out = self
-                        .ready
-                        .wait(out)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    out = self.ready.wait(out).unwrap_or_else(PoisonError::into_inner);
                 }
                 if out.closed {
                     return;

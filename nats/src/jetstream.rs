@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use depot_core::wire::{Items, QueueSpec, Wait};
+use depot_core::ConnId;
 use depot_std::backend::{
     Backend, BackendDone, BackendLink, BackendRequest, BackendToken, Completion, Outcome,
 };
 use depot_std::ErrorCode;
-use depot_core::wire::{Items, QueueSpec, Wait};
-use depot_core::ConnId;
 use serde_json::{json, Value};
 
 use crate::conn::{Auth, Conn, Handler, Msg, Options};
@@ -424,8 +424,12 @@ impl Shared {
             .collect();
         for route in late {
             match st.routes.remove(&route) {
-                Some(Route::Put(token, _)) => self.complete(token, Outcome::Error(ErrorCode::Timeout)),
-                Some(Route::PutMany(token, _)) => self.put_next(&mut st, token, Some(ErrorCode::Timeout)),
+                Some(Route::Put(token, _)) => {
+                    self.complete(token, Outcome::Error(ErrorCode::Timeout))
+                }
+                Some(Route::PutMany(token, _)) => {
+                    self.put_next(&mut st, token, Some(ErrorCode::Timeout))
+                }
                 _ => {}
             }
         }
@@ -448,7 +452,8 @@ impl Shared {
             keep
         });
         let ack_wait = self.opts.ack_wait;
-        st.leases.retain(|_, l| now.duration_since(l.since) < ack_wait);
+        st.leases
+            .retain(|_, l| now.duration_since(l.since) < ack_wait);
     }
 
     /// After a reconnect: pull requests in flight were lost with the connection; ask again.
@@ -551,18 +556,17 @@ fn pub_ack(msg: &Msg<'_>) -> Option<ErrorCode> {
     let value: Value = serde_json::from_slice(msg.payload).ok()?;
     let err = value.get("error")?;
     let code = err.get("err_code").and_then(Value::as_u64).unwrap_or(0);
-    let text = err
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    Some(if code == 10077 || text.contains("maximum messages exceeded") {
-        ErrorCode::Full
-    } else if text.contains("message size") {
-        ErrorCode::TooLarge
-    } else {
-        tracing::warn!("JetStream refused a message: {text}");
-        ErrorCode::Timeout
-    })
+    let text = err.get("description").and_then(Value::as_str).unwrap_or("");
+    Some(
+        if code == 10077 || text.contains("maximum messages exceeded") {
+            ErrorCode::Full
+        } else if text.contains("message size") {
+            ErrorCode::TooLarge
+        } else {
+            tracing::warn!("JetStream refused a message: {text}");
+            ErrorCode::Timeout
+        },
+    )
 }
 
 /// The delivery count in an ack subject (`$JS.ACK.<stream>.<consumer>.<delivered>.…`, or
@@ -695,7 +699,8 @@ impl Backend for JetStreamBackend {
                 );
                 s.pull(&mut st, token);
             }
-            BackendRequest::Ack { token, conn, lease } | BackendRequest::Nack { token, conn, lease } => {
+            BackendRequest::Ack { token, conn, lease }
+            | BackendRequest::Nack { token, conn, lease } => {
                 let word: &[u8] = match request {
                     BackendRequest::Ack { .. } => b"+ACK",
                     _ => b"-NAK",
@@ -859,7 +864,10 @@ mod tests {
     #[test]
     fn delivery_counts_come_from_ack_subjects() {
         assert_eq!(deliveries("$JS.ACK.S.depot.3.10.10.1700000000.0"), 3);
-        assert_eq!(deliveries("$JS.ACK.dom.hash.S.depot.7.10.10.1700000000.0.tok"), 7);
+        assert_eq!(
+            deliveries("$JS.ACK.dom.hash.S.depot.7.10.10.1700000000.0.tok"),
+            7
+        );
         assert_eq!(deliveries("$JS.ACK.S.depot.999.10.10.1700000000.0"), 255);
     }
 }

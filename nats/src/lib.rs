@@ -112,7 +112,10 @@ mod tests {
             parse_creds("# gateway\nuser: depot\npassword = \"s3cret\"\n").unwrap(),
             Auth::UserPass("depot".into(), "s3cret".into())
         );
-        assert_eq!(parse_creds("token: abc").unwrap(), Auth::Token("abc".into()));
+        assert_eq!(
+            parse_creds("token: abc").unwrap(),
+            Auth::Token("abc".into())
+        );
         assert!(parse_creds("user: x").is_err());
         assert!(parse_creds("nkey: x").is_err());
     }

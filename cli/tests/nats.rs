@@ -1,0 +1,262 @@
+//! depot managers as stateless gateways over NATS JetStream: real `nats-server -js` processes
+//! (installed by tests/install) and real `depot serve --backend nats://…` processes, with
+//! clients of this process on either gateway.
+//!
+//! - two gateways on one NATS server: 4 producers on one, 4 consumers (leased gets, acks) on
+//!   the other, 50,000 items exactly once;
+//! - a capacity-bounded queue answers `Full`; a leased item whose gateway was killed comes
+//!   back (JetStream redelivers it after `ack_wait`), counted as a second delivery;
+//! - a 3-node JetStream cluster (replicas 3): one NATS node and one gateway killed mid-run;
+//!   every acknowledged put is delivered at least once, nothing appears that was not put.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use depot_std::{Client, Error, ErrorCode};
+
+const KEY: &str = "gateway-test-key-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("depot-nats-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `nats-server -js` on `port`, its store in `dir`, with `extra` arguments.
+fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (tests/install installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
+}
+
+/// A `depot serve --backend …` gateway; retried while the backend is not ready yet (a
+/// JetStream cluster elects its leaders in the first seconds).
+fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--listen", &addr.to_string(), "--queue", queue])
+            .args(["--backend", backend])
+            .args(extra)
+            .env("DEPOT_AUTHKEY", KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("depot serve starts");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.starts_with("listening on ") {
+            return (Proc(child), addr);
+        }
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Connects to the first gateway of `addrs` that answers, trying them in turn.
+fn connect(addrs: &[SocketAddr], turn: &mut usize, stop: &AtomicBool) -> Option<Client> {
+    while !stop.load(Ordering::SeqCst) {
+        let addr = addrs[*turn % addrs.len()];
+        if let Ok(c) = Client::connect(addr, KEY) {
+            return Some(c);
+        }
+        *turn += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Puts `p:0` … `p:count-1` (or until stopped), moving to the next gateway when one fails:
+/// (acknowledged, tried).
+fn producer(
+    p: usize,
+    count: u64,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut tried) = (Vec::new(), Vec::new());
+    let mut seq = 0u64;
+    let mut turn = p;
+    'connect: while let Some(c) = connect(&addrs, &mut turn, &stop) {
+        let Ok(q) = c.raw_queue("jobs") else {
+            turn += 1;
+            continue;
+        };
+        while seq < count && !stop.load(Ordering::SeqCst) {
+            let item = format!("{p}:{seq}");
+            seq += 1;
+            tried.push(item.clone());
+            match q.put(item.as_bytes()) {
+                Ok(()) => acked.push(item),
+                // Never put again: it may be stored or not.
+                Err(Error::Request { .. }) => {}
+                Err(_) => {
+                    turn += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        break;
+    }
+    (acked, tried)
+}
+
+/// Takes items under leases and acks each until stopped: each item with its delivery count.
+fn consumer(
+    c: usize,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    taken: Arc<AtomicUsize>,
+) -> Vec<(String, u8)> {
+    let mut got = Vec::new();
+    let mut turn = c;
+    'connect: while let Some(client) = connect(&addrs, &mut turn, &stop) {
+        let Ok(q) = client.raw_queue("jobs") else {
+            turn += 1;
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            match q.get_leased_timeout(Duration::from_secs(60), Duration::from_millis(500)) {
+                Ok(mut leased) => {
+                    let deliveries = leased.deliveries()[0];
+                    let item = leased.take_items().pop().expect("one item");
+                    got.push((String::from_utf8(item).expect("text"), deliveries));
+                    taken.fetch_add(1, Ordering::SeqCst);
+                    if leased.ack().is_err() {
+                        turn += 1;
+                        continue 'connect;
+                    }
+                }
+                Err(Error::Request {
+                    code: ErrorCode::Timeout | ErrorCode::Empty,
+                    ..
+                }) => {}
+                Err(_) => {
+                    turn += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        break;
+    }
+    got
+}
+
+#[test]
+fn two_gateways_pass_50000_items_exactly_once() {
+    let dir = temp_dir("single");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let (_a, addr_a) = gateway(&backend, "jobs:1000000:raw", &[]);
+    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &[]);
+
+    const PER_PRODUCER: u64 = 12_500;
+    let started = Instant::now();
+    let never = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let stop = never.clone();
+            thread::spawn(move || producer(p, PER_PRODUCER, vec![addr_a], stop))
+        })
+        .collect();
+    let consuming = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, taken) = (consuming.clone(), taken.clone());
+            thread::spawn(move || consumer(c, vec![addr_b], stop, taken))
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    for p in producers {
+        let (ok, tried) = p.join().unwrap();
+        assert_eq!(
+            ok.len(),
+            tried.len(),
+            "every put on a healthy gateway succeeds"
+        );
+        acked.extend(ok);
+    }
+    assert_eq!(acked.len(), 50_000);
+    let puts_done = started.elapsed();
+    // The consumers run until they have taken as many items as were put (then a moment
+    // more, to catch any duplicate), or for a minute at most.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.load(Ordering::SeqCst) < acked.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(1000));
+    consuming.store(true, Ordering::SeqCst);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for c in consumers {
+        for (item, deliveries) in c.join().unwrap() {
+            assert_eq!(deliveries, 1, "{item} was redelivered");
+            *seen.entry(item).or_default() += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "50,000 items through two gateways: puts done in {puts_done:?}, all consumed in {elapsed:?}"
+    );
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains_key(*i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} items lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "items delivered twice: {twice:?}");
+    let foreign: Vec<_> = seen.keys().filter(|i| !acked.contains(*i)).collect();
+    assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
