@@ -260,3 +260,181 @@ fn two_gateways_pass_50000_items_exactly_once() {
     assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
+    let dir = temp_dir("full");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let ack_wait = ["--backend-ack-wait", "2"];
+    let (mut a, addr_a) = gateway(&backend, "small:3:raw", &ack_wait);
+    let (_b, addr_b) = gateway(&backend, "small:3:raw", &ack_wait);
+
+    let qa = Client::connect(addr_a, KEY)
+        .unwrap()
+        .raw_queue("small")
+        .unwrap();
+    for i in 0..3 {
+        qa.put(format!("{i}").as_bytes()).unwrap();
+    }
+    match qa.put(b"3") {
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        }) => {}
+        other => panic!("a fourth put into a queue of capacity 3: {other:?}"),
+    }
+
+    // A client that goes away (its gateway stays) gives its lease back at once.
+    let qb = Client::connect(addr_b, KEY)
+        .unwrap()
+        .raw_queue("small")
+        .unwrap();
+    let held = {
+        let c = Client::connect(addr_b, KEY).unwrap();
+        let mut leased = c
+            .raw_queue("small")
+            .unwrap()
+            .get_leased(Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(leased.deliveries(), [1]);
+        leased.take_items().pop().unwrap()
+    };
+    let mut back = qb
+        .get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
+        .expect("the lease of a closed connection comes back at once");
+    assert_eq!(back.deliveries(), [2]);
+    assert_eq!(back.take_items().pop().unwrap(), held);
+    back.ack().unwrap();
+
+    // A lease held through a gateway that is killed comes back after ack_wait.
+    let mut lost = qa.get_leased(Duration::from_secs(60)).unwrap();
+    let lost_item = lost.take_items().pop().unwrap();
+    a.kill();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !seen.iter().any(|(i, d)| *i == lost_item && *d == 2) {
+        if let Ok(mut leased) =
+            qb.get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
+        {
+            let d = leased.deliveries()[0];
+            seen.push((leased.take_items().pop().unwrap(), d));
+            leased.ack().unwrap();
+        }
+    }
+    assert!(
+        seen.iter().any(|(i, d)| *i == lost_item && *d == 2),
+        "the item leased through the killed gateway came back: {seen:?}"
+    );
+    // Nothing else is left, and room is back.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    qb.put(b"after").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cluster_loses_no_acknowledged_item_when_a_node_and_a_gateway_die() {
+    let dir = temp_dir("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes = cluster
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|n| {
+            let store = dir.join(format!("n{n}"));
+            let extra = [
+                "--server_name".to_string(),
+                format!("n{n}"),
+                "--cluster_name".into(),
+                "depot".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cluster[n]),
+                "--routes".into(),
+                routes.clone(),
+            ];
+            nats_server(ports[n], &store, &extra)
+        })
+        .collect();
+    let backend = format!(
+        "nats://{}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let opts = ["--backend-replicas", "3", "--backend-ack-wait", "3"];
+    let (mut a, addr_a) = gateway(&backend, "jobs:1000000:raw", &opts);
+    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &opts);
+    let addrs = vec![addr_a, addr_b];
+
+    const PER_PRODUCER: u64 = 4_000;
+    let never = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let (stop, addrs) = (never.clone(), addrs.clone());
+            thread::spawn(move || producer(p, PER_PRODUCER, addrs, stop))
+        })
+        .collect();
+    let consuming = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, taken, addrs) = (consuming.clone(), taken.clone(), addrs.clone());
+            thread::spawn(move || consumer(c, addrs, stop, taken))
+        })
+        .collect();
+    // Mid-run: the first NATS node (every gateway's first server) dies, then gateway A.
+    while taken.load(Ordering::SeqCst) < 2_000 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    nodes[0].kill();
+    let at_node_kill = taken.load(Ordering::SeqCst);
+    thread::sleep(Duration::from_secs(2));
+    a.kill();
+    let at_gateway_kill = taken.load(Ordering::SeqCst);
+
+    let (mut acked, mut tried) = (HashSet::new(), HashSet::new());
+    for p in producers {
+        let (ok, all) = p.join().unwrap();
+        acked.extend(ok);
+        tried.extend(all);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.load(Ordering::SeqCst) < acked.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Leases lost with gateway A come back after ack_wait.
+    thread::sleep(Duration::from_secs(5));
+    consuming.store(true, Ordering::SeqCst);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for c in consumers {
+        for (item, _) in c.join().unwrap() {
+            *seen.entry(item).or_default() += 1;
+        }
+    }
+    let redelivered = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "cluster: {} of {} puts acknowledged, {} items seen ({} more than once); node killed \
+         after {at_node_kill} items, gateway after {at_gateway_kill}",
+        acked.len(),
+        tried.len(),
+        seen.len(),
+        redelivered
+    );
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains_key(*i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged items lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let foreign: Vec<_> = seen.keys().filter(|i| !tried.contains(*i)).collect();
+    assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
+    assert!(acked.len() as u64 > PER_PRODUCER, "most puts went through");
+    let _ = std::fs::remove_dir_all(&dir);
+}
