@@ -253,7 +253,7 @@ impl Conn {
                     tracing::debug!("NATS: cannot connect to {server}: {e}");
                 }
             }
-            if next % opts.servers.len() == 0 {
+            if next.is_multiple_of(opts.servers.len()) {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
