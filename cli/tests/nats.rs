@@ -101,6 +101,24 @@ fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     }
 }
 
+/// The gateway's Prometheus metrics (`serve --metrics ADDR`).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the metric line starting with `name`.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Connects to the first gateway of `addrs` that answers, trying them in turn.
 fn connect(addrs: &[SocketAddr], turn: &mut usize, stop: &AtomicBool) -> Option<Client> {
     while !stop.load(Ordering::SeqCst) {
@@ -369,7 +387,20 @@ fn a_cluster_loses_no_acknowledged_item_when_a_node_and_a_gateway_die() {
     );
     let opts = ["--backend-replicas", "3", "--backend-ack-wait", "3"];
     let (mut a, addr_a) = gateway(&backend, "jobs:1000000:raw", &opts);
-    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &opts);
+    let metrics_b = format!("127.0.0.1:{}", free_port());
+    let opts_b = [&opts[..], &["--metrics", &metrics_b]].concat();
+    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &opts_b);
+    let before = scrape(&metrics_b);
+    assert_eq!(
+        metric(&before, "depot_backend_connected{"),
+        Some(1),
+        "{before}"
+    );
+    assert!(
+        before.contains(&format!("server=\"127.0.0.1:{}\"", ports[0])),
+        "{before}"
+    );
+    assert_eq!(metric(&before, "depot_backend_reconnects_total"), Some(0));
     let addrs = vec![addr_a, addr_b];
 
     const PER_PRODUCER: u64 = 4_000;
@@ -433,8 +464,71 @@ fn a_cluster_loses_no_acknowledged_item_when_a_node_and_a_gateway_die() {
         missing.len(),
         missing.first()
     );
+    // Gateway B moved to another node and says so.
+    let after = scrape(&metrics_b);
+    assert_eq!(
+        metric(&after, "depot_backend_connected{"),
+        Some(1),
+        "{after}"
+    );
+    assert!(
+        !after.contains(&format!("server=\"127.0.0.1:{}\"", ports[0])),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "depot_backend_reconnects_total"),
+        Some(1),
+        "{after}"
+    );
     let foreign: Vec<_> = seen.keys().filter(|i| !tried.contains(*i)).collect();
     assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
     assert!(acked.len() as u64 > PER_PRODUCER, "most puts went through");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gateways_log_in_to_nats_with_a_password_or_a_token() {
+    let dir = temp_dir("creds");
+    for (server_args, creds) in [
+        (
+            vec![
+                "--user".to_string(),
+                "gw".into(),
+                "--pass".into(),
+                "s3cret".into(),
+            ],
+            "# gateway login\nuser: gw\npassword: s3cret\n",
+        ),
+        (vec!["--auth".to_string(), "t0ken".into()], "token: t0ken\n"),
+    ] {
+        let port = free_port();
+        let _nats = nats_server(port, &dir.join(format!("{port}")), &server_args);
+        let backend = format!("nats://127.0.0.1:{port}");
+        let file = dir.join("creds");
+        std::fs::write(&file, creds).unwrap();
+        let (_g, addr) = gateway(
+            &backend,
+            "jobs",
+            &["--backend-creds", file.to_str().unwrap()],
+        );
+        let q = Client::connect(addr, KEY)
+            .unwrap()
+            .raw_queue("jobs")
+            .unwrap();
+        q.put(b"7").unwrap();
+        assert_eq!(q.get().unwrap(), b"7");
+
+        // Without them the gateway does not start, and says why.
+        let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--queue", "jobs"])
+            .args(["--backend", &backend])
+            .env("DEPOT_AUTHKEY", KEY)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Authorization Violation"), "{err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
