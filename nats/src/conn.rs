@@ -5,8 +5,8 @@
 //! A reader thread owns the connection: it connects (trying the servers in turn), reads and
 //! dispatches messages to the [`Handler`], and reconnects when the connection is lost. A writer
 //! thread sends what [`Conn::publish`] queues, many messages per write. What is published while
-//! no connection is up is dropped: the caller's own deadlines (put acknowledgements, fetches
-//! re-issued on [`Handler::connected`]) cover it.
+//! no connection is up is dropped, as is what a lost connection did not send: the caller's own
+//! deadlines (put acknowledgements, fetches re-issued on [`Handler::connected`]) cover it.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -66,7 +66,7 @@ pub trait Handler: Send + Sync {
 /// connection.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Output queued beyond this while disconnected is dropped.
+/// Output queued beyond this (a server that stopped reading) is dropped.
 const MAX_PENDING_OUT: usize = 64 << 20;
 
 struct Out {
@@ -143,7 +143,7 @@ impl Conn {
     /// Queues a message for `subject`, with an optional reply subject.
     pub fn publish(&self, subject: &str, reply: Option<&str>, payload: &[u8]) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        if out.stream.is_none() && out.buf.len() > MAX_PENDING_OUT {
+        if out.stream.is_none() || out.buf.len() > MAX_PENDING_OUT {
             return;
         }
         let b = &mut out.buf;

@@ -34,6 +34,8 @@ const FOREVER_SLICE: Duration = Duration::from_secs(20);
 const PUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A timed get is answered `Timeout` this long after its time if JetStream said nothing.
 const GET_GRACE: Duration = Duration::from_secs(3);
+/// How long a refused pull request waits before it is asked again.
+const RETRY_PULL: Duration = Duration::from_millis(500);
 /// How long set-up requests to the JetStream API may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -105,6 +107,8 @@ struct Fetch {
     rest: bool,
     /// When a timed get gives up if JetStream said nothing.
     deadline: Option<Instant>,
+    /// When to ask again after JetStream refused a pull request (too many waiting, say).
+    retry_at: Option<Instant>,
 }
 
 struct Lease {
@@ -376,11 +380,11 @@ impl Shared {
             }
             match (status, f.wait) {
                 (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
+                (404 | 408, Wait::Forever) => self.pull(st, token),
                 (_, Wait::Forever) => {
-                    if status != 408 && status != 404 {
-                        tracing::debug!("JetStream pull request status {status}");
-                    }
-                    self.pull(st, token)
+                    // Refused for now (409: too many pull requests waiting): not in a loop.
+                    tracing::debug!("JetStream pull request status {status}");
+                    f.retry_at = Some(Instant::now() + RETRY_PULL);
                 }
                 _ => self.finish(st, token, ErrorCode::Timeout, true),
             }
@@ -441,6 +445,18 @@ impl Shared {
             .collect();
         for token in expired {
             self.finish(&mut st, token, ErrorCode::Timeout, false);
+        }
+        let retry: Vec<BackendToken> = st
+            .fetches
+            .iter_mut()
+            .filter(|(_, f)| f.retry_at.is_some_and(|t| t <= now))
+            .map(|(t, f)| {
+                f.retry_at = None;
+                *t
+            })
+            .collect();
+        for token in retry {
+            self.pull(&mut st, token);
         }
         let linger = FOREVER_SLICE + Duration::from_secs(5);
         let conn = self.conn();
@@ -695,6 +711,7 @@ impl Backend for JetStreamBackend {
                         reply,
                         rest: false,
                         deadline,
+                        retry_at: None,
                     },
                 );
                 s.pull(&mut st, token);
