@@ -17,7 +17,8 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
   --quick            tiny counts and one run per figure (proves the harness works)
   --json FILE        also write the rows as a JSON array to FILE
   --only LIST        systems to run, comma-separated: raw-tcp, raw-tcp-proc,
-                     python, redis, depot, depot-mac, depot-tokio, py-on-depot
+                     python, redis, depot, depot-mac, depot-tokio, py-on-depot,
+                     depot-acked, depot-acked-sync, depot+jetstream, nats-jetstream
   --workload LIST    workloads to run, letters a–h, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)
   --soak SECS        instead: a reliability soak of the depot manager for SECS seconds
@@ -25,7 +26,8 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
                      item or on growing memory; see RELIABILITY.md)
   --soak-clients N   producers and consumers each in the soak (default: 8)
 
-environment: DEPOT_BENCH_PYTHON (python3), DEPOT_BENCH_REDIS_SERVER (redis-server on PATH)";
+environment: DEPOT_BENCH_PYTHON (python3), DEPOT_BENCH_REDIS_SERVER (redis-server on PATH),
+             DEPOT_BENCH_NATS_SERVER (nats-server on PATH)";
 
 /// Options of a benchmark run.
 #[derive(Debug, Default, PartialEq, Eq)]

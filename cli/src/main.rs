@@ -256,6 +256,27 @@ struct ServeArgs {
     /// the manager's process; this bounds what an OS crash or power loss loses [default: interval=100].
     #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     fsync: Option<Fsync>,
+
+    /// Keep every queue in NATS JetStream instead (nats://HOST:PORT[,HOST:PORT…]): any number
+    /// of managers given the same servers serve the same queues as stateless gateways (see
+    /// SCALING.md). Not with --data-dir.
+    #[arg(long, value_name = "URL")]
+    backend: Option<String>,
+    /// Credentials for the --backend servers: a file of `user: …` and `password: …` lines, or
+    /// a `token: …` line.
+    #[arg(long, value_name = "FILE", requires = "backend")]
+    backend_creds: Option<PathBuf>,
+    /// TLS to the --backend servers (not built into this depot: run the gateways next to
+    /// their NATS servers, or tunnel).
+    #[arg(long, requires = "backend")]
+    backend_tls: bool,
+    /// Copies of each queue's stream in a JetStream cluster [default: 1].
+    #[arg(long, value_name = "N", requires = "backend")]
+    backend_replicas: Option<u32>,
+    /// Seconds a leased item stays with its holder before JetStream redelivers it (also when
+    /// the gateway holding it is gone) [default: 30].
+    #[arg(long, value_name = "SECS", requires = "backend")]
+    backend_ack_wait: Option<f64>,
 }
 
 /// `QUEUE:DEAD:N` of `serve --dead-letter`.
@@ -784,8 +805,37 @@ impl ServeSettings {
     }
 }
 
+/// The JetStream backend the serve flags ask for, if any.
+fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptions>> {
+    let Some(url) = &args.backend else {
+        return Ok(None);
+    };
+    if args.backend_tls {
+        return Err(CliError::Usage(
+            "--backend-tls: TLS to NATS is not built into this depot".into(),
+        ));
+    }
+    let (servers, mut auth) = depot_nats::parse_url(url).map_err(CliError::Usage)?;
+    if let Some(path) = &args.backend_creds {
+        auth = depot_nats::read_creds(path).map_err(CliError::Msg)?;
+    }
+    let mut opts = depot_nats::JetStreamOptions::new(servers);
+    opts.auth = auth;
+    if let Some(n) = args.backend_replicas {
+        if !(1..=5).contains(&n) {
+            return Err(CliError::Usage("--backend-replicas: from 1 to 5".into()));
+        }
+        opts.replicas = n;
+    }
+    if let Some(secs) = args.backend_ack_wait {
+        opts.ack_wait = config::secs_to_duration(secs).map_err(CliError::Usage)?;
+    }
+    Ok(Some(opts))
+}
+
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     let dead_letters = args.dead_letters.clone();
+    let backend = nats_backend(&args)?;
     let s = ServeSettings::new(args, authkey_file)?;
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
@@ -836,6 +886,9 @@ fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     }
     if let Some(policy) = s.fsync {
         builder = builder.fsync(policy);
+    }
+    if let Some(opts) = backend {
+        builder = builder.backend("nats", depot_nats::backend(opts));
     }
     // Bound before the manager starts, so a taken port fails the command at once.
     let metrics = match &s.metrics {

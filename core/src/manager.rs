@@ -38,6 +38,8 @@ use crate::wire::{
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
+#[cfg(feature = "backend")]
+pub mod backend;
 mod leasing;
 mod objects;
 
@@ -445,6 +447,9 @@ pub struct Manager<'a> {
     /// Clients' sessions (none until [`Manager::serve_sessions`]).
     #[cfg(feature = "sessions")]
     sessions: crate::session::Sessions<'a>,
+    /// The engine that keeps the queues' contents, if not this manager (see `backend`).
+    #[cfg(feature = "backend")]
+    backend: Option<backend::BackendSide>,
 }
 
 impl<'a> Manager<'a> {
@@ -485,6 +490,8 @@ impl<'a> Manager<'a> {
             journal: None,
             #[cfg(feature = "sessions")]
             sessions: crate::session::Sessions::new(Managed::empty()),
+            #[cfg(feature = "backend")]
+            backend: None,
         };
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
@@ -953,6 +960,8 @@ impl<'a> Manager<'a> {
         self.leave_handshake(i);
         self.give_back_unsent(i);
         self.release_leases_of(i);
+        #[cfg(feature = "backend")]
+        self.backend_closed(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -1567,6 +1576,10 @@ impl<'a> Manager<'a> {
             self.reply(i, id, &Reply::Error(code));
             return Step::Done;
         }
+        #[cfg(feature = "backend")]
+        if let Some(step) = self.backend_request(i, id, &request.op) {
+            return step;
+        }
         let reply = match request.op {
             Op::Open { name } => match self.registry.find(name) {
                 Some(handle) => self.registry.info(handle).map(Reply::Opened),
@@ -1719,6 +1732,8 @@ impl<'a> Manager<'a> {
         {
             Ok(handle) => {
                 note(&mut self.journal, |j| j.created(handle, name, spec));
+                #[cfg(feature = "backend")]
+                self.backend_created(handle, name, spec);
                 self.registry
                     .info(handle)
                     .map_or(Reply::Error(ErrorCode::NoSuchObject), Reply::Opened)
@@ -2010,6 +2025,10 @@ impl<'a> Manager<'a> {
 
     /// Withdraws connection `i`'s blocked request `target`, if it is still blocked.
     fn cancel(&mut self, i: usize, target: u32) {
+        #[cfg(feature = "backend")]
+        if self.backend_cancel(i, target) {
+            return;
+        }
         let found = self.waiters.find_from(0, |w| {
             w.conn == i as u32 && w.request == target && w.kind != WaitKind::Held
         });
@@ -2028,6 +2047,10 @@ impl<'a> Manager<'a> {
     /// storage has been taken meanwhile, the item waits at the front of the blocked puts,
     /// owned by no connection, so it is not lost when the returning client goes away.
     fn return_item(&mut self, handle: Handle, item: &[u8]) -> Reply<'static> {
+        #[cfg(feature = "backend")]
+        if let Some(reply) = self.backend_return(handle, item) {
+            return reply;
+        }
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
             Err(e) => return Reply::Error(e),
@@ -2311,6 +2334,8 @@ impl<'a> Manager<'a> {
 
     /// Drops connection `i`'s blocked requests without answering them.
     fn cancel_waiters(&mut self, i: usize) {
+        #[cfg(feature = "backend")]
+        self.backend_drop_conn(i);
         let mut cancelled_put = false;
         let mut from = 0;
         while self.conns[i].waiters > 0 {

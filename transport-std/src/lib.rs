@@ -81,6 +81,8 @@ pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).
 pub use depot_core::{Grant, Key, KeyName, Keyring, Rights};
 pub use error::Error;
+/// Queues kept by an engine outside the manager (see [`ManagerBuilder::backend`]).
+pub use manager::backend;
 pub use manager::{
     Counters, Durability, Fsync, Manager, ManagerBuilder, ManagerHandle, Metrics, QueueOptions,
     DEFAULT_COMPACT_AFTER,

@@ -3,6 +3,7 @@
 pub mod depot;
 pub mod depot_acked;
 pub mod depot_tokio;
+pub mod jetstream;
 pub mod python;
 pub mod raw_tcp;
 pub mod raw_tcp_proc;
@@ -24,5 +25,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(depot_tokio::DepotTokio),
         Box::new(depot_acked::DepotAcked { confirmed: false }),
         Box::new(depot_acked::DepotAcked { confirmed: true }),
+        Box::new(jetstream::DepotJetStream),
+        Box::new(jetstream::NatsJetStream),
     ]
 }

@@ -114,6 +114,8 @@ pub struct ManagerBuilder {
     pub(crate) fsync: Fsync,
     pub(crate) compact_after: u64,
     pub(crate) sessions: usize,
+    /// `None`: queues live in this manager (memory or `data_dir`).
+    pub(crate) backend: Option<super::backend::BackendPlan>,
 }
 
 impl ManagerBuilder {
@@ -141,6 +143,7 @@ impl ManagerBuilder {
             fsync: Fsync::default(),
             compact_after: DEFAULT_COMPACT_AFTER,
             sessions: DEFAULT_SESSIONS,
+            backend: None,
         }
     }
 
@@ -403,6 +406,19 @@ impl ManagerBuilder {
     /// [`ManagerBuilder::allow_create`]), or the manager refuses to start.
     pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Keeps every queue's contents in an engine outside this manager (`kind` names it in
+    /// logs and metrics), so that several managers serve the same queues as stateless
+    /// gateways (see [`depot_core::manager::backend`]). `start` connects to the engine; a
+    /// backend crate such as `depot-nats` provides it. Not together with
+    /// [`ManagerBuilder::data_dir`]; Python clients are not served under a backend.
+    pub fn backend(mut self, kind: &str, start: Arc<super::backend::StartBackend>) -> Self {
+        self.backend = Some(super::backend::BackendPlan {
+            kind: kind.to_owned(),
+            start,
+        });
         self
     }
 

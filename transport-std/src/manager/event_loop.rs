@@ -25,6 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, info_span, warn, Span};
 
+use super::backend;
 use super::durable::{self, Log};
 use super::metrics::{Counters, Metrics};
 use super::storage::{self, Plan};
@@ -119,7 +120,8 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         .find("")
         .map(|k| core.keyring().keys()[k].secret().to_vec())
         .or_else(|| plan.authkey.clone());
-    if let Some(key) = python_key {
+    // Python clients' requests do not pass through the backend.
+    if let (Some(key), None) = (python_key, &plan.backend) {
         core.serve_python(&key, storage::python(&plan));
     }
     if plan.authkey.as_ref().is_some_and(|k| k.len() < MIN_KEY_LEN) {
@@ -146,6 +148,21 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         None => None,
         Some(Ok(log)) => Some(log),
         Some(Err(e)) => return report_setup(started, e),
+    };
+    let backend = match &plan.backend {
+        None => None,
+        Some(b) => {
+            let queues: Vec<_> = plan
+                .queues
+                .iter()
+                .map(|(name, spec, _)| (name.clone(), *spec))
+                .collect();
+            let pending = plan.waiters.max(4096);
+            match backend::start(b, &queues, shared.clone(), &mut core, pending) {
+                Ok(running) => Some(running),
+                Err(e) => return report_setup(started, e),
+            }
+        }
     };
     if let Some(tx) = started {
         let _ = tx.send(Ok(()));
@@ -182,6 +199,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         closed_in_shutdown: 0,
         log,
         deferred: Vec::with_capacity(plan.max_connections),
+        backend,
     };
     let mut result = event_loop.run();
     if let (Ok(()), Some(log)) = (&result, &mut event_loop.log) {
@@ -267,6 +285,8 @@ struct Loop<'m> {
     log: Option<Log>,
     /// Connections whose output waits for the next commit of the log.
     deferred: Vec<usize>,
+    /// The engine that keeps the queues, if not this manager.
+    backend: Option<backend::Running>,
 }
 
 impl Loop<'_> {
@@ -311,6 +331,7 @@ impl Loop<'_> {
             self.run_backlog();
             self.core.handle_timeout(self.clock.now());
             self.run_calls();
+            self.run_backend();
             self.drain_ready();
             self.tally.tick();
             self.take_keyring();
@@ -367,6 +388,21 @@ impl Loop<'_> {
             if let Err(e) = spawned {
                 let text = format!("cannot start the handler: {e}");
                 self.core.handle_call_done(id, self.clock.now(), Err(&text));
+            }
+        }
+    }
+
+    /// Hands the backend's answers to the core, and tells the backend what became of each.
+    fn run_backend(&mut self) {
+        let Some(b) = &self.backend else {
+            return;
+        };
+        while let Ok(done) = b.rx.try_recv() {
+            let completion =
+                self.core
+                    .complete_backend(done.token, done.outcome.borrow(), self.clock.now());
+            if let Some(settle) = done.settle {
+                settle(completion);
             }
         }
     }
@@ -826,6 +862,7 @@ impl Loop<'_> {
     fn snapshot(&self) -> Metrics {
         let mut metrics = Metrics::of(&self.core, self.counters);
         metrics.durability = self.log.as_ref().map(Log::state);
+        metrics.backend = self.backend.as_ref().map(|b| b.health.state(&b.kind));
         metrics
     }
 }

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub shutting_down: bool,
     /// The log of a manager with a data directory (`None`: queues in memory only).
     pub durability: Option<Durability>,
+    /// The engine that keeps the queues (`None`: this manager keeps them).
+    pub backend: Option<super::backend::BackendState>,
 }
 
 impl Metrics {
@@ -89,6 +91,7 @@ impl Metrics {
             counters,
             shutting_down: core.is_shutting_down(),
             durability: None,
+            backend: None,
         }
     }
 
@@ -218,6 +221,21 @@ impl Metrics {
                     "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
                 );
             }
+        }
+        if let Some(b) = &self.backend {
+            let _ = writeln!(
+                out,
+                "# HELP depot_backend_connected 1 while the queues' engine is connected.\n\
+                 # TYPE depot_backend_connected gauge\n\
+                 depot_backend_connected{{kind=\"{}\",server=\"{}\"}} {}\n\
+                 # HELP depot_backend_reconnects_total Connections to the engine lost.\n\
+                 # TYPE depot_backend_reconnects_total counter\n\
+                 depot_backend_reconnects_total {}",
+                b.kind,
+                b.server.replace(['"', '\\', '\n'], "_"),
+                u8::from(b.connected),
+                b.reconnects
+            );
         }
         type Field = fn(&QueueStat) -> u64;
         let per_queue: [(&str, &str, &str, Field); 8] = [
@@ -396,6 +414,7 @@ mod tests {
             },
             shutting_down: false,
             durability: None,
+            backend: None,
         };
         let text = m.prometheus();
         let lines: Vec<&str> = text.lines().collect();

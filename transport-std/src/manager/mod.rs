@@ -1,6 +1,7 @@
 //! The host manager: a builder, a single-threaded mio event loop driving
 //! [`depot_core::Manager`], and a handle to watch and stop it.
 
+pub mod backend;
 mod builder;
 mod durable;
 mod event_loop;

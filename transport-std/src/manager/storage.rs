@@ -64,6 +64,8 @@ pub(crate) struct Plan {
     pub(crate) durable: Option<DurableOptions>,
     /// Client sessions remembered at once.
     pub(crate) sessions: usize,
+    /// The engine that keeps the queues, if not this manager.
+    pub(crate) backend: Option<super::backend::BackendPlan>,
 }
 
 impl Plan {
@@ -200,6 +202,14 @@ impl Plan {
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
             sessions: b.sessions,
+            backend: match (&b.backend, &b.data_dir) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::Config(
+                        "a data directory and a backend exclude each other".into(),
+                    ))
+                }
+                (backend, _) => backend.clone(),
+            },
         })
     }
 }

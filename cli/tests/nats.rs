@@ -1,0 +1,534 @@
+//! depot managers as stateless gateways over NATS JetStream: real `nats-server -js` processes
+//! (installed by tests/install) and real `depot serve --backend nats://…` processes, with
+//! clients of this process on either gateway.
+//!
+//! - two gateways on one NATS server: 4 producers on one, 4 consumers (leased gets, acks) on
+//!   the other, 50,000 items exactly once;
+//! - a capacity-bounded queue answers `Full`; a leased item whose gateway was killed comes
+//!   back (JetStream redelivers it after `ack_wait`), counted as a second delivery;
+//! - a 3-node JetStream cluster (replicas 3): one NATS node and one gateway killed mid-run;
+//!   every acknowledged put is delivered at least once, nothing appears that was not put.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use depot_std::{Client, Error, ErrorCode};
+
+const KEY: &str = "gateway-test-key-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("depot-nats-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `nats-server -js` on `port`, its store in `dir`, with `extra` arguments.
+fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (tests/install installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
+}
+
+/// A `depot serve --backend …` gateway; retried while the backend is not ready yet (a
+/// JetStream cluster elects its leaders in the first seconds).
+fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--listen", &addr.to_string(), "--queue", queue])
+            .args(["--backend", backend])
+            .args(extra)
+            .env("DEPOT_AUTHKEY", KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("depot serve starts");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.starts_with("listening on ") {
+            return (Proc(child), addr);
+        }
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The gateway's Prometheus metrics (`serve --metrics ADDR`).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the metric line starting with `name`.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Connects to the first gateway of `addrs` that answers, trying them in turn.
+fn connect(addrs: &[SocketAddr], turn: &mut usize, stop: &AtomicBool) -> Option<Client> {
+    while !stop.load(Ordering::SeqCst) {
+        let addr = addrs[*turn % addrs.len()];
+        if let Ok(c) = Client::connect(addr, KEY) {
+            return Some(c);
+        }
+        *turn += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Puts `p:0` … `p:count-1` (or until stopped), moving to the next gateway when one fails:
+/// (acknowledged, tried).
+fn producer(
+    p: usize,
+    count: u64,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut tried) = (Vec::new(), Vec::new());
+    let mut seq = 0u64;
+    let mut turn = p;
+    'connect: while let Some(c) = connect(&addrs, &mut turn, &stop) {
+        let Ok(q) = c.raw_queue("jobs") else {
+            turn += 1;
+            continue;
+        };
+        while seq < count && !stop.load(Ordering::SeqCst) {
+            let item = format!("{p}:{seq}");
+            seq += 1;
+            tried.push(item.clone());
+            match q.put(item.as_bytes()) {
+                Ok(()) => acked.push(item),
+                // Never put again: it may be stored or not.
+                Err(Error::Request { .. }) => {}
+                Err(_) => {
+                    turn += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        break;
+    }
+    (acked, tried)
+}
+
+/// Takes items under leases and acks each until stopped: each item with its delivery count.
+fn consumer(
+    c: usize,
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    taken: Arc<AtomicUsize>,
+) -> Vec<(String, u8)> {
+    let mut got = Vec::new();
+    let mut turn = c;
+    'connect: while let Some(client) = connect(&addrs, &mut turn, &stop) {
+        let Ok(q) = client.raw_queue("jobs") else {
+            turn += 1;
+            continue;
+        };
+        while !stop.load(Ordering::SeqCst) {
+            match q.get_leased_timeout(Duration::from_secs(60), Duration::from_millis(500)) {
+                Ok(mut leased) => {
+                    let deliveries = leased.deliveries()[0];
+                    let item = leased.take_items().pop().expect("one item");
+                    got.push((String::from_utf8(item).expect("text"), deliveries));
+                    taken.fetch_add(1, Ordering::SeqCst);
+                    if leased.ack().is_err() {
+                        turn += 1;
+                        continue 'connect;
+                    }
+                }
+                Err(Error::Request {
+                    code: ErrorCode::Timeout | ErrorCode::Empty,
+                    ..
+                }) => {}
+                Err(_) => {
+                    turn += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        break;
+    }
+    got
+}
+
+#[test]
+fn two_gateways_pass_50000_items_exactly_once() {
+    let dir = temp_dir("single");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let (_a, addr_a) = gateway(&backend, "jobs:1000000:raw", &[]);
+    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &[]);
+
+    const PER_PRODUCER: u64 = 12_500;
+    let started = Instant::now();
+    let never = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let stop = never.clone();
+            thread::spawn(move || producer(p, PER_PRODUCER, vec![addr_a], stop))
+        })
+        .collect();
+    let consuming = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, taken) = (consuming.clone(), taken.clone());
+            thread::spawn(move || consumer(c, vec![addr_b], stop, taken))
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    for p in producers {
+        let (ok, tried) = p.join().unwrap();
+        assert_eq!(
+            ok.len(),
+            tried.len(),
+            "every put on a healthy gateway succeeds"
+        );
+        acked.extend(ok);
+    }
+    assert_eq!(acked.len(), 50_000);
+    let puts_done = started.elapsed();
+    // The consumers run until they have taken as many items as were put (then a moment
+    // more, to catch any duplicate), or for a minute at most.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.load(Ordering::SeqCst) < acked.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(1000));
+    consuming.store(true, Ordering::SeqCst);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for c in consumers {
+        for (item, deliveries) in c.join().unwrap() {
+            assert_eq!(deliveries, 1, "{item} was redelivered");
+            *seen.entry(item).or_default() += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "50,000 items through two gateways: puts done in {puts_done:?}, all consumed in {elapsed:?}"
+    );
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains_key(*i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} items lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "items delivered twice: {twice:?}");
+    let foreign: Vec<_> = seen.keys().filter(|i| !acked.contains(*i)).collect();
+    assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
+    let dir = temp_dir("full");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let ack_wait = ["--backend-ack-wait", "2"];
+    let (mut a, addr_a) = gateway(&backend, "small:3:raw", &ack_wait);
+    let (_b, addr_b) = gateway(&backend, "small:3:raw", &ack_wait);
+
+    let qa = Client::connect(addr_a, KEY)
+        .unwrap()
+        .raw_queue("small")
+        .unwrap();
+    for i in 0..3 {
+        qa.put(format!("{i}").as_bytes()).unwrap();
+    }
+    match qa.put(b"3") {
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        }) => {}
+        other => panic!("a fourth put into a queue of capacity 3: {other:?}"),
+    }
+
+    // A client that goes away (its gateway stays) gives its lease back at once.
+    let qb = Client::connect(addr_b, KEY)
+        .unwrap()
+        .raw_queue("small")
+        .unwrap();
+    let held = {
+        let c = Client::connect(addr_b, KEY).unwrap();
+        let mut leased = c
+            .raw_queue("small")
+            .unwrap()
+            .get_leased(Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(leased.deliveries(), [1]);
+        leased.take_items().pop().unwrap()
+    };
+    let mut back = qb
+        .get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
+        .expect("the lease of a closed connection comes back at once");
+    assert_eq!(back.deliveries(), [2]);
+    assert_eq!(back.take_items().pop().unwrap(), held);
+    back.ack().unwrap();
+
+    // A lease held through a gateway that is killed comes back after ack_wait.
+    let mut lost = qa.get_leased(Duration::from_secs(60)).unwrap();
+    let lost_item = lost.take_items().pop().unwrap();
+    a.kill();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !seen.iter().any(|(i, d)| *i == lost_item && *d == 2) {
+        if let Ok(mut leased) =
+            qb.get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
+        {
+            let d = leased.deliveries()[0];
+            seen.push((leased.take_items().pop().unwrap(), d));
+            leased.ack().unwrap();
+        }
+    }
+    assert!(
+        seen.iter().any(|(i, d)| *i == lost_item && *d == 2),
+        "the item leased through the killed gateway came back: {seen:?}"
+    );
+    // Nothing else is left, and room is back.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    qb.put(b"after").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cluster_loses_no_acknowledged_item_when_a_node_and_a_gateway_die() {
+    let dir = temp_dir("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes = cluster
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|n| {
+            let store = dir.join(format!("n{n}"));
+            let extra = [
+                "--server_name".to_string(),
+                format!("n{n}"),
+                "--cluster_name".into(),
+                "depot".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", cluster[n]),
+                "--routes".into(),
+                routes.clone(),
+            ];
+            nats_server(ports[n], &store, &extra)
+        })
+        .collect();
+    let backend = format!(
+        "nats://{}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let opts = ["--backend-replicas", "3", "--backend-ack-wait", "3"];
+    let (mut a, addr_a) = gateway(&backend, "jobs:1000000:raw", &opts);
+    let metrics_b = format!("127.0.0.1:{}", free_port());
+    let opts_b = [&opts[..], &["--metrics", &metrics_b]].concat();
+    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &opts_b);
+    let before = scrape(&metrics_b);
+    assert_eq!(
+        metric(&before, "depot_backend_connected{"),
+        Some(1),
+        "{before}"
+    );
+    assert!(
+        before.contains(&format!("server=\"127.0.0.1:{}\"", ports[0])),
+        "{before}"
+    );
+    assert_eq!(metric(&before, "depot_backend_reconnects_total"), Some(0));
+    let addrs = vec![addr_a, addr_b];
+
+    const PER_PRODUCER: u64 = 4_000;
+    let never = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let (stop, addrs) = (never.clone(), addrs.clone());
+            thread::spawn(move || producer(p, PER_PRODUCER, addrs, stop))
+        })
+        .collect();
+    let consuming = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicUsize::new(0));
+    let consumers: Vec<_> = (0..4)
+        .map(|c| {
+            let (stop, taken, addrs) = (consuming.clone(), taken.clone(), addrs.clone());
+            thread::spawn(move || consumer(c, addrs, stop, taken))
+        })
+        .collect();
+    // Mid-run: the first NATS node (every gateway's first server) dies, then gateway A.
+    while taken.load(Ordering::SeqCst) < 2_000 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    nodes[0].kill();
+    let at_node_kill = taken.load(Ordering::SeqCst);
+    thread::sleep(Duration::from_secs(2));
+    a.kill();
+    let at_gateway_kill = taken.load(Ordering::SeqCst);
+
+    let (mut acked, mut tried) = (HashSet::new(), HashSet::new());
+    for p in producers {
+        let (ok, all) = p.join().unwrap();
+        acked.extend(ok);
+        tried.extend(all);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken.load(Ordering::SeqCst) < acked.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Leases lost with gateway A come back after ack_wait.
+    thread::sleep(Duration::from_secs(5));
+    consuming.store(true, Ordering::SeqCst);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for c in consumers {
+        for (item, _) in c.join().unwrap() {
+            *seen.entry(item).or_default() += 1;
+        }
+    }
+    let redelivered = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "cluster: {} of {} puts acknowledged, {} items seen ({} more than once); node killed \
+         after {at_node_kill} items, gateway after {at_gateway_kill}",
+        acked.len(),
+        tried.len(),
+        seen.len(),
+        redelivered
+    );
+    let missing: Vec<_> = acked.iter().filter(|i| !seen.contains_key(*i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged items lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    // Gateway B moved to another node and says so.
+    let after = scrape(&metrics_b);
+    assert_eq!(
+        metric(&after, "depot_backend_connected{"),
+        Some(1),
+        "{after}"
+    );
+    assert!(
+        !after.contains(&format!("server=\"127.0.0.1:{}\"", ports[0])),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "depot_backend_reconnects_total"),
+        Some(1),
+        "{after}"
+    );
+    let foreign: Vec<_> = seen.keys().filter(|i| !tried.contains(*i)).collect();
+    assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
+    assert!(acked.len() as u64 > PER_PRODUCER, "most puts went through");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gateways_log_in_to_nats_with_a_password_or_a_token() {
+    let dir = temp_dir("creds");
+    for (server_args, creds) in [
+        (
+            vec![
+                "--user".to_string(),
+                "gw".into(),
+                "--pass".into(),
+                "s3cret".into(),
+            ],
+            "# gateway login\nuser: gw\npassword: s3cret\n",
+        ),
+        (vec!["--auth".to_string(), "t0ken".into()], "token: t0ken\n"),
+    ] {
+        let port = free_port();
+        let _nats = nats_server(port, &dir.join(format!("{port}")), &server_args);
+        let backend = format!("nats://127.0.0.1:{port}");
+        let file = dir.join("creds");
+        std::fs::write(&file, creds).unwrap();
+        let (_g, addr) = gateway(
+            &backend,
+            "jobs",
+            &["--backend-creds", file.to_str().unwrap()],
+        );
+        let q = Client::connect(addr, KEY)
+            .unwrap()
+            .raw_queue("jobs")
+            .unwrap();
+        q.put(b"7").unwrap();
+        assert_eq!(q.get().unwrap(), b"7");
+
+        // Without them the gateway does not start, and says why.
+        let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--queue", "jobs"])
+            .args(["--backend", &backend])
+            .env("DEPOT_AUTHKEY", KEY)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Authorization Violation"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

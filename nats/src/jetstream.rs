@@ -1,0 +1,890 @@
+//! depot queues in NATS JetStream: one work-queue stream per queue, one durable pull consumer
+//! shared by every gateway.
+//!
+//! - put: a publish to the queue's subject; the depot client is answered once JetStream's
+//!   PubAck arrives (`maximum messages exceeded` → `Full`: the stream discards new messages at
+//!   the queue's capacity).
+//! - get: a pull request (`$JS.API.CONSUMER.MSG.NEXT`) for one message that waits up to the
+//!   get's time (`expires`), then, for batch gets, one that takes what else is there at once
+//!   (`no_wait`). A plain get acks its items once the reply is queued to the client; a leased
+//!   get keeps their ack subjects under a lease id until the client acks (`+ACK`) or nacks
+//!   (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what a lost gateway
+//!   never acked after the consumer's `ack_wait`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use depot_core::wire::{Items, QueueSpec, Wait};
+use depot_core::ConnId;
+use depot_std::backend::{
+    Backend, BackendDone, BackendLink, BackendRequest, BackendToken, Completion, Outcome,
+};
+use depot_std::ErrorCode;
+use serde_json::{json, Value};
+
+use crate::conn::{Auth, Conn, Handler, Msg, Options};
+
+/// The name of the durable consumer every gateway shares.
+const CONSUMER: &str = "depot";
+/// A get that waits forever asks JetStream for this long at a time.
+const FOREVER_SLICE: Duration = Duration::from_secs(20);
+/// A put not acknowledged by JetStream within this time is answered `Timeout` (its fate is
+/// unknown: the client may put it again).
+const PUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A timed get is answered `Timeout` this long after its time if JetStream said nothing.
+const GET_GRACE: Duration = Duration::from_secs(3);
+/// How long a refused pull request waits before it is asked again.
+const RETRY_PULL: Duration = Duration::from_millis(500);
+/// How long set-up requests to the JetStream API may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How depot uses JetStream.
+#[derive(Debug, Clone)]
+pub struct JetStreamOptions {
+    /// `host:port` of each NATS server.
+    pub servers: Vec<String>,
+    /// Credentials for the NATS servers.
+    pub auth: Auth,
+    /// Copies of each stream in a JetStream cluster (1 for a single server).
+    pub replicas: u32,
+    /// How long a leased item stays with its holder before JetStream redelivers it.
+    pub ack_wait: Duration,
+    /// Streams are named `<prefix><queue>` and their subjects `<prefix>.<queue>` (lowercased).
+    pub prefix: String,
+}
+
+impl JetStreamOptions {
+    /// The defaults for these servers: no credentials, one replica, 30 s `ack_wait`.
+    pub fn new(servers: Vec<String>) -> Self {
+        JetStreamOptions {
+            servers,
+            auth: Auth::None,
+            replicas: 1,
+            ack_wait: Duration::from_secs(30),
+            prefix: "DEPOT_".into(),
+        }
+    }
+}
+
+/// A queue's stream and subjects.
+#[derive(Clone)]
+struct Stream {
+    subject: String,
+    next: String,
+}
+
+/// What a reply on the inbox is for.
+enum Route {
+    Put(BackendToken, Instant),
+    /// One item of a batch put.
+    PutMany(BackendToken, Instant),
+    Api(std::sync::mpsc::Sender<Vec<u8>>),
+    /// An item given back; only errors matter.
+    Return,
+}
+
+struct PutMany {
+    stream: Stream,
+    items: Vec<Vec<u8>>,
+    done: u32,
+}
+
+struct Fetch {
+    conn: ConnId,
+    stream: Stream,
+    want: u32,
+    room: usize,
+    wait: Wait,
+    leased: bool,
+    /// Taken so far: payload, ack subject, delivery count.
+    got: Vec<(Vec<u8>, String, u8)>,
+    bytes: usize,
+    /// The subscription its pull requests are answered on, and its subject.
+    sid: u64,
+    reply: String,
+    /// After the first item: the second pull request (`no_wait`).
+    rest: bool,
+    /// When a timed get gives up if JetStream said nothing.
+    deadline: Option<Instant>,
+    /// When to ask again after JetStream refused a pull request (too many waiting, say).
+    retry_at: Option<Instant>,
+}
+
+struct Lease {
+    conn: ConnId,
+    acks: Vec<String>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    next_route: u64,
+    routes: HashMap<u64, Route>,
+    /// Fetches by the subscription their messages come on (JetStream delivers a pulled
+    /// message under its own subject, so only the subscription tells whose it is).
+    fetch_subs: HashMap<u64, BackendToken>,
+    /// Subscriptions with no pull request outstanding, for the next fetches.
+    free_subs: Vec<(u64, String)>,
+    /// Subscriptions whose pull request may still be outstanding, ended after a while (what
+    /// arrives on them meanwhile is given back).
+    stale_subs: Vec<(u64, Instant)>,
+    /// By queue name.
+    streams: HashMap<String, Stream>,
+    fetches: HashMap<BackendToken, Fetch>,
+    batches: HashMap<BackendToken, PutMany>,
+    leases: HashMap<u64, Lease>,
+    next_lease: u64,
+}
+
+struct Shared {
+    conn: Mutex<Option<Arc<Conn>>>,
+    state: Mutex<State>,
+    link: BackendLink,
+    opts: JetStreamOptions,
+}
+
+impl Shared {
+    fn conn(&self) -> Option<Arc<Conn>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, subject: &str, reply: Option<&str>, payload: &[u8]) {
+        if let Some(c) = self.conn() {
+            c.publish(subject, reply, payload);
+        }
+    }
+
+    fn reply_subject(&self, route: u64) -> String {
+        match self.conn() {
+            Some(c) => format!("{}.{route}", c.inbox()),
+            None => String::new(),
+        }
+    }
+
+    fn complete(&self, token: BackendToken, outcome: Outcome) {
+        self.link.complete(BackendDone {
+            token,
+            outcome,
+            settle: None,
+        });
+    }
+
+    /// Sends a pull request for fetch `token`.
+    fn pull(self: &Arc<Self>, st: &mut State, token: BackendToken) {
+        let Some(f) = st.fetches.get_mut(&token) else {
+            return;
+        };
+        let body = if f.rest {
+            json!({ "batch": f.want - f.got.len() as u32, "no_wait": true })
+        } else {
+            match f.wait {
+                Wait::NoWait => json!({ "batch": 1, "no_wait": true }),
+                Wait::Millis(ms) => {
+                    json!({ "batch": 1, "expires": u64::from(ms.max(1)) * 1_000_000 })
+                }
+                Wait::Forever => {
+                    json!({ "batch": 1, "expires": FOREVER_SLICE.as_nanos() as u64 })
+                }
+            }
+        };
+        let (next, reply) = (f.stream.next.clone(), f.reply.clone());
+        self.publish(&next, Some(&reply), body.to_string().as_bytes());
+    }
+
+    /// Answers fetch `token` with what it took (an error if nothing). `answered`: JetStream
+    /// has answered its pull request in full, so its subscription can serve another fetch.
+    fn finish(
+        self: &Arc<Self>,
+        st: &mut State,
+        token: BackendToken,
+        empty: ErrorCode,
+        answered: bool,
+    ) {
+        let Some(f) = st.fetches.remove(&token) else {
+            return;
+        };
+        st.fetch_subs.remove(&f.sid);
+        if answered {
+            st.free_subs.push((f.sid, f.reply));
+        } else {
+            st.stale_subs.push((f.sid, Instant::now()));
+        }
+        if f.got.is_empty() {
+            self.complete(token, Outcome::Error(empty));
+            return;
+        }
+        let mut items = Vec::with_capacity(f.bytes);
+        let mut deliveries = Vec::with_capacity(f.got.len());
+        let mut acks = Vec::with_capacity(f.got.len());
+        for (payload, ack, delivered) in f.got {
+            let at = items.len();
+            items.resize(at + Items::packed_len(payload.len()), 0);
+            let _ = Items::push(&mut items, at, &payload);
+            deliveries.push(delivered);
+            acks.push(ack);
+        }
+        let shared = self.clone();
+        let (outcome, settle): (Outcome, Box<dyn FnOnce(Completion) + Send>) = if f.leased {
+            st.next_lease += 1;
+            let lease = st.next_lease;
+            let conn = f.conn;
+            (
+                Outcome::Leased {
+                    lease,
+                    deliveries,
+                    items,
+                },
+                Box::new(move |c| match c {
+                    Completion::Delivered => {
+                        shared.state().leases.insert(
+                            lease,
+                            Lease {
+                                conn,
+                                acks,
+                                since: Instant::now(),
+                            },
+                        );
+                    }
+                    Completion::Released => shared.settle_all(&acks, b"-NAK"),
+                }),
+            )
+        } else {
+            (
+                Outcome::Items(items),
+                Box::new(move |c| {
+                    let word: &[u8] = match c {
+                        Completion::Delivered => b"+ACK",
+                        Completion::Released => b"-NAK",
+                    };
+                    shared.settle_all(&acks, word);
+                }),
+            )
+        };
+        self.link.complete(BackendDone {
+            token,
+            outcome,
+            settle: Some(settle),
+        });
+    }
+
+    fn settle_all(&self, acks: &[String], word: &[u8]) {
+        for ack in acks {
+            self.publish(ack, None, word);
+        }
+    }
+
+    /// Publishes the next item of batch put `token`, or answers it.
+    fn put_next(&self, st: &mut State, token: BackendToken, error: Option<ErrorCode>) {
+        let Some(b) = st.batches.get_mut(&token) else {
+            return;
+        };
+        if error.is_some() || b.done as usize == b.items.len() {
+            let count = b.done;
+            st.batches.remove(&token);
+            self.complete(token, Outcome::Accepted { count, error });
+            return;
+        }
+        let route = st.next_route;
+        st.next_route += 1;
+        let subject = b.stream.subject.clone();
+        let item = std::mem::take(&mut b.items[b.done as usize]);
+        st.routes
+            .insert(route, Route::PutMany(token, Instant::now()));
+        let reply = self.reply_subject(route);
+        self.publish(&subject, Some(&reply), &item);
+    }
+
+    fn message(self: &Arc<Self>, msg: Msg<'_>) {
+        if msg.sid != 1 {
+            let mut st = self.state();
+            match st.fetch_subs.get(&msg.sid).copied() {
+                Some(token) => self.fetched(&mut st, token, msg),
+                None => {
+                    // A message for a pull request nobody waits for any more: back it goes.
+                    if let Some(ack) = msg.reply.filter(|r| r.starts_with("$JS.ACK.")) {
+                        drop(st);
+                        self.publish(ack, None, b"-NAK");
+                    }
+                }
+            }
+            return;
+        }
+        let Some(route) = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|r| r.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let mut st = self.state();
+        match st.routes.get(&route) {
+            Some(Route::Put(..)) => {
+                let Some(Route::Put(token, _)) = st.routes.remove(&route) else {
+                    return;
+                };
+                drop(st);
+                self.complete(
+                    token,
+                    match pub_ack(&msg) {
+                        None => Outcome::Done,
+                        Some(code) => Outcome::Error(code),
+                    },
+                );
+            }
+            Some(Route::PutMany(..)) => {
+                let Some(Route::PutMany(token, _)) = st.routes.remove(&route) else {
+                    return;
+                };
+                let error = pub_ack(&msg);
+                if error.is_none() {
+                    if let Some(b) = st.batches.get_mut(&token) {
+                        b.done += 1;
+                    }
+                }
+                self.put_next(&mut st, token, error);
+            }
+            Some(Route::Api(_)) => {
+                if let Some(Route::Api(tx)) = st.routes.remove(&route) {
+                    let _ = tx.send(msg.payload.to_vec());
+                }
+            }
+            Some(Route::Return) => {
+                st.routes.remove(&route);
+                if let Some(code) = pub_ack(&msg) {
+                    tracing::warn!("an item given back to JetStream was refused: {code}");
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn fetched(self: &Arc<Self>, st: &mut State, token: BackendToken, msg: Msg<'_>) {
+        let Some(f) = st.fetches.get_mut(&token) else {
+            return;
+        };
+        if let Some(status) = msg.status {
+            if status == 100 {
+                return;
+            }
+            if !f.got.is_empty() {
+                return self.finish(st, token, ErrorCode::Empty, true);
+            }
+            match (status, f.wait) {
+                (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
+                (404 | 408, Wait::Forever) => self.pull(st, token),
+                (_, Wait::Forever) => {
+                    // Refused for now (409: too many pull requests waiting): not in a loop.
+                    tracing::debug!("JetStream pull request status {status}");
+                    f.retry_at = Some(Instant::now() + RETRY_PULL);
+                }
+                _ => self.finish(st, token, ErrorCode::Timeout, true),
+            }
+            return;
+        }
+        let Some(ack) = msg.reply else {
+            return;
+        };
+        let packed = Items::packed_len(msg.payload.len()) + usize::from(f.leased);
+        if !f.got.is_empty() && f.bytes + packed > f.room {
+            // No room in this reply: back it goes, and the reply goes with what it has.
+            self.publish(ack, None, b"-NAK");
+            return self.finish(st, token, ErrorCode::Empty, false);
+        }
+        f.got
+            .push((msg.payload.to_vec(), ack.to_string(), deliveries(ack)));
+        f.bytes += packed;
+        if f.got.len() as u32 >= f.want {
+            return self.finish(st, token, ErrorCode::Empty, true);
+        }
+        if !f.rest {
+            // The first item came: take what else is there without waiting.
+            f.rest = true;
+            self.pull(st, token);
+        }
+    }
+
+    /// Deadlines: puts JetStream never acknowledged, timed gets it never answered, leases
+    /// past `ack_wait` (JetStream has redelivered their items by then).
+    fn tick(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut st = self.state();
+        let late: Vec<u64> = st
+            .routes
+            .iter()
+            .filter(|(_, r)| match r {
+                Route::Put(_, at) | Route::PutMany(_, at) => now.duration_since(*at) > PUT_TIMEOUT,
+                _ => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for route in late {
+            match st.routes.remove(&route) {
+                Some(Route::Put(token, _)) => {
+                    self.complete(token, Outcome::Error(ErrorCode::Timeout))
+                }
+                Some(Route::PutMany(token, _)) => {
+                    self.put_next(&mut st, token, Some(ErrorCode::Timeout))
+                }
+                _ => {}
+            }
+        }
+        let expired: Vec<BackendToken> = st
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            self.finish(&mut st, token, ErrorCode::Timeout, false);
+        }
+        let retry: Vec<BackendToken> = st
+            .fetches
+            .iter_mut()
+            .filter(|(_, f)| f.retry_at.is_some_and(|t| t <= now))
+            .map(|(t, f)| {
+                f.retry_at = None;
+                *t
+            })
+            .collect();
+        for token in retry {
+            self.pull(&mut st, token);
+        }
+        let linger = FOREVER_SLICE + Duration::from_secs(5);
+        let conn = self.conn();
+        st.stale_subs.retain(|(sid, since)| {
+            let keep = now.duration_since(*since) < linger;
+            if let (false, Some(c)) = (keep, &conn) {
+                c.unsubscribe(*sid);
+            }
+            keep
+        });
+        let ack_wait = self.opts.ack_wait;
+        st.leases
+            .retain(|_, l| now.duration_since(l.since) < ack_wait);
+    }
+
+    /// After a reconnect: pull requests in flight were lost with the connection; ask again.
+    fn reconnected(self: &Arc<Self>) {
+        let mut st = self.state();
+        let tokens: Vec<BackendToken> = st.fetches.keys().copied().collect();
+        for token in tokens {
+            self.pull(&mut st, token);
+        }
+    }
+
+    /// A request to the JetStream API, waited for.
+    fn api(&self, subject: &str, body: &Value) -> Result<Value, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let route = {
+            let mut st = self.state();
+            let route = st.next_route;
+            st.next_route += 1;
+            st.routes.insert(route, Route::Api(tx));
+            route
+        };
+        let reply = self.reply_subject(route);
+        self.publish(subject, Some(&reply), body.to_string().as_bytes());
+        let answer = rx.recv_timeout(API_TIMEOUT);
+        self.state().routes.remove(&route);
+        let bytes = answer.map_err(|_| format!("no answer to {subject} (is JetStream on?)"))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{subject}: not JSON ({e}): JetStream not enabled?"))?;
+        Ok(value)
+    }
+
+    /// Makes sure queue `name`'s stream and the shared consumer exist.
+    fn ensure(&self, name: &str, spec: QueueSpec) -> Result<Stream, String> {
+        let token = stream_token(name);
+        let stream_name = format!("{}{}", self.opts.prefix, token);
+        let subject = format!(
+            "{}.{}",
+            self.opts.prefix.trim_end_matches('_').to_lowercase(),
+            token
+        );
+        let config = json!({
+            "name": stream_name,
+            "subjects": [subject],
+            "retention": "workqueue",
+            "storage": "file",
+            "max_msgs": i64::from(spec.capacity),
+            "max_msg_size": i64::from(spec.max_item),
+            "discard": "new",
+            "num_replicas": self.opts.replicas,
+        });
+        let created = self.api(&format!("$JS.API.STREAM.CREATE.{stream_name}"), &config)?;
+        if let Some(err) = created.get("error") {
+            // A stream of that name with other limits: take the queue's limits.
+            let updated = self.api(&format!("$JS.API.STREAM.UPDATE.{stream_name}"), &config)?;
+            if let Some(err2) = updated.get("error") {
+                return Err(format!("stream {stream_name}: {err} / {err2}"));
+            }
+        }
+        let consumer = json!({
+            "stream_name": stream_name,
+            "config": {
+                "durable_name": CONSUMER,
+                "ack_policy": "explicit",
+                "ack_wait": self.opts.ack_wait.as_nanos() as u64,
+                "max_deliver": -1,
+                "max_ack_pending": 100_000,
+                "max_waiting": 4096,
+                "deliver_policy": "all",
+                "replay_policy": "instant",
+            }
+        });
+        let made = self.api(
+            &format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream_name}.{CONSUMER}"),
+            &consumer,
+        )?;
+        if let Some(err) = made.get("error") {
+            // Another gateway made it first with the same name: use it.
+            let info = self.api(
+                &format!("$JS.API.CONSUMER.INFO.{stream_name}.{CONSUMER}"),
+                &json!({}),
+            )?;
+            if info.get("error").is_some() {
+                return Err(format!("consumer on {stream_name}: {err}"));
+            }
+        }
+        Ok(Stream {
+            next: format!("$JS.API.CONSUMER.MSG.NEXT.{stream_name}.{CONSUMER}"),
+            subject,
+        })
+    }
+}
+
+/// `None` for a PubAck, else why the message was not stored.
+fn pub_ack(msg: &Msg<'_>) -> Option<ErrorCode> {
+    if let Some(status) = msg.status {
+        // 503: no responders (the stream is gone, or JetStream has no leader right now).
+        tracing::debug!("JetStream publish status {status}");
+        return Some(ErrorCode::Timeout);
+    }
+    let value: Value = serde_json::from_slice(msg.payload).ok()?;
+    let err = value.get("error")?;
+    let code = err.get("err_code").and_then(Value::as_u64).unwrap_or(0);
+    let text = err.get("description").and_then(Value::as_str).unwrap_or("");
+    Some(
+        if code == 10077 || text.contains("maximum messages exceeded") {
+            ErrorCode::Full
+        } else if text.contains("message size") {
+            ErrorCode::TooLarge
+        } else {
+            tracing::warn!("JetStream refused a message: {text}");
+            ErrorCode::Timeout
+        },
+    )
+}
+
+/// The delivery count in an ack subject (`$JS.ACK.<stream>.<consumer>.<delivered>.…`, or
+/// with domain and account hash before the stream), at most 255.
+fn deliveries(ack: &str) -> u8 {
+    let tokens: Vec<&str> = ack.split('.').collect();
+    let at = match tokens.len() {
+        9 => 4,
+        n if n >= 11 => 6,
+        _ => return 1,
+    };
+    tokens
+        .get(at)
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(1, |n| n.clamp(1, 255) as u8)
+}
+
+/// A queue name as one stream-name and subject token: letters, digits and `-` stay; every
+/// other byte becomes `_` and two hex digits.
+fn stream_token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The manager's side: hands requests to the shared state (never blocks on the network).
+struct JetStreamBackend {
+    shared: Arc<Shared>,
+}
+
+impl Backend for JetStreamBackend {
+    fn request(&mut self, request: BackendRequest<'_>) {
+        let s = &self.shared;
+        let mut st = s.state();
+        let stream_of = |st: &State, name: &str| st.streams.get(name).cloned();
+        match request {
+            BackendRequest::Put {
+                token, name, item, ..
+            } => {
+                let Some(stream) = stream_of(&st, name) else {
+                    drop(st);
+                    return s.complete(token, Outcome::Error(ErrorCode::NoSuchObject));
+                };
+                let route = st.next_route;
+                st.next_route += 1;
+                st.routes.insert(route, Route::Put(token, Instant::now()));
+                drop(st);
+                let reply = s.reply_subject(route);
+                s.publish(&stream.subject, Some(&reply), item);
+            }
+            BackendRequest::PutMany {
+                token, name, items, ..
+            } => {
+                let Some(stream) = stream_of(&st, name) else {
+                    drop(st);
+                    return s.complete(
+                        token,
+                        Outcome::Accepted {
+                            count: 0,
+                            error: Some(ErrorCode::NoSuchObject),
+                        },
+                    );
+                };
+                let items = items.iter().map(<[u8]>::to_vec).collect();
+                st.batches.insert(
+                    token,
+                    PutMany {
+                        stream,
+                        items,
+                        done: 0,
+                    },
+                );
+                s.put_next(&mut st, token, None);
+            }
+            BackendRequest::Get {
+                token,
+                conn,
+                name,
+                max_items,
+                max_bytes,
+                wait,
+                lease_ms,
+                ..
+            } => {
+                let Some(stream) = stream_of(&st, name) else {
+                    drop(st);
+                    return s.complete(token, Outcome::Error(ErrorCode::NoSuchObject));
+                };
+                let (sid, reply) = match st.free_subs.pop() {
+                    Some(sub) => sub,
+                    None => {
+                        let Some(c) = s.conn() else {
+                            drop(st);
+                            return s.complete(token, Outcome::Error(ErrorCode::Timeout));
+                        };
+                        st.next_route += 1;
+                        let subject = format!("_FETCH{}.{}", &c.inbox()[6..], st.next_route);
+                        (c.subscribe(&subject), subject)
+                    }
+                };
+                st.fetch_subs.insert(sid, token);
+                let deadline = match wait {
+                    Wait::Millis(ms) => {
+                        Some(Instant::now() + Duration::from_millis(ms.into()) + GET_GRACE)
+                    }
+                    _ => None,
+                };
+                st.fetches.insert(
+                    token,
+                    Fetch {
+                        conn,
+                        stream,
+                        want: max_items.max(1),
+                        room: max_bytes as usize,
+                        wait,
+                        leased: lease_ms.is_some(),
+                        got: Vec::new(),
+                        bytes: 0,
+                        sid,
+                        reply,
+                        rest: false,
+                        deadline,
+                        retry_at: None,
+                    },
+                );
+                s.pull(&mut st, token);
+            }
+            BackendRequest::Ack { token, conn, lease }
+            | BackendRequest::Nack { token, conn, lease } => {
+                let word: &[u8] = match request {
+                    BackendRequest::Ack { .. } => b"+ACK",
+                    _ => b"-NAK",
+                };
+                let mine = st.leases.get(&lease).is_some_and(|l| l.conn == conn);
+                let taken = if mine { st.leases.remove(&lease) } else { None };
+                drop(st);
+                match taken {
+                    Some(l) => {
+                        s.settle_all(&l.acks, word);
+                        s.complete(token, Outcome::Done);
+                    }
+                    None => s.complete(token, Outcome::Error(ErrorCode::NoSuchLease)),
+                }
+            }
+            BackendRequest::Return { name, item, .. } => {
+                let Some(stream) = stream_of(&st, name) else {
+                    return;
+                };
+                let route = st.next_route;
+                st.next_route += 1;
+                st.routes.insert(route, Route::Return);
+                drop(st);
+                let reply = s.reply_subject(route);
+                s.publish(&stream.subject, Some(&reply), item);
+            }
+            BackendRequest::Cancel { token } => {
+                if let Some(f) = st.fetches.remove(&token) {
+                    st.fetch_subs.remove(&f.sid);
+                    st.stale_subs.push((f.sid, Instant::now()));
+                    drop(st);
+                    for (_, ack, _) in f.got {
+                        s.publish(&ack, None, b"-NAK");
+                    }
+                }
+            }
+            BackendRequest::Closed { conn } => {
+                let gone: Vec<u64> = st
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.conn == conn)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut acks = Vec::new();
+                for lease in gone {
+                    if let Some(l) = st.leases.remove(&lease) {
+                        acks.extend(l.acks);
+                    }
+                }
+                drop(st);
+                s.settle_all(&acks, b"-NAK");
+            }
+            BackendRequest::Created { name, spec, .. } => {
+                drop(st);
+                let shared = s.clone();
+                let name = name.to_owned();
+                // The API round trips must not hold up the manager's loop.
+                let _ = std::thread::Builder::new()
+                    .name("depot-nats create".into())
+                    .spawn(move || match shared.ensure(&name, spec) {
+                        Ok(stream) => {
+                            shared.state().streams.insert(name, stream);
+                        }
+                        Err(e) => tracing::warn!("queue '{name}': {e}"),
+                    });
+            }
+        }
+    }
+}
+
+struct Router(std::sync::Weak<Shared>);
+
+impl Handler for Router {
+    fn message(&self, msg: Msg<'_>) {
+        if let Some(s) = self.0.upgrade() {
+            s.message(msg);
+        }
+    }
+
+    fn connected(&self, server: &str, again: bool) {
+        if let Some(s) = self.0.upgrade() {
+            s.link.health().connected(server);
+            tracing::info!(server, again, "connected to NATS");
+            if again {
+                s.reconnected();
+            }
+        }
+    }
+
+    fn disconnected(&self, why: &str) {
+        if let Some(s) = self.0.upgrade() {
+            tracing::warn!("lost the NATS connection: {why}");
+            s.link.health().disconnected(why);
+        }
+    }
+}
+
+/// Starts the JetStream backend: connects, makes sure every declared queue has its stream
+/// and consumer, and returns the [`Backend`] a manager hands its queue operations to.
+pub fn start(
+    opts: JetStreamOptions,
+    link: BackendLink,
+    queues: &[(String, QueueSpec)],
+) -> Result<Box<dyn Backend>, String> {
+    let shared = Arc::new(Shared {
+        conn: Mutex::new(None),
+        state: Mutex::new(State::default()),
+        link,
+        opts: opts.clone(),
+    });
+    let conn = Conn::start(
+        Options {
+            servers: opts.servers.clone(),
+            auth: opts.auth.clone(),
+            name: "depot gateway".into(),
+        },
+        Arc::new(Router(Arc::downgrade(&shared))),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    *shared.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+    for (name, spec) in queues {
+        let stream = shared
+            .ensure(name, *spec)
+            .map_err(|e| format!("queue '{name}': {e}"))?;
+        shared.state().streams.insert(name.clone(), stream);
+    }
+    let ticker = Arc::downgrade(&shared);
+    std::thread::Builder::new()
+        .name("depot-nats timer".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            match ticker.upgrade() {
+                Some(s) => s.tick(),
+                None => return,
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(JetStreamBackend { shared }))
+}
+
+impl Drop for JetStreamBackend {
+    fn drop(&mut self) {
+        if let Some(c) = self.shared.conn() {
+            c.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_names_apart() {
+        assert_eq!(stream_token("task_queue"), "task_5fqueue");
+        assert_eq!(stream_token("a.b"), "a_2eb");
+        assert_ne!(stream_token("a_2e"), stream_token("a."));
+    }
+
+    #[test]
+    fn delivery_counts_come_from_ack_subjects() {
+        assert_eq!(deliveries("$JS.ACK.S.depot.3.10.10.1700000000.0"), 3);
+        assert_eq!(
+            deliveries("$JS.ACK.dom.hash.S.depot.7.10.10.1700000000.0.tok"),
+            7
+        );
+        assert_eq!(deliveries("$JS.ACK.S.depot.999.10.10.1700000000.0"), 255);
+    }
+}

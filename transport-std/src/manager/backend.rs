@@ -1,0 +1,214 @@
+//! Queues kept by an engine outside the manager (see [`depot_core::manager::backend`]): the
+//! plug a backend crate (such as `depot-nats`) fills, and the loop's side of it.
+//!
+//! The engine runs on threads of its own. The manager's loop hands it each request through
+//! [`depot_core::manager::backend::Backend::request`] (which must not block), and the engine
+//! answers through its [`BackendLink`], which wakes the loop.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use depot_core::manager::backend::{
+    Backend, BackendOutcome, BackendRequest, BackendToken, Completion,
+};
+use depot_core::wire::{ErrorCode, Items, QueueSpec};
+
+use super::Shared;
+
+/// An engine's answer, owned, on its way to the manager's loop.
+pub struct BackendDone {
+    /// The request answered.
+    pub token: BackendToken,
+    /// The answer.
+    pub outcome: Outcome,
+    /// Told what became of the answer: on [`Completion::Released`] the engine gives the
+    /// items back (they reached nobody).
+    pub settle: Option<Box<dyn FnOnce(Completion) + Send>>,
+}
+
+/// [`BackendOutcome`] with owned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A put, ack or nack succeeded.
+    Done,
+    /// How many items of a batch put went in, and what stopped the rest.
+    Accepted {
+        /// Items appended, from the first.
+        count: u32,
+        /// Why the rest did not go in.
+        error: Option<ErrorCode>,
+    },
+    /// The items a plain get took, packed ([`Items::push`]).
+    Items(Vec<u8>),
+    /// The items a leased get took, packed, with the lease and each item's delivery count.
+    Leased {
+        /// The lease's id.
+        lease: u64,
+        /// Each item's delivery count, 1 the first time.
+        deliveries: Vec<u8>,
+        /// The items, packed.
+        items: Vec<u8>,
+    },
+    /// The operation failed.
+    Error(ErrorCode),
+}
+
+impl Outcome {
+    pub(crate) fn borrow(&self) -> BackendOutcome<'_> {
+        match self {
+            Outcome::Done => BackendOutcome::Done,
+            Outcome::Accepted { count, error } => BackendOutcome::Accepted {
+                count: *count,
+                error: *error,
+            },
+            Outcome::Items(items) => BackendOutcome::Items(Items(items)),
+            Outcome::Leased {
+                lease,
+                deliveries,
+                items,
+            } => BackendOutcome::Leased {
+                lease: *lease,
+                deliveries,
+                items: Items(items),
+            },
+            Outcome::Error(code) => BackendOutcome::Error(*code),
+        }
+    }
+}
+
+/// How the engine's connection fares, for `stat` and metrics.
+#[derive(Debug, Default)]
+pub struct BackendHealth {
+    connected: AtomicBool,
+    reconnects: AtomicU64,
+    server: Mutex<String>,
+    last_error: Mutex<String>,
+}
+
+impl BackendHealth {
+    /// Connected to `server` (an address); counts a reconnect if it was connected before.
+    pub fn connected(&self, server: &str) {
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) = server.to_owned();
+        self.connected.store(true, Ordering::SeqCst);
+    }
+
+    /// The connection was lost (`why`); a reconnect follows.
+    pub fn disconnected(&self, why: &str) {
+        if self.connected.swap(false, Ordering::SeqCst) {
+            self.reconnects.fetch_add(1, Ordering::SeqCst);
+        }
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why.to_owned();
+    }
+
+    /// A snapshot.
+    pub fn state(&self, kind: &str) -> BackendState {
+        BackendState {
+            kind: kind.to_owned(),
+            connected: self.connected.load(Ordering::SeqCst),
+            server: self
+                .server
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            reconnects: self.reconnects.load(Ordering::SeqCst),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
+/// The backend's health in [`super::Metrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendState {
+    /// What engine (`nats`).
+    pub kind: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// The server it is (or was last) connected to.
+    pub server: String,
+    /// Connections lost since the start (each followed by a reconnect attempt).
+    pub reconnects: u64,
+    /// Why the connection was last lost ("" if never).
+    pub last_error: String,
+}
+
+/// What a backend holds to answer the manager's loop.
+#[derive(Clone)]
+pub struct BackendLink {
+    tx: Sender<BackendDone>,
+    shared: Arc<Shared>,
+    health: Arc<BackendHealth>,
+}
+
+impl BackendLink {
+    /// Hands an answer to the loop and wakes it. `false` once the manager has stopped.
+    pub fn complete(&self, done: BackendDone) -> bool {
+        if self.tx.send(done).is_err() {
+            return false;
+        }
+        let _ = self.shared.waker.wake();
+        true
+    }
+
+    /// Where the engine reports its connection's health.
+    pub fn health(&self) -> &Arc<BackendHealth> {
+        &self.health
+    }
+}
+
+/// Starts a backend for a manager: given the link and the declared queues (name, limits), it
+/// makes sure the engine keeps them and returns the [`Backend`] the manager hands requests to.
+pub type StartBackend =
+    dyn Fn(BackendLink, &[(String, QueueSpec)]) -> Result<Box<dyn Backend>, String> + Send + Sync;
+
+/// A backend's starter and name, for [`crate::ManagerBuilder::backend`].
+#[derive(Clone)]
+pub(crate) struct BackendPlan {
+    pub(crate) kind: String,
+    pub(crate) start: Arc<StartBackend>,
+}
+
+impl std::fmt::Debug for BackendPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BackendPlan({})", self.kind)
+    }
+}
+
+/// The loop's end of a running backend.
+pub(crate) struct Running {
+    pub(crate) kind: String,
+    pub(crate) rx: Receiver<BackendDone>,
+    pub(crate) health: Arc<BackendHealth>,
+}
+
+/// Starts `plan`'s backend for `core`'s queues and hands it to `core`.
+pub(crate) fn start(
+    plan: &BackendPlan,
+    queues: &[(String, QueueSpec)],
+    shared: Arc<Shared>,
+    core: &mut depot_core::Manager<'_>,
+    max_pending: usize,
+) -> Result<Running, crate::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let health = Arc::new(BackendHealth::default());
+    let link = BackendLink {
+        tx,
+        shared,
+        health: health.clone(),
+    };
+    let backend = (plan.start)(link, queues)
+        .map_err(|e| crate::Error::Config(format!("backend {}: {e}", plan.kind)))?;
+    core.set_backend(backend, max_pending);
+    Ok(Running {
+        kind: plan.kind.clone(),
+        rx,
+        health,
+    })
+}
