@@ -46,7 +46,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use depot_core::journal::Journal;
-use depot_core::wire::{Handle, QueueSpec, MAX_MAX_FRAME};
+use depot_core::session::WINDOW;
+use depot_core::wire::{Handle, QueueSpec, MAX_MAX_FRAME, SESSION_ID_LEN};
 use depot_core::QueueMode;
 use tracing::{info, warn};
 
@@ -71,6 +72,10 @@ const LEASE_ENDED: u8 = 6;
 const RETURNED_COUNTED: u8 = 7;
 const APPENDED_COUNTED: u8 = 8;
 const LEASE_IDS: u8 = 9;
+const SESSION_APPLIED: u8 = 10;
+const SESSION_WINDOW: u8 = 11;
+const HELD: u8 = 12;
+const HELD_ENTERED: u8 = 13;
 
 /// When the log is synced to disk (Redis's `appendfsync`). Every policy writes a turn's records
 /// to the log before its replies go out, so a crash of the manager's process alone loses
@@ -231,6 +236,27 @@ fn u64_record(out: &mut Vec<u8>, kind: u8, value: u64) {
     push_record(out, &[&rec]);
 }
 
+fn session_applied(out: &mut Vec<u8>, id: &[u8; SESSION_ID_LEN], seq: u64, applied: u32) {
+    let mut rec = [0u8; 1 + SESSION_ID_LEN + 12];
+    rec[0] = SESSION_APPLIED;
+    rec[1..17].copy_from_slice(id);
+    rec[17..25].copy_from_slice(&seq.to_le_bytes());
+    rec[25..29].copy_from_slice(&applied.to_le_bytes());
+    push_record(out, &[&rec]);
+}
+
+fn session_window(out: &mut Vec<u8>, window: &depot_core::session::Window<'_>) {
+    let mut rec = Vec::with_capacity(25 + 12 * WINDOW);
+    rec.push(SESSION_WINDOW);
+    rec.extend_from_slice(window.id());
+    rec.extend_from_slice(&window.expired_below().to_le_bytes());
+    for (seq, applied) in window.puts() {
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(&applied.to_le_bytes());
+    }
+    push_record(out, &[&rec]);
+}
+
 /// The core's journal: encodes each change into the records the next commit writes.
 struct Recorder(Arc<Mutex<Vec<u8>>>);
 
@@ -265,6 +291,15 @@ impl Journal for Recorder {
     fn returned_leased(&mut self, handle: Handle, item: &[u8], deliveries: u8) {
         self.with(|out| counted_record(out, RETURNED_COUNTED, handle, deliveries, &[item]));
     }
+    fn held(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, HELD, handle, &[item]));
+    }
+    fn held_entered(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, HELD_ENTERED, handle, &[item]));
+    }
+    fn session_applied(&mut self, session: &[u8; SESSION_ID_LEN], seq: u64, applied: u32) {
+        self.with(|out| session_applied(out, session, seq, applied));
+    }
 }
 
 /// One queue as the log left it.
@@ -274,6 +309,35 @@ pub(crate) struct RecoveredQueue {
     pub(crate) spec: QueueSpec,
     /// Each item with the times it was delivered under leases.
     pub(crate) items: VecDeque<(Vec<u8>, u8)>,
+    /// Items given back while the queue had no room, the next to enter first.
+    pub(crate) held: VecDeque<Vec<u8>>,
+}
+
+/// A session's de-duplication window as the log left it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RecoveredSession {
+    pub(crate) expired_below: u64,
+    /// Numbered puts with items applied: number to count.
+    pub(crate) puts: BTreeMap<u64, u32>,
+    /// When the log last named it (least recently named is restored first).
+    last: u64,
+}
+
+impl RecoveredSession {
+    /// Put `seq` has `applied` items in; the window keeps the newest [`WINDOW`] numbers, as
+    /// the manager's does.
+    fn applied(&mut self, seq: u64, applied: u32) {
+        if seq < self.expired_below && !self.puts.contains_key(&seq) {
+            return;
+        }
+        let count = self.puts.entry(seq).or_default();
+        *count = (*count).max(applied);
+        while self.puts.len() > WINDOW {
+            if let Some((oldest, _)) = self.puts.pop_first() {
+                self.expired_below = self.expired_below.max(oldest.saturating_add(1));
+            }
+        }
+    }
 }
 
 /// A lease outstanding in the log: its queue (an index into the queues) and items.
@@ -293,6 +357,8 @@ pub(crate) struct Replayed {
     pub(crate) leases_returned: usize,
     /// Every lease id in the log is below this.
     pub(crate) lease_ids: u64,
+    /// Sessions' windows, least recently named first.
+    pub(crate) sessions: Vec<([u8; SESSION_ID_LEN], RecoveredSession)>,
 }
 
 /// The state a log's records build up.
@@ -302,6 +368,9 @@ struct Replay {
     handles: HashMap<u16, usize>,
     leases: BTreeMap<u64, OpenLease>,
     lease_ids: u64,
+    sessions: HashMap<[u8; SESSION_ID_LEN], RecoveredSession>,
+    /// Session records read (orders sessions by last use).
+    session_records: u64,
 }
 
 /// The log is damaged before its end: where, and why.
@@ -387,6 +456,8 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
     }
     out.queues = state.queues;
     out.lease_ids = state.lease_ids;
+    out.sessions = state.sessions.into_iter().collect();
+    out.sessions.sort_by_key(|(_, s)| s.last);
     Ok(out)
 }
 
@@ -397,6 +468,8 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
         handles,
         leases,
         lease_ids,
+        sessions,
+        session_records,
     } = state;
     let u64_at = |i: usize| {
         body.get(i..i + 8)
@@ -413,6 +486,41 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
             .copied()
             .ok_or_else(|| format!("a record for queue handle {handle}, which no record created"))
     };
+    // Session records name a session, not a queue.
+    if let SESSION_APPLIED | SESSION_WINDOW = body[0] {
+        let id: [u8; SESSION_ID_LEN] = body
+            .get(1..1 + SESSION_ID_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("a session record too short")?;
+        *session_records += 1;
+        let session = sessions.entry(id).or_default();
+        session.last = *session_records;
+        let at = 1 + SESSION_ID_LEN;
+        if body[0] == SESSION_APPLIED {
+            let applied = body
+                .get(at + 8..at + 12)
+                .filter(|_| body.len() == at + 12)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .ok_or("a session record of the wrong length")?;
+            session.applied(u64_at(at)?, applied);
+        } else {
+            let puts = body.get(at + 8..).unwrap_or_default();
+            if puts.len() % 12 != 0 {
+                return Err("a session window of the wrong length".into());
+            }
+            session.expired_below = u64_at(at)?;
+            session.puts.clear();
+            for put in puts.chunks_exact(12) {
+                let seq = u64::from_le_bytes(put[..8].try_into().unwrap_or_default());
+                let applied = u32::from_le_bytes(put[8..].try_into().unwrap_or_default());
+                session.puts.insert(seq, applied);
+            }
+            if session.puts.len() > WINDOW {
+                return Err("a session window longer than the manager keeps".into());
+            }
+        }
+        return Ok(());
+    }
     match body[0] {
         CREATED => {
             let head = body.get(..12).ok_or("a Created record too short")?;
@@ -438,6 +546,7 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
                     mode,
                 },
                 items: VecDeque::new(),
+                held: VecDeque::new(),
             });
         }
         APPENDED => {
@@ -475,6 +584,21 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
             }
         }
         LEASE_IDS => *lease_ids = (*lease_ids).max(u64_at(1)?),
+        HELD => {
+            let q = queue(handles)?;
+            queues[q].held.push_front(body[3..].to_vec());
+        }
+        HELD_ENTERED => {
+            let q = queue(handles)?;
+            let queue = &mut queues[q];
+            if queue.held.pop_front().as_deref() != Some(&body[3..]) {
+                return Err(format!(
+                    "an item entered queue '{}' that was not held outside it",
+                    queue.name
+                ));
+            }
+            queue.items.push_back((body[3..].to_vec(), 0));
+        }
         REMOVED => {
             let q = queue(handles)?;
             let count = body
@@ -510,6 +634,7 @@ pub(crate) struct Opened {
     pub(crate) queues: Vec<RecoveredQueue>,
     /// Every lease id in the log is below this.
     pub(crate) lease_ids: u64,
+    pub(crate) sessions: Vec<([u8; SESSION_ID_LEN], RecoveredSession)>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -558,6 +683,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
     let older = segments.iter().map(|&n| segment_path(dir, n)).collect();
     let mut queues = Vec::new();
     let mut lease_ids = 0;
+    let mut sessions = Vec::new();
     if let Some(n) = newest {
         let path = segment_path(dir, n);
         let mut bytes = Vec::new();
@@ -588,16 +714,20 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
             );
         }
         let items: usize = replayed.queues.iter().map(|q| q.items.len()).sum();
+        let held: usize = replayed.queues.iter().map(|q| q.held.len()).sum();
         info!(
             data_dir = %shown,
             queues = replayed.queues.len(),
             items,
+            held,
+            sessions = replayed.sessions.len(),
             leases_returned = replayed.leases_returned,
             records = replayed.records,
             "recovered queues from the log (items of unacknowledged leases are back at the head)"
         );
         queues = replayed.queues;
         lease_ids = replayed.lease_ids;
+        sessions = replayed.sessions;
     }
     Ok(Opened {
         opts,
@@ -606,6 +736,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
         older,
         queues,
         lease_ids,
+        sessions,
     })
 }
 
@@ -639,8 +770,31 @@ pub(crate) fn start(
                 ))
                 })?;
         }
+        // Held last (nearest the queue) first: each goes in front of those before it.
+        for item in q.held.iter().rev() {
+            core.restore_held(handle, item).map_err(|e| {
+                Error::Config(format!(
+                    "data dir {shown}: queue '{}' cannot take back the {} items given back to \
+                     it while it was full ({e}): declare it at least as large as before \
+                     (capacity {}, max_item {}) or give it more room to park items",
+                    q.name,
+                    q.held.len(),
+                    q.spec.capacity,
+                    q.spec.max_item
+                ))
+            })?;
+        }
     }
     core.restore_lease_ids(opened.lease_ids);
+    let sessions = std::mem::take(&mut opened.sessions);
+    let count = sessions.len();
+    for (id, s) in sessions {
+        if let Err(e) = core.restore_session(id, s.expired_below, s.puts) {
+            // Without sessions served, no client can resume one: nothing to de-duplicate.
+            warn!("data dir {shown}: {count} sessions in the log are not restored: {e}");
+            break;
+        }
+    }
     Log::start(opened, core)
 }
 
@@ -692,6 +846,7 @@ impl Log {
             older,
             queues: _,
             lease_ids: _,
+            sessions: _,
         } = opened;
         let seq = newest.map_or(1, |n| n + 1);
         let pending = Arc::new(Mutex::new(Vec::with_capacity(64 << 10)));
@@ -871,11 +1026,20 @@ fn write_snapshot(
                 rec.clear();
             }
         }
+        // Held items, the last to enter first, so replay puts each in front of the one before.
+        let held: Vec<&[u8]> = core.queue_held(handle).collect();
+        for item in held.into_iter().rev() {
+            item_record(&mut rec, HELD, handle, &[item]);
+        }
         w.write_all(&rec).map_err(failed)?;
         size += rec.len() as u64;
     }
-    // Outstanding leases, after every queue they name; and the ids used so far.
+    // Sessions' windows, least recently used first.
     rec.clear();
+    for window in core.session_windows() {
+        session_window(&mut rec, &window);
+    }
+    // Outstanding leases, after every queue they name; and the ids used so far.
     let leases = core.leases();
     u64_record(&mut rec, LEASE_IDS, leases.id_floor());
     for (lease, handle) in leases.held() {
