@@ -80,7 +80,7 @@ fn producer(p: usize, addr: SocketAddr, stop: Arc<AtomicBool>) -> usize {
     let q = client.raw_queue("jobs").expect("open");
     let mut next = 0;
     while !stop.load(Ordering::SeqCst) {
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             q.put(&item(p, next))
                 .unwrap_or_else(|e| panic!("put {p}:{next}: {e}"));
             next += 1;
@@ -171,12 +171,12 @@ fn numbered_puts_are_applied_once_across_kill_9s() {
     assert!(twice.is_empty(), "applied more than once: {twice:?}");
     assert!(missing.is_empty(), "never applied: {missing:?}");
     assert_eq!(got.len(), put.iter().sum::<usize>());
-    for p in 0..PRODUCERS {
+    for (p, &n) in put.iter().enumerate() {
         let mine = got
             .iter()
             .filter(|i| i.starts_with(format!("{p}:").as_bytes()));
         assert!(
-            mine.eq((0..put[p]).map(|i| item(p, i)).collect::<Vec<_>>().iter()),
+            mine.eq((0..n).map(|i| item(p, i)).collect::<Vec<_>>().iter()),
             "producer {p}'s items in order"
         );
     }

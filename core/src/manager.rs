@@ -613,8 +613,9 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Appends a recovered item at the tail of queue `handle`. Not journaled; call before
-    /// serving.
+    /// Appends a recovered item at the tail of queue `handle`. Only the queue's storage bounds
+    /// it, not its capacity: items given back may have filled the queue past its capacity
+    /// before. Not journaled; call before serving.
     pub fn restore_item(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
         self.restore_item_delivered(handle, item, 0)
     }
@@ -631,7 +632,7 @@ impl<'a> Manager<'a> {
             .queue(handle)
             .map_err(|_| RestoreError::NoSuchQueue)?;
         q.queue
-            .push_delivered(item, deliveries)
+            .push_recovered(item, deliveries)
             .map_err(|e| match e {
                 crate::queue::PushError::TooLarge => RestoreError::TooLarge,
                 crate::queue::PushError::Full => RestoreError::Full,

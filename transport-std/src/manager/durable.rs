@@ -757,10 +757,20 @@ pub(crate) fn start(
                 q.items.len()
             ))
         })?;
+        // Items given back may have filled the queue past its capacity, which the core takes
+        // back (up to its storage); a queue declared smaller than the log's is refused.
+        let capacity = (0..=u16::MAX)
+            .map_while(|i| core.stat(i))
+            .find(|s| s.info.handle == handle)
+            .map_or(0, |s| s.info.spec.capacity);
+        let shrunk = capacity < q.spec.capacity && q.items.len() > capacity as usize;
         for (item, deliveries) in &q.items {
-            core.restore_item_delivered(handle, item, *deliveries)
-                .map_err(|e| {
-                    Error::Config(format!(
+            let restored = match shrunk {
+                true => Err(depot_core::journal::RestoreError::Full),
+                false => core.restore_item_delivered(handle, item, *deliveries),
+            };
+            restored.map_err(|e| {
+                Error::Config(format!(
                     "data dir {shown}: queue '{}' cannot take the {} items the log holds ({e}): \
                      declare it at least as large as before (capacity {}, max_item {})",
                     q.name,
@@ -768,7 +778,7 @@ pub(crate) fn start(
                     q.spec.capacity,
                     q.spec.max_item
                 ))
-                })?;
+            })?;
         }
         // Held last (nearest the queue) first: each goes in front of those before it.
         for item in q.held.iter().rev() {
@@ -1193,6 +1203,74 @@ mod tests {
             .unwrap_err()
             .why
             .contains("no record took"));
+    }
+
+    /// Session records rebuild each session's window (the newest numbers, the counts grown),
+    /// and held records the items outside the queue; a log of older kinds loads unchanged.
+    #[test]
+    fn sessions_and_held_items_replay() {
+        let mut recs = records(); // jobs: back, [2;7], [3;7], [4;7]
+        let old = replay(&log_of(&recs)).unwrap();
+        assert!(old.sessions.is_empty() && old.queues[0].held.is_empty());
+        let mut one = |f: &dyn Fn(&mut Recorder)| {
+            let mut r = Recorder(Arc::default());
+            f(&mut r);
+            recs.push(r.0.lock().unwrap().clone());
+        };
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        one(&|r| r.session_applied(&a, 5, 1));
+        one(&|r| r.session_applied(&b, 1, 2));
+        one(&|r| r.session_applied(&a, 6, 2));
+        one(&|r| r.session_applied(&a, 6, 3));
+        one(&|r| r.held(Handle(3), b"x"));
+        one(&|r| r.held(Handle(3), b"y"));
+        one(&|r| r.held_entered(Handle(3), b"y"));
+        let log = log_of(&recs);
+        let r = replay(&log).unwrap();
+        // `b` was named last: it is the most recently used.
+        let ids: Vec<_> = r.sessions.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [b, a]);
+        let puts: Vec<_> = r.sessions[1].1.puts.clone().into_iter().collect();
+        assert_eq!(puts, [(5, 1), (6, 3)]);
+        assert_eq!(r.queues[0].held, [b"x".to_vec()]);
+        assert_eq!(r.queues[0].items.back().unwrap().0, b"y");
+        // A window keeps the newest numbers; the older fall out.
+        let mut s = RecoveredSession::default();
+        for seq in 0..WINDOW as u64 + 2 {
+            s.applied(seq, 1);
+        }
+        assert_eq!((s.expired_below, s.puts.len()), (2, WINDOW));
+        s.applied(1, 1);
+        assert!(!s.puts.contains_key(&1), "an expired number stays out");
+        // A snapshot's window record gives the same window back.
+        let mut w = Vec::new();
+        let mut rec = vec![SESSION_WINDOW];
+        rec.extend_from_slice(&a);
+        rec.extend_from_slice(&7u64.to_le_bytes());
+        for (seq, n) in [(7u64, 1u32), (9, 4)] {
+            rec.extend_from_slice(&seq.to_le_bytes());
+            rec.extend_from_slice(&n.to_le_bytes());
+        }
+        push_record(&mut w, &[&rec]);
+        let r = replay(&log_of(&[w])).unwrap();
+        assert_eq!(r.sessions[0].1.expired_below, 7);
+        assert_eq!(
+            r.sessions[0].1.puts.clone().into_iter().collect::<Vec<_>>(),
+            [(7, 1), (9, 4)]
+        );
+        // Cut anywhere in the last record: what was whole is kept.
+        let before = log_of(&recs[..recs.len() - 1]);
+        for cut in before.len()..log.len() {
+            let r = replay(&log[..cut]).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            assert_eq!(r.queues[0].held.len(), 2, "cut at {cut}");
+        }
+        // An item entering that nothing held is damage.
+        let mut bad = records();
+        let mut r = Vec::new();
+        item_record(&mut r, HELD_ENTERED, Handle(3), &[b"z"]);
+        bad.push(r);
+        bad.push(records()[1].clone());
+        assert!(replay(&log_of(&bad)).unwrap_err().why.contains("not held"));
     }
 
     #[test]
