@@ -25,12 +25,20 @@
 //! or its items given back by the records before it); 7 `ReturnedCounted` handle u16,
 //! deliveries u8, item (`Returned` for an item delivered that many times under leases); 8
 //! `AppendedCounted` handle u16, deliveries u8, item (the same at the tail, in snapshots); 9
-//! `LeaseIds` floor u64 (every lease id so far is below it, in snapshots). A snapshot keeps
-//! every outstanding lease as `Leased` records after the queues. New kinds (per-session
-//! de-duplication windows) take the next numbers; an older manager refuses a log with a kind
-//! it does not know rather than misread it.
+//! `LeaseIds` floor u64 (every lease id so far is below it, in snapshots); 10
+//! `SessionApplied` session id (16 bytes), seq u64, applied u32 (a numbered put has that many
+//! items in now; after the records of its items); 11 `SessionWindow` session id,
+//! expired_below u64, then seq u64 + applied u32 per put (a session's whole window, in
+//! snapshots, least recently used first); 12 `Held` handle u16, item (given back to a queue
+//! with no room: it waits at the front of its blocked puts); 13 `HeldEntered` handle u16,
+//! item (the front held item went in at the tail). A snapshot keeps every queue's held items
+//! after its items, then the sessions' windows, then every outstanding lease as `Leased`
+//! records. A log without the newer kinds loads as before; an older manager refuses a log with
+//! a kind it does not know rather than misread it.
 //!
-//! Recovery gives the items of every outstanding lease back to the head of their queue with
+//! Recovery gives sessions their windows back, so a numbered put a client sends again after a
+//! restart is applied once; held items go back to the head of their queue, or wait outside it
+//! again. It gives the items of every outstanding lease back to the head of their queue with
 //! their delivery counts, the oldest lease first at the head, as the manager does when their
 //! holders go away; new lease ids start above every id in the log. An old lease cannot be
 //! acknowledged after a restart anyway: a lease belongs to its connection, which the restart
