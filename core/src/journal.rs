@@ -11,6 +11,8 @@
 //! the head of their queue, oldest lease first at the head, with their delivery counts
 //! ([`Manager::restore_item_delivered`]): what the manager does when their holders go away. Then
 //! [`Manager::restore_lease_ids`] keeps new lease ids above every id the journal has seen.
+//! Items held outside a full queue go back with [`Manager::restore_held`], sessions'
+//! de-duplication windows with [`Manager::restore_session`].
 //!
 //! Calls cost the manager nothing when no journal is set (memory-only managers).
 //!
@@ -19,8 +21,10 @@
 //! [`Manager::restore_item`]: crate::Manager::restore_item
 //! [`Manager::restore_item_delivered`]: crate::Manager::restore_item_delivered
 //! [`Manager::restore_lease_ids`]: crate::Manager::restore_lease_ids
+//! [`Manager::restore_held`]: crate::Manager::restore_held
+//! [`Manager::restore_session`]: crate::Manager::restore_session
 
-use crate::wire::{Handle, QueueSpec};
+use crate::wire::{Handle, QueueSpec, SESSION_ID_LEN};
 
 /// Hears every change of queue contents (see the module docs). The calls must not fail: a
 /// transport that cannot keep a change stops sending replies (and so acknowledges nothing
@@ -53,6 +57,29 @@ pub trait Journal: Send {
     fn returned_leased(&mut self, handle: Handle, item: &[u8], deliveries: u8) {
         let _ = deliveries;
         self.returned(handle, item);
+    }
+
+    /// `item` was given back to queue `handle` while it had no room: it waits outside the
+    /// queue, at the front of its blocked puts (ahead of those held before it), owned by no
+    /// connection, until [`Journal::held_entered`]. A journal that ignores it loses such an
+    /// item in a restart.
+    fn held(&mut self, handle: Handle, item: &[u8]) {
+        let _ = (handle, item);
+    }
+    /// The front item held outside queue `handle` (the newest [`Journal::held`] still
+    /// waiting), `item`, was appended at its tail.
+    fn held_entered(&mut self, handle: Handle, item: &[u8]) {
+        self.appended(handle, item);
+    }
+
+    /// Session `session` has `applied` items of its numbered put `seq` in their queue now (the
+    /// changes that put them there were reported before). Reported each time the count grows.
+    /// A journal that keeps these lets a manager restored from it apply a put retried after a
+    /// restart once (see [`Manager::restore_session`]); one that ignores them applies it again.
+    ///
+    /// [`Manager::restore_session`]: crate::Manager::restore_session
+    fn session_applied(&mut self, session: &[u8; SESSION_ID_LEN], seq: u64, applied: u32) {
+        let _ = (session, seq, applied);
     }
 }
 
@@ -106,6 +133,8 @@ pub enum RestoreError {
     TooLarge,
     /// The queue has no room for it (its capacity or storage is smaller than before).
     Full,
+    /// The manager serves no sessions (see [`crate::Manager::serve_sessions`]).
+    NoSessions,
 }
 
 impl core::fmt::Display for RestoreError {
@@ -114,6 +143,7 @@ impl core::fmt::Display for RestoreError {
             RestoreError::NoSuchQueue => "no such queue",
             RestoreError::TooLarge => "an item is larger than the queue's max_item",
             RestoreError::Full => "the queue has no room for all its items",
+            RestoreError::NoSessions => "the manager serves no sessions",
         })
     }
 }

@@ -624,8 +624,9 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Appends a recovered item at the tail of queue `handle`. Not journaled; call before
-    /// serving.
+    /// Appends a recovered item at the tail of queue `handle`. Only the queue's storage bounds
+    /// it, not its capacity: items given back may have filled the queue past its capacity
+    /// before. Not journaled; call before serving.
     pub fn restore_item(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
         self.restore_item_delivered(handle, item, 0)
     }
@@ -642,11 +643,45 @@ impl<'a> Manager<'a> {
             .queue(handle)
             .map_err(|_| RestoreError::NoSuchQueue)?;
         q.queue
-            .push_delivered(item, deliveries)
+            .push_recovered(item, deliveries)
             .map_err(|e| match e {
                 crate::queue::PushError::TooLarge => RestoreError::TooLarge,
                 crate::queue::PushError::Full => RestoreError::Full,
             })
+    }
+
+    /// Gives a recovered item back to queue `handle` as a client's give-back does: at its
+    /// head, or, with no room there, held at the front of its blocked puts until there is
+    /// (see [`crate::journal::Journal::held`]). Not journaled; call before serving, the item
+    /// held last (nearest the queue) first.
+    pub fn restore_held(&mut self, handle: Handle, item: &[u8]) -> Result<(), RestoreError> {
+        match self.return_item(handle, item) {
+            Reply::Done => Ok(()),
+            Reply::Error(ErrorCode::NoSuchObject | ErrorCode::WrongKind) => {
+                Err(RestoreError::NoSuchQueue)
+            }
+            Reply::Error(ErrorCode::TooLarge) => Err(RestoreError::TooLarge),
+            _ => Err(RestoreError::Full),
+        }
+    }
+
+    /// The items held outside queue `handle` for want of room (see
+    /// [`crate::journal::Journal::held`]), the next to enter first: what a snapshot keeps
+    /// next to [`Manager::queue_items`].
+    pub fn queue_held(&self, handle: Handle) -> impl Iterator<Item = &[u8]> + use<'_, 'a> {
+        let mut at = self
+            .registry
+            .queue_ref(handle)
+            .and_then(|q| q.putters.front());
+        core::iter::from_fn(move || loop {
+            let w = self.waiters.get(at?);
+            at = (w.next != NONE).then_some(w.next);
+            if w.conn == NONE && w.kind == WaitKind::Put {
+                if let Some(p) = w.hold.parked() {
+                    return Some(self.parked.get(p));
+                }
+            }
+        })
     }
 
     /// The items of queue `handle`, oldest first, each as one or two slices (where it wraps
@@ -2087,6 +2122,7 @@ impl<'a> Manager<'a> {
             warn!("an item given back could not be kept: no waiter slot");
             return Reply::Error(ErrorCode::WaiterLimit);
         }
+        note(&mut self.journal, |j| j.held(handle, item));
         Reply::Done
     }
 
@@ -2207,7 +2243,12 @@ impl<'a> Manager<'a> {
                         continue;
                     }
                 } else if q.queue.push(parked).is_ok() {
-                    note(&mut self.journal, |j| j.appended(handle, parked));
+                    // An item given back to a full queue waits owned by no connection.
+                    if self.waiters.get(w).conn == NONE {
+                        note(&mut self.journal, |j| j.held_entered(handle, parked));
+                    } else {
+                        note(&mut self.journal, |j| j.appended(handle, parked));
+                    }
                     self.session_progress(w, 1);
                     self.finish_waiter(w, &Reply::Done);
                     continue;

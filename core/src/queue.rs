@@ -147,10 +147,25 @@ impl<'a> Queue<'a> {
     /// [`Queue::push`] for an item that was delivered `deliveries` times under a lease before
     /// (one recovered from a log).
     pub fn push_delivered(&mut self, item: &[u8], deliveries: u8) -> Result<(), PushError> {
+        self.push_bounded(item, deliveries, self.len < self.spec.capacity)
+    }
+
+    /// [`Queue::push_delivered`] bounded by the storage only, as [`Queue::push_front`] is:
+    /// for an item recovered from a log, which returns may have filled past its capacity.
+    pub fn push_recovered(&mut self, item: &[u8], deliveries: u8) -> Result<(), PushError> {
+        self.push_bounded(item, deliveries, true)
+    }
+
+    fn push_bounded(
+        &mut self,
+        item: &[u8],
+        deliveries: u8,
+        counted: bool,
+    ) -> Result<(), PushError> {
         if item.len() > self.spec.max_item as usize || item.len() >= MAX_LEN {
             return Err(PushError::TooLarge);
         }
-        if !self.has_room_for(item.len()) {
+        if !counted || self.used + LEN_PREFIX + item.len() > self.storage.len() {
             return Err(PushError::Full);
         }
         let tail = self.wrap(self.head + self.used);

@@ -105,6 +105,40 @@ pub(crate) enum Begin {
     Expired,
 }
 
+/// A numbered put's count grew: what a journal hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grown {
+    pub(crate) id: [u8; SESSION_ID_LEN],
+    pub(crate) seq: u64,
+    pub(crate) applied: u32,
+}
+
+/// One session's de-duplication window, as a snapshot keeps it (see
+/// [`Manager::session_windows`](crate::Manager::session_windows)).
+#[derive(Clone, Copy)]
+pub struct Window<'s> {
+    slot: &'s SessionSlot,
+}
+
+impl<'s> Window<'s> {
+    /// The session's id.
+    pub fn id(&self) -> &'s [u8; SESSION_ID_LEN] {
+        &self.slot.id
+    }
+    /// Numbers below this one that are not in [`Window::puts`] fell out of the window.
+    pub fn expired_below(&self) -> u64 {
+        self.slot.expired_below
+    }
+    /// Each numbered put remembered with items applied: its number and how many.
+    pub fn puts(&self) -> impl Iterator<Item = (u64, u32)> + 's {
+        self.slot
+            .entries
+            .iter()
+            .filter(|e| e.used && e.applied > 0)
+            .map(|e| (e.seq, e.applied))
+    }
+}
+
 /// The session table.
 pub(crate) struct Sessions<'a> {
     slots: Managed<'a, SessionSlot>,
@@ -224,10 +258,24 @@ impl<'a> Sessions<'a> {
     }
 
     /// `applied` items of put `seq` are in its queue (counted from the request's first).
-    pub(crate) fn applied(&mut self, slot: u32, seq: u64, applied: u32) {
-        if let Some(e) = self.entry(slot, |e| e.seq == seq) {
-            e.applied = e.applied.max(applied);
+    /// Returns what a journal must hear when the count grew.
+    pub(crate) fn applied(&mut self, slot: u32, seq: u64, applied: u32) -> Option<Grown> {
+        self.grow(slot, |e| e.seq == seq, applied)
+    }
+
+    /// Raises the count of the entry `pick` finds to `applied`; what grew, if it did.
+    fn grow(&mut self, slot: u32, pick: impl Fn(&Entry) -> bool, applied: u32) -> Option<Grown> {
+        let s = self.slots.get_mut(slot as usize)?;
+        let e = s.entries.iter_mut().find(|e| e.used && pick(e))?;
+        if applied <= e.applied {
+            return None;
         }
+        e.applied = applied;
+        Some(Grown {
+            id: s.id,
+            seq: e.seq,
+            applied,
+        })
     }
 
     /// Put `seq` waits in the manager as request `request` of the session's connection.
@@ -238,10 +286,70 @@ impl<'a> Sessions<'a> {
     }
 
     /// The waiting put that is request `request`: `applied` items of it are in now.
-    pub(crate) fn progress(&mut self, slot: u32, request: u32, applied: u32) {
-        if let Some(e) = self.entry(slot, |e| e.waiting == request) {
-            e.applied = e.applied.max(applied);
+    pub(crate) fn progress(&mut self, slot: u32, request: u32, applied: u32) -> Option<Grown> {
+        self.grow(slot, |e| e.waiting == request, applied)
+    }
+
+    /// Remembers session `id` as a journal left it: no connection holds it, numbers below
+    /// `expired_below` not in `puts` fell out of its window, and each `(seq, applied)` of
+    /// `puts` is a numbered put with that many items applied (the highest numbers are kept
+    /// when there are more than [`WINDOW`]). It becomes the most recently used session.
+    pub(crate) fn restore(
+        &mut self,
+        id: [u8; SESSION_ID_LEN],
+        expired_below: u64,
+        puts: impl IntoIterator<Item = (u64, u32)>,
+    ) -> Result<(), OpenError> {
+        let at = self.open(id, NONE)?.slot;
+        let s = &mut self.slots[at as usize];
+        s.expired_below = s.expired_below.max(expired_below);
+        for (seq, applied) in puts {
+            if let Some(e) = s.entries.iter_mut().find(|e| e.used && e.seq == seq) {
+                e.applied = e.applied.max(applied);
+                continue;
+            }
+            let at = match s.entries.iter().position(|e| !e.used) {
+                Some(at) => at,
+                None => {
+                    let (at, lowest) = s
+                        .entries
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, e)| e.seq)
+                        .map(|(at, e)| (at, e.seq))
+                        .unwrap_or((0, 0));
+                    if seq < lowest {
+                        s.expired_below = s.expired_below.max(seq.saturating_add(1));
+                        continue;
+                    }
+                    s.expired_below = s.expired_below.max(lowest.saturating_add(1));
+                    at
+                }
+            };
+            s.entries[at] = Entry {
+                seq,
+                applied,
+                waiting: NONE,
+                used: true,
+            };
         }
+        Ok(())
+    }
+
+    /// The sessions remembered, least recently used first, as [`Sessions::restore`] takes them.
+    pub(crate) fn windows(&self) -> impl Iterator<Item = Window<'_>> + '_ {
+        let mut last = None::<u64>;
+        core::iter::from_fn(move || {
+            // The next session by last use, after the one given before (no heap to sort in).
+            let next = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.in_use && last.is_none_or(|l| s.last_use > l))
+                .min_by_key(|(_, s)| s.last_use)?;
+            last = Some(next.1.last_use);
+            Some(Window { slot: next.1 })
+        })
     }
 
     /// The waiting put that is request `request` waits no more (answered or dropped).

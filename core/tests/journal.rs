@@ -241,7 +241,8 @@ fn a_restored_manager_serves_the_recovered_items_in_order() {
 /// recovered item over its `max_item`; a queue that is neither declared nor creatable is named.
 #[test]
 fn restoring_more_than_fits_is_a_typed_error() {
-    let mut setup = Setup::queue("q", 2, 8, 1024);
+    // Storage for two one-byte items (a length prefix each), not three.
+    let mut setup = Setup::queue("q", 2, 8, 12);
     setup.spares = vec![256];
     let mut p = Pair::new(setup);
     let spec = QueueSpec {
@@ -283,7 +284,8 @@ fn restoring_more_than_fits_is_a_typed_error() {
 /// A queue a client creates is journaled with its name and limits.
 #[test]
 fn a_created_queue_is_journaled() {
-    let mut setup = Setup::queue("q", 2, 8, 1024);
+    // Storage for two one-byte items (a length prefix each), not three.
+    let mut setup = Setup::queue("q", 2, 8, 12);
     setup.spares = vec![256];
     setup.config.allow_create = true;
     let mut p = Pair::new(setup);

@@ -26,15 +26,20 @@ fn builder(dir: &Path, fsync: Fsync) -> ManagerBuilder {
         .fsync(fsync)
 }
 
-/// The one log segment of `dir`.
+/// The one log segment of `dir` (two exist for a moment while a compaction switches).
 fn segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    assert_eq!(logs.len(), 1, "one segment in {logs:?}");
-    logs.pop().unwrap()
+    for _ in 0..100 {
+        let mut logs: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        if logs.len() == 1 {
+            return logs.pop().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("not one segment in {}", dir.display());
 }
 
 #[test]

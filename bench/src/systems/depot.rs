@@ -147,31 +147,7 @@ impl System for Depot {
         producers: usize,
         items: usize,
     ) -> Outcome {
-        let fsync = match persistence {
-            Persistence::Memory => None,
-            Persistence::Always => Some("always"),
-            Persistence::EverySecond => Some("interval=1000"),
-            Persistence::Interval100 => Some("interval=100"),
-            Persistence::Never => Some("never"),
-        };
-        let dir = TempDir::new("depot")?;
-        let spec = Spec {
-            capacity: items,
-            max_item: 8,
-            storage: None,
-            max_connections: None,
-            durable: fsync.map(|f| (dir.0.display().to_string(), f.to_owned())),
-        };
-        let manager = ManagerProcess::start(&spec)?;
-        let m = threaded::puts(producers, items, 8, || {
-            DepotQueue::connect(&manager.addr, Encryption::default())
-        })?;
-        let note = match fsync {
-            Some(f) => format!("RawQueue put; --data-dir on this disk, --fsync {f}"),
-            None => "RawQueue put; memory only".to_owned(),
-        };
-        drop(manager);
-        Ok(Some(m.with_note(note)))
+        durable_puts(persistence, producers, items, Encryption::default())
     }
 
     fn queued_items(&mut self, items: usize, item_size: usize) -> Outcome {
@@ -205,7 +181,7 @@ impl System for Depot {
     }
 }
 
-/// depot with the clients' encryption off: frames carry their MAC only. Transfers only.
+/// depot with the clients' encryption off: frames carry their MAC only. Transfers and (h).
 pub struct DepotMac;
 
 impl System for DepotMac {
@@ -220,6 +196,49 @@ impl System for DepotMac {
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
         transfer(shape, Encryption::Off)
     }
+
+    fn durable_puts(
+        &mut self,
+        persistence: Persistence,
+        producers: usize,
+        items: usize,
+    ) -> Outcome {
+        durable_puts(persistence, producers, items, Encryption::Off)
+    }
+}
+
+/// (h) against a fresh manager, with a data directory unless `persistence` is memory only.
+fn durable_puts(
+    persistence: Persistence,
+    producers: usize,
+    items: usize,
+    encryption: Encryption,
+) -> Outcome {
+    let fsync = match persistence {
+        Persistence::Memory => None,
+        Persistence::Always => Some("always"),
+        Persistence::EverySecond => Some("interval=1000"),
+        Persistence::Interval100 => Some("interval=100"),
+        Persistence::Never => Some("never"),
+    };
+    let dir = TempDir::new("depot")?;
+    let spec = Spec {
+        capacity: items,
+        max_item: 8,
+        storage: None,
+        max_connections: None,
+        durable: fsync.map(|f| (dir.0.display().to_string(), f.to_owned())),
+    };
+    let manager = ManagerProcess::start(&spec)?;
+    let m = threaded::puts(producers, items, 8, || {
+        DepotQueue::connect(&manager.addr, encryption)
+    })?;
+    let note = match fsync {
+        Some(f) => format!("RawQueue put; --data-dir on this disk, --fsync {f}"),
+        None => "RawQueue put; memory only".to_owned(),
+    };
+    drop(manager);
+    Ok(Some(m.with_note(note)))
 }
 
 /// (c), (d) and (e) against a fresh manager, the clients' frames sealed or not.

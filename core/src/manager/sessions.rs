@@ -5,7 +5,9 @@ use super::Manager;
 #[cfg(feature = "sessions")]
 use super::{State, NONE};
 #[cfg(feature = "sessions")]
-use crate::session::{Begin, OpenError, SessionSlot};
+use crate::journal::{note, RestoreError};
+#[cfg(feature = "sessions")]
+use crate::session::{Begin, Grown, OpenError, SessionSlot, Window};
 #[cfg(feature = "sessions")]
 use crate::storage::Managed;
 #[cfg(feature = "sessions")]
@@ -81,7 +83,8 @@ impl<'a> Manager<'a> {
         // Marked first: a put that parks may finish before `put` returns.
         self.sessions.waiting(slot, seq, id);
         let (applied, parked) = self.put(i, id, handle, item, wait);
-        self.sessions.applied(slot, seq, applied);
+        let grown = self.sessions.applied(slot, seq, applied);
+        self.journal_grown(grown);
         if !parked {
             self.sessions.stop_waiting(slot, id);
         }
@@ -124,7 +127,8 @@ impl<'a> Manager<'a> {
         let rest = Items(rest.remaining());
         self.sessions.waiting(slot, seq, id);
         let (applied, parked) = self.put_many(i, id, handle, rest, wait, already);
-        self.sessions.applied(slot, seq, already + applied);
+        let grown = self.sessions.applied(slot, seq, already + applied);
+        self.journal_grown(grown);
         if !parked {
             self.sessions.stop_waiting(slot, id);
         }
@@ -138,8 +142,46 @@ impl<'a> Manager<'a> {
         }
         let slot = self.conns[waiter.conn as usize].session;
         if slot != NONE {
-            self.sessions.progress(slot, waiter.request, applied);
+            let grown = self.sessions.progress(slot, waiter.request, applied);
+            self.journal_grown(grown);
         }
+    }
+
+    /// Tells the journal that a numbered put has more items in (after the items themselves).
+    fn journal_grown(&mut self, grown: Option<Grown>) {
+        if let Some(g) = grown {
+            note(&mut self.journal, |j| {
+                j.session_applied(&g.id, g.seq, g.applied)
+            });
+        }
+    }
+
+    /// Remembers session `id` as a journal left it (see [`crate::journal`]): numbers below
+    /// `expired_below` that are not in `puts` fell out of its window, and each `(seq,
+    /// applied)` of `puts` is a numbered put with that many items applied, so a client that
+    /// resumes the session and retries it gets only the rest applied. Not journaled; call
+    /// after [`Manager::serve_sessions`] and before serving, least recently used session
+    /// first. Fails when sessions are not served; when every slot is taken, the least
+    /// recently used session gives way, as when a client opens one.
+    pub fn restore_session(
+        &mut self,
+        id: [u8; SESSION_ID_LEN],
+        expired_below: u64,
+        puts: impl IntoIterator<Item = (u64, u32)>,
+    ) -> Result<(), RestoreError> {
+        self.sessions
+            .restore(id, expired_below, puts)
+            .map_err(|e| match e {
+                OpenError::Disabled => RestoreError::NoSessions,
+                OpenError::Full => RestoreError::Full,
+            })
+    }
+
+    /// The sessions remembered, least recently used first, with their de-duplication
+    /// windows: what a snapshot keeps so a restore can give them back
+    /// ([`Manager::restore_session`]).
+    pub fn session_windows(&self) -> impl Iterator<Item = Window<'_>> + '_ {
+        self.sessions.windows()
     }
 
     /// Put `request` of connection `i` waits no more.

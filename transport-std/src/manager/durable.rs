@@ -25,12 +25,20 @@
 //! or its items given back by the records before it); 7 `ReturnedCounted` handle u16,
 //! deliveries u8, item (`Returned` for an item delivered that many times under leases); 8
 //! `AppendedCounted` handle u16, deliveries u8, item (the same at the tail, in snapshots); 9
-//! `LeaseIds` floor u64 (every lease id so far is below it, in snapshots). A snapshot keeps
-//! every outstanding lease as `Leased` records after the queues. New kinds (per-session
-//! de-duplication windows) take the next numbers; an older manager refuses a log with a kind
-//! it does not know rather than misread it.
+//! `LeaseIds` floor u64 (every lease id so far is below it, in snapshots); 10
+//! `SessionApplied` session id (16 bytes), seq u64, applied u32 (a numbered put has that many
+//! items in now; after the records of its items); 11 `SessionWindow` session id,
+//! expired_below u64, then seq u64 + applied u32 per put (a session's whole window, in
+//! snapshots, least recently used first); 12 `Held` handle u16, item (given back to a queue
+//! with no room: it waits at the front of its blocked puts); 13 `HeldEntered` handle u16,
+//! item (the front held item went in at the tail). A snapshot keeps every queue's held items
+//! after its items, then the sessions' windows, then every outstanding lease as `Leased`
+//! records. A log without the newer kinds loads as before; an older manager refuses a log with
+//! a kind it does not know rather than misread it.
 //!
-//! Recovery gives the items of every outstanding lease back to the head of their queue with
+//! Recovery gives sessions their windows back, so a numbered put a client sends again after a
+//! restart is applied once; held items go back to the head of their queue, or wait outside it
+//! again. It gives the items of every outstanding lease back to the head of their queue with
 //! their delivery counts, the oldest lease first at the head, as the manager does when their
 //! holders go away; new lease ids start above every id in the log. An old lease cannot be
 //! acknowledged after a restart anyway: a lease belongs to its connection, which the restart
@@ -46,7 +54,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use depot_core::journal::Journal;
-use depot_core::wire::{Handle, QueueSpec, MAX_MAX_FRAME};
+use depot_core::session::WINDOW;
+use depot_core::wire::{Handle, QueueSpec, MAX_MAX_FRAME, SESSION_ID_LEN};
 use depot_core::QueueMode;
 use tracing::{info, warn};
 
@@ -61,6 +70,8 @@ const RECORD_HEAD: usize = 8;
 const MAX_RECORD: usize = MAX_MAX_FRAME as usize + 64;
 /// The default size a segment grows to before it is compacted (or twice its snapshot, if more).
 pub const DEFAULT_COMPACT_AFTER: u64 = 64 << 20;
+/// How often the event loop looks whether a running compaction is done.
+const COMPACTION_CHECK: Duration = Duration::from_millis(5);
 
 const CREATED: u8 = 1;
 const APPENDED: u8 = 2;
@@ -71,6 +82,10 @@ const LEASE_ENDED: u8 = 6;
 const RETURNED_COUNTED: u8 = 7;
 const APPENDED_COUNTED: u8 = 8;
 const LEASE_IDS: u8 = 9;
+const SESSION_APPLIED: u8 = 10;
+const SESSION_WINDOW: u8 = 11;
+const HELD: u8 = 12;
+const HELD_ENTERED: u8 = 13;
 
 /// When the log is synced to disk (Redis's `appendfsync`). Every policy writes a turn's records
 /// to the log before its replies go out, so a crash of the manager's process alone loses
@@ -231,6 +246,32 @@ fn u64_record(out: &mut Vec<u8>, kind: u8, value: u64) {
     push_record(out, &[&rec]);
 }
 
+fn session_applied(out: &mut Vec<u8>, id: &[u8; SESSION_ID_LEN], seq: u64, applied: u32) {
+    let mut rec = [0u8; 1 + SESSION_ID_LEN + 12];
+    rec[0] = SESSION_APPLIED;
+    rec[1..17].copy_from_slice(id);
+    rec[17..25].copy_from_slice(&seq.to_le_bytes());
+    rec[25..29].copy_from_slice(&applied.to_le_bytes());
+    push_record(out, &[&rec]);
+}
+
+fn session_window(
+    out: &mut Vec<u8>,
+    id: &[u8; SESSION_ID_LEN],
+    expired_below: u64,
+    puts: impl Iterator<Item = (u64, u32)>,
+) {
+    let mut rec = Vec::with_capacity(25 + 12 * WINDOW);
+    rec.push(SESSION_WINDOW);
+    rec.extend_from_slice(id);
+    rec.extend_from_slice(&expired_below.to_le_bytes());
+    for (seq, applied) in puts {
+        rec.extend_from_slice(&seq.to_le_bytes());
+        rec.extend_from_slice(&applied.to_le_bytes());
+    }
+    push_record(out, &[&rec]);
+}
+
 /// The core's journal: encodes each change into the records the next commit writes.
 struct Recorder(Arc<Mutex<Vec<u8>>>);
 
@@ -265,6 +306,15 @@ impl Journal for Recorder {
     fn returned_leased(&mut self, handle: Handle, item: &[u8], deliveries: u8) {
         self.with(|out| counted_record(out, RETURNED_COUNTED, handle, deliveries, &[item]));
     }
+    fn held(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, HELD, handle, &[item]));
+    }
+    fn held_entered(&mut self, handle: Handle, item: &[u8]) {
+        self.with(|out| item_record(out, HELD_ENTERED, handle, &[item]));
+    }
+    fn session_applied(&mut self, session: &[u8; SESSION_ID_LEN], seq: u64, applied: u32) {
+        self.with(|out| session_applied(out, session, seq, applied));
+    }
 }
 
 /// One queue as the log left it.
@@ -274,6 +324,35 @@ pub(crate) struct RecoveredQueue {
     pub(crate) spec: QueueSpec,
     /// Each item with the times it was delivered under leases.
     pub(crate) items: VecDeque<(Vec<u8>, u8)>,
+    /// Items given back while the queue had no room, the next to enter first.
+    pub(crate) held: VecDeque<Vec<u8>>,
+}
+
+/// A session's de-duplication window as the log left it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RecoveredSession {
+    pub(crate) expired_below: u64,
+    /// Numbered puts with items applied: number to count.
+    pub(crate) puts: BTreeMap<u64, u32>,
+    /// When the log last named it (least recently named is restored first).
+    last: u64,
+}
+
+impl RecoveredSession {
+    /// Put `seq` has `applied` items in; the window keeps the newest [`WINDOW`] numbers, as
+    /// the manager's does.
+    fn applied(&mut self, seq: u64, applied: u32) {
+        if seq < self.expired_below && !self.puts.contains_key(&seq) {
+            return;
+        }
+        let count = self.puts.entry(seq).or_default();
+        *count = (*count).max(applied);
+        while self.puts.len() > WINDOW {
+            if let Some((oldest, _)) = self.puts.pop_first() {
+                self.expired_below = self.expired_below.max(oldest.saturating_add(1));
+            }
+        }
+    }
 }
 
 /// A lease outstanding in the log: its queue (an index into the queues) and items.
@@ -293,6 +372,8 @@ pub(crate) struct Replayed {
     pub(crate) leases_returned: usize,
     /// Every lease id in the log is below this.
     pub(crate) lease_ids: u64,
+    /// Sessions' windows, least recently named first.
+    pub(crate) sessions: Vec<([u8; SESSION_ID_LEN], RecoveredSession)>,
 }
 
 /// The state a log's records build up.
@@ -302,6 +383,9 @@ struct Replay {
     handles: HashMap<u16, usize>,
     leases: BTreeMap<u64, OpenLease>,
     lease_ids: u64,
+    sessions: HashMap<[u8; SESSION_ID_LEN], RecoveredSession>,
+    /// Session records read (orders sessions by last use).
+    session_records: u64,
 }
 
 /// The log is damaged before its end: where, and why.
@@ -314,6 +398,32 @@ pub(crate) struct Corrupt {
 /// Replays the records of a segment (header included). A damaged last record is a write a
 /// crash interrupted: it is cut. Damage with intact data after it is not: that is an error.
 pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
+    let (state, mut out) = read(bytes)?;
+    // Outstanding leases go back as their holders' going away would put them: newest first,
+    // each last item first, so the oldest stands at the head, every item in its order.
+    let Replay {
+        mut queues,
+        leases,
+        lease_ids,
+        sessions,
+        ..
+    } = state;
+    out.leases_returned = leases.len();
+    for (queue, items) in leases.into_values().rev() {
+        for item in items.into_iter().rev() {
+            queues[queue].items.push_front(item);
+        }
+    }
+    out.queues = queues;
+    out.lease_ids = lease_ids;
+    out.sessions = sessions.into_iter().collect();
+    out.sessions.sort_by_key(|(_, s)| s.last);
+    Ok(out)
+}
+
+/// The state a segment's records build up (leases still outstanding), and what reading it
+/// found.
+fn read(bytes: &[u8]) -> Result<(Replay, Replayed), Corrupt> {
     let corrupt = |offset, why: &str| Corrupt {
         offset,
         why: why.to_owned(),
@@ -323,7 +433,7 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
         // Only a header cut short (by a crash while it was written) may be this short.
         if MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
             out.torn = (!bytes.is_empty()).then_some((0, "the header is cut short"));
-            return Ok(out);
+            return Ok((Replay::default(), out));
         }
         return Err(corrupt(0, "not a depot log (bad magic)"));
     }
@@ -377,17 +487,7 @@ pub(crate) fn replay(bytes: &[u8]) -> Result<Replayed, Corrupt> {
     if out.torn.is_none() {
         out.good_len = bytes.len();
     }
-    // Outstanding leases go back as their holders' going away would put them: newest first,
-    // each last item first, so the oldest stands at the head, every item in its order.
-    out.leases_returned = state.leases.len();
-    for (queue, items) in state.leases.into_values().rev() {
-        for item in items.into_iter().rev() {
-            state.queues[queue].items.push_front(item);
-        }
-    }
-    out.queues = state.queues;
-    out.lease_ids = state.lease_ids;
-    Ok(out)
+    Ok((state, out))
 }
 
 /// Applies one checked record to the state.
@@ -397,6 +497,8 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
         handles,
         leases,
         lease_ids,
+        sessions,
+        session_records,
     } = state;
     let u64_at = |i: usize| {
         body.get(i..i + 8)
@@ -413,6 +515,41 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
             .copied()
             .ok_or_else(|| format!("a record for queue handle {handle}, which no record created"))
     };
+    // Session records name a session, not a queue.
+    if let SESSION_APPLIED | SESSION_WINDOW = body[0] {
+        let id: [u8; SESSION_ID_LEN] = body
+            .get(1..1 + SESSION_ID_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("a session record too short")?;
+        *session_records += 1;
+        let session = sessions.entry(id).or_default();
+        session.last = *session_records;
+        let at = 1 + SESSION_ID_LEN;
+        if body[0] == SESSION_APPLIED {
+            let applied = body
+                .get(at + 8..at + 12)
+                .filter(|_| body.len() == at + 12)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .ok_or("a session record of the wrong length")?;
+            session.applied(u64_at(at)?, applied);
+        } else {
+            let puts = body.get(at + 8..).unwrap_or_default();
+            if puts.len() % 12 != 0 {
+                return Err("a session window of the wrong length".into());
+            }
+            session.expired_below = u64_at(at)?;
+            session.puts.clear();
+            for put in puts.chunks_exact(12) {
+                let seq = u64::from_le_bytes(put[..8].try_into().unwrap_or_default());
+                let applied = u32::from_le_bytes(put[8..].try_into().unwrap_or_default());
+                session.puts.insert(seq, applied);
+            }
+            if session.puts.len() > WINDOW {
+                return Err("a session window longer than the manager keeps".into());
+            }
+        }
+        return Ok(());
+    }
     match body[0] {
         CREATED => {
             let head = body.get(..12).ok_or("a Created record too short")?;
@@ -438,6 +575,7 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
                     mode,
                 },
                 items: VecDeque::new(),
+                held: VecDeque::new(),
             });
         }
         APPENDED => {
@@ -475,6 +613,21 @@ fn apply(state: &mut Replay, body: &[u8]) -> Result<(), String> {
             }
         }
         LEASE_IDS => *lease_ids = (*lease_ids).max(u64_at(1)?),
+        HELD => {
+            let q = queue(handles)?;
+            queues[q].held.push_front(body[3..].to_vec());
+        }
+        HELD_ENTERED => {
+            let q = queue(handles)?;
+            let queue = &mut queues[q];
+            if queue.held.pop_front().as_deref() != Some(&body[3..]) {
+                return Err(format!(
+                    "an item entered queue '{}' that was not held outside it",
+                    queue.name
+                ));
+            }
+            queue.items.push_back((body[3..].to_vec(), 0));
+        }
         REMOVED => {
             let q = queue(handles)?;
             let count = body
@@ -510,6 +663,7 @@ pub(crate) struct Opened {
     pub(crate) queues: Vec<RecoveredQueue>,
     /// Every lease id in the log is below this.
     pub(crate) lease_ids: u64,
+    pub(crate) sessions: Vec<([u8; SESSION_ID_LEN], RecoveredSession)>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -558,6 +712,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
     let older = segments.iter().map(|&n| segment_path(dir, n)).collect();
     let mut queues = Vec::new();
     let mut lease_ids = 0;
+    let mut sessions = Vec::new();
     if let Some(n) = newest {
         let path = segment_path(dir, n);
         let mut bytes = Vec::new();
@@ -588,16 +743,20 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
             );
         }
         let items: usize = replayed.queues.iter().map(|q| q.items.len()).sum();
+        let held: usize = replayed.queues.iter().map(|q| q.held.len()).sum();
         info!(
             data_dir = %shown,
             queues = replayed.queues.len(),
             items,
+            held,
+            sessions = replayed.sessions.len(),
             leases_returned = replayed.leases_returned,
             records = replayed.records,
             "recovered queues from the log (items of unacknowledged leases are back at the head)"
         );
         queues = replayed.queues;
         lease_ids = replayed.lease_ids;
+        sessions = replayed.sessions;
     }
     Ok(Opened {
         opts,
@@ -606,6 +765,7 @@ pub(crate) fn open(opts: DurableOptions) -> Result<Opened, Error> {
         older,
         queues,
         lease_ids,
+        sessions,
     })
 }
 
@@ -626,10 +786,20 @@ pub(crate) fn start(
                 q.items.len()
             ))
         })?;
+        // Items given back may have filled the queue past its capacity, which the core takes
+        // back (up to its storage); a queue declared smaller than the log's is refused.
+        let capacity = (0..=u16::MAX)
+            .map_while(|i| core.stat(i))
+            .find(|s| s.info.handle == handle)
+            .map_or(0, |s| s.info.spec.capacity);
+        let shrunk = capacity < q.spec.capacity && q.items.len() > capacity as usize;
         for (item, deliveries) in &q.items {
-            core.restore_item_delivered(handle, item, *deliveries)
-                .map_err(|e| {
-                    Error::Config(format!(
+            let restored = match shrunk {
+                true => Err(depot_core::journal::RestoreError::Full),
+                false => core.restore_item_delivered(handle, item, *deliveries),
+            };
+            restored.map_err(|e| {
+                Error::Config(format!(
                     "data dir {shown}: queue '{}' cannot take the {} items the log holds ({e}): \
                      declare it at least as large as before (capacity {}, max_item {})",
                     q.name,
@@ -637,10 +807,33 @@ pub(crate) fn start(
                     q.spec.capacity,
                     q.spec.max_item
                 ))
-                })?;
+            })?;
+        }
+        // Held last (nearest the queue) first: each goes in front of those before it.
+        for item in q.held.iter().rev() {
+            core.restore_held(handle, item).map_err(|e| {
+                Error::Config(format!(
+                    "data dir {shown}: queue '{}' cannot take back the {} items given back to \
+                     it while it was full ({e}): declare it at least as large as before \
+                     (capacity {}, max_item {}) or give it more room to park items",
+                    q.name,
+                    q.held.len(),
+                    q.spec.capacity,
+                    q.spec.max_item
+                ))
+            })?;
         }
     }
     core.restore_lease_ids(opened.lease_ids);
+    let sessions = std::mem::take(&mut opened.sessions);
+    let count = sessions.len();
+    for (id, s) in sessions {
+        if let Err(e) = core.restore_session(id, s.expired_below, s.puts) {
+            // Without sessions served, no client can resume one: nothing to de-duplicate.
+            warn!("data dir {shown}: {count} sessions in the log are not restored: {e}");
+            break;
+        }
+    }
     Log::start(opened, core)
 }
 
@@ -679,6 +872,18 @@ pub(crate) struct Log {
     last_sync_wall: Option<SystemTime>,
     fsyncs: u64,
     compactions: u64,
+    /// A compaction writing the next segment on a thread of its own, if one runs.
+    compacting: Option<Compaction>,
+}
+
+/// A compaction off the event loop: a thread reads the segment's first `upto` bytes and
+/// writes the next segment's snapshot from them; the loop keeps appending to the segment
+/// meanwhile, and when the thread is done copies what it appended since to the new segment
+/// and switches to it.
+struct Compaction {
+    upto: u64,
+    started: Instant,
+    thread: std::thread::JoinHandle<io::Result<(File, u64)>>,
 }
 
 impl Log {
@@ -692,6 +897,7 @@ impl Log {
             older,
             queues: _,
             lease_ids: _,
+            sessions: _,
         } = opened;
         let seq = newest.map_or(1, |n| n + 1);
         let pending = Arc::new(Mutex::new(Vec::with_capacity(64 << 10)));
@@ -709,6 +915,7 @@ impl Log {
             last_sync_wall: Some(SystemTime::now()),
             fsyncs: 1,
             compactions: 1,
+            compacting: None,
             opts,
         };
         for old in newest
@@ -739,7 +946,7 @@ impl Log {
 
     /// Writes the records journaled since the last commit (and syncs, as the policy says):
     /// after it, the replies that depend on them may go out. Compacts when the log is long.
-    pub(crate) fn commit(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
+    pub(crate) fn commit(&mut self) -> io::Result<()> {
         std::mem::swap(
             &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
             &mut self.spare,
@@ -756,26 +963,130 @@ impl Log {
             Fsync::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
             _ => {}
         }
-        if self.size > self.opts.compact_after.max(2 * self.snapshot_size) {
-            self.compact(core)?;
+        if self.compacting.is_none()
+            && self.size > self.opts.compact_after.max(2 * self.snapshot_size)
+        {
+            self.start_compaction();
         }
         Ok(())
     }
 
-    /// Syncs if the interval policy says it is time.
+    /// Syncs if the interval policy says it is time; switches to a compacted segment once it
+    /// is written.
     pub(crate) fn tick(&mut self) -> io::Result<()> {
         if self.sync_due().is_some_and(|t| t <= Instant::now()) {
             self.sync()?;
         }
+        if self
+            .compacting
+            .as_ref()
+            .is_some_and(|c| c.thread.is_finished())
+        {
+            self.finish_compaction()?;
+        }
         Ok(())
     }
 
-    /// When the interval policy wants the next sync.
+    /// When the log wants the event loop back: the interval policy's next sync, or a look at
+    /// a running compaction.
     pub(crate) fn sync_due(&self) -> Option<Instant> {
-        match self.opts.fsync {
+        let sync = match self.opts.fsync {
             Fsync::Interval(d) if self.unsynced > 0 => Some(self.last_sync + d),
             _ => None,
+        };
+        let check = self
+            .compacting
+            .as_ref()
+            .map(|_| Instant::now() + COMPACTION_CHECK);
+        sync.into_iter().chain(check).min()
+    }
+
+    /// Starts writing the next segment, from this one's records so far, on a thread.
+    fn start_compaction(&mut self) {
+        let (dir, seq, upto) = (self.opts.dir.clone(), self.seq, self.size);
+        let spawned = std::thread::Builder::new()
+            .name("depot-compact".into())
+            .spawn(move || {
+                let mut bytes = Vec::with_capacity(upto as usize);
+                File::open(segment_path(&dir, seq))?
+                    .take(upto)
+                    .read_to_end(&mut bytes)?;
+                let (state, read) = read(&bytes).map_err(|c| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the log is corrupt at byte {}: {}", c.offset, c.why),
+                    )
+                })?;
+                if read.good_len as u64 != upto {
+                    return Err(io::Error::other("the log ends in a torn record"));
+                }
+                drop(bytes);
+                let tmp = segment_path(&dir, seq + 1).with_extension("log.tmp");
+                snapshot_of_replay(&tmp, &state)
+            });
+        match spawned {
+            Ok(thread) => {
+                self.compacting = Some(Compaction {
+                    upto,
+                    started: Instant::now(),
+                    thread,
+                })
+            }
+            Err(e) => warn!("cannot start a compaction of the log: {e}"),
         }
+    }
+
+    /// Switches to the segment a compaction wrote, once what this one gained since is copied
+    /// to it. A compaction that failed leaves this segment in use: the next try waits until
+    /// it has doubled.
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        let Some(c) = self.compacting.take() else {
+            return Ok(());
+        };
+        let written = c
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compaction thread panicked")));
+        let old = segment_path(&self.opts.dir, self.seq);
+        let tmp = segment_path(&self.opts.dir, self.seq + 1).with_extension("log.tmp");
+        let switched = written.and_then(|(mut file, snapshot)| {
+            let pause = Instant::now();
+            let mut tail = Vec::with_capacity((self.size - c.upto) as usize);
+            let mut from = File::open(&old)?;
+            io::Seek::seek(&mut from, io::SeekFrom::Start(c.upto))?;
+            from.take(self.size - c.upto).read_to_end(&mut tail)?;
+            file.write_all(&tail)?;
+            file.sync_data()?;
+            install(&self.opts.dir, self.seq + 1)?;
+            Ok((file, snapshot, tail.len() as u64, pause.elapsed()))
+        });
+        match switched {
+            Ok((file, snapshot, tail, pause)) => {
+                info!(
+                    from_bytes = self.size,
+                    to_bytes = snapshot + tail,
+                    written_ms = c.started.elapsed().as_millis() as u64,
+                    switch_us = pause.as_micros() as u64,
+                    "compacted the log (off the event loop, which paused only to switch)"
+                );
+                self.seq += 1;
+                self.file = file;
+                self.size = snapshot + tail;
+                self.snapshot_size = snapshot;
+                self.unsynced = 0;
+                self.last_sync = Instant::now();
+                self.last_sync_wall = Some(SystemTime::now());
+                self.fsyncs += 1;
+                self.compactions += 1;
+                self.remove(&old);
+            }
+            Err(e) => {
+                warn!("compacting the log failed, it stays as it is: {e}");
+                let _ = fs::remove_file(&tmp);
+                self.snapshot_size = self.size;
+            }
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -784,30 +1095,6 @@ impl Log {
         self.last_sync = Instant::now();
         self.last_sync_wall = Some(SystemTime::now());
         self.fsyncs += 1;
-        Ok(())
-    }
-
-    /// Replaces the segment with a snapshot of the manager's state.
-    fn compact(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
-        // Whatever is pending is already in the state the snapshot takes.
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let old = segment_path(&self.opts.dir, self.seq);
-        let (file, size) = write_snapshot(&self.opts.dir, self.seq + 1, core)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        info!(from_bytes = self.size, to_bytes = size, "compacted the log");
-        self.seq += 1;
-        self.file = file;
-        self.size = size;
-        self.snapshot_size = size;
-        self.unsynced = 0;
-        self.last_sync = Instant::now();
-        self.last_sync_wall = Some(SystemTime::now());
-        self.fsyncs += 1;
-        self.compactions += 1;
-        self.remove(&old);
         Ok(())
     }
 
@@ -824,14 +1111,70 @@ impl Log {
         }
     }
 
-    /// Writes and syncs what is pending (at shutdown).
-    pub(crate) fn close(&mut self, core: &depot_core::Manager<'_>) -> io::Result<()> {
-        self.commit(core)?;
+    /// Writes and syncs what is pending (at shutdown), after a running compaction ends.
+    pub(crate) fn close(&mut self) -> io::Result<()> {
+        self.commit()?;
+        self.finish_compaction()?;
         if self.unsynced > 0 && self.opts.fsync != Fsync::Never {
             self.sync()?;
         }
         Ok(())
     }
+}
+
+/// A segment being written: its records are gathered in `rec` and written in large pieces.
+struct SegmentWriter {
+    w: BufWriter<File>,
+    rec: Vec<u8>,
+    size: u64,
+}
+
+impl SegmentWriter {
+    /// Creates `tmp` with the log header.
+    fn create(tmp: &Path) -> io::Result<SegmentWriter> {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+        w.write_all(MAGIC)?;
+        w.write_all(&FORMAT.to_le_bytes())?;
+        Ok(SegmentWriter {
+            w,
+            rec: Vec::with_capacity(64 << 10),
+            size: HEADER as u64,
+        })
+    }
+
+    /// Writes the gathered records once there are many.
+    fn spill(&mut self) -> io::Result<()> {
+        if self.rec.len() >= 64 << 10 {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self) -> io::Result<()> {
+        self.w.write_all(&self.rec)?;
+        self.size += self.rec.len() as u64;
+        self.rec.clear();
+        Ok(())
+    }
+
+    /// Writes the rest and syncs: the file, open for appending, and its length.
+    fn finish(mut self) -> io::Result<(File, u64)> {
+        self.write()?;
+        let file = self.w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        Ok((file, self.size))
+    }
+}
+
+/// Renames segment `seq`'s `.tmp` file to its name, and makes the rename durable.
+fn install(dir: &Path, seq: u64) -> io::Result<()> {
+    let path = segment_path(dir, seq);
+    fs::rename(path.with_extension("log.tmp"), &path)?;
+    // The rename itself must reach the disk before the old segment goes.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Writes segment `seq` from the manager's state: to a `.tmp` file, synced, then renamed (so a
@@ -842,62 +1185,87 @@ fn write_snapshot(
     core: &depot_core::Manager<'_>,
 ) -> Result<(File, u64), Error> {
     let path = segment_path(dir, seq);
-    let tmp = path.with_extension("log.tmp");
-    let failed = |e: io::Error| {
+    let written = snapshot_of_core(&path.with_extension("log.tmp"), core)
+        .and_then(|done| install(dir, seq).map(|()| done));
+    written.map_err(|e| {
         Error::Io(io::Error::new(
             e.kind(),
             format!("cannot write the log {}: {e}", path.display()),
         ))
-    };
-    let file = File::create(&tmp).map_err(failed)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut size = HEADER as u64;
-    w.write_all(MAGIC).map_err(failed)?;
-    w.write_all(&FORMAT.to_le_bytes()).map_err(failed)?;
-    let mut rec = Vec::with_capacity(64 << 10);
+    })
+}
+
+fn snapshot_of_core(tmp: &Path, core: &depot_core::Manager<'_>) -> io::Result<(File, u64)> {
+    let mut out = SegmentWriter::create(tmp)?;
     for stat in (0..=u16::MAX).map_while(|i| core.stat(i)) {
         let handle = stat.info.handle;
-        rec.clear();
-        created(&mut rec, handle, stat.name, stat.info.spec);
+        created(&mut out.rec, handle, stat.name, stat.info.spec);
         let counts = core.queue_deliveries(handle).into_iter().flatten();
         for ((a, b), deliveries) in core.queue_items(handle).into_iter().flatten().zip(counts) {
             match deliveries {
-                0 => item_record(&mut rec, APPENDED, handle, &[a, b]),
-                d => counted_record(&mut rec, APPENDED_COUNTED, handle, d, &[a, b]),
+                0 => item_record(&mut out.rec, APPENDED, handle, &[a, b]),
+                d => counted_record(&mut out.rec, APPENDED_COUNTED, handle, d, &[a, b]),
             }
-            if rec.len() >= 64 << 10 {
-                w.write_all(&rec).map_err(failed)?;
-                size += rec.len() as u64;
-                rec.clear();
-            }
+            out.spill()?;
         }
-        w.write_all(&rec).map_err(failed)?;
-        size += rec.len() as u64;
+        // Held items, the last to enter first, so replay puts each in front of the one before.
+        let held: Vec<&[u8]> = core.queue_held(handle).collect();
+        for item in held.into_iter().rev() {
+            item_record(&mut out.rec, HELD, handle, &[item]);
+        }
+    }
+    // Sessions' windows, least recently used first.
+    for w in core.session_windows() {
+        session_window(&mut out.rec, w.id(), w.expired_below(), w.puts());
     }
     // Outstanding leases, after every queue they name; and the ids used so far.
-    rec.clear();
     let leases = core.leases();
-    u64_record(&mut rec, LEASE_IDS, leases.id_floor());
+    u64_record(&mut out.rec, LEASE_IDS, leases.id_floor());
     for (lease, handle) in leases.held() {
         for (item, deliveries) in leases.items(lease) {
-            leased_record(&mut rec, lease, handle, deliveries, item);
-            if rec.len() >= 64 << 10 {
-                w.write_all(&rec).map_err(failed)?;
-                size += rec.len() as u64;
-                rec.clear();
-            }
+            leased_record(&mut out.rec, lease, handle, deliveries, item);
+            out.spill()?;
         }
     }
-    w.write_all(&rec).map_err(failed)?;
-    size += rec.len() as u64;
-    let file = w.into_inner().map_err(|e| failed(e.into_error()))?;
-    file.sync_data().map_err(failed)?;
-    fs::rename(&tmp, &path).map_err(failed)?;
-    // The rename itself must reach the disk before the old segment goes.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    out.finish()
+}
+
+/// The same snapshot as [`snapshot_of_core`], from the state a log's records built up (its
+/// leases still outstanding): what a compaction off the event loop writes.
+fn snapshot_of_replay(tmp: &Path, state: &Replay) -> io::Result<(File, u64)> {
+    let mut out = SegmentWriter::create(tmp)?;
+    let mut handles: Vec<(u16, usize)> = state.handles.iter().map(|(&h, &q)| (h, q)).collect();
+    handles.sort_unstable();
+    let handle_of = |q: usize| handles.iter().find(|h| h.1 == q).map(|h| Handle(h.0));
+    for &(h, q) in &handles {
+        let (handle, queue) = (Handle(h), &state.queues[q]);
+        created(&mut out.rec, handle, &queue.name, queue.spec);
+        for (item, deliveries) in &queue.items {
+            match deliveries {
+                0 => item_record(&mut out.rec, APPENDED, handle, &[item]),
+                &d => counted_record(&mut out.rec, APPENDED_COUNTED, handle, d, &[item]),
+            }
+            out.spill()?;
+        }
+        for item in queue.held.iter().rev() {
+            item_record(&mut out.rec, HELD, handle, &[item]);
+        }
     }
-    Ok((file, size))
+    let mut sessions: Vec<_> = state.sessions.iter().collect();
+    sessions.sort_by_key(|(_, s)| s.last);
+    for (id, s) in sessions {
+        let puts = s.puts.iter().map(|(&seq, &n)| (seq, n));
+        session_window(&mut out.rec, id, s.expired_below, puts);
+    }
+    u64_record(&mut out.rec, LEASE_IDS, state.lease_ids);
+    for (&lease, (q, items)) in &state.leases {
+        let handle = handle_of(*q).unwrap_or(Handle(0));
+        for (item, deliveries) in items {
+            leased_record(&mut out.rec, lease, handle, *deliveries, item);
+            out.spill()?;
+        }
+    }
+    out.finish()
 }
 
 #[cfg(test)]
@@ -1029,6 +1397,147 @@ mod tests {
             .unwrap_err()
             .why
             .contains("no record took"));
+    }
+
+    /// Session records rebuild each session's window (the newest numbers, the counts grown),
+    /// and held records the items outside the queue; a log of older kinds loads unchanged.
+    #[test]
+    fn sessions_and_held_items_replay() {
+        let mut recs = records(); // jobs: back, [2;7], [3;7], [4;7]
+        let old = replay(&log_of(&recs)).unwrap();
+        assert!(old.sessions.is_empty() && old.queues[0].held.is_empty());
+        let mut one = |f: &dyn Fn(&mut Recorder)| {
+            let mut r = Recorder(Arc::default());
+            f(&mut r);
+            recs.push(r.0.lock().unwrap().clone());
+        };
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        one(&|r| r.session_applied(&a, 5, 1));
+        one(&|r| r.session_applied(&b, 1, 2));
+        one(&|r| r.session_applied(&a, 6, 2));
+        one(&|r| r.session_applied(&a, 6, 3));
+        one(&|r| r.held(Handle(3), b"x"));
+        one(&|r| r.held(Handle(3), b"y"));
+        one(&|r| r.held_entered(Handle(3), b"y"));
+        let log = log_of(&recs);
+        let r = replay(&log).unwrap();
+        // `b` was named last: it is the most recently used.
+        let ids: Vec<_> = r.sessions.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [b, a]);
+        let puts: Vec<_> = r.sessions[1].1.puts.clone().into_iter().collect();
+        assert_eq!(puts, [(5, 1), (6, 3)]);
+        assert_eq!(r.queues[0].held, [b"x".to_vec()]);
+        assert_eq!(r.queues[0].items.back().unwrap().0, b"y");
+        // A window keeps the newest numbers; the older fall out.
+        let mut s = RecoveredSession::default();
+        for seq in 0..WINDOW as u64 + 2 {
+            s.applied(seq, 1);
+        }
+        assert_eq!((s.expired_below, s.puts.len()), (2, WINDOW));
+        s.applied(1, 1);
+        assert!(!s.puts.contains_key(&1), "an expired number stays out");
+        // A snapshot's window record gives the same window back.
+        let mut w = Vec::new();
+        let mut rec = vec![SESSION_WINDOW];
+        rec.extend_from_slice(&a);
+        rec.extend_from_slice(&7u64.to_le_bytes());
+        for (seq, n) in [(7u64, 1u32), (9, 4)] {
+            rec.extend_from_slice(&seq.to_le_bytes());
+            rec.extend_from_slice(&n.to_le_bytes());
+        }
+        push_record(&mut w, &[&rec]);
+        let r = replay(&log_of(&[w])).unwrap();
+        assert_eq!(r.sessions[0].1.expired_below, 7);
+        assert_eq!(
+            r.sessions[0].1.puts.clone().into_iter().collect::<Vec<_>>(),
+            [(7, 1), (9, 4)]
+        );
+        // Cut anywhere in the last record: what was whole is kept.
+        let before = log_of(&recs[..recs.len() - 1]);
+        for cut in before.len()..log.len() {
+            let r = replay(&log[..cut]).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            assert_eq!(r.queues[0].held.len(), 2, "cut at {cut}");
+        }
+        // An item entering that nothing held is damage.
+        let mut bad = records();
+        let mut r = Vec::new();
+        item_record(&mut r, HELD_ENTERED, Handle(3), &[b"z"]);
+        bad.push(r);
+        bad.push(records()[1].clone());
+        assert!(replay(&log_of(&bad)).unwrap_err().why.contains("not held"));
+    }
+
+    /// The snapshot a compaction writes from a log's records replays to what the log does:
+    /// items with their counts, held items, sessions' windows, leases still outstanding and
+    /// the lease id floor; records appended after it apply to it as to the log.
+    #[test]
+    fn a_snapshot_from_the_records_replays_like_them() {
+        let mut recs = records();
+        let mut one = |f: &dyn Fn(&mut Recorder)| {
+            let mut r = Recorder(Arc::default());
+            f(&mut r);
+            recs.push(r.0.lock().unwrap().clone());
+        };
+        let h = Handle(3);
+        one(&|r| r.created(Handle(9), "other", spec()));
+        one(&|r| r.appended(Handle(9), b"o1"));
+        one(&|r| {
+            r.removed(h, 2);
+            r.leased(7, h, b"back", 1);
+            r.leased(7, h, &[2; 7], 1);
+        });
+        one(&|r| {
+            r.removed(h, 1);
+            r.leased(8, h, &[3; 7], 2);
+        });
+        one(&|r| {
+            r.returned_leased(h, &[3; 7], 2);
+            r.lease_ended(8);
+        });
+        one(&|r| r.held(h, b"h1"));
+        one(&|r| r.held(h, b"h2"));
+        one(&|r| r.session_applied(&[1; 16], 4, 2));
+        one(&|r| r.session_applied(&[2; 16], 9, 1));
+        one(&|r| r.session_applied(&[1; 16], 5, 1));
+        let log = log_of(&recs);
+        let (state, _) = read(&log).unwrap();
+        let dir = std::env::temp_dir().join(format!("depot-snap-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join("snap.tmp");
+        snapshot_of_replay(&tmp, &state).unwrap();
+        let mut snap = fs::read(&tmp).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let summary = |r: &Replayed| {
+            let queues: Vec<_> = r
+                .queues
+                .iter()
+                .map(|q| (q.name.clone(), q.spec, q.items.clone(), q.held.clone()))
+                .collect();
+            let sessions: Vec<_> = r
+                .sessions
+                .iter()
+                .map(|(id, s)| (*id, s.expired_below, s.puts.clone()))
+                .collect();
+            (queues, sessions, r.leases_returned, r.lease_ids)
+        };
+        assert_eq!(
+            summary(&replay(&snap).unwrap()),
+            summary(&replay(&log).unwrap())
+        );
+        // What follows the snapshot applies to it by the same handles.
+        let mut tail = Vec::new();
+        let mut r = Recorder(Arc::default());
+        r.lease_ended(7);
+        r.appended(Handle(9), b"o2");
+        r.held_entered(h, b"h2");
+        tail.extend_from_slice(&r.0.lock().unwrap());
+        snap.extend_from_slice(&tail);
+        let mut whole = log.clone();
+        whole.extend_from_slice(&tail);
+        let after = replay(&snap).unwrap();
+        assert_eq!(summary(&after), summary(&replay(&whole).unwrap()));
+        assert_eq!(after.leases_returned, 0);
+        assert_eq!(after.queues[1].items.len(), 2);
     }
 
     #[test]

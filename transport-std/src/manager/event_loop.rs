@@ -203,7 +203,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
     };
     let mut result = event_loop.run();
     if let (Ok(()), Some(log)) = (&result, &mut event_loop.log) {
-        result = log.close(&event_loop.core).map_err(Error::from);
+        result = log.close().map_err(Error::from);
     }
     event_loop.tally.flush();
     event_loop.auth_quiet_until = std::time::Instant::now();
@@ -751,7 +751,7 @@ impl Loop<'_> {
         }
         for _ in 0..COMMIT_ROUNDS {
             if let Some(log) = self.log.as_mut() {
-                log.commit(&self.core)?;
+                log.commit()?;
             }
             if self.deferred.is_empty() {
                 break;
