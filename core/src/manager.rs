@@ -38,6 +38,7 @@ use crate::wire::{
     NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
+mod close;
 mod leasing;
 mod objects;
 
@@ -1557,6 +1558,7 @@ impl<'a> Manager<'a> {
         let reply = match request.op {
             Op::Open { name } => match self.registry.find(name) {
                 Some(handle) => self.registry.info(handle).map(Reply::Opened),
+                None if name == crate::wire::CLOSE_CALL => Some(Reply::Opened(close::INFO)),
                 None if !valid_name(name) => Some(Reply::Error(ErrorCode::InvalidName)),
                 None => Some(Reply::Error(ErrorCode::NoSuchObject)),
             },
@@ -1672,6 +1674,7 @@ impl<'a> Manager<'a> {
                 spec,
                 exist_ok,
             } => Some(self.create_object(name, kind, spec, exist_ok)),
+            Op::Act { handle, action } if handle == Handle::CLOSE => self.close_call(i, id, action),
             Op::Act { handle, action } => {
                 self.act(i, id, handle, action);
                 None
@@ -2657,7 +2660,7 @@ impl Manager<'_> {
         });
         if stop {
             // Nothing was written; the answer is the stop's.
-            let answer = match self.permit(i, &Op::Shutdown) {
+            let answer = match self.remote_stop_allowed(i) {
                 Ok(()) => self.python_stop(),
                 Err(code) => Reply::Error(code),
             };
@@ -2674,13 +2677,10 @@ impl Manager<'_> {
         true
     }
 
-    /// A Python client's remote stop (a registered `close`/`stop`): granted when remote
-    /// shutdown is allowed, and then begun after a grace that lets the client's follow-up
+    /// A Python client's remote stop (a registered `close`/`stop`), once granted
+    /// (`remote_stop_allowed`): begun after a grace that lets the client's follow-up
     /// `incref`/`decref` connections be served.
     fn python_stop(&mut self) -> Reply<'static> {
-        if !self.config.allow_remote_shutdown {
-            return Reply::Error(ErrorCode::NotAllowed);
-        }
         if !self.shutting_down && self.stop_at.is_none() {
             let at = self
                 .now

@@ -133,6 +133,15 @@ pub enum ServerVerdict {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Handle(pub u16);
 
+impl Handle {
+    /// The manager's built-in registered call [`CLOSE_CALL`] (PROTOCOL.md §15.2), when no
+    /// object of that name is declared: never a registry slot.
+    pub const CLOSE: Handle = Handle(u16::MAX);
+}
+
+/// The name of the manager's built-in registered call that stops it (the seed's `close`).
+pub const CLOSE_CALL: &str = "close";
+
 /// How long a `put`, `get` or `join` may wait for its condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -416,3 +416,73 @@ fn a_leased_lock_goes_to_the_next_client_when_its_holder_overstays() {
     assert_eq!(code(la.release().unwrap_err()), Some(ErrorCode::NotOwner));
     lb.release().unwrap();
 }
+
+#[test]
+fn the_built_in_close_call_stops_the_manager_only_when_allowed() {
+    // Refused without remote shutdown: the manager serves on.
+    let refused = start();
+    let c = connect(&refused);
+    let e = c.call::<(), ()>("close", &()).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotAllowed));
+    c.event("ready").unwrap().set().unwrap();
+    assert!(c.event("ready").unwrap().is_set().unwrap());
+    refused.shutdown().unwrap();
+
+    // Refused for a key without the admin right everywhere, even when allowed.
+    let keys = depot_std::Keyring::owned(vec![
+        depot_std::Key::owned(
+            "worker".into(),
+            b"worker key".to_vec(),
+            vec![depot_std::Grant::owned(
+                "close".into(),
+                false,
+                depot_std::Rights::PUT | depot_std::Rights::GET,
+            )],
+        ),
+        depot_std::Key::owned(
+            String::new(),
+            KEY.to_vec(),
+            vec![depot_std::Grant::owned(
+                String::new(),
+                true,
+                depot_std::Rights::ALL,
+            )],
+        ),
+    ]);
+    let allowed = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .keyring(keys)
+        .event("ready")
+        .allow_remote_shutdown(true)
+        .start()
+        .unwrap();
+    let addr = allowed.address();
+    let worker = Client::connect_as(addr, "worker", b"worker key").unwrap();
+    let e = worker.call::<(), ()>("close", &()).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotAllowed));
+
+    // Granted: the caller gets its answer, then the manager stops.
+    let admin = Client::connect(addr, KEY).unwrap();
+    let t = Instant::now();
+    admin.call::<(), ()>("close", &()).unwrap();
+    allowed.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(Client::connect(addr, KEY).is_err());
+}
+
+#[test]
+fn a_declared_close_call_takes_the_place_of_the_built_in_one() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .allow_remote_shutdown(true)
+        .call("close", |n: u32| Ok::<u32, String>(n + 1))
+        .start()
+        .unwrap();
+    let c = connect(&m);
+    assert_eq!(c.call::<u32, u32>("close", &41).unwrap(), 42);
+    // Still serving: the application's handler ran, not a stop.
+    assert_eq!(c.call::<u32, u32>("close", &1).unwrap(), 2);
+    m.shutdown().unwrap();
+}

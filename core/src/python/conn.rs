@@ -298,6 +298,11 @@ impl PyConn {
         out: &mut [u8],
     ) -> Step<'static> {
         let o = match (&call, *reply) {
+            // The manager's built-in `close`: `create` runs it, as Python's runs a callable.
+            (Call::CreateOrStop, Reply::Opened(info)) if info.handle == Handle::CLOSE => {
+                self.state = State::Busy(Call::Stop);
+                return Step::Stop;
+            }
             (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => {
                 Out::Created(info.handle, info.kind)
             }
