@@ -191,6 +191,15 @@ struct ServeArgs {
     #[arg(long = "dict", value_name = "NAME[:CAP]", value_parser = object_parser(ObjectKind::Dict))]
     dicts: Vec<ObjectArg>,
 
+    /// A condition (Python's `Condition`): a reentrant lock its holder waits on until
+    /// notified. Repeat for more.
+    #[arg(long = "condition", value_name = "NAME", value_parser = object_parser(ObjectKind::Condition))]
+    conditions: Vec<ObjectArg>,
+
+    /// A list of at most CAP values [default: 1024] in 64 KiB. Repeat for more.
+    #[arg(long = "list", value_name = "NAME[:CAP]", value_parser = object_parser(ObjectKind::List))]
+    lists: Vec<ObjectArg>,
+
     /// Largest item, in bytes, of the queues that do not set their own [default: 65536].
     #[arg(long, value_name = "BYTES")]
     max_item: Option<u32>,
@@ -410,7 +419,9 @@ fn object_limits(kind: ObjectKind, n: Option<u32>) -> Result<(u32, u32), String>
         ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => (n.unwrap_or(1), 0),
         ObjectKind::Value => (1, n.unwrap_or(DEFAULT_OBJECT_BYTES)),
         ObjectKind::Barrier => (n.ok_or("a barrier needs its parties: NAME:N")?, 0),
-        ObjectKind::Dict => (n.unwrap_or(DEFAULT_CAPACITY), DEFAULT_OBJECT_BYTES),
+        ObjectKind::Dict | ObjectKind::List => {
+            (n.unwrap_or(DEFAULT_CAPACITY), DEFAULT_OBJECT_BYTES)
+        }
         _ if n.is_some() => return Err(format!("a {} takes no number", kind.name())),
         _ => (1, 0),
     })
@@ -685,6 +696,8 @@ impl ServeSettings {
                 K::Value => ObjectKind::Value,
                 K::Barrier => ObjectKind::Barrier,
                 K::Dict => ObjectKind::Dict,
+                K::Condition => ObjectKind::Condition,
+                K::List => ObjectKind::List,
             };
             let n = match kind {
                 ObjectKind::Value => o.max_item,
@@ -709,6 +722,8 @@ impl ServeSettings {
             &args.values,
             &args.barriers,
             &args.dicts,
+            &args.conditions,
+            &args.lists,
         ];
         for o in flags.into_iter().flatten() {
             match objects.iter_mut().find(|x| x.name == o.name) {

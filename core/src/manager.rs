@@ -39,6 +39,7 @@ use crate::wire::{
 };
 
 mod close;
+mod condition;
 mod leasing;
 mod objects;
 
@@ -995,6 +996,7 @@ impl<'a> Manager<'a> {
             from = w + 1;
             let waiter = *self.waiters.get(w);
             match waiter.deadline() {
+                Some(d) if d <= now && self.condition_timed_out(w) => {}
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
                     self.waiter_left(waiter);

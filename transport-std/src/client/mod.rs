@@ -24,7 +24,7 @@ pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
 pub(crate) use link::jittered;
 pub use link::Reconnect;
-pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
+pub use objects::{Barrier, Condition, Dict, Event, List, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;

@@ -233,6 +233,16 @@ impl Client {
         Object::open(self, name, &[ObjectKind::Barrier]).map(|o| Barrier { o })
     }
 
+    /// A proxy for the condition `name`.
+    pub fn condition(&self, name: &str) -> Result<Condition, Error> {
+        Object::open(self, name, &[ObjectKind::Condition]).map(|o| Condition { o })
+    }
+
+    /// A proxy for the list `name` of `T`s (values of the value model).
+    pub fn list<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<List<T>, Error> {
+        Object::open(self, name, &[ObjectKind::List]).map(|o| List { o, _t: PhantomData })
+    }
+
     /// A proxy for the dict `name`, from `K` to `V` (values of the value model).
     pub fn dict<K, V>(&self, name: &str) -> Result<Dict<K, V>, Error>
     where
@@ -568,6 +578,181 @@ where
     }
 
     fn optional(&self, outcome: Outcome) -> Result<Option<V>, Error> {
+        match outcome {
+            Outcome::Value(value) => decode(value).map(Some),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
+            other => Err(self.o.failed(other)),
+        }
+    }
+}
+
+/// A condition (Python's `Condition`): a lock, reentrant, that its holder may give up while it
+/// waits to be notified. The connection holds it, as it holds a [`Lock`].
+#[derive(Debug, Clone)]
+pub struct Condition {
+    o: Object,
+}
+
+impl Condition {
+    /// Takes the condition's lock (again, if this connection holds it), waiting as long as
+    /// it takes.
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.o.acquire()
+    }
+
+    /// Takes the lock if it is free now: whether it was.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        self.o.try_acquire()
+    }
+
+    /// Takes the lock, waiting at most `timeout`: whether it was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.o.acquire_timeout(timeout)
+    }
+
+    /// Releases the lock once (`Err` with `NotOwner` if this connection does not hold it).
+    pub fn release(&self) -> Result<(), Error> {
+        self.o.release()
+    }
+
+    /// Gives the lock up until another client's notify, then waits for it again (the lock
+    /// is held again when this returns; `Err` with `NotOwner` if it was not held).
+    pub fn wait(&self) -> Result<(), Error> {
+        let outcome = self
+            .o
+            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
+        self.o.flag(outcome).map(drop)
+    }
+
+    /// [`Condition::wait`] for at most `timeout`: whether it was notified (the lock is held
+    /// again either way).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Wakes at most `n` waiters (they take the lock after this connection releases it).
+    pub fn notify(&self, n: u32) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Notify { n })?;
+        self.o.done(outcome)
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) -> Result<(), Error> {
+        self.notify(u32::MAX)
+    }
+}
+
+/// A list of `T`s (Python's `list`), bounded in entries and bytes; positions are `i32`s, from
+/// the end when negative, as in Python. Values compare by their encoding.
+#[derive(Debug)]
+pub struct List<T> {
+    o: Object,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for List<T> {
+    fn clone(&self) -> Self {
+        List {
+            o: self.o.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> List<T> {
+    /// Adds `value` at the end (`Err` with `Full` when the list has no room).
+    pub fn push(&self, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::Append { value: &value })?;
+        self.o.done(outcome)
+    }
+
+    /// Inserts `value` before `index`, clamped to the list (Python's `insert`).
+    pub fn insert(&self, index: i32, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::InsertAt {
+            index,
+            value: &value,
+        })?;
+        self.o.done(outcome)
+    }
+
+    /// The value at `index`, if there is one.
+    pub fn get(&self, index: i32) -> Result<Option<T>, Error> {
+        self.optional(self.o.act(Action::At { index })?)
+    }
+
+    /// Replaces the value at `index` (`Err` with `NoSuchKey` past either end).
+    pub fn set(&self, index: i32, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::Replace {
+            index,
+            value: &value,
+        })?;
+        self.o.done(outcome)
+    }
+
+    /// Removes the value at `index`: it, if there was one (`-1`: the last, Python's `pop()`).
+    pub fn pop(&self, index: i32) -> Result<Option<T>, Error> {
+        self.optional(self.o.act(Action::PopAt { index })?)
+    }
+
+    /// The first position of `value`, if it is there.
+    pub fn index_of(&self, value: &T) -> Result<Option<u32>, Error> {
+        let value = encode(value)?;
+        match self.o.act(Action::Find { value: &value })? {
+            Outcome::Count(n) => Ok(Some(n)),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// How many times `value` is there.
+    pub fn count(&self, value: &T) -> Result<u32, Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::CountOf { value: &value })?;
+        self.o.count(outcome)
+    }
+
+    /// Removes the first `value`: whether there was one.
+    pub fn remove(&self, value: &T) -> Result<bool, Error> {
+        let value = encode(value)?;
+        match self.o.act(Action::RemoveValue { value: &value })? {
+            Outcome::Done => Ok(true),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(false),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// Reverses the list in place.
+    pub fn reverse(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Reverse)?;
+        self.o.done(outcome)
+    }
+
+    /// Values now.
+    pub fn len(&self) -> Result<u32, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome)
+    }
+
+    /// Whether the list is empty now.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Every value, in order.
+    pub fn to_vec(&self) -> Result<Vec<T>, Error> {
+        match self.o.act(Action::Entries)? {
+            Outcome::Values(values) => values.into_iter().map(decode).collect(),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    fn optional(&self, outcome: Outcome) -> Result<Option<T>, Error> {
         match outcome {
             Outcome::Value(value) => decode(value).map(Some),
             Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
