@@ -1402,6 +1402,64 @@ fn python_close_refused_without_remote_shutdown() {
 }
 
 #[test]
+fn serve_declares_conditions_and_lists_and_stat_shows_them() {
+    let (server, addr) = serve(&["--condition", "cv", "--list", "jobs:2", "--list", "log"]);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    c.condition("cv").unwrap().acquire().unwrap();
+    let jobs = c.list::<u32>("jobs").unwrap();
+    jobs.push(&1).unwrap();
+    jobs.push(&2).unwrap();
+    assert!(matches!(
+        jobs.push(&3),
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        })
+    ));
+    c.list::<String>("log").unwrap().push(&"x".into()).unwrap();
+    let json = stat_json(&addr);
+    let seen: Vec<(String, String, u64)> = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["kind"].as_str().unwrap().to_owned(),
+                o["len"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect: Vec<(String, String, u64)> = [
+        ("cv", "condition", 0),
+        ("jobs", "list", 2),
+        ("log", "list", 1),
+    ]
+    .iter()
+    .map(|(n, k, l)| (n.to_string(), k.to_string(), *l))
+    .collect();
+    let mut seen = seen;
+    seen.sort();
+    assert_eq!(seen, expect);
+    let r = run(depot(Some(KEY), &["stat", "--connect", &addr]));
+    r.ok();
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("jobs "))
+        .unwrap_or_else(|| panic!("no row for jobs: {}", r.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some("list"));
+    // A condition takes no number.
+    let r = run(depot(Some(KEY), &["serve", "--condition", "cv:2"]));
+    assert!(
+        !r.status.success() && r.stderr.contains("takes no number"),
+        "{}",
+        r.stderr
+    );
+    drop(server);
+}
+
+#[test]
 fn serve_declares_objects_from_flags_and_config_and_stat_shows_them() {
     let dir = temp_dir("objects");
     let config = dir.join("depot.toml");

@@ -486,3 +486,82 @@ fn a_declared_close_call_takes_the_place_of_the_built_in_one() {
     assert_eq!(c.call::<u32, u32>("close", &1).unwrap(), 2);
     m.shutdown().unwrap();
 }
+
+#[test]
+fn a_condition_waiter_in_one_client_is_notified_from_another() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .condition("cv")
+        .list("jobs", 8)
+        .start()
+        .unwrap();
+    let (a, b) = (connect(&m), connect(&m));
+    let cv = a.condition("cv").unwrap();
+    cv.acquire().unwrap();
+    let waiter = thread::spawn(move || {
+        let jobs = a.list::<String>("jobs").unwrap();
+        while jobs.is_empty().unwrap() {
+            cv.wait().unwrap();
+        }
+        let job = jobs.pop(0).unwrap();
+        cv.release().unwrap();
+        job
+    });
+    let cv = b.condition("cv").unwrap();
+    // Free only once the waiter's wait gave it up.
+    let start = Instant::now();
+    while !cv.try_acquire().unwrap() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(5));
+    }
+    b.list::<String>("jobs")
+        .unwrap()
+        .push(&"build".into())
+        .unwrap();
+    cv.notify(1).unwrap();
+    cv.release().unwrap();
+    assert_eq!(waiter.join().unwrap().as_deref(), Some("build"));
+    // Timed out: false, and the lock is held again.
+    cv.acquire().unwrap();
+    assert!(!cv.wait_timeout(Duration::from_millis(50)).unwrap());
+    cv.release().unwrap();
+    let e = cv.release().unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotOwner));
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_list_proxy_reads_and_writes_like_a_vec() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .list("l", 3)
+        .start()
+        .unwrap();
+    let c = connect(&m);
+    let l = c.list::<u32>("l").unwrap();
+    l.push(&1).unwrap();
+    l.push(&3).unwrap();
+    l.insert(1, &2).unwrap();
+    let e = l.push(&4).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::Full));
+    assert_eq!(l.to_vec().unwrap(), [1, 2, 3]);
+    assert_eq!((l.get(-1).unwrap(), l.get(3).unwrap()), (Some(3), None));
+    l.set(0, &3).unwrap();
+    assert_eq!(
+        (l.count(&3).unwrap(), l.index_of(&3).unwrap()),
+        (2, Some(0))
+    );
+    assert!(l.remove(&3).unwrap());
+    l.reverse().unwrap();
+    assert_eq!(l.to_vec().unwrap(), [3, 2]);
+    assert_eq!(l.pop(-1).unwrap(), Some(2));
+    assert_eq!(l.len().unwrap(), 1);
+    // The wrong kind is refused by name.
+    assert_eq!(
+        code(c.dict::<u32, u32>("l").unwrap_err()),
+        Some(ErrorCode::WrongKind)
+    );
+    m.shutdown().unwrap();
+}
