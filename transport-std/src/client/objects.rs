@@ -12,6 +12,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::conn::Outcome;
+use super::ops::{self, Act};
 use super::proxy::{decode, encode, wait_for};
 use super::Client;
 use crate::Error;
@@ -80,6 +81,15 @@ impl Object {
         }
     }
 
+    /// Runs one proxy method (see `super::ops`).
+    fn run<R>(&self, act: Act<R>) -> Result<R, Error> {
+        let outcome = match act.wait {
+            Some(wait) => self.blocking(wait, |wait| act.action.action(wait))?,
+            None => self.act(act.action.action(Wait::NoWait))?,
+        };
+        (act.finish)(outcome, &self.name)
+    }
+
     fn failed(&self, outcome: Outcome) -> Error {
         self.client.unexpected(outcome, &self.name)
     }
@@ -102,32 +112,27 @@ impl Object {
 
     /// Takes one permit (a lock's or a semaphore's), waiting as long as it takes.
     fn acquire(&self) -> Result<(), Error> {
-        let outcome = self.blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
-        self.flag(outcome).map(drop)
+        self.run(ops::acquire(Wait::Forever)).map(drop)
     }
 
     /// Takes one permit if one is free now: whether one was.
     fn try_acquire(&self) -> Result<bool, Error> {
-        let outcome = self.act(Action::Acquire { wait: Wait::NoWait })?;
-        self.flag(outcome)
+        self.run(ops::acquire(Wait::NoWait))
     }
 
     /// Takes one permit, waiting at most `timeout`: whether one was taken.
     fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self.blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
-        self.flag(outcome)
+        self.run(ops::acquire(wait_for(timeout)))
     }
 
     /// Gives one permit back.
     fn release(&self) -> Result<(), Error> {
-        let outcome = self.act(Action::Release)?;
-        self.done(outcome)
+        self.run(ops::release())
     }
 
     /// Permits free now.
     fn free(&self) -> Result<u32, Error> {
-        let outcome = self.act(Action::Count)?;
-        self.count(outcome)
+        self.run(ops::len())
     }
 
     fn count(&self, outcome: Outcome) -> Result<u32, Error> {
@@ -192,19 +197,7 @@ impl Client {
         wait: Wait,
     ) -> Result<Resp, Error> {
         let o = Object::open(self, name, &[ObjectKind::Call])?;
-        let request = encode(request)?;
-        let outcome = o.blocking(wait, |wait| Action::Call {
-            request: &request,
-            wait,
-        })?;
-        match outcome {
-            Outcome::Value(response) => decode(response),
-            Outcome::Failed(message) => Err(Error::CallFailed {
-                call: name.to_owned(),
-                message,
-            }),
-            other => Err(o.failed(other)),
-        }
+        o.run(ops::call(request, wait)?)
     }
 
     /// A proxy for the event `name`.
@@ -265,36 +258,27 @@ pub struct Event {
 impl Event {
     /// Sets the flag; every waiter wakes.
     pub fn set(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Set)?;
-        self.o.done(outcome)
+        self.o.run(ops::set())
     }
 
     /// Clears the flag.
     pub fn clear(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Clear)?;
-        self.o.done(outcome)
+        self.o.run(ops::clear())
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::IsSet)?;
-        self.o.flag(outcome)
+        self.o.run(ops::is_set())
     }
 
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<(), Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
-        self.o.flag(outcome).map(drop)
+        self.o.run(ops::wait(None)).map(drop)
     }
 
     /// Waits at most `timeout` for the flag: whether it is set.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
-        self.o.flag(outcome)
+        self.o.run(ops::wait(Some(timeout)))
     }
 }
 
@@ -407,28 +391,18 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// The value (decoding `null`, its value until first set, needs a `T` that is an
     /// `Option`).
     pub fn get(&self) -> Result<T, Error> {
-        match self.o.act(Action::Get)? {
-            Outcome::Value(bytes) => decode(bytes),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::get())
     }
 
     /// Replaces the value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::Put { value: &value })?;
-        self.o.done(outcome)
+        self.o.run(ops::put(value)?)
     }
 
     /// Replaces the value with `value` if it is `expected` now (compared by encoding):
     /// whether it was.
     pub fn compare_and_set(&self, expected: &T, value: &T) -> Result<bool, Error> {
-        let (expected, value) = (encode(expected)?, encode(value)?);
-        let outcome = self.o.act(Action::CompareAndSet {
-            expected: &expected,
-            value: &value,
-        })?;
-        self.o.flag(outcome)
+        self.o.run(ops::compare_and_set(expected, value)?)
     }
 }
 
@@ -510,30 +484,22 @@ where
 {
     /// The value for `key`, if there is one.
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        let key = encode(key)?;
-        self.optional(self.o.act(Action::Lookup { key: &key })?)
+        self.o.run(ops::lookup(key)?)
     }
 
     /// Inserts or replaces the entry for `key` (`Err` with `Full` when the dict has no room).
     pub fn insert(&self, key: &K, value: &V) -> Result<(), Error> {
-        let (key, value) = (encode(key)?, encode(value)?);
-        let outcome = self.o.act(Action::Insert {
-            key: &key,
-            value: &value,
-        })?;
-        self.o.done(outcome)
+        self.o.run(ops::insert(key, value)?)
     }
 
     /// Removes the entry for `key`: its value, if there was one.
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        let key = encode(key)?;
-        self.optional(self.o.act(Action::Remove { key: &key })?)
+        self.o.run(ops::remove(key)?)
     }
 
     /// Entries now.
     pub fn len(&self) -> Result<u32, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome)
+        self.o.run(ops::len())
     }
 
     /// Whether the dict is empty now.
@@ -543,46 +509,17 @@ where
 
     /// The keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>, Error> {
-        match self.o.act(Action::Keys)? {
-            Outcome::Values(keys) => keys.into_iter().map(decode).collect(),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::keys())
     }
 
     /// The entries, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        match self.o.act(Action::Entries)? {
-            Outcome::Values(flat) => {
-                let mut out = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    out.push((decode(k)?, decode(v)?));
-                }
-                Ok(out)
-            }
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::items())
     }
 
     /// Waits until `key` is present (at most `timeout`, if given): its value.
     pub fn wait_for_key(&self, key: &K, timeout: Option<Duration>) -> Result<V, Error> {
-        let key = encode(key)?;
-        let wait = timeout.map_or(Wait::Forever, wait_for);
-        match self
-            .o
-            .blocking(wait, |wait| Action::WaitKey { key: &key, wait })?
-        {
-            Outcome::Value(value) => decode(value),
-            other => Err(self.o.failed(other)),
-        }
-    }
-
-    fn optional(&self, outcome: Outcome) -> Result<Option<V>, Error> {
-        match outcome {
-            Outcome::Value(value) => decode(value).map(Some),
-            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::wait_for_key(key, timeout)?)
     }
 }
 
