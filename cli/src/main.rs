@@ -79,6 +79,9 @@ enum Command {
     Shutdown(ConnectArgs),
     /// Set, clear or test an event, or wait for it (`serve --event NAME`).
     Event(EventArgs),
+    /// Call a manager's registered call (`close` stops a manager that allows remote shutdown)
+    /// and print its response as one line of JSON.
+    Call(CallArgs),
     /// Make keys for `serve --keys FILE`.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -301,6 +304,24 @@ struct EventArgs {
     name: String,
 
     /// With wait: fail after this many seconds; without it, wait as long as it takes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// The call's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// The request, as `depot put` reads a VALUE [default: null].
+    #[arg(value_name = "VALUE")]
+    request: Option<String>,
+
+    /// Fail after this many seconds; without it, wait as long as the handler runs.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     timeout: Option<Duration>,
 }
@@ -589,6 +610,7 @@ fn run(cli: Cli) -> CliResult {
             Ok(())
         }
         Command::Event(args) => event(&args, &connect(&args.conn.connect)?),
+        Command::Call(args) => call(&args, &connect(&args.conn.connect)?),
         Command::Keys(KeysCommand::New { name }) => {
             let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
             print!("{entry}");
@@ -1015,6 +1037,18 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
 fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
     let item = lease.take_items().into_iter().next().unwrap_or_default();
     (item, Some(lease))
+}
+
+fn call(args: &CallArgs, client: &Client) -> CliResult {
+    let request = match &args.request {
+        Some(given) => text::parse(given).map_err(CliError::Msg)?,
+        None => vec![0xF6],
+    };
+    let response = client.call_raw(&args.name, &request, args.timeout)?;
+    let line = text::to_json(&response)
+        .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&response)));
+    println!("{line}");
+    Ok(())
 }
 
 fn event(args: &EventArgs, client: &Client) -> CliResult {

@@ -1367,6 +1367,24 @@ fn python_close(python: &str, addr: &str, then: &str) -> Run {
 }
 
 #[test]
+fn depot_call_close_stops_serve_only_when_allowed() {
+    let (server, addr) = serve(&["--queue", "task_queue"]);
+    let text = run(depot(Some(KEY), &["call", "--connect", &addr, "close"]))
+        .failed()
+        .to_owned();
+    assert!(text.contains("not allowed"), "{text}");
+    run(depot(Some(KEY), &["stat", "--connect", &addr])).ok();
+    drop(server);
+
+    let (server, addr) = serve(&["--queue", "task_queue", "--allow-remote-shutdown"]);
+    let r = run(depot(Some(KEY), &["call", "--connect", &addr, "close"]));
+    r.ok();
+    assert_eq!(r.stdout, "null\n");
+    let r = server.finish();
+    assert!(r.status.success(), "serve exit {}: {}", r.status, r.stderr);
+}
+
+#[test]
 fn python_close_stops_serve_with_remote_shutdown() {
     for python in pythons() {
         let (server, addr) = serve(&["--queue", "task_queue", "--allow-remote-shutdown"]);

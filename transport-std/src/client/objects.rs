@@ -200,6 +200,19 @@ impl Client {
         o.run(ops::call(request, wait)?)
     }
 
+    /// [`Client::call_timeout`] with the request already encoded (one value of the value
+    /// model) and the response's bytes as they came (`None`: wait as long as it takes).
+    pub fn call_raw(
+        &self,
+        name: &str,
+        request: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Call])?;
+        let wait = timeout.map_or(Wait::Forever, wait_for);
+        o.run(ops::call_raw(request.to_vec(), wait))
+    }
+
     /// A proxy for the event `name`.
     pub fn event(&self, name: &str) -> Result<Event, Error> {
         Object::open(self, name, &[ObjectKind::Event]).map(|o| Event { o })

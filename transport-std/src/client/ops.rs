@@ -253,3 +253,20 @@ pub(crate) fn call<Req: Serialize, Resp: DeserializeOwned>(
         response::<Resp>,
     ))
 }
+
+/// A registered call with its request already one value of the value model: the response's
+/// bytes.
+pub(crate) fn call_raw(request: Vec<u8>, wait: Wait) -> Act<Vec<u8>> {
+    blocking(ActionBuf::Call(request), wait, raw_response)
+}
+
+fn raw_response(outcome: Outcome, name: &str) -> Result<Vec<u8>, Error> {
+    match outcome {
+        Outcome::Failed(message) => Err(Error::CallFailed {
+            call: name.to_owned(),
+            message,
+        }),
+        Outcome::Value(bytes) => Ok(bytes),
+        other => Err(unexpected(other, name)),
+    }
+}
