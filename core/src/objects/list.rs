@@ -5,7 +5,7 @@ use super::{Shared, State};
 use crate::wire::{ErrorCode, Items};
 
 impl Shared<'_> {
-    /// A list's values, or `NoSuchKey`'s cause: `None` for another kind.
+    /// A list's packed length and number of values; `None` for another kind.
     fn list(&self) -> Option<(usize, u32)> {
         match self.state {
             State::List { len, entries } => Some((len, entries)),
