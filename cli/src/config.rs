@@ -62,6 +62,8 @@ pub enum KindEntry {
     Value,
     Barrier,
     Dict,
+    Condition,
+    List,
 }
 
 /// `[limits]`: connections and time limits (seconds).

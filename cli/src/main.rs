@@ -79,6 +79,9 @@ enum Command {
     Shutdown(ConnectArgs),
     /// Set, clear or test an event, or wait for it (`serve --event NAME`).
     Event(EventArgs),
+    /// Call a manager's registered call (`close` stops a manager that allows remote shutdown)
+    /// and print its response as one line of JSON.
+    Call(CallArgs),
     /// Make keys for `serve --keys FILE`.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -190,6 +193,15 @@ struct ServeArgs {
     /// A dict of at most CAP entries [default: 1024] in 64 KiB. Repeat for more.
     #[arg(long = "dict", value_name = "NAME[:CAP]", value_parser = object_parser(ObjectKind::Dict))]
     dicts: Vec<ObjectArg>,
+
+    /// A condition (Python's `Condition`): a reentrant lock its holder waits on until
+    /// notified. Repeat for more.
+    #[arg(long = "condition", value_name = "NAME", value_parser = object_parser(ObjectKind::Condition))]
+    conditions: Vec<ObjectArg>,
+
+    /// A list of at most CAP values [default: 1024] in 64 KiB. Repeat for more.
+    #[arg(long = "list", value_name = "NAME[:CAP]", value_parser = object_parser(ObjectKind::List))]
+    lists: Vec<ObjectArg>,
 
     /// Largest item, in bytes, of the queues that do not set their own [default: 65536].
     #[arg(long, value_name = "BYTES")]
@@ -317,6 +329,24 @@ struct EventArgs {
     timeout: Option<Duration>,
 }
 
+#[derive(Args, Debug)]
+struct CallArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+
+    /// The call's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// The request, as `depot put` reads a VALUE [default: null].
+    #[arg(value_name = "VALUE")]
+    request: Option<String>,
+
+    /// Fail after this many seconds; without it, wait as long as the handler runs.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    timeout: Option<Duration>,
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum EventAction {
     Set,
@@ -431,7 +461,9 @@ fn object_limits(kind: ObjectKind, n: Option<u32>) -> Result<(u32, u32), String>
         ObjectKind::Semaphore | ObjectKind::BoundedSemaphore => (n.unwrap_or(1), 0),
         ObjectKind::Value => (1, n.unwrap_or(DEFAULT_OBJECT_BYTES)),
         ObjectKind::Barrier => (n.ok_or("a barrier needs its parties: NAME:N")?, 0),
-        ObjectKind::Dict => (n.unwrap_or(DEFAULT_CAPACITY), DEFAULT_OBJECT_BYTES),
+        ObjectKind::Dict | ObjectKind::List => {
+            (n.unwrap_or(DEFAULT_CAPACITY), DEFAULT_OBJECT_BYTES)
+        }
         _ if n.is_some() => return Err(format!("a {} takes no number", kind.name())),
         _ => (1, 0),
     })
@@ -599,6 +631,7 @@ fn run(cli: Cli) -> CliResult {
             Ok(())
         }
         Command::Event(args) => event(&args, &connect(&args.conn.connect)?),
+        Command::Call(args) => call(&args, &connect(&args.conn.connect)?),
         Command::Keys(KeysCommand::New { name }) => {
             let entry = keys::new_entry(&name).map_err(CliError::Usage)?;
             print!("{entry}");
@@ -706,6 +739,8 @@ impl ServeSettings {
                 K::Value => ObjectKind::Value,
                 K::Barrier => ObjectKind::Barrier,
                 K::Dict => ObjectKind::Dict,
+                K::Condition => ObjectKind::Condition,
+                K::List => ObjectKind::List,
             };
             let n = match kind {
                 ObjectKind::Value => o.max_item,
@@ -730,6 +765,8 @@ impl ServeSettings {
             &args.values,
             &args.barriers,
             &args.dicts,
+            &args.conditions,
+            &args.lists,
         ];
         for o in flags.into_iter().flatten() {
             match objects.iter_mut().find(|x| x.name == o.name) {
@@ -1053,6 +1090,18 @@ fn get(args: &GetArgs, client: &Client) -> CliResult {
 fn leased(mut lease: depot_std::RawLeased) -> (Vec<u8>, Option<depot_std::RawLeased>) {
     let item = lease.take_items().into_iter().next().unwrap_or_default();
     (item, Some(lease))
+}
+
+fn call(args: &CallArgs, client: &Client) -> CliResult {
+    let request = match &args.request {
+        Some(given) => text::parse(given).map_err(CliError::Msg)?,
+        None => vec![0xF6],
+    };
+    let response = client.call_raw(&args.name, &request, args.timeout)?;
+    let line = text::to_json(&response)
+        .unwrap_or_else(|_| format!("{{\"$raw\": \"{}\"}}", text::base64(&response)));
+    println!("{line}");
+    Ok(())
 }
 
 fn event(args: &EventArgs, client: &Client) -> CliResult {

@@ -1367,6 +1367,24 @@ fn python_close(python: &str, addr: &str, then: &str) -> Run {
 }
 
 #[test]
+fn depot_call_close_stops_serve_only_when_allowed() {
+    let (server, addr) = serve(&["--queue", "task_queue"]);
+    let text = run(depot(Some(KEY), &["call", "--connect", &addr, "close"]))
+        .failed()
+        .to_owned();
+    assert!(text.contains("not allowed"), "{text}");
+    run(depot(Some(KEY), &["stat", "--connect", &addr])).ok();
+    drop(server);
+
+    let (server, addr) = serve(&["--queue", "task_queue", "--allow-remote-shutdown"]);
+    let r = run(depot(Some(KEY), &["call", "--connect", &addr, "close"]));
+    r.ok();
+    assert_eq!(r.stdout, "null\n");
+    let r = server.finish();
+    assert!(r.status.success(), "serve exit {}: {}", r.status, r.stderr);
+}
+
+#[test]
 fn python_close_stops_serve_with_remote_shutdown() {
     for python in pythons() {
         let (server, addr) = serve(&["--queue", "task_queue", "--allow-remote-shutdown"]);
@@ -1399,6 +1417,64 @@ fn python_close_refused_without_remote_shutdown() {
         run(depot(Some(KEY), &["stat", "--connect", &addr])).ok();
         drop(server);
     }
+}
+
+#[test]
+fn serve_declares_conditions_and_lists_and_stat_shows_them() {
+    let (server, addr) = serve(&["--condition", "cv", "--list", "jobs:2", "--list", "log"]);
+    let c = Client::connect(addr.as_str(), KEY).unwrap();
+    c.condition("cv").unwrap().acquire().unwrap();
+    let jobs = c.list::<u32>("jobs").unwrap();
+    jobs.push(&1).unwrap();
+    jobs.push(&2).unwrap();
+    assert!(matches!(
+        jobs.push(&3),
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        })
+    ));
+    c.list::<String>("log").unwrap().push(&"x".into()).unwrap();
+    let json = stat_json(&addr);
+    let seen: Vec<(String, String, u64)> = json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["kind"].as_str().unwrap().to_owned(),
+                o["len"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect: Vec<(String, String, u64)> = [
+        ("cv", "condition", 0),
+        ("jobs", "list", 2),
+        ("log", "list", 1),
+    ]
+    .iter()
+    .map(|(n, k, l)| (n.to_string(), k.to_string(), *l))
+    .collect();
+    let mut seen = seen;
+    seen.sort();
+    assert_eq!(seen, expect);
+    let r = run(depot(Some(KEY), &["stat", "--connect", &addr]));
+    r.ok();
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("jobs "))
+        .unwrap_or_else(|| panic!("no row for jobs: {}", r.stdout));
+    assert_eq!(row.split_whitespace().nth(1), Some("list"));
+    // A condition takes no number.
+    let r = run(depot(Some(KEY), &["serve", "--condition", "cv:2"]));
+    assert!(
+        !r.status.success() && r.stderr.contains("takes no number"),
+        "{}",
+        r.stderr
+    );
+    drop(server);
 }
 
 #[test]

@@ -138,6 +138,12 @@ impl<'a> Reader<'a> {
         self.varint(64)
     }
 
+    /// A signed integer, zigzag-encoded as postcard writes it.
+    fn i32(&mut self) -> i32 {
+        let v = self.u32();
+        ((v >> 1) as i32) ^ -((v & 1) as i32)
+    }
+
     /// A one-byte tag that must be 0 or 1 (`bool`, `Option`).
     fn flag(&mut self) -> bool {
         match self.u8() {
@@ -241,6 +247,30 @@ impl<'a> Reader<'a> {
             },
             19 => Action::Parties,
             20 => Action::IsBroken,
+            21 => Action::Notify { n: self.u32() },
+            22 => Action::Append {
+                value: self.bytes(),
+            },
+            23 => Action::At { index: self.i32() },
+            24 => Action::Replace {
+                index: self.i32(),
+                value: self.bytes(),
+            },
+            25 => Action::InsertAt {
+                index: self.i32(),
+                value: self.bytes(),
+            },
+            26 => Action::PopAt { index: self.i32() },
+            27 => Action::Find {
+                value: self.bytes(),
+            },
+            28 => Action::CountOf {
+                value: self.bytes(),
+            },
+            29 => Action::RemoveValue {
+                value: self.bytes(),
+            },
+            30 => Action::Reverse,
             _ => self.fail(Action::Count),
         }
     }
@@ -555,7 +585,7 @@ const ERROR_CODES: [ErrorCode; 25] = [
 ];
 
 /// Every `ObjectKind`, at its variant index.
-const OBJECT_KINDS: [ObjectKind; 10] = [
+const OBJECT_KINDS: [ObjectKind; 12] = [
     ObjectKind::Queue,
     ObjectKind::Event,
     ObjectKind::Lock,
@@ -566,6 +596,8 @@ const OBJECT_KINDS: [ObjectKind; 10] = [
     ObjectKind::Barrier,
     ObjectKind::Dict,
     ObjectKind::Call,
+    ObjectKind::Condition,
+    ObjectKind::List,
 ];
 
 /// Every `CloseReason`, at its variant index.
@@ -647,6 +679,11 @@ impl<'o> Writer<'o> {
 
     /// `u32`s in a row (variant indices and fields alike).
     #[inline(never)]
+    /// A signed integer, zigzag-encoded as postcard writes it.
+    fn i32(&mut self, v: i32) {
+        self.u32(((v << 1) ^ (v >> 31)) as u32);
+    }
+
     fn u32s(&mut self, values: &[u32]) {
         for &v in values {
             self.u32(v);
@@ -815,6 +852,42 @@ impl<'o> Writer<'o> {
             }
             Action::Parties => self.u32(19),
             Action::IsBroken => self.u32(20),
+            Action::Notify { n } => self.u32s(&[21, n]),
+            Action::Append { value } => {
+                self.u32(22);
+                self.bytes(value);
+            }
+            Action::At { index } => {
+                self.u32(23);
+                self.i32(index);
+            }
+            Action::Replace { index, value } => {
+                self.u32(24);
+                self.i32(index);
+                self.bytes(value);
+            }
+            Action::InsertAt { index, value } => {
+                self.u32(25);
+                self.i32(index);
+                self.bytes(value);
+            }
+            Action::PopAt { index } => {
+                self.u32(26);
+                self.i32(index);
+            }
+            Action::Find { value } => {
+                self.u32(27);
+                self.bytes(value);
+            }
+            Action::CountOf { value } => {
+                self.u32(28);
+                self.bytes(value);
+            }
+            Action::RemoveValue { value } => {
+                self.u32(29);
+                self.bytes(value);
+            }
+            Action::Reverse => self.u32(30),
         }
     }
 
@@ -1194,12 +1267,13 @@ mod tests {
     fn action(p: &Parts) -> Action<'_> {
         let (a, b) = p.bytes.split_at(p.bytes.len() / 2);
         // Independent of the action chosen below.
-        let wait = |p: &Parts| match (p.sub / 21) % 3 {
+        let wait = |p: &Parts| match (p.sub / 31) % 3 {
             0 => Wait::NoWait,
             1 => Wait::Forever,
             _ => Wait::Millis(p.nums[7]),
         };
-        match p.sub % 21 {
+        let index = p.nums[6] as i32;
+        match p.sub % 31 {
             0 => Action::Set,
             1 => Action::Clear,
             2 => Action::IsSet,
@@ -1226,6 +1300,16 @@ mod tests {
             17 => Action::Reset,
             18 => Action::Parties,
             19 => Action::IsBroken,
+            20 => Action::Notify { n: p.nums[7] },
+            21 => Action::Append { value: a },
+            22 => Action::At { index },
+            23 => Action::Replace { index, value: b },
+            24 => Action::InsertAt { index, value: a },
+            25 => Action::PopAt { index },
+            26 => Action::Find { value: b },
+            27 => Action::CountOf { value: a },
+            28 => Action::RemoveValue { value: b },
+            29 => Action::Reverse,
             _ => Action::Call {
                 request: a,
                 wait: wait(p),

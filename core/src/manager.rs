@@ -40,6 +40,8 @@ use crate::wire::{
 
 #[cfg(feature = "backend")]
 pub mod backend;
+mod close;
+mod condition;
 mod leasing;
 mod objects;
 
@@ -1051,6 +1053,7 @@ impl<'a> Manager<'a> {
             from = w + 1;
             let waiter = *self.waiters.get(w);
             match waiter.deadline() {
+                Some(d) if d <= now && self.condition_timed_out(w) => {}
                 Some(d) if d <= now => {
                     self.fail_waiter(w, ErrorCode::Timeout);
                     self.waiter_left(waiter);
@@ -1618,6 +1621,7 @@ impl<'a> Manager<'a> {
         let reply = match request.op {
             Op::Open { name } => match self.registry.find(name) {
                 Some(handle) => self.registry.info(handle).map(Reply::Opened),
+                None if name == crate::wire::CLOSE_CALL => Some(Reply::Opened(close::INFO)),
                 None if !valid_name(name) => Some(Reply::Error(ErrorCode::InvalidName)),
                 None => Some(Reply::Error(ErrorCode::NoSuchObject)),
             },
@@ -1733,6 +1737,7 @@ impl<'a> Manager<'a> {
                 spec,
                 exist_ok,
             } => Some(self.create_object(name, kind, spec, exist_ok)),
+            Op::Act { handle, action } if handle == Handle::CLOSE => self.close_call(i, id, action),
             Op::Act { handle, action } => {
                 self.act(i, id, handle, action);
                 None
@@ -2736,7 +2741,7 @@ impl Manager<'_> {
         });
         if stop {
             // Nothing was written; the answer is the stop's.
-            let answer = match self.permit(i, &Op::Shutdown) {
+            let answer = match self.remote_stop_allowed(i) {
                 Ok(()) => self.python_stop(),
                 Err(code) => Reply::Error(code),
             };
@@ -2753,13 +2758,10 @@ impl Manager<'_> {
         true
     }
 
-    /// A Python client's remote stop (a registered `close`/`stop`): granted when remote
-    /// shutdown is allowed, and then begun after a grace that lets the client's follow-up
+    /// A Python client's remote stop (a registered `close`/`stop`), once granted
+    /// (`remote_stop_allowed`): begun after a grace that lets the client's follow-up
     /// `incref`/`decref` connections be served.
     fn python_stop(&mut self) -> Reply<'static> {
-        if !self.config.allow_remote_shutdown {
-            return Reply::Error(ErrorCode::NotAllowed);
-        }
         if !self.shutting_down && self.stop_at.is_none() {
             let at = self
                 .now

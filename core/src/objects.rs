@@ -8,6 +8,8 @@
 // Without the `objects` feature only queues exist and the manager calls little of this.
 #![cfg_attr(not(feature = "objects"), allow(dead_code))]
 
+mod list;
+
 use crate::storage::Managed;
 use crate::waiters::WaitList;
 use crate::wire::{ErrorCode, Items, ObjectKind, QueueMode, QueueSpec};
@@ -38,6 +40,10 @@ pub(crate) enum State {
     /// A registered call: requests handed to the application and not yet answered.
     Call {
         running: u32,
+    },
+    List {
+        len: usize,
+        entries: u32,
     },
 }
 
@@ -82,7 +88,7 @@ impl core::error::Error for ObjectSpecError {}
 /// The storage bytes an object of `kind` with `spec` needs.
 pub(crate) fn storage_needed(kind: ObjectKind, spec: QueueSpec) -> usize {
     match kind {
-        ObjectKind::Value | ObjectKind::Dict => spec.max_item as usize,
+        ObjectKind::Value | ObjectKind::Dict | ObjectKind::List => spec.max_item as usize,
         _ => 0,
     }
 }
@@ -93,7 +99,9 @@ pub(crate) fn check(kind: ObjectKind, spec: QueueSpec) -> Result<(), ObjectSpecE
         ObjectKind::Queue => Err(ObjectSpecError::Queue),
         ObjectKind::Barrier if spec.capacity == 0 => Err(ObjectSpecError::Zero),
         ObjectKind::Value if spec.max_item == 0 => Err(ObjectSpecError::Zero),
-        ObjectKind::Dict | ObjectKind::Call if spec.capacity == 0 || spec.max_item == 0 => {
+        ObjectKind::Dict | ObjectKind::Call | ObjectKind::List
+            if spec.capacity == 0 || spec.max_item == 0 =>
+        {
             Err(ObjectSpecError::Zero)
         }
         _ => Ok(()),
@@ -125,7 +133,7 @@ impl<'a> Shared<'a> {
                 State::Event { set: false }
             }
             // `max_item` is the lease, in milliseconds (0: none).
-            ObjectKind::Lock | ObjectKind::RLock => {
+            ObjectKind::Lock | ObjectKind::RLock | ObjectKind::Condition => {
                 spec.capacity = 1;
                 State::Permits { free: 1 }
             }
@@ -146,6 +154,7 @@ impl<'a> Shared<'a> {
             }
             ObjectKind::Dict => State::Dict { len: 0, entries: 0 },
             ObjectKind::Call => State::Call { running: 0 },
+            ObjectKind::List => State::List { len: 0, entries: 0 },
         };
         Ok(Shared {
             kind,
@@ -165,7 +174,7 @@ impl<'a> Shared<'a> {
     /// Bytes of values stored.
     pub(crate) fn bytes(&self) -> usize {
         match self.state {
-            State::Value { len } | State::Dict { len, .. } => len,
+            State::Value { len } | State::Dict { len, .. } | State::List { len, .. } => len,
             _ => 0,
         }
     }
@@ -178,7 +187,7 @@ impl<'a> Shared<'a> {
             State::Permits { free } => free,
             State::Value { .. } => 1,
             State::Barrier { .. } => self.waiters.len(),
-            State::Dict { entries, .. } => entries,
+            State::Dict { entries, .. } | State::List { entries, .. } => entries,
             State::Call { running } => running,
         }
     }
@@ -194,7 +203,15 @@ impl<'a> Shared<'a> {
 
     /// Whether this kind keeps an owner per permit (a lock, not a semaphore).
     pub(crate) fn owned(&self) -> bool {
-        matches!(self.kind, ObjectKind::Lock | ObjectKind::RLock)
+        matches!(
+            self.kind,
+            ObjectKind::Lock | ObjectKind::RLock | ObjectKind::Condition
+        )
+    }
+
+    /// Whether its holder may take it again (and frees it with as many releases).
+    pub(crate) fn reentrant(&self) -> bool {
+        matches!(self.kind, ObjectKind::RLock | ObjectKind::Condition)
     }
 
     /// A value object's value.
@@ -222,10 +239,10 @@ impl<'a> Shared<'a> {
         Ok(())
     }
 
-    /// A dict's packed entries: key, value, key, value, …
+    /// A dict's packed entries: key, value, key, value, …; a list's values.
     pub(crate) fn entries(&self) -> Option<Items<'_>> {
         match self.state {
-            State::Dict { len, .. } => Some(Items(self.data.get(..len)?)),
+            State::Dict { len, .. } | State::List { len, .. } => Some(Items(self.data.get(..len)?)),
             _ => None,
         }
     }

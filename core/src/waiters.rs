@@ -40,6 +40,9 @@ pub(crate) enum Hold {
     Item(ParkRef),
     /// A blocked `Acquire`; a `Held` record's permits.
     Permits(u32),
+    /// A condition's `Wait`: the levels of its lock to take back, and once woken whether by
+    /// a notify (`true`) or its deadline (`false`), until it has the lock again.
+    Condition { levels: u32, woken: Option<bool> },
     /// A registered call's request, handed to the application.
     Started(ParkRef),
     /// A blocked `PutMany`: the rest of its packed list, the bytes of it already put and the
@@ -56,7 +59,11 @@ impl Hold {
     pub(crate) fn parked(self) -> Option<ParkRef> {
         match self {
             Hold::Item(parked) | Hold::Items { parked, .. } | Hold::Started(parked) => Some(parked),
-            Hold::Nothing | Hold::Take { .. } | Hold::Lease { .. } | Hold::Permits(_) => None,
+            Hold::Nothing
+            | Hold::Take { .. }
+            | Hold::Lease { .. }
+            | Hold::Permits(_)
+            | Hold::Condition { .. } => None,
         }
     }
 }

@@ -133,6 +133,15 @@ pub enum ServerVerdict {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Handle(pub u16);
 
+impl Handle {
+    /// The manager's built-in registered call [`CLOSE_CALL`] (PROTOCOL.md §15.2), when no
+    /// object of that name is declared: never a registry slot.
+    pub const CLOSE: Handle = Handle(u16::MAX);
+}
+
+/// The name of the manager's built-in registered call that stops it (the seed's `close`).
+pub const CLOSE_CALL: &str = "close";
+
 /// How long a `put`, `get` or `join` may wait for its condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -173,6 +182,12 @@ pub enum ObjectKind {
     /// A call the manager's application answers (a registered handler): at most `capacity`
     /// run at once, requests and responses of at most `max_item` bytes.
     Call,
+    /// A lock with waiters that are notified (Python's `Condition`, reentrant like its
+    /// default `RLock`): `max_item` is the lease in milliseconds, as a lock's.
+    Condition,
+    /// A sequence of at most `capacity` values of the value model in at most `max_item` bytes
+    /// (Python's `list`).
+    List,
 }
 
 impl ObjectKind {
@@ -189,6 +204,8 @@ impl ObjectKind {
             ObjectKind::Barrier => "barrier",
             ObjectKind::Dict => "dict",
             ObjectKind::Call => "call",
+            ObjectKind::Condition => "condition",
+            ObjectKind::List => "list",
         }
     }
 }
@@ -571,6 +588,61 @@ pub enum Action<'a> {
     Parties,
     /// Barrier: Reply: `Flag`, whether it is broken (protocol version 3).
     IsBroken,
+    /// Condition: wake at most `n` of its waiters (`u32::MAX`: all); the caller must hold
+    /// it. Reply: `Done`, or `NotOwner`.
+    Notify {
+        /// How many waiters to wake.
+        n: u32,
+    },
+    /// List: add `value` at the end. Reply: `Done`, `Full`, `InvalidValue`.
+    Append {
+        /// One value of the value model.
+        value: &'a [u8],
+    },
+    /// List: Reply: `Value`, the value at `index` (from the end when negative), or
+    /// `NoSuchKey` past either end.
+    At {
+        /// The position.
+        index: i32,
+    },
+    /// List: replace the value at `index`. Reply: `Done`, `NoSuchKey`, `Full`, `InvalidValue`.
+    Replace {
+        /// The position.
+        index: i32,
+        /// One value of the value model.
+        value: &'a [u8],
+    },
+    /// List: insert `value` before `index` (clamped to the list, as Python's `insert`).
+    /// Reply: `Done`, `Full`, `InvalidValue`.
+    InsertAt {
+        /// The position.
+        index: i32,
+        /// One value of the value model.
+        value: &'a [u8],
+    },
+    /// List: remove the value at `index`. Reply: `Value`, the value removed, or `NoSuchKey`.
+    PopAt {
+        /// The position.
+        index: i32,
+    },
+    /// List: Reply: `Count`, the first position of `value` (compared by encoding), or
+    /// `NoSuchKey`.
+    Find {
+        /// The value.
+        value: &'a [u8],
+    },
+    /// List: Reply: `Count`, how many times `value` is in it.
+    CountOf {
+        /// The value.
+        value: &'a [u8],
+    },
+    /// List: remove the first `value`. Reply: `Done`, or `NoSuchKey`.
+    RemoveValue {
+        /// The value.
+        value: &'a [u8],
+    },
+    /// List: reverse it in place. Reply: `Done`.
+    Reverse,
 }
 
 /// Manager to client, after the handshake.

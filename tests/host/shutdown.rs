@@ -59,7 +59,7 @@ pub fn remote_shutdown_refused() {
             "close: {}",
             Error::Request {
                 code: ErrorCode::NotAllowed,
-                object: String::new(),
+                object: "close".to_owned(),
             }
         )
     );

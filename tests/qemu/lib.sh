@@ -111,6 +111,16 @@ qemu_fw_build_keyring() {
         --features keyring --target-dir target/features)
 }
 
+# fw-call-manager and fw-caller, built with the apps' `objects` feature beside those.
+qemu_fw_build_objects() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-call-manager --bin fw-caller \
+        --features objects --target-dir target/features)
+}
+
+qemu_fw_elf_objects() {
+    echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/$1"
+}
+
 qemu_fw_elf_keyring() {
     echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/$1"
 }

@@ -17,7 +17,9 @@ use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 
 use depot_core::client::ClientConfig;
-use depot_core::wire::{CloseReason, ErrorCode, Handle, ObjectInfo, Op, QueueSize, Reply};
+use depot_core::wire::{
+    Action, CloseReason, ErrorCode, Handle, ObjectInfo, Op, QueueSize, Reply, Wait,
+};
 use depot_core::{Event, RequestSlot};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::IpEndpoint;
@@ -681,6 +683,39 @@ impl<'a> Client<'a> {
     pub async fn open(&self, name: &str) -> Result<ObjectInfo, Error> {
         self.call(Op::Open { name }, |reply| match reply {
             Reply::Opened(info) => Ok(info),
+            other => Err(unexpected(other)),
+        })
+        .await
+    }
+
+    /// Calls the manager's registered call `name` with `request` (one value of the value
+    /// model), waiting as long as its handler runs: the length of the response written at
+    /// the start of `response`. The handler's error is [`Error::CallFailed`]; a response
+    /// larger than `response` is `TooLarge`.
+    pub async fn call_raw(
+        &self,
+        name: &str,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> Result<usize, Error> {
+        let info = self.open(name).await?;
+        let action = Action::Call {
+            request,
+            wait: Wait::Forever,
+        };
+        let op = Op::Act {
+            handle: info.handle,
+            action,
+        };
+        self.call(op, |reply| match reply {
+            Reply::Value(v) => {
+                let dest = response
+                    .get_mut(..v.len())
+                    .ok_or(Error::Depot(ErrorCode::TooLarge.into()))?;
+                dest.copy_from_slice(v);
+                Ok(v.len())
+            }
+            Reply::Failed(_) => Err(Error::CallFailed),
             other => Err(unexpected(other)),
         })
         .await

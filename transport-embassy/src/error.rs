@@ -17,6 +17,8 @@ pub enum Error {
     /// A typed `get` took an item that is not a value of the type asked for. The item has
     /// left the queue.
     Decode(DecodeError),
+    /// A registered call's handler answered with an error.
+    CallFailed,
 }
 
 /// Why an item a typed `get` took is not a `T`.
@@ -59,6 +61,7 @@ impl core::fmt::Display for Error {
                 f.write_str("item is an opaque Python value, not readable as this type")
             }
             Error::Decode(DecodeError::WrongType) => f.write_str("item is a value of another type"),
+            Error::CallFailed => f.write_str("the registered call's handler failed"),
         }
     }
 }

@@ -162,6 +162,8 @@ pub use client::{Client, ClientBuffers};
 pub use entropy::Entropy;
 pub use error::{DecodeError, Error};
 pub use queue::{Queue, RawQueue};
+#[cfg(feature = "objects")]
+pub use server::CallHandler;
 pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
 
 pub use depot_core;

@@ -136,6 +136,8 @@ struct Shared<'a, const N: usize> {
     wake: [Signal<NoopRawMutex, ()>; N],
     /// Tells the clock that the manager's next deadline may have moved.
     rearm: Signal<NoopRawMutex, ()>,
+    /// Tells the call loop (if any) that a registered call may be waiting to run.
+    calls: Signal<NoopRawMutex, ()>,
     /// Whether the loops have been told about the shutdown already.
     shutdown_told: Cell<bool>,
     config: ServerConfig,
@@ -176,6 +178,7 @@ impl<'a, const N: usize> Shared<'a, N> {
         if rearm {
             self.rearm.signal(());
         }
+        self.calls.signal(());
     }
 
     fn done(&self) -> bool {
@@ -265,6 +268,7 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
             core: RefCell::new(Core { manager, entropy }),
             wake: [const { Signal::new() }; SOCKETS],
             rearm: Signal::new(),
+            calls: Signal::new(),
             shutdown_told: Cell::new(false),
             config,
             stack,
@@ -298,6 +302,82 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
             socket_loop(shared, i, rx, tx)
         });
         join(join_array(loops), clock(shared)).await;
+    }
+
+    /// [`Server::run`], with `handler` answering the registered calls declared among the
+    /// objects (`ObjectSlot::declare(name, ObjectKind::Call, ..)`), one at a time, while the
+    /// sockets are served. A call's request is copied to `request` first (one that does not
+    /// fit is answered with an error) and its response written to `response`.
+    #[cfg(feature = "objects")]
+    pub async fn run_with_calls(
+        &mut self,
+        handler: &mut impl CallHandler,
+        request: &mut [u8],
+        response: &mut [u8],
+    ) {
+        let shared = self.shared;
+        let mut sockets = self.sockets.iter_mut().enumerate();
+        let loops: [_; SOCKETS] = core::array::from_fn(|_| {
+            let (i, [rx, tx]) = sockets.next().expect("one buffer pair per socket");
+            socket_loop(shared, i, rx, tx)
+        });
+        embassy_futures::join::join3(
+            join_array(loops),
+            clock(shared),
+            calls(shared, handler, request, response),
+        )
+        .await;
+    }
+}
+
+/// The application's side of registered calls (feature `objects`): see
+/// [`Server::run_with_calls`].
+#[cfg(feature = "objects")]
+#[allow(async_fn_in_trait)]
+pub trait CallHandler {
+    /// Answers the call `name` with `request` (one value of the value model): the length of
+    /// the response written at the start of `response` (one value, at most the call's
+    /// `max_item` bytes, else the caller gets `TooLarge` or `InvalidValue`), or an error text
+    /// the caller gets as the call's failure. The manager serves on while it runs.
+    async fn call(
+        &mut self,
+        name: &str,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> Result<usize, &'static str>;
+}
+
+/// Runs registered calls one at a time until the manager shuts down.
+#[cfg(feature = "objects")]
+async fn calls<const N: usize>(
+    shared: &Shared<'_, N>,
+    handler: &mut impl CallHandler,
+    request: &mut [u8],
+    response: &mut [u8],
+) {
+    let mut name = [0u8; depot_core::wire::MAX_NAME_LEN];
+    while !shared.done() {
+        let taken = shared.manager(|m| {
+            let call = m.poll_call()?;
+            let name_len = call.name.len().min(name.len());
+            name[..name_len].copy_from_slice(&call.name.as_bytes()[..name_len]);
+            let fits = request.get_mut(..call.request.len()).map(|dest| {
+                dest.copy_from_slice(call.request);
+                dest.len()
+            });
+            Some((call.id, name_len, fits))
+        });
+        let Some((id, name_len, fits)) = taken else {
+            shared.calls.wait().await;
+            continue;
+        };
+        let outcome = match (fits, core::str::from_utf8(&name[..name_len])) {
+            (Some(len), Ok(name)) => handler.call(name, &request[..len], response).await,
+            _ => Err("request larger than the firmware's call buffer"),
+        };
+        let outcome = outcome.map(|len| &response[..len.min(response.len())]);
+        shared.manager(|m| m.handle_call_done(id, now(), outcome));
+        shared.dispatch(true);
     }
 }
 

@@ -43,7 +43,7 @@ use depot_core::wire::{
     ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Reply, Wait, NONCE_LEN,
     SESSION_ID_LEN,
 };
-use depot_core::{Event, Handle, Instant};
+use depot_core::{Event as CoreEvent, Handle, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::debug;
@@ -55,8 +55,11 @@ use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BA
 use crate::client::STAT_BATCH;
 
 mod lease;
+mod objects;
+use crate::client::ops::ActionBuf;
 use crate::{Error, QueueStat, Reconnect};
 pub use lease::{Leased, RawLeased};
+pub use objects::{Dict, Event, Lock, Semaphore, Value};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
 /// no reply of this connection arrives meanwhile (only other connections can free room then).
@@ -86,6 +89,8 @@ enum Request {
     PutSeq(Handle, Vec<u8>, Wait, u64),
     /// A `PutMany` numbered in the client's session.
     PutManySeq(Handle, Vec<u8>, Wait, u64),
+    /// An action on an object beside queues, waiting this long if it waits.
+    Act(Handle, ActionBuf, Wait),
 }
 
 impl Request {
@@ -151,6 +156,10 @@ impl Request {
                 items: Items(items),
                 wait: *wait,
             },
+            Request::Act(handle, action, wait) => Op::Act {
+                handle: *handle,
+                action: action.action(*wait),
+            },
         }
     }
 
@@ -165,7 +174,8 @@ impl Request {
 
     /// Whether it may be sent again on a new connection after its reply was lost: not a
     /// `task_done` or a stop (whether they took effect cannot be told), not a plain put (it
-    /// could be applied twice), not a `Return` (the item could be given back twice).
+    /// could be applied twice), not a `Return` (the item could be given back twice), not an
+    /// object's action (a lock taken, a call run, on a connection that is gone).
     fn may_resend(&self) -> bool {
         !matches!(
             self,
@@ -174,6 +184,7 @@ impl Request {
                 | Request::Put(..)
                 | Request::PutMany(..)
                 | Request::Return(..)
+                | Request::Act(..)
         )
     }
 
@@ -337,7 +348,7 @@ impl Client {
 
     /// A raw-bytes proxy for the queue `name`.
     pub async fn raw_queue(&self, name: &str) -> Result<RawQueue, Error> {
-        let outcome = self.call(Request::Open(name.to_owned())).await?;
+        let outcome = self.exchange(Request::Open(name.to_owned())).await?;
         self.opened(name, outcome)
     }
 
@@ -353,7 +364,9 @@ impl Client {
             max_item,
             mode: depot_core::QueueMode::Value,
         };
-        let outcome = self.call(Request::Create(name.to_owned(), spec)).await?;
+        let outcome = self
+            .exchange(Request::Create(name.to_owned(), spec))
+            .await?;
         self.opened(name, outcome)
     }
 
@@ -396,7 +409,7 @@ impl Client {
 
     /// The manager's status: connections, objects, blocked requests.
     pub async fn status(&self) -> Result<ManagerStatus, Error> {
-        match self.call(Request::Status).await? {
+        match self.exchange(Request::Status).await? {
             Outcome::Status(status) => Ok(status),
             other => Err(unexpected(other, "")),
         }
@@ -404,7 +417,7 @@ impl Client {
 
     /// Asks the manager to stop; an [`ErrorCode::NotAllowed`] error when it refuses.
     pub async fn shutdown_manager(&self) -> Result<(), Error> {
-        match self.call(Request::Shutdown).await? {
+        match self.exchange(Request::Shutdown).await? {
             Outcome::Done => Ok(()),
             other => Err(unexpected(other, "")),
         }
@@ -435,7 +448,7 @@ impl Client {
     }
 
     /// One request and its reply.
-    async fn call(&self, request: Request) -> Result<Outcome, Error> {
+    async fn exchange(&self, request: Request) -> Result<Outcome, Error> {
         self.start(request).finish().await
     }
 
@@ -454,7 +467,7 @@ impl Client {
             ::tokio::pin!(notified);
             // Registered before the request goes out, so no reply in between is missed.
             notified.as_mut().enable();
-            match self.call(remake(current)).await? {
+            match self.exchange(remake(current)).await? {
                 Outcome::Error(ErrorCode::WaiterLimit) => {
                     let _ = timeout(ROOM_RETRY, notified).await;
                     if let Wait::Millis(ms) = wait {
@@ -555,13 +568,7 @@ fn items_of(outcome: Outcome) -> Option<Vec<Vec<u8>>> {
 
 /// The error for a reply that is not the success a request expects.
 fn unexpected(outcome: Outcome, name: &str) -> Error {
-    match outcome {
-        Outcome::Error(code) => Error::request(code, name),
-        // A reply of the wrong kind: the manager broke the protocol.
-        _ => Error::Protocol(depot_core::Error::Closed(
-            depot_core::wire::CloseReason::Unexpected,
-        )),
-    }
+    crate::client::ops::unexpected(outcome, name)
 }
 
 /// The addresses `addr` names.
@@ -658,12 +665,12 @@ async fn open_session(d: &mut Dialled, session: [u8; SESSION_ID_LEN]) -> Result<
         }
         while let Some(event) = d.core.poll_event() {
             match event {
-                Event::Reply { id: r, reply } if r == id => {
+                CoreEvent::Reply { id: r, reply } if r == id => {
                     let took = matches!(reply, Reply::Session { .. });
                     debug!(took, "session");
                     return Ok(took);
                 }
-                Event::Closed(e) => return Err(closed_error(peer, e, None)),
+                CoreEvent::Closed(e) => return Err(closed_error(peer, e, None)),
                 _ => {}
             }
         }
@@ -704,8 +711,8 @@ async fn handshake(
     let mut buf = vec![0; READ_CHUNK];
     loop {
         match core.poll_event() {
-            Some(Event::Connected) => return Ok(()),
-            Some(Event::Closed(e)) => return Err(closed_error(peer, e, None)),
+            Some(CoreEvent::Connected) => return Ok(()),
+            Some(CoreEvent::Closed(e)) => return Err(closed_error(peer, e, None)),
             _ => {}
         }
         let out = core.poll_transmit();
@@ -1113,8 +1120,8 @@ impl Driver {
         let mut closed = None;
         loop {
             let (id, outcome) = match self.core.poll_event() {
-                Some(Event::Reply { id, reply }) => (id, Outcome::from_reply(reply)),
-                Some(Event::Closed(e)) => {
+                Some(CoreEvent::Reply { id, reply }) => (id, Outcome::from_reply(reply)),
+                Some(CoreEvent::Closed(e)) => {
                     closed = Some(e);
                     break;
                 }
@@ -1219,7 +1226,7 @@ impl RawQueue {
 
     /// Marks one got item as processed.
     pub async fn task_done(&self) -> Result<(), Error> {
-        let outcome = self.client.call(Request::TaskDone(self.handle)).await?;
+        let outcome = self.client.exchange(Request::TaskDone(self.handle)).await?;
         self.done(outcome)
     }
 
@@ -1354,7 +1361,7 @@ impl RawQueue {
     }
 
     async fn size(&self) -> Result<QueueSize, Error> {
-        match self.client.call(Request::Size(self.handle)).await? {
+        match self.client.exchange(Request::Size(self.handle)).await? {
             Outcome::Size(size) => Ok(size),
             other => Err(unexpected(other, &self.name)),
         }

@@ -416,3 +416,152 @@ fn a_leased_lock_goes_to_the_next_client_when_its_holder_overstays() {
     assert_eq!(code(la.release().unwrap_err()), Some(ErrorCode::NotOwner));
     lb.release().unwrap();
 }
+
+#[test]
+fn the_built_in_close_call_stops_the_manager_only_when_allowed() {
+    // Refused without remote shutdown: the manager serves on.
+    let refused = start();
+    let c = connect(&refused);
+    let e = c.call::<(), ()>("close", &()).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotAllowed));
+    c.event("ready").unwrap().set().unwrap();
+    assert!(c.event("ready").unwrap().is_set().unwrap());
+    refused.shutdown().unwrap();
+
+    // Refused for a key without the admin right everywhere, even when allowed.
+    let keys = depot_std::Keyring::owned(vec![
+        depot_std::Key::owned(
+            "worker".into(),
+            b"worker key".to_vec(),
+            vec![depot_std::Grant::owned(
+                "close".into(),
+                false,
+                depot_std::Rights::PUT | depot_std::Rights::GET,
+            )],
+        ),
+        depot_std::Key::owned(
+            String::new(),
+            KEY.to_vec(),
+            vec![depot_std::Grant::owned(
+                String::new(),
+                true,
+                depot_std::Rights::ALL,
+            )],
+        ),
+    ]);
+    let allowed = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .keyring(keys)
+        .event("ready")
+        .allow_remote_shutdown(true)
+        .start()
+        .unwrap();
+    let addr = allowed.address();
+    let worker = Client::connect_as(addr, "worker", b"worker key").unwrap();
+    let e = worker.call::<(), ()>("close", &()).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotAllowed));
+
+    // Granted: the caller gets its answer, then the manager stops.
+    let admin = Client::connect(addr, KEY).unwrap();
+    let t = Instant::now();
+    admin.call::<(), ()>("close", &()).unwrap();
+    allowed.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(Client::connect(addr, KEY).is_err());
+}
+
+#[test]
+fn a_declared_close_call_takes_the_place_of_the_built_in_one() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .allow_remote_shutdown(true)
+        .call("close", |n: u32| Ok::<u32, String>(n + 1))
+        .start()
+        .unwrap();
+    let c = connect(&m);
+    assert_eq!(c.call::<u32, u32>("close", &41).unwrap(), 42);
+    // Still serving: the application's handler ran, not a stop.
+    assert_eq!(c.call::<u32, u32>("close", &1).unwrap(), 2);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_condition_waiter_in_one_client_is_notified_from_another() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .condition("cv")
+        .list("jobs", 8)
+        .start()
+        .unwrap();
+    let (a, b) = (connect(&m), connect(&m));
+    let cv = a.condition("cv").unwrap();
+    cv.acquire().unwrap();
+    let waiter = thread::spawn(move || {
+        let jobs = a.list::<String>("jobs").unwrap();
+        while jobs.is_empty().unwrap() {
+            cv.wait().unwrap();
+        }
+        let job = jobs.pop(0).unwrap();
+        cv.release().unwrap();
+        job
+    });
+    let cv = b.condition("cv").unwrap();
+    // Free only once the waiter's wait gave it up.
+    let start = Instant::now();
+    while !cv.try_acquire().unwrap() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(5));
+    }
+    b.list::<String>("jobs")
+        .unwrap()
+        .push(&"build".into())
+        .unwrap();
+    cv.notify(1).unwrap();
+    cv.release().unwrap();
+    assert_eq!(waiter.join().unwrap().as_deref(), Some("build"));
+    // Timed out: false, and the lock is held again.
+    cv.acquire().unwrap();
+    assert!(!cv.wait_timeout(Duration::from_millis(50)).unwrap());
+    cv.release().unwrap();
+    let e = cv.release().unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::NotOwner));
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_list_proxy_reads_and_writes_like_a_vec() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .list("l", 3)
+        .start()
+        .unwrap();
+    let c = connect(&m);
+    let l = c.list::<u32>("l").unwrap();
+    l.push(&1).unwrap();
+    l.push(&3).unwrap();
+    l.insert(1, &2).unwrap();
+    let e = l.push(&4).unwrap_err();
+    assert_eq!(code(e), Some(ErrorCode::Full));
+    assert_eq!(l.to_vec().unwrap(), [1, 2, 3]);
+    assert_eq!((l.get(-1).unwrap(), l.get(3).unwrap()), (Some(3), None));
+    l.set(0, &3).unwrap();
+    assert_eq!(
+        (l.count(&3).unwrap(), l.index_of(&3).unwrap()),
+        (2, Some(0))
+    );
+    assert!(l.remove(&3).unwrap());
+    l.reverse().unwrap();
+    assert_eq!(l.to_vec().unwrap(), [3, 2]);
+    assert_eq!(l.pop(-1).unwrap(), Some(2));
+    assert_eq!(l.len().unwrap(), 1);
+    // The wrong kind is refused by name.
+    assert_eq!(
+        code(c.dict::<u32, u32>("l").unwrap_err()),
+        Some(ErrorCode::WrongKind)
+    );
+    m.shutdown().unwrap();
+}

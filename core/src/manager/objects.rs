@@ -41,7 +41,10 @@ pub(super) fn right_for(action: Action) -> crate::keyring::Rights {
         | Action::Lookup { .. }
         | Action::Keys
         | Action::Entries
-        | Action::WaitKey { .. } => Rights::GET,
+        | Action::WaitKey { .. }
+        | Action::At { .. }
+        | Action::Find { .. }
+        | Action::CountOf { .. } => Rights::GET,
         _ => Rights::PUT,
     }
 }
@@ -122,6 +125,8 @@ impl Manager<'_> {
                 | Action::Keys
                 | Action::Entries
                 | Action::WaitKey { .. }
+                | Action::At { .. }
+                | Action::PopAt { .. }
         );
         let fit = self.item_fit(i);
         match self.registry.shared(handle) {
@@ -159,6 +164,12 @@ impl Manager<'_> {
             (Obj::Event { set: true }, Action::Wait { .. }) => Reply::Flag(true),
             (Obj::Event { set: false }, Action::Wait { wait }) => {
                 return self.park_on(i, id, handle, wait, Waiter::EMPTY);
+            }
+            (Obj::Permits { .. }, Action::Wait { wait }) if o.kind == ObjectKind::Condition => {
+                return self.condition_wait(i, id, handle, wait);
+            }
+            (Obj::Permits { .. }, Action::Notify { n }) if o.kind == ObjectKind::Condition => {
+                self.notify(i, handle, n)
             }
             (Obj::Permits { .. }, Action::Acquire { wait }) => {
                 return self.acquire(i, id, handle, wait);
@@ -228,6 +239,7 @@ impl Manager<'_> {
                 }
                 Err(e) => Reply::Error(e),
             },
+            (Obj::List { .. }, action) => return self.list_act(i, id, handle, action),
             (Obj::Dict { .. }, Action::Entries) => {
                 return self.reply_shared(i, id, handle, |o| o.entries().map(Reply::Values));
             }
@@ -240,6 +252,52 @@ impl Manager<'_> {
             }
             (Obj::Call { .. }, Action::Call { request, wait }) => {
                 return self.call(i, id, handle, request, wait);
+            }
+            _ => Reply::Error(ErrorCode::WrongKind),
+        };
+        self.reply(i, id, &reply);
+    }
+
+    /// `action` on the list `handle` by connection `i`.
+    fn list_act(&mut self, i: usize, id: u32, handle: Handle, action: Action) {
+        let Ok(o) = self.registry.shared(handle) else {
+            return;
+        };
+        let done = |r: Result<(), ErrorCode>| r.map_or_else(Reply::Error, |()| Reply::Done);
+        let reply = match action {
+            Action::Append { value }
+            | Action::Replace { value, .. }
+            | Action::InsertAt { value, .. }
+                if !is_value(value) =>
+            {
+                Reply::Error(ErrorCode::InvalidValue)
+            }
+            Action::Append { value } => done(o.list_insert(i32::MAX, value)),
+            Action::InsertAt { index, value } => done(o.list_insert(index, value)),
+            Action::Replace { index, value } => done(o.list_replace(index, value)),
+            Action::At { index } => {
+                return self.reply_shared(i, id, handle, |o| {
+                    Some(o.list_at(index).map_or_else(Reply::Error, Reply::Value))
+                });
+            }
+            Action::PopAt { index } => match o.list_pop(index) {
+                Ok(at) => {
+                    return self.reply_shared(i, id, handle, |o| Some(Reply::Value(o.raw(at))))
+                }
+                Err(e) => Reply::Error(e),
+            },
+            Action::Find { value } => o
+                .list_find(value)
+                .map_or(Reply::Error(ErrorCode::NoSuchKey), Reply::Count),
+            Action::CountOf { value } => Reply::Count(o.list_count(value)),
+            Action::RemoveValue { value } => match o.list_find(value) {
+                Some(n) => done(o.list_pop(n as i32).map(drop)),
+                None => Reply::Error(ErrorCode::NoSuchKey),
+            },
+            Action::Reverse => done(o.list_reverse()),
+            Action::Count => Reply::Count(o.count()),
+            Action::Entries => {
+                return self.reply_shared(i, id, handle, |o| o.entries().map(Reply::Values));
             }
             _ => Reply::Error(ErrorCode::WrongKind),
         };
@@ -266,7 +324,7 @@ impl Manager<'_> {
             return;
         };
         let held = self.waiters.find_in(&o.holders, |w| w.conn == i as u32);
-        if let (ObjectKind::RLock, Some(h)) = (o.kind, held) {
+        if let (true, Some(h)) = (o.reentrant(), held) {
             // Its holder takes a reentrant lock again.
             if let Hold::Permits(n) = &mut self.waiters.get_mut(h).hold {
                 *n = n.saturating_add(1);
@@ -274,7 +332,12 @@ impl Manager<'_> {
             return self.reply(i, id, &Reply::Flag(true));
         }
         let free = matches!(o.state, Obj::Permits { free } if free > 0);
-        if free && o.waiters.len() == 0 {
+        // A condition's waiters not yet woken do not wait for the lock.
+        let list = o.waiters;
+        let queued = self.waiters.find_in(&list, |w| {
+            !matches!(w.hold, Hold::Condition { woken: None, .. })
+        });
+        if free && queued.is_none() {
             let reply = if self.take_permit(i, handle) {
                 Reply::Flag(true)
             } else {
@@ -287,7 +350,7 @@ impl Manager<'_> {
 
     /// Gives connection `i` one permit of `handle`, recorded among its holders; `false` when
     /// the waiter pool has no room for the record.
-    fn take_permit(&mut self, i: usize, handle: Handle) -> bool {
+    pub(super) fn take_permit(&mut self, i: usize, handle: Handle) -> bool {
         let Ok(o) = self.registry.shared(handle) else {
             return false;
         };
@@ -358,7 +421,7 @@ impl Manager<'_> {
             _ => 0,
         };
         // A reentrant lock frees its permit with its last release.
-        if o.kind != ObjectKind::RLock || left == 0 {
+        if !o.reentrant() || left == 0 {
             o.state = Obj::Permits {
                 free: free.saturating_add(1),
             };
@@ -371,12 +434,19 @@ impl Manager<'_> {
     }
 
     /// Hands free permits of `handle` to its blocked acquirers, oldest first.
-    fn grant(&mut self, handle: Handle) {
+    pub(super) fn grant(&mut self, handle: Handle) {
         loop {
             let Ok(o) = self.registry.shared(handle) else {
                 return;
             };
-            let (Obj::Permits { free: 1.. }, Some(w)) = (o.state, o.waiters.front()) else {
+            let Obj::Permits { free: 1.. } = o.state else {
+                return;
+            };
+            // A condition's waiter takes part once woken.
+            let list = o.waiters;
+            let Some(w) = self.waiters.find_in(&list, |w| {
+                !matches!(w.hold, Hold::Condition { woken: None, .. })
+            }) else {
                 return;
             };
             let waiter = *self.waiters.get(w);
@@ -384,7 +454,13 @@ impl Manager<'_> {
             self.release(w);
             let conn = waiter.conn as usize;
             let reply = if self.take_permit(conn, handle) {
-                Reply::Flag(true)
+                match waiter.hold {
+                    Hold::Condition { levels, woken } => {
+                        self.set_levels(conn, handle, levels);
+                        Reply::Flag(woken.unwrap_or(true))
+                    }
+                    _ => Reply::Flag(true),
+                }
             } else {
                 Reply::Error(ErrorCode::WaiterLimit)
             };

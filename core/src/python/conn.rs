@@ -38,7 +38,7 @@ use crate::wire::{
 use super::frame::{self, MAX_HANDSHAKE_BODY};
 use super::handshake::{self, PyKey, CHALLENGE_BODY_LEN, FAILURE, MAX_ANSWER_LEN, WELCOME};
 use super::item;
-use super::objects::{self, Build, KeyAction, ObjCall};
+use super::objects::{self, Build, IndexAction, KeyAction, ObjCall, ValueAction};
 use super::pickle::{self, Node, Pickle, Scratch, Writer};
 
 /// The methods a depot queue exposes to Python proxies: `queue.Queue`'s, as Python 3.8–3.12
@@ -298,6 +298,11 @@ impl PyConn {
         out: &mut [u8],
     ) -> Step<'static> {
         let o = match (&call, *reply) {
+            // The manager's built-in `close`: `create` runs it, as Python's runs a callable.
+            (Call::CreateOrStop, Reply::Opened(info)) if info.handle == Handle::CLOSE => {
+                self.state = State::Busy(Call::Stop);
+                return Step::Stop;
+            }
             (Call::Create | Call::CreateOrStop, Reply::Opened(info)) => {
                 Out::Created(info.handle, info.kind)
             }
@@ -565,6 +570,15 @@ fn exists_op(handle: Handle, kind: ObjectKind) -> Op<'static> {
     }
 }
 
+/// A list index or a count that is not an integer.
+fn int_error() -> Out<'static> {
+    Out::Error(
+        "builtins",
+        "TypeError",
+        Some("indices and counts must be integers"),
+    )
+}
+
 /// A method call on an object beside queues (`Err`: the answer, given at once).
 fn object_call<'b>(
     p: &Pickle<'b>,
@@ -708,6 +722,46 @@ fn object_call<'b>(
             Action::Insert {
                 key: &first[..a],
                 value: &second[..b],
+            }
+        }
+        Build::Notify => Action::Notify {
+            n: match p.node(bound[0]) {
+                None | Some(Node::None) => 1,
+                Some(Node::Int(n)) => n.clamp(0, i64::from(u32::MAX)) as u32,
+                Some(_) => return Err(int_error()),
+            },
+        },
+        Build::Index(a) => {
+            let index = match p.node(bound[0]) {
+                None | Some(Node::None) => -1,
+                Some(Node::Int(n)) => n.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+                Some(_) => return Err(int_error()),
+            };
+            match a {
+                IndexAction::Pop => Action::PopAt { index },
+                _ => Action::At { index },
+            }
+        }
+        Build::IndexValue(a) => {
+            let index = match p.node(bound[0]) {
+                Some(Node::Int(n)) => n.clamp(i32::MIN.into(), i32::MAX.into()) as i32,
+                _ => return Err(int_error()),
+            };
+            let n = item::to_cbor(p, bound[1], item_buf).map_err(value_error)?;
+            let value = &item_buf[..n];
+            match a {
+                IndexAction::Insert => Action::InsertAt { index, value },
+                _ => Action::Replace { index, value },
+            }
+        }
+        Build::Value(a) => {
+            let n = item::to_cbor(p, bound[0], item_buf).map_err(value_error)?;
+            let value = &item_buf[..n];
+            match a {
+                ValueAction::Append => Action::Append { value },
+                ValueAction::Find => Action::Find { value },
+                ValueAction::CountOf => Action::CountOf { value },
+                ValueAction::Remove => Action::RemoveValue { value },
             }
         }
         Build::WaitKey => {

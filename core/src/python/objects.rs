@@ -23,6 +23,8 @@ pub(super) const fn letter(kind: ObjectKind) -> u8 {
         ObjectKind::Barrier => b'w',
         ObjectKind::Dict => b'm',
         ObjectKind::Call => b'c',
+        ObjectKind::Condition => b'k',
+        ObjectKind::List => b'a',
     }
 }
 
@@ -39,6 +41,8 @@ pub(super) fn kind_of(letter: u8) -> Option<ObjectKind> {
         b'w' => ObjectKind::Barrier,
         b'm' => ObjectKind::Dict,
         b'c' => ObjectKind::Call,
+        b'k' => ObjectKind::Condition,
+        b'a' => ObjectKind::List,
         _ => return None,
     })
 }
@@ -74,6 +78,31 @@ pub(super) fn exposed(kind: ObjectKind) -> &'static [&'static str] {
         ],
         // `proxy(request)` or `proxy.call(request)`.
         ObjectKind::Call => &["__call__", "call"],
+        // `ConditionProxy`'s, and the lock's `with`.
+        ObjectKind::Condition => &[
+            "__enter__",
+            "__exit__",
+            "acquire",
+            "notify",
+            "notify_all",
+            "release",
+            "wait",
+        ],
+        // What a bounded list of values can do of `ListProxy`'s methods.
+        ObjectKind::List => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "append",
+            "count",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+        ],
         ObjectKind::Queue => ACQUIRER,
     }
 }
@@ -108,6 +137,14 @@ pub(super) enum ObjCall {
     DelAttr,
     /// A dict's `keys`, `values` or `items`: a list.
     List(ListOf),
+    /// A list's value at an index: the value, or `IndexError`.
+    AtIndex,
+    /// A list's `__setitem__`, `__delitem__`: `None`, or `IndexError`.
+    IndexDone,
+    /// A list's `index`: the position, or `ValueError`.
+    Position,
+    /// A list's `remove`: `None`, or `ValueError`.
+    Removed,
 }
 
 /// The most bytes a default of a dict's `get`/`pop` may take, converted as an item: it is kept
@@ -182,11 +219,37 @@ pub(super) enum Build {
     Insert,
     /// `wait_for_key(key, timeout)`.
     WaitKey,
+    /// A condition's `notify(n=1)`.
+    Notify,
+    /// A list action on an index (`None`: the last).
+    Index(IndexAction),
+    /// A list action on a value.
+    Value(ValueAction),
+    /// A list action on an index and a value.
+    IndexValue(IndexAction),
     /// A registered call's request (`None` when not given).
     Request,
     /// `__getattribute__(name)`: a barrier's `parties`, `n_waiting` or `broken`, as
     /// `BarrierProxy` reads them.
     Attribute,
+}
+
+/// The list actions that take an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IndexAction {
+    At,
+    Pop,
+    Replace,
+    Insert,
+}
+
+/// The list actions that take a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ValueAction {
+    Append,
+    Find,
+    CountOf,
+    Remove,
 }
 
 /// The dict actions that take only a key.
@@ -207,7 +270,11 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
     };
     let locks = matches!(
         kind,
-        ObjectKind::Lock | ObjectKind::RLock | ObjectKind::Semaphore | ObjectKind::BoundedSemaphore
+        ObjectKind::Lock
+            | ObjectKind::RLock
+            | ObjectKind::Semaphore
+            | ObjectKind::BoundedSemaphore
+            | ObjectKind::Condition
     );
     Some(match (kind, name) {
         (ObjectKind::Event, "set") => m(ObjCall::Done, &[], 0, Fixed(Action::Set)),
@@ -284,6 +351,43 @@ pub(super) fn method(kind: ObjectKind, name: &str) -> Option<Method> {
             m(ObjCall::List(of), &[], 0, Fixed(Action::Entries))
         }
         (ObjectKind::Call, "__call__" | "call") => m(ObjCall::Value, &["request"], 0, Request),
+        (ObjectKind::Condition, "wait") => m(ObjCall::Flag, &["timeout"], 0, Wait),
+        (ObjectKind::Condition, "notify") => m(ObjCall::Done, &["n"], 0, Notify),
+        (ObjectKind::Condition, "notify_all") => {
+            m(ObjCall::Done, &[], 0, Fixed(Action::Notify { n: u32::MAX }))
+        }
+        (ObjectKind::List, "__getitem__") => {
+            m(ObjCall::AtIndex, &["index"], 1, Index(IndexAction::At))
+        }
+        (ObjectKind::List, "pop") => m(ObjCall::AtIndex, &["index"], 0, Index(IndexAction::Pop)),
+        (ObjectKind::List, "__delitem__") => {
+            m(ObjCall::IndexDone, &["index"], 1, Index(IndexAction::Pop))
+        }
+        (ObjectKind::List, "__setitem__") => m(
+            ObjCall::IndexDone,
+            &["index", "value"],
+            2,
+            IndexValue(IndexAction::Replace),
+        ),
+        (ObjectKind::List, "insert") => m(
+            ObjCall::Done,
+            &["index", "value"],
+            2,
+            IndexValue(IndexAction::Insert),
+        ),
+        (ObjectKind::List, "__len__") => m(ObjCall::Int, &[], 0, Fixed(Action::Count)),
+        (ObjectKind::List, "append") => m(ObjCall::Done, &["value"], 1, Value(ValueAction::Append)),
+        (ObjectKind::List, "index") => {
+            m(ObjCall::Position, &["value"], 1, Value(ValueAction::Find))
+        }
+        (ObjectKind::List, "__contains__") => {
+            m(ObjCall::Contains, &["value"], 1, Value(ValueAction::Find))
+        }
+        (ObjectKind::List, "count") => m(ObjCall::Int, &["value"], 1, Value(ValueAction::CountOf)),
+        (ObjectKind::List, "remove") => {
+            m(ObjCall::Removed, &["value"], 1, Value(ValueAction::Remove))
+        }
+        (ObjectKind::List, "reverse") => m(ObjCall::Done, &[], 0, Fixed(Action::Reverse)),
         (ObjectKind::Dict, "wait_for_key") => m(ObjCall::Value, &["key", "timeout"], 1, WaitKey),
         _ => return None,
     })
@@ -304,7 +408,16 @@ pub(super) fn answer<'a>(call: &'a ObjCall, reply: &Reply<'a>) -> Out<'a> {
         (ObjCall::Attr | ObjCall::DelAttr, Reply::Error(ErrorCode::NoSuchKey)) => {
             Out::Error("builtins", "AttributeError", None)
         }
-        (ObjCall::Contains, Reply::Value(_)) => Out::Bool(true),
+        (ObjCall::Contains, Reply::Value(_) | Reply::Count(_)) => Out::Bool(true),
+        (ObjCall::AtIndex, Reply::Value(v)) => Out::Item(v),
+        (ObjCall::IndexDone | ObjCall::Removed, Reply::Done | Reply::Value(_)) => Out::None,
+        (ObjCall::Position, Reply::Count(n)) => Out::Int(n.into()),
+        (ObjCall::AtIndex | ObjCall::IndexDone, Reply::Error(ErrorCode::NoSuchKey)) => {
+            Out::Error("builtins", "IndexError", Some("list index out of range"))
+        }
+        (ObjCall::Position | ObjCall::Removed, Reply::Error(ErrorCode::NoSuchKey)) => {
+            Out::Error("builtins", "ValueError", Some("value is not in list"))
+        }
         (ObjCall::List(of), Reply::Values(entries)) => Out::List(entries.0, *of),
         (ObjCall::Contains, Reply::Error(ErrorCode::NoSuchKey)) => Out::Bool(false),
         (ObjCall::Delete, Reply::Value(_)) => Out::None,
@@ -329,7 +442,7 @@ pub(super) fn answer<'a>(call: &'a ObjCall, reply: &Reply<'a>) -> Out<'a> {
             Some("Semaphore released too many times"),
         ),
         (_, Reply::Error(ErrorCode::Full)) => {
-            Out::Error("builtins", "MemoryError", Some("the dict is full"))
+            Out::Error("builtins", "MemoryError", Some("the dict or list is full"))
         }
         (_, Reply::Error(code)) => Out::Error("builtins", "RuntimeError", Some(code.description())),
         _ => Out::Traceback("RuntimeError", "unexpected reply from the manager"),

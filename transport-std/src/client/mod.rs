@@ -6,6 +6,7 @@ mod link;
 #[cfg(all(test, shuttle))]
 mod model;
 mod objects;
+pub(crate) mod ops;
 pub(crate) mod proxy;
 mod python;
 
@@ -24,7 +25,7 @@ pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
 pub(crate) use link::jittered;
 pub use link::Reconnect;
-pub use objects::{Barrier, Dict, Event, Lock, LockGuard, Semaphore, Value};
+pub use objects::{Barrier, Condition, Dict, Event, List, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
 
 use crate::Error;
@@ -546,14 +547,7 @@ impl Client {
     /// The error for a reply that is not the success a request expects; `name` is the queue
     /// concerned, if any.
     pub(crate) fn unexpected(&self, outcome: Outcome, name: &str) -> Error {
-        match outcome {
-            Outcome::Error(code) => code_error(code, name),
-            Outcome::Refused { .. } => code_error(ErrorCode::WaiterLimit, name),
-            // A reply of the wrong kind: the manager broke the protocol.
-            _ => Error::Protocol(depot_core::Error::Closed(
-                depot_core::wire::CloseReason::Unexpected,
-            )),
-        }
+        ops::unexpected(outcome, name)
     }
 }
 

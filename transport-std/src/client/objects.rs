@@ -12,6 +12,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::conn::Outcome;
+use super::ops::{self, Act};
 use super::proxy::{decode, encode, wait_for};
 use super::Client;
 use crate::Error;
@@ -80,6 +81,15 @@ impl Object {
         }
     }
 
+    /// Runs one proxy method (see `super::ops`).
+    fn run<R>(&self, act: Act<R>) -> Result<R, Error> {
+        let outcome = match act.wait {
+            Some(wait) => self.blocking(wait, |wait| act.action.action(wait))?,
+            None => self.act(act.action.action(Wait::NoWait))?,
+        };
+        (act.finish)(outcome, &self.name)
+    }
+
     fn failed(&self, outcome: Outcome) -> Error {
         self.client.unexpected(outcome, &self.name)
     }
@@ -102,32 +112,27 @@ impl Object {
 
     /// Takes one permit (a lock's or a semaphore's), waiting as long as it takes.
     fn acquire(&self) -> Result<(), Error> {
-        let outcome = self.blocking(Wait::Forever, |wait| Action::Acquire { wait })?;
-        self.flag(outcome).map(drop)
+        self.run(ops::acquire(Wait::Forever)).map(drop)
     }
 
     /// Takes one permit if one is free now: whether one was.
     fn try_acquire(&self) -> Result<bool, Error> {
-        let outcome = self.act(Action::Acquire { wait: Wait::NoWait })?;
-        self.flag(outcome)
+        self.run(ops::acquire(Wait::NoWait))
     }
 
     /// Takes one permit, waiting at most `timeout`: whether one was taken.
     fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self.blocking(wait_for(timeout), |wait| Action::Acquire { wait })?;
-        self.flag(outcome)
+        self.run(ops::acquire(wait_for(timeout)))
     }
 
     /// Gives one permit back.
     fn release(&self) -> Result<(), Error> {
-        let outcome = self.act(Action::Release)?;
-        self.done(outcome)
+        self.run(ops::release())
     }
 
     /// Permits free now.
     fn free(&self) -> Result<u32, Error> {
-        let outcome = self.act(Action::Count)?;
-        self.count(outcome)
+        self.run(ops::len())
     }
 
     fn count(&self, outcome: Outcome) -> Result<u32, Error> {
@@ -192,19 +197,20 @@ impl Client {
         wait: Wait,
     ) -> Result<Resp, Error> {
         let o = Object::open(self, name, &[ObjectKind::Call])?;
-        let request = encode(request)?;
-        let outcome = o.blocking(wait, |wait| Action::Call {
-            request: &request,
-            wait,
-        })?;
-        match outcome {
-            Outcome::Value(response) => decode(response),
-            Outcome::Failed(message) => Err(Error::CallFailed {
-                call: name.to_owned(),
-                message,
-            }),
-            other => Err(o.failed(other)),
-        }
+        o.run(ops::call(request, wait)?)
+    }
+
+    /// [`Client::call_timeout`] with the request already encoded (one value of the value
+    /// model) and the response's bytes as they came (`None`: wait as long as it takes).
+    pub fn call_raw(
+        &self,
+        name: &str,
+        request: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Call])?;
+        let wait = timeout.map_or(Wait::Forever, wait_for);
+        o.run(ops::call_raw(request.to_vec(), wait))
     }
 
     /// A proxy for the event `name`.
@@ -233,6 +239,16 @@ impl Client {
         Object::open(self, name, &[ObjectKind::Barrier]).map(|o| Barrier { o })
     }
 
+    /// A proxy for the condition `name`.
+    pub fn condition(&self, name: &str) -> Result<Condition, Error> {
+        Object::open(self, name, &[ObjectKind::Condition]).map(|o| Condition { o })
+    }
+
+    /// A proxy for the list `name` of `T`s (values of the value model).
+    pub fn list<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<List<T>, Error> {
+        Object::open(self, name, &[ObjectKind::List]).map(|o| List { o, _t: PhantomData })
+    }
+
     /// A proxy for the dict `name`, from `K` to `V` (values of the value model).
     pub fn dict<K, V>(&self, name: &str) -> Result<Dict<K, V>, Error>
     where
@@ -255,36 +271,27 @@ pub struct Event {
 impl Event {
     /// Sets the flag; every waiter wakes.
     pub fn set(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Set)?;
-        self.o.done(outcome)
+        self.o.run(ops::set())
     }
 
     /// Clears the flag.
     pub fn clear(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Clear)?;
-        self.o.done(outcome)
+        self.o.run(ops::clear())
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::IsSet)?;
-        self.o.flag(outcome)
+        self.o.run(ops::is_set())
     }
 
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<(), Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
-        self.o.flag(outcome).map(drop)
+        self.o.run(ops::wait(None)).map(drop)
     }
 
     /// Waits at most `timeout` for the flag: whether it is set.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
-        self.o.flag(outcome)
+        self.o.run(ops::wait(Some(timeout)))
     }
 }
 
@@ -397,28 +404,18 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
     /// The value (decoding `null`, its value until first set, needs a `T` that is an
     /// `Option`).
     pub fn get(&self) -> Result<T, Error> {
-        match self.o.act(Action::Get)? {
-            Outcome::Value(bytes) => decode(bytes),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::get())
     }
 
     /// Replaces the value.
     pub fn set(&self, value: &T) -> Result<(), Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::Put { value: &value })?;
-        self.o.done(outcome)
+        self.o.run(ops::put(value)?)
     }
 
     /// Replaces the value with `value` if it is `expected` now (compared by encoding):
     /// whether it was.
     pub fn compare_and_set(&self, expected: &T, value: &T) -> Result<bool, Error> {
-        let (expected, value) = (encode(expected)?, encode(value)?);
-        let outcome = self.o.act(Action::CompareAndSet {
-            expected: &expected,
-            value: &value,
-        })?;
-        self.o.flag(outcome)
+        self.o.run(ops::compare_and_set(expected, value)?)
     }
 }
 
@@ -500,30 +497,22 @@ where
 {
     /// The value for `key`, if there is one.
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        let key = encode(key)?;
-        self.optional(self.o.act(Action::Lookup { key: &key })?)
+        self.o.run(ops::lookup(key)?)
     }
 
     /// Inserts or replaces the entry for `key` (`Err` with `Full` when the dict has no room).
     pub fn insert(&self, key: &K, value: &V) -> Result<(), Error> {
-        let (key, value) = (encode(key)?, encode(value)?);
-        let outcome = self.o.act(Action::Insert {
-            key: &key,
-            value: &value,
-        })?;
-        self.o.done(outcome)
+        self.o.run(ops::insert(key, value)?)
     }
 
     /// Removes the entry for `key`: its value, if there was one.
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        let key = encode(key)?;
-        self.optional(self.o.act(Action::Remove { key: &key })?)
+        self.o.run(ops::remove(key)?)
     }
 
     /// Entries now.
     pub fn len(&self) -> Result<u32, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome)
+        self.o.run(ops::len())
     }
 
     /// Whether the dict is empty now.
@@ -533,41 +522,187 @@ where
 
     /// The keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>, Error> {
-        match self.o.act(Action::Keys)? {
-            Outcome::Values(keys) => keys.into_iter().map(decode).collect(),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::keys())
     }
 
     /// The entries, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        match self.o.act(Action::Entries)? {
-            Outcome::Values(flat) => {
-                let mut out = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    out.push((decode(k)?, decode(v)?));
-                }
-                Ok(out)
-            }
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::items())
     }
 
     /// Waits until `key` is present (at most `timeout`, if given): its value.
     pub fn wait_for_key(&self, key: &K, timeout: Option<Duration>) -> Result<V, Error> {
-        let key = encode(key)?;
-        let wait = timeout.map_or(Wait::Forever, wait_for);
-        match self
+        self.o.run(ops::wait_for_key(key, timeout)?)
+    }
+}
+
+/// A condition (Python's `Condition`): a lock, reentrant, that its holder may give up while it
+/// waits to be notified. The connection holds it, as it holds a [`Lock`].
+#[derive(Debug, Clone)]
+pub struct Condition {
+    o: Object,
+}
+
+impl Condition {
+    /// Takes the condition's lock (again, if this connection holds it), waiting as long as
+    /// it takes.
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.o.acquire()
+    }
+
+    /// Takes the lock if it is free now: whether it was.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        self.o.try_acquire()
+    }
+
+    /// Takes the lock, waiting at most `timeout`: whether it was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.o.acquire_timeout(timeout)
+    }
+
+    /// Releases the lock once (`Err` with `NotOwner` if this connection does not hold it).
+    pub fn release(&self) -> Result<(), Error> {
+        self.o.release()
+    }
+
+    /// Gives the lock up until another client's notify, then waits for it again (the lock
+    /// is held again when this returns; `Err` with `NotOwner` if it was not held).
+    pub fn wait(&self) -> Result<(), Error> {
+        let outcome = self
             .o
-            .blocking(wait, |wait| Action::WaitKey { key: &key, wait })?
-        {
-            Outcome::Value(value) => decode(value),
+            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
+        self.o.flag(outcome).map(drop)
+    }
+
+    /// [`Condition::wait`] for at most `timeout`: whether it was notified (the lock is held
+    /// again either way).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        let outcome = self
+            .o
+            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
+        self.o.flag(outcome)
+    }
+
+    /// Wakes at most `n` waiters (they take the lock after this connection releases it).
+    pub fn notify(&self, n: u32) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Notify { n })?;
+        self.o.done(outcome)
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) -> Result<(), Error> {
+        self.notify(u32::MAX)
+    }
+}
+
+/// A list of `T`s (Python's `list`), bounded in entries and bytes; positions are `i32`s, from
+/// the end when negative, as in Python. Values compare by their encoding.
+#[derive(Debug)]
+pub struct List<T> {
+    o: Object,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for List<T> {
+    fn clone(&self) -> Self {
+        List {
+            o: self.o.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> List<T> {
+    /// Adds `value` at the end (`Err` with `Full` when the list has no room).
+    pub fn push(&self, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::Append { value: &value })?;
+        self.o.done(outcome)
+    }
+
+    /// Inserts `value` before `index`, clamped to the list (Python's `insert`).
+    pub fn insert(&self, index: i32, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::InsertAt {
+            index,
+            value: &value,
+        })?;
+        self.o.done(outcome)
+    }
+
+    /// The value at `index`, if there is one.
+    pub fn get(&self, index: i32) -> Result<Option<T>, Error> {
+        self.optional(self.o.act(Action::At { index })?)
+    }
+
+    /// Replaces the value at `index` (`Err` with `NoSuchKey` past either end).
+    pub fn set(&self, index: i32, value: &T) -> Result<(), Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::Replace {
+            index,
+            value: &value,
+        })?;
+        self.o.done(outcome)
+    }
+
+    /// Removes the value at `index`: it, if there was one (`-1`: the last, Python's `pop()`).
+    pub fn pop(&self, index: i32) -> Result<Option<T>, Error> {
+        self.optional(self.o.act(Action::PopAt { index })?)
+    }
+
+    /// The first position of `value`, if it is there.
+    pub fn index_of(&self, value: &T) -> Result<Option<u32>, Error> {
+        let value = encode(value)?;
+        match self.o.act(Action::Find { value: &value })? {
+            Outcome::Count(n) => Ok(Some(n)),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
             other => Err(self.o.failed(other)),
         }
     }
 
-    fn optional(&self, outcome: Outcome) -> Result<Option<V>, Error> {
+    /// How many times `value` is there.
+    pub fn count(&self, value: &T) -> Result<u32, Error> {
+        let value = encode(value)?;
+        let outcome = self.o.act(Action::CountOf { value: &value })?;
+        self.o.count(outcome)
+    }
+
+    /// Removes the first `value`: whether there was one.
+    pub fn remove(&self, value: &T) -> Result<bool, Error> {
+        let value = encode(value)?;
+        match self.o.act(Action::RemoveValue { value: &value })? {
+            Outcome::Done => Ok(true),
+            Outcome::Error(ErrorCode::NoSuchKey) => Ok(false),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    /// Reverses the list in place.
+    pub fn reverse(&self) -> Result<(), Error> {
+        let outcome = self.o.act(Action::Reverse)?;
+        self.o.done(outcome)
+    }
+
+    /// Values now.
+    pub fn len(&self) -> Result<u32, Error> {
+        let outcome = self.o.act(Action::Count)?;
+        self.o.count(outcome)
+    }
+
+    /// Whether the list is empty now.
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Every value, in order.
+    pub fn to_vec(&self) -> Result<Vec<T>, Error> {
+        match self.o.act(Action::Entries)? {
+            Outcome::Values(values) => values.into_iter().map(decode).collect(),
+            other => Err(self.o.failed(other)),
+        }
+    }
+
+    fn optional(&self, outcome: Outcome) -> Result<Option<T>, Error> {
         match outcome {
             Outcome::Value(value) => decode(value).map(Some),
             Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),

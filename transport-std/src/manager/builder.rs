@@ -257,6 +257,17 @@ impl ManagerBuilder {
         self.object(name, ObjectKind::Dict, capacity, DEFAULT_OBJECT_BYTES)
     }
 
+    /// Declares a condition (Python's `Condition`): a reentrant lock, released when its
+    /// holder's connection ends, whose holder may wait until notified.
+    pub fn condition(self, name: &str) -> Self {
+        self.object(name, ObjectKind::Condition, 1, 0)
+    }
+
+    /// Declares a list of at most `capacity` values in 64 KiB (Python's `list`).
+    pub fn list(self, name: &str, capacity: u32) -> Self {
+        self.object(name, ObjectKind::List, capacity, DEFAULT_OBJECT_BYTES)
+    }
+
     /// Registers the call `name`: clients' [`crate::Client::call`]s run `handler` on a
     /// thread of its own, at most 8 at once, with requests and responses (values of the value
     /// model) of at most 64 KiB. A handler's error, or its panic, is the caller's

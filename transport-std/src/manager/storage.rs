@@ -137,9 +137,9 @@ impl Plan {
                 mode: depot_core::QueueMode::Value,
             };
             let storage = match kind {
-                depot_core::wire::ObjectKind::Value | depot_core::wire::ObjectKind::Dict => {
-                    max_item as usize
-                }
+                depot_core::wire::ObjectKind::Value
+                | depot_core::wire::ObjectKind::Dict
+                | depot_core::wire::ObjectKind::List => max_item as usize,
                 _ => 0,
             };
             objects.push((name.clone(), kind, spec, storage));

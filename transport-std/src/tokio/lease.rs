@@ -77,7 +77,7 @@ impl RawLeased {
     }
 
     async fn settle(&self, request: Request) -> Result<(), Error> {
-        match self.client.call(request).await? {
+        match self.client.exchange(request).await? {
             Outcome::Done => Ok(()),
             other => Err(unexpected(other, &self.name)),
         }
