@@ -677,13 +677,14 @@ impl<'o> Writer<'o> {
         self.varint(v.into());
     }
 
-    /// `u32`s in a row (variant indices and fields alike).
-    #[inline(never)]
     /// A signed integer, zigzag-encoded as postcard writes it.
+    #[cfg(feature = "objects")]
     fn i32(&mut self, v: i32) {
         self.u32(((v << 1) ^ (v >> 31)) as u32);
     }
 
+    /// `u32`s in a row (variant indices and fields alike).
+    #[inline(never)]
     fn u32s(&mut self, values: &[u32]) {
         for &v in values {
             self.u32(v);
