@@ -309,3 +309,151 @@ fn a_list_refuses_what_is_not_a_value_and_other_kinds_actions() {
     );
     assert_eq!(act(&mut p, c, h, Action::Entries), Owned::Values(vec![]));
 }
+
+/// One step of a client against a condition (only steps a client not waiting may take; a
+/// waiting client can only leave).
+#[derive(Debug, Clone, Copy)]
+enum CondStep {
+    Acquire(usize),
+    Release(usize),
+    Wait(usize),
+    Notify(usize, u32),
+    Leave(usize),
+}
+
+fn cond_step() -> impl Strategy<Value = CondStep> {
+    let c = || 0usize..4;
+    // Weighted so that waits pile up and several notified waiters compete for the lock.
+    prop_oneof![
+        4 => c().prop_map(CondStep::Acquire),
+        3 => c().prop_map(CondStep::Release),
+        4 => c().prop_map(CondStep::Wait),
+        2 => (c(), prop_oneof![Just(1u32), Just(2), Just(u32::MAX)])
+            .prop_map(|(c, n)| CondStep::Notify(c, n)),
+        1 => c().prop_map(CondStep::Leave),
+    ]
+}
+
+/// The model of a condition: its reentrant lock's owner and levels, the clients waiting to be
+/// notified, and those notified and waiting for the lock back (each with the levels it gave
+/// up and its request id), both first come first served.
+#[derive(Default)]
+struct CondModel {
+    owner: Option<(usize, u32)>,
+    waiting: Vec<(usize, u32, u32)>,
+    notified: Vec<(usize, u32, u32)>,
+    /// Waits answered: (client, request id), to be found answered `true` on the wire.
+    woken: Vec<(usize, u32)>,
+}
+
+impl CondModel {
+    fn is_waiting(&self, c: usize) -> bool {
+        self.waiting.iter().chain(&self.notified).any(|w| w.0 == c)
+    }
+
+    /// The lock is free: the first notified waiter takes it back at its levels.
+    fn hand_on(&mut self) {
+        if self.owner.is_none() && !self.notified.is_empty() {
+            let (c, levels, id) = self.notified.remove(0);
+            self.owner = Some((c, levels));
+            self.woken.push((c, id));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 64 }))]
+
+    /// Against a model: the lock is never held by two clients, a wait gives every level up and
+    /// is answered only once it holds them again, `notify(n)` wakes at most `n` waiters in the
+    /// order they waited, waiting or notifying without the lock is `NotOwner`, and a client
+    /// that leaves gives up the lock and its place among the waiters.
+    #[test]
+    fn a_condition_matches_a_model(steps in prop::collection::vec(cond_step(), 1..120)) {
+        let mut p = pair("cv", ObjectKind::Condition, 0, 0);
+        let mut clients: Vec<usize> = (0..4).map(|_| p.connect()).collect();
+        let h = p.open(clients[0], "cv");
+        let mut m = CondModel::default();
+        for s in steps {
+            let client = match s {
+                CondStep::Acquire(c) | CondStep::Release(c) | CondStep::Wait(c) => c,
+                CondStep::Notify(c, _) | CondStep::Leave(c) => c,
+            };
+            if m.is_waiting(client) && !matches!(s, CondStep::Leave(_)) {
+                continue;
+            }
+            let conn = clients[client];
+            let owns = m.owner.is_some_and(|(o, _)| o == client);
+            match s {
+                CondStep::Acquire(_) => {
+                    let expect = match m.owner {
+                        None => {
+                            m.owner = Some((client, 1));
+                            Owned::Flag(true)
+                        }
+                        Some((o, n)) if o == client => {
+                            m.owner = Some((o, n + 1));
+                            Owned::Flag(true)
+                        }
+                        Some(_) => Owned::Error(ErrorCode::Timeout),
+                    };
+                    prop_assert_eq!(act(&mut p, conn, h, NOW), expect);
+                }
+                CondStep::Release(_) => {
+                    let expect = match m.owner {
+                        Some((o, n)) if o == client => {
+                            m.owner = (n > 1).then_some((o, n - 1));
+                            m.hand_on();
+                            Owned::Done
+                        }
+                        _ => Owned::Error(ErrorCode::NotOwner),
+                    };
+                    prop_assert_eq!(act(&mut p, conn, h, Action::Release), expect);
+                }
+                CondStep::Wait(_) => {
+                    let wait = Action::Wait { wait: Wait::Forever };
+                    if owns {
+                        let id = send(&mut p, conn, h, wait);
+                        let (_, levels) = m.owner.take().unwrap();
+                        m.waiting.push((client, levels, id));
+                        m.hand_on();
+                    } else {
+                        prop_assert_eq!(act(&mut p, conn, h, wait), Owned::Error(ErrorCode::NotOwner));
+                    }
+                }
+                CondStep::Notify(_, n) => {
+                    let expect = if owns {
+                        let k = (n as usize).min(m.waiting.len());
+                        let woken: Vec<_> = m.waiting.drain(..k).collect();
+                        m.notified.extend(woken);
+                        Owned::Done
+                    } else {
+                        Owned::Error(ErrorCode::NotOwner)
+                    };
+                    prop_assert_eq!(act(&mut p, conn, h, Action::Notify { n }), expect);
+                }
+                CondStep::Leave(_) => {
+                    p.disconnect(conn);
+                    clients[client] = p.connect();
+                    if owns {
+                        m.owner = None;
+                    }
+                    m.waiting.retain(|w| w.0 != client);
+                    m.notified.retain(|w| w.0 != client);
+                    m.woken.retain(|w| w.0 != client);
+                    m.hand_on();
+                }
+            }
+            p.pump();
+            // Every wait the model answered is answered, holding the lock; no other is.
+            for (c, id) in m.woken.drain(..) {
+                prop_assert_eq!(p.take(clients[c], id), Some(Owned::Flag(true)));
+            }
+            for &(c, _, id) in m.waiting.iter().chain(&m.notified) {
+                prop_assert_eq!(p.take(clients[c], id), None);
+            }
+            let free = act(&mut p, clients[0], h, Action::Count);
+            prop_assert_eq!(free, Owned::Count(u32::from(m.owner.is_none())));
+        }
+    }
+}
