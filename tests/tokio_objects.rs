@@ -1,5 +1,6 @@
 //! Objects beside queues with the async client over real sockets: events, locks, semaphores,
-//! values, dicts and registered calls, between tasks on separate connections.
+//! values, dicts, conditions, lists, barriers and registered calls, between tasks on separate
+//! connections.
 
 use std::time::Duration;
 
@@ -150,4 +151,102 @@ async fn values_dicts_and_calls() {
         code(c.call::<(), ()>("close", &()).await),
         Some(ErrorCode::NotAllowed)
     );
+}
+
+fn start_more() -> ManagerHandle {
+    Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .condition("cv")
+        .list("jobs", 4)
+        .barrier("start", 2)
+        .start()
+        .expect("manager starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_wait_on_one_connection_is_woken_by_a_notify_on_another() {
+    let m = start_more();
+    let a = Client::connect(m.address(), KEY).await.unwrap();
+    let b = Client::connect(m.address(), KEY).await.unwrap();
+    let cv = a.condition("cv").await.unwrap();
+    // Waiting without the lock is refused; a wait that runs out returns holding it.
+    assert_eq!(code(cv.wait().await), Some(ErrorCode::NotOwner));
+    cv.acquire().await.unwrap();
+    assert!(!cv.wait_timeout(Duration::from_millis(20)).await.unwrap());
+    let waiter = tokio::spawn(async move {
+        cv.wait().await?;
+        cv.release().await
+    });
+    while b.status().await.unwrap().waiters == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The waiter gave the lock up: b takes it at once, notifies, and releases it to a.
+    let cv = b.condition("cv").await.unwrap();
+    assert!(cv.try_acquire().await.unwrap());
+    cv.notify_all().await.unwrap();
+    cv.release().await.unwrap();
+    timeout(LONG, waiter).await.unwrap().unwrap().unwrap();
+    assert!(
+        cv.try_acquire().await.unwrap(),
+        "a released it after its wait"
+    );
+    cv.release().await.unwrap();
+    assert_eq!(code(b.list::<u32>("cv").await), Some(ErrorCode::WrongKind));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_answers_like_a_vec_within_its_bound() {
+    let m = start_more();
+    let a = Client::connect(m.address(), KEY).await.unwrap();
+    let b = Client::connect(m.address(), KEY).await.unwrap();
+    let la = a.list::<u32>("jobs").await.unwrap();
+    let lb = b.list::<u32>("jobs").await.unwrap();
+    for v in [1, 2, 3] {
+        la.push(&v).await.unwrap();
+    }
+    lb.insert(0, &9).await.unwrap();
+    assert_eq!(code(la.push(&4).await), Some(ErrorCode::Full));
+    assert_eq!(lb.to_vec().await.unwrap(), vec![9, 1, 2, 3]);
+    assert_eq!(la.get(-1).await.unwrap(), Some(3));
+    assert_eq!(la.get(7).await.unwrap(), None);
+    la.set(1, &2).await.unwrap();
+    assert_eq!(lb.count(&2).await.unwrap(), 2);
+    assert_eq!(lb.index_of(&2).await.unwrap(), Some(1));
+    assert!(lb.remove(&2).await.unwrap());
+    assert!(!lb.remove(&7).await.unwrap());
+    lb.reverse().await.unwrap();
+    assert_eq!(la.to_vec().await.unwrap(), vec![3, 2, 9]);
+    assert_eq!(la.pop(-1).await.unwrap(), Some(9));
+    assert_eq!(la.len().await.unwrap(), 2);
+    assert_eq!(code(la.set(5, &1).await), Some(ErrorCode::NoSuchKey));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_lets_its_parties_through_together_and_breaks_on_a_timeout() {
+    let m = start_more();
+    let a = Client::connect(m.address(), KEY).await.unwrap();
+    let b = Client::connect(m.address(), KEY).await.unwrap();
+    let ba = a.barrier("start").await.unwrap();
+    let bb = b.barrier("start").await.unwrap();
+    assert_eq!(ba.parties(), 2);
+    let first = tokio::spawn(async move { ba.wait().await });
+    while bb.n_waiting().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = bb.wait().await.unwrap();
+    let first = timeout(LONG, first).await.unwrap().unwrap().unwrap();
+    let mut order = [first, second];
+    order.sort();
+    assert_eq!(order, [0, 1]);
+    // A lone party that runs out breaks it, until reset.
+    assert_eq!(
+        code(bb.wait_timeout(Duration::from_millis(20)).await),
+        Some(ErrorCode::Timeout)
+    );
+    assert!(bb.is_broken().await.unwrap());
+    bb.reset().await.unwrap();
+    assert!(!bb.is_broken().await.unwrap());
+    bb.abort().await.unwrap();
+    assert!(bb.is_broken().await.unwrap());
 }

@@ -59,7 +59,7 @@ mod objects;
 use crate::client::ops::ActionBuf;
 use crate::{Error, QueueStat, Reconnect};
 pub use lease::{Leased, RawLeased};
-pub use objects::{Dict, Event, Lock, Semaphore, Value};
+pub use objects::{Barrier, Condition, Dict, Event, List, Lock, Semaphore, Value};
 
 /// How long a request refused for lack of room to block waits before it is sent again when
 /// no reply of this connection arrives meanwhile (only other connections can free room then).

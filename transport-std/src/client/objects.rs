@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::conn::Outcome;
 use super::ops::{self, Act};
-use super::proxy::{decode, encode, wait_for};
+use super::proxy::wait_for;
 use super::Client;
 use crate::Error;
 
@@ -90,26 +90,6 @@ impl Object {
         (act.finish)(outcome, &self.name)
     }
 
-    fn failed(&self, outcome: Outcome) -> Error {
-        self.client.unexpected(outcome, &self.name)
-    }
-
-    fn done(&self, outcome: Outcome) -> Result<(), Error> {
-        match outcome {
-            Outcome::Done => Ok(()),
-            other => Err(self.failed(other)),
-        }
-    }
-
-    /// `true` for `Flag(true)`, `false` for a wait that ran out.
-    fn flag(&self, outcome: Outcome) -> Result<bool, Error> {
-        match outcome {
-            Outcome::Flag(flag) => Ok(flag),
-            Outcome::Error(ErrorCode::Timeout) => Ok(false),
-            other => Err(self.failed(other)),
-        }
-    }
-
     /// Takes one permit (a lock's or a semaphore's), waiting as long as it takes.
     fn acquire(&self) -> Result<(), Error> {
         self.run(ops::acquire(Wait::Forever)).map(drop)
@@ -133,13 +113,6 @@ impl Object {
     /// Permits free now.
     fn free(&self) -> Result<u32, Error> {
         self.run(ops::len())
-    }
-
-    fn count(&self, outcome: Outcome) -> Result<u32, Error> {
-        match outcome {
-            Outcome::Count(n) => Ok(n),
-            other => Err(self.failed(other)),
-        }
     }
 }
 
@@ -434,42 +407,32 @@ impl Barrier {
 
     /// Waits until every party has arrived: this party's arrival index (0 for the first).
     pub fn wait(&self) -> Result<u32, Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
-        self.o.count(outcome)
+        self.o.run(ops::barrier_wait(Wait::Forever))
     }
 
     /// Waits at most `timeout`; running out breaks the barrier (`Err` with `Timeout`).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
-        self.o.count(outcome)
+        self.o.run(ops::barrier_wait(wait_for(timeout)))
     }
 
     /// Parties waiting now.
     pub fn n_waiting(&self) -> Result<u32, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome)
+        self.o.run(ops::len())
     }
 
     /// Whether the barrier is broken now (until [`Barrier::reset`]).
     pub fn is_broken(&self) -> Result<bool, Error> {
-        let outcome = self.o.act(Action::IsBroken)?;
-        self.o.flag(outcome)
+        self.o.run(ops::is_broken())
     }
 
     /// Breaks the barrier: waiters and later waits fail with `Broken`.
     pub fn abort(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Abort)?;
-        self.o.done(outcome)
+        self.o.run(ops::fixed(Action::Abort))
     }
 
     /// Mends a broken barrier (its waiters fail with `Broken`).
     pub fn reset(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Reset)?;
-        self.o.done(outcome)
+        self.o.run(ops::fixed(Action::Reset))
     }
 }
 
@@ -568,25 +531,18 @@ impl Condition {
     /// Gives the lock up until another client's notify, then waits for it again (the lock
     /// is held again when this returns; `Err` with `NotOwner` if it was not held).
     pub fn wait(&self) -> Result<(), Error> {
-        let outcome = self
-            .o
-            .blocking(Wait::Forever, |wait| Action::Wait { wait })?;
-        self.o.flag(outcome).map(drop)
+        self.o.run(ops::wait(None)).map(drop)
     }
 
     /// [`Condition::wait`] for at most `timeout`: whether it was notified (the lock is held
     /// again either way).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        let outcome = self
-            .o
-            .blocking(wait_for(timeout), |wait| Action::Wait { wait })?;
-        self.o.flag(outcome)
+        self.o.run(ops::wait(Some(timeout)))
     }
 
     /// Wakes at most `n` waiters (they take the lock after this connection releases it).
     pub fn notify(&self, n: u32) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Notify { n })?;
-        self.o.done(outcome)
+        self.o.run(ops::fixed(Action::Notify { n }))
     }
 
     /// Wakes every waiter.
@@ -615,78 +571,52 @@ impl<T> Clone for List<T> {
 impl<T: Serialize + DeserializeOwned> List<T> {
     /// Adds `value` at the end (`Err` with `Full` when the list has no room).
     pub fn push(&self, value: &T) -> Result<(), Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::Append { value: &value })?;
-        self.o.done(outcome)
+        self.o.run(ops::push(value)?)
     }
 
     /// Inserts `value` before `index`, clamped to the list (Python's `insert`).
     pub fn insert(&self, index: i32, value: &T) -> Result<(), Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::InsertAt {
-            index,
-            value: &value,
-        })?;
-        self.o.done(outcome)
+        self.o.run(ops::insert_at(index, value)?)
     }
 
     /// The value at `index`, if there is one.
     pub fn get(&self, index: i32) -> Result<Option<T>, Error> {
-        self.optional(self.o.act(Action::At { index })?)
+        self.o.run(ops::at(index))
     }
 
     /// Replaces the value at `index` (`Err` with `NoSuchKey` past either end).
     pub fn set(&self, index: i32, value: &T) -> Result<(), Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::Replace {
-            index,
-            value: &value,
-        })?;
-        self.o.done(outcome)
+        self.o.run(ops::replace(index, value)?)
     }
 
     /// Removes the value at `index`: it, if there was one (`-1`: the last, Python's `pop()`).
     pub fn pop(&self, index: i32) -> Result<Option<T>, Error> {
-        self.optional(self.o.act(Action::PopAt { index })?)
+        self.o.run(ops::pop_at(index))
     }
 
     /// The first position of `value`, if it is there.
     pub fn index_of(&self, value: &T) -> Result<Option<u32>, Error> {
-        let value = encode(value)?;
-        match self.o.act(Action::Find { value: &value })? {
-            Outcome::Count(n) => Ok(Some(n)),
-            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::find(value)?)
     }
 
     /// How many times `value` is there.
     pub fn count(&self, value: &T) -> Result<u32, Error> {
-        let value = encode(value)?;
-        let outcome = self.o.act(Action::CountOf { value: &value })?;
-        self.o.count(outcome)
+        self.o.run(ops::count_of(value)?)
     }
 
     /// Removes the first `value`: whether there was one.
     pub fn remove(&self, value: &T) -> Result<bool, Error> {
-        let value = encode(value)?;
-        match self.o.act(Action::RemoveValue { value: &value })? {
-            Outcome::Done => Ok(true),
-            Outcome::Error(ErrorCode::NoSuchKey) => Ok(false),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::remove_value(value)?)
     }
 
     /// Reverses the list in place.
     pub fn reverse(&self) -> Result<(), Error> {
-        let outcome = self.o.act(Action::Reverse)?;
-        self.o.done(outcome)
+        self.o.run(ops::fixed(Action::Reverse))
     }
 
     /// Values now.
     pub fn len(&self) -> Result<u32, Error> {
-        let outcome = self.o.act(Action::Count)?;
-        self.o.count(outcome)
+        self.o.run(ops::len())
     }
 
     /// Whether the list is empty now.
@@ -696,17 +626,6 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Every value, in order.
     pub fn to_vec(&self) -> Result<Vec<T>, Error> {
-        match self.o.act(Action::Entries)? {
-            Outcome::Values(values) => values.into_iter().map(decode).collect(),
-            other => Err(self.o.failed(other)),
-        }
-    }
-
-    fn optional(&self, outcome: Outcome) -> Result<Option<T>, Error> {
-        match outcome {
-            Outcome::Value(value) => decode(value).map(Some),
-            Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
-            other => Err(self.o.failed(other)),
-        }
+        self.o.run(ops::to_vec())
     }
 }

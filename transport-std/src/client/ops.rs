@@ -28,6 +28,12 @@ pub(crate) enum ActionBuf {
     Remove(Vec<u8>),
     WaitKey(Vec<u8>),
     Call(Vec<u8>),
+    Append(Vec<u8>),
+    InsertAt(i32, Vec<u8>),
+    Replace(i32, Vec<u8>),
+    Find(Vec<u8>),
+    CountOf(Vec<u8>),
+    RemoveValue(Vec<u8>),
 }
 
 impl ActionBuf {
@@ -44,6 +50,12 @@ impl ActionBuf {
             ActionBuf::Remove(key) => Action::Remove { key },
             ActionBuf::WaitKey(key) => Action::WaitKey { key, wait },
             ActionBuf::Call(request) => Action::Call { request, wait },
+            ActionBuf::Append(value) => Action::Append { value },
+            &ActionBuf::InsertAt(index, ref value) => Action::InsertAt { index, value },
+            &ActionBuf::Replace(index, ref value) => Action::Replace { index, value },
+            ActionBuf::Find(value) => Action::Find { value },
+            ActionBuf::CountOf(value) => Action::CountOf { value },
+            ActionBuf::RemoveValue(value) => Action::RemoveValue { value },
         }
     }
 }
@@ -240,6 +252,83 @@ pub(crate) fn wait_for_key<K: Serialize, V: DeserializeOwned>(
         wait_of(timeout),
         value::<V>,
     ))
+}
+
+/// A barrier's wait: this party's arrival index (running out breaks it: `Err` with `Timeout`).
+pub(crate) fn barrier_wait(wait: Wait) -> Act<u32> {
+    blocking(ActionBuf::Wait, wait, count)
+}
+
+/// A barrier's `is_broken`.
+pub(crate) fn is_broken() -> Act<bool> {
+    act(ActionBuf::Fixed(Action::IsBroken), flag)
+}
+
+/// A barrier's `abort`, `reset`; a list's `reverse`; a condition's `notify`: any action
+/// answered `Done`.
+pub(crate) fn fixed(action: Action<'static>) -> Act<()> {
+    act(ActionBuf::Fixed(action), done)
+}
+
+/// A list's `append`.
+pub(crate) fn push<T: Serialize>(v: &T) -> Result<Act<()>, Error> {
+    Ok(act(ActionBuf::Append(encode(v)?), done))
+}
+
+/// A list's `insert` before `index`.
+pub(crate) fn insert_at<T: Serialize>(index: i32, v: &T) -> Result<Act<()>, Error> {
+    Ok(act(ActionBuf::InsertAt(index, encode(v)?), done))
+}
+
+/// A list's value at `index`, if there is one.
+pub(crate) fn at<T: DeserializeOwned>(index: i32) -> Act<Option<T>> {
+    act(ActionBuf::Fixed(Action::At { index }), optional::<T>)
+}
+
+/// Replaces a list's value at `index`.
+pub(crate) fn replace<T: Serialize>(index: i32, v: &T) -> Result<Act<()>, Error> {
+    Ok(act(ActionBuf::Replace(index, encode(v)?), done))
+}
+
+/// Removes a list's value at `index`: it, if there was one.
+pub(crate) fn pop_at<T: DeserializeOwned>(index: i32) -> Act<Option<T>> {
+    act(ActionBuf::Fixed(Action::PopAt { index }), optional::<T>)
+}
+
+/// The first position of a value in a list, if it is there.
+pub(crate) fn find<T: Serialize>(v: &T) -> Result<Act<Option<u32>>, Error> {
+    Ok(act(ActionBuf::Find(encode(v)?), position))
+}
+
+/// How many times a value is in a list.
+pub(crate) fn count_of<T: Serialize>(v: &T) -> Result<Act<u32>, Error> {
+    Ok(act(ActionBuf::CountOf(encode(v)?), count))
+}
+
+/// Removes a value's first copy from a list: whether there was one.
+pub(crate) fn remove_value<T: Serialize>(v: &T) -> Result<Act<bool>, Error> {
+    Ok(act(ActionBuf::RemoveValue(encode(v)?), found))
+}
+
+/// A list's values, in order.
+pub(crate) fn to_vec<T: DeserializeOwned>() -> Act<Vec<T>> {
+    act(ActionBuf::Fixed(Action::Entries), values::<T>)
+}
+
+fn position(outcome: Outcome, name: &str) -> Result<Option<u32>, Error> {
+    match outcome {
+        Outcome::Count(n) => Ok(Some(n)),
+        Outcome::Error(ErrorCode::NoSuchKey) => Ok(None),
+        other => Err(unexpected(other, name)),
+    }
+}
+
+fn found(outcome: Outcome, name: &str) -> Result<bool, Error> {
+    match outcome {
+        Outcome::Done => Ok(true),
+        Outcome::Error(ErrorCode::NoSuchKey) => Ok(false),
+        other => Err(unexpected(other, name)),
+    }
 }
 
 /// A registered call: its response, or `CallFailed` with the handler's error.

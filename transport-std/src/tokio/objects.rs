@@ -1,7 +1,8 @@
-//! Object proxies for async code: events, locks, semaphores, values, dicts and registered
-//! calls (PROTOCOL.md §15). Each method is the blocking proxy's (`crate::client::ops`), sent
-//! through the connection task. The connection holds locks and permits, as for the blocking
-//! client: every clone of a client shares them, and they are released when it closes.
+//! Object proxies for async code: events, locks, semaphores, values, dicts, barriers,
+//! conditions, lists and registered calls (PROTOCOL.md §15). Each method is the blocking
+//! proxy's (`crate::client::ops`), sent through the connection task. The connection holds
+//! locks and permits, as for the blocking client: every clone of a client shares them, and
+//! they are released when it closes.
 //!
 //! A dropped future withdraws its request (`Cancel`); a lock or permit the manager granted
 //! before the withdrawal arrived stays held by the connection until released.
@@ -9,7 +10,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use depot_core::wire::{ErrorCode, ObjectInfo, ObjectKind, Wait};
+use depot_core::wire::{Action, ErrorCode, ObjectInfo, ObjectKind, Wait};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -123,6 +124,202 @@ impl Client {
             o,
             _kv: PhantomData,
         })
+    }
+
+    /// A proxy for the barrier `name`.
+    pub async fn barrier(&self, name: &str) -> Result<Barrier, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Barrier]).await?;
+        Ok(Barrier { o })
+    }
+
+    /// A proxy for the condition `name`.
+    pub async fn condition(&self, name: &str) -> Result<Condition, Error> {
+        let o = Object::open(self, name, &[ObjectKind::Condition]).await?;
+        Ok(Condition { o })
+    }
+
+    /// A proxy for the list `name` of `T`s (values of the value model).
+    pub async fn list<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<List<T>, Error> {
+        let o = Object::open(self, name, &[ObjectKind::List]).await?;
+        Ok(List { o, _t: PhantomData })
+    }
+}
+
+/// A barrier for a fixed number of parties (Python's `Barrier`): broken when a party times
+/// out or its connection ends.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    o: Object,
+}
+
+impl Barrier {
+    /// The parties it waits for.
+    pub fn parties(&self) -> u32 {
+        self.o.info.spec.capacity
+    }
+
+    /// Waits until every party has arrived: this party's arrival index (0 for the first).
+    pub async fn wait(&self) -> Result<u32, Error> {
+        self.o.run(ops::barrier_wait(Wait::Forever)).await
+    }
+
+    /// Waits at most `timeout`; running out breaks the barrier (`Err` with `Timeout`).
+    pub async fn wait_timeout(&self, timeout: Duration) -> Result<u32, Error> {
+        self.o.run(ops::barrier_wait(wait_for(timeout))).await
+    }
+
+    /// Parties waiting now.
+    pub async fn n_waiting(&self) -> Result<u32, Error> {
+        self.o.run(ops::len()).await
+    }
+
+    /// Whether the barrier is broken now (until [`Barrier::reset`]).
+    pub async fn is_broken(&self) -> Result<bool, Error> {
+        self.o.run(ops::is_broken()).await
+    }
+
+    /// Breaks the barrier: waiters and later waits fail with `Broken`.
+    pub async fn abort(&self) -> Result<(), Error> {
+        self.o.run(ops::fixed(Action::Abort)).await
+    }
+
+    /// Mends a broken barrier (its waiters fail with `Broken`).
+    pub async fn reset(&self) -> Result<(), Error> {
+        self.o.run(ops::fixed(Action::Reset)).await
+    }
+}
+
+/// A condition (Python's `Condition`): a reentrant lock that its holder may give up while it
+/// waits to be notified. The connection holds it, as it holds a [`Lock`].
+#[derive(Debug, Clone)]
+pub struct Condition {
+    o: Object,
+}
+
+impl Condition {
+    /// Takes the condition's lock (again, if this connection holds it), waiting as long as
+    /// it takes.
+    pub async fn acquire(&self) -> Result<(), Error> {
+        self.o.run(ops::acquire(Wait::Forever)).await.map(drop)
+    }
+
+    /// Takes the lock if it is free now: whether it was.
+    pub async fn try_acquire(&self) -> Result<bool, Error> {
+        self.o.run(ops::acquire(Wait::NoWait)).await
+    }
+
+    /// Takes the lock, waiting at most `timeout`: whether it was taken.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.o.run(ops::acquire(wait_for(timeout))).await
+    }
+
+    /// Releases the lock once (`Err` with `NotOwner` if this connection does not hold it).
+    pub async fn release(&self) -> Result<(), Error> {
+        self.o.run(ops::release()).await
+    }
+
+    /// Gives the lock up until another client's notify, then waits for it again (the lock
+    /// is held again when this returns; `Err` with `NotOwner` if it was not held).
+    pub async fn wait(&self) -> Result<(), Error> {
+        self.o.run(ops::wait(None)).await.map(drop)
+    }
+
+    /// [`Condition::wait`] for at most `timeout`: whether it was notified (the lock is held
+    /// again either way).
+    pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.o.run(ops::wait(Some(timeout))).await
+    }
+
+    /// Wakes at most `n` waiters (they take the lock after this connection releases it).
+    pub async fn notify(&self, n: u32) -> Result<(), Error> {
+        self.o.run(ops::fixed(Action::Notify { n })).await
+    }
+
+    /// Wakes every waiter.
+    pub async fn notify_all(&self) -> Result<(), Error> {
+        self.notify(u32::MAX).await
+    }
+}
+
+/// A list of `T`s (Python's `list`), bounded in entries and bytes; positions are `i32`s, from
+/// the end when negative, as in Python. Values compare by their encoding.
+#[derive(Debug)]
+pub struct List<T> {
+    o: Object,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for List<T> {
+    fn clone(&self) -> Self {
+        List {
+            o: self.o.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> List<T> {
+    /// Adds `value` at the end (`Err` with `Full` when the list has no room).
+    pub async fn push(&self, value: &T) -> Result<(), Error> {
+        self.o.run(ops::push(value)?).await
+    }
+
+    /// Inserts `value` before `index`, clamped to the list (Python's `insert`).
+    pub async fn insert(&self, index: i32, value: &T) -> Result<(), Error> {
+        self.o.run(ops::insert_at(index, value)?).await
+    }
+
+    /// The value at `index`, if there is one.
+    pub async fn get(&self, index: i32) -> Result<Option<T>, Error> {
+        self.o.run(ops::at(index)).await
+    }
+
+    /// Replaces the value at `index` (`Err` with `NoSuchKey` past either end).
+    pub async fn set(&self, index: i32, value: &T) -> Result<(), Error> {
+        self.o.run(ops::replace(index, value)?).await
+    }
+
+    /// Removes the value at `index`: it, if there was one (`-1`: the last, Python's `pop()`).
+    pub async fn pop(&self, index: i32) -> Result<Option<T>, Error> {
+        self.o.run(ops::pop_at(index)).await
+    }
+
+    /// The first position of `value`, if it is there.
+    pub async fn index_of(&self, value: &T) -> Result<Option<u32>, Error> {
+        self.o.run(ops::find(value)?).await
+    }
+
+    /// How many times `value` is there.
+    pub async fn count(&self, value: &T) -> Result<u32, Error> {
+        self.o.run(ops::count_of(value)?).await
+    }
+
+    /// Removes the first `value`: whether there was one.
+    pub async fn remove(&self, value: &T) -> Result<bool, Error> {
+        self.o.run(ops::remove_value(value)?).await
+    }
+
+    /// Reverses the list in place.
+    pub async fn reverse(&self) -> Result<(), Error> {
+        self.o.run(ops::fixed(Action::Reverse)).await
+    }
+
+    /// Values now.
+    pub async fn len(&self) -> Result<u32, Error> {
+        self.o.run(ops::len()).await
+    }
+
+    /// Whether the list is empty now.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        self.len().await.map(|n| n == 0)
+    }
+
+    /// Every value, in order.
+    pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
+        self.o.run(ops::to_vec()).await
     }
 }
 
