@@ -12,9 +12,9 @@ mkdir -p "$QEMU_WORK"
 
 # Checks that the tools the QEMU tests need are installed; names every missing one with how
 # to get it and returns 2, so a fresh machine fails at once instead of scenario by scenario.
-#   qemu_check_tools [build] [size] [defmt]
+#   qemu_check_tools [build] [size] [defmt] [nats]
 # Always: qemu-system-arm, socat, python3. build: cargo and the thumbv7m-none-eabi target.
-# size: llvm-size from rustup's llvm-tools. defmt: defmt-print.
+# size: llvm-size from rustup's llvm-tools. defmt: defmt-print. nats: nats-server.
 qemu_check_tools() {
     local missing=() want sysroot=""
     command -v qemu-system-arm >/dev/null || missing+=("qemu-system-arm (apt-get install qemu-system-arm)")
@@ -33,6 +33,9 @@ qemu_check_tools() {
             ;;
         defmt)
             command -v defmt-print >/dev/null || missing+=("defmt-print (cargo install defmt-print)")
+            ;;
+        nats)
+            command -v nats-server >/dev/null || missing+=("nats-server (apt-get install nats-server)")
             ;;
         esac
     done
