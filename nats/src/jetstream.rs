@@ -182,21 +182,26 @@ impl Shared {
         let Some(f) = st.fetches.get_mut(&token) else {
             return;
         };
+        // Written by hand: one per get, on the hot path.
         let body = if f.rest {
-            json!({ "batch": f.want - f.got.len() as u32, "no_wait": true })
+            format!(
+                "{{\"batch\":{},\"no_wait\":true}}",
+                f.want - f.got.len() as u32
+            )
         } else {
-            match f.wait {
-                Wait::NoWait => json!({ "batch": 1, "no_wait": true }),
-                Wait::Millis(ms) => {
-                    json!({ "batch": 1, "expires": u64::from(ms.max(1)) * 1_000_000 })
-                }
-                Wait::Forever => {
-                    json!({ "batch": 1, "expires": FOREVER_SLICE.as_nanos() as u64 })
-                }
+            let expires = match f.wait {
+                Wait::NoWait => None,
+                Wait::Millis(ms) => Some(u64::from(ms.max(1)) * 1_000_000),
+                Wait::Forever => Some(FOREVER_SLICE.as_nanos() as u64),
+            };
+            match expires {
+                None => "{\"batch\":1,\"no_wait\":true}".to_owned(),
+                Some(ns) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
             }
         };
-        let (next, reply) = (f.stream.next.clone(), f.reply.clone());
-        self.publish(&next, Some(&reply), body.to_string().as_bytes());
+        if let Some(c) = self.conn() {
+            c.publish(&f.stream.next, Some(&f.reply), body.as_bytes());
+        }
     }
 
     /// Answers fetch `token` with what it took (an error if nothing). `answered`: JetStream
@@ -568,6 +573,10 @@ fn pub_ack(msg: &Msg<'_>) -> Option<ErrorCode> {
         // 503: no responders (the stream is gone, or JetStream has no leader right now).
         tracing::debug!("JetStream publish status {status}");
         return Some(ErrorCode::Timeout);
+    }
+    // A PubAck (`{"stream":…,"seq":…}`) names no error: no JSON parse on the hot path.
+    if !msg.payload.windows(7).any(|w| w == b"\"error\"") {
+        return None;
     }
     let value: Value = serde_json::from_slice(msg.payload).ok()?;
     let err = value.get("error")?;
