@@ -85,6 +85,9 @@ pub struct Conn {
     out: Mutex<Out>,
     ready: Condvar,
     stop: AtomicBool,
+    /// Whether [`Conn::publish`] may write on the caller's thread (see
+    /// [`Conn::set_write_on_caller`]).
+    on_caller: AtomicBool,
     /// Subscriptions beside the inbox (sid, subject), made again after a reconnect.
     subs: Mutex<(u64, std::collections::HashMap<u64, String>)>,
 }
@@ -112,6 +115,7 @@ impl Conn {
             }),
             ready: Condvar::new(),
             stop: AtomicBool::new(false),
+            on_caller: AtomicBool::new(true),
             subs: Mutex::new((1, Default::default())),
         });
         let (first_tx, first_rx) = std::sync::mpsc::channel();
@@ -166,6 +170,14 @@ impl Conn {
         self.flush(out);
     }
 
+    /// Whether publishing writes on the caller's thread when it can (the default), or always
+    /// hands the bytes to the writer thread. A thread that has other work to do, such as an
+    /// event loop, is better off handing off: on a busy machine the send's cost (the kernel's
+    /// whole loopback path) then runs on another core while the caller goes on.
+    pub fn set_write_on_caller(&self, on: bool) {
+        self.on_caller.store(on, Ordering::Relaxed);
+    }
+
     /// Subscribes to `subject`: its messages reach the handler with the returned sid.
     pub fn subscribe(&self, subject: &str) -> u64 {
         let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -208,7 +220,7 @@ impl Conn {
     /// (while the writer thread is idle, so bytes keep their order); the rest is the writer
     /// thread's.
     fn flush(&self, mut out: std::sync::MutexGuard<'_, Out>) {
-        if !out.writing {
+        if !out.writing && self.on_caller.load(Ordering::Relaxed) {
             if let Some(stream) = &out.stream {
                 let sent = send_now(stream, &out.buf);
                 out.buf.drain(..sent);
