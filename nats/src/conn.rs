@@ -3,8 +3,10 @@
 //! reconnection by itself.
 //!
 //! A reader thread owns the connection: it connects (trying the servers in turn), reads and
-//! dispatches messages to the [`Handler`], and reconnects when the connection is lost. A writer
-//! thread sends what [`Conn::publish`] queues, many messages per write. What is published while
+//! dispatches messages to the [`Handler`], and reconnects when the connection is lost.
+//! [`Conn::publish`] writes on the caller's thread without blocking (no hand-off to another
+//! thread on the hot path); what the socket does not take at once goes to a writer thread,
+//! which sends it, many messages per write. What is published while
 //! no connection is up is dropped, as is what a lost connection did not send: the caller's own
 //! deadlines (put acknowledgements, fetches re-issued on [`Handler::connected`]) cover it.
 
@@ -73,6 +75,8 @@ struct Out {
     buf: Vec<u8>,
     stream: Option<TcpStream>,
     closed: bool,
+    /// The writer thread is sending a batch outside the lock: nobody else may write now.
+    writing: bool,
 }
 
 /// A client connection (see the module docs). Cheap to share behind an `Arc`.
@@ -81,6 +85,9 @@ pub struct Conn {
     out: Mutex<Out>,
     ready: Condvar,
     stop: AtomicBool,
+    /// Whether [`Conn::publish`] may write on the caller's thread (see
+    /// [`Conn::set_write_on_caller`]).
+    on_caller: AtomicBool,
     /// Subscriptions beside the inbox (sid, subject), made again after a reconnect.
     subs: Mutex<(u64, std::collections::HashMap<u64, String>)>,
 }
@@ -104,9 +111,11 @@ impl Conn {
                 buf: Vec::new(),
                 stream: None,
                 closed: false,
+                writing: false,
             }),
             ready: Condvar::new(),
             stop: AtomicBool::new(false),
+            on_caller: AtomicBool::new(true),
             subs: Mutex::new((1, Default::default())),
         });
         let (first_tx, first_rx) = std::sync::mpsc::channel();
@@ -153,11 +162,20 @@ impl Conn {
             b.push(b' ');
             b.extend_from_slice(reply.as_bytes());
         }
-        b.extend_from_slice(format!(" {}\r\n", payload.len()).as_bytes());
+        b.push(b' ');
+        push_decimal(b, payload.len());
+        b.extend_from_slice(b"\r\n");
         b.extend_from_slice(payload);
         b.extend_from_slice(b"\r\n");
-        drop(out);
-        self.ready.notify_one();
+        self.flush(out);
+    }
+
+    /// Whether publishing writes on the caller's thread when it can (the default), or always
+    /// hands the bytes to the writer thread. A thread that has other work to do, such as an
+    /// event loop, is better off handing off: on a busy machine the send's cost (the kernel's
+    /// whole loopback path) then runs on another core while the caller goes on.
+    pub fn set_write_on_caller(&self, on: bool) {
+        self.on_caller.store(on, Ordering::Relaxed);
     }
 
     /// Subscribes to `subject`: its messages reach the handler with the returned sid.
@@ -195,8 +213,24 @@ impl Conn {
     fn raw(&self, bytes: &[u8]) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.buf.extend_from_slice(bytes);
+        self.flush(out);
+    }
+
+    /// Sends what is queued from this thread as far as the socket takes it without blocking
+    /// (while the writer thread is idle, so bytes keep their order); the rest is the writer
+    /// thread's.
+    fn flush(&self, mut out: std::sync::MutexGuard<'_, Out>) {
+        if !out.writing && self.on_caller.load(Ordering::Relaxed) {
+            if let Some(stream) = &out.stream {
+                let sent = send_now(stream, &out.buf);
+                out.buf.drain(..sent);
+            }
+        }
+        let rest = !out.buf.is_empty();
         drop(out);
-        self.ready.notify_one();
+        if rest {
+            self.ready.notify_one();
+        }
     }
 
     fn write_loop(&self) {
@@ -211,6 +245,7 @@ impl Conn {
                     return;
                 }
                 std::mem::swap(&mut batch, &mut out.buf);
+                out.writing = true;
                 out.stream.as_ref().and_then(|s| s.try_clone().ok())
             };
             if let Some(mut s) = stream {
@@ -218,6 +253,10 @@ impl Conn {
                 let _ = s.write_all(&batch);
             }
             batch.clear();
+            self.out
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .writing = false;
         }
     }
 
@@ -443,6 +482,53 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Appends `n` in decimal, without a formatter's allocation.
+fn push_decimal(b: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b.extend_from_slice(&digits[at..]);
+}
+
+/// Writes what `stream` takes of `bytes` at once, never blocking: how much it took (0 on any
+/// error: a lost connection is the reader's to notice).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn send_now(stream: &TcpStream, bytes: &[u8]) -> usize {
+    use std::os::fd::AsRawFd;
+    if bytes.is_empty() {
+        return 0;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = libc::MSG_DONTWAIT;
+    // SAFETY: the descriptor is open for as long as `stream` lives, and the pointer and length
+    // describe `bytes`.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags,
+        )
+    };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Elsewhere every write goes through the writer thread.
+#[cfg(not(unix))]
+fn send_now(_stream: &TcpStream, _bytes: &[u8]) -> usize {
+    0
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
