@@ -15,10 +15,10 @@
 //! show up once or not at all. The seed is printed; `DEPOT_CRASH_SEED` repeats a run.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -26,55 +26,33 @@ use std::time::{Duration, Instant};
 
 use depot_std::{Client, Error, ErrorCode};
 
+mod serve;
+use serve::{free_port, Rng};
+
 const KEY: &str = "crash-loop-key";
 const KILLS: usize = 10;
 const PRODUCERS: usize = 4;
 const CONSUMERS: usize = 4;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// A free port for every run of the manager (clients come back to the same address).
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn serve(addr: SocketAddr, dir: &Path, fsync: &str) -> Child {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--queue", "jobs:1000000:raw", "--fsync", fsync])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("DEPOT_AUTHKEY", KEY)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("depot serve starts");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        if line.starts_with("listening on ") {
-            return child;
-        }
-        // The port may be held a moment longer, or the old process not gone yet.
-        let _ = child.wait();
-        assert!(Instant::now() < deadline, "depot serve did not start again");
-        thread::sleep(Duration::from_millis(50));
-    }
+    let (addr, queue) = (addr.to_string(), "jobs:1000000:raw");
+    let args = [
+        "--listen",
+        &addr,
+        "--queue",
+        queue,
+        "--fsync",
+        fsync,
+        "--data-dir",
+    ];
+    let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    args.push(dir.as_os_str());
+    serve::serve(
+        &args,
+        KEY,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    )
 }
 
 fn connect(addr: SocketAddr, stop: &AtomicBool) -> Option<Client> {
@@ -174,7 +152,8 @@ fn every_acknowledged_put_survives_ten_kill_9s() {
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("depot-crash-loop-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let addr = free_port();
+    // A free port for every run of the manager (clients come back to the same address).
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let policies = ["always", "interval=20", "never"];
     let mut server = serve(addr, &dir, policies[0]);
 

@@ -8,58 +8,43 @@
 //! The seed is printed; `DEPOT_CRASH_SEED` repeats a run.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use depot_std::{Client, ConnectOptions, Reconnect};
+
+mod serve;
+use serve::{free_port, Rng};
 
 const KEY: &str = "exactly-once-key";
 const KILLS: usize = 12;
 const PRODUCERS: usize = 4;
 const BATCH: usize = 8;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn serve(addr: SocketAddr, dir: &Path) -> Child {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--queue", "jobs:1000000:raw", "--fsync", "always"])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("DEPOT_AUTHKEY", KEY)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("depot serve starts");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        if line.starts_with("listening on ") {
-            return child;
-        }
-        // The port may be held a moment longer, or the old process not gone yet.
-        let _ = child.wait();
-        assert!(Instant::now() < deadline, "depot serve did not start again");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let addr = addr.to_string();
+    let args = [
+        "--listen",
+        &addr,
+        "--queue",
+        "jobs:1000000:raw",
+        "--fsync",
+        "always",
+    ];
+    let mut args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    args.extend([OsStr::new("--data-dir"), dir.as_os_str()]);
+    serve::serve(
+        &args,
+        KEY,
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+    )
 }
 
 fn item(p: usize, i: usize) -> Vec<u8> {
@@ -111,10 +96,7 @@ fn numbered_puts_are_applied_once_across_kill_9s() {
     let mut rng = Rng(seed);
     let dir = std::env::temp_dir().join(format!("depot-exactly-once-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut server = serve(addr, &dir);
     let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)

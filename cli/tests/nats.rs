@@ -10,8 +10,8 @@
 //!   every acknowledged put is delivered at least once, nothing appears that was not put.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,15 +21,10 @@ use std::time::{Duration, Instant};
 
 use depot_std::{Client, Error, ErrorCode};
 
-const KEY: &str = "gateway-test-key-0123456789abcdef";
+mod serve;
+use serve::free_port;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const KEY: &str = "gateway-test-key-0123456789abcdef";
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("depot-nats-{name}-{}", std::process::id()));
@@ -76,29 +71,17 @@ fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
 /// A `depot serve --backend …` gateway; retried while the backend is not ready yet (a
 /// JetStream cluster elects its leaders in the first seconds).
 fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
-            .args(["serve", "--listen", &addr.to_string(), "--queue", queue])
-            .args(["--backend", backend])
-            .args(extra)
-            .env("DEPOT_AUTHKEY", KEY)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("depot serve starts");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
-        if line.starts_with("listening on ") {
-            return (Proc(child), addr);
-        }
-        let _ = child.wait();
-        assert!(Instant::now() < deadline, "the gateway did not start");
-        thread::sleep(Duration::from_millis(500));
-    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = addr.to_string();
+    let args = ["--listen", &listen, "--queue", queue, "--backend", backend];
+    let args: Vec<&OsStr> = args.iter().chain(extra).map(OsStr::new).collect();
+    let child = serve::serve(
+        &args,
+        KEY,
+        Duration::from_secs(40),
+        Duration::from_millis(500),
+    );
+    (Proc(child), addr)
 }
 
 /// The gateway's Prometheus metrics (`serve --metrics ADDR`).

@@ -1,0 +1,61 @@
+//! Starting real `depot serve` processes for the tests that kill and restart them.
+
+// Each test binary uses the part it needs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A small deterministic generator, so a run can be repeated from its printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `depot serve ARGS` under `key` and waits for its "listening on" line; tries again
+/// every `pause` until `within` has passed (the port may be held a moment longer by a process
+/// just killed, or the manager's backend may not be ready yet).
+pub fn serve(args: &[&std::ffi::OsStr], key: &str, within: Duration, pause: Duration) -> Child {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .arg("serve")
+            .args(args)
+            .env("DEPOT_AUTHKEY", key)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("depot serve starts");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+        if line.starts_with("listening on ") {
+            return child;
+        }
+        let _ = child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "depot serve did not start: {args:?}"
+        );
+        thread::sleep(pause);
+    }
+}
