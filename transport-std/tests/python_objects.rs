@@ -3,8 +3,7 @@
 //! proxies. `DEPOT_PYTHONS` adds interpreters as for the other interop tests.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use depot_std::{Client, Manager, ManagerHandle};
@@ -36,25 +35,11 @@ fn manager() -> ManagerHandle {
 }
 
 fn python(py: &str, m: &ManagerHandle, role: &str) -> Command {
-    let mut c = Command::new(py);
-    c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/objects.py"))
-        .arg(m.address().port().to_string())
-        .arg(KEY)
-        .arg(role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
+    pythons::script(py, "objects.py", m.address().port(), KEY, role)
 }
 
 fn run(py: &str, m: &ManagerHandle, role: &str) -> String {
-    let out = python(py, m, role).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{py} {role}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    pythons::run_script(py, "objects.py", m.address().port(), KEY, role)
 }
 
 #[test]

@@ -20,3 +20,32 @@ pub fn pythons() -> Vec<String> {
     }
     all
 }
+
+/// `py SCRIPT PORT KEY ROLE`, output piped: one of the interop scripts in
+/// `transport-std/tests/python`, as a client of the manager at 127.0.0.1:`port`.
+#[allow(dead_code)]
+pub fn script(py: &str, script: &str, port: u16, key: &str, role: &str) -> std::process::Command {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../transport-std/tests/python");
+    let mut c = std::process::Command::new(py);
+    c.arg(dir.join(script))
+        .arg(port.to_string())
+        .arg(key)
+        .arg(role)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// Runs [`script`] to its end: what it printed (it must succeed).
+#[allow(dead_code)]
+pub fn run_script(py: &str, name: &str, port: u16, key: &str, role: &str) -> String {
+    let out = script(py, name, port, key, role).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{py} {role}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
