@@ -6,6 +6,8 @@
 //!   the other, 50,000 items exactly once;
 //! - a capacity-bounded queue answers `Full`; a leased item whose gateway was killed comes
 //!   back (JetStream redelivers it after `ack_wait`), counted as a second delivery;
+//! - a batch put's count is that of the leading items stored (a full stream, and a refusal
+//!   in the middle whose later items JetStream stored anyway);
 //! - a 3-node JetStream cluster (replicas 3): one NATS node and one gateway killed mid-run;
 //!   every acknowledged put is delivered at least once, nothing appears that was not put.
 
@@ -331,6 +333,93 @@ fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
     // Nothing else is left, and room is back.
     assert_eq!(seen.len(), 2, "{seen:?}");
     qb.put(b"after").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One request to the JetStream API over a plain NATS connection: the answer's payload.
+fn jetstream_api(port: u16, subject: &str, body: &str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut out = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    out.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut input = BufReader::new(out.try_clone().unwrap());
+    let mut line = String::new();
+    input.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    write!(
+        out,
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.test 1\r\nPUB {subject} _INBOX.test {}\r\n{body}\r\n",
+        body.len()
+    )
+    .unwrap();
+    loop {
+        line.clear();
+        input.read_line(&mut line).unwrap();
+        if line.starts_with("PING") {
+            out.write_all(b"PONG\r\n").unwrap();
+        }
+        if let Some(head) = line.strip_prefix("MSG ") {
+            let len: usize = head.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
+            let mut payload = vec![0; len + 2];
+            input.read_exact(&mut payload).unwrap();
+            payload.truncate(len);
+            return String::from_utf8(payload).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_batch_put_counts_the_leading_items_stored() {
+    let dir = temp_dir("batch");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let (_g, addr) = gateway(&backend, "batch:50:raw", &[]);
+    let q = Client::connect(addr, KEY)
+        .unwrap()
+        .raw_queue("batch")
+        .unwrap();
+    let no_more = |q: &depot_std::RawQueue| {
+        let rest = q.get_timeout(Duration::from_millis(500));
+        assert!(rest.is_err(), "nothing else is queued: {rest:?}");
+    };
+
+    // The stream is full after 50 (it discards new messages): the gateway publishes all 120
+    // at once, and the first 50, in order, are what went in.
+    let items: Vec<Vec<u8>> = (0..120).map(|i| format!("item {i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    match q.put_many(&refs) {
+        Err(Error::Request {
+            code: ErrorCode::Full,
+            ..
+        }) => {}
+        other => panic!("120 items into a queue of capacity 50: {other:?}"),
+    }
+    assert_eq!(q.get_many(50).unwrap(), items[..50]);
+    no_more(&q);
+
+    // A failure in the middle: the stream's limit on a message's size made smaller than the
+    // queue's, so JetStream refuses the third item and stores the fourth and fifth anyway.
+    // The count stops at the third (the client reports that item's size), and the later
+    // items are in the queue: a client that put them again would store them twice.
+    let config = r#"{"name":"DEPOT_batch","subjects":["depot.batch"],"retention":"workqueue",
+        "storage":"file","max_msgs":50,"max_msg_size":16,"discard":"new","num_replicas":1}"#;
+    let answer = jetstream_api(port, "$JS.API.STREAM.UPDATE.DEPOT_batch", config);
+    assert!(!answer.contains("\"error\""), "{answer}");
+    let items = [
+        b"a".to_vec(),
+        b"bb".to_vec(),
+        vec![b'x'; 40],
+        b"dddd".to_vec(),
+        b"eeeee".to_vec(),
+    ];
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    match q.put_many(&refs) {
+        Err(Error::TooLarge { size, .. }) => assert_eq!(size, 40, "the item the count stops at"),
+        other => panic!("a batch with an item beyond the stream's limit: {other:?}"),
+    }
+    let stored: Vec<Vec<u8>> = [0, 1, 3, 4].map(|i| items[i].clone()).into();
+    assert_eq!(q.get_many(4).unwrap(), stored);
+    no_more(&q);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -151,22 +151,25 @@ impl Conn {
 
     /// Queues a message for `subject`, with an optional reply subject.
     pub fn publish(&self, subject: &str, reply: Option<&str>, payload: &[u8]) {
+        self.publish_all([(subject, reply, payload)]);
+    }
+
+    /// Queues several messages (subject, reply subject, payload) at once: one lock and one
+    /// hand-off to the writer for all of them.
+    pub fn publish_all<'a>(
+        &self,
+        msgs: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a [u8])>,
+    ) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        if out.stream.is_none() || out.buf.len() > MAX_PENDING_OUT {
+        if out.stream.is_none() {
             return;
         }
-        let b = &mut out.buf;
-        b.extend_from_slice(b"PUB ");
-        b.extend_from_slice(subject.as_bytes());
-        if let Some(reply) = reply {
-            b.push(b' ');
-            b.extend_from_slice(reply.as_bytes());
+        for (subject, reply, payload) in msgs {
+            if out.buf.len() > MAX_PENDING_OUT {
+                break;
+            }
+            push_pub(&mut out.buf, subject, reply, payload);
         }
-        b.push(b' ');
-        push_decimal(b, payload.len());
-        b.extend_from_slice(b"\r\n");
-        b.extend_from_slice(payload);
-        b.extend_from_slice(b"\r\n");
         self.flush(out);
     }
 
@@ -485,6 +488,21 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Appends `n` in decimal, without a formatter's allocation.
+/// A `PUB` line and its payload.
+fn push_pub(b: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &[u8]) {
+    b.extend_from_slice(b"PUB ");
+    b.extend_from_slice(subject.as_bytes());
+    if let Some(reply) = reply {
+        b.push(b' ');
+        b.extend_from_slice(reply.as_bytes());
+    }
+    b.push(b' ');
+    push_decimal(b, payload.len());
+    b.extend_from_slice(b"\r\n");
+    b.extend_from_slice(payload);
+    b.extend_from_slice(b"\r\n");
+}
+
 fn push_decimal(b: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();

@@ -3,10 +3,11 @@
 //!
 //! - put: a publish to the queue's subject; the depot client is answered once JetStream's
 //!   PubAck arrives (`maximum messages exceeded` → `Full`: the stream discards new messages at
-//!   the queue's capacity).
+//!   the queue's capacity). A batch put publishes every item at once and counts the PubAcks
+//!   in order: its count is that of the leading items stored.
 //! - get: a pull request (`$JS.API.CONSUMER.MSG.NEXT`) for one message that waits up to the
-//!   get's time (`expires`), then, for batch gets, one that takes what else is there at once
-//!   (`no_wait`). A plain get acks its items once the reply is queued to the client; a leased
+//!   get's time (`expires`). A batch get first takes what is there (`no_wait`, `batch`,
+//!   `max_bytes`); if nothing is, it waits for one item, then takes what else is there. A plain get acks its items once the reply is queued to the client; a leased
 //!   get keeps their ack subjects under a lease id until the client acks (`+ACK`) or nacks
 //!   (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what a lost gateway
 //!   never acked after the consumer's `ack_wait`.
@@ -77,17 +78,31 @@ struct Stream {
 /// What a reply on the inbox is for.
 enum Route {
     Put(BackendToken, Instant),
-    /// One item of a batch put.
-    PutMany(BackendToken, Instant),
+    /// Item `.1` of a batch put.
+    PutMany(BackendToken, u32, Instant),
     Api(std::sync::mpsc::Sender<Vec<u8>>),
     /// An item given back; only errors matter.
     Return,
 }
 
+/// A batch put: every item is published at once, and the PubAcks are collected.
 struct PutMany {
-    stream: Stream,
-    items: Vec<Vec<u8>>,
-    done: u32,
+    /// Each item's answer from JetStream, in order (`None` while it has not come): no error,
+    /// or why it was not stored.
+    answers: Vec<Option<Option<ErrorCode>>>,
+    /// Items stored, from the first.
+    stored: u32,
+}
+
+/// What a fetch's next pull request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pull {
+    /// A batch get's first: everything it wants that is there now (`no_wait`).
+    Try,
+    /// One item, waiting up to the get's time (`expires`).
+    Wait,
+    /// After the first item: what else is there now (`no_wait`), within the reply's room.
+    Rest,
 }
 
 struct Fetch {
@@ -103,8 +118,8 @@ struct Fetch {
     /// The subscription its pull requests are answered on, and its subject.
     sid: u64,
     reply: String,
-    /// After the first item: the second pull request (`no_wait`).
-    rest: bool,
+    /// What its pull request asks for.
+    pull: Pull,
     /// When a timed get gives up if JetStream said nothing.
     deadline: Option<Instant>,
     /// When to ask again after JetStream refused a pull request (too many waiting, say).
@@ -183,10 +198,13 @@ impl Shared {
             return;
         };
         // Written by hand: one per get, on the hot path.
-        let body = if f.rest {
+        let body = if f.pull != Pull::Wait {
+            // `max_bytes` stops JetStream at the reply's room (it counts a little more than
+            // the payload, so it stops early rather than late).
             format!(
-                "{{\"batch\":{},\"no_wait\":true}}",
-                f.want - f.got.len() as u32
+                "{{\"batch\":{},\"max_bytes\":{},\"no_wait\":true}}",
+                f.want - f.got.len() as u32,
+                f.room.saturating_sub(f.bytes).max(1)
             )
         } else {
             let expires = match f.wait {
@@ -280,31 +298,36 @@ impl Shared {
         });
     }
 
+    /// Acks (or nacks) items: one message each (explicit acks: the consumer is shared, so an
+    /// ack of the last would ack other gateways' items too), written in one go.
     fn settle_all(&self, acks: &[String], word: &[u8]) {
-        for ack in acks {
-            self.publish(ack, None, word);
+        if let Some(c) = self.conn() {
+            c.publish_all(acks.iter().map(|a| (a.as_str(), None, word)));
         }
     }
 
-    /// Publishes the next item of batch put `token`, or answers it.
-    fn put_next(&self, st: &mut State, token: BackendToken, error: Option<ErrorCode>) {
+    /// Item `at` of batch put `token` was stored (`error` none) or not. The put is answered
+    /// once its count is known: every item stored, or the first not stored with every earlier
+    /// one stored. Later items' PubAcks are then ignored: JetStream may have stored them (room
+    /// freed in between); they stay in the stream (PROTOCOL.md §18).
+    fn put_answered(&self, st: &mut State, token: BackendToken, at: u32, error: Option<ErrorCode>) {
         let Some(b) = st.batches.get_mut(&token) else {
             return;
         };
-        if error.is_some() || b.done as usize == b.items.len() {
-            let count = b.done;
-            st.batches.remove(&token);
-            self.complete(token, Outcome::Accepted { count, error });
-            return;
+        if let Some(answer) = b.answers.get_mut(at as usize) {
+            answer.get_or_insert(error);
         }
-        let route = st.next_route;
-        st.next_route += 1;
-        let subject = b.stream.subject.clone();
-        let item = std::mem::take(&mut b.items[b.done as usize]);
-        st.routes
-            .insert(route, Route::PutMany(token, Instant::now()));
-        let reply = self.reply_subject(route);
-        self.publish(&subject, Some(&reply), &item);
+        while let Some(Some(None)) = b.answers.get(b.stored as usize) {
+            b.stored += 1;
+        }
+        let error = match b.answers.get(b.stored as usize) {
+            None => None,
+            Some(Some(error)) => *error,
+            Some(None) => return,
+        };
+        let count = b.stored;
+        st.batches.remove(&token);
+        self.complete(token, Outcome::Accepted { count, error });
     }
 
     fn message(self: &Arc<Self>, msg: Msg<'_>) {
@@ -346,16 +369,10 @@ impl Shared {
                 );
             }
             Some(Route::PutMany(..)) => {
-                let Some(Route::PutMany(token, _)) = st.routes.remove(&route) else {
+                let Some(Route::PutMany(token, at, _)) = st.routes.remove(&route) else {
                     return;
                 };
-                let error = pub_ack(&msg);
-                if error.is_none() {
-                    if let Some(b) = st.batches.get_mut(&token) {
-                        b.done += 1;
-                    }
-                }
-                self.put_next(&mut st, token, error);
+                self.put_answered(&mut st, token, at, pub_ack(&msg));
             }
             Some(Route::Api(_)) => {
                 if let Some(Route::Api(tx)) = st.routes.remove(&route) {
@@ -385,6 +402,12 @@ impl Shared {
             }
             match (status, f.wait) {
                 (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
+                (_, _) if f.pull == Pull::Try => {
+                    // Nothing there now (or a first item beyond `max_bytes` as JetStream
+                    // counts): one item, waiting.
+                    f.pull = Pull::Wait;
+                    self.pull(st, token);
+                }
                 (404 | 408, Wait::Forever) => self.pull(st, token),
                 (_, Wait::Forever) => {
                     // Refused for now (409: too many pull requests waiting): not in a loop.
@@ -410,9 +433,9 @@ impl Shared {
         if f.got.len() as u32 >= f.want {
             return self.finish(st, token, ErrorCode::Empty, true);
         }
-        if !f.rest {
+        if f.pull == Pull::Wait {
             // The first item came: take what else is there without waiting.
-            f.rest = true;
+            f.pull = Pull::Rest;
             self.pull(st, token);
         }
     }
@@ -426,7 +449,9 @@ impl Shared {
             .routes
             .iter()
             .filter(|(_, r)| match r {
-                Route::Put(_, at) | Route::PutMany(_, at) => now.duration_since(*at) > PUT_TIMEOUT,
+                Route::Put(_, at) | Route::PutMany(_, _, at) => {
+                    now.duration_since(*at) > PUT_TIMEOUT
+                }
                 _ => false,
             })
             .map(|(k, _)| *k)
@@ -436,8 +461,8 @@ impl Shared {
                 Some(Route::Put(token, _)) => {
                     self.complete(token, Outcome::Error(ErrorCode::Timeout))
                 }
-                Some(Route::PutMany(token, _)) => {
-                    self.put_next(&mut st, token, Some(ErrorCode::Timeout))
+                Some(Route::PutMany(token, at, _)) => {
+                    self.put_answered(&mut st, token, at, Some(ErrorCode::Timeout))
                 }
                 _ => {}
             }
@@ -661,16 +686,47 @@ impl Backend for JetStreamBackend {
                         },
                     );
                 };
-                let items = items.iter().map(<[u8]>::to_vec).collect();
+                let Some(c) = s.conn() else {
+                    drop(st);
+                    return s.complete(
+                        token,
+                        Outcome::Accepted {
+                            count: 0,
+                            error: Some(ErrorCode::Timeout),
+                        },
+                    );
+                };
+                // Every item at once, each with a reply subject of its own; the PubAcks come
+                // in any order and are put back in order by `put_answered`.
+                let now = Instant::now();
+                let first = st.next_route;
+                let n = items.iter().count();
+                st.next_route += n as u64;
+                for (at, route) in (first..first + n as u64).enumerate() {
+                    st.routes
+                        .insert(route, Route::PutMany(token, at as u32, now));
+                }
                 st.batches.insert(
                     token,
                     PutMany {
-                        stream,
-                        items,
-                        done: 0,
+                        answers: vec![None; n],
+                        stored: 0,
                     },
                 );
-                s.put_next(&mut st, token, None);
+                if n == 0 {
+                    s.put_answered(&mut st, token, 0, None);
+                    return;
+                }
+                drop(st);
+                let replies: Vec<String> = (first..first + n as u64)
+                    .map(|r| format!("{}.{r}", c.inbox()))
+                    .collect();
+                c.publish_all(
+                    items
+                        .iter()
+                        .zip(&replies)
+                        .map(|(item, reply)| (stream.subject.as_str(), Some(reply.as_str()), item)),
+                );
             }
             BackendRequest::Get {
                 token,
@@ -718,7 +774,7 @@ impl Backend for JetStreamBackend {
                         bytes: 0,
                         sid,
                         reply,
-                        rest: false,
+                        pull: if max_items > 1 { Pull::Try } else { Pull::Wait },
                         deadline,
                         retry_at: None,
                     },

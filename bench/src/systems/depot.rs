@@ -260,7 +260,11 @@ fn connect(addr: &str, encryption: Encryption) -> Result<Client, depot::Error> {
 
 /// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
 /// consumer knows the count, so no sentinel. Items per second from the barrier to the last batch.
-fn pipelined(addr: &str, shape: &Transfer, encryption: Encryption) -> Result<Measurement> {
+pub(crate) fn pipelined(
+    addr: &str,
+    shape: &Transfer,
+    encryption: Encryption,
+) -> Result<Measurement> {
     let ready = Barrier::new(3);
     let go = Barrier::new(3);
     let item = threaded::item(shape.item_size);

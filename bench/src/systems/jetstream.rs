@@ -1,19 +1,20 @@
 //! NATS JetStream: depot gateways whose queue lives in a JetStream stream
 //! (`depot+jetstream`), next to plain NATS clients doing the same work on the same server
-//! (`nats-jetstream`): publish and wait for the PubAck, pull one message and ack it. Both start
+//! (`nats-jetstream`): publish and wait for the PubAck, pull one message and ack it; pipelined
+//! (e), publish many with their PubAcks outstanding, pull batches and ack each item. Both start
 //! their own `nats-server -js` (DEPOT_BENCH_NATS_SERVER, or `nats-server` on PATH).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use depot::{Client, Manager, QueueOptions, RawQueue};
+use depot::{Client, Encryption, Manager, QueueOptions, RawQueue};
 use depot_nats::conn::{Auth, Conn, Handler, Msg, Options};
 
-use super::depot::{AUTHKEY, QUEUE};
-use crate::system::{Outcome, System, Transfer};
+use super::depot::{AUTHKEY, BATCH, QUEUE};
+use crate::system::{Measurement, Outcome, System, Transfer};
 use crate::threaded::{self, QueueClient};
 
 const LEASE: Duration = Duration::from_secs(600);
@@ -91,7 +92,7 @@ impl System for DepotJetStream {
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
-        if shape.pipelined {
+        if shape.pipelined && (shape.producers != 1 || shape.consumers != 1) {
             return Ok(None);
         }
         let nats = NatsServer::start()?;
@@ -112,6 +113,13 @@ impl System for DepotJetStream {
             .start()
             .context("starting the gateway")?;
         let addr = gateway.address().to_string();
+        if shape.pipelined {
+            let m = super::depot::pipelined(&addr, shape, Encryption::default())?;
+            gateway.shutdown()?;
+            return Ok(Some(m.with_note(format!(
+                "via a gateway: one put_many of all items, get_many of {BATCH}"
+            ))));
+        }
         let m = threaded::transfer(shape, || {
             let client = Client::connect(addr.as_str(), AUTHKEY)?;
             Ok(Gatewayed(client.raw_queue(QUEUE)?))
@@ -156,7 +164,7 @@ impl System for NatsJetStream {
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
-        if shape.pipelined {
+        if shape.pipelined && (shape.producers != 1 || shape.consumers != 1) {
             return Ok(None);
         }
         let nats = NatsServer::start()?;
@@ -175,14 +183,97 @@ impl System for NatsJetStream {
             &format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.bench"),
             &consumer,
         )?;
-        let m = threaded::transfer(shape, || {
+        let connect = || {
             let mut c = Plain::connect(&nats.addr)?;
             c.subject = format!("bench.{stream}");
             c.next = format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.bench");
             Ok(c)
-        })?;
+        };
+        if shape.pipelined {
+            return plain_pipelined(shape, connect).map(Some);
+        }
+        let m = threaded::transfer(shape, connect)?;
         Ok(Some(m.with_note("publish + PubAck / pull + ack")))
     }
+}
+
+/// PubAcks a pipelined producer waits for at most.
+const IN_FLIGHT: usize = BATCH;
+
+/// (e) with plain clients: one publishes every item, up to [`IN_FLIGHT`] PubAcks outstanding;
+/// the other pulls batches of [`BATCH`] (`expires`) and acks each item.
+fn plain_pipelined(shape: &Transfer, connect: impl Fn() -> Result<Plain> + Sync) -> Result<Measurement> {
+    let ready = Barrier::new(3);
+    let go = Barrier::new(3);
+    let item = threaded::item(shape.item_size);
+    let (start, last) = std::thread::scope(|scope| {
+        let producer = scope.spawn(|| -> Result<()> {
+            let c = connect();
+            ready.wait();
+            go.wait();
+            let c = c?;
+            let reply = format!("{}.put", c.conn.inbox());
+            let mut waiting = 0;
+            for _ in 0..shape.items {
+                c.conn.publish(&c.subject, Some(&reply), &item);
+                waiting += 1;
+                while waiting >= IN_FLIGHT {
+                    c.pub_ack()?;
+                    waiting -= 1;
+                }
+            }
+            for _ in 0..waiting {
+                c.pub_ack()?;
+            }
+            Ok(())
+        });
+        let consumer = scope.spawn(|| -> Result<Instant> {
+            let c = connect();
+            ready.wait();
+            go.wait();
+            let c = c?;
+            let mut left = shape.items;
+            while left > 0 {
+                let batch = left.min(BATCH);
+                let body = format!("{{\"batch\":{batch},\"expires\":{}}}", 5_000_000_000u64);
+                c.conn.publish(&c.next, Some(&c.pull_reply), body.as_bytes());
+                let mut got = 0;
+                while got < batch {
+                    let (status, reply, payload) =
+                        c.rx.recv_timeout(WAIT).context("no message")?;
+                    if status.is_some() {
+                        // Expired (408) before the batch was full: ask again.
+                        break;
+                    }
+                    if payload.len() != item.len() {
+                        bail!("got an item of the wrong size");
+                    }
+                    if let Some(ack) = reply {
+                        c.conn.publish(&ack, None, b"+ACK");
+                    }
+                    got += 1;
+                }
+                left -= got;
+            }
+            Ok(Instant::now())
+        });
+        ready.wait();
+        let start = Instant::now();
+        go.wait();
+        let produced = producer
+            .join()
+            .map_err(|_| anyhow!("the producer panicked"))?;
+        let consumed = consumer
+            .join()
+            .map_err(|_| anyhow!("the consumer panicked"))?;
+        produced?;
+        consumed.map(|last| (start, last))
+    })?;
+    Ok(
+        Measurement::rate(shape.items, last - start).with_note(format!(
+            "publish, up to {IN_FLIGHT} PubAcks outstanding / pull batches of {BATCH} + ack each"
+        )),
+    )
 }
 
 /// Messages of one connection: (status, reply subject, payload).
@@ -247,12 +338,9 @@ impl Plain {
         }
         Ok(payload)
     }
-}
 
-impl QueueClient for Plain {
-    fn put(&mut self, item: &[u8]) -> Result<()> {
-        let reply = format!("{}.put", self.conn.inbox());
-        self.conn.publish(&self.subject, Some(&reply), item);
+    /// Waits for the next PubAck.
+    fn pub_ack(&self) -> Result<()> {
         let (status, _, payload) = self.rx.recv_timeout(WAIT).context("no PubAck")?;
         if status.is_some() || payload.windows(7).any(|w| w == b"\"error\"") {
             return Err(anyhow!(
@@ -261,6 +349,14 @@ impl QueueClient for Plain {
             ));
         }
         Ok(())
+    }
+}
+
+impl QueueClient for Plain {
+    fn put(&mut self, item: &[u8]) -> Result<()> {
+        let reply = format!("{}.put", self.conn.inbox());
+        self.conn.publish(&self.subject, Some(&reply), item);
+        self.pub_ack()
     }
 
     fn get(&mut self) -> Result<Vec<u8>> {

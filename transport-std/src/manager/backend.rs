@@ -139,21 +139,49 @@ pub struct BackendState {
     pub last_error: String,
 }
 
+/// Whether the loop has answers to take, so that a batch of answers costs one wake-up.
+pub(crate) struct Pending {
+    /// Set by the first answer after the loop last took them; the loop clears it before it
+    /// takes them.
+    set: AtomicBool,
+    /// The loop's own answers (given while it hands a request over) need no wake-up: it takes
+    /// them before it sleeps.
+    loop_thread: std::thread::ThreadId,
+}
+
+impl Pending {
+    /// Clears the flag before the answers are taken (an answer that comes after wakes again).
+    pub(crate) fn take(&self) {
+        self.set.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether answers wait (the loop must not sleep).
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+}
+
 /// What a backend holds to answer the manager's loop.
 #[derive(Clone)]
 pub struct BackendLink {
     tx: Sender<BackendDone>,
     shared: Arc<Shared>,
     health: Arc<BackendHealth>,
+    pending: Arc<Pending>,
 }
 
 impl BackendLink {
-    /// Hands an answer to the loop and wakes it. `false` once the manager has stopped.
+    /// Hands an answer to the loop, waking it unless an earlier answer already did. `false`
+    /// once the manager has stopped.
     pub fn complete(&self, done: BackendDone) -> bool {
         if self.tx.send(done).is_err() {
             return false;
         }
-        let _ = self.shared.waker.wake();
+        if !self.pending.set.swap(true, Ordering::SeqCst)
+            && std::thread::current().id() != self.pending.loop_thread
+        {
+            let _ = self.shared.waker.wake();
+        }
         true
     }
 
@@ -186,6 +214,7 @@ pub(crate) struct Running {
     pub(crate) kind: String,
     pub(crate) rx: Receiver<BackendDone>,
     pub(crate) health: Arc<BackendHealth>,
+    pub(crate) pending: Arc<Pending>,
 }
 
 /// Starts `plan`'s backend for `core`'s queues and hands it to `core`.
@@ -198,10 +227,16 @@ pub(crate) fn start(
 ) -> Result<Running, crate::Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let health = Arc::new(BackendHealth::default());
+    // Called on the loop's thread.
+    let pending = Arc::new(Pending {
+        set: AtomicBool::new(false),
+        loop_thread: std::thread::current().id(),
+    });
     let link = BackendLink {
         tx,
         shared,
         health: health.clone(),
+        pending: pending.clone(),
     };
     let backend = (plan.start)(link, queues)
         .map_err(|e| crate::Error::Config(format!("backend {}: {e}", plan.kind)))?;
@@ -210,5 +245,6 @@ pub(crate) fn start(
         kind: plan.kind.clone(),
         rx,
         health,
+        pending,
     })
 }

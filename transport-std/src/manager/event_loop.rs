@@ -397,6 +397,7 @@ impl Loop<'_> {
         let Some(b) = &self.backend else {
             return;
         };
+        b.pending.take();
         while let Ok(done) = b.rx.try_recv() {
             let completion =
                 self.core
@@ -415,7 +416,8 @@ impl Loop<'_> {
             .poll_timeout()
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
-        if !self.backlog.is_empty() || self.accept_more || !self.deferred.is_empty() {
+        let answers = self.backend.as_ref().is_some_and(|b| b.pending.is_set());
+        if !self.backlog.is_empty() || self.accept_more || !self.deferred.is_empty() || answers {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
