@@ -6,8 +6,10 @@
 //!   the queue's capacity). A batch put publishes every item at once and counts the PubAcks
 //!   in order: its count is that of the leading items stored.
 //! - get: a pull request (`$JS.API.CONSUMER.MSG.NEXT`) for one message that waits up to the
-//!   get's time (`expires`). A batch get first takes what is there (`no_wait`, `batch`,
-//!   `max_bytes`); if nothing is, it waits for one item, then takes what else is there. A plain get acks its items once the reply is queued to the client; a leased
+//!   get's time (`expires`). A batch get asks for up to all it may take (`batch`,
+//!   `max_bytes`) with `no_wait` and `expires`: JetStream waits for the first message, then
+//!   ends the request with what is there. If that is refused, it waits for one item, then
+//!   takes what else is there. A plain get acks its items once the reply is queued to the client; a leased
 //!   get keeps their ack subjects under a lease id until the client acks (`+ACK`) or nacks
 //!   (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what a lost gateway
 //!   never acked after the consumer's `ack_wait`.
@@ -97,7 +99,8 @@ struct PutMany {
 /// What a fetch's next pull request asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pull {
-    /// A batch get's first: everything it wants that is there now (`no_wait`).
+    /// A batch get's first: up to everything it may take, what is there once there is one
+    /// (`no_wait` with the get's `expires`).
     Try,
     /// One item, waiting up to the get's time (`expires`).
     Wait,
@@ -198,24 +201,32 @@ impl Shared {
             return;
         };
         // Written by hand: one per get, on the hot path.
-        let body = if f.pull != Pull::Wait {
+        // What is left of a timed get's time (a second pull request does not wait it again).
+        let expires = match f.wait {
+            Wait::NoWait => None,
+            Wait::Millis(_) => Some(f.deadline.map_or(0, |d| {
+                let left = d.saturating_duration_since(Instant::now());
+                left.saturating_sub(GET_GRACE).as_nanos() as u64
+            })),
+            Wait::Forever => Some(FOREVER_SLICE.as_nanos() as u64),
+        }
+        .map(|ns| ns.max(1_000_000));
+        let body = match (f.pull, expires) {
             // `max_bytes` stops JetStream at the reply's room (it counts a little more than
-            // the payload, so it stops early rather than late).
-            format!(
+            // the payload, so it stops early rather than late). `no_wait` with `expires`:
+            // waits for the first message, then ends with what is there.
+            (Pull::Try, Some(ns)) => format!(
+                "{{\"batch\":{},\"max_bytes\":{},\"no_wait\":true,\"expires\":{ns}}}",
+                f.want,
+                f.room.max(1)
+            ),
+            (Pull::Try, None) | (Pull::Rest, _) => format!(
                 "{{\"batch\":{},\"max_bytes\":{},\"no_wait\":true}}",
                 f.want - f.got.len() as u32,
                 f.room.saturating_sub(f.bytes).max(1)
-            )
-        } else {
-            let expires = match f.wait {
-                Wait::NoWait => None,
-                Wait::Millis(ms) => Some(u64::from(ms.max(1)) * 1_000_000),
-                Wait::Forever => Some(FOREVER_SLICE.as_nanos() as u64),
-            };
-            match expires {
-                None => "{\"batch\":1,\"no_wait\":true}".to_owned(),
-                Some(ns) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
-            }
+            ),
+            (Pull::Wait, None) => "{\"batch\":1,\"no_wait\":true}".to_owned(),
+            (Pull::Wait, Some(ns)) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
         };
         if let Some(c) = self.conn() {
             c.publish(&f.stream.next, Some(&f.reply), body.as_bytes());
@@ -403,8 +414,9 @@ impl Shared {
             match (status, f.wait) {
                 (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
                 (_, _) if f.pull == Pull::Try => {
-                    // Nothing there now (or a first item beyond `max_bytes` as JetStream
-                    // counts): one item, waiting.
+                    // Nothing in time, or refused (other pull requests wait for what is
+                    // there; a first item beyond `max_bytes` as JetStream counts): one item,
+                    // as a plain get.
                     f.pull = Pull::Wait;
                     self.pull(st, token);
                 }
