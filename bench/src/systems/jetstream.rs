@@ -202,7 +202,10 @@ const IN_FLIGHT: usize = BATCH;
 
 /// (e) with plain clients: one publishes every item, up to [`IN_FLIGHT`] PubAcks outstanding;
 /// the other pulls batches of [`BATCH`] (`expires`) and acks each item.
-fn plain_pipelined(shape: &Transfer, connect: impl Fn() -> Result<Plain> + Sync) -> Result<Measurement> {
+fn plain_pipelined(
+    shape: &Transfer,
+    connect: impl Fn() -> Result<Plain> + Sync,
+) -> Result<Measurement> {
     let ready = Barrier::new(3);
     let go = Barrier::new(3);
     let item = threaded::item(shape.item_size);
@@ -236,11 +239,11 @@ fn plain_pipelined(shape: &Transfer, connect: impl Fn() -> Result<Plain> + Sync)
             while left > 0 {
                 let batch = left.min(BATCH);
                 let body = format!("{{\"batch\":{batch},\"expires\":{}}}", 5_000_000_000u64);
-                c.conn.publish(&c.next, Some(&c.pull_reply), body.as_bytes());
+                c.conn
+                    .publish(&c.next, Some(&c.pull_reply), body.as_bytes());
                 let mut got = 0;
                 while got < batch {
-                    let (status, reply, payload) =
-                        c.rx.recv_timeout(WAIT).context("no message")?;
+                    let (status, reply, payload) = c.rx.recv_timeout(WAIT).context("no message")?;
                     if status.is_some() {
                         // Expired (408) before the batch was full: ask again.
                         break;
