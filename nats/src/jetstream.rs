@@ -15,7 +15,7 @@
 //!   never acked after the consumer's `ack_wait`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use depot_core::wire::{Items, QueueSpec, Wait};
@@ -156,18 +156,16 @@ struct State {
 }
 
 struct Shared {
-    conn: Mutex<Option<Arc<Conn>>>,
+    /// Set once connected; read without a lock on every publish.
+    conn: OnceLock<Arc<Conn>>,
     state: Mutex<State>,
     link: BackendLink,
     opts: JetStreamOptions,
 }
 
 impl Shared {
-    fn conn(&self) -> Option<Arc<Conn>> {
-        self.conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn conn(&self) -> Option<&Arc<Conn>> {
+        self.conn.get()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -900,7 +898,7 @@ pub fn start(
     queues: &[(String, QueueSpec)],
 ) -> Result<Box<dyn Backend>, String> {
     let shared = Arc::new(Shared {
-        conn: Mutex::new(None),
+        conn: OnceLock::new(),
         state: Mutex::new(State::default()),
         link,
         opts: opts.clone(),
@@ -918,7 +916,7 @@ pub fn start(
     // Most publishes come from the manager's event loop, which has clients to serve: the writer
     // thread sends for it (measured faster for the gateway than sending on the loop's thread).
     conn.set_write_on_caller(false);
-    *shared.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+    let _ = shared.conn.set(conn);
     for (name, spec) in queues {
         let stream = shared
             .ensure(name, *spec)
