@@ -9,10 +9,10 @@
 //!   get's time (`expires`). A batch get asks for up to all it may take (`batch`,
 //!   `max_bytes`) with `no_wait` and `expires`: JetStream waits for the first message, then
 //!   ends the request with what is there. If that is refused, it waits for one item, then
-//!   takes what else is there. A plain get acks its items once the reply is queued to the client; a leased
-//!   get keeps their ack subjects under a lease id until the client acks (`+ACK`) or nacks
-//!   (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what a lost gateway
-//!   never acked after the consumer's `ack_wait`.
+//!   takes what else is there. A plain get acks its items once the reply is queued to the
+//!   client; a leased get keeps their ack subjects under a lease id until the client acks
+//!   (`+ACK`) or nacks (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what
+//!   a lost gateway never acked after the consumer's `ack_wait`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
