@@ -347,8 +347,14 @@ fn jetstream_api(port: u16, subject: &str, body: &str) -> String {
     assert!(line.starts_with("INFO"), "{line}");
     write!(
         out,
-        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.test 1\r\nPUB {subject} _INBOX.test {}\r\n{body}\r\n",
-        body.len()
+        concat!(
+            "CONNECT {{\"verbose\":false}}\r\n",
+            "SUB _INBOX.test 1\r\n",
+            "PUB {} _INBOX.test {}\r\n{}\r\n"
+        ),
+        subject,
+        body.len(),
+        body
     )
     .unwrap();
     loop {
