@@ -259,8 +259,9 @@ impl Client {
     /// connection the connection task dials again with jittered exponential backoff, resumes
     /// the client's session and sends the requests in flight again — numbered puts with their
     /// numbers, applied once (PROTOCOL.md §16); gets, joins, sizes and opens as they were. A
-    /// `task_done` in flight fails. A request fails when its own wait runs out while there is
-    /// no connection, or after `reconnect.give_up` without one.
+    /// `task_done`, `ack` or `nack` in flight fails (what is sent again is depot-core's
+    /// [`resend`]). A request fails when its own wait runs out while there is no connection,
+    /// or after `reconnect.give_up` without one.
     pub async fn connect_reconnecting(
         addr: impl ToSocketAddrs,
         authkey: impl AsRef<[u8]>,

@@ -185,6 +185,9 @@ impl ConnectOptions {
     ///   the next call reconnects.
     /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
     ///
+    /// These rules (and the backoff) are depot-core's `reconnect` module, which firmware
+    /// clients follow too.
+    ///
     /// The manager remembers the last 64 puts of a session: with more than 64 puts in flight
     /// at once on one client (threads sharing it), a put sent again may be refused with
     /// [`ErrorCode::SequenceExpired`] (its outcome unknown) rather than applied twice. A
