@@ -145,7 +145,7 @@ fn depot_put_reconnect_sends_puts_again_and_each_is_applied_once() {
     );
     assert!(proxy.stats().cut > 0, "the proxy cut no connection");
     assert!(
-        log.contains("connection lost during"),
+        log.contains("connection lost during this call"),
         "no put was in flight at a reset; log:\n{log}"
     );
     assert!(

@@ -24,8 +24,9 @@ OPTIONS:
                               client is not told until the server closes
     --pause-every MS          at this interval, stop forwarding for --pause-for
     --pause-for MS            how long a pause lasts (default 500)
-    --faults-after MS         forward faithfully for this long first (clients connect), then
-                              inject the faults
+    --faults-after MS         forward faithfully until a first client has connected and for
+                              this long after (its handshake goes through), then inject the
+                              faults
     -h, --help                print this help
 ";
 
@@ -91,6 +92,9 @@ fn run() -> Result<(), String> {
     let proxy = FaultProxy::start(&listen, upstream, first).map_err(|e| e.to_string())?;
     eprintln!("faultproxy: {} -> {upstream}", proxy.addr());
     if !after.is_zero() {
+        while proxy.stats().accepted == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(after);
         proxy.set_faults(faults);
         eprintln!("faultproxy: faults on");
