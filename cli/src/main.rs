@@ -22,7 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use depot_std::{text, Client, Fsync, Manager, ObjectKind, QueueMode, QueueOptions, QueueStat};
+use depot_std::{
+    text, Client, ConnectOptions, Fsync, Manager, ObjectKind, QueueMode, QueueOptions, QueueStat,
+    Reconnect,
+};
 
 use config::ConfigFile;
 
@@ -397,6 +400,11 @@ struct PutArgs {
     #[arg(long)]
     raw: bool,
 
+    /// Reconnect when the connection is lost, and keep a session so that a put sent again is
+    /// applied once by a manager that keeps sessions (PROTOCOL.md §16).
+    #[arg(long)]
+    reconnect: bool,
+
     /// The items, as values: 42, -1.5, '"text"', true, false, null, '[1, "a"]', '{"k": 2}'.
     /// Without any, each line of stdin is one item.
     #[arg(value_name = "VALUE", allow_negative_numbers = true)]
@@ -623,6 +631,16 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         // `serve` may also name its authkey file in its config file.
         Command::Serve(args) => serve(*args, file),
+        Command::Put(args) if args.reconnect => {
+            let options = ConnectOptions::new()
+                .key_name(&name)
+                .reconnect(Reconnect::default());
+            let authkey = authkey(file.as_deref())?;
+            put(
+                &args,
+                &Client::connect_with(&args.conn.connect, authkey, &options)?,
+            )
+        }
         Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
         Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
         Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),

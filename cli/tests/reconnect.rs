@@ -1,8 +1,9 @@
 //! A client that reconnects by itself across a real `depot serve` restart (memory only: the
-//! queue starts empty again, and the client carries on).
+//! queue starts empty again, and the client carries on), and `depot put --reconnect` through
+//! connection resets.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +95,76 @@ fn a_client_carries_on_across_a_manager_restart() {
         "items from {first} on; {before} puts had returned before the kill"
     );
     assert_eq!(numbers, (first..N).collect::<Vec<_>>());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// `depot put --reconnect` keeps a session: puts in flight when a proxy resets its connection
+/// are sent again on the next one, and the manager applies each once.
+#[test]
+fn depot_put_reconnect_sends_puts_again_and_each_is_applied_once() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut server = serve(addr);
+    // Faithful until the client is in, so that its first connection (tried once) stands.
+    let proxy =
+        faultproxy::FaultProxy::start("127.0.0.1:0", addr, faultproxy::Faults::default()).unwrap();
+    const N: usize = 3_000;
+    let mut put = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["put", "--reconnect", "--raw", "--queue", "q", "--connect"])
+        .arg(proxy.addr().to_string())
+        .env("DEPOT_AUTHKEY", KEY)
+        .env("RUST_LOG", "depot_std=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("depot put starts");
+    let lines: String = (0..N).map(|i| format!("{i}\n")).collect();
+    let mut stdin = put.stdin.take().unwrap();
+    let writer = thread::spawn(move || stdin.write_all(lines.as_bytes()));
+    let mut stderr = BufReader::new(put.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("session open") {
+        if stderr.read_line(&mut log).unwrap() == 0 {
+            break;
+        }
+    }
+    proxy.set_faults(faultproxy::Faults {
+        reset_every: Some(Duration::from_millis(100)),
+        ..faultproxy::Faults::default()
+    });
+    stderr.read_to_string(&mut log).unwrap();
+    writer.join().unwrap().unwrap();
+    let status = put.wait().unwrap();
+    assert!(
+        status.success(),
+        "depot put --reconnect: {status}; log:\n{log}"
+    );
+    assert!(proxy.stats().cut > 0, "the proxy cut no connection");
+    assert!(
+        log.contains("connection lost during this call"),
+        "no put was in flight at a reset; log:\n{log}"
+    );
+    assert!(
+        log.contains("session open resumed=true"),
+        "the session was never resumed; log:\n{log}"
+    );
+
+    let client = Client::connect(addr, KEY).unwrap();
+    let q = client.raw_queue("q").unwrap();
+    let got = q.get_many(q.qsize().unwrap() as usize).unwrap();
+    let numbers: Vec<usize> = got
+        .iter()
+        .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..N).collect::<Vec<_>>(),
+        "each item once, in order"
+    );
     server.kill().unwrap();
     server.wait().unwrap();
 }

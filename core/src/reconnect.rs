@@ -223,4 +223,64 @@ mod tests {
         assert!(!resend(&Op::TaskDone { handle }, true));
         assert!(!resend(&Op::Shutdown, true));
     }
+
+    /// Every reconnecting client (depot-std's blocking and tokio ones, depot-embassy's) asks
+    /// this for each kind of request it makes again, batches and leases included.
+    #[test]
+    fn batches_follow_the_session_and_leases_are_not_settled_again() {
+        use crate::wire::Items;
+        let handle = Handle(2);
+        let wait = Wait::Millis(5);
+        let items = Items(b"");
+        let batch = Op::PutManySeq {
+            seq: 1,
+            handle,
+            items,
+            wait,
+        };
+        assert!(resend(&batch, true));
+        assert!(!resend(&batch, false));
+        assert!(!resend(
+            &Op::PutMany {
+                handle,
+                items,
+                wait
+            },
+            true
+        ));
+        let (max_items, max_bytes) = (4, 64);
+        let repeatable = [
+            Op::Open { name: "q" },
+            Op::GetMany {
+                handle,
+                max_items,
+                max_bytes,
+                wait,
+            },
+            Op::GetLeased {
+                handle,
+                max_items,
+                max_bytes,
+                lease_ms: 100,
+                wait,
+            },
+            Op::Join { handle, wait },
+            Op::Stat { index: 0 },
+            Op::Status,
+        ];
+        for op in &repeatable {
+            assert!(resend(op, false), "{op:?}");
+        }
+        let once = [
+            Op::Ack { lease: 7 },
+            Op::Nack { lease: 7 },
+            Op::Return { handle, item: b"x" },
+            Op::Session {
+                id: [0; SESSION_ID_LEN],
+            },
+        ];
+        for op in &once {
+            assert!(!resend(op, true), "{op:?}");
+        }
+    }
 }

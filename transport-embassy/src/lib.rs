@@ -138,9 +138,11 @@
 //!   refuse clients that do not seal sets `ServerConfig::manager.encryption` to
 //!   `Encryption::Required`; a client, `ClientConfig::encryption` in [`Client::connect_with`].
 //! - `sessions`: the reconnecting client above, with depot-core's `sessions` (about 8.5 KB
-//!   of flash in a client that uses it: fw-session-producer against fw-producer). [`Server`]
-//!   keeps no sessions either way (it gives the core no session slots): it answers `Session`
-//!   `NotAllowed`, and reconnecting clients of it carry on without a session.
+//!   of flash in a client that uses it: fw-session-producer against fw-producer), and a
+//!   [`Server`] that keeps sessions in the slots the app gives [`Server::serve_sessions`], so
+//!   that a reconnecting client's puts are applied once. A server given no slots (or built
+//!   without the feature) answers `Session` `NotAllowed`, and reconnecting clients of it carry
+//!   on without a session.
 //! - `defmt`: `defmt::Format` on public types and logging through defmt.
 //! - `log`: logging through `log`.
 #![no_std]
@@ -169,5 +171,7 @@ pub use server::{ManagerResources, Server, ServerConfig, ServerHandle};
 pub use depot_core;
 #[cfg(feature = "sessions")]
 pub use depot_core::reconnect::Policy as ReconnectPolicy;
+#[cfg(feature = "sessions")]
+pub use depot_core::session::SessionSlot;
 pub use depot_core::wire::{ObjectInfo, QueueMode, QueueSpec, Wait};
 pub use depot_core::{ManagerConfig, ObjectSlot};

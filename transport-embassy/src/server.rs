@@ -281,6 +281,17 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
         Ok(Server { shared, sockets })
     }
 
+    /// Remembers clients' sessions in `slots`, so that a reconnecting client's numbered puts
+    /// are applied once across its reconnects (PROTOCOL.md §16; feature `sessions`). Call it
+    /// before [`Server::run`]; without it the server answers `Session` `NotAllowed`. Put the
+    /// slots in a `static` (`[SessionSlot::EMPTY; N]`, about 1.6 KiB each): `N` bounds the
+    /// sessions remembered at once, the least recently used one no connection holds being
+    /// forgotten for a new one.
+    #[cfg(feature = "sessions")]
+    pub fn serve_sessions(&mut self, slots: &'a mut [depot_core::session::SessionSlot]) {
+        self.shared.manager(|m| m.serve_sessions(slots));
+    }
+
     /// A handle for other tasks: local shutdown, statistics.
     pub fn handle(&self) -> ServerHandle<'a, SOCKETS> {
         ServerHandle {

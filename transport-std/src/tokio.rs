@@ -39,6 +39,7 @@ use ::tokio::net::{lookup_host, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{mpsc, oneshot, Notify};
 use ::tokio::time::{sleep_until, timeout};
 use depot_core::client::ClientConfig;
+use depot_core::reconnect::{resend, Backoff, ClientSession, Policy};
 use depot_core::wire::{
     ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Reply, Wait, NONCE_LEN,
     SESSION_ID_LEN,
@@ -172,22 +173,6 @@ impl Request {
         }
     }
 
-    /// Whether it may be sent again on a new connection after its reply was lost: not a
-    /// `task_done` or a stop (whether they took effect cannot be told), not a plain put (it
-    /// could be applied twice), not a `Return` (the item could be given back twice), not an
-    /// object's action (a lock taken, a call run, on a connection that is gone).
-    fn may_resend(&self) -> bool {
-        !matches!(
-            self,
-            Request::TaskDone(_)
-                | Request::Shutdown
-                | Request::Put(..)
-                | Request::PutMany(..)
-                | Request::Return(..)
-                | Request::Act(..)
-        )
-    }
-
     /// How long it may wait in the manager, if it may wait at all.
     fn wait_mut(&mut self) -> Option<&mut Wait> {
         match self {
@@ -274,26 +259,27 @@ impl Client {
     /// connection the connection task dials again with jittered exponential backoff, resumes
     /// the client's session and sends the requests in flight again — numbered puts with their
     /// numbers, applied once (PROTOCOL.md §16); gets, joins, sizes and opens as they were. A
-    /// `task_done` in flight fails. A request fails when its own wait runs out while there is
-    /// no connection, or after `reconnect.give_up` without one.
+    /// `task_done`, `ack` or `nack` in flight fails (what is sent again is depot-core's
+    /// [`resend`]). A request fails when its own wait runs out while there is no connection,
+    /// or after `reconnect.give_up` without one.
     pub async fn connect_reconnecting(
         addr: impl ToSocketAddrs,
         authkey: impl AsRef<[u8]>,
         reconnect: Reconnect,
     ) -> Result<Client, Error> {
         let addrs = resolve(addr).await?;
-        let mut session = [0; SESSION_ID_LEN];
-        getrandom::fill(&mut session)
+        let mut id = [0; SESSION_ID_LEN];
+        getrandom::fill(&mut id)
             .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
+        let session = ClientSession::new(id);
         let mut dialled = dial(&addrs, authkey.as_ref(), Duration::from_secs(10)).await?;
-        let has_session = open_session(&mut dialled, session).await?;
+        let has_session = open_session(&mut dialled, &session).await?;
         let redial = Redial {
             addrs,
             authkey: authkey.as_ref().to_vec(),
-            policy: reconnect,
+            policy: reconnect.policy(),
             session,
             has_session,
-            next_seq: 0,
         };
         Ok(Client::run(dialled, Some(redial)))
     }
@@ -648,12 +634,12 @@ async fn dial(addrs: &[SocketAddr], authkey: &[u8], limit: Duration) -> Result<D
 }
 
 /// Opens (or resumes) `session` on a fresh connection: whether the manager took it.
-async fn open_session(d: &mut Dialled, session: [u8; SESSION_ID_LEN]) -> Result<bool, Error> {
+async fn open_session(d: &mut Dialled, session: &ClientSession) -> Result<bool, Error> {
     let now = Instant::from_millis(d.epoch.elapsed().as_millis() as u64);
     let peer = d.peer;
     let id = d
         .core
-        .send(now, Op::Session { id: session })
+        .send(now, session.open())
         .map_err(|e| closed_error(peer, e, None))?;
     let mut buf = vec![0; READ_CHUNK];
     loop {
@@ -695,11 +681,10 @@ async fn open_session(d: &mut Dialled, session: [u8; SESSION_ID_LEN]) -> Result<
 struct Redial {
     addrs: Vec<SocketAddr>,
     authkey: Vec<u8>,
-    policy: Reconnect,
-    session: [u8; SESSION_ID_LEN],
+    policy: Policy,
+    session: ClientSession,
     /// The manager took the session on the current connection.
     has_session: bool,
-    next_seq: u64,
 }
 
 /// Runs the handshake on `stream` until the core reports it done.
@@ -888,10 +873,10 @@ impl Driver {
         // (token, own deadline) of every request that waits for the new connection.
         let mut deadlines: HashMap<u64, ::tokio::time::Instant> = HashMap::new();
         for p in in_flight.into_iter().rev() {
-            let again = p.request.as_ref().is_some_and(|r| {
-                r.may_resend()
-                    || (had_session && matches!(r, Request::PutSeq(..) | Request::PutManySeq(..)))
-            });
+            let again = p
+                .request
+                .as_ref()
+                .is_some_and(|r| resend(&r.op(), had_session));
             match (again, p.request) {
                 (true, Some(request)) => {
                     if let Some(d) = p.deadline {
@@ -906,10 +891,14 @@ impl Driver {
                 }
             }
         }
-        let mut delay = policy.initial;
+        let mut backoff = Backoff::new(&policy);
+        let give_up = policy
+            .give_up_ms
+            .map(|ms| lost + Duration::from_millis(ms.into()));
+        let connect_timeout = Duration::from_millis(policy.connect_timeout_ms.into());
         loop {
             let now = ::tokio::time::Instant::now();
-            let gave_up = policy.give_up.is_some_and(|g| now >= lost + g);
+            let gave_up = give_up.is_some_and(|g| now >= g);
             // Requests past their time fail now.
             let mut kept = VecDeque::new();
             for (token, request, reply) in std::mem::take(&mut self.backlog) {
@@ -923,8 +912,8 @@ impl Driver {
             }
             self.backlog = kept;
             let redial = self.redial.as_mut()?;
-            match dial(&redial.addrs, &redial.authkey, policy.connect_timeout).await {
-                Ok(mut d) => match open_session(&mut d, redial.session).await {
+            match dial(&redial.addrs, &redial.authkey, connect_timeout).await {
+                Ok(mut d) => match open_session(&mut d, &redial.session).await {
                     Ok(has_session) => {
                         redial.has_session = has_session;
                         return Some(self.install(d, &deadlines));
@@ -935,8 +924,8 @@ impl Driver {
                 Err(Error::AuthFailed { .. } | Error::PythonManager { .. }) => return None,
                 Err(e) => debug!("reconnecting: {e}"),
             }
-            let wake = ::tokio::time::Instant::now() + crate::client::jittered(delay);
-            delay = (delay * 2).min(policy.max);
+            let pause = backoff.pause_ms(crate::client::random());
+            let wake = ::tokio::time::Instant::now() + Duration::from_millis(pause.into());
             // Meanwhile, new requests queue up and dropped ones are withdrawn.
             loop {
                 let tick = (::tokio::time::Instant::now() + Duration::from_millis(20)).min(wake);
@@ -1025,8 +1014,7 @@ impl Driver {
             if let Some(r) = self.redial.as_mut().filter(|r| r.has_session) {
                 if matches!(request, Request::Put(..) | Request::PutMany(..)) {
                     let plain = std::mem::replace(request, Request::Status);
-                    *request = plain.numbered(r.next_seq);
-                    r.next_seq += 1;
+                    *request = plain.numbered(r.session.next_seq());
                 }
             }
             let (token, handle) = (*token, request.takes_from());

@@ -24,6 +24,9 @@ OPTIONS:
                               client is not told until the server closes
     --pause-every MS          at this interval, stop forwarding for --pause-for
     --pause-for MS            how long a pause lasts (default 500)
+    --faults-after MS         forward faithfully until a first client has connected and for
+                              this long after (its handshake goes through), then inject the
+                              faults
     -h, --help                print this help
 ";
 
@@ -43,6 +46,7 @@ fn run() -> Result<(), String> {
     let mut faults = Faults::default();
     let mut pause_every = None;
     let mut pause_for = Duration::from_millis(500);
+    let mut after = Duration::ZERO;
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             print!("{HELP}");
@@ -70,6 +74,7 @@ fn run() -> Result<(), String> {
             "--half-close-every" => faults.half_close_every = Some(ms(value()?)?),
             "--pause-every" => pause_every = Some(ms(value()?)?),
             "--pause-for" => pause_for = ms(value()?)?,
+            "--faults-after" => after = ms(value()?)?,
             other => return Err(format!("unknown option {other} (see --help)")),
         }
     }
@@ -79,8 +84,21 @@ fn run() -> Result<(), String> {
     let upstream = upstream
         .parse()
         .map_err(|e| format!("--upstream {upstream}: {e}"))?;
-    let proxy = FaultProxy::start(&listen, upstream, faults).map_err(|e| e.to_string())?;
+    let first = if after.is_zero() {
+        faults
+    } else {
+        Faults::default()
+    };
+    let proxy = FaultProxy::start(&listen, upstream, first).map_err(|e| e.to_string())?;
     eprintln!("faultproxy: {} -> {upstream}", proxy.addr());
+    if !after.is_zero() {
+        while proxy.stats().accepted == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(after);
+        proxy.set_faults(faults);
+        eprintln!("faultproxy: faults on");
+    }
     loop {
         std::thread::park();
     }

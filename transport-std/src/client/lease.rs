@@ -16,7 +16,6 @@ use depot_core::wire::{ErrorCode, Op, Wait};
 
 use super::conn::Outcome;
 use super::proxy::{wait_for, Queue, RawQueue, BATCH_BYTES};
-use super::Retry;
 use crate::Error;
 
 /// Items a leased get took, as bytes, with their lease. Dropping it without
@@ -127,7 +126,7 @@ impl RawQueue {
         let lease_ms = u32::try_from(lease.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
         let (handle, max_items) = (self.handle, u32::try_from(n.max(1)).unwrap_or(u32::MAX));
         // Sent again on a new connection: the lost one's leases went back to their queues.
-        let outcome = self.blocking(wait, Retry::Always, |wait, _| Op::GetLeased {
+        let outcome = self.blocking(wait, |wait, _| Op::GetLeased {
             handle,
             max_items,
             max_bytes: BATCH_BYTES as u32,

@@ -3,11 +3,11 @@
 //! not answered can be sent again without being applied twice (PROTOCOL.md §16).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use depot_core::wire::{Op, SESSION_ID_LEN};
+use depot_core::reconnect::{Backoff, ClientSession, Policy};
+use depot_core::wire::SESSION_ID_LEN;
 use tracing::debug;
 
 use super::conn::{lock, Conn, Outcome};
@@ -35,6 +35,20 @@ pub struct Reconnect {
     pub connect_timeout: Duration,
 }
 
+impl Reconnect {
+    /// The same policy in depot-core's terms, whose rules every reconnecting client follows
+    /// (delays past `u32::MAX` ms, about 49 days, are cut to it).
+    pub(crate) fn policy(&self) -> Policy {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Policy {
+            initial_ms: ms(self.initial),
+            max_ms: ms(self.max),
+            give_up_ms: self.give_up.map(ms),
+            connect_timeout_ms: ms(self.connect_timeout),
+        }
+    }
+}
+
 impl Default for Reconnect {
     fn default() -> Self {
         Reconnect {
@@ -60,9 +74,8 @@ pub(crate) struct Link {
     key_name: depot_core::KeyName,
     authkey: Vec<u8>,
     encryption: depot_core::Encryption,
-    policy: Reconnect,
-    session: [u8; SESSION_ID_LEN],
-    next_seq: AtomicU64,
+    policy: Policy,
+    session: Mutex<ClientSession>,
     current: Mutex<Current>,
     /// Held while dialling, so one caller reconnects for all.
     dialling: Mutex<()>,
@@ -86,18 +99,18 @@ impl Link {
         encryption: depot_core::Encryption,
         policy: Reconnect,
     ) -> Result<Link, Error> {
-        let mut session = [0; SESSION_ID_LEN];
-        getrandom::fill(&mut session)
+        let mut id = [0; SESSION_ID_LEN];
+        getrandom::fill(&mut id)
             .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
-        let (conn, has_session) = dial(&addrs, key_name, authkey, encryption, session, timeout)?;
+        let session = ClientSession::new(id);
+        let (conn, has_session) = dial(&addrs, key_name, authkey, encryption, &session, timeout)?;
         Ok(Link {
             addrs,
             key_name,
             authkey: authkey.to_vec(),
             encryption,
-            policy,
-            session,
-            next_seq: AtomicU64::new(0),
+            policy: policy.policy(),
+            session: Mutex::new(session),
             current: Mutex::new(Current {
                 conn,
                 generation: 0,
@@ -114,12 +127,13 @@ impl Link {
 
     /// A fresh number for a put in the client's session.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
+        lock(&self.session).next_seq()
     }
 
     /// When a call that started now and has no deadline of its own stops reconnecting.
     pub(crate) fn default_deadline(&self) -> Option<Instant> {
-        self.policy.give_up.map(|d| Instant::now() + d)
+        let give_up = self.policy.give_up_ms?;
+        Some(Instant::now() + Duration::from_millis(give_up.into()))
     }
 
     /// Replaces `failed` (lost) with a new connection, trying until `deadline`. If another
@@ -130,7 +144,8 @@ impl Link {
         failed: &Current,
         deadline: Option<Instant>,
     ) -> Result<Current, Error> {
-        let mut delay = self.policy.initial;
+        let mut backoff = Backoff::new(&self.policy);
+        let connect_timeout = Duration::from_millis(self.policy.connect_timeout_ms.into());
         let mut attempt = 0u32;
         let mut last = None;
         loop {
@@ -153,12 +168,11 @@ impl Link {
             if self.current().generation != failed.generation {
                 continue;
             }
-            let timeout = left.map_or(self.policy.connect_timeout, |l| {
-                l.min(self.policy.connect_timeout)
-            });
+            let timeout = left.map_or(connect_timeout, |l| l.min(connect_timeout));
             attempt += 1;
             let (name, key, encryption) = (self.key_name, &self.authkey, self.encryption);
-            match dial(&self.addrs, name, key, encryption, self.session, timeout) {
+            let session = *lock(&self.session);
+            match dial(&self.addrs, name, key, encryption, &session, timeout) {
                 Ok((conn, session)) => {
                     let next = Current {
                         conn,
@@ -174,10 +188,9 @@ impl Link {
                 Err(e) => last = Some(e),
             }
             drop(dialling);
-            let pause = jittered(delay);
+            let pause = Duration::from_millis(backoff.pause_ms(random()).into());
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             std::thread::sleep(left.map_or(pause, |l| l.min(pause)));
-            delay = (delay * 2).min(self.policy.max);
         }
     }
 }
@@ -192,11 +205,11 @@ fn dial(
     key_name: depot_core::KeyName,
     authkey: &[u8],
     encryption: depot_core::Encryption,
-    session: [u8; SESSION_ID_LEN],
+    session: &ClientSession,
     timeout: Duration,
 ) -> Result<(Arc<Conn>, bool), Error> {
     let conn = Conn::connect(addrs, key_name, authkey, timeout, encryption)?;
-    let has_session = match conn.call(Op::Session { id: session })? {
+    let has_session = match conn.call(session.open())? {
         Outcome::Session(resumed) => {
             debug!(resumed, "session open");
             true
@@ -209,10 +222,9 @@ fn dial(
     Ok((Arc::new(conn), has_session))
 }
 
-/// Between half and all of `d`, at random.
-pub(crate) fn jittered(d: Duration) -> Duration {
+/// A random `u32` for the backoff's jitter (0, so the shortest pause, if the OS has none).
+pub(crate) fn random() -> u32 {
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
-    let frac = f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX);
-    d.mul_f64(0.5 + frac / 2.0)
+    u32::from_le_bytes(r)
 }

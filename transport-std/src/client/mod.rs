@@ -23,7 +23,7 @@ use tracing::debug;
 
 pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
-pub(crate) use link::jittered;
+pub(crate) use link::random;
 pub use link::Reconnect;
 pub use objects::{Barrier, Condition, Dict, Event, List, Lock, LockGuard, Semaphore, Value};
 pub use proxy::{Iter, Queue, RawQueue};
@@ -107,18 +107,6 @@ impl std::ops::Deref for ConnRef<'_> {
     }
 }
 
-/// Whether a call may be made again on a new connection after its connection was lost while
-/// it was in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Retry {
-    /// It changes nothing, or it changes what it changes once however often it is made.
-    Always,
-    /// It is a put: only in a session, where the manager applies it once.
-    InSession,
-    /// Its effect cannot be told (`task_done`): it fails, and the next call reconnects.
-    Never,
-}
-
 impl From<conn::OwnedStat> for QueueStat {
     fn from(s: conn::OwnedStat) -> QueueStat {
         QueueStat {
@@ -196,6 +184,9 @@ impl ConnectOptions {
     /// - `task_done`: fails with the connection error (whether it counted cannot be told);
     ///   the next call reconnects.
     /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
+    ///
+    /// These rules (and the backoff) are depot-core's `reconnect` module, which firmware
+    /// clients follow too.
     ///
     /// The manager remembers the last 64 puts of a session: with more than 64 puts in flight
     /// at once on one client (threads sharing it), a put sent again may be refused with
@@ -340,13 +331,16 @@ impl Client {
 
     /// Runs `attempt` on the depot connection. A client that reconnects (see
     /// [`ConnectOptions::reconnect`]) dials again, until `deadline` (`None`: its give-up time),
-    /// when the connection is found lost, and runs `attempt` again when `retry` allows; the
-    /// flag tells `attempt` whether the connection holds the client's session.
-    pub(crate) fn with_conn<R>(
+    /// when the connection is found lost, and runs `attempt` again when depot-core's
+    /// [`resend`](depot_core::reconnect::resend) allows the request the call makes (`request`:
+    /// the request on a connection that holds the client's session or not; for a call of
+    /// several requests, one of their kind). The flag tells `attempt` whether the connection
+    /// holds the session.
+    pub(crate) fn with_conn<'r, R>(
         &self,
         what: &'static str,
         deadline: Option<std::time::Instant>,
-        retry: Retry,
+        request: impl Fn(bool) -> Op<'r>,
         mut attempt: impl FnMut(&conn::Conn, bool) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let link = match &*self.conn {
@@ -362,12 +356,8 @@ impl Client {
             }
             match attempt(&current.conn, current.session) {
                 Err(e) if e.is_connection_lost() => {
-                    let again = match retry {
-                        Retry::Always => true,
-                        Retry::InSession => current.session,
-                        Retry::Never => false,
-                    };
-                    if !again {
+                    let session = current.session;
+                    if !depot_core::reconnect::resend(&request(session), session) {
                         return Err(e);
                     }
                     debug!("connection lost during {what}: {e}");
@@ -408,9 +398,12 @@ impl Client {
                 py: Some(Arc::new(python::PyQueue::open(m, name)?)),
             });
         }
-        let outcome = self.with_conn("opening a queue", None, Retry::Always, |c, _| {
-            c.call(Op::Open { name })
-        })?;
+        let outcome = self.with_conn(
+            "opening a queue",
+            None,
+            |_| Op::Open { name },
+            |c, _| c.call(Op::Open { name }),
+        )?;
         self.opened(name, outcome)
     }
 
@@ -443,9 +436,8 @@ impl Client {
             spec,
             exist_ok: true,
         };
-        let outcome = self.with_conn("creating a queue", None, Retry::Always, |c, _| {
-            c.call(create)
-        })?;
+        let outcome =
+            self.with_conn("creating a queue", None, |_| create, |c, _| c.call(create))?;
         self.opened(name, outcome)
     }
 
@@ -464,7 +456,12 @@ impl Client {
 
     /// Every queue with its statistics (requests for the entries are pipelined).
     pub fn stat(&self) -> Result<Vec<QueueStat>, Error> {
-        self.with_conn("stat", None, Retry::Always, |conn, _| self.stat_on(conn))
+        self.with_conn(
+            "stat",
+            None,
+            |_| Op::Stat { index: 0 },
+            |conn, _| self.stat_on(conn),
+        )
     }
 
     fn stat_on(&self, conn: &conn::Conn) -> Result<Vec<QueueStat>, Error> {
@@ -497,7 +494,7 @@ impl Client {
 
     /// The manager's status: connections, objects, blocked requests.
     pub fn status(&self) -> Result<depot_core::wire::ManagerStatus, Error> {
-        match self.with_conn("status", None, Retry::Always, |c, _| c.call(Op::Status))? {
+        match self.with_conn("status", None, |_| Op::Status, |c, _| c.call(Op::Status))? {
             Outcome::Status(status) => Ok(status),
             other => Err(self.unexpected(other, "")),
         }
@@ -505,9 +502,12 @@ impl Client {
 
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
-        match self.with_conn("remote shutdown", None, Retry::Never, |c, _| {
-            c.call(Op::Shutdown)
-        })? {
+        match self.with_conn(
+            "remote shutdown",
+            None,
+            |_| Op::Shutdown,
+            |c, _| c.call(Op::Shutdown),
+        )? {
             Outcome::Done => Ok(()),
             other => Err(self.unexpected(other, "")),
         }

@@ -13,7 +13,7 @@ use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
 use super::conn::{Outcome, SendError};
 use super::python::PyQueue;
-use super::{Client, ConnRef, Retry};
+use super::{Client, ConnRef};
 use crate::Error;
 
 /// A queue on the manager, items as bytes. `Clone + Send + Sync + 'static`: it holds a clone
@@ -108,7 +108,7 @@ impl RawQueue {
         };
         let outcome = self
             .client
-            .with_conn("task_done", None, Retry::Never, |c, _| c.call(op))?;
+            .with_conn("task_done", None, |_| op, |c, _| c.call(op))?;
         self.done(outcome, 0)
     }
 
@@ -118,10 +118,7 @@ impl RawQueue {
             return py.join();
         }
         let handle = self.handle;
-        let outcome = self.blocking(Wait::Forever, Retry::Always, |wait, _| Op::Join {
-            handle,
-            wait,
-        })?;
+        let outcome = self.blocking(Wait::Forever, |wait, _| Op::Join { handle, wait })?;
         self.done(outcome, 0)
     }
 
@@ -145,8 +142,11 @@ impl RawQueue {
         let mut next = 0;
         let mut first_error = None;
         let mut packed = Vec::new();
-        self.client
-            .with_conn("put_many", None, Retry::InSession, |conn, session| {
+        self.client.with_conn(
+            "put_many",
+            None,
+            |s| batch_op(handle, &[], 0, s),
+            |conn, session| {
                 let budget = conn.max_item().clamp(1, BATCH_BYTES);
                 // Batches sent on a lost connection go again first, as they were.
                 for (id, from, to, seq) in in_flight.iter_mut() {
@@ -199,7 +199,8 @@ impl RawQueue {
                         }
                     }
                 }
-            })?;
+            },
+        )?;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -220,11 +221,18 @@ impl RawQueue {
             return Ok(items);
         }
         let mut first_error = None;
-        let got = self
-            .client
-            .with_conn("get_many", None, Retry::Always, |conn, _| {
-                self.get_batches(conn, n, &mut items, &mut first_error)
-            });
+        let request = Op::GetMany {
+            handle: self.handle,
+            max_items: 0,
+            max_bytes: 0,
+            wait: Wait::Forever,
+        };
+        let got = self.client.with_conn(
+            "get_many",
+            None,
+            |_| request,
+            |conn, _| self.get_batches(conn, n, &mut items, &mut first_error),
+        );
         match (got, first_error) {
             (Err(e), _) | (Ok(()), Some(e)) if items.is_empty() => Err(e),
             _ => Ok(items),
@@ -328,7 +336,7 @@ impl RawQueue {
         let handle = self.handle;
         // One number for every try: the manager applies it once.
         let seq = self.client.next_seq();
-        let outcome = self.blocking(wait, Retry::InSession, |wait, session| {
+        let outcome = self.blocking(wait, |wait, session| {
             if session {
                 Op::PutSeq {
                     seq,
@@ -348,7 +356,7 @@ impl RawQueue {
             return py.get(wait);
         }
         let handle = self.handle;
-        match self.blocking(wait, Retry::Always, |wait, _| Op::Get { handle, wait })? {
+        match self.blocking(wait, |wait, _| Op::Get { handle, wait })? {
             Outcome::Item(item) => Ok(item),
             other => Err(self.failed(other)),
         }
@@ -363,7 +371,6 @@ impl RawQueue {
     pub(super) fn blocking<'a>(
         &self,
         wait: Wait,
-        retry: Retry,
         op: impl Fn(Wait, bool) -> Op<'a>,
     ) -> Result<Outcome, Error> {
         let start = std::time::Instant::now();
@@ -372,8 +379,11 @@ impl RawQueue {
             _ => None,
         };
         let mut first = true;
-        self.client
-            .with_conn("this call", end, retry, |conn, session| {
+        self.client.with_conn(
+            "this call",
+            end,
+            |s| op(wait, s),
+            |conn, session| {
                 let mut current = wait;
                 loop {
                     if let (false, Some(end)) = (first, end) {
@@ -389,7 +399,8 @@ impl RawQueue {
                         other => return Ok(other),
                     }
                 }
-            })
+            },
+        )
     }
 
     fn size(&self) -> Result<QueueSize, Error> {
@@ -398,7 +409,7 @@ impl RawQueue {
         };
         match self
             .client
-            .with_conn("qsize", None, Retry::Always, |c, _| c.call(op))?
+            .with_conn("qsize", None, |_| op, |c, _| c.call(op))?
         {
             Outcome::Size(size) => Ok(size),
             other => Err(self.failed(other)),

@@ -5,6 +5,9 @@
 //! here), prints each queue's totals (`fw-manager: stat NAME put=P got=G len=L`) and exits 0;
 //! exits 1 if no shutdown arrives within 90 s. Whether the right items went through is the
 //! host's to judge from what its producer put and its consumer got.
+//!
+//! Built with the apps' `sessions` feature it also keeps [`SESSIONS`] clients' sessions, so a
+//! reconnecting client's puts are applied once across its reconnects.
 #![no_std]
 #![no_main]
 
@@ -37,6 +40,11 @@ static MAIN: StaticCell<[u8; MAIN_STORE]> = StaticCell::new();
 static SMALL: StaticCell<[[u8; SMALL_STORE]; 3]> = StaticCell::new();
 static OBJECTS: StaticCell<[ObjectSlot<'static>; 4]> = StaticCell::new();
 static ENTROPY: StaticCell<TestEntropy> = StaticCell::new();
+/// Sessions remembered at once (with `sessions`): one per socket.
+#[cfg(feature = "sessions")]
+const SESSIONS: usize = SOCKETS;
+#[cfg(feature = "sessions")]
+static SESSION_SLOTS: StaticCell<[depot_embassy::SessionSlot; SESSIONS]> = StaticCell::new();
 
 #[embassy_executor::main(entry = "cortex_m_rt::entry", executor = "depot_board::Executor")]
 async fn main(spawner: Spawner) {
@@ -74,6 +82,8 @@ async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
         ENTROPY.init(TestEntropy::from_board()),
         SERVER.init(ManagerResources::new()),
     );
+    #[cfg(feature = "sessions")]
+    server.serve_sessions(SESSION_SLOTS.init([depot_embassy::SessionSlot::EMPTY; SESSIONS]));
     println!("{}: listening on {}", NAME, net::GUEST_PORT);
     server.run().await;
     log!("manager stopped");
