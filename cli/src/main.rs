@@ -276,7 +276,12 @@ struct ServeArgs {
     backend: Option<String>,
     /// Credentials for the --backend servers: a NATS .creds file (user JWT and nkey seed), or
     /// a file of `user: …` and `password: …` lines, or a `token: …` line.
-    #[arg(long, value_name = "FILE", requires = "backend", conflicts_with = "backend_nkey")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "backend",
+        conflicts_with = "backend_nkey"
+    )]
     backend_creds: Option<PathBuf>,
     /// Authenticate to the --backend servers with the user nkey whose seed (SU…) is in FILE.
     #[arg(long, value_name = "FILE", requires = "backend")]
@@ -870,7 +875,10 @@ fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptio
     }
     let mut opts = depot_nats::JetStreamOptions::new(url.servers);
     opts.auth = auth;
-    let client = args.backend_tls_cert.as_deref().zip(args.backend_tls_key.as_deref());
+    let client = args
+        .backend_tls_cert
+        .as_deref()
+        .zip(args.backend_tls_key.as_deref());
     if url.tls || args.backend_tls || args.backend_tls_ca.is_some() || client.is_some() {
         let ca = args.backend_tls_ca.as_deref().ok_or_else(|| {
             CliError::Usage(
@@ -879,8 +887,7 @@ fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptio
                     .into(),
             )
         })?;
-        opts.tls =
-            Some(depot_nats::TlsConfig::from_files(ca, client).map_err(CliError::Msg)?);
+        opts.tls = Some(depot_nats::TlsConfig::from_files(ca, client).map_err(CliError::Msg)?);
     }
     if let Some(n) = args.backend_replicas {
         if !(1..=5).contains(&n) {

@@ -63,10 +63,25 @@ fn make_ca(dir: &Path, name: &str) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.pem"), "-days", "2",
-            "-subj", &format!("/CN={name}"), "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
 }
@@ -76,8 +91,17 @@ fn make_cert(dir: &Path, ca: &str, name: &str, ext: &str) {
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-            &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
             &format!("/CN={name}"),
         ],
     );
@@ -85,9 +109,21 @@ fn make_cert(dir: &Path, ca: &str, name: &str, ext: &str) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", &format!("{ca}.pem"),
-            "-CAkey", &format!("{ca}.key"), "-CAcreateserial", "-out", &format!("{name}.pem"),
-            "-days", "2", "-extfile", &format!("{name}.ext"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
         ],
     );
 }
@@ -139,7 +175,12 @@ fn gateway(backend: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     let listen = addr.to_string();
     let args = ["--listen", &listen, "--queue", "jobs", "--backend", backend];
     let args: Vec<&OsStr> = args.iter().chain(extra).map(OsStr::new).collect();
-    let child = serve::serve(&args, KEY, Duration::from_secs(20), Duration::from_millis(300));
+    let child = serve::serve(
+        &args,
+        KEY,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    );
     (Proc(child), addr)
 }
 
@@ -159,7 +200,10 @@ fn refused(backend: &str, extra: &[&str]) -> String {
 
 /// Items go through the gateway at `addr` and come back in order.
 fn round_trip(addr: SocketAddr) {
-    let q = Client::connect(addr, KEY).unwrap().raw_queue("jobs").unwrap();
+    let q = Client::connect(addr, KEY)
+        .unwrap()
+        .raw_queue("jobs")
+        .unwrap();
     // The integers 0 to 23, each one byte of CBOR (`jobs` is a value queue).
     for i in 0..24u8 {
         q.put(&[i]).unwrap();
@@ -312,7 +356,10 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
         &format!("nats://127.0.0.1:{port}"),
         &["--metrics", &metrics],
     );
-    let q = Client::connect(addr, KEY).unwrap().raw_queue("jobs").unwrap();
+    let q = Client::connect(addr, KEY)
+        .unwrap()
+        .raw_queue("jobs")
+        .unwrap();
     for i in 0..7u8 {
         q.put(&[i]).unwrap();
     }

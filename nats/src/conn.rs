@@ -362,7 +362,11 @@ impl Conn {
             return Err(Failed::Refused(format!("{server}: not a NATS server")));
         };
         let offers_tls = |key: &str| info.get(key).and_then(serde_json::Value::as_bool);
-        let tls = match (&opts.tls, offers_tls("tls_required"), offers_tls("tls_available")) {
+        let tls = match (
+            &opts.tls,
+            offers_tls("tls_required"),
+            offers_tls("tls_available"),
+        ) {
             (None, Some(true), _) => {
                 return Err(Failed::Refused(format!(
                     "{server} requires TLS, and no TLS is configured for it"
@@ -405,7 +409,9 @@ impl Conn {
             Auth::Token(token) => connect["auth_token"] = token.clone().into(),
             Auth::NKey(key) | Auth::Jwt(_, key) => {
                 let nonce = nonce.ok_or_else(|| {
-                    Failed::Refused(format!("{server} sent no nonce to sign (nkeys not enabled?)"))
+                    Failed::Refused(format!(
+                        "{server} sent no nonce to sign (nkeys not enabled?)"
+                    ))
                 })?;
                 connect["sig"] = key.sign(nonce).map_err(Failed::Refused)?.into();
                 match &opts.auth {

@@ -143,7 +143,9 @@ mod tests {
         assert!(url.tls);
         assert_eq!(url.auth, Auth::UserPass("u".into(), "p".into()));
         assert!(!parse_backend_url("nats://a").unwrap().tls);
-        assert!(parse_backend_url("tcp://a").unwrap_err().contains("tcp://a"));
+        assert!(parse_backend_url("tcp://a")
+            .unwrap_err()
+            .contains("tcp://a"));
     }
 
     #[test]

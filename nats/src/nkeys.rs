@@ -107,6 +107,7 @@ pub fn encode_user_key(public: &[u8; 32]) -> String {
 }
 
 /// Unpadded base64url, as NATS wants signatures.
+#[cfg_attr(not(feature = "nkeys"), allow(dead_code))]
 fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);

@@ -35,8 +35,8 @@ impl TlsConfig {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        let certs =
+            CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
         for cert in certs {
             let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
             roots
@@ -100,8 +100,8 @@ impl Session {
     pub(crate) fn handshake(config: &TlsConfig, host: &str, tcp: &TcpStream) -> io::Result<Self> {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))?;
-        let mut conn = rustls::ClientConnection::new(config.config.clone(), name)
-            .map_err(io::Error::other)?;
+        let mut conn =
+            rustls::ClientConnection::new(config.config.clone(), name).map_err(io::Error::other)?;
         // Whole batches are sealed at once: the writer thread bounds what it hands over.
         conn.set_buffer_limit(None);
         let mut io = tcp;
