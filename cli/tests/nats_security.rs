@@ -400,3 +400,103 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A JWT of `claims` (issuer and subject added) signed by `issuer`.
+fn jwt(
+    issuer: &depot_nats::nkeys::KeyPair,
+    subject: &str,
+    name: &str,
+    nats: serde_json::Value,
+) -> String {
+    use depot_nats::nkeys::base64url;
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-jti"),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public().unwrap(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", base64url(claims.to_string().as_bytes()));
+    let sig = issuer.sign(body.as_bytes());
+    format!("{body}.{sig}")
+}
+
+#[test]
+fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
+    use depot_nats::nkeys::{encode_seed, KeyKind, KeyPair};
+    let dir = temp_dir("creds");
+    let operator = KeyPair::new(KeyKind::Operator, &[1; 32]).unwrap();
+    let account = KeyPair::new(KeyKind::Account, &[2; 32]).unwrap();
+    let user_seed = [3; 32];
+    let user = KeyPair::new(KeyKind::User, &user_seed).unwrap();
+    let (op_pub, acc_pub) = (operator.public().unwrap(), account.public().unwrap());
+    let op_jwt = jwt(
+        &operator,
+        &op_pub,
+        "depot-test",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let acc_jwt = jwt(
+        &operator,
+        &acc_pub,
+        "depot",
+        serde_json::json!({
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                "wildcards": true, "conn": -1, "leaf": -1,
+                "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+            },
+            "type": "account",
+            "version": 2,
+        }),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public().unwrap(),
+        "gateway",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
+    );
+    // JetStream needs a system account.
+    let system = KeyPair::new(KeyKind::Account, &[5; 32]).unwrap();
+    let sys_pub = system.public().unwrap();
+    let sys_jwt = jwt(
+        &operator,
+        &sys_pub,
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let port = free_port();
+    let _nats = nats_server(
+        port,
+        &dir,
+        &format!(
+            "operator: {op_jwt:?}\nsystem_account: {sys_pub}\nresolver: MEMORY\n\
+             resolver_preload: {{ {acc_pub}: {acc_jwt:?}, {sys_pub}: {sys_jwt:?} }}"
+        ),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let creds = |seed: &[u8; 32]| {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            encode_seed(KeyKind::User, seed)
+        )
+    };
+    let file = dir.join("gateway.creds");
+    std::fs::write(&file, creds(&user_seed)).unwrap();
+    let (_g, addr) = gateway(&url, &["--backend-creds", file.to_str().unwrap()]);
+    round_trip(addr);
+
+    // The JWT with another user's seed: the signature does not match the JWT's subject.
+    std::fs::write(&file, creds(&[4; 32])).unwrap();
+    let err = refused(&url, &["--backend-creds", file.to_str().unwrap()]);
+    assert!(err.contains("Authorization Violation"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -85,30 +85,59 @@ pub fn decode_user_seed(seed: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// The `SU…` text of a user seed (the 32-byte Ed25519 seed).
-pub fn encode_user_seed(seed: &[u8; 32]) -> String {
-    let mut raw = Vec::with_capacity(36);
-    raw.push(PREFIX_SEED | PREFIX_USER >> 5);
-    raw.push((PREFIX_USER & 31) << 3);
-    raw.extend_from_slice(seed);
+/// The kinds of nkey depot deals in (a user logs in; operators and accounts sign JWTs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `O…`
+    Operator,
+    /// `A…`
+    Account,
+    /// `U…`
+    User,
+}
+
+impl KeyKind {
+    fn prefix(self) -> u8 {
+        match self {
+            KeyKind::Operator => 14 << 3,
+            KeyKind::Account => 0,
+            KeyKind::User => PREFIX_USER,
+        }
+    }
+}
+
+fn with_crc(mut raw: Vec<u8>) -> String {
     let crc = crc16(&raw);
     raw.extend_from_slice(&crc.to_le_bytes());
     base32_encode(&raw)
+}
+
+/// The `S…` text of a seed of `kind` (the 32-byte Ed25519 seed).
+pub fn encode_seed(kind: KeyKind, seed: &[u8; 32]) -> String {
+    let mut raw = vec![PREFIX_SEED | kind.prefix() >> 5, (kind.prefix() & 31) << 3];
+    raw.extend_from_slice(seed);
+    with_crc(raw)
+}
+
+/// The `SU…` text of a user seed (the 32-byte Ed25519 seed).
+pub fn encode_user_seed(seed: &[u8; 32]) -> String {
+    encode_seed(KeyKind::User, seed)
+}
+
+/// The text of a public key of `kind`.
+pub fn encode_public(kind: KeyKind, public: &[u8; 32]) -> String {
+    let mut raw = vec![kind.prefix()];
+    raw.extend_from_slice(public);
+    with_crc(raw)
 }
 
 /// The `U…` text of a user's public key.
 pub fn encode_user_key(public: &[u8; 32]) -> String {
-    let mut raw = Vec::with_capacity(35);
-    raw.push(PREFIX_USER);
-    raw.extend_from_slice(public);
-    let crc = crc16(&raw);
-    raw.extend_from_slice(&crc.to_le_bytes());
-    base32_encode(&raw)
+    encode_public(KeyKind::User, public)
 }
 
-/// Unpadded base64url, as NATS wants signatures.
-#[cfg_attr(not(feature = "nkeys"), allow(dead_code))]
-fn base64url(bytes: &[u8]) -> String {
+/// Unpadded base64url, as NATS wants signatures (and JWTs their parts).
+pub fn base64url(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -163,28 +192,50 @@ impl UserKey {
     }
 }
 
+/// An Ed25519 key pair of some kind (needs the cargo feature `nkeys`).
 #[cfg(feature = "nkeys")]
-impl UserKey {
-    fn pair(&self) -> ring::signature::Ed25519KeyPair {
-        ring::signature::Ed25519KeyPair::from_seed_unchecked(&self.seed)
-            .expect("any 32 bytes are an Ed25519 seed")
+pub struct KeyPair {
+    kind: KeyKind,
+    pair: ring::signature::Ed25519KeyPair,
+}
+
+#[cfg(feature = "nkeys")]
+impl KeyPair {
+    /// The pair of a 32-byte Ed25519 seed.
+    pub fn new(kind: KeyKind, seed: &[u8; 32]) -> Result<KeyPair, String> {
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|e| format!("not an Ed25519 seed: {e}"))?;
+        Ok(KeyPair { kind, pair })
     }
 
-    /// The public key, `U…`.
+    /// The public key's text (`O…`, `A…`, `U…`).
     pub fn public(&self) -> Result<String, String> {
-        use ring::signature::KeyPair;
+        use ring::signature::KeyPair as _;
         let public: [u8; 32] = self
-            .pair()
+            .pair
             .public_key()
             .as_ref()
             .try_into()
             .map_err(|_| "an Ed25519 public key is 32 bytes".to_string())?;
-        Ok(encode_user_key(&public))
+        Ok(encode_public(self.kind, &public))
+    }
+
+    /// The signature of `bytes`, base64url.
+    pub fn sign(&self, bytes: &[u8]) -> String {
+        base64url(self.pair.sign(bytes).as_ref())
+    }
+}
+
+#[cfg(feature = "nkeys")]
+impl UserKey {
+    /// The public key, `U…`.
+    pub fn public(&self) -> Result<String, String> {
+        KeyPair::new(KeyKind::User, &self.seed)?.public()
     }
 
     /// The signature of the server's `nonce`, base64url as CONNECT's `sig` wants it.
     pub fn sign(&self, nonce: &str) -> Result<String, String> {
-        Ok(base64url(self.pair().sign(nonce.as_bytes()).as_ref()))
+        Ok(KeyPair::new(KeyKind::User, &self.seed)?.sign(nonce.as_bytes()))
     }
 }
 
