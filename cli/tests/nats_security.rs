@@ -7,7 +7,10 @@
 //! - a server that verifies client certificates: a gateway with one is served, one without is
 //!   refused;
 //! - an nkey-authorized server: the right seed is served, another seed is refused;
-//! - `stat` shows a backend queue's real length; metrics show the connection lost.
+//! - a server in operator mode: a `.creds` file (user JWT and seed) logs in, a wrong seed is
+//!   refused;
+//! - `stat` shows a backend queue's real length; metrics show the connection lost and found
+//!   again when the server restarts (over TLS too).
 
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
@@ -36,6 +39,16 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// A child process killed when dropped.
 struct Proc(Child);
+
+impl Proc {
+    /// Stops the process as an operator would (SIGTERM: nats-server writes its store out).
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -222,15 +235,12 @@ fn gateways_reach_a_tls_only_server_with_its_ca_and_are_refused_without_it() {
     let dir = temp_dir("tls");
     certificates(&dir);
     let port = free_port();
-    let _nats = nats_server(
-        port,
-        &dir,
-        &format!(
-            "tls {{ cert_file: {:?}, key_file: {:?}, timeout: 2 }}",
-            path(&dir, "server.pem"),
-            path(&dir, "server.key")
-        ),
+    let conf = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, timeout: 2 }}",
+        path(&dir, "server.pem"),
+        path(&dir, "server.key")
     );
+    let mut nats = nats_server(port, &dir, &conf);
     let ca = path(&dir, "ca.pem");
     let tls_url = format!("tls://127.0.0.1:{port}");
     let nats_url = format!("nats://127.0.0.1:{port}");
@@ -249,6 +259,19 @@ fn gateways_reach_a_tls_only_server_with_its_ca_and_are_refused_without_it() {
     assert!(err.contains("--backend-tls-ca"), "{err}");
     let err = refused(&tls_url, &["--backend-tls-ca", &path(&dir, "server.key")]);
     assert!(err.contains("no PEM certificate"), "{err}");
+
+    // The server restarts: the gateway reconnects (a new TLS handshake) by itself.
+    drop(nats);
+    nats = nats_server(port, &dir, &conf);
+    let q = Client::connect(addr, KEY)
+        .unwrap()
+        .raw_queue("jobs")
+        .unwrap();
+    eventually("a put through the reconnected gateway", || {
+        q.put(&[1]).is_ok()
+    });
+    assert_eq!(q.get().unwrap(), [1]);
+    drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -376,12 +399,31 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
     assert!(scraped.contains("depot_backend_connected{kind=\"nats\""));
     assert_eq!(metric(&scraped, "depot_backend_connected{"), Some(1));
 
-    nats.take();
+    nats.take().unwrap().stop();
     eventually("metrics show the backend disconnected", || {
         metric(&scrape(&metrics), "depot_backend_connected{") == Some(0)
     });
     // No stale length is claimed while JetStream cannot be asked.
     eventually("stat shows no length", || jobs_len(&stat(addr)) == Some(0));
+
+    // Back: the gateway reconnects by itself, and the length shows again.
+    let _nats = nats_server(port, &dir, "");
+    eventually("metrics show the backend connected again", || {
+        let m = scrape(&metrics);
+        metric(&m, "depot_backend_connected{") == Some(1)
+            && metric(&m, "depot_backend_reconnects_total") == Some(1)
+    });
+    eventually("stat shows 5 items again", || {
+        jobs_len(&stat(addr)) == Some(5)
+    });
+    let mut taken = 0;
+    while q.get_timeout(Duration::from_secs(1)).is_ok() {
+        taken += 1;
+    }
+    assert_eq!(taken, 5);
+    eventually("stat shows an empty queue", || {
+        jobs_len(&stat(addr)) == Some(0)
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }
 
