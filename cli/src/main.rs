@@ -272,19 +272,37 @@ struct ServeArgs {
     #[arg(long, value_name = "POLICY", value_parser = parse_fsync)]
     fsync: Option<Fsync>,
 
-    /// Keep every queue in NATS JetStream instead (nats://HOST:PORT[,HOST:PORT…]): any number
-    /// of managers given the same servers serve the same queues as stateless gateways (see
-    /// SCALING.md). Not with --data-dir.
+    /// Keep every queue in NATS JetStream instead (nats://HOST:PORT[,HOST:PORT…], or tls://…
+    /// for TLS): any number of managers given the same servers serve the same queues as
+    /// stateless gateways (see SCALING.md). Not with --data-dir.
     #[arg(long, value_name = "URL")]
     backend: Option<String>,
-    /// Credentials for the --backend servers: a file of `user: …` and `password: …` lines, or
-    /// a `token: …` line.
-    #[arg(long, value_name = "FILE", requires = "backend")]
+    /// Credentials for the --backend servers: a NATS .creds file (user JWT and nkey seed), or
+    /// a file of `user: …` and `password: …` lines, or a `token: …` line.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "backend",
+        conflicts_with = "backend_nkey"
+    )]
     backend_creds: Option<PathBuf>,
-    /// TLS to the --backend servers (not built into this depot: run the gateways next to
-    /// their NATS servers, or tunnel).
+    /// Authenticate to the --backend servers with the user nkey whose seed (SU…) is in FILE.
+    #[arg(long, value_name = "FILE", requires = "backend")]
+    backend_nkey: Option<PathBuf>,
+    /// TLS to every --backend server (as a tls:// URL); needs --backend-tls-ca.
     #[arg(long, requires = "backend")]
     backend_tls: bool,
+    /// The PEM certificates that signed the --backend servers' certificates: the only roots
+    /// trusted (the system's are not). Turns TLS on.
+    #[arg(long, value_name = "FILE", requires = "backend")]
+    backend_tls_ca: Option<PathBuf>,
+    /// A PEM client certificate (chain) to show the --backend servers (mutual TLS), with
+    /// --backend-tls-key.
+    #[arg(long, value_name = "FILE", requires_all = ["backend", "backend_tls_key"])]
+    backend_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --backend-tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["backend", "backend_tls_cert"])]
+    backend_tls_key: Option<PathBuf>,
     /// Copies of each queue's stream in a JetStream cluster [default: 1].
     #[arg(long, value_name = "N", requires = "backend")]
     backend_replicas: Option<u32>,
@@ -865,17 +883,30 @@ fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptio
     let Some(url) = &args.backend else {
         return Ok(None);
     };
-    if args.backend_tls {
-        return Err(CliError::Usage(
-            "--backend-tls: TLS to NATS is not built into this depot".into(),
-        ));
-    }
-    let (servers, mut auth) = depot_nats::parse_url(url).map_err(CliError::Usage)?;
+    let url = depot_nats::parse_backend_url(url).map_err(CliError::Usage)?;
+    let mut auth = url.auth;
     if let Some(path) = &args.backend_creds {
         auth = depot_nats::read_creds(path).map_err(CliError::Msg)?;
     }
-    let mut opts = depot_nats::JetStreamOptions::new(servers);
+    if let Some(path) = &args.backend_nkey {
+        auth = depot_nats::Auth::NKey(depot_nats::UserKey::from_file(path).map_err(CliError::Msg)?);
+    }
+    let mut opts = depot_nats::JetStreamOptions::new(url.servers);
     opts.auth = auth;
+    let client = args
+        .backend_tls_cert
+        .as_deref()
+        .zip(args.backend_tls_key.as_deref());
+    if url.tls || args.backend_tls || args.backend_tls_ca.is_some() || client.is_some() {
+        let ca = args.backend_tls_ca.as_deref().ok_or_else(|| {
+            CliError::Usage(
+                "TLS to the backend needs --backend-tls-ca FILE: the PEM certificates that \
+                 signed the NATS servers' certificates"
+                    .into(),
+            )
+        })?;
+        opts.tls = Some(depot_nats::TlsConfig::from_files(ca, client).map_err(CliError::Msg)?);
+    }
     if let Some(n) = args.backend_replicas {
         if !(1..=5).contains(&n) {
             return Err(CliError::Usage("--backend-replicas: from 1 to 5".into()));

@@ -1169,6 +1169,9 @@ impl<'a> Manager<'a> {
 
     /// The `index`-th object with its statistics, as a client's `Stat` request sees it.
     pub fn stat(&self, index: u16) -> Option<ObjectStat<'_>> {
+        #[cfg(feature = "backend")]
+        return self.backend_stat(self.registry.stat(index));
+        #[cfg(not(feature = "backend"))]
         self.registry.stat(index)
     }
 
@@ -1692,6 +1695,13 @@ impl<'a> Manager<'a> {
             Op::Ack { lease } => Some(self.ack(i, lease)),
             Op::Nack { lease } => Some(self.nack(i, lease)),
             Op::Size { handle } => Some(match self.registry.queue(handle) {
+                #[cfg(feature = "backend")]
+                Ok(q) => {
+                    let size = q.queue.size();
+                    let name = self.registry.name(handle).unwrap_or("");
+                    Reply::Size(self.backend_size(name, size))
+                }
+                #[cfg(not(feature = "backend"))]
                 Ok(q) => Reply::Size(q.queue.size()),
                 Err(e) => Reply::Error(e),
             }),
@@ -1703,6 +1713,8 @@ impl<'a> Manager<'a> {
             Op::Stat { index } => {
                 let key = self.key_of(i).ok().flatten();
                 let stat = visible_stat(&self.registry, key, index);
+                #[cfg(feature = "backend")]
+                let stat = self.backend_stat(stat);
                 let c = &mut self.conns[i];
                 if let State::Open(session) = &mut c.state {
                     let msg = Message::Reply {

@@ -322,3 +322,44 @@ fn items_of_replies_that_never_left_go_back_to_the_backend() {
         ]
     );
 }
+
+/// A backend that knows its queues' lengths.
+#[derive(Clone, Default)]
+struct Lengths(Arc<Mutex<Option<u32>>>);
+
+impl Backend for Lengths {
+    fn request(&mut self, _: BackendRequest<'_>) {}
+
+    fn len(&self, name: &str) -> Option<u32> {
+        assert_eq!(name, "task_queue");
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn stat_and_size_show_the_length_the_backend_reports() {
+    let mut p = Pair::with_default();
+    let lengths = Lengths::default();
+    p.m.set_backend(Box::new(lengths.clone()), 64);
+    p.connect();
+    let h = p.open(0, "task_queue");
+    let capacity = p.stat(0).info.spec.capacity;
+    let stat_len = |p: &mut Pair| match p.call(0, Op::Stat { index: 0 }) {
+        Owned::Stat(Some(s)) => s.len,
+        other => panic!("{other:?}"),
+    };
+    let size = |p: &mut Pair| match p.call(0, Op::Size { handle: h }) {
+        Owned::Size(s) => (s.len, s.full),
+        other => panic!("{other:?}"),
+    };
+    // Unknown: the manager's own view.
+    assert_eq!((p.stat(0).len, stat_len(&mut p)), (0, 0));
+    assert_eq!(size(&mut p), (0, false));
+
+    *lengths.0.lock().unwrap() = Some(3);
+    assert_eq!((p.stat(0).len, stat_len(&mut p)), (3, 3));
+    assert_eq!(size(&mut p), (3, false));
+
+    *lengths.0.lock().unwrap() = Some(capacity);
+    assert_eq!(size(&mut p), (capacity, true));
+}

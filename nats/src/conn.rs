@@ -1,6 +1,7 @@
 //! A small NATS client: one TCP connection at a time over a list of servers, the text protocol
 //! (INFO, CONNECT, PUB, SUB, MSG, HMSG, PING, PONG), one inbox subscription for replies, and
-//! reconnection by itself.
+//! reconnection by itself; TLS (after the server's INFO, [`crate::tls`]) and nkey or JWT
+//! credentials when asked.
 //!
 //! A reader thread owns the connection: it connects (trying the servers in turn), reads and
 //! dispatches messages to the [`Handler`], and reconnects when the connection is lost.
@@ -9,12 +10,16 @@
 //! which sends it, many messages per write. What is published while
 //! no connection is up is dropped, as is what a lost connection did not send: the caller's own
 //! deadlines (put acknowledgements, fetches re-issued on [`Handler::connected`]) cover it.
+//! Over TLS every write goes through the writer thread, which seals and sends in order.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
+
+use crate::nkeys::UserKey;
+use crate::tls::{Session, TlsConfig};
 
 /// How the client proves itself to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -26,6 +31,10 @@ pub enum Auth {
     UserPass(String, String),
     /// A token.
     Token(String),
+    /// An nkey: the server's nonce signed with the user's seed.
+    NKey(UserKey),
+    /// A user JWT (of a `.creds` file) and the seed that signs the nonce.
+    Jwt(String, UserKey),
 }
 
 /// Where and how to connect.
@@ -37,6 +46,9 @@ pub struct Options {
     pub auth: Auth,
     /// The client's name, shown by the server.
     pub name: String,
+    /// TLS to every server (a server that does not offer it is refused); without it, a
+    /// server that requires TLS is refused.
+    pub tls: Option<TlsConfig>,
 }
 
 /// A message from the server.
@@ -77,6 +89,10 @@ struct Out {
     closed: bool,
     /// The writer thread is sending a batch outside the lock: nobody else may write now.
     writing: bool,
+    /// The connection's TLS, if it has it (then only the writer thread writes).
+    tls: Option<Arc<Session>>,
+    /// TLS has records of its own to send (the writer thread sends them even with no batch).
+    kick: bool,
 }
 
 /// A client connection (see the module docs). Cheap to share behind an `Arc`.
@@ -112,6 +128,8 @@ impl Conn {
                 stream: None,
                 closed: false,
                 writing: false,
+                tls: None,
+                kick: false,
             }),
             ready: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -213,6 +231,12 @@ impl Conn {
         self.ready.notify_all();
     }
 
+    /// Has the writer thread send what TLS has to say.
+    fn kick(&self) {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner).kick = true;
+        self.ready.notify_one();
+    }
+
     fn raw(&self, bytes: &[u8]) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.buf.extend_from_slice(bytes);
@@ -223,7 +247,7 @@ impl Conn {
     /// (while the writer thread is idle, so bytes keep their order); the rest is the writer
     /// thread's.
     fn flush(&self, mut out: std::sync::MutexGuard<'_, Out>) {
-        if !out.writing && self.on_caller.load(Ordering::Relaxed) {
+        if !out.writing && out.tls.is_none() && self.on_caller.load(Ordering::Relaxed) {
             if let Some(stream) = &out.stream {
                 let sent = send_now(stream, &out.buf);
                 out.buf.drain(..sent);
@@ -238,10 +262,11 @@ impl Conn {
 
     fn write_loop(&self) {
         let mut batch = Vec::new();
+        let mut sealed = Vec::new();
         loop {
             let stream = {
                 let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-                while !out.closed && (out.buf.is_empty() || out.stream.is_none()) {
+                while !out.closed && ((out.buf.is_empty() && !out.kick) || out.stream.is_none()) {
                     out = self.ready.wait(out).unwrap_or_else(PoisonError::into_inner);
                 }
                 if out.closed {
@@ -249,11 +274,24 @@ impl Conn {
                 }
                 std::mem::swap(&mut batch, &mut out.buf);
                 out.writing = true;
-                out.stream.as_ref().and_then(|s| s.try_clone().ok())
+                out.kick = false;
+                (
+                    out.stream.as_ref().and_then(|s| s.try_clone().ok()),
+                    out.tls.clone(),
+                )
             };
-            if let Some(mut s) = stream {
-                // A failed write is the reader's to notice (the connection is gone).
-                let _ = s.write_all(&batch);
+            // A failed write is the reader's to notice (the connection is gone).
+            match stream {
+                (Some(mut s), None) => {
+                    let _ = s.write_all(&batch);
+                }
+                (Some(mut s), Some(tls)) => {
+                    if tls.seal(&batch, &mut sealed).is_ok() {
+                        let _ = s.write_all(&sealed);
+                    }
+                    sealed.clear();
+                }
+                _ => {}
             }
             batch.clear();
             self.out
@@ -320,9 +358,40 @@ impl Conn {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let mut reader = Reader::new(stream.try_clone()?);
         let info = reader.line()?;
-        if !info.starts_with("INFO ") {
+        let Some(info) = info
+            .strip_prefix("INFO ")
+            .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        else {
             return Err(Failed::Refused(format!("{server}: not a NATS server")));
-        }
+        };
+        let offers_tls = |key: &str| info.get(key).and_then(serde_json::Value::as_bool);
+        let tls = match (
+            &opts.tls,
+            offers_tls("tls_required"),
+            offers_tls("tls_available"),
+        ) {
+            (None, Some(true), _) => {
+                return Err(Failed::Refused(format!(
+                    "{server} requires TLS, and no TLS is configured for it"
+                )))
+            }
+            (None, ..) => None,
+            (Some(config), Some(true), _) | (Some(config), _, Some(true)) => {
+                match Session::handshake(config, host_of(server), &stream) {
+                    Ok(s) => Some(Arc::new(s)),
+                    // A certificate refused either way stays refused.
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        return Err(Failed::Refused(format!("{server}: TLS: {e}")))
+                    }
+                    Err(e) => return Err(Failed::Io(e)),
+                }
+            }
+            (Some(_), ..) => {
+                return Err(Failed::Refused(format!("{server} does not offer TLS")));
+            }
+        };
+        reader.tls = tls.clone();
+        let nonce = info.get("nonce").and_then(serde_json::Value::as_str);
         let mut connect = serde_json::json!({
             "verbose": false,
             "pedantic": false,
@@ -341,15 +410,41 @@ impl Conn {
                 connect["pass"] = pass.clone().into();
             }
             Auth::Token(token) => connect["auth_token"] = token.clone().into(),
+            Auth::NKey(key) | Auth::Jwt(_, key) => {
+                let nonce = nonce.ok_or_else(|| {
+                    Failed::Refused(format!(
+                        "{server} sent no nonce to sign (nkeys not enabled?)"
+                    ))
+                })?;
+                connect["sig"] = key.sign(nonce).map_err(Failed::Refused)?.into();
+                match &opts.auth {
+                    Auth::Jwt(jwt, _) => connect["jwt"] = jwt.clone().into(),
+                    _ => connect["nkey"] = key.public().map_err(Failed::Refused)?.into(),
+                }
+            }
+        }
+        if tls.is_some() {
+            connect["tls_required"] = true.into();
         }
         let mut hello = format!("CONNECT {connect}\r\nSUB {}.> 1\r\n", self.inbox);
         for (sid, subject) in &self.subs.lock().unwrap_or_else(PoisonError::into_inner).1 {
             hello.push_str(&format!("SUB {subject} {sid}\r\n"));
         }
         hello.push_str("PING\r\n");
-        (&stream).write_all(hello.as_bytes())?;
+        match &tls {
+            None => (&stream).write_all(hello.as_bytes())?,
+            Some(tls) => {
+                let mut sealed = Vec::new();
+                tls.seal(hello.as_bytes(), &mut sealed)?;
+                (&stream).write_all(&sealed)?;
+            }
+        }
         loop {
-            let line = reader.line()?;
+            // A TLS alert now (a client certificate refused, say) stays the same next time.
+            let line = reader.line().map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => Failed::Refused(format!("{server}: {e}")),
+                _ => Failed::Io(e),
+            })?;
             if line == "PONG" {
                 break;
             }
@@ -360,6 +455,7 @@ impl Conn {
         {
             let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
             out.stream = Some(stream.try_clone()?);
+            out.tls = tls;
         }
         self.ready.notify_one();
         handler.connected(server, again);
@@ -369,6 +465,7 @@ impl Conn {
         let why = self.serve(&mut reader, handler);
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.stream = None;
+        out.tls = None;
         // Whatever was not written is lost with the connection.
         out.buf.clear();
         drop(out);
@@ -383,7 +480,11 @@ impl Conn {
             if self.stop.load(Ordering::SeqCst) {
                 return "closed".into();
             }
-            let line = match reader.line() {
+            let line = reader.line();
+            if std::mem::take(&mut reader.tls_wants_write) {
+                self.kick();
+            }
+            let line = match line {
                 Ok(line) => {
                     silent = 0;
                     line
@@ -549,6 +650,12 @@ fn send_now(_stream: &TcpStream, _bytes: &[u8]) -> usize {
     0
 }
 
+/// The host of `host:port` (an IPv6 address without its brackets).
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -559,6 +666,11 @@ struct Reader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Once the connection is upgraded: its TLS, the records read and not yet opened, and
+    /// whether TLS has something to send back.
+    tls: Option<Arc<Session>>,
+    raw: Vec<u8>,
+    tls_wants_write: bool,
 }
 
 impl Reader {
@@ -568,6 +680,32 @@ impl Reader {
             buf: vec![0; 64 << 10],
             start: 0,
             end: 0,
+            tls: None,
+            raw: Vec::new(),
+            tls_wants_write: false,
+        }
+    }
+
+    /// Reads into `buf[end..]` (not empty): from the socket, or what TLS opens of it.
+    fn fill(&mut self) -> io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return self.stream.read(&mut self.buf[self.end..]);
+        };
+        loop {
+            if let Some(n) = tls.open(&mut self.buf[self.end..])? {
+                return Ok(n);
+            }
+            if self.raw.is_empty() {
+                let mut chunk = [0u8; 16 << 10];
+                let n = self.stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                self.raw.extend_from_slice(&chunk[..n]);
+            }
+            let (taken, wants_write) = tls.feed(&self.raw)?;
+            self.raw.drain(..taken);
+            self.tls_wants_write |= wants_write;
         }
     }
 
@@ -586,7 +724,7 @@ impl Reader {
                 self.buf.resize(len, 0);
             }
         }
-        let n = self.stream.read(&mut self.buf[self.end..])?;
+        let n = self.fill()?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -41,6 +41,8 @@ const GET_GRACE: Duration = Duration::from_secs(3);
 const RETRY_PULL: Duration = Duration::from_millis(500);
 /// How long set-up requests to the JetStream API may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often each queue's length is asked of JetStream (for `stat`, `size` and metrics).
+const LENGTHS_EVERY: Duration = Duration::from_secs(1);
 
 /// How depot uses JetStream.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct JetStreamOptions {
     pub servers: Vec<String>,
     /// Credentials for the NATS servers.
     pub auth: Auth,
+    /// TLS to the NATS servers.
+    pub tls: Option<crate::TlsConfig>,
     /// Copies of each stream in a JetStream cluster (1 for a single server).
     pub replicas: u32,
     /// How long a leased item stays with its holder before JetStream redelivers it.
@@ -63,6 +67,7 @@ impl JetStreamOptions {
         JetStreamOptions {
             servers,
             auth: Auth::None,
+            tls: None,
             replicas: 1,
             ack_wait: Duration::from_secs(30),
             prefix: "DEPOT_".into(),
@@ -161,6 +166,8 @@ struct Shared {
     state: Mutex<State>,
     link: BackendLink,
     opts: JetStreamOptions,
+    /// Each queue's length as JetStream last reported it (its stream's `state.messages`).
+    lengths: Mutex<HashMap<String, u32>>,
 }
 
 impl Shared {
@@ -521,6 +528,32 @@ impl Shared {
         }
     }
 
+    /// Asks JetStream each queue's length (on the lengths thread: the API round trips wait).
+    fn refresh_lengths(&self) {
+        if !self.link.health().state("nats").connected {
+            // Unknown while disconnected: no stale length is shown.
+            self.lengths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            return;
+        }
+        let names: Vec<String> = self.state().streams.keys().cloned().collect();
+        for name in names {
+            let stream_name = format!("{}{}", self.opts.prefix, stream_token(&name));
+            let len = self
+                .api(&format!("$JS.API.STREAM.INFO.{stream_name}"), &json!({}))
+                .ok()
+                .and_then(|info| info.pointer("/state/messages").and_then(Value::as_u64));
+            let mut lengths = self.lengths.lock().unwrap_or_else(PoisonError::into_inner);
+            match len {
+                Some(n) => lengths.insert(name, n.min(u64::from(u32::MAX)) as u32),
+                // Unknown now: no stale length is shown.
+                None => lengths.remove(&name),
+            };
+        }
+    }
+
     /// A request to the JetStream API, waited for.
     fn api(&self, subject: &str, body: &Value) -> Result<Value, String> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -664,6 +697,14 @@ struct JetStreamBackend {
 }
 
 impl Backend for JetStreamBackend {
+    fn len(&self, name: &str) -> Option<u32> {
+        let lengths = self.shared.lengths.lock();
+        lengths
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
     fn request(&mut self, request: BackendRequest<'_>) {
         let s = &self.shared;
         let mut st = s.state();
@@ -902,12 +943,14 @@ pub fn start(
         state: Mutex::new(State::default()),
         link,
         opts: opts.clone(),
+        lengths: Mutex::new(HashMap::new()),
     });
     let conn = Conn::start(
         Options {
             servers: opts.servers.clone(),
             auth: opts.auth.clone(),
             name: "depot gateway".into(),
+            tls: opts.tls.clone(),
         },
         Arc::new(Router(Arc::downgrade(&shared))),
         Duration::from_secs(10),
@@ -930,6 +973,17 @@ pub fn start(
             std::thread::sleep(Duration::from_millis(250));
             match ticker.upgrade() {
                 Some(s) => s.tick(),
+                None => return,
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let asker = Arc::downgrade(&shared);
+    std::thread::Builder::new()
+        .name("depot-nats lengths".into())
+        .spawn(move || loop {
+            std::thread::sleep(LENGTHS_EVERY);
+            match asker.upgrade() {
+                Some(s) => s.refresh_lengths(),
                 None => return,
             }
         })

@@ -314,6 +314,7 @@ impl Plain {
             servers: vec![addr.to_owned()],
             auth: Auth::None,
             name: "bench".into(),
+            tls: None,
         };
         let conn = Conn::start(
             opts,

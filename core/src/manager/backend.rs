@@ -23,7 +23,10 @@ use alloc::vec::Vec;
 
 use super::{Manager, State, Step, Take};
 use crate::time::Instant;
-use crate::wire::{ErrorCode, Handle, Items, Op, QueueSpec, Reply, Wait, SMALL_REPLY_BOUND};
+use crate::wire::{
+    ErrorCode, Handle, Items, ObjectKind, ObjectStat, Op, QueueSize, QueueSpec, Reply, Wait,
+    SMALL_REPLY_BOUND,
+};
 use crate::ConnId;
 
 /// Names one request handed to a backend, for [`Manager::complete_backend`]. A token is never
@@ -150,6 +153,14 @@ pub enum Completion {
 pub trait Backend: Send {
     /// One operation; outcomes come back through [`Manager::complete_backend`].
     fn request(&mut self, request: BackendRequest<'_>);
+
+    /// Queue `name`'s length as the engine last reported it, for `Stat` and `Size` (which
+    /// answer 0 without it). Must not block: an engine asks on its own time and keeps the
+    /// answer.
+    fn len(&self, name: &str) -> Option<u32> {
+        let _ = name;
+        None
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -184,6 +195,26 @@ pub(super) struct BackendSide {
 }
 
 impl<'a> Manager<'a> {
+    /// `stat` with a queue's length as its backend last reported it.
+    pub(super) fn backend_stat<'s>(&self, stat: Option<ObjectStat<'s>>) -> Option<ObjectStat<'s>> {
+        let mut stat = stat?;
+        if let Some(side) = &self.backend {
+            if stat.info.kind == ObjectKind::Queue {
+                stat.len = side.engine.len(stat.name).unwrap_or(stat.len);
+            }
+        }
+        Some(stat)
+    }
+
+    /// `size` with the queue's length as its backend last reported it.
+    pub(super) fn backend_size(&self, name: &str, mut size: QueueSize) -> QueueSize {
+        if let Some(len) = self.backend.as_ref().and_then(|s| s.engine.len(name)) {
+            size.len = len;
+            size.full = len >= size.capacity;
+        }
+        size
+    }
+
     /// Keeps every queue's contents in `backend` from now on, with at most `max_pending`
     /// requests awaiting its answer at once (more are answered `WaiterLimit`). Set before
     /// serving; the manager's own queues should be empty.
