@@ -443,6 +443,7 @@ impl ManagerProcess {
         command.arg(SUBCOMMAND).args(spec.args());
         let mut child = LineChild::spawn(command, "depot manager")?;
         let addr = child.read_line()?;
+        os::watch_server(child.pid());
         Ok(ManagerProcess { child, addr })
     }
 
@@ -472,6 +473,7 @@ impl ManagerProcess {
 
 impl Drop for ManagerProcess {
     fn drop(&mut self) {
+        os::unwatch_server(self.child.pid());
         // Ask for a graceful stop; LineChild's drop kills it if it is still running after.
         if self.child.send("quit").is_ok() {
             let deadline = Instant::now() + Duration::from_secs(5);
