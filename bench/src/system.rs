@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::os::CpuCost;
 use crate::stats;
 
 /// The result of one run of one workload, in the workload's unit.
@@ -24,6 +25,9 @@ pub struct Measurement {
     pub p99: Option<f64>,
     /// What was measured when it differs from what was asked (a smaller count, a batched fill …).
     pub note: Option<String>,
+    /// CPU time per operation of the server process and of the clients, when the server runs
+    /// in a process of its own.
+    pub cpu: Option<CpuCost>,
 }
 
 impl Measurement {
@@ -33,7 +37,7 @@ impl Measurement {
         Measurement {
             value: stats::median(&micros),
             p99: Some(stats::percentile(&micros, 99.0)),
-            note: None,
+            ..Measurement::default()
         }
     }
 
@@ -51,6 +55,12 @@ impl Measurement {
             value: (after as f64 - before as f64) / count as f64,
             ..Measurement::default()
         }
+    }
+
+    /// The same measurement with the CPU cost per operation, when it was measured.
+    pub fn with_cpu(mut self, cpu: Option<CpuCost>) -> Self {
+        self.cpu = cpu;
+        self
     }
 
     /// The same measurement with a note about what was measured.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
+use crate::os::CpuMeter;
 use crate::system::{Measurement, Transfer};
 
 /// One connection to a queue server, one request in flight.
@@ -29,12 +30,13 @@ pub fn time_connects(
     mut connect: impl FnMut() -> Result<()>,
 ) -> Result<Measurement> {
     let mut times = Vec::with_capacity(samples);
+    let cpu = CpuMeter::start();
     for _ in 0..samples {
         let start = Instant::now();
         connect()?;
         times.push(start.elapsed());
     }
-    Ok(Measurement::latency(&times))
+    Ok(Measurement::latency(&times).with_cpu(cpu.per_op(samples)))
 }
 
 /// (b) `pairs` put-then-get pairs on one client, after one warm-up pair.
@@ -57,11 +59,13 @@ pub fn put_get_pairs(
         Ok(())
     };
     round(client)?;
+    let cpu = CpuMeter::start();
     let start = Instant::now();
     for _ in 0..pairs {
         round(client)?;
     }
-    Ok(Measurement::rate(pairs, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::rate(pairs, elapsed).with_cpu(cpu.per_op(pairs)))
 }
 
 /// (h) `producers` threads, each connected with `connect` before the barrier, put `items`
@@ -79,7 +83,7 @@ where
     let ready = Barrier::new(producers + 1);
     let go = Barrier::new(producers + 1);
     let item = item(item_size);
-    let start = thread::scope(|scope| {
+    let (start, cpu) = thread::scope(|scope| {
         let threads: Vec<_> = (0..producers)
             .map(|index| {
                 let (connect, ready, go, item) = (&connect, &ready, &go, &item);
@@ -97,9 +101,10 @@ where
             })
             .collect();
         ready.wait();
+        let cpu = CpuMeter::start();
         let start = Instant::now();
         go.wait();
-        let mut outcome = Ok(start);
+        let mut outcome = Ok((start, cpu));
         for t in threads {
             let joined = t.join().map_err(|_| anyhow!("a producer panicked"));
             if let Err(e) = joined.and_then(|r| r) {
@@ -108,7 +113,8 @@ where
         }
         outcome
     })?;
-    Ok(Measurement::rate(items, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::rate(items, elapsed).with_cpu(cpu.per_op(items)))
 }
 
 /// (c), (d) producers and consumers as threads, each connected with `connect` before the barrier.
@@ -124,7 +130,7 @@ where
     let go = Barrier::new(threads + 1);
     let item = item(shape.item_size);
 
-    let (start, received, last) = thread::scope(|scope| {
+    let (start, received, last, cpu) = thread::scope(|scope| {
         let producers: Vec<_> = (0..shape.producers)
             .map(|index| {
                 let (connect, ready, go, item) = (&connect, &ready, &go, &item);
@@ -162,6 +168,7 @@ where
             .collect();
 
         ready.wait();
+        let cpu = CpuMeter::start();
         let start = Instant::now();
         go.wait();
 
@@ -186,7 +193,8 @@ where
                 Err(e) => outcome = outcome.and(Err(e)),
             }
         }
-        outcome.map(|()| (start, received, last))
+        let cpu = cpu.per_op(received);
+        outcome.map(|()| (start, received, last, cpu))
     })?;
 
     if received != shape.items {
@@ -196,5 +204,5 @@ where
         );
     }
     let elapsed = last.map_or(Duration::ZERO, |at| at - start);
-    Ok(Measurement::rate(received, elapsed))
+    Ok(Measurement::rate(received, elapsed).with_cpu(cpu))
 }

@@ -81,6 +81,10 @@ pub enum Field {
     Value,
     /// [`Measurement::p99`].
     P99,
+    /// [`Measurement::cpu`]: the server process's CPU time per operation.
+    ServerCpu,
+    /// [`Measurement::cpu`]: the clients' CPU time per operation.
+    ClientCpu,
 }
 
 /// One line of the report's grouping: a figure that every system can be compared on.
@@ -118,11 +122,29 @@ impl Metric {
         self
     }
 
+    /// The CPU time per `per` (one connection, pair, item, put) of the server process and of the
+    /// clients, for the same runs as this metric.
+    fn cpu(&self, per: &str) -> [Metric; 2] {
+        let cpu = |field, whose: &str, key: &str| Metric {
+            key: format!("{}_cpu_{key}", self.key),
+            label: format!("{} — CPU time per {per}, {whose}", self.label),
+            unit: "CPU µs",
+            better: Better::Lower,
+            field,
+        };
+        [
+            cpu(Field::ServerCpu, "server process", "server"),
+            cpu(Field::ClientCpu, "client threads", "client"),
+        ]
+    }
+
     /// This metric's figure in `m`.
     pub fn pick(&self, m: &Measurement) -> Option<f64> {
         match self.field {
             Field::Value => Some(m.value),
             Field::P99 => m.p99,
+            Field::ServerCpu => m.cpu.map(|c| c.server_us),
+            Field::ClientCpu => m.cpu.map(|c| c.client_us),
         }
     }
 }
@@ -184,8 +206,25 @@ impl Workload {
         }
     }
 
-    /// The figures this workload reports.
+    /// The figures this workload reports: its own, then the CPU time per operation where the
+    /// clients are threads of this process (systems without a server process leave it out).
     pub fn metrics(&self, plan: &Plan) -> Vec<Metric> {
+        let mut metrics = self.own_metrics(plan);
+        let per = match self {
+            Workload::ConnectAuth => Some("connection"),
+            Workload::PutGetPairs => Some("pair"),
+            Workload::Transfer(t) if !t.pipelined => Some("item"),
+            Workload::DurablePuts(_) => Some("put"),
+            _ => None,
+        };
+        if let Some(per) = per {
+            let cpu = metrics[0].cpu(per);
+            metrics.extend(cpu);
+        }
+        metrics
+    }
+
+    fn own_metrics(&self, plan: &Plan) -> Vec<Metric> {
         use Better::{Higher, Lower};
         match self {
             Workload::ConnectAuth => vec![

@@ -181,7 +181,7 @@ impl System for Depot {
     }
 }
 
-/// depot with the clients' encryption off: frames carry their MAC only. Transfers and (h).
+/// depot with the clients' encryption off: frames carry their MAC only. (b), transfers and (h).
 pub struct DepotMac;
 
 impl System for DepotMac {
@@ -191,6 +191,15 @@ impl System for DepotMac {
 
     fn clients(&self) -> &'static str {
         "as depot, with Encryption::Off on the clients: a MAC on every frame, no encryption"
+    }
+
+    fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
+        let manager = ManagerProcess::start(&Spec::small())?;
+        let mut client = DepotQueue::connect(&manager.addr, Encryption::Off)?;
+        let m = threaded::put_get_pairs(&mut client, pairs, item_size)?;
+        Ok(Some(m.with_note(
+            "RawQueue put + get, 2 round trips per pair, frames MACed",
+        )))
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
@@ -447,6 +456,7 @@ impl ManagerProcess {
         command.arg(SUBCOMMAND).args(spec.args());
         let mut child = LineChild::spawn(command, "depot manager")?;
         let addr = child.read_line()?;
+        os::watch_server(child.pid());
         Ok(ManagerProcess { child, addr })
     }
 
@@ -476,6 +486,7 @@ impl ManagerProcess {
 
 impl Drop for ManagerProcess {
     fn drop(&mut self) {
+        os::unwatch_server(self.child.pid());
         // Ask for a graceful stop; LineChild's drop kills it if it is still running after.
         if self.child.send("quit").is_ok() {
             let deadline = Instant::now() + Duration::from_secs(5);

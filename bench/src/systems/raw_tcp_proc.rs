@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::raw_tcp::{self, RawQueue, OP_GET, OP_PUT};
 use crate::child::LineChild;
 use crate::holder;
+use crate::os;
 use crate::system::{Measurement, Outcome, System, Transfer};
 use crate::threaded;
 
@@ -205,12 +206,14 @@ impl ServerProcess {
         let addr = line
             .parse()
             .with_context(|| format!("raw TCP server printed {line:?}, not an address"))?;
+        os::watch_server(child.pid());
         Ok(ServerProcess { child, addr })
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        os::unwatch_server(self.child.pid());
         let _ = self.child.send("quit");
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         while Instant::now() < deadline && !self.child.exited() {

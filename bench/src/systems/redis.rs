@@ -190,6 +190,7 @@ impl RedisServer {
             _dir: dir,
         };
         server.wait_ready()?;
+        os::watch_server(server.child.id());
         Ok(server)
     }
 
@@ -233,6 +234,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        os::unwatch_server(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
