@@ -2412,25 +2412,30 @@ impl<'a> Manager<'a> {
         let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
         tx.open_unsent();
         // Last first, so each queue gets them back at its head in their order.
+        let mut given = 0usize;
         #[cfg(feature = "alloc")]
-        let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();
-        #[cfg(feature = "alloc")]
-        let next = replies.iter().rev().copied();
+        {
+            let mut replies = alloc::vec::Vec::new();
+            each_unsent(&tx, &mut |handle, items| replies.push((handle, items)));
+            for &(handle, items) in replies.iter().rev() {
+                given += self.give_back_items(handle, items);
+            }
+        }
         // Without a heap, each is found by a fresh pass: a lent output holds few replies.
         #[cfg(not(feature = "alloc"))]
-        let mut left = unsent_items(&tx).count();
-        #[cfg(not(feature = "alloc"))]
-        let next = core::iter::from_fn(|| {
-            left = left.checked_sub(1)?;
-            unsent_items(&tx).nth(left)
-        });
-        let mut given = 0usize;
-        for (handle, items) in next {
-            let n = items.iter().count();
-            for k in (0..n).rev() {
-                if let Some(item) = items.iter().nth(k) {
-                    self.return_item(handle, item);
-                    given += 1;
+        {
+            let mut count = 0usize;
+            each_unsent(&tx, &mut |_, _| count += 1);
+            for n in (0..count).rev() {
+                let (mut seen, mut found) = (0usize, None);
+                each_unsent(&tx, &mut |handle, items| {
+                    if seen == n {
+                        found = Some((handle, items));
+                    }
+                    seen += 1;
+                });
+                if let Some((handle, items)) = found {
+                    given += self.give_back_items(handle, items);
                 }
             }
         }
@@ -2439,6 +2444,18 @@ impl<'a> Manager<'a> {
         }
         tx.clear();
         self.conns[i].tx = tx;
+    }
+
+    /// Gives `items` back to the head of `handle`'s queue, last first; how many.
+    fn give_back_items(&mut self, handle: Handle, items: ItemsOf) -> usize {
+        let mut given = 0;
+        for k in (0..items.len()).rev() {
+            if let Some(item) = items.nth(k) {
+                self.return_item(handle, item);
+                given += 1;
+            }
+        }
+        given
     }
 
     /// Queues `reply` to request `id` on connection `i`.
@@ -2545,25 +2562,25 @@ fn count_visible(registry: &Registry, key: &Key) -> u32 {
         .count() as u32
 }
 
-/// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
-/// item is read as a list of one).
-fn unsent_items<'t>(tx: &'t TxBuf) -> impl Iterator<Item = (Handle, ItemsOf<'t>)> {
-    tx.unsent()
-        .flat_map(|body| {
-            let mut reader = crate::codec::Reader::new(body);
-            core::iter::from_fn(move || reader.message())
-        })
-        .filter_map(|message| match message {
-            Message::Reply {
-                reply: Reply::Item { handle, item },
-                ..
-            } => Some((handle, ItemsOf::One(item))),
-            Message::Reply {
-                reply: Reply::Items { handle, items },
-                ..
-            } => Some((handle, ItemsOf::Many(items))),
-            _ => None,
-        })
+/// Calls `f` with each item reply in `tx` that never wholly left it, in order, as packed
+/// lists (a single item is read as a list of one). `dyn`: one copy serves every caller.
+fn each_unsent<'t>(tx: &'t TxBuf, f: &mut dyn FnMut(Handle, ItemsOf<'t>)) {
+    for body in tx.unsent() {
+        let mut reader = crate::codec::Reader::new(body);
+        while let Some(message) = reader.message() {
+            match message {
+                Message::Reply {
+                    reply: Reply::Item { handle, item },
+                    ..
+                } => f(handle, ItemsOf::One(item)),
+                Message::Reply {
+                    reply: Reply::Items { handle, items },
+                    ..
+                } => f(handle, ItemsOf::Many(items)),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// One item, or a packed list of them.
@@ -2574,12 +2591,18 @@ enum ItemsOf<'t> {
 }
 
 impl<'t> ItemsOf<'t> {
-    fn iter(self) -> impl Iterator<Item = &'t [u8]> {
-        let (one, many) = match self {
-            ItemsOf::One(item) => (Some(item), None),
-            ItemsOf::Many(items) => (None, Some(items.iter())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
+    fn len(self) -> usize {
+        match self {
+            ItemsOf::One(_) => 1,
+            ItemsOf::Many(items) => items.iter().count(),
+        }
+    }
+
+    fn nth(self, k: usize) -> Option<&'t [u8]> {
+        match self {
+            ItemsOf::One(item) => (k == 0).then_some(item),
+            ItemsOf::Many(items) => items.iter().nth(k),
+        }
     }
 }
 
