@@ -1150,7 +1150,7 @@ impl<'a> Manager<'a> {
             self.fail_waiter(w, ErrorCode::ShuttingDown);
         }
         for i in 0..self.conns.len() {
-            if !self.conns[i].is_free() {
+            if self.conns.get(i).is_some_and(|c| !c.is_free()) {
                 self.begin_close(i, CloseReason::Shutdown);
             }
         }
@@ -1839,15 +1839,16 @@ impl<'a> Manager<'a> {
 
     /// The largest item body a reply on connection `i` can carry.
     fn item_fit(&self, i: usize) -> usize {
-        self.conns[i]
-            .peer_max
-            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD)
+        self.conns.get(i).map_or(0, |c| {
+            c.peer_max.saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD)
+        })
     }
 
     /// The most packed bytes a `GetMany` reply carries on connection `i` beyond its first
     /// item: a quarter of the connection's output, so a batch never crowds out other replies.
     fn many_cap(&self, i: usize) -> usize {
-        (self.conns[i].tx.capacity() / 4).saturating_sub(HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD)
+        let capacity = self.conns.get(i).map_or(0, |c| c.tx.capacity());
+        (capacity / 4).saturating_sub(HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD)
     }
 
     /// Output bytes a get on `handle` may need on connection `i` whenever it is answered.
@@ -2052,7 +2053,9 @@ impl<'a> Manager<'a> {
         };
         let Some(parked) = self
             .parked
-            .store(&items.0[offset..], &|x| self.waiters.holds_parked(x))
+            .store(items.0.get(offset..).unwrap_or_default(), &|x| {
+                self.waiters.holds_parked(x)
+            })
         else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
             self.settle(handle);
@@ -2425,8 +2428,7 @@ impl<'a> Manager<'a> {
         if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
-        if waiter.conn != NONE {
-            let c = &mut self.conns[waiter.conn as usize];
+        if let Some(c) = self.conns.get_mut(waiter.conn as usize) {
             c.waiters -= 1;
             c.reserved -= waiter.reserve as usize;
             if waiter.kind == WaitKind::Put {
@@ -2441,7 +2443,7 @@ impl<'a> Manager<'a> {
         self.backend_drop_conn(i);
         let mut cancelled_put = false;
         let mut from = 0;
-        while self.conns[i].waiters > 0 {
+        while self.conns.get(i).is_some_and(|c| c.waiters > 0) {
             // Holdings go last (`drop_holdings`), so that no permit they free is granted to
             // this connection's own blocked requests.
             let mine = |w: &Waiter| w.conn == i as u32 && w.kind != WaitKind::Held;
@@ -2947,9 +2949,9 @@ pub(crate) fn encode_item_reply(
     let len = a.len() + b.len();
     let head = reply_head(out, id, tag::ITEM, handle, len)?;
     let total = head + len;
-    let body = out.get_mut(head..total)?;
-    body[..a.len()].copy_from_slice(a);
-    body[a.len()..].copy_from_slice(b);
+    let (to_a, to_b) = out.get_mut(head..total)?.split_at_mut_checked(a.len())?;
+    to_a.copy_from_slice(a);
+    to_b.copy_from_slice(b);
     Some(total)
 }
 
@@ -2973,9 +2975,12 @@ pub(crate) fn encode_items_reply<'q>(
         if item_end > end {
             return None;
         }
-        out[at..at + head].copy_from_slice(&varint[..head]);
-        out[at + head..at + head + a.len()].copy_from_slice(a);
-        out[at + head + a.len()..item_end].copy_from_slice(b);
+        // Checked splits rather than indexing: no panic path to link in.
+        let (to_head, to_item) = out.get_mut(at..item_end)?.split_at_mut_checked(head)?;
+        to_head.copy_from_slice(varint.get(..head)?);
+        let (to_a, to_b) = to_item.split_at_mut_checked(a.len())?;
+        to_a.copy_from_slice(a);
+        to_b.copy_from_slice(b);
         at = item_end;
     }
     (at == end).then_some(end)
