@@ -822,16 +822,19 @@ impl<'a> Manager<'a> {
 
     /// Counts connection `i` as no longer in its handshake (it authenticated or is closing).
     fn leave_handshake(&mut self, i: usize) {
-        if self.conns[i].hs_stage.is_none() {
+        // `get`, not indexing, here and in the other list helpers: no panic path to link in.
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.hs_stage.is_none() {
             return;
         }
+        let source = core::mem::replace(&mut c.source, NONE);
         self.hs_unlink(i);
         self.handshaking -= 1;
-        let source = core::mem::replace(&mut self.conns[i].source, NONE);
-        if source != NONE {
-            let count = &mut self.conns[source as usize].source_count;
-            debug_assert!(*count > 0);
-            *count = count.saturating_sub(1);
+        if let Some(s) = self.conns.get_mut(source as usize) {
+            debug_assert!(s.source_count > 0);
+            s.source_count = s.source_count.saturating_sub(1);
         }
     }
 
@@ -839,34 +842,38 @@ impl<'a> Manager<'a> {
     fn hs_link(&mut self, i: usize, stage: Stage) {
         let list = &mut self.handshakes[stage as usize];
         let tail = list.tail;
-        match tail {
-            NONE => list.head = i as u32,
-            t => self.conns[t as usize].hs_next = i as u32,
-        }
-        self.handshakes[stage as usize].tail = i as u32;
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         c.hs_stage = Some(stage);
         c.hs_prev = tail;
         c.hs_next = NONE;
+        match self.conns.get_mut(tail as usize) {
+            Some(t) => t.hs_next = i as u32,
+            None => list.head = i as u32,
+        }
+        list.tail = i as u32;
     }
 
     /// Takes connection `i` off its handshake list.
     fn hs_unlink(&mut self, i: usize) {
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         let Some(stage) = c.hs_stage.take() else {
             return;
         };
         let (prev, next) = (c.hs_prev, c.hs_next);
         c.hs_prev = NONE;
         c.hs_next = NONE;
-        let list = stage as usize;
-        match prev {
-            NONE => self.handshakes[list].head = next,
-            p => self.conns[p as usize].hs_next = next,
+        let list = &mut self.handshakes[stage as usize];
+        match self.conns.get_mut(prev as usize) {
+            Some(p) => p.hs_next = next,
+            None => list.head = next,
         }
-        match next {
-            NONE => self.handshakes[list].tail = prev,
-            n => self.conns[n as usize].hs_prev = prev,
+        match self.conns.get_mut(next as usize) {
+            Some(n) => n.hs_prev = prev,
+            None => list.tail = prev,
         }
     }
 
@@ -882,7 +889,9 @@ impl<'a> Manager<'a> {
         }
         let i = i as usize;
         debug!("connection {}: evicted during its handshake", i);
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         if matches!(c.state, State::AwaitHello { .. }) && c.tx.is_empty() {
             // The peer waits for a `ServerHello`: tell it why.
             let _ = c.tx.push_plain(&ServerHello::Reject(CloseReason::Busy));
@@ -1141,7 +1150,7 @@ impl<'a> Manager<'a> {
             self.fail_waiter(w, ErrorCode::ShuttingDown);
         }
         for i in 0..self.conns.len() {
-            if !self.conns[i].is_free() {
+            if self.conns.get(i).is_some_and(|c| !c.is_free()) {
                 self.begin_close(i, CloseReason::Shutdown);
             }
         }
@@ -1181,43 +1190,50 @@ impl<'a> Manager<'a> {
 
     fn link(&mut self, list: List, i: usize) {
         let l = list as usize;
-        if self.conns[i].linked[l] {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.linked[l] {
             return;
         }
-        self.conns[i].linked[l] = true;
-        self.conns[i].links[l] = NONE;
-        match self.lists[l].tail {
-            NONE => self.lists[l].head = i as u32,
-            tail => self.conns[tail as usize].links[l] = i as u32,
+        c.linked[l] = true;
+        c.links[l] = NONE;
+        let list = &mut self.lists[l];
+        match self.conns.get_mut(list.tail as usize) {
+            Some(tail) => tail.links[l] = i as u32,
+            None => list.head = i as u32,
         }
-        self.lists[l].tail = i as u32;
+        list.tail = i as u32;
     }
 
     /// Takes connection `i` off `list` wherever it stands (a walk: lists are short).
     fn unlink(&mut self, list: List, i: usize) {
         let l = list as usize;
-        if !self.conns[i].linked[l] {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if !c.linked[l] {
             return;
         }
-        self.conns[i].linked[l] = false;
-        let next = self.conns[i].links[l];
+        c.linked[l] = false;
+        let next = core::mem::replace(&mut c.links[l], NONE);
         let mut prev = NONE;
         let mut at = self.lists[l].head;
         while at != NONE && at as usize != i {
             prev = at;
-            at = self.conns[at as usize].links[l];
+            at = self.conns.get(at as usize).map_or(NONE, |c| c.links[l]);
         }
         if at == NONE {
             return;
         }
-        match prev {
-            NONE => self.lists[l].head = next,
-            p => self.conns[p as usize].links[l] = next,
+        let list = &mut self.lists[l];
+        match self.conns.get_mut(prev as usize) {
+            Some(p) => p.links[l] = next,
+            None => list.head = next,
         }
-        if self.lists[l].tail == i as u32 {
-            self.lists[l].tail = prev;
+        if list.tail == i as u32 {
+            list.tail = prev;
         }
-        self.conns[i].links[l] = NONE;
     }
 
     fn unlink_front(&mut self, list: List) -> Option<usize> {
@@ -1226,7 +1242,7 @@ impl<'a> Manager<'a> {
         if head == NONE {
             return None;
         }
-        let c = &mut self.conns[head as usize];
+        let c = self.conns.get_mut(head as usize)?;
         self.lists[l].head = c.links[l];
         if self.lists[l].head == NONE {
             self.lists[l].tail = NONE;
@@ -1245,7 +1261,10 @@ impl<'a> Manager<'a> {
     /// Reads every whole frame of connection `i` that can be answered now.
     fn process(&mut self, i: usize, now: Instant) {
         loop {
-            let progressed = match self.conns[i].state {
+            let Some(c) = self.conns.get(i) else {
+                return;
+            };
+            let progressed = match c.state {
                 State::Free | State::Closing(_) => return,
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
                 // The peer has nothing more to say; its input is ignored.
@@ -1259,7 +1278,9 @@ impl<'a> Manager<'a> {
             }
         }
         let timeout = self.config.frame_timeout_ms.into();
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         if c.rx.is_empty() || c.cursor > 0 || matches!(c.state, State::Closing(_)) {
             c.frame_deadline = None;
         } else if c.frame_deadline.is_none() {
@@ -1270,7 +1291,9 @@ impl<'a> Manager<'a> {
     }
 
     fn process_handshake(&mut self, i: usize) -> bool {
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return false;
+        };
         let body_len = match c.rx.peek(MAX_HANDSHAKE_BODY as usize) {
             Peek::Partial => return false,
             Peek::TooLarge => {
@@ -1279,7 +1302,11 @@ impl<'a> Manager<'a> {
             }
             Peek::Frame { body_len } => body_len,
         };
-        let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+        // `get`, not indexing, for the slices here: `peek` vouched for them, and no panic path
+        // gets linked in.
+        let Some(body) = c.rx.bytes().get(HEADER_LEN..HEADER_LEN + body_len) else {
+            return false;
+        };
         match c.state {
             State::AwaitHello { nonce, deadline } => {
                 #[cfg(feature = "python")]
@@ -1334,9 +1361,13 @@ impl<'a> Manager<'a> {
                 let Some(challenge_len) = challenge.encode_into(&mut encoded) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
-                let challenge_body = &encoded[..challenge_len];
-                let c = &mut self.conns[i];
-                let body = &c.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+                let challenge_body = encoded.get(..challenge_len).unwrap_or_default();
+                let Some(c) = self.conns.get_mut(i) else {
+                    return false;
+                };
+                let Some(body) = c.rx.bytes().get(HEADER_LEN..HEADER_LEN + body_len) else {
+                    return false;
+                };
                 let transcript = transcript_hash(body, challenge_body);
                 c.rx.consume(HEADER_LEN + body_len);
                 c.peer_max = hello.max_frame.min(MAX_MAX_FRAME) as usize;
@@ -1348,7 +1379,9 @@ impl<'a> Manager<'a> {
                 };
                 self.hs_unlink(i);
                 self.hs_link(i, Stage::Proof);
-                let c = &mut self.conns[i];
+                let Some(c) = self.conns.get_mut(i) else {
+                    return false;
+                };
                 if c.tx.push_plain(&challenge).is_err() {
                     self.begin_close(i, CloseReason::Malformed);
                     return false;
@@ -1371,19 +1404,25 @@ impl<'a> Manager<'a> {
                 // like a wrong key, in about the same time.
                 if !auth.verify(CLIENT_PROOF, &transcript, &proof) || index == NO_KEY {
                     debug!("connection {}: authentication failed", i);
-                    let c = &self.conns[i];
-                    let peer = &c.peer[..c.peer_len as usize];
+                    let Some(c) = self.conns.get(i) else {
+                        return false;
+                    };
+                    let peer = c.peer.get(..c.peer_len as usize).unwrap_or_default();
                     let delay = self
                         .throttle
                         .failed(&self.config.throttle, peer, key, self.now);
                     if delay == 0 {
-                        let c = &mut self.conns[i];
+                        let Some(c) = self.conns.get_mut(i) else {
+                            return false;
+                        };
                         let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
                         self.begin_close(i, CloseReason::AuthFailed);
                     } else {
                         // Still a handshake (admission may evict it); the verdict waits.
                         let at = self.now.add_millis(delay.into());
-                        self.conns[i].state = State::Refusing { at };
+                        if let Some(c) = self.conns.get_mut(i) {
+                            c.state = State::Refusing { at };
+                        }
                         self.wake_at(at);
                     }
                     return false;
@@ -1395,14 +1434,16 @@ impl<'a> Manager<'a> {
                     rx_mac: FrameKey::client_to_manager(&auth, &transcript, sealed),
                     tx_mac: FrameKey::manager_to_client(&auth, &transcript, sealed),
                 };
-                let c = &mut self.conns[i];
+                let Some(c) = self.conns.get_mut(i) else {
+                    return false;
+                };
                 if c.tx.push_plain(&welcome).is_err() {
                     self.begin_close(i, CloseReason::Malformed);
                     return false;
                 }
                 c.state = State::Open(session);
                 c.key = index;
-                let peer = &c.peer[..c.peer_len as usize];
+                let peer = c.peer.get(..c.peer_len as usize).unwrap_or_default();
                 self.throttle.succeeded(peer);
                 self.leave_handshake(i);
                 self.link(List::Ready, i);
@@ -1499,7 +1540,9 @@ impl<'a> Manager<'a> {
     /// Tells a handshaking peer it is refused, in the message it expects next (a hello is
     /// answered `Reject(reason)`, a proof `AuthFailed`), then closes. Returns `false`.
     fn reject(&mut self, i: usize, reason: CloseReason) -> bool {
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return false;
+        };
         let _ = match c.state {
             State::AwaitProof { .. } => c.tx.push_plain(&ServerVerdict::AuthFailed),
             _ => c.tx.push_plain(&ServerHello::Reject(reason)),
@@ -1510,7 +1553,10 @@ impl<'a> Manager<'a> {
 
     /// The largest frame body this manager accepts on connection `i`.
     fn max_frame(&self, i: usize) -> usize {
-        let rx = self.conns[i].rx.capacity().saturating_sub(HEADER_LEN);
+        let rx = self
+            .conns
+            .get(i)
+            .map_or(0, |c| c.rx.capacity().saturating_sub(HEADER_LEN));
         rx.min(self.config.max_frame as usize)
             .min(MAX_MAX_FRAME as usize)
     }
@@ -1519,7 +1565,9 @@ impl<'a> Manager<'a> {
     /// was consumed.
     fn process_frame(&mut self, i: usize) -> bool {
         let max_body = self.max_frame(i);
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return false;
+        };
         if c.cursor == 0 {
             let body_len = match c.rx.peek(max_body) {
                 Peek::Partial => return false,
@@ -1545,11 +1593,10 @@ impl<'a> Manager<'a> {
             c.frame_end = HEADER_LEN + body_len - TAG_LEN;
             c.frame_deadline = None;
         }
-        while self.conns[i].cursor < self.conns[i].frame_end {
-            let c = &mut self.conns[i];
+        while let Some(c) = self.conns.get_mut(i).filter(|c| c.cursor < c.frame_end) {
             let (cursor, end) = (c.cursor, c.frame_end);
             let rx = core::mem::replace(&mut c.rx, RxBuf::new(Managed::empty()));
-            let mut reader = Reader::new(&rx.bytes()[cursor..end]);
+            let mut reader = Reader::new(rx.bytes().get(cursor..end).unwrap_or_default());
             let step = match reader.request() {
                 Some(request) => {
                     let used = end - cursor - reader.rest().len();
@@ -1563,7 +1610,9 @@ impl<'a> Manager<'a> {
                     None
                 }
             };
-            let c = &mut self.conns[i];
+            let Some(c) = self.conns.get_mut(i) else {
+                return false;
+            };
             c.rx = rx;
             if matches!(c.state, State::Closing(_)) {
                 c.rx.clear();
@@ -1574,7 +1623,9 @@ impl<'a> Manager<'a> {
                 None => return false,
             }
         }
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return false;
+        };
         c.rx.consume(c.frame_end + TAG_LEN);
         c.cursor = 0;
         true
@@ -1603,7 +1654,9 @@ impl<'a> Manager<'a> {
             Op::Act { handle, action } => self.act_reply_bound(i, handle, action),
             _ => SMALL_REPLY_BOUND,
         };
-        let c = &self.conns[i];
+        let Some(c) = self.conns.get(i) else {
+            return Step::Done;
+        };
         if c.tx.free() < c.reserved + need {
             if c.reserved > 0 || need <= c.tx.capacity().saturating_sub(TAG_LEN) {
                 // Room comes back as output drains and blocked requests are answered.
@@ -1715,7 +1768,9 @@ impl<'a> Manager<'a> {
                 let stat = visible_stat(&self.registry, key, index);
                 #[cfg(feature = "backend")]
                 let stat = self.backend_stat(stat);
-                let c = &mut self.conns[i];
+                let Some(c) = self.conns.get_mut(i) else {
+                    return Step::Done;
+                };
                 if let State::Open(session) = &mut c.state {
                     let msg = Message::Reply {
                         id,
@@ -1796,15 +1851,16 @@ impl<'a> Manager<'a> {
 
     /// The largest item body a reply on connection `i` can carry.
     fn item_fit(&self, i: usize) -> usize {
-        self.conns[i]
-            .peer_max
-            .saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD)
+        self.conns.get(i).map_or(0, |c| {
+            c.peer_max.saturating_sub(TAG_LEN + ITEM_REPLY_OVERHEAD)
+        })
     }
 
     /// The most packed bytes a `GetMany` reply carries on connection `i` beyond its first
     /// item: a quarter of the connection's output, so a batch never crowds out other replies.
     fn many_cap(&self, i: usize) -> usize {
-        (self.conns[i].tx.capacity() / 4).saturating_sub(HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD)
+        let capacity = self.conns.get(i).map_or(0, |c| c.tx.capacity());
+        (capacity / 4).saturating_sub(HEADER_LEN + TAG_LEN + ITEM_REPLY_OVERHEAD)
     }
 
     /// Output bytes a get on `handle` may need on connection `i` whenever it is answered.
@@ -2009,7 +2065,9 @@ impl<'a> Manager<'a> {
         };
         let Some(parked) = self
             .parked
-            .store(&items.0[offset..], &|x| self.waiters.holds_parked(x))
+            .store(items.0.get(offset..).unwrap_or_default(), &|x| {
+                self.waiters.holds_parked(x)
+            })
         else {
             self.reply(i, id, &answer(count, Some(ErrorCode::WaiterLimit)));
             self.settle(handle);
@@ -2320,7 +2378,9 @@ impl<'a> Manager<'a> {
         let Ok(q) = self.registry.queue(handle) else {
             return;
         };
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         let State::Open(session) = &mut c.state else {
             return;
         };
@@ -2380,8 +2440,7 @@ impl<'a> Manager<'a> {
         if let Some(parked) = waiter.hold.parked() {
             self.parked.free(parked);
         }
-        if waiter.conn != NONE {
-            let c = &mut self.conns[waiter.conn as usize];
+        if let Some(c) = self.conns.get_mut(waiter.conn as usize) {
             c.waiters -= 1;
             c.reserved -= waiter.reserve as usize;
             if waiter.kind == WaitKind::Put {
@@ -2396,7 +2455,7 @@ impl<'a> Manager<'a> {
         self.backend_drop_conn(i);
         let mut cancelled_put = false;
         let mut from = 0;
-        while self.conns[i].waiters > 0 {
+        while self.conns.get(i).is_some_and(|c| c.waiters > 0) {
             // Holdings go last (`drop_holdings`), so that no permit they free is granted to
             // this connection's own blocked requests.
             let mine = |w: &Waiter| w.conn == i as u32 && w.kind != WaitKind::Held;
@@ -2421,36 +2480,46 @@ impl<'a> Manager<'a> {
     /// Empties connection `i`'s output, giving the items of replies that never wholly left it
     /// back to the head of their queues, in their order.
     fn give_back_unsent(&mut self, i: usize) {
-        let mut tx = core::mem::replace(&mut self.conns[i].tx, TxBuf::new(Managed::empty()));
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        let mut tx = core::mem::replace(&mut c.tx, TxBuf::new(Managed::empty()));
         tx.open_unsent();
         // Last first, so each queue gets them back at its head in their order.
-        #[cfg(feature = "alloc")]
-        let replies: alloc::vec::Vec<_> = unsent_items(&tx).collect();
-        #[cfg(feature = "alloc")]
-        let next = replies.iter().rev().copied();
-        // Without a heap, each is found by a fresh pass: a lent output holds few replies.
-        #[cfg(not(feature = "alloc"))]
-        let mut left = unsent_items(&tx).count();
-        #[cfg(not(feature = "alloc"))]
-        let next = core::iter::from_fn(|| {
-            left = left.checked_sub(1)?;
-            unsent_items(&tx).nth(left)
-        });
         let mut given = 0usize;
-        for (handle, items) in next {
-            let n = items.iter().count();
-            for k in (0..n).rev() {
-                if let Some(item) = items.iter().nth(k) {
-                    self.return_item(handle, item);
-                    given += 1;
-                }
+        #[cfg(feature = "alloc")]
+        {
+            let mut replies = alloc::vec::Vec::new();
+            each_unsent(&tx, &mut |handle, items| replies.push((handle, items)));
+            for &(handle, items) in replies.iter().rev() {
+                given += self.give_back_items(handle, items);
             }
         }
+        // Without a heap, each is found by a fresh pass: a lent output holds few replies.
+        #[cfg(not(feature = "alloc"))]
+        visit_last_first(
+            &|f: &mut dyn FnMut((Handle, ItemsOf))| each_unsent(&tx, &mut |h, items| f((h, items))),
+            &mut |(handle, items)| given += self.give_back_items(handle, items),
+        );
         if given > 0 {
             debug!("connection {}: {} unsent items given back", i, given);
         }
         tx.clear();
-        self.conns[i].tx = tx;
+        if let Some(c) = self.conns.get_mut(i) {
+            c.tx = tx;
+        }
+    }
+
+    /// Gives `items` back to the head of `handle`'s queue, last first; how many.
+    fn give_back_items(&mut self, handle: Handle, items: ItemsOf) -> usize {
+        let mut given = 0;
+        for k in (0..items.len()).rev() {
+            if let Some(item) = items.nth(k) {
+                self.return_item(handle, item);
+                given += 1;
+            }
+        }
+        given
     }
 
     /// Queues `reply` to request `id` on connection `i`.
@@ -2460,7 +2529,9 @@ impl<'a> Manager<'a> {
             self.python_reply(i, reply);
             return;
         }
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         let State::Open(session) = &mut c.state else {
             return;
         };
@@ -2477,8 +2548,8 @@ impl<'a> Manager<'a> {
     /// Marks connection `i` for the transport and, if its output was idle, starts the clock
     /// on the peer reading it.
     fn output_queued(&mut self, i: usize, was_idle: bool) {
-        if was_idle {
-            self.conns[i].tx_progress = self.now;
+        if let (true, Some(c)) = (was_idle, self.conns.get_mut(i)) {
+            c.tx_progress = self.now;
             self.wake_at(
                 self.now
                     .add_millis(self.config.write_stall_timeout_ms.into()),
@@ -2489,7 +2560,8 @@ impl<'a> Manager<'a> {
 
     /// Stops reading connection `i`, cancels its waiters and tells the peer why, if it can.
     fn begin_close(&mut self, i: usize, reason: CloseReason) {
-        if matches!(self.conns[i].state, State::Free | State::Closing(_)) {
+        if !matches!(self.conns.get(i), Some(c) if !matches!(c.state, State::Free | State::Closing(_)))
+        {
             return;
         }
         debug!("connection {}: closing: {}", i, reason.description());
@@ -2502,7 +2574,9 @@ impl<'a> Manager<'a> {
             // `Closing` behind it would never be read either), giving its items back.
             self.give_back_unsent(i);
         }
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         if let (false, State::Open(session)) = (reason == CloseReason::WriteStalled, &mut c.state) {
             let was_idle = c.tx.is_empty();
             let peer_max = c.peer_max;
@@ -2557,25 +2631,45 @@ fn count_visible(registry: &Registry, key: &Key) -> u32 {
         .count() as u32
 }
 
-/// The item replies in `tx` that never wholly left it, in order, as packed lists (a single
-/// item is read as a list of one).
-fn unsent_items<'t>(tx: &'t TxBuf) -> impl Iterator<Item = (Handle, ItemsOf<'t>)> {
-    tx.unsent()
-        .flat_map(|body| {
-            let mut reader = crate::codec::Reader::new(body);
-            core::iter::from_fn(move || reader.message())
-        })
-        .filter_map(|message| match message {
-            Message::Reply {
-                reply: Reply::Item { handle, item },
-                ..
-            } => Some((handle, ItemsOf::One(item))),
-            Message::Reply {
-                reply: Reply::Items { handle, items },
-                ..
-            } => Some((handle, ItemsOf::Many(items))),
-            _ => None,
-        })
+/// Calls `f` with each item reply in `tx` that never wholly left it, in order, as packed
+/// lists (a single item is read as a list of one). `dyn`: one copy serves every caller.
+fn each_unsent<'t>(tx: &'t TxBuf, f: &mut dyn FnMut(Handle, ItemsOf<'t>)) {
+    for body in tx.unsent() {
+        let mut reader = crate::codec::Reader::new(body);
+        while let Some(message) = reader.message() {
+            match message {
+                Message::Reply {
+                    reply: Reply::Item { handle, item },
+                    ..
+                } => f(handle, ItemsOf::One(item)),
+                Message::Reply {
+                    reply: Reply::Items { handle, items },
+                    ..
+                } => f(handle, ItemsOf::Many(items)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Calls `f` with what `each` visits, last first, without a heap: `each` runs once to count
+/// and once more per element (quadratic, for the few replies of a lent output).
+#[cfg(any(test, not(feature = "alloc")))]
+fn visit_last_first<T>(each: &dyn Fn(&mut dyn FnMut(T)), f: &mut dyn FnMut(T)) {
+    let mut count = 0usize;
+    each(&mut |_| count += 1);
+    for n in (0..count).rev() {
+        let (mut seen, mut found) = (0usize, None);
+        each(&mut |x| {
+            if seen == n {
+                found = Some(x);
+            }
+            seen += 1;
+        });
+        if let Some(x) = found {
+            f(x);
+        }
+    }
 }
 
 /// One item, or a packed list of them.
@@ -2586,12 +2680,18 @@ enum ItemsOf<'t> {
 }
 
 impl<'t> ItemsOf<'t> {
-    fn iter(self) -> impl Iterator<Item = &'t [u8]> {
-        let (one, many) = match self {
-            ItemsOf::One(item) => (Some(item), None),
-            ItemsOf::Many(items) => (None, Some(items.iter())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
+    fn len(self) -> usize {
+        match self {
+            ItemsOf::One(_) => 1,
+            ItemsOf::Many(items) => items.iter().count(),
+        }
+    }
+
+    fn nth(self, k: usize) -> Option<&'t [u8]> {
+        match self {
+            ItemsOf::One(item) => (k == 0).then_some(item),
+            ItemsOf::Many(items) => items.iter().nth(k),
+        }
     }
 }
 
@@ -2666,7 +2766,7 @@ impl Manager<'_> {
                     crate::python::PyClose::AuthFailed => {
                         // Counted against the source like a depot proof (Python's client
                         // expects its verdict at once, so it is not held back).
-                        let peer = &c.peer[..c.peer_len as usize];
+                        let peer = c.peer.get(..c.peer_len as usize).unwrap_or_default();
                         let throttle = &self.config.throttle;
                         self.throttle
                             .failed(throttle, peer, KeyName::DEFAULT, self.now);
@@ -2869,9 +2969,9 @@ pub(crate) fn encode_item_reply(
     let len = a.len() + b.len();
     let head = reply_head(out, id, tag::ITEM, handle, len)?;
     let total = head + len;
-    let body = out.get_mut(head..total)?;
-    body[..a.len()].copy_from_slice(a);
-    body[a.len()..].copy_from_slice(b);
+    let (to_a, to_b) = out.get_mut(head..total)?.split_at_mut_checked(a.len())?;
+    to_a.copy_from_slice(a);
+    to_b.copy_from_slice(b);
     Some(total)
 }
 
@@ -2895,9 +2995,12 @@ pub(crate) fn encode_items_reply<'q>(
         if item_end > end {
             return None;
         }
-        out[at..at + head].copy_from_slice(&varint[..head]);
-        out[at + head..at + head + a.len()].copy_from_slice(a);
-        out[at + head + a.len()..item_end].copy_from_slice(b);
+        // Checked splits rather than indexing: no panic path to link in.
+        let (to_head, to_item) = out.get_mut(at..item_end)?.split_at_mut_checked(head)?;
+        to_head.copy_from_slice(varint.get(..head)?);
+        let (to_a, to_b) = to_item.split_at_mut_checked(a.len())?;
+        to_a.copy_from_slice(a);
+        to_b.copy_from_slice(b);
         at = item_end;
     }
     (at == end).then_some(end)
@@ -2917,6 +3020,21 @@ pub fn encode_busy(out: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The heap-free give-back visits unsent replies in reverse, each once, for any count.
+    #[test]
+    fn visit_last_first_reverses_without_a_heap() {
+        for len in 0..6u8 {
+            let items: heapless::Vec<u8, 8> = (0..len).collect();
+            let mut seen: heapless::Vec<u8, 8> = heapless::Vec::new();
+            visit_last_first(
+                &|f: &mut dyn FnMut(u8)| items.iter().for_each(|&x| f(x)),
+                &mut |x| seen.push(x).unwrap(),
+            );
+            let expected: heapless::Vec<u8, 8> = (0..len).rev().collect();
+            assert_eq!(seen, expected);
+        }
+    }
 
     /// The hand-written reply encoders write exactly what postcard writes for the same message,
     /// whatever the split of the stored items.

@@ -193,7 +193,7 @@ impl<'a> Queue<'a> {
         (0..self.len).map(move |_| {
             let prefix = self.prefix_at(at);
             let len = (prefix & LEN_MASK) as usize;
-            at = self.wrap(self.wrap(at + LEN_PREFIX) + len % self.storage.len());
+            at = self.wrap(self.wrap(at + LEN_PREFIX) + self.rem(len));
             (prefix >> 24) as u8
         })
     }
@@ -201,7 +201,7 @@ impl<'a> Queue<'a> {
     fn prefix_at(&self, at: usize) -> u32 {
         let mut prefix = [0; LEN_PREFIX];
         for (i, b) in prefix.iter_mut().enumerate() {
-            *b = self.storage[self.wrap(at + i)];
+            *b = self.storage.get(self.wrap(at + i)).copied().unwrap_or(0);
         }
         u32::from_le_bytes(prefix)
     }
@@ -211,7 +211,10 @@ impl<'a> Queue<'a> {
         let len = self.front_len()?;
         let at = self.wrap(self.head + LEN_PREFIX);
         let first = len.min(self.storage.len() - at);
-        Some((&self.storage[at..at + first], &self.storage[..len - first]))
+        Some((
+            self.storage.get(at..at + first)?,
+            self.storage.get(..len - first)?,
+        ))
     }
 
     /// The items from the oldest, each as one or two slices, without removing them.
@@ -289,10 +292,10 @@ impl<'a> Queue<'a> {
         let len = (self.prefix_at(at) & LEN_MASK) as usize;
         let from = self.wrap(at + LEN_PREFIX);
         let first = len.min(self.storage.len() - from);
-        let next = self.wrap(from + len % self.storage.len());
+        let next = self.wrap(from + self.rem(len));
         (
-            &self.storage[from..from + first],
-            &self.storage[..len - first],
+            self.storage.get(from..from + first).unwrap_or_default(),
+            self.storage.get(..len - first).unwrap_or_default(),
             next,
         )
     }
@@ -307,8 +310,18 @@ impl<'a> Queue<'a> {
 
     fn write_at(&mut self, at: usize, bytes: &[u8]) {
         let first = bytes.len().min(self.storage.len() - at);
-        self.storage[at..at + first].copy_from_slice(&bytes[..first]);
-        self.storage[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        let (a, b) = bytes.split_at(first);
+        if let Some(to) = self.storage.get_mut(at..at + first) {
+            to.copy_from_slice(a);
+        }
+        if let Some(to) = self.storage.get_mut(..b.len()) {
+            to.copy_from_slice(b);
+        }
+    }
+
+    /// `n` modulo the storage's length (0 for no storage).
+    fn rem(&self, n: usize) -> usize {
+        n.checked_rem(self.storage.len()).unwrap_or(0)
     }
 }
 

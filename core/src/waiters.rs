@@ -134,6 +134,12 @@ impl WaitList {
     }
 }
 
+/// What [`Waiters::get`] reads for a slot the pool does not have: free, of no connection.
+const NO_WAITER: Waiter = Waiter {
+    conn: NONE,
+    ..Waiter::EMPTY
+};
+
 pub(crate) struct Waiters<'a> {
     slots: Managed<'a, Waiter>,
     /// Head of the free slots, chained through `next`.
@@ -164,8 +170,10 @@ impl<'a> Waiters<'a> {
         self.used
     }
 
+    /// The waiter in slot `index`; a slot the pool does not have reads as a free one of no
+    /// connection (`get`, not indexing, so no panic path is linked in).
     pub(crate) fn get(&self, index: u32) -> &Waiter {
-        &self.slots[index as usize]
+        self.slots.get(index as usize).unwrap_or(&NO_WAITER)
     }
 
     pub(crate) fn get_mut(&mut self, index: u32) -> &mut Waiter {
@@ -175,10 +183,12 @@ impl<'a> Waiters<'a> {
     /// Parks `waiter` at the back of `list`; `None` when the pool is full.
     pub(crate) fn park(&mut self, list: &mut WaitList, waiter: Waiter) -> Option<u32> {
         let index = self.take_slot(waiter)?;
-        self.slots[index as usize].prev = list.tail;
-        match list.tail {
-            NONE => list.head = index,
-            tail => self.slots[tail as usize].next = index,
+        if let Some(w) = self.slots.get_mut(index as usize) {
+            w.prev = list.tail;
+        }
+        match self.slots.get_mut(list.tail as usize) {
+            Some(tail) => tail.next = index,
+            None => list.head = index,
         }
         list.tail = index;
         list.len += 1;
@@ -188,10 +198,12 @@ impl<'a> Waiters<'a> {
     /// Parks `waiter` at the front of `list`; `None` when the pool is full.
     pub(crate) fn park_front(&mut self, list: &mut WaitList, waiter: Waiter) -> Option<u32> {
         let index = self.take_slot(waiter)?;
-        self.slots[index as usize].next = list.head;
-        match list.head {
-            NONE => list.tail = index,
-            head => self.slots[head as usize].prev = index,
+        if let Some(w) = self.slots.get_mut(index as usize) {
+            w.next = list.head;
+        }
+        match self.slots.get_mut(list.head as usize) {
+            Some(head) => head.prev = index,
+            None => list.tail = index,
         }
         list.head = index;
         list.len += 1;
@@ -201,14 +213,13 @@ impl<'a> Waiters<'a> {
     /// Puts `waiter` in a free slot, linked to nothing yet; `None` when the pool is full.
     fn take_slot(&mut self, mut waiter: Waiter) -> Option<u32> {
         let index = self.free;
-        if index == NONE {
-            return None;
-        }
-        self.free = self.slots[index as usize].next;
+        // `NONE` (no free slot) is past the pool's end too.
+        let slot = self.slots.get_mut(index as usize)?;
+        self.free = slot.next;
         waiter.in_use = true;
         waiter.prev = NONE;
         waiter.next = NONE;
-        self.slots[index as usize] = waiter;
+        *slot = waiter;
         self.used += 1;
         self.end = self.end.max(index + 1);
         Some(index)
@@ -216,21 +227,27 @@ impl<'a> Waiters<'a> {
 
     /// Unlinks `index` from `list` (which must hold it), frees its slot and returns it.
     pub(crate) fn remove(&mut self, list: &mut WaitList, index: u32) -> Waiter {
-        let waiter = self.slots[index as usize];
-        match waiter.prev {
-            NONE => list.head = waiter.next,
-            prev => self.slots[prev as usize].next = waiter.next,
+        let free = self.free;
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return NO_WAITER;
+        };
+        let waiter = core::mem::replace(
+            slot,
+            Waiter {
+                next: free,
+                ..Waiter::EMPTY
+            },
+        );
+        match self.slots.get_mut(waiter.prev as usize) {
+            Some(prev) => prev.next = waiter.next,
+            None => list.head = waiter.next,
         }
-        match waiter.next {
-            NONE => list.tail = waiter.prev,
-            next => self.slots[next as usize].prev = waiter.prev,
+        match self.slots.get_mut(waiter.next as usize) {
+            Some(next) => next.prev = waiter.prev,
+            None => list.tail = waiter.prev,
         }
         list.len -= 1;
         self.used -= 1;
-        self.slots[index as usize] = Waiter {
-            next: self.free,
-            ..Waiter::EMPTY
-        };
         self.free = index;
         waiter
     }
@@ -244,8 +261,7 @@ impl<'a> Waiters<'a> {
 
     /// The slots that may be in use.
     fn taken(&self) -> &[Waiter] {
-        let end = (self.end as usize).min(self.slots.len());
-        &self.slots[..end]
+        self.slots.get(..self.end as usize).unwrap_or(&self.slots)
     }
 
     /// The first waiter of `list` that matches `pred`.
@@ -253,7 +269,7 @@ impl<'a> Waiters<'a> {
     pub(crate) fn find_in(&self, list: &WaitList, pred: impl Fn(&Waiter) -> bool) -> Option<u32> {
         let mut at = list.head;
         while at != NONE {
-            let w = &self.slots[at as usize];
+            let w = self.get(at);
             if pred(w) {
                 return Some(at);
             }
