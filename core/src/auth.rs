@@ -104,10 +104,7 @@ impl HmacSha256 {
         inner.update(&block.map(|b| b ^ 0x36));
         let mut outer = SHA256_INIT;
         compress(&mut outer, &block.map(|b| b ^ 0x5c));
-        HmacSha256 {
-            inner,
-            outer,
-        }
+        HmacSha256 { inner, outer }
     }
 
     fn update(&mut self, data: &[u8]) {
