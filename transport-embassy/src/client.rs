@@ -573,13 +573,19 @@ impl<'a> Client<'a> {
     /// Failing TCP-level liveness (the manager's host vanishing) is up to the socket's own
     /// `set_timeout` / `set_keep_alive`; the protocol's deadlines (handshake, reply) are the
     /// core's and run here on embassy-time.
-    pub async fn connect<const FRAME: usize, const SLOTS: usize>(
+    ///
+    /// Its future is [`Client::connect_with`]'s own: no state machine around it.
+    pub fn connect<'k, 'e, const FRAME: usize, const SLOTS: usize, P, E>(
         socket: TcpSocket<'a>,
-        endpoint: impl Into<IpEndpoint>,
-        authkey: &[u8],
-        entropy: &mut (impl Entropy + ?Sized),
+        endpoint: P,
+        authkey: &'k [u8],
+        entropy: &'e mut E,
         buffers: &'a mut ClientBuffers<FRAME, SLOTS>,
-    ) -> Result<Client<'a>, Error> {
+    ) -> impl Future<Output = Result<Client<'a>, Error>> + use<'a, 'k, 'e, FRAME, SLOTS, P, E>
+    where
+        P: Into<IpEndpoint>,
+        E: Entropy + ?Sized,
+    {
         Self::connect_with(
             socket,
             endpoint,
@@ -588,7 +594,6 @@ impl<'a> Client<'a> {
             buffers,
             ClientConfig::default(),
         )
-        .await
     }
 
     /// [`Client::connect`] with the core's settings: its time limits, and whether frames are
