@@ -685,12 +685,14 @@ impl<'a> Client<'a> {
     }
 
     /// Looks an object up by name.
-    pub async fn open(&self, name: &str) -> Result<ObjectInfo, Error> {
+    pub fn open<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<ObjectInfo, Error>> + use<'s, 'a, 'n> {
         self.call(Op::Open { name }, |reply| match reply {
             Reply::Opened(info) => Ok(info),
             other => Err(unexpected(other)),
         })
-        .await
     }
 
     /// Calls the manager's registered call `name` with `request` (one value of the value
@@ -727,8 +729,8 @@ impl<'a> Client<'a> {
     }
 
     /// Asks the manager to stop (it must allow remote shutdown, else `NotAllowed`).
-    pub async fn shutdown(&self) -> Result<(), Error> {
-        self.call(Op::Shutdown, done).await
+    pub fn shutdown(&self) -> impl Future<Output = Result<(), Error>> + use<'_, 'a> {
+        self.call(Op::Shutdown, done)
     }
 
     /// The largest item a `put` on this connection can carry.
