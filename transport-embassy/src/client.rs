@@ -152,10 +152,13 @@ impl Calls<'_> {
 
     /// Keeps `reply` for call `id` and wakes it.
     fn file(&mut self, id: u32, reply: Reply<'_>) {
-        let Some(index) = self.find(id) else {
+        let Some(call) = self
+            .calls
+            .iter_mut()
+            .find(|c| c.id == id && c.state != CallState::Free)
+        else {
             return;
         };
-        let call = &mut self.calls[index];
         match call.state {
             CallState::Waiting => {}
             CallState::Discard => {
@@ -219,7 +222,9 @@ impl Calls<'_> {
         }
         // More tasks wait than there are places: wake them all, each one registers again.
         self.wake_senders();
-        self.senders[0] = Some(waker.clone());
+        if let Some(first) = self.senders.first_mut() {
+            *first = Some(waker.clone());
+        }
     }
 
     fn sent(&mut self, waker: &Waker) {
@@ -299,16 +304,16 @@ impl Shared<'_> {
             let free = self
                 .calls
                 .calls
-                .iter()
-                .position(|c| c.state == CallState::Free);
-            if let (true, Some(index)) = (room, free) {
+                .iter_mut()
+                .find(|c| c.state == CallState::Free);
+            if let (true, Some(call)) = (room, free) {
                 match self.core.send(now(), op) {
                     Ok(id) => {
                         let get_from = match op {
                             Op::Get { handle, .. } => Some(handle),
                             _ => None,
                         };
-                        self.calls.calls[index] = Call {
+                        *call = Call {
                             id,
                             state: CallState::Waiting,
                             get_from,
