@@ -5,17 +5,124 @@
 //! from the authkey and both nonces, which MACs every frame together with an implicit sequence
 //! number. A frame from another session, direction or position therefore fails to verify.
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::digest::generic_array::GenericArray;
 use subtle::ConstantTimeEq;
 
 use crate::wire::{PROOF_LEN, TAG_LEN};
 
-/// HMAC-SHA256 keyed with the authkey or a session key.
-///
-/// `Hmac` keeps the keyed inner and outer block states, so each frame MAC costs only the
-/// hashing of the frame itself.
-type HmacSha256 = Hmac<Sha256>;
+/// SHA-256 on sha2's block function (the hardware rounds where a host has them, the compact
+/// ones on firmware), with the buffering and padding written out here: the generic `digest`
+/// and `hmac` layers around it cost firmware about 2 KiB of flash.
+#[derive(Clone)]
+struct Sha256 {
+    state: [u32; 8],
+    block: [u8; 64],
+    /// Bytes hashed so far; `len % 64` of them wait in `block`.
+    len: u64,
+}
+
+const SHA256_INIT: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+impl Sha256 {
+    const fn new() -> Self {
+        Sha256 {
+            state: SHA256_INIT,
+            block: [0; 64],
+            len: 0,
+        }
+    }
+
+    #[inline(never)]
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let free = &mut self.block[(self.len % 64) as usize..];
+            let n = free.len().min(data.len());
+            let (head, rest) = data.split_at(n);
+            free[..n].copy_from_slice(head);
+            let full = n == free.len();
+            self.len += n as u64;
+            data = rest;
+            if full {
+                compress(&mut self.state, &self.block);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn finish(mut self) -> [u8; 32] {
+        let bits = self.len.wrapping_mul(8);
+        let at = (self.len % 64) as usize;
+        self.block[at] = 0x80;
+        self.block[at + 1..].fill(0);
+        if at >= 56 {
+            compress(&mut self.state, &self.block);
+            self.block = [0; 64];
+        }
+        self.block[56..].copy_from_slice(&bits.to_be_bytes());
+        compress(&mut self.state, &self.block);
+        let mut out = [0; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+}
+
+fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
+    let block: &GenericArray<u8, _> = block.into();
+    sha2::compress256(state, core::slice::from_ref(block));
+}
+
+/// HMAC-SHA256 (RFC 2104), keyed once: the inner hash has taken the key's block, and the
+/// outer one is kept as its state after the key's block (the rest of it is always empty).
+#[derive(Clone)]
+struct HmacSha256 {
+    inner: Sha256,
+    outer: [u32; 8],
+}
+
+impl HmacSha256 {
+    fn new(key: &[u8]) -> Self {
+        let mut block = [0u8; 64];
+        if key.len() > block.len() {
+            let mut hash = Sha256::new();
+            hash.update(key);
+            block[..32].copy_from_slice(&hash.finish());
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut inner = Sha256::new();
+        inner.update(&block.map(|b| b ^ 0x36));
+        let mut outer = SHA256_INIT;
+        compress(&mut outer, &block.map(|b| b ^ 0x5c));
+        HmacSha256 { inner, outer }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+    }
+
+    /// The full HMAC: one copy of the finalisation (two SHA-256 finishes) for every caller.
+    #[inline(never)]
+    fn finish(self) -> [u8; 32] {
+        let mut outer = Sha256 {
+            state: self.outer,
+            block: [0; 64],
+            len: 64,
+        };
+        outer.update(&self.inner.finish());
+        outer.finish()
+    }
+}
 
 /// Labels keep every HMAC use in its own domain, so no value can be replayed as another.
 pub(crate) const CLIENT_PROOF: &[u8] = b"depot/1 client proof";
@@ -27,9 +134,9 @@ pub(crate) const MANAGER_TO_CLIENT: &[u8] = b"depot/1 manager->client";
 /// frame tag is built from, exposed so tests and third-party clients can check it against
 /// known-answer vectors.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = AuthKey::new(key).mac;
+    let mut mac = HmacSha256::new(key);
     mac.update(data);
-    finish(mac)
+    mac.finish()
 }
 
 /// The shared secret, already keyed into HMAC so the raw key need not be kept.
@@ -41,17 +148,14 @@ pub struct AuthKey {
 impl AuthKey {
     /// Key HMAC-SHA256 with `authkey` (any length; HMAC hashes keys longer than 64 bytes).
     pub fn new(authkey: &[u8]) -> Self {
-        // `new_from_slice` accepts every key length for HMAC, so this cannot fail.
-        let mac = match HmacSha256::new_from_slice(authkey) {
-            Ok(mac) => mac,
-            Err(_) => unreachable_hmac(),
-        };
-        AuthKey { mac }
+        AuthKey {
+            mac: HmacSha256::new(authkey),
+        }
     }
 
     /// HMAC(authkey, label ‖ 0 ‖ transcript hash).
     pub(crate) fn derive(&self, label: &[u8], transcript: &[u8; 32]) -> [u8; PROOF_LEN] {
-        finish(self.keyed(label, transcript))
+        self.keyed(label, transcript).finish()
     }
 
     /// Constant-time check of a proof against [`AuthKey::derive`].
@@ -84,26 +188,13 @@ pub(crate) fn transcript_hash(hello_body: &[u8], challenge_body: &[u8]) -> [u8; 
     let mut hash = Sha256::new();
     hash.update(hello_body);
     hash.update(challenge_body);
-    hash.finalize().into()
+    hash.finish()
 }
 
 impl core::fmt::Debug for AuthKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("AuthKey(..)")
     }
-}
-
-/// The full HMAC: one copy of the finalisation (two SHA-256 finishes) for every caller,
-/// instead of one inlined into each.
-#[inline(never)]
-fn finish(mac: HmacSha256) -> [u8; 32] {
-    mac.finalize().into_bytes().into()
-}
-
-#[cold]
-fn unreachable_hmac() -> ! {
-    // HMAC takes keys of any length; reaching this would be a bug in the hmac crate.
-    panic!("HMAC rejected a key")
 }
 
 /// MACs the frames of one direction of one session, counting them.
@@ -116,11 +207,10 @@ pub(crate) struct FrameMac {
 
 impl FrameMac {
     fn new(key: &[u8; PROOF_LEN]) -> Self {
-        let mac = match HmacSha256::new_from_slice(key) {
-            Ok(mac) => mac,
-            Err(_) => unreachable_hmac(),
-        };
-        FrameMac { mac, seq: 0 }
+        FrameMac {
+            mac: HmacSha256::new(key),
+            seq: 0,
+        }
     }
 
     fn keyed(&self, header: &[u8], body: &[u8]) -> HmacSha256 {
@@ -133,7 +223,7 @@ impl FrameMac {
 
     /// The tag of the next frame (header and body without the tag); advances the sequence.
     pub(crate) fn seal(&mut self, header: &[u8], body: &[u8]) -> [u8; TAG_LEN] {
-        let full = finish(self.keyed(header, body));
+        let full = self.keyed(header, body).finish();
         self.seq += 1;
         let mut tag = [0; TAG_LEN];
         tag.copy_from_slice(&full[..TAG_LEN]);
@@ -142,7 +232,7 @@ impl FrameMac {
 
     /// Checks the next frame's tag in constant time; advances the sequence only on success.
     pub(crate) fn open(&mut self, header: &[u8], body: &[u8], tag: &[u8]) -> bool {
-        let full = finish(self.keyed(header, body));
+        let full = self.keyed(header, body).finish();
         // Tags are always `TAG_LEN` bytes; the comparison takes the same time wherever they
         // differ.
         let ok = tag.len() == TAG_LEN && bool::from(full[..TAG_LEN].ct_eq(tag));
@@ -150,5 +240,35 @@ impl FrameMac {
             self.seq += 1;
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use proptest::prelude::*;
+    use sha2::Digest;
+
+    proptest! {
+        /// Every key length (short, one block, hashed) and data split across block bounds.
+        #[test]
+        fn matches_the_hmac_crate(
+            key in prop::collection::vec(any::<u8>(), 0..150),
+            data in prop::collection::vec(any::<u8>(), 0..300),
+            split in 0usize..300,
+        ) {
+            let split = split.min(data.len());
+            let mut ours = HmacSha256::new(&key);
+            ours.update(&data[..split]);
+            ours.update(&data[split..]);
+            let mut theirs = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+            theirs.update(&data);
+            prop_assert_eq!(ours.finish(), <[u8; 32]>::from(theirs.finalize().into_bytes()));
+            prop_assert_eq!(
+                transcript_hash(&data[..split], &data[split..]),
+                <[u8; 32]>::from(sha2::Sha256::digest(&data))
+            );
+        }
     }
 }

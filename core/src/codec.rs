@@ -69,9 +69,14 @@ impl<'a> Reader<'a> {
 
     /// Marks the reader bad and gives `placeholder` back.
     fn fail<T>(&mut self, placeholder: T) -> T {
+        self.mark_bad();
+        placeholder
+    }
+
+    #[inline(never)]
+    fn mark_bad(&mut self) {
         self.bad = true;
         self.rest = &[];
-        placeholder
     }
 
     /// `value` if every read so far succeeded.
@@ -130,6 +135,8 @@ impl<'a> Reader<'a> {
         self.varint(16) as u16
     }
 
+    // Read in dozens of places: a call each, not the varint's argument set-up each.
+    #[inline(never)]
     fn u32(&mut self) -> u32 {
         self.varint(32) as u32
     }

@@ -152,10 +152,13 @@ impl Calls<'_> {
 
     /// Keeps `reply` for call `id` and wakes it.
     fn file(&mut self, id: u32, reply: Reply<'_>) {
-        let Some(index) = self.find(id) else {
+        let Some(call) = self
+            .calls
+            .iter_mut()
+            .find(|c| c.id == id && c.state != CallState::Free)
+        else {
             return;
         };
-        let call = &mut self.calls[index];
         match call.state {
             CallState::Waiting => {}
             CallState::Discard => {
@@ -219,7 +222,9 @@ impl Calls<'_> {
         }
         // More tasks wait than there are places: wake them all, each one registers again.
         self.wake_senders();
-        self.senders[0] = Some(waker.clone());
+        if let Some(first) = self.senders.first_mut() {
+            *first = Some(waker.clone());
+        }
     }
 
     fn sent(&mut self, waker: &Waker) {
@@ -299,16 +304,16 @@ impl Shared<'_> {
             let free = self
                 .calls
                 .calls
-                .iter()
-                .position(|c| c.state == CallState::Free);
-            if let (true, Some(index)) = (room, free) {
+                .iter_mut()
+                .find(|c| c.state == CallState::Free);
+            if let (true, Some(call)) = (room, free) {
                 match self.core.send(now(), op) {
                     Ok(id) => {
                         let get_from = match op {
                             Op::Get { handle, .. } => Some(handle),
                             _ => None,
                         };
-                        self.calls.calls[index] = Call {
+                        *call = Call {
                             id,
                             state: CallState::Waiting,
                             get_from,
@@ -573,13 +578,19 @@ impl<'a> Client<'a> {
     /// Failing TCP-level liveness (the manager's host vanishing) is up to the socket's own
     /// `set_timeout` / `set_keep_alive`; the protocol's deadlines (handshake, reply) are the
     /// core's and run here on embassy-time.
-    pub async fn connect<const FRAME: usize, const SLOTS: usize>(
+    ///
+    /// Its future is [`Client::connect_with`]'s own: no state machine around it.
+    pub fn connect<'k, 'e, const FRAME: usize, const SLOTS: usize, P, E>(
         socket: TcpSocket<'a>,
-        endpoint: impl Into<IpEndpoint>,
-        authkey: &[u8],
-        entropy: &mut (impl Entropy + ?Sized),
+        endpoint: P,
+        authkey: &'k [u8],
+        entropy: &'e mut E,
         buffers: &'a mut ClientBuffers<FRAME, SLOTS>,
-    ) -> Result<Client<'a>, Error> {
+    ) -> impl Future<Output = Result<Client<'a>, Error>> + use<'a, 'k, 'e, FRAME, SLOTS, P, E>
+    where
+        P: Into<IpEndpoint>,
+        E: Entropy + ?Sized,
+    {
         Self::connect_with(
             socket,
             endpoint,
@@ -588,7 +599,6 @@ impl<'a> Client<'a> {
             buffers,
             ClientConfig::default(),
         )
-        .await
     }
 
     /// [`Client::connect`] with the core's settings: its time limits, and whether frames are
@@ -680,12 +690,14 @@ impl<'a> Client<'a> {
     }
 
     /// Looks an object up by name.
-    pub async fn open(&self, name: &str) -> Result<ObjectInfo, Error> {
+    pub fn open<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<ObjectInfo, Error>> + use<'s, 'a, 'n> {
         self.call(Op::Open { name }, |reply| match reply {
             Reply::Opened(info) => Ok(info),
             other => Err(unexpected(other)),
         })
-        .await
     }
 
     /// Calls the manager's registered call `name` with `request` (one value of the value
@@ -722,8 +734,8 @@ impl<'a> Client<'a> {
     }
 
     /// Asks the manager to stop (it must allow remote shutdown, else `NotAllowed`).
-    pub async fn shutdown(&self) -> Result<(), Error> {
-        self.call(Op::Shutdown, done).await
+    pub fn shutdown(&self) -> impl Future<Output = Result<(), Error>> + use<'_, 'a> {
+        self.call(Op::Shutdown, done)
     }
 
     /// The largest item a `put` on this connection can carry.

@@ -54,7 +54,11 @@ impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Error::Depot(e) => e.fmt(f),
-            Error::Connect(e) => write!(f, "connect failed: {e}"),
+            // In pieces, not `write!`: no formatting arguments to build on firmware.
+            Error::Connect(e) => {
+                f.write_str("connect failed: ")?;
+                e.fmt(f)
+            }
             Error::Encode => f.write_str("item could not be encoded as a value"),
             Error::Decode(DecodeError::NotAValue) => f.write_str("item is not a value"),
             Error::Decode(DecodeError::OpaquePython) => {

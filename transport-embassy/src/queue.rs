@@ -6,6 +6,7 @@
 //! `Forever` blocks, `Millis(ms)` blocks at most that long and then fails with `Timeout`. A
 //! blocked call costs the manager a parked waiter, not a task; the client just awaits.
 
+use core::future::Future;
 use core::marker::PhantomData;
 
 use depot_core::value;
@@ -35,9 +36,13 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 
     /// Appends `item`.
-    pub async fn put(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
+    pub fn put<'i>(
+        &self,
+        item: &'i [u8],
+        wait: Wait,
+    ) -> impl Future<Output = Result<(), Error>> + use<'c, 'a, 'i> {
         let handle = self.info.handle;
-        self.client.call(Op::Put { handle, item, wait }, done).await
+        self.client.call(Op::Put { handle, item, wait }, done)
     }
 
     /// Takes the oldest item into `buf` and returns its length. `buf` must hold the queue's
@@ -55,41 +60,41 @@ impl<'c, 'a> RawQueue<'c, 'a> {
     }
 
     /// Takes the oldest item and hands its bytes to `f` in place (no copy).
-    pub async fn get_with<R>(
+    pub fn get_with<R, F>(
         &self,
         wait: Wait,
-        mut f: impl FnMut(&[u8]) -> Result<R, Error>,
-    ) -> Result<R, Error> {
+        mut f: F,
+    ) -> impl Future<Output = Result<R, Error>> + use<'c, 'a, R, F>
+    where
+        F: FnMut(&[u8]) -> Result<R, Error>,
+    {
         let handle = self.info.handle;
         self.client
-            .call(Op::Get { handle, wait }, |reply| match reply {
+            .call(Op::Get { handle, wait }, move |reply| match reply {
                 Reply::Item { item, .. } => f(item),
                 other => Err(unexpected(other)),
             })
-            .await
     }
 
     /// Items in the queue now.
-    pub async fn qsize(&self) -> Result<u32, Error> {
+    pub fn qsize(&self) -> impl Future<Output = Result<u32, Error>> + use<'c, 'a> {
         let handle = self.info.handle;
-        self.client
-            .call(Op::Size { handle }, |reply| match reply {
-                Reply::Size(size) => Ok(size.len),
-                other => Err(unexpected(other)),
-            })
-            .await
+        self.client.call(Op::Size { handle }, |reply| match reply {
+            Reply::Size(size) => Ok(size.len),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// Marks one item taken by a `get` as processed (JoinableQueue).
-    pub async fn task_done(&self) -> Result<(), Error> {
+    pub fn task_done(&self) -> impl Future<Output = Result<(), Error>> + use<'c, 'a> {
         let handle = self.info.handle;
-        self.client.call(Op::TaskDone { handle }, done).await
+        self.client.call(Op::TaskDone { handle }, done)
     }
 
     /// Waits until every item put has been marked done.
-    pub async fn join(&self, wait: Wait) -> Result<(), Error> {
+    pub fn join(&self, wait: Wait) -> impl Future<Output = Result<(), Error>> + use<'c, 'a> {
         let handle = self.info.handle;
-        self.client.call(Op::Join { handle, wait }, done).await
+        self.client.call(Op::Join { handle, wait }, done)
     }
 }
 
@@ -133,26 +138,24 @@ where
     }
 
     /// Takes the oldest item; `Error::Decode` if it is not a `T`.
-    pub async fn get(&self, wait: Wait) -> Result<T, Error> {
-        self.raw
-            .get_with(wait, |bytes| {
-                value::from_slice(bytes).map_err(|e| Error::Decode(e.into()))
-            })
-            .await
+    pub fn get(&self, wait: Wait) -> impl Future<Output = Result<T, Error>> + use<'c, 'a, T, N> {
+        self.raw.get_with(wait, |bytes| {
+            value::from_slice(bytes).map_err(|e| Error::Decode(e.into()))
+        })
     }
 
     /// Items in the queue now.
-    pub async fn qsize(&self) -> Result<u32, Error> {
-        self.raw.qsize().await
+    pub fn qsize(&self) -> impl Future<Output = Result<u32, Error>> + use<'c, 'a, T, N> {
+        self.raw.qsize()
     }
 
     /// Marks one item taken by a `get` as processed.
-    pub async fn task_done(&self) -> Result<(), Error> {
-        self.raw.task_done().await
+    pub fn task_done(&self) -> impl Future<Output = Result<(), Error>> + use<'c, 'a, T, N> {
+        self.raw.task_done()
     }
 
     /// Waits until every item put has been marked done.
-    pub async fn join(&self, wait: Wait) -> Result<(), Error> {
-        self.raw.join(wait).await
+    pub fn join(&self, wait: Wait) -> impl Future<Output = Result<(), Error>> + use<'c, 'a, T, N> {
+        self.raw.join(wait)
     }
 }

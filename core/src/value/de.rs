@@ -6,6 +6,8 @@ use minicbor::data::Type;
 use minicbor::Decoder;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Unexpected, Visitor};
 
+#[cfg(not(feature = "messages"))]
+use super::Cursor;
 use super::{read_f16, Unsupported, ValueError, PICKLE_TAG, TUPLE_TAG};
 
 pub(crate) struct Deserializer<'de> {
@@ -70,20 +72,42 @@ impl<'de> Deserializer<'de> {
 
     /// [`Deserializer::integer`] where the refusal's text is dropped (no `messages`): what
     /// the value was need not be read to describe it, and only an opaque Python value has an
-    /// error of its own.
+    /// error of its own. The item is validated, so the head is read with the validator's
+    /// cursor: firmware that reads only integers links one CBOR reader, not two.
     #[cfg(not(feature = "messages"))]
     fn integer<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, ValueError> {
-        match self.d.datatype()? {
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 => visitor.visit_u64(self.d.u64()?),
-            Type::I8 | Type::I16 | Type::I32 | Type::I64 => visitor.visit_i64(self.d.i64()?),
-            Type::Tag if self.d.tag()?.as_u64() == PICKLE_TAG => Err(ValueError::OpaquePython),
-            // Validated: every other kind is a value of another type.
-            _ => Err(de::Error::invalid_type(
-                Unexpected::Other("value"),
-                &visitor,
-            )),
+        let mut cursor = Cursor {
+            bytes: self.d.input(),
+            pos: self.d.position(),
+        };
+        let major = cursor.peek()? >> 5;
+        if !matches!(major, 0 | 1 | 6) {
+            return Err(refused(&visitor));
+        }
+        let argument = cursor.argument()?;
+        match major {
+            0 => {
+                self.d.set_position(cursor.pos);
+                visitor.visit_u64(argument)
+            }
+            // -1 - n; below -2^63 no integer visitor takes it (i128 goes through its own path).
+            1 => match i64::try_from(argument) {
+                Ok(n) => {
+                    self.d.set_position(cursor.pos);
+                    visitor.visit_i64(-1 - n)
+                }
+                Err(_) => Err(refused(&visitor)),
+            },
+            _ if argument == PICKLE_TAG => Err(ValueError::OpaquePython),
+            _ => Err(refused(&visitor)),
         }
     }
+}
+
+/// A value of another type than `visitor` takes (what it is need not be read to say so).
+#[cfg(not(feature = "messages"))]
+fn refused<'de, V: Visitor<'de>>(visitor: &V) -> ValueError {
+    de::Error::invalid_type(Unexpected::Other("value"), visitor)
 }
 
 macro_rules! forward {

@@ -189,17 +189,23 @@ impl fmt::Display for Message {
 /// error kinds included, is minicbor's (the tests hold the two against each other).
 pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
     let mut c = Cursor { bytes, pos: 0 };
-    match c.check(0) {
-        Ok(()) if c.pos != bytes.len() => Err(ValueError::TrailingBytes),
-        Ok(()) => Ok(()),
-        Err(bad) => Err(match bad {
+    c.check(0)?;
+    if c.pos != bytes.len() {
+        return Err(ValueError::TrailingBytes);
+    }
+    Ok(())
+}
+
+impl From<Bad> for ValueError {
+    fn from(bad: Bad) -> Self {
+        match bad {
             Bad::Truncated => ValueError::Truncated,
             Bad::Malformed => ValueError::Malformed,
             Bad::TooDeep => ValueError::TooDeep,
             Bad::Indefinite => ValueError::Unsupported(Unsupported::IndefiniteLength),
             Bad::Simple => ValueError::Unsupported(Unsupported::Simple),
             Bad::Tag(tag) => ValueError::Unsupported(Unsupported::Tag(tag)),
-        }),
+        }
     }
 }
 
