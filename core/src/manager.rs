@@ -30,6 +30,7 @@ use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
+use crate::timers::{TimerCell, Timers};
 use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
@@ -44,6 +45,7 @@ mod close;
 mod condition;
 mod leasing;
 mod objects;
+mod timeouts;
 
 pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
 
@@ -171,6 +173,10 @@ pub struct Connection<'a> {
     /// The slot of the session this connection holds, `NONE` if none.
     #[cfg(feature = "sessions")]
     session: u32,
+    /// No deadline of this connection is earlier than this, while it is among the deadlines
+    /// (see `timeouts`).
+    timer_at: Instant,
+    timer: TimerCell,
 }
 
 /// The key given to [`Manager::new`], with every right.
@@ -255,6 +261,8 @@ impl<'a> Connection<'a> {
             key: NO_KEY,
             #[cfg(feature = "sessions")]
             session: NONE,
+            timer_at: Instant::ZERO,
+            timer: TimerCell::EMPTY,
         }
     }
 
@@ -440,8 +448,8 @@ pub struct Manager<'a> {
     stop_at: Option<Instant>,
     /// The time the transport passed with its latest call.
     now: Instant,
-    /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
-    next_wake: Option<Instant>,
+    /// The connections' deadlines, earliest first (see `timeouts`).
+    conn_timers: Timers,
     #[cfg(feature = "python")]
     python: Option<PythonSide<'a>>,
     /// Hears every change of queue contents (see [`crate::journal`]).
@@ -486,7 +494,7 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "python")]
             stop_at: None,
             now: Instant::ZERO,
-            next_wake: None,
+            conn_timers: Timers::new(),
             #[cfg(feature = "python")]
             python: None,
             journal: None,
@@ -495,6 +503,9 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "backend")]
             backend: None,
         };
+        for c in manager.conns.iter_mut() {
+            c.timer = TimerCell::EMPTY;
+        }
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
             manager.lists[List::Free as usize].head = i as u32;
@@ -765,7 +776,7 @@ impl<'a> Manager<'a> {
         c.key = NO_KEY;
         self.open_conns += 1;
         self.enter_handshake(index as usize, bucket);
-        self.wake_at(deadline);
+        self.arm(index as usize, deadline);
         #[cfg(feature = "python")]
         if self.python.is_some() {
             let frame = crate::python::challenge_frame(&nonce);
@@ -999,6 +1010,7 @@ impl<'a> Manager<'a> {
         self.release_leases_of(i);
         #[cfg(feature = "backend")]
         self.backend_closed(i);
+        self.disarm(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -1024,108 +1036,20 @@ impl<'a> Manager<'a> {
         self.unlink_front(List::Ready).map(|i| ConnId(i as u32))
     }
 
-    /// When [`Manager::handle_timeout`] should next run (it may be early, never late).
+    /// When [`Manager::handle_timeout`] should next run (it may be early, never late). O(1).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_wake
+        self.next_timeout()
     }
 
     /// Runs every deadline that has passed: blocked requests time out, slow handshakes, frames
-    /// and readers are dropped.
+    /// and readers are dropped. Costs O(log n) per deadline that passed, whatever the number
+    /// of connections and waiters.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        if self.next_wake.is_none_or(|t| t > now) {
+        if self.next_timeout().is_none_or(|t| t > now) {
             return;
         }
-        self.next_wake = None;
-        self.expire_leases(now);
-        #[cfg(feature = "python")]
-        if let Some(at) = self.stop_at {
-            if at <= now {
-                self.stop_at = None;
-                debug!("remote stop from a python client");
-                self.shutdown(now);
-            } else {
-                self.wake_at(at);
-            }
-        }
-        let mut from = 0;
-        while let Some(w) = self.waiters.find_from(from, |w| w.deadline().is_some()) {
-            from = w + 1;
-            let waiter = *self.waiters.get(w);
-            match waiter.deadline() {
-                Some(d) if d <= now && self.condition_timed_out(w) => {}
-                Some(d) if d <= now => {
-                    self.fail_waiter(w, ErrorCode::Timeout);
-                    self.waiter_left(waiter);
-                    // A putter that gave up may have held back smaller puts behind it.
-                    self.settle(Handle(waiter.object));
-                }
-                Some(d) => self.wake_at(d),
-                None => {}
-            }
-        }
-        let stall = u64::from(self.config.write_stall_timeout_ms);
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            let (deadline, reason) = match &c.state {
-                State::Free => continue,
-                // Bug fix: a closing connection whose peer never reads kept its last bytes
-                // (and its slot) for ever, since `wants_close` waits for empty output. Give
-                // that output the same stall limit as any other, then drop it.
-                State::Closing(_) if !c.tx.is_empty() => {
-                    let d = c.tx_progress.add_millis(stall);
-                    if d <= now {
-                        self.give_back_unsent(i);
-                        self.link(List::Ready, i);
-                    } else {
-                        self.wake_at(d);
-                    }
-                    continue;
-                }
-                State::Closing(_) => continue,
-                State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
-                    (Some(*deadline), CloseReason::HandshakeTimeout)
-                }
-                State::Refusing { at } if *at <= now => {
-                    let c = &mut self.conns[i];
-                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
-                    self.begin_close(i, CloseReason::AuthFailed);
-                    continue;
-                }
-                State::Refusing { at } => {
-                    let at = *at;
-                    self.wake_at(at);
-                    continue;
-                }
-                State::Open(_) if !c.tx.is_empty() => (
-                    Some(c.tx_progress.add_millis(stall)),
-                    CloseReason::WriteStalled,
-                ),
-                State::Open(_) => (None, CloseReason::FrameTimeout),
-                #[cfg(feature = "python")]
-                State::Python { py, deadline } if !py.is_authenticated() => {
-                    (Some(*deadline), CloseReason::HandshakeTimeout)
-                }
-                #[cfg(feature = "python")]
-                State::Python { .. } if !c.tx.is_empty() => (
-                    Some(c.tx_progress.add_millis(stall)),
-                    CloseReason::WriteStalled,
-                ),
-                #[cfg(feature = "python")]
-                State::Python { .. } => (None, CloseReason::FrameTimeout),
-            };
-            let frame_deadline = c.frame_deadline;
-            if deadline.is_some_and(|d| d <= now) {
-                self.begin_close(i, reason);
-            } else if frame_deadline.is_some_and(|d| d <= now) {
-                self.begin_close(i, CloseReason::FrameTimeout);
-            } else {
-                for d in [deadline, frame_deadline].into_iter().flatten() {
-                    self.wake_at(d);
-                }
-            }
-        }
-        self.run_resumes(now);
+        self.run_timeouts(now);
     }
 
     /// Stops the manager gracefully: no new connections, blocked requests answered with
@@ -1170,10 +1094,6 @@ impl<'a> Manager<'a> {
     /// The `index`-th object with its statistics, as a client's `Stat` request sees it.
     pub fn stat(&self, index: u16) -> Option<ObjectStat<'_>> {
         self.registry.stat(index)
-    }
-
-    fn wake_at(&mut self, at: Instant) {
-        self.next_wake = Some(self.next_wake.map_or(at, |t| t.min(at)));
     }
 
     fn link(&mut self, list: List, i: usize) {
@@ -1260,10 +1180,10 @@ impl<'a> Manager<'a> {
         if c.rx.is_empty() || c.cursor > 0 || matches!(c.state, State::Closing(_)) {
             c.frame_deadline = None;
         } else if c.frame_deadline.is_none() {
-            let deadline = now.add_millis(timeout);
-            c.frame_deadline = Some(deadline);
-            self.wake_at(deadline);
+            c.frame_deadline = Some(now.add_millis(timeout));
         }
+        // Input may have changed the connection's deadlines (a handshake ended, a frame began).
+        self.arm_conn(i);
     }
 
     fn process_handshake(&mut self, i: usize) -> bool {
@@ -1381,7 +1301,7 @@ impl<'a> Manager<'a> {
                         // Still a handshake (admission may evict it); the verdict waits.
                         let at = self.now.add_millis(delay.into());
                         self.conns[i].state = State::Refusing { at };
-                        self.wake_at(at);
+                        self.arm(i, at);
                     }
                     return false;
                 }
@@ -2206,9 +2126,6 @@ impl<'a> Manager<'a> {
         let c = &mut self.conns[i];
         c.waiters += 1;
         c.reserved += reserve;
-        if let Some(d) = deadline {
-            self.wake_at(d);
-        }
         true
     }
 
@@ -2467,10 +2384,10 @@ impl<'a> Manager<'a> {
     fn output_queued(&mut self, i: usize, was_idle: bool) {
         if was_idle {
             self.conns[i].tx_progress = self.now;
-            self.wake_at(
-                self.now
-                    .add_millis(self.config.write_stall_timeout_ms.into()),
-            );
+            let stall = self
+                .now
+                .add_millis(self.config.write_stall_timeout_ms.into());
+            self.arm(i, stall);
         }
         self.link(List::Ready, i);
     }
@@ -2509,7 +2426,7 @@ impl<'a> Manager<'a> {
         c.frame_deadline = None;
         if closing_output {
             let deadline = c.tx_progress.add_millis(stall);
-            self.wake_at(deadline);
+            self.arm(i, deadline);
         }
         self.link(List::Ready, i);
     }
@@ -2767,7 +2684,6 @@ impl Manager<'_> {
                 .now
                 .add_millis(u64::from(crate::python::conn::STOP_GRACE_MS));
             self.stop_at = Some(at);
-            self.wake_at(at);
         }
         Reply::Done
     }
