@@ -53,10 +53,20 @@ const NONE: u32 = u32::MAX;
 
 mod sessions;
 
-/// A connection, by its slot in the storage handed to [`Manager::new`].
+/// A connection, by its slot in the storage handed to [`Manager::new`]. Opaque: only
+/// [`Manager::accept`] (and [`Manager::connection_at`]) give one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ConnId(pub u32);
+pub struct ConnId(pub(crate) u32);
+
+impl ConnId {
+    /// The connection's slot in the storage handed to [`Manager::new`] (below its length), so
+    /// a transport can keep its own per-connection state in a table indexed by it. The slot
+    /// is used again for a later connection once [`Manager::handle_close`] freed it.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// How the manager behaves; the same rules on every transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -791,6 +801,12 @@ impl<'a> Manager<'a> {
             self.link(List::Ready, index as usize);
         }
         Ok(ConnId(index))
+    }
+
+    /// The connection in slot `index` (see [`ConnId::index`]), if that slot is in use. O(1).
+    pub fn connection_at(&self, index: usize) -> Option<ConnId> {
+        let c = self.conns.get(index)?;
+        (!c.is_free()).then_some(ConnId(index as u32))
     }
 
     /// Connections in their handshake now.

@@ -20,7 +20,7 @@ use depot_core::keyring::MIN_KEY_LEN;
 use depot_core::manager::encode_busy;
 use depot_core::wire::CloseReason;
 use depot_core::wire::NONCE_LEN;
-use depot_core::{AcceptError, ConnId, Instant};
+use depot_core::{AcceptError, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, info_span, warn, Span};
@@ -564,7 +564,7 @@ impl Loop<'_> {
             }
             Err(_) => return,
         };
-        let i = id.0 as usize;
+        let i = id.index();
         let registered = self.poll.registry().register(
             &mut stream,
             Token(i),
@@ -605,7 +605,9 @@ impl Loop<'_> {
     /// [`Self::read`]; with `short_read_drains`, a read that fills less than the room offered
     /// counts as draining the socket (saving the read that would only say `WouldBlock`).
     fn read_until(&mut self, i: usize, short_read_drains: bool) {
-        let id = ConnId(i as u32);
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
         for _ in 0..READ_BUDGET {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
                 return;
@@ -674,7 +676,9 @@ impl Loop<'_> {
         if self.must_wait(i) {
             return;
         }
-        let id = ConnId(i as u32);
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
         loop {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
                 return;
@@ -717,10 +721,13 @@ impl Loop<'_> {
             return;
         };
         let stalled = sock.read_stalled && !sock.backlogged;
-        if self.core.wants_close(ConnId(i as u32)) {
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
+        if self.core.wants_close(id) {
             let why = self
                 .core
-                .close_reason(ConnId(i as u32))
+                .close_reason(id)
                 .map_or("closed by the manager", |r| r.description());
             self.close(i, why);
         } else if stalled {
@@ -778,12 +785,13 @@ impl Loop<'_> {
     /// Serves every connection whose state changed outside its own calls.
     fn drain_ready(&mut self) {
         while let Some(id) = self.core.poll_ready() {
-            self.service(id.0 as usize);
+            self.service(id.index());
         }
     }
 
     /// Closes connection `i`'s socket and frees its core slot.
     fn close(&mut self, i: usize, why: &str) {
+        let id = self.core.connection_at(i);
         if let Some(mut sock) = self.socks.get_mut(i).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut sock.stream);
             // Unread input would turn our close into a reset, which can make the peer lose
@@ -791,7 +799,7 @@ impl Loop<'_> {
             discard_input(&sock.stream);
             let _ = sock.stream.shutdown(Shutdown::Write);
             debug!(parent: &sock.span, "connection closed: {why}");
-            match self.core.close_reason(ConnId(i as u32)) {
+            match id.and_then(|id| self.core.close_reason(id)) {
                 Some(CloseReason::AuthFailed) => {
                     self.counters.auth_failures += 1;
                     self.tally.note(Kind::AuthFailed);
@@ -807,7 +815,9 @@ impl Loop<'_> {
                 self.closed_in_shutdown += 1;
             }
         }
-        self.core.handle_close(ConnId(i as u32), self.clock.now());
+        if let Some(id) = id {
+            self.core.handle_close(id, self.clock.now());
+        }
     }
 
     /// Takes in a keyring handed over by [`super::ManagerHandle::set_keyring`].
