@@ -1077,7 +1077,10 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.shutting_down = true;
-        while let Some(w) = self.waiters.find_from(0, |_| true) {
+        // One pass over the pool: failing a waiter parks none, so nothing appears behind it.
+        let mut from = 0;
+        while let Some(w) = self.waiters.find_from(from, |_| true) {
+            from = w + 1;
             self.fail_waiter(w, ErrorCode::ShuttingDown);
         }
         for i in 0..self.conns.len() {
@@ -2330,7 +2333,10 @@ impl<'a> Manager<'a> {
             self.release(w);
             self.waiter_left(waiter);
         }
-        self.drop_holdings(i);
+        // What is left are holdings; none (as after a shutdown) costs no pass over the pool.
+        if self.conns[i].waiters > 0 {
+            self.drop_holdings(i);
+        }
         if cancelled_put {
             // A cancelled putter may have held back smaller puts behind it.
             for h in 0..self.registry.len() {

@@ -30,6 +30,11 @@ impl TimerCell {
         pos: NONE,
     };
 
+    /// Whether this cell's slot has a deadline in the heap.
+    pub(crate) fn is_set(self) -> bool {
+        self.pos != NONE
+    }
+
     /// This cell for a slot written anew with `fresh` (not in the heap): the heap's entry at
     /// this position stays.
     pub(crate) fn keep_entry(self) -> TimerCell {
@@ -77,11 +82,6 @@ impl Timers {
         self.len
     }
 
-    /// Whether slot `slot` has a deadline in the heap.
-    pub(crate) fn contains(&self, s: &dyn Slots, slot: u32) -> bool {
-        s.cell(slot).pos != NONE
-    }
-
     /// The slot with the earliest deadline.
     pub(crate) fn first(&self, s: &dyn Slots) -> Option<u32> {
         (self.len > 0).then(|| s.cell(0).entry)
@@ -109,10 +109,9 @@ impl Timers {
             let p = self.len;
             self.len += 1;
             self.place(s, p, slot);
-            self.sift_up(s, p);
+            self.fix(s, p);
         } else {
-            let p = self.sift_up(s, p);
-            self.sift_down(s, p);
+            self.fix(s, p);
         }
     }
 
@@ -128,8 +127,7 @@ impl Timers {
         if p != last {
             let moved = s.cell(last).entry;
             self.place(s, p, moved);
-            let p = self.sift_up(s, p);
-            self.sift_down(s, p);
+            self.fix(s, p);
         }
     }
 
@@ -148,9 +146,9 @@ impl Timers {
         da < db || (da == db && s.before(a, b))
     }
 
-    /// Moves the entry at `p` towards the top while it goes before its parent; returns where
-    /// it ends.
-    fn sift_up(&mut self, s: &mut dyn Slots, mut p: u32) -> u32 {
+    /// Moves the entry at `p` to its place: up while it goes before its parent, then down
+    /// while a child goes before it (after a move up none does: one loop or the other runs).
+    fn fix(&mut self, s: &mut dyn Slots, mut p: u32) {
         let slot = s.cell(p).entry;
         while p > 0 {
             let parent = (p - 1) / 2;
@@ -161,13 +159,6 @@ impl Timers {
             self.place(s, p, above);
             p = parent;
         }
-        self.place(s, p, slot);
-        p
-    }
-
-    /// Moves the entry at `p` down while a child goes before it.
-    fn sift_down(&mut self, s: &mut dyn Slots, mut p: u32) {
-        let slot = s.cell(p).entry;
         loop {
             // Positions stay below `len`, at most `u32::MAX - 1`: no overflow in u64.
             let left = 2 * u64::from(p) + 1;
@@ -283,7 +274,7 @@ mod tests {
                 let held = t.at.iter().filter(|d| d.is_some()).count() as u32;
                 prop_assert_eq!(heap.len(), held);
                 for i in 0..12u32 {
-                    prop_assert_eq!(heap.contains(&t, i), t.at[i as usize].is_some());
+                    prop_assert_eq!(t.cell(i).is_set(), t.at[i as usize].is_some());
                 }
             }
         }

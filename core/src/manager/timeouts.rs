@@ -13,6 +13,15 @@ use crate::time::Instant;
 use crate::timers::{Slots, TimerCell};
 use crate::wire::{CloseReason, ErrorCode, Handle, ServerVerdict};
 
+/// The earlier of two deadlines, if any.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// What a connection's next deadline does.
 enum Due {
     /// It closes the connection for this reason (before the frame deadline, if that is due).
@@ -40,17 +49,15 @@ impl Slots for Managed<'_, Connection<'_>> {
 impl Manager<'_> {
     /// The earliest deadline of anything.
     pub(super) fn next_timeout(&self) -> Option<Instant> {
-        let conns = self.conn_timers.next(&self.conns);
-        let next = [
-            conns,
+        let next = earlier(
+            self.conn_timers.next(&self.conns),
             self.waiters.next_deadline(),
-            self.leases.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        );
+        // Without the feature no lease is ever granted.
+        #[cfg(feature = "leases")]
+        let next = earlier(next, self.leases.next_deadline());
         #[cfg(feature = "python")]
-        let next = next.into_iter().chain(self.stop_at).min();
+        let next = earlier(next, self.stop_at);
         next
     }
 
@@ -83,21 +90,18 @@ impl Manager<'_> {
     /// Makes sure connection `i` is woken by `at`: O(1) when its entry is that early already,
     /// else O(log n).
     pub(super) fn arm(&mut self, i: usize, at: Instant) {
-        let slot = i as u32;
-        if self.conn_timers.contains(&self.conns, slot) && self.conns[i].timer_at <= at {
+        let c = &mut self.conns[i];
+        if c.timer.is_set() && c.timer_at <= at {
             return;
         }
-        self.conns[i].timer_at = at;
-        self.conn_timers.update(&mut self.conns, slot);
+        c.timer_at = at;
+        self.conn_timers.update(&mut self.conns, i as u32);
     }
 
     /// Arms connection `i` for its next deadline, if it has one.
     pub(super) fn arm_conn(&mut self, i: usize) {
         let at = match self.due(i) {
-            Due::Close(d, _) => [d, self.conns[i].frame_deadline]
-                .into_iter()
-                .flatten()
-                .min(),
+            Due::Close(d, _) => earlier(d, self.conns[i].frame_deadline),
             Due::Flush(at) | Due::Refuse(at) => Some(at),
             Due::Nothing => None,
         };
