@@ -374,6 +374,9 @@ impl<'a> LeaseStore<'a> {
 }
 
 impl Slots for Managed<'_, LeaseSlot> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
     fn deadline(&self, slot: u32) -> Instant {
         self[slot as usize].deadline
     }
@@ -389,6 +392,9 @@ impl Slots for Managed<'_, LeaseSlot> {
 struct NewestFirst<'s, 'a>(&'s mut Managed<'a, LeaseSlot>);
 
 impl Slots for NewestFirst<'_, '_> {
+    fn count(&self) -> u32 {
+        self.0.len() as u32
+    }
     fn deadline(&self, _: u32) -> Instant {
         Instant::ZERO
     }

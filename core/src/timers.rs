@@ -7,6 +7,11 @@
 //! an insertion cannot fail. The earliest deadline is at the top: reading it costs O(1), and
 //! adding, moving or removing a slot's deadline O(log n).
 //!
+//! Without the `alloc` feature the slots are lent, fixed and few (firmware serves a handful of
+//! connections), so the same interface is kept by [`Scan`]: a set of flags in the same cells,
+//! searched for the earliest deadline in O(n) with a fraction of the heap's code. Both give
+//! the same deadlines in the same order.
+//!
 //! The deadline of a slot is read from the slot itself ([`Slots::deadline`]); it must change
 //! only together with [`Timers::update`] while the slot is in the heap. Whoever writes a whole
 //! slot must keep the heap's half of its cell (see [`TimerCell::keep_entry`]).
@@ -47,6 +52,9 @@ impl TimerCell {
 
 /// Slots with deadlines, as a heap sees them.
 pub(crate) trait Slots {
+    /// How many slots there are.
+    #[cfg_attr(all(feature = "alloc", not(test)), allow(dead_code))]
+    fn count(&self) -> u32;
     /// The deadline of slot `slot` (in the heap).
     fn deadline(&self, slot: u32) -> Instant;
     /// Among equal deadlines, whether slot `a` comes before slot `b`: the lower slot, unless
@@ -58,18 +66,33 @@ pub(crate) trait Slots {
     fn cell_mut(&mut self, i: u32) -> &mut TimerCell;
 }
 
+/// The deadlines of a kind of slot, earliest first.
+#[cfg(feature = "alloc")]
+pub(crate) type Timers = Heap;
+/// The deadlines of a kind of slot, earliest first.
+#[cfg(not(feature = "alloc"))]
+pub(crate) type Timers = Scan;
+
+/// Whether the entry of slot `a` goes before that of slot `b`.
+fn less(s: &dyn Slots, a: u32, b: u32) -> bool {
+    let (da, db) = (s.deadline(a), s.deadline(b));
+    da < db || (da == db && s.before(a, b))
+}
+
 /// A heap of slot deadlines; the slots hold its storage (see the module docs).
+#[cfg(any(feature = "alloc", test))]
 #[derive(Debug, Default)]
-pub(crate) struct Timers {
+pub(crate) struct Heap {
     len: u32,
     /// Cells visited, for tests that check the work done per deadline.
     #[cfg(test)]
     pub(crate) steps: u64,
 }
 
-impl Timers {
+#[cfg(any(feature = "alloc", test))]
+impl Heap {
     pub(crate) const fn new() -> Self {
-        Timers {
+        Heap {
             len: 0,
             #[cfg(test)]
             steps: 0,
@@ -140,12 +163,6 @@ impl Timers {
         s.cell_mut(slot).pos = p;
     }
 
-    /// Whether the entry of slot `a` goes before that of slot `b`.
-    fn less(s: &dyn Slots, a: u32, b: u32) -> bool {
-        let (da, db) = (s.deadline(a), s.deadline(b));
-        da < db || (da == db && s.before(a, b))
-    }
-
     /// Moves the entry at `p` to its place: up while it goes before its parent, then down
     /// while a child goes before it (after a move up none does: one loop or the other runs).
     fn fix(&mut self, s: &mut dyn Slots, mut p: u32) {
@@ -153,7 +170,7 @@ impl Timers {
         while p > 0 {
             let parent = (p - 1) / 2;
             let above = s.cell(parent).entry;
-            if !Self::less(s, slot, above) {
+            if !less(s, slot, above) {
                 break;
             }
             self.place(s, p, above);
@@ -168,17 +185,79 @@ impl Timers {
             let left = left as u32;
             let mut child = left;
             let right = left + 1;
-            if right < self.len && Self::less(s, s.cell(right).entry, s.cell(left).entry) {
+            if right < self.len && less(s, s.cell(right).entry, s.cell(left).entry) {
                 child = right;
             }
             let below = s.cell(child).entry;
-            if !Self::less(s, below, slot) {
+            if !less(s, below, slot) {
                 break;
             }
             self.place(s, p, below);
             p = child;
         }
         self.place(s, p, slot);
+    }
+}
+
+/// The deadlines of a few lent slots: a flag per slot and a search (see the module docs).
+#[cfg(any(not(feature = "alloc"), test))]
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    len: u32,
+}
+
+#[cfg(any(not(feature = "alloc"), test))]
+impl Scan {
+    pub(crate) const fn new() -> Self {
+        Scan { len: 0 }
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// The slot with the earliest deadline (among equal ones, the first by [`Slots::before`]).
+    pub(crate) fn first(&self, s: &dyn Slots) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut best = None;
+        for i in 0..s.count() {
+            if s.cell(i).is_set() && best.is_none_or(|b| less(s, i, b)) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    pub(crate) fn next(&self, s: &dyn Slots) -> Option<Instant> {
+        self.first(s).map(|slot| s.deadline(slot))
+    }
+
+    pub(crate) fn pop_due(&mut self, s: &mut dyn Slots, now: Instant) -> Option<u32> {
+        let slot = self.first(s)?;
+        if s.deadline(slot) > now {
+            return None;
+        }
+        self.remove(s, slot);
+        Some(slot)
+    }
+
+    pub(crate) fn update(&mut self, s: &mut dyn Slots, slot: u32) {
+        let cell = s.cell_mut(slot);
+        if !cell.is_set() {
+            cell.pos = 0;
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, s: &mut dyn Slots, slot: u32) {
+        let cell = s.cell_mut(slot);
+        if cell.is_set() {
+            cell.pos = NONE;
+            self.len -= 1;
+        }
     }
 }
 
@@ -197,6 +276,9 @@ mod tests {
     }
 
     impl Slots for Table {
+        fn count(&self) -> u32 {
+            self.cells.len() as u32
+        }
         fn deadline(&self, slot: u32) -> Instant {
             Instant::from_millis(self.at[slot as usize].unwrap_or(u64::MAX))
         }
@@ -241,13 +323,15 @@ mod tests {
         ]
     }
 
+    macro_rules! agrees_with_a_sorted_list {
+        ($name:ident, $kind:ty) => {
     proptest! {
         /// Whatever is set, moved, cleared and popped, the heap gives what a sorted list
         /// gives, and pops exactly the due deadlines.
         #[test]
-        fn agrees_with_a_sorted_list(steps in proptest::collection::vec(step(12), 0..200)) {
+        fn $name(steps in proptest::collection::vec(step(12), 0..200)) {
             let mut t = Table::new(12);
-            let mut heap = Timers::new();
+            let mut heap = <$kind>::new();
             for s in steps {
                 match s {
                     Step::Set(i, d) => {
@@ -280,12 +364,18 @@ mod tests {
         }
     }
 
+        };
+    }
+
+    agrees_with_a_sorted_list!(heap_agrees_with_a_sorted_list, Heap);
+    agrees_with_a_sorted_list!(scan_agrees_with_a_sorted_list, Scan);
+
     /// One deadline among 10,000 comes out in O(log n) cell visits.
     #[test]
     fn one_pop_costs_log_n() {
         let n = 10_000u32;
         let mut t = Table::new(n as usize);
-        let mut heap = Timers::new();
+        let mut heap = Heap::new();
         for i in 0..n {
             t.at[i as usize] = Some(1_000 + u64::from(n - i));
             heap.update(&mut t, i);

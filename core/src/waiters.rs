@@ -317,6 +317,9 @@ impl<'a> Waiters<'a> {
 }
 
 impl Slots for Managed<'_, Waiter> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
     fn deadline(&self, slot: u32) -> Instant {
         self[slot as usize]
             .deadline()

@@ -35,6 +35,9 @@ enum Due {
 }
 
 impl Slots for Managed<'_, Connection<'_>> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
     fn deadline(&self, slot: u32) -> Instant {
         self[slot as usize].timer_at
     }
