@@ -1199,10 +1199,10 @@ impl<'a> Manager<'a> {
         if c.rx.is_empty() || c.cursor > 0 || matches!(c.state, State::Closing(_)) {
             c.frame_deadline = None;
         } else if c.frame_deadline.is_none() {
-            c.frame_deadline = Some(now.add_millis(timeout));
+            let deadline = now.add_millis(timeout);
+            c.frame_deadline = Some(deadline);
+            self.arm(i, deadline);
         }
-        // Input may have changed the connection's deadlines (a handshake ended, a frame began).
-        self.arm_conn(i);
     }
 
     fn process_handshake(&mut self, i: usize) -> bool {
@@ -1338,9 +1338,14 @@ impl<'a> Manager<'a> {
                 }
                 c.state = State::Open(session);
                 c.key = index;
+                // The welcome waits to be read: the write-stall clock runs.
+                let stall = c
+                    .tx_progress
+                    .add_millis(self.config.write_stall_timeout_ms.into());
                 let peer = &c.peer[..c.peer_len as usize];
                 self.throttle.succeeded(peer);
                 self.leave_handshake(i);
+                self.arm(i, stall);
                 self.link(List::Ready, i);
                 true
             }

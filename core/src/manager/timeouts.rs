@@ -102,7 +102,7 @@ impl Manager<'_> {
     }
 
     /// Arms connection `i` for its next deadline, if it has one.
-    pub(super) fn arm_conn(&mut self, i: usize) {
+    fn arm_conn(&mut self, i: usize) {
         let at = match self.due(i) {
             Due::Close(d, _) => earlier(d, self.conns[i].frame_deadline),
             Due::Flush(at) | Due::Refuse(at) => Some(at),
