@@ -1052,14 +1052,16 @@ impl<'a> Manager<'a> {
         self.unlink_front(List::Ready).map(|i| ConnId(i as u32))
     }
 
-    /// When [`Manager::handle_timeout`] should next run (it may be early, never late). O(1).
+    /// When [`Manager::handle_timeout`] should next run (it may be early, never late). O(1)
+    /// with owned storage (`alloc`); with lent storage a search over its few slots.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_timeout()
     }
 
     /// Runs every deadline that has passed: blocked requests time out, slow handshakes, frames
-    /// and readers are dropped. Costs O(log n) per deadline that passed, whatever the number
-    /// of connections and waiters.
+    /// and readers are dropped. With owned storage (`alloc`) each deadline that passed costs
+    /// O(log n), whatever the number of connections and waiters; lent storage, sized for a
+    /// few connections, is searched instead (the same deadlines in the same order).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.next_timeout().is_none_or(|t| t > now) {
