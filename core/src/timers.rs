@@ -74,7 +74,7 @@ pub(crate) type Timers = Heap;
 pub(crate) type Timers = Scan;
 
 /// Whether the entry of slot `a` goes before that of slot `b`.
-fn less(s: &dyn Slots, a: u32, b: u32) -> bool {
+fn less<S: Slots + ?Sized>(s: &S, a: u32, b: u32) -> bool {
     let (da, db) = (s.deadline(a), s.deadline(b));
     da < db || (da == db && s.before(a, b))
 }
@@ -218,7 +218,7 @@ impl Scan {
     }
 
     /// The slot with the earliest deadline (among equal ones, the first by [`Slots::before`]).
-    pub(crate) fn first(&self, s: &dyn Slots) -> Option<u32> {
+    pub(crate) fn first<S: Slots + ?Sized>(&self, s: &S) -> Option<u32> {
         if self.len == 0 {
             return None;
         }
@@ -231,11 +231,11 @@ impl Scan {
         best
     }
 
-    pub(crate) fn next(&self, s: &dyn Slots) -> Option<Instant> {
+    pub(crate) fn next<S: Slots + ?Sized>(&self, s: &S) -> Option<Instant> {
         self.first(s).map(|slot| s.deadline(slot))
     }
 
-    pub(crate) fn pop_due(&mut self, s: &mut dyn Slots, now: Instant) -> Option<u32> {
+    pub(crate) fn pop_due<S: Slots + ?Sized>(&mut self, s: &mut S, now: Instant) -> Option<u32> {
         let slot = self.first(s)?;
         if s.deadline(slot) > now {
             return None;
@@ -244,7 +244,7 @@ impl Scan {
         Some(slot)
     }
 
-    pub(crate) fn update(&mut self, s: &mut dyn Slots, slot: u32) {
+    pub(crate) fn update<S: Slots + ?Sized>(&mut self, s: &mut S, slot: u32) {
         let cell = s.cell_mut(slot);
         if !cell.is_set() {
             cell.pos = 0;
@@ -252,7 +252,7 @@ impl Scan {
         }
     }
 
-    pub(crate) fn remove(&mut self, s: &mut dyn Slots, slot: u32) {
+    pub(crate) fn remove<S: Slots + ?Sized>(&mut self, s: &mut S, slot: u32) {
         let cell = s.cell_mut(slot);
         if cell.is_set() {
             cell.pos = NONE;
