@@ -27,6 +27,7 @@
 use crate::park::{ParkRef, ParkStore};
 use crate::storage::Managed;
 use crate::time::Instant;
+use crate::timers::{Slots, TimerCell, Timers};
 use crate::wire::Handle;
 
 const NONE: u32 = u32::MAX;
@@ -61,6 +62,10 @@ pub struct LeaseSlot {
     next: u32,
     /// The previous item of the same lease; in a lease's first slot, its last item.
     prev: u32,
+    /// The lease's place among the deadlines, in its first slot (see `crate::timers`).
+    timer: TimerCell,
+    /// Its place among the leases whose deadline passed, newest first.
+    due: TimerCell,
 }
 
 impl LeaseSlot {
@@ -74,6 +79,8 @@ impl LeaseSlot {
         item: None,
         next: NONE,
         prev: NONE,
+        timer: TimerCell::EMPTY,
+        due: TimerCell::EMPTY,
     };
 }
 
@@ -87,8 +94,10 @@ pub struct LeaseStore<'a> {
     used: u32,
     /// The serial number of the next lease.
     serial: u64,
-    /// No lease ends before this (it may be early).
-    next_deadline: Option<Instant>,
+    /// The deadlines of the leases, earliest first.
+    timers: Timers,
+    /// Leases whose deadline passed and that have not been released yet, newest first.
+    due: Timers,
 }
 
 impl<'a> LeaseStore<'a> {
@@ -109,7 +118,8 @@ impl<'a> LeaseStore<'a> {
             free: if count > 0 { 0 } else { NONE },
             used: 0,
             serial: 1,
-            next_deadline: None,
+            timers: Timers::new(),
+            due: Timers::new(),
         }
     }
 
@@ -184,7 +194,7 @@ impl<'a> LeaseStore<'a> {
             at = self.slots[at as usize].next;
         }
         self.slots[first as usize].prev = last;
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        self.timers.update(&mut self.slots, first);
         Ok(lease)
     }
 
@@ -211,9 +221,9 @@ impl<'a> LeaseStore<'a> {
         }
     }
 
-    /// No lease ends before this (it may be early: a lease may have ended since).
-    pub(crate) fn deadline_hint(&self) -> Option<Instant> {
-        self.next_deadline
+    /// When the next lease ends, O(1).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next(&self.slots)
     }
 
     /// Every lease held now, with its queue (what a snapshot of the manager's state keeps).
@@ -270,15 +280,24 @@ impl<'a> LeaseStore<'a> {
         })
     }
 
-    /// The newest lease (the last granted) whose deadline is at or before `now`.
-    pub(crate) fn newest_expired(&self, now: Instant) -> Option<u64> {
-        if self.used == 0 || self.next_deadline.is_none_or(|d| d > now) {
-            return None;
+    /// Marks every lease whose deadline is at or before `now` as due; `false` if there was
+    /// none. O(log n) a lease.
+    pub(crate) fn take_expired(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(first) = self.timers.pop_due(&mut self.slots, now) {
+            self.due.update(&mut NewestFirst(&mut self.slots), first);
+            any = true;
         }
-        self.heads()
-            .filter(|s| s.deadline <= now)
-            .map(|s| s.lease)
-            .max()
+        any
+    }
+
+    /// The newest lease marked due, no longer due: leases that end together go back newest
+    /// first, so the oldest stands at the head of its queue. `release` it next. O(log n).
+    pub(crate) fn pop_due(&mut self) -> Option<u64> {
+        let first = self
+            .due
+            .pop_due(&mut NewestFirst(&mut self.slots), Instant::ZERO)?;
+        Some(self.slots[first as usize].lease)
     }
 
     /// The newest lease held by connection `conn`.
@@ -290,12 +309,6 @@ impl<'a> LeaseStore<'a> {
             .filter(|s| s.conn == conn)
             .map(|s| s.lease)
             .max()
-    }
-
-    /// Works out the earliest deadline of the leases held (after expired ones were released).
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        self.next_deadline = self.heads().map(|s| s.deadline).min();
-        self.next_deadline
     }
 
     /// The first slots of leases.
@@ -338,6 +351,8 @@ impl<'a> LeaseStore<'a> {
 
     /// Frees the slots of the chain that starts at `first`, and their bytes.
     fn free_chain(&mut self, first: u32) {
+        self.timers.remove(&mut self.slots, first);
+        self.due.remove(&mut NewestFirst(&mut self.slots), first);
         let mut at = first;
         while at != NONE {
             let s = &mut self.slots[at as usize];
@@ -347,12 +362,50 @@ impl<'a> LeaseStore<'a> {
             }
             *s = LeaseSlot {
                 next: self.free,
+                timer: s.timer.keep_entry(),
+                due: s.due.keep_entry(),
                 ..LeaseSlot::EMPTY
             };
             self.free = at;
             self.used -= 1;
             at = next;
         }
+    }
+}
+
+impl Slots for Managed<'_, LeaseSlot> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
+    fn deadline(&self, slot: u32) -> Instant {
+        self[slot as usize].deadline
+    }
+    fn cell(&self, i: u32) -> &TimerCell {
+        &self[i as usize].timer
+    }
+    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
+        &mut self[i as usize].timer
+    }
+}
+
+/// The leases marked due, as a heap of their own: newest first.
+struct NewestFirst<'s, 'a>(&'s mut Managed<'a, LeaseSlot>);
+
+impl Slots for NewestFirst<'_, '_> {
+    fn count(&self) -> u32 {
+        self.0.len() as u32
+    }
+    fn deadline(&self, _: u32) -> Instant {
+        Instant::ZERO
+    }
+    fn before(&self, a: u32, b: u32) -> bool {
+        self.0[a as usize].lease > self.0[b as usize].lease
+    }
+    fn cell(&self, i: u32) -> &TimerCell {
+        &self.0[i as usize].due
+    }
+    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
+        &mut self.0[i as usize].due
     }
 }
 
@@ -384,8 +437,11 @@ mod tests {
         let big: [(&[u8], &[u8], u8); 1] = [(&[0; 9], b"", 1)];
         assert_eq!(s.grant(7, Handle(1), t, big.into_iter()), Err(LeaseLimit));
         assert_eq!(s.ack(8, a), Err(NoSuchLease), "another connection's lease");
-        assert_eq!(s.newest_expired(Instant::ZERO), None);
-        assert_eq!(s.newest_expired(t), Some(a));
+        assert_eq!(s.next_deadline(), Some(t));
+        assert!(!s.take_expired(Instant::ZERO));
+        assert!(s.take_expired(t));
+        assert_eq!(s.pop_due(), Some(a));
+        assert_eq!(s.pop_due(), None);
         assert_eq!(s.newest_of(7), Some(a));
         assert_eq!(s.newest_of(8), None);
         s.ack(7, a).unwrap();

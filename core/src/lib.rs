@@ -72,6 +72,7 @@ pub mod session;
 pub mod storage;
 pub mod throttle;
 pub mod time;
+mod timers;
 pub mod value;
 mod waiters;
 pub mod wire;

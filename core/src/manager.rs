@@ -30,6 +30,7 @@ use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::throttle::{AuthReport, Throttle, ThrottleConfig, SOURCE_LEN};
 use crate::time::Instant;
+use crate::timers::{TimerCell, Timers};
 use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
@@ -44,6 +45,7 @@ mod close;
 mod condition;
 mod leasing;
 mod objects;
+mod timeouts;
 
 pub use objects::{CallId, CallRequest, MAX_FAILED_LEN};
 
@@ -51,10 +53,20 @@ const NONE: u32 = u32::MAX;
 
 mod sessions;
 
-/// A connection, by its slot in the storage handed to [`Manager::new`].
+/// A connection, by its slot in the storage handed to [`Manager::new`]. Opaque: only
+/// [`Manager::accept`] (and [`Manager::connection_at`]) give one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ConnId(pub u32);
+pub struct ConnId(pub(crate) u32);
+
+impl ConnId {
+    /// The connection's slot in the storage handed to [`Manager::new`] (below its length), so
+    /// a transport can keep its own per-connection state in a table indexed by it. The slot
+    /// is used again for a later connection once [`Manager::handle_close`] freed it.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// How the manager behaves; the same rules on every transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +183,10 @@ pub struct Connection<'a> {
     /// The slot of the session this connection holds, `NONE` if none.
     #[cfg(feature = "sessions")]
     session: u32,
+    /// No deadline of this connection is earlier than this, while it is among the deadlines
+    /// (see `timeouts`).
+    timer_at: Instant,
+    timer: TimerCell,
 }
 
 /// The key given to [`Manager::new`], with every right.
@@ -255,6 +271,8 @@ impl<'a> Connection<'a> {
             key: NO_KEY,
             #[cfg(feature = "sessions")]
             session: NONE,
+            timer_at: Instant::ZERO,
+            timer: TimerCell::EMPTY,
         }
     }
 
@@ -440,8 +458,8 @@ pub struct Manager<'a> {
     stop_at: Option<Instant>,
     /// The time the transport passed with its latest call.
     now: Instant,
-    /// No deadline is earlier than this (it may be early: a spurious wake-up is harmless).
-    next_wake: Option<Instant>,
+    /// The connections' deadlines, earliest first (see `timeouts`).
+    conn_timers: Timers,
     #[cfg(feature = "python")]
     python: Option<PythonSide<'a>>,
     /// Hears every change of queue contents (see [`crate::journal`]).
@@ -486,7 +504,7 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "python")]
             stop_at: None,
             now: Instant::ZERO,
-            next_wake: None,
+            conn_timers: Timers::new(),
             #[cfg(feature = "python")]
             python: None,
             journal: None,
@@ -495,6 +513,9 @@ impl<'a> Manager<'a> {
             #[cfg(feature = "backend")]
             backend: None,
         };
+        for c in manager.conns.iter_mut() {
+            c.timer = TimerCell::EMPTY;
+        }
         for i in (0..count).rev() {
             manager.conns[i].links[0] = manager.lists[List::Free as usize].head;
             manager.lists[List::Free as usize].head = i as u32;
@@ -765,7 +786,7 @@ impl<'a> Manager<'a> {
         c.key = NO_KEY;
         self.open_conns += 1;
         self.enter_handshake(index as usize, bucket);
-        self.wake_at(deadline);
+        self.arm(index as usize, deadline);
         #[cfg(feature = "python")]
         if self.python.is_some() {
             let frame = crate::python::challenge_frame(&nonce);
@@ -780,6 +801,12 @@ impl<'a> Manager<'a> {
             self.link(List::Ready, index as usize);
         }
         Ok(ConnId(index))
+    }
+
+    /// The connection in slot `index` (see [`ConnId::index`]), if that slot is in use. O(1).
+    pub fn connection_at(&self, index: usize) -> Option<ConnId> {
+        let c = self.conns.get(index)?;
+        (!c.is_free()).then_some(ConnId(index as u32))
     }
 
     /// Connections in their handshake now.
@@ -1008,6 +1035,7 @@ impl<'a> Manager<'a> {
         self.release_leases_of(i);
         #[cfg(feature = "backend")]
         self.backend_closed(i);
+        self.disarm(i);
         let c = &mut self.conns[i];
         c.state = State::Free;
         c.rx.clear();
@@ -1033,108 +1061,22 @@ impl<'a> Manager<'a> {
         self.unlink_front(List::Ready).map(|i| ConnId(i as u32))
     }
 
-    /// When [`Manager::handle_timeout`] should next run (it may be early, never late).
+    /// When [`Manager::handle_timeout`] should next run (it may be early, never late). O(1)
+    /// with owned storage (`alloc`); with lent storage a search over its few slots.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_wake
+        self.next_timeout()
     }
 
     /// Runs every deadline that has passed: blocked requests time out, slow handshakes, frames
-    /// and readers are dropped.
+    /// and readers are dropped. With owned storage (`alloc`) each deadline that passed costs
+    /// O(log n), whatever the number of connections and waiters; lent storage, sized for a
+    /// few connections, is searched instead (the same deadlines in the same order).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        if self.next_wake.is_none_or(|t| t > now) {
+        if self.next_timeout().is_none_or(|t| t > now) {
             return;
         }
-        self.next_wake = None;
-        self.expire_leases(now);
-        #[cfg(feature = "python")]
-        if let Some(at) = self.stop_at {
-            if at <= now {
-                self.stop_at = None;
-                debug!("remote stop from a python client");
-                self.shutdown(now);
-            } else {
-                self.wake_at(at);
-            }
-        }
-        let mut from = 0;
-        while let Some(w) = self.waiters.find_from(from, |w| w.deadline().is_some()) {
-            from = w + 1;
-            let waiter = *self.waiters.get(w);
-            match waiter.deadline() {
-                Some(d) if d <= now && self.condition_timed_out(w) => {}
-                Some(d) if d <= now => {
-                    self.fail_waiter(w, ErrorCode::Timeout);
-                    self.waiter_left(waiter);
-                    // A putter that gave up may have held back smaller puts behind it.
-                    self.settle(Handle(waiter.object));
-                }
-                Some(d) => self.wake_at(d),
-                None => {}
-            }
-        }
-        let stall = u64::from(self.config.write_stall_timeout_ms);
-        for i in 0..self.conns.len() {
-            let c = &self.conns[i];
-            let (deadline, reason) = match &c.state {
-                State::Free => continue,
-                // Bug fix: a closing connection whose peer never reads kept its last bytes
-                // (and its slot) for ever, since `wants_close` waits for empty output. Give
-                // that output the same stall limit as any other, then drop it.
-                State::Closing(_) if !c.tx.is_empty() => {
-                    let d = c.tx_progress.add_millis(stall);
-                    if d <= now {
-                        self.give_back_unsent(i);
-                        self.link(List::Ready, i);
-                    } else {
-                        self.wake_at(d);
-                    }
-                    continue;
-                }
-                State::Closing(_) => continue,
-                State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
-                    (Some(*deadline), CloseReason::HandshakeTimeout)
-                }
-                State::Refusing { at } if *at <= now => {
-                    let c = &mut self.conns[i];
-                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
-                    self.begin_close(i, CloseReason::AuthFailed);
-                    continue;
-                }
-                State::Refusing { at } => {
-                    let at = *at;
-                    self.wake_at(at);
-                    continue;
-                }
-                State::Open(_) if !c.tx.is_empty() => (
-                    Some(c.tx_progress.add_millis(stall)),
-                    CloseReason::WriteStalled,
-                ),
-                State::Open(_) => (None, CloseReason::FrameTimeout),
-                #[cfg(feature = "python")]
-                State::Python { py, deadline } if !py.is_authenticated() => {
-                    (Some(*deadline), CloseReason::HandshakeTimeout)
-                }
-                #[cfg(feature = "python")]
-                State::Python { .. } if !c.tx.is_empty() => (
-                    Some(c.tx_progress.add_millis(stall)),
-                    CloseReason::WriteStalled,
-                ),
-                #[cfg(feature = "python")]
-                State::Python { .. } => (None, CloseReason::FrameTimeout),
-            };
-            let frame_deadline = c.frame_deadline;
-            if deadline.is_some_and(|d| d <= now) {
-                self.begin_close(i, reason);
-            } else if frame_deadline.is_some_and(|d| d <= now) {
-                self.begin_close(i, CloseReason::FrameTimeout);
-            } else {
-                for d in [deadline, frame_deadline].into_iter().flatten() {
-                    self.wake_at(d);
-                }
-            }
-        }
-        self.run_resumes(now);
+        self.run_timeouts(now);
     }
 
     /// Stops the manager gracefully: no new connections, blocked requests answered with
@@ -1146,7 +1088,10 @@ impl<'a> Manager<'a> {
         }
         self.now = now;
         self.shutting_down = true;
-        while let Some(w) = self.waiters.find_from(0, |_| true) {
+        // One pass over the pool: failing a waiter parks none, so nothing appears behind it.
+        let mut from = 0;
+        while let Some(w) = self.waiters.find_from(from, |_| true) {
+            from = w + 1;
             self.fail_waiter(w, ErrorCode::ShuttingDown);
         }
         for i in 0..self.conns.len() {
@@ -1182,10 +1127,6 @@ impl<'a> Manager<'a> {
         return self.backend_stat(self.registry.stat(index));
         #[cfg(not(feature = "backend"))]
         self.registry.stat(index)
-    }
-
-    fn wake_at(&mut self, at: Instant) {
-        self.next_wake = Some(self.next_wake.map_or(at, |t| t.min(at)));
     }
 
     fn link(&mut self, list: List, i: usize) {
@@ -1286,7 +1227,7 @@ impl<'a> Manager<'a> {
         } else if c.frame_deadline.is_none() {
             let deadline = now.add_millis(timeout);
             c.frame_deadline = Some(deadline);
-            self.wake_at(deadline);
+            self.arm(i, deadline);
         }
     }
 
@@ -1423,7 +1364,7 @@ impl<'a> Manager<'a> {
                         if let Some(c) = self.conns.get_mut(i) {
                             c.state = State::Refusing { at };
                         }
-                        self.wake_at(at);
+                        self.arm(i, at);
                     }
                     return false;
                 }
@@ -1443,9 +1384,14 @@ impl<'a> Manager<'a> {
                 }
                 c.state = State::Open(session);
                 c.key = index;
+                // The welcome waits to be read: the write-stall clock runs.
+                let stall = c
+                    .tx_progress
+                    .add_millis(self.config.write_stall_timeout_ms.into());
                 let peer = c.peer.get(..c.peer_len as usize).unwrap_or_default();
                 self.throttle.succeeded(peer);
                 self.leave_handshake(i);
+                self.arm(i, stall);
                 self.link(List::Ready, i);
                 true
             }
@@ -2276,9 +2222,6 @@ impl<'a> Manager<'a> {
         let c = &mut self.conns[i];
         c.waiters += 1;
         c.reserved += reserve;
-        if let Some(d) = deadline {
-            self.wake_at(d);
-        }
         true
     }
 
@@ -2468,7 +2411,10 @@ impl<'a> Manager<'a> {
             self.release(w);
             self.waiter_left(waiter);
         }
-        self.drop_holdings(i);
+        // What is left are holdings; none (as after a shutdown) costs no pass over the pool.
+        if self.conns[i].waiters > 0 {
+            self.drop_holdings(i);
+        }
         if cancelled_put {
             // A cancelled putter may have held back smaller puts behind it.
             for h in 0..self.registry.len() {
@@ -2497,8 +2443,8 @@ impl<'a> Manager<'a> {
         }
         // Without a heap, each is found by a fresh pass: a lent output holds few replies.
         #[cfg(not(feature = "alloc"))]
-        visit_last_first(
-            &|f: &mut dyn FnMut((Handle, ItemsOf))| each_unsent(&tx, &mut |h, items| f((h, items))),
+        visit_last_first::<(Handle, ItemsOf<'_>)>(
+            &|f| each_unsent(&tx, &mut |h, items| f((h, items))),
             &mut |(handle, items)| given += self.give_back_items(handle, items),
         );
         if given > 0 {
@@ -2550,10 +2496,10 @@ impl<'a> Manager<'a> {
     fn output_queued(&mut self, i: usize, was_idle: bool) {
         if let (true, Some(c)) = (was_idle, self.conns.get_mut(i)) {
             c.tx_progress = self.now;
-            self.wake_at(
-                self.now
-                    .add_millis(self.config.write_stall_timeout_ms.into()),
-            );
+            let stall = self
+                .now
+                .add_millis(self.config.write_stall_timeout_ms.into());
+            self.arm(i, stall);
         }
         self.link(List::Ready, i);
     }
@@ -2595,7 +2541,7 @@ impl<'a> Manager<'a> {
         c.frame_deadline = None;
         if closing_output {
             let deadline = c.tx_progress.add_millis(stall);
-            self.wake_at(deadline);
+            self.arm(i, deadline);
         }
         self.link(List::Ready, i);
     }
@@ -2879,7 +2825,6 @@ impl Manager<'_> {
                 .now
                 .add_millis(u64::from(crate::python::conn::STOP_GRACE_MS));
             self.stop_at = Some(at);
-            self.wake_at(at);
         }
         Reply::Done
     }

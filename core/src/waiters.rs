@@ -6,6 +6,7 @@
 use crate::park::ParkRef;
 use crate::storage::Managed;
 use crate::time::{Deadline, Instant};
+use crate::timers::{Slots, TimerCell, Timers};
 
 const NONE: u32 = u32::MAX;
 
@@ -83,6 +84,8 @@ pub struct Waiter {
     pub(crate) in_use: bool,
     pub(crate) prev: u32,
     pub(crate) next: u32,
+    /// Its place among the deadlines (see `crate::timers`).
+    pub(crate) timer: TimerCell,
 }
 
 impl Waiter {
@@ -98,6 +101,7 @@ impl Waiter {
         in_use: false,
         prev: NONE,
         next: NONE,
+        timer: TimerCell::EMPTY,
     };
 
     /// When the wait runs out, if it does.
@@ -105,7 +109,10 @@ impl Waiter {
         self.deadline.get()
     }
 
+    /// Sets the deadline of a waiter not yet parked (a parked one's goes through
+    /// [`Waiters::set_deadline`], which keeps the deadlines in order).
     pub(crate) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        debug_assert!(!self.in_use);
         self.deadline = Deadline::new(deadline);
     }
 }
@@ -149,6 +156,8 @@ pub(crate) struct Waiters<'a> {
     /// (the free list is a stack), so this is the most waiters there ever were at once, not
     /// the pool's size, which is sized for every connection a manager may serve.
     end: u32,
+    /// The deadlines of waiters in use, earliest first.
+    timers: Timers,
 }
 
 impl<'a> Waiters<'a> {
@@ -163,6 +172,7 @@ impl<'a> Waiters<'a> {
             free: if count > 0 { 0 } else { NONE },
             used: 0,
             end: 0,
+            timers: Timers::new(),
         }
     }
 
@@ -219,22 +229,33 @@ impl<'a> Waiters<'a> {
         waiter.in_use = true;
         waiter.prev = NONE;
         waiter.next = NONE;
+        waiter.timer = slot.timer.keep_entry();
+        let timed = waiter.deadline().is_some();
         *slot = waiter;
         self.used += 1;
         self.end = self.end.max(index + 1);
+        if timed {
+            self.timers.update(&mut self.slots, index);
+        }
         Some(index)
     }
 
     /// Unlinks `index` from `list` (which must hold it), frees its slot and returns it.
     pub(crate) fn remove(&mut self, list: &mut WaitList, index: u32) -> Waiter {
+        if index as usize >= self.slots.len() {
+            return NO_WAITER;
+        }
+        self.timers.remove(&mut self.slots, index);
         let free = self.free;
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return NO_WAITER;
         };
+        let timer = slot.timer.keep_entry();
         let waiter = core::mem::replace(
             slot,
             Waiter {
                 next: free,
+                timer,
                 ..Waiter::EMPTY
             },
         );
@@ -250,6 +271,29 @@ impl<'a> Waiters<'a> {
         self.used -= 1;
         self.free = index;
         waiter
+    }
+
+    /// Sets (or clears) the deadline of waiter `index`, which is in use.
+    #[cfg_attr(not(feature = "objects"), allow(dead_code))]
+    pub(crate) fn set_deadline(&mut self, index: u32, deadline: Option<Instant>) {
+        let slot = &mut self.slots[index as usize];
+        slot.deadline = Deadline::new(deadline);
+        if deadline.is_some() {
+            self.timers.update(&mut self.slots, index);
+        } else {
+            self.timers.remove(&mut self.slots, index);
+        }
+    }
+
+    /// The earliest deadline of a waiter, O(1).
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next(&self.slots)
+    }
+
+    /// A waiter whose deadline is at or before `now`, earliest first (ties: lowest slot); its
+    /// deadline leaves the order (it stays set). O(log n).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<u32> {
+        self.timers.pop_due(&mut self.slots, now)
     }
 
     /// Whether a waiter in use holds the parked item in slot `index` of a lent park store.
@@ -289,5 +333,22 @@ impl<'a> Waiters<'a> {
             .skip(from as usize)
             .find(|(_, w)| w.in_use && pred(w))
             .map(|(i, _)| i as u32)
+    }
+}
+
+impl Slots for Managed<'_, Waiter> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
+    fn deadline(&self, slot: u32) -> Instant {
+        self[slot as usize]
+            .deadline()
+            .unwrap_or(Instant::from_millis(u64::MAX))
+    }
+    fn cell(&self, i: u32) -> &TimerCell {
+        &self[i as usize].timer
+    }
+    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
+        &mut self[i as usize].timer
     }
 }

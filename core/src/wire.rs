@@ -129,14 +129,31 @@ pub enum ServerVerdict {
 }
 
 /// A handle to an object, valid on the connection that opened it and every other one.
+///
+/// Opaque: a handle comes from the manager (an `Open` or `Create` reply, [`Manager`] calls),
+/// so that no caller names an object by a number it made up. [`Handle::from_raw`] and
+/// [`Handle::to_raw`] are for formats that store or carry handles (a journal, the wire).
+///
+/// [`Manager`]: crate::Manager
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Handle(pub u16);
+pub struct Handle(pub(crate) u16);
 
 impl Handle {
     /// The manager's built-in registered call [`CLOSE_CALL`] (PROTOCOL.md §15.2), when no
     /// object of that name is declared: never a registry slot.
     pub const CLOSE: Handle = Handle(u16::MAX);
+
+    /// The handle whose number is `raw`, as [`Handle::to_raw`] gave it: for a format that
+    /// stores handles (a journal restored) or carries them (a decoder of frames).
+    pub const fn from_raw(raw: u16) -> Handle {
+        Handle(raw)
+    }
+
+    /// The handle's number, for a format that stores or carries it (see [`Handle::from_raw`]).
+    pub const fn to_raw(self) -> u16 {
+        self.0
+    }
 }
 
 /// The name of the manager's built-in registered call that stops it (the seed's `close`).

@@ -338,7 +338,7 @@ fn inject(p: &mut Pair, c: usize, bytes: &[u8]) {
 
 fn put_op(item: &[u8]) -> Op<'_> {
     Op::Put {
-        handle: wire::Handle(0),
+        handle: wire::Handle::from_raw(0),
         item,
         wait: Wait::NoWait,
     }
@@ -389,7 +389,7 @@ fn every_bit_flip_of_a_reply_is_rejected() {
         p.send(
             c,
             Op::Get {
-                handle: wire::Handle(0),
+                handle: wire::Handle::from_raw(0),
                 wait: Wait::NoWait,
             },
         );
@@ -683,7 +683,7 @@ fn sealed_frames_follow_the_spec() {
         body
     };
     let item = b"a recognisable item";
-    let handle = wire::Handle(0);
+    let handle = wire::Handle::from_raw(0);
     for seq in 0..3 {
         let op = Op::Put {
             handle,

@@ -52,16 +52,16 @@ fn replay(records: &[Rec], queues: usize) -> Vec<VecDeque<Vec<u8>>> {
     let mut model = vec![VecDeque::new(); queues];
     for rec in records {
         match rec {
-            Rec::Created(h, ..) => assert!(model[h.0 as usize].is_empty()),
-            Rec::Appended(h, item) => model[h.0 as usize].push_back(item.clone()),
+            Rec::Created(h, ..) => assert!(model[usize::from(h.to_raw())].is_empty()),
+            Rec::Appended(h, item) => model[usize::from(h.to_raw())].push_back(item.clone()),
             Rec::Removed(h, n) => {
                 for _ in 0..*n {
-                    model[h.0 as usize]
+                    model[usize::from(h.to_raw())]
                         .pop_front()
                         .expect("removed from an empty queue");
                 }
             }
-            Rec::Returned(h, item) => model[h.0 as usize].push_front(item.clone()),
+            Rec::Returned(h, item) => model[usize::from(h.to_raw())].push_front(item.clone()),
         }
     }
     model
@@ -256,7 +256,7 @@ fn restoring_more_than_fits_is_a_typed_error() {
     p.m.restore_item(h, b"b").unwrap();
     assert_eq!(p.m.restore_item(h, b"c"), Err(RestoreError::Full));
     assert_eq!(
-        p.m.restore_item(Handle(9), b"c"),
+        p.m.restore_item(Handle::from_raw(9), b"c"),
         Err(RestoreError::NoSuchQueue)
     );
     // Created in the spare slot although clients may not create queues.

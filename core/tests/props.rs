@@ -306,7 +306,7 @@ proptest! {
         setup.conn_park = 64;
         let mut p = Pair::new(setup);
         let mut peer_of: Vec<usize> = (0..CLIENTS).map(|_| p.connect()).collect();
-        let h = Handle(0);
+        let h = Handle::from_raw(0);
         let mut m = MModel {
             q: QModel {
                 items: VecDeque::new(),
@@ -433,7 +433,7 @@ proptest! {
 
 /// The requests of the recorded session, sent in these batches (one frame each).
 fn batches() -> Vec<Vec<Op<'static>>> {
-    let h = Handle(0);
+    let h = Handle::from_raw(0);
     vec![
         vec![Op::Open { name: "task_queue" }],
         vec![
@@ -914,7 +914,7 @@ proptest! {
         setup.client_slots = 512;
         let mut p = Pair::new(setup);
         let mut peer_of: Vec<usize> = (0..CLIENTS).map(|_| p.connect()).collect();
-        let h = Handle(0);
+        let h = Handle::from_raw(0);
         let mut m = VModel {
             q: QModel {
                 items: VecDeque::new(),

@@ -75,7 +75,7 @@ fn canonical(bytes: &[u8]) -> Vec<u8> {
 }
 
 const INFO: ObjectInfo = ObjectInfo {
-    handle: Handle(0),
+    handle: Handle::from_raw(0),
     kind: ObjectKind::Queue,
     spec: QueueSpec {
         capacity: 8,
@@ -93,7 +93,7 @@ fn expect_op(op: &Op) -> Reply<'static> {
             Reply::Opened(INFO)
         }
         Op::Size { handle } => {
-            assert_eq!(handle, Handle(0));
+            assert_eq!(handle, Handle::from_raw(0));
             Reply::Size(QueueSize {
                 len: 0,
                 capacity: 8,
@@ -101,7 +101,7 @@ fn expect_op(op: &Op) -> Reply<'static> {
             })
         }
         Op::Put { handle, item, wait } => {
-            assert_eq!(handle, Handle(0));
+            assert_eq!(handle, Handle::from_raw(0));
             assert_eq!(wait, Wait::Forever);
             let tuple = hex(concat!(
                 "da64700001",             // tag 0x64700001
@@ -129,11 +129,11 @@ fn expect_op(op: &Op) -> Reply<'static> {
             Reply::Done
         }
         Op::Get { handle, wait } => {
-            assert_eq!(handle, Handle(0));
+            assert_eq!(handle, Handle::from_raw(0));
             match wait {
                 Wait::Millis(500) => Reply::Error(ErrorCode::Timeout),
                 Wait::NoWait => Reply::Item {
-                    handle: Handle(0),
+                    handle: Handle::from_raw(0),
                     item: &[7],
                 },
                 other => panic!("unexpected wait {other:?}"),
@@ -463,7 +463,7 @@ mod decoder {
                     py.handle_frame(&key, body, &mut scratch, &mut item, &mut out)
                 {
                     let mut s = ScratchBuf::<32, 8, 8>::new();
-                    let item = Reply::Item { handle: Handle(0), item: body };
+                    let item = Reply::Item { handle: Handle::from_raw(0), item: body };
                     let _ = py.handle_reply(&item, &mut s.scratch(), &mut out);
                 }
             }

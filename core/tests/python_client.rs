@@ -256,7 +256,7 @@ fn owned(r: PyReply<'_>) -> PyReply<'static> {
 }
 
 const INFO: ObjectInfo = ObjectInfo {
-    handle: Handle(3),
+    handle: Handle::from_raw(3),
     kind: ObjectKind::Queue,
     spec: QueueSpec {
         capacity: 8,
@@ -362,7 +362,7 @@ fn queue_calls_round_trip_items_and_errors() {
             wait: Wait::Millis(1500),
         },
         |_| Reply::Item {
-            handle: Handle(3),
+            handle: Handle::from_raw(3),
             item,
         },
     );

@@ -29,7 +29,7 @@ struct Store {
 /// Runs `op` as a manager would; a blocked `get` waits here, and its reply is encoded after.
 fn execute(store: &Store, op: Op<'_>, item: &mut Vec<u8>) -> Result<Reply<'static>, ErrorCode> {
     let info = ObjectInfo {
-        handle: Handle(0),
+        handle: Handle::from_raw(0),
         kind: ObjectKind::Queue,
         spec: QueueSpec {
             capacity: CAPACITY as u32,
@@ -41,7 +41,7 @@ fn execute(store: &Store, op: Op<'_>, item: &mut Vec<u8>) -> Result<Reply<'stati
     Ok(match op {
         Op::Open { name: "jobs" } => Reply::Opened(info),
         Op::Open { .. } => return Err(ErrorCode::NoSuchObject),
-        Op::Size { handle: Handle(0) } => Reply::Size(QueueSize {
+        Op::Size { handle } if handle == Handle::from_raw(0) => Reply::Size(QueueSize {
             len: guard.0.len() as u32,
             capacity: CAPACITY as u32,
             full: guard.0.len() >= CAPACITY,
@@ -127,7 +127,7 @@ fn serve(mut sock: TcpStream, store: Arc<Store>, nonce: [u8; 32]) {
                 let result = execute(&store, op, &mut got);
                 let reply = match (result, is_get) {
                     (Ok(_), true) => Reply::Item {
-                        handle: Handle(0),
+                        handle: Handle::from_raw(0),
                         item: &got,
                     },
                     (Ok(r), false) => r,

@@ -742,7 +742,7 @@ fn open_errors_and_bad_handles() {
         p.call(c, Op::Open { name: "" }),
         Owned::Error(ErrorCode::InvalidName)
     );
-    let bad = wire::Handle(77);
+    let bad = wire::Handle::from_raw(77);
     assert_eq!(
         p.call(
             c,
@@ -1090,7 +1090,7 @@ fn slow_partial_frame() {
     assert_eq!(
         p.call(other, Op::Open { name: "task_queue" }),
         Owned::Opened(wire::ObjectInfo {
-            handle: wire::Handle(0),
+            handle: wire::Handle::from_raw(0),
             kind: wire::ObjectKind::Queue,
             spec: QueueSpec {
                 capacity: 16,

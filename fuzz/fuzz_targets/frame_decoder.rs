@@ -68,7 +68,7 @@ fn client_case(mode: u8, sizes: u8, data: &[u8]) {
         drain(&mut c);
         assert!(c.is_ready());
         // Requests in flight, so some reply ids match.
-        let h = Handle(0);
+        let h = Handle::from_raw(0);
         for op in [
             Op::Get {
                 handle: h,

@@ -178,7 +178,7 @@ fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>, leases: &[u64])
         None if leases.is_empty() => 0,
         None => leases[leases.len() - 1 - index as usize % leases.len()],
     };
-    let h = |x: u8| Handle(u16::from(x % 5));
+    let h = |x: u8| Handle::from_raw(u16::from(x % 5));
     match *f {
         FOp::Open(n) => Op::Open { name: names(n) },
         FOp::Create {
@@ -619,7 +619,13 @@ fn control_check<'c>(
         c.send(now, Op::Open { name: "task_queue" }).unwrap(),
         c.send(now, Op::Stat { index: 0 }).unwrap(),
         c.send(now, Op::Status).unwrap(),
-        c.send(now, Op::Size { handle: Handle(0) }).unwrap(),
+        c.send(
+            now,
+            Op::Size {
+                handle: Handle::from_raw(0),
+            },
+        )
+        .unwrap(),
     ];
     let out = c.poll_transmit().to_vec();
     c.handle_transmitted(out.len());
@@ -635,7 +641,7 @@ fn control_check<'c>(
         match reply {
             Reply::Opened(info) => {
                 assert_eq!(id, ids[0]);
-                assert_eq!(info.handle, Handle(0));
+                assert_eq!(info.handle, Handle::from_raw(0));
                 assert_eq!(
                     info.spec,
                     QueueSpec {

@@ -79,7 +79,7 @@ fn machine(authenticated: bool, data: &[u8]) {
                 let reply = match pick % 5 {
                     0 => Reply::Done,
                     1 => Reply::Item {
-                        handle: depot_core::wire::Handle(0),
+                        handle: depot_core::wire::Handle::from_raw(0),
                         item,
                     },
                     2 => Reply::Size(QueueSize {

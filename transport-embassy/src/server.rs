@@ -469,7 +469,7 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
         // The peer came in just as the manager stopped: closing is all it needs.
         Err(_) => return,
     };
-    debug!("depot: socket {} serves connection {}", i, id.0);
+    debug!("depot: socket {} serves connection {}", i, id.index());
     // Wakes the other sockets: one may have been evicted to make room for this connection.
     shared.dispatch(true);
     let (mut reader, mut writer) = socket.split();
@@ -507,7 +507,7 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
         );
         shared.dispatch(true);
         if peer_gone {
-            debug!("depot: connection {}: peer gone", id.0);
+            debug!("depot: connection {}: peer gone", id.index());
             break;
         }
     }

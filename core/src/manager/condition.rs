@@ -89,7 +89,7 @@ impl Manager<'_> {
         if let Hold::Condition { woken, .. } = &mut waiter.hold {
             *woken = Some(notified);
         }
-        waiter.set_deadline(None);
+        self.waiters.set_deadline(w, None);
     }
 
     /// Waiter `w`'s deadline passed: `true` if it is a condition's waiter not yet woken,

@@ -139,7 +139,6 @@ impl<'a> Manager<'a> {
                     }
                 });
                 self.output_queued(i, was_idle);
-                self.wake_at(deadline);
             }
             Err(_) => {
                 self.leases.undo_grant(lease);
@@ -173,16 +172,13 @@ impl<'a> Manager<'a> {
         }
     }
 
-    /// Returns the leases whose time ran out, and asks to be woken for the next.
+    /// Returns the leases whose time ran out, newest first (so those that end together stand
+    /// at the head in the order they were taken): O(log n) each.
     pub(super) fn expire_leases(&mut self, now: Instant) {
-        if self.leases.deadline_hint().is_some_and(|d| d <= now) {
-            while let Some(lease) = self.leases.newest_expired(now) {
+        while self.leases.take_expired(now) {
+            while let Some(lease) = self.leases.pop_due() {
                 self.requeue(lease);
             }
-            self.leases.next_deadline();
-        }
-        if let Some(d) = self.leases.deadline_hint() {
-            self.wake_at(d);
         }
     }
 

@@ -364,7 +364,7 @@ impl Manager<'_> {
                 if let Hold::Permits(n) = &mut record.hold {
                     *n = n.saturating_add(1);
                 }
-                record.set_deadline(lease);
+                self.waiters.set_deadline(h, lease);
             }
             None => {
                 let record = Waiter {
@@ -378,14 +378,11 @@ impl Manager<'_> {
                 let Some(h) = self.waiters.park(&mut o.holders, record) else {
                     return false;
                 };
-                self.waiters.get_mut(h).set_deadline(lease);
+                self.waiters.set_deadline(h, lease);
                 self.conns[i].waiters += 1;
             }
         }
         o.state = Obj::Permits { free: free - 1 };
-        if let Some(at) = lease {
-            self.wake_at(at);
-        }
         true
     }
 

@@ -389,7 +389,7 @@ impl Client {
             return Ok(RawQueue {
                 client: self.clone(),
                 name: name.to_owned(),
-                handle: depot_core::Handle(0),
+                handle: depot_core::Handle::from_raw(0),
                 spec: depot_core::QueueSpec {
                     capacity: u32::MAX,
                     max_item: python::MAX_ITEM as u32,

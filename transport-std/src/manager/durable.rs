@@ -205,7 +205,7 @@ fn push_record(out: &mut Vec<u8>, parts: &[&[u8]]) {
 fn created(out: &mut Vec<u8>, handle: Handle, name: &str, spec: QueueSpec) {
     let mut head = [0u8; 12];
     head[0] = CREATED;
-    head[1..3].copy_from_slice(&handle.0.to_le_bytes());
+    head[1..3].copy_from_slice(&handle.to_raw().to_le_bytes());
     head[3..7].copy_from_slice(&spec.capacity.to_le_bytes());
     head[7..11].copy_from_slice(&spec.max_item.to_le_bytes());
     head[11] = match spec.mode {
@@ -216,7 +216,7 @@ fn created(out: &mut Vec<u8>, handle: Handle, name: &str, spec: QueueSpec) {
 }
 
 fn item_record(out: &mut Vec<u8>, kind: u8, handle: Handle, item: &[&[u8]]) {
-    let [lo, hi] = handle.0.to_le_bytes();
+    let [lo, hi] = handle.to_raw().to_le_bytes();
     let head = [kind, lo, hi];
     match item {
         [a] => push_record(out, &[&head, a]),
@@ -226,14 +226,14 @@ fn item_record(out: &mut Vec<u8>, kind: u8, handle: Handle, item: &[&[u8]]) {
 }
 
 fn counted_record(out: &mut Vec<u8>, kind: u8, handle: Handle, deliveries: u8, item: &[&[u8]]) {
-    let [lo, hi] = handle.0.to_le_bytes();
+    let [lo, hi] = handle.to_raw().to_le_bytes();
     push_record(out, &[&[kind, lo, hi, deliveries], &item.concat()]);
 }
 
 fn leased_record(out: &mut Vec<u8>, lease: u64, handle: Handle, deliveries: u8, item: &[u8]) {
     let mut head = [0u8; 12];
     head[0] = LEASED;
-    head[1..3].copy_from_slice(&handle.0.to_le_bytes());
+    head[1..3].copy_from_slice(&handle.to_raw().to_le_bytes());
     head[3..11].copy_from_slice(&lease.to_le_bytes());
     head[11] = deliveries;
     push_record(out, &[&head, item]);
@@ -289,7 +289,7 @@ impl Journal for Recorder {
         self.with(|out| item_record(out, APPENDED, handle, &[item]));
     }
     fn removed(&mut self, handle: Handle, count: u32) {
-        let [lo, hi] = handle.0.to_le_bytes();
+        let [lo, hi] = handle.to_raw().to_le_bytes();
         let mut rec = [REMOVED, lo, hi, 0, 0, 0, 0];
         rec[3..].copy_from_slice(&count.to_le_bytes());
         self.with(|out| push_record(out, &[&rec]));
@@ -1236,9 +1236,14 @@ fn snapshot_of_replay(tmp: &Path, state: &Replay) -> io::Result<(File, u64)> {
     let mut out = SegmentWriter::create(tmp)?;
     let mut handles: Vec<(u16, usize)> = state.handles.iter().map(|(&h, &q)| (h, q)).collect();
     handles.sort_unstable();
-    let handle_of = |q: usize| handles.iter().find(|h| h.1 == q).map(|h| Handle(h.0));
+    let handle_of = |q: usize| {
+        handles
+            .iter()
+            .find(|h| h.1 == q)
+            .map(|h| Handle::from_raw(h.0))
+    };
     for &(h, q) in &handles {
-        let (handle, queue) = (Handle(h), &state.queues[q]);
+        let (handle, queue) = (Handle::from_raw(h), &state.queues[q]);
         created(&mut out.rec, handle, &queue.name, queue.spec);
         for (item, deliveries) in &queue.items {
             match deliveries {
@@ -1259,7 +1264,7 @@ fn snapshot_of_replay(tmp: &Path, state: &Replay) -> io::Result<(File, u64)> {
     }
     u64_record(&mut out.rec, LEASE_IDS, state.lease_ids);
     for (&lease, (q, items)) in &state.leases {
-        let handle = handle_of(*q).unwrap_or(Handle(0));
+        let handle = handle_of(*q).unwrap_or(Handle::from_raw(0));
         for (item, deliveries) in items {
             leased_record(&mut out.rec, lease, handle, *deliveries, item);
             out.spill()?;
@@ -1326,12 +1331,12 @@ mod tests {
             f(&mut r);
             recs.push(r.0.lock().unwrap().clone());
         };
-        one(&|r| r.created(Handle(3), "jobs", spec()));
+        one(&|r| r.created(Handle::from_raw(3), "jobs", spec()));
         for i in 0..5u8 {
-            one(&|r| r.appended(Handle(3), &[i; 7]));
+            one(&|r| r.appended(Handle::from_raw(3), &[i; 7]));
         }
-        one(&|r| r.removed(Handle(3), 2));
-        one(&|r| r.returned(Handle(3), b"back"));
+        one(&|r| r.removed(Handle::from_raw(3), 2));
+        one(&|r| r.returned(Handle::from_raw(3), b"back"));
         recs
     }
 
@@ -1349,7 +1354,7 @@ mod tests {
             f(&mut r);
             recs.push(r.0.lock().unwrap().clone());
         };
-        let h = Handle(3);
+        let h = Handle::from_raw(3);
         one(&|r| {
             r.removed(h, 2);
             r.leased(1 << 24, h, b"back", 1);
@@ -1416,9 +1421,9 @@ mod tests {
         one(&|r| r.session_applied(&b, 1, 2));
         one(&|r| r.session_applied(&a, 6, 2));
         one(&|r| r.session_applied(&a, 6, 3));
-        one(&|r| r.held(Handle(3), b"x"));
-        one(&|r| r.held(Handle(3), b"y"));
-        one(&|r| r.held_entered(Handle(3), b"y"));
+        one(&|r| r.held(Handle::from_raw(3), b"x"));
+        one(&|r| r.held(Handle::from_raw(3), b"y"));
+        one(&|r| r.held_entered(Handle::from_raw(3), b"y"));
         let log = log_of(&recs);
         let r = replay(&log).unwrap();
         // `b` was named last: it is the most recently used.
@@ -1461,7 +1466,7 @@ mod tests {
         // An item entering that nothing held is damage.
         let mut bad = records();
         let mut r = Vec::new();
-        item_record(&mut r, HELD_ENTERED, Handle(3), &[b"z"]);
+        item_record(&mut r, HELD_ENTERED, Handle::from_raw(3), &[b"z"]);
         bad.push(r);
         bad.push(records()[1].clone());
         assert!(replay(&log_of(&bad)).unwrap_err().why.contains("not held"));
@@ -1478,9 +1483,9 @@ mod tests {
             f(&mut r);
             recs.push(r.0.lock().unwrap().clone());
         };
-        let h = Handle(3);
-        one(&|r| r.created(Handle(9), "other", spec()));
-        one(&|r| r.appended(Handle(9), b"o1"));
+        let h = Handle::from_raw(3);
+        one(&|r| r.created(Handle::from_raw(9), "other", spec()));
+        one(&|r| r.appended(Handle::from_raw(9), b"o1"));
         one(&|r| {
             r.removed(h, 2);
             r.leased(7, h, b"back", 1);
@@ -1528,7 +1533,7 @@ mod tests {
         let mut tail = Vec::new();
         let mut r = Recorder(Arc::default());
         r.lease_ended(7);
-        r.appended(Handle(9), b"o2");
+        r.appended(Handle::from_raw(9), b"o2");
         r.held_entered(h, b"h2");
         tail.extend_from_slice(&r.0.lock().unwrap());
         snap.extend_from_slice(&tail);

@@ -20,7 +20,7 @@ use depot_core::keyring::MIN_KEY_LEN;
 use depot_core::manager::encode_busy;
 use depot_core::wire::CloseReason;
 use depot_core::wire::NONCE_LEN;
-use depot_core::{AcceptError, ConnId, Instant};
+use depot_core::{AcceptError, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, info_span, warn, Span};
@@ -566,7 +566,7 @@ impl Loop<'_> {
             }
             Err(_) => return,
         };
-        let i = id.0 as usize;
+        let i = id.index();
         let registered = self.poll.registry().register(
             &mut stream,
             Token(i),
@@ -607,7 +607,9 @@ impl Loop<'_> {
     /// [`Self::read`]; with `short_read_drains`, a read that fills less than the room offered
     /// counts as draining the socket (saving the read that would only say `WouldBlock`).
     fn read_until(&mut self, i: usize, short_read_drains: bool) {
-        let id = ConnId(i as u32);
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
         for _ in 0..READ_BUDGET {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
                 return;
@@ -676,7 +678,9 @@ impl Loop<'_> {
         if self.must_wait(i) {
             return;
         }
-        let id = ConnId(i as u32);
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
         loop {
             let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) else {
                 return;
@@ -719,10 +723,13 @@ impl Loop<'_> {
             return;
         };
         let stalled = sock.read_stalled && !sock.backlogged;
-        if self.core.wants_close(ConnId(i as u32)) {
+        let Some(id) = self.core.connection_at(i) else {
+            return;
+        };
+        if self.core.wants_close(id) {
             let why = self
                 .core
-                .close_reason(ConnId(i as u32))
+                .close_reason(id)
                 .map_or("closed by the manager", |r| r.description());
             self.close(i, why);
         } else if stalled {
@@ -780,7 +787,7 @@ impl Loop<'_> {
     /// Serves every connection whose state changed outside its own calls.
     fn drain_ready(&mut self) {
         while let Some(id) = self.core.poll_ready() {
-            self.service(id.0 as usize);
+            self.service(id.index());
         }
     }
 
@@ -791,6 +798,7 @@ impl Loop<'_> {
 
     /// [`Self::close`]; `input_ended` when a read just saw the end of the peer's input.
     fn close_ended(&mut self, i: usize, why: &str, input_ended: bool) {
+        let id = self.core.connection_at(i);
         // No `deregister`: the socket is closed below, which takes it out of the epoll set
         // (the manager holds no other descriptor of it), one system call fewer per connection.
         if let Some(sock) = self.socks.get_mut(i).and_then(Option::take) {
@@ -801,7 +809,7 @@ impl Loop<'_> {
             }
             let _ = sock.stream.shutdown(Shutdown::Write);
             debug!(parent: &sock.span, "connection closed: {why}");
-            match self.core.close_reason(ConnId(i as u32)) {
+            match id.and_then(|id| self.core.close_reason(id)) {
                 Some(CloseReason::AuthFailed) => {
                     self.counters.auth_failures += 1;
                     self.tally.note(Kind::AuthFailed);
@@ -817,7 +825,9 @@ impl Loop<'_> {
                 self.closed_in_shutdown += 1;
             }
         }
-        self.core.handle_close(ConnId(i as u32), self.clock.now());
+        if let Some(id) = id {
+            self.core.handle_close(id, self.clock.now());
+        }
     }
 
     /// Takes in a keyring handed over by [`super::ManagerHandle::set_keyring`].

@@ -1,0 +1,241 @@
+//! The manager's clock: every deadline in a heap of its kind, so a deadline costs O(log n)
+//! and no call walks all connections or waiters.
+//!
+//! Waiters and leases keep exact deadlines in heaps of their own (`Waiters`, `LeaseStore`).
+//! A connection's deadlines (handshake, frame, write stall, held-back verdict) move with its
+//! traffic, so its entry here is a lower bound: it is lowered when an earlier deadline
+//! appears, never raised on the hot path. When it passes, the connection's deadlines are
+//! checked and the entry set to the next one, if any.
+
+use super::{Connection, Manager, State};
+use crate::storage::Managed;
+use crate::time::Instant;
+use crate::timers::{Slots, TimerCell};
+use crate::wire::{CloseReason, ErrorCode, Handle, ServerVerdict};
+
+/// The earlier of two deadlines, if any.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// What a connection's next deadline does.
+enum Due {
+    /// It closes the connection for this reason (before the frame deadline, if that is due).
+    Close(Option<Instant>, CloseReason),
+    /// A closing connection's output has had its time: dropped.
+    Flush(Instant),
+    /// A held-back `AuthFailed` is sent.
+    Refuse(Instant),
+    /// Nothing.
+    Nothing,
+}
+
+impl Slots for Managed<'_, Connection<'_>> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
+    fn deadline(&self, slot: u32) -> Instant {
+        self[slot as usize].timer_at
+    }
+    fn cell(&self, i: u32) -> &TimerCell {
+        &self[i as usize].timer
+    }
+    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
+        &mut self[i as usize].timer
+    }
+}
+
+impl Manager<'_> {
+    /// The earliest deadline of anything.
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        let next = earlier(
+            self.conn_timers.next(&self.conns),
+            self.waiters.next_deadline(),
+        );
+        // Without the feature no lease is ever granted.
+        #[cfg(feature = "leases")]
+        let next = earlier(next, self.leases.next_deadline());
+        #[cfg(feature = "python")]
+        let next = earlier(next, self.stop_at);
+        next
+    }
+
+    /// Runs every deadline at or before `now`, kind by kind: leases come back, a Python
+    /// client's stop begins, blocked requests time out, then connections.
+    pub(super) fn run_timeouts(&mut self, now: Instant) {
+        self.expire_leases(now);
+        #[cfg(feature = "python")]
+        if self.stop_at.is_some_and(|at| at <= now) {
+            self.stop_at = None;
+            debug!("remote stop from a python client");
+            self.shutdown(now);
+        }
+        while let Some(w) = self.waiters.pop_due(now) {
+            if self.condition_timed_out(w) {
+                continue;
+            }
+            let waiter = *self.waiters.get(w);
+            self.fail_waiter(w, ErrorCode::Timeout);
+            self.waiter_left(waiter);
+            // A putter that gave up may have held back smaller puts behind it.
+            self.settle(Handle(waiter.object));
+        }
+        while let Some(i) = self.conn_timers.pop_due(&mut self.conns, now) {
+            self.conn_timeout(i as usize, now);
+        }
+        self.run_resumes(now);
+    }
+
+    /// Makes sure connection `i` is woken by `at`: O(1) when its entry is that early already,
+    /// else O(log n).
+    pub(super) fn arm(&mut self, i: usize, at: Instant) {
+        let c = &mut self.conns[i];
+        if c.timer.is_set() && c.timer_at <= at {
+            return;
+        }
+        c.timer_at = at;
+        self.conn_timers.update(&mut self.conns, i as u32);
+    }
+
+    /// Arms connection `i` for its next deadline, if it has one.
+    fn arm_conn(&mut self, i: usize) {
+        let at = match self.due(i) {
+            Due::Close(d, _) => earlier(d, self.conns[i].frame_deadline),
+            Due::Flush(at) | Due::Refuse(at) => Some(at),
+            Due::Nothing => None,
+        };
+        if let Some(at) = at {
+            self.arm(i, at);
+        }
+    }
+
+    /// Connection `i` has no deadlines any more (its slot is free).
+    pub(super) fn disarm(&mut self, i: usize) {
+        self.conn_timers.remove(&mut self.conns, i as u32);
+    }
+
+    /// Connection `i`'s next deadline and what it does.
+    fn due(&self, i: usize) -> Due {
+        let c = &self.conns[i];
+        let stall = c
+            .tx_progress
+            .add_millis(self.config.write_stall_timeout_ms.into());
+        match &c.state {
+            State::Free => Due::Nothing,
+            // A closing connection whose peer never reads would keep its last bytes (and its
+            // slot) for ever, since `wants_close` waits for empty output: that output gets
+            // the same stall limit as any other.
+            State::Closing(_) if !c.tx.is_empty() => Due::Flush(stall),
+            State::Closing(_) => Due::Nothing,
+            State::AwaitHello { deadline, .. } | State::AwaitProof { deadline, .. } => {
+                Due::Close(Some(*deadline), CloseReason::HandshakeTimeout)
+            }
+            State::Refusing { at } => Due::Refuse(*at),
+            State::Open(_) if !c.tx.is_empty() => {
+                Due::Close(Some(stall), CloseReason::WriteStalled)
+            }
+            State::Open(_) => Due::Close(None, CloseReason::FrameTimeout),
+            #[cfg(feature = "python")]
+            State::Python { py, deadline } if !py.is_authenticated() => {
+                Due::Close(Some(*deadline), CloseReason::HandshakeTimeout)
+            }
+            #[cfg(feature = "python")]
+            State::Python { .. } if !c.tx.is_empty() => {
+                Due::Close(Some(stall), CloseReason::WriteStalled)
+            }
+            #[cfg(feature = "python")]
+            State::Python { .. } => Due::Close(None, CloseReason::FrameTimeout),
+        }
+    }
+
+    /// Connection `i`'s entry came due: acts on whichever of its deadlines passed, and arms it
+    /// for the next.
+    fn conn_timeout(&mut self, i: usize, now: Instant) {
+        #[cfg(test)]
+        {
+            self.conn_timers.steps += 1;
+        }
+        match self.due(i) {
+            Due::Nothing => {}
+            Due::Flush(at) if at <= now => {
+                self.give_back_unsent(i);
+                self.link(super::List::Ready, i);
+            }
+            Due::Refuse(at) if at <= now => {
+                let c = &mut self.conns[i];
+                let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                self.begin_close(i, CloseReason::AuthFailed);
+            }
+            Due::Flush(at) | Due::Refuse(at) => self.arm(i, at),
+            Due::Close(deadline, reason) => {
+                let frame_deadline = self.conns[i].frame_deadline;
+                if deadline.is_some_and(|d| d <= now) {
+                    self.begin_close(i, reason);
+                } else if frame_deadline.is_some_and(|d| d <= now) {
+                    self.begin_close(i, CloseReason::FrameTimeout);
+                } else {
+                    self.arm_conn(i);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use crate::manager::{Connection, Manager, ManagerConfig, Resources};
+    use crate::park::ParkStore;
+    use crate::time::Instant;
+    use crate::waiters::Waiter;
+    use crate::wire::CloseReason;
+    use std::vec::Vec;
+
+    /// With 10,000 connections waiting for their hello and one of them due, a timeout closes
+    /// that one with O(log n) work: no walk over the others.
+    #[test]
+    fn one_due_connection_among_ten_thousand_costs_log_n() {
+        let n = 10_000;
+        let conns: Vec<Connection<'static>> =
+            (0..n).map(|_| Connection::owned(1024, 1024)).collect();
+        let waiters = std::vec![Waiter::EMPTY; 16];
+        let resources = Resources {
+            objects: Vec::new().into(),
+            connections: conns.into(),
+            waiters: waiters.into(),
+            parked: ParkStore::none(),
+        };
+        let config = ManagerConfig {
+            handshake_timeout_ms: 1_000,
+            ..ManagerConfig::default()
+        };
+        let mut m = Manager::new(config, b"key", resources);
+        let first = m.accept(Instant::ZERO, [1; 32], b"").unwrap();
+        let later = Instant::from_millis(500);
+        let rest: Vec<_> = (1..n)
+            .map(|k| {
+                let mut nonce = [0; 32];
+                nonce[..4].copy_from_slice(&(k as u32).to_le_bytes());
+                m.accept(later, nonce, b"").unwrap()
+            })
+            .collect();
+        assert_eq!(m.poll_timeout(), Some(Instant::from_millis(1_000)));
+        m.conn_timers.steps = 0;
+        m.handle_timeout(Instant::from_millis(1_000));
+        assert_eq!(m.close_reason(first), Some(CloseReason::HandshakeTimeout));
+        assert!(rest.iter().all(|&id| m.close_reason(id).is_none()));
+        // log2(10,000) < 14: the due entry leaves (a removal sifts down at most 14 levels)
+        // and one connection is looked at (a walk would count 10,000).
+        let steps = m.conn_timers.steps;
+        assert!(
+            steps <= 4 * 15,
+            "{steps} heap steps for one deadline among {n}"
+        );
+        assert_eq!(m.poll_timeout(), Some(Instant::from_millis(1_500)));
+    }
+}
