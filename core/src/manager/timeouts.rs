@@ -200,7 +200,8 @@ mod tests {
     /// that one with O(log n) work: no walk over the others.
     #[test]
     fn one_due_connection_among_ten_thousand_costs_log_n() {
-        let n = 10_000;
+        // Miri runs this some thousand times slower; a few dozen still show it is sound.
+        let n = if cfg!(miri) { 64 } else { 10_000 };
         let conns: Vec<Connection<'static>> =
             (0..n).map(|_| Connection::owned(1024, 1024)).collect();
         let waiters = std::vec![Waiter::EMPTY; 16];
