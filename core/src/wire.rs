@@ -776,7 +776,7 @@ pub struct BackendHealth<'a> {
     pub connected: bool,
     /// Milliseconds since it last connected or lost its connection.
     pub since_ms: u64,
-    /// How many times it connected again after losing its connection.
+    /// Connections it lost since it started (each followed by attempts to connect again).
     pub reconnects: u32,
     /// The last error it met, or empty.
     pub last_error: &'a str,
