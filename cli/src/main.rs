@@ -664,7 +664,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
         Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
-        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),
+        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?, &connect),
         Command::Shutdown(args) => {
             connect(&args.connect)?.shutdown_manager()?;
             Ok(())
@@ -1178,23 +1178,35 @@ fn event(args: &EventArgs, client: &Client) -> CliResult {
     Ok(())
 }
 
-fn stat(args: &StatArgs, client: &Client) -> CliResult {
+/// `stat`, printed once or every `--watch` interval; `connect` opens a new connection when the
+/// manager closed the first one on `BackendStatus`.
+fn stat(
+    args: &StatArgs,
+    client: &Client,
+    connect: &dyn Fn(&str) -> CliResult<Client>,
+) -> CliResult {
     let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
-    // A manager older than `BackendStatus` closes the connection on it: asked last, and once.
+    let mut client = client.clone();
     let mut ask_backend = true;
     loop {
         let queues = client.stat()?;
         let status = client.status()?;
-        let backend = match ask_backend {
-            true => client.backend_status().unwrap_or_else(|e| {
+        let backend = if ask_backend {
+            client.backend_status().or_else(|e| {
+                // A manager older than `BackendStatus` closes the connection on it (PROTOCOL.md
+                // §10): it is asked last, once, and watched on a new connection.
                 tracing::debug!("no backend status: {e}");
                 ask_backend = false;
-                None
-            }),
-            false => None,
+                if e.is_connection_lost() {
+                    client = connect(&args.conn.connect)?;
+                }
+                Ok::<_, CliError>(None)
+            })?
+        } else {
+            None
         };
         let text = if args.json {
-            let mut json = stat_json(client, &queues, &status);
+            let mut json = stat_json(&client, &queues, &status);
             json["backend"] = backend
                 .as_ref()
                 .map_or(serde_json::Value::Null, backend_json);
