@@ -76,7 +76,9 @@ enum Command {
     /// Take items from a queue and print each as one line of JSON on stdout.
     #[command(after_help = GET_HELP)]
     Get(GetArgs),
-    /// Show every queue of a manager (mode, length, capacity, waiters, totals) and its connections.
+    /// Show every queue of a manager (mode, length, capacity, waiters, totals), its connections,
+    /// and its backend's health when it has one (kind, server or disconnected since when,
+    /// reconnects, last error).
     Stat(StatArgs),
     /// Ask a manager to stop (it must have been started with --allow-remote-shutdown).
     Shutdown(ConnectArgs),
@@ -381,7 +383,8 @@ struct StatArgs {
     #[command(flatten)]
     conn: ConnectArgs,
 
-    /// Print one JSON object (one line) instead of a table.
+    /// Print one JSON object (one line) instead of a table; its `backend` is the backend's
+    /// health, or null when the manager keeps its queues itself.
     #[arg(long)]
     json: bool,
 
@@ -661,7 +664,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Put(args) => put(&args, &connect(&args.conn.connect)?),
         Command::Get(args) => get(&args, &connect(&args.conn.connect)?),
-        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?),
+        Command::Stat(args) => stat(&args, &connect(&args.conn.connect)?, &connect),
         Command::Shutdown(args) => {
             connect(&args.connect)?.shutdown_manager()?;
             Ok(())
@@ -1175,24 +1178,51 @@ fn event(args: &EventArgs, client: &Client) -> CliResult {
     Ok(())
 }
 
-fn stat(args: &StatArgs, client: &Client) -> CliResult {
+/// `stat`, printed once or every `--watch` interval; `connect` opens a new connection when the
+/// manager closed the first one on `BackendStatus`.
+fn stat(
+    args: &StatArgs,
+    client: &Client,
+    connect: &dyn Fn(&str) -> CliResult<Client>,
+) -> CliResult {
     let clear = args.watch.is_some() && !args.json && io::IsTerminal::is_terminal(&io::stdout());
+    let mut client = client.clone();
+    let mut ask_backend = true;
     loop {
         let queues = client.stat()?;
         let status = client.status()?;
+        let backend = if ask_backend {
+            client.backend_status().or_else(|e| {
+                // A manager older than `BackendStatus` closes the connection on it (PROTOCOL.md
+                // §10): it is asked last, once, and watched on a new connection.
+                tracing::debug!("no backend status: {e}");
+                ask_backend = false;
+                if e.is_connection_lost() {
+                    client = connect(&args.conn.connect)?;
+                }
+                Ok::<_, CliError>(None)
+            })?
+        } else {
+            None
+        };
         let text = if args.json {
-            let mut line = stat_json(client, &queues, &status).to_string();
+            let mut json = stat_json(&client, &queues, &status);
+            json["backend"] = backend
+                .as_ref()
+                .map_or(serde_json::Value::Null, backend_json);
+            let mut line = json.to_string();
             line.push('\n');
             line
         } else {
             format!(
-                "{}\nmanager {}: {} of {} connections, {} objects, {} blocked requests\n",
+                "{}\nmanager {}: {} of {} connections, {} objects, {} blocked requests\n{}",
                 render_table(&queues),
                 client.peer_addr(),
                 status.connections,
                 status.max_connections,
                 status.objects,
-                status.waiters
+                status.waiters,
+                backend.as_ref().map_or(String::new(), render_backend),
             )
         };
         let mut out = io::stdout().lock();
@@ -1248,6 +1278,37 @@ fn stat_json(
         "waiters": status.waiters,
         "queues": queues,
     })
+}
+
+/// `stat --json`'s `backend`.
+fn backend_json(h: &depot_std::BackendHealth) -> serde_json::Value {
+    serde_json::json!({
+        "kind": h.kind,
+        "server": h.server,
+        "connected": h.connected,
+        "since_ms": u64::try_from(h.since.as_millis()).unwrap_or(u64::MAX),
+        "reconnects": h.reconnects,
+        "last_error": h.last_error,
+    })
+}
+
+/// `stat`'s backend block.
+fn render_backend(h: &depot_std::BackendHealth) -> String {
+    let since = h.since.as_secs();
+    let state = match (h.connected, h.server.as_str()) {
+        (true, "") => "connected".to_owned(),
+        (true, server) => format!("connected to {server} for {since}s"),
+        (false, "") => "not connected yet".to_owned(),
+        (false, server) => format!("disconnected from {server} for {since}s"),
+    };
+    let mut s = format!(
+        "backend: {}\n  state: {state}\n  reconnects: {}\n",
+        h.kind, h.reconnects
+    );
+    if !h.last_error.is_empty() {
+        s.push_str(&format!("  last error: {}\n", h.last_error));
+    }
+    s
 }
 
 /// A plain string as a value (CBOR text).

@@ -739,6 +739,10 @@ fn stat_prints_a_table() {
     let status = lines.last().unwrap();
     assert!(status.contains("3 of"), "{status}");
     assert!(status.contains("1 blocked"), "{status}");
+    // A manager that keeps its queues itself has no backend to show.
+    assert!(!r.stdout.contains("backend"), "{}", r.stdout);
+    let json = stat_json(&addr);
+    assert!(json.get("backend").is_some_and(|b| b.is_null()), "{json}");
     drop(blocked);
     m.shutdown().unwrap();
 }

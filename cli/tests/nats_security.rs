@@ -338,8 +338,14 @@ fn an_nkey_server_serves_the_right_seed_and_refuses_another() {
 
 /// `depot stat --json` of the gateway at `addr`.
 fn stat(addr: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&stat_text(addr, &["--json"])).unwrap()
+}
+
+/// `depot stat` of the gateway at `addr`, as printed.
+fn stat_text(addr: SocketAddr, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args(["stat", "--connect", &addr.to_string(), "--json"])
+        .args(["stat", "--connect", &addr.to_string()])
+        .args(extra)
         .env("DEPOT_AUTHKEY", KEY)
         .stdin(Stdio::null())
         .output()
@@ -349,7 +355,20 @@ fn stat(addr: SocketAddr) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `stat --json`'s backend: (connected, server, reconnects, last error).
+fn backend(stat: &serde_json::Value) -> (bool, String, u64, String) {
+    let b = &stat["backend"];
+    assert_eq!(b["kind"], "nats", "{stat}");
+    assert!(b["since_ms"].is_u64(), "{stat}");
+    (
+        b["connected"].as_bool().unwrap(),
+        b["server"].as_str().unwrap().to_owned(),
+        b["reconnects"].as_u64().unwrap(),
+        b["last_error"].as_str().unwrap().to_owned(),
+    )
 }
 
 fn jobs_len(stat: &serde_json::Value) -> Option<u64> {
@@ -387,6 +406,19 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
         q.put(&[i]).unwrap();
     }
     eventually("stat shows 7 items", || jobs_len(&stat(addr)) == Some(7));
+    let server = format!("127.0.0.1:{port}");
+    assert_eq!(
+        backend(&stat(addr)),
+        (true, server.clone(), 0, String::new())
+    );
+    let text = stat_text(addr, &[]);
+    assert!(text.contains("backend: nats\n"), "{text}");
+    assert!(
+        text.contains(&format!("connected to {server} for ")),
+        "{text}"
+    );
+    assert!(text.contains("reconnects: 0\n"), "{text}");
+    assert!(!text.contains("last error"), "{text}");
     assert_eq!(q.qsize().unwrap(), 7);
     q.get().unwrap();
     q.get().unwrap();
@@ -405,6 +437,16 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
     });
     // No stale length is claimed while JetStream cannot be asked.
     eventually("stat shows no length", || jobs_len(&stat(addr)) == Some(0));
+    let (connected, last, reconnects, error) = backend(&stat(addr));
+    assert_eq!((connected, last.as_str(), reconnects), (false, &*server, 1));
+    assert!(!error.is_empty());
+    let text = stat_text(addr, &[]);
+    assert!(
+        text.contains(&format!("disconnected from {server} for ")),
+        "{text}"
+    );
+    assert!(text.contains("reconnects: 1\n"), "{text}");
+    assert!(text.contains(&format!("last error: {error}")), "{text}");
 
     // Back: the gateway reconnects by itself, and the length shows again.
     let _nats = nats_server(port, &dir, "");
@@ -416,6 +458,13 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
     eventually("stat shows 5 items again", || {
         jobs_len(&stat(addr)) == Some(5)
     });
+    let (connected, now, reconnects, _) = backend(&stat(addr));
+    assert_eq!((connected, now.as_str(), reconnects), (true, &*server, 1));
+    let text = stat_text(addr, &[]);
+    assert!(
+        text.contains(&format!("connected to {server} for ")),
+        "{text}"
+    );
     let mut taken = 0;
     while q.get_timeout(Duration::from_secs(1)).is_ok() {
         taken += 1;

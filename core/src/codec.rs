@@ -45,6 +45,9 @@ pub(crate) mod tag {
     pub(crate) const VALUES: u32 = 13;
     pub(crate) const FAILED: u32 = 14;
     pub(crate) const SESSION: u32 = 15;
+    pub(crate) const BACKEND: u32 = 16;
+    /// `Op::BackendStatus`.
+    pub(crate) const OP_BACKEND_STATUS: u32 = 22;
 }
 
 /// Reads postcard values off the front of a byte string.
@@ -382,6 +385,16 @@ impl<'a> Reader<'a> {
             tag::SESSION => Reply::Session {
                 resumed: self.flag(),
             },
+            // Only hosts ask for a backend's health.
+            #[cfg(feature = "backend")]
+            tag::BACKEND => Reply::Backend(self.flag().then(|| crate::wire::BackendHealth {
+                kind: self.str(),
+                server: self.str(),
+                connected: self.flag(),
+                since_ms: self.u64(),
+                reconnects: self.u32(),
+                last_error: self.str(),
+            })),
             _ => self.fail(Reply::Done),
         }
     }
@@ -472,6 +485,7 @@ impl<'a> Reader<'a> {
                 items: Items(self.bytes()),
                 wait: self.wait(),
             },
+            tag::OP_BACKEND_STATUS => Op::BackendStatus,
             _ => self.fail(Op::Status),
         }
     }
@@ -799,6 +813,16 @@ impl<'o> Writer<'o> {
                 self.bytes(text.as_bytes());
             }
             Reply::Session { resumed } => self.u32s(&[tag::SESSION, resumed.into()]),
+            Reply::Backend(None) => self.u32s(&[tag::BACKEND, 0]),
+            Reply::Backend(Some(h)) => {
+                self.u32s(&[tag::BACKEND, 1]);
+                self.bytes(h.kind.as_bytes());
+                self.bytes(h.server.as_bytes());
+                self.u32(h.connected.into());
+                self.varint(h.since_ms);
+                self.u32(h.reconnects);
+                self.bytes(h.last_error.as_bytes());
+            }
             // A manager without leases or objects never gives these replies.
             #[cfg(not(all(feature = "leases", feature = "objects")))]
             _ => self.full = true,
@@ -1032,6 +1056,7 @@ impl<'o> Writer<'o> {
                 self.bytes(items.0);
                 self.wait(wait);
             }
+            Op::BackendStatus => self.u32(tag::OP_BACKEND_STATUS),
             // Not sent by a client without leases or objects (see [`sendable`]).
             #[cfg(not(all(feature = "leases", feature = "objects")))]
             _ => self.full = true,
@@ -1216,7 +1241,7 @@ mod tests {
 
     fn reply(p: &Parts) -> Reply<'_> {
         let n = p.nums;
-        match p.variant % 17 {
+        match p.variant % 19 {
             0 => Reply::Done,
             1 => Reply::Opened(info(p)),
             2 => Reply::Item {
@@ -1268,6 +1293,15 @@ mod tests {
             13 => Reply::Value(&p.bytes),
             14 => Reply::Values(Items(&p.bytes)),
             15 => Reply::Session { resumed: p.flag },
+            16 => Reply::Backend(None),
+            17 => Reply::Backend(Some(crate::wire::BackendHealth {
+                kind: &p.text,
+                server: "nats://127.0.0.1:4222",
+                connected: p.flag,
+                since_ms: p.big[0],
+                reconnects: n[1],
+                last_error: &p.text,
+            })),
             _ => Reply::Failed(&p.text),
         }
     }
@@ -1337,7 +1371,7 @@ mod tests {
 
     fn op(p: &Parts) -> Op<'_> {
         let (handle, n) = (Handle(p.handle), p.nums);
-        match p.variant % 22 {
+        match p.variant % 23 {
             0 => Op::Open { name: &p.text },
             1 => Op::Create {
                 name: &p.text,
@@ -1408,6 +1442,7 @@ mod tests {
                 item: &p.bytes,
                 wait: wait(p),
             },
+            22 => Op::BackendStatus,
             _ => Op::PutManySeq {
                 seq: p.big[1],
                 handle,
@@ -1585,6 +1620,39 @@ mod tests {
             let theirs = postcard::take_from_bytes::<Request>(&bytes).ok().map(|(m, rest)| (m, rest.len()));
             prop_assert_eq!(ours, theirs);
         }
+    }
+
+    /// The largest backend health reply fits the room every small reply has.
+    #[test]
+    fn the_largest_backend_reply_is_a_small_reply() {
+        use crate::wire::{
+            BackendHealth, HEADER_LEN, MAX_BACKEND_ERROR, MAX_BACKEND_KIND, MAX_BACKEND_SERVER,
+            SMALL_REPLY_BOUND, TAG_LEN,
+        };
+        let (kind, server, error) = (
+            "k".repeat(MAX_BACKEND_KIND),
+            "s".repeat(MAX_BACKEND_SERVER),
+            "e".repeat(MAX_BACKEND_ERROR),
+        );
+        let message = Message::Reply {
+            id: u32::MAX,
+            reply: Reply::Backend(Some(BackendHealth {
+                kind: &kind,
+                server: &server,
+                connected: true,
+                since_ms: u64::MAX,
+                reconnects: u32::MAX,
+                last_error: &error,
+            })),
+        };
+        let mut buf = [0; 512];
+        let n = message.encode_into(&mut buf).unwrap();
+        let theirs = postcard::to_slice(&message, &mut [0; 512])
+            .unwrap()
+            .to_vec();
+        assert_eq!(&buf[..n], &theirs[..]);
+        assert!(n + HEADER_LEN + TAG_LEN <= SMALL_REPLY_BOUND, "{n}");
+        assert_eq!(decode_all(&buf[..n], Reader::message), Some(message));
     }
 
     /// Varints at the edges of each width: too long, bits past the type, not minimal.

@@ -1473,7 +1473,7 @@ impl<'a> Manager<'a> {
             // These concern the connection's own requests and leases; a session holds nothing
             // the key could not reach otherwise.
             Op::Cancel { .. } | Op::Ack { .. } | Op::Nack { .. } | Op::Session { .. } => true,
-            Op::Stat { .. } | Op::Status => key.has_anywhere(Rights::ADMIN),
+            Op::Stat { .. } | Op::Status | Op::BackendStatus => key.has_anywhere(Rights::ADMIN),
             Op::Shutdown => key.has_everywhere(Rights::ADMIN),
         };
         if allowed {
@@ -1744,6 +1744,13 @@ impl<'a> Manager<'a> {
                 None
             }
             Op::Shutdown => Some(Reply::Error(ErrorCode::NotAllowed)),
+            #[cfg(feature = "backend")]
+            Op::BackendStatus => {
+                self.backend_status(i, id);
+                None
+            }
+            #[cfg(not(feature = "backend"))]
+            Op::BackendStatus => Some(Reply::Backend(None)),
             Op::CreateObject {
                 name,
                 kind,

@@ -125,7 +125,8 @@ pub fn resend(op: &Op, in_session: bool) -> bool {
         | Op::Size { .. }
         | Op::Join { .. }
         | Op::Stat { .. }
-        | Op::Status => true,
+        | Op::Status
+        | Op::BackendStatus => true,
         Op::PutSeq { .. } | Op::PutManySeq { .. } => in_session,
         Op::Put { .. }
         | Op::PutMany { .. }

@@ -515,6 +515,8 @@ pub enum Op<'a> {
         /// Whether and how long to wait for room, item after item.
         wait: Wait,
     },
+    /// The health of the manager's backend (protocol version 3 addition). Replies `Backend`.
+    BackendStatus,
 }
 
 /// What [`Op::Act`] does. An action that does not apply to the object's kind gets `WrongKind`.
@@ -749,6 +751,35 @@ pub enum Reply<'a> {
         /// forgotten).
         resumed: bool,
     },
+    /// The health of the manager's backend, or `None` when it keeps its queues itself.
+    #[serde(borrow)]
+    Backend(Option<BackendHealth<'a>>),
+}
+
+/// The longest [`BackendHealth::kind`], in bytes.
+pub const MAX_BACKEND_KIND: usize = 16;
+/// The longest [`BackendHealth::server`], in bytes.
+pub const MAX_BACKEND_SERVER: usize = 48;
+/// The longest [`BackendHealth::last_error`], in bytes.
+pub const MAX_BACKEND_ERROR: usize = 64;
+
+/// How a manager's backend fares. Its texts are at most [`MAX_BACKEND_KIND`],
+/// [`MAX_BACKEND_SERVER`] and [`MAX_BACKEND_ERROR`] bytes, so the reply stays small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BackendHealth<'a> {
+    /// The engine, such as `nats`.
+    pub kind: &'a str,
+    /// The server it is (or was last) connected to, if any.
+    pub server: &'a str,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Milliseconds since it last connected or lost its connection.
+    pub since_ms: u64,
+    /// Connections it lost since it started (each followed by attempts to connect again).
+    pub reconnects: u32,
+    /// The last error it met, or empty.
+    pub last_error: &'a str,
 }
 
 /// Why a request failed. The connection stays usable.

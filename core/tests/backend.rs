@@ -8,9 +8,11 @@ mod harness;
 use std::sync::{Arc, Mutex};
 
 use depot_core::manager::backend::{
-    Backend, BackendOutcome, BackendRequest, BackendToken, Completion,
+    Backend, BackendOutcome, BackendRequest, BackendToken, Completion, Health,
 };
-use depot_core::wire::{ErrorCode, Handle, Items, Op, Wait};
+use depot_core::wire::{
+    ErrorCode, Handle, Items, Op, Wait, MAX_BACKEND_ERROR, MAX_BACKEND_KIND, MAX_BACKEND_SERVER,
+};
 use depot_core::*;
 use harness::*;
 
@@ -362,4 +364,76 @@ fn stat_and_size_show_the_length_the_backend_reports() {
 
     *lengths.0.lock().unwrap() = Some(capacity);
     assert_eq!(size(&mut p), (capacity, true));
+}
+
+/// A backend whose health the test sets.
+#[derive(Clone, Default)]
+struct Healthy(Arc<Mutex<Health>>);
+
+impl Backend for Healthy {
+    fn request(&mut self, _: BackendRequest<'_>) {}
+
+    fn health(&self) -> Health {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn backend_status_answers_no_backend_without_one() {
+    let mut p = Pair::with_default();
+    p.connect();
+    assert_eq!(p.call(0, Op::BackendStatus), Owned::Backend(None));
+    // The connection stays usable.
+    p.open(0, "task_queue");
+}
+
+#[test]
+fn backend_status_shows_the_health_the_backend_reports_with_long_texts_cut() {
+    let mut p = Pair::with_default();
+    let health = Healthy::default();
+    p.m.set_backend(Box::new(health.clone()), 64);
+    p.connect();
+    *health.0.lock().unwrap() = Health {
+        kind: "nats".into(),
+        server: "127.0.0.1:4222".into(),
+        connected: true,
+        since_ms: 1500,
+        reconnects: 0,
+        last_error: String::new(),
+    };
+    assert_eq!(
+        p.call(0, Op::BackendStatus),
+        Owned::Backend(Some((
+            "nats".into(),
+            "127.0.0.1:4222".into(),
+            true,
+            1500,
+            0,
+            String::new()
+        )))
+    );
+
+    // Texts past the wire's bounds are cut on a character boundary ("é" is two bytes).
+    let long = "é".repeat(100);
+    *health.0.lock().unwrap() = Health {
+        kind: long.clone(),
+        server: long.clone(),
+        connected: false,
+        since_ms: u64::MAX,
+        reconnects: u32::MAX,
+        last_error: format!("x{long}"),
+    };
+    let Owned::Backend(Some((kind, server, connected, since, reconnects, error))) =
+        p.call(0, Op::BackendStatus)
+    else {
+        panic!("no health")
+    };
+    assert_eq!(kind, "é".repeat(MAX_BACKEND_KIND / 2));
+    assert_eq!(server, "é".repeat(MAX_BACKEND_SERVER / 2));
+    assert_eq!(
+        error,
+        format!("x{}", "é".repeat((MAX_BACKEND_ERROR - 1) / 2))
+    );
+    assert!(error.len() < MAX_BACKEND_ERROR);
+    assert_eq!((connected, since, reconnects), (false, u64::MAX, u32::MAX));
 }

@@ -132,6 +132,7 @@ fn a_put_only_key_puts_and_nothing_else() {
     // No administration.
     assert_eq!(p.call(sensor, Op::Stat { index: 0 }), denied);
     assert_eq!(p.call(sensor, Op::Status), denied);
+    assert_eq!(p.call(sensor, Op::BackendStatus), denied);
     assert_eq!(p.call(sensor, Op::Shutdown), denied);
     assert!(!p.m.is_shutting_down());
     assert_eq!(p.closed(sensor), None, "a refusal keeps the connection");

@@ -98,6 +98,7 @@ enum FOp {
         index: u8,
         made_up: Option<u64>,
     },
+    BackendStatus,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -216,6 +217,7 @@ fn op<'a>(f: &FOp, item: &'static [u8], packed: &'a mut Vec<u8>, leases: &[u64])
         },
         FOp::Stat(i) => Op::Stat { index: i.into() },
         FOp::Status => Op::Status,
+        FOp::BackendStatus => Op::BackendStatus,
         FOp::Shutdown => Op::Shutdown,
         FOp::PutMany {
             handle,
@@ -626,6 +628,7 @@ fn control_check<'c>(
             },
         )
         .unwrap(),
+        c.send(now, Op::BackendStatus).unwrap(),
     ];
     let out = c.poll_transmit().to_vec();
     c.handle_transmitted(out.len());
@@ -664,10 +667,15 @@ fn control_check<'c>(
                 assert_eq!(s.capacity, 4);
                 assert!(s.len <= 4);
             }
+            // This manager keeps its queues itself.
+            Reply::Backend(health) => {
+                assert_eq!(id, ids[4]);
+                assert_eq!(health, None);
+            }
             other => panic!("control: unexpected {other:?}"),
         }
         seen += 1;
     }
-    assert_eq!(seen, 4, "control replies missing");
+    assert_eq!(seen, 5, "control replies missing");
     pump(m, peers, control, now);
 }

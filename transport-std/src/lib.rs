@@ -66,8 +66,8 @@ pub mod tokio;
 pub mod text;
 
 pub use client::{
-    Barrier, Client, Condition, ConnectOptions, Dict, Event, Iter, Leased, List, Lock, LockGuard,
-    Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore, Value,
+    BackendHealth, Barrier, Client, Condition, ConnectOptions, Dict, Event, Iter, Leased, List,
+    Lock, LockGuard, Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore, Value,
 };
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;

@@ -80,6 +80,7 @@ enum Request {
     Join(Handle, Wait),
     Stat(u16),
     Status,
+    BackendStatus,
     Shutdown,
     Return(Handle, Vec<u8>),
     /// Max items, lease ms, wait.
@@ -131,6 +132,7 @@ impl Request {
             },
             Request::Stat(index) => Op::Stat { index: *index },
             Request::Status => Op::Status,
+            Request::BackendStatus => Op::BackendStatus,
             Request::Shutdown => Op::Shutdown,
             Request::Return(handle, item) => Op::Return {
                 handle: *handle,
@@ -397,6 +399,14 @@ impl Client {
     pub async fn status(&self) -> Result<ManagerStatus, Error> {
         match self.exchange(Request::Status).await? {
             Outcome::Status(status) => Ok(status),
+            other => Err(unexpected(other, "")),
+        }
+    }
+
+    /// The health of the manager's backend, `None` when it keeps its queues itself.
+    pub async fn backend_status(&self) -> Result<Option<crate::BackendHealth>, Error> {
+        match self.exchange(Request::BackendStatus).await? {
+            Outcome::Backend(health) => Ok(health),
             other => Err(unexpected(other, "")),
         }
     }

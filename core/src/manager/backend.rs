@@ -161,6 +161,42 @@ pub trait Backend: Send {
         let _ = name;
         None
     }
+
+    /// How the engine's connection fares, for `BackendStatus`. Must not block. A backend that
+    /// does not say is reported connected, with no details.
+    fn health(&self) -> Health {
+        Health {
+            connected: true,
+            ..Health::default()
+        }
+    }
+}
+
+/// How a backend's connection fares (see [`Backend::health`]). Texts longer than the wire
+/// allows ([`crate::wire::BackendHealth`]) are cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The engine, such as `nats`.
+    pub kind: alloc::string::String,
+    /// The server it is (or was last) connected to.
+    pub server: alloc::string::String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Milliseconds since it last connected or lost its connection.
+    pub since_ms: u64,
+    /// Connections it lost since it started (each followed by attempts to connect again).
+    pub reconnects: u32,
+    /// The last error it met, or empty.
+    pub last_error: alloc::string::String,
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -225,6 +261,21 @@ impl<'a> Manager<'a> {
             free: Vec::new(),
             limit: max_pending.max(1),
         });
+    }
+
+    /// Answers connection `i`'s `BackendStatus` request `id`.
+    pub(super) fn backend_status(&mut self, i: usize, id: u32) {
+        use crate::wire::{BackendHealth, MAX_BACKEND_ERROR, MAX_BACKEND_KIND, MAX_BACKEND_SERVER};
+        let health = self.backend.as_ref().map(|b| b.engine.health());
+        let reply = Reply::Backend(health.as_ref().map(|h| BackendHealth {
+            kind: clip(&h.kind, MAX_BACKEND_KIND),
+            server: clip(&h.server, MAX_BACKEND_SERVER),
+            connected: h.connected,
+            since_ms: h.since_ms,
+            reconnects: h.reconnects,
+            last_error: clip(&h.last_error, MAX_BACKEND_ERROR),
+        }));
+        self.reply(i, id, &reply);
     }
 
     /// Whether a backend keeps the queues.

@@ -45,6 +45,8 @@ pub enum Owned {
     Values(Vec<Vec<u8>>),
     Failed(String),
     Session(bool),
+    /// kind, server, connected, since_ms, reconnects, last_error.
+    Backend(Option<(String, String, bool, u64, u32, String)>),
 }
 
 /// `wire::ObjectStat` with an owned name.
@@ -103,6 +105,16 @@ impl Owned {
             Reply::Values(items) => Owned::Values(items.iter().map(<[u8]>::to_vec).collect()),
             Reply::Failed(text) => Owned::Failed(text.to_owned()),
             Reply::Session { resumed } => Owned::Session(resumed),
+            Reply::Backend(h) => Owned::Backend(h.map(|h| {
+                (
+                    h.kind.to_owned(),
+                    h.server.to_owned(),
+                    h.connected,
+                    h.since_ms,
+                    h.reconnects,
+                    h.last_error.to_owned(),
+                )
+            })),
             other => panic!("a reply the harness does not know: {other:?}"),
         }
     }

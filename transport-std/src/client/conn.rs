@@ -87,6 +87,8 @@ pub(crate) enum Outcome {
     },
     /// The session is open; the manager remembered it.
     Session(bool),
+    /// The manager's backend's health, `None` without a backend.
+    Backend(Option<crate::BackendHealth>),
 }
 
 /// [`ObjectStat`] with its name owned.
@@ -129,6 +131,14 @@ impl Outcome {
             Reply::Values(items) => Outcome::Values(items.iter().map(<[u8]>::to_vec).collect()),
             Reply::Failed(text) => Outcome::Failed(text.to_owned()),
             Reply::Session { resumed } => Outcome::Session(resumed),
+            Reply::Backend(health) => Outcome::Backend(health.map(|h| crate::BackendHealth {
+                kind: h.kind.to_owned(),
+                server: h.server.to_owned(),
+                connected: h.connected,
+                since: std::time::Duration::from_millis(h.since_ms),
+                reconnects: h.reconnects,
+                last_error: h.last_error.to_owned(),
+            })),
             // A reply this client never asks for.
             _ => Outcome::Error(ErrorCode::WrongKind),
         }

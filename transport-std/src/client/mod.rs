@@ -500,6 +500,16 @@ impl Client {
         }
     }
 
+    /// The health of the manager's backend (`depot serve --backend`), `None` when the manager
+    /// keeps its queues itself. Needs the rights of [`Client::status`].
+    pub fn backend_status(&self) -> Result<Option<BackendHealth>, Error> {
+        let call = |c: &conn::Conn, _| c.call(Op::BackendStatus);
+        match self.with_conn("backend status", None, |_| Op::BackendStatus, call)? {
+            Outcome::Backend(health) => Ok(health),
+            other => Err(self.unexpected(other, "")),
+        }
+    }
+
     /// Asks the manager to stop; `Err(NotAllowed)` when it refuses.
     pub fn shutdown_manager(&self) -> Result<(), Error> {
         match self.with_conn(
@@ -554,4 +564,21 @@ impl Client {
 /// The error for a failed request's code.
 pub(crate) fn code_error(code: ErrorCode, name: &str) -> Error {
     Error::request(code, name)
+}
+
+/// How a manager's backend fares (see [`Client::backend_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The engine, such as `nats`.
+    pub kind: String,
+    /// The server it is (or was last) connected to ("" before it first connected).
+    pub server: String,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// How long ago it last connected or lost its connection.
+    pub since: Duration,
+    /// Connections it lost since it started (each followed by attempts to connect again).
+    pub reconnects: u32,
+    /// Why it last lost its connection ("" if never).
+    pub last_error: String,
 }

@@ -8,9 +8,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 pub use depot_core::manager::backend::{
-    Backend, BackendOutcome, BackendRequest, BackendToken, Completion,
+    Backend, BackendOutcome, BackendRequest, BackendToken, Completion, Health,
 };
 use depot_core::wire::{ErrorCode, Items, QueueSpec};
 
@@ -84,6 +85,8 @@ pub struct BackendHealth {
     reconnects: AtomicU64,
     server: Mutex<String>,
     last_error: Mutex<String>,
+    /// When it last connected or lost its connection.
+    changed: Mutex<Option<Instant>>,
 }
 
 impl BackendHealth {
@@ -91,12 +94,18 @@ impl BackendHealth {
     pub fn connected(&self, server: &str) {
         *self.server.lock().unwrap_or_else(PoisonError::into_inner) = server.to_owned();
         self.connected.store(true, Ordering::SeqCst);
+        self.mark_change();
+    }
+
+    fn mark_change(&self) {
+        *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// The connection was lost (`why`); a reconnect follows.
     pub fn disconnected(&self, why: &str) {
         if self.connected.swap(false, Ordering::SeqCst) {
             self.reconnects.fetch_add(1, Ordering::SeqCst);
+            self.mark_change();
         }
         *self
             .last_error
@@ -120,6 +129,11 @@ impl BackendHealth {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            since: self
+                .changed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .map(|t| t.elapsed()),
         }
     }
 }
@@ -137,6 +151,39 @@ pub struct BackendState {
     pub reconnects: u64,
     /// Why the connection was last lost ("" if never).
     pub last_error: String,
+    /// How long ago it last connected or lost its connection (`None`: never connected).
+    pub since: Option<Duration>,
+}
+
+/// A backend that reports the health its engine keeps in the link (see [`Backend::health`]).
+struct Reporting {
+    engine: Box<dyn Backend>,
+    kind: String,
+    health: Arc<BackendHealth>,
+}
+
+impl Backend for Reporting {
+    fn request(&mut self, request: BackendRequest<'_>) {
+        self.engine.request(request);
+    }
+
+    fn len(&self, name: &str) -> Option<u32> {
+        self.engine.len(name)
+    }
+
+    fn health(&self) -> Health {
+        let state = self.health.state(&self.kind);
+        Health {
+            kind: state.kind,
+            server: state.server,
+            connected: state.connected,
+            since_ms: state
+                .since
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            reconnects: u32::try_from(state.reconnects).unwrap_or(u32::MAX),
+            last_error: state.last_error,
+        }
+    }
 }
 
 /// Whether the loop has answers to take, so that a batch of answers costs one wake-up.
@@ -238,9 +285,14 @@ pub(crate) fn start(
         health: health.clone(),
         pending: pending.clone(),
     };
-    let backend = (plan.start)(link, queues)
+    let engine = (plan.start)(link, queues)
         .map_err(|e| crate::Error::Config(format!("backend {}: {e}", plan.kind)))?;
-    core.set_backend(backend, max_pending);
+    let backend = Reporting {
+        engine,
+        kind: plan.kind.clone(),
+        health: health.clone(),
+    };
+    core.set_backend(Box::new(backend), max_pending);
     Ok(Running {
         kind: plan.kind.clone(),
         rx,
