@@ -312,12 +312,21 @@ impl<'a> TxBuf<'a> {
         if !self.frame_open() {
             return;
         }
-        let body_at = self.sealed + HEADER_LEN;
-        let len = (self.end - body_at + TAG_LEN) as u32;
-        self.data[self.sealed..body_at].copy_from_slice(&len.to_be_bytes());
-        let (head, rest) = self.data[self.sealed..].split_at_mut(HEADER_LEN);
-        let tag = mac.seal(head, &mut rest[..self.end - body_at]);
-        self.data[self.end..self.end + TAG_LEN].copy_from_slice(&tag);
+        let body_len = self.end - self.sealed - HEADER_LEN;
+        // `push_with` keeps room for the tag past the open frame, so the slices exist; `get`
+        // and the checked splits say so without a panic path each.
+        let frame = self.data.get_mut(self.sealed..self.end + TAG_LEN);
+        let Some((head, rest)) = frame.and_then(|f| f.split_at_mut_checked(HEADER_LEN)) else {
+            return;
+        };
+        let Some((body, tag_at)) = rest.split_at_mut_checked(body_len) else {
+            return;
+        };
+        head.copy_from_slice(&((body_len + TAG_LEN) as u32).to_be_bytes());
+        let tag = mac.seal(head, body);
+        for (to, from) in tag_at.iter_mut().zip(tag) {
+            *to = from;
+        }
         self.end += TAG_LEN;
         self.sealed = self.end;
         #[cfg(feature = "aead")]
