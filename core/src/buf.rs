@@ -61,14 +61,17 @@ impl<'a> RxBuf<'a> {
     }
 
     /// Bytes received and not yet consumed.
+    // Called in many places: one copy is smaller than inlining it at each.
+    #[inline(never)]
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        // `start <= end <= len` always; `get` says so without a panic path.
+        self.data.get(self.start..self.end).unwrap_or_default()
     }
 
     /// The first `len` bytes received and not yet consumed, to open a sealed frame in place.
     pub(crate) fn frame_mut(&mut self, len: usize) -> &mut [u8] {
         let end = self.start.saturating_add(len).min(self.end);
-        &mut self.data[self.start..end]
+        self.data.get_mut(self.start..end).unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -221,11 +224,11 @@ impl<'a> TxBuf<'a> {
         debug_assert!(!self.frame_open());
         self.compact();
         self.data.reserve(self.end + HEADER_LEN + MAX_PLAIN);
-        let body_at = self.end + HEADER_LEN;
-        let out = self.data.get_mut(body_at..).ok_or(NoRoom)?;
+        let frame = self.data.get_mut(self.end..).ok_or(NoRoom)?;
+        let (head, out) = frame.split_at_mut_checked(HEADER_LEN).ok_or(NoRoom)?;
         let len = msg.encode_into(out).ok_or(NoRoom)?;
-        self.data[self.end..body_at].copy_from_slice(&(len as u32).to_be_bytes());
-        self.end = body_at + len;
+        head.copy_from_slice(&(len as u32).to_be_bytes());
+        self.end += HEADER_LEN + len;
         self.sealed = self.end;
         self.plain_end = self.end;
         Ok(())
@@ -376,7 +379,7 @@ impl<'a> TxBuf<'a> {
 
     /// Sealed bytes waiting for the transport.
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.data[self.start..self.sealed]
+        self.data.get(self.start..self.sealed).unwrap_or_default()
     }
 
     /// The transport sent `n` bytes of [`TxBuf::pending`].
@@ -386,7 +389,9 @@ impl<'a> TxBuf<'a> {
             self.clear();
             return;
         }
-        while let Some(len) = peek_body_len(&self.data[self.head..self.sealed]) {
+        while let Some(len) =
+            peek_body_len(self.data.get(self.head..self.sealed).unwrap_or_default())
+        {
             let frame_end = self.head + HEADER_LEN + len as usize;
             if frame_end > self.start {
                 break;

@@ -532,7 +532,7 @@ impl<'a> Client<'a> {
             }
         };
         // `take_message` checked this message; decoding it again lets the reply borrow `rx`.
-        match Reader::new(&self.rx.bytes()[at..end]).message() {
+        match Reader::new(self.rx.bytes().get(at..end).unwrap_or_default()).message() {
             Some(Message::Reply { id, reply }) => Some(Event::Reply { id, reply }),
             _ => None,
         }
@@ -656,7 +656,7 @@ impl<'a> Client<'a> {
     /// request in flight, `None` when the manager said it is closing.
     fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
-        let mut reader = Reader::new(&self.rx.bytes()[at..end]);
+        let mut reader = Reader::new(self.rx.bytes().get(at..end).unwrap_or_default());
         let Some(message) = reader.message() else {
             return Err(Error::Closed(CloseReason::Malformed));
         };
