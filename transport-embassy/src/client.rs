@@ -356,7 +356,8 @@ impl Shared<'_> {
                     Filed::Error(code) => Ok(Reply::Error(code)),
                     Filed::Item(handle, len) => Ok(Reply::Item {
                         handle,
-                        item: &self.calls.item[..len],
+                        // Filed only when it fitted: `get` says so without a panic path.
+                        item: self.calls.item.get(..len).unwrap_or_default(),
                     }),
                     #[cfg(feature = "sessions")]
                     Filed::Session(resumed) => Ok(Reply::Session { resumed }),
@@ -515,7 +516,7 @@ impl Shared<'_> {
             self.calls.held = false;
             return true;
         };
-        let item = &self.calls.item[..len];
+        let item = self.calls.item.get(..len).unwrap_or_default();
         match self.core.send(now(), Op::Return { handle, item }) {
             Ok(id) => {
                 self.calls.calls[index] = Call {
