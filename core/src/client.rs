@@ -438,11 +438,10 @@ impl<'a> Client<'a> {
         }
         let index = (0..n)
             .map(|k| (self.next_slot + k) % n)
-            .find(|&i| !self.slots[i].busy);
-        let Some(index) = index else {
+            .find(|&i| self.slots.get(i).is_some_and(|s| !s.busy));
+        let Some((index, slot)) = index.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
             return Err(Error::InFlightLimit);
         };
-        let slot = &mut self.slots[index];
         let id = (u32::from(slot.generation) << 16) | index as u32;
         self.tx
             .push(&Request { id, op }, self.peer_max, tx_mac)
