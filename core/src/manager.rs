@@ -2598,10 +2598,14 @@ fn each_unsent<'t>(tx: &'t TxBuf, f: &mut dyn FnMut(Handle, ItemsOf<'t>)) {
     }
 }
 
+/// Something handed each visited element in turn.
+#[cfg(any(test, not(feature = "alloc")))]
+type Visitor<'v, T> = dyn FnMut(T) + 'v;
+
 /// Calls `f` with what `each` visits, last first, without a heap: `each` runs once to count
 /// and once more per element (quadratic, for the few replies of a lent output).
 #[cfg(any(test, not(feature = "alloc")))]
-fn visit_last_first<T>(each: &dyn Fn(&mut dyn FnMut(T)), f: &mut dyn FnMut(T)) {
+fn visit_last_first<T>(each: &dyn Fn(&mut Visitor<T>), f: &mut Visitor<T>) {
     let mut count = 0usize;
     each(&mut |_| count += 1);
     for n in (0..count).rev() {
@@ -2972,10 +2976,9 @@ mod tests {
         for len in 0..6u8 {
             let items: heapless::Vec<u8, 8> = (0..len).collect();
             let mut seen: heapless::Vec<u8, 8> = heapless::Vec::new();
-            visit_last_first(
-                &|f: &mut dyn FnMut(u8)| items.iter().for_each(|&x| f(x)),
-                &mut |x| seen.push(x).unwrap(),
-            );
+            visit_last_first(&|f| items.iter().for_each(|&x| f(x)), &mut |x| {
+                seen.push(x).unwrap()
+            });
             let expected: heapless::Vec<u8, 8> = (0..len).rev().collect();
             assert_eq!(seen, expected);
         }
