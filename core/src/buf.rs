@@ -61,14 +61,17 @@ impl<'a> RxBuf<'a> {
     }
 
     /// Bytes received and not yet consumed.
+    // Called in many places: one copy is smaller than inlining it at each.
+    #[inline(never)]
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        // `start <= end <= len` always; `get` says so without a panic path.
+        self.data.get(self.start..self.end).unwrap_or_default()
     }
 
     /// The first `len` bytes received and not yet consumed, to open a sealed frame in place.
     pub(crate) fn frame_mut(&mut self, len: usize) -> &mut [u8] {
         let end = self.start.saturating_add(len).min(self.end);
-        &mut self.data[self.start..end]
+        self.data.get_mut(self.start..end).unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -221,11 +224,11 @@ impl<'a> TxBuf<'a> {
         debug_assert!(!self.frame_open());
         self.compact();
         self.data.reserve(self.end + HEADER_LEN + MAX_PLAIN);
-        let body_at = self.end + HEADER_LEN;
-        let out = self.data.get_mut(body_at..).ok_or(NoRoom)?;
+        let frame = self.data.get_mut(self.end..).ok_or(NoRoom)?;
+        let (head, out) = frame.split_at_mut_checked(HEADER_LEN).ok_or(NoRoom)?;
         let len = msg.encode_into(out).ok_or(NoRoom)?;
-        self.data[self.end..body_at].copy_from_slice(&(len as u32).to_be_bytes());
-        self.end = body_at + len;
+        head.copy_from_slice(&(len as u32).to_be_bytes());
+        self.end += HEADER_LEN + len;
         self.sealed = self.end;
         self.plain_end = self.end;
         Ok(())
@@ -312,12 +315,21 @@ impl<'a> TxBuf<'a> {
         if !self.frame_open() {
             return;
         }
-        let body_at = self.sealed + HEADER_LEN;
-        let len = (self.end - body_at + TAG_LEN) as u32;
-        self.data[self.sealed..body_at].copy_from_slice(&len.to_be_bytes());
-        let (head, rest) = self.data[self.sealed..].split_at_mut(HEADER_LEN);
-        let tag = mac.seal(head, &mut rest[..self.end - body_at]);
-        self.data[self.end..self.end + TAG_LEN].copy_from_slice(&tag);
+        let body_len = self.end - self.sealed - HEADER_LEN;
+        // `push_with` keeps room for the tag past the open frame, so the slices exist; `get`
+        // and the checked splits say so without a panic path each.
+        let frame = self.data.get_mut(self.sealed..self.end + TAG_LEN);
+        let Some((head, rest)) = frame.and_then(|f| f.split_at_mut_checked(HEADER_LEN)) else {
+            return;
+        };
+        let Some((body, tag_at)) = rest.split_at_mut_checked(body_len) else {
+            return;
+        };
+        head.copy_from_slice(&((body_len + TAG_LEN) as u32).to_be_bytes());
+        let tag = mac.seal(head, body);
+        for (to, from) in tag_at.iter_mut().zip(tag) {
+            *to = from;
+        }
         self.end += TAG_LEN;
         self.sealed = self.end;
         #[cfg(feature = "aead")]
@@ -367,7 +379,7 @@ impl<'a> TxBuf<'a> {
 
     /// Sealed bytes waiting for the transport.
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.data[self.start..self.sealed]
+        self.data.get(self.start..self.sealed).unwrap_or_default()
     }
 
     /// The transport sent `n` bytes of [`TxBuf::pending`].
@@ -377,7 +389,9 @@ impl<'a> TxBuf<'a> {
             self.clear();
             return;
         }
-        while let Some(len) = peek_body_len(&self.data[self.head..self.sealed]) {
+        while let Some(len) =
+            peek_body_len(self.data.get(self.head..self.sealed).unwrap_or_default())
+        {
             let frame_end = self.head + HEADER_LEN + len as usize;
             if frame_end > self.start {
                 break;

@@ -438,11 +438,10 @@ impl<'a> Client<'a> {
         }
         let index = (0..n)
             .map(|k| (self.next_slot + k) % n)
-            .find(|&i| !self.slots[i].busy);
-        let Some(index) = index else {
+            .find(|&i| self.slots.get(i).is_some_and(|s| !s.busy));
+        let Some((index, slot)) = index.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
             return Err(Error::InFlightLimit);
         };
-        let slot = &mut self.slots[index];
         let id = (u32::from(slot.generation) << 16) | index as u32;
         self.tx
             .push(&Request { id, op }, self.peer_max, tx_mac)
@@ -532,7 +531,7 @@ impl<'a> Client<'a> {
             }
         };
         // `take_message` checked this message; decoding it again lets the reply borrow `rx`.
-        match Reader::new(&self.rx.bytes()[at..end]).message() {
+        match Reader::new(self.rx.bytes().get(at..end).unwrap_or_default()).message() {
             Some(Message::Reply { id, reply }) => Some(Event::Reply { id, reply }),
             _ => None,
         }
@@ -656,7 +655,7 @@ impl<'a> Client<'a> {
     /// request in flight, `None` when the manager said it is closing.
     fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
-        let mut reader = Reader::new(&self.rx.bytes()[at..end]);
+        let mut reader = Reader::new(self.rx.bytes().get(at..end).unwrap_or_default());
         let Some(message) = reader.message() else {
             return Err(Error::Closed(CloseReason::Malformed));
         };

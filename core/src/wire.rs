@@ -1026,17 +1026,19 @@ impl<'a> Iterator for ItemsIter<'a> {
 
 /// Writes `v` as a LEB128 varint; returns its length.
 pub(crate) fn write_varint(out: &mut [u8; 5], mut v: u32) -> usize {
+    // A u32 takes at most 5 bytes (7 bits each), so the loop ends by the last one: walking
+    // `out` itself, rather than indexing it, links in no panic path.
     let mut n = 0;
-    loop {
-        let byte = (v & 0x7F) as u8;
+    for slot in out.iter_mut() {
+        *slot = (v & 0x7F) as u8;
         v >>= 7;
-        if v == 0 {
-            out[n] = byte;
-            return n + 1;
-        }
-        out[n] = byte | 0x80;
         n += 1;
+        if v == 0 {
+            break;
+        }
+        *slot |= 0x80;
     }
+    n
 }
 
 /// The length of `v` as a varint.
@@ -1069,4 +1071,30 @@ fn read_varint(bytes: &[u8]) -> Option<(u32, usize)> {
 /// Whether `name` is a valid object name: 1 to [`MAX_NAME_LEN`] bytes, no control characters.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod varint_tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_every_length() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            (1 << 21) - 1,
+            1 << 21,
+            1 << 28,
+            u32::MAX,
+        ] {
+            let mut out = [0; 5];
+            let n = write_varint(&mut out, v);
+            assert_eq!(n, varint_len(v), "{v}");
+            assert_eq!(read_varint(&out[..n]), Some((v, n)), "{v}");
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! It is made for one executor on one core (`RefCell`, no `Send`); the cell is only borrowed
 //! inside a poll, never across an `.await`.
 
-use core::cell::{Cell, RefCell};
+use core::cell::{Cell, RefCell, RefMut};
 use core::future::{poll_fn, Future};
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
@@ -356,7 +356,8 @@ impl Shared<'_> {
                     Filed::Error(code) => Ok(Reply::Error(code)),
                     Filed::Item(handle, len) => Ok(Reply::Item {
                         handle,
-                        item: &self.calls.item[..len],
+                        // Filed only when it fitted: `get` says so without a panic path.
+                        item: self.calls.item.get(..len).unwrap_or_default(),
                     }),
                     #[cfg(feature = "sessions")]
                     Filed::Session(resumed) => Ok(Reply::Session { resumed }),
@@ -515,7 +516,7 @@ impl Shared<'_> {
             self.calls.held = false;
             return true;
         };
-        let item = &self.calls.item[..len];
+        let item = self.calls.item.get(..len).unwrap_or_default();
         match self.core.send(now(), Op::Return { handle, item }) {
             Ok(id) => {
                 self.calls.calls[index] = Call {
@@ -572,6 +573,13 @@ pub struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
+    /// The state behind the cell, borrowed in one out-of-line place: `RefCell::borrow_mut`
+    /// inlined at every call links in a panic path and its location at each.
+    #[inline(never)]
+    pub(crate) fn lock(&self) -> RefMut<'_, Shared<'a>> {
+        self.shared.borrow_mut()
+    }
+
     /// Opens `socket` (a fresh, unconnected `TcpSocket`) to `endpoint` and runs the mutual
     /// authkey handshake. A wrong key gives `Error::Depot(depot_core::Error::AuthFailed)`.
     ///
@@ -652,7 +660,7 @@ impl<'a> Client<'a> {
     /// Runs the handshake the core has queued; then the largest item is known.
     pub(crate) fn handshake(&self) -> impl Future<Output = Result<(), Error>> + use<'_, 'a> {
         poll_fn(|cx| {
-            let mut shared = self.shared.borrow_mut();
+            let mut shared = self.lock();
             loop {
                 if shared.core.is_ready() {
                     self.max_item.set(shared.core.max_item());
@@ -750,17 +758,17 @@ impl<'a> Client<'a> {
         // A reconnecting client stops coming back: later calls fail too.
         #[cfg(feature = "sessions")]
         {
-            self.shared.borrow_mut().resume = None;
+            self.lock().resume = None;
         }
-        if let Some(socket) = &mut self.shared.borrow_mut().socket {
+        if let Some(socket) = &mut self.lock().socket {
             socket.close();
         }
-        let flushed = poll_fn(|cx| match &mut self.shared.borrow_mut().socket {
+        let flushed = poll_fn(|cx| match &mut self.lock().socket {
             Some(socket) => poll_once(cx, socket.flush()),
             None => Poll::Ready(Ok(())),
         });
         let _ = with_timeout(LINGER, flushed).await;
-        let mut shared = self.shared.borrow_mut();
+        let mut shared = self.lock();
         shared.core.handle_close();
         shared.calls.wake_all();
     }
@@ -806,7 +814,7 @@ impl<'a> Client<'a> {
             &mut Option<bool>,
         >,
     ) -> Result<R, Error> {
-        let sent = poll_fn(|cx| self.shared.borrow_mut().poll_send(cx, op, gated)).await;
+        let sent = poll_fn(|cx| self.lock().poll_send(cx, op, gated)).await;
         let id = match sent {
             Ok(id) => id,
             Err(e) => {
@@ -826,8 +834,7 @@ impl<'a> Client<'a> {
         };
         let mut result = None;
         let outcome = poll_fn(|cx| {
-            self.shared
-                .borrow_mut()
+            self.lock()
                 .poll_reply(cx, id, &mut |reply| result = Some(f(reply)))
         })
         .await;
@@ -857,7 +864,7 @@ struct InFlight<'c, 'a> {
 impl Drop for InFlight<'_, '_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.client.shared.borrow_mut().abandon(self.id);
+            self.client.lock().abandon(self.id);
         }
     }
 }

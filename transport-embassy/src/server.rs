@@ -7,7 +7,7 @@
 //! (handshake, limits, timeouts, blocked requests); a loop only reads, writes, and sleeps until
 //! its socket, the clock or another connection (a `put` answering a blocked `get`) wakes it.
 
-use core::cell::{Cell, RefCell};
+use core::cell::{Cell, RefCell, RefMut};
 use core::future::pending;
 use core::pin::pin;
 
@@ -151,11 +151,18 @@ struct Core<'a> {
 
 impl<'a, const N: usize> Shared<'a, N> {
     fn with<R>(&self, f: impl FnOnce(&mut Core<'a>) -> R) -> R {
-        f(&mut self.core.borrow_mut())
+        f(&mut self.lock())
     }
 
     fn manager<R>(&self, f: impl FnOnce(&mut Manager<'a>) -> R) -> R {
-        f(&mut self.core.borrow_mut().manager)
+        f(&mut self.lock().manager)
+    }
+
+    /// The core, borrowed in one out-of-line place: `RefCell::borrow_mut` inlined into every
+    /// closure's caller links in a panic path and its location at each.
+    #[inline(never)]
+    fn lock(&self) -> RefMut<'_, Core<'a>> {
+        self.core.borrow_mut()
     }
 
     /// After any call into the manager: wakes the loops whose connections may have changed,
