@@ -206,3 +206,24 @@ where
     let elapsed = last.map_or(Duration::ZERO, |at| at - start);
     Ok(Measurement::rate(received, elapsed).with_cpu(cpu))
 }
+
+/// Lets a pipelined producer and consumer go together (each waits on `ready`, then `go`, as
+/// the caller does here) and joins them: the moment they were let go and the consumer's end.
+pub(crate) fn release_pair(
+    ready: &Barrier,
+    go: &Barrier,
+    producer: thread::ScopedJoinHandle<'_, Result<()>>,
+    consumer: thread::ScopedJoinHandle<'_, Result<Instant>>,
+) -> Result<(Instant, Instant)> {
+    ready.wait();
+    let start = Instant::now();
+    go.wait();
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow!("the producer panicked"))?;
+    let consumed = consumer
+        .join()
+        .map_err(|_| anyhow!("the consumer panicked"))?;
+    produced?;
+    consumed.map(|last| (start, last))
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use depot_std::{Client, Error, ErrorCode};
 
 mod serve;
-use serve::free_port;
+use serve::{free_port, metric, scrape};
 
 const KEY: &str = "gateway-test-key-0123456789abcdef";
 
@@ -84,24 +84,6 @@ fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
         Duration::from_millis(500),
     );
     (Proc(child), addr)
-}
-
-/// The gateway's Prometheus metrics (`serve --metrics ADDR`).
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-/// The value of the metric line starting with `name`.
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Connects to the first gateway of `addrs` that answers, trying them in turn.
@@ -304,20 +286,34 @@ fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
         assert_eq!(leased.deliveries(), [1]);
         leased.take_items().pop().unwrap()
     };
-    let mut back = qb
-        .get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
-        .expect("the lease of a closed connection comes back at once");
-    assert_eq!(back.deliveries(), [2]);
-    assert_eq!(back.take_items().pop().unwrap(), held);
-    back.ack().unwrap();
+    // JetStream redelivers it, not necessarily ahead of the items never taken (SCALING.md):
+    // those are given back until it comes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut back = qb
+            .get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
+            .expect("the lease of a closed connection comes back at once");
+        let d = back.deliveries()[0];
+        if back.take_items().pop().unwrap() == held {
+            assert_eq!(d, 2, "the given-back item counts its second delivery");
+            back.ack().unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the given-back item did not come back"
+        );
+        back.nack().unwrap();
+    }
 
     // A lease held through a gateway that is killed comes back after ack_wait.
     let mut lost = qa.get_leased(Duration::from_secs(60)).unwrap();
+    let again = lost.deliveries()[0] + 1;
     let lost_item = lost.take_items().pop().unwrap();
     a.kill();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !seen.iter().any(|(i, d)| *i == lost_item && *d == 2) {
+    while Instant::now() < deadline && !seen.iter().any(|(i, d)| *i == lost_item && *d == again) {
         if let Ok(mut leased) =
             qb.get_leased_timeout(Duration::from_secs(60), Duration::from_secs(1))
         {
@@ -327,7 +323,7 @@ fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
         }
     }
     assert!(
-        seen.iter().any(|(i, d)| *i == lost_item && *d == 2),
+        seen.iter().any(|(i, d)| *i == lost_item && *d == again),
         "the item leased through the killed gateway came back: {seen:?}"
     );
     // Nothing else is left, and room is back.

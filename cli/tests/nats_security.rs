@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use depot_std::Client;
 
 mod serve;
-use serve::free_port;
+use serve::{free_port, metric, scrape};
 
 const KEY: &str = "gateway-security-key-0123456789ab";
 
@@ -474,22 +474,6 @@ fn stat_and_metrics_show_the_backend_queues_and_connection() {
         jobs_len(&stat(addr)) == Some(0)
     });
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// A JWT of `claims` (issuer and subject added) signed by `issuer`.

@@ -306,17 +306,7 @@ pub(crate) fn pipelined(
             }
             Ok(Instant::now())
         });
-        ready.wait();
-        let start = Instant::now();
-        go.wait();
-        let produced = producer
-            .join()
-            .map_err(|_| anyhow!("the producer panicked"))?;
-        let consumed = consumer
-            .join()
-            .map_err(|_| anyhow!("the consumer panicked"))?;
-        produced?;
-        consumed.map(|last| (start, last))
+        crate::threaded::release_pair(&ready, &go, producer, consumer)
     })?;
     Ok(
         Measurement::rate(shape.items, last - start).with_note(format!(

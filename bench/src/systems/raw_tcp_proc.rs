@@ -17,7 +17,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
@@ -137,17 +137,7 @@ fn pipelined(addr: SocketAddr, shape: &Transfer) -> Result<Measurement> {
             })?;
             Ok(Instant::now())
         });
-        ready.wait();
-        let start = Instant::now();
-        go.wait();
-        let produced = producer
-            .join()
-            .map_err(|_| anyhow!("the producer panicked"))?;
-        let consumed = consumer
-            .join()
-            .map_err(|_| anyhow!("the consumer panicked"))?;
-        produced?;
-        consumed.map(|last| (start, last))
+        crate::threaded::release_pair(&ready, &go, producer, consumer)
     })?;
     Ok(
         Measurement::rate(shape.items, last - start).with_note(format!(

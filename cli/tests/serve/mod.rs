@@ -59,3 +59,21 @@ pub fn serve(args: &[&std::ffi::OsStr], key: &str, within: Duration, pause: Dura
         thread::sleep(pause);
     }
 }
+
+/// A gateway's Prometheus metrics (`serve --metrics ADDR`).
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The value of the metric line starting with `name`.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
