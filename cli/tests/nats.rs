@@ -14,8 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,32 +23,9 @@ use std::time::{Duration, Instant};
 use depot_std::{Client, Error, ErrorCode};
 
 mod serve;
-use serve::{free_port, metric, scrape};
+use serve::{free_port, metric, scrape, temp_dir, Proc};
 
 const KEY: &str = "gateway-test-key-0123456789abcdef";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("depot-nats-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A `nats-server -js` on `port`, its store in `dir`, with `extra` arguments.
 fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
