@@ -29,21 +29,12 @@ const KEY: &str = "gateway-test-key-0123456789abcdef";
 
 /// A `nats-server -js` on `port`, its store in `dir`, with `extra` arguments.
 fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs (tests/install installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
+    let port_text = port.to_string();
+    let fixed = ["-js", "-a", "127.0.0.1", "-p", port_text.as_str(), "-sd"];
+    let mut args: Vec<&OsStr> = fixed.iter().map(OsStr::new).collect();
+    args.push(dir.as_os_str());
+    args.extend(extra.iter().map(OsStr::new));
+    serve::start_nats(&args, port)
 }
 
 /// A `depot serve --backend …` gateway; retried while the backend is not ready yet (a

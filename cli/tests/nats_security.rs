@@ -13,7 +13,7 @@
 //!   again when the server restarts (over TLS too).
 
 use std::ffi::OsStr;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -139,20 +139,7 @@ fn nats_server(port: u16, dir: &Path, conf: &str) -> Proc {
         ),
     )
     .unwrap();
-    let child = Command::new("nats-server")
-        .arg("-c")
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server runs (tests/install installs it)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
+    serve::start_nats(&[OsStr::new("-c"), file.as_os_str()], port)
 }
 
 /// A `depot serve --backend URL ARGS` gateway serving queue `jobs`.

@@ -109,3 +109,20 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Starts `nats-server` with `args` and waits until it listens on `port`.
+pub fn start_nats(args: &[&std::ffi::OsStr], port: u16) -> Proc {
+    let child = Command::new("nats-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (tests/install installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
+}
