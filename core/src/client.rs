@@ -736,6 +736,7 @@ impl<'a> Client<'a> {
         }
     }
 
+    #[inline(never)]
     fn close(&mut self, error: Error) {
         if !matches!(self.state, State::Closed { .. }) {
             self.state = State::Closed {

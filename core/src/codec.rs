@@ -677,6 +677,7 @@ impl<'o> Writer<'o> {
         (!self.full).then_some(self.at)
     }
 
+    #[inline(never)]
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
         // `checked_add`: the slice found is then as long as `bytes` (no panic path).
         let at = self.at;
@@ -1160,7 +1161,7 @@ impl Encode for ClientHello {
         w.raw(&[self.min_version, self.max_version]);
         w.raw(&self.nonce);
         w.u32(self.max_frame);
-        w.bytes(self.key.as_str().as_bytes());
+        w.bytes(self.key.as_bytes());
         w.u8(self.encrypt.into());
     }
 }
