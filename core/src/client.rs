@@ -247,6 +247,7 @@ impl<'a> Client<'a> {
     }
 
     /// The hello this client sends (and hashes into the handshake transcript).
+    #[inline(never)]
     fn hello(&self, nonce: [u8; NONCE_LEN]) -> ClientHello {
         let max_frame = self.rx.capacity().saturating_sub(HEADER_LEN);
         ClientHello {
