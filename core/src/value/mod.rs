@@ -342,11 +342,11 @@ fn is_utf8(bytes: &[u8]) -> bool {
             0xf4 => (4, 0x80..=0x8f),
             _ => return false,
         };
-        if !bytes.get(i + 1).is_some_and(|b| second.contains(b)) {
+        if bytes.get(i + 1).is_none_or(|b| !second.contains(b)) {
             return false;
         }
         for k in 2..len {
-            if !bytes.get(i + k).is_some_and(|b| b & 0xc0 == 0x80) {
+            if bytes.get(i + k).is_none_or(|b| b & 0xc0 != 0x80) {
                 return false;
             }
         }
