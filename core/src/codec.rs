@@ -400,6 +400,13 @@ impl<'a> Reader<'a> {
                 reconnects: self.u32(),
                 last_error: self.str(),
             })),
+            // A manager without a backend answers `BackendStatus` with `Backend(None)`, and
+            // reads that back among its unsent output: the one form it can give.
+            #[cfg(not(feature = "backend"))]
+            tag::BACKEND => match self.flag() {
+                false => Reply::Backend(None),
+                true => self.fail(Reply::Done),
+            },
             _ => self.fail(Reply::Done),
         }
     }
@@ -1703,6 +1710,18 @@ mod tests {
             .to_vec();
         assert_eq!(&buf[..n], &theirs[..]);
         assert!(n + HEADER_LEN + TAG_LEN <= SMALL_REPLY_BOUND, "{n}");
+        assert_eq!(decode_all(&buf[..n], Reader::message), Some(message));
+    }
+
+    /// A manager built without a backend reads back the one backend reply it gives.
+    #[test]
+    fn no_backend_is_read_back_by_every_build() {
+        let message = Message::Reply {
+            id: 7,
+            reply: Reply::Backend(None),
+        };
+        let mut buf = [0; 16];
+        let n = message.encode_into(&mut buf).unwrap();
         assert_eq!(decode_all(&buf[..n], Reader::message), Some(message));
     }
 
