@@ -252,7 +252,7 @@ struct ServeArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     write_stall_timeout: Option<Duration>,
 
-    /// Microseconds the event loop keeps looking for more input, yielding its CPU, before it sleeps after a busy turn: spares one-request-at-a-time clients a wake-up per request, at the price of CPU time while busy (0: sleep at once) [default: 50].
+    /// Microseconds the event loop (and, with --backend, the NATS connection's reader) keeps looking for more input, yielding its CPU, before it sleeps after a busy turn: spares one-request-at-a-time clients a wake-up per request, at the price of CPU time while busy (0: sleep at once) [default: 50].
     #[arg(long, value_name = "MICROS")]
     busy_poll_us: Option<u64>,
 
@@ -931,8 +931,11 @@ fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptio
 
 fn serve(args: ServeArgs, authkey_file: Option<PathBuf>) -> CliResult {
     let dead_letters = args.dead_letters.clone();
-    let backend = nats_backend(&args)?;
+    let mut backend = nats_backend(&args)?;
     let s = ServeSettings::new(args, authkey_file)?;
+    if let (Some(opts), Some(us)) = (&mut backend, s.busy_poll_us) {
+        opts.busy_poll = Duration::from_micros(us);
+    }
     let mut builder = Manager::builder()
         .listen(s.listen.as_str())
         .allow_remote_shutdown(s.allow_remote_shutdown);

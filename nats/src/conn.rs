@@ -4,7 +4,9 @@
 //! credentials when asked.
 //!
 //! A reader thread owns the connection: it connects (trying the servers in turn), reads and
-//! dispatches messages to the [`Handler`], and reconnects when the connection is lost.
+//! dispatches messages to the [`Handler`], and reconnects when the connection is lost. It looks
+//! for input without sleeping for a moment ([`Options::busy_poll`]) before it blocks: an
+//! answer that comes soon is read without the cost of waking a sleeping thread.
 //! [`Conn::publish`] writes on the caller's thread without blocking (no hand-off to another
 //! thread on the hot path); what the socket does not take at once goes to a writer thread,
 //! which sends it, many messages per write. What is published while
@@ -12,11 +14,13 @@
 //! deadlines (put acknowledgements, fetches re-issued on [`Handler::connected`]) cover it.
 //! Over TLS every write goes through the writer thread, which seals and sends in order.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
+
+use depot_std::busy::read_soon;
 
 use crate::nkeys::UserKey;
 use crate::tls::{Session, TlsConfig};
@@ -49,6 +53,10 @@ pub struct Options {
     /// TLS to every server (a server that does not offer it is refused); without it, a
     /// server that requires TLS is refused.
     pub tls: Option<TlsConfig>,
+    /// How long the reader thread looks for input without sleeping, yielding its CPU between
+    /// looks, before it blocks: an answer expected soon is then read without a wake-up
+    /// ([`depot_std::DEFAULT_BUSY_POLL`] is the usual; zero blocks at once).
+    pub busy_poll: Duration,
 }
 
 /// A message from the server.
@@ -356,7 +364,7 @@ impl Conn {
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
-        let mut reader = Reader::new(stream.try_clone()?);
+        let mut reader = Reader::new(stream.try_clone()?, opts.busy_poll);
         let info = reader.line()?;
         let Some(info) = info
             .strip_prefix("INFO ")
@@ -671,12 +679,14 @@ struct Reader {
     tls: Option<Arc<Session>>,
     raw: Vec<u8>,
     tls_wants_write: bool,
+    busy_poll: Duration,
 }
 
 impl Reader {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, busy_poll: Duration) -> Self {
         Reader {
             stream,
+            busy_poll,
             buf: vec![0; 64 << 10],
             start: 0,
             end: 0,
@@ -689,7 +699,7 @@ impl Reader {
     /// Reads into `buf[end..]` (not empty): from the socket, or what TLS opens of it.
     fn fill(&mut self) -> io::Result<usize> {
         let Some(tls) = &self.tls else {
-            return self.stream.read(&mut self.buf[self.end..]);
+            return read_soon(&self.stream, &mut self.buf[self.end..], self.busy_poll);
         };
         loop {
             if let Some(n) = tls.open(&mut self.buf[self.end..])? {
@@ -697,7 +707,7 @@ impl Reader {
             }
             if self.raw.is_empty() {
                 let mut chunk = [0u8; 16 << 10];
-                let n = self.stream.read(&mut chunk)?;
+                let n = read_soon(&self.stream, &mut chunk, self.busy_poll)?;
                 if n == 0 {
                     return Ok(0);
                 }

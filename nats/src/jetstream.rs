@@ -59,10 +59,14 @@ pub struct JetStreamOptions {
     pub ack_wait: Duration,
     /// Streams are named `<prefix><queue>` and their subjects `<prefix>.<queue>` (lowercased).
     pub prefix: String,
+    /// How long the NATS connection's reader looks for JetStream's answers without sleeping
+    /// before it blocks (see [`crate::conn::Options::busy_poll`]; zero: block at once).
+    pub busy_poll: Duration,
 }
 
 impl JetStreamOptions {
-    /// The defaults for these servers: no credentials, one replica, 30 s `ack_wait`.
+    /// The defaults for these servers: no credentials, one replica, 30 s `ack_wait`, busy
+    /// polling for [`depot_std::DEFAULT_BUSY_POLL`].
     pub fn new(servers: Vec<String>) -> Self {
         JetStreamOptions {
             servers,
@@ -71,6 +75,7 @@ impl JetStreamOptions {
             replicas: 1,
             ack_wait: Duration::from_secs(30),
             prefix: "DEPOT_".into(),
+            busy_poll: depot_std::DEFAULT_BUSY_POLL,
         }
     }
 }
@@ -951,6 +956,7 @@ pub fn start(
             auth: opts.auth.clone(),
             name: "depot gateway".into(),
             tls: opts.tls.clone(),
+            busy_poll: opts.busy_poll,
         },
         Arc::new(Router(Arc::downgrade(&shared))),
         Duration::from_secs(10),

@@ -63,6 +63,7 @@ mod sync;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub mod busy;
 pub mod text;
 
 /// How long a client waiting for a reply, and the manager's event loop after a turn with

@@ -305,6 +305,9 @@ impl Plain {
             auth: Auth::None,
             name: "bench".into(),
             tls: None,
+            // The reader blocks at once: measured faster for a plain client, whose caller
+            // thread waits on a channel anyway (BENCHMARKS.md, gateways over JetStream).
+            busy_poll: Duration::ZERO,
         };
         let conn = Conn::start(
             opts,
