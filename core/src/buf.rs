@@ -404,9 +404,11 @@ impl<'a> TxBuf<'a> {
     /// (the open frame included): what a peer that stopped reading never got.
     pub(crate) fn unsent(&self) -> impl Iterator<Item = &[u8]> {
         let mut at = self.head.max(self.plain_end);
-        let open = (self.end > self.sealed).then(|| &self.data[self.sealed + HEADER_LEN..self.end]);
+        let open = (self.end > self.sealed)
+            .then(|| self.data.get(self.sealed + HEADER_LEN..self.end))
+            .flatten();
         core::iter::from_fn(move || {
-            let len = peek_body_len(&self.data[at..self.sealed])? as usize;
+            let len = peek_body_len(self.data.get(at..self.sealed)?)? as usize;
             let body = self.data.get(at + HEADER_LEN..at + HEADER_LEN + len)?;
             at += HEADER_LEN + len;
             Some(&body[..len.saturating_sub(TAG_LEN)])

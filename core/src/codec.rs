@@ -164,6 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-prefixed byte string (postcard's lengths are `usize` varints).
+    #[inline(never)]
     fn bytes(&mut self) -> &'a [u8] {
         let len = self.varint(usize::BITS);
         match usize::try_from(len) {
@@ -180,10 +181,12 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(never)]
     fn handle(&mut self) -> Handle {
         Handle(self.u16())
     }
 
+    #[inline(never)]
     fn wait(&mut self) -> Wait {
         match self.u32() {
             0 => Wait::NoWait,

@@ -380,7 +380,8 @@ impl KeyName {
     /// The name.
     pub fn as_str(&self) -> &str {
         // Only `new` fills it, from a `&str`.
-        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        let bytes = self.bytes.get(..self.len as usize).unwrap_or_default();
+        core::str::from_utf8(bytes).unwrap_or("")
     }
 }
 
