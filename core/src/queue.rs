@@ -308,6 +308,7 @@ impl<'a> Queue<'a> {
         }
     }
 
+    #[inline(never)]
     fn write_at(&mut self, at: usize, bytes: &[u8]) {
         let first = bytes.len().min(self.storage.len() - at);
         let (a, b) = bytes.split_at(first);
