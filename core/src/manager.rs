@@ -2904,6 +2904,7 @@ impl Manager<'_> {
 
 /// How long a request that cannot complete now may stay parked, in milliseconds (`None`:
 /// forever); `Err` is the answer it gets at once instead (`at_once` for `NoWait`).
+#[inline(never)]
 fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode> {
     match wait {
         Wait::NoWait => Err(at_once),
