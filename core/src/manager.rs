@@ -353,6 +353,7 @@ impl Take {
 }
 
 /// Whether `item` may go into a queue of `spec`: a value queue takes only one well-formed value.
+#[inline(never)]
 fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
     spec.mode != crate::wire::QueueMode::Value || crate::value::validate(item).is_ok()
 }
