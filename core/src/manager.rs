@@ -1143,7 +1143,7 @@ impl<'a> Manager<'a> {
         self.registry.stat(index)
     }
 
-#[inline(never)]
+    #[inline(never)]
     fn link(&mut self, list: List, i: usize) {
         let l = list as usize;
         let Some(c) = self.conns.get_mut(i) else {
