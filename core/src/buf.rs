@@ -256,6 +256,7 @@ impl<'a> TxBuf<'a> {
 
     /// Appends a message to the open frame, sealing it and opening another when the message
     /// would push it past `max_body` (the peer's frame limit, tag included).
+    // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     pub(crate) fn push(
         &mut self,

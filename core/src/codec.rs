@@ -164,6 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-prefixed byte string (postcard's lengths are `usize` varints).
+    // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     fn bytes(&mut self) -> &'a [u8] {
         let len = self.varint(usize::BITS);
@@ -181,11 +182,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     fn handle(&mut self) -> Handle {
         Handle(self.u16())
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     fn wait(&mut self) -> Wait {
         match self.u32() {

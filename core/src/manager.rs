@@ -353,6 +353,7 @@ impl Take {
 }
 
 /// Whether `item` may go into a queue of `spec`: a value queue takes only one well-formed value.
+// Called from several places: one copy, not one inlined into each (firmware flash).
 #[inline(never)]
 fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
     spec.mode != crate::wire::QueueMode::Value || crate::value::validate(item).is_ok()
@@ -1143,6 +1144,7 @@ impl<'a> Manager<'a> {
         self.registry.stat(index)
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     fn link(&mut self, list: List, i: usize) {
         let l = list as usize;
@@ -2905,6 +2907,7 @@ impl Manager<'_> {
 
 /// How long a request that cannot complete now may stay parked, in milliseconds (`None`:
 /// forever); `Err` is the answer it gets at once instead (`at_once` for `NoWait`).
+// Called from several places: one copy, not one inlined into each (firmware flash).
 #[inline(never)]
 fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode> {
     match wait {
