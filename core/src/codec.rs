@@ -820,6 +820,8 @@ impl<'o> Writer<'o> {
             }
             Reply::Session { resumed } => self.u32s(&[tag::SESSION, resumed.into()]),
             Reply::Backend(None) => self.u32s(&[tag::BACKEND, 0]),
+            // Only a manager with a backend reports one.
+            #[cfg(feature = "backend")]
             Reply::Backend(Some(h)) => {
                 self.u32s(&[tag::BACKEND, 1]);
                 self.bytes(h.kind.as_bytes());
@@ -829,8 +831,8 @@ impl<'o> Writer<'o> {
                 self.u32(h.reconnects);
                 self.bytes(h.last_error.as_bytes());
             }
-            // A manager without leases or objects never gives these replies.
-            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            // A manager without leases, objects or a backend never gives these replies.
+            #[cfg(not(all(feature = "leases", feature = "objects", feature = "backend")))]
             _ => self.full = true,
         }
     }
