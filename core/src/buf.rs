@@ -257,6 +257,8 @@ impl<'a> TxBuf<'a> {
 
     /// Appends a message to the open frame, sealing it and opening another when the message
     /// would push it past `max_body` (the peer's frame limit, tag included).
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     pub(crate) fn push(
         &mut self,
         msg: &dyn Encode,
@@ -405,9 +407,11 @@ impl<'a> TxBuf<'a> {
     /// (the open frame included): what a peer that stopped reading never got.
     pub(crate) fn unsent(&self) -> impl Iterator<Item = &[u8]> {
         let mut at = self.head.max(self.plain_end);
-        let open = (self.end > self.sealed).then(|| &self.data[self.sealed + HEADER_LEN..self.end]);
+        let open = (self.end > self.sealed)
+            .then(|| self.data.get(self.sealed + HEADER_LEN..self.end))
+            .flatten();
         core::iter::from_fn(move || {
-            let len = peek_body_len(&self.data[at..self.sealed])? as usize;
+            let len = peek_body_len(self.data.get(at..self.sealed)?)? as usize;
             let body = self.data.get(at + HEADER_LEN..at + HEADER_LEN + len)?;
             at += HEADER_LEN + len;
             Some(&body[..len.saturating_sub(TAG_LEN)])

@@ -164,6 +164,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-prefixed byte string (postcard's lengths are `usize` varints).
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     fn bytes(&mut self) -> &'a [u8] {
         let len = self.varint(usize::BITS);
         match usize::try_from(len) {
@@ -180,10 +182,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     fn handle(&mut self) -> Handle {
         Handle(self.u16())
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     fn wait(&mut self) -> Wait {
         match self.u32() {
             0 => Wait::NoWait,
@@ -839,6 +845,8 @@ impl<'o> Writer<'o> {
             }
             Reply::Session { resumed } => self.u32s(&[tag::SESSION, resumed.into()]),
             Reply::Backend(None) => self.u32s(&[tag::BACKEND, 0]),
+            // Only a manager with a backend reports one.
+            #[cfg(feature = "backend")]
             Reply::Backend(Some(h)) => {
                 self.u32s(&[tag::BACKEND, 1]);
                 self.bytes(h.kind.as_bytes());
@@ -848,8 +856,8 @@ impl<'o> Writer<'o> {
                 self.u32(h.reconnects);
                 self.bytes(h.last_error.as_bytes());
             }
-            // A manager without leases or objects never gives these replies.
-            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            // A manager without leases, objects or a backend never gives these replies.
+            #[cfg(not(all(feature = "leases", feature = "objects", feature = "backend")))]
             _ => self.full = true,
         }
     }

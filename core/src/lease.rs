@@ -383,8 +383,8 @@ impl Slots for Managed<'_, LeaseSlot> {
     fn cell(&self, i: u32) -> &TimerCell {
         &self[i as usize].timer
     }
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-        &mut self[i as usize].timer
+    fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell> {
+        self.get_mut(i as usize).map(|l| &mut l.timer)
     }
 }
 
@@ -404,8 +404,8 @@ impl Slots for NewestFirst<'_, '_> {
     fn cell(&self, i: u32) -> &TimerCell {
         &self.0[i as usize].due
     }
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-        &mut self.0[i as usize].due
+    fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell> {
+        self.0.get_mut(i as usize).map(|l| &mut l.due)
     }
 }
 

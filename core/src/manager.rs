@@ -353,6 +353,8 @@ impl Take {
 }
 
 /// Whether `item` may go into a queue of `spec`: a value queue takes only one well-formed value.
+// Called from several places: one copy, not one inlined into each (firmware flash).
+#[inline(never)]
 fn fits_mode(spec: crate::wire::QueueSpec, item: &[u8]) -> bool {
     spec.mode != crate::wire::QueueMode::Value || crate::value::validate(item).is_ok()
 }
@@ -755,7 +757,8 @@ impl<'a> Manager<'a> {
         let bucket = self.source_bucket(&nonce, source);
         let limit = self.config.max_handshaking_per_source;
         if let Some(b) = bucket {
-            if limit > 0 && self.conns[b as usize].source_count >= limit {
+            let count = self.conns.get(b as usize).map_or(0, |c| c.source_count);
+            if limit > 0 && count >= limit {
                 return Err(AcceptError::SourceLimit);
             }
         }
@@ -768,7 +771,9 @@ impl<'a> Manager<'a> {
         }
         let free = &mut self.lists[List::Free as usize];
         let index = free.head;
-        let c = &mut self.conns[index as usize];
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return Err(AcceptError::Busy);
+        };
         free.head = c.links[0];
         c.links = [NONE; 2];
         let deadline = now.add_millis(self.config.handshake_timeout_ms.into());
@@ -781,7 +786,9 @@ impl<'a> Manager<'a> {
         c.frame_deadline = None;
         c.tx_progress = now;
         let len = source.len().min(SOURCE_LEN);
-        c.peer[..len].copy_from_slice(&source[..len]);
+        if let (Some(to), Some(from)) = (c.peer.get_mut(..len), source.get(..len)) {
+            to.copy_from_slice(from);
+        }
         c.peer_len = len as u8;
         c.key = NO_KEY;
         self.open_conns += 1;
@@ -838,12 +845,14 @@ impl<'a> Manager<'a> {
 
     /// Counts connection `i` as in its handshake, awaiting its hello.
     fn enter_handshake(&mut self, i: usize, bucket: Option<u32>) {
-        debug_assert!(self.conns[i].hs_stage.is_none());
-        self.conns[i].source = bucket.unwrap_or(NONE);
+        if let Some(c) = self.conns.get_mut(i) {
+            debug_assert!(c.hs_stage.is_none());
+            c.source = bucket.unwrap_or(NONE);
+        }
         self.hs_link(i, Stage::Hello);
         self.handshaking += 1;
-        if let Some(b) = bucket {
-            self.conns[b as usize].source_count += 1;
+        if let Some(c) = bucket.and_then(|b| self.conns.get_mut(b as usize)) {
+            c.source_count += 1;
         }
     }
 
@@ -961,7 +970,9 @@ impl<'a> Manager<'a> {
             if n == 0 {
                 return taken;
             }
-            space[..n].copy_from_slice(&bytes[taken..taken + n]);
+            if let (Some(to), Some(from)) = (space.get_mut(..n), bytes.get(taken..taken + n)) {
+                to.copy_from_slice(from);
+            }
             taken += n;
             self.handle_received(id, now, n);
         }
@@ -1036,7 +1047,9 @@ impl<'a> Manager<'a> {
         #[cfg(feature = "backend")]
         self.backend_closed(i);
         self.disarm(i);
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         c.state = State::Free;
         c.rx.clear();
         c.tx.clear();
@@ -1048,7 +1061,9 @@ impl<'a> Manager<'a> {
         // lists before it joins the free list.
         self.unlink(List::Ready, i);
         self.unlink(List::Resume, i);
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         c.links[0] = self.lists[List::Free as usize].head;
         self.lists[List::Free as usize].head = i as u32;
         self.open_conns -= 1;
@@ -1129,6 +1144,8 @@ impl<'a> Manager<'a> {
         self.registry.stat(index)
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     fn link(&mut self, list: List, i: usize) {
         let l = list as usize;
         let Some(c) = self.conns.get_mut(i) else {
@@ -2201,7 +2218,9 @@ impl<'a> Manager<'a> {
         timeout_ms: Option<u32>,
         waiter: Waiter,
     ) -> bool {
-        let c = &self.conns[i];
+        let Some(c) = self.conns.get(i) else {
+            return false;
+        };
         // Keep room for one more ordinary reply, so the connection never pauses for good.
         let room = c.tx.capacity().saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
         let reserve = waiter.reserve.max(SMALL_REPLY_BOUND as u32) as usize;
@@ -2226,9 +2245,10 @@ impl<'a> Manager<'a> {
             self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
             return false;
         }
-        let c = &mut self.conns[i];
-        c.waiters += 1;
-        c.reserved += reserve;
+        if let Some(c) = self.conns.get_mut(i) {
+            c.waiters += 1;
+            c.reserved += reserve;
+        }
         true
     }
 
@@ -2252,11 +2272,12 @@ impl<'a> Manager<'a> {
                         push_items(&mut q.queue, rest, &mut self.journal, handle);
                     let accepted = accepted + count;
                     let offset = offset + used as u32;
-                    self.waiters.get_mut(w).hold = Hold::Items {
+                    let hold = Hold::Items {
                         parked: at,
                         offset,
                         accepted,
                     };
+                    self.waiters.set_hold(w, hold);
                     let finished = error.is_some() || offset as usize >= parked.len();
                     self.session_progress(w, accepted);
                     if finished {
@@ -2419,7 +2440,7 @@ impl<'a> Manager<'a> {
             self.waiter_left(waiter);
         }
         // What is left are holdings; none (as after a shutdown) costs no pass over the pool.
-        if self.conns[i].waiters > 0 {
+        if self.conns.get(i).is_some_and(|c| c.waiters > 0) {
             self.drop_holdings(i);
         }
         if cancelled_put {
@@ -2886,6 +2907,8 @@ impl Manager<'_> {
 
 /// How long a request that cannot complete now may stay parked, in milliseconds (`None`:
 /// forever); `Err` is the answer it gets at once instead (`at_once` for `NoWait`).
+// Called from several places: one copy, not one inlined into each (firmware flash).
+#[inline(never)]
 fn park_timeout(wait: Wait, at_once: ErrorCode) -> Result<Option<u32>, ErrorCode> {
     match wait {
         Wait::NoWait => Err(at_once),
@@ -2956,7 +2979,7 @@ pub(crate) fn encode_items_reply<'q>(
         to_head.copy_from_slice(varint.get(..head)?);
         let (to_a, to_b) = to_item.split_at_mut_checked(a.len())?;
         to_a.copy_from_slice(a);
-        to_b.copy_from_slice(b);
+        to_b.get_mut(..b.len())?.copy_from_slice(b);
         at = item_end;
     }
     (at == end).then_some(end)
@@ -2969,8 +2992,10 @@ pub fn encode_busy(out: &mut [u8; 16]) -> &[u8] {
     else {
         return &[];
     };
-    out[..HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
-    &out[..HEADER_LEN + body]
+    if let Some(head) = out.first_chunk_mut::<HEADER_LEN>() {
+        *head = (body as u32).to_be_bytes();
+    }
+    out.get(..HEADER_LEN + body).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ impl<'a> ParkStore<'a> {
     }
 
     /// [`ParkStore::store`] for an item held in two pieces (as a queue holds one that wraps).
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     pub(crate) fn store_parts(
         &mut self,
         a: &[u8],

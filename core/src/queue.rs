@@ -308,6 +308,8 @@ impl<'a> Queue<'a> {
         }
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     fn write_at(&mut self, at: usize, bytes: &[u8]) {
         let first = bytes.len().min(self.storage.len() - at);
         let (a, b) = bytes.split_at(first);

@@ -215,6 +215,8 @@ impl<'a> Registry<'a> {
         matches!(slot.state, SlotState::Used(_)).then_some(slot.name.as_str())
     }
 
+    // Called from several places: one copy, not one inlined into each (firmware flash).
+    #[inline(never)]
     pub(crate) fn info(&self, handle: Handle) -> Option<ObjectInfo> {
         self.slots.get(handle.0 as usize)?.info(handle)
     }

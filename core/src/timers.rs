@@ -63,7 +63,8 @@ pub(crate) trait Slots {
         a < b
     }
     fn cell(&self, i: u32) -> &TimerCell;
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell;
+    /// `None` only for a slot the table does not have (no panic path to link in).
+    fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell>;
 }
 
 /// The deadlines of a kind of slot, earliest first.
@@ -144,7 +145,9 @@ impl Heap {
         if p == NONE {
             return;
         }
-        s.cell_mut(slot).pos = NONE;
+        if let Some(cell) = s.cell_mut(slot) {
+            cell.pos = NONE;
+        }
         self.len -= 1;
         let last = self.len;
         if p != last {
@@ -159,8 +162,12 @@ impl Heap {
         {
             self.steps += 1;
         }
-        s.cell_mut(p).entry = slot;
-        s.cell_mut(slot).pos = p;
+        if let Some(cell) = s.cell_mut(p) {
+            cell.entry = slot;
+        }
+        if let Some(cell) = s.cell_mut(slot) {
+            cell.pos = p;
+        }
     }
 
     /// Moves the entry at `p` to its place: up while it goes before its parent, then down
@@ -245,7 +252,9 @@ impl Scan {
     }
 
     pub(crate) fn update<S: Slots + ?Sized>(&mut self, s: &mut S, slot: u32) {
-        let cell = s.cell_mut(slot);
+        let Some(cell) = s.cell_mut(slot) else {
+            return;
+        };
         if !cell.is_set() {
             cell.pos = 0;
             self.len += 1;
@@ -253,7 +262,9 @@ impl Scan {
     }
 
     pub(crate) fn remove<S: Slots + ?Sized>(&mut self, s: &mut S, slot: u32) {
-        let cell = s.cell_mut(slot);
+        let Some(cell) = s.cell_mut(slot) else {
+            return;
+        };
         if cell.is_set() {
             cell.pos = NONE;
             self.len -= 1;
@@ -285,8 +296,8 @@ mod tests {
         fn cell(&self, i: u32) -> &TimerCell {
             &self.cells[i as usize]
         }
-        fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-            &mut self.cells[i as usize]
+        fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell> {
+            self.cells.get_mut(i as usize)
         }
     }
 

@@ -186,8 +186,16 @@ impl<'a> Waiters<'a> {
         self.slots.get(index as usize).unwrap_or(&NO_WAITER)
     }
 
+    #[cfg(feature = "objects")]
     pub(crate) fn get_mut(&mut self, index: u32) -> &mut Waiter {
         &mut self.slots[index as usize]
+    }
+
+    /// Sets what the waiter in slot `index` holds (nothing for a slot the pool does not have).
+    pub(crate) fn set_hold(&mut self, index: u32, hold: Hold) {
+        if let Some(w) = self.slots.get_mut(index as usize) {
+            w.hold = hold;
+        }
     }
 
     /// Parks `waiter` at the back of `list`; `None` when the pool is full.
@@ -341,14 +349,14 @@ impl Slots for Managed<'_, Waiter> {
         self.len() as u32
     }
     fn deadline(&self, slot: u32) -> Instant {
-        self[slot as usize]
-            .deadline()
+        self.get(slot as usize)
+            .and_then(Waiter::deadline)
             .unwrap_or(Instant::from_millis(u64::MAX))
     }
     fn cell(&self, i: u32) -> &TimerCell {
-        &self[i as usize].timer
+        self.get(i as usize).map_or(&TimerCell::EMPTY, |w| &w.timer)
     }
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-        &mut self[i as usize].timer
+    fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell> {
+        self.get_mut(i as usize).map(|w| &mut w.timer)
     }
 }

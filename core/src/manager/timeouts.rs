@@ -39,13 +39,14 @@ impl Slots for Managed<'_, Connection<'_>> {
         self.len() as u32
     }
     fn deadline(&self, slot: u32) -> Instant {
-        self[slot as usize].timer_at
+        self.get(slot as usize)
+            .map_or(Instant::from_millis(u64::MAX), |c| c.timer_at)
     }
     fn cell(&self, i: u32) -> &TimerCell {
-        &self[i as usize].timer
+        self.get(i as usize).map_or(&TimerCell::EMPTY, |c| &c.timer)
     }
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-        &mut self[i as usize].timer
+    fn cell_mut(&mut self, i: u32) -> Option<&mut TimerCell> {
+        self.get_mut(i as usize).map(|c| &mut c.timer)
     }
 }
 
@@ -93,7 +94,9 @@ impl Manager<'_> {
     /// Makes sure connection `i` is woken by `at`: O(1) when its entry is that early already,
     /// else O(log n).
     pub(super) fn arm(&mut self, i: usize, at: Instant) {
-        let c = &mut self.conns[i];
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
         if c.timer.is_set() && c.timer_at <= at {
             return;
         }
@@ -104,7 +107,7 @@ impl Manager<'_> {
     /// Arms connection `i` for its next deadline, if it has one.
     fn arm_conn(&mut self, i: usize) {
         let at = match self.due(i) {
-            Due::Close(d, _) => earlier(d, self.conns[i].frame_deadline),
+            Due::Close(d, _) => earlier(d, self.conns.get(i).and_then(|c| c.frame_deadline)),
             Due::Flush(at) | Due::Refuse(at) => Some(at),
             Due::Nothing => None,
         };
@@ -120,7 +123,9 @@ impl Manager<'_> {
 
     /// Connection `i`'s next deadline and what it does.
     fn due(&self, i: usize) -> Due {
-        let c = &self.conns[i];
+        let Some(c) = self.conns.get(i) else {
+            return Due::Nothing;
+        };
         let stall = c
             .tx_progress
             .add_millis(self.config.write_stall_timeout_ms.into());
@@ -166,13 +171,14 @@ impl Manager<'_> {
                 self.link(super::List::Ready, i);
             }
             Due::Refuse(at) if at <= now => {
-                let c = &mut self.conns[i];
-                let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                if let Some(c) = self.conns.get_mut(i) {
+                    let _ = c.tx.push_plain(&ServerVerdict::AuthFailed);
+                }
                 self.begin_close(i, CloseReason::AuthFailed);
             }
             Due::Flush(at) | Due::Refuse(at) => self.arm(i, at),
             Due::Close(deadline, reason) => {
-                let frame_deadline = self.conns[i].frame_deadline;
+                let frame_deadline = self.conns.get(i).and_then(|c| c.frame_deadline);
                 if deadline.is_some_and(|d| d <= now) {
                     self.begin_close(i, reason);
                 } else if frame_deadline.is_some_and(|d| d <= now) {
