@@ -16,6 +16,7 @@ use crate::seal::{Encryption, FrameKey};
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::{Deadline, Instant};
+use crate::timers::{TimerCell, Timers};
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
@@ -42,6 +43,8 @@ pub struct RequestSlot {
     /// The queue a get takes from, so items of an abandoned get can be given back.
     handle: Option<Handle>,
     deadline: Deadline,
+    /// Its share of the client's deadline heap (`timers`).
+    timer: TimerCell,
 }
 
 impl RequestSlot {
@@ -53,6 +56,7 @@ impl RequestSlot {
         cancel_pending: false,
         handle: None,
         deadline: Deadline::NONE,
+        timer: TimerCell::EMPTY,
     };
 }
 
@@ -129,6 +133,8 @@ pub struct Client<'a> {
     rx: RxBuf<'a>,
     tx: TxBuf<'a>,
     slots: Managed<'a, RequestSlot>,
+    /// The reply deadlines of the requests in flight, earliest first.
+    timers: Timers,
     /// Abandoned requests whose `Cancel` is not yet written.
     cancels_pending: usize,
     in_flight: usize,
@@ -201,6 +207,7 @@ impl<'a> Client<'a> {
             rx,
             tx,
             slots,
+            timers: Timers::new(),
             cancels_pending: 0,
             in_flight: 0,
             next_slot: 0,
@@ -231,6 +238,7 @@ impl<'a> Client<'a> {
                 ..RequestSlot::FREE
             };
         }
+        self.timers = Timers::new();
         self.cancels_pending = 0;
         self.in_flight = 0;
         self.next_slot = 0;
@@ -339,7 +347,11 @@ impl<'a> Client<'a> {
         }
         slot.abandoned = true;
         slot.cancel_pending = true;
-        slot.deadline = Deadline::NONE;
+        // Nobody waits for its reply any more, so it has no deadline.
+        self.timers.remove(&mut self.slots, id & 0xFFFF);
+        if let Some(slot) = self.slots.get_mut((id & 0xFFFF) as usize) {
+            slot.deadline = Deadline::NONE;
+        }
         self.cancels_pending += 1;
         self.write_cancels();
     }
@@ -389,12 +401,7 @@ impl<'a> Client<'a> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::SentHello { .. } | State::SentProof { .. } => Some(self.handshake_deadline),
-            State::Ready { .. } => self
-                .slots
-                .iter()
-                .filter(|s| s.busy)
-                .filter_map(|s| s.deadline.get())
-                .min(),
+            State::Ready { .. } => self.timers.next(&self.slots),
             State::Closed { .. } => None,
         }
     }
@@ -403,10 +410,8 @@ impl<'a> Client<'a> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let overdue = match self.state {
             State::SentHello { .. } | State::SentProof { .. } => self.handshake_deadline <= now,
-            State::Ready { .. } => self
-                .slots
-                .iter()
-                .any(|s| s.busy && s.deadline.get().is_some_and(|d| d <= now)),
+            // The earliest deadline is enough: any overdue reply closes the connection.
+            State::Ready { .. } => self.timers.next(&self.slots).is_some_and(|d| d <= now),
             State::Closed { .. } => false,
         };
         if overdue {
@@ -472,6 +477,9 @@ impl<'a> Client<'a> {
             Wait::NoWait => Some(now.add_millis(grace)),
             Wait::Millis(ms) => Some(now.add_millis(grace + u64::from(ms))),
         });
+        if slot.deadline != Deadline::NONE {
+            self.timers.update(&mut self.slots, index as u32);
+        }
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)
@@ -697,6 +705,7 @@ impl<'a> Client<'a> {
                         }
                     }
                 }
+                self.timers.remove(&mut self.slots, id & 0xFFFF);
                 let Some(slot) = slot_in(&mut self.slots, id) else {
                     return Err(Error::Closed(CloseReason::Unexpected));
                 };
@@ -705,6 +714,7 @@ impl<'a> Client<'a> {
                 }
                 *slot = RequestSlot {
                     generation: slot.generation.wrapping_add(1),
+                    timer: slot.timer.keep_entry(),
                     ..RequestSlot::FREE
                 };
                 self.in_flight -= 1;
@@ -837,3 +847,22 @@ fn slot_in(slots: &mut [RequestSlot], id: u32) -> Option<&mut RequestSlot> {
         .get_mut((id & 0xFFFF) as usize)
         .filter(|s| s.busy && u32::from(s.generation) == id >> 16)
 }
+
+impl crate::timers::Slots for Managed<'_, RequestSlot> {
+    fn count(&self) -> u32 {
+        self.len() as u32
+    }
+    fn deadline(&self, slot: u32) -> Instant {
+        let deadline = self.get(slot as usize).and_then(|s| s.deadline.get());
+        deadline.unwrap_or(Instant::from_millis(u64::MAX))
+    }
+    fn cell(&self, i: u32) -> &TimerCell {
+        &self[i as usize].timer
+    }
+    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
+        &mut self[i as usize].timer
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -168,8 +168,6 @@ struct State {
     /// Replies filed so far other than refusals: each may have freed room for a blocked
     /// request (see [`Outcome::Refused`]).
     progress: u64,
-    /// No reply is due before this (see [`Conn::lead`]).
-    quiet_until: Instant,
 }
 
 struct Writer {
@@ -301,7 +299,6 @@ impl Conn {
                 sleepers: 0,
                 filed: 0,
                 progress: 0,
-                quiet_until: Instant::ZERO,
             }),
             changed: Condvar::new(),
             writer: Mutex::new(Writer {
@@ -565,21 +562,10 @@ impl Conn {
                     return Ok(None);
                 }
                 let now = self.now();
-                // The core finds its next deadline by scanning every request slot, which cost
-                // more than the rest of a small request's bookkeeping. Each deadline is at least
-                // `REPLY_GRACE_MS` after its request was sent, so none falls before the earlier
-                // of the last deadline found and the last look + `REPLY_GRACE_MS`: until then the
-                // wait is the longest one without looking.
-                if now.add_millis(MAX_READ_WAIT.as_millis() as u64) <= g.quiet_until {
-                    MAX_READ_WAIT
-                } else {
-                    let deadline = g.core.with(|c| c.poll_timeout());
-                    let grace = now.add_millis(u64::from(REPLY_GRACE_MS));
-                    g.quiet_until = deadline.map_or(grace, |d| d.min(grace));
-                    deadline.map_or(MAX_READ_WAIT, |d| {
-                        Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
-                    })
-                }
+                let deadline = g.core.with(|c| c.poll_timeout());
+                deadline.map_or(MAX_READ_WAIT, |d| {
+                    Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
+                })
             };
             // Waking early is harmless (the loop just looks again), so the socket's timeout
             // is only changed when it is longer than the wait, or far shorter: usually the wait
