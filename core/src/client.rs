@@ -23,6 +23,10 @@ use crate::wire::{
     NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, VERSION,
 };
 
+pub use error::{SendError, SendUnansweredError};
+
+mod error;
+
 /// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
 /// not reported.
 const INTERNAL_ID: u32 = u32::MAX;
@@ -422,39 +426,39 @@ impl<'a> Client<'a> {
 
     /// Sends a request; returns its id, which the matching [`Event::Reply`] carries.
     /// Requests for leases and objects are `NotAllowed` without those features.
-    pub fn send(&mut self, now: Instant, op: Op) -> Result<u32, Error> {
+    pub fn send(&mut self, now: Instant, op: Op) -> Result<u32, SendError> {
         self.apply_consumed();
         if !sendable(&op) {
-            return Err(Error::NotAllowed);
+            return Err(SendError::NotAllowed);
         }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
-            State::Closed { error, .. } => return Err(*error),
-            _ => return Err(Error::NotReady),
+            State::Closed { error, .. } => return Err(SendError::Closed(*error)),
+            _ => return Err(SendError::NotReady),
         };
         if let Op::Put { item, .. } = op {
             if item.len() > self.peer_max.saturating_sub(TAG_LEN + PUT_OVERHEAD) {
-                return Err(Error::TooLarge);
+                return Err(SendError::TooLarge);
             }
         }
         let n = self.slots.len().min(0xFFFF);
         if self.in_flight >= n {
-            return Err(Error::InFlightLimit);
+            return Err(SendError::InFlightLimit);
         }
         let index = (0..n)
             .map(|k| (self.next_slot + k) % n)
             .find(|&i| self.slots.get(i).is_some_and(|s| !s.busy));
         let Some((index, slot)) = index.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
-            return Err(Error::InFlightLimit);
+            return Err(SendError::InFlightLimit);
         };
         let id = (u32::from(slot.generation) << 16) | index as u32;
         self.tx
             .push(&Request { id, op }, self.peer_max, tx_mac)
             .map_err(|_| {
                 if self.tx.capacity() < HEADER_LEN + TAG_LEN + PUT_OVERHEAD + op_payload(&op) {
-                    Error::TooLarge
+                    SendError::TooLarge
                 } else {
-                    Error::WouldBlock
+                    SendError::WouldBlock
                 }
             })?;
         let wait = match op {
@@ -487,15 +491,15 @@ impl<'a> Client<'a> {
 
     /// Sends a request whose reply is not reported, such as an ack the caller does not wait for:
     /// it takes no request slot, and a refusal is only logged.
-    pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
+    pub fn send_unanswered(&mut self, op: Op) -> Result<(), SendUnansweredError> {
         self.apply_consumed();
         if !sendable(&op) {
-            return Err(Error::NotAllowed);
+            return Err(SendUnansweredError::NotAllowed);
         }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
-            State::Closed { error, .. } => return Err(*error),
-            _ => return Err(Error::NotReady),
+            State::Closed { error, .. } => return Err(SendUnansweredError::Closed(*error)),
+            _ => return Err(SendUnansweredError::NotReady),
         };
         let request = Request {
             id: INTERNAL_ID,
@@ -503,7 +507,7 @@ impl<'a> Client<'a> {
         };
         self.tx
             .push(&request, self.peer_max, tx_mac)
-            .map_err(|_| Error::WouldBlock)
+            .map_err(|_| SendUnansweredError::WouldBlock)
     }
 
     /// The next event, if any. Item bytes in a reply borrow the receive buffer until the next

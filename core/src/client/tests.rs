@@ -217,3 +217,47 @@ fn one_due_request_among_ten_thousand_costs_log_n() {
         "{steps} heap steps for one deadline among {n}"
     );
 }
+
+/// Each refusal of `send` and `send_unanswered` is its own variant, and becomes the crate's
+/// `Error` it was before, text included.
+#[test]
+fn send_refusals_are_typed() {
+    use super::{SendError, SendUnansweredError};
+    use std::string::ToString;
+
+    let config = ClientConfig::default();
+    let mut fresh = Client::owned(config, KEY, [3; 32], Instant::ZERO, 4096, 4096, 2);
+    assert_eq!(
+        fresh.send(Instant::ZERO, Op::Status),
+        Err(SendError::NotReady)
+    );
+    assert_eq!(
+        fresh.send_unanswered(Op::Status),
+        Err(SendUnansweredError::NotReady)
+    );
+
+    let mut link = Link::new(2);
+    let handle = link.handle;
+    let c = &mut link.c;
+    let item = std::vec![0; c.max_item() + 1];
+    let put = Op::Put {
+        handle,
+        item: &item,
+        wait: Wait::NoWait,
+    };
+    assert_eq!(c.send(Instant::ZERO, put), Err(SendError::TooLarge));
+    c.send(Instant::ZERO, Op::Status).unwrap();
+    c.send(Instant::ZERO, Op::Status).unwrap();
+    let full = c.send(Instant::ZERO, Op::Status);
+    assert_eq!(full, Err(SendError::InFlightLimit));
+    assert_eq!(full.map_err(Error::from), Err(Error::InFlightLimit));
+
+    c.handle_timeout(Instant::from_millis(u64::from(GRACE)));
+    let closed = c.send(Instant::ZERO, Op::Status).unwrap_err();
+    assert_eq!(closed, SendError::Closed(Error::Timeout));
+    assert_eq!(Error::from(closed), Error::Timeout);
+    assert_eq!(closed.to_string(), Error::Timeout.to_string());
+    let unanswered = c.send_unanswered(Op::Status).unwrap_err();
+    assert_eq!(unanswered, SendUnansweredError::Closed(Error::Timeout));
+    assert_eq!(Error::from(unanswered), Error::Timeout);
+}
