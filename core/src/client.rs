@@ -16,7 +16,6 @@ use crate::seal::{Encryption, FrameKey};
 use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::{Deadline, Instant};
-use crate::timers::{TimerCell, Timers};
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
@@ -26,6 +25,9 @@ use crate::wire::{
 pub use error::{SendError, SendUnansweredError};
 
 mod error;
+mod timeouts;
+
+use timeouts::{Cell, ReplyTimers};
 
 /// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
 /// not reported.
@@ -47,8 +49,8 @@ pub struct RequestSlot {
     /// The queue a get takes from, so items of an abandoned get can be given back.
     handle: Option<Handle>,
     deadline: Deadline,
-    /// Its share of the client's deadline heap (`timers`).
-    timer: TimerCell,
+    /// Its share of the client's reply deadlines (`timers`).
+    timer: Cell,
 }
 
 impl RequestSlot {
@@ -60,7 +62,7 @@ impl RequestSlot {
         cancel_pending: false,
         handle: None,
         deadline: Deadline::NONE,
-        timer: TimerCell::EMPTY,
+        timer: Cell::EMPTY,
     };
 }
 
@@ -138,7 +140,7 @@ pub struct Client<'a> {
     tx: TxBuf<'a>,
     slots: Managed<'a, RequestSlot>,
     /// The reply deadlines of the requests in flight, earliest first.
-    timers: Timers,
+    timers: ReplyTimers,
     /// Abandoned requests whose `Cancel` is not yet written.
     cancels_pending: usize,
     in_flight: usize,
@@ -211,7 +213,7 @@ impl<'a> Client<'a> {
             rx,
             tx,
             slots,
-            timers: Timers::new(),
+            timers: ReplyTimers::new(),
             cancels_pending: 0,
             in_flight: 0,
             next_slot: 0,
@@ -242,7 +244,7 @@ impl<'a> Client<'a> {
                 ..RequestSlot::FREE
             };
         }
-        self.timers = Timers::new();
+        self.timers = ReplyTimers::new();
         self.cancels_pending = 0;
         self.in_flight = 0;
         self.next_slot = 0;
@@ -850,22 +852,6 @@ fn slot_in(slots: &mut [RequestSlot], id: u32) -> Option<&mut RequestSlot> {
     slots
         .get_mut((id & 0xFFFF) as usize)
         .filter(|s| s.busy && u32::from(s.generation) == id >> 16)
-}
-
-impl crate::timers::Slots for Managed<'_, RequestSlot> {
-    fn count(&self) -> u32 {
-        self.len() as u32
-    }
-    fn deadline(&self, slot: u32) -> Instant {
-        let deadline = self.get(slot as usize).and_then(|s| s.deadline.get());
-        deadline.unwrap_or(Instant::from_millis(u64::MAX))
-    }
-    fn cell(&self, i: u32) -> &TimerCell {
-        &self[i as usize].timer
-    }
-    fn cell_mut(&mut self, i: u32) -> &mut TimerCell {
-        &mut self[i as usize].timer
-    }
 }
 
 #[cfg(test)]

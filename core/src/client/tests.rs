@@ -175,7 +175,7 @@ proptest! {
             let earliest = model.values().flatten().min().copied();
             prop_assert_eq!(link.c.poll_timeout().map(Instant::as_millis), earliest);
             let held = model.values().flatten().count() as u32;
-            prop_assert_eq!(link.c.timers.len(), held);
+            prop_assert_eq!(link.c.timers.heap.len(), held);
         }
     }
 }
@@ -202,7 +202,7 @@ fn one_due_request_among_ten_thousand_costs_log_n() {
     let at = |ms: u64| Instant::from_millis(u64::from(GRACE) + ms);
     assert_eq!(c.poll_timeout(), Some(at(1)));
 
-    c.timers.steps = 0;
+    c.timers.heap.steps = 0;
     c.abandon(ids[n as usize - 1]);
     assert_eq!(c.poll_timeout(), Some(at(2)));
     c.handle_timeout(at(1));
@@ -211,7 +211,7 @@ fn one_due_request_among_ten_thousand_costs_log_n() {
     assert_eq!(c.error(), Some(Error::Timeout));
     assert_eq!(c.poll_event(), Some(Event::Closed(Error::Timeout)));
     // log2(10,000) < 14: the removal sifts down at most 14 levels (a walk would count 10,000).
-    let steps = c.timers.steps;
+    let steps = c.timers.heap.steps;
     assert!(
         steps <= 2 * 15,
         "{steps} heap steps for one deadline among {n}"
