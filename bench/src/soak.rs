@@ -208,6 +208,7 @@ pub fn run(duration: Duration, clients: usize) -> Result<bool> {
         storage: None,
         max_connections: Some(4 * clients + 64),
         durable: None,
+        busy_poll_us: None,
     })?;
     let addr = manager.addr.clone();
     let pid = manager.pid();

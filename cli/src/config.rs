@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     /// When the log in `data_dir` is synced: `always`, `interval[=MS]` or `never`.
     pub fsync: Option<String>,
+    /// Microseconds the event loop looks for more input before it sleeps.
+    pub busy_poll_us: Option<u64>,
     #[serde(default)]
     pub limits: Limits,
     pub allow_create: Option<AllowCreate>,

@@ -110,6 +110,7 @@ impl<'a> RxBuf<'a> {
         n
     }
 
+    #[inline(never)]
     pub(crate) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {

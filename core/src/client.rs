@@ -261,6 +261,7 @@ impl<'a> Client<'a> {
     }
 
     /// The hello this client sends (and hashes into the handshake transcript).
+    #[inline(never)]
     fn hello(&self, nonce: [u8; NONCE_LEN]) -> ClientHello {
         let max_frame = self.rx.capacity().saturating_sub(HEADER_LEN);
         ClientHello {
@@ -375,8 +376,7 @@ impl<'a> Client<'a> {
         let State::Ready { tx_mac, .. } = &mut self.state else {
             return;
         };
-        for index in 0..self.slots.len() {
-            let slot = &mut self.slots[index];
+        for (index, slot) in self.slots.iter_mut().enumerate() {
             if !slot.cancel_pending {
                 continue;
             }
@@ -545,7 +545,7 @@ impl<'a> Client<'a> {
             }
         };
         // `take_message` checked this message; decoding it again lets the reply borrow `rx`.
-        match Reader::new(self.rx.bytes().get(at..end).unwrap_or_default()).message() {
+        match Reader::new(self.rx.bytes().get(at..end).unwrap_or_default()).client_message() {
             Some(Message::Reply { id, reply }) => Some(Event::Reply { id, reply }),
             _ => None,
         }
@@ -562,7 +562,10 @@ impl<'a> Client<'a> {
             }
             Peek::Frame { body_len } => body_len,
         };
-        let body = &self.rx.bytes()[HEADER_LEN..HEADER_LEN + body_len];
+        // `peek` found the whole frame: `get` says so without a panic path.
+        let body = (self.rx.bytes())
+            .get(HEADER_LEN..HEADER_LEN + body_len)
+            .unwrap_or_default();
         if matches!(self.state, State::SentHello { .. }) && body.starts_with(PY_CHALLENGE) {
             // A depot manager greets Python clients first; its marker says it speaks depot too.
             if body.get(PY_MANAGER_MARKER_AT..PY_MANAGER_MARKER_AT + PY_MANAGER_MARKER.len())
@@ -594,7 +597,7 @@ impl<'a> Client<'a> {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;
                         let mut encoded = [0; MAX_HANDSHAKE_BODY as usize];
                         let len = self.hello(client_nonce).encode_into(&mut encoded);
-                        let hello = &encoded[..len.unwrap_or_default()];
+                        let hello = encoded.get(..len.unwrap_or_default()).unwrap_or_default();
                         let transcript = transcript_hash(hello, body);
                         let proof = self.key.derive(CLIENT_PROOF, &transcript);
                         self.state = State::SentProof { transcript, sealed };
@@ -670,7 +673,7 @@ impl<'a> Client<'a> {
     fn take_message(&mut self, at: usize) -> Result<Taken, Error> {
         let end = self.frame_end;
         let mut reader = Reader::new(self.rx.bytes().get(at..end).unwrap_or_default());
-        let Some(message) = reader.message() else {
+        let Some(message) = reader.client_message() else {
             return Err(Error::Closed(CloseReason::Malformed));
         };
         let message_end = end - reader.rest().len();
@@ -750,6 +753,7 @@ impl<'a> Client<'a> {
         }
     }
 
+    #[inline(never)]
     fn close(&mut self, error: Error) {
         if !matches!(self.state, State::Closed { .. }) {
             self.state = State::Closed {
@@ -797,13 +801,18 @@ fn give_back(
             one = [item];
             &one[..]
         }
+        #[cfg(feature = "full-client")]
         Reply::Items { .. } => &[][..],
         _ => return true,
     };
+    // Lists come only with batches (`GetMany`), which need `full-client`.
+    #[cfg(feature = "full-client")]
     let packed = match reply {
         Reply::Items { items, .. } => Some(items),
         _ => None,
     };
+    #[cfg(not(feature = "full-client"))]
+    let packed: Option<crate::wire::Items> = None;
     let count = packed.map_or(items.len(), |p| p.iter().count());
     let nth = |k: usize| match packed {
         Some(p) => p.iter().nth(k).unwrap_or(&[]),

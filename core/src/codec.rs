@@ -328,7 +328,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn reply(&mut self) -> Reply<'a> {
+    /// A reply; with `ALL` false, those to requests a client without `full-client` cannot
+    /// send are malformed (one copy less of their decoding in such a client's firmware).
+    fn reply<const ALL: bool>(&mut self) -> Reply<'a> {
         match self.u32() {
             tag::DONE => Reply::Done,
             tag::OPENED => Reply::Opened(self.info()),
@@ -344,8 +346,10 @@ impl<'a> Reader<'a> {
                     full: self.flag(),
                 })
             }
-            tag::STAT => Reply::Stat(self.flag().then(|| self.stat())),
-            tag::STATUS => {
+            // Any manager gives these replies (and reads its own output back), but a client
+            // without `full-client` sends no request they answer: malformed to it (`ALL`).
+            tag::STAT if ALL => Reply::Stat(self.flag().then(|| self.stat())),
+            tag::STATUS if ALL => {
                 let [connections, max_connections, objects, waiters] = self.u32s();
                 Reply::Status(ManagerStatus {
                     connections,
@@ -355,11 +359,11 @@ impl<'a> Reader<'a> {
                 })
             }
             tag::ERROR => Reply::Error(self.error_code()),
-            tag::ACCEPTED => Reply::Accepted {
+            tag::ACCEPTED if ALL => Reply::Accepted {
                 count: self.u32(),
                 error: self.flag().then(|| self.error_code()),
             },
-            tag::ITEMS => Reply::Items {
+            tag::ITEMS if ALL => Reply::Items {
                 handle: self.handle(),
                 items: Items(self.bytes()),
             },
@@ -382,6 +386,7 @@ impl<'a> Reader<'a> {
             tag::VALUES => Reply::Values(Items(self.bytes())),
             #[cfg(feature = "objects")]
             tag::FAILED => Reply::Failed(self.str()),
+            #[cfg(feature = "sessions")]
             tag::SESSION => Reply::Session {
                 resumed: self.flag(),
             },
@@ -395,6 +400,13 @@ impl<'a> Reader<'a> {
                 reconnects: self.u32(),
                 last_error: self.str(),
             })),
+            // A manager without a backend answers `BackendStatus` with `Backend(None)`, and
+            // reads that back among its unsent output: the one form it can give.
+            #[cfg(not(feature = "backend"))]
+            tag::BACKEND => match self.flag() {
+                false => Reply::Backend(None),
+                true => self.fail(Reply::Done),
+            },
             _ => self.fail(Reply::Done),
         }
     }
@@ -492,10 +504,20 @@ impl<'a> Reader<'a> {
 
     /// A [`Message`] off the front (more messages may follow it).
     pub(crate) fn message(&mut self) -> Option<Message<'a>> {
+        self.message_of::<true>()
+    }
+
+    /// A [`Message`] as this build's client reads it: a reply to a request it cannot send
+    /// (see [`sendable`]) is malformed.
+    pub(crate) fn client_message(&mut self) -> Option<Message<'a>> {
+        self.message_of::<{ cfg!(feature = "full-client") }>()
+    }
+
+    fn message_of<const ALL: bool>(&mut self) -> Option<Message<'a>> {
         let message = match self.u32() {
             tag::MESSAGE_REPLY => Message::Reply {
                 id: self.u32(),
-                reply: self.reply(),
+                reply: self.reply::<ALL>(),
             },
             1 => Message::Closing(self.close_reason()),
             _ => self.fail(Message::Closing(CloseReason::Malformed)),
@@ -662,12 +684,15 @@ impl<'o> Writer<'o> {
         (!self.full).then_some(self.at)
     }
 
+    #[inline(never)]
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
-        let end = self.at.saturating_add(bytes.len());
-        match self.out.get_mut(self.at..end) {
+        // `checked_add`: the slice found is then as long as `bytes` (no panic path).
+        let at = self.at;
+        let end = at.checked_add(bytes.len());
+        match end.and_then(|end| self.out.get_mut(at..end)) {
             Some(dest) if !self.full => {
                 dest.copy_from_slice(bytes);
-                self.at = end;
+                self.at = at + bytes.len();
             }
             _ => self.full = true,
         }
@@ -930,6 +955,7 @@ impl<'o> Writer<'o> {
                 self.u32(0);
                 self.bytes(name.as_bytes());
             }
+            #[cfg(feature = "full-client")]
             Op::Create {
                 name,
                 spec,
@@ -959,9 +985,12 @@ impl<'o> Writer<'o> {
                 self.u32s(&[6, handle.0.into()]);
                 self.wait(wait);
             }
+            #[cfg(feature = "full-client")]
             Op::Stat { index } => self.u32s(&[7, index.into()]),
+            #[cfg(feature = "full-client")]
             Op::Status => self.u32(8),
             Op::Shutdown => self.u32(9),
+            #[cfg(feature = "full-client")]
             Op::PutMany {
                 handle,
                 items,
@@ -971,6 +1000,7 @@ impl<'o> Writer<'o> {
                 self.bytes(items.0);
                 self.wait(wait);
             }
+            #[cfg(feature = "full-client")]
             Op::GetMany {
                 handle,
                 max_items,
@@ -1028,10 +1058,12 @@ impl<'o> Writer<'o> {
                 self.u32s(&[18, handle.0.into()]);
                 self.action(&action);
             }
+            #[cfg(feature = "sessions")]
             Op::Session { id } => {
                 self.u32(19);
                 self.raw(&id);
             }
+            #[cfg(feature = "sessions")]
             Op::PutSeq {
                 seq,
                 handle,
@@ -1044,6 +1076,7 @@ impl<'o> Writer<'o> {
                 self.bytes(item);
                 self.wait(wait);
             }
+            #[cfg(all(feature = "full-client", feature = "sessions"))]
             Op::PutManySeq {
                 seq,
                 handle,
@@ -1056,19 +1089,44 @@ impl<'o> Writer<'o> {
                 self.bytes(items.0);
                 self.wait(wait);
             }
+            #[cfg(feature = "backend")]
             Op::BackendStatus => self.u32(tag::OP_BACKEND_STATUS),
-            // Not sent by a client without leases or objects (see [`sendable`]).
-            #[cfg(not(all(feature = "leases", feature = "objects")))]
+            // Not sent by a client without the feature the request needs (see [`sendable`]).
+            #[cfg(not(all(
+                feature = "leases",
+                feature = "objects",
+                feature = "full-client",
+                feature = "sessions",
+                feature = "backend"
+            )))]
             _ => self.full = true,
         }
     }
 }
 
-/// Whether this build can send `op`: requests for leases and objects need those features.
+/// Whether this build can send `op`: requests for leases, objects and sessions need those
+/// features, creating, statistics and batches `full-client`, a backend's health `backend`.
 pub(crate) fn sendable(op: &Op) -> bool {
     let lease = matches!(op, Op::GetLeased { .. } | Op::Ack { .. } | Op::Nack { .. });
     let object = matches!(op, Op::CreateObject { .. } | Op::Act { .. });
-    (cfg!(feature = "leases") || !lease) && (cfg!(feature = "objects") || !object)
+    let full = matches!(
+        op,
+        Op::Create { .. }
+            | Op::Stat { .. }
+            | Op::Status
+            | Op::PutMany { .. }
+            | Op::GetMany { .. }
+            | Op::PutManySeq { .. }
+    );
+    let session = matches!(
+        op,
+        Op::Session { .. } | Op::PutSeq { .. } | Op::PutManySeq { .. }
+    );
+    (cfg!(feature = "leases") || !lease)
+        && (cfg!(feature = "objects") || !object)
+        && (cfg!(feature = "full-client") || !full)
+        && (cfg!(feature = "sessions") || !session)
+        && (cfg!(feature = "backend") || !matches!(op, Op::BackendStatus))
 }
 
 /// A message that can be written as postcard writes it.
@@ -1110,7 +1168,7 @@ impl Encode for ClientHello {
         w.raw(&[self.min_version, self.max_version]);
         w.raw(&self.nonce);
         w.u32(self.max_frame);
-        w.bytes(self.key.as_str().as_bytes());
+        w.bytes(self.key.as_bytes());
         w.u8(self.encrypt.into());
     }
 }
@@ -1652,6 +1710,18 @@ mod tests {
             .to_vec();
         assert_eq!(&buf[..n], &theirs[..]);
         assert!(n + HEADER_LEN + TAG_LEN <= SMALL_REPLY_BOUND, "{n}");
+        assert_eq!(decode_all(&buf[..n], Reader::message), Some(message));
+    }
+
+    /// A manager built without a backend reads back the one backend reply it gives.
+    #[test]
+    fn no_backend_is_read_back_by_every_build() {
+        let message = Message::Reply {
+            id: 7,
+            reply: Reply::Backend(None),
+        };
+        let mut buf = [0; 16];
+        let n = message.encode_into(&mut buf).unwrap();
         assert_eq!(decode_all(&buf[..n], Reader::message), Some(message));
     }
 

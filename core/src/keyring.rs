@@ -380,7 +380,13 @@ impl KeyName {
     /// The name.
     pub fn as_str(&self) -> &str {
         // Only `new` fills it, from a `&str`.
-        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+        let bytes = self.bytes.get(..self.len as usize).unwrap_or_default();
+        core::str::from_utf8(bytes).unwrap_or("")
+    }
+
+    /// The name's bytes, as the hello carries them: no UTF-8 check to link into a client.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len as usize).unwrap_or_default()
     }
 }
 

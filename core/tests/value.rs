@@ -560,3 +560,43 @@ fn validate_agrees_with_minicbor_on_corner_cases() {
         );
     }
 }
+
+/// A text string is valid exactly when Rust's own UTF-8 check says so (`validate` has a
+/// smaller check of its own): every sequence of up to three bytes, and four-byte ones around
+/// every boundary of the encoding.
+#[test]
+fn text_is_valid_exactly_when_it_is_utf8() {
+    let agree = |bytes: &[u8]| {
+        let item = [&[0x60 | bytes.len() as u8][..], bytes].concat();
+        assert_eq!(
+            value::validate(&item).is_ok(),
+            std::str::from_utf8(bytes).is_ok(),
+            "{bytes:02x?}"
+        );
+    };
+    agree(&[]);
+    for a in 0..=255u8 {
+        agree(&[a]);
+        for b in 0..=255u8 {
+            agree(&[a, b]);
+            if a >= 0xc0 {
+                for c in 0..=255u8 {
+                    agree(&[a, b, c]);
+                }
+            }
+        }
+    }
+    let edges = [
+        0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc2, 0xe0, 0xff,
+    ];
+    for a in 0xf0..=0xff {
+        for b in edges {
+            for c in edges {
+                for d in edges {
+                    agree(&[a, b, c, d]);
+                    agree(&[0x41, a, b, c, d, 0x41]);
+                }
+            }
+        }
+    }
+}

@@ -150,6 +150,18 @@ impl Calls<'_> {
             .position(|c| c.id == id && c.state != CallState::Free)
     }
 
+    /// The state of call `index` (from `find`): `get`, as indexing links in a panic path.
+    fn state(&self, index: usize) -> CallState {
+        self.calls.get(index).map_or(CallState::Free, |c| c.state)
+    }
+
+    /// Replaces call `index` (from `find`).
+    fn set(&mut self, index: usize, call: Call) {
+        if let Some(c) = self.calls.get_mut(index) {
+            *c = call;
+        }
+    }
+
     /// Keeps `reply` for call `id` and wakes it.
     fn file(&mut self, id: u32, reply: Reply<'_>) {
         let Some(call) = self
@@ -179,11 +191,14 @@ impl Calls<'_> {
             Reply::Size(size) => Filed::Size(size),
             Reply::Error(code) => Filed::Error(code),
             // Always fits: the item buffer is as large as a received frame.
-            Reply::Item { handle, item } if item.len() <= self.item.len() => {
-                self.item[..item.len()].copy_from_slice(item);
-                self.held = true;
-                Filed::Item(handle, item.len())
-            }
+            Reply::Item { handle, item } => match self.item.get_mut(..item.len()) {
+                Some(held) => {
+                    held.copy_from_slice(item);
+                    self.held = true;
+                    Filed::Item(handle, item.len())
+                }
+                None => Filed::Unexpected,
+            },
             #[cfg(feature = "sessions")]
             Reply::Session { resumed } => Filed::Session(resumed),
             _ => Filed::Unexpected,
@@ -347,8 +362,8 @@ impl Shared<'_> {
                     CloseReason::Unexpected,
                 ))));
             };
-            if let CallState::Answered(filed) = self.calls.calls[index].state {
-                self.calls.calls[index] = Call::FREE;
+            if let CallState::Answered(filed) = self.calls.state(index) {
+                self.calls.set(index, Call::FREE);
                 let outcome = match filed {
                     Filed::Done => Ok(Reply::Done),
                     Filed::Opened(info) => Ok(Reply::Opened(info)),
@@ -373,26 +388,28 @@ impl Shared<'_> {
                 return Poll::Ready(outcome);
             }
             #[cfg(feature = "sessions")]
-            if self.calls.calls[index].state == CallState::Lost {
-                self.calls.calls[index] = Call::FREE;
+            if self.calls.state(index) == CallState::Lost {
+                self.calls.set(index, Call::FREE);
                 return Poll::Ready(Err(Error::Depot(depot_core::Error::Disconnected)));
             }
             if let Some(e) = self.core.error() {
-                self.calls.calls[index] = Call::FREE;
+                self.calls.set(index, Call::FREE);
                 self.calls.wake_all();
                 return Poll::Ready(Err(e.into()));
             }
             match self.drive(cx, id, on_reply) {
                 Driven::Mine => {
-                    self.calls.calls[index] = Call::FREE;
+                    self.calls.set(index, Call::FREE);
                     self.calls.wake_all();
                     return Poll::Ready(Ok(()));
                 }
                 Driven::Moved => {}
                 Driven::Stuck => {
-                    let waker = &mut self.calls.calls[index].waker;
-                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *waker = Some(cx.waker().clone());
+                    if let Some(call) = self.calls.calls.get_mut(index) {
+                        let waker = &mut call.waker;
+                        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *waker = Some(cx.waker().clone());
+                        }
                     }
                     return Poll::Pending;
                 }
@@ -509,25 +526,28 @@ impl Shared<'_> {
         else {
             return false;
         };
-        let call = &self.calls.calls[index];
+        let Some(call) = self.calls.calls.get(index) else {
+            return false;
+        };
         let (CallState::Returning(len), Some(handle)) = (call.state, call.get_from) else {
             // An item for a request that takes none: the manager broke the protocol.
-            self.calls.calls[index] = Call::FREE;
+            self.calls.set(index, Call::FREE);
             self.calls.held = false;
             return true;
         };
         let item = self.calls.item.get(..len).unwrap_or_default();
         match self.core.send(now(), Op::Return { handle, item }) {
             Ok(id) => {
-                self.calls.calls[index] = Call {
+                let discard = Call {
                     id,
                     state: CallState::Discard,
                     ..Call::FREE
                 };
+                self.calls.set(index, discard);
             }
             Err(SendError::InFlightLimit | SendError::WouldBlock) => return false,
             // The connection is gone, and the item's outcome with it.
-            Err(_) => self.calls.calls[index] = Call::FREE,
+            Err(_) => self.calls.set(index, Call::FREE),
         }
         self.calls.held = false;
         self.calls.wake_all();
@@ -539,19 +559,21 @@ impl Shared<'_> {
         let Some(index) = self.calls.find(id) else {
             return;
         };
-        match self.calls.calls[index].state {
+        match self.calls.state(index) {
             // The core withdraws it, and gives back an item that comes anyway.
             CallState::Waiting => {
                 self.core.abandon(id);
-                self.calls.calls[index] = Call::FREE;
+                self.calls.set(index, Call::FREE);
             }
             CallState::Answered(Filed::Item(_, len)) => {
-                self.calls.calls[index].state = CallState::Returning(len);
+                if let Some(call) = self.calls.calls.get_mut(index) {
+                    call.state = CallState::Returning(len);
+                }
                 self.give_back();
             }
-            CallState::Answered(_) => self.calls.calls[index] = Call::FREE,
+            CallState::Answered(_) => self.calls.set(index, Call::FREE),
             #[cfg(feature = "sessions")]
-            CallState::Lost => self.calls.calls[index] = Call::FREE,
+            CallState::Lost => self.calls.set(index, Call::FREE),
             _ => {}
         }
         // The `Cancel` or `Return` has to be written, and this call may have been the one

@@ -65,6 +65,11 @@ pub mod tokio;
 
 pub mod text;
 
+/// How long a client waiting for a reply, and the manager's event loop after a turn with
+/// input, keep looking for input before they sleep (see [`ConnectOptions::busy_poll`] and
+/// [`ManagerBuilder::busy_poll`]).
+pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
 pub use client::{
     BackendHealth, Barrier, Client, Condition, ConnectOptions, Dict, Event, Iter, Leased, List,
     Lock, LockGuard, Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore, Value,

@@ -104,3 +104,48 @@ pub(crate) mod pipe {
         }
     }
 }
+
+/// Reads from `stream`: first looks for input without sleeping for up to `busy_poll`, yielding
+/// the CPU between looks, then blocks as `read` does (with the socket's read timeout).
+#[cfg(all(unix, not(shuttle)))]
+pub(crate) fn read_soon(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    busy_poll: std::time::Duration,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if !busy_poll.is_zero() {
+        let start = std::time::Instant::now();
+        loop {
+            #[allow(unsafe_code)]
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+            let n = unsafe {
+                libc::recv(
+                    stream.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if let Ok(n) = usize::try_from(n) {
+                return Ok(n);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock || start.elapsed() >= busy_poll {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    std::io::Read::read(stream, buf)
+}
+
+/// Without `recv(MSG_DONTWAIT)` (or under the model checker), a plain blocking read.
+#[cfg(not(all(unix, not(shuttle))))]
+pub(crate) fn read_soon(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    _busy_poll: std::time::Duration,
+) -> std::io::Result<usize> {
+    std::io::Read::read(stream, buf)
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use depot_std::{Client, Error, ErrorCode, Manager, ManagerHandle, QueueOptions};
+use depot_std::{Client, ConnectOptions, Error, ErrorCode, Manager, ManagerHandle, QueueOptions};
 use serde::{Deserialize, Serialize};
 
 const KEY: &[u8] = b"producer";
@@ -409,4 +409,33 @@ fn put_many_get_many_exactly_once() {
     assert_eq!(stat[0].total_put, u64::from(n));
     assert_eq!(stat[0].total_got, u64::from(n));
     m.shutdown().unwrap();
+}
+
+/// Busy polling is a matter of speed only: a manager and clients that sleep at once serve
+/// the same calls, and a client that busy-polls far longer than a reply takes still gets a
+/// reply that comes after its polling gave up (from its blocking read).
+#[test]
+fn busy_poll_on_or_off_serves_the_same() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .raw_queue("task_queue", 100)
+        .busy_poll(Duration::ZERO)
+        .start()
+        .unwrap();
+    let sleeping = ConnectOptions::new().busy_poll(Duration::ZERO);
+    let polling = ConnectOptions::new().busy_poll(Duration::from_millis(20));
+    let producer = Client::connect_with(m.address(), KEY, &sleeping).unwrap();
+    let consumer = Client::connect_with(m.address(), KEY, &polling).unwrap();
+    let pq = producer.raw_queue("task_queue").unwrap();
+    let cq = consumer.raw_queue("task_queue").unwrap();
+    for i in 0..100u32 {
+        pq.put(&i.to_le_bytes()).unwrap();
+        assert_eq!(cq.get().unwrap(), i.to_le_bytes());
+    }
+    // The get blocks well past the consumer's 20 ms of polling before the put comes.
+    let waiting = thread::spawn(move || cq.get().unwrap());
+    thread::sleep(Duration::from_millis(200));
+    pq.put(b"late").unwrap();
+    assert_eq!(waiting.join().unwrap(), b"late");
 }

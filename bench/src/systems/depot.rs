@@ -9,6 +9,7 @@
 //! shuts down; the harness reads its `VmRSS` for (f) and (g).
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -157,6 +158,7 @@ impl System for Depot {
             storage: None,
             max_connections: None,
             durable: None,
+            busy_poll_us: sleep_us(),
         };
         let manager = ManagerProcess::start(&spec)?;
         let client = Client::connect(&manager.addr, AUTHKEY)?;
@@ -216,6 +218,55 @@ impl System for DepotMac {
     }
 }
 
+/// depot with busy polling off on the clients and the manager: every wait for input sleeps
+/// in the kernel at once. (b), transfers and (h), to show what looking for input before
+/// sleeping gives.
+pub struct DepotSleep;
+
+/// Set while [`DepotSleep`] runs: the depot systems' clients and managers it starts get a
+/// busy poll of zero.
+static SLEEPING: AtomicBool = AtomicBool::new(false);
+
+/// The busy poll to ask for, in microseconds (`None`: depot's default).
+fn sleep_us() -> Option<usize> {
+    SLEEPING.load(Ordering::Relaxed).then_some(0)
+}
+
+/// Runs `f` as [`DepotSleep`].
+fn sleeping<R>(f: impl FnOnce() -> R) -> R {
+    SLEEPING.store(true, Ordering::Relaxed);
+    let r = f();
+    SLEEPING.store(false, Ordering::Relaxed);
+    r
+}
+
+impl System for DepotSleep {
+    fn name(&self) -> &'static str {
+        "depot-sleep"
+    }
+
+    fn clients(&self) -> &'static str {
+        "as depot, with busy_poll(0) on the clients and the manager: each wait sleeps at once"
+    }
+
+    fn put_get_pairs(&mut self, pairs: usize, item_size: usize) -> Outcome {
+        sleeping(|| Depot.put_get_pairs(pairs, item_size))
+    }
+
+    fn transfer(&mut self, shape: &Transfer) -> Outcome {
+        sleeping(|| Depot.transfer(shape))
+    }
+
+    fn durable_puts(
+        &mut self,
+        persistence: Persistence,
+        producers: usize,
+        items: usize,
+    ) -> Outcome {
+        sleeping(|| Depot.durable_puts(persistence, producers, items))
+    }
+}
+
 /// (h) against a fresh manager, with a data directory unless `persistence` is memory only.
 fn durable_puts(
     persistence: Persistence,
@@ -237,6 +288,7 @@ fn durable_puts(
         storage: None,
         max_connections: None,
         durable: fsync.map(|f| (dir.0.display().to_string(), f.to_owned())),
+        busy_poll_us: sleep_us(),
     };
     let manager = ManagerProcess::start(&spec)?;
     let m = threaded::puts(producers, items, 8, || {
@@ -264,7 +316,11 @@ fn transfer(shape: &Transfer, encryption: Encryption) -> Outcome {
 }
 
 fn connect(addr: &str, encryption: Encryption) -> Result<Client, depot::Error> {
-    Client::connect_with(addr, AUTHKEY, &ConnectOptions::new().encryption(encryption))
+    let mut options = ConnectOptions::new().encryption(encryption);
+    if let Some(us) = sleep_us() {
+        options = options.busy_poll(Duration::from_micros(us as u64));
+    }
+    Client::connect_with(addr, AUTHKEY, &options)
 }
 
 /// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
@@ -353,6 +409,8 @@ pub(crate) struct Spec {
     pub(crate) max_connections: Option<usize>,
     /// A data directory and an fsync policy (`--fsync`'s text); `None`: memory only.
     pub(crate) durable: Option<(String, String)>,
+    /// The event loop's busy poll in microseconds; `None`: the default.
+    pub(crate) busy_poll_us: Option<usize>,
 }
 
 impl Spec {
@@ -365,6 +423,7 @@ impl Spec {
             storage: Some(capacity * (shape.item_size.max(1) + 4)),
             max_connections: None,
             durable: None,
+            busy_poll_us: sleep_us(),
         }
     }
 
@@ -375,6 +434,7 @@ impl Spec {
             storage: None,
             max_connections: None,
             durable: None,
+            busy_poll_us: sleep_us(),
         }
     }
 
@@ -394,6 +454,9 @@ impl Spec {
         if let Some((dir, fsync)) = &self.durable {
             args.extend(["--data-dir".to_owned(), dir.clone()]);
             args.extend(["--fsync".to_owned(), fsync.clone()]);
+        }
+        if let Some(us) = self.busy_poll_us {
+            args.extend(["--busy-poll-us".to_owned(), us.to_string()]);
         }
         args
     }
@@ -426,6 +489,7 @@ impl Spec {
                 "--max-item" => spec.max_item = value,
                 "--storage" => spec.storage = Some(value),
                 "--max-connections" => spec.max_connections = Some(value),
+                "--busy-poll-us" => spec.busy_poll_us = Some(value),
                 other => bail!("unknown manager argument {other:?}"),
             }
         }
@@ -463,6 +527,7 @@ impl ManagerProcess {
             storage: Some(capacity.max(1) * (max_item + 4)),
             max_connections: None,
             durable: None,
+            busy_poll_us: sleep_us(),
         })
     }
 
@@ -508,6 +573,9 @@ pub fn run_manager(args: &[String]) -> Result<()> {
     if let Some(n) = spec.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some(us) = spec.busy_poll_us {
+        builder = builder.busy_poll(Duration::from_micros(us as u64));
+    }
     if let Some((dir, fsync)) = &spec.durable {
         let policy: depot::Fsync = fsync.parse().map_err(|e: String| anyhow!(e))?;
         builder = builder.data_dir(dir).fsync(policy);
@@ -532,6 +600,7 @@ mod tests {
             storage: Some(120),
             max_connections: Some(50),
             durable: Some(("/tmp/d".into(), "interval=100".into())),
+            busy_poll_us: Some(0),
         };
         assert_eq!(Spec::parse(&spec.args()).unwrap(), spec);
         assert_eq!(Spec::parse(&[]).unwrap(), Spec::small());

@@ -22,6 +22,7 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(redis::Redis::new()),
         Box::new(depot::Depot),
         Box::new(depot::DepotMac),
+        Box::new(depot::DepotSleep),
         Box::new(depot_tokio::DepotTokio),
         Box::new(depot_acked::DepotAcked { confirmed: false }),
         Box::new(depot_acked::DepotAcked { confirmed: true }),

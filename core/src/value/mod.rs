@@ -277,7 +277,8 @@ impl<'a> Cursor<'a> {
             // Integers: only the argument's bytes must be there.
             0 | 1 => drop(self.argument()?),
             2 => drop(self.string()?),
-            3 => drop(core::str::from_utf8(self.string()?).map_err(|_| Bad::Malformed)?),
+            3 if !is_utf8(self.string()?) => return Err(Bad::Malformed),
+            3 => {}
             4 => self.check_array(depth)?,
             5 => {
                 let depth = deeper(depth)?;
@@ -320,6 +321,40 @@ impl<'a> Cursor<'a> {
         }
         Ok(head >> 5 == major && head & 0x1f < 28)
     }
+}
+
+/// Whether `bytes` are UTF-8, exactly as `core::str::from_utf8` decides (the well-formed
+/// sequences of Unicode's table 3-7), a byte at a time: its word-at-a-time fast path and its
+/// tables cost a firmware that checks values about 0.6 KiB.
+fn is_utf8(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&first) = bytes.get(i) {
+        // The sequence's length and the range of its second byte.
+        let (len, second) = match first {
+            0x00..=0x7f => {
+                i += 1;
+                continue;
+            }
+            0xc2..=0xdf => (2, 0x80..=0xbf),
+            0xe0 => (3, 0xa0..=0xbf),
+            0xe1..=0xec | 0xee..=0xef => (3, 0x80..=0xbf),
+            0xed => (3, 0x80..=0x9f),
+            0xf0 => (4, 0x90..=0xbf),
+            0xf1..=0xf3 => (4, 0x80..=0xbf),
+            0xf4 => (4, 0x80..=0x8f),
+            _ => return false,
+        };
+        if bytes.get(i + 1).is_none_or(|b| !second.contains(b)) {
+            return false;
+        }
+        for k in 2..len {
+            if bytes.get(i + k).is_none_or(|b| b & 0xc0 != 0x80) {
+                return false;
+            }
+        }
+        i += len;
+    }
+    true
 }
 
 fn deeper(depth: usize) -> Result<usize, Bad> {

@@ -186,6 +186,8 @@ pub(crate) struct Conn {
     writer: Mutex<Writer>,
     /// The leader's read side, its buffer, and the read timeout last set on the socket.
     reader: Mutex<(Stream, Vec<u8>, Option<Duration>)>,
+    /// How long the leader looks for input without sleeping before a blocking read.
+    busy_poll: Duration,
 }
 
 impl std::fmt::Debug for Conn {
@@ -307,6 +309,7 @@ impl Conn {
                 buf: Vec::new(),
             }),
             reader: Mutex::new((reader, vec![0; READ_CHUNK], None)),
+            busy_poll: crate::DEFAULT_BUSY_POLL,
         };
         conn.handshake(deadline)?;
         debug!(%peer, "connected");
@@ -369,6 +372,13 @@ impl Conn {
             let mut g = lock(&self.state);
             g.core.with(|c| c.handle_input(&buf[..n]));
         }
+    }
+
+    /// Sets how long a reader waiting for a reply looks for it without sleeping (see
+    /// [`crate::ConnectOptions::busy_poll`]).
+    pub(crate) fn with_busy_poll(mut self, t: Duration) -> Self {
+        self.busy_poll = t;
+        self
     }
 
     pub(crate) fn peer_addr(&self) -> SocketAddr {
@@ -573,7 +583,7 @@ impl Conn {
                 stream.set_read_timeout(Some(wait))?;
                 *timeout = Some(wait);
             }
-            let n = match stream.read(buf) {
+            let n = match crate::sync::read_soon(stream, buf, self.busy_poll) {
                 Ok(0) => {
                     self.fail(depot_core::Error::Disconnected);
                     continue;

@@ -74,6 +74,7 @@ pub(crate) struct Link {
     key_name: depot_core::KeyName,
     authkey: Vec<u8>,
     encryption: depot_core::Encryption,
+    busy_poll: Duration,
     policy: Policy,
     session: Mutex<ClientSession>,
     current: Mutex<Current>,
@@ -98,17 +99,20 @@ impl Link {
         timeout: Duration,
         encryption: depot_core::Encryption,
         policy: Reconnect,
+        busy_poll: Duration,
     ) -> Result<Link, Error> {
         let mut id = [0; SESSION_ID_LEN];
         getrandom::fill(&mut id)
             .map_err(|e| std::io::Error::other(format!("no random bytes for a session: {e}")))?;
         let session = ClientSession::new(id);
-        let (conn, has_session) = dial(&addrs, key_name, authkey, encryption, &session, timeout)?;
+        let tuning = (encryption, busy_poll);
+        let (conn, has_session) = dial(&addrs, key_name, authkey, tuning, &session, timeout)?;
         Ok(Link {
             addrs,
             key_name,
             authkey: authkey.to_vec(),
             encryption,
+            busy_poll,
             policy: policy.policy(),
             session: Mutex::new(session),
             current: Mutex::new(Current {
@@ -170,9 +174,10 @@ impl Link {
             }
             let timeout = left.map_or(connect_timeout, |l| l.min(connect_timeout));
             attempt += 1;
-            let (name, key, encryption) = (self.key_name, &self.authkey, self.encryption);
+            let (name, key) = (self.key_name, &self.authkey);
+            let tuning = (self.encryption, self.busy_poll);
             let session = *lock(&self.session);
-            match dial(&self.addrs, name, key, encryption, &session, timeout) {
+            match dial(&self.addrs, name, key, tuning, &session, timeout) {
                 Ok((conn, session)) => {
                     let next = Current {
                         conn,
@@ -204,11 +209,12 @@ fn dial(
     addrs: &[SocketAddr],
     key_name: depot_core::KeyName,
     authkey: &[u8],
-    encryption: depot_core::Encryption,
+    (encryption, busy_poll): (depot_core::Encryption, Duration),
     session: &ClientSession,
     timeout: Duration,
 ) -> Result<(Arc<Conn>, bool), Error> {
-    let conn = Conn::connect(addrs, key_name, authkey, timeout, encryption)?;
+    let conn =
+        Conn::connect(addrs, key_name, authkey, timeout, encryption)?.with_busy_poll(busy_poll);
     let has_session = match conn.call(session.open())? {
         Outcome::Session(resumed) => {
             debug!(resumed, "session open");

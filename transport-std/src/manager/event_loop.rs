@@ -200,6 +200,7 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         log,
         deferred: Vec::with_capacity(plan.max_connections),
         backend,
+        busy_poll: plan.busy_poll,
     };
     let mut result = event_loop.run();
     if let (Ok(()), Some(log)) = (&result, &mut event_loop.log) {
@@ -287,6 +288,8 @@ struct Loop<'m> {
     deferred: Vec<usize>,
     /// The engine that keeps the queues, if not this manager.
     backend: Option<backend::Running>,
+    /// How long to look for input without sleeping after a turn that had some.
+    busy_poll: Duration,
 }
 
 impl Loop<'_> {
@@ -294,7 +297,7 @@ impl Loop<'_> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if let Err(e) = self.wait(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -353,6 +356,27 @@ impl Loop<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// Waits for events. After a turn that had some, it first looks again without sleeping
+    /// for up to `busy_poll`, yielding the CPU between looks: the next request of a busy
+    /// connection usually comes sooner than a sleeping thread can be woken.
+    fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        let spin = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
+        if !events.is_empty() && !spin.is_zero() {
+            let start = std::time::Instant::now();
+            loop {
+                self.poll.poll(events, Some(Duration::ZERO))?;
+                if !events.is_empty() || start.elapsed() >= spin {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+        self.poll.poll(events, timeout)
     }
 
     /// Hands answered calls back to the core, and starts each call the core has for its

@@ -66,6 +66,7 @@ pub(crate) struct Plan {
     pub(crate) sessions: usize,
     /// The engine that keeps the queues, if not this manager.
     pub(crate) backend: Option<super::backend::BackendPlan>,
+    pub(crate) busy_poll: std::time::Duration,
 }
 
 impl Plan {
@@ -202,6 +203,7 @@ impl Plan {
             // Enough for every connection to block twice; more queue behind in their input.
             waiters: (max_connections * 2).max(256),
             sessions: b.sessions,
+            busy_poll: b.busy_poll,
             backend: match (&b.backend, &b.data_dir) {
                 (Some(_), Some(_)) => {
                     return Err(Error::Config(

@@ -35,7 +35,8 @@ impl TestEntropy {
     }
 }
 
-/// splitmix64's finaliser.
+/// splitmix64's finaliser. Out of line: its 64-bit multiplies are long on a Cortex-M3.
+#[inline(never)]
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -44,9 +45,14 @@ fn mix(mut z: u64) -> u64 {
 
 impl Entropy for TestEntropy {
     fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+        // Each word's bytes, least significant first, without slicing's panic paths.
+        let mut word = 0;
+        for (i, byte) in buf.iter_mut().enumerate() {
+            if i % 8 == 0 {
+                word = self.next();
+            }
+            *byte = word as u8;
+            word >>= 8;
         }
     }
 }
