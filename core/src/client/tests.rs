@@ -225,14 +225,13 @@ fn send_refusals_are_typed() {
     use super::{SendError, SendUnansweredError};
     use std::string::ToString;
 
+    // A request every build of the client sends.
+    let size = Op::Size { handle: Handle(0) };
     let config = ClientConfig::default();
     let mut fresh = Client::owned(config, KEY, [3; 32], Instant::ZERO, 4096, 4096, 2);
+    assert_eq!(fresh.send(Instant::ZERO, size), Err(SendError::NotReady));
     assert_eq!(
-        fresh.send(Instant::ZERO, Op::Status),
-        Err(SendError::NotReady)
-    );
-    assert_eq!(
-        fresh.send_unanswered(Op::Status),
+        fresh.send_unanswered(size),
         Err(SendUnansweredError::NotReady)
     );
 
@@ -246,18 +245,18 @@ fn send_refusals_are_typed() {
         wait: Wait::NoWait,
     };
     assert_eq!(c.send(Instant::ZERO, put), Err(SendError::TooLarge));
-    c.send(Instant::ZERO, Op::Status).unwrap();
-    c.send(Instant::ZERO, Op::Status).unwrap();
-    let full = c.send(Instant::ZERO, Op::Status);
+    c.send(Instant::ZERO, size).unwrap();
+    c.send(Instant::ZERO, size).unwrap();
+    let full = c.send(Instant::ZERO, size);
     assert_eq!(full, Err(SendError::InFlightLimit));
     assert_eq!(full.map_err(Error::from), Err(Error::InFlightLimit));
 
     c.handle_timeout(Instant::from_millis(u64::from(GRACE)));
-    let closed = c.send(Instant::ZERO, Op::Status).unwrap_err();
+    let closed = c.send(Instant::ZERO, size).unwrap_err();
     assert_eq!(closed, SendError::Closed(Error::Timeout));
     assert_eq!(Error::from(closed), Error::Timeout);
     assert_eq!(closed.to_string(), Error::Timeout.to_string());
-    let unanswered = c.send_unanswered(Op::Status).unwrap_err();
+    let unanswered = c.send_unanswered(size).unwrap_err();
     assert_eq!(unanswered, SendUnansweredError::Closed(Error::Timeout));
     assert_eq!(Error::from(unanswered), Error::Timeout);
 }
