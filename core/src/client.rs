@@ -22,6 +22,13 @@ use crate::wire::{
     NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, VERSION,
 };
 
+pub use error::{SendError, SendUnansweredError};
+
+mod error;
+mod timeouts;
+
+use timeouts::{Cell, ReplyTimers};
+
 /// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
 /// not reported.
 const INTERNAL_ID: u32 = u32::MAX;
@@ -42,6 +49,8 @@ pub struct RequestSlot {
     /// The queue a get takes from, so items of an abandoned get can be given back.
     handle: Option<Handle>,
     deadline: Deadline,
+    /// Its share of the client's reply deadlines (`timers`).
+    timer: Cell,
 }
 
 impl RequestSlot {
@@ -53,6 +62,7 @@ impl RequestSlot {
         cancel_pending: false,
         handle: None,
         deadline: Deadline::NONE,
+        timer: Cell::EMPTY,
     };
 }
 
@@ -129,6 +139,8 @@ pub struct Client<'a> {
     rx: RxBuf<'a>,
     tx: TxBuf<'a>,
     slots: Managed<'a, RequestSlot>,
+    /// The reply deadlines of the requests in flight, earliest first.
+    timers: ReplyTimers,
     /// Abandoned requests whose `Cancel` is not yet written.
     cancels_pending: usize,
     in_flight: usize,
@@ -201,6 +213,7 @@ impl<'a> Client<'a> {
             rx,
             tx,
             slots,
+            timers: ReplyTimers::new(),
             cancels_pending: 0,
             in_flight: 0,
             next_slot: 0,
@@ -231,6 +244,7 @@ impl<'a> Client<'a> {
                 ..RequestSlot::FREE
             };
         }
+        self.timers = ReplyTimers::new();
         self.cancels_pending = 0;
         self.in_flight = 0;
         self.next_slot = 0;
@@ -340,7 +354,11 @@ impl<'a> Client<'a> {
         }
         slot.abandoned = true;
         slot.cancel_pending = true;
-        slot.deadline = Deadline::NONE;
+        // Nobody waits for its reply any more, so it has no deadline.
+        self.timers.remove(&mut self.slots, id & 0xFFFF);
+        if let Some(slot) = self.slots.get_mut((id & 0xFFFF) as usize) {
+            slot.deadline = Deadline::NONE;
+        }
         self.cancels_pending += 1;
         self.write_cancels();
     }
@@ -389,12 +407,7 @@ impl<'a> Client<'a> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::SentHello { .. } | State::SentProof { .. } => Some(self.handshake_deadline),
-            State::Ready { .. } => self
-                .slots
-                .iter()
-                .filter(|s| s.busy)
-                .filter_map(|s| s.deadline.get())
-                .min(),
+            State::Ready { .. } => self.timers.next(&self.slots),
             State::Closed { .. } => None,
         }
     }
@@ -403,10 +416,8 @@ impl<'a> Client<'a> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let overdue = match self.state {
             State::SentHello { .. } | State::SentProof { .. } => self.handshake_deadline <= now,
-            State::Ready { .. } => self
-                .slots
-                .iter()
-                .any(|s| s.busy && s.deadline.get().is_some_and(|d| d <= now)),
+            // The earliest deadline is enough: any overdue reply closes the connection.
+            State::Ready { .. } => self.timers.next(&self.slots).is_some_and(|d| d <= now),
             State::Closed { .. } => false,
         };
         if overdue {
@@ -417,39 +428,39 @@ impl<'a> Client<'a> {
 
     /// Sends a request; returns its id, which the matching [`Event::Reply`] carries.
     /// Requests for leases and objects are `NotAllowed` without those features.
-    pub fn send(&mut self, now: Instant, op: Op) -> Result<u32, Error> {
+    pub fn send(&mut self, now: Instant, op: Op) -> Result<u32, SendError> {
         self.apply_consumed();
         if !sendable(&op) {
-            return Err(Error::NotAllowed);
+            return Err(SendError::NotAllowed);
         }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
-            State::Closed { error, .. } => return Err(*error),
-            _ => return Err(Error::NotReady),
+            State::Closed { error, .. } => return Err(SendError::Closed(*error)),
+            _ => return Err(SendError::NotReady),
         };
         if let Op::Put { item, .. } = op {
             if item.len() > self.peer_max.saturating_sub(TAG_LEN + PUT_OVERHEAD) {
-                return Err(Error::TooLarge);
+                return Err(SendError::TooLarge);
             }
         }
         let n = self.slots.len().min(0xFFFF);
         if self.in_flight >= n {
-            return Err(Error::InFlightLimit);
+            return Err(SendError::InFlightLimit);
         }
         let index = (0..n)
             .map(|k| (self.next_slot + k) % n)
             .find(|&i| self.slots.get(i).is_some_and(|s| !s.busy));
         let Some((index, slot)) = index.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
-            return Err(Error::InFlightLimit);
+            return Err(SendError::InFlightLimit);
         };
         let id = (u32::from(slot.generation) << 16) | index as u32;
         self.tx
             .push(&Request { id, op }, self.peer_max, tx_mac)
             .map_err(|_| {
                 if self.tx.capacity() < HEADER_LEN + TAG_LEN + PUT_OVERHEAD + op_payload(&op) {
-                    Error::TooLarge
+                    SendError::TooLarge
                 } else {
-                    Error::WouldBlock
+                    SendError::WouldBlock
                 }
             })?;
         let wait = match op {
@@ -472,6 +483,9 @@ impl<'a> Client<'a> {
             Wait::NoWait => Some(now.add_millis(grace)),
             Wait::Millis(ms) => Some(now.add_millis(grace + u64::from(ms))),
         });
+        if slot.deadline != Deadline::NONE {
+            self.timers.update(&mut self.slots, index as u32);
+        }
         self.in_flight += 1;
         self.next_slot = (index + 1) % n;
         Ok(id)
@@ -479,15 +493,15 @@ impl<'a> Client<'a> {
 
     /// Sends a request whose reply is not reported, such as an ack the caller does not wait for:
     /// it takes no request slot, and a refusal is only logged.
-    pub fn send_unanswered(&mut self, op: Op) -> Result<(), Error> {
+    pub fn send_unanswered(&mut self, op: Op) -> Result<(), SendUnansweredError> {
         self.apply_consumed();
         if !sendable(&op) {
-            return Err(Error::NotAllowed);
+            return Err(SendUnansweredError::NotAllowed);
         }
         let tx_mac = match &mut self.state {
             State::Ready { tx_mac, .. } => tx_mac,
-            State::Closed { error, .. } => return Err(*error),
-            _ => return Err(Error::NotReady),
+            State::Closed { error, .. } => return Err(SendUnansweredError::Closed(*error)),
+            _ => return Err(SendUnansweredError::NotReady),
         };
         let request = Request {
             id: INTERNAL_ID,
@@ -495,7 +509,7 @@ impl<'a> Client<'a> {
         };
         self.tx
             .push(&request, self.peer_max, tx_mac)
-            .map_err(|_| Error::WouldBlock)
+            .map_err(|_| SendUnansweredError::WouldBlock)
     }
 
     /// The next event, if any. Item bytes in a reply borrow the receive buffer until the next
@@ -700,6 +714,7 @@ impl<'a> Client<'a> {
                         }
                     }
                 }
+                self.timers.remove(&mut self.slots, id & 0xFFFF);
                 let Some(slot) = slot_in(&mut self.slots, id) else {
                     return Err(Error::Closed(CloseReason::Unexpected));
                 };
@@ -708,6 +723,7 @@ impl<'a> Client<'a> {
                 }
                 *slot = RequestSlot {
                     generation: slot.generation.wrapping_add(1),
+                    timer: slot.timer.keep_entry(),
                     ..RequestSlot::FREE
                 };
                 self.in_flight -= 1;
@@ -846,3 +862,6 @@ fn slot_in(slots: &mut [RequestSlot], id: u32) -> Option<&mut RequestSlot> {
         .get_mut((id & 0xFFFF) as usize)
         .filter(|s| s.busy && u32::from(s.generation) == id >> 16)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,9 @@
-//! The one error type a client sees.
+//! The error type every client operation's error converts into.
+//!
+//! Each fallible operation of [`Client`](crate::Client) has an error enum of its own with only
+//! the outcomes it can have ([`SendError`](crate::client::SendError), …); `?` turns any of them
+//! into this [`Error`] for callers that want one type. Replies and
+//! [`Event::Closed`](crate::Event::Closed) carry it directly.
 
 use crate::wire::{CloseReason, ErrorCode};
 

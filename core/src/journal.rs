@@ -126,6 +126,7 @@ pub(crate) fn note(journal: &mut Option<JournalSlot>, f: impl FnOnce(&mut dyn Jo
 /// Why a recovered item could not be restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RestoreError {
     /// No queue has this handle.
     NoSuchQueue,

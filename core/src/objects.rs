@@ -62,6 +62,7 @@ pub(crate) struct Shared<'a> {
 /// Why an object's limits cannot be met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ObjectSpecError {
     /// A barrier needs a party, a dict room for an entry, a value room for `null`.
     Zero,

@@ -17,6 +17,7 @@ const LEN_MASK: u32 = (1 << 24) - 1;
 /// Why an item could not be put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PushError {
     /// Larger than the queue's `max_item`: it can never be put.
     TooLarge,
@@ -27,6 +28,7 @@ pub enum PushError {
 /// Why a queue could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum SpecError {
     /// `capacity` is zero.
     ZeroCapacity,

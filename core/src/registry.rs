@@ -13,6 +13,7 @@ use crate::wire::{
 /// Why an object could not be declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum DeclareError {
     /// The name is empty, too long or has control characters.
     InvalidName,

@@ -12,6 +12,7 @@ use crate::wire::{CloseReason, HEADER_LEN, TAG_LEN};
 /// Whether a side seals its frames (PROTOCOL.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Encryption {
     /// Never seal: frames carry their MAC only (integrity, no confidentiality).
     Off,

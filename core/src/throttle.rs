@@ -54,6 +54,7 @@ impl Default for ThrottleConfig {
 /// A line of the failure summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum AuthReport<'r> {
     /// Proofs that failed from `source` naming key `key` (an unknown name fails like a
     /// wrong key).

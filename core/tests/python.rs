@@ -193,6 +193,7 @@ fn replay(version: &str) {
                 }
                 Step::Close(why) => panic!("closed: {why:?}"),
                 Step::Stop => panic!("the capture asks for no stop"),
+                other => panic!("a step the test does not know: {other:?}"),
             };
             let frame::Peek::Frame { header, body } = frame::peek(&out[..len], 1 << 20) else {
                 panic!("not a frame");

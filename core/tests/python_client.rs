@@ -46,6 +46,7 @@ fn feed(c: &mut PyClient, body: &[u8]) -> Result<(PyStep<'static>, Vec<u8>), PyC
         PyStep::Send { len } => (PyStep::Send { len }, body_of(&out[..len])),
         PyStep::Connected { len } => (PyStep::Connected { len }, body_of(&out[..len])),
         PyStep::Reply(_) => panic!("a reply during the handshake"),
+        other => panic!("a step the test does not know: {other:?}"),
     })
 }
 
@@ -252,6 +253,7 @@ fn owned(r: PyReply<'_>) -> PyReply<'static> {
         PyReply::Timeout => PyReply::Timeout,
         PyReply::NoSuchObject => PyReply::NoSuchObject,
         PyReply::Unconvertible => PyReply::Unconvertible,
+        other => panic!("a reply the test does not know: {other:?}"),
     }
 }
 

@@ -146,7 +146,7 @@ fn serve(mut sock: TcpStream, store: Arc<Store>, nonce: [u8; 32]) {
             }
             Step::Wait => {}
             Step::Close(_) => return,
-            Step::Execute(_) | Step::Stop => unreachable!(),
+            other => unreachable!("handled above: {other:?}"),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 mod harness;
 
-use depot_core::client::ClientConfig;
+use depot_core::client::{ClientConfig, SendError};
 use depot_core::manager::encode_busy;
 use depot_core::wire::{CloseReason, ErrorCode, Op, QueueSpec, Wait};
 use depot_core::*;
@@ -917,7 +917,7 @@ fn pipelining_many_requests_in_one_frame() {
     }
     assert_eq!(
         p.peers[c].client.send(p.now, Op::Status),
-        Err(Error::InFlightLimit)
+        Err(SendError::InFlightLimit)
     );
     p.pump();
     assert_eq!(p.peers[c].replies.len(), 16);

@@ -69,7 +69,7 @@ fn run(connected: bool, data: &[u8]) {
             Ok(PyStep::Send { len } | PyStep::Connected { len }) => {
                 assert!(matches!(frame::peek(&out[..len], 300), Peek::Frame { .. }));
             }
-            Ok(PyStep::Reply(_)) | Err(PyClientError::ItemTooLarge | PyClientError::NoScratch) => {}
+            Ok(_) | Err(PyClientError::ItemTooLarge | PyClientError::NoScratch) => {}
             Err(_) => {
                 assert!(!c.is_ready() && !c.is_busy());
                 break;

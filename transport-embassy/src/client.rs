@@ -16,7 +16,7 @@ use core::future::{poll_fn, Future};
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 
-use depot_core::client::ClientConfig;
+use depot_core::client::{ClientConfig, SendError};
 use depot_core::wire::{
     Action, CloseReason, ErrorCode, Handle, ObjectInfo, Op, QueueSize, Reply, Wait,
 };
@@ -338,8 +338,8 @@ impl Shared<'_> {
                         return Poll::Ready(Ok(id));
                     }
                     // Replies still hold the slots or the output room: let them drain.
-                    Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {}
-                    Err(e) => return Poll::Ready(Err(e.into())),
+                    Err(SendError::InFlightLimit | SendError::WouldBlock) => {}
+                    Err(e) => return Poll::Ready(Err(Error::Depot(e.into()))),
                 }
             }
             self.calls.wait_to_send(cx.waker());
@@ -545,7 +545,7 @@ impl Shared<'_> {
                 };
                 self.calls.set(index, discard);
             }
-            Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => return false,
+            Err(SendError::InFlightLimit | SendError::WouldBlock) => return false,
             // The connection is gone, and the item's outcome with it.
             Err(_) => self.calls.set(index, Call::FREE),
         }

@@ -22,10 +22,9 @@
 
 pub use depot_core;
 
-use depot_core::client::{ClientConfig, Event, RequestSlot};
+use depot_core::client::{ClientConfig, Event, RequestSlot, SendError};
 use depot_core::time::Instant;
 use depot_core::wire::{Op, NONCE_LEN};
-use depot_core::Error;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, State};
 
@@ -110,7 +109,7 @@ impl<'a> Client<'a> {
     }
 
     /// Queues a request (sent by the next [`Client::poll`]); its id comes back in the reply.
-    pub fn send(&mut self, now: Instant, op: Op<'_>) -> Result<u32, Error> {
+    pub fn send(&mut self, now: Instant, op: Op<'_>) -> Result<u32, SendError> {
         self.core.send(now, op)
     }
 

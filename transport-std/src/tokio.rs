@@ -38,7 +38,7 @@ use ::tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use ::tokio::net::{lookup_host, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{mpsc, oneshot, Notify};
 use ::tokio::time::{sleep_until, timeout};
-use depot_core::client::ClientConfig;
+use depot_core::client::{ClientConfig, SendError};
 use depot_core::reconnect::{resend, Backoff, ClientSession, Policy};
 use depot_core::wire::{
     ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Reply, Wait, NONCE_LEN,
@@ -650,7 +650,7 @@ async fn open_session(d: &mut Dialled, session: &ClientSession) -> Result<bool, 
     let id = d
         .core
         .send(now, session.open())
-        .map_err(|e| closed_error(peer, e, None))?;
+        .map_err(|e| closed_error(peer, e.into(), None))?;
     let mut buf = vec![0; READ_CHUNK];
     loop {
         let out = d.core.poll_transmit();
@@ -1063,7 +1063,7 @@ impl Driver {
                         },
                     );
                 }
-                Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
+                Err(SendError::InFlightLimit | SendError::WouldBlock) => {
                     if self.core.poll_transmit().is_empty() {
                         break;
                     }
@@ -1074,13 +1074,13 @@ impl Driver {
                     let (_, request, reply) = self.backlog.pop_front().expect("front exists");
                     let error = match (e, &request) {
                         (
-                            depot_core::Error::TooLarge,
+                            SendError::TooLarge,
                             Request::Put(_, item, _) | Request::PutSeq(_, item, _, _),
                         ) => Error::TooLarge {
                             size: item.len(),
                             max: self.core.max_item(),
                         },
-                        _ => closed_error(self.peer, e, None),
+                        _ => closed_error(self.peer, e.into(), None),
                     };
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(error));

@@ -37,6 +37,7 @@ use super::pickle::{self, Node, Pickle, PickleError, Scratch, Writer};
 /// A request to a Python manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PyRequest<'a> {
     /// `create(typeid)`: a new reference to the registered object; the reply names its ident.
     /// The manager counts it: [`PyRequest::Decref`] it when done.
@@ -105,6 +106,7 @@ pub enum PyRequest<'a> {
 /// The answer to a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PyReply<'b> {
     /// The call returned `None` (put, task_done, join, incref, decref, accept_connection).
     Done,
@@ -146,6 +148,7 @@ pub enum PyReply<'b> {
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PyStep<'b> {
     /// Send `out[..len]` (a handshake frame), then read on.
     Send {
@@ -164,6 +167,7 @@ pub enum PyStep<'b> {
 /// Why a Python connection failed. All but those asking for more room end it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PyClientError {
     /// The manager refused our answer, or answered our challenge wrongly: different authkeys.
     AuthFailed,

@@ -85,6 +85,7 @@ pub fn challenge_frame(nonce: &[u8; NONCE_LEN]) -> [u8; 4 + CHALLENGE_BODY_LEN] 
 /// What the manager does next for a Python connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Step<'b> {
     /// Send `out[..len]`; then read on, or close once it is sent if `close`.
     Send {
@@ -108,6 +109,7 @@ pub enum Step<'b> {
 /// Why a Python connection ends without a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PyClose {
     /// The client refused the manager's answer (a different authkey).
     AuthFailed,

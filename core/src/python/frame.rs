@@ -14,6 +14,7 @@ pub const LONG_HEADER: usize = 12;
 /// Where the next frame in a receive buffer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Peek {
     /// Not a whole frame yet.
     Partial,

@@ -49,6 +49,7 @@ impl core::fmt::Debug for PyKey {
 /// A digest Python names in a `{name}` prefix (or implies with a bare 16-byte answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Digest {
     /// HMAC-MD5 (the only one Python 3.8–3.11 knows).
     Md5,
@@ -79,6 +80,7 @@ impl Digest {
 /// Why a handshake message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The MAC is wrong: the peer does not know the authkey.
     WrongKey,

@@ -39,6 +39,7 @@ fn budget_for(p: &Pickle<'_>) -> u32 {
 /// Why an item could not be converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ItemError {
     /// The converted item does not fit the output.
     TooLarge,

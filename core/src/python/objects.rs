@@ -183,6 +183,7 @@ impl Fallback {
 
 /// What a dict's list holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ListOf {
     Keys,
     Values,

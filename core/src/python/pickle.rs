@@ -58,6 +58,7 @@ pub const NIL: u32 = u32::MAX;
 /// One inert value of a decoded pickle. Children are node indices.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Node {
     /// `None`.
     None,
@@ -124,6 +125,7 @@ pub enum Node {
 /// Why a pickle was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum PickleError {
     /// The input ended before `STOP`.
     Truncated,
@@ -1020,6 +1022,7 @@ impl<'o> Writer<'o> {
 /// Why a subtree could not be written back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum WriteError {
     /// The output is full.
     NoRoom,

@@ -38,6 +38,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Why bytes are not a value of the value model, or not of the type asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum ValueError {
     /// The bytes end inside a value.
     Truncated,
@@ -65,6 +66,7 @@ pub enum ValueError {
 /// CBOR that is well-formed but not part of the value model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Unsupported {
     /// An indefinite-length string, array or map.
     IndefiniteLength,

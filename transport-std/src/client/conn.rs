@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use depot_core::client::ClientConfig;
+use depot_core::client::{ClientConfig, SendError, SendUnansweredError};
 use depot_core::wire::{
     ErrorCode, ManagerStatus, ObjectInfo, ObjectStat, Op, QueueSize, Reply, HEADER_LEN,
     MAX_MAX_FRAME, NONCE_LEN,
@@ -145,8 +145,9 @@ impl Outcome {
     }
 }
 
-/// Whether a request could not be sent for now (no slot or no buffer room).
-pub(crate) enum SendError {
+/// Why [`Conn::try_send`] did not send: the core's [`SendError`] sorted into what waiting
+/// cures (no slot or no buffer room) and what it does not.
+pub(crate) enum TrySendError {
     /// Wait for replies (or for output to drain) and try again.
     Busy,
     Failed(Error),
@@ -168,8 +169,6 @@ struct State {
     /// Replies filed so far other than refusals: each may have freed room for a blocked
     /// request (see [`Outcome::Refused`]).
     progress: u64,
-    /// No reply is due before this (see [`Conn::lead`]).
-    quiet_until: Instant,
 }
 
 struct Writer {
@@ -303,7 +302,6 @@ impl Conn {
                 sleepers: 0,
                 filed: 0,
                 progress: 0,
-                quiet_until: Instant::ZERO,
             }),
             changed: Condvar::new(),
             writer: Mutex::new(Writer {
@@ -402,26 +400,24 @@ impl Conn {
     }
 
     /// Encodes a request into the core client (not yet written out).
-    pub(crate) fn try_send(&self, op: Op<'_>) -> Result<u32, SendError> {
+    pub(crate) fn try_send(&self, op: Op<'_>) -> Result<u32, TrySendError> {
         let mut g = lock(&self.state);
         if let Some(e) = g.closed {
-            return Err(SendError::Failed(self.closed_error(e, None)));
+            return Err(TrySendError::Failed(self.closed_error(e, None)));
         }
         let now = self.now();
         match g.core.with(|c| c.send(now, op)) {
             Ok(id) => Ok(id),
-            Err(depot_core::Error::InFlightLimit | depot_core::Error::WouldBlock) => {
-                Err(SendError::Busy)
-            }
-            Err(depot_core::Error::TooLarge) => {
+            Err(SendError::InFlightLimit | SendError::WouldBlock) => Err(TrySendError::Busy),
+            Err(SendError::TooLarge) => {
                 let max = g.core.with(|c| c.max_item());
                 let size = match op {
                     Op::Put { item, .. } => item.len(),
                     _ => 0,
                 };
-                Err(SendError::Failed(Error::TooLarge { size, max }))
+                Err(TrySendError::Failed(Error::TooLarge { size, max }))
             }
-            Err(e) => Err(SendError::Failed(self.closed_error(e, None))),
+            Err(e) => Err(TrySendError::Failed(self.closed_error(e.into(), None))),
         }
     }
 
@@ -431,14 +427,14 @@ impl Conn {
         loop {
             match self.try_send(op) {
                 Ok(id) => return Ok(id),
-                Err(SendError::Failed(e)) => return Err(e),
+                Err(TrySendError::Failed(e)) => return Err(e),
                 // The output buffer may just be full: writing it out makes room.
-                Err(SendError::Busy) if !flushed => {
+                Err(TrySendError::Busy) if !flushed => {
                     self.flush()?;
                     flushed = true;
                 }
                 // Every slot is in use: wait for some reply to free one.
-                Err(SendError::Busy) => {
+                Err(TrySendError::Busy) => {
                     let seen = lock(&self.state).filed;
                     self.wait_until(|s| (s.filed != seen).then_some(()))?;
                     flushed = false;
@@ -460,8 +456,8 @@ impl Conn {
             match sent {
                 Ok(()) => return self.flush(),
                 // The output buffer may be full: writing it out makes room.
-                Err(depot_core::Error::WouldBlock) if attempt == 0 => self.flush()?,
-                Err(e) => return Err(self.closed_error(e, None)),
+                Err(SendUnansweredError::WouldBlock) if attempt == 0 => self.flush()?,
+                Err(e) => return Err(self.closed_error(e.into(), None)),
             }
         }
         Ok(())
@@ -575,21 +571,10 @@ impl Conn {
                     return Ok(None);
                 }
                 let now = self.now();
-                // The core finds its next deadline by scanning every request slot, which cost
-                // more than the rest of a small request's bookkeeping. Each deadline is at least
-                // `REPLY_GRACE_MS` after its request was sent, so none falls before the earlier
-                // of the last deadline found and the last look + `REPLY_GRACE_MS`: until then the
-                // wait is the longest one without looking.
-                if now.add_millis(MAX_READ_WAIT.as_millis() as u64) <= g.quiet_until {
-                    MAX_READ_WAIT
-                } else {
-                    let deadline = g.core.with(|c| c.poll_timeout());
-                    let grace = now.add_millis(u64::from(REPLY_GRACE_MS));
-                    g.quiet_until = deadline.map_or(grace, |d| d.min(grace));
-                    deadline.map_or(MAX_READ_WAIT, |d| {
-                        Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
-                    })
-                }
+                let deadline = g.core.with(|c| c.poll_timeout());
+                deadline.map_or(MAX_READ_WAIT, |d| {
+                    Duration::from_millis(now.millis_until(d).max(1)).min(MAX_READ_WAIT)
+                })
             };
             // Waking early is harmless (the loop just looks again), so the socket's timeout
             // is only changed when it is longer than the wait, or far shorter: usually the wait

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use depot_core::value;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
-use super::conn::{Outcome, SendError};
+use super::conn::{Outcome, TrySendError};
 use super::python::PyQueue;
 use super::{Client, ConnRef};
 use crate::Error;
@@ -162,7 +162,7 @@ impl RawQueue {
                         let seq = self.client.next_seq();
                         let op = batch_op(handle, &packed[..bytes], seq, session);
                         let sent = if in_flight.is_empty() {
-                            conn.send(op).map_err(SendError::Failed)
+                            conn.send(op).map_err(TrySendError::Failed)
                         } else {
                             conn.try_send(op)
                         };
@@ -171,9 +171,11 @@ impl RawQueue {
                                 in_flight.push_back((id, next, next + end, seq));
                                 next += end;
                             }
-                            Err(SendError::Busy) => break,
-                            Err(SendError::Failed(e)) if e.is_connection_lost() => return Err(e),
-                            Err(SendError::Failed(e)) => first_error = Some(e),
+                            Err(TrySendError::Busy) => break,
+                            Err(TrySendError::Failed(e)) if e.is_connection_lost() => {
+                                return Err(e)
+                            }
+                            Err(TrySendError::Failed(e)) => first_error = Some(e),
                         }
                     }
                     conn.flush()?;
@@ -278,8 +280,8 @@ impl RawQueue {
                 } else {
                     match conn.try_send(op) {
                         Ok(id) => id,
-                        Err(SendError::Busy) => break,
-                        Err(SendError::Failed(e)) => return Err(e),
+                        Err(TrySendError::Busy) => break,
+                        Err(TrySendError::Failed(e)) => return Err(e),
                     }
                 };
                 in_flight.push_back((id, max, waits));

@@ -228,7 +228,8 @@ impl PyManager {
             let (len, connected) = match step {
                 PyStep::Send { len } => (len, false),
                 PyStep::Connected { len } => (len, true),
-                PyStep::Reply(_) => return Err(self.malformed()),
+                // A reply, or a step of a later core: not a handshake this client knows.
+                _ => return Err(self.malformed()),
             };
             link.rx.drain(..body.end);
             self.write(&mut link, &out[..len])?;
@@ -331,8 +332,8 @@ impl PyManager {
                         max: MAX_BODY,
                     })
                 }
-                Peek::Invalid => return Err(self.malformed()),
                 Peek::Partial => {}
+                _ => return Err(self.malformed()),
             }
             let wait = match deadline {
                 Some(d) => {
@@ -412,6 +413,9 @@ fn owned(reply: PyReply<'_>, item: &[u8], queue: &str) -> Owned {
             "the Python manager failed: {}",
             text.trim_end().rsplit('\n').next().unwrap_or("")
         ))),
+        _ => Owned::Failed(Error::Python(
+            "the Python manager's reply is of a kind this client does not know".to_owned(),
+        )),
     }
 }
 

@@ -36,6 +36,7 @@ pub(crate) fn auth_line(report: depot_core::throttle::AuthReport) -> (String, u3
             count,
         ),
         AuthReport::Unlisted { count } => (format!("{count} more from other sources"), count),
+        _ => ("failed proofs of another kind".to_owned(), 0),
     }
 }
 
