@@ -5,8 +5,21 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+/// A yield that takes longer than this gave the CPU to another thread.
+const CONTENDED_YIELD: Duration = Duration::from_micros(20);
+
+/// Yields the CPU between two looks for input; `false` if another thread took it (the yield
+/// took long). A busy poll stops then: on a contended CPU the scheduler runs a thread that is
+/// woken by input sooner than one that keeps yielding, so sleeping is the faster wait there.
+pub(crate) fn yield_uncontended() -> bool {
+    let before = Instant::now();
+    std::thread::yield_now();
+    before.elapsed() < CONTENDED_YIELD
+}
+
 /// Reads from `stream`: first looks for input without sleeping for up to `busy_poll`, yielding
-/// the CPU between looks, then blocks as `read` does (with the socket's read timeout). Zero
+/// the CPU between looks (and no longer once another thread wants it, see
+/// [`yield_uncontended`]), then blocks as `read` does (with the socket's read timeout). Zero
 /// `busy_poll` blocks at once. Used by depot's blocking client and by depot-nats's reader.
 pub fn read_soon(stream: &TcpStream, buf: &mut [u8], busy_poll: Duration) -> io::Result<usize> {
     if !busy_poll.is_zero() {
@@ -18,10 +31,9 @@ pub fn read_soon(stream: &TcpStream, buf: &mut [u8], busy_poll: Duration) -> io:
                 Some(Err(e)) => return Err(e),
                 None => break,
             }
-            if start.elapsed() >= busy_poll {
+            if start.elapsed() >= busy_poll || !yield_uncontended() {
                 break;
             }
-            std::thread::yield_now();
         }
     }
     let mut stream = stream;

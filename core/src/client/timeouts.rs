@@ -83,9 +83,9 @@ impl crate::timers::Slots for Managed<'_, RequestSlot> {
         deadline.unwrap_or(Instant::from_millis(u64::MAX))
     }
     fn cell(&self, i: u32) -> &Cell {
-        &self[i as usize].timer
+        self.get(i as usize).map_or(&Cell::EMPTY, |s| &s.timer)
     }
-    fn cell_mut(&mut self, i: u32) -> &mut Cell {
-        &mut self[i as usize].timer
+    fn cell_mut(&mut self, i: u32) -> Option<&mut Cell> {
+        self.get_mut(i as usize).map(|s| &mut s.timer)
     }
 }

@@ -359,18 +359,21 @@ impl Loop<'_> {
     }
 
     /// Waits for events. After a turn that had some, it first looks again without sleeping
-    /// for up to `busy_poll`, yielding the CPU between looks: the next request of a busy
-    /// connection usually comes sooner than a sleeping thread can be woken.
+    /// for up to `busy_poll`, yielding the CPU between looks (until another thread wants it):
+    /// the next request of a busy connection usually comes sooner than a sleeping thread can
+    /// be woken.
     fn wait(&mut self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let spin = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
         if !events.is_empty() && !spin.is_zero() {
             let start = std::time::Instant::now();
             loop {
                 self.poll.poll(events, Some(Duration::ZERO))?;
-                if !events.is_empty() || start.elapsed() >= spin {
+                if !events.is_empty()
+                    || start.elapsed() >= spin
+                    || !crate::busy::yield_uncontended()
+                {
                     break;
                 }
-                std::thread::yield_now();
             }
             if !events.is_empty() {
                 return Ok(());
