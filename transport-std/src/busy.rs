@@ -19,7 +19,7 @@ pub(crate) fn yield_uncontended() -> bool {
 
 /// Reads from `stream`: first looks for input without sleeping for up to `busy_poll`, yielding
 /// the CPU between looks (and no longer once another thread wants it, see
-/// [`yield_uncontended`]), then blocks as `read` does (with the socket's read timeout). Zero
+/// `yield_uncontended`), then blocks as `read` does (with the socket's read timeout). Zero
 /// `busy_poll` blocks at once. Used by depot's blocking client and by depot-nats's reader.
 pub fn read_soon(stream: &TcpStream, buf: &mut [u8], busy_poll: Duration) -> io::Result<usize> {
     if !busy_poll.is_zero() {

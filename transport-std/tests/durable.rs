@@ -340,3 +340,47 @@ fn leases_held_at_a_crash_are_redelivered() {
     child.wait().unwrap();
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With every commit synced, one sync serves the puts of several connections at once (a commit
+/// waits a moment for the connections the last one answered): each producer's puts are all
+/// acknowledged, in its order, and all of them are there after a restart.
+#[test]
+fn synced_commits_shared_by_several_producers_keep_every_put() {
+    let dir = data_dir("shared-sync");
+    let m = builder(&dir, Fsync::Always).start().unwrap();
+    let addr = m.address();
+    let producers: Vec<_> = (0..4u32)
+        .map(|p| {
+            thread::spawn(move || {
+                let q = Client::connect(addr, KEY)
+                    .unwrap()
+                    .raw_queue("jobs")
+                    .unwrap();
+                for i in 0..200u32 {
+                    q.put(&[p.to_le_bytes(), i.to_le_bytes()].concat()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let d = m.metrics().unwrap().durability.expect("a durable manager");
+    assert!(d.fsyncs < 800, "one sync per put: {d:?}");
+    m.shutdown().unwrap();
+    let m = builder(&dir, Fsync::Always).start().unwrap();
+    let q = Client::connect(m.address(), KEY)
+        .unwrap()
+        .raw_queue("jobs")
+        .unwrap();
+    assert_eq!(q.qsize().unwrap(), 800);
+    let items = q.get_many(800).unwrap();
+    let mut next = [0u32; 4];
+    for item in items {
+        let p = u32::from_le_bytes(item[..4].try_into().unwrap()) as usize;
+        assert_eq!(u32::from_le_bytes(item[4..].try_into().unwrap()), next[p]);
+        next[p] += 1;
+    }
+    m.shutdown().unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}

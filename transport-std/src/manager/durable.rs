@@ -987,6 +987,11 @@ impl Log {
         Ok(())
     }
 
+    /// Whether every commit syncs (`Fsync::Always`).
+    pub(crate) fn syncs_every_commit(&self) -> bool {
+        self.opts.fsync == Fsync::Always
+    }
+
     /// When the log wants the event loop back: the interval policy's next sync, or a look at
     /// a running compaction.
     pub(crate) fn sync_due(&self) -> Option<Instant> {

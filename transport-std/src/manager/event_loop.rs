@@ -45,6 +45,8 @@ const READ_BUDGET: usize = 16;
 const ACCEPT_BUDGET: usize = 64;
 /// How soon to try `accept` again after it failed for lack of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// The longest a commit that syncs waits for the connections of the last one to ask again.
+const GATHER: Duration = Duration::from_micros(50);
 /// Rounds of commit-then-flush per turn for connections whose replies waited on the log (each
 /// round may read more input, so more records); the rest wait for the next turn.
 const COMMIT_ROUNDS: usize = 4;
@@ -199,6 +201,8 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         closed_in_shutdown: 0,
         log,
         deferred: Vec::with_capacity(plan.max_connections),
+        last_group: 0,
+        gather_until: None,
         backend,
         busy_poll: plan.busy_poll,
     };
@@ -286,6 +290,9 @@ struct Loop<'m> {
     log: Option<Log>,
     /// Connections whose output waits for the next commit of the log.
     deferred: Vec<usize>,
+    /// Connections the last commit answered, and until when the next waits for as many.
+    last_group: usize,
+    gather_until: Option<std::time::Instant>,
     /// The engine that keeps the queues, if not this manager.
     backend: Option<backend::Running>,
     /// How long to look for input without sleeping after a turn that had some.
@@ -378,6 +385,10 @@ impl Loop<'_> {
             if !events.is_empty() {
                 return Ok(());
             }
+            let spun = start.elapsed();
+            return self
+                .poll
+                .poll(events, timeout.map(|t| t.saturating_sub(spun)));
         }
         self.poll.poll(events, timeout)
     }
@@ -444,7 +455,8 @@ impl Loop<'_> {
             .map(|t| Duration::from_millis(now.millis_until(t)));
         let mut sooner = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
         let answers = self.backend.as_ref().is_some_and(|b| b.pending.is_set());
-        if !self.backlog.is_empty() || self.accept_more || !self.deferred.is_empty() || answers {
+        let commit_now = !self.deferred.is_empty() && self.gather_until.is_none();
+        if !self.backlog.is_empty() || self.accept_more || commit_now || answers {
             sooner(Duration::ZERO);
         }
         let wall = std::time::Instant::now();
@@ -454,9 +466,17 @@ impl Loop<'_> {
             .has_auth_reports()
             .then_some(self.auth_quiet_until);
         let sync = self.log.as_ref().and_then(Log::sync_due);
-        for until in [self.grace_until, self.accept_retry, summary, auth, sync]
-            .into_iter()
-            .flatten()
+        let gather = self.gather_until;
+        for until in [
+            self.grace_until,
+            self.accept_retry,
+            summary,
+            auth,
+            sync,
+            gather,
+        ]
+        .into_iter()
+        .flatten()
         {
             sooner(until.saturating_duration_since(wall));
         }
@@ -781,10 +801,23 @@ impl Loop<'_> {
 
     /// Group commit: writes (and syncs, as the policy says) the records of this turn's input,
     /// then serves the connections whose replies waited for them.
+    ///
+    /// When every commit syncs, it first waits (up to [`GATHER`]) until as many connections
+    /// wait for it as the last commit answered: those clients send their next request within
+    /// microseconds of their reply, and one sync for all of them costs a fraction of one each.
     fn commit(&mut self) -> Result<(), Error> {
-        if self.log.is_none() {
+        let Some(log) = self.log.as_ref() else {
             return Ok(());
+        };
+        if log.syncs_every_commit() && self.deferred.len() < self.last_group {
+            let now = std::time::Instant::now();
+            let until = *self.gather_until.get_or_insert(now + GATHER);
+            if now < until {
+                return Ok(());
+            }
         }
+        self.gather_until = None;
+        let mut answered = None;
         for _ in 0..COMMIT_ROUNDS {
             if let Some(log) = self.log.as_mut() {
                 log.commit()?;
@@ -793,6 +826,7 @@ impl Loop<'_> {
                 break;
             }
             std::mem::swap(&mut self.deferred, &mut self.spare);
+            answered.get_or_insert(self.spare.len());
             let mut k = 0;
             while k < self.spare.len() {
                 let i = self.spare[k];
@@ -804,6 +838,9 @@ impl Loop<'_> {
             }
             self.spare.clear();
             self.drain_ready();
+        }
+        if let Some(n) = answered {
+            self.last_group = n;
         }
         if let Some(log) = self.log.as_mut() {
             log.tick()?;
