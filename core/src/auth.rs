@@ -251,13 +251,7 @@ mod tests {
     use sha2::Digest;
 
     proptest! {
-        // Miri runs each case some thousand times slower, and is isolated from the file
-        // system where failures are kept: a couple of cases show the code is sound.
-        #![proptest_config(if cfg!(miri) {
-            ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
-        } else {
-            ProptestConfig::default()
-        })]
+        #![proptest_config(crate::proptest_cases(256))]
 
         /// Every key length (short, one block, hashed) and data split across block bounds.
         #[test]

@@ -1644,13 +1644,7 @@ mod tests {
     }
 
     proptest! {
-        // Miri runs each case some thousand times slower: a couple show the code is sound.
-        #![proptest_config(if cfg!(miri) {
-            // Miri is isolated from the file system, where failures are kept.
-            ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
-        } else {
-            ProptestConfig { cases: 2048, ..ProptestConfig::default() }
-        })]
+        #![proptest_config(crate::proptest_cases(2048))]
 
         #[test]
         fn messages_match_postcard(p in parts(), edits in edits()) {

@@ -77,6 +77,23 @@ pub mod value;
 mod waiters;
 pub mod wire;
 
+/// Proptest's settings for the unit tests: `cases` cases, or a couple under Miri, which runs
+/// each some thousand times slower and is isolated from the file system where failures are
+/// kept (a couple of cases show the code is sound).
+#[cfg(test)]
+pub(crate) fn proptest_cases(cases: u32) -> proptest::test_runner::Config {
+    let config = proptest::test_runner::Config::default();
+    if cfg!(miri) {
+        proptest::test_runner::Config {
+            cases: 2,
+            failure_persistence: None,
+            ..config
+        }
+    } else {
+        proptest::test_runner::Config { cases, ..config }
+    }
+}
+
 pub use client::{Client, Event, RequestSlot};
 pub use error::Error;
 pub use journal::{Journal, JournalSlot};

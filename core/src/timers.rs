@@ -337,13 +337,7 @@ mod tests {
     macro_rules! agrees_with_a_sorted_list {
         ($name:ident, $kind:ty) => {
     proptest! {
-        // Miri runs each case some thousand times slower, and is isolated from the file
-        // system where failures are kept: a couple of cases show the code is sound.
-        #![proptest_config(if cfg!(miri) {
-            ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
-        } else {
-            ProptestConfig::default()
-        })]
+        #![proptest_config(crate::proptest_cases(256))]
 
         /// Whatever is set, moved, cleared and popped, the heap gives what a sorted list
         /// gives, and pops exactly the due deadlines.

@@ -110,11 +110,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(if cfg!(miri) {
-        ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
-    } else {
-        ProptestConfig::default()
-    })]
+    #![proptest_config(crate::proptest_cases(256))]
 
     /// Whatever is sent, answered, abandoned and timed, the client's next deadline is the
     /// earliest of the requests still waiting for a reply, and it closes with `Timeout`
