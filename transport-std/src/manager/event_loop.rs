@@ -802,14 +802,15 @@ impl Loop<'_> {
     /// Group commit: writes (and syncs, as the policy says) the records of this turn's input,
     /// then serves the connections whose replies waited for them.
     ///
-    /// When every commit syncs, it first waits (up to [`GATHER`]) until as many connections
-    /// wait for it as the last commit answered: those clients send their next request within
+    /// When every commit syncs and some connection waits for it, it first waits (up to
+    /// [`GATHER`]) until as many connections wait for it as the last commit answered: those clients send their next request within
     /// microseconds of their reply, and one sync for all of them costs a fraction of one each.
     fn commit(&mut self) -> Result<(), Error> {
         let Some(log) = self.log.as_ref() else {
             return Ok(());
         };
-        if log.syncs_every_commit() && self.deferred.len() < self.last_group {
+        let waiting = self.deferred.len();
+        if log.syncs_every_commit() && waiting > 0 && waiting < self.last_group {
             let now = std::time::Instant::now();
             let until = *self.gather_until.get_or_insert(now + GATHER);
             if now < until {
