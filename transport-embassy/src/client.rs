@@ -14,7 +14,7 @@
 use core::cell::{Cell, RefCell, RefMut};
 use core::future::{poll_fn, Future};
 use core::pin::pin;
-use core::task::{Context, Poll, Waker};
+use core::task::{ready, Context, Poll, Waker};
 
 use depot_core::client::{ClientConfig, SendError};
 use depot_core::wire::{
@@ -827,68 +827,107 @@ impl<'a> Client<'a> {
     /// `op` on the connection there is now. When it fails because the connection is lost (or
     /// being replaced, unless `gated` is false), a reconnecting client learns it in `lost`:
     /// `Some(sent)`, `sent` telling whether the request had been handed to the connection.
-    pub(crate) async fn call_once<R>(
-        &self,
-        op: Op<'_>,
-        mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
+    ///
+    /// Its future is a thin `poll_fn` around [`Progress::poll`], which is the same for every
+    /// op and reply type: an image links one copy of the call's logic, not one per call site.
+    pub(crate) fn call_once<'s, 'o, 'l, R, F>(
+        &'s self,
+        op: Op<'o>,
+        mut f: F,
         gated: bool,
         #[cfg_attr(not(feature = "sessions"), allow(unused_variables))] lost: Option<
-            &mut Option<bool>,
+            &'l mut Option<bool>,
         >,
-    ) -> Result<R, Error> {
-        let sent = poll_fn(|cx| self.lock().poll_send(cx, op, gated)).await;
-        let id = match sent {
-            Ok(id) => id,
-            Err(e) => {
-                #[cfg(feature = "sessions")]
-                if let (Some(lost), true) = (lost, self.shared.borrow().lost()) {
-                    *lost = Some(false);
-                }
-                return Err(e);
-            }
-        };
-        // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
-        // core withdraws it and any item already on its way goes back to its queue.
-        let mut call = InFlight {
+    ) -> impl Future<Output = Result<R, Error>> + use<'s, 'a, 'o, 'l, R, F>
+    where
+        F: FnMut(Reply<'_>) -> Result<R, Error>,
+    {
+        let mut call = Progress {
             client: self,
-            id,
-            answered: false,
+            op,
+            gated,
+            #[cfg(feature = "sessions")]
+            lost,
+            #[cfg(not(feature = "sessions"))]
+            lost: core::marker::PhantomData,
+            sent: None,
         };
-        let mut result = None;
-        let outcome = poll_fn(|cx| {
-            self.lock()
-                .poll_reply(cx, id, &mut |reply| result = Some(f(reply)))
+        poll_fn(move |cx| {
+            // `on_reply` runs in the poll that returns `Ready(Ok(()))`.
+            let mut result = None;
+            let outcome = ready!(call.poll(cx, &mut |reply| result = Some(f(reply))));
+            Poll::Ready(outcome.and_then(|()| result.unwrap_or(Err(unexpected_reply()))))
         })
-        .await;
-        call.answered = true;
-        let unexpected = Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected));
-        match outcome {
-            Ok(()) => result.unwrap_or(Err(unexpected)),
-            Err(e) => {
-                // Not a broken reply: the connection went.
-                #[cfg(feature = "sessions")]
-                if let (Some(lost), true) = (lost, e != unexpected) {
-                    *lost = Some(true);
+    }
+}
+
+/// A call's progress: sending its request, then waiting for the reply.
+struct Progress<'c, 'a, 'o, 'l> {
+    client: &'c Client<'a>,
+    op: Op<'o>,
+    gated: bool,
+    #[cfg(feature = "sessions")]
+    lost: Option<&'l mut Option<bool>>,
+    #[cfg(not(feature = "sessions"))]
+    lost: core::marker::PhantomData<&'l mut Option<bool>>,
+    /// The id of the request once sent and until its reply is taken. Dropped meanwhile (say,
+    /// under `with_timeout`), the call is abandoned: the core withdraws it and any item
+    /// already on its way goes back to its queue.
+    sent: Option<u32>,
+}
+
+impl Progress<'_, '_, '_, '_> {
+    /// Sends the request when it can, then waits for its reply and hands it to `on_reply`.
+    /// Not generic, and out of line: one copy for every call of an image.
+    #[inline(never)]
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        on_reply: &mut dyn FnMut(Reply<'_>),
+    ) -> Poll<Result<(), Error>> {
+        let id = match self.sent {
+            Some(id) => id,
+            None => match self.client.lock().poll_send(cx, self.op, self.gated) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(id)) => {
+                    self.sent = Some(id);
+                    id
                 }
-                Err(e)
+                Poll::Ready(Err(e)) => {
+                    #[cfg(feature = "sessions")]
+                    if let (Some(lost), true) =
+                        (self.lost.take(), self.client.shared.borrow().lost())
+                    {
+                        *lost = Some(false);
+                    }
+                    return Poll::Ready(Err(e));
+                }
+            },
+        };
+        let outcome = ready!(self.client.lock().poll_reply(cx, id, on_reply));
+        self.sent = None;
+        // Not a broken reply: the connection went.
+        #[cfg(feature = "sessions")]
+        if let (Err(e), Some(lost)) = (outcome, self.lost.take()) {
+            if e != unexpected_reply() {
+                *lost = Some(true);
             }
         }
+        Poll::Ready(outcome)
     }
 }
 
-/// A request sent and not yet answered; abandoned if dropped so.
-struct InFlight<'c, 'a> {
-    client: &'c Client<'a>,
-    id: u32,
-    answered: bool,
-}
-
-impl Drop for InFlight<'_, '_> {
+impl Drop for Progress<'_, '_, '_, '_> {
     fn drop(&mut self) {
-        if !self.answered {
-            self.client.lock().abandon(self.id);
+        if let Some(id) = self.sent {
+            self.client.lock().abandon(id);
         }
     }
+}
+
+/// The error of a reply that does not answer its request.
+fn unexpected_reply() -> Error {
+    Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected))
 }
 
 /// `Done` as success.
