@@ -23,7 +23,7 @@ use depot_core::wire::{
 use depot_core::{Event, RequestSlot};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::IpEndpoint;
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{Duration, Instant, Timer};
 
 use crate::entropy::{nonce, Entropy};
 use crate::queue::{Queue, RawQueue};
@@ -554,6 +554,34 @@ impl Shared<'_> {
         true
     }
 
+    /// [`Client::close`]: the first poll closes the socket and sets `until`, the time the
+    /// FIN and the last bytes have to be acknowledged by; then the core closes.
+    fn poll_close(&mut self, cx: &mut Context<'_>, until: &mut Option<Instant>) -> Poll<()> {
+        let until = *until.get_or_insert_with(|| {
+            // A reconnecting client stops coming back: later calls fail too.
+            #[cfg(feature = "sessions")]
+            {
+                self.resume = None;
+            }
+            if let Some(socket) = &mut self.socket {
+                socket.close();
+            }
+            Instant::now() + LINGER
+        });
+        let flushed = match &mut self.socket {
+            Some(socket) => poll_once(cx, socket.flush()).is_ready(),
+            None => true,
+        };
+        if !flushed && Instant::now() < until {
+            // A timer polled once registers the wake-up; dropping it cancels nothing.
+            let _ = poll_once(cx, Timer::at(until));
+            return Poll::Pending;
+        }
+        self.core.handle_close();
+        self.calls.wake_all();
+        Poll::Ready(())
+    }
+
     /// Call `id`'s future was dropped before it took its reply.
     fn abandon(&mut self, id: u32) {
         let Some(index) = self.calls.find(id) else {
@@ -776,23 +804,12 @@ impl<'a> Client<'a> {
     /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
     /// for the manager to acknowledge them. Calls still in flight, and any made after, fail
     /// with `Disconnected` (a reconnecting client does not come back after it).
-    pub async fn close(&self) {
-        // A reconnecting client stops coming back: later calls fail too.
-        #[cfg(feature = "sessions")]
-        {
-            self.lock().resume = None;
-        }
-        if let Some(socket) = &mut self.lock().socket {
-            socket.close();
-        }
-        let flushed = poll_fn(|cx| match &mut self.lock().socket {
-            Some(socket) => poll_once(cx, socket.flush()),
-            None => Poll::Ready(Ok(())),
-        });
-        let _ = with_timeout(LINGER, flushed).await;
-        let mut shared = self.lock();
-        shared.core.handle_close();
-        shared.calls.wake_all();
+    ///
+    /// Its future is a `poll_fn` around one out-of-line poll, with its own deadline instead of
+    /// `with_timeout`'s select.
+    pub fn close(&self) -> impl Future<Output = ()> + use<'_, 'a> {
+        let mut until = None;
+        poll_fn(move |cx| self.lock().poll_close(cx, &mut until))
     }
 
     /// Sends `op` and hands its reply to `f`, which runs while the reply's bytes are borrowed
