@@ -727,19 +727,33 @@ impl<'a> Client<'a> {
     }
 
     /// A raw-bytes proxy for the queue named `name`.
-    pub async fn queue_raw(&self, name: &str) -> Result<RawQueue<'_, 'a>, Error> {
-        let info = self.open(name).await?;
-        Ok(RawQueue::new(self, info))
+    ///
+    /// Its future is the `Open` call's own: no state machine around it.
+    pub fn queue_raw<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<RawQueue<'s, 'a>, Error>> + use<'s, 'a, 'n> {
+        self.call(Op::Open { name }, move |reply| match reply {
+            Reply::Opened(info) => Ok(RawQueue::new(self, info)),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// A typed proxy for the queue named `name`: items are `T` as values (the value model),
     /// through a scratch buffer of `N` bytes (default 64) on the stack of each `put`.
-    pub async fn queue<T, const N: usize>(&self, name: &str) -> Result<Queue<'_, 'a, T, N>, Error>
+    ///
+    /// Its future is the `Open` call's own: no state machine around it.
+    pub fn queue<'s, 'n, T, const N: usize>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<Queue<'s, 'a, T, N>, Error>> + use<'s, 'a, 'n, T, N>
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let info = self.open(name).await?;
-        Ok(Queue::new(RawQueue::new(self, info)))
+        self.call(Op::Open { name }, move |reply| match reply {
+            Reply::Opened(info) => Ok(Queue::new(RawQueue::new(self, info))),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// A raw proxy for an object opened before (see [`RawQueue::info`]), without a round trip.
