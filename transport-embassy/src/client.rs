@@ -469,17 +469,12 @@ impl Shared<'_> {
             return false;
         };
         let mut progress = false;
-        if !core.poll_transmit().is_empty() {
-            let write = socket.write_with(|buf| {
-                let out = core.poll_transmit();
-                let n = out.len().min(buf.len());
-                buf[..n].copy_from_slice(&out[..n]);
-                core.handle_transmitted(n);
-                (n, n)
-            });
-            match poll_once(cx, write) {
-                Poll::Ready(Ok(0)) | Poll::Pending => {}
-                Poll::Ready(Ok(_)) => {
+        let out = core.poll_transmit();
+        if !out.is_empty() {
+            match poll_once(cx, socket.write(out)) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(n)) => {
+                    core.handle_transmitted(n);
                     progress = true;
                     // Room for a request that did not fit.
                     self.calls.wake_senders();
