@@ -868,29 +868,18 @@ impl<'a> Client<'a> {
     where
         F: FnMut(Reply<'_>) -> Result<R, Error>,
     {
-        let mut call = Progress {
-            client: self,
-            op,
-            gated,
-            #[cfg(feature = "sessions")]
-            lost,
-            #[cfg(not(feature = "sessions"))]
-            lost: core::marker::PhantomData,
-            sent: None,
-        };
-        poll_fn(move |cx| {
-            // `on_reply` runs in the poll that returns `Ready(Ok(()))`.
-            let mut result = None;
-            let outcome = ready!(call.poll(cx, &mut |reply| result = Some(f(reply))));
-            Poll::Ready(outcome.and_then(|()| result.unwrap_or(Err(unexpected_reply()))))
-        })
+        let mut call = Progress::new(self, gated);
+        #[cfg(feature = "sessions")]
+        {
+            call.lost = lost;
+        }
+        poll_fn(move |cx| call.poll_with(cx, &op, &mut f))
     }
 }
 
 /// A call's progress: sending its request, then waiting for the reply.
-struct Progress<'c, 'a, 'o, 'l> {
+pub(crate) struct Progress<'c, 'a, 'l> {
     client: &'c Client<'a>,
-    op: Op<'o>,
     gated: bool,
     #[cfg(feature = "sessions")]
     lost: Option<&'l mut Option<bool>>,
@@ -902,18 +891,46 @@ struct Progress<'c, 'a, 'o, 'l> {
     sent: Option<u32>,
 }
 
-impl Progress<'_, '_, '_, '_> {
-    /// Sends the request when it can, then waits for its reply and hands it to `on_reply`.
+impl<'c, 'a> Progress<'c, 'a, '_> {
+    /// A call not yet sent; `gated` as for [`Client::call_once`].
+    pub(crate) fn new(client: &'c Client<'a>, gated: bool) -> Self {
+        Progress {
+            client,
+            gated,
+            #[cfg(feature = "sessions")]
+            lost: None,
+            #[cfg(not(feature = "sessions"))]
+            lost: core::marker::PhantomData,
+            sent: None,
+        }
+    }
+
+    /// A poll of the call's future: sends `op` (the same at every poll until it is sent) and
+    /// hands the reply to `f`.
+    pub(crate) fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &Op<'_>,
+        f: &mut impl FnMut(Reply<'_>) -> Result<R, Error>,
+    ) -> Poll<Result<R, Error>> {
+        // `on_reply` runs in the poll that returns `Ready(Ok(()))`.
+        let mut result = None;
+        let outcome = ready!(self.poll(cx, op, &mut |reply| result = Some(f(reply))));
+        Poll::Ready(outcome.and_then(|()| result.unwrap_or(Err(unexpected_reply()))))
+    }
+
+    /// Sends `op` when it can, then waits for its reply and hands it to `on_reply`.
     /// Not generic, and out of line: one copy for every call of an image.
     #[inline(never)]
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
+        op: &Op<'_>,
         on_reply: &mut dyn FnMut(Reply<'_>),
     ) -> Poll<Result<(), Error>> {
         let id = match self.sent {
             Some(id) => id,
-            None => match self.client.lock().poll_send(cx, self.op, self.gated) {
+            None => match self.client.lock().poll_send(cx, *op, self.gated) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(id)) => {
                     self.sent = Some(id);
@@ -943,7 +960,7 @@ impl Progress<'_, '_, '_, '_> {
     }
 }
 
-impl Drop for Progress<'_, '_, '_, '_> {
+impl Drop for Progress<'_, '_, '_> {
     fn drop(&mut self) {
         if let Some(id) = self.sent {
             self.client.lock().abandon(id);
