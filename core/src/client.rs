@@ -726,7 +726,8 @@ impl<'a> Client<'a> {
                     }
                 }
                 self.timers.remove(&mut self.slots, id & 0xFFFF);
-                let Some(slot) = slot_in(&mut self.slots, id) else {
+                // The slot `slot_in` found above: its index is enough now.
+                let Some(slot) = self.slots.get_mut((id & 0xFFFF) as usize) else {
                     return Err(Error::Closed(CloseReason::Unexpected));
                 };
                 if slot.cancel_pending {
