@@ -27,7 +27,7 @@ use embassy_time::{Duration, Instant, Timer};
 
 use crate::entropy::{nonce, Entropy};
 use crate::queue::{Queue, RawQueue};
-use crate::time::{now, to_embassy};
+use crate::time::to_embassy;
 use crate::Error;
 
 /// Time [`Client::close`] gives the last bytes and the FIN to be acknowledged.
@@ -603,6 +603,13 @@ impl Shared<'_> {
         // the socket would wake.
         self.calls.wake_all();
     }
+}
+
+/// The core's clock for the client: one out-of-line copy for its several reads (the
+/// server's stay inlined, where a call costs more than it saves).
+#[inline(never)]
+fn now() -> depot_core::Instant {
+    crate::time::now()
 }
 
 /// Polls `future` once (it registers its wake-up) and drops it.
