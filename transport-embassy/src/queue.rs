@@ -149,11 +149,13 @@ where
     /// The item is encoded at once into scratch the future owns, and the future is the
     /// call's own: no state machine around it.
     #[cfg(not(feature = "sessions"))]
-    pub fn put(
-        &self,
-        item: &T,
+    // It borrows `self` and `item` as the async form (with `sessions`) does, so turning that
+    // feature on never breaks a caller.
+    pub fn put<'s, 'i>(
+        &'s self,
+        item: &'i T,
         wait: Wait,
-    ) -> impl Future<Output = Result<(), Error>> + use<'c, 'a, T, N> {
+    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'c, 'a, 'i, T, N> {
         let mut scratch = [0u8; N];
         let encoded = value::to_slice(item, &mut scratch).map_err(|_| Error::Encode);
         let handle = self.raw.info.handle;
