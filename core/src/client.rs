@@ -447,10 +447,21 @@ impl<'a> Client<'a> {
         if self.in_flight >= n {
             return Err(SendError::InFlightLimit);
         }
-        let index = (0..n)
-            .map(|k| (self.next_slot + k) % n)
-            .find(|&i| self.slots.get(i).is_some_and(|s| !s.busy));
-        let Some((index, slot)) = index.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
+        // The first free slot from `next_slot` on, wrapping around: counted without `%`,
+        // whose division by a length that could be zero links in a panic path.
+        let mut index = self.next_slot;
+        let mut free = None;
+        for _ in 0..n {
+            if index >= n {
+                index = 0;
+            }
+            if self.slots.get(index).is_some_and(|s| !s.busy) {
+                free = Some(index);
+                break;
+            }
+            index += 1;
+        }
+        let Some((index, slot)) = free.and_then(|i| Some((i, self.slots.get_mut(i)?))) else {
             return Err(SendError::InFlightLimit);
         };
         let id = (u32::from(slot.generation) << 16) | index as u32;
@@ -487,7 +498,7 @@ impl<'a> Client<'a> {
             self.timers.update(&mut self.slots, index as u32);
         }
         self.in_flight += 1;
-        self.next_slot = (index + 1) % n;
+        self.next_slot = if index + 1 < n { index + 1 } else { 0 };
         Ok(id)
     }
 
@@ -715,7 +726,8 @@ impl<'a> Client<'a> {
                     }
                 }
                 self.timers.remove(&mut self.slots, id & 0xFFFF);
-                let Some(slot) = slot_in(&mut self.slots, id) else {
+                // The slot `slot_in` found above: its index is enough now.
+                let Some(slot) = self.slots.get_mut((id & 0xFFFF) as usize) else {
                     return Err(Error::Closed(CloseReason::Unexpected));
                 };
                 if slot.cancel_pending {

@@ -5,13 +5,15 @@
 //! into this [`Error`] for callers that want one type. Replies and
 //! [`Event::Closed`](crate::Event::Closed) carry it directly.
 
-use crate::wire::{CloseReason, ErrorCode};
+use crate::wire::{text, CloseReason, ErrorCode, ERROR_TEXTS};
 
 /// Why a client operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
+    // The first variants are `ErrorCode`'s, in its order: converting between the two is
+    // then arithmetic, not a table or a branch per code.
     /// A non-blocking `get` found the queue empty.
     Empty,
     /// A non-blocking `put` found the queue full.
@@ -44,6 +46,10 @@ pub enum Error {
     Cancelled,
     /// A value queue refused an item that is not one well-formed value.
     InvalidValue,
+    /// An ack or nack named a lease this connection does not hold (any more).
+    NoSuchLease,
+    /// The manager has no room to keep another leased item.
+    LeaseLimit,
     /// A dict has no such key.
     NoSuchKey,
     /// A lock was released by a client that does not hold it.
@@ -52,6 +58,12 @@ pub enum Error {
     Broken,
     /// A bounded semaphore was released more times than acquired.
     Overflow,
+    /// A numbered put on a connection with no session.
+    NoSession,
+    /// The manager has no room for another session.
+    SessionLimit,
+    /// A numbered put older than its session's window: whether it was applied is unknown.
+    SequenceExpired,
     /// The authkey is wrong (or the peer is not the manager it claims to be).
     AuthFailed,
     /// The connection is gone.
@@ -68,16 +80,6 @@ pub enum Error {
     /// challenge that does not carry depot's marker. Connect again speaking Python's protocol
     /// (`python::client`, feature `python`).
     PythonManager,
-    /// An ack or nack named a lease this connection does not hold (any more).
-    NoSuchLease,
-    /// The manager has no room to keep another leased item.
-    LeaseLimit,
-    /// A numbered put on a connection with no session.
-    NoSession,
-    /// The manager has no room for another session.
-    SessionLimit,
-    /// A numbered put older than its session's window: whether it was applied is unknown.
-    SequenceExpired,
 }
 
 impl From<ErrorCode> for Error {
@@ -162,17 +164,21 @@ impl core::fmt::Display for Error {
         if let Some(code) = self.code() {
             return f.write_str(code.description());
         }
-        let text = match self {
-            Error::AuthFailed => "authentication failed",
-            Error::Disconnected => "disconnected",
-            Error::Closed(reason) => return write!(f, "connection closed: {reason}"),
-            Error::NotReady => "handshake not finished",
-            Error::InFlightLimit => "too many requests in flight",
-            Error::WouldBlock => "transmit buffer full",
-            Error::PythonManager => "the peer is a Python BaseManager, not a depot manager",
-            _ => "request failed",
+        // Texts of the table in `wire.rs`: an index each, not a pointer and a length.
+        let which = match self {
+            Error::AuthFailed => return f.write_str(CloseReason::AuthFailed.description()),
+            Error::Disconnected => 0,
+            Error::Closed(reason) => {
+                f.write_str(text(ERROR_TEXTS + 6))?;
+                return f.write_str(reason.description());
+            }
+            Error::NotReady => 1,
+            Error::InFlightLimit => 2,
+            Error::WouldBlock => 3,
+            Error::PythonManager => 4,
+            _ => 5,
         };
-        f.write_str(text)
+        f.write_str(text(ERROR_TEXTS + which))
     }
 }
 

@@ -46,7 +46,12 @@ impl Deadline {
     }
 
     pub(crate) fn get(self) -> Option<Instant> {
+        (self != Self::NONE).then_some(Instant(self.millis()))
+    }
+
+    /// The deadline in milliseconds, `u64::MAX` for none.
+    pub(crate) fn millis(self) -> u64 {
         let [low, high] = self.0;
-        (self != Self::NONE).then_some(Instant(u64::from(high) << 32 | u64::from(low)))
+        u64::from(high) << 32 | u64::from(low)
     }
 }

@@ -884,36 +884,110 @@ pub enum CloseReason {
     Superseded,
 }
 
+/// Defines the string `$all`, every text one after another, and `$ends`, where each ends.
+macro_rules! texts {
+    ($all:ident, $ends:ident: $($text:literal,)*) => {
+        const $all: &str = concat!($($text),*);
+        const $ends: [u16; [$($text),*].len()] = text_ends([$($text),*]);
+    };
+}
+
+texts!(TEXTS, TEXT_ENDS:
+    // `ErrorCode`'s, in the order of its variants.
+    "queue is empty",
+    "queue is full",
+    "timed out",
+    "no such object",
+    "object already exists",
+    "item too large",
+    "invalid object name",
+    "invalid queue limits",
+    "registry is full",
+    "too many blocked requests",
+    "task_done() called too many times",
+    "not allowed by the manager",
+    "manager is shutting down",
+    "wrong kind of object",
+    "cancelled",
+    "item is not a well-formed value (the queue holds values)",
+    "no such lease (acked, returned or expired)",
+    "no room for another leased item",
+    "no such key",
+    "lock not held by this client",
+    "barrier is broken",
+    "semaphore released too many times",
+    "numbered put without a session",
+    "manager has no room for another session",
+    "put too old for its session's window: outcome unknown",
+    // `CloseReason`'s, in the order of its variants.
+    "authentication failed",
+    "no protocol version in common",
+    "peer does not speak depot",
+    "frame too large",
+    "malformed frame",
+    "frame failed its integrity check",
+    "unexpected message",
+    "handshake timed out",
+    "frame did not arrive in time",
+    "peer stopped reading",
+    "manager shut down",
+    "manager has no room for another connection",
+    "connection closed by peer",
+    "encryption required: one side requires sealed frames and the other does not seal",
+    "session resumed on another connection",
+    // The client's own errors (`crate::Error`), from `ERROR_TEXTS` on.
+    "disconnected",
+    "handshake not finished",
+    "too many requests in flight",
+    "transmit buffer full",
+    "the peer is a Python BaseManager, not a depot manager",
+    "request failed",
+    "connection closed: ",
+);
+
+/// Where `CloseReason`'s texts start in `TEXTS`.
+const CLOSE_TEXTS: usize = 25;
+/// Where the client's own errors' texts start in `TEXTS` (see `error.rs`).
+pub(crate) const ERROR_TEXTS: usize = CLOSE_TEXTS + 15;
+
+const _: () = assert!(TEXT_ENDS.len() == ERROR_TEXTS + 7 && TEXTS.len() <= u16::MAX as usize);
+
+/// The end of each text, for `texts!`.
+const fn text_ends<const N: usize>(texts: [&str; N]) -> [u16; N] {
+    let mut ends = [0; N];
+    let mut end = 0;
+    let mut i = 0;
+    while i < N {
+        end += texts[i].len();
+        ends[i] = end as u16;
+        i += 1;
+    }
+    ends
+}
+
+/// Text `i` of `TEXTS` (empty past the last).
+///
+/// Every error text of depot-core is one piece of one string, found by two bytes of index:
+/// firmware that prints its errors keeps neither a pointer and a length per text nor the code
+/// that loads them, one branch per text.
+pub(crate) const fn text(i: usize) -> &'static str {
+    if i >= TEXT_ENDS.len() {
+        return "";
+    }
+    let start = if i == 0 { 0 } else { TEXT_ENDS[i - 1] as usize };
+    let Some((head, _)) = TEXTS.split_at_checked(TEXT_ENDS[i] as usize) else {
+        return "";
+    };
+    match head.split_at_checked(start) {
+        Some((_, text)) => text,
+        None => "",
+    }
+}
+
 impl ErrorCode {
     /// A short description for users.
     pub const fn description(self) -> &'static str {
-        match self {
-            ErrorCode::Empty => "queue is empty",
-            ErrorCode::Full => "queue is full",
-            ErrorCode::Timeout => "timed out",
-            ErrorCode::NoSuchObject => "no such object",
-            ErrorCode::AlreadyExists => "object already exists",
-            ErrorCode::TooLarge => "item too large",
-            ErrorCode::InvalidName => "invalid object name",
-            ErrorCode::InvalidSpec => "invalid queue limits",
-            ErrorCode::ObjectLimit => "registry is full",
-            ErrorCode::WaiterLimit => "too many blocked requests",
-            ErrorCode::TaskDoneTooMany => "task_done() called too many times",
-            ErrorCode::NotAllowed => "not allowed by the manager",
-            ErrorCode::ShuttingDown => "manager is shutting down",
-            ErrorCode::WrongKind => "wrong kind of object",
-            ErrorCode::Cancelled => "cancelled",
-            ErrorCode::InvalidValue => "item is not a well-formed value (the queue holds values)",
-            ErrorCode::NoSuchLease => "no such lease (acked, returned or expired)",
-            ErrorCode::LeaseLimit => "no room for another leased item",
-            ErrorCode::NoSuchKey => "no such key",
-            ErrorCode::NotOwner => "lock not held by this client",
-            ErrorCode::Broken => "barrier is broken",
-            ErrorCode::Overflow => "semaphore released too many times",
-            ErrorCode::NoSession => "numbered put without a session",
-            ErrorCode::SessionLimit => "manager has no room for another session",
-            ErrorCode::SequenceExpired => "put too old for its session's window: outcome unknown",
-        }
+        text(self as usize)
     }
 }
 
@@ -928,25 +1002,7 @@ impl core::error::Error for ErrorCode {}
 impl CloseReason {
     /// A short description for users.
     pub const fn description(self) -> &'static str {
-        match self {
-            CloseReason::AuthFailed => "authentication failed",
-            CloseReason::VersionMismatch => "no protocol version in common",
-            CloseReason::BadMagic => "peer does not speak depot",
-            CloseReason::FrameTooLarge => "frame too large",
-            CloseReason::Malformed => "malformed frame",
-            CloseReason::BadMac => "frame failed its integrity check",
-            CloseReason::Unexpected => "unexpected message",
-            CloseReason::HandshakeTimeout => "handshake timed out",
-            CloseReason::FrameTimeout => "frame did not arrive in time",
-            CloseReason::WriteStalled => "peer stopped reading",
-            CloseReason::Shutdown => "manager shut down",
-            CloseReason::Busy => "manager has no room for another connection",
-            CloseReason::PeerClosed => "connection closed by peer",
-            CloseReason::EncryptionRequired => {
-                "encryption required: one side requires sealed frames and the other does not seal"
-            }
-            CloseReason::Superseded => "session resumed on another connection",
-        }
+        text(CLOSE_TEXTS + self as usize)
     }
 }
 
@@ -1096,5 +1152,116 @@ mod varint_tests {
             assert_eq!(n, varint_len(v), "{v}");
             assert_eq!(read_varint(&out[..n]), Some((v, n)), "{v}");
         }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+    use crate::Error;
+    use alloc::format;
+    use alloc::string::ToString;
+
+    /// The texts as they were written out per variant before they became one table.
+    #[test]
+    fn every_text_is_its_variants() {
+        let codes = [
+            (ErrorCode::Empty, "queue is empty"),
+            (ErrorCode::Full, "queue is full"),
+            (ErrorCode::Timeout, "timed out"),
+            (ErrorCode::NoSuchObject, "no such object"),
+            (ErrorCode::AlreadyExists, "object already exists"),
+            (ErrorCode::TooLarge, "item too large"),
+            (ErrorCode::InvalidName, "invalid object name"),
+            (ErrorCode::InvalidSpec, "invalid queue limits"),
+            (ErrorCode::ObjectLimit, "registry is full"),
+            (ErrorCode::WaiterLimit, "too many blocked requests"),
+            (
+                ErrorCode::TaskDoneTooMany,
+                "task_done() called too many times",
+            ),
+            (ErrorCode::NotAllowed, "not allowed by the manager"),
+            (ErrorCode::ShuttingDown, "manager is shutting down"),
+            (ErrorCode::WrongKind, "wrong kind of object"),
+            (ErrorCode::Cancelled, "cancelled"),
+            (
+                ErrorCode::InvalidValue,
+                "item is not a well-formed value (the queue holds values)",
+            ),
+            (
+                ErrorCode::NoSuchLease,
+                "no such lease (acked, returned or expired)",
+            ),
+            (ErrorCode::LeaseLimit, "no room for another leased item"),
+            (ErrorCode::NoSuchKey, "no such key"),
+            (ErrorCode::NotOwner, "lock not held by this client"),
+            (ErrorCode::Broken, "barrier is broken"),
+            (ErrorCode::Overflow, "semaphore released too many times"),
+            (ErrorCode::NoSession, "numbered put without a session"),
+            (
+                ErrorCode::SessionLimit,
+                "manager has no room for another session",
+            ),
+            (
+                ErrorCode::SequenceExpired,
+                "put too old for its session's window: outcome unknown",
+            ),
+        ];
+        for (code, text) in codes {
+            assert_eq!(code.description(), text);
+            assert_eq!(Error::from(code).to_string(), text);
+            assert_eq!(Error::from(code).code(), Some(code));
+        }
+        let reasons = [
+            (CloseReason::AuthFailed, "authentication failed"),
+            (
+                CloseReason::VersionMismatch,
+                "no protocol version in common",
+            ),
+            (CloseReason::BadMagic, "peer does not speak depot"),
+            (CloseReason::FrameTooLarge, "frame too large"),
+            (CloseReason::Malformed, "malformed frame"),
+            (CloseReason::BadMac, "frame failed its integrity check"),
+            (CloseReason::Unexpected, "unexpected message"),
+            (CloseReason::HandshakeTimeout, "handshake timed out"),
+            (CloseReason::FrameTimeout, "frame did not arrive in time"),
+            (CloseReason::WriteStalled, "peer stopped reading"),
+            (CloseReason::Shutdown, "manager shut down"),
+            (
+                CloseReason::Busy,
+                "manager has no room for another connection",
+            ),
+            (CloseReason::PeerClosed, "connection closed by peer"),
+            (
+                CloseReason::EncryptionRequired,
+                "encryption required: one side requires sealed frames and the other does not seal",
+            ),
+            (
+                CloseReason::Superseded,
+                "session resumed on another connection",
+            ),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.description(), text);
+            assert_eq!(reason.to_string(), text);
+            let closed = format!("connection closed: {text}");
+            assert_eq!(Error::Closed(reason).to_string(), closed);
+        }
+        let errors = [
+            (Error::AuthFailed, "authentication failed"),
+            (Error::Disconnected, "disconnected"),
+            (Error::NotReady, "handshake not finished"),
+            (Error::InFlightLimit, "too many requests in flight"),
+            (Error::WouldBlock, "transmit buffer full"),
+            (
+                Error::PythonManager,
+                "the peer is a Python BaseManager, not a depot manager",
+            ),
+        ];
+        for (error, text) in errors {
+            assert_eq!(error.to_string(), text);
+            assert_eq!(error.code(), None);
+        }
+        assert_eq!(text(TEXT_ENDS.len()), "");
     }
 }

@@ -14,7 +14,7 @@
 use core::cell::{Cell, RefCell, RefMut};
 use core::future::{poll_fn, Future};
 use core::pin::pin;
-use core::task::{Context, Poll, Waker};
+use core::task::{ready, Context, Poll, Waker};
 
 use depot_core::client::{ClientConfig, SendError};
 use depot_core::wire::{
@@ -23,11 +23,11 @@ use depot_core::wire::{
 use depot_core::{Event, RequestSlot};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::IpEndpoint;
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{Duration, Instant, Timer};
 
 use crate::entropy::{nonce, Entropy};
 use crate::queue::{Queue, RawQueue};
-use crate::time::{now, to_embassy};
+use crate::time::to_embassy;
 use crate::Error;
 
 /// Time [`Client::close`] gives the last bytes and the FIN to be acknowledged.
@@ -469,17 +469,12 @@ impl Shared<'_> {
             return false;
         };
         let mut progress = false;
-        if !core.poll_transmit().is_empty() {
-            let write = socket.write_with(|buf| {
-                let out = core.poll_transmit();
-                let n = out.len().min(buf.len());
-                buf[..n].copy_from_slice(&out[..n]);
-                core.handle_transmitted(n);
-                (n, n)
-            });
-            match poll_once(cx, write) {
-                Poll::Ready(Ok(0)) | Poll::Pending => {}
-                Poll::Ready(Ok(_)) => {
+        let out = core.poll_transmit();
+        if !out.is_empty() {
+            match poll_once(cx, socket.write(out)) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(n)) => {
+                    core.handle_transmitted(n);
                     progress = true;
                     // Room for a request that did not fit.
                     self.calls.wake_senders();
@@ -554,6 +549,34 @@ impl Shared<'_> {
         true
     }
 
+    /// [`Client::close`]: the first poll closes the socket and sets `until`, the time the
+    /// FIN and the last bytes have to be acknowledged by; then the core closes.
+    fn poll_close(&mut self, cx: &mut Context<'_>, until: &mut Option<Instant>) -> Poll<()> {
+        let until = *until.get_or_insert_with(|| {
+            // A reconnecting client stops coming back: later calls fail too.
+            #[cfg(feature = "sessions")]
+            {
+                self.resume = None;
+            }
+            if let Some(socket) = &mut self.socket {
+                socket.close();
+            }
+            Instant::now() + LINGER
+        });
+        let flushed = match &mut self.socket {
+            Some(socket) => poll_once(cx, socket.flush()).is_ready(),
+            None => true,
+        };
+        if !flushed && Instant::now() < until {
+            // A timer polled once registers the wake-up; dropping it cancels nothing.
+            let _ = poll_once(cx, Timer::at(until));
+            return Poll::Pending;
+        }
+        self.core.handle_close();
+        self.calls.wake_all();
+        Poll::Ready(())
+    }
+
     /// Call `id`'s future was dropped before it took its reply.
     fn abandon(&mut self, id: u32) {
         let Some(index) = self.calls.find(id) else {
@@ -580,6 +603,13 @@ impl Shared<'_> {
         // the socket would wake.
         self.calls.wake_all();
     }
+}
+
+/// The core's clock for the client: one out-of-line copy for its several reads (the
+/// server's stay inlined, where a call costs more than it saves).
+#[inline(never)]
+fn now() -> depot_core::Instant {
+    crate::time::now()
 }
 
 /// Polls `future` once (it registers its wake-up) and drops it.
@@ -699,19 +729,33 @@ impl<'a> Client<'a> {
     }
 
     /// A raw-bytes proxy for the queue named `name`.
-    pub async fn queue_raw(&self, name: &str) -> Result<RawQueue<'_, 'a>, Error> {
-        let info = self.open(name).await?;
-        Ok(RawQueue::new(self, info))
+    ///
+    /// Its future is the `Open` call's own: no state machine around it.
+    pub fn queue_raw<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<RawQueue<'s, 'a>, Error>> + use<'s, 'a, 'n> {
+        self.call(Op::Open { name }, move |reply| match reply {
+            Reply::Opened(info) => Ok(RawQueue::new(self, info)),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// A typed proxy for the queue named `name`: items are `T` as values (the value model),
     /// through a scratch buffer of `N` bytes (default 64) on the stack of each `put`.
-    pub async fn queue<T, const N: usize>(&self, name: &str) -> Result<Queue<'_, 'a, T, N>, Error>
+    ///
+    /// Its future is the `Open` call's own: no state machine around it.
+    pub fn queue<'s, 'n, T, const N: usize>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Future<Output = Result<Queue<'s, 'a, T, N>, Error>> + use<'s, 'a, 'n, T, N>
     where
         T: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let info = self.open(name).await?;
-        Ok(Queue::new(RawQueue::new(self, info)))
+        self.call(Op::Open { name }, move |reply| match reply {
+            Reply::Opened(info) => Ok(Queue::new(RawQueue::new(self, info))),
+            other => Err(unexpected(other)),
+        })
     }
 
     /// A raw proxy for an object opened before (see [`RawQueue::info`]), without a round trip.
@@ -776,23 +820,12 @@ impl<'a> Client<'a> {
     /// Closes the connection: sends the FIN after the last bytes and waits (at most 500 ms)
     /// for the manager to acknowledge them. Calls still in flight, and any made after, fail
     /// with `Disconnected` (a reconnecting client does not come back after it).
-    pub async fn close(&self) {
-        // A reconnecting client stops coming back: later calls fail too.
-        #[cfg(feature = "sessions")]
-        {
-            self.lock().resume = None;
-        }
-        if let Some(socket) = &mut self.lock().socket {
-            socket.close();
-        }
-        let flushed = poll_fn(|cx| match &mut self.lock().socket {
-            Some(socket) => poll_once(cx, socket.flush()),
-            None => Poll::Ready(Ok(())),
-        });
-        let _ = with_timeout(LINGER, flushed).await;
-        let mut shared = self.lock();
-        shared.core.handle_close();
-        shared.calls.wake_all();
+    ///
+    /// Its future is a `poll_fn` around one out-of-line poll, with its own deadline instead of
+    /// `with_timeout`'s select.
+    pub fn close(&self) -> impl Future<Output = ()> + use<'_, 'a> {
+        let mut until = None;
+        poll_fn(move |cx| self.lock().poll_close(cx, &mut until))
     }
 
     /// Sends `op` and hands its reply to `f`, which runs while the reply's bytes are borrowed
@@ -827,68 +860,124 @@ impl<'a> Client<'a> {
     /// `op` on the connection there is now. When it fails because the connection is lost (or
     /// being replaced, unless `gated` is false), a reconnecting client learns it in `lost`:
     /// `Some(sent)`, `sent` telling whether the request had been handed to the connection.
-    pub(crate) async fn call_once<R>(
-        &self,
-        op: Op<'_>,
-        mut f: impl FnMut(Reply<'_>) -> Result<R, Error>,
+    ///
+    /// Its future is a thin `poll_fn` around [`Progress::poll`], which is the same for every
+    /// op and reply type: an image links one copy of the call's logic, not one per call site.
+    pub(crate) fn call_once<'s, 'o, 'l, R, F>(
+        &'s self,
+        op: Op<'o>,
+        mut f: F,
         gated: bool,
         #[cfg_attr(not(feature = "sessions"), allow(unused_variables))] lost: Option<
-            &mut Option<bool>,
+            &'l mut Option<bool>,
         >,
-    ) -> Result<R, Error> {
-        let sent = poll_fn(|cx| self.lock().poll_send(cx, op, gated)).await;
-        let id = match sent {
-            Ok(id) => id,
-            Err(e) => {
-                #[cfg(feature = "sessions")]
-                if let (Some(lost), true) = (lost, self.shared.borrow().lost()) {
-                    *lost = Some(false);
-                }
-                return Err(e);
-            }
-        };
-        // Dropped before its reply (say, under `with_timeout`), the call is abandoned: the
-        // core withdraws it and any item already on its way goes back to its queue.
-        let mut call = InFlight {
-            client: self,
-            id,
-            answered: false,
-        };
-        let mut result = None;
-        let outcome = poll_fn(|cx| {
-            self.lock()
-                .poll_reply(cx, id, &mut |reply| result = Some(f(reply)))
-        })
-        .await;
-        call.answered = true;
-        let unexpected = Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected));
-        match outcome {
-            Ok(()) => result.unwrap_or(Err(unexpected)),
-            Err(e) => {
-                // Not a broken reply: the connection went.
-                #[cfg(feature = "sessions")]
-                if let (Some(lost), true) = (lost, e != unexpected) {
-                    *lost = Some(true);
-                }
-                Err(e)
-            }
+    ) -> impl Future<Output = Result<R, Error>> + use<'s, 'a, 'o, 'l, R, F>
+    where
+        F: FnMut(Reply<'_>) -> Result<R, Error>,
+    {
+        let mut call = Progress::new(self, gated);
+        #[cfg(feature = "sessions")]
+        {
+            call.lost = lost;
         }
+        poll_fn(move |cx| call.poll_with(cx, &op, &mut f))
     }
 }
 
-/// A request sent and not yet answered; abandoned if dropped so.
-struct InFlight<'c, 'a> {
+/// A call's progress: sending its request, then waiting for the reply.
+pub(crate) struct Progress<'c, 'a, 'l> {
     client: &'c Client<'a>,
-    id: u32,
-    answered: bool,
+    gated: bool,
+    #[cfg(feature = "sessions")]
+    lost: Option<&'l mut Option<bool>>,
+    #[cfg(not(feature = "sessions"))]
+    lost: core::marker::PhantomData<&'l mut Option<bool>>,
+    /// The id of the request once sent and until its reply is taken. Dropped meanwhile (say,
+    /// under `with_timeout`), the call is abandoned: the core withdraws it and any item
+    /// already on its way goes back to its queue.
+    sent: Option<u32>,
 }
 
-impl Drop for InFlight<'_, '_> {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.client.lock().abandon(self.id);
+impl<'c, 'a> Progress<'c, 'a, '_> {
+    /// A call not yet sent; `gated` as for [`Client::call_once`].
+    pub(crate) fn new(client: &'c Client<'a>, gated: bool) -> Self {
+        Progress {
+            client,
+            gated,
+            #[cfg(feature = "sessions")]
+            lost: None,
+            #[cfg(not(feature = "sessions"))]
+            lost: core::marker::PhantomData,
+            sent: None,
         }
     }
+
+    /// A poll of the call's future: sends `op` (the same at every poll until it is sent) and
+    /// hands the reply to `f`.
+    pub(crate) fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &Op<'_>,
+        f: &mut impl FnMut(Reply<'_>) -> Result<R, Error>,
+    ) -> Poll<Result<R, Error>> {
+        // `on_reply` runs in the poll that returns `Ready(Ok(()))`.
+        let mut result = None;
+        let outcome = ready!(self.poll(cx, op, &mut |reply| result = Some(f(reply))));
+        Poll::Ready(outcome.and_then(|()| result.unwrap_or(Err(unexpected_reply()))))
+    }
+
+    /// Sends `op` when it can, then waits for its reply and hands it to `on_reply`.
+    /// Not generic, and out of line: one copy for every call of an image.
+    #[inline(never)]
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &Op<'_>,
+        on_reply: &mut dyn FnMut(Reply<'_>),
+    ) -> Poll<Result<(), Error>> {
+        let id = match self.sent {
+            Some(id) => id,
+            None => match self.client.lock().poll_send(cx, *op, self.gated) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(id)) => {
+                    self.sent = Some(id);
+                    id
+                }
+                Poll::Ready(Err(e)) => {
+                    #[cfg(feature = "sessions")]
+                    if let (Some(lost), true) =
+                        (self.lost.take(), self.client.shared.borrow().lost())
+                    {
+                        *lost = Some(false);
+                    }
+                    return Poll::Ready(Err(e));
+                }
+            },
+        };
+        let outcome = ready!(self.client.lock().poll_reply(cx, id, on_reply));
+        self.sent = None;
+        // Not a broken reply: the connection went.
+        #[cfg(feature = "sessions")]
+        if let (Err(e), Some(lost)) = (outcome, self.lost.take()) {
+            if e != unexpected_reply() {
+                *lost = Some(true);
+            }
+        }
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Progress<'_, '_, '_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.sent {
+            self.client.lock().abandon(id);
+        }
+    }
+}
+
+/// The error of a reply that does not answer its request.
+fn unexpected_reply() -> Error {
+    Error::Depot(depot_core::Error::Closed(CloseReason::Unexpected))
 }
 
 /// `Done` as success.

@@ -14,8 +14,14 @@ use depot_core::wire::{ObjectInfo, Op, Reply, Wait};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(not(feature = "sessions"))]
+use crate::client::Progress;
 use crate::client::{done, unexpected, Client};
 use crate::Error;
+#[cfg(not(feature = "sessions"))]
+use core::future::poll_fn;
+#[cfg(not(feature = "sessions"))]
+use core::task::Poll;
 
 /// A queue on the manager, items as raw bytes. A cheap copyable handle on the client: give a
 /// copy to each task that uses the queue; their calls share the one connection.
@@ -131,10 +137,37 @@ where
     }
 
     /// Appends `item`; `Error::Encode` if it does not encode into `N` bytes.
+    #[cfg(feature = "sessions")]
     pub async fn put(&self, item: &T, wait: Wait) -> Result<(), Error> {
         let mut scratch = [0u8; N];
         let len = value::to_slice(item, &mut scratch).map_err(|_| Error::Encode)?;
         self.raw.put(&scratch[..len], wait).await
+    }
+
+    /// Appends `item`; `Error::Encode` if it does not encode into `N` bytes.
+    ///
+    /// The item is encoded at once into scratch the future owns, and the future is the
+    /// call's own: no state machine around it.
+    #[cfg(not(feature = "sessions"))]
+    // It borrows `self` and `item` as the async form (with `sessions`) does, so turning that
+    // feature on never breaks a caller.
+    pub fn put<'s, 'i>(
+        &'s self,
+        item: &'i T,
+        wait: Wait,
+    ) -> impl Future<Output = Result<(), Error>> + use<'s, 'c, 'a, 'i, T, N> {
+        let mut scratch = [0u8; N];
+        let encoded = value::to_slice(item, &mut scratch).map_err(|_| Error::Encode);
+        let handle = self.raw.info.handle;
+        let mut call = Progress::new(self.raw.client, true);
+        poll_fn(move |cx| {
+            let len = match encoded {
+                Ok(len) => len,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let item = scratch.get(..len).unwrap_or_default();
+            call.poll_with(cx, &Op::Put { handle, item, wait }, &mut done)
+        })
     }
 
     /// Takes the oldest item; `Error::Decode` if it is not a `T`.

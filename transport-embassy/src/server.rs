@@ -470,7 +470,14 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
         // plain `Busy` cannot happen): tell it, then close.
         Err(AcceptError::Busy | AcceptError::SourceLimit) => {
             let mut out = [0u8; 16];
-            let _ = socket.write(encode_busy(&mut out)).await;
+            let busy = encode_busy(&mut out);
+            let _ = socket
+                .write_with(|buf| {
+                    let n = busy.len().min(buf.len());
+                    buf[..n].copy_from_slice(&busy[..n]);
+                    (n, ())
+                })
+                .await;
             return;
         }
         // The peer came in just as the manager stopped: closing is all it needs.

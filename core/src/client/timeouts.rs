@@ -7,6 +7,8 @@
 
 use super::RequestSlot;
 use crate::storage::Managed;
+#[cfg(not(feature = "alloc"))]
+use crate::time::Deadline;
 use crate::time::Instant;
 
 /// A slot's share of the heap.
@@ -47,12 +49,17 @@ impl ReplyTimers {
     pub(super) fn next(&self, slots: &Managed<'_, RequestSlot>) -> Option<Instant> {
         #[cfg(feature = "alloc")]
         let next = self.heap.next(slots);
+        // No deadline is `u64::MAX` ms, later than any other: the earliest is a plain minimum.
         #[cfg(not(feature = "alloc"))]
-        let next = slots
-            .iter()
-            .filter(|s| s.busy)
-            .filter_map(|s| s.deadline.get())
-            .min();
+        let next = {
+            let mut next = Deadline::NONE;
+            for slot in slots.iter() {
+                if slot.busy && slot.deadline.millis() < next.millis() {
+                    next = slot.deadline;
+                }
+            }
+            next.get()
+        };
         next
     }
 
