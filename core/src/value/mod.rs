@@ -271,6 +271,13 @@ impl<'a> Cursor<'a> {
             .fold(0, |v, &b| (v << 8) | u64::from(b)))
     }
 
+    /// Reads an array's or a map's header and returns its count, at most `usize::MAX`: each
+    /// entry consumes input, so a longer count ends at the end of the bytes all the same (and
+    /// the loops over it count in one register, not two).
+    fn count(&mut self) -> Result<usize, Bad> {
+        Ok(usize::try_from(self.argument()?).unwrap_or(usize::MAX))
+    }
+
     /// Reads a byte or text string's header and content.
     fn string(&mut self) -> Result<&'a [u8], Bad> {
         let len = usize::try_from(self.argument()?).map_err(|_| Bad::Malformed)?;
@@ -297,8 +304,7 @@ impl<'a> Cursor<'a> {
             4 => self.check_array(depth)?,
             5 => {
                 let depth = deeper(depth)?;
-                // Each entry consumes input, so a huge count ends at the end of the bytes.
-                for _ in 0..self.argument()? {
+                for _ in 0..self.count()? {
                     self.check(depth)?;
                     self.check(depth)?;
                 }
@@ -323,7 +329,7 @@ impl<'a> Cursor<'a> {
 
     fn check_array(&mut self, depth: usize) -> Result<(), Bad> {
         let depth = deeper(depth)?;
-        for _ in 0..self.argument()? {
+        for _ in 0..self.count()? {
             self.check(depth)?;
         }
         Ok(())
