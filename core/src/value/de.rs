@@ -79,7 +79,7 @@ impl<'de> Deserializer<'de> {
         let mut cursor = Cursor {
             bytes: self.d.input(),
             pos: self.d.position(),
-            tag: 0,
+            arg: 0,
         };
         let major = cursor.peek()? >> 5;
         if !matches!(major, 0 | 1 | 6) {

@@ -193,11 +193,11 @@ pub fn validate(bytes: &[u8]) -> Result<(), ValueError> {
     let mut c = Cursor {
         bytes,
         pos: 0,
-        tag: 0,
+        arg: 0,
     };
     match c.check(0) {
         Ok(()) => {}
-        Err(Bad::Tag) => return Err(ValueError::Unsupported(Unsupported::Tag(c.tag))),
+        Err(Bad::Tag) => return Err(ValueError::Unsupported(Unsupported::Tag(c.arg))),
         Err(bad) => return Err(bad.into()),
     }
     if c.pos != bytes.len() {
@@ -222,7 +222,7 @@ impl From<Bad> for ValueError {
 
 /// Why [`validate`] stopped: the [`ValueError`]s it gives, small enough to pass back up the
 /// nesting cheaply (a [`ValueError`] has room for a message): one byte, without payload, so
-/// every level returns it in a register (an unsupported tag is left in [`Cursor::tag`]; with
+/// every level returns it in a register (an unsupported tag is left in [`Cursor::arg`]; with
 /// the tag in `Bad` the walk cost firmware ~0.25 to 0.3 KB more).
 enum Bad {
     Truncated,
@@ -231,7 +231,7 @@ enum Bad {
     Indefinite,
     Simple,
     /// An unsupported tag, or a depot tag around the wrong kind of content: which tag is in
-    /// [`Cursor::tag`].
+    /// [`Cursor::arg`].
     Tag,
 }
 
@@ -239,8 +239,9 @@ enum Bad {
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
-    /// The tag [`Bad::Tag`] refused.
-    tag: u64,
+    /// The argument of the header read last: so [`Cursor::head`] returns in a register, and
+    /// the tag [`Bad::Tag`] refused.
+    arg: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -258,17 +259,28 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a header whose additional information is 0..=27 and returns its argument.
+    #[inline(always)]
     fn argument(&mut self) -> Result<u64, Bad> {
+        self.head()?;
+        Ok(self.arg)
+    }
+
+    /// Reads a header whose additional information is 0..=27 into [`Cursor::arg`].
+    fn head(&mut self) -> Result<(), Bad> {
         let info = self.take(1)?[0] & 0x1f;
         let n = match info {
-            0..=23 => return Ok(u64::from(info)),
+            0..=23 => {
+                self.arg = u64::from(info);
+                return Ok(());
+            }
             24..=27 => 1 << (info - 24),
             _ => return Err(Bad::Malformed),
         };
-        Ok(self
+        self.arg = self
             .take(n)?
             .iter()
-            .fold(0, |v, &b| (v << 8) | u64::from(b)))
+            .fold(0, |v, &b| (v << 8) | u64::from(b));
+        Ok(())
     }
 
     /// Reads an array's or a map's header and returns its count, at most `usize::MAX`: each
@@ -312,10 +324,8 @@ impl<'a> Cursor<'a> {
             6 => match self.argument()? {
                 TUPLE_TAG if self.next_is(4)? => self.check_array(depth)?,
                 PICKLE_TAG if self.next_is(2)? => drop(self.string()?),
-                tag => {
-                    self.tag = tag;
-                    return Err(Bad::Tag);
-                }
+                // The tag is the argument read last.
+                _ => return Err(Bad::Tag),
             },
             _ => match info {
                 20..=22 => self.pos += 1,
