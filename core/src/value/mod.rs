@@ -290,10 +290,15 @@ impl<'a> Cursor<'a> {
         Ok(usize::try_from(self.argument()?).unwrap_or(usize::MAX))
     }
 
-    /// Reads a byte or text string's header and content.
-    fn string(&mut self) -> Result<&'a [u8], Bad> {
+    /// Moves past a byte string, or a text string (`text`) whose content must be UTF-8. The
+    /// content is checked here, not handed back: a one-byte result returns in a register.
+    fn string(&mut self, text: bool) -> Result<(), Bad> {
         let len = usize::try_from(self.argument()?).map_err(|_| Bad::Malformed)?;
-        self.take(len)
+        let content = self.take(len)?;
+        if text && !is_utf8(content) {
+            return Err(Bad::Malformed);
+        }
+        Ok(())
     }
 
     /// Checks one value at `depth` containers deep and moves past it.
@@ -310,9 +315,8 @@ impl<'a> Cursor<'a> {
         match major {
             // Integers: only the argument's bytes must be there.
             0 | 1 => drop(self.argument()?),
-            2 => drop(self.string()?),
-            3 if !is_utf8(self.string()?) => return Err(Bad::Malformed),
-            3 => {}
+            2 => self.string(false)?,
+            3 => self.string(true)?,
             4 => self.check_array(depth)?,
             5 => {
                 let depth = deeper(depth)?;
@@ -323,7 +327,7 @@ impl<'a> Cursor<'a> {
             }
             6 => match self.argument()? {
                 TUPLE_TAG if self.next_is(4)? => self.check_array(depth)?,
-                PICKLE_TAG if self.next_is(2)? => drop(self.string()?),
+                PICKLE_TAG if self.next_is(2)? => self.string(false)?,
                 // The tag is the argument read last.
                 _ => return Err(Bad::Tag),
             },
