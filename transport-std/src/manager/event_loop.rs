@@ -81,6 +81,8 @@ struct Sock {
     backlogged: bool,
     /// Its output waits until the log holds the changes its replies depend on.
     deferred: bool,
+    /// The number of the last commit whose sync answered it (see `Loop::commit`).
+    answered_by: u64,
     /// Writes to a Python client after which its next input is acknowledged at once.
     quick_acks: u8,
 }
@@ -202,6 +204,9 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
         log,
         deferred: Vec::with_capacity(plan.max_connections),
         last_group: 0,
+        last_answered: 0,
+        // A connection not yet answered has 0: never the number of the last sync.
+        commits: 1,
         gather_until: None,
         backend,
         busy_poll: plan.busy_poll,
@@ -290,8 +295,13 @@ struct Loop<'m> {
     log: Option<Log>,
     /// Connections whose output waits for the next commit of the log.
     deferred: Vec<usize>,
-    /// Connections the last commit answered, and until when the next waits for as many.
+    /// Connections the last two syncs answered between them, and until when the next commit
+    /// waits for as many.
     last_group: usize,
+    /// Connections the last sync answered, and that sync's number (each sync that answers
+    /// any gets the next).
+    last_answered: usize,
+    commits: u64,
     gather_until: Option<std::time::Instant>,
     /// The engine that keeps the queues, if not this manager.
     backend: Option<backend::Running>,
@@ -630,6 +640,7 @@ impl Loop<'_> {
                     read_stalled: false,
                     backlogged: false,
                     deferred: false,
+                    answered_by: 0,
                     quick_acks: PYTHON_QUICK_ACKS,
                 });
                 // A client's hello is often here already: reading it now moves the client
@@ -803,8 +814,12 @@ impl Loop<'_> {
     /// then serves the connections whose replies waited for them.
     ///
     /// When every commit syncs and some connection waits for it, it first waits (up to
-    /// [`GATHER`]) until as many connections wait for it as the last commit answered: those clients send their next request within
-    /// microseconds of their reply, and one sync for all of them costs a fraction of one each.
+    /// [`GATHER`]) until as many connections wait for it as the last two syncs answered
+    /// between them: those clients send their next request within microseconds of their
+    /// reply, and one sync for all of them costs a fraction of one each. Two syncs, not one:
+    /// a client that missed one gathering (it was slow to send) makes the next group
+    /// smaller, and counting only that group would keep the clients split in two groups,
+    /// each syncing for itself.
     fn commit(&mut self) -> Result<(), Error> {
         let Some(log) = self.log.as_ref() else {
             return Ok(());
@@ -818,8 +833,7 @@ impl Loop<'_> {
             }
         }
         self.gather_until = None;
-        let mut answered = None;
-        for _ in 0..COMMIT_ROUNDS {
+        for round in 0..COMMIT_ROUNDS {
             if let Some(log) = self.log.as_mut() {
                 log.commit()?;
             }
@@ -827,7 +841,9 @@ impl Loop<'_> {
                 break;
             }
             std::mem::swap(&mut self.deferred, &mut self.spare);
-            answered.get_or_insert(self.spare.len());
+            if round == 0 {
+                self.count_group();
+            }
             let mut k = 0;
             while k < self.spare.len() {
                 let i = self.spare[k];
@@ -840,13 +856,28 @@ impl Loop<'_> {
             self.spare.clear();
             self.drain_ready();
         }
-        if let Some(n) = answered {
-            self.last_group = n;
-        }
         if let Some(log) = self.log.as_mut() {
             log.tick()?;
         }
         Ok(())
+    }
+
+    /// Counts the group a sync answers (the connections in `spare`) for the next commit's
+    /// gathering: the connections of this group and the last one's, each once.
+    fn count_group(&mut self) {
+        self.commits += 1;
+        let mut again = 0;
+        for &i in &self.spare {
+            if let Some(sock) = self.socks.get_mut(i).and_then(Option::as_mut) {
+                if sock.answered_by + 1 == self.commits {
+                    again += 1;
+                }
+                sock.answered_by = self.commits;
+            }
+        }
+        let group = self.spare.len();
+        self.last_group = (group + self.last_answered).saturating_sub(again);
+        self.last_answered = group;
     }
 
     /// Serves every connection whose state changed outside its own calls.
