@@ -17,32 +17,46 @@ pub(crate) fn yield_uncontended() -> bool {
     before.elapsed() < CONTENDED_YIELD
 }
 
-/// Reads from `stream`: first looks for input without sleeping for up to `busy_poll`, yielding
-/// the CPU between looks (and no longer once another thread wants it, see
-/// `yield_uncontended`), then blocks as `read` does (with the socket's read timeout). Zero
-/// `busy_poll` blocks at once. Used by depot's blocking client and by depot-nats's reader.
+/// Calls `look` until it finds something (`Some`), fails, `busy_poll` has passed, or another
+/// thread wants the CPU (see `yield_uncontended`), yielding the CPU between looks. `None`:
+/// nothing came, and the caller may sleep now.
+pub(crate) fn look_for<T>(
+    busy_poll: Duration,
+    mut look: impl FnMut() -> io::Result<Option<T>>,
+) -> io::Result<Option<T>> {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = look()? {
+            return Ok(Some(found));
+        }
+        if start.elapsed() >= busy_poll || !yield_uncontended() {
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads from `stream`: first looks for input without sleeping for up to `busy_poll` (see
+/// `look_for`), then blocks as `read` does (with the socket's read timeout). Zero `busy_poll`
+/// blocks at once. Used by depot's blocking client and by depot-nats's reader.
 pub fn read_soon(stream: &TcpStream, buf: &mut [u8], busy_poll: Duration) -> io::Result<usize> {
-    if !busy_poll.is_zero() {
-        let start = Instant::now();
-        loop {
-            match recv_now(stream, buf) {
-                Some(Ok(n)) => return Ok(n),
-                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Some(Err(e)) => return Err(e),
-                None => break,
-            }
-            if start.elapsed() >= busy_poll || !yield_uncontended() {
-                break;
-            }
+    // Without `recv(MSG_DONTWAIT)`, a plain blocking read.
+    if !busy_poll.is_zero() && cfg!(unix) {
+        let found = look_for(busy_poll, || match recv_now(stream, &mut *buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        if let Some(n) = found {
+            return Ok(n);
         }
     }
     let mut stream = stream;
     stream.read(buf)
 }
 
-/// One look for input that never blocks (`None`: not possible here).
+/// One look for input that never blocks.
 #[cfg(unix)]
-fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     #[allow(unsafe_code)]
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and the
@@ -55,12 +69,12 @@ fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
             libc::MSG_DONTWAIT,
         )
     };
-    Some(usize::try_from(n).map_err(|_| io::Error::last_os_error()))
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(not(unix))]
-fn recv_now(_stream: &TcpStream, _buf: &mut [u8]) -> Option<io::Result<usize>> {
-    None
+fn recv_now(_stream: &TcpStream, _buf: &mut [u8]) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 #[cfg(test)]

@@ -383,16 +383,12 @@ impl Loop<'_> {
         let spin = timeout.map_or(self.busy_poll, |t| t.min(self.busy_poll));
         if !events.is_empty() && !spin.is_zero() {
             let start = std::time::Instant::now();
-            loop {
-                self.poll.poll(events, Some(Duration::ZERO))?;
-                if !events.is_empty()
-                    || start.elapsed() >= spin
-                    || !crate::busy::yield_uncontended()
-                {
-                    break;
-                }
-            }
-            if !events.is_empty() {
+            let poll = &mut self.poll;
+            let found = crate::busy::look_for(spin, || {
+                poll.poll(events, Some(Duration::ZERO))?;
+                Ok((!events.is_empty()).then_some(()))
+            })?;
+            if found.is_some() {
                 return Ok(());
             }
             let spun = start.elapsed();
