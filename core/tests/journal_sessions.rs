@@ -8,6 +8,7 @@ mod harness;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use depot_core::client::SendError;
 use depot_core::journal::{Journal, RestoreError};
 use depot_core::session::WINDOW;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSpec, Wait, SESSION_ID_LEN};
@@ -230,9 +231,13 @@ impl World {
         self.sent.clear();
     }
 
+    /// Sends put `seq`, unless the client has as many requests in flight as it can track
+    /// (blocked puts on a full queue) or its transmit buffer is full: the put stays open and is
+    /// sent again later.
     fn send(&mut self, seq: u64, wait: Wait) {
         let items = &self.open[&seq];
         let h = self.h;
+        let list = packed(items);
         let op = if items.len() == 1 {
             Op::PutSeq {
                 seq,
@@ -241,19 +246,20 @@ impl World {
                 wait,
             }
         } else {
-            let list = packed(items);
-            let op = Op::PutManySeq {
+            Op::PutManySeq {
                 seq,
                 handle: h,
                 items: Items(&list),
                 wait,
-            };
-            let id = self.p.send(self.producer, op);
-            self.sent.insert(id, seq);
-            return;
+            }
         };
-        let id = self.p.send(self.producer, op);
-        self.sent.insert(id, seq);
+        match self.p.try_send(self.producer, op) {
+            Ok(id) => {
+                self.sent.insert(id, seq);
+            }
+            Err(SendError::InFlightLimit | SendError::WouldBlock) => {}
+            Err(e) => panic!("put {seq}: send failed: {e}"),
+        }
     }
 
     /// Answered puts leave `open`.
@@ -375,38 +381,56 @@ proptest! {
     fn restarts_from_the_journal_apply_each_numbered_put_once(
         steps in prop::collection::vec(step(), 1..50)
     ) {
-        let mut w = World::new();
-        for s in &steps {
-            w.run(s);
-            w.check(s)?;
-        }
-        let mut rounds = 0;
-        while !w.open.is_empty() {
-            rounds += 1;
-            prop_assert!(rounds < 200, "puts never answered: {:?}", w.open);
-            w.get(u8::MAX);
-            let open: Vec<u64> = w.open.keys().copied().collect();
-            for seq in open {
-                w.send(seq, Wait::NoWait);
-            }
-            w.p.pump();
-            w.collect();
-        }
-        w.get(u8::MAX);
-        prop_assert_eq!(w.p.m.queue_held(w.h).count(), 0);
-        let mut got = w.got.clone();
-        got.sort();
-        let mut expected: Vec<Vec<u8>> = (1..w.next_seq)
-            .flat_map(|seq| {
-                let n = steps.iter().filter_map(|s| match s { Step::Put(n, _) => Some(*n), _ => None })
-                    .nth(seq as usize - 1)
-                    .unwrap();
-                (0..n).map(move |j| format!("{seq}.{j}").into_bytes())
-            })
-            .collect();
-        expected.sort();
-        prop_assert_eq!(got, expected);
+        each_numbered_put_applied_once(&steps)?;
     }
+}
+
+/// More puts refused `Full` than the client has request slots: retried in rounds, each applied
+/// once (a case the property test found).
+#[test]
+fn more_refused_puts_than_request_slots_are_each_applied_once() {
+    let steps = vec![Step::Put(1, false); 49];
+    each_numbered_put_applied_once(&steps).unwrap();
+}
+
+fn each_numbered_put_applied_once(steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut w = World::new();
+    for s in steps {
+        w.run(s);
+        w.check(s)?;
+    }
+    let mut rounds = 0;
+    while !w.open.is_empty() {
+        rounds += 1;
+        prop_assert!(rounds < 200, "puts never answered: {:?}", w.open);
+        w.get(u8::MAX);
+        let open: Vec<u64> = w.open.keys().copied().collect();
+        for seq in open {
+            w.send(seq, Wait::NoWait);
+        }
+        w.p.pump();
+        w.collect();
+    }
+    w.get(u8::MAX);
+    prop_assert_eq!(w.p.m.queue_held(w.h).count(), 0);
+    let mut got = w.got.clone();
+    got.sort();
+    let mut expected: Vec<Vec<u8>> = (1..w.next_seq)
+        .flat_map(|seq| {
+            let n = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Put(n, _) => Some(*n),
+                    _ => None,
+                })
+                .nth(seq as usize - 1)
+                .unwrap();
+            (0..n).map(move |j| format!("{seq}.{j}").into_bytes())
+        })
+        .collect();
+    expected.sort();
+    prop_assert_eq!(got, expected);
+    Ok(())
 }
 
 /// A numbered put applied before a restart is answered `Done` after it and not applied again;

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use depot_core::client::ClientConfig;
+use depot_core::client::{ClientConfig, SendError};
 use depot_core::wire::{
     ErrorCode, Handle, ManagerStatus, ObjectInfo, Op, QueueSize, QueueSpec, Reply, Wait,
 };
@@ -502,11 +502,14 @@ impl Pair {
 
     /// Sends a request from client `c` (not pumped).
     pub fn send(&mut self, c: usize, op: Op) -> u32 {
-        let now = self.now;
-        self.peers[c]
-            .client
-            .send(now, op)
+        self.try_send(c, op)
             .unwrap_or_else(|e| panic!("client {c}: send failed: {e}"))
+    }
+
+    /// Sends a request from client `c` (not pumped), or says why the client refused it.
+    pub fn try_send(&mut self, c: usize, op: Op) -> Result<u32, SendError> {
+        let now = self.now;
+        self.peers[c].client.send(now, op)
     }
 
     /// The reply to request `id` of client `c`, if it came; taken out.
