@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use depot_std::backend::BackendLink;
 use depot_std::busy::read_soon;
 
 use crate::nkeys::UserKey;
@@ -114,6 +115,21 @@ pub struct Conn {
     on_caller: AtomicBool,
     /// Subscriptions beside the inbox (sid, subject), made again after a reconnect.
     subs: Mutex<(u64, std::collections::HashMap<u64, String>)>,
+    /// The manager's loop that reads the connection, once asked ([`Conn::read_on_loop`]).
+    reading_loop: Mutex<Option<BackendLink>>,
+    /// The connection while a manager's loop reads it.
+    watched: Mutex<Option<Watched>>,
+    /// Tells the reader thread that the watched connection was lost.
+    lost: Condvar,
+}
+
+/// A connection the manager's loop reads.
+struct Watched {
+    reader: Reader,
+    /// Why the connection was lost, once it was.
+    lost: Option<String>,
+    /// When input last came.
+    last_input: std::time::Instant,
 }
 
 impl Conn {
@@ -143,6 +159,9 @@ impl Conn {
             stop: AtomicBool::new(false),
             on_caller: AtomicBool::new(true),
             subs: Mutex::new((1, Default::default())),
+            reading_loop: Mutex::new(None),
+            watched: Mutex::new(None),
+            lost: Condvar::new(),
         });
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let c = conn.clone();
@@ -237,6 +256,33 @@ impl Conn {
         }
         drop(out);
         self.ready.notify_all();
+        let _watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        self.lost.notify_all();
+    }
+
+    /// Has a depot manager's loop read the connection from now on, instead of the reader
+    /// thread (Unix, without TLS): what the server sends is then read and handled on the
+    /// loop's thread as soon as it comes, with no hand-off between threads. The reader thread
+    /// still connects, reconnects and pings a silent server. It hands the connection over at
+    /// its next input (this pings the server for one); until the loop runs, answers wait, so
+    /// the loop's thread must not then wait for one.
+    pub fn read_on_loop(&self, link: BackendLink) {
+        *self
+            .reading_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(link);
+        self.raw(b"PING\r\n");
+    }
+
+    /// The loop to hand the connection to, if there is one.
+    fn reading_loop(&self) -> Option<BackendLink> {
+        if !cfg!(unix) {
+            return None;
+        }
+        self.reading_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Has the writer thread send what TLS has to say.
@@ -310,7 +356,7 @@ impl Conn {
     }
 
     fn read_loop(
-        &self,
+        self: &Arc<Self>,
         opts: Options,
         handler: Arc<dyn Handler>,
         first: std::sync::mpsc::Sender<Result<(), String>>,
@@ -322,7 +368,7 @@ impl Conn {
         while !self.stop.load(Ordering::SeqCst) {
             let server = &opts.servers[next % opts.servers.len()];
             next += 1;
-            match self.session(server, &opts, &*handler, connected_before, &mut first) {
+            match self.session(server, &opts, &handler, connected_before, &mut first) {
                 Ok(why) => {
                     connected_before = true;
                     backoff = Duration::from_millis(50);
@@ -350,10 +396,10 @@ impl Conn {
 
     /// One connection to `server`, from handshake to loss: why it was lost.
     fn session(
-        &self,
+        self: &Arc<Self>,
         server: &str,
         opts: &Options,
-        handler: &dyn Handler,
+        handler: &Arc<dyn Handler>,
         again: bool,
         first: &mut Option<std::sync::mpsc::Sender<Result<(), String>>>,
     ) -> Result<String, Failed> {
@@ -470,7 +516,11 @@ impl Conn {
         if let Some(tx) = first.take() {
             let _ = tx.send(Ok(()));
         }
-        let why = self.serve(&mut reader, handler);
+        let handover = reader.tls.is_none();
+        let why = match self.serve(&mut reader, &**handler, handover) {
+            Served::Lost(why) => why,
+            Served::HandOver(link) => self.serve_watched(reader, handler, &link, &stream),
+        };
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         out.stream = None;
         out.tls = None;
@@ -481,100 +531,255 @@ impl Conn {
         Ok(format!("{server}: {why}"))
     }
 
-    /// Reads and dispatches until the connection is lost; why it was.
-    fn serve(&self, reader: &mut Reader, handler: &dyn Handler) -> String {
+    /// Reads and dispatches until the connection is lost, or (`handover`) until a manager's
+    /// loop is to read it.
+    fn serve(&self, reader: &mut Reader, handler: &dyn Handler, handover: bool) -> Served {
         let mut silent = 0;
         loop {
             if self.stop.load(Ordering::SeqCst) {
-                return "closed".into();
+                return Served::Lost("closed".into());
             }
-            let line = reader.line();
+            if let Err(why) = self.dispatch(reader, handler) {
+                return Served::Lost(why);
+            }
+            if let Some(link) = self.reading_loop().filter(|_| handover) {
+                return Served::HandOver(link);
+            }
+            let more = reader.more();
             if std::mem::take(&mut reader.tls_wants_write) {
                 self.kick();
             }
-            let line = match line {
-                Ok(line) => {
-                    silent = 0;
-                    line
-                }
+            match more {
+                Ok(()) => silent = 0,
                 Err(e) if is_timeout(&e) => {
                     silent += 1;
                     if silent >= 3 {
-                        return "the server stopped answering".into();
+                        return Served::Lost("the server stopped answering".into());
                     }
                     self.raw(b"PING\r\n");
-                    continue;
                 }
-                Err(e) => return e.to_string(),
-            };
-            let mut parts = line.split_ascii_whitespace();
-            let op = parts.next().unwrap_or("");
-            let args: Vec<&str> = parts.collect();
-            let result = match op {
-                "PING" => {
-                    self.raw(b"PONG\r\n");
-                    Ok(())
-                }
-                "MSG" | "HMSG" => self.message(reader, handler, op == "HMSG", &args),
-                "-ERR" => {
-                    let text = line.trim_start_matches("-ERR").trim().to_string();
-                    if text.contains("Permissions Violation") || text.contains("Invalid") {
-                        tracing::warn!("NATS server: {text}");
-                        Ok(())
-                    } else {
-                        return text;
-                    }
-                }
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
-                return e.to_string();
+                Err(e) => return Served::Lost(e.to_string()),
             }
         }
     }
 
-    fn message(
-        &self,
-        reader: &mut Reader,
-        handler: &dyn Handler,
-        headers: bool,
-        args: &[&str],
-    ) -> io::Result<()> {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed MSG");
-        let num = |t: &str| t.parse::<usize>().map_err(|_| bad());
-        let (subject, sid, reply, hlen, total) = match (headers, args) {
-            (false, [s, i, n]) => (*s, *i, None, 0, num(n)?),
-            (false, [s, i, r, n]) => (*s, *i, Some(*r), 0, num(n)?),
-            (true, [s, i, h, n]) => (*s, *i, None, num(h)?, num(n)?),
-            (true, [s, i, r, h, n]) => (*s, *i, Some(*r), num(h)?, num(n)?),
-            _ => return Err(bad()),
-        };
-        let sid = sid.parse::<u64>().map_err(|_| bad())?;
-        let (subject, reply) = (subject.to_string(), reply.map(str::to_string));
-        if hlen > total {
-            return Err(bad());
-        }
-        let body = reader.exact(total + 2)?;
-        let (head, payload) = body[..total].split_at(hlen);
-        let status = if headers {
-            // "NATS/1.0 404 No Messages\r\n..."
-            std::str::from_utf8(head)
-                .ok()
-                .and_then(|h| h.strip_prefix("NATS/1.0"))
-                .and_then(|h| h.split_ascii_whitespace().next())
-                .and_then(|code| code.parse().ok())
-        } else {
-            None
-        };
-        handler.message(Msg {
-            sid,
-            subject: &subject,
-            reply: reply.as_deref(),
-            status,
-            payload,
+    /// [`Conn::serve`] with the manager's loop reading the connection ([`Conn::read_now`]):
+    /// this thread waits until the connection is lost, pinging the server when it is silent.
+    #[cfg(unix)]
+    fn serve_watched(
+        self: &Arc<Self>,
+        reader: Reader,
+        handler: &Arc<dyn Handler>,
+        link: &BackendLink,
+        stream: &TcpStream,
+    ) -> String {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        *watched = Some(Watched {
+            reader,
+            lost: None,
+            last_input: std::time::Instant::now(),
         });
-        Ok(())
+        drop(watched);
+        let input = Arc::new(LoopInput {
+            conn: self.clone(),
+            handler: handler.clone(),
+        });
+        if let Err(e) = link.watch(stream, input.clone()) {
+            tracing::debug!("NATS: the manager's loop cannot read the connection: {e}");
+            let taken = self
+                .watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            return match taken.map(|mut w| self.serve(&mut w.reader, &**handler, false)) {
+                Some(Served::Lost(why)) => why,
+                _ => "closed".into(),
+            };
+        }
+        // What came with the handshake, or before the loop watched.
+        self.read_now(&**handler);
+        let mut silent = 0;
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let why = loop {
+            if self.stop.load(Ordering::SeqCst) {
+                break "closed".to_string();
+            }
+            let Some(w) = watched.as_mut() else {
+                break "closed".to_string();
+            };
+            if let Some(why) = w.lost.take() {
+                break why;
+            }
+            if w.last_input.elapsed() < READ_TIMEOUT {
+                silent = 0;
+            } else {
+                silent += 1;
+                if silent >= 3 {
+                    break "the server stopped answering".to_string();
+                }
+                w.last_input = std::time::Instant::now();
+                drop(watched);
+                self.raw(b"PING\r\n");
+                watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            watched = self
+                .lost
+                .wait_timeout(watched, READ_TIMEOUT)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        };
+        drop(watched);
+        link.unwatch();
+        *self.watched.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        why
     }
+
+    #[cfg(not(unix))]
+    fn serve_watched(
+        self: &Arc<Self>,
+        mut reader: Reader,
+        handler: &Arc<dyn Handler>,
+        _link: &BackendLink,
+        _stream: &TcpStream,
+    ) -> String {
+        match self.serve(&mut reader, &**handler, false) {
+            Served::Lost(why) => why,
+            Served::HandOver(_) => "closed".into(),
+        }
+    }
+
+    /// Reads and dispatches what the watched connection has, without blocking (on the
+    /// manager's loop); tells the reader thread if the connection is lost.
+    fn read_now(&self, handler: &dyn Handler) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(w) = watched.as_mut().filter(|w| w.lost.is_none()) else {
+            return;
+        };
+        let lost = loop {
+            if let Err(why) = self.dispatch(&mut w.reader, handler) {
+                break Some(why);
+            }
+            match w.reader.more_now() {
+                Ok(true) => w.last_input = std::time::Instant::now(),
+                Ok(false) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        if lost.is_some() {
+            w.lost = lost;
+            self.lost.notify_all();
+        }
+    }
+
+    /// Handles every whole line and message in `reader`'s buffer; the rest stays for later.
+    /// `Err`: the connection must end, for this reason.
+    fn dispatch(&self, reader: &mut Reader, handler: &dyn Handler) -> Result<(), String> {
+        loop {
+            let window = &reader.buf[reader.start..reader.end];
+            let Some(at) = window.windows(2).position(|w| w == b"\r\n") else {
+                if window.len() > 1 << 20 {
+                    return Err("line too long".into());
+                }
+                return Ok(());
+            };
+            let line = String::from_utf8_lossy(&window[..at]);
+            let mut parts = line.split_ascii_whitespace();
+            let op = parts.next().unwrap_or("");
+            let args: Vec<&str> = parts.collect();
+            let used = match op {
+                "MSG" | "HMSG" => {
+                    let body = &window[at + 2..];
+                    match message(handler, op == "HMSG", &args, body) {
+                        Ok(Some(len)) => at + 2 + len,
+                        // The rest of the message is on its way.
+                        Ok(None) => return Ok(()),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                "PING" => {
+                    self.raw(b"PONG\r\n");
+                    at + 2
+                }
+                "-ERR" => {
+                    let text = line.trim_start_matches("-ERR").trim().to_string();
+                    if text.contains("Permissions Violation") || text.contains("Invalid") {
+                        tracing::warn!("NATS server: {text}");
+                    } else {
+                        return Err(text);
+                    }
+                    at + 2
+                }
+                _ => at + 2,
+            };
+            reader.start += used;
+        }
+    }
+}
+
+/// Hands one `MSG`/`HMSG` (its arguments, and what follows its line in `body`) to the
+/// handler: how many bytes of `body` it took, or `None` if not all of it is there yet.
+fn message(
+    handler: &dyn Handler,
+    headers: bool,
+    args: &[&str],
+    body: &[u8],
+) -> io::Result<Option<usize>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed MSG");
+    let num = |t: &str| t.parse::<usize>().map_err(|_| bad());
+    let (subject, sid, reply, hlen, total) = match (headers, args) {
+        (false, [s, i, n]) => (*s, *i, None, 0, num(n)?),
+        (false, [s, i, r, n]) => (*s, *i, Some(*r), 0, num(n)?),
+        (true, [s, i, h, n]) => (*s, *i, None, num(h)?, num(n)?),
+        (true, [s, i, r, h, n]) => (*s, *i, Some(*r), num(h)?, num(n)?),
+        _ => return Err(bad()),
+    };
+    let sid = sid.parse::<u64>().map_err(|_| bad())?;
+    if hlen > total {
+        return Err(bad());
+    }
+    let Some(message) = body.get(..total.saturating_add(2)) else {
+        return Ok(None);
+    };
+    let (head, payload) = message[..total].split_at(hlen);
+    let status = if headers {
+        // "NATS/1.0 404 No Messages\r\n..."
+        std::str::from_utf8(head)
+            .ok()
+            .and_then(|h| h.strip_prefix("NATS/1.0"))
+            .and_then(|h| h.split_ascii_whitespace().next())
+            .and_then(|code| code.parse().ok())
+    } else {
+        None
+    };
+    handler.message(Msg {
+        sid,
+        subject,
+        reply,
+        status,
+        payload,
+    });
+    Ok(Some(message.len()))
+}
+
+/// Reads the watched connection on the manager's loop.
+struct LoopInput {
+    conn: Arc<Conn>,
+    handler: Arc<dyn Handler>,
+}
+
+impl depot_std::backend::BackendInput for LoopInput {
+    fn readable(&self) {
+        self.conn.read_now(&*self.handler);
+    }
+}
+
+/// How [`Conn::serve`] ended.
+enum Served {
+    /// The connection was lost, for this reason.
+    Lost(String),
+    /// A manager's loop is to read the connection from now on.
+    HandOver(BackendLink),
 }
 
 enum Failed {
@@ -719,7 +924,8 @@ impl Reader {
         }
     }
 
-    fn more(&mut self) -> io::Result<()> {
+    /// Makes room after `end` for more input.
+    fn make_room(&mut self) {
         if self.start > 0 && self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -734,15 +940,32 @@ impl Reader {
                 self.buf.resize(len, 0);
             }
         }
+    }
+
+    /// Reads more input, waiting for it (up to the socket's read timeout).
+    fn more(&mut self) -> io::Result<()> {
+        self.make_room();
         let n = self.fill()?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ));
+            return Err(closed());
         }
         self.end += n;
         Ok(())
+    }
+
+    /// Reads what input there is without waiting: `false` if none.
+    fn more_now(&mut self) -> io::Result<bool> {
+        self.make_room();
+        match depot_std::busy::recv_now(&self.stream, &mut self.buf[self.end..]) {
+            Ok(0) => Err(closed()),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     fn line(&mut self) -> io::Result<String> {
@@ -759,19 +982,11 @@ impl Reader {
             self.more()?;
         }
     }
+}
 
-    fn exact(&mut self, n: usize) -> io::Result<&[u8]> {
-        let mut silent = 0;
-        while self.end - self.start < n {
-            match self.more() {
-                Ok(()) => {}
-                // Mid-message: the rest is on its way, unless the server went silent.
-                Err(e) if is_timeout(&e) && silent < 3 => silent += 1,
-                Err(e) => return Err(e),
-            }
-        }
-        let at = self.start;
-        self.start += n;
-        Ok(&self.buf[at..at + n])
-    }
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the server closed the connection",
+    )
 }

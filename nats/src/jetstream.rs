@@ -62,6 +62,10 @@ pub struct JetStreamOptions {
     /// How long the NATS connection's reader looks for JetStream's answers without sleeping
     /// before it blocks (see [`crate::conn::Options::busy_poll`]; zero: block at once).
     pub busy_poll: Duration,
+    /// Whether the manager's event loop reads the NATS connection itself (the default; Unix,
+    /// without TLS), so JetStream's answers reach depot's clients without a hand-off from the
+    /// NATS reader thread to the loop (see [`Conn::read_on_loop`]).
+    pub read_on_loop: bool,
 }
 
 impl JetStreamOptions {
@@ -76,6 +80,7 @@ impl JetStreamOptions {
             ack_wait: Duration::from_secs(30),
             prefix: "DEPOT_".into(),
             busy_poll: depot_std::DEFAULT_BUSY_POLL,
+            read_on_loop: true,
         }
     }
 }
@@ -943,6 +948,7 @@ pub fn start(
     link: BackendLink,
     queues: &[(String, QueueSpec)],
 ) -> Result<Box<dyn Backend>, String> {
+    let loop_link = opts.read_on_loop.then(|| link.clone());
     let shared = Arc::new(Shared {
         conn: OnceLock::new(),
         state: Mutex::new(State::default()),
@@ -971,6 +977,11 @@ pub fn start(
             .ensure(name, *spec)
             .map_err(|e| format!("queue '{name}': {e}"))?;
         shared.state().streams.insert(name.clone(), stream);
+    }
+    // Set-up waited for JetStream's answers on this thread (the loop's): only now may the loop
+    // read them.
+    if let (Some(link), Some(conn)) = (loop_link, shared.conn()) {
+        conn.read_on_loop(link);
     }
     let ticker = Arc::downgrade(&shared);
     std::thread::Builder::new()

@@ -54,9 +54,10 @@ pub fn read_soon(stream: &TcpStream, buf: &mut [u8], busy_poll: Duration) -> io:
     stream.read(buf)
 }
 
-/// One look for input that never blocks.
+/// One look for input that never blocks: what came (0 at the end of the stream), or
+/// `WouldBlock`. Unsupported off Unix.
 #[cfg(unix)]
-fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     #[allow(unsafe_code)]
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call, and the
@@ -73,7 +74,7 @@ fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 #[cfg(not(unix))]
-fn recv_now(_stream: &TcpStream, _buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv_now(_stream: &TcpStream, _buf: &mut [u8]) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

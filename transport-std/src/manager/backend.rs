@@ -208,6 +208,17 @@ impl Pending {
     }
 }
 
+/// Input an engine has the manager's loop read for it (see [`BackendLink::watch`]).
+pub trait BackendInput: Send + Sync {
+    /// Called on the loop's thread when the watched socket may have input: reads all there is
+    /// without blocking (the loop is told again only of input that comes after) and completes
+    /// what it answers. The loop takes those answers without a wake-up.
+    fn readable(&self);
+}
+
+/// The socket the loop watches for an engine (its descriptor), and who reads it.
+pub(crate) type Watched = Mutex<Option<(i32, Arc<dyn BackendInput>)>>;
+
 /// What a backend holds to answer the manager's loop.
 #[derive(Clone)]
 pub struct BackendLink {
@@ -215,6 +226,14 @@ pub struct BackendLink {
     shared: Arc<Shared>,
     health: Arc<BackendHealth>,
     pending: Arc<Pending>,
+    registry: Arc<mio::Registry>,
+    watched: Arc<Watched>,
+}
+
+impl std::fmt::Debug for BackendLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendLink")
+    }
 }
 
 impl BackendLink {
@@ -235,6 +254,39 @@ impl BackendLink {
     /// Where the engine reports its connection's health.
     pub fn health(&self) -> &Arc<BackendHealth> {
         &self.health
+    }
+
+    /// Has the manager's loop watch `socket` for input and call `input` on its own thread
+    /// when some comes, instead of the engine blocking in a read on a thread of its own: an
+    /// answer then reaches the loop without a thread hand-off. Replaces the socket watched
+    /// before; a socket that already has input is read at once. The engine keeps the socket
+    /// open until [`BackendLink::unwatch`]. (Unix only.)
+    #[cfg(unix)]
+    pub fn watch(
+        &self,
+        socket: &std::net::TcpStream,
+        input: Arc<dyn BackendInput>,
+    ) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.unwatch();
+        let fd = socket.as_raw_fd();
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        self.registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            super::event_loop::BACKEND,
+            mio::Interest::READABLE,
+        )?;
+        *watched = Some((fd, input));
+        Ok(())
+    }
+
+    /// Stops watching the socket given to [`BackendLink::watch`] (before the engine closes it).
+    #[cfg(unix)]
+    pub fn unwatch(&self) {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((fd, _)) = watched.take() {
+            let _ = self.registry.deregister(&mut mio::unix::SourceFd(&fd));
+        }
     }
 }
 
@@ -262,6 +314,23 @@ pub(crate) struct Running {
     pub(crate) rx: Receiver<BackendDone>,
     pub(crate) health: Arc<BackendHealth>,
     pub(crate) pending: Arc<Pending>,
+    /// The socket the engine has the loop read, if any.
+    pub(crate) watched: Arc<Watched>,
+}
+
+impl Running {
+    /// Reads the engine's watched socket (its answers are then pending).
+    pub(crate) fn read_input(&self) {
+        let input = self
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, input)| input.clone());
+        if let Some(input) = input {
+            input.readable();
+        }
+    }
 }
 
 /// Starts `plan`'s backend for `core`'s queues and hands it to `core`.
@@ -269,6 +338,7 @@ pub(crate) fn start(
     plan: &BackendPlan,
     queues: &[(String, QueueSpec)],
     shared: Arc<Shared>,
+    registry: &mio::Registry,
     core: &mut depot_core::Manager<'_>,
     max_pending: usize,
 ) -> Result<Running, crate::Error> {
@@ -279,11 +349,14 @@ pub(crate) fn start(
         set: AtomicBool::new(false),
         loop_thread: std::thread::current().id(),
     });
+    let watched = Arc::new(Mutex::new(None));
     let link = BackendLink {
         tx,
         shared,
         health: health.clone(),
         pending: pending.clone(),
+        registry: Arc::new(registry.try_clone()?),
+        watched: watched.clone(),
     };
     let engine = (plan.start)(link, queues)
         .map_err(|e| crate::Error::Config(format!("backend {}: {e}", plan.kind)))?;
@@ -298,5 +371,6 @@ pub(crate) fn start(
         rx,
         health,
         pending,
+        watched,
     })
 }

@@ -35,6 +35,8 @@ use crate::Error;
 
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+/// A backend's socket the loop reads for it (see `backend::BackendLink::watch`).
+pub(crate) const BACKEND: Token = Token(usize::MAX - 3);
 
 /// How long a shutting-down manager waits for its connections to flush and go.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -162,7 +164,14 @@ pub(crate) fn run(p: Prepared, started: Option<Sender<Result<(), Error>>>) -> Re
                 .map(|(name, spec, _)| (name.clone(), *spec))
                 .collect();
             let pending = plan.waiters.max(4096);
-            match backend::start(b, &queues, shared.clone(), &mut core, pending) {
+            match backend::start(
+                b,
+                &queues,
+                shared.clone(),
+                poll.registry(),
+                &mut core,
+                pending,
+            ) {
                 Ok(running) => Some(running),
                 Err(e) => return report_setup(started, e),
             }
@@ -325,6 +334,11 @@ impl Loop<'_> {
                     LISTENER => self.accept_all(),
                     // The stop flag is checked below, on every turn.
                     WAKER => {}
+                    BACKEND => {
+                        if let Some(b) = &self.backend {
+                            b.read_input();
+                        }
+                    }
                     Token(i) => {
                         if event.is_writable() {
                             self.flush(i);
