@@ -151,31 +151,28 @@ pub(crate) use aead_impl::FrameAead;
 
 #[cfg(feature = "aead")]
 mod aead_impl {
-    use chacha20poly1305::aead::array::Array;
-    use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
-
     use crate::wire::TAG_LEN;
 
     /// ChaCha20-Poly1305 under one direction's key, with that direction's frame count.
     #[derive(Clone)]
     pub(crate) struct FrameAead {
-        cipher: ChaCha20Poly1305,
+        cipher: Cipher,
         /// The sequence number of the next frame: its nonce, never sent.
         seq: u64,
     }
 
     /// The 96-bit nonce of frame `seq`: four zero bytes, then `seq` big-endian. Each key
     /// seals at most one frame per `seq`, so no nonce repeats under a key.
-    fn nonce(seq: u64) -> Array<u8, chacha20poly1305::consts::U12> {
+    fn nonce(seq: u64) -> [u8; 12] {
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&seq.to_be_bytes());
-        Array::from(n)
+        n
     }
 
     impl FrameAead {
         pub(crate) fn new(key: &[u8; 32]) -> Self {
             FrameAead {
-                cipher: ChaCha20Poly1305::new(&Array::from(*key)),
+                cipher: Cipher::new(key),
                 seq: 0,
             }
         }
@@ -186,12 +183,7 @@ mod aead_impl {
         }
 
         pub(crate) fn seal(&mut self, header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
-            // Frames are far below ChaCha20's 256 GiB per nonce, the only way this fails.
-            let tag = self
-                .cipher
-                .encrypt_inout_detached(&nonce(self.seq), header, body.into())
-                .map(|t| t.into())
-                .unwrap_or([0; TAG_LEN]);
+            let tag = self.cipher.seal(nonce(self.seq), header, body);
             self.seq += 1;
             tag
         }
@@ -204,15 +196,131 @@ mod aead_impl {
             ok
         }
 
-        /// Checks and decrypts frame `seq` in place (the tag is checked, in constant time,
-        /// before anything is decrypted).
+        /// Checks and decrypts frame `seq` in place. On `false` the body is not to be used.
         pub(crate) fn open_at(&self, seq: u64, header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
-            let Ok(tag) = Array::try_from(tag) else {
+            self.cipher.open(nonce(seq), header, body, tag)
+        }
+    }
+
+    /// RustCrypto's ChaCha20-Poly1305: portable Rust, for firmware.
+    #[cfg(not(feature = "aead-ring"))]
+    #[derive(Clone)]
+    struct Cipher(chacha20poly1305::ChaCha20Poly1305);
+
+    #[cfg(not(feature = "aead-ring"))]
+    impl Cipher {
+        fn new(key: &[u8; 32]) -> Self {
+            use chacha20poly1305::KeyInit;
+            Cipher(chacha20poly1305::ChaCha20Poly1305::new(&(*key).into()))
+        }
+
+        fn seal(&self, nonce: [u8; 12], header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+            use chacha20poly1305::AeadInOut;
+            // Frames are far below ChaCha20's 256 GiB per nonce, the only way this fails.
+            self.0
+                .encrypt_inout_detached(&nonce.into(), header, body.into())
+                .map(|t| t.into())
+                .unwrap_or([0; TAG_LEN])
+        }
+
+        /// The tag is checked, in constant time, before anything is decrypted.
+        fn open(&self, nonce: [u8; 12], header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+            use chacha20poly1305::AeadInOut;
+            let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else {
                 return false;
             };
-            self.cipher
-                .decrypt_inout_detached(&nonce(seq), header, body.into(), &tag)
+            self.0
+                .decrypt_inout_detached(&nonce.into(), header, body.into(), &tag.into())
                 .is_ok()
+        }
+    }
+
+    /// ring's ChaCha20-Poly1305 (feature `aead-ring`): the same cipher, in assembly.
+    #[cfg(feature = "aead-ring")]
+    #[derive(Clone)]
+    struct Cipher(ring::aead::LessSafeKey);
+
+    #[cfg(feature = "aead-ring")]
+    impl Cipher {
+        fn new(key: &[u8; 32]) -> Self {
+            use ring::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
+            // A 32-byte key is the one length ChaCha20-Poly1305 takes: this cannot fail.
+            let key = UnboundKey::new(&CHACHA20_POLY1305, key).unwrap_or_else(|_| unreachable!());
+            Cipher(LessSafeKey::new(key))
+        }
+
+        fn seal(&self, nonce: [u8; 12], header: &[u8], body: &mut [u8]) -> [u8; TAG_LEN] {
+            use ring::aead::{Aad, Nonce};
+            // Frames are far below ChaCha20's 256 GiB per nonce, the only way this fails.
+            self.0
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    body,
+                )
+                .map(|t| {
+                    let mut tag = [0; TAG_LEN];
+                    tag.copy_from_slice(t.as_ref());
+                    tag
+                })
+                .unwrap_or([0; TAG_LEN])
+        }
+
+        /// The tag is checked in constant time; on a wrong one the body is garbage (and the
+        /// frame refused).
+        fn open(&self, nonce: [u8; 12], header: &[u8], body: &mut [u8], tag: &[u8]) -> bool {
+            use ring::aead::{Aad, Nonce, Tag};
+            let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else {
+                return false;
+            };
+            self.0
+                .open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    Tag::from(tag),
+                    body,
+                    0..,
+                )
+                .is_ok()
+        }
+    }
+
+    /// ring and RustCrypto seal the same frames the same way, so a host with `aead-ring` and
+    /// firmware without it understand each other.
+    #[cfg(all(test, feature = "aead-ring"))]
+    mod tests {
+        use super::*;
+        use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
+
+        #[test]
+        fn ring_and_rustcrypto_seal_and_open_alike() {
+            let key = [0x42; 32];
+            let portable = ChaCha20Poly1305::new(&key.into());
+            let mut ours = FrameAead::new(&key);
+            for len in [0usize, 1, 63, 64, 65, 1024, 5000] {
+                let header = (len as u32).to_le_bytes();
+                let plain: alloc::vec::Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let seq = ours.next_seq();
+                let mut body = plain.clone();
+                let tag = ours.seal(&header, &mut body);
+                let mut theirs = plain.clone();
+                let their_tag = portable
+                    .encrypt_inout_detached(
+                        &nonce(seq).into(),
+                        &header,
+                        theirs.as_mut_slice().into(),
+                    )
+                    .unwrap();
+                assert_eq!((&body, &tag[..]), (&theirs, &their_tag[..]), "{len} B");
+                let reader = FrameAead::new(&key);
+                let mut opened = body.clone();
+                assert!(reader.open_at(seq, &header, &mut opened, &tag));
+                assert_eq!(opened, plain);
+                let mut bad = tag;
+                bad[0] ^= 1;
+                assert!(!reader.open_at(seq, &header, &mut body.clone(), &bad));
+                assert!(!reader.open_at(seq + 1, &header, &mut body.clone(), &tag));
+            }
         }
     }
 }

@@ -6,7 +6,9 @@
 //! A reader thread owns the connection: it connects (trying the servers in turn), reads and
 //! dispatches messages to the [`Handler`], and reconnects when the connection is lost. It looks
 //! for input without sleeping for a moment ([`Options::busy_poll`]) before it blocks: an
-//! answer that comes soon is read without the cost of waking a sleeping thread.
+//! answer that comes soon is read without the cost of waking a sleeping thread. A depot
+//! manager's event loop can take the reading over ([`Conn::read_on_loop`]): messages are then
+//! handled on the loop's thread as they come, and the reader thread only reconnects and pings.
 //! [`Conn::publish`] writes on the caller's thread without blocking (no hand-off to another
 //! thread on the hot path); what the socket does not take at once goes to a writer thread,
 //! which sends it, many messages per write. What is published while
