@@ -600,7 +600,7 @@ impl Conn {
         }
         // What came with the handshake, or before the loop watched.
         self.read_now(&**handler);
-        let mut silent = 0;
+        let mut pinged = std::time::Instant::now();
         let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
         let why = loop {
             if self.stop.load(Ordering::SeqCst) {
@@ -612,14 +612,14 @@ impl Conn {
             if let Some(why) = w.lost.take() {
                 break why;
             }
-            if w.last_input.elapsed() < READ_TIMEOUT {
-                silent = 0;
-            } else {
-                silent += 1;
-                if silent >= 3 {
-                    break "the server stopped answering".to_string();
-                }
-                w.last_input = std::time::Instant::now();
+            // As when this thread reads: a ping after each read timeout without input, and
+            // the connection given up after three.
+            let quiet = w.last_input.elapsed();
+            if quiet >= 3 * READ_TIMEOUT {
+                break "the server stopped answering".to_string();
+            }
+            if quiet >= READ_TIMEOUT && pinged.elapsed() >= READ_TIMEOUT {
+                pinged = std::time::Instant::now();
                 drop(watched);
                 self.raw(b"PING\r\n");
                 watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
