@@ -120,8 +120,17 @@ fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn once_handed_over_messages_are_handled_on_the_managers_loop() {
+/// A connection to a scripted server, handed over to a manager's loop: the manager, the
+/// server, what the connection heard, the connection, the server's end of it, and how many
+/// messages (`m001`, `m002` …) the server sent until the loop handled one.
+fn handed_over() -> (
+    ManagerHandle,
+    Server,
+    Arc<Heard>,
+    Arc<Conn>,
+    TcpStream,
+    usize,
+) {
     let (m, link) = manager();
     let server = server();
     let heard = Arc::new(Heard::default());
@@ -129,13 +138,11 @@ fn once_handed_over_messages_are_handled_on_the_managers_loop() {
     conn.read_on_loop(link);
     let mut socket = server.first.lock().unwrap().take().expect("connected");
     // The hand-over happens at the reader thread's next input: send until the loop has one.
-    let on_loop = |t: &String| t.starts_with("depot-manager");
     let mut sent = 0;
-    let handed_over = within(Duration::from_secs(10), || {
+    let done = within(Duration::from_secs(10), || {
         sent += 1;
-        let payload = format!("m{sent:03}");
         socket
-            .write_all(format!("MSG inbox.x 1 4\r\n{payload}\r\n").as_bytes())
+            .write_all(format!("MSG inbox.x 1 4\r\nm{sent:03}\r\n").as_bytes())
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         heard
@@ -145,7 +152,17 @@ fn once_handed_over_messages_are_handled_on_the_managers_loop() {
             .iter()
             .any(|(_, t)| on_loop(t))
     });
-    assert!(handed_over, "{:?}", heard.messages.lock().unwrap());
+    assert!(done, "{:?}", heard.messages.lock().unwrap());
+    (m, server, heard, conn, socket, sent)
+}
+
+fn on_loop(thread: &str) -> bool {
+    thread.starts_with("depot-manager")
+}
+
+#[test]
+fn once_handed_over_messages_are_handled_on_the_managers_loop() {
+    let (m, _server, heard, conn, mut socket, sent) = handed_over();
     // From then on every message is the loop's, whole and in order, even one split in two.
     socket.write_all(b"MSG inbox.x 1 4\r\nla").unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -173,22 +190,7 @@ fn once_handed_over_messages_are_handled_on_the_managers_loop() {
 
 #[test]
 fn a_silent_server_is_found_out_while_the_loop_reads() {
-    let (m, link) = manager();
-    let server = server();
-    let heard = Arc::new(Heard::default());
-    let conn = connect(&server, &heard);
-    conn.read_on_loop(link);
-    let mut socket = server.first.lock().unwrap().take().expect("connected");
-    assert!(within(Duration::from_secs(10), || {
-        socket.write_all(b"MSG inbox.x 1 1\r\nx\r\n").unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        heard
-            .messages
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, t)| t.starts_with("depot-manager"))
-    }));
+    let (m, server, heard, conn, _socket, _) = handed_over();
     server.answering.store(false, Ordering::SeqCst);
     // Three silences of the read timeout (2 s) and the connection is given up.
     assert!(
