@@ -34,6 +34,8 @@
 //! - `python`: serve unchanged Python `multiprocessing.managers.BaseManager` clients.
 //! - `aead` (default): seal frames with ChaCha20-Poly1305 when the peer agrees; without it
 //!   frames are MACed only (saves firmware flash).
+//! - `aead-ring`: `aead` through ring's ChaCha20-Poly1305 (assembly; the same frames for
+//!   about a third of the CPU). Hosts only: ring builds C and assembly (depot-std has it).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
 //! - `keyring`, `throttle`, `leases`, `objects`, `sessions` (default; hosts keep them,
 //!   firmware turns on only what it uses): named keys with rights, the per-source
