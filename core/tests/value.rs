@@ -523,6 +523,96 @@ proptest! {
     }
 }
 
+/// An integer's header (any additional information, valid or not) and 0 to 9 more bytes.
+fn integer_ish() -> impl Strategy<Value = Vec<u8>> {
+    (
+        0u8..2,
+        0u8..32,
+        proptest::collection::vec(any::<u8>(), 0..10),
+    )
+        .prop_map(|(major, info, rest)| {
+            let mut bytes = vec![(major << 5) | info];
+            bytes.extend(rest);
+            bytes
+        })
+}
+
+/// The integer an item is, as minicbor reads it (any integer header, trailing bytes ignored).
+fn integer_of(bytes: &[u8]) -> Option<i128> {
+    use depot_core::value::minicbor::data::Type;
+    let mut d = depot_core::value::minicbor::Decoder::new(bytes);
+    match d.datatype().ok()? {
+        Type::U8 | Type::U16 | Type::U32 | Type::U64 => d.u64().ok().map(i128::from),
+        Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => d.int().ok().map(i128::from),
+        _ => None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// An integer type accepts exactly the valid items that are integers in its range, with
+    /// their value (without `messages` it reads only the item's head, not checking it whole).
+    #[test]
+    fn integer_types_accept_exactly_the_valid_integers_in_range(
+        bytes in prop_oneof![cbor_ish(), integer_ish()],
+    ) {
+        let expected = value::validate(&bytes).ok().and_then(|()| integer_of(&bytes));
+        prop_assert_eq!(
+            value::from_slice::<i64>(&bytes).ok().map(i128::from),
+            expected.filter(|&n| i64::try_from(n).is_ok())
+        );
+        prop_assert_eq!(
+            value::from_slice::<u32>(&bytes).ok().map(i128::from),
+            expected.filter(|&n| u32::try_from(n).is_ok())
+        );
+        prop_assert_eq!(
+            value::from_slice::<Transparent>(&bytes).ok().map(|t| i128::from(t.0)),
+            expected.filter(|&n| u8::try_from(n).is_ok())
+        );
+    }
+}
+
+/// A type that deserializes as the integer inside it (it asks for an integer itself).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Transparent(u8);
+
+#[test]
+fn an_integer_type_refuses_other_items() {
+    // Text that is not UTF-8: not a value.
+    let bad_text = [0x62, 0xc3, 0x28];
+    assert_eq!(value::validate(&bad_text), Err(ValueError::Malformed));
+    // With `messages` (hosts) every item is checked whole first.
+    #[cfg(feature = "messages")]
+    assert_eq!(
+        value::from_slice::<u32>(&bad_text),
+        Err(ValueError::Malformed)
+    );
+    // Without (firmware) an integer type reads only the head: it sees text, the wrong type.
+    #[cfg(not(feature = "messages"))]
+    assert!(matches!(
+        value::from_slice::<u32>(&bad_text),
+        Err(ValueError::Mismatch(_))
+    ));
+    // The integer must be the whole item.
+    assert_eq!(
+        value::from_slice::<u32>(&[0x01, 0x02]),
+        Err(ValueError::TrailingBytes)
+    );
+    assert_eq!(
+        value::from_slice::<u32>(&[0x19, 0x01]),
+        Err(ValueError::Truncated)
+    );
+    assert_eq!(value::from_slice::<u32>(&[]), Err(ValueError::Truncated));
+    // An opaque Python value keeps its own error.
+    let pickle = [0xda, 0x64, 0x70, 0x00, 0x02, 0x41, 0x00];
+    assert_eq!(
+        value::from_slice::<u32>(&pickle),
+        Err(ValueError::OpaquePython)
+    );
+}
+
 #[test]
 fn validate_agrees_with_minicbor_on_corner_cases() {
     let tuple = [0xda, 0x64, 0x70, 0x00, 0x01];

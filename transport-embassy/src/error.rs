@@ -25,7 +25,9 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DecodeError {
-    /// The bytes are not one well-formed value (the queue is raw).
+    /// The bytes are not one well-formed value (the queue is raw). An integer type reads only
+    /// the item's head (unless depot-core's `messages` feature is on), so for it an item that
+    /// is not an integer is `WrongType`, well-formed or not.
     NotAValue,
     /// The item is an opaque Python value (a pickle depot cannot map).
     OpaquePython,

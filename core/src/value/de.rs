@@ -1,6 +1,7 @@
 //! A value-model item to `T: Deserialize`. Only [`super::from_slice`] builds a
 //! [`Deserializer`], after [`super::validate`] has passed, so nesting is bounded and every
-//! length is known to fit the input.
+//! length is known to fit the input; or, for an integer type without `messages`, to read one
+//! integer's head without that check (`super::integer`), which is safe on any input.
 
 use minicbor::data::Type;
 use minicbor::Decoder;
@@ -19,6 +20,12 @@ impl<'de> Deserializer<'de> {
         Deserializer {
             d: Decoder::new(bytes),
         }
+    }
+
+    /// Bytes read so far.
+    #[cfg(not(feature = "messages"))]
+    pub(crate) fn position(&self) -> usize {
+        self.d.position()
     }
 
     /// The length of the array that follows, with or without the tuple tag.

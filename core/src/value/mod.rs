@@ -12,6 +12,8 @@
 //!   `T: Deserialize` (borrowing `&str` and `&[u8]` from the item), after validating it.
 
 mod de;
+#[cfg(not(feature = "messages"))]
+mod integer;
 mod ser;
 
 use core::fmt;
@@ -453,7 +455,17 @@ where
 }
 
 /// Decodes one value of type `T` from `bytes`, which must be exactly one valid value.
+///
+/// Without the `messages` feature (firmware), an integer type (`u8` … `i64`, and types that
+/// deserialize as one) reads only the item's head, so the whole-item check is not linked
+/// into an image that reads only integers: an item that is not an integer is then refused as
+/// the wrong type (`Mismatch`) without the rest of it being checked, so a malformed one gives
+/// `Mismatch`, not `Malformed`. With `messages` every item is checked whole first.
 pub fn from_slice<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ValueError> {
+    #[cfg(not(feature = "messages"))]
+    if integer::reads_an_integer::<T>() {
+        return integer::from_integer(bytes);
+    }
     validate(bytes)?;
     let mut de = Deserializer::new(bytes);
     T::deserialize(&mut de)
