@@ -142,7 +142,7 @@ pub enum AcceptError {
 ///
 /// `rx` bounds the largest frame the manager accepts on this connection; `tx` must hold the
 /// largest reply (a `get` of the largest item) and bounds how many blocked gets it may have.
-/// With the `alloc` feature, [`Connection::owned`] buffers hold no memory while idle and grow to
+/// With the `alloc` feature, `Connection::owned` buffers hold no memory while idle and grow to
 /// their limits on demand.
 pub struct Connection<'a> {
     rx: RxBuf<'a>,

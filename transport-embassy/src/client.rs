@@ -613,7 +613,7 @@ fn now() -> depot_core::Instant {
 }
 
 /// Polls `future` once (it registers its wake-up) and drops it.
-fn poll_once<F: Future>(cx: &mut Context<'_>, future: F) -> Poll<F::Output> {
+pub(crate) fn poll_once<F: Future>(cx: &mut Context<'_>, future: F) -> Poll<F::Output> {
     pin!(future).poll(cx)
 }
 

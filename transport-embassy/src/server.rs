@@ -8,8 +8,9 @@
 //! its socket, the clock or another connection (a `put` answering a blocked `get`) wakes it.
 
 use core::cell::{Cell, RefCell, RefMut};
-use core::future::pending;
+use core::future::poll_fn;
 use core::pin::pin;
+use core::task::{Context, Poll};
 
 #[cfg(feature = "keyring")]
 use depot_core::keyring::{Keyring, KeyringError};
@@ -19,13 +20,14 @@ use depot_core::{
     Waiter,
 };
 use embassy_futures::join::{join, join_array};
-use embassy_futures::select::{select, select3, Either, Either3};
+use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_time::{with_timeout, Duration, Timer};
 
+use crate::client::poll_once;
 use crate::entropy::{nonce, Entropy};
 use crate::time::{now, to_embassy};
 
@@ -140,8 +142,18 @@ struct Shared<'a, const N: usize> {
     calls: Signal<NoopRawMutex, ()>,
     /// Whether the loops have been told about the shutdown already.
     shutdown_told: Cell<bool>,
-    config: ServerConfig,
+    sockets: SocketRules,
     stack: Stack<'a>,
+}
+
+/// The socket loops' part of [`ServerConfig`] (the manager keeps its own rules): a copy of the
+/// whole would be written at start-up for nothing.
+#[derive(Clone, Copy)]
+struct SocketRules {
+    port: u16,
+    keep_alive: Option<Duration>,
+    socket_timeout: Option<Duration>,
+    linger: Duration,
 }
 
 struct Core<'a> {
@@ -277,7 +289,12 @@ impl<'a, const SOCKETS: usize> Server<'a, SOCKETS> {
             rearm: Signal::new(),
             calls: Signal::new(),
             shutdown_told: Cell::new(false),
-            config,
+            sockets: SocketRules {
+                port: config.port,
+                keep_alive: config.keep_alive,
+                socket_timeout: config.socket_timeout,
+                linger: config.linger,
+            },
             stack,
         });
         let mut sockets = sockets.iter_mut();
@@ -427,7 +444,7 @@ async fn socket_loop<const N: usize>(
     rx: &mut [u8],
     tx: &mut [u8],
 ) {
-    let config = shared.config;
+    let config = shared.sockets;
     while !shared.done() {
         let mut socket = TcpSocket::new(shared.stack, rx, tx);
         socket.set_keep_alive(config.keep_alive);
@@ -486,7 +503,26 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
     debug!("depot: socket {} serves connection {}", i, id.index());
     // Wakes the other sockets: one may have been evicted to make room for this connection.
     shared.dispatch(true);
-    let (mut reader, mut writer) = socket.split();
+    poll_fn(|cx| poll_connection(shared, &shared.wake[i], id, socket, cx)).await;
+    shared.manager(|m| m.handle_close(id, now()));
+    shared.dispatch(true);
+}
+
+/// Moves bytes for connection `id` until the manager closes it or its peer is gone: writes
+/// what the manager has for it, reads what the peer sent (not while the core's input is
+/// paused: its output is full, and TCP pushes back) and notices `wake` (another connection's
+/// change). Pending when none of them can move.
+///
+/// A plain function polling each once, not an async block selecting over them: the state
+/// machine the latter compiles to costs firmware more flash (-0.3 KB) and RAM (-0.4 KB).
+#[inline(never)]
+fn poll_connection<const N: usize>(
+    shared: &Shared<'_, N>,
+    wake: &Signal<NoopRawMutex, ()>,
+    id: ConnId,
+    socket: &mut TcpSocket<'_>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     loop {
         let (output, input, close) = shared.manager(|m| {
             (
@@ -496,37 +532,35 @@ async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut Tc
             )
         });
         if close {
-            break;
+            return Poll::Ready(());
         }
-        let write = async {
-            if !output {
-                return pending().await;
+        let mut moved = false;
+        let mut peer_gone = false;
+        if output {
+            let write = socket.write_with(|buf| shared.manager(|m| transmit(m, id, buf)));
+            if let Poll::Ready(result) = poll_once(cx, write) {
+                moved = true;
+                peer_gone |= result.is_err();
             }
-            writer
-                .write_with(|buf| shared.manager(|m| transmit(m, id, buf)))
-                .await
-        };
-        // Not read while the core's input is paused (its output is full): TCP pushes back.
-        let read = async {
-            if !input {
-                return pending().await;
+        }
+        if input {
+            let read = socket
+                .read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()));
+            if let Poll::Ready(result) = poll_once(cx, read) {
+                moved = true;
+                peer_gone |= result.is_err();
             }
-            reader
-                .read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()))
-                .await
-        };
-        let peer_gone = matches!(
-            select3(write, read, shared.wake[i].wait()).await,
-            Either3::First(Err(_)) | Either3::Second(Err(_))
-        );
+        }
+        moved |= poll_once(cx, wake.wait()).is_ready();
+        if !moved {
+            return Poll::Pending;
+        }
         shared.dispatch(true);
         if peer_gone {
             debug!("depot: connection {}: peer gone", id.index());
-            break;
+            return Poll::Ready(());
         }
     }
-    shared.manager(|m| m.handle_close(id, now()));
-    shared.dispatch(true);
 }
 
 /// The per-source key of the peer: its IP address, hashed (the address type depends on which
