@@ -696,7 +696,7 @@ impl<'a> Client<'a> {
                 if let Reply::Error(code) = reply {
                     warn!(
                         "client: a request sent unanswered (cancel, give-back, ack) failed: {}",
-                        code.description()
+                        code
                     );
                 }
                 Taken::Skipped

@@ -5,7 +5,11 @@
 //! into this [`Error`] for callers that want one type. Replies and
 //! [`Event::Closed`](crate::Event::Closed) carry it directly.
 
-use crate::wire::{text, CloseReason, ErrorCode, ERROR_TEXTS};
+#[cfg(not(feature = "texts"))]
+use crate::wire::write_numbered;
+#[cfg(feature = "texts")]
+use crate::wire::{text, ERROR_TEXTS};
+use crate::wire::{CloseReason, ErrorCode};
 
 /// Why a client operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,18 +163,23 @@ impl Error {
     }
 }
 
+/// In words with the `texts` feature. Without it: an [`ErrorCode`]'s `error code N`,
+/// [`Error::AuthFailed`] as `close reason 0`, [`Error::Closed`] as `connection closed: close
+/// reason N` (PROTOCOL.md lists both numbers), and the client's own errors as `client error
+/// N`: 0 [`Error::Disconnected`], 1 [`Error::NotReady`], 2 [`Error::InFlightLimit`], 3
+/// [`Error::WouldBlock`], 4 [`Error::PythonManager`], 5 any other.
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         if let Some(code) = self.code() {
-            return f.write_str(code.description());
+            return code.fmt(f);
         }
         // Texts of the table in `wire.rs`: an index each, not a pointer and a length.
         let which = match self {
-            Error::AuthFailed => return f.write_str(CloseReason::AuthFailed.description()),
+            Error::AuthFailed => return CloseReason::AuthFailed.fmt(f),
             Error::Disconnected => 0,
             Error::Closed(reason) => {
-                f.write_str(text(ERROR_TEXTS + 6))?;
-                return f.write_str(reason.description());
+                f.write_str("connection closed: ")?;
+                return reason.fmt(f);
             }
             Error::NotReady => 1,
             Error::InFlightLimit => 2,
@@ -178,7 +187,10 @@ impl core::fmt::Display for Error {
             Error::PythonManager => 4,
             _ => 5,
         };
-        f.write_str(text(ERROR_TEXTS + which))
+        #[cfg(feature = "texts")]
+        return f.write_str(text(ERROR_TEXTS + which));
+        #[cfg(not(feature = "texts"))]
+        write_numbered(f, "client error ", which)
     }
 }
 

@@ -37,6 +37,9 @@
 //! - `aead-ring`: `aead` through ring's ChaCha20-Poly1305 (assembly; the same frames for
 //!   about a third of the CPU). Hosts only: ring builds C and assembly (depot-std has it).
 //! - `messages`: keep the text of value type-mismatch errors (hosts; costs firmware flash).
+//! - `texts` (default): errors printed in words ("queue is full"); without it they print
+//!   their wire number (`error code 1`, `close reason 0`; see [`Error`]), and firmware that
+//!   prints its errors saves about 1.3 KiB of flash. `python` needs it.
 //! - `keyring`, `throttle`, `leases`, `objects`, `sessions` (default; hosts keep them,
 //!   firmware turns on only what it uses): named keys with rights, the per-source
 //!   key-guessing throttle, acknowledged gets, objects beside queues with registered calls,

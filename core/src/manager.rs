@@ -2538,7 +2538,7 @@ impl<'a> Manager<'a> {
         {
             return;
         }
-        debug!("connection {}: closing: {}", i, reason.description());
+        debug!("connection {}: closing: {}", i, reason);
         self.cancel_waiters(i);
         self.leave_handshake(i);
         let now = self.now;

@@ -885,6 +885,7 @@ pub enum CloseReason {
 }
 
 /// Defines the string `$all`, every text one after another, and `$ends`, where each ends.
+#[cfg(feature = "texts")]
 macro_rules! texts {
     ($all:ident, $ends:ident: $($text:literal,)*) => {
         const $all: &str = concat!($($text),*);
@@ -892,6 +893,7 @@ macro_rules! texts {
     };
 }
 
+#[cfg(feature = "texts")]
 texts!(TEXTS, TEXT_ENDS:
     // `ErrorCode`'s, in the order of its variants.
     "queue is empty",
@@ -942,17 +944,20 @@ texts!(TEXTS, TEXT_ENDS:
     "transmit buffer full",
     "the peer is a Python BaseManager, not a depot manager",
     "request failed",
-    "connection closed: ",
 );
 
 /// Where `CloseReason`'s texts start in `TEXTS`.
+#[cfg(feature = "texts")]
 const CLOSE_TEXTS: usize = 25;
 /// Where the client's own errors' texts start in `TEXTS` (see `error.rs`).
+#[cfg(feature = "texts")]
 pub(crate) const ERROR_TEXTS: usize = CLOSE_TEXTS + 15;
 
-const _: () = assert!(TEXT_ENDS.len() == ERROR_TEXTS + 7 && TEXTS.len() <= u16::MAX as usize);
+#[cfg(feature = "texts")]
+const _: () = assert!(TEXT_ENDS.len() == ERROR_TEXTS + 6 && TEXTS.len() <= u16::MAX as usize);
 
 /// The end of each text, for `texts!`.
+#[cfg(feature = "texts")]
 const fn text_ends<const N: usize>(texts: [&str; N]) -> [u16; N] {
     let mut ends = [0; N];
     let mut end = 0;
@@ -970,6 +975,7 @@ const fn text_ends<const N: usize>(texts: [&str; N]) -> [u16; N] {
 /// Every error text of depot-core is one piece of one string, found by two bytes of index:
 /// firmware that prints its errors keeps neither a pointer and a length per text nor the code
 /// that loads them, one branch per text.
+#[cfg(feature = "texts")]
 pub(crate) const fn text(i: usize) -> &'static str {
     if i >= TEXT_ENDS.len() {
         return "";
@@ -984,31 +990,54 @@ pub(crate) const fn text(i: usize) -> &'static str {
     }
 }
 
+/// Writes `label` and `number`: how an error prints without the `texts` feature.
+#[cfg(not(feature = "texts"))]
+pub(crate) fn write_numbered(
+    f: &mut core::fmt::Formatter<'_>,
+    label: &str,
+    number: u8,
+) -> core::fmt::Result {
+    f.write_str(label)?;
+    core::fmt::Display::fmt(&u32::from(number), f)
+}
+
 impl ErrorCode {
-    /// A short description for users.
+    /// A short description for users (feature `texts`).
+    #[cfg(feature = "texts")]
     pub const fn description(self) -> &'static str {
         text(self as usize)
     }
 }
 
+/// The description (feature `texts`), else `error code N` with the code's number on the wire
+/// (PROTOCOL.md lists them).
 impl core::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.description())
+        #[cfg(feature = "texts")]
+        return f.write_str(self.description());
+        #[cfg(not(feature = "texts"))]
+        write_numbered(f, "error code ", *self as u8)
     }
 }
 
 impl core::error::Error for ErrorCode {}
 
 impl CloseReason {
-    /// A short description for users.
+    /// A short description for users (feature `texts`).
+    #[cfg(feature = "texts")]
     pub const fn description(self) -> &'static str {
         text(CLOSE_TEXTS + self as usize)
     }
 }
 
+/// The description (feature `texts`), else `close reason N` with the reason's number on the
+/// wire (PROTOCOL.md lists them).
 impl core::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.description())
+        #[cfg(feature = "texts")]
+        return f.write_str(self.description());
+        #[cfg(not(feature = "texts"))]
+        write_numbered(f, "close reason ", *self as u8)
     }
 }
 
@@ -1155,7 +1184,7 @@ mod varint_tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "texts"))]
 mod text_tests {
     use super::*;
     use crate::Error;
@@ -1263,5 +1292,40 @@ mod text_tests {
             assert_eq!(error.code(), None);
         }
         assert_eq!(text(TEXT_ENDS.len()), "");
+    }
+}
+
+/// Without `texts` errors print their numbers, which are their numbers on the wire.
+#[cfg(all(test, not(feature = "texts")))]
+mod number_tests {
+    use super::*;
+    use crate::Error;
+    use core::fmt::{Display, Write};
+
+    fn printed(e: impl Display) -> heapless::String<64> {
+        let mut out = heapless::String::new();
+        write!(out, "{e}").unwrap();
+        out
+    }
+
+    #[test]
+    fn errors_print_their_wire_numbers() {
+        assert_eq!(printed(ErrorCode::Empty), "error code 0");
+        assert_eq!(printed(Error::Full), "error code 1");
+        assert_eq!(printed(Error::SequenceExpired), "error code 24");
+        assert_eq!(printed(CloseReason::Superseded), "close reason 14");
+        assert_eq!(printed(Error::AuthFailed), "close reason 0");
+        assert_eq!(
+            printed(Error::Closed(CloseReason::EncryptionRequired)),
+            "connection closed: close reason 13"
+        );
+        assert_eq!(printed(Error::Disconnected), "client error 0");
+        assert_eq!(printed(Error::PythonManager), "client error 4");
+        // The numbers printed are the ones on the wire (postcard's variant index).
+        let mut wire = [0u8; 4];
+        let code = postcard::to_slice(&ErrorCode::SequenceExpired, &mut wire).unwrap();
+        assert_eq!(code, [24]);
+        let reason = postcard::to_slice(&CloseReason::EncryptionRequired, &mut wire).unwrap();
+        assert_eq!(reason, [13]);
     }
 }

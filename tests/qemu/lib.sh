@@ -108,6 +108,17 @@ qemu_fw_build_features() {
             "$(qemu_fw_elf_features "$1")"
 }
 
+# fw-consumer with depot's error texts (the apps' `texts` feature), beside those.
+qemu_fw_build_texts() {
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-consumer --features texts \
+        --target-dir target/features) &&
+        cp "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/fw-consumer" "$(qemu_fw_elf_texts)"
+}
+
+qemu_fw_elf_texts() {
+    echo "$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release/fw-consumer+texts"
+}
+
 # fw-keyring-manager, which needs the apps' `keyring` feature, built beside those.
 qemu_fw_build_keyring() {
     (cd "$QEMU_FW_DIR" && cargo build --release --quiet --bin fw-keyring-manager \

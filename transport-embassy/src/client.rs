@@ -175,10 +175,7 @@ impl Calls<'_> {
             CallState::Waiting => {}
             CallState::Discard => {
                 if let Reply::Error(code) = reply {
-                    warn!(
-                        "depot: an item could not be given back: {}",
-                        code.description()
-                    );
+                    warn!("depot: an item could not be given back: {}", code);
                 }
                 *call = Call::FREE;
                 return;

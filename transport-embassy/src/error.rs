@@ -52,22 +52,37 @@ impl From<depot_core::Error> for Error {
     }
 }
 
+/// In words with the `texts` feature. Without it depot-core's errors print as depot-core says
+/// (`error code N` …) and this crate's own as `transport error N`: 0 [`Error::Encode`],
+/// 1 [`DecodeError::NotAValue`], 2 [`DecodeError::OpaquePython`], 3 [`DecodeError::WrongType`],
+/// 4 [`Error::CallFailed`].
 impl core::fmt::Display for Error {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Error::Depot(e) => e.fmt(f),
-            // In pieces, not `write!`: no formatting arguments to build on firmware.
+        // In pieces, not `write!`: no formatting arguments to build on firmware.
+        let which = match self {
+            Error::Depot(e) => return e.fmt(f),
             Error::Connect(e) => {
                 f.write_str("connect failed: ")?;
-                e.fmt(f)
+                return e.fmt(f);
             }
-            Error::Encode => f.write_str("item could not be encoded as a value"),
-            Error::Decode(DecodeError::NotAValue) => f.write_str("item is not a value"),
-            Error::Decode(DecodeError::OpaquePython) => {
-                f.write_str("item is an opaque Python value, not readable as this type")
-            }
-            Error::Decode(DecodeError::WrongType) => f.write_str("item is a value of another type"),
-            Error::CallFailed => f.write_str("the registered call's handler failed"),
+            Error::Encode => 0,
+            Error::Decode(DecodeError::NotAValue) => 1,
+            Error::Decode(DecodeError::OpaquePython) => 2,
+            Error::Decode(DecodeError::WrongType) => 3,
+            Error::CallFailed => 4,
+        };
+        #[cfg(feature = "texts")]
+        return f.write_str(match which {
+            0 => "item could not be encoded as a value",
+            1 => "item is not a value",
+            2 => "item is an opaque Python value, not readable as this type",
+            3 => "item is a value of another type",
+            _ => "the registered call's handler failed",
+        });
+        #[cfg(not(feature = "texts"))]
+        {
+            f.write_str("transport error ")?;
+            core::fmt::Display::fmt(&which, f)
         }
     }
 }

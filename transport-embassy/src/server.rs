@@ -544,8 +544,8 @@ fn poll_connection<const N: usize>(
             }
         }
         if input {
-            let read = socket
-                .read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()));
+            let read =
+                socket.read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()));
             if let Poll::Ready(result) = poll_once(cx, read) {
                 moved = true;
                 peer_gone |= result.is_err();

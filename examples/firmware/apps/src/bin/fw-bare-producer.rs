@@ -106,7 +106,10 @@ fn main() -> ! {
                 Event::Reply {
                     reply: Reply::Error(code),
                     ..
-                } => fail(code.description()),
+                } => {
+                    println!("{}: refused: {}", NAME, code);
+                    fail("request refused")
+                }
                 Event::Reply { .. } => fail("unexpected reply"),
                 Event::Closed(e) => {
                     println!("{}: closed: {}", NAME, e);
