@@ -1,5 +1,6 @@
 //! Conditions and lists (PROTOCOL.md §15.3), in protocol terms: a condition's waiters give
 //! its lock up and take it back, and a list answers like a `Vec` within its bounds.
+#![cfg(feature = "objects")]
 
 mod harness;
 

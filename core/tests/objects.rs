@@ -1,5 +1,6 @@
 //! Objects beside queues (protocol version 3), in protocol terms: events, locks, semaphores,
 //! values, barriers and dicts, with their waiters and what a departed client leaves behind.
+#![cfg(feature = "objects")]
 
 mod harness;
 
