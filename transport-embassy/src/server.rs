@@ -25,7 +25,7 @@ use embassy_net::tcp::TcpSocket;
 use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
-use embassy_time::{with_timeout, Duration, Timer};
+use embassy_time::{Duration, Instant, Timer};
 
 use crate::client::poll_once;
 use crate::entropy::{nonce, Entropy};
@@ -601,13 +601,33 @@ fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> (usize, ()) {
 /// its kernel throw the reply away.
 async fn linger(socket: &mut TcpSocket<'_>, linger: Duration) {
     socket.close();
-    let _ = with_timeout(linger, async {
-        socket.flush().await?;
-        let mut sink = [0; 32];
-        while socket.read(&mut sink).await? > 0 {}
-        Ok::<(), embassy_net::tcp::Error>(())
-    })
-    .await;
+    let until = Instant::now() + linger;
+    poll_fn(|cx| poll_linger(socket, until, cx)).await;
+}
+
+/// [`linger`]'s wait, polled: ready once our last bytes are acknowledged and the peer's FIN
+/// (or a reset) has come, or at `until`. A plain function, as [`poll_connection`] is.
+#[inline(never)]
+fn poll_linger(socket: &mut TcpSocket<'_>, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    // An embassy `Timer` yields once before it completes, so one polled once only registers
+    // the wake-up: whether the time has come is read from the clock.
+    if Instant::now() >= until {
+        return Poll::Ready(());
+    }
+    let _ = poll_once(cx, Timer::at(until));
+    match poll_once(cx, socket.flush()) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(_)) => return Poll::Ready(()),
+        Poll::Pending => return Poll::Pending,
+    }
+    let mut sink = [0; 32];
+    loop {
+        match poll_once(cx, socket.read(&mut sink)) {
+            Poll::Ready(Ok(n)) if n > 0 => {}
+            Poll::Ready(_) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
 }
 
 /// Runs the manager's deadlines: blocked requests timing out, slow handshakes and stalled
