@@ -306,43 +306,20 @@ impl<'a> Reader<'a> {
         const W: u8 = 1;
         const B: u8 = 2;
         const N: u8 = 3;
+        #[rustfmt::skip]
         const FIELDS: [u8; 31] = [
-            0,
-            0,
-            0,
-            W,
-            W,
-            0,
-            0,
-            0,
-            B,
-            B | B << 2,
-            B,
-            B | B << 2,
-            B,
-            0,
-            0,
-            B | W << 2,
-            0,
-            0,
-            B | W << 2,
-            0,
-            0,
-            N,
-            B,
-            N,
-            N | B << 2,
-            N | B << 2,
-            N,
-            B,
-            B,
-            B,
-            0,
+            // 0 Set, Clear, IsSet, Wait, Acquire, Release, Count, 7 Get
+            0, 0, 0, W, W, 0, 0, 0,
+            // 8 Put, CompareAndSet, Lookup, Insert, Remove, Keys, Entries, 15 WaitKey
+            B, B | B << 2, B, B | B << 2, B, 0, 0, B | W << 2,
+            // 16 Abort, Reset, Call, Parties, IsBroken, Notify, Append, 23 At
+            0, 0, B | W << 2, 0, 0, N, B, N,
+            // 24 Replace, InsertAt, PopAt, Find, CountOf, RemoveValue, 30 Reverse
+            N | B << 2, N | B << 2, N, B, B, B, 0,
         ];
-        let Some(&fields) = FIELDS.get(self.u32() as usize) else {
+        let Some(mut fields) = FIELDS.get(self.u32() as usize).copied() else {
             return self.fail(Action::Count);
         };
-        let mut fields = fields;
         while fields != 0 {
             match fields & 3 {
                 W => {
