@@ -197,9 +197,17 @@ async fn nowait_timeouts_batches_and_errors() {
         q.task_done().await.unwrap();
     }
     q.join().await.unwrap();
+    // The same items as raw bytes, in one batch: the CBOR of 1 and of 100.
+    let raw = client.raw_queue("q").await.unwrap();
+    raw.put_many(&[&[0x01], &[0x18, 0x64]]).await.unwrap();
+    let batch = raw.get_batch(2).await.unwrap();
+    assert_eq!(
+        (batch.len(), batch.to_vecs()),
+        (2, vec![vec![0x01], vec![0x18, 0x64]])
+    );
     let stat = client.stat().await.unwrap();
     assert_eq!(stat.len(), 1);
-    assert_eq!((stat[0].name.as_str(), stat[0].total_put), ("q", 3));
+    assert_eq!((stat[0].name.as_str(), stat[0].total_put), ("q", 5));
     let e = client.queue::<u32>("nope").await.unwrap_err();
     assert_eq!(e.to_string(), "queue 'nope' does not exist");
     let e = client.shutdown_manager().await.unwrap_err();

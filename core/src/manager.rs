@@ -370,7 +370,7 @@ fn push_items(
     let mut iter = Items(items).iter();
     let mut count = 0;
     let mut used = 0;
-    while let Some(item) = iter.clone().next() {
+    while let Some(item) = iter.next() {
         if item.len() > queue.spec().max_item as usize {
             return (count, used, Some(ErrorCode::TooLarge));
         }
@@ -381,7 +381,6 @@ fn push_items(
             break;
         }
         note(journal, |j| j.appended(handle, item));
-        iter.next();
         count += 1;
         used = items.len() - iter.remaining().len();
     }
@@ -2979,7 +2978,10 @@ pub(crate) fn encode_items_reply<'q>(
         to_head.copy_from_slice(varint.get(..head)?);
         let (to_a, to_b) = to_item.split_at_mut_checked(a.len())?;
         to_a.copy_from_slice(a);
-        to_b.get_mut(..b.len())?.copy_from_slice(b);
+        // Only an item that wraps around the queue's storage has a second part.
+        if !b.is_empty() {
+            to_b.get_mut(..b.len())?.copy_from_slice(b);
+        }
         at = item_end;
     }
     (at == end).then_some(end)

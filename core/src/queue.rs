@@ -195,12 +195,16 @@ impl<'a> Queue<'a> {
         (0..self.len).map(move |_| {
             let prefix = self.prefix_at(at);
             let len = (prefix & LEN_MASK) as usize;
-            at = self.wrap(self.wrap(at + LEN_PREFIX) + self.rem(len));
+            at = self.wrap(self.wrap(at + LEN_PREFIX) + len);
             (prefix >> 24) as u8
         })
     }
 
     fn prefix_at(&self, at: usize) -> u32 {
+        // Most prefixes do not wrap: one read.
+        if let Some(&prefix) = self.storage.get(at..).and_then(|s| s.first_chunk()) {
+            return u32::from_le_bytes(prefix);
+        }
         let mut prefix = [0; LEN_PREFIX];
         for (i, b) in prefix.iter_mut().enumerate() {
             *b = self.storage.get(self.wrap(at + i)).copied().unwrap_or(0);
@@ -294,7 +298,7 @@ impl<'a> Queue<'a> {
         let len = (self.prefix_at(at) & LEN_MASK) as usize;
         let from = self.wrap(at + LEN_PREFIX);
         let first = len.min(self.storage.len() - from);
-        let next = self.wrap(from + self.rem(len));
+        let next = self.wrap(from + len);
         (
             self.storage.get(from..from + first).unwrap_or_default(),
             self.storage.get(..len - first).unwrap_or_default(),
@@ -302,6 +306,8 @@ impl<'a> Queue<'a> {
         )
     }
 
+    /// `at` brought back into the storage, for an `at` short of twice its length: an offset
+    /// plus a prefix, or plus an item (never longer than the storage less a prefix).
     fn wrap(&self, at: usize) -> usize {
         if at >= self.storage.len() {
             at - self.storage.len()
@@ -313,6 +319,11 @@ impl<'a> Queue<'a> {
     // Called from several places: one copy, not one inlined into each (firmware flash).
     #[inline(never)]
     fn write_at(&mut self, at: usize, bytes: &[u8]) {
+        // Most writes do not wrap: one copy.
+        if let Some(to) = self.storage.get_mut(at..at + bytes.len()) {
+            to.copy_from_slice(bytes);
+            return;
+        }
         let first = bytes.len().min(self.storage.len() - at);
         let (a, b) = bytes.split_at(first);
         if let Some(to) = self.storage.get_mut(at..at + first) {
@@ -321,11 +332,6 @@ impl<'a> Queue<'a> {
         if let Some(to) = self.storage.get_mut(..b.len()) {
             to.copy_from_slice(b);
         }
-    }
-
-    /// `n` modulo the storage's length (0 for no storage).
-    fn rem(&self, n: usize) -> usize {
-        n.checked_rem(self.storage.len()).unwrap_or(0)
     }
 }
 

@@ -72,8 +72,9 @@ pub mod text;
 pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
 pub use client::{
-    BackendHealth, Barrier, Client, Condition, ConnectOptions, Dict, Event, Iter, Leased, List,
-    Lock, LockGuard, Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore, Value,
+    BackendHealth, Barrier, Batch, BatchIter, Client, Condition, ConnectOptions, Dict, Event, Iter,
+    Leased, List, Lock, LockGuard, Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore,
+    Value,
 };
 /// How failed proofs are slowed down (see [`ManagerBuilder::auth_throttle`]).
 pub use depot_core::throttle::ThrottleConfig;

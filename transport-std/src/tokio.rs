@@ -52,13 +52,15 @@ use tracing::debug;
 use crate::client::conn::{
     closed_error, connect_error, millis, Outcome, BUF_LEN, READ_CHUNK, REPLY_GRACE_MS, SLOTS,
 };
-use crate::client::proxy::{decode, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES};
+use crate::client::proxy::{
+    decode, decode_slice, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES,
+};
 use crate::client::STAT_BATCH;
 
 mod lease;
 mod objects;
 use crate::client::ops::ActionBuf;
-use crate::{Error, QueueStat, Reconnect};
+use crate::{Batch, Error, QueueStat, Reconnect};
 pub use lease::{Leased, RawLeased};
 pub use objects::{Barrier, Condition, Dict, Event, List, Lock, Semaphore, Value};
 
@@ -533,13 +535,15 @@ impl Drop for Waiting<'_> {
 struct Taken<'c> {
     commands: &'c mpsc::UnboundedSender<Command>,
     handle: Handle,
-    items: Option<Vec<Vec<u8>>>,
+    items: Option<Batch>,
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
         if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
-            let _ = self.commands.send(Command::GiveBack(self.handle, items));
+            let _ = self
+                .commands
+                .send(Command::GiveBack(self.handle, items.to_vecs()));
         }
     }
 }
@@ -557,7 +561,7 @@ fn nack(lease: u64) -> Command {
 fn items_of(outcome: Outcome) -> Option<Vec<Vec<u8>>> {
     match outcome {
         Outcome::Item(item) => Some(vec![item]),
-        Outcome::Items(items) => Some(items),
+        Outcome::Items(items) => Some(items.to_vecs()),
         _ => None,
     }
 }
@@ -1288,16 +1292,21 @@ impl RawQueue {
     /// each as long as it takes. If a request fails after some items were taken, those items
     /// are returned (fewer than `n`) and the failure is reported by the next call.
     /// Cancel-safe: dropped part-way, it gives every item it took back to the head of the
-    /// queue, in order.
+    /// queue, in order. [`Self::get_batch`] does the same without an allocation per item.
     pub async fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
+        self.get_batch(n).await.map(Vec::from)
+    }
+
+    /// [`Self::get_many`], the items kept packed in one [`Batch`] as the replies carried them.
+    pub async fn get_batch(&self, n: usize) -> Result<Batch, Error> {
         let handle = self.handle;
         let mut taken = Taken {
             commands: &self.client.shared.commands,
             handle,
-            items: Some(Vec::with_capacity(n)),
+            items: Some(Batch::default()),
         };
         loop {
-            let have = taken.items.as_ref().map_or(0, Vec::len);
+            let have = taken.items.as_ref().map_or(0, Batch::len);
             if have >= n {
                 break;
             }
@@ -1312,7 +1321,7 @@ impl RawQueue {
                 Err(_) => break,
             };
             match outcome {
-                Outcome::Items(got) => taken.items.get_or_insert_with(Vec::new).extend(got),
+                Outcome::Items(got) => taken.items.get_or_insert_with(Batch::default).append(got),
                 other if have == 0 => return Err(unexpected(other, &self.name)),
                 _ => break,
             }
@@ -1471,12 +1480,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
     /// Gets `n` items (see [`RawQueue::get_many`]); each is decoded on its own.
     pub async fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
-        Ok(self
-            .raw
-            .get_many(n)
-            .await?
-            .into_iter()
-            .map(decode)
-            .collect())
+        let batch = self.raw.get_batch(n).await?;
+        Ok(batch.iter().map(decode_slice).collect())
     }
 }

@@ -361,6 +361,57 @@ fn get_many_of_large_items_keeps_order() {
     ));
 }
 
+/// `get_batch` and `get_many` take the same items in the same order, whatever their sizes
+/// (lengths on both sides of a one-byte varint, empty items, a reply's worth and more).
+#[test]
+fn get_batch_takes_what_get_many_takes() {
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .queue_with(
+            "mixed",
+            QueueOptions {
+                capacity: 4000,
+                max_item: 2048,
+                storage_bytes: None,
+                mode: depot_std::QueueMode::Raw,
+            },
+        )
+        .start()
+        .unwrap();
+    let item = |i: usize| -> Vec<u8> {
+        let len = [0, 1, 127, 128, 300, 2048][i % 6];
+        (0..len).map(|j| (i + j) as u8).collect()
+    };
+    let n = 3000;
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let q = c.raw_queue("mixed").unwrap();
+    let items: Vec<Vec<u8>> = (0..n).map(item).collect();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    q.put_many(&refs).unwrap();
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let mut calls = 0;
+    while got.len() < n {
+        let want = (n - got.len()).min(700);
+        if calls % 2 == 0 {
+            let batch = q.get_batch(want).unwrap();
+            assert_eq!(batch.len(), batch.iter().count());
+            got.extend(batch.iter().map(<[u8]>::to_vec));
+        } else {
+            got.extend(q.get_many(want).unwrap());
+        }
+        calls += 1;
+    }
+    assert_eq!(got, items);
+    assert!(matches!(
+        q.get_nowait(),
+        Err(Error::Request {
+            code: ErrorCode::Empty,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn put_many_get_many_exactly_once() {
     let m = Manager::builder()

@@ -323,7 +323,7 @@ fn connect(addr: &str, encryption: Encryption) -> Result<Client, depot::Error> {
     Client::connect_with(addr, AUTHKEY, &options)
 }
 
-/// (e) one producer `put_many`s its items in batches while one consumer `get_many`s them; the
+/// (e) one producer `put_many`s its items in batches while one consumer `get_batch`es them; the
 /// consumer knows the count, so no sentinel. Items per second from the barrier to the last batch.
 pub(crate) fn pipelined(
     addr: &str,
@@ -354,7 +354,7 @@ pub(crate) fn pipelined(
             let queue = client.raw_queue(QUEUE)?;
             let mut left = shape.items;
             while left > 0 {
-                let got = queue.get_many(left.min(BATCH))?;
+                let got = queue.get_batch(left.min(BATCH))?;
                 if got.iter().any(|g| g.len() != item.len()) {
                     bail!("got an item of the wrong size");
                 }
@@ -366,7 +366,7 @@ pub(crate) fn pipelined(
     })?;
     Ok(
         Measurement::rate(shape.items, last - start).with_note(format!(
-            "one put_many of all items (PutMany ≤ 60 KiB, 4 in flight); get_many of {BATCH} (GetMany ≤ 60 KiB, up to 4 in flight)"
+            "one put_many of all items (PutMany ≤ 60 KiB, 4 in flight); get_batch of {BATCH} (GetMany ≤ 60 KiB, up to 4 in flight)"
         )),
     )
 }

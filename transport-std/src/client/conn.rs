@@ -69,7 +69,7 @@ pub(crate) enum Outcome {
         count: u32,
         error: Option<ErrorCode>,
     },
-    Items(Vec<Vec<u8>>),
+    Items(super::Batch),
     Leased {
         lease: u64,
         deliveries: Vec<u8>,
@@ -113,7 +113,9 @@ impl Outcome {
             Reply::Error(code) => Outcome::Error(code),
             Reply::Accepted { count, error } => Outcome::Accepted { count, error },
             Reply::Items { items, .. } => {
-                Outcome::Items(items.iter().map(<[u8]>::to_vec).collect())
+                let mut batch = super::Batch::default();
+                batch.extend_packed(items);
+                Outcome::Items(batch)
             }
             Reply::Leased {
                 lease,

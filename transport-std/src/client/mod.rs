@@ -1,5 +1,6 @@
 //! The blocking client: one TCP connection per [`Client`], shared by any number of threads.
 
+mod batch;
 pub(crate) mod conn;
 mod lease;
 mod link;
@@ -21,6 +22,7 @@ use serde::Serialize;
 use conn::Outcome;
 use tracing::debug;
 
+pub use batch::{Batch, BatchIter};
 pub use lease::{Leased, RawLeased};
 #[cfg(feature = "tokio")]
 pub(crate) use link::random;

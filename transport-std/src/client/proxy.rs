@@ -13,7 +13,7 @@ use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
 use super::conn::{Outcome, TrySendError};
 use super::python::PyQueue;
-use super::{Client, ConnRef};
+use super::{Batch, Client, ConnRef};
 use crate::Error;
 
 /// A queue on the manager, items as bytes. `Clone + Send + Sync + 'static`: it holds a clone
@@ -128,8 +128,9 @@ impl RawQueue {
     /// Python manager takes them one `put` at a time.) A client that reconnects sends the
     /// batches in flight on a lost connection again, with their numbers, in order.
     pub fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
+        let max = self.largest_put()?;
         for item in items {
-            self.check_size(item)?;
+            fits(item, max)?;
         }
         if let Some(py) = &self.py {
             return items
@@ -209,13 +210,19 @@ impl RawQueue {
     /// Gets `n` items in queue order, as many at a time as a `GetMany` reply carries; waits for
     /// each as long as it takes. If a request fails after some items were taken, those items
     /// are returned (fewer than `n`) and the failure is reported by the next call: an item
-    /// that left the queue is never dropped.
+    /// that left the queue is never dropped. [`Self::get_batch`] does the same without an
+    /// allocation per item.
     pub fn get_many(&self, n: usize) -> Result<Vec<Vec<u8>>, Error> {
-        let mut items = Vec::with_capacity(n);
+        self.get_batch(n).map(Vec::from)
+    }
+
+    /// [`Self::get_many`], the items kept packed in one [`Batch`] as the replies carried them.
+    pub fn get_batch(&self, n: usize) -> Result<Batch, Error> {
+        let mut items = Batch::default();
         if let Some(py) = &self.py {
             while items.len() < n {
                 match py.get(Wait::Forever) {
-                    Ok(item) => items.push(item),
+                    Ok(item) => items.push(&item),
                     Err(e) if items.is_empty() => return Err(e),
                     Err(_) => break,
                 }
@@ -251,7 +258,7 @@ impl RawQueue {
         &self,
         conn: &super::conn::Conn,
         n: usize,
-        items: &mut Vec<Vec<u8>>,
+        items: &mut Batch,
         first_error: &mut Option<Error>,
     ) -> Result<(), Error> {
         let handle = self.handle;
@@ -293,11 +300,9 @@ impl RawQueue {
             };
             match conn.wait_reply(id)? {
                 Outcome::Items(got) if !got.is_empty() => {
-                    let bytes: usize = got.iter().map(Vec::len).sum();
-                    let each = Items::packed_len(bytes / got.len());
-                    per_reply = (BATCH_BYTES / each).max(1);
+                    per_reply = (BATCH_BYTES / got.packed_per_item().max(1)).max(1);
                     dry = false;
-                    items.extend(got);
+                    items.append(got);
                 }
                 // The queue was empty: no more requests that do not wait, for now.
                 Outcome::Items(_) => dry |= !waits,
@@ -316,18 +321,16 @@ impl RawQueue {
         self.client.conn()
     }
 
-    fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        let max = match self.py {
+    /// The largest item a put may carry: the queue's limit, and the connection's frames'.
+    fn largest_put(&self) -> Result<usize, Error> {
+        Ok(match self.py {
             Some(_) => self.max_item(),
             None => self.max_item().min(self.conn()?.max_item()),
-        };
-        if item.len() > max {
-            return Err(Error::TooLarge {
-                size: item.len(),
-                max,
-            });
-        }
-        Ok(())
+        })
+    }
+
+    fn check_size(&self, item: &[u8]) -> Result<(), Error> {
+        fits(item, self.largest_put()?)
     }
 
     fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
@@ -456,6 +459,17 @@ fn batch_op(handle: depot_core::Handle, items: &[u8], seq: u64, session: bool) -
             wait,
         }
     }
+}
+
+/// `Ok` if `item` is at most `max` bytes, else `TooLarge`.
+fn fits(item: &[u8], max: usize) -> Result<(), Error> {
+    if item.len() > max {
+        return Err(Error::TooLarge {
+            size: item.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Bytes of packed items one batch request carries at most.
@@ -590,7 +604,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// is decoded on its own: one that is not a `T` is reported in its place as
     /// [`Error::Decode`], which holds its bytes, and the others are still delivered.
     pub fn get_many(&self, n: usize) -> Result<Vec<Result<T, Error>>, Error> {
-        Ok(self.raw.get_many(n)?.into_iter().map(decode).collect())
+        let batch = self.raw.get_batch(n)?;
+        Ok(batch.iter().map(decode_slice).collect())
     }
     /// A blocking iterator for a consumer: each `next()` is a [`get`](Queue::get). It yields
     /// every error too (an item that cannot be decoded, a refused request), and ends after
@@ -646,6 +661,14 @@ impl<T: Serialize + DeserializeOwned> Iterator for Iter<T> {
 
 pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
     value::to_writer(item, Vec::new()).map_err(|e| Error::Encode(Box::new(e)))
+}
+
+/// [`decode`] of a borrowed item, copied only into the error.
+pub(crate) fn decode_slice<T: DeserializeOwned>(item: &[u8]) -> Result<T, Error> {
+    value::from_slice(item).map_err(|error| Error::Decode {
+        error: Box::new(error),
+        item: item.to_vec(),
+    })
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
