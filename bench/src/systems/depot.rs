@@ -29,7 +29,7 @@ pub const SUBCOMMAND: &str = "__depot-manager";
 
 pub(crate) const AUTHKEY: &str = "depot-bench-key";
 pub(crate) const QUEUE: &str = "bench";
-/// Items per `get_many` call in the pipelined transfer and per `put_many` call in the (g) fill.
+/// Items per `get_batch` call in the pipelined transfer and per `put_many` call in the (g) fill.
 pub(crate) const BATCH: usize = 4096;
 /// Idle connections one holder process keeps (two descriptors each, see `idle_connections`).
 const HELD_PER_HOLDER: usize = 4000;
