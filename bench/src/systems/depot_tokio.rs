@@ -34,7 +34,7 @@ impl System for DepotTokio {
             .build()?;
         let m = runtime.block_on(transfer(&manager.addr, shape))?;
         let note = if shape.pipelined {
-            format!("async put_many / get_many of {BATCH} items")
+            format!("async put_many / get_batch of {BATCH} items")
         } else {
             "async RawQueue put / get".to_owned()
         };
@@ -43,7 +43,7 @@ impl System for DepotTokio {
 }
 
 /// Producers put their share then their sentinels (empty items), consumers get until a
-/// sentinel; pipelined, one producer `put_many`s and one consumer `get_many`s a known count.
+/// sentinel; pipelined, one producer `put_many`s and one consumer `get_batch`es a known count.
 /// Every client connects first; items per second from then to the last item received.
 async fn transfer(addr: &str, shape: &Transfer) -> Result<Measurement> {
     let item = threaded::item(shape.item_size);
@@ -96,7 +96,7 @@ async fn transfer(addr: &str, shape: &Transfer) -> Result<Measurement> {
             let mut received = 0;
             if shape.pipelined {
                 while received < shape.items {
-                    let got = queue.get_many((shape.items - received).min(BATCH)).await?;
+                    let got = queue.get_batch((shape.items - received).min(BATCH)).await?;
                     if got.iter().any(|g| g.len() != shape.item_size.max(1)) {
                         bail!("got an item of the wrong size");
                     }
