@@ -97,6 +97,14 @@ fn typed_round_trip() {
     ints.put(&5).unwrap();
     let err = q.get().unwrap_err().to_string();
     assert!(err.contains("invalid type: integer `5`"), "{err}");
+    // In a typed batch the item that is not a value is an error holding its bytes; the
+    // items around it decode.
+    let raw = c.raw_queue("task_queue").unwrap();
+    raw.put_many(&[&[0x01], &[0xff, 0xfe], &[0x02]]).unwrap();
+    let got = ints.get_many(3).unwrap();
+    assert!(matches!(got[0], Ok(1)), "{got:?}");
+    assert!(matches!(&got[1], Err(Error::Decode { item, .. }) if item == &[0xff, 0xfe]));
+    assert!(matches!(got[2], Ok(2)), "{got:?}");
     m.shutdown().unwrap();
 }
 
