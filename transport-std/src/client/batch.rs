@@ -117,7 +117,7 @@ impl<'a> Iterator for BatchIter<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let item = self.items.next()?;
-        self.left -= 1;
+        self.left = self.left.saturating_sub(1);
         Some(item)
     }
 
