@@ -53,7 +53,7 @@ use crate::client::conn::{
     closed_error, connect_error, millis, Outcome, BUF_LEN, READ_CHUNK, REPLY_GRACE_MS, SLOTS,
 };
 use crate::client::proxy::{
-    decode, decode_slice, encode, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES,
+    decode, decode_slice, encode, fits, pack, wait_for, BATCHES_IN_FLIGHT, BATCH_BYTES,
 };
 use crate::client::STAT_BATCH;
 
@@ -1330,14 +1330,7 @@ impl RawQueue {
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        let max = self.max_item().min(self.client.shared.max_item);
-        if item.len() > max {
-            return Err(Error::TooLarge {
-                size: item.len(),
-                max,
-            });
-        }
-        Ok(())
+        fits(item, self.max_item().min(self.client.shared.max_item))
     }
 
     async fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {

@@ -462,7 +462,7 @@ fn batch_op(handle: depot_core::Handle, items: &[u8], seq: u64, session: bool) -
 }
 
 /// `Ok` if `item` is at most `max` bytes, else `TooLarge`.
-fn fits(item: &[u8], max: usize) -> Result<(), Error> {
+pub(crate) fn fits(item: &[u8], max: usize) -> Result<(), Error> {
     if item.len() > max {
         return Err(Error::TooLarge {
             size: item.len(),
@@ -663,7 +663,7 @@ pub(crate) fn encode<T: Serialize>(item: &T) -> Result<Vec<u8>, Error> {
     value::to_writer(item, Vec::new()).map_err(|e| Error::Encode(Box::new(e)))
 }
 
-/// [`decode`] of a borrowed item, copied only into the error.
+/// Decodes one item; one that is not a `T` is an [`Error::Decode`] holding a copy of its bytes.
 pub(crate) fn decode_slice<T: DeserializeOwned>(item: &[u8]) -> Result<T, Error> {
     value::from_slice(item).map_err(|error| Error::Decode {
         error: Box::new(error),
@@ -672,8 +672,5 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(item: &[u8]) -> Result<T, Error>
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(item: Vec<u8>) -> Result<T, Error> {
-    value::from_slice(&item).map_err(|error| Error::Decode {
-        error: Box::new(error),
-        item,
-    })
+    decode_slice(&item)
 }
