@@ -154,6 +154,32 @@ fn many_under_one_lease() {
     assert_eq!(jobs.qsize().unwrap(), 0);
 }
 
+/// An ack not waited for leaves on its own while its connection stays open and idle (the
+/// client lets the kernel hold it back for the next request, for a moment at most): the lease
+/// does not run out and the item does not come back.
+#[test]
+fn ack_nowait_leaves_while_idle() {
+    let m = manager();
+    let c = Client::connect(m.address(), KEY).unwrap();
+    let jobs = c.queue::<u32>("jobs").unwrap();
+    jobs.put(&7).unwrap();
+    let got = jobs.get_leased(Duration::from_millis(800)).unwrap();
+    let acked = Instant::now();
+    got.ack_nowait().unwrap();
+    // Idle past the lease, the connection open; another client looks.
+    std::thread::sleep(Duration::from_millis(1500));
+    let other = Client::connect(m.address(), KEY).unwrap();
+    let look = other.queue::<u32>("jobs").unwrap();
+    assert!(acked.elapsed() > Duration::from_millis(800));
+    assert_eq!(
+        look.qsize().unwrap(),
+        0,
+        "the ack did not reach the manager in time"
+    );
+    assert!(look.get_nowait().is_err());
+    drop((jobs, c));
+}
+
 /// A small CBOR unsigned integer (the queue holds values).
 fn cbor_uint(n: u8) -> Vec<u8> {
     assert!(n < 24);

@@ -456,7 +456,7 @@ impl Conn {
                 g.core.with(|c| c.send_unanswered(op))
             };
             match sent {
-                Ok(()) => return self.flush(),
+                Ok(()) => return self.write_out(true),
                 // The output buffer may be full: writing it out makes room.
                 Err(SendUnansweredError::WouldBlock) if attempt == 0 => self.flush()?,
                 Err(e) => return Err(self.closed_error(e.into(), None)),
@@ -474,6 +474,12 @@ impl Conn {
 
     /// Writes out everything the core has queued.
     pub(crate) fn flush(&self) -> Result<(), Error> {
+        self.write_out(false)
+    }
+
+    /// Writes out everything the core has queued; `held`: the kernel may hold it back until
+    /// the next write or for a moment (see `sync::write_all_held`), as nobody waits for it.
+    fn write_out(&self, held: bool) -> Result<(), Error> {
         let mut w = lock(&self.writer);
         loop {
             {
@@ -490,7 +496,11 @@ impl Conn {
                 return Ok(());
             }
             let Writer { stream, buf } = &mut *w;
-            let written = stream.write_all(buf);
+            let written = if held {
+                crate::sync::write_all_held(stream, buf)
+            } else {
+                stream.write_all(buf)
+            };
             buf.clear();
             if let Err(e) = written {
                 let err = self.io_lost(&e);

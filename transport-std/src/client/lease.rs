@@ -62,6 +62,11 @@ impl RawLeased {
     /// the call returns (the manager handles this connection's requests in order, so a later
     /// get never sees these items again unless the lease had run out, which is then not
     /// reported). Saves a round trip per lease.
+    ///
+    /// On Linux the kernel may hold the ack back to send it with this connection's next
+    /// request (`MSG_MORE`), so a consumer's ack and its next `get` reach the manager in one
+    /// segment and cost it one read; an idle connection's ack leaves on its own within about
+    /// 200 ms, and at once when the connection closes. Keep leases longer than that.
     pub fn ack_nowait(mut self) -> Result<(), Error> {
         self.settled = true;
         let lease = self.lease;
