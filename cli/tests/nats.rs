@@ -6,6 +6,7 @@
 //!   the other, 50,000 items exactly once;
 //! - a capacity-bounded queue answers `Full`; a leased item whose gateway was killed comes
 //!   back (JetStream redelivers it after `ack_wait`), counted as a second delivery;
+//! - acks riding on the consumer's next pull request (`+NXT`) remove every item;
 //! - a batch put's count is that of the leading items stored (a full stream, and a refusal
 //!   in the middle whose later items JetStream stored anyway);
 //! - a 3-node JetStream cluster (replicas 3): one NATS node and one gateway killed mid-run;
@@ -334,6 +335,56 @@ fn jetstream_api(port: u16, subject: &str, body: &str) -> String {
             return String::from_utf8(payload).unwrap();
         }
     }
+}
+
+/// A consumer's ack and its next get reach the gateway together (`ack_nowait` leaves with the
+/// next request), and the gateway sends them to JetStream as one "ack next" (`+NXT`); an ack
+/// with no get after it in the turn is sent on its own. Either way every item is removed:
+/// after the consumer's `ack_wait` nothing comes back, and the stream is empty.
+#[test]
+fn acks_riding_on_the_next_pull_remove_every_item() {
+    let dir = temp_dir("acknext");
+    let port = free_port();
+    let _nats = nats_server(port, &dir, &[]);
+    let backend = format!("nats://127.0.0.1:{port}");
+    let (_g, addr) = gateway(&backend, "acknext:1000:raw", &["--backend-ack-wait", "2"]);
+    let q = Client::connect(addr, KEY)
+        .unwrap()
+        .raw_queue("acknext")
+        .unwrap();
+    let items: Vec<Vec<u8>> = (0..300).map(|i| format!("item {i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    q.put_many(&refs).unwrap();
+
+    // Leased gets acked without waiting, and now and then a plain get (acked by the gateway
+    // once its reply is queued) or an ack waited for (alone in its turn).
+    let mut got = Vec::new();
+    for i in 0..items.len() {
+        if i % 7 == 3 {
+            got.push(q.get().unwrap());
+            continue;
+        }
+        let mut leased = q.get_leased(Duration::from_secs(60)).unwrap();
+        assert_eq!(leased.deliveries(), [1], "item {i} was delivered before");
+        got.push(leased.take_items().pop().unwrap());
+        if i % 11 == 5 {
+            leased.ack().unwrap();
+        } else {
+            leased.ack_nowait().unwrap();
+        }
+    }
+    assert_eq!(got, items, "every item once, in order");
+
+    // Past ack_wait, an unacknowledged item would be back.
+    thread::sleep(Duration::from_secs(3));
+    let rest = q.get_timeout(Duration::from_millis(500));
+    assert!(rest.is_err(), "nothing comes back: {rest:?}");
+    let info = jetstream_api(port, "$JS.API.STREAM.INFO.DEPOT_acknext", "");
+    assert!(
+        info.contains("\"messages\":0,"),
+        "the stream is empty: {info}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

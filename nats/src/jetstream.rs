@@ -12,7 +12,10 @@
 //!   takes what else is there. A plain get acks its items once the reply is queued to the
 //!   client; a leased get keeps their ack subjects under a lease id until the client acks
 //!   (`+ACK`) or nacks (`-NAK`), or its connection closes (`-NAK`); JetStream redelivers what
-//!   a lost gateway never acked after the consumer's `ack_wait`.
+//!   a lost gateway never acked after the consumer's `ack_wait`. A one-item ack waits for the
+//!   end of the manager's turn: when the same queue's next pull request comes in that turn
+//!   (a consumer's ack and next get usually arrive together), one message does both
+//!   (`+NXT` with the pull request's body).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -147,6 +150,8 @@ struct Fetch {
 
 struct Lease {
     conn: ConnId,
+    /// Its stream's pull-request subject (an ack may ride on the next pull, see `ack`).
+    next: String,
     acks: Vec<String>,
     since: Instant,
 }
@@ -169,6 +174,10 @@ struct State {
     batches: HashMap<BackendToken, PutMany>,
     leases: HashMap<u64, Lease>,
     next_lease: u64,
+    /// An ack held back for the manager's turn (its stream's pull-request subject, its ack
+    /// subject): a pull request of that stream in the same turn carries it (`+NXT`), else the
+    /// turn's end sends it (`flush_held`).
+    held_ack: Option<(String, String)>,
 }
 
 struct Shared {
@@ -244,8 +253,50 @@ impl Shared {
             (Pull::Wait, None) => "{\"batch\":1,\"no_wait\":true}".to_owned(),
             (Pull::Wait, Some(ns)) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
         };
-        if let Some(c) = self.conn() {
-            c.publish(&f.stream.next, Some(&f.reply), body.as_bytes());
+        let Some(c) = self.conn() else {
+            return;
+        };
+        match st.held_ack.take() {
+            // One message acks and asks for more: JetStream's "ack next" (`+NXT` and the pull
+            // request's body, answered on the reply subject as a pull request is).
+            Some((next, ack)) if next == f.stream.next => {
+                let mut payload = b"+NXT ".to_vec();
+                payload.extend_from_slice(body.as_bytes());
+                c.publish(&ack, Some(&f.reply), &payload);
+            }
+            Some((_, ack)) => c.publish_all([
+                (ack.as_str(), None, &b"+ACK"[..]),
+                (
+                    f.stream.next.as_str(),
+                    Some(f.reply.as_str()),
+                    body.as_bytes(),
+                ),
+            ]),
+            None => c.publish(&f.stream.next, Some(&f.reply), body.as_bytes()),
+        }
+    }
+
+    /// Acks the items of a get or lease of the stream whose pull-request subject is `next`.
+    /// A single ack is held back for the rest of the manager's turn: a consumer's ack and its
+    /// next get usually come in one turn, and then one message does both (see `pull`).
+    fn ack(&self, next: &str, acks: &[String]) {
+        let [ack] = acks else {
+            return self.settle_all(acks, b"+ACK");
+        };
+        let before = self
+            .state()
+            .held_ack
+            .replace((next.to_owned(), ack.clone()));
+        if let Some((_, ack)) = before {
+            self.publish(&ack, None, b"+ACK");
+        }
+    }
+
+    /// Sends the ack held back, if any (the manager's turn is over).
+    fn flush_held(&self) {
+        let held = self.state().held_ack.take();
+        if let Some((_, ack)) = held {
+            self.publish(&ack, None, b"+ACK");
         }
     }
 
@@ -286,6 +337,7 @@ impl Shared {
             st.next_lease += 1;
             let lease = st.next_lease;
             let conn = f.conn;
+            let next = f.stream.next.clone();
             (
                 Outcome::Leased {
                     lease,
@@ -298,6 +350,7 @@ impl Shared {
                             lease,
                             Lease {
                                 conn,
+                                next,
                                 acks,
                                 since: Instant::now(),
                             },
@@ -307,14 +360,12 @@ impl Shared {
                 }),
             )
         } else {
+            let next = f.stream.next.clone();
             (
                 Outcome::Items(items),
-                Box::new(move |c| {
-                    let word: &[u8] = match c {
-                        Completion::Delivered => b"+ACK",
-                        Completion::Released => b"-NAK",
-                    };
-                    shared.settle_all(&acks, word);
+                Box::new(move |c| match c {
+                    Completion::Delivered => shared.ack(&next, &acks),
+                    Completion::Released => shared.settle_all(&acks, b"-NAK"),
                 }),
             )
         };
@@ -708,6 +759,10 @@ struct JetStreamBackend {
 }
 
 impl Backend for JetStreamBackend {
+    fn flush(&mut self) {
+        self.shared.flush_held();
+    }
+
     fn len(&self, name: &str) -> Option<u32> {
         let lengths = self.shared.lengths.lock();
         lengths
@@ -845,16 +900,17 @@ impl Backend for JetStreamBackend {
             }
             BackendRequest::Ack { token, conn, lease }
             | BackendRequest::Nack { token, conn, lease } => {
-                let word: &[u8] = match request {
-                    BackendRequest::Ack { .. } => b"+ACK",
-                    _ => b"-NAK",
-                };
+                let ack = matches!(request, BackendRequest::Ack { .. });
                 let mine = st.leases.get(&lease).is_some_and(|l| l.conn == conn);
                 let taken = if mine { st.leases.remove(&lease) } else { None };
                 drop(st);
                 match taken {
                     Some(l) => {
-                        s.settle_all(&l.acks, word);
+                        if ack {
+                            s.ack(&l.next, &l.acks);
+                        } else {
+                            s.settle_all(&l.acks, b"-NAK");
+                        }
                         s.complete(token, Outcome::Done);
                     }
                     None => s.complete(token, Outcome::Error(ErrorCode::NoSuchLease)),
@@ -1012,6 +1068,7 @@ pub fn start(
 
 impl Drop for JetStreamBackend {
     fn drop(&mut self) {
+        self.shared.flush_held();
         if let Some(c) = self.shared.conn() {
             c.close();
         }

@@ -170,6 +170,10 @@ pub trait Backend: Send {
             ..Health::default()
         }
     }
+
+    /// The transport's turn is over (see [`Manager::flush_backend`]): send what
+    /// [`Backend::request`] held back to combine with a later request of the same turn.
+    fn flush(&mut self) {}
 }
 
 /// How a backend's connection fares (see [`Backend::health`]). Texts longer than the wire
@@ -276,6 +280,14 @@ impl<'a> Manager<'a> {
             last_error: clip(&h.last_error, MAX_BACKEND_ERROR),
         }));
         self.reply(i, id, &reply);
+    }
+
+    /// Tells the backend that this turn's requests have all been handed over (see
+    /// [`Backend::flush`]). A transport calls it once per turn of its loop, before it sleeps.
+    pub fn flush_backend(&mut self) {
+        if let Some(b) = &mut self.backend {
+            b.engine.flush();
+        }
     }
 
     /// Whether a backend keeps the queues.

@@ -171,6 +171,10 @@ impl Backend for Reporting {
         self.engine.len(name)
     }
 
+    fn flush(&mut self) {
+        self.engine.flush();
+    }
+
     fn health(&self) -> Health {
         let state = self.health.state(&self.kind);
         Health {

@@ -378,6 +378,7 @@ impl Loop<'_> {
                 self.core.shutdown(self.clock.now());
                 self.drain_ready();
             }
+            self.core.flush_backend();
             self.commit()?;
             if let Some(ticket) = self.shared.board.wanted(self.metrics_served) {
                 self.metrics_served = ticket;
