@@ -9,7 +9,7 @@
 
 use core::cell::{Cell, RefCell, RefMut};
 use core::future::poll_fn;
-use core::pin::pin;
+use core::net::IpAddr;
 use core::task::{Context, Poll};
 
 #[cfg(feature = "keyring")]
@@ -20,8 +20,8 @@ use depot_core::{
     Waiter,
 };
 use embassy_futures::join::{join, join_array};
-use embassy_futures::select::{select, Either};
-use embassy_net::tcp::TcpSocket;
+use embassy_futures::select::select;
+use embassy_net::tcp::{State, TcpSocket};
 use embassy_net::Stack;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
@@ -451,61 +451,131 @@ async fn socket_loop<const N: usize>(
         socket.set_timeout(config.socket_timeout);
         // Replies are small and the client waits for each: Nagle would only add latency.
         socket.set_nagle_enabled(false);
-        let accepted = {
-            let mut accept = pin!(socket.accept(config.port));
-            loop {
-                match select(accept.as_mut(), shared.wake[i].wait()).await {
-                    Either::First(result) => break Some(result),
-                    Either::Second(()) if shared.done() => break None,
-                    Either::Second(()) => {}
-                }
-            }
-        };
-        match accepted {
-            Some(Ok(())) => serve(shared, i, &mut socket).await,
-            None => {}
-            Some(Err(e)) => {
-                debug!("depot: accept on socket {}: {:?}", i, e);
-                // Do not spin on a persistent error (a bad port).
-                Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-        linger(&mut socket, config.linger).await;
+        let mut phase = Phase::Accept;
+        poll_fn(|cx| poll_socket(shared, i, &mut socket, &mut phase, cx)).await;
     }
 }
 
-/// One accepted connection, until the manager or the peer ends it.
-async fn serve<const N: usize>(shared: &Shared<'_, N>, i: usize, socket: &mut TcpSocket<'_>) {
+/// Where a socket is in its cycle.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Listening until a peer connects (or the manager shuts down).
+    Accept,
+    /// Serving the manager's connection.
+    Serve(ConnId),
+    /// Closed on our side: its last bytes leaving and the peer's FIN awaited, until then.
+    Linger(Instant),
+    /// Accepting failed: waiting until then before trying again, so as not to spin on a
+    /// persistent error (a bad port).
+    Pause(Instant),
+}
+
+/// One socket's cycle, from listening to its close, for one connection: ready when the socket
+/// can be dropped. A plain function moving through [`Phase`]s, not nested async loops: the
+/// state machines those compile to cost firmware more flash.
+#[inline(never)]
+fn poll_socket<const N: usize>(
+    shared: &Shared<'_, N>,
+    i: usize,
+    socket: &mut TcpSocket<'_>,
+    phase: &mut Phase,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        *phase = match *phase {
+            Phase::Accept => match poll_accept(shared, &shared.wake[i], socket, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(true)) => match serve(shared, i, socket, cx) {
+                    Some(id) => Phase::Serve(id),
+                    None => close(socket, shared.sockets.linger),
+                },
+                Poll::Ready(Ok(false)) => close(socket, shared.sockets.linger),
+                Poll::Ready(Err(e)) => {
+                    debug!("depot: accept on socket {}: {:?}", i, e);
+                    Phase::Pause(Instant::now() + Duration::from_millis(100))
+                }
+            },
+            Phase::Serve(id) => {
+                if poll_connection(shared, &shared.wake[i], id, socket, cx).is_pending() {
+                    return Poll::Pending;
+                }
+                shared.manager(|m| m.handle_close(id, now()));
+                shared.dispatch(true);
+                close(socket, shared.sockets.linger)
+            }
+            Phase::Linger(until) => return poll_linger(socket, until, cx),
+            Phase::Pause(until) => return poll_until(until, cx),
+        };
+    }
+}
+
+/// Waits for a peer: ready with `true` once one has connected, `false` if the manager shut
+/// down first (`wake` tells of that).
+fn poll_accept<const N: usize>(
+    shared: &Shared<'_, N>,
+    wake: &Signal<NoopRawMutex, ()>,
+    socket: &mut TcpSocket<'_>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<bool, embassy_net::tcp::AcceptError>> {
+    let _ = poll_once(cx, wake.wait());
+    if shared.done() {
+        return Poll::Ready(Ok(false));
+    }
+    match socket.state() {
+        // Starts listening, or fails at once (a bad port).
+        State::Closed => match poll_once(cx, socket.accept(shared.sockets.port)) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(true)),
+            Poll::Pending => Poll::Pending,
+        },
+        // `accept` would listen again: waiting to be able to send (a connection) registers
+        // the same wake-up its own wait does.
+        State::Listen | State::SynReceived => {
+            poll_once(cx, socket.wait_write_ready()).map(|()| Ok(true))
+        }
+        _ => Poll::Ready(Ok(true)),
+    }
+}
+
+/// Closes `socket` on our side and lingers for `linger`.
+fn close(socket: &mut TcpSocket<'_>, linger: Duration) -> Phase {
+    socket.close();
+    Phase::Linger(Instant::now() + linger)
+}
+
+/// Hands a newly accepted connection to the manager: its id, or `None` when the manager
+/// refuses it (after telling the peer it is busy, where that is why).
+fn serve<const N: usize>(
+    shared: &Shared<'_, N>,
+    i: usize,
+    socket: &mut TcpSocket<'_>,
+    cx: &mut Context<'_>,
+) -> Option<ConnId> {
     let source = source_key(socket);
     let accepted = shared.with(|core| {
         let nonce = nonce(&mut *core.entropy);
         core.manager.accept(now(), nonce, &source)
     });
-    let id = match accepted {
-        Ok(id) => id,
+    match accepted {
+        Ok(id) => {
+            debug!("depot: socket {} serves connection {}", i, id.index());
+            // Wakes the other sockets: one may have been evicted to make room for this
+            // connection.
+            shared.dispatch(true);
+            Some(id)
+        }
         // Too many handshakes from this peer's endpoint (the manager has a slot per socket, so
-        // plain `Busy` cannot happen): tell it, then close.
+        // plain `Busy` cannot happen): tell it, then close. A new socket's transmit buffer is
+        // empty: the notice fits at once.
         Err(AcceptError::Busy | AcceptError::SourceLimit) => {
             let mut out = [0u8; 16];
             let busy = encode_busy(&mut out);
-            let _ = socket
-                .write_with(|buf| {
-                    let n = busy.len().min(buf.len());
-                    buf[..n].copy_from_slice(&busy[..n]);
-                    (n, ())
-                })
-                .await;
-            return;
+            let _ = poll_once(cx, socket.write(busy));
+            None
         }
         // The peer came in just as the manager stopped: closing is all it needs.
-        Err(_) => return,
-    };
-    debug!("depot: socket {} serves connection {}", i, id.index());
-    // Wakes the other sockets: one may have been evicted to make room for this connection.
-    shared.dispatch(true);
-    poll_fn(|cx| poll_connection(shared, &shared.wake[i], id, socket, cx)).await;
-    shared.manager(|m| m.handle_close(id, now()));
-    shared.dispatch(true);
+        Err(_) => None,
+    }
 }
 
 /// Moves bytes for connection `id` until the manager closes it or its peer is gone: writes
@@ -563,28 +633,17 @@ fn poll_connection<const N: usize>(
     }
 }
 
-/// The per-source key of the peer: its IP address, hashed (the address type depends on which
-/// IP versions embassy-net was built with).
-fn source_key(socket: &TcpSocket<'_>) -> [u8; 8] {
-    use core::hash::{Hash, Hasher};
-    /// FNV-1a: the core salts its own hash, this one only has to be deterministic.
-    struct Fnv(u64);
-    impl Hasher for Fnv {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
+/// The per-source key of the peer: its IP address in 16 bytes (IPv4 mapped into IPv6), as
+/// depot-std's manager gives it; empty (no per-source limit) when the socket has none.
+fn source_key(socket: &TcpSocket<'_>) -> [u8; 16] {
+    match socket
+        .remote_endpoint()
+        .map(|endpoint| IpAddr::from(endpoint.addr))
+    {
+        Some(IpAddr::V4(a)) => a.to_ipv6_mapped().octets(),
+        Some(IpAddr::V6(a)) => a.octets(),
+        None => [0; 16],
     }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    match socket.remote_endpoint() {
-        Some(endpoint) => endpoint.addr.hash(&mut h),
-        None => return [0; 8],
-    }
-    h.finish().to_le_bytes()
 }
 
 /// Copies the manager's output for `id` into the socket's free space.
@@ -596,25 +655,13 @@ fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> (usize, ()) {
     (n, ())
 }
 
-/// Closes gracefully: our FIN after the last bytes, then waits for the peer's FIN, bounded by
-/// `linger`. No reset is sent: one reaching the peer before it read our last reply would make
-/// its kernel throw the reply away.
-async fn linger(socket: &mut TcpSocket<'_>, linger: Duration) {
-    socket.close();
-    let until = Instant::now() + linger;
-    poll_fn(|cx| poll_linger(socket, until, cx)).await;
-}
-
-/// [`linger`]'s wait, polled: ready once our last bytes are acknowledged and the peer's FIN
-/// (or a reset) has come, or at `until`. A plain function, as [`poll_connection`] is.
-#[inline(never)]
+/// The wait of a closed socket ([`close`]): ready once our last bytes are acknowledged and
+/// the peer's FIN (or a reset) has come, or at `until`. No reset is sent: one reaching the peer
+/// before it read our last reply would make its kernel throw the reply away.
 fn poll_linger(socket: &mut TcpSocket<'_>, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
-    // An embassy `Timer` yields once before it completes, so one polled once only registers
-    // the wake-up: whether the time has come is read from the clock.
-    if Instant::now() >= until {
+    if poll_until(until, cx).is_ready() {
         return Poll::Ready(());
     }
-    let _ = poll_once(cx, Timer::at(until));
     match poll_once(cx, socket.flush()) {
         Poll::Ready(Ok(())) => {}
         Poll::Ready(Err(_)) => return Poll::Ready(()),
@@ -628,6 +675,17 @@ fn poll_linger(socket: &mut TcpSocket<'_>, until: Instant, cx: &mut Context<'_>)
             Poll::Pending => return Poll::Pending,
         }
     }
+}
+
+/// Ready at `until`; registers the wake-up for it otherwise.
+fn poll_until(until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    // An embassy `Timer` yields once before it completes, so one polled once only registers
+    // the wake-up: whether the time has come is read from the clock.
+    if Instant::now() >= until {
+        return Poll::Ready(());
+    }
+    let _ = poll_once(cx, Timer::at(until));
+    Poll::Pending
 }
 
 /// Runs the manager's deadlines: blocked requests timing out, slow handshakes and stalled
