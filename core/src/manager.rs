@@ -1625,11 +1625,11 @@ impl<'a> Manager<'a> {
                 return Step::Paused;
             }
             // This reply can never fit this connection's output: refuse rather than stall.
-            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            self.reply_error(i, id, ErrorCode::TooLarge);
             return Step::Done;
         }
         if let Err(code) = self.permit(i, &request.op) {
-            self.reply(i, id, &Reply::Error(code));
+            self.reply_error(i, id, code);
             return Step::Done;
         }
         #[cfg(feature = "backend")]
@@ -1754,7 +1754,7 @@ impl<'a> Manager<'a> {
                 Some(Reply::Status(status))
             }
             Op::Shutdown if self.config.allow_remote_shutdown => {
-                self.reply(i, id, &Reply::Done);
+                self.reply_done(i, id);
                 debug!("connection {}: remote shutdown", i);
                 self.shutdown(self.now);
                 None
@@ -1943,7 +1943,7 @@ impl<'a> Manager<'a> {
     /// Answers or parks a put: `(items applied now, parked)`.
     fn put(&mut self, i: usize, id: u32, handle: Handle, item: &[u8], wait: Wait) -> (u32, bool) {
         let refuse = |m: &mut Self, code| {
-            m.reply(i, id, &Reply::Error(code));
+            m.reply_error(i, id, code);
             (0, false)
         };
         if self.shutting_down {
@@ -1962,7 +1962,7 @@ impl<'a> Manager<'a> {
         // Fair: nobody overtakes a blocked putter.
         if q.putters.len() == 0 && q.queue.push(item).is_ok() {
             note(&mut self.journal, |j| j.appended(handle, item));
-            self.reply(i, id, &Reply::Done);
+            self.reply_done(i, id);
             self.settle(handle);
             return (1, false);
         }
@@ -2061,18 +2061,18 @@ impl<'a> Manager<'a> {
     fn get(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, take: Take) {
         let q = match self.registry.queue(handle) {
             Ok(q) => q,
-            Err(e) => return self.reply(i, id, &Reply::Error(e)),
+            Err(e) => return self.reply_error(i, id, e),
         };
         if !q.queue.is_empty() {
             self.deliver(i, id, handle, take);
             return self.settle(handle);
         }
         if self.shutting_down {
-            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return self.reply_error(i, id, ErrorCode::ShuttingDown);
         }
         let deadline = match park_timeout(wait, ErrorCode::Empty) {
             Ok(deadline) => deadline,
-            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+            Err(code) => return self.reply_error(i, id, code),
         };
         let reserve = self.get_reply_bound(i, handle, take);
         let hold = match take {
@@ -2194,14 +2194,14 @@ impl<'a> Manager<'a> {
     fn join(&mut self, i: usize, id: u32, handle: Handle, wait: Wait) {
         let unfinished = match self.registry.queue(handle) {
             Ok(q) => q.queue.unfinished(),
-            Err(e) => return self.reply(i, id, &Reply::Error(e)),
+            Err(e) => return self.reply_error(i, id, e),
         };
         if unfinished == 0 {
-            return self.reply(i, id, &Reply::Done);
+            return self.reply_done(i, id);
         }
         let deadline = match park_timeout(wait, ErrorCode::Timeout) {
             Ok(deadline) => deadline,
-            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+            Err(code) => return self.reply_error(i, id, code),
         };
         self.park(i, id, handle, WaitKind::Join, deadline, Waiter::EMPTY);
     }
@@ -2224,7 +2224,7 @@ impl<'a> Manager<'a> {
         let room = c.tx.capacity().saturating_sub(TAG_LEN + SMALL_REPLY_BOUND);
         let reserve = waiter.reserve.max(SMALL_REPLY_BOUND as u32) as usize;
         if c.waiters >= self.config.max_waiters_per_connection || c.reserved + reserve > room {
-            self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            self.reply_error(i, id, ErrorCode::WaiterLimit);
             return false;
         }
         let deadline = timeout_ms.map(|ms| self.now.add_millis(ms.into()));
@@ -2241,7 +2241,7 @@ impl<'a> Manager<'a> {
             return false;
         };
         if self.waiters.park(object.list(kind), waiter).is_none() {
-            self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            self.reply_error(i, id, ErrorCode::WaiterLimit);
             return false;
         }
         if let Some(c) = self.conns.get_mut(i) {
@@ -2338,7 +2338,7 @@ impl<'a> Manager<'a> {
                 .queue(handle)
                 .map_or(true, |q| q.queue.is_empty());
             if !empty {
-                self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+                self.reply_error(i, id, ErrorCode::TooLarge);
             }
             return;
         };
@@ -2516,6 +2516,20 @@ impl<'a> Manager<'a> {
             return;
         }
         self.output_queued(i, was_idle);
+    }
+
+    /// [`Manager::reply`] with `Reply::Error(code)`. Built here, out of line: each
+    /// `&Reply::Error(ErrorCode::…)` at a caller would be a constant `Reply` of its own in
+    /// firmware's flash (72 bytes each).
+    #[inline(never)]
+    fn reply_error(&mut self, i: usize, id: u32, code: ErrorCode) {
+        self.reply(i, id, &Reply::Error(code));
+    }
+
+    /// [`Manager::reply`] with `Reply::Done` (out of line, as [`Manager::reply_error`]).
+    #[inline(never)]
+    fn reply_done(&mut self, i: usize, id: u32) {
+        self.reply(i, id, &Reply::Done);
     }
 
     /// Marks connection `i` for the transport and, if its output was idle, starts the clock

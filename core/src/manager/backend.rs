@@ -428,7 +428,7 @@ impl<'a> Manager<'a> {
             // Numbered puts keep their exactly-once record in this manager's memory, which a
             // gateway does not have: refused rather than half kept.
             Op::PutSeq { .. } | Op::PutManySeq { .. } => {
-                self.reply(i, id, &Reply::Error(ErrorCode::NotAllowed));
+                self.reply_error(i, id, ErrorCode::NotAllowed);
                 return Some(Step::Done);
             }
             _ => return None,
@@ -437,7 +437,7 @@ impl<'a> Manager<'a> {
             let q = match self.registry.queue(handle) {
                 Ok(q) => q,
                 Err(e) => {
-                    self.reply(i, id, &Reply::Error(e));
+                    self.reply_error(i, id, e);
                     return Some(Step::Done);
                 }
             };
@@ -493,7 +493,7 @@ impl<'a> Manager<'a> {
             if c.reserved > 0 {
                 return Some(Step::Paused);
             }
-            self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            self.reply_error(i, id, ErrorCode::TooLarge);
             return Some(Step::Done);
         }
         let b = self.backend.as_mut()?;
@@ -616,7 +616,7 @@ impl<'a> Manager<'a> {
         b.engine.request(BackendRequest::Cancel { token });
         let reserve = b.pending[slot].reserve as usize;
         self.conns[i].reserved -= reserve;
-        self.reply(i, target, &Reply::Error(ErrorCode::Cancelled));
+        self.reply_error(i, target, ErrorCode::Cancelled);
         true
     }
 

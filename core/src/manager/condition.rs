@@ -20,10 +20,10 @@ impl Manager<'_> {
             return;
         };
         let Some(h) = self.waiters.find_in(&o.holders, |w| w.conn == i as u32) else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::NotOwner));
+            return self.reply_error(i, id, ErrorCode::NotOwner);
         };
         if self.shutting_down {
-            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return self.reply_error(i, id, ErrorCode::ShuttingDown);
         }
         let timeout = match park_timeout(wait, ErrorCode::Timeout) {
             Ok(timeout) => timeout,
@@ -31,7 +31,7 @@ impl Manager<'_> {
             Err(_) => return self.reply(i, id, &Reply::Flag(false)),
         };
         let Hold::Permits(levels) = self.waiters.get(h).hold else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::NotOwner));
+            return self.reply_error(i, id, ErrorCode::NotOwner);
         };
         // The holder record's slot goes to the waiter.
         self.release(h);

@@ -115,7 +115,7 @@ impl<'a> Manager<'a> {
             .take(count as usize)
             .map(|((a, b), d)| (a, b, d.saturating_add(1)));
         let Ok(lease) = self.leases.grant(i as u32, handle, deadline, items) else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::LeaseLimit));
+            return self.reply_error(i, id, ErrorCode::LeaseLimit);
         };
         let c = &mut self.conns[i];
         let State::Open(session) = &mut c.state else {
@@ -260,7 +260,7 @@ impl Manager<'_> {
         _max_bytes: u32,
         _lease_ms: u32,
     ) {
-        self.reply(i, id, &Reply::Error(ErrorCode::NotAllowed));
+        self.reply_error(i, id, ErrorCode::NotAllowed);
     }
 
     /// Never called: nothing is taken under a lease.

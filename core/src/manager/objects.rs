@@ -141,7 +141,7 @@ impl Manager<'_> {
     pub(super) fn act(&mut self, i: usize, id: u32, handle: Handle, action: Action) {
         let o = match self.registry.shared(handle) {
             Ok(o) => o,
-            Err(e) => return self.reply(i, id, &Reply::Error(e)),
+            Err(e) => return self.reply_error(i, id, e),
         };
         let reply = match (o.state, action) {
             (Obj::Event { .. }, Action::Set) => {
@@ -229,7 +229,7 @@ impl Manager<'_> {
                 } else if let Err(e) = o.insert(key, value) {
                     Reply::Error(e)
                 } else {
-                    self.reply(i, id, &Reply::Done);
+                    self.reply_done(i, id);
                     return self.wake_key(handle, key);
                 }
             }
@@ -308,13 +308,13 @@ impl Manager<'_> {
     /// that may not block is answered `Timeout` at once.
     fn park_on(&mut self, i: usize, id: u32, handle: Handle, wait: Wait, waiter: Waiter) {
         if self.shutting_down {
-            return self.reply(i, id, &Reply::Error(ErrorCode::ShuttingDown));
+            return self.reply_error(i, id, ErrorCode::ShuttingDown);
         }
         match park_timeout(wait, ErrorCode::Timeout) {
             Ok(timeout) => {
                 self.park(i, id, handle, WaitKind::Wait, timeout, waiter);
             }
-            Err(code) => self.reply(i, id, &Reply::Error(code)),
+            Err(code) => self.reply_error(i, id, code),
         }
     }
 
@@ -530,7 +530,7 @@ impl Manager<'_> {
             if let Err(code) = park_timeout(wait, ErrorCode::Timeout) {
                 // An arrival that will not wait breaks the barrier, as a timeout does.
                 self.break_barrier(handle);
-                return self.reply(i, id, &Reply::Error(code));
+                return self.reply_error(i, id, code);
             }
             return self.park_on(i, id, handle, wait, Waiter::EMPTY);
         }
@@ -572,19 +572,19 @@ impl Manager<'_> {
         };
         let max = o.spec.max_item as usize;
         if request.len() > max {
-            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return self.reply_error(i, id, ErrorCode::TooLarge);
         }
         if !is_value(request) {
-            return self.reply(i, id, &Reply::Error(ErrorCode::InvalidValue));
+            return self.reply_error(i, id, ErrorCode::InvalidValue);
         }
         if let Err(code) = park_timeout(wait, ErrorCode::Timeout) {
-            return self.reply(i, id, &Reply::Error(code));
+            return self.reply_error(i, id, code);
         }
         let Some(parked) = self
             .parked
             .store(request, &|x| self.waiters.holds_parked(x))
         else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return self.reply_error(i, id, ErrorCode::WaiterLimit);
         };
         let reserve = item_reply_bound(max.min(self.item_fit(i))).max(SMALL_REPLY_BOUND);
         let waiter = Waiter {
@@ -683,10 +683,10 @@ impl Manager<'_> {
     /// Parks a dict's `WaitKey`, its key kept in the park store.
     fn wait_key(&mut self, i: usize, id: u32, handle: Handle, key: &[u8], wait: Wait) {
         if let Err(code) = park_timeout(wait, ErrorCode::NoSuchKey) {
-            return self.reply(i, id, &Reply::Error(code));
+            return self.reply_error(i, id, code);
         }
         let Some(parked) = self.parked.store(key, &|x| self.waiters.holds_parked(x)) else {
-            return self.reply(i, id, &Reply::Error(ErrorCode::WaiterLimit));
+            return self.reply_error(i, id, ErrorCode::WaiterLimit);
         };
         let reserve = self.act_reply_bound(i, handle, Action::Get) as u32;
         let waiter = Waiter {
@@ -814,7 +814,7 @@ impl Manager<'_> {
         let keys = || entries.iter().step_by(2);
         let body: usize = keys().map(|k| Items::packed_len(k.len())).sum();
         if body > fit {
-            return self.reply(i, id, &Reply::Error(ErrorCode::TooLarge));
+            return self.reply_error(i, id, ErrorCode::TooLarge);
         }
         let c = &mut self.conns[i];
         let State::Open(session) = &mut c.state else {
@@ -866,7 +866,7 @@ impl Manager<'_> {
     }
 
     pub(super) fn act(&mut self, i: usize, id: u32, _handle: Handle, _action: Action) {
-        self.reply(i, id, &Reply::Error(ErrorCode::NotAllowed));
+        self.reply_error(i, id, ErrorCode::NotAllowed);
     }
 
     pub(super) fn drop_holdings(&mut self, _i: usize) {}

@@ -76,9 +76,9 @@ impl<'a> Manager<'a> {
         wait: Wait,
     ) {
         let slot = match self.numbered(i, seq) {
-            Ok((_, applied)) if applied > 0 => return self.reply(i, id, &Reply::Done),
+            Ok((_, applied)) if applied > 0 => return self.reply_done(i, id),
             Ok((slot, _)) => slot,
-            Err(code) => return self.reply(i, id, &Reply::Error(code)),
+            Err(code) => return self.reply_error(i, id, code),
         };
         // Marked first: a put that parks may finish before `put` returns.
         self.sessions.waiting(slot, seq, id);
@@ -213,7 +213,7 @@ impl Manager<'_> {
         _item: &[u8],
         _wait: Wait,
     ) {
-        self.reply(i, id, &Reply::Error(ErrorCode::NoSession));
+        self.reply_error(i, id, ErrorCode::NoSession);
     }
 
     pub(super) fn put_many_seq(
