@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use depot::tokio::Client;
 use depot::{Error, ErrorCode, Manager, ManagerHandle};
+use faultproxy::{FaultProxy, Faults};
 use tokio::time::{sleep, timeout};
 
 const KEY: &[u8] = b"producer";
@@ -239,6 +240,60 @@ async fn calls_fail_once_the_manager_stops() {
     assert!(e.is_connection_lost(), "{e:?}");
     let wrong = Client::connect(m.address(), b"wrong").await;
     assert!(wrong.is_err());
+}
+
+/// A `get_many` dropped while the reply to its last request is on its way gives back, in
+/// order, both the items it took before and the ones that reply brings: the reply's items go
+/// back first, then the earlier ones ahead of them. A proxy holds the reply back for a second,
+/// so the call is dropped while it travels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_many_dropped_with_its_reply_on_the_way_gives_back_in_order() {
+    let m = start(10);
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
+    let direct = Client::connect(m.address(), KEY).await.unwrap();
+    let dq = direct.queue::<u32>("q").await.unwrap();
+    let far = Client::connect(proxy.addr(), KEY).await.unwrap();
+    let fq = far.queue::<u32>("q").await.unwrap();
+    dq.put_many(&[1, 2, 3]).await.unwrap();
+    // Takes 1, 2 and 3, then blocks in the manager for three more.
+    let taking = tokio::spawn(async move { fq.get_many(6).await });
+    let parked = async {
+        while direct.status().await.unwrap().waiters == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(10), parked).await.unwrap();
+    assert!(dq.empty().await.unwrap());
+    // The blocked request takes 4 and 5, and the proxy holds its reply while the call is
+    // dropped.
+    proxy.set_faults(Faults {
+        latency: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    dq.put_many(&[4, 5]).await.unwrap();
+    sleep(Duration::from_millis(50)).await;
+    taking.abort();
+    let dropped = taking.await;
+    assert!(
+        dropped.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the call ended before it was dropped: {dropped:?}"
+    );
+    let settled = async {
+        while dq.qsize().await.unwrap() < 5 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(20), settled).await.unwrap();
+    let back: Vec<u32> = dq
+        .get_many(5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(back, [1, 2, 3, 4, 5]);
+    drop(far);
+    m.shutdown().unwrap();
 }
 
 /// A `get_many` dropped after it took some items gives them back, in order.

@@ -293,6 +293,18 @@ impl<'a> Client<'a> {
         self.in_flight
     }
 
+    /// Whether a get from `handle` was abandoned ([`Client::abandon`]) and its reply has not
+    /// come yet. The items that reply brings go back to the head of the queue when it comes,
+    /// so items a caller took earlier and gives back itself must wait until then to stay ahead
+    /// of them. `false` once the connection has closed: no reply comes then.
+    pub fn abandoned_get_from(&self, handle: Handle) -> bool {
+        !matches!(self.state, State::Closed { .. })
+            && self
+                .slots
+                .iter()
+                .any(|s| s.busy && s.abandoned && s.handle == Some(handle))
+    }
+
     /// Whether another request may be sent now (a free slot and room to encode it).
     pub fn can_send(&self, item_len: usize) -> bool {
         self.is_ready()

@@ -317,6 +317,7 @@ impl Client {
             pending: HashMap::new(),
             ids: HashMap::new(),
             backlog: VecDeque::new(),
+            deferred: Vec::new(),
             redial,
             sent: 0,
         };
@@ -774,6 +775,9 @@ struct Driver {
     ids: HashMap<u64, u32>,
     /// Requests waiting for a free slot, in order.
     backlog: VecDeque<(u64, Request, Option<ReplyTx>)>,
+    /// Items given back while an abandoned get from their queue still waits for its reply,
+    /// oldest first: they go back once it has come, ahead of what it brings.
+    deferred: Vec<(Handle, Vec<Vec<u8>>)>,
     /// Set for a client that reconnects.
     redial: Option<Redial>,
     /// Requests sent so far.
@@ -836,6 +840,7 @@ impl Driver {
     ) -> Option<depot_core::Error> {
         let mut buf = vec![0; READ_CHUNK];
         loop {
+            self.release_deferred();
             self.send_backlog();
             self.flush();
             if let Some(e) = self.file_events() {
@@ -1004,7 +1009,24 @@ impl Driver {
                     self.backlog.retain(|(t, _, _)| *t != token);
                 }
             }
-            Command::GiveBack(handle, items) => self.give_back(handle, items),
+            Command::GiveBack(handle, items) => {
+                self.deferred.push((handle, items));
+                self.release_deferred();
+            }
+        }
+    }
+
+    /// Gives back the deferred items of every queue no abandoned get takes from any more.
+    /// Those items are older than any an abandoned get's reply brings (the core gives those
+    /// back when the reply comes, to the head of the queue), so they go back after them, and
+    /// so end up ahead of them.
+    fn release_deferred(&mut self) {
+        for (handle, items) in std::mem::take(&mut self.deferred) {
+            if self.core.abandoned_get_from(handle) {
+                self.deferred.push((handle, items));
+            } else {
+                self.give_back(handle, items);
+            }
         }
     }
 
@@ -1025,6 +1047,11 @@ impl Driver {
             let Some((token, request, _)) = self.backlog.front_mut() else {
                 break;
             };
+            // A get must not overtake items still to be given back to its queue.
+            let taking = request.takes_from();
+            if taking.is_some() && self.deferred.iter().any(|(h, _)| Some(*h) == taking) {
+                break;
+            }
             if let Some(r) = self.redial.as_mut().filter(|r| r.has_session) {
                 if matches!(request, Request::Put(..) | Request::PutMany(..)) {
                     let plain = std::mem::replace(request, Request::Status);

@@ -256,3 +256,26 @@ fn send_refusals_are_typed() {
     assert_eq!(unanswered, SendUnansweredError::Closed(Error::Timeout));
     assert_eq!(Error::from(unanswered), Error::Timeout);
 }
+
+/// `abandoned_get_from` holds from a get's abandonment until its reply has come (the manager
+/// withdrew it), only for the queue it takes from, and not for a get still wanted.
+#[test]
+fn an_abandoned_get_is_known_until_its_reply_comes() {
+    let mut link = Link::new(4);
+    let handle = link.handle;
+    let other = Handle(handle.0 + 1);
+    let wait = Wait::Forever;
+    let get = link
+        .c
+        .send(Instant::ZERO, Op::Get { handle, wait })
+        .unwrap();
+    assert!(link.pump(Instant::ZERO).is_empty(), "the get is blocked");
+    assert!(!link.c.abandoned_get_from(handle));
+    link.c.abandon(get);
+    assert!(link.c.abandoned_get_from(handle));
+    assert!(!link.c.abandoned_get_from(other));
+    // The `Cancel` goes out, the manager withdraws the get, and its reply is read (and not
+    // reported).
+    assert!(link.pump(Instant::ZERO).is_empty());
+    assert!(!link.c.abandoned_get_from(handle));
+}
