@@ -17,7 +17,8 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
   --quick            tiny counts and one run per figure (proves the harness works)
   --json FILE        also write the rows as a JSON array to FILE
   --only LIST        systems to run, comma-separated: raw-tcp, raw-tcp-proc,
-                     python, redis, depot, depot-mac, depot-sleep, depot-tokio, py-on-depot,
+                     python, redis, depot, depot-mac, depot-sleep, depot-tokio,
+                     depot-tokio-shared, py-on-depot,
                      depot-acked, depot-acked-sync, depot+jetstream, nats-jetstream
   --workload LIST    workloads to run, letters a–h, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)

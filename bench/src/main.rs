@@ -105,7 +105,7 @@ fn bench(options: &Options) -> Result<bool> {
             Ok(()) => contender.system.clients().to_owned(),
             Err(reason) => format!("skipped: {reason}"),
         };
-        println!("  {:<12} {how}", contender.system.name());
+        println!("  {:<18} {how}", contender.system.name());
     }
     print!("{}", report::render(&rows));
 

@@ -49,7 +49,7 @@ pub fn render(rows: &[Row]) -> String {
         };
         out += &format!("\n{} — {}, {better}\n", metric.label, metric.unit);
         out += &format!(
-            "  {:<12} {:>12} {:<14} {:>23} {:>9} {:>10} {:>9}  {}\n",
+            "  {:<18} {:>12} {:<14} {:>23} {:>9} {:>10} {:>9}  {}\n",
             "system",
             "value",
             "unit",
@@ -76,7 +76,7 @@ pub fn render(rows: &[Row]) -> String {
                 Cell::Skipped(reason) => format!("skipped: {reason}"),
                 Cell::Failed(error) => format!("FAILED: {error}"),
             };
-            out += &format!("  {:<12} {line}\n", row.system);
+            out += &format!("  {:<18} {line}\n", row.system);
         }
     }
     out

@@ -1,6 +1,7 @@
 //! depot's async client (`depot::tokio::Client`) against the same manager process as
 //! [`super::depot`]: producers and consumers are tasks on a 2-thread tokio runtime, one
-//! `Client` (connection) each, so (c) and (e) compare the async client with the blocking one.
+//! `Client` (connection) each, so (c) and (e) compare the async client with the blocking one;
+//! or (`depot-tokio-shared`) every task on clones of one `Client`, as async code shares one.
 
 use std::time::Instant;
 
@@ -12,15 +13,26 @@ use crate::system::{Measurement, Outcome, System, Transfer};
 use crate::threaded;
 
 /// The async client.
-pub struct DepotTokio;
+pub struct DepotTokio {
+    /// Every task on one connection (clones of one `Client`) instead of one each.
+    pub shared: bool,
+}
 
 impl System for DepotTokio {
     fn name(&self) -> &'static str {
-        "depot-tokio"
+        if self.shared {
+            "depot-tokio-shared"
+        } else {
+            "depot-tokio"
+        }
     }
 
     fn clients(&self) -> &'static str {
-        "manager: its own process, as for depot; clients: tasks on a 2-thread tokio runtime, one depot::tokio::Client (connection) each; frames sealed"
+        if self.shared {
+            "manager: its own process, as for depot; clients: tasks on a 2-thread tokio runtime, all on clones of one depot::tokio::Client (one connection); frames sealed"
+        } else {
+            "manager: its own process, as for depot; clients: tasks on a 2-thread tokio runtime, one depot::tokio::Client (connection) each; frames sealed"
+        }
     }
 
     fn transfer(&mut self, shape: &Transfer) -> Outcome {
@@ -32,7 +44,7 @@ impl System for DepotTokio {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let m = runtime.block_on(transfer(&manager.addr, shape))?;
+        let m = runtime.block_on(transfer(&manager.addr, shape, self.shared))?;
         let note = if shape.pipelined {
             format!("async put_many / get_batch of {BATCH} items")
         } else {
@@ -45,26 +57,23 @@ impl System for DepotTokio {
 /// Producers put their share then their sentinels (empty items), consumers get until a
 /// sentinel; pipelined, one producer `put_many`s and one consumer `get_batch`es a known count.
 /// Every client connects first; items per second from then to the last item received.
-async fn transfer(addr: &str, shape: &Transfer) -> Result<Measurement> {
+/// `shared`: every task on one connection.
+async fn transfer(addr: &str, shape: &Transfer, shared: bool) -> Result<Measurement> {
     let item = threaded::item(shape.item_size);
-    let mut producers = Vec::new();
-    for _ in 0..shape.producers {
-        producers.push(
-            Client::connect(addr, AUTHKEY)
-                .await?
-                .raw_queue(QUEUE)
-                .await?,
-        );
+    let one = match shared {
+        true => Some(Client::connect(addr, AUTHKEY).await?),
+        false => None,
+    };
+    let mut queues = Vec::new();
+    for _ in 0..shape.producers + shape.consumers {
+        let client = match &one {
+            Some(client) => client.clone(),
+            None => Client::connect(addr, AUTHKEY).await?,
+        };
+        queues.push(client.raw_queue(QUEUE).await?);
     }
-    let mut consumers = Vec::new();
-    for _ in 0..shape.consumers {
-        consumers.push(
-            Client::connect(addr, AUTHKEY)
-                .await?
-                .raw_queue(QUEUE)
-                .await?,
-        );
-    }
+    let consumers = queues.split_off(shape.producers);
+    let producers = queues;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (index, queue) in producers.into_iter().enumerate() {
