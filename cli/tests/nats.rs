@@ -38,6 +38,37 @@ fn nats_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Proc {
     serve::start_nats(&args, port)
 }
 
+/// A JetStream server of its own for one test, its store in a fresh directory: stopped, and
+/// the store removed, when dropped.
+struct SingleNats {
+    server: Proc,
+    dir: std::path::PathBuf,
+    port: u16,
+    /// The `--backend` URL that reaches it.
+    backend: String,
+}
+
+impl SingleNats {
+    /// The server, its store in a directory named after `name`.
+    fn start(name: &str) -> SingleNats {
+        let dir = temp_dir(name);
+        let port = free_port();
+        SingleNats {
+            server: nats_server(port, &dir, &[]),
+            dir,
+            port,
+            backend: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for SingleNats {
+    fn drop(&mut self) {
+        self.server.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A `depot serve --backend …` gateway; retried while the backend is not ready yet (a
 /// JetStream cluster elects its leaders in the first seconds).
 fn gateway(backend: &str, queue: &str, extra: &[&str]) -> (Proc, SocketAddr) {
@@ -145,12 +176,10 @@ fn consumer(
 
 #[test]
 fn two_gateways_pass_50000_items_exactly_once() {
-    let dir = temp_dir("single");
-    let port = free_port();
-    let _nats = nats_server(port, &dir, &[]);
-    let backend = format!("nats://127.0.0.1:{port}");
-    let (_a, addr_a) = gateway(&backend, "jobs:1000000:raw", &[]);
-    let (_b, addr_b) = gateway(&backend, "jobs:1000000:raw", &[]);
+    let nats = SingleNats::start("single");
+    let backend = &nats.backend;
+    let (_a, addr_a) = gateway(backend, "jobs:1000000:raw", &[]);
+    let (_b, addr_b) = gateway(backend, "jobs:1000000:raw", &[]);
 
     const PER_PRODUCER: u64 = 12_500;
     let started = Instant::now();
@@ -211,18 +240,15 @@ fn two_gateways_pass_50000_items_exactly_once() {
     assert!(twice.is_empty(), "items delivered twice: {twice:?}");
     let foreign: Vec<_> = seen.keys().filter(|i| !acked.contains(*i)).collect();
     assert!(foreign.is_empty(), "items nobody put: {foreign:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
-    let dir = temp_dir("full");
-    let port = free_port();
-    let _nats = nats_server(port, &dir, &[]);
-    let backend = format!("nats://127.0.0.1:{port}");
+    let nats = SingleNats::start("full");
+    let backend = &nats.backend;
     let ack_wait = ["--backend-ack-wait", "2"];
-    let (mut a, addr_a) = gateway(&backend, "small:3:raw", &ack_wait);
-    let (_b, addr_b) = gateway(&backend, "small:3:raw", &ack_wait);
+    let (mut a, addr_a) = gateway(backend, "small:3:raw", &ack_wait);
+    let (_b, addr_b) = gateway(backend, "small:3:raw", &ack_wait);
 
     let qa = Client::connect(addr_a, KEY)
         .unwrap()
@@ -297,7 +323,6 @@ fn a_full_queue_says_full_and_leases_of_lost_holders_come_back() {
     // Nothing else is left, and room is back.
     assert_eq!(seen.len(), 2, "{seen:?}");
     qb.put(b"after").unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One request to the JetStream API over a plain NATS connection: the answer's payload.
@@ -343,11 +368,9 @@ fn jetstream_api(port: u16, subject: &str, body: &str) -> String {
 /// after the consumer's `ack_wait` nothing comes back, and the stream is empty.
 #[test]
 fn acks_riding_on_the_next_pull_remove_every_item() {
-    let dir = temp_dir("acknext");
-    let port = free_port();
-    let _nats = nats_server(port, &dir, &[]);
-    let backend = format!("nats://127.0.0.1:{port}");
-    let (_g, addr) = gateway(&backend, "acknext:1000:raw", &["--backend-ack-wait", "2"]);
+    let nats = SingleNats::start("acknext");
+    let (backend, port) = (&nats.backend, nats.port);
+    let (_g, addr) = gateway(backend, "acknext:1000:raw", &["--backend-ack-wait", "2"]);
     let q = Client::connect(addr, KEY)
         .unwrap()
         .raw_queue("acknext")
@@ -384,16 +407,13 @@ fn acks_riding_on_the_next_pull_remove_every_item() {
         info.contains("\"messages\":0,"),
         "the stream is empty: {info}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_batch_put_counts_the_leading_items_stored() {
-    let dir = temp_dir("batch");
-    let port = free_port();
-    let _nats = nats_server(port, &dir, &[]);
-    let backend = format!("nats://127.0.0.1:{port}");
-    let (_g, addr) = gateway(&backend, "batch:50:raw", &[]);
+    let nats = SingleNats::start("batch");
+    let (backend, port) = (&nats.backend, nats.port);
+    let (_g, addr) = gateway(backend, "batch:50:raw", &[]);
     let q = Client::connect(addr, KEY)
         .unwrap()
         .raw_queue("batch")
@@ -440,7 +460,6 @@ fn a_batch_put_counts_the_leading_items_stored() {
     let stored: Vec<Vec<u8>> = [0, 1, 3, 4].map(|i| items[i].clone()).into();
     assert_eq!(q.get_many(4).unwrap(), stored);
     no_more(&q);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
