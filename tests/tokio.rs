@@ -27,6 +27,12 @@ fn exactly_once(mut got: Vec<u64>, n: u64) {
     assert_eq!(got.len() as u64, n, "an item came twice");
 }
 
+/// `q.get_many(n)`, every item decoded.
+async fn values(q: &depot::tokio::Queue<u32>, n: usize) -> Vec<u32> {
+    let got = q.get_many(n).await.unwrap();
+    got.into_iter().map(Result::unwrap).collect()
+}
+
 #[test]
 fn handles_are_owned_and_shareable() {
     fn check<T: Clone + Send + Sync + 'static>() {}
@@ -186,14 +192,7 @@ async fn nowait_timeouts_batches_and_errors() {
     let timed = q.put_timeout(&4, Duration::from_millis(50)).await;
     assert_eq!(timed.unwrap_err().code(), Some(ErrorCode::Timeout));
     assert_eq!(q.qsize().await.unwrap(), 3);
-    let got: Vec<u32> = q
-        .get_many(3)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(got, [1, 2, 3]);
+    assert_eq!(values(&q, 3).await, [1, 2, 3]);
     for _ in 0..3 {
         q.task_done().await.unwrap();
     }
@@ -284,14 +283,7 @@ async fn a_get_many_dropped_with_its_reply_on_the_way_gives_back_in_order() {
         }
     };
     timeout(Duration::from_secs(20), settled).await.unwrap();
-    let back: Vec<u32> = dq
-        .get_many(5)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(back, [1, 2, 3, 4, 5]);
+    assert_eq!(values(&dq, 5).await, [1, 2, 3, 4, 5]);
     drop(far);
     m.shutdown().unwrap();
 }
@@ -306,14 +298,8 @@ async fn a_dropped_get_many_gives_its_items_back() {
     // Takes the five, then waits for a sixth that never comes.
     let r = timeout(Duration::from_millis(200), q.get_many(10)).await;
     assert!(r.is_err());
-    let back = timeout(Duration::from_secs(10), q.get_many(5)).await;
-    let back: Vec<u32> = back
-        .unwrap()
-        .unwrap()
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(back, [1, 2, 3, 4, 5]);
+    let back = timeout(Duration::from_secs(10), values(&q, 5)).await;
+    assert_eq!(back.unwrap(), [1, 2, 3, 4, 5]);
     assert!(q.empty().await.unwrap());
     m.shutdown().unwrap();
 }
