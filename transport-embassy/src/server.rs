@@ -634,7 +634,8 @@ fn poll_connection<const N: usize>(
 }
 
 /// The per-source key of the peer: its IP address in 16 bytes (IPv4 mapped into IPv6), as
-/// depot-std's manager gives it; empty (no per-source limit) when the socket has none.
+/// depot-std's manager gives it (zeros if the socket had no remote endpoint, which an accepted
+/// one always has).
 fn source_key(socket: &TcpSocket<'_>) -> [u8; 16] {
     match socket
         .remote_endpoint()
