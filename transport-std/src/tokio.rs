@@ -840,12 +840,15 @@ impl Driver {
     ) -> Option<depot_core::Error> {
         let mut buf = vec![0; READ_CHUNK];
         loop {
-            self.release_deferred();
-            self.send_backlog();
-            self.flush();
+            // Replies first: one that comes for a caller who has just gone queues its give-back
+            // in the backlog, which must go out now, not after the next input (while the
+            // backlog is not empty no command is taken).
             if let Some(e) = self.file_events() {
                 return Some(e);
             }
+            self.release_deferred();
+            self.send_backlog();
+            self.flush();
             let deadline = self.core.poll_timeout().map(|d| {
                 let ms = self.now().millis_until(d);
                 ::tokio::time::Instant::now() + Duration::from_millis(ms)
