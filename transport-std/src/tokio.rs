@@ -1012,11 +1012,16 @@ impl Driver {
                     self.backlog.retain(|(t, _, _)| *t != token);
                 }
             }
-            Command::GiveBack(handle, items) => {
-                self.deferred.push((handle, items));
-                self.release_deferred();
-            }
+            Command::GiveBack(handle, items) => self.return_items(handle, items),
         }
+    }
+
+    /// Gives `items` back to the head of their queue, in order, once no abandoned get from
+    /// that queue awaits its reply (see [`Driver::release_deferred`]). Every give-back of the
+    /// driver goes through here.
+    fn return_items(&mut self, handle: Handle, items: Vec<Vec<u8>>) {
+        self.deferred.push((handle, items));
+        self.release_deferred();
     }
 
     /// Gives back the deferred items of every queue no abandoned get takes from any more.
@@ -1061,7 +1066,7 @@ impl Driver {
                     *request = plain.numbered(r.session.next_seq());
                 }
             }
-            let (token, handle) = (*token, request.takes_from());
+            let (token, handle) = (*token, taking);
             match self.core.send(now, request.op()) {
                 Ok(id) => {
                     let (_, request, reply) = self.backlog.pop_front().expect("front exists");
@@ -1171,7 +1176,7 @@ impl Driver {
                 if let Outcome::Leased { lease, .. } = outcome {
                     self.handle(nack(lease));
                 } else if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
-                    self.give_back(handle, items);
+                    self.return_items(handle, items);
                 }
             }
         }
