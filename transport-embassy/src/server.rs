@@ -485,7 +485,7 @@ fn poll_socket<const N: usize>(
         *phase = match *phase {
             Phase::Accept => match poll_accept(shared, &shared.wake[i], socket, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(true)) => match serve(shared, i, socket, cx) {
+                Poll::Ready(Ok(true)) => match admit(shared, i, socket, cx) {
                     Some(id) => Phase::Serve(id),
                     None => close(socket, shared.sockets.linger),
                 },
@@ -545,7 +545,7 @@ fn close(socket: &mut TcpSocket<'_>, linger: Duration) -> Phase {
 
 /// Hands a newly accepted connection to the manager: its id, or `None` when the manager
 /// refuses it (after telling the peer it is busy, where that is why).
-fn serve<const N: usize>(
+fn admit<const N: usize>(
     shared: &Shared<'_, N>,
     i: usize,
     socket: &mut TcpSocket<'_>,
