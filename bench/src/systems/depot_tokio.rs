@@ -60,9 +60,10 @@ impl System for DepotTokio {
 /// `shared`: every task on one connection.
 async fn transfer(addr: &str, shape: &Transfer, shared: bool) -> Result<Measurement> {
     let item = threaded::item(shape.item_size);
-    let one = match shared {
-        true => Some(Client::connect(addr, AUTHKEY).await?),
-        false => None,
+    let one = if shared {
+        Some(Client::connect(addr, AUTHKEY).await?)
+    } else {
+        None
     };
     let mut queues = Vec::new();
     for _ in 0..shape.producers + shape.consumers {
