@@ -427,7 +427,11 @@ fn write_side(mut to: TcpStream, from: &Receiver<Chunk>, link: &Link, shared: &S
         let (due, data) = match from.recv_timeout(TICK) {
             Ok(Chunk::Data(due, data)) => (due, data),
             Ok(Chunk::End) | Err(RecvTimeoutError::Disconnected) => {
-                let _ = to.shutdown(Shutdown::Write);
+                // The other side's reader also stops when the link is cut: a FIN then would
+                // reach the peer before the reset `cut` sends.
+                if !cut_off(link, shared) {
+                    let _ = to.shutdown(Shutdown::Write);
+                }
                 return;
             }
             Err(RecvTimeoutError::Timeout) => continue,
