@@ -402,6 +402,9 @@ mod tests {
         assert!(!t.has_reports());
     }
 
+    // Safe code over the same dependencies as the quicker tests: Miri (UB checks) learns
+    // nothing more from it and would spend a minute or more (CI's Miri step runs the rest).
+    #[cfg_attr(miri, ignore)]
     #[test]
     fn tables_stay_bounded() {
         let config = ThrottleConfig::default();

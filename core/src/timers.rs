@@ -341,6 +341,9 @@ mod tests {
 
         /// Whatever is set, moved, cleared and popped, the heap gives what a sorted list
         /// gives, and pops exactly the due deadlines.
+        // Safe code over the same dependencies as the quicker tests: Miri (UB checks) learns
+        // nothing more from it and would spend a minute or more (CI's Miri step runs the rest).
+        #[cfg_attr(miri, ignore)]
         #[test]
         fn $name(steps in proptest::collection::vec(step(12), 0..200)) {
             let mut t = Table::new(12);

@@ -78,10 +78,23 @@ qemu_fw_elf() {
     echo "$QEMU_FW_DIR/target/$QEMU_FW_TARGET/release/$1"
 }
 
+# Builds every image with the apps' FEATURES in target/features, which every build with
+# features shares (so the dependencies they do not change are built once), then copies the
+# images to target/NAME, where they stay when a later build replaces them there.
+#   qemu_fw_build_variant NAME FEATURES
+qemu_fw_build_variant() {
+    local built=$QEMU_FW_DIR/target/features/$QEMU_FW_TARGET/release
+    local copies=$QEMU_FW_DIR/target/$1/$QEMU_FW_TARGET/release
+    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features "$2" --target-dir target/features) &&
+        mkdir -p "$copies" &&
+        find "$built" -maxdepth 1 -type f -name 'fw-*' ! -name '*.*' ! -name '*+*' \
+            -exec cp {} "$copies/" \;
+}
+
 # The images again with the apps' `defmt` feature (depot's logs as defmt frames on semihosting
-# stdout), in a target directory of their own so they never replace the plain ones.
+# stdout), kept apart so they never replace the plain ones.
 qemu_fw_build_defmt() {
-    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features defmt --target-dir target/defmt)
+    qemu_fw_build_variant defmt defmt
 }
 
 qemu_fw_elf_defmt() {
@@ -89,9 +102,9 @@ qemu_fw_elf_defmt() {
 }
 
 # The images again with the apps' optional `aead` feature (frames sealed, not only MACed:
-# PROTOCOL.md §5.1), in a target directory of their own: what firmware that encrypts costs.
+# PROTOCOL.md §5.1), kept apart: what firmware that encrypts costs.
 qemu_fw_build_aead() {
-    (cd "$QEMU_FW_DIR" && cargo build --release --quiet --features aead --target-dir target/aead)
+    qemu_fw_build_variant aead aead
 }
 
 qemu_fw_elf_aead() {
