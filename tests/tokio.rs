@@ -288,6 +288,78 @@ async fn a_get_many_dropped_with_its_reply_on_the_way_gives_back_in_order() {
     m.shutdown().unwrap();
 }
 
+/// A `get_batch` of items larger than one reply carries keeps several `GetMany` in flight;
+/// dropped while their replies are on their way, it gives back, in order, the items it took
+/// before and those every reply brings. A proxy holds each chunk 300 ms each way, so the call
+/// is dropped once the manager has answered its second wave of requests and before those
+/// replies arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order() {
+    const ITEMS: u32 = 40;
+    const SIZE: usize = 8 * 1024;
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .raw_queue("q", 100)
+        .start()
+        .expect("manager starts");
+    let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
+    let direct = Client::connect(m.address(), KEY).await.unwrap();
+    let dq = direct.raw_queue("q").await.unwrap();
+    let far = Client::connect(proxy.addr(), KEY).await.unwrap();
+    let fq = far.raw_queue("q").await.unwrap();
+    let item = |k: u32| {
+        let mut item = vec![0u8; SIZE];
+        item[..4].copy_from_slice(&k.to_le_bytes());
+        item
+    };
+    let items: Vec<Vec<u8>> = (0..ITEMS).map(item).collect();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    dq.put_many(&refs).await.unwrap();
+    proxy.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let taking = tokio::spawn(async move { fq.get_batch(ITEMS as usize).await });
+    // The first reply carries a few items; the requests sent after it take more than two
+    // replies' worth.
+    let taken = async {
+        loop {
+            let left = dq.qsize().await.unwrap();
+            if left > 0 && left < ITEMS / 2 {
+                return left;
+            }
+            assert!(
+                left > 0,
+                "every item was taken before the call could be dropped"
+            );
+            sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let left = timeout(Duration::from_secs(10), taken).await.unwrap();
+    taking.abort();
+    let dropped = taking.await;
+    assert!(
+        dropped.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the call ended before it was dropped ({left} items left): {dropped:?}"
+    );
+    let settled = async {
+        while dq.qsize().await.unwrap() < ITEMS {
+            sleep(Duration::from_millis(20)).await;
+        }
+    };
+    timeout(Duration::from_secs(20), settled).await.unwrap();
+    let back = dq.get_batch(ITEMS as usize).await.unwrap();
+    let order: Vec<u32> = back
+        .iter()
+        .map(|i| u32::from_le_bytes(i[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(order, (0..ITEMS).collect::<Vec<_>>());
+    assert!(dq.empty().await.unwrap());
+    drop(far);
+    m.shutdown().unwrap();
+}
+
 /// A `get_many` dropped after it took some items gives them back, in order.
 #[tokio::test]
 async fn a_dropped_get_many_gives_its_items_back() {

@@ -293,18 +293,6 @@ impl<'a> Client<'a> {
         self.in_flight
     }
 
-    /// Whether a get from `handle` was abandoned ([`Client::abandon`]) and its reply has not
-    /// come yet. The items that reply brings go back to the head of the queue when it comes,
-    /// so items a caller took earlier and gives back itself must wait until then to stay ahead
-    /// of them. `false` once the connection has closed: no reply comes then.
-    pub fn abandoned_get_from(&self, handle: Handle) -> bool {
-        !matches!(self.state, State::Closed { .. })
-            && self
-                .slots
-                .iter()
-                .any(|s| s.busy && s.abandoned && s.handle == Some(handle))
-    }
-
     /// Whether another request may be sent now (a free slot and room to encode it).
     pub fn can_send(&self, item_len: usize) -> bool {
         self.is_ready()
@@ -358,13 +346,25 @@ impl<'a> Client<'a> {
     /// manager is asked to withdraw it, its reply will not be reported, and any item it
     /// brings anyway is put back at the head of its queue. Never loses an item.
     pub fn abandon(&mut self, id: u32) {
+        self.give_up(id, true);
+    }
+
+    /// Gives up on request `id` as [`Client::abandon`] does, except that its reply is still
+    /// reported ([`Event::Reply`]), with any item it brings: for a transport that gives back
+    /// what several calls of one caller took in an order of its own (the core would give each
+    /// reply's items back as it came, the newest ending first).
+    pub fn withdraw(&mut self, id: u32) {
+        self.give_up(id, false);
+    }
+
+    fn give_up(&mut self, id: u32, abandon: bool) {
         let Some(slot) = self.slot_mut(id) else {
             return;
         };
-        if slot.abandoned {
+        if slot.abandoned || slot.cancel_pending {
             return;
         }
-        slot.abandoned = true;
+        slot.abandoned = abandon;
         slot.cancel_pending = true;
         // Nobody waits for its reply any more, so it has no deadline.
         self.timers.remove(&mut self.slots, id & 0xFFFF);

@@ -213,8 +213,14 @@ enum Command {
     },
     /// The caller of `token` stopped waiting.
     Abandon(u64),
-    /// Items a dropped caller had already received: back to the head of their queue.
-    GiveBack(Handle, Vec<Vec<u8>>),
+    /// Items a dropped caller had already received: back to the head of their queue. The
+    /// same call's requests still in flight, `withdrawn` (abandoned) just before, took from
+    /// the queue after these items, so whatever their replies bring goes back behind them.
+    GiveBack {
+        handle: Handle,
+        items: Vec<Vec<u8>>,
+        withdrawn: Vec<u64>,
+    },
 }
 
 /// What every clone of a client shares.
@@ -318,6 +324,7 @@ impl Client {
             ids: HashMap::new(),
             backlog: VecDeque::new(),
             deferred: Vec::new(),
+            filed: 0,
             redial,
             sent: 0,
         };
@@ -497,8 +504,14 @@ struct Waiting<'c> {
 
 impl Waiting<'_> {
     async fn finish(mut self) -> Result<Outcome, Error> {
+        self.reply().await
+    }
+
+    /// Waits for the reply. Dropped while it waits, `self` still withdraws the request.
+    async fn reply(&mut self) -> Result<Outcome, Error> {
+        let peer = self.peer;
         let gone = || Error::Disconnected {
-            reason: format!("connection to {} lost", self.peer),
+            reason: format!("connection to {peer} lost"),
         };
         let Some(rx) = self.rx.as_mut() else {
             return Err(gone());
@@ -521,7 +534,11 @@ impl Drop for Waiting<'_> {
             // Nobody will process leased items: hand them back now.
             (Ok(Ok(Outcome::Leased { lease, .. })), _) => nack(lease),
             (Ok(Ok(outcome)), Some(handle)) => match items_of(outcome) {
-                Some(items) => Command::GiveBack(handle, items),
+                Some(items) => Command::GiveBack {
+                    handle,
+                    items,
+                    withdrawn: Vec::new(),
+                },
                 None => return,
             },
             (Ok(_), _) => return,
@@ -531,20 +548,48 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Items a `get_many` has taken so far: given back to the head of their queue if the call is
-/// dropped before it returns them.
-struct Taken<'c> {
+/// What a `get_batch` has taken so far and its requests in flight (the items each asked
+/// for, and whether it waits): dropped before the call returns them, it gives every item
+/// back to the head of the queue, in order, those the replies in flight bring included.
+struct Taking<'c> {
     commands: &'c mpsc::UnboundedSender<Command>,
     handle: Handle,
-    items: Option<Batch>,
+    items: Batch,
+    in_flight: VecDeque<(Waiting<'c>, usize, bool)>,
 }
 
-impl Drop for Taken<'_> {
+impl Drop for Taking<'_> {
     fn drop(&mut self) {
-        if let Some(items) = self.items.take().filter(|i| !i.is_empty()) {
-            let _ = self
-                .commands
-                .send(Command::GiveBack(self.handle, items.to_vecs()));
+        // Newest first: the connection task files replies in the order their items left the
+        // queue, so a reply it can still hand over is older than every one it cannot. The
+        // items of the first kind go back from here, behind those taken before; the others
+        // the task gives back itself, behind these.
+        for (waiting, _, _) in self.in_flight.iter_mut().rev() {
+            if let Some(rx) = waiting.rx.as_mut() {
+                rx.close();
+            }
+        }
+        let mut items = std::mem::take(&mut self.items).to_vecs();
+        let mut withdrawn = Vec::new();
+        for (mut waiting, _, _) in self.in_flight.drain(..) {
+            let Some(mut rx) = waiting.rx.take() else {
+                continue;
+            };
+            match rx.try_recv() {
+                Ok(Ok(outcome)) => items.extend(items_of(outcome).unwrap_or_default()),
+                Ok(Err(_)) => {}
+                Err(_) => withdrawn.push(waiting.token),
+            }
+        }
+        for token in &withdrawn {
+            let _ = self.commands.send(Command::Abandon(*token));
+        }
+        if !items.is_empty() {
+            let _ = self.commands.send(Command::GiveBack {
+                handle: self.handle,
+                items,
+                withdrawn,
+            });
         }
     }
 }
@@ -749,6 +794,17 @@ async fn write_out(mut stream: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<
     let _ = stream.shutdown().await;
 }
 
+/// Items on their way back to the head of their queue.
+struct GiveBack {
+    handle: Handle,
+    /// When their items left the queue, against other give-backs: the `filed` count of the
+    /// reply that brought them (even), or just below the first reply still to come (odd).
+    age: u64,
+    /// The request whose reply brought them (a get withdrawn by a dropped caller), if any.
+    token: Option<u64>,
+    items: Vec<Vec<u8>>,
+}
+
 /// A request in flight.
 struct Pending {
     token: u64,
@@ -775,9 +831,11 @@ struct Driver {
     ids: HashMap<u64, u32>,
     /// Requests waiting for a free slot, in order.
     backlog: VecDeque<(u64, Request, Option<ReplyTx>)>,
-    /// Items given back while an abandoned get from their queue still waits for its reply,
-    /// oldest first: they go back once it has come, ahead of what it brings.
-    deferred: Vec<(Handle, Vec<Vec<u8>>)>,
+    /// Items to give back to the head of their queue, held while a get from it whose caller
+    /// has gone still waits for its reply (see [`Driver::release_deferred`]).
+    deferred: Vec<GiveBack>,
+    /// Replies filed so far, times two: the age of what each brings (see [`GiveBack`]).
+    filed: u64,
     /// Set for a client that reconnects.
     redial: Option<Redial>,
     /// Requests sent so far.
@@ -1004,37 +1062,66 @@ impl Driver {
                 request,
                 reply,
             } => self.backlog.push_back((token, request, reply)),
-            Command::Abandon(token) => {
-                if let Some(id) = self.ids.remove(&token) {
-                    self.pending.remove(&id);
-                    self.core.abandon(id);
-                } else {
-                    self.backlog.retain(|(t, _, _)| *t != token);
-                }
+            Command::Abandon(token) => match self.ids.remove(&token) {
+                // A get's reply is still wanted: what it brings goes back in order with what
+                // its caller gives back (`file_events`).
+                Some(id) => match self.pending.get_mut(&id) {
+                    Some(p) if p.handle.is_some() => {
+                        p.reply = None;
+                        self.core.withdraw(id);
+                    }
+                    _ => {
+                        self.pending.remove(&id);
+                        self.core.abandon(id);
+                    }
+                },
+                None => self.backlog.retain(|(t, _, _)| *t != token),
+            },
+            Command::GiveBack {
+                handle,
+                items,
+                withdrawn,
+            } => {
+                // Older than anything the withdrawn requests bring: below the first of their
+                // replies already filed, or below every reply still to come.
+                let age = self
+                    .deferred
+                    .iter()
+                    .filter(|g| g.token.is_some_and(|t| withdrawn.contains(&t)))
+                    .map(|g| g.age)
+                    .min()
+                    .unwrap_or(self.filed + 2)
+                    - 1;
+                self.deferred.push(GiveBack {
+                    handle,
+                    age,
+                    token: None,
+                    items,
+                });
             }
-            Command::GiveBack(handle, items) => self.return_items(handle, items),
         }
     }
 
-    /// Gives `items` back to the head of their queue, in order, once no abandoned get from
-    /// that queue awaits its reply (see [`Driver::release_deferred`]). Every give-back of the
-    /// driver goes through here.
-    fn return_items(&mut self, handle: Handle, items: Vec<Vec<u8>>) {
-        self.deferred.push((handle, items));
-        self.release_deferred();
-    }
-
-    /// Gives back the deferred items of every queue no abandoned get takes from any more.
-    /// Those items are older than any an abandoned get's reply brings (the core gives those
-    /// back when the reply comes, to the head of the queue), so they go back after them, and
-    /// so end up ahead of them.
+    /// Gives back the held items of every queue from which no get of a caller who has gone
+    /// awaits its reply, oldest last: each goes to the head, so they end up in the order they
+    /// left the queue. A reply that comes later brings newer items; holding older ones until
+    /// then puts them back ahead of those.
     fn release_deferred(&mut self) {
-        for (handle, items) in std::mem::take(&mut self.deferred) {
-            if self.core.abandoned_get_from(handle) {
-                self.deferred.push((handle, items));
-            } else {
-                self.give_back(handle, items);
-            }
+        if self.deferred.is_empty() {
+            return;
+        }
+        let awaited = |handle: Handle| {
+            self.pending.values().any(|p| {
+                p.handle == Some(handle) && p.reply.as_ref().is_none_or(ReplyTx::is_closed)
+            })
+        };
+        let (mut ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|g| !awaited(g.handle));
+        self.deferred = held;
+        ready.sort_by_key(|g| g.age);
+        for g in ready {
+            self.give_back(g.handle, g.items);
         }
     }
 
@@ -1057,7 +1144,7 @@ impl Driver {
             };
             // A get must not overtake items still to be given back to its queue.
             let taking = request.takes_from();
-            if taking.is_some() && self.deferred.iter().any(|(h, _)| Some(*h) == taking) {
+            if taking.is_some() && self.deferred.iter().any(|g| Some(g.handle) == taking) {
                 break;
             }
             if let Some(r) = self.redial.as_mut().filter(|r| r.has_session) {
@@ -1166,18 +1253,32 @@ impl Driver {
                 None => break,
             };
             filed = true;
+            self.filed += 2;
             let Some(p) = self.pending.remove(&id) else {
                 continue;
             };
-            let Some(reply) = p.reply else { continue };
-            self.ids.remove(&p.token);
-            if let Err(Ok(outcome)) = reply.send(Ok(outcome)) {
-                // The caller went away just now: what it took goes back.
-                if let Outcome::Leased { lease, .. } = outcome {
-                    self.handle(nack(lease));
-                } else if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
-                    self.return_items(handle, items);
+            let unwanted = match p.reply {
+                Some(reply) => {
+                    self.ids.remove(&p.token);
+                    reply.send(Ok(outcome)).err().and_then(Result::ok)
                 }
+                None => Some(outcome),
+            };
+            // The caller went away (just now, or it withdrew the request): what it took goes
+            // back.
+            match unwanted {
+                Some(Outcome::Leased { lease, .. }) => self.handle(nack(lease)),
+                Some(outcome) => {
+                    if let (Some(handle), Some(items)) = (p.handle, items_of(outcome)) {
+                        self.deferred.push(GiveBack {
+                            handle,
+                            age: self.filed,
+                            token: Some(p.token),
+                            items,
+                        });
+                    }
+                }
+                None => {}
             }
         }
         if filed {
@@ -1333,35 +1434,75 @@ impl RawQueue {
     }
 
     /// [`Self::get_many`], the items kept packed in one [`Batch`] as the replies carried them.
+    ///
+    /// Several `GetMany` are kept in flight while the queue has items, as the blocking client
+    /// does, so a reply's round trip does not stall the consumer: the oldest waits as long as
+    /// it takes, the others take what is there now (`NoWait`) and stop the refill when one
+    /// finds the queue empty. Together they never ask for more than `n`.
     pub async fn get_batch(&self, n: usize) -> Result<Batch, Error> {
         let handle = self.handle;
-        let mut taken = Taken {
+        let mut taking = Taking {
             commands: &self.client.shared.commands,
             handle,
-            items: Some(Batch::default()),
+            items: Batch::default(),
+            in_flight: VecDeque::new(),
         };
+        let mut first_error = None;
+        // Items one reply carries: unknown (all) until a reply shows their size.
+        let mut per_reply = n;
+        let mut dry = false;
         loop {
-            let have = taken.items.as_ref().map_or(0, Batch::len);
-            if have >= n {
-                break;
+            let asked: usize = taking.in_flight.iter().map(|r| r.1).sum();
+            let mut open = n.saturating_sub(taking.items.len() + asked);
+            while open > 0 && taking.in_flight.len() < BATCHES_IN_FLIGHT && first_error.is_none() {
+                let waits = taking.in_flight.is_empty();
+                if dry && !waits {
+                    break;
+                }
+                let max = open.min(per_reply);
+                let wait = if waits { Wait::Forever } else { Wait::NoWait };
+                let request =
+                    Request::GetMany(handle, u32::try_from(max).unwrap_or(u32::MAX), wait);
+                taking
+                    .in_flight
+                    .push_back((self.client.start(request), max, waits));
+                open -= max;
             }
-            let max = u32::try_from(n - have).unwrap_or(u32::MAX);
-            let outcome = match self
-                .client
-                .call_blocking(Wait::Forever, |wait| Request::GetMany(handle, max, wait))
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(e) if have == 0 => return Err(e),
-                Err(_) => break,
+            // Awaited where it stands: dropped meanwhile, `taking` withdraws it.
+            let Some((waiting, _, waits)) = taking.in_flight.front_mut() else {
+                break;
             };
+            let waits = *waits;
+            let notified = self.client.shared.progress.notified();
+            let outcome = waiting.reply().await;
+            taking.in_flight.pop_front();
             match outcome {
-                Outcome::Items(got) => taken.items.get_or_insert_with(Batch::default).append(got),
-                other if have == 0 => return Err(unexpected(other, &self.name)),
-                _ => break,
+                Ok(Outcome::Items(got)) if !got.is_empty() => {
+                    per_reply = (BATCH_BYTES / got.packed_per_item().max(1)).max(1);
+                    dry = false;
+                    taking.items.append(got);
+                }
+                // The queue was empty: no more requests that do not wait, for now.
+                Ok(Outcome::Items(_)) => dry |= !waits,
+                Ok(Outcome::Error(ErrorCode::Empty)) if !waits => dry = true,
+                // No room to park it (other callers' blocked requests hold it): sent again
+                // once replies may have freed some, as a blocking `get` is.
+                Ok(Outcome::Error(ErrorCode::WaiterLimit)) => {
+                    let _ = timeout(ROOM_RETRY, notified).await;
+                }
+                Ok(other) => {
+                    first_error.get_or_insert(unexpected(other, &self.name));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(taken.items.take().unwrap_or_default())
+        let items = std::mem::take(&mut taking.items);
+        match first_error {
+            Some(e) if items.is_empty() => Err(e),
+            _ => Ok(items),
+        }
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {

@@ -10,7 +10,7 @@ use crate::park::ParkStore;
 use crate::registry::ObjectSlot;
 use crate::time::Instant;
 use crate::waiters::Waiter;
-use crate::wire::{Handle, Op, QueueMode, QueueSpec, Reply, Wait};
+use crate::wire::{ErrorCode, Handle, Op, QueueMode, QueueSpec, Reply, Wait};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -262,25 +262,68 @@ fn send_refusals_are_typed() {
     assert_eq!(Error::from(unanswered), Error::Timeout);
 }
 
-/// `abandoned_get_from` holds from a get's abandonment until its reply has come (the manager
-/// withdrew it), only for the queue it takes from, and not for a get still wanted.
+/// A withdrawn get is withdrawn on the manager (`Cancel`) and its reply is still reported:
+/// `Cancelled` for a get that was blocked, its item for one the manager had answered.
 #[test]
-fn an_abandoned_get_is_known_until_its_reply_comes() {
+fn a_withdrawn_get_still_reports_its_reply() {
     let mut link = Link::new(4);
     let handle = link.handle;
-    let other = Handle(handle.0 + 1);
     let wait = Wait::Forever;
-    let get = link
+    let blocked = link
         .c
         .send(Instant::ZERO, Op::Get { handle, wait })
         .unwrap();
     assert!(link.pump(Instant::ZERO).is_empty(), "the get is blocked");
-    assert!(!link.c.abandoned_get_from(handle));
-    link.c.abandon(get);
-    assert!(link.c.abandoned_get_from(handle));
-    assert!(!link.c.abandoned_get_from(other));
-    // The `Cancel` goes out, the manager withdraws the get, and its reply is read (and not
-    // reported).
-    assert!(link.pump(Instant::ZERO).is_empty());
-    assert!(!link.c.abandoned_get_from(handle));
+    link.c.withdraw(blocked);
+    link.c.withdraw(blocked);
+    let mut replies = Vec::new();
+    let out = link.c.poll_transmit().to_vec();
+    let sent = link.m.handle_input(link.conn, Instant::ZERO, &out);
+    link.c.handle_transmitted(sent);
+    let back = link.m.poll_transmit(link.conn).to_vec();
+    link.c.handle_input(&back);
+    link.m
+        .handle_transmitted(link.conn, Instant::ZERO, back.len());
+    while let Some(event) = link.c.poll_event() {
+        if let Event::Reply { id, reply } = event {
+            replies.push((id, reply == Reply::Error(ErrorCode::Cancelled)));
+        }
+    }
+    assert_eq!(replies, std::vec![(blocked, true)]);
+    assert_eq!(link.c.in_flight(), 0);
+
+    // Answered before the `Cancel` reaches the manager: the item is reported, not given back.
+    let put = Op::Put {
+        handle,
+        item: b"x",
+        wait: Wait::NoWait,
+    };
+    link.c.send(Instant::ZERO, put).unwrap();
+    link.pump(Instant::ZERO);
+    let get = link
+        .c
+        .send(Instant::ZERO, Op::Get { handle, wait })
+        .unwrap();
+    let out = link.c.poll_transmit().to_vec();
+    let sent = link.m.handle_input(link.conn, Instant::ZERO, &out);
+    link.c.handle_transmitted(sent);
+    link.c.withdraw(get);
+    let back = link.m.poll_transmit(link.conn).to_vec();
+    link.c.handle_input(&back);
+    link.m
+        .handle_transmitted(link.conn, Instant::ZERO, back.len());
+    let mut items = Vec::new();
+    while let Some(event) = link.c.poll_event() {
+        if let Event::Reply {
+            id,
+            reply: Reply::Item { item, .. },
+        } = event
+        {
+            items.push((id, item.to_vec()));
+        }
+    }
+    assert_eq!(items, std::vec![(get, b"x".to_vec())]);
+    // The `Cancel` finds nothing to withdraw, and the core gave nothing back.
+    link.pump(Instant::ZERO);
+    assert_eq!(link.m.stat(0).map(|s| s.len), Some(0));
 }
