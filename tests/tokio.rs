@@ -290,9 +290,9 @@ async fn a_get_many_dropped_with_its_reply_on_the_way_gives_back_in_order() {
 
 /// A `get_batch` of items larger than one reply carries keeps several `GetMany` in flight;
 /// dropped while their replies are on their way, it gives back, in order, the items it took
-/// before and those every reply brings. A proxy holds each chunk 300 ms each way, so the call
-/// is dropped once the manager has answered its second wave of requests and before those
-/// replies arrive.
+/// before and those every reply brings, even when its client is dropped right after. A proxy
+/// holds each chunk 300 ms each way, so the call is dropped once the manager has answered its
+/// second wave of requests and before those replies arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order() {
     const ITEMS: u32 = 40;
@@ -343,6 +343,8 @@ async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order
         dropped.as_ref().is_err_and(|e| e.is_cancelled()),
         "the call ended before it was dropped ({left} items left): {dropped:?}"
     );
+    // The client goes too: its connection task gives back what it owes before it ends.
+    drop(far);
     let settled = async {
         while dq.qsize().await.unwrap() < ITEMS {
             sleep(Duration::from_millis(20)).await;
@@ -356,7 +358,66 @@ async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order
         .collect();
     assert_eq!(order, (0..ITEMS).collect::<Vec<_>>());
     assert!(dq.empty().await.unwrap());
-    drop(far);
+    m.shutdown().unwrap();
+}
+
+/// One consumer whose `get_batch` calls keep being dropped by short timeouts, while a producer
+/// puts: every item comes exactly once and in order, so what a dropped call took (and what
+/// its requests in flight brought) went back ahead of the rest each time, and no later call
+/// overtook it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_batches_dropped_by_timeouts_keep_the_queue_in_order() {
+    const ITEMS: u64 = 1_500;
+    const SIZE: usize = 2 * 1024;
+    let m = Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .raw_queue("q", 200)
+        .start()
+        .expect("manager starts");
+    let producer = Client::connect(m.address(), KEY).await.unwrap();
+    let consumer = Client::connect(m.address(), KEY).await.unwrap();
+    let p = producer.raw_queue("q").await.unwrap();
+    let q = consumer.raw_queue("q").await.unwrap();
+    let put = tokio::spawn(async move {
+        for chunk in (0..ITEMS).collect::<Vec<_>>().chunks(25) {
+            let items: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|k| {
+                    let mut item = vec![0u8; SIZE];
+                    item[..8].copy_from_slice(&k.to_le_bytes());
+                    item
+                })
+                .collect();
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            p.put_many(&refs).await.unwrap();
+            sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let (mut calls, mut dropped) = (0u64, 0u64);
+    let all = async {
+        while (got.len() as u64) < ITEMS {
+            calls += 1;
+            let wait = Duration::from_micros(500 + 700 * (calls % 15));
+            let want = (ITEMS as usize - got.len()).min(64);
+            match timeout(wait, q.get_batch(want)).await {
+                Ok(batch) => got.extend(
+                    batch
+                        .unwrap()
+                        .iter()
+                        .map(|i| u64::from_le_bytes(i[..8].try_into().unwrap())),
+                ),
+                Err(_) => dropped += 1,
+            }
+        }
+    };
+    timeout(Duration::from_secs(60), all).await.unwrap();
+    put.await.unwrap();
+    eprintln!("{calls} calls, {dropped} dropped");
+    assert!(dropped > 0, "no call was dropped");
+    assert_eq!(got, (0..ITEMS).collect::<Vec<_>>());
+    assert!(q.empty().await.unwrap());
     m.shutdown().unwrap();
 }
 

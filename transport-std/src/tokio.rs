@@ -897,24 +897,36 @@ impl Driver {
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Option<depot_core::Error> {
         let mut buf = vec![0; READ_CHUNK];
+        let mut handles_gone = false;
         loop {
             // Replies first: one that comes for a caller who has just gone queues its give-back
-            // in the backlog, which must go out now, not after the next input (while the
-            // backlog is not empty no command is taken).
+            // in the backlog, which must go out now, not after the next input.
             if let Some(e) = self.file_events() {
                 return Some(e);
             }
             self.release_deferred();
             self.send_backlog();
             self.flush();
+            // Every handle is gone: what the task still owes the manager (items to give back,
+            // and the replies of dropped callers' gets, which may bring some) is settled
+            // first, so no item goes down with the connection.
+            if handles_gone
+                && self.backlog.is_empty()
+                && self.deferred.is_empty()
+                && self.pending.is_empty()
+            {
+                return None;
+            }
             let deadline = self.core.poll_timeout().map(|d| {
                 let ms = self.now().millis_until(d);
                 ::tokio::time::Instant::now() + Duration::from_millis(ms)
             });
+            // Commands are taken while requests wait for room: a dropped caller's `Abandon`
+            // must withdraw its get even then, or a get held behind it would wait for good.
             ::tokio::select! {
-                command = commands.recv(), if self.backlog.is_empty() => match command {
+                command = commands.recv(), if !handles_gone => match command {
                     Some(command) => self.handle(command),
-                    None => return None,
+                    None => handles_gone = true,
                 },
                 read = read.read(&mut buf) => match read {
                     Ok(0) => self.core.handle_close(),
@@ -1110,19 +1122,22 @@ impl Driver {
         if self.deferred.is_empty() {
             return;
         }
-        let awaited = |handle: Handle| {
-            self.pending.values().any(|p| {
-                p.handle == Some(handle) && p.reply.as_ref().is_none_or(ReplyTx::is_closed)
-            })
-        };
         let (mut ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
-            .partition(|g| !awaited(g.handle));
+            .partition(|g| !self.awaits_dropped_get(g.handle));
         self.deferred = held;
         ready.sort_by_key(|g| g.age);
         for g in ready {
             self.give_back(g.handle, g.items);
         }
+    }
+
+    /// Whether a get from `handle` whose caller has gone (it withdrew the get, or is about to)
+    /// still awaits its reply.
+    fn awaits_dropped_get(&self, handle: Handle) -> bool {
+        self.pending
+            .values()
+            .any(|p| p.handle == Some(handle) && p.reply.as_ref().is_none_or(ReplyTx::is_closed))
     }
 
     /// Queues `Return`s, ahead of every other request, putting `items` back at the head of
@@ -1139,14 +1154,21 @@ impl Driver {
     fn send_backlog(&mut self) {
         loop {
             let now = self.now();
+            let Some(taking) = self.backlog.front().map(|(_, r, _)| r.takes_from()) else {
+                break;
+            };
+            // A get must not overtake items still to be given back to its queue: those held,
+            // and those the reply to a dropped caller's get will bring.
+            if let Some(handle) = taking {
+                if self.deferred.iter().any(|g| g.handle == handle)
+                    || self.awaits_dropped_get(handle)
+                {
+                    break;
+                }
+            }
             let Some((token, request, _)) = self.backlog.front_mut() else {
                 break;
             };
-            // A get must not overtake items still to be given back to its queue.
-            let taking = request.takes_from();
-            if taking.is_some() && self.deferred.iter().any(|g| Some(g.handle) == taking) {
-                break;
-            }
             if let Some(r) = self.redial.as_mut().filter(|r| r.has_session) {
                 if matches!(request, Request::Put(..) | Request::PutMany(..)) {
                     let plain = std::mem::replace(request, Request::Status);
