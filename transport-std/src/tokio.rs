@@ -897,7 +897,8 @@ impl Driver {
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Option<depot_core::Error> {
         let mut buf = vec![0; READ_CHUNK];
-        let mut handles_gone = false;
+        // Set once every handle is gone: how long the task may still take to settle.
+        let mut linger: Option<::tokio::time::Instant> = None;
         loop {
             // Replies first: one that comes for a caller who has just gone queues its give-back
             // in the backlog, which must go out now, not after the next input.
@@ -909,24 +910,32 @@ impl Driver {
             self.flush();
             // Every handle is gone: what the task still owes the manager (items to give back,
             // and the replies of dropped callers' gets, which may bring some) is settled
-            // first, so no item goes down with the connection.
-            if handles_gone
-                && self.backlog.is_empty()
-                && self.deferred.is_empty()
-                && self.pending.is_empty()
-            {
-                return None;
+            // first, so no item goes down with the connection; a manager that does not answer
+            // is given a reply's grace, no more.
+            if let Some(end) = linger {
+                let settled =
+                    self.backlog.is_empty() && self.deferred.is_empty() && self.pending.is_empty();
+                if settled || ::tokio::time::Instant::now() >= end {
+                    return None;
+                }
             }
             let deadline = self.core.poll_timeout().map(|d| {
                 let ms = self.now().millis_until(d);
                 ::tokio::time::Instant::now() + Duration::from_millis(ms)
             });
+            let deadline = match (deadline, linger) {
+                (Some(d), Some(end)) => Some(d.min(end)),
+                (d, end) => d.or(end),
+            };
             // Commands are taken while requests wait for room: a dropped caller's `Abandon`
             // must withdraw its get even then, or a get held behind it would wait for good.
             ::tokio::select! {
-                command = commands.recv(), if !handles_gone => match command {
+                command = commands.recv(), if linger.is_none() => match command {
                     Some(command) => self.handle(command),
-                    None => handles_gone = true,
+                    None => {
+                        let grace = Duration::from_millis(REPLY_GRACE_MS.into());
+                        linger = Some(::tokio::time::Instant::now() + grace);
+                    }
                 },
                 read = read.read(&mut buf) => match read {
                     Ok(0) => self.core.handle_close(),
