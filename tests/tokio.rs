@@ -18,6 +18,28 @@ fn start(capacity: u32) -> ManagerHandle {
         .expect("manager starts")
 }
 
+/// A manager with one raw queue `q` (any bytes) of `capacity` items.
+fn start_raw(capacity: u32) -> ManagerHandle {
+    Manager::builder()
+        .listen("127.0.0.1:0")
+        .authkey(KEY)
+        .raw_queue("q", capacity)
+        .start()
+        .expect("manager starts")
+}
+
+/// An item of `size` bytes that starts with `k`.
+fn numbered(k: u64, size: usize) -> Vec<u8> {
+    let mut item = vec![0u8; size];
+    item[..8].copy_from_slice(&k.to_le_bytes());
+    item
+}
+
+/// The number an item of [`numbered`] starts with.
+fn number(item: &[u8]) -> u64 {
+    u64::from_le_bytes(item[..8].try_into().unwrap())
+}
+
 /// Asserts that `got` holds every number below `n` exactly once.
 fn exactly_once(mut got: Vec<u64>, n: u64) {
     assert_eq!(got.len() as u64, n);
@@ -297,23 +319,13 @@ async fn a_get_many_dropped_with_its_reply_on_the_way_gives_back_in_order() {
 async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order() {
     const ITEMS: u32 = 40;
     const SIZE: usize = 8 * 1024;
-    let m = Manager::builder()
-        .listen("127.0.0.1:0")
-        .authkey(KEY)
-        .raw_queue("q", 100)
-        .start()
-        .expect("manager starts");
+    let m = start_raw(100);
     let proxy = FaultProxy::start("127.0.0.1:0", m.address(), Faults::default()).unwrap();
     let direct = Client::connect(m.address(), KEY).await.unwrap();
     let dq = direct.raw_queue("q").await.unwrap();
     let far = Client::connect(proxy.addr(), KEY).await.unwrap();
     let fq = far.raw_queue("q").await.unwrap();
-    let item = |k: u32| {
-        let mut item = vec![0u8; SIZE];
-        item[..4].copy_from_slice(&k.to_le_bytes());
-        item
-    };
-    let items: Vec<Vec<u8>> = (0..ITEMS).map(item).collect();
+    let items: Vec<Vec<u8>> = (0..ITEMS).map(|k| numbered(k.into(), SIZE)).collect();
     let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
     dq.put_many(&refs).await.unwrap();
     proxy.set_faults(Faults {
@@ -352,11 +364,8 @@ async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order
     };
     timeout(Duration::from_secs(20), settled).await.unwrap();
     let back = dq.get_batch(ITEMS as usize).await.unwrap();
-    let order: Vec<u32> = back
-        .iter()
-        .map(|i| u32::from_le_bytes(i[..4].try_into().unwrap()))
-        .collect();
-    assert_eq!(order, (0..ITEMS).collect::<Vec<_>>());
+    let order: Vec<u64> = back.iter().map(number).collect();
+    assert_eq!(order, (0..u64::from(ITEMS)).collect::<Vec<_>>());
     assert!(dq.empty().await.unwrap());
     m.shutdown().unwrap();
 }
@@ -369,26 +378,14 @@ async fn a_get_batch_dropped_with_several_replies_on_the_way_gives_back_in_order
 async fn get_batches_dropped_by_timeouts_keep_the_queue_in_order() {
     const ITEMS: u64 = 1_500;
     const SIZE: usize = 2 * 1024;
-    let m = Manager::builder()
-        .listen("127.0.0.1:0")
-        .authkey(KEY)
-        .raw_queue("q", 200)
-        .start()
-        .expect("manager starts");
+    let m = start_raw(200);
     let producer = Client::connect(m.address(), KEY).await.unwrap();
     let consumer = Client::connect(m.address(), KEY).await.unwrap();
     let p = producer.raw_queue("q").await.unwrap();
     let q = consumer.raw_queue("q").await.unwrap();
     let put = tokio::spawn(async move {
         for chunk in (0..ITEMS).collect::<Vec<_>>().chunks(25) {
-            let items: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|k| {
-                    let mut item = vec![0u8; SIZE];
-                    item[..8].copy_from_slice(&k.to_le_bytes());
-                    item
-                })
-                .collect();
+            let items: Vec<Vec<u8>> = chunk.iter().map(|&k| numbered(k, SIZE)).collect();
             let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
             p.put_many(&refs).await.unwrap();
             sleep(Duration::from_millis(1)).await;
@@ -402,12 +399,7 @@ async fn get_batches_dropped_by_timeouts_keep_the_queue_in_order() {
             let wait = Duration::from_micros(500 + 700 * (calls % 15));
             let want = (ITEMS as usize - got.len()).min(64);
             match timeout(wait, q.get_batch(want)).await {
-                Ok(batch) => got.extend(
-                    batch
-                        .unwrap()
-                        .iter()
-                        .map(|i| u64::from_le_bytes(i[..8].try_into().unwrap())),
-                ),
+                Ok(batch) => got.extend(batch.unwrap().iter().map(number)),
                 Err(_) => dropped += 1,
             }
         }
