@@ -522,29 +522,59 @@ impl Waiting<'_> {
     }
 }
 
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
+impl Waiting<'_> {
+    /// Stops the reply channel: from now on the task either has delivered the reply already
+    /// or finds the receiver gone (and gives the items back itself).
+    fn close(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.close();
+        }
+    }
+
+    /// After [`Waiting::close`]: adds the items of a reply already delivered to `items`, or
+    /// the request to `withdrawn` if its reply has not come. Leased items are nacked now:
+    /// nobody will process them.
+    fn settle(&mut self, items: &mut Vec<Vec<u8>>, withdrawn: &mut Vec<u64>) {
         let Some(mut rx) = self.rx.take() else {
             return;
         };
-        // After `close` the task can no longer deliver: either the reply is here already,
-        // or the task will find the receiver gone and give the items back itself.
-        rx.close();
-        let command = match (rx.try_recv(), self.handle) {
-            // Nobody will process leased items: hand them back now.
-            (Ok(Ok(Outcome::Leased { lease, .. })), _) => nack(lease),
-            (Ok(Ok(outcome)), Some(handle)) => match items_of(outcome) {
-                Some(items) => Command::GiveBack {
-                    handle,
-                    items,
-                    withdrawn: Vec::new(),
-                },
-                None => return,
-            },
-            (Ok(_), _) => return,
-            (Err(_), _) => Command::Abandon(self.token),
-        };
-        let _ = self.commands.send(command);
+        match rx.try_recv() {
+            Ok(Ok(Outcome::Leased { lease, .. })) => {
+                let _ = self.commands.send(nack(lease));
+            }
+            Ok(Ok(outcome)) => items.extend(items_of(outcome).unwrap_or_default()),
+            Ok(Err(_)) => {}
+            Err(_) => withdrawn.push(self.token),
+        }
+    }
+}
+
+/// Tells the task what a dropped call leaves: requests to withdraw, and `items` it had
+/// received from `handle`'s queue, which go back ahead of whatever those requests bring.
+fn give_up(
+    commands: &mpsc::UnboundedSender<Command>,
+    handle: Option<Handle>,
+    items: Vec<Vec<u8>>,
+    withdrawn: Vec<u64>,
+) {
+    for token in &withdrawn {
+        let _ = commands.send(Command::Abandon(*token));
+    }
+    if let (Some(handle), false) = (handle, items.is_empty()) {
+        let _ = commands.send(Command::GiveBack {
+            handle,
+            items,
+            withdrawn,
+        });
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let (mut items, mut withdrawn) = (Vec::new(), Vec::new());
+        self.close();
+        self.settle(&mut items, &mut withdrawn);
+        give_up(self.commands, self.handle, items, withdrawn);
     }
 }
 
@@ -565,32 +595,14 @@ impl Drop for Taking<'_> {
         // items of the first kind go back from here, behind those taken before; the others
         // the task gives back itself, behind these.
         for (waiting, _, _) in self.in_flight.iter_mut().rev() {
-            if let Some(rx) = waiting.rx.as_mut() {
-                rx.close();
-            }
+            waiting.close();
         }
         let mut items = std::mem::take(&mut self.items).to_vecs();
         let mut withdrawn = Vec::new();
-        for (mut waiting, _, _) in self.in_flight.drain(..) {
-            let Some(mut rx) = waiting.rx.take() else {
-                continue;
-            };
-            match rx.try_recv() {
-                Ok(Ok(outcome)) => items.extend(items_of(outcome).unwrap_or_default()),
-                Ok(Err(_)) => {}
-                Err(_) => withdrawn.push(waiting.token),
-            }
+        for (waiting, _, _) in &mut self.in_flight {
+            waiting.settle(&mut items, &mut withdrawn);
         }
-        for token in &withdrawn {
-            let _ = self.commands.send(Command::Abandon(*token));
-        }
-        if !items.is_empty() {
-            let _ = self.commands.send(Command::GiveBack {
-                handle: self.handle,
-                items,
-                withdrawn,
-            });
-        }
+        give_up(self.commands, Some(self.handle), items, withdrawn);
     }
 }
 
