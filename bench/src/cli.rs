@@ -19,7 +19,8 @@ usage: depot-bench [--quick] [--json FILE] [--only SYSTEM,...] [--workload LETTE
   --only LIST        systems to run, comma-separated: raw-tcp, raw-tcp-proc,
                      python, redis, depot, depot-mac, depot-sleep, depot-tokio,
                      depot-tokio-shared, py-on-depot,
-                     depot-acked, depot-acked-sync, depot+jetstream, nats-jetstream
+                     depot-acked, depot-acked-sync, depot+jetstream,
+                     depot+jetstream-direct, nats-jetstream
   --workload LIST    workloads to run, letters a–h, e.g. a,c,f (default: all)
   --runs N           runs per figure (default: 3, or 1 with --quick)
   --soak SECS        instead: a reliability soak of the depot manager for SECS seconds

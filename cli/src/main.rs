@@ -317,6 +317,11 @@ struct ServeArgs {
     /// the gateway holding it is gone) [default: 30].
     #[arg(long, value_name = "SECS", requires = "backend")]
     backend_ack_wait: Option<f64>,
+    /// Milliseconds a queue's next item, taken from JetStream ahead of the next get when more
+    /// are waiting, stays with this gateway for a get to take it; then it goes back, counted
+    /// by JetStream as a delivery. 0: no read-ahead (each get asks JetStream) [default: 250].
+    #[arg(long, value_name = "MS", requires = "backend")]
+    backend_read_ahead: Option<u64>,
 }
 
 /// `QUEUE:DEAD:N` of `serve --dead-letter`.
@@ -925,6 +930,9 @@ fn nats_backend(args: &ServeArgs) -> CliResult<Option<depot_nats::JetStreamOptio
     }
     if let Some(secs) = args.backend_ack_wait {
         opts.ack_wait = config::secs_to_duration(secs).map_err(CliError::Usage)?;
+    }
+    if let Some(ms) = args.backend_read_ahead {
+        opts.read_ahead = Duration::from_millis(ms);
     }
     Ok(Some(opts))
 }

@@ -7,6 +7,8 @@
 //! - a capacity-bounded queue answers `Full`; a leased item whose gateway was killed comes
 //!   back (JetStream redelivers it after `ack_wait`), counted as a second delivery;
 //! - acks riding on the consumer's next pull request (`+NXT`) remove every item;
+//! - a gateway's read-ahead item goes to its next get, or back to the queue when no get takes
+//!   it in time or the gateway stops, counted as a delivery;
 //! - a batch put's count is that of the leading items stored (a full stream, and a refusal
 //!   in the middle whose later items JetStream stored anyway);
 //! - a 3-node JetStream cluster (replicas 3): one NATS node and one gateway killed mid-run;
@@ -407,6 +409,78 @@ fn acks_riding_on_the_next_pull_remove_every_item() {
         info.contains("\"messages\":0,"),
         "the stream is empty: {info}"
     );
+}
+
+/// Leases one item of `q` within `wait`: the item and its delivery count.
+fn lease_one(q: &depot_std::RawQueue, wait: Duration) -> (String, u8) {
+    let mut leased = q
+        .get_leased_timeout(Duration::from_secs(60), wait)
+        .expect("an item");
+    let deliveries = leased.deliveries()[0];
+    let item = leased.take_items().pop().expect("one item");
+    leased.ack().unwrap();
+    (String::from_utf8(item).unwrap(), deliveries)
+}
+
+/// A gateway that answers a get while more items wait asks JetStream for the next one at once
+/// (`--backend-read-ahead`): its next get takes it, in order; if none does in time, or the
+/// gateway stops, it goes back to the queue (a delivery more) for any gateway's consumers.
+#[test]
+fn a_read_ahead_item_goes_to_the_next_get_or_back_to_the_queue() {
+    let nats = SingleNats::start("readahead");
+    let backend = &nats.backend;
+    let queue = "ahead:100:raw";
+    let (a, addr_a) = gateway(backend, queue, &["--backend-read-ahead", "60000"]);
+    let (_b, addr_b) = gateway(backend, queue, &["--backend-read-ahead", "0"]);
+    let (_c, addr_c) = gateway(backend, queue, &["--backend-read-ahead", "300"]);
+    let open = |addr| {
+        Client::connect(addr, KEY)
+            .unwrap()
+            .raw_queue("ahead")
+            .unwrap()
+    };
+    let (qa, qb, qc) = (open(addr_a), open(addr_b), open(addr_c));
+    let items = |range: std::ops::Range<u32>| -> Vec<Vec<u8>> {
+        range.map(|i| i.to_string().into_bytes()).collect()
+    };
+    let put = |range| {
+        let items = items(range);
+        let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+        qb.put_many(&refs).unwrap();
+    };
+    let short = Duration::from_millis(500);
+
+    // Gateway A's consumer takes 0, 1, 2 in order, each delivered once (1 and 2 read ahead);
+    // A now holds 3 for its next get.
+    put(0..5);
+    for i in 0..3 {
+        assert_eq!(lease_one(&qa, short), (i.to_string(), 1));
+    }
+    // Another gateway's consumer gets 4 (3 is with A), then nothing while A holds 3.
+    assert_eq!(lease_one(&qb, short), ("4".into(), 1));
+    let held = qb.get_leased_timeout(Duration::from_secs(60), short);
+    assert!(held.is_err(), "item 3 stays with gateway A: {held:?}");
+    // A stops: the item it held goes back at once (not after its hold or ack_wait).
+    let stopped = Instant::now();
+    a.stop();
+    assert_eq!(lease_one(&qb, Duration::from_secs(5)), ("3".into(), 2));
+    println!(
+        "item 3 back {:?} after gateway A stopped",
+        stopped.elapsed()
+    );
+
+    // Gateway C holds a read-ahead item 300 ms; nobody asks it, so it goes back.
+    put(5..7);
+    assert_eq!(lease_one(&qc, short), ("5".into(), 1));
+    let asked = Instant::now();
+    assert_eq!(lease_one(&qb, Duration::from_secs(10)), ("6".into(), 2));
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "item 6 came back after {waited:?}, not within a few ticks of its 300-ms hold"
+    );
+    let rest = qb.get_timeout(short);
+    assert!(rest.is_err(), "nothing else is queued: {rest:?}");
 }
 
 #[test]

@@ -46,6 +46,12 @@ const RETRY_PULL: Duration = Duration::from_millis(500);
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often each queue's length is asked of JetStream (for `stat`, `size` and metrics).
 const LENGTHS_EVERY: Duration = Duration::from_secs(1);
+/// How long a read-ahead item waits for a get by default (see `JetStreamOptions::read_ahead`).
+pub const READ_AHEAD: Duration = Duration::from_millis(250);
+/// The body of a pull request for one item, without waiting.
+const ONE_NOW: &str = "{\"batch\":1,\"no_wait\":true}";
+/// How often deadlines are looked at (`Shared::tick`).
+const TICK: Duration = Duration::from_millis(250);
 
 /// How depot uses JetStream.
 #[derive(Debug, Clone)]
@@ -70,6 +76,12 @@ pub struct JetStreamOptions {
     /// requests reach JetStream, with no hand-off to or from the NATS connection's threads
     /// (see [`Conn::read_on_loop`]). Off: a reader thread reads and a writer thread writes.
     pub io_on_loop: bool,
+    /// Read-ahead: when a get takes a queue's item and JetStream says more are waiting, the
+    /// gateway asks for the next one at once, so the queue's next get is answered without a
+    /// round trip to JetStream. A read-ahead item no get takes within this time goes back
+    /// (`-NAK`: JetStream counts it as a delivery, so its next holder sees one delivery more).
+    /// Zero: no read-ahead.
+    pub read_ahead: Duration,
 }
 
 impl JetStreamOptions {
@@ -85,6 +97,7 @@ impl JetStreamOptions {
             prefix: "DEPOT_".into(),
             busy_poll: depot_std::DEFAULT_BUSY_POLL,
             io_on_loop: true,
+            read_ahead: READ_AHEAD,
         }
     }
 }
@@ -125,6 +138,19 @@ enum Pull {
     Wait,
     /// After the first item: what else is there now (`no_wait`), within the reply's room.
     Rest,
+    /// A read-ahead's, which the get took over: one item, `no_wait`.
+    Ahead,
+}
+
+/// A queue's next item, asked for ahead of the next get (`JetStreamOptions::read_ahead`).
+enum Ahead {
+    /// Its pull request (one item, `no_wait`) is out, answered on this subscription.
+    Asked { sid: u64, reply: String },
+    /// It came, then (payload, ack subject, delivery count).
+    Held {
+        item: (Vec<u8>, String, u8),
+        since: Instant,
+    },
 }
 
 struct Fetch {
@@ -137,6 +163,8 @@ struct Fetch {
     /// Taken so far: payload, ack subject, delivery count.
     got: Vec<(Vec<u8>, String, u8)>,
     bytes: usize,
+    /// When JetStream delivered the first of them (their `ack_wait` runs from then).
+    since: Option<Instant>,
     /// The subscription its pull requests are answered on, and its subject.
     sid: u64,
     reply: String,
@@ -178,6 +206,32 @@ struct State {
     /// subject): a pull request of that stream in the same turn carries it (`+NXT`), else the
     /// turn's end sends it (`flush_held`).
     held_ack: Option<(String, String)>,
+    /// Read-ahead items by their stream's pull-request subject, and the subscriptions of
+    /// those asked for.
+    ahead: HashMap<String, Ahead>,
+    ahead_subs: HashMap<u64, String>,
+    /// How many fetches wait for each stream (by its pull-request subject).
+    fetching: HashMap<String, usize>,
+}
+
+impl State {
+    fn add_fetch(&mut self, token: BackendToken, f: Fetch) {
+        self.fetch_subs.insert(f.sid, token);
+        *self.fetching.entry(f.stream.next.clone()).or_default() += 1;
+        self.fetches.insert(token, f);
+    }
+
+    fn remove_fetch(&mut self, token: BackendToken) -> Option<Fetch> {
+        let f = self.fetches.remove(&token)?;
+        self.fetch_subs.remove(&f.sid);
+        if let Some(n) = self.fetching.get_mut(&f.stream.next) {
+            *n -= 1;
+            if *n == 0 {
+                self.fetching.remove(&f.stream.next);
+            }
+        }
+        Some(f)
+    }
 }
 
 struct Shared {
@@ -222,7 +276,10 @@ impl Shared {
 
     /// Sends a pull request for fetch `token`.
     fn pull(self: &Arc<Self>, st: &mut State, token: BackendToken) {
-        let Some(f) = st.fetches.get_mut(&token) else {
+        let State {
+            fetches, held_ack, ..
+        } = st;
+        let Some(f) = fetches.get_mut(&token) else {
             return;
         };
         // Written by hand: one per get, on the hot path.
@@ -250,29 +307,81 @@ impl Shared {
                 f.want - f.got.len() as u32,
                 f.room.saturating_sub(f.bytes).max(1)
             ),
-            (Pull::Wait, None) => "{\"batch\":1,\"no_wait\":true}".to_owned(),
+            (Pull::Wait | Pull::Ahead, None) | (Pull::Ahead, _) => ONE_NOW.to_owned(),
             (Pull::Wait, Some(ns)) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
         };
+        self.send_pull(held_ack, &f.stream.next, &f.reply, &body);
+    }
+
+    /// Sends a pull request to `next`, answered on `reply`; with the `held` ack in the same
+    /// message when it is of the same stream.
+    fn send_pull(&self, held: &mut Option<(String, String)>, next: &str, reply: &str, body: &str) {
         let Some(c) = self.conn() else {
             return;
         };
-        match st.held_ack.take() {
+        match held.take() {
             // One message acks and asks for more: JetStream's "ack next" (`+NXT` and the pull
             // request's body, answered on the reply subject as a pull request is).
-            Some((next, ack)) if next == f.stream.next => {
+            Some((held_next, ack)) if held_next == next => {
                 let mut payload = b"+NXT ".to_vec();
                 payload.extend_from_slice(body.as_bytes());
-                c.publish(&ack, Some(&f.reply), &payload);
+                c.publish(&ack, Some(reply), &payload);
             }
             Some((_, ack)) => c.publish_all([
                 (ack.as_str(), None, &b"+ACK"[..]),
-                (
-                    f.stream.next.as_str(),
-                    Some(f.reply.as_str()),
-                    body.as_bytes(),
-                ),
+                (next, Some(reply), body.as_bytes()),
             ]),
-            None => c.publish(&f.stream.next, Some(&f.reply), body.as_bytes()),
+            None => c.publish(next, Some(reply), body.as_bytes()),
+        }
+    }
+
+    /// A subscription for a pull request's answers: a free one, or a new one.
+    fn subscription(&self, st: &mut State) -> Option<(u64, String)> {
+        if let Some(sub) = st.free_subs.pop() {
+            return Some(sub);
+        }
+        let c = self.conn()?;
+        st.next_route += 1;
+        let subject = format!("_FETCH{}.{}", &c.inbox()[6..], st.next_route);
+        Some((c.subscribe(&subject), subject))
+    }
+
+    /// Asks for `stream`'s next item ahead of its next get (one item, `no_wait`), unless the
+    /// read-ahead is off, the stream has one already, or other gets of it wait here (their
+    /// pull requests take what comes; one more would mostly find nothing).
+    fn read_ahead(&self, st: &mut State, stream: &Stream) {
+        if self.opts.read_ahead.is_zero()
+            || st.ahead.contains_key(&stream.next)
+            || st.fetching.contains_key(&stream.next)
+        {
+            return;
+        }
+        let Some((sid, reply)) = self.subscription(st) else {
+            return;
+        };
+        self.send_pull(&mut st.held_ack, &stream.next, &reply, ONE_NOW);
+        st.ahead_subs.insert(sid, stream.next.clone());
+        st.ahead
+            .insert(stream.next.clone(), Ahead::Asked { sid, reply });
+    }
+
+    /// JetStream answered a read-ahead's pull request (on subscription `sid`).
+    fn ahead_answered(&self, st: &mut State, sid: u64, msg: Msg<'_>) {
+        if msg.status == Some(100) {
+            return;
+        }
+        let Some(next) = st.ahead_subs.remove(&sid) else {
+            return;
+        };
+        if let Some(Ahead::Asked { reply, .. }) = st.ahead.remove(&next) {
+            // One item without waiting: this answer ends the request either way.
+            st.free_subs.push((sid, reply));
+        }
+        // A status: nothing there now (404), or refused.
+        if let (None, Some(ack)) = (msg.status, msg.reply) {
+            let item = (msg.payload.to_vec(), ack.to_owned(), deliveries(ack));
+            let since = Instant::now();
+            st.ahead.insert(next, Ahead::Held { item, since });
         }
     }
 
@@ -309,10 +418,9 @@ impl Shared {
         empty: ErrorCode,
         answered: bool,
     ) {
-        let Some(f) = st.fetches.remove(&token) else {
+        let Some(f) = st.remove_fetch(token) else {
             return;
         };
-        st.fetch_subs.remove(&f.sid);
         if answered {
             st.free_subs.push((f.sid, f.reply));
         } else {
@@ -332,6 +440,9 @@ impl Shared {
             deliveries.push(delivered);
             acks.push(ack);
         }
+        // JetStream says more are waiting: the next get's first is asked for now.
+        let more = acks.last().is_some_and(|ack| pending(ack) > 0);
+        let since = f.since.unwrap_or_else(Instant::now);
         let shared = self.clone();
         let (outcome, settle): (Outcome, Box<dyn FnOnce(Completion) + Send>) = if f.leased {
             st.next_lease += 1;
@@ -352,7 +463,7 @@ impl Shared {
                                 conn,
                                 next,
                                 acks,
-                                since: Instant::now(),
+                                since,
                             },
                         );
                     }
@@ -374,6 +485,9 @@ impl Shared {
             outcome,
             settle: Some(settle),
         });
+        if more {
+            self.read_ahead(st, &f.stream);
+        }
     }
 
     /// Acks (or nacks) items: one message each (explicit acks: the consumer is shared, so an
@@ -413,6 +527,9 @@ impl Shared {
             let mut st = self.state();
             match st.fetch_subs.get(&msg.sid).copied() {
                 Some(token) => self.fetched(&mut st, token, msg),
+                None if st.ahead_subs.contains_key(&msg.sid) => {
+                    self.ahead_answered(&mut st, msg.sid, msg)
+                }
                 None => {
                     // A message for a pull request nobody waits for any more: back it goes.
                     if let Some(ack) = msg.reply.filter(|r| r.starts_with("$JS.ACK.")) {
@@ -478,6 +595,14 @@ impl Shared {
             if !f.got.is_empty() {
                 return self.finish(st, token, ErrorCode::Empty, true);
             }
+            if f.pull == Pull::Ahead {
+                // The read-ahead this get took over found nothing: now the get's own.
+                if f.wait == Wait::NoWait {
+                    return self.finish(st, token, ErrorCode::Empty, true);
+                }
+                f.pull = if f.want > 1 { Pull::Try } else { Pull::Wait };
+                return self.pull(st, token);
+            }
             match (status, f.wait) {
                 (404 | 408, Wait::NoWait) => self.finish(st, token, ErrorCode::Empty, true),
                 (_, _) if f.pull == Pull::Try => {
@@ -509,10 +634,11 @@ impl Shared {
         f.got
             .push((msg.payload.to_vec(), ack.to_string(), deliveries(ack)));
         f.bytes += packed;
+        f.since.get_or_insert_with(Instant::now);
         if f.got.len() as u32 >= f.want {
             return self.finish(st, token, ErrorCode::Empty, true);
         }
-        if f.pull == Pull::Wait {
+        if matches!(f.pull, Pull::Wait | Pull::Ahead) {
             // The first item came: take what else is there without waiting.
             f.pull = Pull::Rest;
             self.pull(st, token);
@@ -579,11 +705,43 @@ impl Shared {
         let ack_wait = self.opts.ack_wait;
         st.leases
             .retain(|_, l| now.duration_since(l.since) < ack_wait);
+        let hold = self.opts.read_ahead;
+        let mut unclaimed = Vec::new();
+        st.ahead.retain(|_, ahead| match ahead {
+            Ahead::Held { item, since } if now.duration_since(*since) >= hold => {
+                unclaimed.push(std::mem::take(&mut item.1));
+                false
+            }
+            _ => true,
+        });
+        drop(st);
+        self.settle_all(&unclaimed, b"-NAK");
+    }
+
+    /// Gives back every read-ahead item held (the gateway is stopping).
+    fn release_ahead(&self) {
+        let held: Vec<String> = self
+            .state()
+            .ahead
+            .drain()
+            .filter_map(|(_, ahead)| match ahead {
+                Ahead::Held { item, .. } => Some(item.1),
+                Ahead::Asked { .. } => None,
+            })
+            .collect();
+        self.settle_all(&held, b"-NAK");
     }
 
     /// After a reconnect: pull requests in flight were lost with the connection; ask again.
     fn reconnected(self: &Arc<Self>) {
         let mut st = self.state();
+        // Read-aheads asked for were lost too; the next gets ask for themselves.
+        let asked: Vec<u64> = st.ahead_subs.drain().map(|(sid, _)| sid).collect();
+        st.ahead
+            .retain(|_, ahead| matches!(ahead, Ahead::Held { .. }));
+        let now = Instant::now();
+        st.stale_subs
+            .extend(asked.into_iter().map(|sid| (sid, now)));
         let tokens: Vec<BackendToken> = st.fetches.keys().copied().collect();
         for token in tokens {
             self.pull(&mut st, token);
@@ -724,19 +882,28 @@ fn pub_ack(msg: &Msg<'_>) -> Option<ErrorCode> {
     )
 }
 
-/// The delivery count in an ack subject (`$JS.ACK.<stream>.<consumer>.<delivered>.…`, or
-/// with domain and account hash before the stream), at most 255.
+/// The delivery count in an ack subject, at most 255.
 fn deliveries(ack: &str) -> u8 {
+    ack_field(ack, 0).map_or(1, |n| n.clamp(1, 255) as u8)
+}
+
+/// How many messages the consumer had left to deliver after this one, from its ack subject
+/// (0 if it does not say).
+fn pending(ack: &str) -> u64 {
+    ack_field(ack, 4).unwrap_or(0)
+}
+
+/// A number of an ack subject, `after` tokens past the delivery count:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, or
+/// with domain and account hash before the stream (and a random token at the end).
+fn ack_field(ack: &str, after: usize) -> Option<u64> {
     let tokens: Vec<&str> = ack.split('.').collect();
-    let at = match tokens.len() {
+    let delivered = match tokens.len() {
         9 => 4,
         n if n >= 11 => 6,
-        _ => return 1,
+        _ => return None,
     };
-    tokens
-        .get(at)
-        .and_then(|t| t.parse::<u64>().ok())
-        .map_or(1, |n| n.clamp(1, 255) as u8)
+    tokens.get(delivered + after)?.parse().ok()
 }
 
 /// A queue name as one stream-name and subject token: letters, digits and `-` stay; every
@@ -859,44 +1026,64 @@ impl Backend for JetStreamBackend {
                     drop(st);
                     return s.complete(token, Outcome::Error(ErrorCode::NoSuchObject));
                 };
-                let (sid, reply) = match st.free_subs.pop() {
-                    Some(sub) => sub,
-                    None => {
-                        let Some(c) = s.conn() else {
-                            drop(st);
-                            return s.complete(token, Outcome::Error(ErrorCode::Timeout));
-                        };
-                        st.next_route += 1;
-                        let subject = format!("_FETCH{}.{}", &c.inbox()[6..], st.next_route);
-                        (c.subscribe(&subject), subject)
+                // The stream's read-ahead item is this get's first; a read-ahead asked for
+                // becomes this get's pull request (the get waits for its answer: an item
+                // there, or one coming, is older than any its own pull could take).
+                let ahead = st.ahead.remove(&stream.next);
+                let sub = match ahead {
+                    Some(Ahead::Asked { sid, ref reply }) => {
+                        st.ahead_subs.remove(&sid);
+                        Some((sid, reply.clone()))
                     }
+                    _ => s.subscription(&mut st),
                 };
-                st.fetch_subs.insert(sid, token);
+                let Some((sid, reply)) = sub else {
+                    drop(st);
+                    return s.complete(token, Outcome::Error(ErrorCode::Timeout));
+                };
                 let deadline = match wait {
                     Wait::Millis(ms) => {
                         Some(Instant::now() + Duration::from_millis(ms.into()) + GET_GRACE)
                     }
                     _ => None,
                 };
-                st.fetches.insert(
+                let want = max_items.max(1);
+                let leased = lease_ms.is_some();
+                let (got, since, pull) = match ahead {
+                    Some(Ahead::Held { item, since }) => (vec![item], Some(since), Pull::Rest),
+                    Some(Ahead::Asked { .. }) => (Vec::new(), None, Pull::Ahead),
+                    None if want > 1 => (Vec::new(), None, Pull::Try),
+                    None => (Vec::new(), None, Pull::Wait),
+                };
+                let bytes = got
+                    .iter()
+                    .map(|(payload, _, _)| Items::packed_len(payload.len()) + usize::from(leased))
+                    .sum();
+                let taken = got.len() as u32;
+                st.add_fetch(
                     token,
                     Fetch {
                         conn,
                         stream,
-                        want: max_items.max(1),
+                        want,
                         room: max_bytes as usize,
                         wait,
-                        leased: lease_ms.is_some(),
-                        got: Vec::new(),
-                        bytes: 0,
+                        leased,
+                        got,
+                        bytes,
+                        since,
                         sid,
                         reply,
-                        pull: if max_items > 1 { Pull::Try } else { Pull::Wait },
+                        pull,
                         deadline,
                         retry_at: None,
                     },
                 );
-                s.pull(&mut st, token);
+                match pull {
+                    Pull::Ahead => {}
+                    Pull::Rest if taken >= want => s.finish(&mut st, token, ErrorCode::Empty, true),
+                    _ => s.pull(&mut st, token),
+                }
             }
             BackendRequest::Ack { token, conn, lease }
             | BackendRequest::Nack { token, conn, lease } => {
@@ -928,8 +1115,7 @@ impl Backend for JetStreamBackend {
                 s.publish(&stream.subject, Some(&reply), item);
             }
             BackendRequest::Cancel { token } => {
-                if let Some(f) = st.fetches.remove(&token) {
-                    st.fetch_subs.remove(&f.sid);
+                if let Some(f) = st.remove_fetch(token) {
                     st.stale_subs.push((f.sid, Instant::now()));
                     drop(st);
                     for (_, ack, _) in f.got {
@@ -1045,7 +1231,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("depot-nats timer".into())
         .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(TICK);
             match ticker.upgrade() {
                 Some(s) => s.tick(),
                 None => return,
@@ -1069,6 +1255,7 @@ pub fn start(
 impl Drop for JetStreamBackend {
     fn drop(&mut self) {
         self.shared.flush_held();
+        self.shared.release_ahead();
         if let Some(c) = self.shared.conn() {
             c.close();
         }
@@ -1094,5 +1281,17 @@ mod tests {
             7
         );
         assert_eq!(deliveries("$JS.ACK.S.depot.999.10.10.1700000000.0"), 255);
+        assert_eq!(deliveries("$JS.ACK.S"), 1);
+    }
+
+    #[test]
+    fn pending_counts_come_from_ack_subjects() {
+        assert_eq!(pending("$JS.ACK.S.depot.1.10.10.1700000000.42"), 42);
+        assert_eq!(
+            pending("$JS.ACK.dom.hash.S.depot.1.10.10.1700000000.5.tok"),
+            5
+        );
+        assert_eq!(pending("$JS.ACK.dom.hash.S.depot.1.10.10.1700000000.6"), 6);
+        assert_eq!(pending("$JS.ACK.S.depot"), 0);
     }
 }

@@ -74,12 +74,19 @@ impl Drop for NatsServer {
     }
 }
 
-/// depot clients on a depot gateway (in this process) over JetStream.
-pub struct DepotJetStream;
+/// depot clients on a depot gateway (in this process) over JetStream; `read_ahead` off:
+/// `depot+jetstream-direct`, every get asks JetStream.
+pub struct DepotJetStream {
+    pub read_ahead: bool,
+}
 
 impl System for DepotJetStream {
     fn name(&self) -> &'static str {
-        "depot+jetstream"
+        if self.read_ahead {
+            "depot+jetstream"
+        } else {
+            "depot+jetstream-direct"
+        }
     }
 
     fn clients(&self) -> &'static str {
@@ -98,6 +105,9 @@ impl System for DepotJetStream {
         let nats = NatsServer::start()?;
         let mut opts = depot_nats::JetStreamOptions::new(vec![nats.addr.clone()]);
         opts.prefix = format!("DEPOT_{}_", std::process::id());
+        if !self.read_ahead {
+            opts.read_ahead = Duration::ZERO;
+        }
         let queue = QueueOptions {
             capacity: (shape.items + shape.producers * shape.consumers + 16) as u32,
             max_item: shape.item_size.max(1) as u32,

@@ -27,7 +27,8 @@ pub fn all() -> Vec<Box<dyn System>> {
         Box::new(depot_tokio::DepotTokio { shared: true }),
         Box::new(depot_acked::DepotAcked { confirmed: false }),
         Box::new(depot_acked::DepotAcked { confirmed: true }),
-        Box::new(jetstream::DepotJetStream),
+        Box::new(jetstream::DepotJetStream { read_ahead: true }),
+        Box::new(jetstream::DepotJetStream { read_ahead: false }),
         Box::new(jetstream::NatsJetStream),
     ]
 }
