@@ -76,9 +76,9 @@ pub struct JetStreamOptions {
     /// requests reach JetStream, with no hand-off to or from the NATS connection's threads
     /// (see [`Conn::read_on_loop`]). Off: a reader thread reads and a writer thread writes.
     pub io_on_loop: bool,
-    /// Read-ahead: when a get takes a queue's item and JetStream says more are waiting, the
-    /// gateway asks for the next one at once, so the queue's next get is answered without a
-    /// round trip to JetStream. A read-ahead item no get takes within this time goes back
+    /// Read-ahead: when a get of one item takes a queue's item and JetStream says more are
+    /// waiting, the gateway asks for the next one at once, so the queue's next get is answered
+    /// without a round trip to JetStream. A read-ahead item no get takes within this time goes back
     /// (`-NAK`: JetStream counts it as a delivery, so its next holder sees one delivery more).
     /// Zero: no read-ahead.
     pub read_ahead: Duration,
@@ -440,8 +440,10 @@ impl Shared {
             deliveries.push(delivered);
             acks.push(ack);
         }
-        // JetStream says more are waiting: the next get's first is asked for now.
-        let more = acks.last().is_some_and(|ack| pending(ack) > 0);
+        // A get of one item, and JetStream says more are waiting: the next get's item is asked
+        // for now. (A batch get takes what is there with one request: a read-ahead would add
+        // one before it.)
+        let more = f.want == 1 && acks.last().is_some_and(|ack| pending(ack) > 0);
         let since = f.since.unwrap_or_else(Instant::now);
         let shared = self.clone();
         let (outcome, settle): (Outcome, Box<dyn FnOnce(Completion) + Send>) = if f.leased {
