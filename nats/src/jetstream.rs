@@ -144,8 +144,13 @@ enum Pull {
 
 /// A queue's next item, asked for ahead of the next get (`JetStreamOptions::read_ahead`).
 enum Ahead {
-    /// Its pull request (one item, `no_wait`) is out, answered on this subscription.
-    Asked { sid: u64, reply: String },
+    /// Its pull request (one item, `no_wait`) is out since then, answered on this
+    /// subscription.
+    Asked {
+        sid: u64,
+        reply: String,
+        since: Instant,
+    },
     /// It came, then (payload, ack subject, delivery count).
     Held {
         item: (Vec<u8>, String, u8),
@@ -361,8 +366,14 @@ impl Shared {
         };
         self.send_pull(&mut st.held_ack, &stream.next, &reply, ONE_NOW);
         st.ahead_subs.insert(sid, stream.next.clone());
-        st.ahead
-            .insert(stream.next.clone(), Ahead::Asked { sid, reply });
+        st.ahead.insert(
+            stream.next.clone(),
+            Ahead::Asked {
+                sid,
+                reply,
+                since: Instant::now(),
+            },
+        );
     }
 
     /// JetStream answered a read-ahead's pull request (on subscription `sid`).
@@ -707,15 +718,26 @@ impl Shared {
         let ack_wait = self.opts.ack_wait;
         st.leases
             .retain(|_, l| now.duration_since(l.since) < ack_wait);
+        // Read-ahead items nobody took go back; a read-ahead JetStream never answered (a
+        // `no_wait` request is answered at once) is given up, so the queue may have another.
         let hold = self.opts.read_ahead;
         let mut unclaimed = Vec::new();
+        let mut unanswered = Vec::new();
         st.ahead.retain(|_, ahead| match ahead {
             Ahead::Held { item, since } if now.duration_since(*since) >= hold => {
                 unclaimed.push(std::mem::take(&mut item.1));
                 false
             }
+            Ahead::Asked { sid, since, .. } if now.duration_since(*since) >= GET_GRACE => {
+                unanswered.push(*sid);
+                false
+            }
             _ => true,
         });
+        for sid in unanswered {
+            st.ahead_subs.remove(&sid);
+            st.stale_subs.push((sid, now));
+        }
         drop(st);
         self.settle_all(&unclaimed, b"-NAK");
     }
@@ -1033,7 +1055,7 @@ impl Backend for JetStreamBackend {
                 // there, or one coming, is older than any its own pull could take).
                 let ahead = st.ahead.remove(&stream.next);
                 let sub = match ahead {
-                    Some(Ahead::Asked { sid, ref reply }) => {
+                    Some(Ahead::Asked { sid, ref reply, .. }) => {
                         st.ahead_subs.remove(&sid);
                         Some((sid, reply.clone()))
                     }
