@@ -422,9 +422,10 @@ fn lease_one(q: &depot_std::RawQueue, wait: Duration) -> (String, u8) {
     (String::from_utf8(item).unwrap(), deliveries)
 }
 
-/// A gateway that answers a get while more items wait asks JetStream for the next one at once
-/// (`--backend-read-ahead`): its next get takes it, in order; if none does in time, or the
-/// gateway stops, it goes back to the queue (a delivery more) for any gateway's consumers.
+/// A gateway that answers a get soon after the last while more items wait asks JetStream for
+/// the next one at once (`--backend-read-ahead`): its next get takes it, in order; if none does
+/// in time, or the gateway stops, it goes back to the queue (a delivery more) for any gateway's
+/// consumers. A consumer slow between gets is not read ahead for.
 #[test]
 fn a_read_ahead_item_goes_to_the_next_get_or_back_to_the_queue() {
     let nats = SingleNats::start("readahead");
@@ -470,15 +471,24 @@ fn a_read_ahead_item_goes_to_the_next_get_or_back_to_the_queue() {
     );
 
     // Gateway C holds a read-ahead item 300 ms; nobody asks it, so it goes back.
-    put(5..7);
+    put(5..8);
     assert_eq!(lease_one(&qc, short), ("5".into(), 1));
+    assert_eq!(lease_one(&qc, short), ("6".into(), 1));
     let asked = Instant::now();
-    assert_eq!(lease_one(&qb, Duration::from_secs(10)), ("6".into(), 2));
+    assert_eq!(lease_one(&qb, Duration::from_secs(10)), ("7".into(), 2));
     let waited = asked.elapsed();
     assert!(
         waited < Duration::from_secs(5),
-        "item 6 came back after {waited:?}, not within a few ticks of its 300-ms hold"
+        "item 7 came back after {waited:?}, not within a few ticks of its 300-ms hold"
     );
+
+    // A consumer that takes its time between gets (200 ms, over a quarter of C's hold) is not
+    // read ahead for: the item after its last stays in the queue, delivered once.
+    put(8..11);
+    assert_eq!(lease_one(&qc, short), ("8".into(), 1));
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(lease_one(&qc, short), ("9".into(), 1));
+    assert_eq!(lease_one(&qb, short), ("10".into(), 1));
     let rest = qb.get_timeout(short);
     assert!(rest.is_err(), "nothing else is queued: {rest:?}");
 }

@@ -76,9 +76,10 @@ pub struct JetStreamOptions {
     /// requests reach JetStream, with no hand-off to or from the NATS connection's threads
     /// (see [`Conn::read_on_loop`]). Off: a reader thread reads and a writer thread writes.
     pub io_on_loop: bool,
-    /// Read-ahead: when a get of one item takes a queue's item and JetStream says more are
-    /// waiting, the gateway asks for the next one at once, so the queue's next get is answered
-    /// without a round trip to JetStream. A read-ahead item no get takes within this time goes back
+    /// Read-ahead: when a get of one item takes a queue's item, JetStream says more are
+    /// waiting and the queue's gets come quickly (the last within a quarter of this time of
+    /// the answer before it), the gateway asks for the next one at once, so the queue's next
+    /// get is answered without a round trip to JetStream. A read-ahead item no get takes within this time goes back
     /// (`-NAK`: JetStream counts it as a delivery, so its next holder sees one delivery more).
     /// Zero: no read-ahead.
     pub read_ahead: Duration,
@@ -217,6 +218,16 @@ struct State {
     ahead_subs: HashMap<u64, String>,
     /// How many fetches wait for each stream (by its pull-request subject).
     fetching: HashMap<String, usize>,
+    /// How soon each stream's gets follow one another here (by its pull-request subject).
+    pace: HashMap<String, Pace>,
+}
+
+/// When a stream's last get here was answered with items, and whether the get after the one
+/// before came soon (within a quarter of the read-ahead's hold): then its consumers are worth
+/// reading ahead for.
+struct Pace {
+    done: Instant,
+    quick: bool,
 }
 
 impl State {
@@ -451,10 +462,17 @@ impl Shared {
             deliveries.push(delivered);
             acks.push(ack);
         }
-        // A get of one item, and JetStream says more are waiting: the next get's item is asked
-        // for now. (A batch get takes what is there with one request: a read-ahead would add
-        // one before it.)
-        let more = f.want == 1 && acks.last().is_some_and(|ack| pending(ack) > 0);
+        // A get of one item that came soon after the queue's last one here, and JetStream says
+        // more are waiting: the next get's item is asked for now. (A batch get takes what is
+        // there with one request: a read-ahead would add one before it. A consumer that takes
+        // its time between gets would leave read-ahead items to go back, each counted as a
+        // delivery.)
+        let pace = st.pace.entry(f.stream.next.clone()).or_insert(Pace {
+            done: Instant::now(),
+            quick: false,
+        });
+        pace.done = Instant::now();
+        let more = f.want == 1 && pace.quick && acks.last().is_some_and(|ack| pending(ack) > 0);
         let since = f.since.unwrap_or_else(Instant::now);
         let shared = self.clone();
         let (outcome, settle): (Outcome, Box<dyn FnOnce(Completion) + Send>) = if f.leased {
@@ -1053,6 +1071,10 @@ impl Backend for JetStreamBackend {
                 // The stream's read-ahead item is this get's first; a read-ahead asked for
                 // becomes this get's pull request (the get waits for its answer: an item
                 // there, or one coming, is older than any its own pull could take).
+                let quarter = s.opts.read_ahead / 4;
+                if let Some(pace) = st.pace.get_mut(&stream.next) {
+                    pace.quick = pace.done.elapsed() < quarter;
+                }
                 let ahead = st.ahead.remove(&stream.next);
                 let sub = match ahead {
                     Some(Ahead::Asked { sid, ref reply, .. }) => {
