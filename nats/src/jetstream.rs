@@ -741,8 +741,10 @@ impl Shared {
         let hold = self.opts.read_ahead;
         let mut unclaimed = Vec::new();
         let mut unanswered = Vec::new();
+        // Not while disconnected: a `-NAK` would be lost, and the item would wait for `ack_wait`.
+        let connected = self.link.health().state("nats").connected;
         st.ahead.retain(|_, ahead| match ahead {
-            Ahead::Held { item, since } if now.duration_since(*since) >= hold => {
+            Ahead::Held { item, since } if connected && now.duration_since(*since) >= hold => {
                 unclaimed.push(std::mem::take(&mut item.1));
                 false
             }
