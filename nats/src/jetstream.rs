@@ -143,6 +143,9 @@ enum Pull {
     Ahead,
 }
 
+/// An item JetStream delivered: payload, ack subject, delivery count.
+type Taken = (Vec<u8>, String, u8);
+
 /// A queue's next item, asked for ahead of the next get (`JetStreamOptions::read_ahead`).
 enum Ahead {
     /// Its pull request (one item, `no_wait`) is out since then, answered on this
@@ -152,11 +155,8 @@ enum Ahead {
         reply: String,
         since: Instant,
     },
-    /// It came, then (payload, ack subject, delivery count).
-    Held {
-        item: (Vec<u8>, String, u8),
-        since: Instant,
-    },
+    /// It came, then.
+    Held { item: Taken, since: Instant },
 }
 
 struct Fetch {
@@ -166,8 +166,8 @@ struct Fetch {
     room: usize,
     wait: Wait,
     leased: bool,
-    /// Taken so far: payload, ack subject, delivery count.
-    got: Vec<(Vec<u8>, String, u8)>,
+    /// Taken so far.
+    got: Vec<Taken>,
     bytes: usize,
     /// When JetStream delivered the first of them (their `ack_wait` runs from then).
     since: Option<Instant>,
@@ -323,7 +323,7 @@ impl Shared {
                 f.want - f.got.len() as u32,
                 f.room.saturating_sub(f.bytes).max(1)
             ),
-            (Pull::Wait | Pull::Ahead, None) | (Pull::Ahead, _) => ONE_NOW.to_owned(),
+            (Pull::Wait, None) | (Pull::Ahead, _) => ONE_NOW.to_owned(),
             (Pull::Wait, Some(ns)) => format!("{{\"batch\":1,\"expires\":{ns}}}"),
         };
         self.send_pull(held_ack, &f.stream.next, &f.reply, &body);
@@ -467,12 +467,22 @@ impl Shared {
         // there with one request: a read-ahead would add one before it. A consumer that takes
         // its time between gets would leave read-ahead items to go back, each counted as a
         // delivery.)
-        let pace = st.pace.entry(f.stream.next.clone()).or_insert(Pace {
-            done: Instant::now(),
-            quick: false,
-        });
-        pace.done = Instant::now();
-        let more = f.want == 1 && pace.quick && acks.last().is_some_and(|ack| pending(ack) > 0);
+        let now = Instant::now();
+        let quick = match st.pace.get_mut(&f.stream.next) {
+            Some(pace) => {
+                pace.done = now;
+                pace.quick
+            }
+            None => {
+                let pace = Pace {
+                    done: now,
+                    quick: false,
+                };
+                st.pace.insert(f.stream.next.clone(), pace);
+                false
+            }
+        };
+        let more = f.want == 1 && quick && acks.last().is_some_and(|ack| pending(ack) > 0);
         let since = f.since.unwrap_or_else(Instant::now);
         let shared = self.clone();
         let (outcome, settle): (Outcome, Box<dyn FnOnce(Completion) + Send>) = if f.leased {
@@ -1086,6 +1096,11 @@ impl Backend for JetStreamBackend {
                     _ => s.subscription(&mut st),
                 };
                 let Some((sid, reply)) = sub else {
+                    // Not connected yet (only a read-ahead asked for has a subscription of its
+                    // own): a held item stays for the next get.
+                    if let Some(held) = ahead {
+                        st.ahead.insert(stream.next.clone(), held);
+                    }
                     drop(st);
                     return s.complete(token, Outcome::Error(ErrorCode::Timeout));
                 };
