@@ -29,9 +29,9 @@ mod timeouts;
 
 use timeouts::{Cell, ReplyTimers};
 
-/// The id of requests the client sends on its own (`Cancel`, `Return`); their replies are
-/// not reported.
-const INTERNAL_ID: u32 = u32::MAX;
+/// Requests the client sends on its own (`Cancel`, `Return`, unanswered acks); errors in
+/// their replies are only logged.
+const INTERNAL_ID: u32 = crate::wire::UNANSWERED_ID;
 
 /// Bytes a `Put` request takes beyond its item: tags, id, handle, lengths and wait, as varints.
 pub const PUT_OVERHEAD: usize = 24;

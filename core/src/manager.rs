@@ -2502,6 +2502,11 @@ impl<'a> Manager<'a> {
             self.python_reply(i, reply);
             return;
         }
+        // A request sent unanswered hears back only when it failed: a `Done` would be a frame
+        // (and, on a host, a send and a wake-up of the client) for nothing.
+        if id == crate::wire::UNANSWERED_ID && matches!(reply, Reply::Done) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(i) else {
             return;
         };

@@ -27,6 +27,10 @@ pub const MAX_MAX_FRAME: u32 = 16 * 1024 * 1024;
 pub const MAX_NAME_LEN: usize = 32;
 /// The first four bytes of every client hello.
 pub const MAGIC: [u8; 4] = *b"dpot";
+/// The id of a request a client sends on its own behalf and does not wait for (an ack it does
+/// not wait for, `Cancel`, `Return`): the manager answers it only when it fails
+/// (PROTOCOL.md §6).
+pub const UNANSWERED_ID: u32 = u32::MAX;
 /// The tag that starts a Python handshake challenge (`multiprocessing.connection`).
 pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 /// What a depot manager's Python-style challenge carries after `#CHALLENGE#{sha256}`, ahead of

@@ -85,6 +85,34 @@ fn ack_removes_and_hides_meanwhile() {
     assert_eq!(get_now(&mut p, a, q), Owned::Error(ErrorCode::Empty));
 }
 
+/// An ack sent unanswered (id `UNANSWERED_ID`) gets no reply when it succeeds, and an error
+/// when it fails.
+#[test]
+fn an_unanswered_ack_hears_back_only_when_it_fails() {
+    let mut p = Pair::with_default();
+    let (a, b) = (p.connect(), p.connect());
+    let q = p.open(a, "task_queue");
+    put_all(&mut p, a, q, &[b"one"]);
+    let (lease, _, _) = unpack(p.call(b, leased(q, 1, 10_000, Wait::NoWait)));
+    // What the manager sends back for an unanswered ack, bytes moved by hand.
+    let mut answer_to_ack = |p: &mut Pair| {
+        let conn = p.peers[b].conn.expect("connected");
+        let peer = &mut p.peers[b];
+        peer.client.send_unanswered(Op::Ack { lease }).unwrap();
+        let out = peer.client.poll_transmit().to_vec();
+        let n = p.m.handle_input(conn, p.now, &out);
+        peer.client.handle_transmitted(n);
+        assert_eq!(n, out.len());
+        p.m.poll_transmit(conn).len()
+    };
+    assert_eq!(answer_to_ack(&mut p), 0, "a Done was sent");
+    assert_eq!(p.m.leases().leased(), 0);
+    assert!(answer_to_ack(&mut p) > 0, "NoSuchLease was not sent");
+    p.pump();
+    assert!(p.peers[b].closed.is_none());
+    assert_eq!(get_now(&mut p, a, q), Owned::Error(ErrorCode::Empty));
+}
+
 /// A nack puts the items back at the head, in their order, ahead of items never delivered,
 /// with their delivery counts raised.
 #[test]
