@@ -95,7 +95,7 @@ fn an_unanswered_ack_hears_back_only_when_it_fails() {
     put_all(&mut p, a, q, &[b"one"]);
     let (lease, _, _) = unpack(p.call(b, leased(q, 1, 10_000, Wait::NoWait)));
     // What the manager sends back for an unanswered ack, bytes moved by hand.
-    let mut answer_to_ack = |p: &mut Pair| {
+    let answer_to_ack = |p: &mut Pair| {
         let conn = p.peers[b].conn.expect("connected");
         let peer = &mut p.peers[b];
         peer.client.send_unanswered(Op::Ack { lease }).unwrap();
