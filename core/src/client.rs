@@ -173,7 +173,8 @@ impl<'a> Client<'a> {
     }
 
     /// A client that owns its buffers: they grow on demand up to `rx_limit` (the largest
-    /// reply frame) and `tx_limit` bytes, and are given back whenever they empty.
+    /// reply frame) and `tx_limit` bytes, and shrink back to their first 4 KiB whenever they
+    /// empty.
     #[cfg(feature = "alloc")]
     pub fn owned(
         config: ClientConfig,
@@ -185,8 +186,8 @@ impl<'a> Client<'a> {
         slots: usize,
     ) -> Client<'static> {
         let buffers = (
-            RxBuf::with(Bytes::owned(rx_limit)),
-            TxBuf::with(Bytes::owned(tx_limit)),
+            RxBuf::with(Bytes::owned(rx_limit, true)),
+            TxBuf::with(Bytes::owned(tx_limit, true)),
         );
         let slots = alloc::vec![RequestSlot::FREE; slots.min(0xFFFF)];
         Client::with(config, authkey, nonce, now, buffers, slots.into())

@@ -242,8 +242,8 @@ impl<'a> Connection<'a> {
     #[cfg(feature = "alloc")]
     pub fn owned(rx_limit: usize, tx_limit: usize) -> Connection<'static> {
         Connection::with(
-            RxBuf::with(Bytes::owned(rx_limit)),
-            TxBuf::with(Bytes::owned(tx_limit)),
+            RxBuf::with(Bytes::owned(rx_limit, false)),
+            TxBuf::with(Bytes::owned(tx_limit, false)),
         )
     }
 

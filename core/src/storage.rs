@@ -74,11 +74,15 @@ impl<T> Managed<'_, T> {
 }
 
 /// A byte buffer: a fixed lent slice, or (with `alloc`) a `Vec` that grows on demand up to a
-/// limit and gives its memory back when emptied, so an idle connection costs no buffer.
+/// limit and gives its memory back when emptied, down to what it keeps, so an idle manager
+/// connection costs no buffer.
 pub(crate) struct Bytes<'a> {
     storage: Managed<'a, u8>,
     /// The most bytes the buffer may hold.
     limit: usize,
+    /// Bytes an owned buffer keeps when emptied.
+    #[cfg(feature = "alloc")]
+    keep: usize,
 }
 
 /// Bytes an owned buffer starts with when it first needs memory.
@@ -88,15 +92,24 @@ const OWNED_FIRST: usize = 4096;
 impl<'a> Bytes<'a> {
     pub(crate) fn new(storage: Managed<'a, u8>) -> Self {
         let limit = storage.len();
-        Bytes { storage, limit }
+        Bytes {
+            storage,
+            limit,
+            #[cfg(feature = "alloc")]
+            keep: 0,
+        }
     }
 
-    /// An owned buffer that holds nothing until used and at most `limit` bytes.
+    /// An owned buffer that holds nothing until used and at most `limit` bytes. Emptied, it
+    /// gives its memory back (`keep: false`: a manager's idle connections cost nothing), or
+    /// keeps its first block (`keep: true`: a client reading reply after reply would
+    /// otherwise allocate and zero that block for every one).
     #[cfg(feature = "alloc")]
-    pub(crate) fn owned(limit: usize) -> Self {
+    pub(crate) fn owned(limit: usize, keep: bool) -> Self {
         Bytes {
             storage: Managed::Owned(Vec::new()),
             limit,
+            keep: if keep { OWNED_FIRST } else { 0 },
         }
     }
 
@@ -129,11 +142,15 @@ impl<'a> Bytes<'a> {
         }
     }
 
-    /// Gives an owned buffer's memory back (the caller checked it holds nothing).
+    /// Gives an owned buffer's memory back, beyond what it keeps (the caller checked it holds
+    /// nothing).
     pub(crate) fn release(&mut self) {
         #[cfg(feature = "alloc")]
         if let Managed::Owned(vec) = &mut self.storage {
-            *vec = Vec::new();
+            if vec.len() > self.keep {
+                vec.truncate(self.keep);
+                vec.shrink_to_fit();
+            }
         }
     }
 }
@@ -149,5 +166,28 @@ impl Deref for Bytes<'_> {
 impl DerefMut for Bytes<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         &mut self.storage
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    /// A manager connection's buffer gives all its memory back when emptied; a client's keeps
+    /// its first block, and only that.
+    #[test]
+    fn an_emptied_buffer_keeps_what_it_is_told_to() {
+        for (keep, kept) in [(false, 0), (true, OWNED_FIRST)] {
+            let mut b = Bytes::owned(1 << 20, keep);
+            assert_eq!(b.len(), 0);
+            assert!(b.reserve(10));
+            assert_eq!(b.len(), OWNED_FIRST);
+            b.release();
+            assert_eq!(b.len(), kept);
+            assert!(b.reserve(3 * OWNED_FIRST));
+            assert_eq!(b.len(), 3 * OWNED_FIRST);
+            b.release();
+            assert_eq!(b.len(), kept);
+        }
     }
 }

@@ -37,11 +37,13 @@ fn idle_connections_are_cheap() {
     }
     let after = rss_kib().expect("VmRSS in /proc/self/status");
     let per = after.saturating_sub(before) / n;
-    // Both ends are in this process. Neither holds a buffer while idle: what remains is the
-    // core state machines (session keys), the socket bookkeeping and the client's threads'
-    // shared structures.
+    // Both ends are in this process. The manager's side holds no buffer while idle; the
+    // client keeps its first 4-KiB block for reading and one for writing (allocating and
+    // zeroing them again for every reply cost a client 5 % of its calls per second). The rest
+    // is the core state machines (session keys), the socket bookkeeping and the client's
+    // threads' shared structures: 23 KiB before clients kept their blocks, 29 KiB after.
     eprintln!("{per} KiB per idle connection, client and manager side together");
-    assert!(per < 32, "{per} KiB per idle connection");
+    assert!(per < 40, "{per} KiB per idle connection");
     drop(clients);
     m.shutdown().unwrap();
 }
