@@ -5,12 +5,12 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A yield that takes longer than this gave the CPU to another thread.
+/// A look and a yield that take longer than this gave the CPU to another thread.
 const CONTENDED_YIELD: Duration = Duration::from_micros(20);
 
 /// Calls `look` until it finds something (`Some`), fails, `busy_poll` has passed, or another
-/// thread wants the CPU, yielding the CPU between looks. A yield that takes longer than
-/// `CONTENDED_YIELD` gave the CPU to another thread: the busy poll stops then, since on a
+/// thread wants the CPU, yielding the CPU between looks. A look and a yield that take longer
+/// than `CONTENDED_YIELD` gave the CPU to another thread: the busy poll stops then, since on a
 /// contended CPU the scheduler runs a thread that is woken by input sooner than one that keeps
 /// yielding, so sleeping is the faster wait there. `None`: nothing came, and the caller may
 /// sleep now.
