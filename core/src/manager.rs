@@ -2227,7 +2227,10 @@ impl<'a> Manager<'a> {
             self.reply_error(i, id, ErrorCode::WaiterLimit);
             return false;
         }
-        let deadline = timeout_ms.map(|ms| self.now.add_millis(ms.into()));
+        // One millisecond more than asked: the request arrived part-way through the
+        // millisecond the clock reads now, so `now + ms` could come up to a millisecond short
+        // of `ms` by a finer clock (the caller's).
+        let deadline = timeout_ms.map(|ms| self.now.add_millis(u64::from(ms) + 1));
         let mut waiter = Waiter {
             conn: i as u32,
             request: id,

@@ -58,7 +58,7 @@ fn an_event_wakes_every_waiter_when_set() {
     assert_eq!(act(&mut p, a, h, Action::Clear), Owned::Done);
     assert_eq!(act(&mut p, a, h, Action::IsSet), Owned::Flag(false));
     let id = send(&mut p, a, h, wait);
-    p.advance(49);
+    p.advance(50);
     assert_eq!(p.take(a, id), None);
     p.advance(1);
     assert_eq!(p.take(a, id), Some(Owned::Error(ErrorCode::Timeout)));
@@ -264,7 +264,7 @@ fn a_barrier_breaks_when_a_party_goes_away_or_times_out() {
             wait: Wait::Millis(20),
         },
     );
-    p.advance(20);
+    p.advance(21);
     assert_eq!(p.take(c, wc), Some(Owned::Error(ErrorCode::Timeout)));
     assert_eq!(p.take(a, wa), Some(Owned::Error(ErrorCode::Broken)));
     assert_eq!(act(&mut p, a, h, Action::Reset), Owned::Done);
@@ -655,7 +655,7 @@ fn registered_calls_run_in_the_application_within_their_bound() {
     let id = send(&mut p, a, h, call(&[4], Wait::Millis(30)));
     p.pump();
     let late = p.m.poll_call().unwrap().id;
-    p.advance(30);
+    p.advance(31);
     assert_eq!(p.take(a, id), Some(Owned::Error(ErrorCode::Timeout)));
     let cb = send(&mut p, b, h, call(&[5], FOREVER));
     p.pump();

@@ -59,7 +59,8 @@ fn producer_consumer_blocking_get() {
     assert_eq!((s.len, s.total_put, s.total_got), (0, 11, 11));
 }
 
-/// A `get` with a timeout expires when the clock passes it, and not a millisecond before.
+/// A `get` with a timeout expires on the clock's first tick past its time (the request came
+/// part-way through the tick it arrived in), and not a millisecond before.
 #[test]
 fn get_timeout_expires_on_the_clock() {
     let mut p = Pair::with_default();
@@ -67,7 +68,7 @@ fn get_timeout_expires_on_the_clock() {
     let q = p.open(c, "task_queue");
     let g = p.get(c, q, Wait::Millis(500));
     p.pump();
-    p.advance(499);
+    p.advance(500);
     assert_eq!(p.take(c, g), None, "timed out early");
     p.advance(1);
     assert_eq!(p.take(c, g), Some(Owned::Error(ErrorCode::Timeout)));
@@ -405,7 +406,7 @@ fn blocked_put_times_out() {
         Owned::Done
     );
     let put = p.put(c, q, b"b", Wait::Millis(100));
-    p.advance(99);
+    p.advance(100);
     assert_eq!(p.take(c, put), None);
     p.advance(1);
     assert_eq!(p.take(c, put), Some(Owned::Error(ErrorCode::Timeout)));
@@ -506,7 +507,7 @@ fn join_and_task_done() {
     );
     p.pump();
     assert_eq!(p.stat(0).joiners, 2);
-    p.advance(50);
+    p.advance(51);
     assert_eq!(p.take(producer, jt), Some(Owned::Error(ErrorCode::Timeout)));
     assert_eq!(
         p.call(
@@ -1469,7 +1470,7 @@ fn several_blocked_puts_on_one_connection() {
         other => panic!("status not answered while puts are blocked: {other:?}"),
     }
     // The first times out; the second stays parked.
-    p.advance(100);
+    p.advance(101);
     assert_eq!(p.take(a, p1), Some(Owned::Error(ErrorCode::Timeout)));
     assert_eq!(p.take(a, p2), None);
     assert_eq!(

@@ -376,7 +376,7 @@ fn a_timed_out_put_many_reports_its_progress() {
     let id = put_many(&mut p, c, h, &[b"1", b"2", b"3"], Wait::Millis(50));
     p.pump();
     assert_eq!(p.take(c, id), None);
-    p.advance(50);
+    p.advance(51);
     assert_eq!(
         p.take(c, id),
         Some(Owned::Accepted(2, Some(ErrorCode::Timeout)))
