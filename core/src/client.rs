@@ -19,7 +19,8 @@ use crate::time::{Deadline, Instant};
 use crate::wire::{
     ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
     ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
-    NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, VERSION,
+    NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, UNANSWERED_ID,
+    VERSION,
 };
 
 pub use error::{SendError, SendUnansweredError};
@@ -28,10 +29,6 @@ mod error;
 mod timeouts;
 
 use timeouts::{Cell, ReplyTimers};
-
-/// Requests the client sends on its own (`Cancel`, `Return`, unanswered acks); errors in
-/// their replies are only logged.
-const INTERNAL_ID: u32 = crate::wire::UNANSWERED_ID;
 
 /// Bytes a `Put` request takes beyond its item: tags, id, handle, lengths and wait, as varints.
 pub const PUT_OVERHEAD: usize = 24;
@@ -395,7 +392,7 @@ impl<'a> Client<'a> {
             }
             let target = (u32::from(slot.generation) << 16) | index as u32;
             let cancel = Request {
-                id: INTERNAL_ID,
+                id: UNANSWERED_ID,
                 op: Op::Cancel { target },
             };
             if self.tx.push(&cancel, self.peer_max, tx_mac).is_err() {
@@ -528,7 +525,7 @@ impl<'a> Client<'a> {
             _ => return Err(SendUnansweredError::NotReady),
         };
         let request = Request {
-            id: INTERNAL_ID,
+            id: UNANSWERED_ID,
             op,
         };
         self.tx
@@ -703,7 +700,7 @@ impl<'a> Client<'a> {
         let message_end = end - reader.rest().len();
         let taken = match message {
             Message::Reply {
-                id: INTERNAL_ID,
+                id: UNANSWERED_ID,
                 reply,
             } => {
                 if let Reply::Error(code) = reply {
@@ -855,7 +852,7 @@ fn give_back(
     }
     for k in (0..count).rev() {
         let request = Request {
-            id: INTERNAL_ID,
+            id: UNANSWERED_ID,
             op: Op::Return {
                 handle,
                 item: nth(k),
@@ -875,7 +872,7 @@ fn nack(tx: &mut TxBuf, state: &mut State, peer_max: usize, lease: u64) -> bool 
         return true;
     };
     let request = Request {
-        id: INTERNAL_ID,
+        id: UNANSWERED_ID,
         op: Op::Nack { lease },
     };
     tx.push(&request, peer_max, tx_mac).is_ok()
