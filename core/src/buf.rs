@@ -54,6 +54,11 @@ impl<'a> RxBuf<'a> {
         self.data.limit()
     }
 
+    /// Bytes of memory the buffer holds now.
+    pub(crate) fn memory(&self) -> usize {
+        self.data.len()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
@@ -76,6 +81,16 @@ impl<'a> RxBuf<'a> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+
+    /// Whether an owned buffer keeps its first block when emptied (`Bytes::owned`); turned
+    /// off, an empty buffer gives its memory back at once.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn keep_memory(&mut self, keep: bool) {
+        self.data.keep_first(keep);
+        if self.is_empty() {
+            self.data.release();
+        }
     }
 
     /// Free space to receive into, made contiguous first. An owned buffer grows to hold the
@@ -176,6 +191,11 @@ impl<'a> TxBuf<'a> {
         self.data.limit()
     }
 
+    /// Bytes of memory the buffer holds now.
+    pub(crate) fn memory(&self) -> usize {
+        self.data.len()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.head = 0;
         self.plain_end = 0;
@@ -192,6 +212,16 @@ impl<'a> TxBuf<'a> {
     /// Nothing waits to be sent, sealed or not.
     pub(crate) fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+
+    /// Whether an owned buffer keeps its first block when emptied (`Bytes::owned`); turned
+    /// off, an empty buffer gives its memory back at once.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn keep_memory(&mut self, keep: bool) {
+        self.data.keep_first(keep);
+        if self.is_empty() {
+            self.data.release();
+        }
     }
 
     /// Room for more message bytes, keeping room to seal the open frame.

@@ -157,6 +157,9 @@ pub struct Connection<'a> {
     frame_deadline: Option<Instant>,
     /// When output last made progress.
     tx_progress: Instant,
+    /// While its buffers keep their first blocks: when the peer last sent (see `note_busy`).
+    #[cfg(feature = "alloc")]
+    busy_at: Option<Instant>,
     /// Offset in `rx` of the next message of a verified frame, 0 when none is being read.
     cursor: usize,
     /// Offset in `rx` of the end of that frame's messages.
@@ -238,7 +241,8 @@ impl<'a> Connection<'a> {
     }
 
     /// A free connection slot whose buffers are allocated when used, up to `rx_limit` and
-    /// `tx_limit` bytes, and given back whenever they empty.
+    /// `tx_limit` bytes, and given back when they empty, or once the peer has been quiet for
+    /// a second (see [`Manager::buffer_memory`]).
     #[cfg(feature = "alloc")]
     pub fn owned(rx_limit: usize, tx_limit: usize) -> Connection<'static> {
         Connection::with(
@@ -257,6 +261,8 @@ impl<'a> Connection<'a> {
             peer_max: 0,
             frame_deadline: None,
             tx_progress: Instant::ZERO,
+            #[cfg(feature = "alloc")]
+            busy_at: None,
             cursor: 0,
             frame_end: 0,
             links: [NONE; 2],
@@ -963,7 +969,8 @@ impl<'a> Manager<'a> {
     /// Copies in as much of `bytes` as fits and processes it; returns how many were taken.
     pub fn handle_input(&mut self, id: ConnId, now: Instant, bytes: &[u8]) -> usize {
         let mut taken = 0;
-        loop {
+        // Asks for room only while there is input: room is memory, for an owned buffer.
+        while taken < bytes.len() {
             let space = self.rx_space(id);
             let n = space.len().min(bytes.len() - taken);
             if n == 0 {
@@ -975,6 +982,7 @@ impl<'a> Manager<'a> {
             taken += n;
             self.handle_received(id, now, n);
         }
+        taken
     }
 
     /// Bytes to send to the peer now (sealing the frame being built).
@@ -1050,6 +1058,12 @@ impl<'a> Manager<'a> {
             return;
         };
         c.state = State::Free;
+        #[cfg(feature = "alloc")]
+        {
+            c.busy_at = None;
+            c.rx.keep_memory(false);
+            c.tx.keep_memory(false);
+        }
         c.rx.clear();
         c.tx.clear();
         c.reserved = 0;
@@ -1133,6 +1147,17 @@ impl<'a> Manager<'a> {
             objects: self.registry.count() as u32,
             waiters: self.waiters.used(),
         }
+    }
+
+    /// Bytes of memory connection `id`'s buffers hold now. Lent buffers always hold their
+    /// slices. Owned ones (`Connection::owned`) hold none while idle, grow while a frame needs
+    /// it, and keep their first 4-KiB blocks while the peer is busy, until it has been quiet
+    /// for a second after its last request, so a busy connection does not allocate and zero
+    /// a block for every request and reply.
+    pub fn buffer_memory(&self, id: ConnId) -> usize {
+        self.conns
+            .get(id.0 as usize)
+            .map_or(0, |c| c.rx.memory() + c.tx.memory())
     }
 
     /// The `index`-th object with its statistics, as a client's `Stat` request sees it.
@@ -1226,7 +1251,14 @@ impl<'a> Manager<'a> {
                 State::AwaitHello { .. } | State::AwaitProof { .. } => self.process_handshake(i),
                 // The peer has nothing more to say; its input is ignored.
                 State::Refusing { .. } => false,
-                State::Open(_) => self.process_frame(i),
+                State::Open(_) => {
+                    // Input after the handshake (not the handshake's own last step).
+                    #[cfg(feature = "alloc")]
+                    if !c.rx.is_empty() {
+                        self.note_busy(i, now);
+                    }
+                    self.process_frame(i)
+                }
                 #[cfg(feature = "python")]
                 State::Python { .. } => self.process_python(i),
             };

@@ -113,6 +113,13 @@ impl<'a> Bytes<'a> {
         }
     }
 
+    /// Whether an owned buffer keeps its first block when emptied from now on (see `owned`);
+    /// what it holds now stays until the next `release`.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn keep_first(&mut self, keep: bool) {
+        self.keep = if keep { OWNED_FIRST } else { 0 };
+    }
+
     /// The most bytes the buffer can ever hold.
     pub(crate) fn limit(&self) -> usize {
         self.limit

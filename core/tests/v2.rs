@@ -476,3 +476,47 @@ fn a_returned_item_is_checked_like_a_put() {
     let s = p.stat(0);
     assert_eq!((s.total_put, s.total_got), (1, 1));
 }
+
+/// Owned connection buffers hold no memory through a handshake or while idle, keep their first
+/// blocks while the peer is busy, and give them back after a quiet second.
+#[test]
+fn owned_buffers_are_kept_while_busy_and_given_back_when_quiet() {
+    let mut p = Pair::new(Setup {
+        owned_conns: true,
+        ..Setup::default()
+    });
+    let c = p.connect();
+    let id = p.peers[c].conn.unwrap();
+    // The handshake's buffers went back as they emptied: an authenticated, idle connection
+    // (and a flood of them) costs no buffer memory.
+    assert_eq!(p.m.buffer_memory(id), 0);
+    let h = p.open(c, "task_queue");
+    let busy = p.m.buffer_memory(id);
+    assert!(busy >= 2 * 4096, "busy connection holds {busy} B");
+    for n in 0..5u8 {
+        p.advance(400);
+        let id = p.put(c, h, &[n], Wait::NoWait);
+        p.pump();
+        assert_eq!(p.take(c, id), Some(Owned::Done));
+        assert_eq!(
+            p.m.buffer_memory(id_of(&p, c)),
+            busy,
+            "request {n} kept them"
+        );
+    }
+    // A second of quiet after the last request, less one tick: still kept.
+    p.advance(999);
+    assert_eq!(p.m.buffer_memory(id), busy);
+    p.advance(1);
+    assert_eq!(p.m.buffer_memory(id), 0);
+    // Busy again: kept again, and a close gives everything back at once.
+    p.put(c, h, b"x", Wait::NoWait);
+    p.pump();
+    assert_eq!(p.m.buffer_memory(id), busy);
+    p.disconnect(c);
+    assert_eq!(p.m.buffer_memory(id), 0);
+}
+
+fn id_of(p: &Pair, c: usize) -> ConnId {
+    p.peers[c].conn.unwrap()
+}

@@ -13,6 +13,12 @@ use crate::time::Instant;
 use crate::timers::{Slots, TimerCell};
 use crate::wire::{CloseReason, ErrorCode, Handle, ServerVerdict};
 
+/// How long an authenticated connection's owned buffers keep their first blocks after its
+/// peer last sent: a busy connection would otherwise allocate and zero a block for each
+/// request and each reply, while an idle one holds no buffer memory.
+#[cfg(feature = "alloc")]
+const KEEP_BUFFERS_MS: u64 = 1_000;
+
 /// The earlier of two deadlines, if any.
 fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
@@ -111,8 +117,45 @@ impl Manager<'_> {
             Due::Flush(at) | Due::Refuse(at) => Some(at),
             Due::Nothing => None,
         };
+        #[cfg(feature = "alloc")]
+        let at = earlier(at, self.keep_until(i));
         if let Some(at) = at {
             self.arm(i, at);
+        }
+    }
+
+    /// Connection `i`'s peer sent something after its handshake: its buffers keep their first
+    /// blocks until it has been quiet for `KEEP_BUFFERS_MS`. A store per call; a deadline only
+    /// when the connection was idle before.
+    #[cfg(feature = "alloc")]
+    pub(super) fn note_busy(&mut self, i: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(i) else {
+            return;
+        };
+        if c.busy_at.replace(now).is_none() {
+            c.rx.keep_memory(true);
+            c.tx.keep_memory(true);
+            self.arm(i, now.add_millis(KEEP_BUFFERS_MS));
+        }
+    }
+
+    /// When connection `i`'s buffers stop keeping their first blocks, if they keep them.
+    #[cfg(feature = "alloc")]
+    fn keep_until(&self, i: usize) -> Option<Instant> {
+        let busy_at = self.conns.get(i)?.busy_at?;
+        Some(busy_at.add_millis(KEEP_BUFFERS_MS))
+    }
+
+    /// Gives connection `i`'s buffer memory back if it has been quiet long enough (what its
+    /// buffers still hold is given back once sent or read).
+    #[cfg(feature = "alloc")]
+    fn trim_if_quiet(&mut self, i: usize, now: Instant) {
+        if self.keep_until(i).is_some_and(|at| at <= now) {
+            if let Some(c) = self.conns.get_mut(i) {
+                c.busy_at = None;
+                c.rx.keep_memory(false);
+                c.tx.keep_memory(false);
+            }
         }
     }
 
@@ -164,6 +207,8 @@ impl Manager<'_> {
         {
             self.conn_timers.steps += 1;
         }
+        #[cfg(feature = "alloc")]
+        self.trim_if_quiet(i, now);
         match self.due(i) {
             Due::Nothing => {}
             Due::Flush(at) if at <= now => {
@@ -187,6 +232,11 @@ impl Manager<'_> {
                     self.arm_conn(i);
                 }
             }
+        }
+        // Whichever way it went, a busy connection's buffers still have their deadline.
+        #[cfg(feature = "alloc")]
+        if let Some(at) = self.keep_until(i) {
+            self.arm(i, at);
         }
     }
 }

@@ -154,6 +154,9 @@ pub struct Setup {
     /// Spare slots for `Create`: storage bytes each.
     pub spares: Vec<usize>,
     pub conns: usize,
+    /// Connections own their buffers (`Connection::owned`, limits `conn_rx` and `conn_tx`)
+    /// instead of borrowing slices of those sizes.
+    pub owned_conns: bool,
     pub conn_rx: usize,
     pub conn_tx: usize,
     /// The park store: slots of this many bytes…
@@ -186,6 +189,7 @@ impl Default for Setup {
             objects: Vec::new(),
             spares: Vec::new(),
             conns: 8,
+            owned_conns: false,
             conn_rx: 4096,
             conn_tx: 4096,
             conn_park: 256,
@@ -272,7 +276,10 @@ impl Pair {
             objects.push(ObjectSlot::spare(zeroed(*storage)));
         }
         let conns: Vec<Connection<'static>> = (0..setup.conns)
-            .map(|_| Connection::new(zeroed(setup.conn_rx), zeroed(setup.conn_tx)))
+            .map(|_| match setup.owned_conns {
+                true => Connection::owned(setup.conn_rx, setup.conn_tx),
+                false => Connection::new(zeroed(setup.conn_rx), zeroed(setup.conn_tx)),
+            })
             .collect();
         let resources = Resources {
             objects: objects.into(),
