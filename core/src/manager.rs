@@ -157,7 +157,7 @@ pub struct Connection<'a> {
     frame_deadline: Option<Instant>,
     /// When output last made progress.
     tx_progress: Instant,
-    /// While its buffers keep their first blocks: when the peer last sent (see `note_busy`).
+    /// While its buffers keep their memory: when the peer last sent (see `note_busy`).
     #[cfg(feature = "alloc")]
     busy_at: Option<Instant>,
     /// Offset in `rx` of the next message of a verified frame, 0 when none is being read.
@@ -1150,10 +1150,10 @@ impl<'a> Manager<'a> {
     }
 
     /// Bytes of memory connection `id`'s buffers hold now. Lent buffers always hold their
-    /// slices. Owned ones (`Connection::owned`) hold none while idle, grow while a frame needs
-    /// it, and keep their first 4-KiB blocks while the peer is busy, until it has been quiet
-    /// for a second after its last request, so a busy connection does not allocate and zero
-    /// a block for every request and reply.
+    /// slices. Owned ones (`Connection::owned`) hold none while idle and grow as frames need
+    /// (up to their limits); they keep what they have grown to while the peer is busy, until
+    /// it has been quiet for a second, so a busy connection does not allocate, zero and give
+    /// back its buffers for every request and reply.
     pub fn buffer_memory(&self, id: ConnId) -> usize {
         self.conns
             .get(id.0 as usize)

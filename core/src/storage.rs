@@ -113,11 +113,11 @@ impl<'a> Bytes<'a> {
         }
     }
 
-    /// Whether an owned buffer keeps its first block when emptied from now on (see `owned`);
-    /// what it holds now stays until the next `release`.
+    /// Whether an owned buffer keeps all the memory it has grown to when emptied from now on
+    /// (`false`: none); takes effect at the next `release`.
     #[cfg(feature = "alloc")]
-    pub(crate) fn keep_first(&mut self, keep: bool) {
-        self.keep = if keep { OWNED_FIRST } else { 0 };
+    pub(crate) fn keep_all(&mut self, keep: bool) {
+        self.keep = if keep { usize::MAX } else { 0 };
     }
 
     /// The most bytes the buffer can ever hold.

@@ -13,9 +13,10 @@ use crate::time::Instant;
 use crate::timers::{Slots, TimerCell};
 use crate::wire::{CloseReason, ErrorCode, Handle, ServerVerdict};
 
-/// How long an authenticated connection's owned buffers keep their first blocks after its
-/// peer last sent: a busy connection would otherwise allocate and zero a block for each
-/// request and each reply, while an idle one holds no buffer memory.
+/// How long an authenticated connection's owned buffers keep the memory they have grown to
+/// after its peer last sent: a busy connection would otherwise allocate, zero and give back
+/// its buffers for each request and each reply (64-KiB batches too: page faults each time),
+/// while an idle one holds no buffer memory.
 #[cfg(feature = "alloc")]
 const KEEP_BUFFERS_MS: u64 = 1_000;
 
@@ -124,8 +125,8 @@ impl Manager<'_> {
         }
     }
 
-    /// Connection `i`'s peer sent something after its handshake: its buffers keep their first
-    /// blocks until it has been quiet for `KEEP_BUFFERS_MS`. A store per call; a deadline only
+    /// Connection `i`'s peer sent something after its handshake: its buffers keep their memory
+    /// until it has been quiet for `KEEP_BUFFERS_MS`. A store per call; a deadline only
     /// when the connection was idle before.
     #[cfg(feature = "alloc")]
     pub(super) fn note_busy(&mut self, i: usize, now: Instant) {
@@ -139,7 +140,7 @@ impl Manager<'_> {
         }
     }
 
-    /// When connection `i`'s buffers stop keeping their first blocks, if they keep them.
+    /// When connection `i`'s buffers stop keeping their memory, if they keep it.
     #[cfg(feature = "alloc")]
     fn keep_until(&self, i: usize) -> Option<Instant> {
         let busy_at = self.conns.get(i)?.busy_at?;
