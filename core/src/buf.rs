@@ -83,11 +83,11 @@ impl<'a> RxBuf<'a> {
         self.start == self.end
     }
 
-    /// Whether an owned buffer keeps the memory it has grown to when emptied; turned off, an
-    /// empty buffer gives its memory back at once.
+    /// Whether an owned buffer keeps the memory it has grown to when emptied (up to a bound,
+    /// `Bytes::keep_grown`); turned off, an empty buffer gives its memory back at once.
     #[cfg(feature = "alloc")]
     pub(crate) fn keep_memory(&mut self, keep: bool) {
-        self.data.keep_all(keep);
+        self.data.keep_grown(keep);
         if self.is_empty() {
             self.data.release();
         }
@@ -214,11 +214,11 @@ impl<'a> TxBuf<'a> {
         self.start == self.end
     }
 
-    /// Whether an owned buffer keeps the memory it has grown to when emptied; turned off, an
-    /// empty buffer gives its memory back at once.
+    /// Whether an owned buffer keeps the memory it has grown to when emptied (up to a bound,
+    /// `Bytes::keep_grown`); turned off, an empty buffer gives its memory back at once.
     #[cfg(feature = "alloc")]
     pub(crate) fn keep_memory(&mut self, keep: bool) {
-        self.data.keep_all(keep);
+        self.data.keep_grown(keep);
         if self.is_empty() {
             self.data.release();
         }

@@ -1151,9 +1151,9 @@ impl<'a> Manager<'a> {
 
     /// Bytes of memory connection `id`'s buffers hold now. Lent buffers always hold their
     /// slices. Owned ones (`Connection::owned`) hold none while idle and grow as frames need
-    /// (up to their limits); they keep what they have grown to while the peer is busy, until
-    /// it has been quiet for a second, so a busy connection does not allocate, zero and give
-    /// back its buffers for every request and reply.
+    /// (up to their limits); while the peer is busy they keep what they have grown to, up to
+    /// 128 KiB each, until it has been quiet for a second, so a busy connection does not
+    /// allocate, zero and give back its buffers for every request and reply.
     pub fn buffer_memory(&self, id: ConnId) -> usize {
         self.conns
             .get(id.0 as usize)

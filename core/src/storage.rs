@@ -89,6 +89,13 @@ pub(crate) struct Bytes<'a> {
 #[cfg(feature = "alloc")]
 const OWNED_FIRST: usize = 4096;
 
+/// The most an owned buffer keeps when emptied while its connection is busy (`keep_grown`):
+/// two of the largest batch frames clients send (60 KiB), so batches of any size stop growing
+/// and giving back their buffers, while a connection that once carried a huge item does not
+/// keep that much for as long as it stays busy.
+#[cfg(feature = "alloc")]
+const KEPT_WHILE_BUSY: usize = 128 << 10;
+
 impl<'a> Bytes<'a> {
     pub(crate) fn new(storage: Managed<'a, u8>) -> Self {
         let limit = storage.len();
@@ -113,11 +120,11 @@ impl<'a> Bytes<'a> {
         }
     }
 
-    /// Whether an owned buffer keeps all the memory it has grown to when emptied from now on
-    /// (`false`: none); takes effect at the next `release`.
+    /// Whether an owned buffer keeps the memory it has grown to when emptied from now on, up
+    /// to `KEPT_WHILE_BUSY` (`false`: none); takes effect at the next `release`.
     #[cfg(feature = "alloc")]
-    pub(crate) fn keep_all(&mut self, keep: bool) {
-        self.keep = if keep { usize::MAX } else { 0 };
+    pub(crate) fn keep_grown(&mut self, keep: bool) {
+        self.keep = if keep { KEPT_WHILE_BUSY } else { 0 };
     }
 
     /// The most bytes the buffer can ever hold.

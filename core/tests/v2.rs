@@ -520,3 +520,26 @@ fn owned_buffers_are_kept_while_busy_and_given_back_when_quiet() {
 fn id_of(p: &Pair, c: usize) -> ConnId {
     p.peers[c].conn.unwrap()
 }
+
+/// A busy connection keeps at most 128 KiB of what a huge frame made its buffer grow to.
+#[test]
+fn a_busy_connection_does_not_keep_what_a_huge_item_needed() {
+    let big = 300 << 10;
+    let mut setup = Setup::queue("task_queue", 4, big as u32, 2 * big);
+    setup.config.max_frame = 2 * big as u32;
+    let mut p = Pair::new(Setup {
+        owned_conns: true,
+        conn_rx: 2 * big,
+        conn_tx: 2 * big,
+        client_rx: 2 * big,
+        client_tx: 2 * big,
+        ..setup
+    });
+    let c = p.connect();
+    let h = p.open(c, "task_queue");
+    let id = p.put(c, h, &vec![7u8; big], Wait::NoWait);
+    p.pump();
+    assert_eq!(p.take(c, id), Some(Owned::Done));
+    let kept = p.m.buffer_memory(id_of(&p, c));
+    assert!((4096..=(128 << 10) + 4096).contains(&kept), "kept {kept} B");
+}
