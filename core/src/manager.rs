@@ -241,8 +241,8 @@ impl<'a> Connection<'a> {
     }
 
     /// A free connection slot whose buffers are allocated when used, up to `rx_limit` and
-    /// `tx_limit` bytes, and given back when they empty, or once the peer has been quiet for
-    /// a second (see [`Manager::buffer_memory`]).
+    /// `tx_limit` bytes, and given back when they empty, or, while the peer keeps sending,
+    /// once it has been quiet for a second (see [`Manager::buffer_memory`]).
     #[cfg(feature = "alloc")]
     pub fn owned(rx_limit: usize, tx_limit: usize) -> Connection<'static> {
         Connection::with(

@@ -3,7 +3,8 @@
 //! The core owns what it is given here: queue storage, a waiter pool, a heap park store for
 //! the items of blocked puts, and one connection slot per connection served at once. A
 //! connection's buffers are allocated when it has bytes to hold and given back when they
-//! empty, so memory follows the traffic, not `max_connections`.
+//! empty, or, while its client keeps sending, once it has been quiet for a second
+//! (`Manager::buffer_memory`), so memory follows the traffic, not `max_connections`.
 
 use depot_core::client::PUT_OVERHEAD;
 use depot_core::manager::PythonStorage;
