@@ -968,21 +968,22 @@ impl<'a> Manager<'a> {
 
     /// Copies in as much of `bytes` as fits and processes it; returns how many were taken.
     pub fn handle_input(&mut self, id: ConnId, now: Instant, bytes: &[u8]) -> usize {
-        let mut taken = 0;
+        let mut rest = bytes;
         // Asks for room only while there is input: room is memory, for an owned buffer.
-        while taken < bytes.len() {
+        while !rest.is_empty() {
             let space = self.rx_space(id);
-            let n = space.len().min(bytes.len() - taken);
+            let n = space.len().min(rest.len());
             if n == 0 {
-                return taken;
+                break;
             }
-            if let (Some(to), Some(from)) = (space.get_mut(..n), bytes.get(taken..taken + n)) {
-                to.copy_from_slice(from);
+            let (now_in, later) = rest.split_at(n);
+            if let Some(to) = space.get_mut(..n) {
+                to.copy_from_slice(now_in);
             }
-            taken += n;
+            rest = later;
             self.handle_received(id, now, n);
         }
-        taken
+        bytes.len() - rest.len()
     }
 
     /// Bytes to send to the peer now (sealing the frame being built).
