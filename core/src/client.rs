@@ -17,10 +17,10 @@ use crate::storage::Bytes;
 use crate::storage::Managed;
 use crate::time::{Deadline, Instant};
 use crate::wire::{
-    ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, ServerHello,
-    ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
-    NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT, TAG_LEN, UNANSWERED_ID,
-    VERSION,
+    ClientHello, ClientProof, CloseReason, Handle, Message, Op, Reply, Request, Sealing,
+    ServerHello, ServerVerdict, Wait, HEADER_LEN, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME,
+    MIN_MAX_FRAME, MIN_VERSION, NONCE_LEN, PY_CHALLENGE, PY_MANAGER_MARKER, PY_MANAGER_MARKER_AT,
+    TAG_LEN, UNANSWERED_ID, VERSION,
 };
 
 pub use error::{SendError, SendUnansweredError};
@@ -76,6 +76,10 @@ pub struct ClientConfig {
     /// Whether to ask for sealed (encrypted) frames, and whether to refuse a manager that
     /// will not seal them (PROTOCOL.md §5.1).
     pub encryption: Encryption,
+    /// Offer AES-256-GCM (protocol version 4, PROTOCOL.md §5.1), which the manager picks when
+    /// it prefers it too: set it where the CPU has AES instructions (depot-std does). Needs
+    /// feature `aead-ring`; without it the client offers version 3 only.
+    pub prefer_aes_gcm: bool,
 }
 
 impl Default for ClientConfig {
@@ -85,6 +89,7 @@ impl Default for ClientConfig {
             reply_timeout_ms: 30_000,
             key_name: crate::keyring::KeyName::DEFAULT,
             encryption: Encryption::default(),
+            prefer_aes_gcm: false,
         }
     }
 }
@@ -116,8 +121,8 @@ enum State {
     SentProof {
         /// Hash of the hello and challenge (see `auth::transcript_hash`).
         transcript: [u8; 32],
-        /// Frames will be sealed (PROTOCOL.md §5.1).
-        sealed: bool,
+        /// How frames will be protected (PROTOCOL.md §5.1).
+        sealed: Sealing,
     },
     Ready {
         rx_mac: FrameKey,
@@ -264,12 +269,30 @@ impl<'a> Client<'a> {
         let max_frame = self.rx.capacity().saturating_sub(HEADER_LEN);
         ClientHello {
             magic: MAGIC,
-            min_version: VERSION,
-            max_version: VERSION,
+            min_version: MIN_VERSION,
+            max_version: self.max_version(),
             nonce,
             max_frame: max_frame.min(MAX_MAX_FRAME as usize) as u32,
             key: self.config.key_name,
             encrypt: self.config.encryption.wants(),
+        }
+    }
+
+    /// The newest protocol version this client offers: 4 (AES-256-GCM) only when it prefers
+    /// AES-256-GCM and can seal with it.
+    fn max_version(&self) -> u8 {
+        if self.config.prefer_aes_gcm && self.config.encryption.wants() {
+            VERSION
+        } else {
+            MIN_VERSION
+        }
+    }
+
+    /// How frames are protected on this connection, once the handshake has finished.
+    pub fn sealing(&self) -> Option<Sealing> {
+        match &self.state {
+            State::Ready { tx_mac, .. } => Some(tx_mac.sealing()),
+            _ => None,
         }
     }
 
@@ -608,11 +631,17 @@ impl<'a> Client<'a> {
                     sealed,
                     ..
                 }) => {
-                    if version != VERSION {
+                    if !(MIN_VERSION..=self.max_version()).contains(&version) {
                         Err(Error::Closed(CloseReason::VersionMismatch))
-                    } else if max_frame < MIN_MAX_FRAME {
+                    } else if max_frame < MIN_MAX_FRAME
+                        || (sealed == Sealing::Aes256Gcm && version < 4)
+                    {
                         Err(Error::Closed(CloseReason::Malformed))
-                    } else if let Err(reason) = self.config.encryption.client_accepts(sealed) {
+                    } else if let Err(reason) = self
+                        .config
+                        .encryption
+                        .client_accepts(sealed != Sealing::Mac)
+                    {
                         Err(Error::Closed(reason))
                     } else {
                         self.peer_max = max_frame.min(MAX_MAX_FRAME) as usize;

@@ -19,7 +19,7 @@ use crate::keyring::KeyName;
 use crate::wire::{
     Action, ClientHello, ClientProof, CloseReason, ErrorCode, Handle, Items, ManagerStatus,
     Message, ObjectInfo, ObjectKind, ObjectStat, Op, QueueMode, QueueSize, QueueSpec, Reply,
-    Request, ServerHello, ServerVerdict, Wait,
+    Request, Sealing, ServerHello, ServerVerdict, Wait,
 };
 
 /// Variant numbers of `Message::Reply` and of each `Reply`, in one place for the codec and
@@ -620,7 +620,12 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
-                sealed: self.flag(),
+                sealed: match self.u8() {
+                    0 => Sealing::Mac,
+                    1 => Sealing::ChaCha20Poly1305,
+                    2 => Sealing::Aes256Gcm,
+                    _ => self.fail(Sealing::Mac),
+                },
             },
             1 => ServerHello::Reject(self.close_reason()),
             _ => self.fail(ServerHello::Reject(CloseReason::Malformed)),
@@ -1246,7 +1251,7 @@ impl Encode for ServerHello {
                 w.u8(version);
                 w.raw(&nonce);
                 w.u32(max_frame);
-                w.u8(sealed.into());
+                w.u8(sealed as u8);
             }
             ServerHello::Reject(reason) => w.u32s(&[1, reason as u32]),
         }
@@ -1594,7 +1599,8 @@ mod tests {
                 version: p.nonce[0],
                 nonce: p.nonce,
                 max_frame: p.nums[0],
-                sealed: p.nonce[1] & 1 == 1,
+                sealed: [Sealing::Mac, Sealing::ChaCha20Poly1305, Sealing::Aes256Gcm]
+                    [usize::from(p.nonce[1] % 3)],
             },
             false => ServerHello::Reject(reason(p.sub)),
         }

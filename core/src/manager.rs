@@ -34,9 +34,9 @@ use crate::timers::{TimerCell, Timers};
 use crate::waiters::{Hold, WaitKind, Waiter, Waiters};
 use crate::wire::{
     item_reply_bound, valid_name, write_varint, ClientProof, CloseReason, ErrorCode, Handle, Items,
-    ManagerStatus, Message, ObjectStat, Op, Reply, Request, ServerHello, ServerVerdict, Wait,
-    HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
-    NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
+    ManagerStatus, Message, ObjectStat, Op, Reply, Request, Sealing, ServerHello, ServerVerdict,
+    Wait, HEADER_LEN, ITEM_REPLY_OVERHEAD, MAGIC, MAX_HANDSHAKE_BODY, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    MIN_VERSION, NONCE_LEN, SMALL_REPLY_BOUND, TAG_LEN, VERSION,
 };
 
 #[cfg(feature = "backend")]
@@ -98,6 +98,11 @@ pub struct ManagerConfig {
     /// Whether frames are sealed (encrypted) for clients that ask, and whether a client that
     /// does not is refused (PROTOCOL.md §5.1). Python clients are not affected.
     pub encryption: Encryption,
+    /// Seal with AES-256-GCM instead of ChaCha20-Poly1305 for clients that offer it (protocol
+    /// version 4, PROTOCOL.md §5.1): set it where the CPU has AES instructions, which make
+    /// AES-256-GCM the cheaper cipher (depot-std does). Needs feature `aead-ring`; without it
+    /// this crate speaks version 3 and ignores it.
+    pub prefer_aes_gcm: bool,
 }
 
 impl Default for ManagerConfig {
@@ -114,6 +119,7 @@ impl Default for ManagerConfig {
             max_handshaking_per_source: 0,
             throttle: ThrottleConfig::default(),
             encryption: Encryption::default(),
+            prefer_aes_gcm: false,
         }
     }
 }
@@ -211,8 +217,8 @@ enum State {
         deadline: Instant,
         /// The key the hello named.
         key: KeyName,
-        /// Frames will be sealed (PROTOCOL.md §5.1).
-        sealed: bool,
+        /// How frames will be protected (PROTOCOL.md §5.1).
+        sealed: Sealing,
     },
     /// The proof failed; the verdict is held back until `at` (see `crate::throttle`).
     Refusing {
@@ -1323,26 +1329,27 @@ impl<'a> Manager<'a> {
                 // The versions come first, as in every version's hello: an older client, whose
                 // hello is laid out differently, learns that it is too old.
                 if let Some(&[lo, hi]) = body.get(MAGIC.len()..MAGIC.len() + 2) {
-                    if !(lo..=hi).contains(&VERSION) {
+                    if lo > VERSION || hi < MIN_VERSION || lo > hi {
                         return self.reject(i, CloseReason::VersionMismatch);
                     }
                 }
                 let Some(hello) = decode_all(body, Reader::client_hello) else {
                     return self.reject(i, CloseReason::Malformed);
                 };
-                if !(hello.min_version..=hello.max_version).contains(&VERSION) {
-                    return self.reject(i, CloseReason::VersionMismatch);
-                }
+                // The newest both speak (3 and 4 lay out the handshake alike).
+                let version = hello.max_version.min(VERSION);
                 if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&hello.max_frame) {
                     return self.reject(i, CloseReason::Malformed);
                 }
                 let sealed = match self.config.encryption.manager_choice(hello.encrypt) {
-                    Ok(sealed) => sealed,
+                    Ok(false) => Sealing::Mac,
+                    Ok(true) if version >= 4 && self.config.prefer_aes_gcm => Sealing::Aes256Gcm,
+                    Ok(true) => Sealing::ChaCha20Poly1305,
                     Err(reason) => return self.reject(i, reason),
                 };
                 let max_frame = self.max_frame(i) as u32;
                 let challenge = ServerHello::Challenge {
-                    version: VERSION,
+                    version,
                     nonce,
                     max_frame,
                     sealed,

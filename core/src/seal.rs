@@ -1,5 +1,6 @@
 //! How frames are protected after the handshake: a MAC (PROTOCOL.md §5), or sealed with
-//! ChaCha20-Poly1305 when both sides agree in the hello (§5.1, feature `aead`).
+//! ChaCha20-Poly1305 when both sides agree in the hello (§5.1, feature `aead`), or with
+//! AES-256-GCM where both prefer it (protocol version 4, feature `aead-ring`).
 //!
 //! Either way each direction has its own key derived from the transcript and counts its
 //! frames; the count is never sent, so a frame dropped, replayed or reordered fails to open.
@@ -7,7 +8,7 @@
 //! the clear (it is authenticated as associated data).
 
 use crate::auth::{AuthKey, FrameMac, CLIENT_TO_MANAGER, MANAGER_TO_CLIENT};
-use crate::wire::{CloseReason, HEADER_LEN, TAG_LEN};
+use crate::wire::{CloseReason, Sealing, HEADER_LEN, TAG_LEN};
 
 /// Whether a side seals its frames (PROTOCOL.md §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +69,18 @@ impl Encryption {
     }
 }
 
-/// Labels of the sealing keys, apart from the MAC keys' (`auth`), so no key serves two
-/// algorithms.
-#[cfg(feature = "aead")]
-const SEAL_CLIENT_TO_MANAGER: &[u8] = b"depot/3 seal client->manager";
-#[cfg(feature = "aead")]
-const SEAL_MANAGER_TO_CLIENT: &[u8] = b"depot/3 seal manager->client";
+/// Each direction's key labels: its MAC key's (`auth`), then its ChaCha20-Poly1305 and its
+/// AES-256-GCM keys', all apart, so no key serves two algorithms.
+const CLIENT_TO_MANAGER_LABELS: [&[u8]; 3] = [
+    CLIENT_TO_MANAGER,
+    b"depot/3 seal client->manager",
+    b"depot/4 aes-gcm client->manager",
+];
+const MANAGER_TO_CLIENT_LABELS: [&[u8]; 3] = [
+    MANAGER_TO_CLIENT,
+    b"depot/3 seal manager->client",
+    b"depot/4 aes-gcm manager->client",
+];
 
 /// Protects the frames of one direction of one session.
 #[derive(Clone)]
@@ -90,25 +97,38 @@ enum Kind {
 
 impl FrameKey {
     /// The key of frames from the client to the manager.
-    pub(crate) fn client_to_manager(key: &AuthKey, transcript: &[u8; 32], sealed: bool) -> Self {
-        #[cfg(feature = "aead")]
-        if sealed {
-            let k = key.derive(SEAL_CLIENT_TO_MANAGER, transcript);
-            return FrameKey(Kind::Aead(FrameAead::new(&k)));
-        }
-        let _ = sealed;
-        FrameKey(Kind::Mac(key.session(CLIENT_TO_MANAGER, transcript)))
+    pub(crate) fn client_to_manager(key: &AuthKey, transcript: &[u8; 32], how: Sealing) -> Self {
+        Self::derive(key, transcript, how, CLIENT_TO_MANAGER_LABELS)
     }
 
     /// The key of frames from the manager to the client.
-    pub(crate) fn manager_to_client(key: &AuthKey, transcript: &[u8; 32], sealed: bool) -> Self {
+    pub(crate) fn manager_to_client(key: &AuthKey, transcript: &[u8; 32], how: Sealing) -> Self {
+        Self::derive(key, transcript, how, MANAGER_TO_CLIENT_LABELS)
+    }
+
+    /// One direction's key: `labels` are its MAC's, ChaCha20-Poly1305's and AES-256-GCM's.
+    fn derive(key: &AuthKey, transcript: &[u8; 32], how: Sealing, labels: [&[u8]; 3]) -> Self {
         #[cfg(feature = "aead")]
-        if sealed {
-            let k = key.derive(SEAL_MANAGER_TO_CLIENT, transcript);
-            return FrameKey(Kind::Aead(FrameAead::new(&k)));
+        if how != Sealing::Mac {
+            let label = if how == Sealing::Aes256Gcm {
+                labels[2]
+            } else {
+                labels[1]
+            };
+            let k = key.derive(label, transcript);
+            return FrameKey(Kind::Aead(FrameAead::new(&k, how)));
         }
-        let _ = sealed;
-        FrameKey(Kind::Mac(key.session(MANAGER_TO_CLIENT, transcript)))
+        let _ = how;
+        FrameKey(Kind::Mac(key.session(labels[0], transcript)))
+    }
+
+    /// How this key protects frames.
+    pub(crate) fn sealing(&self) -> Sealing {
+        match &self.0 {
+            Kind::Mac(_) => Sealing::Mac,
+            #[cfg(feature = "aead")]
+            Kind::Aead(aead) => aead.sealing(),
+        }
     }
 
     /// Protects the next frame: `body` (the messages) is encrypted in place when sealing;
@@ -151,14 +171,16 @@ pub(crate) use aead_impl::FrameAead;
 
 #[cfg(feature = "aead")]
 mod aead_impl {
-    use crate::wire::TAG_LEN;
+    use crate::wire::{Sealing, TAG_LEN};
 
-    /// ChaCha20-Poly1305 under one direction's key, with that direction's frame count.
+    /// A sealing cipher under one direction's key, with that direction's frame count.
     #[derive(Clone)]
     pub(crate) struct FrameAead {
         cipher: Cipher,
         /// The sequence number of the next frame: its nonce, never sent.
         seq: u64,
+        /// Which cipher (not `Mac`).
+        how: Sealing,
     }
 
     /// The 96-bit nonce of frame `seq`: four zero bytes, then `seq` big-endian. Each key
@@ -170,11 +192,18 @@ mod aead_impl {
     }
 
     impl FrameAead {
-        pub(crate) fn new(key: &[u8; 32]) -> Self {
+        /// Seals with `how`: AES-256-GCM only with ring's ciphers (feature `aead-ring`), which
+        /// version 4 needs; a build without them never agrees to it.
+        pub(crate) fn new(key: &[u8; 32], how: Sealing) -> Self {
             FrameAead {
-                cipher: Cipher::new(key),
+                cipher: Cipher::new(key, how),
                 seq: 0,
+                how,
             }
+        }
+
+        pub(crate) fn sealing(&self) -> Sealing {
+            self.how
         }
 
         /// The sequence number the next frame will have.
@@ -209,7 +238,7 @@ mod aead_impl {
 
     #[cfg(not(feature = "aead-ring"))]
     impl Cipher {
-        fn new(key: &[u8; 32]) -> Self {
+        fn new(key: &[u8; 32], _how: Sealing) -> Self {
             use chacha20poly1305::KeyInit;
             Cipher(chacha20poly1305::ChaCha20Poly1305::new(&(*key).into()))
         }
@@ -235,17 +264,22 @@ mod aead_impl {
         }
     }
 
-    /// ring's ChaCha20-Poly1305 (feature `aead-ring`): the same cipher, in assembly.
+    /// ring's ChaCha20-Poly1305 or AES-256-GCM (feature `aead-ring`): the same ChaCha20 as
+    /// RustCrypto's, in assembly, and AES in the CPU's AES instructions where it has them.
     #[cfg(feature = "aead-ring")]
     #[derive(Clone)]
     struct Cipher(ring::aead::LessSafeKey);
 
     #[cfg(feature = "aead-ring")]
     impl Cipher {
-        fn new(key: &[u8; 32]) -> Self {
-            use ring::aead::{LessSafeKey, UnboundKey, CHACHA20_POLY1305};
-            // A 32-byte key is the one length ChaCha20-Poly1305 takes: this cannot fail.
-            let key = UnboundKey::new(&CHACHA20_POLY1305, key).unwrap_or_else(|_| unreachable!());
+        fn new(key: &[u8; 32], how: Sealing) -> Self {
+            use ring::aead::{LessSafeKey, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+            let algorithm = match how {
+                Sealing::Aes256Gcm => &AES_256_GCM,
+                _ => &CHACHA20_POLY1305,
+            };
+            // A 32-byte key is the one length both take: this cannot fail.
+            let key = UnboundKey::new(algorithm, key).unwrap_or_else(|_| unreachable!());
             Cipher(LessSafeKey::new(key))
         }
 
@@ -296,7 +330,7 @@ mod aead_impl {
         fn ring_and_rustcrypto_seal_and_open_alike() {
             let key = [0x42; 32];
             let portable = ChaCha20Poly1305::new(&key.into());
-            let mut ours = FrameAead::new(&key);
+            let mut ours = FrameAead::new(&key, Sealing::ChaCha20Poly1305);
             for len in [0usize, 1, 63, 64, 65, 1024, 5000] {
                 let header = (len as u32).to_le_bytes();
                 let plain: alloc::vec::Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
@@ -312,7 +346,7 @@ mod aead_impl {
                     )
                     .unwrap();
                 assert_eq!((&body, &tag[..]), (&theirs, &their_tag[..]), "{len} B");
-                let reader = FrameAead::new(&key);
+                let reader = FrameAead::new(&key, Sealing::ChaCha20Poly1305);
                 let mut opened = body.clone();
                 assert!(reader.open_at(seq, &header, &mut opened, &tag));
                 assert_eq!(opened, plain);

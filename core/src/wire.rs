@@ -40,8 +40,11 @@ pub const PY_CHALLENGE: &[u8] = b"#CHALLENGE#";
 pub const PY_MANAGER_MARKER: [u8; 8] = *b"dpot/mgr";
 /// Where [`PY_MANAGER_MARKER`] sits in the challenge frame body.
 pub const PY_MANAGER_MARKER_AT: usize = PY_CHALLENGE.len() + 8;
-/// The protocol version this crate speaks (older peers are refused: see PROTOCOL.md §10).
-pub const VERSION: u8 = 3;
+/// The newest protocol version this crate speaks: 4 (frames may be sealed with AES-256-GCM,
+/// PROTOCOL.md §5.1) where it has ring's ciphers (feature `aead-ring`), else 3.
+pub const VERSION: u8 = if cfg!(feature = "aead-ring") { 4 } else { 3 };
+/// The oldest protocol version this crate speaks (older peers are refused: PROTOCOL.md §10).
+pub const MIN_VERSION: u8 = 3;
 /// Bytes of a session id (protocol version 3).
 pub const SESSION_ID_LEN: usize = 16;
 
@@ -103,12 +106,25 @@ pub enum ServerHello {
         nonce: [u8; NONCE_LEN],
         /// The largest frame body the manager accepts.
         max_frame: u32,
-        /// Frames are sealed from now on (version 3, PROTOCOL.md §5.1); only if the client
-        /// asked.
-        sealed: bool,
+        /// How frames are protected from now on (PROTOCOL.md §5.1): sealed only if the client
+        /// asked, with AES-256-GCM only in version 4.
+        sealed: Sealing,
     },
     /// The manager will not talk to this client; the connection closes.
     Reject(CloseReason),
+}
+
+/// How the frames after the handshake are protected (PROTOCOL.md §5, §5.1); on the wire one
+/// byte, as `false` and `true` were before version 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Sealing {
+    /// Not sealed: each frame carries its MAC (§5).
+    Mac,
+    /// Sealed with ChaCha20-Poly1305 (version 3).
+    ChaCha20Poly1305,
+    /// Sealed with AES-256-GCM (version 4).
+    Aes256Gcm,
 }
 
 /// Client to manager, second frame.

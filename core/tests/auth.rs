@@ -106,7 +106,11 @@ fn handshake_and_tags_follow_the_spec() {
     p.m.handle_input(conn, now, &hello);
     let challenge = manager_out(&mut p.m, conn, now);
     assert_eq!(challenge[HEADER_LEN], 0, "Challenge variant");
-    assert_eq!(challenge[HEADER_LEN + 1], wire::VERSION, "version");
+    assert_eq!(
+        challenge[HEADER_LEN + 1],
+        wire::MIN_VERSION,
+        "version (the client offers 3..=3)"
+    );
     // Neither asked for nor granted sealed frames: the last byte of each hello.
     assert_eq!(hello.last(), Some(&0), "ClientHello.encrypt");
     assert_eq!(challenge.last(), Some(&0), "Challenge.sealed");
@@ -238,7 +242,7 @@ fn client_rejects_an_impostor_manager() {
     let _hello = client_out(&mut c);
     let mn = [9u8; 32];
     let mut challenge = vec![0u8];
-    challenge.push(wire::VERSION);
+    challenge.push(wire::MIN_VERSION);
     challenge.extend_from_slice(&mn);
     challenge.extend_from_slice(&[0x80, 0x08]); // max_frame 1024 as a varint
     challenge.push(1); // sealed, as the client asked
@@ -775,7 +779,7 @@ fn client_refuses_sealing_it_did_not_ask_for() {
     );
     let hello = client_out(&mut c);
     assert_eq!(hello.last(), Some(&0));
-    let mut challenge = vec![0u8, wire::VERSION];
+    let mut challenge = vec![0u8, wire::MIN_VERSION];
     challenge.extend_from_slice(&[9u8; 32]);
     challenge.extend_from_slice(&[0x80, 0x08, 1]);
     let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
@@ -844,6 +848,184 @@ fn items_in_sealed_unsent_replies_go_back() {
                 p.take(producer, id),
                 Some(Owned::Item(want.to_vec())),
                 "{encryption:?}"
+            );
+        }
+    }
+}
+
+/// AES-256-GCM (protocol version 4) is used when both sides prefer it, and only then; either
+/// side without the preference gets ChaCha20-Poly1305, and the version says what was agreed.
+#[test]
+fn aes_gcm_only_when_both_prefer_it() {
+    use wire::Sealing::*;
+    let v4 = wire::VERSION >= 4;
+    // (client prefers, manager prefers, version, sealing)
+    let cases = [
+        (true, true, 4, Aes256Gcm),
+        (true, false, 4, ChaCha20Poly1305),
+        (false, true, 3, ChaCha20Poly1305),
+        (false, false, 3, ChaCha20Poly1305),
+    ];
+    for (client, manager, version, sealing) in cases {
+        let (version, sealing) = match v4 {
+            true => (version, sealing),
+            // A build without ring's ciphers speaks version 3 only.
+            false => (3, ChaCha20Poly1305),
+        };
+        let mut setup = Setup::default();
+        setup.client_config.prefer_aes_gcm = client;
+        setup.config.prefer_aes_gcm = manager;
+        let mut p = Pair::new(setup);
+        let c = p.add_client_with_key(KEY);
+        let conn = p.peers[c].conn.unwrap();
+        let hello = client_out(&mut p.peers[c].client);
+        assert_eq!(
+            hello[HEADER_LEN + 4..HEADER_LEN + 6],
+            [3, version],
+            "offered"
+        );
+        p.m.handle_input(conn, p.now, &hello);
+        let challenge = manager_out(&mut p.m, conn, p.now);
+        assert_eq!(challenge[HEADER_LEN + 1], version, "chosen");
+        assert_eq!(challenge.last(), Some(&(sealing as u8)), "Challenge.sealed");
+        p.peers[c].client.handle_input(&challenge);
+        p.pump();
+        let case = format!("client {client}, manager {manager}");
+        assert_eq!(p.peers[c].client.sealing(), Some(sealing), "{case}");
+        let item = b"sealed either way";
+        let frame = frame_of(&mut p, c, put_op(item));
+        assert!(!frame.windows(item.len()).any(|w| w == item), "{case}");
+        inject(&mut p, c, &frame);
+        assert_eq!(p.stat(0).total_put, 1, "{case}");
+    }
+}
+
+/// AES-256-GCM frames as PROTOCOL.md §5.1 gives them: keys under the `depot/4 aes-gcm` labels,
+/// the sequence number as nonce, the length header as associated data; every bit flip of one
+/// closes the connection with `BadMac`.
+#[cfg(feature = "aead-ring")]
+#[test]
+fn aes_gcm_frames_follow_the_spec() {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+    let mut setup = Setup::default();
+    setup.client_config.prefer_aes_gcm = true;
+    setup.config.prefer_aes_gcm = true;
+    let mut p = Pair::new(setup);
+    let c = p.add_client_with_key(KEY);
+    let conn = p.peers[c].conn.unwrap();
+    let now = p.now;
+    let hello = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &hello);
+    let challenge = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&challenge);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    let proof = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, now, &proof);
+    let welcome = manager_out(&mut p.m, conn, now);
+    p.peers[c].client.handle_input(&welcome);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
+    let transcript: [u8; 32] = Sha256::new()
+        .chain_update(&hello[HEADER_LEN..])
+        .chain_update(&challenge[HEADER_LEN..])
+        .finalize()
+        .into();
+    let key = |label: &[u8]| {
+        let mut data = label.to_vec();
+        data.push(0);
+        data.extend_from_slice(&transcript);
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &hmac_sha256(KEY, &data)).unwrap())
+    };
+    let (c2m, m2c) = (
+        key(b"depot/4 aes-gcm client->manager"),
+        key(b"depot/4 aes-gcm manager->client"),
+    );
+    let open = |cipher: &LessSafeKey, seq: u64, frame: &[u8]| -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&seq.to_be_bytes());
+        let mut body = frame[HEADER_LEN..].to_vec();
+        let aad = Aad::from(&frame[..HEADER_LEN]);
+        let plain = cipher
+            .open_in_place(Nonce::assume_unique_for_key(nonce), aad, &mut body)
+            .unwrap_or_else(|_| panic!("frame {seq} does not open"));
+        plain.to_vec()
+    };
+    let item = b"a recognisable item";
+    let mut flipped = None;
+    for seq in 0..3 {
+        let req = frame_of(&mut p, c, put_op(item));
+        assert!(!req.windows(item.len()).any(|w| w == item));
+        let plain = open(&c2m, seq, &req);
+        assert!(
+            plain.windows(item.len()).any(|w| w == item),
+            "frame {seq}: {plain:?}"
+        );
+        flipped.get_or_insert(req.clone());
+        p.m.handle_input(conn, now, &req);
+        let rep = manager_out(&mut p.m, conn, now);
+        assert_eq!(open(&m2c, seq, &rep), [0, plain[0], 0], "reply {seq}");
+        p.peers[c].client.handle_input(&rep);
+        drain_events(&mut p.peers[c].client);
+    }
+    assert_eq!(p.stat(0).total_put, 3);
+    // Body flips of the first request, replayed into fresh sessions at its place.
+    let frame = flipped.unwrap();
+    for bit in HEADER_LEN * 8..frame.len() * 8 {
+        let mut setup = Setup::default();
+        setup.client_config.prefer_aes_gcm = true;
+        setup.config.prefer_aes_gcm = true;
+        setup.config.frame_timeout_ms = 1_000;
+        let mut q = Pair::new(setup);
+        let d = q.connect();
+        q.peers[d].writing = false;
+        let mut bad = frame_of(&mut q, d, put_op(item));
+        bad[bit / 8] ^= 1 << (bit % 8);
+        inject(&mut q, d, &bad);
+        assert_eq!(
+            q.peers[d].manager_reason,
+            Some(CloseReason::BadMac),
+            "bit {bit}"
+        );
+        assert_eq!(q.stat(0).total_put, 0, "bit {bit}");
+    }
+}
+
+/// A client that offers versions 3 and 4 goes on with a version-3 manager (ChaCha20-Poly1305)
+/// and refuses AES-256-GCM from one that claims version 3.
+#[test]
+fn a_client_offering_version_4_meets_a_version_3_manager() {
+    for (sealed, closes) in [(1u8, false), (2, true)] {
+        let mut config = ClientConfig::default();
+        config.prefer_aes_gcm = true;
+        let (mut rx, mut tx, mut slots) =
+            (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
+        let mut c = Client::new(
+            config,
+            KEY,
+            [7; 32],
+            Instant::ZERO,
+            &mut rx[..],
+            &mut tx[..],
+            &mut slots,
+        );
+        let hello = client_out(&mut c);
+        assert_eq!(hello[HEADER_LEN + 4..HEADER_LEN + 6], [3, wire::VERSION]);
+        let mut challenge = vec![0u8, 3];
+        challenge.extend_from_slice(&[9u8; 32]);
+        challenge.extend_from_slice(&[0x80, 0x08, sealed]);
+        let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&challenge);
+        c.handle_input(&frame);
+        let want = match closes {
+            true => vec![Seen::Closed(Error::Closed(CloseReason::Malformed))],
+            false => vec![],
+        };
+        assert_eq!(drain_events(&mut c), want, "sealed {sealed}");
+        if !closes {
+            assert_eq!(
+                client_out(&mut c).len(),
+                HEADER_LEN + 32,
+                "the proof follows"
             );
         }
     }

@@ -392,6 +392,7 @@ fuzz_target!(|actions: Vec<Action>| {
         throttle: Default::default(),
         // Real clients seal their frames; the crafted ones ask for MACed frames.
         encryption: Encryption::Preferred,
+        prefer_aes_gcm: false,
     };
     let resources = Resources {
         objects: (&mut objects).into(),

@@ -15,11 +15,11 @@ pub fn plain_frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// `ClientHello { magic, VERSION, VERSION, nonce, max_frame, key: "", encrypt: false }` as a
+/// `ClientHello { magic, MIN_VERSION, MIN_VERSION, nonce, max_frame, key: "", encrypt: false }` as a
 /// frame (MACed frames: the fuzz targets write frames that verify).
 pub fn hello_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
     let mut body = b"dpot".to_vec();
-    body.extend_from_slice(&[depot_core::wire::VERSION; 2]);
+    body.extend_from_slice(&[depot_core::wire::MIN_VERSION; 2]);
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
     // The default key's empty name, then no sealing.
@@ -28,9 +28,9 @@ pub fn hello_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
     plain_frame(&body)
 }
 
-/// `ServerHello::Challenge { VERSION, nonce, max_frame, sealed: false }` as a frame.
+/// `ServerHello::Challenge { MIN_VERSION, nonce, max_frame, sealed: Mac }` as a frame.
 pub fn challenge_frame(nonce: &[u8; 32], max_frame: u32) -> Vec<u8> {
-    let mut body = vec![0, depot_core::wire::VERSION];
+    let mut body = vec![0, depot_core::wire::MIN_VERSION];
     body.extend_from_slice(nonce);
     varint(&mut body, max_frame);
     body.push(0);
@@ -98,7 +98,7 @@ impl Sealer {
 
 /// The manager nonce in a challenge frame, if it is one.
 pub fn challenge_nonce(frame: &[u8]) -> Option<[u8; 32]> {
-    if frame.get(HEADER_LEN..HEADER_LEN + 2)? != [0, depot_core::wire::VERSION] {
+    if frame.get(HEADER_LEN..HEADER_LEN + 2)? != [0, depot_core::wire::MIN_VERSION] {
         return None;
     }
     frame.get(HEADER_LEN + 2..HEADER_LEN + 34)?.try_into().ok()

@@ -71,6 +71,19 @@ pub mod text;
 /// [`ManagerBuilder::busy_poll`]).
 pub const DEFAULT_BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
+/// Whether this CPU has the instructions that make AES-256-GCM cheaper than
+/// ChaCha20-Poly1305 (AES and carry-less multiply): clients then offer it and managers pick it
+/// for clients that offer it (protocol version 4, PROTOCOL.md §5.1).
+fn aes_gcm_is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes");
+    #[allow(unreachable_code)]
+    false
+}
+
 pub use client::{
     BackendHealth, Barrier, Batch, BatchIter, Client, Condition, ConnectOptions, Dict, Event, Iter,
     Leased, List, Lock, LockGuard, Queue, QueueStat, RawLeased, RawQueue, Reconnect, Semaphore,

@@ -680,6 +680,7 @@ async fn dial(addrs: &[SocketAddr], authkey: &[u8], limit: Duration) -> Result<D
     let config = ClientConfig {
         handshake_timeout_ms: millis(limit),
         reply_timeout_ms: REPLY_GRACE_MS,
+        prefer_aes_gcm: crate::aes_gcm_is_fast(),
         ..ClientConfig::default()
     };
     let mut core = depot_core::Client::owned(

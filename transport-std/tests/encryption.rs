@@ -235,3 +235,47 @@ fn required_encryption_refuses_a_peer_that_will_not_seal() {
     let c = Client::connect(m.address(), KEY).unwrap();
     c.raw_queue("q").unwrap().put(b"maced").unwrap();
 }
+
+/// Where the CPU has AES instructions, a client and a manager of this build seal with
+/// AES-256-GCM (protocol version 4: the challenge says so), else with ChaCha20-Poly1305; with
+/// the client's encryption off, MACed frames. Items never cross in the clear when sealed.
+#[test]
+fn sealing_uses_aes_gcm_where_the_cpu_has_it() {
+    use depot_core::wire::Sealing;
+    #[cfg(target_arch = "x86_64")]
+    let aes = is_x86_feature_detected!("aes") && is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes = false;
+    let (want, version) = match aes {
+        true => (Sealing::Aes256Gcm, 4),
+        false => (Sealing::ChaCha20Poly1305, 3),
+    };
+    let m = start(Encryption::default());
+    let c = Client::connect(m.address(), KEY).expect("connects");
+    assert_eq!(c.sealing(), Some(want));
+    let off = ConnectOptions::new().encryption(Encryption::Off);
+    let plain = Client::connect_with(m.address(), KEY, &off).expect("connects");
+    assert_eq!(plain.sealing(), Some(Sealing::Mac));
+
+    let (up, down) = put_and_get_through_relay(Encryption::default(), Encryption::default())
+        .expect("sealed put and get");
+    // The challenge (after the greeting a Python client would look for): variant 0, then the
+    // version chosen.
+    let mut at = 0;
+    let challenge = loop {
+        let len = u32::from_be_bytes(down[at..at + 4].try_into().unwrap()) as usize;
+        let body = &down[at + 4..at + 4 + len];
+        if !body.starts_with(b"#CHALLENGE#") {
+            break body;
+        }
+        at += 4 + len;
+    };
+    assert_eq!(
+        challenge[..2],
+        [0, version],
+        "the version the manager chose"
+    );
+    assert!(!contains(&up, ITEM) && !contains(&down, ITEM));
+}

@@ -47,7 +47,7 @@ impl System for Depot {
     }
 
     fn clients(&self) -> &'static str {
-        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; frames sealed (ChaCha20-Poly1305)"
+        "manager: its own process (1 event-loop thread); clients: threads of the harness, one Client (connection) each; frames sealed (AES-256-GCM where the CPU has AES instructions, else ChaCha20-Poly1305)"
     }
 
     fn connect_auth(&mut self, samples: usize) -> Outcome {

@@ -282,6 +282,7 @@ impl Conn {
             reply_timeout_ms: REPLY_GRACE_MS,
             key_name,
             encryption,
+            prefer_aes_gcm: crate::aes_gcm_is_fast(),
         };
         let core = CoreCell(depot_core::Client::owned(
             config,
@@ -394,6 +395,11 @@ impl Conn {
 
     fn now(&self) -> Instant {
         Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// How this connection's frames are protected.
+    pub(crate) fn sealing(&self) -> Option<depot_core::wire::Sealing> {
+        lock(&self.state).core.with(|c| c.sealing())
     }
 
     /// The largest item a put on this connection can carry.

@@ -550,6 +550,18 @@ impl Client {
         }
     }
 
+    /// How frames to and from the manager are protected (PROTOCOL.md §5.1): sealed with
+    /// AES-256-GCM where both ends have AES instructions, else with ChaCha20-Poly1305, or MACed
+    /// only when either end turned encryption off. `None` for a Python manager, whose protocol
+    /// has neither.
+    pub fn sealing(&self) -> Option<depot_core::wire::Sealing> {
+        match &*self.conn {
+            Backend::Depot(conn) => conn.sealing(),
+            Backend::Linked(link) => link.current().conn.sealing(),
+            Backend::Python(_) => None,
+        }
+    }
+
     /// Whether the manager is a Python `BaseManager`.
     pub fn is_python(&self) -> bool {
         matches!(*self.conn, Backend::Python(_))

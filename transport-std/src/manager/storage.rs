@@ -180,6 +180,7 @@ impl Plan {
             max_handshaking_per_source: b.max_handshaking_per_source.try_into().unwrap_or(u32::MAX),
             throttle: b.throttle,
             encryption: b.encryption,
+            prefer_aes_gcm: crate::aes_gcm_is_fast(),
             ..ManagerConfig::default()
         };
         Ok(Plan {
