@@ -118,6 +118,7 @@ pub enum ServerHello {
 /// byte, as `false` and `true` were before version 4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Sealing {
     /// Not sealed: each frame carries its MAC (§5).
     Mac,

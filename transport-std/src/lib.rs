@@ -96,6 +96,8 @@ pub use depot_core::wire::ErrorCode;
 /// What [`Client::status`] returns.
 pub use depot_core::wire::ManagerStatus;
 pub use depot_core::wire::ObjectKind;
+/// How a connection's frames are protected (see [`Client::sealing`]).
+pub use depot_core::wire::Sealing;
 pub use depot_core::Encryption;
 pub use depot_core::QueueMode;
 /// Keyrings of named keys and their rights (see [`ManagerBuilder::keyring`]).

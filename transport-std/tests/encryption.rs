@@ -241,7 +241,7 @@ fn required_encryption_refuses_a_peer_that_will_not_seal() {
 /// the client's encryption off, MACed frames. Items never cross in the clear when sealed.
 #[test]
 fn sealing_uses_aes_gcm_where_the_cpu_has_it() {
-    use depot_core::wire::Sealing;
+    use depot_std::Sealing;
     #[cfg(target_arch = "x86_64")]
     let aes = is_x86_feature_detected!("aes") && is_x86_feature_detected!("pclmulqdq");
     #[cfg(target_arch = "aarch64")]

@@ -398,7 +398,7 @@ impl Conn {
     }
 
     /// How this connection's frames are protected.
-    pub(crate) fn sealing(&self) -> Option<depot_core::wire::Sealing> {
+    pub(crate) fn sealing(&self) -> Option<crate::Sealing> {
         lock(&self.state).core.with(|c| c.sealing())
     }
 

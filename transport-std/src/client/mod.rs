@@ -554,7 +554,7 @@ impl Client {
     /// AES-256-GCM where both ends have AES instructions, else with ChaCha20-Poly1305, or MACed
     /// only when either end turned encryption off. `None` for a Python manager, whose protocol
     /// has neither.
-    pub fn sealing(&self) -> Option<depot_core::wire::Sealing> {
+    pub fn sealing(&self) -> Option<crate::Sealing> {
         match &*self.conn {
             Backend::Depot(conn) => conn.sealing(),
             Backend::Linked(link) => link.current().conn.sealing(),
