@@ -198,6 +198,11 @@ async fn a_blocked_get_and_a_producer_share_one_client() {
 async fn nowait_timeouts_batches_and_errors() {
     let m = start(3);
     let client = Client::connect(m.address(), KEY).await.unwrap();
+    // The async client negotiates sealing as the blocking one does.
+    let blocking = depot::Client::connect(m.address(), KEY).unwrap();
+    assert!(client.sealing().is_some_and(|s| s != depot::Sealing::Mac));
+    assert_eq!(client.sealing(), blocking.sealing());
+    drop(blocking);
     let q = client.queue::<u32>("q").await.unwrap();
     assert_eq!((q.name(), q.capacity()), ("q", 3));
     let empty = q.get_nowait().await.unwrap_err();

@@ -232,6 +232,7 @@ struct Shared {
     progress: Notify,
     peer: SocketAddr,
     max_item: usize,
+    sealing: Option<crate::Sealing>,
 }
 
 /// A connection to a manager for async code: a cheap handle, `Clone + Send + Sync`.
@@ -302,7 +303,7 @@ impl Client {
             peer,
             epoch,
         } = dialled;
-        let max_item = core.max_item();
+        let (max_item, sealing) = (core.max_item(), core.sealing());
         let (read, write) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -312,6 +313,7 @@ impl Client {
             progress: Notify::new(),
             peer,
             max_item,
+            sealing,
         });
         ::tokio::spawn(write_out(write, out_rx));
         let driver = Driver {
@@ -432,6 +434,12 @@ impl Client {
     /// The manager's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.shared.peer
+    }
+
+    /// How frames to and from the manager are protected (see the blocking
+    /// [`crate::Client::sealing`]).
+    pub fn sealing(&self) -> Option<crate::Sealing> {
+        self.shared.sealing
     }
 
     /// Hands `request` to the connection task; the returned value waits for its reply.
