@@ -76,8 +76,8 @@ fn manager_out(m: &mut Manager<'_>, id: ConnId, now: Instant) -> Vec<u8> {
 }
 
 /// A client (with the right key) taken through hello and challenge by hand; returns it, its
-/// connection and the proof frame it now sends.
-fn up_to_proof(p: &mut Pair) -> (usize, ConnId, Vec<u8>) {
+/// connection, and the hello and challenge frames (whose bodies make the transcript).
+fn hello_and_challenge(p: &mut Pair) -> (usize, ConnId, Vec<u8>, Vec<u8>) {
     let c = p.add_client_with_key(KEY);
     let conn = p.peers[c].conn.unwrap();
     let now = p.now;
@@ -86,7 +86,37 @@ fn up_to_proof(p: &mut Pair) -> (usize, ConnId, Vec<u8>) {
     let challenge = manager_out(&mut p.m, conn, now);
     p.peers[c].client.handle_input(&challenge);
     assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
+    (c, conn, hello, challenge)
+}
+
+/// [`hello_and_challenge`], returning the proof frame the client now sends instead.
+fn up_to_proof(p: &mut Pair) -> (usize, ConnId, Vec<u8>) {
+    let (c, conn, _, _) = hello_and_challenge(p);
     (c, conn, client_out(&mut p.peers[c].client))
+}
+
+/// [`hello_and_challenge`], then the proof and the welcome: the client is connected.
+fn handshake_by_hand(p: &mut Pair) -> (usize, ConnId, Vec<u8>, Vec<u8>) {
+    let (c, conn, hello, challenge) = hello_and_challenge(p);
+    let proof = client_out(&mut p.peers[c].client);
+    p.m.handle_input(conn, p.now, &proof);
+    let welcome = manager_out(&mut p.m, conn, p.now);
+    p.peers[c].client.handle_input(&welcome);
+    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
+    (c, conn, hello, challenge)
+}
+
+/// A session key as PROTOCOL.md §5 derives it: HMAC(authkey, label ‖ 0 ‖ transcript).
+fn session_key(hello: &[u8], challenge: &[u8], label: &[u8]) -> [u8; 32] {
+    let transcript: [u8; 32] = Sha256::new()
+        .chain_update(&hello[HEADER_LEN..])
+        .chain_update(&challenge[HEADER_LEN..])
+        .finalize()
+        .into();
+    let mut data = label.to_vec();
+    data.push(0);
+    data.extend_from_slice(&transcript);
+    hmac_sha256(KEY, &data)
 }
 
 /// The handshake and the first frame in each direction, recomputed from PROTOCOL.md alone
@@ -639,33 +669,12 @@ fn sealed_frames_follow_the_spec() {
     use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit};
 
     let mut p = Pair::new(Setup::default());
-    let c = p.add_client_with_key(KEY);
-    let conn = p.peers[c].conn.unwrap();
-    let now = p.now;
-    let hello = client_out(&mut p.peers[c].client);
+    let (c, conn, hello, challenge) = handshake_by_hand(&mut p);
     assert_eq!(hello.last(), Some(&1), "ClientHello.encrypt");
-    p.m.handle_input(conn, now, &hello);
-    let challenge = manager_out(&mut p.m, conn, now);
     assert_eq!(challenge.last(), Some(&1), "Challenge.sealed");
-    p.peers[c].client.handle_input(&challenge);
-    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
-    let proof = client_out(&mut p.peers[c].client);
-    p.m.handle_input(conn, now, &proof);
-    let welcome = manager_out(&mut p.m, conn, now);
-    p.peers[c].client.handle_input(&welcome);
-    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
-
-    let transcript: [u8; 32] = Sha256::new()
-        .chain_update(&hello[HEADER_LEN..])
-        .chain_update(&challenge[HEADER_LEN..])
-        .finalize()
-        .into();
-    let key = |label: &[u8]| {
-        let mut data = label.to_vec();
-        data.push(0);
-        data.extend_from_slice(&transcript);
-        ChaCha20Poly1305::new(&Array::from(hmac_sha256(KEY, &data)))
-    };
+    let now = p.now;
+    let key =
+        |label: &[u8]| ChaCha20Poly1305::new(&Array::from(session_key(&hello, &challenge, label)));
     let c2m = key(b"depot/3 seal client->manager");
     let m2c = key(b"depot/3 seal manager->client");
     let open = |cipher: &ChaCha20Poly1305, seq: u64, frame: &[u8]| -> Vec<u8> {
@@ -761,6 +770,17 @@ fn encryption_is_negotiated_in_the_hello() {
     }
 }
 
+/// A challenge frame as a manager would send it: `version`, nonce `[9; 32]`, `max_frame` 1024,
+/// the `sealed` byte.
+fn crafted_challenge(version: u8, sealed: u8) -> Vec<u8> {
+    let mut challenge = vec![0u8, version];
+    challenge.extend_from_slice(&[9u8; 32]);
+    challenge.extend_from_slice(&[0x80, 0x08, sealed]);
+    let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&challenge);
+    frame
+}
+
 /// A manager that seals frames the client did not ask for breaks the protocol: the client
 /// closes (a tampered challenge would fail the proofs anyway).
 #[test]
@@ -779,12 +799,7 @@ fn client_refuses_sealing_it_did_not_ask_for() {
     );
     let hello = client_out(&mut c);
     assert_eq!(hello.last(), Some(&0));
-    let mut challenge = vec![0u8, wire::MIN_VERSION];
-    challenge.extend_from_slice(&[9u8; 32]);
-    challenge.extend_from_slice(&[0x80, 0x08, 1]);
-    let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&challenge);
-    c.handle_input(&frame);
+    c.handle_input(&crafted_challenge(wire::MIN_VERSION, 1));
     assert_eq!(
         drain_events(&mut c),
         vec![Seen::Closed(Error::Closed(CloseReason::Malformed))]
@@ -912,29 +927,11 @@ fn aes_gcm_frames_follow_the_spec() {
     setup.client_config.prefer_aes_gcm = true;
     setup.config.prefer_aes_gcm = true;
     let mut p = Pair::new(setup);
-    let c = p.add_client_with_key(KEY);
-    let conn = p.peers[c].conn.unwrap();
+    let (c, conn, hello, challenge) = handshake_by_hand(&mut p);
     let now = p.now;
-    let hello = client_out(&mut p.peers[c].client);
-    p.m.handle_input(conn, now, &hello);
-    let challenge = manager_out(&mut p.m, conn, now);
-    p.peers[c].client.handle_input(&challenge);
-    assert_eq!(drain_events(&mut p.peers[c].client), vec![]);
-    let proof = client_out(&mut p.peers[c].client);
-    p.m.handle_input(conn, now, &proof);
-    let welcome = manager_out(&mut p.m, conn, now);
-    p.peers[c].client.handle_input(&welcome);
-    assert_eq!(drain_events(&mut p.peers[c].client), vec![Seen::Connected]);
-    let transcript: [u8; 32] = Sha256::new()
-        .chain_update(&hello[HEADER_LEN..])
-        .chain_update(&challenge[HEADER_LEN..])
-        .finalize()
-        .into();
     let key = |label: &[u8]| {
-        let mut data = label.to_vec();
-        data.push(0);
-        data.extend_from_slice(&transcript);
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &hmac_sha256(KEY, &data)).unwrap())
+        let key = session_key(&hello, &challenge, label);
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap())
     };
     let (c2m, m2c) = (
         key(b"depot/4 aes-gcm client->manager"),
@@ -997,25 +994,10 @@ fn a_client_offering_version_4_meets_a_version_3_manager() {
     for (sealed, closes) in [(1u8, false), (2, true)] {
         let mut config = ClientConfig::default();
         config.prefer_aes_gcm = true;
-        let (mut rx, mut tx, mut slots) =
-            (vec![0u8; 1024], vec![0u8; 1024], [RequestSlot::FREE; 2]);
-        let mut c = Client::new(
-            config,
-            KEY,
-            [7; 32],
-            Instant::ZERO,
-            &mut rx[..],
-            &mut tx[..],
-            &mut slots,
-        );
+        let mut c = Client::owned(config, KEY, [7; 32], Instant::ZERO, 1024, 1024, 2);
         let hello = client_out(&mut c);
         assert_eq!(hello[HEADER_LEN + 4..HEADER_LEN + 6], [3, wire::VERSION]);
-        let mut challenge = vec![0u8, 3];
-        challenge.extend_from_slice(&[9u8; 32]);
-        challenge.extend_from_slice(&[0x80, 0x08, sealed]);
-        let mut frame = (challenge.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&challenge);
-        c.handle_input(&frame);
+        c.handle_input(&crafted_challenge(3, sealed));
         let want = match closes {
             true => vec![Seen::Closed(Error::Closed(CloseReason::Malformed))],
             false => vec![],
