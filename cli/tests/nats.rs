@@ -122,8 +122,11 @@ fn producer(
             tried.push(item.clone());
             match q.put(item.as_bytes()) {
                 Ok(()) => acked.push(item),
-                // Never put again: it may be stored or not.
-                Err(Error::Request { .. }) => {}
+                // Never put again: it may be stored or not. Back off as a real producer
+                // would: while JetStream elects a stream leader after a node died, every put
+                // fails at once (`Timeout` from "no responders"), and without a pause a
+                // producer would spend its whole count within that election.
+                Err(Error::Request { .. }) => thread::sleep(Duration::from_millis(20)),
                 Err(_) => {
                     turn += 1;
                     continue 'connect;
