@@ -288,6 +288,15 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Whether its owned buffers keep what they grew to (`Some`: the peer last sent then) or
+    /// give it back once empty (`None`; at once if they are empty now).
+    #[cfg(feature = "alloc")]
+    fn keep_buffers(&mut self, busy_at: Option<Instant>) {
+        self.busy_at = busy_at;
+        self.rx.keep_memory(busy_at.is_some());
+        self.tx.keep_memory(busy_at.is_some());
+    }
+
     fn is_free(&self) -> bool {
         matches!(self.state, State::Free)
     }
@@ -1066,11 +1075,7 @@ impl<'a> Manager<'a> {
         };
         c.state = State::Free;
         #[cfg(feature = "alloc")]
-        {
-            c.busy_at = None;
-            c.rx.keep_memory(false);
-            c.tx.keep_memory(false);
-        }
+        c.keep_buffers(None);
         c.rx.clear();
         c.tx.clear();
         c.reserved = 0;

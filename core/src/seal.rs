@@ -106,16 +106,13 @@ impl FrameKey {
         Self::derive(key, transcript, how, MANAGER_TO_CLIENT_LABELS)
     }
 
-    /// One direction's key: `labels` are its MAC's, ChaCha20-Poly1305's and AES-256-GCM's.
+    /// One direction's key: `labels` are its MAC's, ChaCha20-Poly1305's and AES-256-GCM's, in
+    /// `Sealing`'s order.
     fn derive(key: &AuthKey, transcript: &[u8; 32], how: Sealing, labels: [&[u8]; 3]) -> Self {
         #[cfg(feature = "aead")]
         if how != Sealing::Mac {
-            let label = if how == Sealing::Aes256Gcm {
-                labels[2]
-            } else {
-                labels[1]
-            };
-            let k = key.derive(label, transcript);
+            // `Sealing`'s values are the labels' order.
+            let k = key.derive(labels[how as usize], transcript);
             return FrameKey(Kind::Aead(FrameAead::new(&k, how)));
         }
         let _ = how;

@@ -118,8 +118,6 @@ impl Manager<'_> {
             Due::Flush(at) | Due::Refuse(at) => Some(at),
             Due::Nothing => None,
         };
-        #[cfg(feature = "alloc")]
-        let at = earlier(at, self.keep_until(i));
         if let Some(at) = at {
             self.arm(i, at);
         }
@@ -133,9 +131,9 @@ impl Manager<'_> {
         let Some(c) = self.conns.get_mut(i) else {
             return;
         };
+        // The hot path: a store. Buffers and deadline change only when it was idle.
         if c.busy_at.replace(now).is_none() {
-            c.rx.keep_memory(true);
-            c.tx.keep_memory(true);
+            c.keep_buffers(Some(now));
             self.arm(i, now.add_millis(KEEP_BUFFERS_MS));
         }
     }
@@ -153,9 +151,7 @@ impl Manager<'_> {
     fn trim_if_quiet(&mut self, i: usize, now: Instant) {
         if self.keep_until(i).is_some_and(|at| at <= now) {
             if let Some(c) = self.conns.get_mut(i) {
-                c.busy_at = None;
-                c.rx.keep_memory(false);
-                c.tx.keep_memory(false);
+                c.keep_buffers(None);
             }
         }
     }
