@@ -620,7 +620,8 @@ impl<'a> Reader<'a> {
                 version: self.u8(),
                 nonce: self.array(),
                 max_frame: self.u32(),
-                sealed: match self.u8() {
+                // An enum's variant, as postcard reads it: a varint.
+                sealed: match self.u32() {
                     0 => Sealing::Mac,
                     1 => Sealing::ChaCha20Poly1305,
                     2 => Sealing::Aes256Gcm,
