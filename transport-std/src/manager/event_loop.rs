@@ -42,6 +42,8 @@ pub(crate) const BACKEND: Token = Token(usize::MAX - 3);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Reads one connection gets per turn before others are served (fairness under floods).
 const READ_BUDGET: usize = 16;
+/// Bytes of the read at accept (a hello is a few hundred; more is read the usual way).
+const FIRST_READ: usize = 1024;
 /// Connections accepted per turn before the others are served: under a flood of connects,
 /// clients already accepted get their hellos read before newer connections evict them.
 const ACCEPT_BUDGET: usize = 64;
@@ -656,7 +658,7 @@ impl Loop<'_> {
                 });
                 // A client's hello is often here already: reading it now moves the client
                 // ahead of silent connections in the order of eviction.
-                self.read_until(i, true);
+                self.read_first(i);
                 self.service(i);
             }
             (result, _) => {
@@ -664,6 +666,41 @@ impl Loop<'_> {
                 self.tally.note_accept_error(&e);
                 self.core.handle_close(id, now);
             }
+        }
+    }
+
+    /// The read at accept, into a block on the stack rather than the core's buffer: when the
+    /// client has sent nothing yet (a Python client waits for our challenge, a flood sends
+    /// nothing at all), asking the core for room would allocate a receive buffer that the
+    /// silent connection then holds until it speaks or times out.
+    fn read_first(&mut self, i: usize) {
+        let (Some(id), Some(sock)) = (
+            self.core.connection_at(i),
+            self.socks.get(i).and_then(Option::as_ref),
+        ) else {
+            return;
+        };
+        let mut first = [0u8; FIRST_READ];
+        match (&sock.stream).read(&mut first) {
+            Ok(0) => self.close_ended(i, "peer closed the connection", true),
+            Ok(n) => {
+                self.counters.bytes_in += n as u64;
+                let taken = self.core.handle_input(id, self.clock.now(), &first[..n]);
+                if taken < n && !self.core.wants_close(id) {
+                    // A fresh connection's buffer grows to hold a whole frame, so only input
+                    // the core refused (and closes for) is left over; never lose bytes.
+                    self.close(i, "input the manager could not take");
+                } else if n == first.len() {
+                    // Perhaps more than the block: read on as usual.
+                    self.read_until(i, true);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => self.close(i, &format!("read failed: {e}")),
         }
     }
 
