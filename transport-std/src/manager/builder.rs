@@ -26,7 +26,9 @@ pub struct QueueOptions {
     /// The largest item, in bytes.
     pub max_item: u32,
     /// Bytes of item storage; by default `capacity * (max_item + 4)` capped at 64 MiB, and
-    /// never less than one largest item (`max_item + 4`).
+    /// never less than one largest item (`max_item + 4`). Reserved, not resident: the storage
+    /// is a ring whose pages take memory as items first reach them (in 2-MiB pages on Linux
+    /// for 4 MiB and more, where transparent huge pages are enabled) and keep it after.
     pub storage_bytes: Option<usize>,
     /// What the queue accepts: one well-formed value per item (the default), or any bytes.
     pub mode: QueueMode,
