@@ -330,7 +330,7 @@ pub(crate) fn resources(plan: &Plan) -> Result<Resources<'static>, Error> {
 /// back all but its first 2 MiB with 2-MiB pages (transparent huge pages, where enabled for
 /// `madvise` or always), so that first touch is one fault per 2 MiB instead of one per 4 KiB:
 /// a backlog of 100 MB of items costs 50 faults instead of 25,000 (pipelined 1-KiB items:
-/// +11 %, BENCHMARKS.md). The first 2 MiB keep 4-KiB pages: a queue that holds little (its
+/// about +8 %, BENCHMARKS.md). The first 2 MiB keep 4-KiB pages: a queue that holds little (its
 /// ring starts over at the front whenever it empties) then costs little. What the queue may
 /// hold, and so the most memory it can take, is unchanged.
 fn queue_storage(len: usize) -> Vec<u8> {
