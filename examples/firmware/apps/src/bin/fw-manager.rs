@@ -52,23 +52,23 @@ async fn main(spawner: Spawner) {
 }
 
 fn objects() -> Result<&'static mut [ObjectSlot<'static>; 4], &'static str> {
-    let spec = |capacity: usize| QueueSpec {
-        capacity: capacity as u32,
-        max_item: MAX_ITEM as u32,
-        // Items are values; anything else is refused with InvalidValue.
-        mode: QueueMode::Value,
-    };
     let [a, b, c] = SMALL.init([[0; SMALL_STORE]; 3]);
-    let slots = [
-        ObjectSlot::queue(NAMES[0], spec(CAPACITY), MAIN.init([0; MAIN_STORE])),
-        ObjectSlot::queue(NAMES[1], spec(CAPACITY / 4), a),
-        ObjectSlot::queue(NAMES[2], spec(CAPACITY / 4), b),
-        ObjectSlot::queue(NAMES[3], spec(CAPACITY / 4), c),
-    ];
-    let [Ok(a), Ok(b), Ok(c), Ok(d)] = slots else {
-        return Err("a queue does not fit its storage");
-    };
-    Ok(OBJECTS.init([a, b, c, d]))
+    let storage: [&'static mut [u8]; 4] = [MAIN.init([0; MAIN_STORE]), a, b, c];
+    // Empty slots, each then replaced by its queue: one construction in a loop is smaller
+    // firmware than four written out.
+    let slots = OBJECTS.init(core::array::from_fn(|_| ObjectSlot::spare(&mut [][..])));
+    for (i, (slot, storage)) in slots.iter_mut().zip(storage).enumerate() {
+        let capacity = if i == 0 { CAPACITY } else { CAPACITY / 4 };
+        let spec = QueueSpec {
+            capacity: capacity as u32,
+            max_item: MAX_ITEM as u32,
+            // Items are values; anything else is refused with InvalidValue.
+            mode: QueueMode::Value,
+        };
+        *slot = ObjectSlot::queue(NAMES[i], spec, storage)
+            .map_err(|_| "a queue does not fit its storage")?;
+    }
+    Ok(slots)
 }
 
 async fn job(stack: Stack<'static>) -> Result<(), &'static str> {
