@@ -503,7 +503,7 @@ fn poll_socket<const N: usize>(
                 shared.dispatch(true);
                 close(socket, shared.sockets.linger)
             }
-            Phase::Linger(until) => return poll_linger(socket, until, cx),
+            Phase::Linger(until) => return poll_linger(shared, socket, until, cx),
             Phase::Pause(until) => return poll_until(until, cx),
         };
     }
@@ -570,7 +570,7 @@ fn admit<const N: usize>(
         Err(AcceptError::Busy | AcceptError::SourceLimit) => {
             let mut out = [0u8; 16];
             let busy = encode_busy(&mut out);
-            let _ = poll_once(cx, socket.write(busy));
+            let _ = poll_write(shared, socket, cx, Out::Bytes(busy));
             None
         }
         // The peer came in just as the manager stopped: closing is all it needs.
@@ -607,16 +607,13 @@ fn poll_connection<const N: usize>(
         let mut moved = false;
         let mut peer_gone = false;
         if output {
-            let write = socket.write_with(|buf| shared.manager(|m| transmit(m, id, buf)));
-            if let Poll::Ready(result) = poll_once(cx, write) {
+            if let Poll::Ready(result) = poll_write(shared, socket, cx, Out::Manager(id)) {
                 moved = true;
                 peer_gone |= result.is_err();
             }
         }
         if input {
-            let read =
-                socket.read_with(|buf| (shared.manager(|m| m.handle_input(id, now(), buf)), ()));
-            if let Poll::Ready(result) = poll_once(cx, read) {
+            if let Poll::Ready(result) = poll_read(shared, socket, cx, Some(id)) {
                 moved = true;
                 peer_gone |= result.is_err();
             }
@@ -648,18 +645,76 @@ fn source_key(socket: &TcpSocket<'_>) -> [u8; 16] {
 }
 
 /// Copies the manager's output for `id` into the socket's free space.
-fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> (usize, ()) {
-    let out = m.poll_transmit(id);
-    let n = out.len().min(buf.len());
-    buf[..n].copy_from_slice(&out[..n]);
+fn transmit(m: &mut Manager<'_>, id: ConnId, buf: &mut [u8]) -> usize {
+    let n = copy_into(buf, m.poll_transmit(id));
     m.handle_transmitted(id, now(), n);
-    (n, ())
+    n
+}
+
+/// Copies as much of `bytes` as fits into `buf`; returns how much.
+fn copy_into(buf: &mut [u8], bytes: &[u8]) -> usize {
+    let n = bytes.len().min(buf.len());
+    if let (Some(to), Some(from)) = (buf.get_mut(..n), bytes.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    n
+}
+
+/// Where a write's bytes come from.
+enum Out<'b> {
+    /// The manager's output for a connection.
+    Manager(ConnId),
+    /// These bytes, as many as fit.
+    Bytes(&'b [u8]),
+}
+
+/// Polls a write into the socket's free space once. Every write of the server goes through
+/// here, so embassy-net's `write_with` future is instantiated once, not once per caller
+/// (firmware flash).
+fn poll_write<const N: usize>(
+    shared: &Shared<'_, N>,
+    socket: &mut TcpSocket<'_>,
+    cx: &mut Context<'_>,
+    out: Out<'_>,
+) -> Poll<Result<(), embassy_net::tcp::Error>> {
+    let write = socket.write_with(|buf| {
+        let n = match out {
+            Out::Manager(id) => shared.manager(|m| transmit(m, id, buf)),
+            Out::Bytes(bytes) => copy_into(buf, bytes),
+        };
+        (n, ())
+    });
+    poll_once(cx, write)
+}
+
+/// Polls a read of what the socket has received once: handed to the manager for connection
+/// `to`, or (`None`) thrown away. An error once the peer's input has ended, as on a reset. One
+/// instance of embassy-net's `read_with` future, as [`poll_write`].
+fn poll_read<const N: usize>(
+    shared: &Shared<'_, N>,
+    socket: &mut TcpSocket<'_>,
+    cx: &mut Context<'_>,
+    to: Option<ConnId>,
+) -> Poll<Result<(), embassy_net::tcp::Error>> {
+    let read = socket.read_with(|buf| {
+        let n = match to {
+            Some(id) => shared.manager(|m| m.handle_input(id, now(), buf)),
+            None => buf.len(),
+        };
+        (n, ())
+    });
+    poll_once(cx, read)
 }
 
 /// The wait of a closed socket ([`close`]): ready once our last bytes are acknowledged and
 /// the peer's FIN (or a reset) has come, or at `until`. No reset is sent: one reaching the peer
 /// before it read our last reply would make its kernel throw the reply away.
-fn poll_linger(socket: &mut TcpSocket<'_>, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+fn poll_linger<const N: usize>(
+    shared: &Shared<'_, N>,
+    socket: &mut TcpSocket<'_>,
+    until: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     if poll_until(until, cx).is_ready() {
         return Poll::Ready(());
     }
@@ -668,11 +723,11 @@ fn poll_linger(socket: &mut TcpSocket<'_>, until: Instant, cx: &mut Context<'_>)
         Poll::Ready(Err(_)) => return Poll::Ready(()),
         Poll::Pending => return Poll::Pending,
     }
-    let mut sink = [0; 32];
+    // Whatever still comes is thrown away, until the end of the peer's input (an error here).
     loop {
-        match poll_once(cx, socket.read(&mut sink)) {
-            Poll::Ready(Ok(n)) if n > 0 => {}
-            Poll::Ready(_) => return Poll::Ready(()),
+        match poll_read(shared, socket, cx, None) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
             Poll::Pending => return Poll::Pending,
         }
     }
