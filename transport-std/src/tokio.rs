@@ -232,7 +232,8 @@ struct Shared {
     progress: Notify,
     peer: SocketAddr,
     max_item: usize,
-    sealing: Option<crate::Sealing>,
+    /// The current connection's, set again by each reconnect (the manager may differ).
+    sealing: std::sync::Mutex<Option<crate::Sealing>>,
 }
 
 /// A connection to a manager for async code: a cheap handle, `Clone + Send + Sync`.
@@ -313,7 +314,7 @@ impl Client {
             progress: Notify::new(),
             peer,
             max_item,
-            sealing,
+            sealing: std::sync::Mutex::new(sealing),
         });
         ::tokio::spawn(write_out(write, out_rx));
         let driver = Driver {
@@ -439,7 +440,11 @@ impl Client {
     /// How frames to and from the manager are protected (see the blocking
     /// [`crate::Client::sealing`]).
     pub fn sealing(&self) -> Option<crate::Sealing> {
-        self.shared.sealing
+        *self
+            .shared
+            .sealing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Hands `request` to the connection task; the returned value waits for its reply.
@@ -1093,6 +1098,12 @@ impl Driver {
         self.peer = d.peer;
         self.epoch = d.epoch;
         self.out = out_tx;
+        if let Some(shared) = self.shared.upgrade() {
+            *shared
+                .sealing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = self.core.sealing();
+        }
         debug!(peer = %self.peer, "reconnected");
         read
     }
