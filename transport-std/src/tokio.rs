@@ -965,7 +965,11 @@ impl Driver {
                 },
                 read = read.read(&mut buf) => match read {
                     Ok(0) => self.core.handle_close(),
-                    Ok(n) => self.input(&buf[..n]),
+                    Ok(n) => {
+                        if let Some(closed) = self.input(&buf[..n]) {
+                            return Some(closed);
+                        }
+                    }
                     Err(e) => {
                         debug!(peer = %self.peer, "read failed: {e}");
                         self.core.handle_close();
@@ -1291,14 +1295,20 @@ impl Driver {
         self.core.handle_transmitted(n);
     }
 
-    fn input(&mut self, mut input: &[u8]) {
+    /// Hands `input` to the core and files the replies it decodes; the core's error if the
+    /// connection closed (a close notice read here is reported once, so it must not be lost).
+    fn input(&mut self, mut input: &[u8]) -> Option<depot_core::Error> {
         while !input.is_empty() {
             let taken = self.core.handle_input(input);
             input = &input[taken..];
-            if self.file_events().is_some() || taken == 0 {
+            if let Some(closed) = self.file_events() {
+                return Some(closed);
+            }
+            if taken == 0 {
                 break;
             }
         }
+        None
     }
 
     /// Delivers every reply the core has decoded; the core's error once it has closed.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::Duration;
 
-use depot_std::{Client, ConnectOptions, Manager, ManagerHandle, Reconnect};
+use depot_std::{Client, ConnectOptions, Encryption, Manager, ManagerHandle, Reconnect, Sealing};
 use faultproxy::{FaultProxy, Faults};
 
 const KEY: &[u8] = b"reconnect";
@@ -18,6 +18,25 @@ fn manager(capacity: u32) -> ManagerHandle {
         .raw_queue("q", capacity)
         .start()
         .expect("manager starts")
+}
+
+/// A manager keeping `q` in `dir`, at `addr` ("127.0.0.1:0" the first time, then the same
+/// address again: a restart).
+fn durable_manager(addr: &str, dir: &std::path::Path, encryption: Encryption) -> ManagerHandle {
+    Manager::builder()
+        .listen(addr)
+        .authkey(KEY)
+        .raw_queue("q", 16)
+        .data_dir(dir)
+        .encryption(encryption)
+        .start()
+        .expect("manager starts")
+}
+
+fn data_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("depot-reconnect-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn policy() -> Reconnect {
@@ -207,4 +226,72 @@ async fn async_puts_through_resets_land_exactly_once() {
     }
     assert_eq!(got.len(), PRODUCERS * EACH);
     println!("{stats:?}");
+}
+
+/// A manager that shuts down (telling its clients so) and starts again at the same address
+/// with its data directory: a reconnecting client's next call reaches the new manager, and
+/// the connection's sealing is what the new manager agreed (it requires encryption, the first
+/// had it off).
+#[test]
+fn a_client_rides_a_manager_restart() {
+    let dir = data_dir("restart");
+    let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
+    let addr = m.address();
+    let client = Client::connect_with(addr, KEY, &ConnectOptions::new().reconnect(policy()))
+        .expect("connect");
+    let q = client.raw_queue("q").unwrap();
+    q.put(b"before").unwrap();
+    assert_eq!(client.sealing(), Some(Sealing::Mac));
+    m.shutdown().unwrap();
+    let m = durable_manager(&addr.to_string(), &dir, Encryption::Required);
+    q.put(b"after").unwrap();
+    assert!(
+        !matches!(client.sealing(), None | Some(Sealing::Mac)),
+        "{:?}",
+        client.sealing()
+    );
+    assert_eq!(q.get().unwrap(), b"before");
+    assert_eq!(q.get().unwrap(), b"after");
+    drop(client);
+    m.shutdown().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The same through the async client, whose connection task reads the manager's shutdown
+/// notice itself (it once swallowed the notice and failed the next call with "manager shut
+/// down" instead of reconnecting).
+#[cfg(feature = "tokio")]
+#[::tokio::test]
+async fn an_async_client_rides_a_manager_restart() {
+    let dir = data_dir("restart-async");
+    let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
+    let addr = m.address();
+    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
+        .await
+        .expect("connect");
+    let q = client.raw_queue("q").await.unwrap();
+    q.put(b"before").await.unwrap();
+    assert_eq!(client.sealing(), Some(Sealing::Mac));
+    // The shutdown blocks until the manager has stopped; the client's task runs meanwhile.
+    ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
+        .await
+        .unwrap();
+    let m = durable_manager(&addr.to_string(), &dir, Encryption::Required);
+    ::tokio::time::timeout(Duration::from_secs(20), q.put(b"after"))
+        .await
+        .expect("the put reaches the restarted manager")
+        .expect("put after the restart");
+    assert!(
+        !matches!(client.sealing(), None | Some(Sealing::Mac)),
+        "{:?}",
+        client.sealing()
+    );
+    assert_eq!(q.get().await.unwrap(), b"before");
+    assert_eq!(q.get().await.unwrap(), b"after");
+    drop(q);
+    drop(client);
+    ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
