@@ -230,10 +230,34 @@ struct Shared {
     tokens: AtomicU64,
     /// Signalled whenever replies arrive: a request refused for lack of room may fit now.
     progress: Notify,
-    peer: SocketAddr,
-    max_item: usize,
     /// The current connection's, set again by each reconnect (the manager may differ).
-    sealing: std::sync::Mutex<Option<crate::Sealing>>,
+    link: std::sync::Mutex<Link>,
+}
+
+/// What a client's current connection is: a reconnect may reach another address or a
+/// manager that agrees to other sealing.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    peer: SocketAddr,
+    /// The largest item a put on this connection can carry.
+    max_item: usize,
+    sealing: Option<crate::Sealing>,
+}
+
+impl Shared {
+    fn link(&self) -> Link {
+        *self
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_link(&self, link: Link) {
+        *self
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+    }
 }
 
 /// A connection to a manager for async code: a cheap handle, `Clone + Send + Sync`.
@@ -304,7 +328,11 @@ impl Client {
             peer,
             epoch,
         } = dialled;
-        let (max_item, sealing) = (core.max_item(), core.sealing());
+        let link = Link {
+            peer,
+            max_item: core.max_item(),
+            sealing: core.sealing(),
+        };
         let (read, write) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (commands, command_rx) = mpsc::unbounded_channel();
@@ -312,9 +340,7 @@ impl Client {
             commands,
             tokens: AtomicU64::new(0),
             progress: Notify::new(),
-            peer,
-            max_item,
-            sealing: std::sync::Mutex::new(sealing),
+            link: std::sync::Mutex::new(link),
         });
         ::tokio::spawn(write_out(write, out_rx));
         let driver = Driver {
@@ -432,19 +458,15 @@ impl Client {
         }
     }
 
-    /// The manager's address.
+    /// The manager's address (of the current connection, for a client that reconnects).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.shared.link().peer
     }
 
     /// How frames to and from the manager are protected (see the blocking
     /// [`crate::Client::sealing`]).
     pub fn sealing(&self) -> Option<crate::Sealing> {
-        *self
-            .shared
-            .sealing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.link().sealing
     }
 
     /// Hands `request` to the connection task; the returned value waits for its reply.
@@ -458,11 +480,10 @@ impl Client {
             reply: Some(tx),
         });
         Waiting {
-            commands: &self.shared.commands,
+            shared: &self.shared,
             rx: sent.is_ok().then_some(rx),
             token,
             handle,
-            peer: self.shared.peer,
         }
     }
 
@@ -507,12 +528,11 @@ impl Client {
 /// A request handed to the connection task, until its reply is taken. Dropped before that,
 /// it withdraws the request, or gives back the items its reply already brought.
 struct Waiting<'c> {
-    commands: &'c mpsc::UnboundedSender<Command>,
+    shared: &'c Shared,
     /// `None` once the reply was taken (or when the task was already gone).
     rx: Option<oneshot::Receiver<Result<Outcome, Error>>>,
     token: u64,
     handle: Option<Handle>,
-    peer: SocketAddr,
 }
 
 impl Waiting<'_> {
@@ -522,9 +542,8 @@ impl Waiting<'_> {
 
     /// Waits for the reply. Dropped while it waits, `self` still withdraws the request.
     async fn reply(&mut self) -> Result<Outcome, Error> {
-        let peer = self.peer;
         let gone = || Error::Disconnected {
-            reason: format!("connection to {peer} lost"),
+            reason: format!("connection to {} lost", self.shared.link().peer),
         };
         let Some(rx) = self.rx.as_mut() else {
             return Err(gone());
@@ -553,7 +572,7 @@ impl Waiting<'_> {
         };
         match rx.try_recv() {
             Ok(Ok(Outcome::Leased { lease, .. })) => {
-                let _ = self.commands.send(nack(lease));
+                let _ = self.shared.commands.send(nack(lease));
             }
             Ok(Ok(outcome)) => items.extend(items_of(outcome).unwrap_or_default()),
             Ok(Err(_)) => {}
@@ -587,7 +606,7 @@ impl Drop for Waiting<'_> {
         let (mut items, mut withdrawn) = (Vec::new(), Vec::new());
         self.close();
         self.settle(&mut items, &mut withdrawn);
-        give_up(self.commands, self.handle, items, withdrawn);
+        give_up(&self.shared.commands, self.handle, items, withdrawn);
     }
 }
 
@@ -1103,10 +1122,11 @@ impl Driver {
         self.epoch = d.epoch;
         self.out = out_tx;
         if let Some(shared) = self.shared.upgrade() {
-            *shared
-                .sealing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = self.core.sealing();
+            shared.set_link(Link {
+                peer: self.peer,
+                max_item: self.core.max_item(),
+                sealing: self.core.sealing(),
+            });
         }
         debug!(peer = %self.peer, "reconnected");
         read
@@ -1458,7 +1478,7 @@ impl RawQueue {
         for item in items {
             self.check_size(item)?;
         }
-        let budget = self.client.shared.max_item.clamp(1, BATCH_BYTES);
+        let budget = self.client.shared.link().max_item.clamp(1, BATCH_BYTES);
         let mut in_flight = VecDeque::new();
         let mut next = 0;
         let mut first_error = None;
@@ -1579,7 +1599,10 @@ impl RawQueue {
     }
 
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        fits(item, self.max_item().min(self.client.shared.max_item))
+        fits(
+            item,
+            self.max_item().min(self.client.shared.link().max_item),
+        )
     }
 
     async fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
@@ -1628,7 +1651,7 @@ impl RawQueue {
         match code {
             ErrorCode::TooLarge if size > 0 => Error::TooLarge {
                 size,
-                max: self.max_item().min(self.client.shared.max_item),
+                max: self.max_item().min(self.client.shared.link().max_item),
             },
             code => Error::request(code, &self.name),
         }

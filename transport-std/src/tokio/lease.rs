@@ -66,7 +66,7 @@ impl RawLeased {
             reply: None,
         });
         sent.map_err(|_| Error::Disconnected {
-            reason: format!("connection to {} lost", self.client.shared.peer),
+            reason: format!("connection to {} lost", self.client.shared.link().peer),
         })
     }
 
