@@ -10,12 +10,14 @@
 //!   number it keeps for every try of that put.
 //! - [`resend`]: whether a request in flight when its connection was lost may be sent again on
 //!   the next one.
+//! - [`refused_for_now`]: whether a request the manager answered with an error should be sent
+//!   again on the next connection (the manager was stopping: it may be restarting).
 //!
 //! A client restarts its state machine on the new connection with
 //! [`Client::restart`](crate::Client::restart).
 
 use crate::time::Instant;
-use crate::wire::{Op, SESSION_ID_LEN};
+use crate::wire::{ErrorCode, Op, SESSION_ID_LEN};
 
 /// How a client reconnects. The defaults are depot-std's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,16 @@ pub fn resend(op: &Op, in_session: bool) -> bool {
         | Op::Return { .. }
         | Op::Session { .. } => false,
     }
+}
+
+/// Whether a request answered `code` is, for a client that reconnects, not failed but sent
+/// again on its next connection, whatever the request: `ShuttingDown`. A manager answers it
+/// only to requests it did not apply (a batch put: the items from `Accepted.count` on, which go
+/// again alone, as a put of their own with a new number), and a manager that stops may be
+/// starting again (an upgrade, a restart with its data directory): the client rides it as it
+/// rides a lost connection, and the call fails only when its own time runs out.
+pub fn refused_for_now(code: ErrorCode) -> bool {
+    code == ErrorCode::ShuttingDown
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! milliseconds, so each still fails at its own deadline.
 
 use depot_core::client::ClientConfig;
-use depot_core::reconnect::{resend, Backoff, ClientSession, Policy};
+use depot_core::reconnect::{refused_for_now, resend, Backoff, ClientSession, Policy};
 use depot_core::wire::{Op, Reply, Wait, SESSION_ID_LEN};
 use depot_core::Instant;
 use embassy_net::tcp::TcpSocket;
@@ -54,6 +54,8 @@ impl<'a> Client<'a> {
     /// - `qsize`, `join`, opening a queue: sent again.
     /// - `task_done` and `shutdown` in flight fail (whether they counted cannot be told); made
     ///   after the loss, they wait for the new connection like every call.
+    /// - any call the manager refuses because it is shutting down (it applied nothing): made
+    ///   again on the next connection, so calls ride a graceful restart of the manager.
     ///
     /// A call fails only when its own deadline passes: `Wait::Millis(ms)` after `ms`, other
     /// calls after `policy.give_up_ms` (`None`: never). Queue handles stay valid when the
@@ -174,6 +176,12 @@ async fn retried(
         match (outcome, lost) {
             (Err(e), Some(sent)) if !sent || resend(&attempt, in_session) => {
                 debug!("depot: connection lost during a call: {}", e);
+                reconnect(client, generation, deadline).await?;
+            }
+            // Refused by a manager that is stopping (nothing applied): it may be starting
+            // again, so the call waits for the next connection, as after a loss.
+            (Err(Error::Depot(e)), None) if e.code().is_some_and(refused_for_now) => {
+                debug!("depot: the manager is shutting down");
                 reconnect(client, generation, deadline).await?;
             }
             (outcome, _) => return outcome,

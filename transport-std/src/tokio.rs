@@ -39,7 +39,7 @@ use ::tokio::net::{lookup_host, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{mpsc, oneshot, Notify};
 use ::tokio::time::{sleep_until, timeout};
 use depot_core::client::{ClientConfig, SendError};
-use depot_core::reconnect::{resend, Backoff, ClientSession, Policy};
+use depot_core::reconnect::{refused_for_now, resend, Backoff, ClientSession, Policy};
 use depot_core::wire::{
     ErrorCode, Items, ManagerStatus, Op, QueueSize, QueueSpec, Reply, Wait, NONCE_LEN,
     SESSION_ID_LEN,
@@ -296,8 +296,10 @@ impl Client {
     /// the client's session and sends the requests in flight again — numbered puts with their
     /// numbers, applied once (PROTOCOL.md §16); gets, joins, sizes and opens as they were. A
     /// `task_done`, `ack` or `nack` in flight fails (what is sent again is depot-core's
-    /// [`resend`]). A request fails when its own wait runs out while there is no connection,
-    /// or after `reconnect.give_up` without one.
+    /// [`resend`]). A request the manager refuses because it is shutting down (it applied
+    /// nothing; of a batch put, the items not yet in) waits for the next connection too, so
+    /// blocked calls ride a graceful restart. A request fails when its own wait runs out
+    /// while there is no connection, or after `reconnect.give_up` without one.
     pub async fn connect_reconnecting(
         addr: impl ToSocketAddrs,
         authkey: impl AsRef<[u8]>,
@@ -355,6 +357,8 @@ impl Client {
             deferred: Vec::new(),
             filed: 0,
             redial,
+            refused: Vec::new(),
+            applied_before: HashMap::new(),
             sent: 0,
         };
         ::tokio::spawn(driver.run(read, command_rx));
@@ -883,6 +887,12 @@ struct Driver {
     filed: u64,
     /// Set for a client that reconnects.
     redial: Option<Redial>,
+    /// Requests a stopping manager refused (it applied nothing of them), held for the next
+    /// connection (reconnecting clients only; depot-core's `reconnect::refused_for_now`).
+    refused: Vec<Pending>,
+    /// Items a batch put refused part-way had applied, by caller token: added to the count
+    /// of its last reply.
+    applied_before: HashMap<u64, u32>,
     /// Requests sent so far.
     sent: u64,
 }
@@ -1017,16 +1027,20 @@ impl Driver {
         let redial = self.redial.as_ref()?;
         let had_session = redial.has_session;
         let policy = redial.policy;
-        let mut in_flight: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
-        in_flight.sort_by_key(|p| p.order);
+        // In flight, and refused by the manager as it stopped (those go again whatever they
+        // are: they changed nothing).
+        let mut in_flight: Vec<(Pending, bool)> =
+            self.pending.drain().map(|(_, p)| (p, false)).collect();
+        in_flight.extend(self.refused.drain(..).map(|p| (p, true)));
+        in_flight.sort_by_key(|(p, _)| p.order);
         self.ids.clear();
         // (token, own deadline) of every request that waits for the new connection.
         let mut deadlines: HashMap<u64, ::tokio::time::Instant> = HashMap::new();
-        for p in in_flight.into_iter().rev() {
+        for (p, refused) in in_flight.into_iter().rev() {
             let again = p
                 .request
                 .as_ref()
-                .is_some_and(|r| resend(&r.op(), had_session));
+                .is_some_and(|r| refused || resend(&r.op(), had_session));
             match (again, p.request) {
                 (true, Some(request)) => {
                     if let Some(d) = p.deadline {
@@ -1055,6 +1069,7 @@ impl Driver {
                 let expired = gave_up || deadlines.get(&token).is_some_and(|d| now >= *d);
                 match reply {
                     Some(reply) if expired => {
+                        self.applied_before.remove(&token);
                         let _ = reply.send(Err(closed_error(peer, closed, None)));
                     }
                     reply => kept.push_back((token, request, reply)),
@@ -1350,6 +1365,9 @@ impl Driver {
             let Some(p) = self.pending.remove(&id) else {
                 continue;
             };
+            let Some((p, outcome)) = self.hold_refused(p, outcome) else {
+                continue;
+            };
             let unwanted = match p.reply {
                 Some(reply) => {
                     self.ids.remove(&p.token);
@@ -1381,6 +1399,60 @@ impl Driver {
         }
         closed
     }
+}
+
+impl Driver {
+    /// Holds `p` for the next connection if a stopping manager refused it and this client
+    /// reconnects (a batch put refused part-way goes again with only its rest, which
+    /// `send_backlog` numbers anew); otherwise gives it back with its outcome (the count of
+    /// a batch put's last try grown by what its earlier tries applied).
+    fn hold_refused(&mut self, mut p: Pending, outcome: Outcome) -> Option<(Pending, Outcome)> {
+        let refused = match outcome {
+            Outcome::Error(code) => refused_for_now(code).then_some(0),
+            Outcome::Accepted {
+                count,
+                error: Some(code),
+            } => refused_for_now(code).then_some(count),
+            _ => None,
+        };
+        let wanted = p.reply.as_ref().is_some_and(|r| !r.is_closed());
+        match (refused, p.request.take()) {
+            (Some(applied), Some(request)) if wanted && self.redial.is_some() => {
+                p.request = Some(match request {
+                    Request::PutMany(handle, items, wait)
+                    | Request::PutManySeq(handle, items, wait, _)
+                        if applied > 0 =>
+                    {
+                        *self.applied_before.entry(p.token).or_default() += applied;
+                        Request::PutMany(handle, items_after(&items, applied), wait)
+                    }
+                    other => other,
+                });
+                self.refused.push(p);
+                None
+            }
+            (_, request) => {
+                p.request = request;
+                let outcome = match (outcome, self.applied_before.remove(&p.token)) {
+                    (Outcome::Accepted { count, error }, Some(before)) => Outcome::Accepted {
+                        count: count + before,
+                        error,
+                    },
+                    (outcome, _) => outcome,
+                };
+                Some((p, outcome))
+            }
+        }
+    }
+}
+
+/// The packed `items` after the first `skip`.
+fn items_after(items: &[u8], skip: u32) -> Vec<u8> {
+    let mut rest = Items(items).iter();
+    for _ in 0..skip {
+        rest.next();
+    }
+    rest.remaining().to_vec()
 }
 
 /// A queue on the manager, items as bytes, for async code. `Clone + Send + Sync + 'static`:

@@ -20,13 +20,14 @@ fn manager(capacity: u32) -> ManagerHandle {
         .expect("manager starts")
 }
 
-/// A manager keeping `q` in `dir`, at `addr` ("127.0.0.1:0" the first time, then the same
+/// A manager keeping `q` and `r` (4 items each) in `dir`, at `addr` ("127.0.0.1:0" the first time, then the same
 /// address again: a restart).
 fn durable_manager(addr: &str, dir: &std::path::Path, encryption: Encryption) -> ManagerHandle {
     Manager::builder()
         .listen(addr)
         .authkey(KEY)
-        .raw_queue("q", 16)
+        .raw_queue("q", 4)
+        .raw_queue("r", 4)
         .data_dir(dir)
         .encryption(encryption)
         .start()
@@ -294,6 +295,133 @@ async fn an_async_client_rides_a_manager_restart() {
     assert_eq!(q.get().await.unwrap(), b"before");
     assert_eq!(q.get().await.unwrap(), b"after");
     drop(q);
+    drop(client);
+    ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The shape of the next two tests: on a manager about to stop, `q` is full with a batch put
+/// blocked part-way (4 of its 10 items in), and a get waits on the empty `r`. The manager
+/// answers both `ShuttingDown` as it stops, and starts again at the same address with its
+/// data directory: the clients, which reconnect, send the batch's rest and the get again
+/// instead of failing, so every item arrives once, in order.
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn batch(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| item(0, i)).collect()
+}
+
+/// Waits (up to 5 s) until the manager at `addr` has `n` items in `q` and a getter on `r`.
+fn wait_for_blocked_calls(addr: std::net::SocketAddr, n: u32) {
+    let plain = Client::connect(addr, KEY).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let stats = plain.stat().unwrap();
+        let q = stats.iter().find(|s| s.name == "q").unwrap();
+        let r = stats.iter().find(|s| s.name == "r").unwrap();
+        if q.len == n && q.putters > 0 && r.getters > 0 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{stats:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn blocked_calls_ride_a_graceful_restart() {
+    let dir = data_dir("blocked");
+    let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
+    let addr = m.address();
+    let client = Client::connect_with(addr, KEY, &ConnectOptions::new().reconnect(policy()))
+        .expect("connect");
+    let putting = {
+        let q = client.raw_queue("q").unwrap();
+        thread::spawn(move || {
+            let items = batch(10);
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            q.put_many(&refs)
+        })
+    };
+    let getting = {
+        let r = client.raw_queue("r").unwrap();
+        thread::spawn(move || r.get_timeout(WITHIN))
+    };
+    wait_for_blocked_calls(addr, 4);
+    m.shutdown().unwrap();
+    let m = durable_manager(&addr.to_string(), &dir, Encryption::Off);
+    let plain = Client::connect(addr, KEY).unwrap();
+    plain
+        .raw_queue("r")
+        .unwrap()
+        .put(b"for the getter")
+        .unwrap();
+    assert_eq!(getting.join().unwrap().unwrap(), b"for the getter");
+    let q = plain.raw_queue("q").unwrap();
+    let got: Vec<Vec<u8>> = (0..10).map(|_| q.get_timeout(WITHIN).unwrap()).collect();
+    assert_eq!(got, batch(10), "each item once, in order");
+    putting.join().unwrap().expect("the batch put went through");
+    assert_eq!(q.qsize().unwrap(), 0);
+    drop((client, plain));
+    m.shutdown().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(feature = "tokio")]
+#[::tokio::test]
+async fn blocked_async_calls_ride_a_graceful_restart() {
+    let dir = data_dir("blocked-async");
+    let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
+    let addr = m.address();
+    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
+        .await
+        .expect("connect");
+    let putting = {
+        let q = client.raw_queue("q").await.unwrap();
+        ::tokio::spawn(async move {
+            let items = batch(10);
+            let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            q.put_many(&refs).await
+        })
+    };
+    let getting = {
+        let r = client.raw_queue("r").await.unwrap();
+        ::tokio::spawn(async move { r.get().await })
+    };
+    let kept = dir.clone();
+    let m = ::tokio::task::spawn_blocking(move || {
+        wait_for_blocked_calls(addr, 4);
+        m.shutdown().unwrap();
+        durable_manager(&addr.to_string(), &kept, Encryption::Off)
+    })
+    .await
+    .unwrap();
+    let got = ::tokio::task::spawn_blocking(move || {
+        let plain = Client::connect(addr, KEY).unwrap();
+        plain
+            .raw_queue("r")
+            .unwrap()
+            .put(b"for the getter")
+            .unwrap();
+        let q = plain.raw_queue("q").unwrap();
+        (0..10)
+            .map(|_| q.get_timeout(WITHIN).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, batch(10), "each item once, in order");
+    let got = ::tokio::time::timeout(WITHIN, getting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.unwrap(), b"for the getter");
+    let put = ::tokio::time::timeout(WITHIN, putting)
+        .await
+        .unwrap()
+        .unwrap();
+    put.expect("the batch put went through");
     drop(client);
     ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
         .await

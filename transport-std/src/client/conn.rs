@@ -23,6 +23,7 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use depot_core::client::{ClientConfig, SendError, SendUnansweredError};
+use depot_core::reconnect::refused_for_now;
 use depot_core::wire::{
     ErrorCode, ManagerStatus, ObjectInfo, ObjectStat, Op, QueueSize, Reply, HEADER_LEN,
     MAX_MAX_FRAME, NONCE_LEN,
@@ -537,10 +538,17 @@ impl Conn {
 
     /// Waits for the reply to request `id`.
     pub(crate) fn wait_reply(&self, id: u32) -> Result<Outcome, Error> {
-        self.wait_until(|s| {
+        let outcome = self.wait_until(|s| {
             let at = s.replies.iter().position(|(r, _)| *r == id)?;
             Some(s.replies.swap_remove(at).1)
-        })
+        })?;
+        match outcome {
+            // The manager is stopping and applied nothing: an error of the connection, so
+            // that a client that reconnects sends the request to the manager that comes next
+            // (depot-core's `reconnect::refused_for_now`).
+            Outcome::Error(code) if refused_for_now(code) => Err(Error::request(code, "")),
+            other => Ok(other),
+        }
     }
 
     /// Waits until `check` finds what it wants in the state, leading the reads if no one else

@@ -201,6 +201,9 @@ impl ConnectOptions {
     /// - `task_done`: fails with the connection error (whether it counted cannot be told);
     ///   the next call reconnects.
     /// - `join`, `qsize`, opening queues, `stat`, `status`: sent again.
+    /// - any call the manager refuses because it is shutting down (`ShuttingDown`: it applied
+    ///   nothing; of a `put_many` blocked part-way, the items not yet in): sent again on the
+    ///   next connection, so blocked calls ride a manager's graceful restart.
     ///
     /// These rules (and the backoff) are depot-core's `reconnect` module, which firmware
     /// clients follow too.
@@ -375,7 +378,10 @@ impl Client {
             match attempt(&current.conn, current.session) {
                 Err(e) if e.is_connection_lost() => {
                     let session = current.session;
-                    if !depot_core::reconnect::resend(&request(session), session) {
+                    // Refused by a stopping manager: nothing was applied, it may always go
+                    // again.
+                    let refused = e.code().is_some_and(depot_core::reconnect::refused_for_now);
+                    if !refused && !depot_core::reconnect::resend(&request(session), session) {
                         return Err(e);
                     }
                     debug!("connection lost during {what}: {e}");

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use std::collections::VecDeque;
 
+use depot_core::reconnect::refused_for_now;
 use depot_core::value;
 use depot_core::wire::{ErrorCode, Items, Op, QueueSize, Wait};
 
@@ -186,6 +187,19 @@ impl RawQueue {
                     let outcome = conn.wait_reply(id)?;
                     in_flight.pop_front();
                     match outcome {
+                        // A stopping manager took the items before `count` and refused the
+                        // rest: they go again, as a batch of their own with a new number, with
+                        // the batches after them (as if the connection were lost).
+                        Outcome::Accepted {
+                            count,
+                            error: Some(code),
+                        } if refused_for_now(code) => {
+                            let rest = from + count as usize;
+                            if rest < to {
+                                in_flight.push_front((id, rest, to, self.client.next_seq()));
+                            }
+                            return Err(Error::request(code, ""));
+                        }
                         Outcome::Accepted { count, error } => {
                             if let Some(code) = error {
                                 let at = from + count as usize;
