@@ -1167,7 +1167,12 @@ impl Driver {
                         self.core.abandon(id);
                     }
                 },
-                None => self.backlog.retain(|(t, _, _)| *t != token),
+                // Not sent yet, or held since a stopping manager refused it: dropped.
+                None => {
+                    self.backlog.retain(|(t, _, _)| *t != token);
+                    self.refused.retain(|p| p.token != token);
+                    self.applied_before.remove(&token);
+                }
             },
             Command::GiveBack {
                 handle,
@@ -1428,6 +1433,8 @@ impl Driver {
                     }
                     other => other,
                 });
+                // Its caller dropping it now drops the held request (`handle`).
+                self.ids.remove(&p.token);
                 self.refused.push(p);
                 None
             }

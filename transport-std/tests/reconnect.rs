@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::Duration;
 
-use depot_std::{Client, ConnectOptions, Encryption, Manager, ManagerHandle, Reconnect, Sealing};
+use depot_std::{
+    Client, ConnectOptions, Encryption, Manager, ManagerHandle, QueueStat, Reconnect, Sealing,
+};
 use faultproxy::{FaultProxy, Faults};
 
 const KEY: &[u8] = b"reconnect";
@@ -315,13 +317,23 @@ fn batch(n: usize) -> Vec<Vec<u8>> {
 
 /// Waits (up to 5 s) until the manager at `addr` has `n` items in `q` and a getter on `r`.
 fn wait_for_blocked_calls(addr: std::net::SocketAddr, n: u32) {
+    wait_for(addr, |q, r| q.len == n && q.putters > 0 && r.getters > 0);
+}
+
+/// Waits (up to 5 s) until the manager at `addr` has `n` items in `q` and a putter waiting.
+fn wait_for_blocked_calls_on_q(addr: std::net::SocketAddr, n: u32) {
+    wait_for(addr, |q, _| q.len == n && q.putters > 0);
+}
+
+/// Waits (up to 5 s) until `ready` holds for the statistics of `q` and `r`.
+fn wait_for(addr: std::net::SocketAddr, ready: impl Fn(&QueueStat, &QueueStat) -> bool) {
     let plain = Client::connect(addr, KEY).unwrap();
     let start = std::time::Instant::now();
     loop {
         let stats = plain.stat().unwrap();
         let q = stats.iter().find(|s| s.name == "q").unwrap();
         let r = stats.iter().find(|s| s.name == "r").unwrap();
-        if q.len == n && q.putters > 0 && r.getters > 0 {
+        if ready(q, r) {
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(5), "{stats:?}");
@@ -423,6 +435,63 @@ async fn blocked_async_calls_ride_a_graceful_restart() {
         .unwrap();
     put.expect("the batch put went through");
     drop(client);
+    ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A put the stopping manager refused is held for the next connection; its caller giving up
+/// meanwhile (the future dropped) drops it: the restarted manager never gets it.
+#[cfg(feature = "tokio")]
+#[::tokio::test]
+async fn a_held_put_whose_caller_gave_up_is_not_sent_again() {
+    let dir = data_dir("held-dropped");
+    let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
+    let addr = m.address();
+    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
+        .await
+        .expect("connect");
+    let q = client.raw_queue("q").await.unwrap();
+    for item in batch(4) {
+        q.put(&item).await.unwrap();
+    }
+    let dropped = {
+        let q = q.clone();
+        ::tokio::spawn(async move { q.put(b"given up").await })
+    };
+    let m = ::tokio::task::spawn_blocking(move || {
+        wait_for_blocked_calls_on_q(addr, 4);
+        m.shutdown().unwrap();
+        m
+    })
+    .await
+    .unwrap();
+    drop(m);
+    // The client's task reads the refusal and holds the put; then its caller gives up.
+    ::tokio::time::sleep(Duration::from_millis(100)).await;
+    dropped.abort();
+    let _ = dropped.await;
+    let kept = dir.clone();
+    let m = ::tokio::task::spawn_blocking(move || {
+        durable_manager(&addr.to_string(), &kept, Encryption::Off)
+    })
+    .await
+    .unwrap();
+    // The client is back (a call goes through), and its queue holds only the first four.
+    assert_eq!(q.qsize().await.unwrap(), 4);
+    let got = ::tokio::task::spawn_blocking(move || {
+        let plain = Client::connect(addr, KEY).unwrap();
+        let q = plain.raw_queue("q").unwrap();
+        let got: Vec<Vec<u8>> = (0..4).map(|_| q.get_timeout(WITHIN).unwrap()).collect();
+        // Time for a put sent again to land.
+        thread::sleep(Duration::from_millis(300));
+        (got, q.qsize().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (batch(4), 0));
+    drop((q, client));
     ::tokio::task::spawn_blocking(move || m.shutdown().unwrap())
         .await
         .unwrap();
