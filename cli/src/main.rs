@@ -431,8 +431,9 @@ struct PutArgs {
     #[arg(long)]
     raw: bool,
 
-    /// Reconnect when the connection is lost, and keep a session so that a put sent again is
-    /// applied once by a manager that keeps sessions (PROTOCOL.md §16).
+    /// Reconnect when the connection is lost or the manager stops (a put it refused while
+    /// stopping goes to the manager that comes back), and keep a session so that a put sent
+    /// again is applied once by a manager that keeps sessions (PROTOCOL.md §16).
     #[arg(long)]
     reconnect: bool,
 

@@ -1,6 +1,6 @@
 //! A client that reconnects by itself across a real `depot serve` restart (memory only: the
 //! queue starts empty again, and the client carries on), and `depot put --reconnect` through
-//! connection resets.
+//! connection resets and through a graceful restart (SIGTERM) with its data directory.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,14 +17,14 @@ const KEY: &str = "reconnect-key";
 
 /// `depot serve` on `addr`, once it listens.
 fn serve(addr: SocketAddr) -> Child {
+    serve_with(addr, &["--queue", "q:10000:raw"])
+}
+
+/// `depot serve` on `addr` with `args`, once it listens.
+fn serve_with(addr: SocketAddr, args: &[&str]) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--queue",
-            "q:10000:raw",
-        ])
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(args)
         .env("DEPOT_AUTHKEY", KEY)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -167,4 +167,80 @@ fn depot_put_reconnect_sends_puts_again_and_each_is_applied_once() {
     );
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// `depot put --reconnect` blocked on a full queue while `depot serve --data-dir` stops on
+/// SIGTERM: the stopping manager refuses the waiting put (`ShuttingDown`), and the client makes
+/// it again on the manager started after it, where it completes once a consumer makes room.
+#[test]
+fn depot_put_reconnect_rides_a_graceful_restart() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("depot-cli-graceful-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().unwrap();
+    let args = [
+        "--queue",
+        "q:4:raw",
+        "--data-dir",
+        dir_arg,
+        "--fsync",
+        "always",
+    ];
+    let server = serve_with(addr, &args);
+    let mut put = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["put", "--reconnect", "--raw", "--queue", "q", "--connect"])
+        .arg(addr.to_string())
+        .args(["1", "2", "3", "4", "5", "6"])
+        .env("DEPOT_AUTHKEY", KEY)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("depot put starts");
+    // Four in, the fifth waiting for room.
+    let client = Client::connect(addr, KEY).unwrap();
+    let start = std::time::Instant::now();
+    while !client
+        .stat()
+        .unwrap()
+        .iter()
+        .any(|s| s.len == 4 && s.putters == 1)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the put never blocked"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut server = server;
+    assert!(
+        server.wait().unwrap().success(),
+        "depot serve stops cleanly on SIGTERM"
+    );
+    let mut server = serve_with(addr, &args);
+    let client = Client::connect(addr, KEY).unwrap();
+    let q = client.raw_queue("q").unwrap();
+    let got: Vec<Vec<u8>> = (0..6)
+        .map(|_| q.get_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    let status = put.wait().unwrap();
+    let mut log = String::new();
+    put.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(status.success(), "depot put --reconnect: {status}; {log}");
+    let want: Vec<Vec<u8>> = (1..=6).map(|i| i.to_string().into_bytes()).collect();
+    assert_eq!(got, want, "each item once, in order");
+    assert_eq!(q.qsize().unwrap(), 0);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
