@@ -40,11 +40,12 @@
 //! - `texts` (default): errors printed in words ("queue is full"); without it they print
 //!   their wire number (`error code 1`, `close reason 0`; see [`Error`]), and firmware that
 //!   prints its errors saves about 1.3 KiB of flash. `python` needs it.
-//! - `keyring`, `throttle`, `leases`, `objects`, `sessions` (default; hosts keep them,
-//!   firmware turns on only what it uses): named keys with rights, the per-source
+//! - `keyring`, `throttle`, `leases`, `objects`, `sessions`, `create` (default; hosts keep
+//!   them, firmware turns on only what it uses): named keys with rights, the per-source
 //!   key-guessing throttle, acknowledged gets, objects beside queues with registered calls,
-//!   sessions with exactly-once puts (and `reconnect` for clients). A manager built without
-//!   one answers its requests with a typed error (PROTOCOL.md §17).
+//!   sessions with exactly-once puts (and `reconnect` for clients), queues and objects clients
+//!   create at run time (`ManagerConfig::allow_create`). A manager built without one answers
+//!   its requests with a typed error (PROTOCOL.md §17).
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

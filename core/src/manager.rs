@@ -82,7 +82,8 @@ pub struct ManagerConfig {
     pub write_stall_timeout_ms: u32,
     /// Whether a client's `Shutdown` request stops the manager.
     pub allow_remote_shutdown: bool,
-    /// Whether clients may create queues in spare slots.
+    /// Whether clients may create queues and objects in spare slots (with depot-core's feature
+    /// `create`; without it they never may).
     pub allow_create: bool,
     /// Blocked requests one connection may have at once.
     pub max_waiters_per_connection: u32,
@@ -1836,7 +1837,7 @@ impl<'a> Manager<'a> {
         spec: crate::wire::QueueSpec,
         exist_ok: bool,
     ) -> Reply<'static> {
-        if !self.config.allow_create {
+        if !cfg!(feature = "create") || !self.config.allow_create {
             return Reply::Error(ErrorCode::NotAllowed);
         }
         if exist_ok {

@@ -143,6 +143,10 @@
 //!   that a reconnecting client's puts are applied once. A server given no slots (or built
 //!   without the feature) answers `Session` `NotAllowed`, and reconnecting clients of it carry
 //!   on without a session.
+//! - `keyring`, `throttle`, `leases`, `objects`, `create`: depot-core's optional manager
+//!   capabilities (PROTOCOL.md §17), each off unless the firmware asks for it; `create` lets
+//!   clients create queues in the manager's spare slots when `ServerConfig::manager` allows it
+//!   (`allow_create`).
 //! - `defmt`: `defmt::Format` on public types and logging through defmt.
 //! - `log`: logging through `log`.
 #![no_std]

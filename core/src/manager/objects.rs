@@ -97,7 +97,7 @@ impl Manager<'_> {
         spec: QueueSpec,
         exist_ok: bool,
     ) -> Reply<'static> {
-        if !self.config.allow_create {
+        if !cfg!(feature = "create") || !self.config.allow_create {
             return Reply::Error(ErrorCode::NotAllowed);
         }
         let handle = match self.registry.find(name) {
