@@ -42,6 +42,19 @@ fn data_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Frames are sealed (the restarted manager requires it), not only MACed.
+fn assert_sealed(sealing: Option<Sealing>) {
+    assert!(!matches!(sealing, None | Some(Sealing::Mac)), "{sealing:?}");
+}
+
+/// An async client of `addr` that reconnects.
+#[cfg(feature = "tokio")]
+async fn async_client(addr: std::net::SocketAddr) -> depot_std::tokio::Client {
+    depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
+        .await
+        .expect("connect")
+}
+
 fn policy() -> Reconnect {
     Reconnect {
         initial: Duration::from_millis(5),
@@ -253,11 +266,7 @@ fn a_client_rides_a_manager_restart() {
     m.shutdown().unwrap();
     let m = durable_manager(&addr.to_string(), &dir, Encryption::Required);
     q.put(b"after").unwrap();
-    assert!(
-        !matches!(client.sealing(), None | Some(Sealing::Mac)),
-        "{:?}",
-        client.sealing()
-    );
+    assert_sealed(client.sealing());
     assert_eq!(q.get().unwrap(), b"before");
     assert_eq!(q.get().unwrap(), b"after");
     drop(client);
@@ -274,9 +283,7 @@ async fn an_async_client_rides_a_manager_restart() {
     let dir = data_dir("restart-async");
     let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
     let addr = m.address();
-    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
-        .await
-        .expect("connect");
+    let client = async_client(addr).await;
     let q = client.raw_queue("q").await.unwrap();
     q.put(b"before").await.unwrap();
     assert_eq!(client.sealing(), Some(Sealing::Mac));
@@ -289,11 +296,7 @@ async fn an_async_client_rides_a_manager_restart() {
         .await
         .expect("the put reaches the restarted manager")
         .expect("put after the restart");
-    assert!(
-        !matches!(client.sealing(), None | Some(Sealing::Mac)),
-        "{:?}",
-        client.sealing()
-    );
+    assert_sealed(client.sealing());
     assert_eq!(q.get().await.unwrap(), b"before");
     assert_eq!(q.get().await.unwrap(), b"after");
     drop(q);
@@ -321,6 +324,7 @@ fn wait_for_blocked_calls(addr: std::net::SocketAddr, n: u32) {
 }
 
 /// Waits (up to 5 s) until the manager at `addr` has `n` items in `q` and a putter waiting.
+#[cfg(feature = "tokio")]
 fn wait_for_blocked_calls_on_q(addr: std::net::SocketAddr, n: u32) {
     wait_for(addr, |q, _| q.len == n && q.putters > 0);
 }
@@ -386,9 +390,7 @@ async fn blocked_async_calls_ride_a_graceful_restart() {
     let dir = data_dir("blocked-async");
     let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
     let addr = m.address();
-    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
-        .await
-        .expect("connect");
+    let client = async_client(addr).await;
     let putting = {
         let q = client.raw_queue("q").await.unwrap();
         ::tokio::spawn(async move {
@@ -449,9 +451,7 @@ async fn a_held_put_whose_caller_gave_up_is_not_sent_again() {
     let dir = data_dir("held-dropped");
     let m = durable_manager("127.0.0.1:0", &dir, Encryption::Off);
     let addr = m.address();
-    let client = depot_std::tokio::Client::connect_reconnecting(addr, KEY, policy())
-        .await
-        .expect("connect");
+    let client = async_client(addr).await;
     let q = client.raw_queue("q").await.unwrap();
     for item in batch(4) {
         q.put(&item).await.unwrap();
