@@ -1554,8 +1554,9 @@ impl RawQueue {
     /// each waits for room as long as it takes. On failure the error comes back once every
     /// reply is in; the items before the one that failed are queued.
     pub async fn put_many(&self, items: &[&[u8]]) -> Result<(), Error> {
+        let max = self.largest_put();
         for item in items {
-            self.check_size(item)?;
+            fits(item, max)?;
         }
         let budget = self.client.shared.link().max_item.clamp(1, BATCH_BYTES);
         let mut in_flight = VecDeque::new();
@@ -1677,11 +1678,13 @@ impl RawQueue {
         }
     }
 
+    /// The largest item a put may carry: the queue's limit, and the connection's frames'.
+    fn largest_put(&self) -> usize {
+        self.max_item().min(self.client.shared.link().max_item)
+    }
+
     fn check_size(&self, item: &[u8]) -> Result<(), Error> {
-        fits(
-            item,
-            self.max_item().min(self.client.shared.link().max_item),
-        )
+        fits(item, self.largest_put())
     }
 
     async fn put_with(&self, item: &[u8], wait: Wait) -> Result<(), Error> {
@@ -1730,7 +1733,7 @@ impl RawQueue {
         match code {
             ErrorCode::TooLarge if size > 0 => Error::TooLarge {
                 size,
-                max: self.max_item().min(self.client.shared.link().max_item),
+                max: self.largest_put(),
             },
             code => Error::request(code, &self.name),
         }
