@@ -1103,6 +1103,16 @@ impl<'a> Items<'a> {
         }
         iter.rest.is_empty().then_some(count)
     }
+
+    /// The list without its first `n` items (the items a batch put applied before are
+    /// skipped when it goes again).
+    pub fn after(&self, n: u32) -> Items<'a> {
+        let mut rest = self.iter();
+        for _ in 0..n {
+            rest.next();
+        }
+        Items(rest.rest)
+    }
 }
 
 /// The items of an [`Items`] list.
@@ -1182,6 +1192,21 @@ pub fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod varint_tests {
     use super::*;
+
+    #[test]
+    fn items_after_skips_the_first_n() {
+        let mut packed = [0u8; 32];
+        let mut end = 0;
+        for item in [&b"a"[..], b"", b"ccc"] {
+            end = Items::push(&mut packed, end, item).unwrap();
+        }
+        let items = Items(&packed[..end]);
+        assert_eq!(items.after(0).0, items.0);
+        let rest: [&[u8]; 1] = [b"ccc"];
+        assert!(items.after(2).iter().eq(rest));
+        assert!(items.after(3).0.is_empty());
+        assert!(items.after(9).0.is_empty());
+    }
 
     #[test]
     fn varints_round_trip_at_every_length() {

@@ -1429,7 +1429,7 @@ impl Driver {
                         if applied > 0 =>
                     {
                         *self.applied_before.entry(p.token).or_default() += applied;
-                        Request::PutMany(handle, items_after(&items, applied), wait)
+                        Request::PutMany(handle, Items(&items).after(applied).0.to_vec(), wait)
                     }
                     other => other,
                 });
@@ -1451,15 +1451,6 @@ impl Driver {
             }
         }
     }
-}
-
-/// The packed `items` after the first `skip`.
-fn items_after(items: &[u8], skip: u32) -> Vec<u8> {
-    let mut rest = Items(items).iter();
-    for _ in 0..skip {
-        rest.next();
-    }
-    rest.remaining().to_vec()
 }
 
 /// A queue on the manager, items as bytes, for async code. `Clone + Send + Sync + 'static`:

@@ -120,11 +120,7 @@ impl<'a> Manager<'a> {
             return self.reply(i, id, &reply);
         }
         // The items an earlier try applied are skipped.
-        let mut rest = items.iter();
-        for _ in 0..already {
-            rest.next();
-        }
-        let rest = Items(rest.remaining());
+        let rest = items.after(already);
         self.sessions.waiting(slot, seq, id);
         let (applied, parked) = self.put_many(i, id, handle, rest, wait, already);
         let grown = self.sessions.applied(slot, seq, already + applied);
